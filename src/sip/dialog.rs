@@ -1,0 +1,248 @@
+//! The UAS side of a dialog (RFC 3261 §12): its identity, CSeq spaces, route set and remote
+//! target, and the requests pivotd sends inside it (BYE).
+
+use std::fmt::Write;
+use std::net::IpAddr;
+
+use rsip::headers::UntypedHeader;
+
+use super::endpoint::{DialogId, OutgoingRequest};
+use super::outgoing::{finish, new_branch};
+use super::transport::Peer;
+
+/// Why a dialog could not be formed from a request.
+#[derive(Debug, thiserror::Error)]
+pub enum DialogError {
+    #[error("missing {0} header")]
+    Missing(&'static str),
+    #[error("bad {0} header")]
+    Bad(&'static str),
+}
+
+/// A dialog created by answering an INVITE.
+#[derive(Debug, Clone)]
+pub struct Dialog {
+    pub id: DialogId,
+    /// Our party: the INVITE's To value (without tag; ours is added when written).
+    local_uri: String,
+    /// The caller: the INVITE's From value, with its tag.
+    remote_uri: String,
+    /// The caller's Contact URI: the Request-URI of what we send in the dialog.
+    remote_target: String,
+    /// Record-Route values of the INVITE, in order (§12.1.1).
+    pub route_set: Vec<String>,
+    local_cseq: u32,
+    remote_cseq: u32,
+    /// Where the caller's requests come from: ours go back there (symmetric signalling, which
+    /// also works for callers behind NAT).
+    pub peer: Peer,
+    /// The address we put in Via and Contact.
+    pub local_host: String,
+}
+
+fn strip_angle(uri: &str) -> &str {
+    let s = uri.trim();
+    match (s.find('<'), s.find('>')) {
+        (Some(a), Some(b)) if a < b => &s[a + 1..b],
+        _ => s.split(';').next().unwrap_or(s).trim(),
+    }
+}
+
+impl Dialog {
+    /// Builds the dialog state from the INVITE we answer (§12.1.1).
+    pub fn from_invite(
+        req: &rsip::Request,
+        local_tag: &str,
+        peer: Peer,
+        local_host: String,
+    ) -> Result<Dialog, DialogError> {
+        let mut from = None;
+        let mut to = None;
+        let mut call_id = None;
+        let mut contact = None;
+        let mut cseq = None;
+        let mut route_set = Vec::new();
+        for h in req.headers.iter() {
+            match h {
+                rsip::Header::From(v) => from = Some(v.value().to_string()),
+                rsip::Header::To(v) => to = Some(v.value().to_string()),
+                rsip::Header::CallId(v) => call_id = Some(v.value().to_string()),
+                rsip::Header::Contact(v) if contact.is_none() => {
+                    contact = Some(strip_angle(v.value()).to_string())
+                }
+                rsip::Header::CSeq(v) => {
+                    cseq = v.value().split_whitespace().next().and_then(|n| n.parse().ok())
+                }
+                rsip::Header::RecordRoute(v) => route_set.push(v.value().to_string()),
+                _ => {}
+            }
+        }
+        let from = from.ok_or(DialogError::Missing("From"))?;
+        let to = to.ok_or(DialogError::Missing("To"))?;
+        let call_id = call_id.ok_or(DialogError::Missing("Call-ID"))?;
+        let remote_cseq: u32 = cseq.ok_or(DialogError::Bad("CSeq"))?;
+        // No Contact (broken client): fall back to the From URI, which is where it can be found.
+        let remote_target = contact.unwrap_or_else(|| strip_angle(&from).to_string());
+        Ok(Dialog {
+            id: DialogId {
+                call_id,
+                local_tag: local_tag.to_string(),
+            },
+            local_uri: to,
+            remote_uri: from,
+            remote_target,
+            route_set,
+            local_cseq: rand::random::<u16>() as u32 + 1,
+            remote_cseq,
+            peer,
+            local_host,
+        })
+    }
+
+    /// Checks an in-dialog request's CSeq (§12.2.2): lower than the last one is out of order
+    /// (answered 500); equal is the INVITE's own ACK or a retransmission.
+    pub fn accept_remote_cseq(&mut self, cseq: u32, method: &rsip::Method) -> bool {
+        if *method == rsip::Method::Ack || *method == rsip::Method::Cancel {
+            return true;
+        }
+        if cseq <= self.remote_cseq {
+            return false;
+        }
+        self.remote_cseq = cseq;
+        true
+    }
+
+    /// The target refresh of a re-INVITE (§12.2.2): a new Contact replaces the remote target.
+    pub fn refresh_target(&mut self, req: &rsip::Request) {
+        for h in req.headers.iter() {
+            if let rsip::Header::Contact(v) = h {
+                self.remote_target = strip_angle(v.value()).to_string();
+                return;
+            }
+        }
+    }
+
+    /// Our Contact header value.
+    pub fn contact(&self, user: &str) -> String {
+        contact_value(user, &self.local_host, &self.peer)
+    }
+
+    /// A request inside the dialog (§12.2.1.1): BYE, INFO, re-INVITE.
+    pub fn request(
+        &mut self,
+        method: rsip::Method,
+        extra: &[(&str, &str)],
+        body: Option<(&str, &[u8])>,
+    ) -> OutgoingRequest {
+        self.local_cseq += 1;
+        let branch = new_branch();
+        let mut out = String::with_capacity(512);
+        let _ = write!(out, "{method} {} SIP/2.0\r\n", self.remote_target);
+        let _ = write!(
+            out,
+            "Via: SIP/2.0/{} {};branch={branch};rport\r\n",
+            self.peer.proto.via_token(),
+            self.local_host
+        );
+        let _ = write!(out, "Max-Forwards: 70\r\n");
+        let _ = write!(out, "From: {};tag={}\r\n", self.local_uri, self.id.local_tag);
+        let _ = write!(out, "To: {}\r\n", self.remote_uri);
+        let _ = write!(out, "Call-ID: {}\r\n", self.id.call_id);
+        let _ = write!(out, "CSeq: {} {method}\r\n", self.local_cseq);
+        // The UAS keeps the Record-Route order of the request (§12.1.1): the nearest hop first.
+        for r in &self.route_set {
+            let _ = write!(out, "Route: {r}\r\n");
+        }
+        let _ = write!(out, "User-Agent: pivotd\r\n");
+        let bytes = finish(out, extra, body);
+        OutgoingRequest {
+            method,
+            branch,
+            bytes,
+            proto: self.peer.proto,
+            to: self.peer.remote,
+            conn: self.peer.conn,
+            request: None,
+        }
+    }
+}
+
+/// A Contact value naming us on the transport a peer uses.
+pub fn contact_value(user: &str, local_host: &str, peer: &Peer) -> String {
+    let user: String = user
+        .chars()
+        .filter(|c| c.is_ascii_alphanumeric() || "-_.!~*'()&=+$,;?/".contains(*c))
+        .collect();
+    let at = if user.is_empty() { "" } else { "@" };
+    match peer.proto {
+        super::transport::Proto::Udp => format!("<sip:{user}{at}{local_host}>"),
+        super::transport::Proto::Tcp => format!("<sip:{user}{at}{local_host};transport=tcp>"),
+    }
+}
+
+/// `host:port` for Via/Contact: the advertised address if set, else the socket's.
+pub fn host_port(advertise: Option<IpAddr>, local: std::net::SocketAddr) -> String {
+    let ip = advertise.unwrap_or(local.ip());
+    match ip {
+        IpAddr::V4(v4) => format!("{v4}:{}", local.port()),
+        IpAddr::V6(v6) => format!("[{v6}]:{}", local.port()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::sip::transport::Proto;
+
+    fn invite() -> rsip::Request {
+        let raw = "INVITE sip:5000@pbx.test SIP/2.0\r\n\
+Via: SIP/2.0/UDP 127.0.0.1:5070;branch=z9hG4bKabc\r\n\
+Record-Route: <sip:p1.test;lr>\r\n\
+Record-Route: <sip:p2.test;lr>\r\n\
+From: \"Alice\" <sip:alice@a.test>;tag=ft\r\n\
+To: <sip:5000@pbx.test>\r\n\
+Call-ID: c1@a.test\r\n\
+CSeq: 7 INVITE\r\n\
+Contact: <sip:alice@127.0.0.1:5070>\r\n\
+Content-Length: 0\r\n\r\n";
+        rsip::Request::try_from(raw.as_bytes()).unwrap()
+    }
+
+    fn peer() -> Peer {
+        Peer {
+            proto: Proto::Udp,
+            remote: "127.0.0.1:5070".parse().unwrap(),
+            local: "127.0.0.1:5060".parse().unwrap(),
+            conn: None,
+        }
+    }
+
+    #[test]
+    fn bye_is_built_from_the_dialog() {
+        let mut d = Dialog::from_invite(&invite(), "lt", peer(), "127.0.0.1:5060".into()).unwrap();
+        let r = d.request(rsip::Method::Bye, &[], None);
+        let text = String::from_utf8(r.bytes.to_vec()).unwrap();
+        assert!(text.starts_with("BYE sip:alice@127.0.0.1:5070 SIP/2.0\r\n"), "{text}");
+        assert!(text.contains("From: <sip:5000@pbx.test>;tag=lt\r\n"));
+        assert!(text.contains("To: \"Alice\" <sip:alice@a.test>;tag=ft\r\n"));
+        assert!(text.contains("Call-ID: c1@a.test\r\n"));
+        assert!(text.contains("Route: <sip:p1.test;lr>\r\nRoute: <sip:p2.test;lr>\r\n"));
+        assert!(text.ends_with("Content-Length: 0\r\n\r\n"));
+        let parsed = rsip::Request::try_from(r.bytes.as_ref()).unwrap();
+        assert_eq!(parsed.method, rsip::Method::Bye);
+        assert_eq!(r.to, peer().remote);
+        // CSeq increases
+        let r2 = d.request(rsip::Method::Bye, &[], None);
+        let t2 = String::from_utf8(r2.bytes.to_vec()).unwrap();
+        assert_ne!(text.lines().find(|l| l.starts_with("CSeq")), t2.lines().find(|l| l.starts_with("CSeq")));
+    }
+
+    #[test]
+    fn remote_cseq_must_increase() {
+        let mut d = Dialog::from_invite(&invite(), "lt", peer(), "h".into()).unwrap();
+        assert!(!d.accept_remote_cseq(7, &rsip::Method::Bye));
+        assert!(d.accept_remote_cseq(8, &rsip::Method::Bye));
+        assert!(!d.accept_remote_cseq(8, &rsip::Method::Invite));
+        assert!(d.accept_remote_cseq(7, &rsip::Method::Ack));
+    }
+}

@@ -2,7 +2,9 @@
 
 pub mod dialog;
 pub mod message;
+pub mod endpoint;
 pub mod normalize;
+pub mod outgoing;
 pub mod timer;
 pub mod transaction;
 pub mod transport;

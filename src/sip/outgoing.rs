@@ -1,0 +1,123 @@
+//! Serialising what pivotd sends: responses built from a request, and requests it originates.
+//! Content-Length is always computed here, never copied.
+
+use std::fmt::Write;
+
+use bytes::Bytes;
+
+use super::message;
+
+/// The reason phrase pivotd uses for a status code (RFC 3261 §21 and extensions).
+pub fn reason_phrase(code: u16) -> &'static str {
+    match code {
+        100 => "Trying",
+        180 => "Ringing",
+        181 => "Call Is Being Forwarded",
+        182 => "Queued",
+        183 => "Session Progress",
+        200 => "OK",
+        202 => "Accepted",
+        400 => "Bad Request",
+        401 => "Unauthorized",
+        403 => "Forbidden",
+        404 => "Not Found",
+        405 => "Method Not Allowed",
+        408 => "Request Timeout",
+        413 => "Request Entity Too Large",
+        415 => "Unsupported Media Type",
+        416 => "Unsupported URI Scheme",
+        420 => "Bad Extension",
+        480 => "Temporarily Unavailable",
+        481 => "Call/Transaction Does Not Exist",
+        482 => "Loop Detected",
+        483 => "Too Many Hops",
+        486 => "Busy Here",
+        487 => "Request Terminated",
+        488 => "Not Acceptable Here",
+        491 => "Request Pending",
+        500 => "Server Internal Error",
+        501 => "Not Implemented",
+        503 => "Service Unavailable",
+        504 => "Server Time-out",
+        600 => "Busy Everywhere",
+        603 => "Decline",
+        604 => "Does Not Exist Anywhere",
+        606 => "Not Acceptable",
+        _ => match code / 100 {
+            1 => "Progress",
+            2 => "OK",
+            3 => "Redirect",
+            4 => "Client Error",
+            5 => "Server Error",
+            _ => "Global Failure",
+        },
+    }
+}
+
+/// A reason phrase safe to put on a status line: printable, no CR/LF, bounded.
+fn clean_reason(r: &str) -> String {
+    r.chars()
+        .filter(|c| !c.is_control())
+        .take(128)
+        .collect::<String>()
+}
+
+/// A response to `req`: Via, From, To (with `to_tag` added if it has none), Call-ID and CSeq
+/// copied; then `extra` header lines; then the body with Content-Type and Content-Length.
+pub fn response_bytes(
+    req: &rsip::Request,
+    code: u16,
+    reason: Option<&str>,
+    to_tag: Option<&str>,
+    extra: &[(&str, &str)],
+    body: Option<(&str, &[u8])>,
+) -> Bytes {
+    let resp = message::response(req, code, reason, to_tag);
+    let reason = reason
+        .map(clean_reason)
+        .unwrap_or_else(|| reason_phrase(code).to_string());
+    let mut out = String::with_capacity(512 + body.map(|b| b.1.len()).unwrap_or(0));
+    let _ = write!(out, "SIP/2.0 {code} {reason}\r\n");
+    for h in resp.headers.iter() {
+        if matches!(h, rsip::Header::ContentLength(_) | rsip::Header::ContentType(_)) {
+            continue;
+        }
+        let _ = write!(out, "{h}\r\n");
+    }
+    finish(out, extra, body)
+}
+
+/// Appends extra headers, Content-Type/Content-Length and the body.
+pub fn finish(mut out: String, extra: &[(&str, &str)], body: Option<(&str, &[u8])>) -> Bytes {
+    for (name, value) in extra {
+        let _ = write!(out, "{name}: {value}\r\n");
+    }
+    let len = match body {
+        Some((ctype, b)) => {
+            let _ = write!(out, "Content-Type: {ctype}\r\n");
+            b.len()
+        }
+        None => 0,
+    };
+    let _ = write!(out, "Content-Length: {len}\r\n\r\n");
+    let mut bytes = out.into_bytes();
+    if let Some((_, b)) = body {
+        bytes.extend_from_slice(b);
+    }
+    Bytes::from(bytes)
+}
+
+/// A fresh RFC 3261 branch (magic cookie + random).
+pub fn new_branch() -> String {
+    format!("z9hG4bK{}", random_token(16))
+}
+
+/// A fresh tag or Call-ID part.
+pub fn random_token(len: usize) -> String {
+    use rand::Rng;
+    const CHARS: &[u8] = b"abcdefghijklmnopqrstuvwxyz0123456789";
+    let mut rng = rand::thread_rng();
+    (0..len)
+        .map(|_| CHARS[rng.gen_range(0..CHARS.len())] as char)
+        .collect()
+}
