@@ -1,0 +1,1673 @@
+//! The TOML configuration: typed sections with the embedded default's values for every key
+//! left out, and validation that reports every problem with its key path, not just the first.
+//!
+//! The file is read as a plain TOML table and walked by hand (rather than through serde's
+//! `deny_unknown_fields`, which stops at the first fault) so that `check-config` can list all
+//! problems at once: unknown keys, wrong types, bad addresses, port ranges, callflow validation
+//! errors (`accounts[0].callflows[1].flow.data.code`), bad regexes, duplicate numbers, and play
+//! ids that are not in the prompt library.
+
+use std::collections::{BTreeMap, HashMap};
+use std::fmt;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use regex::Regex;
+use toml::{Table, Value};
+
+use crate::callflow::modules::{is_url, play::Play, sleep, ModuleData};
+use crate::callflow::Node;
+use crate::media::prompt::PromptLibrary;
+
+/// Fixed id of the embedded demo account (32 hex digits, like a Kazoo account id).
+pub const DEMO_ACCOUNT_ID: &str = "00000000000000000000000000000de0";
+/// Realm of the embedded demo account.
+pub const DEMO_REALM: &str = "demo.pivotd.test";
+
+/// The whole configuration.
+#[derive(Clone, Debug)]
+pub struct Config {
+    pub sip: SipConfig,
+    pub media: MediaConfig,
+    pub tts: TtsConfig,
+    pub api: ApiConfig,
+    pub store: StoreConfig,
+    pub pivot: PivotConfig,
+    /// A file with `[[accounts]]` has exactly those; with none, the demo account.
+    pub accounts: Vec<Account>,
+}
+
+/// `[sip]`: listen sockets and call limits.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SipConfig {
+    /// `udp`: UDP listen sockets (`[]` = none). Default `["127.0.0.1:5060"]`.
+    pub udp: Vec<SocketAddr>,
+    /// `tcp`: TCP listen sockets (`[]` = none). Default `["127.0.0.1:5060"]`.
+    pub tcp: Vec<SocketAddr>,
+    /// `advertise`: address written in Via/Contact/SDP when it differs from the bind address.
+    pub advertise: Option<IpAddr>,
+    /// `max_calls`: concurrent calls; above it new INVITEs get 503 with Retry-After.
+    /// Default 5000, 1..=1000000.
+    pub max_calls: u32,
+    /// `max_calls_per_second`: new calls accepted per second; above it 503 with Retry-After.
+    /// Default 4000, 1..=1000000.
+    pub max_calls_per_second: u32,
+    /// `max_call_duration_s`: a call is hung up after this many seconds; 0 = no limit.
+    /// Default 14400 (4 h).
+    pub max_call_duration_s: u64,
+    /// `shutdown_grace_s`: on SIGINT/SIGTERM, live calls get this long before BYE.
+    /// Default 30, 0..=86400.
+    pub shutdown_grace_s: u64,
+    /// `tcp_idle_timeout_s`: a TCP connection with no traffic for this long is closed.
+    /// Default 300, 1..=86400.
+    pub tcp_idle_timeout_s: u64,
+    /// `max_message_bytes`: largest SIP message accepted (TCP framing cap); larger ones are
+    /// refused. Default 65536, 1024..=1048576.
+    pub max_message_bytes: usize,
+}
+
+impl SipConfig {
+    pub fn max_call_duration(&self) -> Option<Duration> {
+        (self.max_call_duration_s > 0).then(|| Duration::from_secs(self.max_call_duration_s))
+    }
+    pub fn shutdown_grace(&self) -> Duration {
+        Duration::from_secs(self.shutdown_grace_s)
+    }
+    pub fn tcp_idle_timeout(&self) -> Duration {
+        Duration::from_secs(self.tcp_idle_timeout_s)
+    }
+}
+
+/// `[media]`: RTP and prompts.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct MediaConfig {
+    /// `ip`: RTP bind and SDP address. Default 127.0.0.1.
+    pub ip: IpAddr,
+    /// `port_min`, `port_max`: RTP port range; RTP/RTCP pairs start on even ports inside it.
+    /// Defaults 16384 and 32767.
+    pub port_min: u16,
+    pub port_max: u16,
+    /// `dir`: where play ids resolve, resolved against the config file's folder.
+    /// Default `media`.
+    pub dir: PathBuf,
+    /// Whether `dir` was given in the file. The default dir may be missing (the embedded
+    /// prompts then serve); a configured one must exist.
+    pub dir_configured: bool,
+    /// `rtp_timeout_s`: hang up (BYE) when the caller sends no RTP for this long, except
+    /// while on hold; 0 = off. Default 60.
+    pub rtp_timeout_s: u64,
+}
+
+impl MediaConfig {
+    pub fn rtp_timeout(&self) -> Option<Duration> {
+        (self.rtp_timeout_s > 0).then(|| Duration::from_secs(self.rtp_timeout_s))
+    }
+
+    /// The dir to give `PromptLibrary::new`: the configured one, or the default one when it
+    /// exists; `None` = embedded prompts only.
+    pub fn prompt_dir(&self) -> Option<PathBuf> {
+        (self.dir_configured || self.dir.is_dir()).then(|| self.dir.clone())
+    }
+
+    /// Number of even/odd port pairs in the range.
+    pub fn port_pairs(&self) -> usize {
+        let first_even = u32::from(self.port_min) + u32::from(self.port_min % 2);
+        let max = u32::from(self.port_max);
+        if first_even + 1 > max {
+            0
+        } else {
+            ((max - 1 - first_even) / 2 + 1) as usize
+        }
+    }
+}
+
+/// `[tts]`: the text-to-speech hook.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TtsConfig {
+    /// `command`: program and arguments; `{voice}`, `{out}` (a WAV path it must write) and
+    /// `{text}` are replaced. Default espeak-ng.
+    pub command: Vec<String>,
+    /// `voices`: Kazoo voice names (`female`, `male`) to the engine's voices.
+    pub voices: BTreeMap<String, String>,
+}
+
+/// `[api]`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ApiConfig {
+    /// `listen`: HTTP API socket. Default 127.0.0.1:8000.
+    pub listen: SocketAddr,
+}
+
+/// `[store]`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct StoreConfig {
+    /// `sqlite`: database file, resolved against the config file's folder (`:memory:` kept
+    /// as is). Default `pivotd.db`.
+    pub sqlite: PathBuf,
+}
+
+/// `[pivot]`: the URL guard's lists (spec j.10).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PivotConfig {
+    /// `blacklist_cidrs`: networks pivot must not fetch from; a list given replaces the
+    /// default list (loopback, RFC 1918, link-local, CGNAT, IPv6 equivalents); `[]` allows all.
+    pub blacklist_cidrs: Vec<Cidr>,
+    /// `blacklist_hosts`: host names refused; default `["localhost"]`.
+    pub blacklist_hosts: Vec<String>,
+}
+
+/// An address block, `addr/prefix` (a bare address is a /32 or /128).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Cidr {
+    pub addr: IpAddr,
+    pub prefix: u8,
+}
+
+impl Cidr {
+    pub fn parse(s: &str) -> Result<Cidr, String> {
+        let (a, p) = match s.split_once('/') {
+            Some((a, p)) => (a, Some(p)),
+            None => (s, None),
+        };
+        let addr: IpAddr = a
+            .parse()
+            .map_err(|_| format!("{a:?} is not an IP address"))?;
+        let max = if addr.is_ipv4() { 32 } else { 128 };
+        let prefix = match p {
+            None => max,
+            Some(p) => match p.parse::<u8>() {
+                Ok(n) if n <= max => n,
+                _ => return Err(format!("prefix {p:?} is not 0..={max}")),
+            },
+        };
+        Ok(Cidr { addr, prefix })
+    }
+
+    /// Same-family containment (IPv4-mapped IPv6 is the guard's to unwrap).
+    pub fn contains(&self, ip: IpAddr) -> bool {
+        match (self.addr, ip) {
+            (IpAddr::V4(net), IpAddr::V4(ip)) => {
+                let mask = u32::MAX
+                    .checked_shl(32 - u32::from(self.prefix))
+                    .unwrap_or(0);
+                u32::from(net) & mask == u32::from(ip) & mask
+            }
+            (IpAddr::V6(net), IpAddr::V6(ip)) => {
+                let mask = u128::MAX
+                    .checked_shl(128 - u32::from(self.prefix))
+                    .unwrap_or(0);
+                u128::from(net) & mask == u128::from(ip) & mask
+            }
+            _ => false,
+        }
+    }
+}
+
+impl fmt::Display for Cidr {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}/{}", self.addr, self.prefix)
+    }
+}
+
+/// Spec j.10's default blacklist.
+pub const DEFAULT_BLACKLIST_CIDRS: &[&str] = &[
+    "127.0.0.0/8",
+    "0.0.0.0/8",
+    "10.0.0.0/8",
+    "172.16.0.0/12",
+    "192.168.0.0/16",
+    "169.254.0.0/16",
+    "100.64.0.0/10",
+    "::1/128",
+    "::/128",
+    "fc00::/7",
+    "fe80::/10",
+];
+
+/// `[[accounts]]`.
+#[derive(Clone, Debug)]
+pub struct Account {
+    /// `id` (required): sent as Account-ID.
+    pub id: String,
+    /// `realm` (required): INVITEs whose Request-URI host is this belong to the account.
+    pub realm: String,
+    /// `api_key`: for `PUT /v2/api_auth`; none = no API access for this account.
+    pub api_key: Option<String>,
+    pub callflows: Vec<CallflowEntry>,
+    pub users: Vec<User>,
+    pub devices: Vec<Device>,
+    pub resources: Vec<Resource>,
+}
+
+impl Account {
+    /// The callflow for a dialled number: exact `numbers` first, then `patterns` in order
+    /// (unanchored, as Kazoo's `re:run`: write `^…$` to anchor).
+    pub fn find_callflow(&self, number: &str) -> Option<&CallflowEntry> {
+        self.callflows
+            .iter()
+            .find(|c| c.numbers.iter().any(|n| n == number))
+            .or_else(|| {
+                self.callflows
+                    .iter()
+                    .find(|c| c.patterns.iter().any(|p| p.is_match(number)))
+            })
+    }
+}
+
+/// `[[accounts.callflows]]`.
+#[derive(Clone, Debug)]
+pub struct CallflowEntry {
+    /// `id`: optional document id.
+    pub id: Option<String>,
+    /// `name`: optional friendly name.
+    pub name: Option<String>,
+    /// `numbers`: exact dialled numbers (1..36 characters, unique within the account).
+    pub numbers: Vec<String>,
+    /// `patterns`: regexes on the dialled number, compiled at load.
+    pub patterns: Vec<Regex>,
+    /// `flow`: the callflow node (a TOML table, or a string holding Kazoo JSON).
+    pub flow: Node,
+}
+
+/// `[[accounts.users]]`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct User {
+    pub id: String,
+    pub presence_id: Option<String>,
+    pub first_name: Option<String>,
+    pub last_name: Option<String>,
+}
+
+/// `[[accounts.devices]]`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Device {
+    pub id: String,
+    /// A user id of the same account.
+    pub owner_id: Option<String>,
+    pub username: Option<String>,
+    pub password: Option<String>,
+    pub name: Option<String>,
+}
+
+/// `[[accounts.resources]]`: a carrier / gateway.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Resource {
+    pub id: String,
+    /// A `sip:` or `sips:` URI.
+    pub gateway: String,
+    pub name: Option<String>,
+}
+
+/// One thing wrong in a config file.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ConfigProblem {
+    /// Key path, e.g. `accounts[0].callflows[1].flow.data.id`; empty for the whole file.
+    pub key: String,
+    pub message: String,
+}
+
+impl fmt::Display for ConfigProblem {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.key.is_empty() {
+            f.write_str(&self.message)
+        } else {
+            write!(f, "{}: {}", self.key, self.message)
+        }
+    }
+}
+
+/// Every problem found in a config, one per line when displayed.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ConfigErrors(pub Vec<ConfigProblem>);
+
+impl fmt::Display for ConfigErrors {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (i, p) in self.0.iter().enumerate() {
+            if i > 0 {
+                writeln!(f)?;
+            }
+            write!(f, "{p}")?;
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for ConfigErrors {}
+
+impl ConfigErrors {
+    /// The problem reported for `key`, if any.
+    pub fn get(&self, key: &str) -> Option<&ConfigProblem> {
+        self.0.iter().find(|p| p.key == key)
+    }
+}
+
+impl Config {
+    /// DESIGN.md's default: SIP UDP+TCP 127.0.0.1:5060, API 127.0.0.1:8000, `pivotd.db` and
+    /// `media` in the current directory, and the demo account answering any number.
+    pub fn embedded_default() -> Config {
+        let base = std::env::current_dir().unwrap_or_else(|_| PathBuf::from("."));
+        parse("", &base).0
+    }
+
+    /// Reads and validates a file; relative paths resolve against the file's folder.
+    pub fn load(path: &Path) -> Result<Config, ConfigErrors> {
+        let text = std::fs::read_to_string(path).map_err(|e| {
+            ConfigErrors(vec![ConfigProblem {
+                key: String::new(),
+                message: format!("cannot read {}: {e}", path.display()),
+            }])
+        })?;
+        let base = match path.parent() {
+            Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+            _ => PathBuf::from("."),
+        };
+        let base = std::path::absolute(&base).unwrap_or(base);
+        Config::from_toml_str(&text, &base)
+    }
+
+    /// Parses and validates TOML text; relative paths resolve against `base_dir`. Checks the
+    /// media dir and that every play/response media id exists in the prompt library.
+    pub fn from_toml_str(s: &str, base_dir: &Path) -> Result<Config, ConfigErrors> {
+        let (cfg, mut problems) = parse(s, base_dir);
+        if problems.is_empty() {
+            check_media(&cfg, &mut problems);
+        }
+        if problems.is_empty() {
+            Ok(cfg)
+        } else {
+            Err(ConfigErrors(problems))
+        }
+    }
+
+    /// The prompt library this config's media settings describe.
+    pub fn prompt_library(&self) -> PromptLibrary {
+        PromptLibrary::new(self.media.prompt_dir())
+    }
+}
+
+/// Finds the account (realm = request host, case-insensitive; else the only account) and the
+/// callflow (exact number, then patterns in order).
+pub fn route<'a>(
+    cfg: &'a Config,
+    request_user: &str,
+    request_host: &str,
+) -> Option<(&'a Account, &'a CallflowEntry)> {
+    let account = cfg
+        .accounts
+        .iter()
+        .find(|a| a.realm.eq_ignore_ascii_case(request_host))
+        .or(match cfg.accounts.as_slice() {
+            [only] => Some(only),
+            _ => None,
+        })?;
+    account.find_callflow(request_user).map(|c| (account, c))
+}
+
+/// The demo IVR: welcome, a short pause, three digits, hang up.
+fn demo_account() -> Account {
+    let play = |id: &str| Node::new(ModuleData::Play(Play::new(id)));
+    let flow = play("welcome").then(
+        Node::new(ModuleData::Sleep(sleep::Sleep {
+            duration: 300,
+            unit: sleep::Unit::Ms,
+        }))
+        .then(
+            play("digit-1")
+                .then(play("digit-2").then(play("digit-3").then(Node::new(ModuleData::Hangup)))),
+        ),
+    );
+    Account {
+        id: DEMO_ACCOUNT_ID.to_string(),
+        realm: DEMO_REALM.to_string(),
+        api_key: None,
+        callflows: vec![CallflowEntry {
+            id: None,
+            name: Some("demo IVR".to_string()),
+            numbers: vec![],
+            // A constant that compiles; `.ok()` keeps a panic path out of the library anyway.
+            patterns: Regex::new(".*").ok().into_iter().collect(),
+            flow,
+        }],
+        users: vec![],
+        devices: vec![],
+        resources: vec![],
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// Reading: a table walker that records problems and returns None for what is missing or bad.
+
+struct Reader {
+    problems: Vec<ConfigProblem>,
+}
+
+fn join(path: &str, key: &str) -> String {
+    if path.is_empty() {
+        key.to_string()
+    } else {
+        format!("{path}.{key}")
+    }
+}
+
+impl Reader {
+    fn problem(&mut self, key: impl Into<String>, message: impl Into<String>) {
+        self.problems.push(ConfigProblem {
+            key: key.into(),
+            message: message.into(),
+        });
+    }
+
+    fn check_keys(&mut self, t: &Table, path: &str, known: &[&str]) {
+        for k in t.keys() {
+            if !known.contains(&k.as_str()) {
+                self.problem(
+                    join(path, k),
+                    format!("unknown key (known here: {})", known.join(", ")),
+                );
+            }
+        }
+    }
+
+    fn wrong(&mut self, key: String, want: &str, v: &Value) {
+        self.problem(key, format!("expected {want}, found {}", v.type_str()));
+    }
+
+    fn table<'t>(&mut self, t: &'t Table, path: &str, key: &str) -> Option<&'t Table> {
+        match t.get(key)? {
+            Value::Table(x) => Some(x),
+            v => {
+                self.wrong(join(path, key), "a table", v);
+                None
+            }
+        }
+    }
+
+    fn tables<'t>(&mut self, t: &'t Table, path: &str, key: &str) -> Option<Vec<&'t Table>> {
+        match t.get(key)? {
+            Value::Array(items) => {
+                let mut out = Vec::new();
+                for (i, v) in items.iter().enumerate() {
+                    match v {
+                        Value::Table(x) => out.push(x),
+                        v => self.wrong(format!("{}[{i}]", join(path, key)), "a table", v),
+                    }
+                }
+                Some(out)
+            }
+            v => {
+                self.wrong(join(path, key), "an array of tables", v);
+                None
+            }
+        }
+    }
+
+    fn string(&mut self, t: &Table, path: &str, key: &str) -> Option<String> {
+        match t.get(key)? {
+            Value::String(s) => Some(s.clone()),
+            v => {
+                self.wrong(join(path, key), "a string", v);
+                None
+            }
+        }
+    }
+
+    /// A string that must be there and not be empty.
+    fn required(&mut self, t: &Table, path: &str, key: &str) -> Option<String> {
+        match self.string(t, path, key) {
+            Some(s) if !s.is_empty() => Some(s),
+            Some(_) => {
+                self.problem(join(path, key), "must not be empty");
+                None
+            }
+            None => {
+                if !t.contains_key(key) {
+                    self.problem(join(path, key), "required");
+                }
+                None
+            }
+        }
+    }
+
+    fn int(&mut self, t: &Table, path: &str, key: &str, min: i64, max: i64) -> Option<i64> {
+        match t.get(key)? {
+            Value::Integer(n) if (min..=max).contains(n) => Some(*n),
+            Value::Integer(n) => {
+                self.problem(
+                    join(path, key),
+                    format!("{n} is out of range {min}..={max}"),
+                );
+                None
+            }
+            v => {
+                self.wrong(join(path, key), "an integer", v);
+                None
+            }
+        }
+    }
+
+    fn strings(&mut self, t: &Table, path: &str, key: &str) -> Option<Vec<String>> {
+        match t.get(key)? {
+            Value::Array(items) => {
+                let mut out = Vec::new();
+                for (i, v) in items.iter().enumerate() {
+                    match v {
+                        Value::String(s) => out.push(s.clone()),
+                        v => self.wrong(format!("{}[{i}]", join(path, key)), "a string", v),
+                    }
+                }
+                Some(out)
+            }
+            v => {
+                self.wrong(join(path, key), "an array of strings", v);
+                None
+            }
+        }
+    }
+
+    /// A list of strings each parsed by `f`; items that fail are reported by index.
+    fn parsed_list<T>(
+        &mut self,
+        t: &Table,
+        path: &str,
+        key: &str,
+        f: impl Fn(&str) -> Result<T, String>,
+    ) -> Option<Vec<T>> {
+        let items = self.strings(t, path, key)?;
+        let mut out = Vec::new();
+        for (i, s) in items.iter().enumerate() {
+            match f(s) {
+                Ok(x) => out.push(x),
+                Err(e) => self.problem(format!("{}[{i}]", join(path, key)), e),
+            }
+        }
+        Some(out)
+    }
+
+    fn parsed<T>(
+        &mut self,
+        t: &Table,
+        path: &str,
+        key: &str,
+        f: impl Fn(&str) -> Result<T, String>,
+    ) -> Option<T> {
+        let s = self.string(t, path, key)?;
+        match f(&s) {
+            Ok(x) => Some(x),
+            Err(e) => {
+                self.problem(join(path, key), e);
+                None
+            }
+        }
+    }
+}
+
+fn socket_addr(s: &str) -> Result<SocketAddr, String> {
+    s.parse().map_err(|_| {
+        format!(
+            "{s:?} is not an IP address with a port (like \"127.0.0.1:5060\" or \"[::1]:5060\")"
+        )
+    })
+}
+
+fn ip_addr(s: &str) -> Result<IpAddr, String> {
+    s.parse().map_err(|_| format!("{s:?} is not an IP address"))
+}
+
+fn resolve(base: &Path, p: &str) -> PathBuf {
+    if p == ":memory:" {
+        return PathBuf::from(p);
+    }
+    let path = PathBuf::from(p);
+    if path.is_absolute() {
+        path
+    } else {
+        base.join(path)
+    }
+}
+
+/// Parses without touching the file system; returns the config (defaults where a value was
+/// missing or bad) and every problem found.
+fn parse(s: &str, base: &Path) -> (Config, Vec<ConfigProblem>) {
+    let mut r = Reader { problems: vec![] };
+    let root: Table = match s.parse::<Table>() {
+        Ok(t) => t,
+        Err(e) => {
+            let at = e
+                .span()
+                .map(|sp| {
+                    let before = s.get(..sp.start).unwrap_or("");
+                    let line = before.matches('\n').count() + 1;
+                    let col = before.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1;
+                    format!(" at line {line}, column {col}")
+                })
+                .unwrap_or_default();
+            r.problem("", format!("TOML syntax error{at}: {}", e.message().trim()));
+            Table::new()
+        }
+    };
+    r.check_keys(
+        &root,
+        "",
+        &["sip", "media", "tts", "api", "store", "pivot", "accounts"],
+    );
+    let empty = Table::new();
+
+    let t = r.table(&root, "", "sip").unwrap_or(&empty);
+    let p = "sip";
+    r.check_keys(
+        t,
+        p,
+        &[
+            "udp",
+            "tcp",
+            "advertise",
+            "max_calls",
+            "max_calls_per_second",
+            "max_call_duration_s",
+            "shutdown_grace_s",
+            "tcp_idle_timeout_s",
+            "max_message_bytes",
+        ],
+    );
+    let default_sip: SocketAddr = SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), 5060);
+    let udp = r
+        .parsed_list(t, p, "udp", socket_addr)
+        .unwrap_or_else(|| vec![default_sip]);
+    let tcp = r
+        .parsed_list(t, p, "tcp", socket_addr)
+        .unwrap_or_else(|| vec![default_sip]);
+    if t.get("udp")
+        .is_some_and(|v| v.as_array().is_some_and(|a| a.is_empty()))
+        && t.get("tcp")
+            .is_some_and(|v| v.as_array().is_some_and(|a| a.is_empty()))
+    {
+        r.problem(
+            "sip",
+            "no listen socket: sip.udp and sip.tcp are both empty",
+        );
+    }
+    let sip = SipConfig {
+        udp,
+        tcp,
+        advertise: r.parsed(t, p, "advertise", ip_addr),
+        max_calls: r
+            .int(t, p, "max_calls", 1, 1_000_000)
+            .map_or(5000, |n| n as u32),
+        max_calls_per_second: r
+            .int(t, p, "max_calls_per_second", 1, 1_000_000)
+            .map_or(4000, |n| n as u32),
+        max_call_duration_s: r
+            .int(t, p, "max_call_duration_s", 0, i64::from(u32::MAX))
+            .map_or(14400, |n| n as u64),
+        shutdown_grace_s: r
+            .int(t, p, "shutdown_grace_s", 0, 86400)
+            .map_or(30, |n| n as u64),
+        tcp_idle_timeout_s: r
+            .int(t, p, "tcp_idle_timeout_s", 1, 86400)
+            .map_or(300, |n| n as u64),
+        max_message_bytes: r
+            .int(t, p, "max_message_bytes", 1024, 1_048_576)
+            .map_or(65536, |n| n as usize),
+    };
+
+    let t = r.table(&root, "", "media").unwrap_or(&empty);
+    let p = "media";
+    r.check_keys(
+        t,
+        p,
+        &["ip", "port_min", "port_max", "dir", "rtp_timeout_s"],
+    );
+    let dir = r.string(t, p, "dir");
+    if dir.as_deref() == Some("") {
+        r.problem("media.dir", "must not be empty");
+    }
+    let media = MediaConfig {
+        ip: r
+            .parsed(t, p, "ip", ip_addr)
+            .unwrap_or(IpAddr::V4(Ipv4Addr::LOCALHOST)),
+        port_min: r
+            .int(t, p, "port_min", 1, 65535)
+            .map_or(16384, |n| n as u16),
+        port_max: r
+            .int(t, p, "port_max", 1, 65535)
+            .map_or(32767, |n| n as u16),
+        dir_configured: dir.is_some(),
+        dir: resolve(base, dir.as_deref().unwrap_or("media")),
+        rtp_timeout_s: r
+            .int(t, p, "rtp_timeout_s", 0, 86400)
+            .map_or(60, |n| n as u64),
+    };
+    if media.port_min > media.port_max {
+        r.problem(
+            "media.port_min",
+            format!(
+                "port_min {} is above port_max {}",
+                media.port_min, media.port_max
+            ),
+        );
+    } else if media.port_pairs() == 0 {
+        r.problem(
+            "media.port_max",
+            format!(
+                "the port range {}..={} holds no even/odd RTP port pair",
+                media.port_min, media.port_max
+            ),
+        );
+    }
+
+    let t = r.table(&root, "", "tts").unwrap_or(&empty);
+    r.check_keys(t, "tts", &["command", "voices"]);
+    let command = r.strings(t, "tts", "command").unwrap_or_else(|| {
+        ["espeak-ng", "-v", "{voice}", "-w", "{out}", "--", "{text}"]
+            .map(String::from)
+            .to_vec()
+    });
+    if command.is_empty() {
+        r.problem("tts.command", "must name a program");
+    }
+    let mut voices: BTreeMap<String, String> = [("female", "en+f3"), ("male", "en+m3")]
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+    if let Some(v) = r.table(t, "tts", "voices") {
+        voices.clear();
+        for (k, val) in v {
+            match val {
+                Value::String(s) => {
+                    voices.insert(k.clone(), s.clone());
+                }
+                other => r.wrong(format!("tts.voices.{k}"), "a string", other),
+            }
+        }
+    }
+    let tts = TtsConfig { command, voices };
+
+    let t = r.table(&root, "", "api").unwrap_or(&empty);
+    r.check_keys(t, "api", &["listen"]);
+    let api = ApiConfig {
+        listen: r
+            .parsed(t, "api", "listen", socket_addr)
+            .unwrap_or(SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), 8000)),
+    };
+
+    let t = r.table(&root, "", "store").unwrap_or(&empty);
+    r.check_keys(t, "store", &["sqlite"]);
+    let sqlite = r.string(t, "store", "sqlite");
+    if sqlite.as_deref() == Some("") {
+        r.problem("store.sqlite", "must not be empty");
+    }
+    let store = StoreConfig {
+        sqlite: resolve(base, sqlite.as_deref().unwrap_or("pivotd.db")),
+    };
+
+    let t = r.table(&root, "", "pivot").unwrap_or(&empty);
+    r.check_keys(t, "pivot", &["blacklist_cidrs", "blacklist_hosts"]);
+    let pivot = PivotConfig {
+        blacklist_cidrs: r
+            .parsed_list(t, "pivot", "blacklist_cidrs", Cidr::parse)
+            .unwrap_or_else(|| {
+                DEFAULT_BLACKLIST_CIDRS
+                    .iter()
+                    .filter_map(|c| Cidr::parse(c).ok())
+                    .collect()
+            }),
+        blacklist_hosts: r
+            .strings(t, "pivot", "blacklist_hosts")
+            .map(|v| v.into_iter().map(|h| h.to_ascii_lowercase()).collect())
+            .unwrap_or_else(|| vec!["localhost".to_string()]),
+    };
+
+    let accounts = match r.tables(&root, "", "accounts") {
+        None => vec![demo_account()],
+        Some(tables) => {
+            let accounts: Vec<Account> = tables
+                .iter()
+                .enumerate()
+                .filter_map(|(i, t)| read_account(&mut r, t, &format!("accounts[{i}]")))
+                .collect();
+            let mut ids: HashMap<&str, usize> = HashMap::new();
+            let mut realms: HashMap<String, usize> = HashMap::new();
+            for (i, a) in accounts.iter().enumerate() {
+                if let Some(j) = ids.insert(&a.id, i) {
+                    r.problem(
+                        format!("accounts[{i}].id"),
+                        format!("{:?} is also the id of accounts[{j}]", a.id),
+                    );
+                }
+                if let Some(j) = realms.insert(a.realm.to_ascii_lowercase(), i) {
+                    r.problem(
+                        format!("accounts[{i}].realm"),
+                        format!("{:?} is also the realm of accounts[{j}]", a.realm),
+                    );
+                }
+            }
+            accounts
+        }
+    };
+
+    (
+        Config {
+            sip,
+            media,
+            tts,
+            api,
+            store,
+            pivot,
+            accounts,
+        },
+        r.problems,
+    )
+}
+
+/// One account; `None` when a required key is missing (its problems are recorded).
+/// Indices in key paths follow the file, even when an earlier entry was unusable.
+fn read_account(r: &mut Reader, t: &Table, p: &str) -> Option<Account> {
+    r.check_keys(
+        t,
+        p,
+        &[
+            "id",
+            "realm",
+            "api_key",
+            "callflows",
+            "users",
+            "devices",
+            "resources",
+        ],
+    );
+    let id = r.required(t, p, "id");
+    let realm = r.required(t, p, "realm");
+    let api_key = r.string(t, p, "api_key");
+    if api_key.as_deref() == Some("") {
+        r.problem(join(p, "api_key"), "must not be empty");
+    }
+
+    let mut callflows = Vec::new();
+    // number -> index of the callflow that has it
+    let mut numbers_seen: HashMap<String, usize> = HashMap::new();
+    for (j, t) in r
+        .tables(t, p, "callflows")
+        .unwrap_or_default()
+        .iter()
+        .enumerate()
+    {
+        let cp = format!("{p}.callflows[{j}]");
+        r.check_keys(t, &cp, &["id", "name", "numbers", "patterns", "flow"]);
+        let numbers = r.strings(t, &cp, "numbers").unwrap_or_default();
+        for (k, n) in numbers.iter().enumerate() {
+            let key = format!("{cp}.numbers[{k}]");
+            let len = n.chars().count();
+            if !(1..=36).contains(&len) {
+                r.problem(key, "a number must be 1 to 36 characters long");
+            } else if let Some(prev) = numbers_seen.insert(n.clone(), j) {
+                let msg = if prev == j {
+                    format!("{n:?} is listed twice")
+                } else {
+                    format!("{n:?} is already a number of {p}.callflows[{prev}]")
+                };
+                r.problem(key, msg);
+            }
+        }
+        let patterns: Vec<Regex> = r
+            .parsed_list(t, &cp, "patterns", |s| {
+                if s.is_empty() {
+                    return Err("a pattern must not be empty".to_string());
+                }
+                Regex::new(s).map_err(|e| {
+                    let text = e.to_string();
+                    let lines: Vec<&str> = text
+                        .lines()
+                        .map(str::trim)
+                        .filter(|l| !l.is_empty())
+                        .collect();
+                    format!("invalid regex {s:?}: {}", lines.join(" "))
+                })
+            })
+            .unwrap_or_default();
+        let pattern_count = t
+            .get("patterns")
+            .and_then(Value::as_array)
+            .map_or(0, Vec::len);
+        if numbers.is_empty() && pattern_count == 0 {
+            r.problem(
+                join(&cp, "numbers"),
+                "a callflow needs at least one number or pattern",
+            );
+        }
+        let fp = join(&cp, "flow");
+        let flow = match t.get("flow") {
+            None => {
+                r.problem(fp.clone(), "required");
+                None
+            }
+            Some(Value::String(json)) => match serde_json::from_str::<serde_json::Value>(json) {
+                Ok(v) => Some(v),
+                Err(e) => {
+                    r.problem(fp.clone(), format!("not valid JSON: {e}"));
+                    None
+                }
+            },
+            Some(v @ Value::Table(_)) => match serde_json::to_value(v) {
+                Ok(v) => Some(v),
+                Err(e) => {
+                    r.problem(fp.clone(), format!("cannot read the flow: {e}"));
+                    None
+                }
+            },
+            Some(v) => {
+                r.wrong(fp.clone(), "a table (or a string of Kazoo JSON)", v);
+                None
+            }
+        };
+        let flow = flow.and_then(|v| match Node::from_json_at(&v, &fp) {
+            Ok(n) => Some(n),
+            Err(e) => {
+                r.problem(e.path, e.message);
+                None
+            }
+        });
+        if let Some(flow) = flow {
+            callflows.push(CallflowEntry {
+                id: r.string(t, &cp, "id"),
+                name: r.string(t, &cp, "name"),
+                numbers,
+                patterns,
+                flow,
+            });
+        }
+    }
+
+    let mut users = Vec::new();
+    for (j, t) in r
+        .tables(t, p, "users")
+        .unwrap_or_default()
+        .iter()
+        .enumerate()
+    {
+        let up = format!("{p}.users[{j}]");
+        r.check_keys(t, &up, &["id", "presence_id", "first_name", "last_name"]);
+        let id = r.required(t, &up, "id");
+        let user = User {
+            id: id.unwrap_or_default(),
+            presence_id: r.string(t, &up, "presence_id"),
+            first_name: r.string(t, &up, "first_name"),
+            last_name: r.string(t, &up, "last_name"),
+        };
+        if users
+            .iter()
+            .any(|u: &User| u.id == user.id && !u.id.is_empty())
+        {
+            r.problem(
+                join(&up, "id"),
+                format!("{:?} is used by another user", user.id),
+            );
+        }
+        users.push(user);
+    }
+
+    let mut devices = Vec::new();
+    for (j, t) in r
+        .tables(t, p, "devices")
+        .unwrap_or_default()
+        .iter()
+        .enumerate()
+    {
+        let dp = format!("{p}.devices[{j}]");
+        r.check_keys(t, &dp, &["id", "owner_id", "username", "password", "name"]);
+        let id = r.required(t, &dp, "id");
+        let device = Device {
+            id: id.unwrap_or_default(),
+            owner_id: r.string(t, &dp, "owner_id"),
+            username: r.string(t, &dp, "username"),
+            password: r.string(t, &dp, "password"),
+            name: r.string(t, &dp, "name"),
+        };
+        if let Some(owner) = &device.owner_id {
+            if !users.iter().any(|u| &u.id == owner) {
+                r.problem(
+                    join(&dp, "owner_id"),
+                    format!("no user {owner:?} in this account"),
+                );
+            }
+        }
+        if devices
+            .iter()
+            .any(|d: &Device| d.id == device.id && !d.id.is_empty())
+        {
+            r.problem(
+                join(&dp, "id"),
+                format!("{:?} is used by another device", device.id),
+            );
+        }
+        if let Some(u) = &device.username {
+            if devices
+                .iter()
+                .any(|d: &Device| d.username.as_ref() == Some(u))
+            {
+                r.problem(
+                    join(&dp, "username"),
+                    format!("{u:?} is the username of another device"),
+                );
+            }
+        }
+        devices.push(device);
+    }
+
+    let mut resources = Vec::new();
+    for (j, t) in r
+        .tables(t, p, "resources")
+        .unwrap_or_default()
+        .iter()
+        .enumerate()
+    {
+        let rp = format!("{p}.resources[{j}]");
+        r.check_keys(t, &rp, &["id", "gateway", "name"]);
+        let id = r.required(t, &rp, "id");
+        let gateway = r.required(t, &rp, "gateway");
+        if let Some(g) = &gateway {
+            let lower = g.to_ascii_lowercase();
+            let rest = lower
+                .strip_prefix("sip:")
+                .or_else(|| lower.strip_prefix("sips:"));
+            if rest.is_none_or(|h| h.is_empty()) {
+                r.problem(
+                    join(&rp, "gateway"),
+                    format!("{g:?} is not a sip: or sips: URI"),
+                );
+            }
+        }
+        resources.push(Resource {
+            id: id.unwrap_or_default(),
+            gateway: gateway.unwrap_or_default(),
+            name: r.string(t, &rp, "name"),
+        });
+    }
+
+    Some(Account {
+        id: id?,
+        realm: realm?,
+        api_key,
+        callflows,
+        users,
+        devices,
+        resources,
+    })
+}
+
+/// The checks that read the disk: the media dir, and every media id of every flow.
+fn check_media(cfg: &Config, problems: &mut Vec<ConfigProblem>) {
+    let lib = cfg.prompt_library();
+    if cfg.media.prompt_dir().is_some() {
+        if let Err(e) = lib.check_dir() {
+            problems.push(ConfigProblem {
+                key: "media.dir".into(),
+                message: format!("{}: {e}", cfg.media.dir.display()),
+            });
+            // Every file id would fail too; the dir is the one problem to fix.
+            return;
+        }
+    }
+    for (i, a) in cfg.accounts.iter().enumerate() {
+        for (j, c) in a.callflows.iter().enumerate() {
+            let path = format!("accounts[{i}].callflows[{j}].flow");
+            check_node_media(&c.flow, &path, &lib, problems);
+        }
+    }
+}
+
+fn check_node_media(node: &Node, path: &str, lib: &PromptLibrary, out: &mut Vec<ConfigProblem>) {
+    let key = match &node.module {
+        ModuleData::Play(_) => "id",
+        ModuleData::Response(_) => "media",
+        _ => "",
+    };
+    for id in node.module.media_ids() {
+        if !is_url(id) && !lib.exists(id) {
+            out.push(ConfigProblem {
+                key: format!("{path}.data.{key}"),
+                message: format!("no prompt {id:?} in the media dir or the built-in prompts"),
+            });
+        }
+    }
+    for (k, child) in &node.children {
+        check_node_media(child, &format!("{path}.children.{k}"), lib, out);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    /// A fresh, empty folder under the system temp dir.
+    fn temp_dir(tag: &str) -> PathBuf {
+        static N: AtomicUsize = AtomicUsize::new(0);
+        let d = std::env::temp_dir().join(format!(
+            "pivotd-config-{tag}-{}-{}",
+            std::process::id(),
+            N.fetch_add(1, Ordering::Relaxed)
+        ));
+        let _ = std::fs::remove_dir_all(&d);
+        std::fs::create_dir_all(&d).unwrap();
+        d
+    }
+
+    const DESIGN_EXAMPLE: &str = r#"
+[sip]
+udp = ["127.0.0.1:5060"]          # UDP listen sockets ([] = none)
+tcp = ["127.0.0.1:5060"]          # TCP listen sockets ([] = none)
+# advertise = "203.0.113.5"
+[media]
+ip = "127.0.0.1"
+port_min = 16384
+port_max = 32767
+dir = "media"
+[tts]
+command = ["espeak-ng", "-v", "{voice}", "-w", "{out}", "--", "{text}"]
+voices = { female = "en+f3", male = "en+m3" }
+[api]
+listen = "127.0.0.1:8000"
+[store]
+sqlite = "pivotd.db"
+[pivot]
+blacklist_cidrs = []
+blacklist_hosts = []
+[[accounts]]
+id = "4b6e1d0c2f6a4e0f9a1b2c3d4e5f6a7b"   # sent as Account-ID
+realm = "pbx.example.test"
+api_key = "0f1e2d3c4b5a69788796a5b4c3d2e1f00f1e2d3c4b5a69788796a5b4c3d2e1f0"
+[[accounts.callflows]]
+numbers = ["5000"]
+patterns = []
+flow = { module = "pivot", data = { voice_url = "http://127.0.0.1:9000/start", method = "get" } }
+[[accounts.users]]
+id = "u1"
+presence_id = "2001"
+[[accounts.devices]]
+id = "d1"
+owner_id = "u1"
+username = "2001"
+password = "s3cret"
+[[accounts.resources]]
+id = "carrier1"
+gateway = "sip:127.0.0.1:5070"
+"#;
+
+    fn keys(e: &ConfigErrors) -> Vec<&str> {
+        e.0.iter().map(|p| p.key.as_str()).collect()
+    }
+
+    #[test]
+    fn design_example_reads_every_key() {
+        let base = Path::new("/srv/pivotd");
+        let (cfg, problems) = parse(DESIGN_EXAMPLE, base);
+        // `pivot` arrives with the pivot issue; until then it is the one thing refused.
+        assert_eq!(problems.len(), 1, "{problems:?}");
+        assert_eq!(problems[0].key, "accounts[0].callflows[0].flow.module");
+        assert!(problems[0].message.contains("\"pivot\""));
+
+        assert_eq!(
+            cfg.sip.udp,
+            ["127.0.0.1:5060".parse::<SocketAddr>().unwrap()]
+        );
+        assert_eq!(cfg.sip.tcp, cfg.sip.udp);
+        assert_eq!(cfg.sip.advertise, None);
+        assert_eq!((cfg.media.port_min, cfg.media.port_max), (16384, 32767));
+        assert_eq!(cfg.media.dir, base.join("media"));
+        assert!(cfg.media.dir_configured);
+        assert_eq!(cfg.tts.command.len(), 7);
+        assert_eq!(cfg.tts.voices["male"], "en+m3");
+        assert_eq!(cfg.api.listen.port(), 8000);
+        assert_eq!(cfg.store.sqlite, base.join("pivotd.db"));
+        assert!(cfg.pivot.blacklist_cidrs.is_empty());
+        assert!(cfg.pivot.blacklist_hosts.is_empty());
+        let a = &cfg.accounts[0];
+        assert_eq!(cfg.accounts.len(), 1);
+        assert_eq!(a.id, "4b6e1d0c2f6a4e0f9a1b2c3d4e5f6a7b");
+        assert_eq!(a.realm, "pbx.example.test");
+        assert_eq!(a.api_key.as_deref().map(str::len), Some(64));
+        assert_eq!(a.users[0].presence_id.as_deref(), Some("2001"));
+        assert_eq!(a.devices[0].password.as_deref(), Some("s3cret"));
+        assert_eq!(a.devices[0].owner_id.as_deref(), Some("u1"));
+        assert_eq!(a.resources[0].gateway, "sip:127.0.0.1:5070");
+    }
+
+    #[test]
+    fn design_example_with_a_known_module_loads() {
+        let dir = temp_dir("design");
+        std::fs::create_dir(dir.join("media")).unwrap();
+        let text = DESIGN_EXAMPLE.replace(
+            r#"flow = { module = "pivot", data = { voice_url = "http://127.0.0.1:9000/start", method = "get" } }"#,
+            r#"flow = { module = "play", data = { id = "welcome" }, children = { _ = { module = "hangup" } } }"#,
+        );
+        let path = dir.join("pivotd.toml");
+        std::fs::write(&path, text).unwrap();
+        let cfg = Config::load(&path).unwrap();
+        assert_eq!(cfg.accounts[0].callflows[0].numbers, ["5000"]);
+        assert_eq!(cfg.accounts[0].callflows[0].flow.module.name(), "play");
+        assert_eq!(cfg.media.dir, dir.join("media"));
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[test]
+    fn embedded_default_matches_the_design() {
+        let cfg = Config::embedded_default();
+        let local = |port| SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), port);
+        assert_eq!(cfg.sip.udp, [local(5060)]);
+        assert_eq!(cfg.sip.tcp, [local(5060)]);
+        assert_eq!(cfg.api.listen, local(8000));
+        assert_eq!(cfg.store.sqlite.file_name().unwrap(), "pivotd.db");
+        assert_eq!(cfg.media.dir.file_name().unwrap(), "media");
+        assert!(!cfg.media.dir_configured);
+        assert_eq!(cfg.sip.max_calls, 5000);
+        assert_eq!(cfg.sip.max_calls_per_second, 4000);
+        assert_eq!(
+            cfg.sip.max_call_duration(),
+            Some(Duration::from_secs(14400))
+        );
+        assert_eq!(cfg.sip.shutdown_grace(), Duration::from_secs(30));
+        assert_eq!(cfg.sip.tcp_idle_timeout(), Duration::from_secs(300));
+        assert_eq!(cfg.sip.max_message_bytes, 65536);
+        assert_eq!(cfg.media.rtp_timeout(), Some(Duration::from_secs(60)));
+        assert_eq!(
+            cfg.pivot.blacklist_cidrs.len(),
+            DEFAULT_BLACKLIST_CIDRS.len()
+        );
+        assert_eq!(cfg.pivot.blacklist_hosts, ["localhost"]);
+        assert_eq!(cfg.accounts.len(), 1);
+        // The demo answers any number at any host.
+        let (a, cf) = route(&cfg, "12345", "somewhere.example").unwrap();
+        assert_eq!(a.id, DEMO_ACCOUNT_ID);
+        assert_eq!(cf.flow.module.name(), "play");
+        // An empty file gives the same, and passes the media checks (embedded prompts).
+        let empty_dir = temp_dir("empty");
+        let cfg = Config::from_toml_str("", &empty_dir).unwrap();
+        assert_eq!(cfg.accounts[0].realm, DEMO_REALM);
+        assert_eq!(cfg.media.prompt_dir(), None);
+        std::fs::remove_dir_all(empty_dir).unwrap();
+    }
+
+    #[test]
+    fn a_file_with_accounts_has_no_demo_account() {
+        let (cfg, problems) = parse(
+            r#"[[accounts]]
+id = "a"
+realm = "a.test"
+[[accounts.callflows]]
+numbers = ["1"]
+flow = { module = "hangup" }"#,
+            Path::new("/x"),
+        );
+        assert!(problems.is_empty(), "{problems:?}");
+        assert_eq!(cfg.accounts.len(), 1);
+        assert_eq!(cfg.accounts[0].id, "a");
+        // Other sections keep their defaults.
+        assert_eq!(cfg.sip.max_calls, 5000);
+        assert_eq!(cfg.media.port_min, 16384);
+    }
+
+    #[test]
+    fn each_bad_value_reports_its_key() {
+        let cases: &[(&str, &str)] = &[
+            ("[sip]\nudp = [\"127.0.0.1\"]", "sip.udp[0]"),
+            ("[sip]\ntcp = [\"localhost:5060\"]", "sip.tcp[0]"),
+            ("[sip]\nudp = \"127.0.0.1:5060\"", "sip.udp"),
+            ("[sip]\nadvertise = \"203.0.113.500\"", "sip.advertise"),
+            ("[sip]\nmax_calls = 0", "sip.max_calls"),
+            (
+                "[sip]\nmax_calls_per_second = \"10\"",
+                "sip.max_calls_per_second",
+            ),
+            ("[sip]\nmax_call_duration_s = -1", "sip.max_call_duration_s"),
+            ("[sip]\nmax_message_bytes = 10", "sip.max_message_bytes"),
+            ("[sip]\ntcp_idle_timeout_s = 0", "sip.tcp_idle_timeout_s"),
+            ("[sip]\nudp = []\ntcp = []", "sip"),
+            ("[media]\nip = \"nope\"", "media.ip"),
+            (
+                "[media]\nport_min = 20000\nport_max = 10000",
+                "media.port_min",
+            ),
+            (
+                "[media]\nport_min = 20001\nport_max = 20001",
+                "media.port_max",
+            ),
+            ("[media]\nport_min = 70000", "media.port_min"),
+            ("[media]\nrtp_timeout_s = 1.5", "media.rtp_timeout_s"),
+            ("[media]\ndir = \"\"", "media.dir"),
+            ("[api]\nlisten = \"127.0.0.1\"", "api.listen"),
+            ("[store]\nsqlite = 5", "store.sqlite"),
+            (
+                "[pivot]\nblacklist_cidrs = [\"10.0.0.0/33\"]",
+                "pivot.blacklist_cidrs[0]",
+            ),
+            ("[tts]\ncommand = []", "tts.command"),
+            ("sip = 5", "sip"),
+            ("[[accounts]]\nrealm = \"r\"", "accounts[0].id"),
+            (
+                "[[accounts]]\nid = \"a\"\nrealm = \"\"",
+                "accounts[0].realm",
+            ),
+        ];
+        for (text, key) in cases {
+            let (_, problems) = parse(text, Path::new("/x"));
+            assert!(
+                problems.iter().any(|p| p.key == *key),
+                "{text:?}: wanted {key}, got {problems:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn unknown_keys_are_named() {
+        let e = Config::from_toml_str(
+            "bogus = 1\n[sip]\nudpp = []\n[[accounts]]\nid = \"a\"\nrealm = \"r\"\ncolour = \"red\"\n[[accounts.callflows]]\nnumbers = [\"1\"]\nflow = { module = \"hangup\" }\nextra = true",
+            Path::new("/x"),
+        )
+        .unwrap_err();
+        assert_eq!(
+            keys(&e),
+            [
+                "bogus",
+                "sip.udpp",
+                "accounts[0].colour",
+                "accounts[0].callflows[0].extra"
+            ]
+        );
+        assert!(e.0[1].message.starts_with("unknown key"));
+    }
+
+    #[test]
+    fn many_problems_are_reported_together() {
+        let text = r#"
+[sip]
+udp = ["bad"]
+max_calls = -5
+[media]
+port_min = 30000
+port_max = 20000
+[[accounts]]
+id = "a"
+realm = "a.test"
+[[accounts.callflows]]
+numbers = ["100", "200"]
+patterns = ["^(9"]
+flow = { module = "response", data = { code = "abc" } }
+[[accounts.callflows]]
+numbers = ["200"]
+flow = { module = "play", data = { id = "welcome" }, children = { _ = { module = "dance" } } }
+[[accounts.callflows]]
+patterns = ["^3"]
+flow = { module = "sleep", data = { duration = "10", unit = "days" } }
+"#;
+        let e = Config::from_toml_str(text, Path::new("/x")).unwrap_err();
+        let k = keys(&e);
+        for want in [
+            "sip.udp[0]",
+            "sip.max_calls",
+            "media.port_min",
+            "accounts[0].callflows[0].patterns[0]",
+            "accounts[0].callflows[0].flow.data.code",
+            "accounts[0].callflows[1].numbers[0]",
+            "accounts[0].callflows[1].flow.children._.module",
+            "accounts[0].callflows[2].flow.data.unit",
+        ] {
+            assert!(k.contains(&want), "missing {want} in {k:?}");
+        }
+        assert_eq!(k.len(), 8, "{e}");
+        let dup = e.get("accounts[0].callflows[1].numbers[0]").unwrap();
+        assert!(
+            dup.message.contains("accounts[0].callflows[0]"),
+            "{}",
+            dup.message
+        );
+        assert!(e
+            .get("accounts[0].callflows[1].flow.children._.module")
+            .unwrap()
+            .message
+            .contains("dance"));
+        // One line per problem.
+        assert_eq!(e.to_string().lines().count(), 8);
+    }
+
+    #[test]
+    fn media_ids_are_checked_against_the_library() {
+        let dir = temp_dir("media");
+        std::fs::create_dir(dir.join("prompts")).unwrap();
+        // A real (tiny, silent) 8 kHz WAV in the configured dir.
+        let spec = hound::WavSpec {
+            channels: 1,
+            sample_rate: 8000,
+            bits_per_sample: 16,
+            sample_format: hound::SampleFormat::Int,
+        };
+        let mut w = hound::WavWriter::create(dir.join("prompts").join("custom.wav"), spec).unwrap();
+        for _ in 0..160 {
+            w.write_sample(0i16).unwrap();
+        }
+        w.finalize().unwrap();
+        let text = r#"
+[media]
+dir = "prompts"
+[[accounts]]
+id = "a"
+realm = "a.test"
+[[accounts.callflows]]
+numbers = ["1"]
+flow = { module = "play", data = { id = "custom" }, children = { _ = { module = "play", data = { id = "absent-prompt" }, children = { _ = { module = "response", data = { media = "also-absent" } } } } } }
+[[accounts.callflows]]
+numbers = ["2"]
+flow = { module = "play", data = { id = "https://media.example.test/x.mp3" } }
+"#;
+        let e = Config::from_toml_str(text, &dir).unwrap_err();
+        assert_eq!(
+            keys(&e),
+            [
+                "accounts[0].callflows[0].flow.children._.data.id",
+                "accounts[0].callflows[0].flow.children._.children._.data.media"
+            ]
+        );
+        assert!(e.0[0].message.contains("absent-prompt"));
+
+        // A configured media dir that does not exist is reported once, by its key.
+        let e = Config::from_toml_str("[media]\ndir = \"no-such-dir\"", &dir).unwrap_err();
+        assert_eq!(keys(&e), ["media.dir"]);
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[test]
+    fn relative_paths_resolve_against_the_config_folder() {
+        let dir = temp_dir("paths");
+        std::fs::create_dir_all(dir.join("sub").join("sounds")).unwrap();
+        let path = dir.join("sub").join("p.toml");
+        std::fs::write(
+            &path,
+            "[media]\ndir = \"sounds\"\n[store]\nsqlite = \"data/p.db\"",
+        )
+        .unwrap();
+        let cfg = Config::load(&path).unwrap();
+        assert_eq!(cfg.media.dir, dir.join("sub").join("sounds"));
+        assert_eq!(cfg.store.sqlite, dir.join("sub").join("data").join("p.db"));
+        assert_eq!(cfg.media.prompt_dir(), Some(dir.join("sub").join("sounds")));
+
+        let (cfg, _) = parse("[store]\nsqlite = \"/var/lib/p.db\"", &dir);
+        assert_eq!(cfg.store.sqlite, Path::new("/var/lib/p.db"));
+        let (cfg, _) = parse("[store]\nsqlite = \":memory:\"", &dir);
+        assert_eq!(cfg.store.sqlite, Path::new(":memory:"));
+
+        let e = Config::load(&dir.join("missing.toml")).unwrap_err();
+        assert!(e.0[0].message.starts_with("cannot read"), "{e}");
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[test]
+    fn syntax_errors_say_where() {
+        let e = Config::from_toml_str("[sip]\nudp = [\n", Path::new("/x")).unwrap_err();
+        assert_eq!(e.0.len(), 1);
+        assert!(e.0[0].message.contains("line "), "{e}");
+    }
+
+    #[test]
+    fn flow_may_be_given_as_kazoo_json() {
+        let (cfg, problems) = parse(
+            r#"[[accounts]]
+id = "a"
+realm = "a.test"
+[[accounts.callflows]]
+numbers = ["1"]
+flow = '{"module": "response", "data": {"code": "486", "message": "Busy Here"}}'
+[[accounts.callflows]]
+numbers = ["2"]
+flow = '{"module": '"#,
+            Path::new("/x"),
+        );
+        assert_eq!(problems.len(), 1, "{problems:?}");
+        assert_eq!(problems[0].key, "accounts[0].callflows[1].flow");
+        match &cfg.accounts[0].callflows[0].flow.module {
+            ModuleData::Response(r) => assert_eq!(r.code, 486),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    fn routing_config() -> Config {
+        let (cfg, problems) = parse(
+            r#"
+[[accounts]]
+id = "a"
+realm = "Alpha.Test"
+[[accounts.callflows]]
+name = "pattern first in the file"
+patterns = ["^5"]
+flow = { module = "hangup" }
+[[accounts.callflows]]
+name = "exact"
+numbers = ["5000"]
+flow = { module = "hangup" }
+[[accounts.callflows]]
+name = "second pattern"
+patterns = ["00$", "^6"]
+flow = { module = "hangup" }
+[[accounts]]
+id = "b"
+realm = "beta.test"
+[[accounts.callflows]]
+name = "b-any"
+patterns = ["."]
+flow = { module = "hangup" }
+"#,
+            Path::new("/x"),
+        );
+        assert!(problems.is_empty(), "{problems:?}");
+        cfg
+    }
+
+    fn routed<'a>(cfg: &'a Config, user: &str, host: &str) -> Option<(&'a str, &'a str)> {
+        route(cfg, user, host).map(|(a, c)| (a.id.as_str(), c.name.as_deref().unwrap_or("")))
+    }
+
+    #[test]
+    fn route_by_realm_number_then_patterns_in_order() {
+        let cfg = routing_config();
+        // Exact number wins over an earlier pattern that also matches.
+        assert_eq!(routed(&cfg, "5000", "alpha.test"), Some(("a", "exact")));
+        // Realm is case-insensitive; patterns in file order.
+        assert_eq!(
+            routed(&cfg, "5100", "ALPHA.test"),
+            Some(("a", "pattern first in the file"))
+        );
+        assert_eq!(
+            routed(&cfg, "600", "alpha.test"),
+            Some(("a", "second pattern"))
+        );
+        // Unanchored like Kazoo's re:run: "00$" matches inside a longer number.
+        assert_eq!(
+            routed(&cfg, "7700", "alpha.test"),
+            Some(("a", "second pattern"))
+        );
+        assert_eq!(routed(&cfg, "7", "alpha.test"), None);
+        assert_eq!(routed(&cfg, "7", "beta.test"), Some(("b", "b-any")));
+        // Two accounts and an unknown host: no account.
+        assert_eq!(routed(&cfg, "5000", "127.0.0.1"), None);
+    }
+
+    #[test]
+    fn route_falls_back_to_the_only_account() {
+        let (cfg, problems) = parse(
+            "[[accounts]]\nid = \"a\"\nrealm = \"a.test\"\n[[accounts.callflows]]\nnumbers = [\"5000\"]\nflow = { module = \"hangup\" }",
+            Path::new("/x"),
+        );
+        assert!(problems.is_empty());
+        assert_eq!(routed(&cfg, "5000", "127.0.0.1"), Some(("a", "")));
+        assert_eq!(routed(&cfg, "5001", "127.0.0.1"), None);
+    }
+
+    #[test]
+    fn account_and_device_cross_checks() {
+        let (_, problems) = parse(
+            r#"
+[[accounts]]
+id = "a"
+realm = "x.test"
+[[accounts.devices]]
+id = "d1"
+owner_id = "nobody"
+username = "u"
+[[accounts.devices]]
+id = "d1"
+username = "u"
+[[accounts.resources]]
+id = "r"
+gateway = "http://gw"
+[[accounts]]
+id = "a"
+realm = "X.test"
+[[accounts.callflows]]
+flow = { module = "hangup" }
+"#,
+            Path::new("/x"),
+        );
+        let k: Vec<&str> = problems.iter().map(|p| p.key.as_str()).collect();
+        for want in [
+            "accounts[0].devices[0].owner_id",
+            "accounts[0].devices[1].id",
+            "accounts[0].devices[1].username",
+            "accounts[0].resources[0].gateway",
+            "accounts[1].callflows[0].numbers",
+            "accounts[1].id",
+            "accounts[1].realm",
+        ] {
+            assert!(k.contains(&want), "missing {want} in {k:?}");
+        }
+    }
+
+    #[test]
+    fn port_pairs_count_even_starts() {
+        let m = |port_min, port_max| MediaConfig {
+            port_min,
+            port_max,
+            ..Config::embedded_default().media
+        };
+        assert_eq!(m(16384, 32767).port_pairs(), 8192);
+        assert_eq!(m(10001, 10004).port_pairs(), 1);
+        assert_eq!(m(10000, 10003).port_pairs(), 2);
+        assert_eq!(m(10000, 10000).port_pairs(), 0);
+        assert_eq!(m(10001, 10002).port_pairs(), 0);
+    }
+
+    #[test]
+    fn cidr_parse_and_contains() {
+        let c = Cidr::parse("10.0.0.0/8").unwrap();
+        assert!(c.contains("10.200.1.1".parse().unwrap()));
+        assert!(!c.contains("11.0.0.1".parse().unwrap()));
+        assert!(!c.contains("::1".parse().unwrap()));
+        let c = Cidr::parse("fe80::/10").unwrap();
+        assert!(c.contains("fe80::1".parse().unwrap()));
+        assert!(!c.contains("fec0::1".parse().unwrap()));
+        assert_eq!(Cidr::parse("::1").unwrap().prefix, 128);
+        assert!(Cidr::parse("0.0.0.0/0")
+            .unwrap()
+            .contains("8.8.8.8".parse().unwrap()));
+        assert!(Cidr::parse("10.0.0.0/x").is_err());
+        assert!(Cidr::parse("example.com").is_err());
+    }
+}

@@ -1,5 +1,60 @@
 //! Kazoo-style callflows: the node tree, its typed validation, and the runtime that walks it.
+//!
+//! The runtime drives a call only through [`CallControl`], so every module is testable with a
+//! fake call and no sockets; the `call` layer implements the trait on a live SIP call.
 
 pub mod modules;
 pub mod node;
 pub mod runtime;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::media::prompt::Prompt;
+
+pub use modules::ModuleData;
+pub use node::{Node, ValidationError};
+pub use runtime::{Next, Runtime};
+
+/// What the runtime and pivot know of a call: plain data, no SIP types.
+#[derive(Clone, Debug, Default)]
+pub struct CallInfo {
+    pub call_id: String,
+    pub account_id: String,
+    pub from_user: String,
+    pub from_realm: String,
+    pub to_user: String,
+    pub to_realm: String,
+    pub request_user: String,
+    pub request_realm: String,
+    pub caller_id_name: Option<String>,
+    pub caller_id_number: Option<String>,
+    pub custom_sip_headers: Vec<(String, String)>,
+}
+
+/// The call ended under the runtime (caller hung up, CANCEL, timeout): stop walking.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("call ended")]
+pub struct CallEnded;
+
+/// The operations a callflow may perform on a call. Every method returns `Err(CallEnded)` as
+/// soon as the call is gone, and the runtime then stops at once.
+#[async_trait::async_trait]
+pub trait CallControl: Send {
+    fn info(&self) -> &CallInfo;
+    fn is_answered(&self) -> bool;
+    /// 200 OK with SDP; no-op if answered.
+    async fn answer(&mut self) -> Result<(), CallEnded>;
+    /// 183 Session Progress with SDP; no-op if already sent (or answered).
+    async fn early_media(&mut self) -> Result<(), CallEnded>;
+    /// Returns when the prompt has been played.
+    async fn play(&mut self, prompt: Arc<Prompt>) -> Result<(), CallEnded>;
+    async fn sleep(&mut self, d: Duration) -> Result<(), CallEnded>;
+    /// Final non-2xx to the INVITE; if the call was answered, a hangup instead.
+    async fn respond(&mut self, code: u16, reason: Option<String>) -> Result<(), CallEnded>;
+    /// BYE if answered, else 480.
+    async fn hangup(&mut self) -> Result<(), CallEnded>;
+}
+
+#[cfg(test)]
+pub(crate) mod fake;

@@ -1,0 +1,238 @@
+//! Walks a callflow tree on one call (spec b.4): run a node's module, continue with the child
+//! it names (falling back to `_`), and when there is none, end the call — BYE if answered,
+//! else 480 Temporarily Unavailable (spec j.19). A `CallEnded` from the call stops the walk.
+
+use std::sync::Arc;
+
+use super::node::Node;
+use super::{CallControl, CallEnded};
+use crate::media::prompt::{Prompt, PromptLibrary};
+
+/// Where the walk goes after a module.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Next {
+    /// The `_` child.
+    Default,
+    /// A named child, or `_` when the node has no child of that name.
+    Branch(String),
+    /// The module has ended the call (hangup, response): nothing more to do.
+    Stop,
+}
+
+/// What every module may need besides the call: shared, read-only, one per server.
+pub struct Runtime {
+    pub prompts: Arc<PromptLibrary>,
+}
+
+impl Runtime {
+    pub fn new(prompts: Arc<PromptLibrary>) -> Runtime {
+        Runtime { prompts }
+    }
+
+    /// Runs `flow` on `call` until the flow or the call ends.
+    pub async fn run(&self, flow: &Node, call: &mut dyn CallControl) {
+        if self.walk(flow, call).await.is_err() {
+            tracing::debug!(call_id = %call.info().call_id, "call ended during the callflow");
+        }
+    }
+
+    async fn walk(&self, flow: &Node, call: &mut dyn CallControl) -> Result<(), CallEnded> {
+        let mut node = flow;
+        loop {
+            let next = if node.skip_module {
+                tracing::debug!(module = node.module.name(), "callflow: skip_module");
+                Next::Default
+            } else {
+                tracing::debug!(module = node.module.name(), "callflow: running module");
+                node.module.run(call, self).await?
+            };
+            let child = match &next {
+                Next::Stop => return Ok(()),
+                Next::Default => node.children.get("_"),
+                Next::Branch(key) => node.children.get(key).or_else(|| node.children.get("_")),
+            };
+            match child {
+                Some(c) => node = c,
+                None => break,
+            }
+        }
+        // Spec b.4 / j.19: a flow that runs out of children ends the call.
+        if call.is_answered() {
+            call.hangup().await
+        } else {
+            call.respond(480, None).await
+        }
+    }
+
+    /// Resolves a play id to a prompt; an id that resolves to nothing is logged and gives
+    /// `None`, and the module continues without it (Kazoo: the node just continues).
+    pub fn prompt(&self, id: &str) -> Option<Arc<Prompt>> {
+        if super::modules::is_url(id) {
+            tracing::warn!(
+                id,
+                reason = "media over HTTP is not supported yet",
+                "play: media not played"
+            );
+            return None;
+        }
+        match self.prompts.get(id) {
+            Ok(p) => Some(p),
+            Err(e) => {
+                tracing::warn!(id, reason = %e, "play: media not played");
+                None
+            }
+        }
+    }
+
+    #[cfg(test)]
+    pub(crate) fn for_tests() -> Runtime {
+        Runtime::new(Arc::new(PromptLibrary::new(None)))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::callflow::fake::{FakeCall, Op};
+    use crate::callflow::modules::{play::Play, response::Response, sleep, ModuleData};
+    use serde_json::json;
+    use std::time::Duration;
+
+    fn flow(v: serde_json::Value) -> Node {
+        Node::from_json(&v).unwrap()
+    }
+
+    fn play(id: &str) -> Op {
+        Op::Play(id.into())
+    }
+
+    #[tokio::test]
+    async fn walks_default_children_and_ignores_named_ones() {
+        let f = flow(json!({
+            "module": "play", "data": {"id": "digit-1"},
+            "children": {
+                "other": {"module": "play", "data": {"id": "digit-9"}},
+                "_": {"module": "sleep", "data": {"duration": 1},
+                      "children": {"_": {"module": "play", "data": {"id": "digit-2"},
+                                         "children": {"_": {"module": "hangup"}}}}}
+            }
+        }));
+        let mut call = FakeCall::new();
+        Runtime::for_tests().run(&f, &mut call).await;
+        assert_eq!(
+            call.ops,
+            [
+                Op::Answer,
+                play("digit-1"),
+                Op::Sleep(Duration::from_secs(1)),
+                play("digit-2"),
+                Op::Hangup
+            ]
+        );
+    }
+
+    #[tokio::test]
+    async fn skip_module_goes_to_its_default_child() {
+        let f = flow(json!({
+            "module": "play", "data": {"id": "digit-1", "skip_module": true},
+            "children": {"_": {"module": "hangup", "data": {"skip_module": true},
+                               "children": {"_": {"module": "play", "data": {"id": "digit-2"}}}}}
+        }));
+        let mut call = FakeCall::new();
+        Runtime::for_tests().run(&f, &mut call).await;
+        // Only the last play ran; the flow then ended on an answered call: BYE.
+        assert_eq!(call.ops, [Op::Answer, play("digit-2"), Op::Hangup]);
+    }
+
+    #[tokio::test]
+    async fn end_of_flow_unanswered_responds_480() {
+        let f = Node::new(ModuleData::Sleep(sleep::Sleep {
+            duration: 5,
+            unit: sleep::Unit::Ms,
+        }));
+        let mut call = FakeCall::new();
+        Runtime::for_tests().run(&f, &mut call).await;
+        assert_eq!(
+            call.ops,
+            [Op::Sleep(Duration::from_millis(5)), Op::Respond(480, None)]
+        );
+    }
+
+    #[tokio::test]
+    async fn end_of_flow_answered_hangs_up() {
+        let f = Node::new(ModuleData::Play(Play::new("digit-5")));
+        let mut call = FakeCall::new();
+        Runtime::for_tests().run(&f, &mut call).await;
+        assert_eq!(call.ops, [Op::Answer, play("digit-5"), Op::Hangup]);
+    }
+
+    #[tokio::test]
+    async fn early_media_play_then_end_of_flow_is_480() {
+        let f = flow(json!({"module": "play", "data": {"id": "digit-6", "answer": false}}));
+        let mut call = FakeCall::new();
+        Runtime::for_tests().run(&f, &mut call).await;
+        assert_eq!(
+            call.ops,
+            [Op::EarlyMedia, play("digit-6"), Op::Respond(480, None)]
+        );
+    }
+
+    #[tokio::test]
+    async fn response_and_hangup_stop_the_flow() {
+        let f = Node::new(ModuleData::Response(Response {
+            code: 486,
+            message: Some("Busy Here".into()),
+            media: None,
+        }))
+        .then(Node::new(ModuleData::Play(Play::new("digit-1"))));
+        let mut call = FakeCall::new();
+        Runtime::for_tests().run(&f, &mut call).await;
+        assert_eq!(call.ops, [Op::Respond(486, Some("Busy Here".into()))]);
+
+        let f =
+            Node::new(ModuleData::Hangup).then(Node::new(ModuleData::Play(Play::new("digit-1"))));
+        let mut call = FakeCall::new();
+        Runtime::for_tests().run(&f, &mut call).await;
+        assert_eq!(call.ops, [Op::Hangup]);
+    }
+
+    #[tokio::test]
+    async fn call_ended_stops_the_walk_at_once() {
+        let f = flow(json!({
+            "module": "play", "data": {"id": "digit-1"},
+            "children": {"_": {"module": "play", "data": {"id": "digit-2"},
+                               "children": {"_": {"module": "play", "data": {"id": "digit-3"}}}}}
+        }));
+        // The caller is gone at the 3rd operation (the second play): nothing after it.
+        let mut call = FakeCall::ending_at(3);
+        Runtime::for_tests().run(&f, &mut call).await;
+        assert_eq!(call.ops, [Op::Answer, play("digit-1"), play("digit-2")]);
+
+        // Ended during a sleep before answer: no 480 either.
+        let f = flow(json!({"module": "sleep", "data": {"duration": 1}}));
+        let mut call = FakeCall::ending_at(1);
+        Runtime::for_tests().run(&f, &mut call).await;
+        assert_eq!(call.ops, [Op::Sleep(Duration::from_secs(1))]);
+    }
+
+    #[tokio::test]
+    async fn unresolvable_play_continues_to_the_next_node() {
+        let f = flow(json!({
+            "module": "play", "data": {"id": "missing-prompt-xyz"},
+            "children": {"_": {"module": "response", "data": {"code": "486"}}}
+        }));
+        let mut call = FakeCall::new();
+        Runtime::for_tests().run(&f, &mut call).await;
+        assert_eq!(call.ops, [Op::Respond(486, None)]);
+    }
+
+    #[test]
+    fn run_future_is_send() {
+        fn assert_send<T: Send>(_: &T) {}
+        let rt = Runtime::for_tests();
+        let f = Node::new(ModuleData::Hangup);
+        let mut call = FakeCall::new();
+        let fut = rt.run(&f, &mut call);
+        assert_send(&fut);
+    }
+}

@@ -1,0 +1,98 @@
+//! Callflow modules, one file each. Each has a typed data struct (decoded from the node's
+//! `data` with the schema's defaults, see `kazoo-schemas/callflows.<module>.json`), its
+//! `to_json`, and `pub async fn run(data, call, rt) -> Result<Next, CallEnded>`.
+
+pub mod hangup;
+pub mod play;
+pub mod response;
+pub mod sleep;
+
+use serde_json::{Map, Value};
+
+use super::node::{Data, ValidationError};
+use super::runtime::{Next, Runtime};
+use super::{CallControl, CallEnded};
+
+/// A node's module with its typed data; variants are named after the Kazoo modules.
+#[derive(Clone, Debug, PartialEq)]
+pub enum ModuleData {
+    Play(play::Play),
+    Sleep(sleep::Sleep),
+    Response(response::Response),
+    Hangup,
+}
+
+/// Every module this build knows, in Kazoo's names.
+pub const MODULES: &[&str] = &["play", "sleep", "response", "hangup"];
+
+impl ModuleData {
+    /// Kazoo's module name.
+    pub fn name(&self) -> &'static str {
+        match self {
+            ModuleData::Play(_) => "play",
+            ModuleData::Sleep(_) => "sleep",
+            ModuleData::Response(_) => "response",
+            ModuleData::Hangup => "hangup",
+        }
+    }
+
+    /// Decodes `data` for `module`; `module_path` names the `module` key for an unknown one.
+    pub fn from_data(
+        module: &str,
+        data: &Data<'_>,
+        module_path: &str,
+    ) -> Result<ModuleData, ValidationError> {
+        Ok(match module {
+            "play" => ModuleData::Play(play::Play::from_data(data)?),
+            "sleep" => ModuleData::Sleep(sleep::Sleep::from_data(data)?),
+            "response" => ModuleData::Response(response::Response::from_data(data)?),
+            "hangup" => {
+                hangup::check_data(data)?;
+                ModuleData::Hangup
+            }
+            other => {
+                return Err(ValidationError::new(
+                    module_path,
+                    format!(
+                        "unknown callflow module {other:?} (known: {})",
+                        MODULES.join(", ")
+                    ),
+                ))
+            }
+        })
+    }
+
+    /// The data object with defaults filled in (without `skip_module`, which `Node` adds).
+    pub fn to_json(&self) -> Map<String, Value> {
+        match self {
+            ModuleData::Play(d) => d.to_json(),
+            ModuleData::Sleep(d) => d.to_json(),
+            ModuleData::Response(d) => d.to_json(),
+            ModuleData::Hangup => Map::new(),
+        }
+    }
+
+    /// Media ids this module would play (for configuration checks).
+    pub fn media_ids(&self) -> Vec<&str> {
+        match self {
+            ModuleData::Play(d) => vec![d.id.as_str()],
+            ModuleData::Response(d) => d.media.iter().map(String::as_str).collect(),
+            ModuleData::Sleep(_) | ModuleData::Hangup => vec![],
+        }
+    }
+
+    pub async fn run(&self, call: &mut dyn CallControl, rt: &Runtime) -> Result<Next, CallEnded> {
+        match self {
+            ModuleData::Play(d) => play::run(d, call, rt).await,
+            ModuleData::Sleep(d) => sleep::run(d, call, rt).await,
+            ModuleData::Response(d) => response::run(d, call, rt).await,
+            ModuleData::Hangup => hangup::run(call, rt).await,
+        }
+    }
+}
+
+/// True for ids that name media over HTTP rather than a prompt in the library.
+pub fn is_url(id: &str) -> bool {
+    let lower = id.get(..8).unwrap_or(id).to_ascii_lowercase();
+    lower.starts_with("http://") || lower.starts_with("https://")
+}

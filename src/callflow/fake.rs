@@ -1,0 +1,88 @@
+//! A fake [`CallControl`] for tests: records each operation, and can be told to end the call
+//! at the Nth operation (that operation and every later one return `CallEnded`).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use super::{CallControl, CallEnded, CallInfo};
+use crate::media::prompt::Prompt;
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Op {
+    Answer,
+    EarlyMedia,
+    Play(String),
+    Sleep(Duration),
+    Respond(u16, Option<String>),
+    Hangup,
+}
+
+pub struct FakeCall {
+    pub info: CallInfo,
+    pub answered: bool,
+    pub ops: Vec<Op>,
+    /// 1-based index of the operation at which the caller hangs up.
+    pub end_at: Option<usize>,
+}
+
+impl FakeCall {
+    pub fn new() -> FakeCall {
+        FakeCall {
+            info: CallInfo::default(),
+            answered: false,
+            ops: Vec::new(),
+            end_at: None,
+        }
+    }
+
+    pub fn ending_at(n: usize) -> FakeCall {
+        FakeCall {
+            end_at: Some(n),
+            ..FakeCall::new()
+        }
+    }
+
+    fn record(&mut self, op: Op) -> Result<(), CallEnded> {
+        self.ops.push(op);
+        match self.end_at {
+            Some(n) if self.ops.len() >= n => Err(CallEnded),
+            _ => Ok(()),
+        }
+    }
+}
+
+#[async_trait::async_trait]
+impl CallControl for FakeCall {
+    fn info(&self) -> &CallInfo {
+        &self.info
+    }
+    fn is_answered(&self) -> bool {
+        self.answered
+    }
+    async fn answer(&mut self) -> Result<(), CallEnded> {
+        self.record(Op::Answer)?;
+        self.answered = true;
+        Ok(())
+    }
+    async fn early_media(&mut self) -> Result<(), CallEnded> {
+        self.record(Op::EarlyMedia)
+    }
+    async fn play(&mut self, prompt: Arc<Prompt>) -> Result<(), CallEnded> {
+        // The library may name a prompt with or without its extension; tests use the stem.
+        let name = prompt.name.as_str();
+        let stem = name
+            .strip_suffix(".wav")
+            .or_else(|| name.strip_suffix(".mp3"))
+            .unwrap_or(name);
+        self.record(Op::Play(stem.to_string()))
+    }
+    async fn sleep(&mut self, d: Duration) -> Result<(), CallEnded> {
+        self.record(Op::Sleep(d))
+    }
+    async fn respond(&mut self, code: u16, reason: Option<String>) -> Result<(), CallEnded> {
+        self.record(Op::Respond(code, reason))
+    }
+    async fn hangup(&mut self) -> Result<(), CallEnded> {
+        self.record(Op::Hangup)
+    }
+}

@@ -1,0 +1,256 @@
+//! `play` (spec c.2, `callflows.play.json`): answers the call (or, with `answer: false`, sends
+//! a 183 and plays as early media), then plays `id` `loop_count` times, or until the call ends
+//! with `endless_playback`. An id that resolves to nothing is logged and the node continues.
+
+use serde_json::{Map, Value};
+
+use crate::callflow::node::{Data, ValidationError};
+use crate::callflow::runtime::{Next, Runtime};
+use crate::callflow::{CallControl, CallEnded};
+
+/// The schema's default terminators: every DTMF key.
+pub const DEFAULT_TERMINATORS: [&str; 12] =
+    ["1", "2", "3", "4", "5", "6", "7", "8", "9", "*", "0", "#"];
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Play {
+    /// Prompt id in the media dir / embedded prompts, or an http(s) URL.
+    pub id: String,
+    /// Answer first (default); `false` = early media after a 183.
+    pub answer: bool,
+    pub endless_playback: bool,
+    /// Times to play; `None` = once.
+    pub loop_count: Option<u32>,
+    /// DTMF keys that stop the playback (acted on once DTMF exists).
+    pub terminators: Vec<String>,
+}
+
+impl Play {
+    /// Plays `id` once, answering first.
+    pub fn new(id: &str) -> Play {
+        Play {
+            id: id.to_string(),
+            answer: true,
+            endless_playback: false,
+            loop_count: None,
+            terminators: DEFAULT_TERMINATORS.iter().map(|s| s.to_string()).collect(),
+        }
+    }
+
+    pub fn from_data(d: &Data<'_>) -> Result<Play, ValidationError> {
+        // The Kazoo schema leaves `id` optional, but a play without media can only do nothing.
+        let id = d
+            .opt_str("id")?
+            .ok_or_else(|| ValidationError::new(d.path_of("id"), "required: the media to play"))?;
+        if id.is_empty() {
+            return Err(ValidationError::new(d.path_of("id"), "must not be empty"));
+        }
+        let loop_count = d
+            .opt_int("loop_count", 1, i64::from(u32::MAX))?
+            .and_then(|n| u32::try_from(n).ok());
+        Ok(Play {
+            answer: d.opt_bool("answer")?.unwrap_or(true),
+            endless_playback: d.opt_bool("endless_playback")?.unwrap_or(false),
+            loop_count,
+            terminators: match d.opt_str_list("terminators")? {
+                Some(t) => t,
+                None => Play::new("").terminators,
+            },
+            id,
+        })
+    }
+
+    pub fn to_json(&self) -> Map<String, Value> {
+        let mut m = Map::new();
+        m.insert("id".into(), Value::String(self.id.clone()));
+        m.insert("answer".into(), Value::Bool(self.answer));
+        m.insert(
+            "endless_playback".into(),
+            Value::Bool(self.endless_playback),
+        );
+        if let Some(n) = self.loop_count {
+            m.insert("loop_count".into(), Value::from(n));
+        }
+        m.insert(
+            "terminators".into(),
+            Value::Array(
+                self.terminators
+                    .iter()
+                    .cloned()
+                    .map(Value::String)
+                    .collect(),
+            ),
+        );
+        m
+    }
+}
+
+pub async fn run(data: &Play, call: &mut dyn CallControl, rt: &Runtime) -> Result<Next, CallEnded> {
+    let Some(prompt) = rt.prompt(&data.id) else {
+        return Ok(Next::Default);
+    };
+    if !call.is_answered() {
+        if data.answer {
+            call.answer().await?;
+        } else {
+            call.early_media().await?;
+        }
+    }
+    if data.endless_playback {
+        // A prompt of no length would spin here without ever yielding to the call.
+        if prompt.duration().is_zero() {
+            call.play(prompt).await?;
+            return Ok(Next::Default);
+        }
+        loop {
+            call.play(prompt.clone()).await?;
+        }
+    }
+    for _ in 0..data.loop_count.unwrap_or(1) {
+        call.play(prompt.clone()).await?;
+    }
+    Ok(Next::Default)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::callflow::fake::{FakeCall, Op};
+    use crate::callflow::node::Node;
+    use crate::callflow::ModuleData;
+    use serde_json::json;
+
+    fn play_of(v: serde_json::Value) -> Result<Play, ValidationError> {
+        Node::from_json(&json!({"module": "play", "data": v})).map(|n| match n.module {
+            ModuleData::Play(p) => p,
+            other => panic!("not a play: {other:?}"),
+        })
+    }
+
+    #[test]
+    fn defaults_and_typed_fields() {
+        let p = play_of(json!({"id": "welcome"})).unwrap();
+        assert_eq!(p, Play::new("welcome"));
+        let p = play_of(json!({"id": "w", "answer": false, "loop_count": "3",
+                               "endless_playback": true, "terminators": ["#"]}))
+        .unwrap();
+        assert!(!p.answer && p.endless_playback);
+        assert_eq!(p.loop_count, Some(3));
+        assert_eq!(p.terminators, ["#"]);
+    }
+
+    #[test]
+    fn bad_values_are_rejected_with_their_path() {
+        let cases = [
+            (json!({}), "flow.data.id"),
+            (json!({"id": 5}), "flow.data.id"),
+            (json!({"id": ""}), "flow.data.id"),
+            (json!({"id": "w", "answer": "no"}), "flow.data.answer"),
+            (json!({"id": "w", "loop_count": 0}), "flow.data.loop_count"),
+            (
+                json!({"id": "w", "loop_count": "many"}),
+                "flow.data.loop_count",
+            ),
+            (
+                json!({"id": "w", "terminators": "#"}),
+                "flow.data.terminators",
+            ),
+            (
+                json!({"id": "w", "terminators": ["#", 1]}),
+                "flow.data.terminators[1]",
+            ),
+        ];
+        for (data, path) in cases {
+            let e = play_of(data.clone()).unwrap_err();
+            assert_eq!(e.path, path, "{data}");
+        }
+    }
+
+    #[tokio::test]
+    async fn answers_first_then_plays() {
+        let rt = Runtime::for_tests();
+        let mut call = FakeCall::new();
+        let next = run(&Play::new("digit-1"), &mut call, &rt).await;
+        assert_eq!(next, Ok(Next::Default));
+        assert_eq!(call.ops, [Op::Answer, Op::Play("digit-1".into())]);
+    }
+
+    #[tokio::test]
+    async fn answer_false_plays_as_early_media() {
+        let rt = Runtime::for_tests();
+        let mut call = FakeCall::new();
+        let p = Play {
+            answer: false,
+            ..Play::new("digit-2")
+        };
+        run(&p, &mut call, &rt).await.unwrap();
+        assert_eq!(call.ops, [Op::EarlyMedia, Op::Play("digit-2".into())]);
+        assert!(!call.answered);
+    }
+
+    #[tokio::test]
+    async fn already_answered_call_is_not_answered_again() {
+        let rt = Runtime::for_tests();
+        let mut call = FakeCall::new();
+        call.answered = true;
+        run(
+            &Play {
+                answer: false,
+                ..Play::new("digit-2")
+            },
+            &mut call,
+            &rt,
+        )
+        .await
+        .unwrap();
+        assert_eq!(call.ops, [Op::Play("digit-2".into())]);
+    }
+
+    #[tokio::test]
+    async fn loop_count_plays_that_many_times() {
+        let rt = Runtime::for_tests();
+        let mut call = FakeCall::new();
+        let p = Play {
+            loop_count: Some(3),
+            ..Play::new("digit-3")
+        };
+        run(&p, &mut call, &rt).await.unwrap();
+        let d3 = Op::Play("digit-3".into());
+        assert_eq!(call.ops, [Op::Answer, d3.clone(), d3.clone(), d3]);
+    }
+
+    #[tokio::test]
+    async fn endless_playback_loops_until_the_call_ends() {
+        let rt = Runtime::for_tests();
+        let mut call = FakeCall::ending_at(6);
+        let p = Play {
+            endless_playback: true,
+            loop_count: Some(2),
+            ..Play::new("digit-4")
+        };
+        assert_eq!(run(&p, &mut call, &rt).await, Err(CallEnded));
+        // answer + 5 plays; the 6th operation found the call gone.
+        assert_eq!(call.ops.len(), 6);
+        assert_eq!(
+            call.ops
+                .iter()
+                .filter(|o| **o == Op::Play("digit-4".into()))
+                .count(),
+            5
+        );
+    }
+
+    #[tokio::test]
+    async fn unresolvable_prompt_continues_without_touching_the_call() {
+        let rt = Runtime::for_tests();
+        let mut call = FakeCall::new();
+        for id in [
+            "no-such-prompt-here",
+            "../etc/passwd",
+            "https://example.test/a.wav",
+        ] {
+            assert_eq!(run(&Play::new(id), &mut call, &rt).await, Ok(Next::Default));
+        }
+        assert!(call.ops.is_empty(), "{:?}", call.ops);
+    }
+}
