@@ -228,27 +228,78 @@ fn resample(input: &[f32], from: u32, to: u32) -> Vec<f32> {
     };
 
     let n_in = input.len() as u64;
-    let n_out = (n_in * u64::from(to)).div_ceil(u64::from(from));
+    let (from64, to64) = (u64::from(from), u64::from(to));
+    let n_out = (n_in * to64).div_ceil(from64);
     let reach = half.ceil() as i64;
+    let taps = (2 * reach + 2) as usize;
+    // Output instants fall on `to / gcd` distinct fractional phases (80 for 44.1 kHz): their
+    // normalised weights are computed once each, unless that table would be large.
+    let phases = to64 / gcd(from64, to64);
+    let step = to64 / phases;
+    let mut cache: Vec<Vec<f32>> = if phases.saturating_mul(taps as u64) <= 1 << 20 {
+        vec![Vec::new(); phases as usize]
+    } else {
+        Vec::new()
+    };
+    let weights_for = |frac_num: u64| -> Vec<f32> {
+        let frac = frac_num as f64 / to as f64;
+        let mut w: Vec<f32> = (0..taps)
+            .map(|t| kernel((t as i64 - reach) as f64 - frac))
+            .collect();
+        // Normalising by the full kernel sum keeps the DC gain at exactly 1 for every phase.
+        let sum: f32 = w.iter().sum();
+        if sum > 0.0 {
+            w.iter_mut().for_each(|x| *x /= sum);
+        }
+        w
+    };
     let mut out = Vec::with_capacity(n_out as usize);
     for k in 0..n_out {
         // Exact position of output sample k on the input grid: k * from / to.
-        let num = k * u64::from(from);
-        let base = (num / u64::from(to)) as i64;
-        let frac = (num % u64::from(to)) as f64 / f64::from(to);
-        let mut acc = 0.0f32;
-        let mut wsum = 0.0f32;
-        for j in (base - reach)..=(base + reach + 1) {
-            let w = kernel((j - base) as f64 - frac);
-            wsum += w;
-            if let Some(&s) = usize::try_from(j).ok().and_then(|j| input.get(j)) {
-                acc += w * s;
+        let num = k * from64;
+        let base = (num / to64) as i64;
+        let frac_num = num % to64;
+        let scratch;
+        let weights: &[f32] = match cache.get_mut((frac_num / step) as usize) {
+            Some(slot) => {
+                if slot.is_empty() {
+                    *slot = weights_for(frac_num);
+                }
+                slot
             }
-        }
-        // Normalising by the full kernel sum keeps the DC gain at exactly 1 for every phase.
-        out.push(if wsum > 0.0 { acc / wsum } else { 0.0 });
+            None => {
+                scratch = weights_for(frac_num);
+                &scratch
+            }
+        };
+        let first = base - reach;
+        let acc: f32 = if first >= 0 && (first as usize + taps) <= input.len() {
+            let start = first as usize;
+            input
+                .get(start..start + taps)
+                .map(|win| win.iter().zip(weights).map(|(s, w)| s * w).sum())
+                .unwrap_or(0.0)
+        } else {
+            // Near the edges: samples outside the input count as silence.
+            weights
+                .iter()
+                .enumerate()
+                .filter_map(|(t, w)| {
+                    let j = usize::try_from(first + t as i64).ok()?;
+                    input.get(j).map(|s| s * w)
+                })
+                .sum()
+        };
+        out.push(acc);
     }
     out
+}
+
+fn gcd(mut a: u64, mut b: u64) -> u64 {
+    while b != 0 {
+        (a, b) = (b, a % b);
+    }
+    a.max(1)
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -1076,6 +1127,13 @@ mod tests {
             .map(|i| ((i as f64 * 2.0 * std::f64::consts::PI / 4.0).sin() * 16423.0) as i16)
             .collect();
         assert_1khz(&Prompt::from_pcm("up", &x, 4000, 1).unwrap(), 1.0, 0.5);
+        // An odd rate (8000 distinct phases: weights computed per sample, not cached).
+        let x: Vec<i16> = (0..44101)
+            .map(|i| {
+                ((i as f64 * 2.0 * std::f64::consts::PI * 1000.0 / 44101.0).sin() * 16423.0) as i16
+            })
+            .collect();
+        assert_1khz(&Prompt::from_pcm("odd", &x, 44101, 1).unwrap(), 1.0, 0.5);
     }
 
     #[test]
