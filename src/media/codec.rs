@@ -111,7 +111,11 @@ pub fn alaw_encode(s: i16) -> u8 {
     if seg >= 8 {
         return 0x7F ^ mask;
     }
-    let mant = if seg < 2 { (v >> 1) & 0x0F } else { (v >> seg) & 0x0F };
+    let mant = if seg < 2 {
+        (v >> 1) & 0x0F
+    } else {
+        (v >> seg) & 0x0F
+    };
     (((seg as u8) << 4) | mant as u8) ^ mask
 }
 
@@ -245,12 +249,18 @@ mod tests {
         assert_eq!(Codec::from_encoding_name("pcma"), Some(Codec::Pcma));
         assert_eq!(Codec::from_encoding_name("G729"), None);
         for c in [Codec::Pcmu, Codec::Pcma] {
-            assert_eq!(c.decode(&[c.silence_byte()]), vec![if c == Codec::Pcmu { 0 } else { 8 }]);
+            assert_eq!(
+                c.decode(&[c.silence_byte()]),
+                vec![if c == Codec::Pcmu { 0 } else { 8 }]
+            );
             let pcm = [0i16, 100, -100, 30000, -30000];
             let back = c.decode(&c.encode(&pcm));
             assert_eq!(back.len(), pcm.len());
             for (x, y) in pcm.iter().zip(back.iter()) {
-                assert!((i32::from(*x) - i32::from(*y)).abs() <= 1024, "{c:?} {x} vs {y}");
+                assert!(
+                    (i32::from(*x) - i32::from(*y)).abs() <= 1024,
+                    "{c:?} {x} vs {y}"
+                );
             }
         }
     }
