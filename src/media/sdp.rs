@@ -1,0 +1,881 @@
+//! SDP (RFC 4566) parsing and the offer/answer model (RFC 3264) for one G.711 audio stream
+//! with RFC 4733 telephone-events.
+//!
+//! Only what pivotd needs is kept: origin, session name, connection (session and media level;
+//! the media level wins, RFC 4566 §5.7), media lines, `a=rtpmap`, `a=fmtp`, `a=ptime` and the
+//! direction attributes (session and media level, RFC 3264 §5.1). Unknown lines and attributes
+//! are ignored, as RFC 4566 §5 asks.
+
+use std::fmt::Write as _;
+use std::net::{IpAddr, SocketAddr};
+
+use super::codec::Codec;
+
+/// The RTP clock rate of the telephone-event we use with G.711 (RFC 4733 §2.1).
+const DTMF_CLOCK: u32 = 8000;
+/// The packetisation time pivotd sends and asks for.
+pub const PTIME_MS: u32 = 20;
+
+/// Media direction attribute (RFC 3264 §5.1, §6.1).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Direction {
+    SendRecv,
+    SendOnly,
+    RecvOnly,
+    Inactive,
+}
+
+impl Direction {
+    /// The direction an answer gives to this offered direction (RFC 3264 §6.1):
+    /// sendonly → recvonly, recvonly → sendonly, sendrecv and inactive unchanged.
+    pub fn answer_to(self) -> Direction {
+        match self {
+            Direction::SendRecv => Direction::SendRecv,
+            Direction::SendOnly => Direction::RecvOnly,
+            Direction::RecvOnly => Direction::SendOnly,
+            Direction::Inactive => Direction::Inactive,
+        }
+    }
+
+    /// Whether the side whose direction this is may send media.
+    pub fn we_send(self) -> bool {
+        matches!(self, Direction::SendRecv | Direction::SendOnly)
+    }
+
+    /// Whether the side whose direction this is expects to receive media.
+    pub fn we_receive(self) -> bool {
+        matches!(self, Direction::SendRecv | Direction::RecvOnly)
+    }
+
+    /// The attribute name (`sendrecv`, …).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Direction::SendRecv => "sendrecv",
+            Direction::SendOnly => "sendonly",
+            Direction::RecvOnly => "recvonly",
+            Direction::Inactive => "inactive",
+        }
+    }
+
+    fn from_attr(name: &str) -> Option<Direction> {
+        match name {
+            "sendrecv" => Some(Direction::SendRecv),
+            "sendonly" => Some(Direction::SendOnly),
+            "recvonly" => Some(Direction::RecvOnly),
+            "inactive" => Some(Direction::Inactive),
+            _ => None,
+        }
+    }
+}
+
+/// Why an SDP body cannot be used.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SdpError {
+    /// A line breaks RFC 4566 syntax (1-based line number).
+    #[error("malformed SDP at line {line}: {reason}")]
+    Malformed { line: usize, reason: String },
+    /// No `m=audio` stream with a non-zero port over plain RTP/AVP.
+    #[error("no usable audio stream (m=audio, non-zero port, RTP/AVP)")]
+    NoAudio,
+    /// The audio stream offers neither PCMU nor PCMA (SIP answers 488).
+    #[error("no common codec (PCMU or PCMA) offered")]
+    NoCommonCodec,
+}
+
+/// The `o=` line (RFC 4566 §5.2).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Origin {
+    pub username: String,
+    pub session_id: String,
+    pub version: String,
+    pub address: String,
+}
+
+/// One `a=rtpmap:<pt> <encoding>/<clock>[/<channels>]` (RFC 4566 §6).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RtpMap {
+    pub pt: u8,
+    pub encoding: String,
+    pub clock_rate: u32,
+    pub channels: Option<u32>,
+}
+
+/// One `m=` section.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Media {
+    /// `audio`, `video`, …
+    pub kind: String,
+    pub port: u16,
+    /// `RTP/AVP`, `RTP/SAVP`, …
+    pub proto: String,
+    /// The format list as written (payload types for RTP).
+    pub formats: Vec<String>,
+    /// Media-level `c=` address.
+    pub connection: Option<IpAddr>,
+    pub rtpmaps: Vec<RtpMap>,
+    /// `a=fmtp:<format> <parameters>` as written.
+    pub fmtps: Vec<(String, String)>,
+    pub ptime: Option<u32>,
+    /// Media-level direction attribute.
+    pub direction: Option<Direction>,
+    /// 1-based line number of the `m=` line (for error messages).
+    pub line: usize,
+}
+
+impl Media {
+    /// The encoding of payload type `pt`: its rtpmap, else the RFC 3551 static assignment
+    /// for PT 0 and 8.
+    pub fn encoding_of(&self, pt: u8) -> Option<(&str, u32, Option<u32>)> {
+        if let Some(m) = self.rtpmaps.iter().find(|m| m.pt == pt) {
+            return Some((m.encoding.as_str(), m.clock_rate, m.channels));
+        }
+        match pt {
+            0 => Some(("PCMU", 8000, None)),
+            8 => Some(("PCMA", 8000, None)),
+            _ => None,
+        }
+    }
+
+    /// The numeric payload types of the format list, in order (non-numbers skipped).
+    pub fn payload_types(&self) -> impl Iterator<Item = u8> + '_ {
+        self.formats.iter().filter_map(|f| f.parse::<u8>().ok())
+    }
+
+    fn usable_audio(&self) -> bool {
+        self.kind.eq_ignore_ascii_case("audio")
+            && self.port != 0
+            && self.proto.eq_ignore_ascii_case("RTP/AVP")
+    }
+}
+
+/// A parsed session description.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Sdp {
+    pub origin: Option<Origin>,
+    pub session_name: Option<String>,
+    /// Session-level `c=` address.
+    pub connection: Option<IpAddr>,
+    /// Session-level direction attribute.
+    pub direction: Option<Direction>,
+    pub media: Vec<Media>,
+}
+
+impl Sdp {
+    /// Index of the stream pivotd uses: the first `m=audio` with a non-zero port over RTP/AVP.
+    pub fn audio_index(&self) -> Option<usize> {
+        self.media.iter().position(Media::usable_audio)
+    }
+
+    /// The stream pivotd uses (see [`Sdp::audio_index`]).
+    pub fn audio(&self) -> Option<&Media> {
+        self.audio_index().and_then(|i| self.media.get(i))
+    }
+}
+
+fn malformed(line: usize, reason: impl Into<String>) -> SdpError {
+    SdpError::Malformed {
+        line,
+        reason: reason.into(),
+    }
+}
+
+/// Parses an SDP body (RFC 4566 §5). Accepts CRLF or LF line ends and ignores blank lines;
+/// the first line must be `v=0`.
+pub fn parse(body: &str) -> Result<Sdp, SdpError> {
+    let mut sdp = Sdp {
+        origin: None,
+        session_name: None,
+        connection: None,
+        direction: None,
+        media: Vec::new(),
+    };
+    let mut seen_version = false;
+    for (idx, raw) in body.split('\n').enumerate() {
+        let n = idx + 1;
+        let line = raw.strip_suffix('\r').unwrap_or(raw);
+        if line.trim().is_empty() {
+            continue;
+        }
+        let mut chars = line.chars();
+        let (Some(kind), Some('=')) = (chars.next(), chars.next()) else {
+            return Err(malformed(n, "expected <type>=<value>"));
+        };
+        if !kind.is_ascii_alphabetic() {
+            return Err(malformed(n, "line type is not a letter"));
+        }
+        let value = chars.as_str();
+        if !seen_version {
+            if kind != 'v' {
+                return Err(malformed(n, "SDP must start with v="));
+            }
+            if value.trim() != "0" {
+                return Err(malformed(n, format!("unsupported version {value:?}")));
+            }
+            seen_version = true;
+            continue;
+        }
+        match kind {
+            'v' => return Err(malformed(n, "second v= line")),
+            'o' => {
+                let f: Vec<&str> = value.split_ascii_whitespace().collect();
+                let [user, id, ver, _net, _addrtype, addr] = f.as_slice() else {
+                    return Err(malformed(n, "o= needs 6 fields"));
+                };
+                sdp.origin = Some(Origin {
+                    username: user.to_string(),
+                    session_id: id.to_string(),
+                    version: ver.to_string(),
+                    address: addr.to_string(),
+                });
+            }
+            's' => sdp.session_name = Some(value.to_string()),
+            'c' => {
+                let addr = parse_connection(value).map_err(|r| malformed(n, r))?;
+                match sdp.media.last_mut() {
+                    Some(m) => m.connection = Some(addr),
+                    None => sdp.connection = Some(addr),
+                }
+            }
+            'm' => sdp.media.push(parse_media(value, n)?),
+            'a' => {
+                let (name, val) = match value.split_once(':') {
+                    Some((k, v)) => (k, Some(v)),
+                    None => (value, None),
+                };
+                if let Some(d) = Direction::from_attr(name.trim()) {
+                    match sdp.media.last_mut() {
+                        Some(m) => m.direction = Some(d),
+                        None => sdp.direction = Some(d),
+                    }
+                    continue;
+                }
+                // The other attributes we read are media-level only.
+                let Some(m) = sdp.media.last_mut() else {
+                    continue;
+                };
+                match (name, val) {
+                    ("rtpmap", Some(v)) => m.rtpmaps.push(parse_rtpmap(v, n)?),
+                    ("rtpmap", None) => return Err(malformed(n, "a=rtpmap without value")),
+                    ("fmtp", Some(v)) => {
+                        let (fmt, params) = v.split_once(' ').unwrap_or((v, ""));
+                        m.fmtps.push((fmt.to_string(), params.trim().to_string()));
+                    }
+                    ("ptime", Some(v)) => {
+                        let p: f64 = v
+                            .trim()
+                            .parse()
+                            .map_err(|_| malformed(n, format!("bad ptime {v:?}")))?;
+                        if !(p > 0.0 && p <= 1000.0) {
+                            return Err(malformed(n, format!("ptime out of range: {v}")));
+                        }
+                        m.ptime = Some(p.round() as u32);
+                    }
+                    _ => {}
+                }
+            }
+            // b, t, r, z, k, i, u, e, p and unknown types: not needed (RFC 4566 §5 says
+            // to ignore what we do not understand).
+            _ => {}
+        }
+    }
+    if !seen_version {
+        return Err(malformed(1, "empty SDP (no v= line)"));
+    }
+    Ok(sdp)
+}
+
+/// `c=IN IP4 <addr>[/ttl[/n]]` or `c=IN IP6 <addr>` (RFC 4566 §5.7). Only IP literals:
+/// the media layer does not resolve names.
+fn parse_connection(value: &str) -> Result<IpAddr, String> {
+    let f: Vec<&str> = value.split_ascii_whitespace().collect();
+    let [net, kind, addr] = f.as_slice() else {
+        return Err("c= needs 3 fields".into());
+    };
+    if *net != "IN" {
+        return Err(format!("unknown network type {net}"));
+    }
+    let addr = addr.split('/').next().unwrap_or(addr);
+    let ip: IpAddr = addr
+        .parse()
+        .map_err(|_| format!("connection address {addr:?} is not an IP literal"))?;
+    match (*kind, ip) {
+        ("IP4", IpAddr::V4(_)) | ("IP6", IpAddr::V6(_)) => Ok(ip),
+        _ => Err(format!("address {addr} does not match type {kind}")),
+    }
+}
+
+/// `m=<media> <port>[/<n>] <proto> <fmt> ...` (RFC 4566 §5.14).
+fn parse_media(value: &str, n: usize) -> Result<Media, SdpError> {
+    let mut f = value.split_ascii_whitespace();
+    let (Some(kind), Some(port), Some(proto)) = (f.next(), f.next(), f.next()) else {
+        return Err(malformed(n, "m= needs media, port, proto and formats"));
+    };
+    let formats: Vec<String> = f.map(str::to_string).collect();
+    if formats.is_empty() {
+        return Err(malformed(n, "m= without formats"));
+    }
+    let port_str = port.split('/').next().unwrap_or(port);
+    let port: u16 = port_str
+        .parse()
+        .map_err(|_| malformed(n, format!("bad port {port:?}")))?;
+    Ok(Media {
+        kind: kind.to_string(),
+        port,
+        proto: proto.to_string(),
+        formats,
+        connection: None,
+        rtpmaps: Vec::new(),
+        fmtps: Vec::new(),
+        ptime: None,
+        direction: None,
+        line: n,
+    })
+}
+
+/// `a=rtpmap:<pt> <encoding>/<clock>[/<channels>]` (RFC 4566 §6).
+fn parse_rtpmap(v: &str, n: usize) -> Result<RtpMap, SdpError> {
+    let bad = || malformed(n, format!("bad rtpmap {v:?}"));
+    let (pt, rest) = v.trim().split_once(' ').ok_or_else(bad)?;
+    let pt: u8 = pt.parse().map_err(|_| bad())?;
+    if pt > 127 {
+        return Err(bad());
+    }
+    let mut parts = rest.trim().split('/');
+    let encoding = parts.next().filter(|e| !e.is_empty()).ok_or_else(bad)?;
+    let clock_rate: u32 = parts
+        .next()
+        .and_then(|c| c.trim().parse().ok())
+        .ok_or_else(bad)?;
+    let channels = match parts.next() {
+        Some(c) => Some(c.trim().parse().map_err(|_| bad())?),
+        None => None,
+    };
+    Ok(RtpMap {
+        pt,
+        encoding: encoding.to_string(),
+        clock_rate,
+        channels,
+    })
+}
+
+/// The outcome of an offer/answer exchange for the audio stream.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Negotiated {
+    pub codec: Codec,
+    /// The payload type the peer uses for `codec` (0/8, or a dynamic PT mapped to it).
+    pub codec_pt: u8,
+    /// The peer's telephone-event payload type at 8000 Hz, if any.
+    pub dtmf_pt: Option<u8>,
+    /// Where to send RTP: `None` for port 0 or c=0.0.0.0 hold.
+    pub remote: Option<SocketAddr>,
+    /// Ours, in the answer.
+    pub direction: Direction,
+    pub ptime_ms: u32,
+}
+
+/// Picks the audio stream, codec, telephone-event PT, remote address and direction from a
+/// peer's description (offer or answer: the rules are the same from our side).
+fn negotiate_sdp(sdp: &Sdp) -> Result<Negotiated, SdpError> {
+    let media = sdp.audio().ok_or(SdpError::NoAudio)?;
+    // RFC 3264 §6.1: the offerer's order is its preference; take its first G.711.
+    let (codec, codec_pt) = media
+        .payload_types()
+        .find_map(|pt| {
+            let (enc, clock, ch) = media.encoding_of(pt)?;
+            let codec = Codec::from_encoding_name(enc)?;
+            (clock == codec.clock_rate() && ch.unwrap_or(1) == 1).then_some((codec, pt))
+        })
+        .ok_or(SdpError::NoCommonCodec)?;
+    // RFC 4733 §7.1.1: the telephone-event PT whose clock matches the audio codec's.
+    let dtmf_pt = media.payload_types().find(|&pt| {
+        media.rtpmaps.iter().any(|m| {
+            m.pt == pt
+                && m.encoding.eq_ignore_ascii_case("telephone-event")
+                && m.clock_rate == DTMF_CLOCK
+        })
+    });
+    let ip = media
+        .connection
+        .or(sdp.connection)
+        .ok_or_else(|| malformed(media.line, "no c= line for the audio stream"))?;
+    let mut theirs = media
+        .direction
+        .or(sdp.direction)
+        .unwrap_or(Direction::SendRecv);
+    let remote = if ip.is_unspecified() {
+        // c=0.0.0.0 is the old way to hold (RFC 3264 §8.4): they will not receive.
+        theirs = match theirs {
+            Direction::SendRecv | Direction::SendOnly => Direction::SendOnly,
+            Direction::RecvOnly | Direction::Inactive => Direction::Inactive,
+        };
+        None
+    } else {
+        Some(SocketAddr::new(ip, media.port))
+    };
+    Ok(Negotiated {
+        codec,
+        codec_pt,
+        dtmf_pt,
+        remote,
+        direction: theirs.answer_to(),
+        ptime_ms: PTIME_MS,
+    })
+}
+
+/// Negotiates our answer to an offer (RFC 3264 §6). `SdpError::NoCommonCodec` -> SIP 488.
+pub fn negotiate(offer: &Sdp) -> Result<Negotiated, SdpError> {
+    negotiate_sdp(offer)
+}
+
+/// Reads the caller's answer (in the ACK) to our late offer (RFC 3264 §7): the codec and
+/// telephone-event PT they chose, their address, and our direction given theirs.
+pub fn negotiate_answer(answer: &Sdp) -> Result<Negotiated, SdpError> {
+    negotiate_sdp(answer)
+}
+
+/// What we say about ourselves in the o= and c= lines and the m= port.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LocalSession {
+    pub ip: IpAddr,
+    pub port: u16,
+    pub session_id: u64,
+    /// Bumped by the caller whenever the description changes (RFC 3264 §8).
+    pub version: u64,
+}
+
+fn ip_type(ip: IpAddr) -> &'static str {
+    match ip {
+        IpAddr::V4(_) => "IP4",
+        IpAddr::V6(_) => "IP6",
+    }
+}
+
+fn write_session(out: &mut String, local: &LocalSession) {
+    let t = ip_type(local.ip);
+    let _ = write!(
+        out,
+        "v=0\r\no=pivotd {} {} IN {t} {}\r\ns=pivotd\r\nc=IN {t} {}\r\nt=0 0\r\n",
+        local.session_id, local.version, local.ip, local.ip
+    );
+}
+
+fn write_audio(out: &mut String, local: &LocalSession, neg: &Negotiated) {
+    let _ = write!(out, "m=audio {} RTP/AVP {}", local.port, neg.codec_pt);
+    if let Some(d) = neg.dtmf_pt {
+        let _ = write!(out, " {d}");
+    }
+    let _ = write!(
+        out,
+        "\r\na=rtpmap:{} {}/8000\r\n",
+        neg.codec_pt,
+        neg.codec.encoding_name()
+    );
+    if let Some(d) = neg.dtmf_pt {
+        let _ = write!(
+            out,
+            "a=rtpmap:{d} telephone-event/8000\r\na=fmtp:{d} 0-16\r\n"
+        );
+    }
+    let _ = write!(
+        out,
+        "a=ptime:{}\r\na={}\r\n",
+        neg.ptime_ms,
+        neg.direction.as_str()
+    );
+}
+
+/// Our answer for one audio stream: exactly one codec (with the offerer's PT, RFC 3264 §6.1)
+/// plus telephone-event if offered, `a=ptime`, and our direction.
+///
+/// For an offer with more than one m= line use [`answer_to_offer`], which keeps the offer's
+/// m= line count and order as RFC 3264 §6 requires.
+pub fn answer(local: &LocalSession, neg: &Negotiated) -> String {
+    let mut out = String::with_capacity(256);
+    write_session(&mut out, local);
+    write_audio(&mut out, local, neg);
+    out
+}
+
+/// Like [`answer`], but mirrors every m= line of `offer` (RFC 3264 §6): the negotiated audio
+/// stream is answered, every other stream is refused with port 0.
+pub fn answer_to_offer(local: &LocalSession, offer: &Sdp, neg: &Negotiated) -> String {
+    let chosen = offer.audio_index();
+    let mut out = String::with_capacity(256);
+    write_session(&mut out, local);
+    for (i, m) in offer.media.iter().enumerate() {
+        if Some(i) == chosen {
+            write_audio(&mut out, local, neg);
+        } else {
+            let fmt = m.formats.first().map(String::as_str).unwrap_or("0");
+            let _ = write!(out, "m={} 0 {} {fmt}\r\n", m.kind, m.proto);
+        }
+    }
+    if chosen.is_none() {
+        write_audio(&mut out, local, neg);
+    }
+    out
+}
+
+/// Our offer when the INVITE came without one (late offer, RFC 3264 §5): PCMU, PCMA,
+/// telephone-event/8000 0-16 on `dtmf_pt`, sendrecv, ptime 20. A `dtmf_pt` that is not a
+/// free RTP payload type (0, 8, or above 127) leaves telephone-event out.
+pub fn offer(local: &LocalSession, dtmf_pt: u8) -> String {
+    let dtmf = (dtmf_pt != 0 && dtmf_pt != 8 && dtmf_pt <= 127).then_some(dtmf_pt);
+    let mut out = String::with_capacity(256);
+    write_session(&mut out, local);
+    let _ = write!(out, "m=audio {} RTP/AVP 0 8", local.port);
+    if let Some(d) = dtmf {
+        let _ = write!(out, " {d}");
+    }
+    out.push_str("\r\na=rtpmap:0 PCMU/8000\r\na=rtpmap:8 PCMA/8000\r\n");
+    if let Some(d) = dtmf {
+        let _ = write!(
+            out,
+            "a=rtpmap:{d} telephone-event/8000\r\na=fmtp:{d} 0-16\r\n"
+        );
+    }
+    let _ = write!(out, "a=ptime:{PTIME_MS}\r\na=sendrecv\r\n");
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// SIPp's built-in `uac` scenario offer, with its keywords filled in.
+    const SIPP: &str = "v=0\r\no=user1 53655765 2353687637 IN IP4 127.0.0.1\r\ns=-\r\n\
+        c=IN IP4 127.0.0.1\r\nt=0 0\r\nm=audio 6000 RTP/AVP 0\r\na=rtpmap:0 PCMU/8000\r\n";
+
+    /// Linphone-style offer: opus, G722, PCMU, PCMA and two telephone-events.
+    const LINPHONE: &str = "v=0\r\n\
+        o=alice 3071 1262 IN IP4 192.168.1.20\r\n\
+        s=Talk\r\n\
+        c=IN IP4 192.168.1.20\r\n\
+        t=0 0\r\n\
+        a=rtcp-xr:rcvr-rtt=all:10000 stat-summary=loss,dup,jitt,TTL voip-metrics\r\n\
+        m=audio 7078 RTP/AVP 96 9 0 8 101 97\r\n\
+        a=rtpmap:96 opus/48000/2\r\n\
+        a=fmtp:96 useinbandfec=1\r\n\
+        a=rtpmap:9 G722/8000\r\n\
+        a=rtpmap:101 telephone-event/48000\r\n\
+        a=rtpmap:97 telephone-event/8000\r\n\
+        a=rtcp-fb:* trr-int 1000\r\n\
+        m=video 9078 RTP/AVP 96\r\n\
+        a=rtpmap:96 VP8/90000\r\n";
+
+    /// baresip-style offer: PCMA before PCMU, LF line ends, IPv6, ptime 20.
+    const BARESIP6: &str = "v=0\n\
+        o=- 1234 5678 IN IP6 2001:db8::5\n\
+        s=-\n\
+        c=IN IP6 2001:db8::5\n\
+        t=0 0\n\
+        m=audio 10000 RTP/AVP 96 8 0 101\n\
+        b=AS:64\n\
+        a=rtpmap:96 opus/48000/2\n\
+        a=rtpmap:101 telephone-event/8000\n\
+        a=fmtp:101 0-15\n\
+        a=ptime:20\n\
+        a=sendrecv\n";
+
+    const HOLD: &str = "v=0\r\no=bob 1 2 IN IP4 10.0.0.2\r\ns=-\r\nc=IN IP4 10.0.0.2\r\nt=0 0\r\n\
+        m=audio 4000 RTP/AVP 8 101\r\na=rtpmap:101 telephone-event/8000\r\na=sendonly\r\n";
+
+    const OLD_HOLD: &str =
+        "v=0\r\no=bob 1 3 IN IP4 10.0.0.2\r\ns=-\r\nc=IN IP4 0.0.0.0\r\nt=0 0\r\n\
+        m=audio 4000 RTP/AVP 0\r\n";
+
+    const G729: &str = "v=0\r\no=x 1 1 IN IP4 10.0.0.3\r\ns=-\r\nc=IN IP4 10.0.0.3\r\nt=0 0\r\n\
+        m=audio 5000 RTP/AVP 18 101\r\na=rtpmap:18 G729/8000\r\n\
+        a=rtpmap:101 telephone-event/8000\r\n";
+
+    fn local() -> LocalSession {
+        LocalSession {
+            ip: "192.0.2.1".parse().unwrap(),
+            port: 20000,
+            session_id: 42,
+            version: 7,
+        }
+    }
+
+    #[test]
+    fn sipp_offer() {
+        let sdp = parse(SIPP).unwrap();
+        assert_eq!(sdp.origin.as_ref().unwrap().session_id, "53655765");
+        let n = negotiate(&sdp).unwrap();
+        assert_eq!(
+            n,
+            Negotiated {
+                codec: Codec::Pcmu,
+                codec_pt: 0,
+                dtmf_pt: None,
+                remote: Some("127.0.0.1:6000".parse().unwrap()),
+                direction: Direction::SendRecv,
+                ptime_ms: 20,
+            }
+        );
+        let a = answer(&local(), &n);
+        assert_eq!(
+            a,
+            "v=0\r\no=pivotd 42 7 IN IP4 192.0.2.1\r\ns=pivotd\r\nc=IN IP4 192.0.2.1\r\nt=0 0\r\n\
+             m=audio 20000 RTP/AVP 0\r\na=rtpmap:0 PCMU/8000\r\na=ptime:20\r\na=sendrecv\r\n"
+        );
+    }
+
+    #[test]
+    fn linphone_offer_picks_first_g711_and_8k_dtmf() {
+        let sdp = parse(LINPHONE).unwrap();
+        assert_eq!(sdp.media.len(), 2);
+        let n = negotiate(&sdp).unwrap();
+        assert_eq!(n.codec, Codec::Pcmu);
+        assert_eq!(n.codec_pt, 0);
+        assert_eq!(n.dtmf_pt, Some(97));
+        assert_eq!(n.remote, Some("192.168.1.20:7078".parse().unwrap()));
+        let a = answer(&local(), &n);
+        assert!(a.contains("m=audio 20000 RTP/AVP 0 97\r\n"), "{a}");
+        assert!(a.contains("a=rtpmap:97 telephone-event/8000\r\na=fmtp:97 0-16\r\n"));
+        assert!(!a.contains("opus") && !a.contains("PCMA"));
+        // With all m= lines mirrored, the video stream is refused with port 0.
+        let full = answer_to_offer(&local(), &sdp, &n);
+        assert!(
+            full.ends_with("a=sendrecv\r\nm=video 0 RTP/AVP 96\r\n"),
+            "{full}"
+        );
+        let back = parse(&full).unwrap();
+        assert_eq!(back.media.len(), 2);
+        assert_eq!(back.media[1].port, 0);
+    }
+
+    #[test]
+    fn baresip_ipv6_prefers_pcma() {
+        let sdp = parse(BARESIP6).unwrap();
+        let n = negotiate(&sdp).unwrap();
+        assert_eq!(
+            (n.codec, n.codec_pt, n.dtmf_pt),
+            (Codec::Pcma, 8, Some(101))
+        );
+        assert_eq!(n.remote, Some("[2001:db8::5]:10000".parse().unwrap()));
+        assert_eq!(sdp.media[0].ptime, Some(20));
+        let l6 = LocalSession {
+            ip: "2001:db8::1".parse().unwrap(),
+            ..local()
+        };
+        let a = answer(&l6, &n);
+        assert!(a.contains("o=pivotd 42 7 IN IP6 2001:db8::1\r\n"));
+        assert!(a.contains("c=IN IP6 2001:db8::1\r\n"));
+        assert!(a.contains("m=audio 20000 RTP/AVP 8 101\r\na=rtpmap:8 PCMA/8000\r\n"));
+    }
+
+    #[test]
+    fn dynamic_pt_for_g711_and_dtmf_clock_must_match() {
+        let o = "v=0\r\no=a 1 1 IN IP4 1.2.3.4\r\ns=-\r\nc=IN IP4 1.2.3.4\r\nt=0 0\r\n\
+                 m=audio 1000 RTP/AVP 112 110 111\r\na=rtpmap:112 pcmu/8000\r\n\
+                 a=rtpmap:110 telephone-event/16000\r\na=rtpmap:111 telephone-event/8000\r\n";
+        let n = negotiate(&parse(o).unwrap()).unwrap();
+        assert_eq!(
+            (n.codec, n.codec_pt, n.dtmf_pt),
+            (Codec::Pcmu, 112, Some(111))
+        );
+        // Only telephone-event at another clock: none.
+        let o = o.replace("telephone-event/8000", "telephone-event/48000");
+        assert_eq!(negotiate(&parse(&o).unwrap()).unwrap().dtmf_pt, None);
+        // PT 0 remapped by rtpmap to something else is not PCMU.
+        let o = "v=0\r\nc=IN IP4 1.2.3.4\r\nm=audio 1000 RTP/AVP 0\r\na=rtpmap:0 G729/8000\r\n";
+        assert_eq!(negotiate(&parse(o).unwrap()), Err(SdpError::NoCommonCodec));
+    }
+
+    #[test]
+    fn hold_offers() {
+        let n = negotiate(&parse(HOLD).unwrap()).unwrap();
+        assert_eq!(n.direction, Direction::RecvOnly);
+        assert!(!n.direction.we_send() && n.direction.we_receive());
+        assert_eq!(n.remote, Some("10.0.0.2:4000".parse().unwrap()));
+        assert!(answer(&local(), &n).ends_with("a=recvonly\r\n"));
+
+        let n = negotiate(&parse(OLD_HOLD).unwrap()).unwrap();
+        assert_eq!(n.remote, None);
+        assert_eq!(n.direction, Direction::RecvOnly);
+
+        let inactive = HOLD.replace("a=sendonly", "a=inactive");
+        let n = negotiate(&parse(&inactive).unwrap()).unwrap();
+        assert_eq!(n.direction, Direction::Inactive);
+        assert!(!n.direction.we_send() && !n.direction.we_receive());
+
+        let recvonly = HOLD.replace("a=sendonly", "a=recvonly");
+        assert_eq!(
+            negotiate(&parse(&recvonly).unwrap()).unwrap().direction,
+            Direction::SendOnly
+        );
+        // Session-level direction applies; media level wins over it.
+        let s = "v=0\r\nc=IN IP4 1.2.3.4\r\na=sendonly\r\nm=audio 1000 RTP/AVP 0\r\n";
+        assert_eq!(
+            negotiate(&parse(s).unwrap()).unwrap().direction,
+            Direction::RecvOnly
+        );
+        let s = "v=0\r\nc=IN IP4 1.2.3.4\r\na=sendonly\r\nm=audio 1000 RTP/AVP 0\r\na=sendrecv\r\n";
+        assert_eq!(
+            negotiate(&parse(s).unwrap()).unwrap().direction,
+            Direction::SendRecv
+        );
+    }
+
+    #[test]
+    fn media_level_connection_wins() {
+        let s = "v=0\r\nc=IN IP4 1.1.1.1\r\nm=audio 1000 RTP/AVP 0\r\nc=IN IP4 2.2.2.2\r\n";
+        let n = negotiate(&parse(s).unwrap()).unwrap();
+        assert_eq!(n.remote, Some("2.2.2.2:1000".parse().unwrap()));
+        // Multicast TTL suffix is stripped.
+        let s = "v=0\r\nc=IN IP4 224.2.1.1/127\r\nm=audio 1000 RTP/AVP 0\r\n";
+        assert_eq!(
+            parse(s).unwrap().connection,
+            Some("224.2.1.1".parse().unwrap())
+        );
+        // No c= anywhere.
+        let s = "v=0\r\nm=audio 1000 RTP/AVP 0\r\n";
+        assert!(matches!(
+            negotiate(&parse(s).unwrap()),
+            Err(SdpError::Malformed { line: 2, .. })
+        ));
+    }
+
+    #[test]
+    fn unusable_offers() {
+        assert_eq!(
+            negotiate(&parse(G729).unwrap()),
+            Err(SdpError::NoCommonCodec)
+        );
+        let srtp = SIPP.replace("RTP/AVP", "RTP/SAVP");
+        assert_eq!(negotiate(&parse(&srtp).unwrap()), Err(SdpError::NoAudio));
+        let port0 = SIPP.replace("m=audio 6000", "m=audio 0");
+        assert_eq!(negotiate(&parse(&port0).unwrap()), Err(SdpError::NoAudio));
+        let video = "v=0\r\nc=IN IP4 1.2.3.4\r\nm=video 1000 RTP/AVP 96\r\n";
+        assert_eq!(negotiate(&parse(video).unwrap()), Err(SdpError::NoAudio));
+        // A refused first audio stream, a usable second one: the second is used.
+        let two = "v=0\r\nc=IN IP4 1.2.3.4\r\nm=audio 0 RTP/AVP 0\r\nm=audio 2000 RTP/AVP 8\r\n";
+        let n = negotiate(&parse(two).unwrap()).unwrap();
+        assert_eq!(
+            (n.codec, n.remote.map(|r| r.port())),
+            (Codec::Pcma, Some(2000))
+        );
+    }
+
+    #[test]
+    fn malformed_lines() {
+        let cases: &[(&str, usize)] = &[
+            ("", 1),
+            ("hello\r\n", 1),
+            ("v=1\r\n", 1),
+            ("o=x 1 1 IN IP4 1.2.3.4\r\nv=0\r\n", 1),
+            ("v=0\r\nm=audio notaport RTP/AVP 0\r\n", 2),
+            ("v=0\r\nm=audio 70000 RTP/AVP 0\r\n", 2),
+            ("v=0\r\nm=audio 1000 RTP/AVP\r\n", 2),
+            ("v=0\r\nc=IN IP4 999.1.1.1\r\n", 2),
+            ("v=0\r\nc=IN IP4 2001:db8::1\r\n", 2),
+            ("v=0\r\nc=IN IP4 media.example.com\r\n", 2),
+            ("v=0\r\nc=IN IP4\r\n", 2),
+            ("v=0\r\no=x 1\r\n", 2),
+            ("v=0\r\nm=audio 1 RTP/AVP 0\r\na=rtpmap:xx PCMU/8000\r\n", 3),
+            ("v=0\r\nm=audio 1 RTP/AVP 0\r\na=rtpmap:0 PCMU\r\n", 3),
+            (
+                "v=0\r\nm=audio 1 RTP/AVP 0\r\na=rtpmap:200 PCMU/8000\r\n",
+                3,
+            ),
+            ("v=0\r\nm=audio 1 RTP/AVP 0\r\na=ptime:abc\r\n", 3),
+            ("v=0\r\nm=audio 1 RTP/AVP 0\r\n\r\n=x\r\n", 4),
+            ("v=0\r\ns=x\r\nv=0\r\n", 3),
+        ];
+        for (body, line) in cases {
+            match parse(body) {
+                Err(SdpError::Malformed { line: l, reason }) => {
+                    assert_eq!(l, *line, "{body:?}: {reason}");
+                    assert!(!reason.is_empty());
+                }
+                other => panic!("{body:?} gave {other:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn late_offer_round_trip() {
+        let o = offer(&local(), 101);
+        assert_eq!(
+            o,
+            "v=0\r\no=pivotd 42 7 IN IP4 192.0.2.1\r\ns=pivotd\r\nc=IN IP4 192.0.2.1\r\nt=0 0\r\n\
+             m=audio 20000 RTP/AVP 0 8 101\r\na=rtpmap:0 PCMU/8000\r\na=rtpmap:8 PCMA/8000\r\n\
+             a=rtpmap:101 telephone-event/8000\r\na=fmtp:101 0-16\r\na=ptime:20\r\na=sendrecv\r\n"
+        );
+        assert!(!offer(&local(), 8).contains("telephone-event"));
+        // The caller answers with PCMA only, from its own address.
+        let ans = "v=0\r\no=c 5 5 IN IP4 198.51.100.7\r\ns=-\r\nc=IN IP4 198.51.100.7\r\nt=0 0\r\n\
+                   m=audio 30000 RTP/AVP 8 101\r\na=rtpmap:101 telephone-event/8000\r\n";
+        let n = negotiate_answer(&parse(ans).unwrap()).unwrap();
+        assert_eq!(
+            (n.codec, n.codec_pt, n.dtmf_pt),
+            (Codec::Pcma, 8, Some(101))
+        );
+        assert_eq!(n.remote, Some("198.51.100.7:30000".parse().unwrap()));
+        assert_eq!(n.direction, Direction::SendRecv);
+        // Our own answer, read back by a peer, negotiates the same thing.
+        let ours = parse(&answer(&local(), &n)).unwrap();
+        let again = negotiate_answer(&ours).unwrap();
+        assert_eq!(
+            (again.codec, again.codec_pt, again.dtmf_pt),
+            (n.codec, n.codec_pt, n.dtmf_pt)
+        );
+        assert_eq!(again.remote, Some("192.0.2.1:20000".parse().unwrap()));
+    }
+
+    #[test]
+    fn direction_helpers() {
+        use Direction::*;
+        assert_eq!(SendOnly.answer_to(), RecvOnly);
+        assert_eq!(RecvOnly.answer_to(), SendOnly);
+        assert_eq!(SendRecv.answer_to(), SendRecv);
+        assert_eq!(Inactive.answer_to(), Inactive);
+        assert!(SendRecv.we_send() && SendRecv.we_receive());
+        assert!(SendOnly.we_send() && !SendOnly.we_receive());
+    }
+
+    #[test]
+    fn never_panics() {
+        use rand::{Rng, SeedableRng};
+        let mut rng = rand::rngs::StdRng::seed_from_u64(4566);
+        let seeds = [SIPP, LINPHONE, BARESIP6, HOLD, OLD_HOLD, G729];
+        let exercise = |s: &str| {
+            if let Ok(sdp) = parse(s) {
+                if let Ok(n) = negotiate(&sdp) {
+                    let _ = answer_to_offer(&local(), &sdp, &n);
+                    let _ = answer(&local(), &n);
+                }
+            }
+        };
+        for seed in seeds {
+            for cut in 0..=seed.len() {
+                if let Some(s) = seed.get(..cut) {
+                    exercise(s);
+                }
+            }
+            for _ in 0..2000 {
+                let mut b = seed.as_bytes().to_vec();
+                for _ in 0..rng.gen_range(1..6) {
+                    let i = rng.gen_range(0..b.len());
+                    match rng.gen_range(0..3) {
+                        0 => b[i] = rng.gen(),
+                        1 => {
+                            b.remove(i);
+                        }
+                        _ => b.insert(i, *b"=/: \r\n0".get(rng.gen_range(0..7)).unwrap_or(&b'0')),
+                    }
+                }
+                exercise(&String::from_utf8_lossy(&b));
+            }
+        }
+        for _ in 0..2000 {
+            let n = rng.gen_range(0..300);
+            let b: Vec<u8> = (0..n).map(|_| rng.gen()).collect();
+            exercise(&String::from_utf8_lossy(&b));
+            let mut v = b"v=0\n".to_vec();
+            v.extend_from_slice(&b);
+            exercise(&String::from_utf8_lossy(&v));
+        }
+    }
+}
