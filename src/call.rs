@@ -1,0 +1,534 @@
+//! One live call: a task that owns the dialog, the INVITE transaction, the RTP session and
+//! the callflow run. It implements [`CallControl`] for the runtime, and while the runtime waits
+//! (a prompt playing, a sleep) it keeps serving the dialog: BYE, CANCEL, re-INVITE, OPTIONS,
+//! INFO, the ACK, the RTP timeout, the maximum duration and shutdown.
+
+use std::future::Future;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use tokio::sync::{mpsc, watch};
+use tokio::time::Instant;
+
+use crate::callflow::node::Node;
+use crate::callflow::runtime::Runtime;
+use crate::callflow::{CallControl, CallEnded, CallInfo};
+use crate::media::prompt::Prompt;
+use crate::media::rtp::{PlayResult, RtpSession};
+use crate::media::sdp::{self, LocalSession, Negotiated};
+use crate::sip::dialog::Dialog;
+use crate::sip::endpoint::{DialogEvent, Endpoint, ServerTx};
+use crate::sip::message;
+use crate::sip::outgoing::response_bytes;
+
+/// Methods pivotd accepts (RFC 3261 §20.5 Allow).
+pub const ALLOW: &str = "INVITE, ACK, CANCEL, BYE, OPTIONS, INFO";
+/// Bodies pivotd understands.
+pub const ACCEPT: &str = "application/sdp, application/dtmf-relay";
+/// Option tags pivotd supports: none yet, so any Require gets 420.
+pub const SUPPORTED: &str = "";
+
+/// Shared by all calls: what a call needs from the server.
+pub struct CallContext {
+    pub endpoint: Arc<Endpoint>,
+    pub runtime: Arc<Runtime>,
+    pub rtp_timeout: Option<Duration>,
+    pub max_duration: Option<Duration>,
+    /// Set when live calls must end now (the shutdown grace period is over).
+    pub force_end: watch::Receiver<bool>,
+    pub active: Arc<AtomicUsize>,
+    pub stats: Arc<CallStats>,
+}
+
+/// Counters across calls.
+#[derive(Default, Debug)]
+pub struct CallStats {
+    pub total: AtomicU64,
+    pub answered: AtomicU64,
+    pub rtp_timeouts: AtomicU64,
+}
+
+/// Everything the server decided before the call task starts.
+pub struct CallSetup {
+    pub invite: rsip::Request,
+    pub tx: ServerTx,
+    pub info: CallInfo,
+    pub flow: Arc<Node>,
+    pub dialog: Dialog,
+    pub rtp: Arc<RtpSession>,
+    /// The negotiated session when the INVITE had an offer; None for a late offer.
+    pub negotiated: Option<Negotiated>,
+    pub local_sdp: LocalSession,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Phase {
+    /// No final response yet.
+    Early,
+    /// 200 sent (ACK may still be pending).
+    Answered,
+    /// A final non-2xx was sent, or the dialog is over.
+    Ended,
+}
+
+/// A live call.
+pub struct Call {
+    ctx: Arc<CallContext>,
+    info: CallInfo,
+    invite: rsip::Request,
+    invite_tx: ServerTx,
+    dialog: Dialog,
+    events: mpsc::UnboundedReceiver<DialogEvent>,
+    phase: Phase,
+    early_media_sent: bool,
+    rtp: Arc<RtpSession>,
+    negotiated: Option<Negotiated>,
+    local_sdp: LocalSession,
+    /// The SDP we last sent, to answer a re-INVITE that changes nothing with the same version.
+    last_sdp: Option<String>,
+    /// We sent an offer (late offer) and wait for the answer in the ACK.
+    awaiting_answer: bool,
+    /// The caller put us on hold (sendonly/inactive): no RTP is expected from them.
+    held: bool,
+    answered_at: Option<Instant>,
+    started: Instant,
+    force_end: watch::Receiver<bool>,
+}
+
+impl Call {
+    /// Registers the dialog and runs the call to its end. Consumes the setup.
+    pub async fn run(ctx: Arc<CallContext>, setup: CallSetup) {
+        let (ev_tx, ev_rx) = mpsc::unbounded_channel();
+        ctx.endpoint
+            .register_dialog(setup.dialog.id.clone(), ev_tx, Some(&setup.tx));
+        ctx.stats.total.fetch_add(1, Ordering::Relaxed);
+        let span = tracing::info_span!("call", call_id = %setup.info.call_id);
+        let _enter = span.enter();
+        drop(_enter);
+        let mut call = Call {
+            force_end: ctx.force_end.clone(),
+            ctx: ctx.clone(),
+            info: setup.info,
+            invite: setup.invite,
+            invite_tx: setup.tx,
+            dialog: setup.dialog,
+            events: ev_rx,
+            phase: Phase::Early,
+            early_media_sent: false,
+            rtp: setup.rtp,
+            negotiated: setup.negotiated,
+            local_sdp: setup.local_sdp,
+            last_sdp: None,
+            awaiting_answer: false,
+            held: false,
+            answered_at: None,
+            started: Instant::now(),
+        };
+        if let Some(n) = &call.negotiated {
+            call.apply_negotiated(n.clone());
+        }
+        let flow = setup.flow;
+        let runtime = ctx.runtime.clone();
+        tracing::Instrument::instrument(
+            async {
+                runtime.run(&flow, &mut call).await;
+                call.finish().await;
+            },
+            span,
+        )
+        .await;
+        ctx.endpoint.unregister_dialog(call.dialog.id.clone());
+        ctx.active.fetch_sub(1, Ordering::Relaxed);
+    }
+
+    fn apply_negotiated(&mut self, n: Negotiated) {
+        self.rtp.set_remote(n.remote);
+        self.rtp.set_codec(n.codec_pt, n.codec.silence_byte());
+        self.rtp.set_sending(n.direction.we_send());
+        self.held = !n.direction.we_receive();
+        self.negotiated = Some(n);
+    }
+
+    fn respond_invite(&mut self, code: u16, reason: Option<&str>, with_sdp: bool) {
+        let contact = self.dialog.contact(&self.info.request_user);
+        let rr: Vec<String> = self.dialog.route_set.clone();
+        let mut extra: Vec<(&str, &str)> = Vec::with_capacity(4 + rr.len());
+        for r in &rr {
+            extra.push(("Record-Route", r.as_str()));
+        }
+        let sdp_body;
+        let body = if with_sdp {
+            sdp_body = self.current_sdp();
+            Some(("application/sdp", sdp_body.as_bytes()))
+        } else {
+            None
+        };
+        if (101..300).contains(&code) {
+            extra.push(("Contact", contact.as_str()));
+        }
+        if (200..300).contains(&code) {
+            extra.push(("Allow", ALLOW));
+            extra.push(("Supported", SUPPORTED));
+        }
+        let tag = if code > 100 {
+            Some(self.dialog.id.local_tag.as_str())
+        } else {
+            None
+        };
+        let bytes = response_bytes(&self.invite, code, reason, tag, &extra, body);
+        self.invite_tx.respond(code, bytes);
+    }
+
+    /// The SDP for our side now: an answer to what was negotiated, or an offer (late offer).
+    fn current_sdp(&mut self) -> String {
+        let sdp = match &self.negotiated {
+            Some(n) => sdp::answer(&self.local_sdp, n),
+            None => {
+                self.awaiting_answer = true;
+                sdp::offer(&self.local_sdp, 101)
+            }
+        };
+        if let Some(last) = &self.last_sdp {
+            if *last != sdp {
+                // RFC 3264 §8: a changed description carries a higher version.
+                self.local_sdp.version += 1;
+                let sdp = match &self.negotiated {
+                    Some(n) => sdp::answer(&self.local_sdp, n),
+                    None => sdp::offer(&self.local_sdp, 101),
+                };
+                self.last_sdp = Some(sdp.clone());
+                return sdp;
+            }
+        }
+        self.last_sdp = Some(sdp.clone());
+        sdp
+    }
+
+    /// Serves dialog events while `fut` runs; returns its output, or CallEnded if the call
+    /// ended first.
+    async fn serve<F: Future>(&mut self, fut: F) -> Result<F::Output, CallEnded> {
+        tokio::pin!(fut);
+        let mut tick = tokio::time::interval(Duration::from_secs(1));
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            if self.phase == Phase::Ended {
+                return Err(CallEnded);
+            }
+            tokio::select! {
+                out = &mut fut => return Ok(out),
+                ev = self.events.recv() => match ev {
+                    Some(ev) => self.on_event(ev),
+                    None => { self.phase = Phase::Ended; }
+                },
+                _ = tick.tick() => self.check_limits(),
+                _ = self.force_end.changed() => {
+                    if *self.force_end.borrow() {
+                        tracing::info!("shutdown grace period over: ending the call");
+                        self.end_now(503, "Service Unavailable");
+                    }
+                }
+            }
+        }
+    }
+
+    fn check_limits(&mut self) {
+        let now = Instant::now();
+        if let Some(max) = self.ctx.max_duration {
+            if now.duration_since(self.started) >= max {
+                tracing::info!("maximum call duration reached");
+                self.end_now(480, "Maximum Duration");
+                return;
+            }
+        }
+        if let (Some(timeout), Some(answered)) = (self.ctx.rtp_timeout, self.answered_at) {
+            if self.held {
+                return;
+            }
+            let last = self
+                .rtp
+                .last_received()
+                .map(|t| Instant::from_std(t).max(answered))
+                .unwrap_or(answered);
+            if now.duration_since(last) >= timeout {
+                tracing::info!("no RTP from the caller for {timeout:?}: hanging up");
+                self.ctx.stats.rtp_timeouts.fetch_add(1, Ordering::Relaxed);
+                self.end_now(408, "Request Timeout");
+            }
+        }
+    }
+
+    /// Ends the call from our side: BYE when answered, else a final response.
+    fn end_now(&mut self, code: u16, reason: &str) {
+        match self.phase {
+            Phase::Answered => self.send_bye(),
+            Phase::Early => self.respond_invite(code, Some(reason), false),
+            Phase::Ended => {}
+        }
+        self.phase = Phase::Ended;
+        self.rtp.stop_playing();
+    }
+
+    fn send_bye(&mut self) {
+        let req = self.dialog.request(rsip::Method::Bye, &[], None);
+        // The BYE's outcome does not matter to us: the dialog is over when it is sent (§15.1.1).
+        self.ctx
+            .endpoint
+            .send_request(&self.dialog.id.call_id, req, None);
+    }
+
+    fn on_event(&mut self, ev: DialogEvent) {
+        match ev {
+            DialogEvent::Cancelled => {
+                if self.phase == Phase::Early {
+                    tracing::info!("cancelled by the caller");
+                    self.respond_invite(487, None, false);
+                    self.phase = Phase::Ended;
+                }
+            }
+            DialogEvent::AckTimeout => {
+                tracing::warn!("no ACK for our 200 OK: ending the call with BYE");
+                if self.phase == Phase::Answered {
+                    self.send_bye();
+                }
+                self.phase = Phase::Ended;
+            }
+            DialogEvent::Ack { req } => self.on_ack(req),
+            DialogEvent::Request { req, tx } => self.on_request(req, tx),
+            DialogEvent::Response { .. } | DialogEvent::Timeout { .. } => {}
+        }
+    }
+
+    fn on_ack(&mut self, req: rsip::Request) {
+        if !self.awaiting_answer {
+            return;
+        }
+        self.awaiting_answer = false;
+        let answer = std::str::from_utf8(&req.body)
+            .ok()
+            .filter(|s| !s.trim().is_empty())
+            .and_then(|s| sdp::parse(s).ok())
+            .and_then(|s| sdp::negotiate_answer(&s).ok());
+        match answer {
+            Some(n) => self.apply_negotiated(n),
+            None => {
+                // RFC 3261 §13.3.1.4 leaves a bad answer in the ACK to the UAS: end the call.
+                tracing::warn!("the ACK carried no usable SDP answer to our offer: hanging up");
+                self.send_bye();
+                self.phase = Phase::Ended;
+            }
+        }
+    }
+
+    fn on_request(&mut self, req: rsip::Request, tx: ServerTx) {
+        let msg = rsip::SipMessage::Request(req);
+        let cseq = message::cseq(&msg).map(|c| c.0).unwrap_or(0);
+        let rsip::SipMessage::Request(req) = msg else {
+            return;
+        };
+        let reply = |code: u16, extra: &[(&str, &str)], body: Option<(&str, &[u8])>| {
+            let b = response_bytes(&req, code, None, None, extra, body);
+            tx.respond(code, b);
+        };
+        if !self.dialog.accept_remote_cseq(cseq, &req.method) {
+            reply(500, &[("Retry-After", "1")], None);
+            return;
+        }
+        match req.method {
+            rsip::Method::Bye => {
+                tracing::info!("caller hung up");
+                reply(200, &[], None);
+                self.phase = Phase::Ended;
+                self.rtp.stop_playing();
+            }
+            rsip::Method::Options => reply(
+                200,
+                &[
+                    ("Allow", ALLOW),
+                    ("Accept", ACCEPT),
+                    ("Supported", SUPPORTED),
+                ],
+                None,
+            ),
+            rsip::Method::Info => reply(200, &[], None),
+            rsip::Method::Invite => self.on_reinvite(req, tx),
+            _ => reply(405, &[("Allow", ALLOW)], None),
+        }
+    }
+
+    /// A re-INVITE (hold/unhold, codec change, session refresh): answered with the current
+    /// session, updated by the new offer if there is one.
+    fn on_reinvite(&mut self, req: rsip::Request, tx: ServerTx) {
+        let respond = |call: &mut Call, code: u16, extra: &[(&str, &str)], body: Option<String>| {
+            let contact = call.dialog.contact(&call.info.request_user);
+            let mut ex: Vec<(&str, &str)> = extra.to_vec();
+            if code < 300 {
+                ex.push(("Contact", &contact));
+                ex.push(("Allow", ALLOW));
+                ex.push(("Supported", SUPPORTED));
+            }
+            let b = response_bytes(
+                &req,
+                code,
+                None,
+                None,
+                &ex,
+                body.as_ref().map(|s| ("application/sdp", s.as_bytes())),
+            );
+            tx.respond(code, b);
+        };
+        if self.phase == Phase::Early {
+            // §14.2: an INVITE while ours is not final yet.
+            respond(self, 500, &[("Retry-After", "1")], None);
+            return;
+        }
+        if self.awaiting_answer {
+            respond(self, 491, &[], None);
+            return;
+        }
+        let ctype = message::header_value(&rsip::SipMessage::Request(req.clone()), "Content-Type");
+        if req.body.iter().any(|b| !b.is_ascii_whitespace()) {
+            if !ctype
+                .as_deref()
+                .map(|c| c.trim().to_ascii_lowercase().starts_with("application/sdp"))
+                .unwrap_or(false)
+            {
+                respond(self, 415, &[("Accept", "application/sdp")], None);
+                return;
+            }
+            let neg = std::str::from_utf8(&req.body)
+                .ok()
+                .and_then(|s| sdp::parse(s).ok())
+                .ok_or(())
+                .and_then(|o| sdp::negotiate(&o).map_err(|_| ()));
+            match neg {
+                Ok(n) => {
+                    self.dialog.refresh_target(&req);
+                    self.apply_negotiated(n);
+                    let body = self.current_sdp();
+                    respond(self, 200, &[], Some(body));
+                }
+                // §14.2: a re-INVITE we cannot accept leaves the session as it was.
+                Err(()) => respond(self, 488, &[], None),
+            }
+        } else {
+            // An offerless re-INVITE: we offer in the 200, the answer comes in the ACK.
+            self.dialog.refresh_target(&req);
+            let offer = sdp::offer(&self.local_sdp, 101);
+            self.awaiting_answer = true;
+            self.last_sdp = Some(offer.clone());
+            respond(self, 200, &[], Some(offer));
+        }
+    }
+
+    /// After the flow: hang up what is still up, and let a BYE's transaction run.
+    async fn finish(&mut self) {
+        match self.phase {
+            Phase::Answered => {
+                self.send_bye();
+                self.phase = Phase::Ended;
+            }
+            Phase::Early => {
+                self.respond_invite(480, None, false);
+                self.phase = Phase::Ended;
+            }
+            Phase::Ended => {}
+        }
+        self.rtp.stop_playing();
+    }
+}
+
+#[async_trait]
+impl CallControl for Call {
+    fn info(&self) -> &CallInfo {
+        &self.info
+    }
+
+    fn is_answered(&self) -> bool {
+        self.phase == Phase::Answered
+    }
+
+    async fn answer(&mut self) -> Result<(), CallEnded> {
+        match self.phase {
+            Phase::Answered => return Ok(()),
+            Phase::Ended => return Err(CallEnded),
+            Phase::Early => {}
+        }
+        self.respond_invite(200, None, true);
+        self.phase = Phase::Answered;
+        self.answered_at = Some(Instant::now());
+        self.ctx.stats.answered.fetch_add(1, Ordering::Relaxed);
+        Ok(())
+    }
+
+    async fn early_media(&mut self) -> Result<(), CallEnded> {
+        match self.phase {
+            Phase::Ended => return Err(CallEnded),
+            Phase::Answered => return Ok(()),
+            Phase::Early => {}
+        }
+        if !self.early_media_sent {
+            if self.negotiated.is_none() {
+                // A late offer cannot carry early media reliably without 100rel: answer instead.
+                return self.answer().await;
+            }
+            self.respond_invite(183, None, true);
+            self.early_media_sent = true;
+        }
+        Ok(())
+    }
+
+    async fn play(&mut self, prompt: Arc<Prompt>) -> Result<(), CallEnded> {
+        if self.phase == Phase::Ended {
+            return Err(CallEnded);
+        }
+        let codec = self
+            .negotiated
+            .as_ref()
+            .map(|n| n.codec)
+            .unwrap_or(crate::media::codec::Codec::Pcmu);
+        let payload = prompt.payload(codec).clone();
+        let rtp = self.rtp.clone();
+        let result = self.serve(async move { rtp.play(payload).await }).await;
+        match result {
+            Ok(PlayResult::Finished) | Ok(PlayResult::Stopped) => {
+                if self.phase == Phase::Ended {
+                    Err(CallEnded)
+                } else {
+                    Ok(())
+                }
+            }
+            Err(e) => {
+                self.rtp.stop_playing();
+                Err(e)
+            }
+        }
+    }
+
+    async fn sleep(&mut self, d: Duration) -> Result<(), CallEnded> {
+        self.serve(tokio::time::sleep(d)).await
+    }
+
+    async fn respond(&mut self, code: u16, reason: Option<String>) -> Result<(), CallEnded> {
+        match self.phase {
+            Phase::Early => {
+                let code = if (300..700).contains(&code) {
+                    code
+                } else {
+                    480
+                };
+                self.respond_invite(code, reason.as_deref(), false);
+                self.phase = Phase::Ended;
+                Ok(())
+            }
+            Phase::Answered => self.hangup().await,
+            Phase::Ended => Err(CallEnded),
+        }
+    }
+
+    async fn hangup(&mut self) -> Result<(), CallEnded> {
+        self.end_now(480, "Temporarily Unavailable");
+        Ok(())
+    }
+}

@@ -267,7 +267,7 @@ pub struct CallflowEntry {
     /// `patterns`: regexes on the dialled number, compiled at load.
     pub patterns: Vec<Regex>,
     /// `flow`: the callflow node (a TOML table, or a string holding Kazoo JSON).
-    pub flow: Node,
+    pub flow: std::sync::Arc<Node>,
 }
 
 /// `[[accounts.users]]`.
@@ -427,7 +427,7 @@ fn demo_account() -> Account {
             numbers: vec![],
             // A constant that compiles; `.ok()` keeps a panic path out of the library anyway.
             patterns: Regex::new(".*").ok().into_iter().collect(),
-            flow,
+            flow: std::sync::Arc::new(flow),
         }],
         users: vec![],
         devices: vec![],
@@ -973,7 +973,7 @@ fn read_account(r: &mut Reader, t: &Table, p: &str) -> Option<Account> {
                 name: r.string(t, &cp, "name"),
                 numbers,
                 patterns,
-                flow,
+                flow: std::sync::Arc::new(flow),
             });
         }
     }

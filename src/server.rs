@@ -1,0 +1,493 @@
+//! The server: starts the SIP endpoint, media and runtime from a [`Config`], admits new
+//! requests (limits, routing, offer/answer) and starts one [`Call`] task per accepted INVITE.
+
+use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use rsip::headers::UntypedHeader;
+use tokio::sync::{mpsc, watch};
+use tokio::time::Instant;
+
+use crate::call::{Call, CallContext, CallSetup, CallStats, ACCEPT, ALLOW, SUPPORTED};
+use crate::callflow::runtime::Runtime;
+use crate::callflow::CallInfo;
+use crate::config::{self, Config};
+use crate::media::player::Pacer;
+use crate::media::prompt::{PromptError, PromptLibrary};
+use crate::media::rtp::{PortPool, RtpError, RtpSession};
+use crate::media::sdp::{self, LocalSession, SdpError};
+use crate::sip::dialog::{host_port, Dialog};
+use crate::sip::endpoint::{Endpoint, EndpointConfig, NewRequest, ServerTx};
+use crate::sip::message;
+use crate::sip::outgoing::{random_token, response_bytes};
+use crate::sip::timer::Timers;
+use crate::sip::transport::{TransportConfig, TransportError};
+
+/// Why the server could not start: one clear line each.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("{0}")]
+    Transport(#[from] TransportError),
+    #[error("media: {0}")]
+    Rtp(#[from] RtpError),
+    #[error("media dir: {0}")]
+    MediaDir(#[from] PromptError),
+}
+
+/// A running server.
+pub struct ServerHandle {
+    pub udp: Vec<SocketAddr>,
+    pub tcp: Vec<SocketAddr>,
+    draining: watch::Sender<bool>,
+    force_end: watch::Sender<bool>,
+    active: Arc<AtomicUsize>,
+    grace: Duration,
+    pub endpoint: Arc<Endpoint>,
+    pub stats: Arc<CallStats>,
+}
+
+impl ServerHandle {
+    /// Calls in progress.
+    pub fn active_calls(&self) -> usize {
+        self.active.load(Ordering::Relaxed)
+    }
+
+    /// Stops taking calls (new INVITEs get 503), lets live calls run for the grace period,
+    /// then ends the rest (BYE) and returns once they are gone.
+    pub async fn shutdown(&self) {
+        let _ = self.draining.send(true);
+        let deadline = Instant::now() + self.grace;
+        while self.active_calls() > 0 && Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        if self.active_calls() > 0 {
+            tracing::info!(
+                calls = self.active_calls(),
+                "grace period over: hanging up the remaining calls"
+            );
+            let _ = self.force_end.send(true);
+            let deadline = Instant::now() + Duration::from_secs(5);
+            while self.active_calls() > 0 && Instant::now() < deadline {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        }
+        // Give the last BYEs a moment to leave the sockets.
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// Starts everything the configuration describes.
+pub async fn start(cfg: Arc<Config>) -> Result<ServerHandle, StartError> {
+    let prompts = Arc::new(PromptLibrary::new(media_dir(&cfg)));
+    prompts.check_dir()?;
+    let media_ip = cfg.media.ip;
+    let pool = PortPool::new(media_ip, cfg.media.port_min, cfg.media.port_max)?;
+    let cores = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(2);
+    let pacer = Pacer::start(cores);
+    let (endpoint, app_rx) = Endpoint::start(EndpointConfig {
+        transport: TransportConfig {
+            udp: cfg.sip.udp.clone(),
+            tcp: cfg.sip.tcp.clone(),
+            max_message_bytes: cfg.sip.max_message_bytes,
+            tcp_idle_timeout: Duration::from_secs(cfg.sip.tcp_idle_timeout_s.max(1)),
+        },
+        timers: Timers::default(),
+        shards: cores,
+        app_queue: 16384,
+    })
+    .await?;
+    let (draining_tx, draining_rx) = watch::channel(false);
+    let (force_tx, force_rx) = watch::channel(false);
+    let active = Arc::new(AtomicUsize::new(0));
+    let stats = Arc::new(CallStats::default());
+    let ctx = Arc::new(CallContext {
+        endpoint: endpoint.clone(),
+        runtime: Arc::new(Runtime {
+            prompts: prompts.clone(),
+        }),
+        rtp_timeout: secs(cfg.media.rtp_timeout_s),
+        max_duration: secs(cfg.sip.max_call_duration_s),
+        force_end: force_rx,
+        active: active.clone(),
+        stats: stats.clone(),
+    });
+    let handle = ServerHandle {
+        udp: endpoint.transport().udp_addrs(),
+        tcp: endpoint.transport().tcp_addrs(),
+        draining: draining_tx,
+        force_end: force_tx,
+        active: active.clone(),
+        grace: Duration::from_secs(cfg.sip.shutdown_grace_s),
+        endpoint: endpoint.clone(),
+        stats,
+    };
+    let admission = Admission {
+        limiter: RateLimiter::new(cfg.sip.max_calls_per_second),
+        cfg,
+        ctx,
+        pool,
+        pacer,
+        draining: draining_rx,
+    };
+    tokio::spawn(admission.run(app_rx));
+    Ok(handle)
+}
+
+fn secs(s: u64) -> Option<Duration> {
+    (s > 0).then(|| Duration::from_secs(s))
+}
+
+fn media_dir(cfg: &Config) -> Option<PathBuf> {
+    Some(cfg.media.dir.clone())
+}
+
+/// New calls per second: a token bucket refilled continuously, one second of burst.
+struct RateLimiter {
+    rate: f64,
+    tokens: f64,
+    last: Instant,
+}
+
+impl RateLimiter {
+    fn new(per_second: u32) -> RateLimiter {
+        RateLimiter {
+            rate: per_second as f64,
+            tokens: per_second as f64,
+            last: Instant::now(),
+        }
+    }
+
+    fn allow(&mut self) -> bool {
+        if self.rate <= 0.0 {
+            return true;
+        }
+        let now = Instant::now();
+        let elapsed = now.duration_since(self.last).as_secs_f64();
+        self.last = now;
+        self.tokens = (self.tokens + elapsed * self.rate).min(self.rate.max(1.0));
+        if self.tokens >= 1.0 {
+            self.tokens -= 1.0;
+            true
+        } else {
+            false
+        }
+    }
+}
+
+/// Decides on every new request; runs as one task so its state needs no lock.
+struct Admission {
+    cfg: Arc<Config>,
+    ctx: Arc<CallContext>,
+    pool: Arc<PortPool>,
+    pacer: Pacer,
+    limiter: RateLimiter,
+    draining: watch::Receiver<bool>,
+}
+
+/// A response outside any dialog: with a fresh To-tag (RFC 3261 §8.2.6.2) except for 100.
+fn reply(
+    req: &rsip::Request,
+    tx: &ServerTx,
+    code: u16,
+    reason: Option<&str>,
+    extra: &[(&str, &str)],
+) {
+    let tag = random_token(10);
+    let bytes = response_bytes(req, code, reason, Some(&tag), extra, None);
+    tx.respond(code, bytes);
+}
+
+impl Admission {
+    async fn run(mut self, mut rx: mpsc::Receiver<NewRequest>) {
+        while let Some(NewRequest { req, tx }) = rx.recv().await {
+            self.on_request(req, tx);
+        }
+    }
+
+    fn on_request(&mut self, req: rsip::Request, tx: ServerTx) {
+        if !matches!(req.method, rsip::Method::Ack) && !uri_scheme_supported(&req.uri) {
+            reply(&req, &tx, 416, None, &[]);
+            return;
+        }
+        match req.method {
+            rsip::Method::Invite => self.on_invite(req, tx),
+            rsip::Method::Options => reply(
+                &req,
+                &tx,
+                200,
+                None,
+                &[
+                    ("Allow", ALLOW),
+                    ("Accept", ACCEPT),
+                    ("Supported", SUPPORTED),
+                ],
+            ),
+            rsip::Method::Ack => {}
+            // Requests that only exist inside a dialog, arriving without one.
+            rsip::Method::Bye | rsip::Method::Info | rsip::Method::PRack | rsip::Method::Update => {
+                reply(&req, &tx, 481, None, &[])
+            }
+            _ => reply(&req, &tx, 405, None, &[("Allow", ALLOW)]),
+        }
+    }
+
+    fn on_invite(&mut self, req: rsip::Request, tx: ServerTx) {
+        if *self.draining.borrow() {
+            reply(
+                &req,
+                &tx,
+                503,
+                Some("Shutting Down"),
+                &[("Retry-After", "30")],
+            );
+            return;
+        }
+        let msg = rsip::SipMessage::Request(req);
+        // RFC 3261 §8.2.2.3: we support no extension, so any Require is refused.
+        if let Some(require) = message::header_value(&msg, "Require") {
+            let tags = require.trim().to_string();
+            let rsip::SipMessage::Request(req) = msg else {
+                return;
+            };
+            reply(&req, &tx, 420, None, &[("Unsupported", &tags)]);
+            return;
+        }
+        let ctype = message::header_value(&msg, "Content-Type");
+        let rsip::SipMessage::Request(req) = msg else {
+            return;
+        };
+        let has_body = req.body.iter().any(|b| !b.is_ascii_whitespace());
+        if has_body {
+            let is_sdp = ctype
+                .as_deref()
+                .map(|c| {
+                    c.split(';')
+                        .next()
+                        .unwrap_or("")
+                        .trim()
+                        .eq_ignore_ascii_case("application/sdp")
+                })
+                .unwrap_or(false);
+            if !is_sdp {
+                reply(&req, &tx, 415, None, &[("Accept", "application/sdp")]);
+                return;
+            }
+        }
+        let max_calls = self.cfg.sip.max_calls;
+        if max_calls > 0 && self.ctx.active.load(Ordering::Relaxed) >= max_calls as usize {
+            reply(
+                &req,
+                &tx,
+                503,
+                Some("Too Many Calls"),
+                &[("Retry-After", "5")],
+            );
+            return;
+        }
+        if !self.limiter.allow() {
+            reply(
+                &req,
+                &tx,
+                503,
+                Some("Call Rate Limit"),
+                &[("Retry-After", "1")],
+            );
+            return;
+        }
+        let user = percent_decode(req.uri.user().unwrap_or(""));
+        let host = req.uri.host_with_port.host.to_string();
+        let Some((account, entry)) = config::route(&self.cfg, &user, &host) else {
+            tracing::info!(number = %user, realm = %host, "no callflow for the number");
+            reply(&req, &tx, 404, None, &[]);
+            return;
+        };
+        let negotiated = if has_body {
+            let offer = std::str::from_utf8(&req.body)
+                .map_err(|_| SdpError::Malformed {
+                    line: 0,
+                    reason: "not UTF-8".into(),
+                })
+                .and_then(sdp::parse);
+            match offer.and_then(|o| sdp::negotiate(&o)) {
+                Ok(n) => Some(n),
+                Err(e) => {
+                    tracing::info!("offer refused: {e}");
+                    reply(
+                        &req,
+                        &tx,
+                        488,
+                        None,
+                        &[("Warning", "305 pivotd \"Incompatible media format\"")],
+                    );
+                    return;
+                }
+            }
+        } else {
+            None
+        };
+        let ports = match self.pool.allocate() {
+            Ok(p) => p,
+            Err(e) => {
+                tracing::warn!("no RTP ports: {e}");
+                reply(
+                    &req,
+                    &tx,
+                    503,
+                    Some("No Media Ports"),
+                    &[("Retry-After", "5")],
+                );
+                return;
+            }
+        };
+        let remote = negotiated.as_ref().and_then(|n| n.remote);
+        let pt = negotiated.as_ref().map(|n| n.codec_pt).unwrap_or(0);
+        let rtp = match RtpSession::start(ports, &self.pacer, remote, pt) {
+            Ok(r) => Arc::new(r),
+            Err(e) => {
+                tracing::warn!("cannot start RTP: {e}");
+                reply(&req, &tx, 503, None, &[("Retry-After", "5")]);
+                return;
+            }
+        };
+        let advertise = self.cfg.sip.advertise;
+        let local_host = host_port(advertise, tx.peer().local);
+        let local_tag = random_token(10);
+        let dialog = match Dialog::from_invite(&req, &local_tag, tx.peer().clone(), local_host) {
+            Ok(d) => d,
+            Err(e) => {
+                reply(&req, &tx, 400, Some(&e.to_string()), &[]);
+                return;
+            }
+        };
+        let media_ip: IpAddr = self.cfg.sip.advertise.unwrap_or(self.cfg.media.ip);
+        let local_sdp = LocalSession {
+            ip: media_ip,
+            port: rtp.local_port(),
+            session_id: rand::random::<u32>() as u64,
+            version: 1,
+        };
+        let info = call_info(&req, &account.id, &user, &host);
+        self.ctx.active.fetch_add(1, Ordering::Relaxed);
+        let setup = CallSetup {
+            invite: req,
+            tx,
+            info,
+            flow: entry.flow.clone(),
+            dialog,
+            rtp,
+            negotiated,
+            local_sdp,
+        };
+        tokio::spawn(Call::run(self.ctx.clone(), setup));
+    }
+}
+
+fn uri_scheme_supported(uri: &rsip::Uri) -> bool {
+    matches!(
+        uri.scheme,
+        Some(rsip::Scheme::Sip) | Some(rsip::Scheme::Sips) | None
+    )
+}
+
+/// `%XX` escapes in a URI user part (RFC 3261 §19.1.2), decoded for routing.
+pub fn percent_decode(s: &str) -> String {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] == b'%' && i + 2 < b.len() + 0 && i + 2 <= b.len() - 1 {
+            let hex = std::str::from_utf8(&b[i + 1..i + 3]).ok();
+            if let Some(v) = hex.and_then(|h| u8::from_str_radix(h, 16).ok()) {
+                out.push(v);
+                i += 3;
+                continue;
+            }
+        }
+        out.push(b[i]);
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// The plain call facts the runtime and pivot see.
+fn call_info(req: &rsip::Request, account_id: &str, user: &str, host: &str) -> CallInfo {
+    use rsip::headers::ToTypedHeader;
+    use rsip::message::HeadersExt;
+    let from = req.from_header().ok().and_then(|f| f.typed().ok());
+    let to = req.to_header().ok().and_then(|t| t.typed().ok());
+    let call_id = req
+        .call_id_header()
+        .map(|c| c.value().to_string())
+        .unwrap_or_default();
+    let (from_user, from_realm, display) = match &from {
+        Some(f) => (
+            percent_decode(f.uri.user().unwrap_or("")),
+            f.uri.host_with_port.host.to_string(),
+            f.display_name
+                .as_ref()
+                .map(|d| d.trim().trim_matches('"').to_string())
+                .filter(|d| !d.is_empty()),
+        ),
+        None => (String::new(), String::new(), None),
+    };
+    let (to_user, to_realm) = match &to {
+        Some(t) => (
+            percent_decode(t.uri.user().unwrap_or("")),
+            t.uri.host_with_port.host.to_string(),
+        ),
+        None => (String::new(), String::new()),
+    };
+    let custom_sip_headers = req
+        .headers
+        .iter()
+        .filter_map(|h| match h {
+            rsip::Header::Other(name, value)
+                if name.len() > 2 && name[..2].eq_ignore_ascii_case("x-") =>
+            {
+                Some((name.clone(), value.clone()))
+            }
+            _ => None,
+        })
+        .collect();
+    CallInfo {
+        call_id,
+        account_id: account_id.to_string(),
+        caller_id_number: (!from_user.is_empty()).then(|| from_user.clone()),
+        caller_id_name: display,
+        from_user,
+        from_realm,
+        to_user,
+        to_realm,
+        request_user: user.to_string(),
+        request_realm: host.to_string(),
+        custom_sip_headers,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn percent_decoding() {
+        assert_eq!(
+            percent_decode("sips%3Auser%40example.com"),
+            "sips:user@example.com"
+        );
+        assert_eq!(percent_decode("50%"), "50%");
+        assert_eq!(percent_decode("%4"), "%4");
+        assert_eq!(percent_decode("%zz1"), "%zz1");
+    }
+
+    #[test]
+    fn rate_limiter_allows_a_second_of_burst_then_refuses() {
+        let mut r = RateLimiter::new(10);
+        let allowed = (0..20).filter(|_| r.allow()).count();
+        assert_eq!(allowed, 10);
+    }
+}

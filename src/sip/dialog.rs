@@ -71,7 +71,11 @@ impl Dialog {
                     contact = Some(strip_angle(v.value()).to_string())
                 }
                 rsip::Header::CSeq(v) => {
-                    cseq = v.value().split_whitespace().next().and_then(|n| n.parse().ok())
+                    cseq = v
+                        .value()
+                        .split_whitespace()
+                        .next()
+                        .and_then(|n| n.parse().ok())
                 }
                 rsip::Header::RecordRoute(v) => route_set.push(v.value().to_string()),
                 _ => {}
@@ -145,7 +149,11 @@ impl Dialog {
             self.local_host
         );
         let _ = write!(out, "Max-Forwards: 70\r\n");
-        let _ = write!(out, "From: {};tag={}\r\n", self.local_uri, self.id.local_tag);
+        let _ = write!(
+            out,
+            "From: {};tag={}\r\n",
+            self.local_uri, self.id.local_tag
+        );
         let _ = write!(out, "To: {}\r\n", self.remote_uri);
         let _ = write!(out, "Call-ID: {}\r\n", self.id.call_id);
         let _ = write!(out, "CSeq: {} {method}\r\n", self.local_cseq);
@@ -222,7 +230,10 @@ Content-Length: 0\r\n\r\n";
         let mut d = Dialog::from_invite(&invite(), "lt", peer(), "127.0.0.1:5060".into()).unwrap();
         let r = d.request(rsip::Method::Bye, &[], None);
         let text = String::from_utf8(r.bytes.to_vec()).unwrap();
-        assert!(text.starts_with("BYE sip:alice@127.0.0.1:5070 SIP/2.0\r\n"), "{text}");
+        assert!(
+            text.starts_with("BYE sip:alice@127.0.0.1:5070 SIP/2.0\r\n"),
+            "{text}"
+        );
         assert!(text.contains("From: <sip:5000@pbx.test>;tag=lt\r\n"));
         assert!(text.contains("To: \"Alice\" <sip:alice@a.test>;tag=ft\r\n"));
         assert!(text.contains("Call-ID: c1@a.test\r\n"));
@@ -234,7 +245,10 @@ Content-Length: 0\r\n\r\n";
         // CSeq increases
         let r2 = d.request(rsip::Method::Bye, &[], None);
         let t2 = String::from_utf8(r2.bytes.to_vec()).unwrap();
-        assert_ne!(text.lines().find(|l| l.starts_with("CSeq")), t2.lines().find(|l| l.starts_with("CSeq")));
+        assert_ne!(
+            text.lines().find(|l| l.starts_with("CSeq")),
+            t2.lines().find(|l| l.starts_with("CSeq"))
+        );
     }
 
     #[test]

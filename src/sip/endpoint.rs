@@ -23,7 +23,9 @@ use super::transaction::client_noninv::ClientNonInvite;
 use super::transaction::server_inv::ServerInvite;
 use super::transaction::server_noninv::ServerNonInvite;
 use super::transaction::{Out, TxNotice};
-use super::transport::{Incoming, IncomingHandler, Peer, Proto, Transport, TransportConfig, TransportError};
+use super::transport::{
+    Incoming, IncomingHandler, Peer, Proto, Transport, TransportConfig, TransportError,
+};
 
 /// Endpoint settings.
 #[derive(Clone, Debug)]
@@ -164,9 +166,10 @@ fn shard_of(call_id: &str, n: usize) -> usize {
 impl IncomingHandler for Dispatcher {
     fn incoming(&self, incoming: Incoming) {
         let idx = match &incoming {
-            Incoming::Message { msg, .. } => {
-                shard_of(&message::call_id(msg).unwrap_or_default(), self.shards.len())
-            }
+            Incoming::Message { msg, .. } => shard_of(
+                &message::call_id(msg).unwrap_or_default(),
+                self.shards.len(),
+            ),
             Incoming::Invalid { .. } => 0,
         };
         if let Some(s) = self.shards.get(idx) {
@@ -440,7 +443,8 @@ impl Shard {
                 ServerMachine::NonInvite(m) => m.on_retransmission(),
             };
             if let Some(b) = out.send {
-                self.transport.send(e.peer.proto, e.reply_to, e.peer.conn, b);
+                self.transport
+                    .send(e.peer.proto, e.reply_to, e.peer.conn, b);
             }
             return;
         }
@@ -454,7 +458,9 @@ impl Shard {
         } else {
             ServerMachine::NonInvite(ServerNonInvite::new(reliable, self.timers))
         };
-        self.stats.server_transactions.fetch_add(1, Ordering::Relaxed);
+        self.stats
+            .server_transactions
+            .fetch_add(1, Ordering::Relaxed);
         self.server.insert(
             key.clone(),
             ServerEntry {
@@ -481,11 +487,8 @@ impl Shard {
         }
 
         if method == rsip::Method::Cancel {
-            let invite_key: TxKey = format!(
-                "{}INVITE",
-                key.strip_suffix("CANCEL").unwrap_or(&key)
-            )
-            .into();
+            let invite_key: TxKey =
+                format!("{}INVITE", key.strip_suffix("CANCEL").unwrap_or(&key)).into();
             let code = match self.server.get_mut(&invite_key) {
                 Some(inv) => {
                     if let ServerMachine::Invite(m) = &inv.machine {
@@ -544,16 +547,10 @@ impl Shard {
 
         match self.app.try_send(NewRequest { req, tx }) {
             Ok(()) => {}
-            Err(mpsc::error::TrySendError::Full(nr)) | Err(mpsc::error::TrySendError::Closed(nr)) => {
+            Err(mpsc::error::TrySendError::Full(nr))
+            | Err(mpsc::error::TrySendError::Closed(nr)) => {
                 self.stats.overload_503.fetch_add(1, Ordering::Relaxed);
-                let bytes = response_bytes(
-                    &nr.req,
-                    503,
-                    None,
-                    None,
-                    &[("Retry-After", "1")],
-                    None,
-                );
+                let bytes = response_bytes(&nr.req, 503, None, None, &[("Retry-After", "1")], None);
                 self.respond(key, 503, bytes);
             }
         }
@@ -627,14 +624,19 @@ impl Shard {
             return;
         };
         if let Some(b) = out.send {
-            self.transport.send(e.peer.proto, e.reply_to, e.peer.conn, b);
+            self.transport
+                .send(e.peer.proto, e.reply_to, e.peer.conn, b);
         }
         if let Some(TxNotice::AckTimeout) = out.notice {
             if let Some(o) = &e.owner {
                 let _ = o.send(DialogEvent::AckTimeout);
             }
             if let Some(d) = e.dialog.as_ref().and_then(|d| self.dialogs.get_mut(d)) {
-                if d.pending_ack.as_ref().map(|(_, k)| k == key).unwrap_or(false) {
+                if d.pending_ack
+                    .as_ref()
+                    .map(|(_, k)| k == key)
+                    .unwrap_or(false)
+                {
                     d.pending_ack = None;
                 }
             }
@@ -736,7 +738,9 @@ impl Shard {
             let (m, out) = ClientNonInvite::start(req.bytes, reliable, self.timers);
             (ClientMachine::NonInvite(m), out)
         };
-        self.stats.client_transactions.fetch_add(1, Ordering::Relaxed);
+        self.stats
+            .client_transactions
+            .fetch_add(1, Ordering::Relaxed);
         self.client.insert(
             key.clone(),
             ClientEntry {

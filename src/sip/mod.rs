@@ -1,8 +1,8 @@
 //! SIP: transport, message normalisation, transactions (RFC 3261 §17), dialogs.
 
 pub mod dialog;
-pub mod message;
 pub mod endpoint;
+pub mod message;
 pub mod normalize;
 pub mod outgoing;
 pub mod timer;

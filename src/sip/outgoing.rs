@@ -79,7 +79,10 @@ pub fn response_bytes(
     let mut out = String::with_capacity(512 + body.map(|b| b.1.len()).unwrap_or(0));
     let _ = write!(out, "SIP/2.0 {code} {reason}\r\n");
     for h in resp.headers.iter() {
-        if matches!(h, rsip::Header::ContentLength(_) | rsip::Header::ContentType(_)) {
+        if matches!(
+            h,
+            rsip::Header::ContentLength(_) | rsip::Header::ContentType(_)
+        ) {
             continue;
         }
         let _ = write!(out, "{h}\r\n");

@@ -192,7 +192,10 @@ impl Transport {
 
     /// Local UDP addresses actually bound (port 0 resolved).
     pub fn udp_addrs(&self) -> Vec<SocketAddr> {
-        self.udp.iter().filter_map(|s| s.local_addr().ok()).collect()
+        self.udp
+            .iter()
+            .filter_map(|s| s.local_addr().ok())
+            .collect()
     }
 
     /// Local TCP listen addresses actually bound.
@@ -332,7 +335,9 @@ impl Transport {
                 Ok(Ok(_)) => {}
                 Err(_) => {
                     let since_write = epoch.elapsed().as_millis() as u64
-                        - last_write.load(Ordering::Relaxed).min(epoch.elapsed().as_millis() as u64);
+                        - last_write
+                            .load(Ordering::Relaxed)
+                            .min(epoch.elapsed().as_millis() as u64);
                     if since_write >= idle.as_millis() as u64 {
                         tracing::debug!("closing idle tcp connection from {remote}");
                         break;
@@ -403,8 +408,14 @@ impl Transport {
                     reply_to,
                 });
             }
-            Err(ParseError::Invalid { reason, request: None }) | Err(ParseError::Unparsable(reason)) => {
-                self.stats.dropped_unparsable.fetch_add(1, Ordering::Relaxed);
+            Err(ParseError::Invalid {
+                reason,
+                request: None,
+            })
+            | Err(ParseError::Unparsable(reason)) => {
+                self.stats
+                    .dropped_unparsable
+                    .fetch_add(1, Ordering::Relaxed);
                 tracing::debug!(remote = %peer.remote, "dropped unparsable message: {reason}");
             }
         }
@@ -457,17 +468,18 @@ impl Transport {
     }
 
     async fn connect_and_send(self: Arc<Self>, to: SocketAddr, bytes: Bytes) {
-        let stream = match tokio::time::timeout(Duration::from_secs(5), TcpStream::connect(to)).await {
-            Ok(Ok(s)) => s,
-            Ok(Err(e)) => {
-                tracing::debug!("tcp connect to {to}: {e}");
-                return;
-            }
-            Err(_) => {
-                tracing::debug!("tcp connect to {to}: timed out");
-                return;
-            }
-        };
+        let stream =
+            match tokio::time::timeout(Duration::from_secs(5), TcpStream::connect(to)).await {
+                Ok(Ok(s)) => s,
+                Ok(Err(e)) => {
+                    tracing::debug!("tcp connect to {to}: {e}");
+                    return;
+                }
+                Err(_) => {
+                    tracing::debug!("tcp connect to {to}: timed out");
+                    return;
+                }
+            };
         let local = stream.local_addr().unwrap_or(to);
         let tx = self.start_connection(stream, to, local);
         let _ = tx.send(bytes).await;
@@ -559,7 +571,9 @@ pub fn split_host_port(s: &str) -> (&str, Option<u16>) {
     if let Some(rest) = s.strip_prefix('[') {
         if let Some(end) = rest.find(']') {
             let host = &s[..end + 2];
-            let port = rest[end + 1..].strip_prefix(':').and_then(|p| p.parse().ok());
+            let port = rest[end + 1..]
+                .strip_prefix(':')
+                .and_then(|p| p.parse().ok());
             return (host, port);
         }
         return (s, None);
@@ -578,7 +592,10 @@ mod tests {
     fn via_gets_received_and_rport() {
         let src: SocketAddr = "127.0.0.1:40000".parse().unwrap();
         let (v, port) = stamp_via_value("SIP/2.0/UDP 192.0.2.1:5070;branch=z9hG4bK1;rport", src);
-        assert_eq!(v, "SIP/2.0/UDP 192.0.2.1:5070;branch=z9hG4bK1;rport=40000;received=127.0.0.1");
+        assert_eq!(
+            v,
+            "SIP/2.0/UDP 192.0.2.1:5070;branch=z9hG4bK1;rport=40000;received=127.0.0.1"
+        );
         assert_eq!(port, 40000);
     }
 

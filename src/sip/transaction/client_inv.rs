@@ -141,7 +141,10 @@ mod tests {
         let (mut tx, _) =
             ClientInvite::start(Bytes::from_static(b"INVITE"), false, Timers::default());
         assert!(tx.on_response(180, || Bytes::new()).pass_up);
-        assert!(tx.on_timer(TimerKind::A).send.is_none(), "A stops in Proceeding");
+        assert!(
+            tx.on_timer(TimerKind::A).send.is_none(),
+            "A stops in Proceeding"
+        );
         let o = tx.on_response(486, || Bytes::from_static(b"ACK"));
         assert!(o.pass_up);
         assert_eq!(o.send.as_deref(), Some(&b"ACK"[..]));

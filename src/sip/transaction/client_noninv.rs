@@ -123,7 +123,10 @@ mod tests {
         let t = Timers::default();
         let (mut tx, _) = ClientNonInvite::start(Bytes::from_static(b"BYE"), false, t);
         assert!(!tx.on_response(100).pass_up);
-        assert_eq!(tx.on_timer(TimerKind::E).timers[0], Some((TimerKind::E, t.t2)));
+        assert_eq!(
+            tx.on_timer(TimerKind::E).timers[0],
+            Some((TimerKind::E, t.t2))
+        );
         let o = tx.on_response(200);
         assert!(o.pass_up);
         assert_eq!(o.timers[0], Some((TimerKind::K, t.t4)));

@@ -10,11 +10,19 @@ use crate::sip::timer::{TimerKind, Timers};
 #[derive(Debug)]
 enum State {
     /// Waiting for the TU's final response; retransmitted INVITEs get the last provisional.
-    Proceeding { last_provisional: Option<Bytes> },
+    Proceeding {
+        last_provisional: Option<Bytes>,
+    },
     /// A non-2xx final response sent; retransmitted with Timer G until the ACK (Timer H).
-    Completed { response: Bytes, interval: Duration },
+    Completed {
+        response: Bytes,
+        interval: Duration,
+    },
     /// A 2xx sent; retransmitted with Timer G until the ACK arrives in the dialog, or Timer H.
-    Accepted { response: Bytes, interval: Duration },
+    Accepted {
+        response: Bytes,
+        interval: Duration,
+    },
     /// The 2xx was acknowledged; INVITE retransmissions are absorbed until Timer H (as RFC
     /// 6026's Timer L) ends the transaction.
     AcceptedAcked,
@@ -195,10 +203,7 @@ mod tests {
             assert_eq!(o.send, Some(b("404")));
             intervals.push(o.timers[0].unwrap().1);
         }
-        assert_eq!(
-            intervals,
-            vec![t.t1 * 2, t.t1 * 4, t.t1 * 8, t.t2, t.t2]
-        );
+        assert_eq!(intervals, vec![t.t1 * 2, t.t1 * 4, t.t1 * 8, t.t2, t.t2]);
         let o = tx.on_ack();
         assert_eq!(o.timers[0], Some((TimerKind::I, t.t4)));
         assert!(tx.on_timer(TimerKind::G).send.is_none());

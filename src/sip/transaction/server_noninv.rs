@@ -8,9 +8,13 @@ use crate::sip::timer::{TimerKind, Timers};
 #[derive(Debug)]
 enum State {
     Trying,
-    Proceeding { provisional: Bytes },
+    Proceeding {
+        provisional: Bytes,
+    },
     /// Final sent; request retransmissions get it again until Timer J.
-    Completed { response: Bytes },
+    Completed {
+        response: Bytes,
+    },
     Terminated,
 }
 
@@ -102,6 +106,9 @@ mod tests {
     fn reliable_timer_j_is_zero() {
         let mut tx = ServerNonInvite::new(true, Timers::default());
         let out = tx.respond(481, Bytes::from_static(b"481"));
-        assert_eq!(out.timers[0], Some((TimerKind::J, std::time::Duration::ZERO)));
+        assert_eq!(
+            out.timers[0],
+            Some((TimerKind::J, std::time::Duration::ZERO))
+        );
     }
 }
