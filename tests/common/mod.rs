@@ -1,0 +1,356 @@
+//! Test harness: a pivotd server on ephemeral loopback ports, an RTP sink standing in for the
+//! caller's media port, SIPp runs, and a raw SIP socket for hand-written messages.
+#![allow(dead_code)]
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use pivotd::config::Config;
+use pivotd::server::{self, ServerHandle};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpStream, UdpSocket};
+
+pub const ACCOUNT: &str = "4b6e1d0c2f6a4e0f9a1b2c3d4e5f6a7b";
+
+pub fn repo() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+pub fn scenario(name: &str) -> PathBuf {
+    repo().join("sipp-scenarios").join(name)
+}
+
+/// A media port range of its own for each server, so parallel tests rarely meet.
+fn port_range() -> (u16, u16) {
+    let base = 20000 + 2 * (rand::random::<u16>() % 4500);
+    (base, base + 99)
+}
+
+/// The TOML of a test server: SIP on port 0, callflows given by `callflows` (TOML
+/// `[[accounts.callflows]]` tables), extra `[sip]`/`[media]` keys in `sip_extra`/`media_extra`.
+pub fn config_toml(callflows: &str, sip_extra: &str, media_extra: &str) -> String {
+    let (lo, hi) = port_range();
+    format!(
+        r#"
+[sip]
+udp = ["127.0.0.1:0"]
+tcp = ["127.0.0.1:0"]
+{sip_extra}
+[media]
+ip = "127.0.0.1"
+port_min = {lo}
+port_max = {hi}
+{media_extra}
+[[accounts]]
+id = "{ACCOUNT}"
+realm = "pivotd.test"
+{callflows}
+"#
+    )
+}
+
+pub struct TestServer {
+    pub handle: ServerHandle,
+    pub udp: SocketAddr,
+    pub tcp: SocketAddr,
+}
+
+pub async fn start(toml: &str) -> TestServer {
+    let cfg = match Config::from_toml_str(toml, &repo()) {
+        Ok(c) => c,
+        Err(e) => panic!("test config refused: {e}\n{toml}"),
+    };
+    let handle = server::start(Arc::new(cfg)).await.expect("server starts");
+    let udp = handle.udp[0];
+    let tcp = handle.tcp[0];
+    TestServer { handle, udp, tcp }
+}
+
+/// Collects the RTP packets pivotd sends to the caller's media address.
+pub struct RtpSink {
+    pub addr: SocketAddr,
+    packets: Arc<Mutex<Vec<RtpPacket>>>,
+    task: tokio::task::JoinHandle<()>,
+    pub socket: Arc<UdpSocket>,
+}
+
+#[derive(Clone, Debug)]
+pub struct RtpPacket {
+    pub pt: u8,
+    pub marker: bool,
+    pub seq: u16,
+    pub ts: u32,
+    pub ssrc: u32,
+    pub payload: Vec<u8>,
+    pub from: SocketAddr,
+}
+
+impl RtpSink {
+    pub async fn bind() -> RtpSink {
+        let socket = Arc::new(UdpSocket::bind("127.0.0.1:0").await.unwrap());
+        let addr = socket.local_addr().unwrap();
+        let packets = Arc::new(Mutex::new(Vec::new()));
+        let (s, p) = (socket.clone(), packets.clone());
+        let task = tokio::spawn(async move {
+            let mut buf = [0u8; 2048];
+            while let Ok((n, from)) = s.recv_from(&mut buf).await {
+                let b = &buf[..n];
+                if n < 12 || b[0] >> 6 != 2 {
+                    continue;
+                }
+                let cc = (b[0] & 0x0f) as usize;
+                let start = 12 + 4 * cc;
+                if n < start {
+                    continue;
+                }
+                p.lock().unwrap().push(RtpPacket {
+                    pt: b[1] & 0x7f,
+                    marker: b[1] & 0x80 != 0,
+                    seq: u16::from_be_bytes([b[2], b[3]]),
+                    ts: u32::from_be_bytes([b[4], b[5], b[6], b[7]]),
+                    ssrc: u32::from_be_bytes([b[8], b[9], b[10], b[11]]),
+                    payload: b[start..].to_vec(),
+                    from,
+                });
+            }
+        });
+        RtpSink {
+            addr,
+            packets,
+            task,
+            socket,
+        }
+    }
+
+    pub fn packets(&self) -> Vec<RtpPacket> {
+        self.packets.lock().unwrap().clone()
+    }
+
+    /// The audio payload bytes in arrival order.
+    pub fn audio(&self) -> Vec<u8> {
+        self.packets()
+            .iter()
+            .filter(|p| p.pt == 0 || p.pt == 8)
+            .flat_map(|p| p.payload.clone())
+            .collect()
+    }
+}
+
+impl Drop for RtpSink {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+pub struct SippRun {
+    pub ok: bool,
+    pub output: String,
+}
+
+/// A free UDP port pair for SIPp's media sockets (it binds N and N+2).
+fn free_media_port() -> u16 {
+    for _ in 0..200 {
+        let p = 30000 + 2 * (rand::random::<u16>() % 10000);
+        let a = std::net::UdpSocket::bind(("127.0.0.1", p));
+        let b = std::net::UdpSocket::bind(("127.0.0.1", p + 2));
+        if a.is_ok() && b.is_ok() {
+            return p;
+        }
+    }
+    panic!("no free port for SIPp media")
+}
+
+/// Runs one SIPp scenario call against `target`. SIPp is a required tool: a missing binary
+/// fails the test.
+pub async fn sipp(scenario_file: &str, tcp: bool, target: SocketAddr, args: &[&str]) -> SippRun {
+    let dir = tempdir();
+    let path = scenario(scenario_file);
+    let mp = free_media_port().to_string();
+    let mut cmd = tokio::process::Command::new("timeout");
+    cmd.arg("60")
+        .arg("sipp")
+        .arg("-sf")
+        .arg(&path)
+        .args(["-m", "1", "-i", "127.0.0.1", "-mp", &mp, "-nostdin"])
+        .args(["-timeout", "40s", "-timeout_error", "-trace_err"])
+        .args(["-t", if tcp { "t1" } else { "u1" }])
+        .args(args)
+        .arg(target.to_string())
+        .current_dir(&dir)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let out = cmd.output().await.expect("run timeout/sipp");
+    let mut output = String::from_utf8_lossy(&out.stdout).into_owned();
+    output.push_str(&String::from_utf8_lossy(&out.stderr));
+    if out.status.code() == Some(127) || output.contains("sipp: No such file") {
+        panic!("sipp is not installed (apt-get install sip-tester): {output}");
+    }
+    if let Ok(entries) = std::fs::read_dir(&dir) {
+        for e in entries.flatten() {
+            if e.file_name().to_string_lossy().contains("errors") {
+                output.push_str(&std::fs::read_to_string(e.path()).unwrap_or_default());
+            }
+        }
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+    SippRun {
+        ok: out.status.success(),
+        output,
+    }
+}
+
+pub fn tempdir() -> PathBuf {
+    let d = std::env::temp_dir().join(format!("pivotd-test-{}", rand::random::<u64>()));
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
+
+/// The G.711 μ-law bytes pivotd sends for a shipped prompt.
+pub fn prompt_pcmu(id: &str) -> Vec<u8> {
+    let lib = pivotd::media::prompt::PromptLibrary::new(Some(repo().join("media")));
+    let p = lib.get(id).expect("prompt");
+    p.payload(pivotd::media::codec::Codec::Pcmu).to_vec()
+}
+
+/// Waits until `f` holds, up to `secs` seconds.
+pub async fn eventually(secs: u64, mut f: impl FnMut() -> bool) -> bool {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(secs);
+    while tokio::time::Instant::now() < deadline {
+        if f() {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    f()
+}
+
+/// A raw SIP peer over UDP or TCP, for messages SIPp cannot send.
+pub enum RawSip {
+    Udp(UdpSocket, SocketAddr),
+    Tcp(TcpStream, Vec<u8>),
+}
+
+impl RawSip {
+    pub async fn udp(target: SocketAddr) -> RawSip {
+        let s = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+        RawSip::Udp(s, target)
+    }
+
+    pub async fn tcp(target: SocketAddr) -> RawSip {
+        RawSip::Tcp(TcpStream::connect(target).await.unwrap(), Vec::new())
+    }
+
+    pub fn local(&self) -> SocketAddr {
+        match self {
+            RawSip::Udp(s, _) => s.local_addr().unwrap(),
+            RawSip::Tcp(s, _) => s.local_addr().unwrap(),
+        }
+    }
+
+    pub fn transport(&self) -> &'static str {
+        match self {
+            RawSip::Udp(..) => "UDP",
+            RawSip::Tcp(..) => "TCP",
+        }
+    }
+
+    pub async fn send(&mut self, bytes: &[u8]) {
+        match self {
+            RawSip::Udp(s, t) => {
+                s.send_to(bytes, *t).await.unwrap();
+            }
+            RawSip::Tcp(s, _) => {
+                let _ = s.write_all(bytes).await;
+            }
+        }
+    }
+
+    /// The next SIP message, or None after `ms` milliseconds.
+    pub async fn recv(&mut self, ms: u64) -> Option<String> {
+        let fut = async {
+            match self {
+                RawSip::Udp(s, _) => {
+                    let mut buf = vec![0u8; 65536];
+                    let (n, _) = s.recv_from(&mut buf).await.ok()?;
+                    Some(String::from_utf8_lossy(&buf[..n]).into_owned())
+                }
+                RawSip::Tcp(s, buf) => loop {
+                    if let Some(msg) = take_message(buf) {
+                        return Some(msg);
+                    }
+                    let mut chunk = [0u8; 8192];
+                    let n = s.read(&mut chunk).await.ok()?;
+                    if n == 0 {
+                        return None;
+                    }
+                    buf.extend_from_slice(&chunk[..n]);
+                },
+            }
+        };
+        tokio::time::timeout(Duration::from_millis(ms), fut)
+            .await
+            .ok()
+            .flatten()
+    }
+
+    /// Receives until a message whose first line contains `first_line` (skipping others).
+    pub async fn expect(&mut self, first_line: &str, ms: u64) -> Option<String> {
+        let deadline = tokio::time::Instant::now() + Duration::from_millis(ms);
+        loop {
+            let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+            if left.is_zero() {
+                return None;
+            }
+            let m = self.recv(left.as_millis() as u64).await?;
+            if m.lines().next().unwrap_or("").contains(first_line) {
+                return Some(m);
+            }
+        }
+    }
+}
+
+/// One whole message (by Content-Length) from a TCP buffer.
+fn take_message(buf: &mut Vec<u8>) -> Option<String> {
+    while buf.starts_with(b"\r\n") {
+        buf.drain(..2);
+    }
+    let end = buf.windows(4).position(|w| w == b"\r\n\r\n")? + 4;
+    let head = String::from_utf8_lossy(&buf[..end]).into_owned();
+    let len = head
+        .lines()
+        .find_map(|l| {
+            let (n, v) = l.split_once(':')?;
+            let n = n.trim().to_ascii_lowercase();
+            (n == "content-length" || n == "l").then(|| v.trim().parse::<usize>().ok())?
+        })
+        .unwrap_or(0);
+    if buf.len() < end + len {
+        return None;
+    }
+    let msg: Vec<u8> = buf.drain(..end + len).collect();
+    Some(String::from_utf8_lossy(&msg).into_owned())
+}
+
+/// A header's value from a message text (first occurrence, case-insensitive name).
+pub fn header(msg: &str, name: &str) -> Option<String> {
+    msg.lines().find_map(|l| {
+        let (n, v) = l.split_once(':')?;
+        n.trim().eq_ignore_ascii_case(name).then(|| v.trim().to_string())
+    })
+}
+
+/// The status code of a response text.
+pub fn status(msg: &str) -> u16 {
+    msg.split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0)
+}
+
+pub fn path_str(p: &Path) -> String {
+    p.to_string_lossy().into_owned()
+}

@@ -1,0 +1,120 @@
+//! SIPp against a running pivotd: the scenarios in `sipp-scenarios/` run as tests.
+
+mod common;
+
+use common::*;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+const FLOWS: &str = r#"
+[[accounts.callflows]]
+numbers = ["5000"]
+flow = { module = "play", data = { id = "tone-1khz" }, children = { _ = { module = "hangup" } } }
+[[accounts.callflows]]
+numbers = ["5001"]
+flow = { module = "sleep", data = { duration = 20 } }
+"#;
+
+/// The audio a caller receives is the prompt, byte for byte, in well-formed RTP.
+fn assert_received_prompt(sink: &RtpSink, id: &str) {
+    let packets = sink.packets();
+    let expected = prompt_pcmu(id);
+    assert!(!packets.is_empty(), "no RTP received");
+    let audio = sink.audio();
+    // The last packet is padded with μ-law silence up to 160 bytes.
+    assert!(
+        audio.len() >= expected.len() && audio.len() < expected.len() + 160,
+        "received {} bytes of audio, prompt has {}",
+        audio.len(),
+        expected.len()
+    );
+    assert_eq!(&audio[..expected.len()], &expected[..], "audio differs from the prompt");
+    assert!(audio[expected.len()..].iter().all(|b| *b == 0xFF));
+    let ssrc = packets[0].ssrc;
+    assert!(packets[0].marker, "first packet carries the marker bit");
+    for w in packets.windows(2) {
+        assert_eq!(w[1].seq, w[0].seq.wrapping_add(1), "sequence numbers are consecutive");
+        assert_eq!(w[1].ts, w[0].ts.wrapping_add(160), "timestamps advance by 160");
+        assert_eq!(w[1].ssrc, ssrc);
+        assert!(!w[1].marker);
+        assert_eq!(w[1].pt, 0, "PCMU was negotiated");
+    }
+}
+
+async fn basic_call(tcp: bool) {
+    let server = start(&config_toml(FLOWS, "", "")).await;
+    let sink = RtpSink::bind().await;
+    let target = if tcp { server.tcp } else { server.udp };
+    let port = sink.addr.port().to_string();
+    let run = sipp("basic_call.xml", tcp, target, &["-s", "5000", "-key", "rtp_port", &port]).await;
+    assert!(run.ok, "sipp failed:\n{}", run.output);
+    // The BYE came after the whole prompt; give the last packet a moment.
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert_received_prompt(&sink, "tone-1khz");
+    assert_eq!(server.handle.stats.total.load(Ordering::Relaxed), 1);
+    assert_eq!(server.handle.stats.answered.load(Ordering::Relaxed), 1);
+    assert!(eventually(5, || server.handle.active_calls() == 0).await);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn basic_call_over_udp_plays_the_prompt_and_hangs_up() {
+    basic_call(false).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn basic_call_over_tcp_plays_the_prompt_and_hangs_up() {
+    basic_call(true).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cancel_before_answer_gets_200_and_487() {
+    let server = start(&config_toml(FLOWS, "", "")).await;
+    let run = sipp("cancel.xml", false, server.udp, &["-s", "5001"]).await;
+    assert!(run.ok, "sipp failed:\n{}", run.output);
+    assert_eq!(server.handle.stats.answered.load(Ordering::Relaxed), 0);
+    assert!(eventually(5, || server.handle.active_calls() == 0).await, "the call ended");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn options_is_answered_with_allow_accept_supported() {
+    let server = start(&config_toml(FLOWS, "", "")).await;
+    for tcp in [false, true] {
+        let target = if tcp { server.tcp } else { server.udp };
+        let run = sipp("options.xml", tcp, target, &[]).await;
+        assert!(run.ok, "sipp (tcp={tcp}) failed:\n{}", run.output);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_invite_sent_twice_is_one_transaction_and_one_call() {
+    let server = start(&config_toml(FLOWS, "", "")).await;
+    let sink = RtpSink::bind().await;
+    let port = sink.addr.port().to_string();
+    let run = sipp("invite_twice.xml", false, server.udp, &["-s", "5000", "-key", "rtp_port", &port]).await;
+    assert!(run.ok, "sipp failed:\n{}", run.output);
+    assert_eq!(server.handle.stats.total.load(Ordering::Relaxed), 1, "one call");
+    assert_eq!(
+        server.handle.endpoint.stats.server_transactions.load(Ordering::Relaxed),
+        1,
+        "one INVITE server transaction (the ACK makes none, the BYE is pivotd's own)"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unknown_number_gets_404() {
+    let server = start(&config_toml(FLOWS, "", "")).await;
+    for tcp in [false, true] {
+        let target = if tcp { server.tcp } else { server.udp };
+        let run = sipp("unknown_number.xml", tcp, target, &["-s", "9999"]).await;
+        assert!(run.ok, "sipp (tcp={tcp}) failed:\n{}", run.output);
+    }
+    assert_eq!(server.handle.stats.total.load(Ordering::Relaxed), 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_offer_with_only_an_unsupported_codec_gets_488() {
+    let server = start(&config_toml(FLOWS, "", "")).await;
+    let run = sipp("no_common_codec.xml", false, server.udp, &["-s", "5000"]).await;
+    assert!(run.ok, "sipp failed:\n{}", run.output);
+    assert_eq!(server.handle.stats.total.load(Ordering::Relaxed), 0);
+}
