@@ -23,8 +23,9 @@ pub enum ParseError {
         request: Option<Request>,
     },
     /// Well-formed, but its request line names what rsip 0.4 cannot represent: an unknown
-    /// method (answer 501, RFC 3261 §8.2.1), a SIP version other than 2.0 (505, §8.2.2? no:
-    /// RFC 4475 §3.1.2.16), or a Request-URI scheme that is not sip/sips (416, §8.2.2.1).
+    /// method (answer 501, RFC 3261 §21.5.2), a SIP version other than 2.0 (505, RFC 3261
+    /// §21.5.6, RFC 4475 §3.1.2.16), or a Request-URI scheme rsip cannot read (416,
+    /// RFC 3261 §8.2.2.1).
     /// `request` carries the header fields with a placeholder request line
     /// (`<known method or OPTIONS> sip:invalid.invalid SIP/2.0`) for [`response`].
     #[error("{code} {reason}")]
@@ -1204,5 +1205,93 @@ mod tests {
                 "{name}"
             );
         }
+    }
+}
+
+#[cfg(test)]
+mod uri_tests {
+    use super::*;
+
+    fn req(line: &str) -> Result<SipMessage, ParseError> {
+        parse(
+            format!(
+                "{line}\r\nVia: SIP/2.0/UDP h;branch=z9hG4bK1\r\nFrom: <sip:a@b>;tag=1\r\n\
+To: <sip:c@d>\r\nCall-ID: x\r\nCSeq: 1 OPTIONS\r\nContent-Length: 0\r\n\r\n"
+            )
+            .as_bytes(),
+        )
+    }
+
+    fn uri_of(line: &str) -> rsip::Uri {
+        match req(line) {
+            Ok(SipMessage::Request(r)) => r.uri,
+            Err(e) => panic!("{line}: {e}"),
+            Ok(_) => panic!("{line}: response"),
+        }
+    }
+
+    #[test]
+    fn request_uris_rsip_misreads_are_read_by_hand() {
+        let u = uri_of("OPTIONS sip:first.last@example.com SIP/2.0");
+        assert_eq!(u.auth.map(|a| a.user).as_deref(), Some("first.last"));
+        assert_eq!(u.host_with_port.host.to_string(), "example.com");
+
+        let u = uri_of("OPTIONS sip:user;par=u%40example.net@example.com SIP/2.0");
+        assert_eq!(
+            u.auth.map(|a| a.user).as_deref(),
+            Some("user;par=u%40example.net")
+        );
+
+        let u = uri_of("OPTIONS sip:bob@[2001:db8::1]:5070;lr SIP/2.0");
+        assert_eq!(
+            u.host_with_port.host,
+            rsip::Host::IpAddr("2001:db8::1".parse().expect("ip"))
+        );
+        assert_eq!(u.host_with_port.port, Some(rsip::Port::from(5070)));
+        assert_eq!(u.params, vec![rsip::Param::Lr]);
+    }
+
+    #[test]
+    fn bad_request_uris_get_400_or_416() {
+        for line in [
+            "OPTIONS <sip:a@b> SIP/2.0",
+            "OPTIONS sip:a@b?Route=x SIP/2.0",
+            "OPTIONS sip:a@b; lr SIP/2.0",
+            "OPTIONS a@b SIP/2.0",
+        ] {
+            assert!(
+                matches!(
+                    req(line),
+                    Err(ParseError::Invalid {
+                        request: Some(_),
+                        ..
+                    })
+                ),
+                "{line}"
+            );
+        }
+        assert!(matches!(
+            req("OPTIONS tel:+15551234 SIP/2.0"),
+            Err(ParseError::Unsupported { code: 416, .. })
+        ));
+    }
+
+    #[test]
+    fn top_via_reads_rport_and_received() {
+        let v: TopVia = "SIP/2.0/udp 10.0.0.1:5070 ; branch=z9hG4bKx;rport;received=1.2.3.4"
+            .parse()
+            .expect("via");
+        assert_eq!(v.transport, "UDP");
+        assert_eq!(v.host, "10.0.0.1");
+        assert_eq!(v.port, Some(5070));
+        assert_eq!(v.rport, Some(None));
+        assert_eq!(v.received.as_deref(), Some("1.2.3.4"));
+        assert_eq!(v.sent_by, "10.0.0.1:5070");
+        let v: TopVia = "SIP/2.0/TCP [::1]:5061;rport=5062".parse().expect("v6");
+        assert_eq!(v.host, "[::1]");
+        assert_eq!(v.port, Some(5061));
+        assert_eq!(v.rport, Some(Some(5062)));
+        assert!("SIP/2.0/UDP".parse::<TopVia>().is_err());
+        assert!("SIP/2.0/UDP h:99999".parse::<TopVia>().is_err());
     }
 }

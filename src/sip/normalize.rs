@@ -137,8 +137,6 @@ struct Field<'a> {
     first: &'a [u8],
     /// Continuation lines (folded, RFC 3261 §7.3.1), each untrimmed.
     cont: Vec<&'a [u8]>,
-    /// Whitespace between the name and the colon.
-    ws_before_colon: bool,
 }
 
 impl Field<'_> {
@@ -178,7 +176,6 @@ struct Scan<'a> {
     fields: Vec<Field<'a>>,
     /// Offset of the body in the message (after the blank line).
     body_start: usize,
-    has_blank_line: bool,
     /// Rewriting needed for rsip.
     dirty: bool,
 }
@@ -239,7 +236,6 @@ fn scan(msg: &[u8], lenient: bool) -> Result<Scan<'_>, NormalizeError> {
             name,
             first: value,
             cont: Vec::new(),
-            ws_before_colon,
         });
     }
     if !has_blank_line && !lenient {
@@ -249,7 +245,6 @@ fn scan(msg: &[u8], lenient: bool) -> Result<Scan<'_>, NormalizeError> {
         start_line,
         fields,
         body_start,
-        has_blank_line,
         dirty,
     })
 }
@@ -420,7 +415,6 @@ pub fn normalize_cow(raw: &[u8]) -> Result<Cow<'_, [u8]>, NormalizeError> {
 pub fn normalize_headers_lenient(raw: &[u8]) -> Option<(Vec<u8>, Vec<u8>)> {
     let msg = skip_leading_crlf(raw);
     let scan = scan(msg, true).ok()?;
-    let _ = scan.has_blank_line;
     let mut out = Vec::with_capacity(msg.len().min(scan.body_start) + 64);
     write_fields(&mut out, &scan.fields);
     out.extend_from_slice(b"\r\n");
@@ -451,7 +445,6 @@ fn write_fields(out: &mut Vec<u8>, fields: &[Field<'_>]) {
     for f in fields {
         let name = f.full_name();
         let value = f.value();
-        let _ = f.ws_before_colon;
         if eq_name(&name, "Via") {
             for hop in split_top_level_commas(&value) {
                 write_field(out, &name, &canonical_via(trim(hop)));
@@ -643,5 +636,172 @@ pub fn frame(buf: &[u8], max_size: usize) -> Frame {
             }
         }
         _ => Frame::TooLarge,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const CLEAN: &[u8] = b"INVITE sip:bob@example.com SIP/2.0\r\n\
+Via: SIP/2.0/UDP 10.0.0.1:5060;branch=z9hG4bK1;rport\r\n\
+From: \"Alice\" <sip:alice@example.com>;tag=a1\r\n\
+To: <sip:bob@example.com>\r\n\
+Call-ID: c1@10.0.0.1\r\n\
+CSeq: 1 INVITE\r\n\
+Max-Forwards: 70\r\n\
+Content-Length: 4\r\n\
+\r\n\
+v=0\n";
+
+    #[test]
+    fn clean_message_is_returned_borrowed() {
+        let out = normalize_cow(CLEAN).expect("clean");
+        assert!(matches!(out, Cow::Borrowed(_)));
+        assert_eq!(&out[..], CLEAN);
+        // Leading CRLFs and extra datagram bytes are cut without copying.
+        let mut dgram = b"\r\n".to_vec();
+        dgram.extend_from_slice(CLEAN);
+        dgram.extend_from_slice(b"garbage");
+        let out = normalize_cow(&dgram).expect("with extras");
+        assert!(matches!(out, Cow::Borrowed(_)));
+        assert_eq!(&out[..], CLEAN);
+    }
+
+    #[test]
+    fn compact_folded_lf_only_and_spaced_colons_are_rewritten() {
+        let raw = b"OPTIONS  sip:bob@example.com SIP/2.0 \n\
+v: SIP/2.0/UDP a.example.com;branch=z9hG4bK1 , SIP / 2.0 / TCP b.example.com ; branch = z9hG4bK2\n\
+f : <sip:alice@example.com> ; tag = a1\n\
+t:\n <sip:bob@example.com>\n\
+i: c1\n\
+CSeq: 1\n  OPTIONS\n\
+k: timer\n\
+x: 1800\n\
+l: 0\n\n";
+        let out = normalize(raw).expect("normalises");
+        let text = String::from_utf8(out).expect("utf8");
+        assert_eq!(
+            text,
+            "OPTIONS sip:bob@example.com SIP/2.0\r\n\
+Via: SIP/2.0/UDP a.example.com;branch=z9hG4bK1\r\n\
+Via: SIP/2.0/TCP b.example.com;branch=z9hG4bK2\r\n\
+From: <sip:alice@example.com>;tag=a1\r\n\
+To: <sip:bob@example.com>\r\n\
+Call-ID: c1\r\n\
+CSeq: 1 OPTIONS\r\n\
+Supported: timer\r\n\
+Session-Expires: 1800\r\n\
+Content-Length: 0\r\n\
+\r\n"
+        );
+    }
+
+    #[test]
+    fn commas_inside_quotes_and_angles_do_not_split() {
+        let parts = split_top_level_commas(b"\"a, b\" <sip:x@y;p=1,2>, <sip:z@w>");
+        assert_eq!(
+            parts,
+            vec![&b"\"a, b\" <sip:x@y;p=1,2>"[..], &b" <sip:z@w>"[..]]
+        );
+        let parts = split_top_level_commas(b"SIP/2.0/UDP h;x=\"1,2\",SIP/2.0/UDP g");
+        assert_eq!(parts.len(), 2);
+    }
+
+    #[test]
+    fn all_compact_names_expand() {
+        let pairs = [
+            (b'i', "Call-ID"),
+            (b'M', "Contact"),
+            (b'e', "Content-Encoding"),
+            (b'l', "Content-Length"),
+            (b'c', "Content-Type"),
+            (b'f', "From"),
+            (b's', "Subject"),
+            (b'k', "Supported"),
+            (b't', "To"),
+            (b'v', "Via"),
+            (b'o', "Event"),
+            (b'r', "Refer-To"),
+            (b'b', "Referred-By"),
+            (b'u', "Allow-Events"),
+            (b'x', "Session-Expires"),
+            (b'a', "Accept-Contact"),
+            (b'j', "Reject-Contact"),
+            (b'd', "Request-Disposition"),
+            (b'y', "Identity"),
+        ];
+        for (c, name) in pairs {
+            assert_eq!(expand_compact(c), Some(name));
+        }
+        assert_eq!(expand_compact(b'z'), None);
+    }
+
+    #[test]
+    fn content_length_rules_on_datagrams() {
+        let msg = |cl: &str, body: &str| {
+            format!(
+                "OPTIONS sip:a@b SIP/2.0\r\nVia: SIP/2.0/UDP h;branch=z9hG4bK1\r\n{cl}\r\n{body}"
+            )
+            .into_bytes()
+        };
+        let out = normalize(&msg("Content-Length: 3\r\n", "abcdef")).expect("truncated");
+        assert!(out.ends_with(b"\r\n\r\nabc"));
+        let out = normalize(&msg("", "abcdef")).expect("no CL: rest");
+        assert!(out.ends_with(b"\r\n\r\nabcdef"));
+        assert_eq!(
+            normalize(&msg("Content-Length: 9\r\n", "abc")),
+            Err(NormalizeError::BodyTooShort {
+                content_length: 9,
+                body: 3
+            })
+        );
+        assert!(matches!(
+            normalize(&msg("Content-Length: -1\r\n", "")),
+            Err(NormalizeError::BadContentLength(_))
+        ));
+        assert_eq!(
+            normalize(&msg("Content-Length: 0\r\nl: 0\r\n", "")),
+            Err(NormalizeError::MultipleContentLength)
+        );
+        assert_eq!(
+            normalize(b"OPTIONS sip:a@b SIP/2.0\r\nVia: x\r\n"),
+            Err(NormalizeError::NoHeaderEnd)
+        );
+        assert_eq!(normalize(b"\r\n\r\n"), Err(NormalizeError::Empty));
+        assert!(matches!(
+            normalize(b"OPTIONS sip:a@b SIP/2.0\r\nno colon here\r\n\r\n"),
+            Err(NormalizeError::BadHeaderLine(_))
+        ));
+    }
+
+    #[test]
+    fn framing_on_streams() {
+        assert_eq!(frame(b"", 65536), Frame::Incomplete);
+        assert_eq!(frame(b"\r\n\r\n", 65536), Frame::KeepAlive(4));
+        assert_eq!(frame(b"\r\nINVITE", 65536), Frame::KeepAlive(2));
+        assert_eq!(frame(&CLEAN[..20], 65536), Frame::Incomplete);
+        assert_eq!(frame(CLEAN, 65536), Frame::Complete(CLEAN.len()));
+        let mut two = CLEAN.to_vec();
+        two.extend_from_slice(CLEAN);
+        assert_eq!(frame(&two, 65536), Frame::Complete(CLEAN.len()));
+        // Header part complete, body still coming.
+        assert_eq!(frame(&CLEAN[..CLEAN.len() - 2], 65536), Frame::Incomplete);
+        // Caps: on the header part and on header part + body.
+        assert_eq!(frame(CLEAN, 100), Frame::TooLarge);
+        assert_eq!(frame(&[b'A'; 200], 100), Frame::TooLarge);
+        assert_eq!(
+            frame(&CLEAN[..CLEAN.len() - 1], CLEAN.len() - 2),
+            Frame::TooLarge
+        );
+        // No Content-Length on a stream cannot be framed.
+        let no_cl = b"OPTIONS sip:a@b SIP/2.0\r\nVia: SIP/2.0/TCP h\r\n\r\n";
+        assert_eq!(frame(no_cl, 65536), Frame::Invalid);
+        let compact = b"OPTIONS sip:a@b SIP/2.0\r\nl : 2\r\n\r\nab";
+        assert_eq!(frame(compact, 65536), Frame::Complete(compact.len()));
+        let huge = b"OPTIONS sip:a@b SIP/2.0\r\nl: 99999999999999999999999999\r\n\r\n";
+        assert_eq!(frame(huge, 65536), Frame::Invalid);
+        let big = b"OPTIONS sip:a@b SIP/2.0\r\nl: 70000\r\n\r\n";
+        assert_eq!(frame(big, 65536), Frame::TooLarge);
     }
 }
