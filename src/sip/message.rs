@@ -1212,6 +1212,7 @@ mod tests {
 mod uri_tests {
     use super::*;
 
+    #[allow(clippy::result_large_err)]
     fn req(line: &str) -> Result<SipMessage, ParseError> {
         parse(
             format!(
