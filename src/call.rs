@@ -22,13 +22,7 @@ use crate::sip::dialog::Dialog;
 use crate::sip::endpoint::{DialogEvent, Endpoint, ServerTx};
 use crate::sip::message;
 use crate::sip::outgoing::response_bytes;
-
-/// Methods pivotd accepts (RFC 3261 §20.5 Allow).
-pub const ALLOW: &str = "INVITE, ACK, CANCEL, BYE, OPTIONS, INFO";
-/// Bodies pivotd understands.
-pub const ACCEPT: &str = "application/sdp, application/dtmf-relay";
-/// Option tags pivotd supports: none yet, so any Require gets 420.
-pub const SUPPORTED: &str = "";
+pub use crate::sip::{ACCEPT, ALLOW, SUPPORTED};
 
 /// Shared by all calls: what a call needs from the server.
 pub struct CallContext {

@@ -13,6 +13,9 @@ flow = { module = "play", data = { id = "tone-1khz" }, children = { _ = { module
 [[accounts.callflows]]
 numbers = ["5001"]
 flow = { module = "sleep", data = { duration = 20 } }
+[[accounts.callflows]]
+numbers = ["5002"]
+flow = { module = "sleep", data = { duration = 1 }, children = { _ = { module = "play", data = { id = "digit-1" } } } }
 "#;
 
 /// The audio a caller receives is the prompt, byte for byte, in well-formed RTP.
@@ -28,13 +31,25 @@ fn assert_received_prompt(sink: &RtpSink, id: &str) {
         audio.len(),
         expected.len()
     );
-    assert_eq!(&audio[..expected.len()], &expected[..], "audio differs from the prompt");
+    assert_eq!(
+        &audio[..expected.len()],
+        &expected[..],
+        "audio differs from the prompt"
+    );
     assert!(audio[expected.len()..].iter().all(|b| *b == 0xFF));
     let ssrc = packets[0].ssrc;
     assert!(packets[0].marker, "first packet carries the marker bit");
     for w in packets.windows(2) {
-        assert_eq!(w[1].seq, w[0].seq.wrapping_add(1), "sequence numbers are consecutive");
-        assert_eq!(w[1].ts, w[0].ts.wrapping_add(160), "timestamps advance by 160");
+        assert_eq!(
+            w[1].seq,
+            w[0].seq.wrapping_add(1),
+            "sequence numbers are consecutive"
+        );
+        assert_eq!(
+            w[1].ts,
+            w[0].ts.wrapping_add(160),
+            "timestamps advance by 160"
+        );
         assert_eq!(w[1].ssrc, ssrc);
         assert!(!w[1].marker);
         assert_eq!(w[1].pt, 0, "PCMU was negotiated");
@@ -46,7 +61,13 @@ async fn basic_call(tcp: bool) {
     let sink = RtpSink::bind().await;
     let target = if tcp { server.tcp } else { server.udp };
     let port = sink.addr.port().to_string();
-    let run = sipp("basic_call.xml", tcp, target, &["-s", "5000", "-key", "rtp_port", &port]).await;
+    let run = sipp(
+        "basic_call.xml",
+        tcp,
+        target,
+        &["-s", "5000", "-key", "rtp_port", &port],
+    )
+    .await;
     assert!(run.ok, "sipp failed:\n{}", run.output);
     // The BYE came after the whole prompt; give the last packet a moment.
     tokio::time::sleep(Duration::from_millis(100)).await;
@@ -72,7 +93,10 @@ async fn cancel_before_answer_gets_200_and_487() {
     let run = sipp("cancel.xml", false, server.udp, &["-s", "5001"]).await;
     assert!(run.ok, "sipp failed:\n{}", run.output);
     assert_eq!(server.handle.stats.answered.load(Ordering::Relaxed), 0);
-    assert!(eventually(5, || server.handle.active_calls() == 0).await, "the call ended");
+    assert!(
+        eventually(5, || server.handle.active_calls() == 0).await,
+        "the call ended"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -90,11 +114,26 @@ async fn an_invite_sent_twice_is_one_transaction_and_one_call() {
     let server = start(&config_toml(FLOWS, "", "")).await;
     let sink = RtpSink::bind().await;
     let port = sink.addr.port().to_string();
-    let run = sipp("invite_twice.xml", false, server.udp, &["-s", "5000", "-key", "rtp_port", &port]).await;
+    let run = sipp(
+        "invite_twice.xml",
+        false,
+        server.udp,
+        &["-s", "5002", "-key", "rtp_port", &port],
+    )
+    .await;
     assert!(run.ok, "sipp failed:\n{}", run.output);
-    assert_eq!(server.handle.stats.total.load(Ordering::Relaxed), 1, "one call");
     assert_eq!(
-        server.handle.endpoint.stats.server_transactions.load(Ordering::Relaxed),
+        server.handle.stats.total.load(Ordering::Relaxed),
+        1,
+        "one call"
+    );
+    assert_eq!(
+        server
+            .handle
+            .endpoint
+            .stats
+            .server_transactions
+            .load(Ordering::Relaxed),
         1,
         "one INVITE server transaction (the ACK makes none, the BYE is pivotd's own)"
     );

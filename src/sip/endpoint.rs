@@ -378,14 +378,20 @@ impl Shard {
                 ..
             }) => self.on_response(resp),
             ShardCmd::Incoming(Incoming::Invalid {
+                code,
                 reason,
                 request,
                 peer,
                 reply_to,
             }) => {
-                // Stateless 400 (RFC 3261 §8.2): the request is too broken for a transaction.
+                // Stateless (RFC 3261 §8.2): the request is too broken for a transaction.
                 if request.method != rsip::Method::Ack {
-                    let bytes = response_bytes(&request, 400, Some(&reason), None, &[], None);
+                    let extra: &[(&str, &str)] = if code == 501 || code == 405 {
+                        &[("Allow", crate::sip::ALLOW)]
+                    } else {
+                        &[]
+                    };
+                    let bytes = response_bytes(&request, code, Some(&reason), None, extra, None);
                     self.transport.send(peer.proto, reply_to, peer.conn, bytes);
                 }
             }

@@ -8,3 +8,10 @@ pub mod outgoing;
 pub mod timer;
 pub mod transaction;
 pub mod transport;
+
+/// Methods pivotd accepts (RFC 3261 §20.5 Allow).
+pub const ALLOW: &str = "INVITE, ACK, CANCEL, BYE, OPTIONS, INFO";
+/// Bodies pivotd understands (RFC 3261 §20.1 Accept).
+pub const ACCEPT: &str = "application/sdp, application/dtmf-relay";
+/// Option tags pivotd supports: none yet, so any Require gets 420.
+pub const SUPPORTED: &str = "";

@@ -63,8 +63,10 @@ pub enum Incoming {
         /// Where responses go (RFC 3261 §18.2.2 with RFC 3581 rport).
         reply_to: SocketAddr,
     },
-    /// Parsed far enough to answer 400 with `reason`.
+    /// Parsed far enough to answer `code` (400, or 416/501/505 for what rsip cannot
+    /// represent) with `reason`, statelessly.
     Invalid {
+        code: u16,
         reason: String,
         request: rsip::Request,
         peer: Peer,
@@ -402,6 +404,22 @@ impl Transport {
                 self.stats.invalid.fetch_add(1, Ordering::Relaxed);
                 let reply_to = stamp_via(&mut request, &peer);
                 self.handler.incoming(Incoming::Invalid {
+                    code: 400,
+                    reason,
+                    request,
+                    peer,
+                    reply_to,
+                });
+            }
+            Err(ParseError::Unsupported {
+                code,
+                reason,
+                mut request,
+            }) => {
+                self.stats.invalid.fetch_add(1, Ordering::Relaxed);
+                let reply_to = stamp_via(&mut request, &peer);
+                self.handler.incoming(Incoming::Invalid {
+                    code,
                     reason,
                     request,
                     peer,

@@ -339,7 +339,9 @@ fn take_message(buf: &mut Vec<u8>) -> Option<String> {
 pub fn header(msg: &str, name: &str) -> Option<String> {
     msg.lines().find_map(|l| {
         let (n, v) = l.split_once(':')?;
-        n.trim().eq_ignore_ascii_case(name).then(|| v.trim().to_string())
+        n.trim()
+            .eq_ignore_ascii_case(name)
+            .then(|| v.trim().to_string())
     })
 }
 
