@@ -268,6 +268,8 @@ pub struct CallflowEntry {
     pub patterns: Vec<Regex>,
     /// `flow`: the callflow node (a TOML table, or a string holding Kazoo JSON).
     pub flow: std::sync::Arc<Node>,
+    /// Where it was defined (`accounts[0].callflows[2]`), for messages about it.
+    pub source: String,
 }
 
 /// `[[accounts.users]]`.
@@ -370,9 +372,8 @@ impl Config {
     /// media dir and that every play/response media id exists in the prompt library.
     pub fn from_toml_str(s: &str, base_dir: &Path) -> Result<Config, ConfigErrors> {
         let (cfg, mut problems) = parse(s, base_dir);
-        if problems.is_empty() {
-            check_media(&cfg, &mut problems);
-        }
+        // Media problems are reported beside the others, so one run names every problem.
+        check_media(&cfg, &mut problems);
         if problems.is_empty() {
             Ok(cfg)
         } else {
@@ -428,6 +429,7 @@ fn demo_account() -> Account {
             // A constant that compiles; `.ok()` keeps a panic path out of the library anyway.
             patterns: Regex::new(".*").ok().into_iter().collect(),
             flow: std::sync::Arc::new(flow),
+            source: "embedded default".to_string(),
         }],
         users: vec![],
         devices: vec![],
@@ -974,6 +976,7 @@ fn read_account(r: &mut Reader, t: &Table, p: &str) -> Option<Account> {
                 numbers,
                 patterns,
                 flow: std::sync::Arc::new(flow),
+                source: cp.clone(),
             });
         }
     }
@@ -1108,9 +1111,9 @@ fn check_media(cfg: &Config, problems: &mut Vec<ConfigProblem>) {
             return;
         }
     }
-    for (i, a) in cfg.accounts.iter().enumerate() {
-        for (j, c) in a.callflows.iter().enumerate() {
-            let path = format!("accounts[{i}].callflows[{j}].flow");
+    for a in &cfg.accounts {
+        for c in &a.callflows {
+            let path = format!("{}.flow", c.source);
             check_node_media(&c.flow, &path, &lib, problems);
         }
     }

@@ -2,7 +2,6 @@
 //! requests (limits, routing, offer/answer) and starts one [`Call`] task per accepted INVITE.
 
 use std::net::{IpAddr, SocketAddr};
-use std::path::PathBuf;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -16,7 +15,7 @@ use crate::callflow::runtime::Runtime;
 use crate::callflow::CallInfo;
 use crate::config::{self, Config};
 use crate::media::player::Pacer;
-use crate::media::prompt::{PromptError, PromptLibrary};
+use crate::media::prompt::PromptError;
 use crate::media::rtp::{PortPool, RtpError, RtpSession};
 use crate::media::sdp::{self, LocalSession, SdpError};
 use crate::sip::dialog::{host_port, Dialog};
@@ -81,7 +80,7 @@ impl ServerHandle {
 
 /// Starts everything the configuration describes.
 pub async fn start(cfg: Arc<Config>) -> Result<ServerHandle, StartError> {
-    let prompts = Arc::new(PromptLibrary::new(media_dir(&cfg)));
+    let prompts = Arc::new(cfg.prompt_library());
     prompts.check_dir()?;
     let media_ip = cfg.media.ip;
     let pool = PortPool::new(media_ip, cfg.media.port_min, cfg.media.port_max)?;
@@ -140,10 +139,6 @@ pub async fn start(cfg: Arc<Config>) -> Result<ServerHandle, StartError> {
 
 fn secs(s: u64) -> Option<Duration> {
     (s > 0).then(|| Duration::from_secs(s))
-}
-
-fn media_dir(cfg: &Config) -> Option<PathBuf> {
-    Some(cfg.media.dir.clone())
 }
 
 /// New calls per second: a token bucket refilled continuously, one second of burst.
@@ -400,7 +395,7 @@ pub fn percent_decode(s: &str) -> String {
     let mut out = Vec::with_capacity(b.len());
     let mut i = 0;
     while i < b.len() {
-        if b[i] == b'%' && i + 2 < b.len() + 0 && i + 2 <= b.len() - 1 {
+        if b[i] == b'%' && i + 2 < b.len() {
             let hex = std::str::from_utf8(&b[i + 1..i + 3]).ok();
             if let Some(v) = hex.and_then(|h| u8::from_str_radix(h, 16).ok()) {
                 out.push(v);
