@@ -224,5 +224,9 @@ Max-Forwards: 70\r\nContent-Length: 0\r\n\r\n"
 fn the_example_config_is_valid() {
     let path = repo().join("examples").join("pivotd.toml");
     let out = pivotd().arg("check-config").arg(&path).output().unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
