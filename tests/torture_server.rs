@@ -297,9 +297,11 @@ struct Case {
     bytes: Vec<u8>,
     udp: Want,
     tcp: Want,
-    /// A further check of the response: what it asserts, and the check.
-    check: Option<(&'static str, fn(&str) -> bool)>,
+    check: Option<Check>,
 }
+
+/// A further check of a response: what it asserts, and the check.
+type Check = (&'static str, fn(&str) -> bool);
 
 fn case(name: &'static str, bytes: Vec<u8>, udp: Want, tcp: Want) -> Case {
     Case {
