@@ -211,6 +211,7 @@ impl Admission {
         }
         match req.method {
             rsip::Method::Invite => self.on_invite(req, tx),
+            rsip::Method::Options if refuse_require(&req, &tx) => {}
             rsip::Method::Options => reply(
                 &req,
                 &tx,
@@ -242,17 +243,12 @@ impl Admission {
             );
             return;
         }
-        let msg = rsip::SipMessage::Request(req);
-        // RFC 3261 §8.2.2.3: we support no extension, so any Require is refused.
-        if let Some(require) = message::header_value(&msg, "Require") {
-            let tags = require.trim().to_string();
-            let rsip::SipMessage::Request(req) = msg else {
-                return;
-            };
-            reply(&req, &tx, 420, None, &[("Unsupported", &tags)]);
+        if refuse_require(&req, &tx) {
             return;
         }
+        let msg = rsip::SipMessage::Request(req);
         let ctype = message::header_value(&msg, "Content-Type");
+        let accept = message::header_value(&msg, "Accept");
         let rsip::SipMessage::Request(req) = msg else {
             return;
         };
@@ -270,6 +266,14 @@ impl Admission {
                 .unwrap_or(false);
             if !is_sdp {
                 reply(&req, &tx, 415, None, &[("Accept", "application/sdp")]);
+                return;
+            }
+        }
+        // Our 200 carries SDP (answer or late offer): a caller whose Accept rules SDP out
+        // gets 406 (RFC 3261 §21.4.7, RFC 4475 §3.3.15).
+        if let Some(accept) = accept.as_deref() {
+            if !accepts_sdp(accept) {
+                reply(&req, &tx, 406, None, &[("Accept", "application/sdp")]);
                 return;
             }
         }
@@ -382,6 +386,34 @@ impl Admission {
     }
 }
 
+/// RFC 3261 §8.2.2.3: pivotd supports no extension, so a request with a Require header is
+/// answered 420 with the tags in Unsupported. Returns whether it was refused.
+fn refuse_require(req: &rsip::Request, tx: &ServerTx) -> bool {
+    let tags: Vec<&str> = req
+        .headers
+        .iter()
+        .map(message::header_name_value)
+        .filter(|(n, _)| n.eq_ignore_ascii_case("Require"))
+        .map(|(_, v)| v.trim())
+        .collect();
+    if tags.is_empty() {
+        return false;
+    }
+    reply(req, tx, 420, None, &[("Unsupported", &tags.join(", "))]);
+    true
+}
+
+/// Whether an Accept value admits application/sdp (RFC 3261 §20.1: media ranges with `*`
+/// wildcards; an empty Accept admits nothing).
+fn accepts_sdp(accept: &str) -> bool {
+    accept.split(',').any(|range| {
+        let media = range.split(';').next().unwrap_or("").trim();
+        ["application/sdp", "application/*", "*/*"]
+            .iter()
+            .any(|ok| media.eq_ignore_ascii_case(ok))
+    })
+}
+
 fn uri_scheme_supported(uri: &rsip::Uri) -> bool {
     matches!(
         uri.scheme,
@@ -477,6 +509,17 @@ mod tests {
         assert_eq!(percent_decode("50%"), "50%");
         assert_eq!(percent_decode("%4"), "%4");
         assert_eq!(percent_decode("%zz1"), "%zz1");
+    }
+
+    #[test]
+    fn accept_admits_sdp_only_when_listed() {
+        assert!(accepts_sdp("application/sdp"));
+        assert!(accepts_sdp("text/plain, Application/SDP;level=1"));
+        assert!(accepts_sdp("application/*"));
+        assert!(accepts_sdp("*/*"));
+        assert!(!accepts_sdp("text/nobodyKnowsThis"));
+        assert!(!accepts_sdp(""));
+        assert!(!accepts_sdp("application/sdpx"));
     }
 
     #[test]

@@ -140,9 +140,15 @@ enum ShardCmd {
 /// Counters of what the endpoint did.
 #[derive(Default, Debug)]
 pub struct EndpointStats {
+    /// Server transactions ever created.
     pub server_transactions: AtomicU64,
+    /// Client transactions ever created.
     pub client_transactions: AtomicU64,
     pub overload_503: AtomicU64,
+    /// Gauge: server transactions alive now (they end with their timers, RFC 3261 §17.2).
+    pub live_server_transactions: AtomicU64,
+    /// Gauge: client transactions alive now.
+    pub live_client_transactions: AtomicU64,
 }
 
 /// The SIP endpoint.
@@ -467,6 +473,9 @@ impl Shard {
         self.stats
             .server_transactions
             .fetch_add(1, Ordering::Relaxed);
+        self.stats
+            .live_server_transactions
+            .fetch_add(1, Ordering::Relaxed);
         self.server.insert(
             key.clone(),
             ServerEntry {
@@ -658,8 +667,10 @@ impl Shard {
                 },
             );
         }
-        if out.terminated {
-            self.server.remove(key);
+        if out.terminated && self.server.remove(key).is_some() {
+            self.stats
+                .live_server_transactions
+                .fetch_sub(1, Ordering::Relaxed);
         }
     }
 
@@ -694,8 +705,10 @@ impl Shard {
                 },
             );
         }
-        if out.terminated {
-            self.client.remove(key);
+        if out.terminated && self.client.remove(key).is_some() {
+            self.stats
+                .live_client_transactions
+                .fetch_sub(1, Ordering::Relaxed);
         }
     }
 
@@ -746,6 +759,9 @@ impl Shard {
         };
         self.stats
             .client_transactions
+            .fetch_add(1, Ordering::Relaxed);
+        self.stats
+            .live_client_transactions
             .fetch_add(1, Ordering::Relaxed);
         self.client.insert(
             key.clone(),

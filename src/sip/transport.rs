@@ -105,6 +105,10 @@ pub struct TransportConfig {
     pub tcp_idle_timeout: Duration,
 }
 
+/// How long a TCP connection we close for a framing error stays open for the responses
+/// already owed on it.
+const BROKEN_STREAM_LINGER: Duration = Duration::from_millis(1000);
+
 struct Connection {
     tx: mpsc::Sender<Bytes>,
     remote: SocketAddr,
@@ -330,6 +334,8 @@ impl Transport {
         let idle = self.cfg.tcp_idle_timeout;
         let max = self.cfg.max_message_bytes;
         let mut buf = BytesMut::with_capacity(8192);
+        // Set when the stream cannot be framed any more and the connection is closed by us.
+        let mut broken = false;
         'conn: loop {
             let read = tokio::time::timeout(idle, rd.read_buf(&mut buf)).await;
             match read {
@@ -351,6 +357,7 @@ impl Transport {
                 match normalize::frame(&buf, max) {
                     Frame::Incomplete => {
                         if buf.len() > max {
+                            broken = true;
                             break 'conn;
                         }
                         break;
@@ -367,19 +374,75 @@ impl Transport {
                         let msg = buf.split_to(n);
                         self.deliver(&msg, peer.clone());
                     }
-                    Frame::TooLarge | Frame::Invalid => {
+                    f @ (Frame::TooLarge | Frame::Invalid) => {
                         // The stream cannot be re-synchronised: answer what can be answered
                         // and close.
                         let upto = buf.len().min(max);
-                        self.deliver(&buf[..upto], peer.clone());
+                        let code = if matches!(f, Frame::TooLarge) {
+                            513
+                        } else {
+                            400
+                        };
+                        self.deliver_unframed(&buf[..upto], peer.clone(), code);
+                        broken = true;
                         break 'conn;
                     }
                 }
             }
         }
+        if broken {
+            // Responses to what this connection delivered (earlier well-framed messages, the
+            // 400/513 above) are made on other tasks: keep the connection registered a moment
+            // so they leave on it. Closing at once sent them to a new connection to the
+            // client's ephemeral port (RFC 3261 §18.2.2), which nobody listens on.
+            tokio::time::sleep(BROKEN_STREAM_LINGER).await;
+        }
         self.unregister_conn(id);
         drop(tx);
         let _ = writer.await;
+    }
+
+    /// What [`Transport::deliver`] does for the bytes of a stream that could not be framed
+    /// (no or bad Content-Length: `code` 400; over the size cap: 513, RFC 3261 §21.5.11).
+    /// The message boundary is unknown, so even a request that parses is not acted on: it is
+    /// refused statelessly (RFC 3261 §18.3: Content-Length MUST be used on streams).
+    fn deliver_unframed(&self, data: &[u8], peer: Peer, code: u16) {
+        let (request, why) = match message::parse(data) {
+            Ok(rsip::SipMessage::Request(req)) => (Some(req), None),
+            Err(ParseError::Invalid {
+                request: Some(req),
+                reason,
+            }) => (Some(req), Some(reason)),
+            Err(ParseError::Unsupported { request: req, .. }) => (Some(req), None),
+            Ok(rsip::SipMessage::Response(_))
+            | Err(ParseError::Invalid { request: None, .. })
+            | Err(ParseError::Unparsable(_)) => (None, None),
+        };
+        self.stats.received.fetch_add(1, Ordering::Relaxed);
+        match request {
+            Some(mut request) => {
+                self.stats.invalid.fetch_add(1, Ordering::Relaxed);
+                let reply_to = stamp_via(&mut request, &peer);
+                let reason = match (code, why) {
+                    (513, _) => "Message Too Large".to_string(),
+                    (_, Some(why)) => why,
+                    _ => "Content-Length missing or invalid on a stream".to_string(),
+                };
+                self.handler.incoming(Incoming::Invalid {
+                    code,
+                    reason,
+                    request,
+                    peer,
+                    reply_to,
+                });
+            }
+            None => {
+                self.stats
+                    .dropped_unparsable
+                    .fetch_add(1, Ordering::Relaxed);
+                tracing::debug!(remote = %peer.remote, "dropped unframable stream data");
+            }
+        }
     }
 
     /// Parses one message and hands it on; unparsable input is dropped and counted.
