@@ -286,7 +286,8 @@ struct ServerEntry {
 }
 
 enum ClientMachine {
-    Invite(ClientInvite, Option<rsip::Request>),
+    // Boxed: the request is large and only INVITE transactions keep it.
+    Invite(ClientInvite, Option<Box<rsip::Request>>),
     NonInvite(ClientNonInvite),
 }
 
@@ -739,7 +740,7 @@ impl Shard {
         let reliable = req.proto.is_reliable();
         let (machine, out) = if req.method == rsip::Method::Invite {
             let (m, out) = ClientInvite::start(req.bytes, reliable, self.timers);
-            (ClientMachine::Invite(m, req.request), out)
+            (ClientMachine::Invite(m, req.request.map(Box::new)), out)
         } else {
             let (m, out) = ClientNonInvite::start(req.bytes, reliable, self.timers);
             (ClientMachine::NonInvite(m), out)
@@ -780,7 +781,7 @@ impl Shard {
                 machine: ClientMachine::Invite(m, original),
                 ..
             }) => {
-                let original = original.as_ref();
+                let original = original.as_deref();
                 m.on_response(code, || build_ack(original, &resp))
             }
             Some(ClientEntry {

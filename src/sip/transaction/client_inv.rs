@@ -140,7 +140,7 @@ mod tests {
     fn non_2xx_final_is_acked_by_the_transaction_and_ack_resent() {
         let (mut tx, _) =
             ClientInvite::start(Bytes::from_static(b"INVITE"), false, Timers::default());
-        assert!(tx.on_response(180, || Bytes::new()).pass_up);
+        assert!(tx.on_response(180, Bytes::new).pass_up);
         assert!(
             tx.on_timer(TimerKind::A).send.is_none(),
             "A stops in Proceeding"
@@ -157,8 +157,8 @@ mod tests {
     fn every_2xx_is_passed_up_in_accepted() {
         let (mut tx, _) =
             ClientInvite::start(Bytes::from_static(b"INVITE"), true, Timers::default());
-        assert!(tx.on_response(200, || Bytes::new()).pass_up);
-        assert!(tx.on_response(200, || Bytes::new()).pass_up);
+        assert!(tx.on_response(200, Bytes::new).pass_up);
+        assert!(tx.on_response(200, Bytes::new).pass_up);
         assert!(tx.on_timer(TimerKind::D).terminated);
     }
 }
