@@ -84,6 +84,9 @@ pub(crate) enum Command {
         id: u64,
         payload_type: u8,
         silence: u8,
+        /// The running play's audio in the new codec (same length): it replaces the old
+        /// bytes at the same offset, in the same command so no packet mixes PT and codec.
+        payload: Option<Arc<[u8]>>,
     },
     SetSending(u64, bool),
     Play {
@@ -469,10 +472,15 @@ impl Shard {
                 id,
                 payload_type,
                 silence,
+                payload,
             } => {
                 if let Some(s) = self.stream(id) {
                     s.payload_type = payload_type & 0x7f;
                     s.silence = silence;
+                    if let (Some(play), Some(payload)) = (s.playing.as_mut(), payload) {
+                        play.offset = play.offset.min(payload.len());
+                        play.payload = payload;
+                    }
                 }
             }
             Command::SetSending(id, on) => {
