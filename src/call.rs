@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use tokio::sync::{mpsc, watch};
+use tokio::sync::{mpsc, watch, Notify};
 use tokio::time::Instant;
 
 use crate::callflow::node::Node;
@@ -17,7 +17,7 @@ use crate::callflow::runtime::Runtime;
 use crate::callflow::{CallControl, CallEnded, CallInfo};
 use crate::media::prompt::Prompt;
 use crate::media::rtp::{PlayResult, RtpSession};
-use crate::media::sdp::{self, LocalSession, Negotiated};
+use crate::media::sdp::{self, Direction, LocalSession, Negotiated, Sdp};
 use crate::sip::dialog::Dialog;
 use crate::sip::endpoint::{DialogEvent, Endpoint, ServerTx};
 use crate::sip::message;
@@ -54,6 +54,8 @@ pub struct CallSetup {
     pub rtp: Arc<RtpSession>,
     /// The negotiated session when the INVITE had an offer; None for a late offer.
     pub negotiated: Option<Negotiated>,
+    /// The INVITE's offer, parsed: the answer mirrors its m= lines (RFC 3264 §6).
+    pub offer: Option<Sdp>,
     pub local_sdp: LocalSession,
 }
 
@@ -79,7 +81,13 @@ pub struct Call {
     early_media_sent: bool,
     rtp: Arc<RtpSession>,
     negotiated: Option<Negotiated>,
+    /// The offer we answer (None when we made the offer): every m= line of it is answered.
+    offer: Option<Sdp>,
     local_sdp: LocalSession,
+    /// The prompt playing now, to re-encode it when a re-INVITE or the ACK changes the codec.
+    playing: Option<Arc<Prompt>>,
+    /// Woken when the answer to our offer arrives in an ACK.
+    answer_arrived: Arc<Notify>,
     /// The SDP we last sent, to answer a re-INVITE that changes nothing with the same version.
     last_sdp: Option<String>,
     /// We sent an offer (late offer) and wait for the answer in the ACK.
@@ -113,7 +121,10 @@ impl Call {
             early_media_sent: false,
             rtp: setup.rtp,
             negotiated: setup.negotiated,
+            offer: setup.offer,
             local_sdp: setup.local_sdp,
+            playing: None,
+            answer_arrived: Arc::new(Notify::new()),
             last_sdp: None,
             awaiting_answer: false,
             held: false,
@@ -139,9 +150,21 @@ impl Call {
 
     fn apply_negotiated(&mut self, n: Negotiated) {
         self.rtp.set_remote(n.remote);
-        self.rtp.set_codec(n.codec_pt, n.codec.silence_byte());
+        let old_codec = self.negotiated.as_ref().map(|o| o.codec);
+        match &self.playing {
+            // A prompt is playing in the old codec: go on with the new codec's bytes, or the
+            // caller would get μ-law bytes labelled A-law (or the reverse) until it ends.
+            Some(p) if old_codec != Some(n.codec) => self.rtp.switch_codec(
+                n.codec_pt,
+                n.codec.silence_byte(),
+                p.payload(n.codec).clone(),
+            ),
+            _ => self.rtp.set_codec(n.codec_pt, n.codec.silence_byte()),
+        }
         self.rtp.set_sending(n.direction.we_send());
-        self.held = !n.direction.we_receive();
+        // On hold (they offered sendonly or inactive, or recvonly) the caller sends no RTP:
+        // no RTP timeout then. Only sendrecv means we should hear from them.
+        self.held = n.direction != Direction::SendRecv;
         self.negotiated = Some(n);
     }
 
@@ -177,24 +200,28 @@ impl Call {
 
     /// The SDP for our side now: an answer to what was negotiated, or an offer (late offer).
     fn current_sdp(&mut self) -> String {
-        let sdp = match &self.negotiated {
-            Some(n) => sdp::answer(&self.local_sdp, n),
-            None => {
-                self.awaiting_answer = true;
-                sdp::offer(&self.local_sdp, 101)
-            }
+        if self.negotiated.is_none() {
+            self.awaiting_answer = true;
+        }
+        let make_offer = self.negotiated.is_none();
+        self.versioned_sdp(make_offer)
+    }
+
+    /// Our description (`offer` true: a fresh offer; else the answer to the current
+    /// session), with the o= version raised only when it differs from the last one we sent
+    /// (RFC 3264 §8: a changed description carries a higher version, an unchanged one keeps it).
+    fn versioned_sdp(&mut self, offer: bool) -> String {
+        let render = |call: &Call| match (&call.negotiated, offer) {
+            (Some(n), false) => match &call.offer {
+                Some(o) => sdp::answer_to_offer(&call.local_sdp, o, n),
+                None => sdp::answer(&call.local_sdp, n),
+            },
+            _ => sdp::offer(&call.local_sdp, 101),
         };
-        if let Some(last) = &self.last_sdp {
-            if *last != sdp {
-                // RFC 3264 §8: a changed description carries a higher version.
-                self.local_sdp.version += 1;
-                let sdp = match &self.negotiated {
-                    Some(n) => sdp::answer(&self.local_sdp, n),
-                    None => sdp::offer(&self.local_sdp, 101),
-                };
-                self.last_sdp = Some(sdp.clone());
-                return sdp;
-            }
+        let mut sdp = render(self);
+        if self.last_sdp.as_ref().is_some_and(|last| *last != sdp) {
+            self.local_sdp.version += 1;
+            sdp = render(self);
         }
         self.last_sdp = Some(sdp.clone());
         sdp
@@ -305,7 +332,12 @@ impl Call {
             .and_then(|s| sdp::parse(s).ok())
             .and_then(|s| sdp::negotiate_answer(&s).ok());
         match answer {
-            Some(n) => self.apply_negotiated(n),
+            Some(n) => {
+                // We made the offer: later answers of ours follow our own m= lines.
+                self.offer = None;
+                self.apply_negotiated(n);
+                self.answer_arrived.notify_one();
+            }
             None => {
                 // RFC 3261 §13.3.1.4 leaves a bad answer in the ACK to the UAS: end the call.
                 tracing::warn!("the ACK carried no usable SDP answer to our offer: hanging up");
@@ -395,10 +427,11 @@ impl Call {
                 .ok()
                 .and_then(|s| sdp::parse(s).ok())
                 .ok_or(())
-                .and_then(|o| sdp::negotiate(&o).map_err(|_| ()));
+                .and_then(|o| sdp::negotiate(&o).map(|n| (o, n)).map_err(|_| ()));
             match neg {
-                Ok(n) => {
+                Ok((offer, n)) => {
                     self.dialog.refresh_target(&req);
+                    self.offer = Some(offer);
                     self.apply_negotiated(n);
                     let body = self.current_sdp();
                     respond(self, 200, &[], Some(body));
@@ -409,9 +442,8 @@ impl Call {
         } else {
             // An offerless re-INVITE: we offer in the 200, the answer comes in the ACK.
             self.dialog.refresh_target(&req);
-            let offer = sdp::offer(&self.local_sdp, 101);
+            let offer = self.versioned_sdp(true);
             self.awaiting_answer = true;
-            self.last_sdp = Some(offer.clone());
             respond(self, 200, &[], Some(offer));
         }
     }
@@ -477,6 +509,13 @@ impl CallControl for Call {
         if self.phase == Phase::Ended {
             return Err(CallEnded);
         }
+        // A late offer: our 200 carried the offer and the answer comes in the ACK. Until it
+        // does there is neither an address nor a codec, and audio sent now would be lost:
+        // the caller should hear the prompt from its start.
+        while self.awaiting_answer && self.phase == Phase::Answered && self.negotiated.is_none() {
+            let arrived = self.answer_arrived.clone();
+            self.serve(async move { arrived.notified().await }).await?;
+        }
         let codec = self
             .negotiated
             .as_ref()
@@ -484,7 +523,9 @@ impl CallControl for Call {
             .unwrap_or(crate::media::codec::Codec::Pcmu);
         let payload = prompt.payload(codec).clone();
         let rtp = self.rtp.clone();
+        self.playing = Some(prompt);
         let result = self.serve(async move { rtp.play(payload).await }).await;
+        self.playing = None;
         match result {
             Ok(PlayResult::Finished) | Ok(PlayResult::Stopped) => {
                 if self.phase == Phase::Ended {

@@ -313,8 +313,8 @@ impl Admission {
                     reason: "not UTF-8".into(),
                 })
                 .and_then(sdp::parse);
-            match offer.and_then(|o| sdp::negotiate(&o)) {
-                Ok(n) => Some(n),
+            match offer.and_then(|o| sdp::negotiate(&o).map(|n| (o, n))) {
+                Ok(on) => Some(on),
                 Err(e) => {
                     tracing::info!("offer refused: {e}");
                     reply(
@@ -343,6 +343,10 @@ impl Admission {
                 );
                 return;
             }
+        };
+        let (offer, negotiated) = match negotiated {
+            Some((o, n)) => (Some(o), Some(n)),
+            None => (None, None),
         };
         let remote = negotiated.as_ref().and_then(|n| n.remote);
         let pt = negotiated.as_ref().map(|n| n.codec_pt).unwrap_or(0);
@@ -381,6 +385,7 @@ impl Admission {
             dialog,
             rtp,
             negotiated,
+            offer,
             local_sdp,
         };
         tokio::spawn(Call::run(self.ctx.clone(), setup));
@@ -400,7 +405,7 @@ pub fn percent_decode(s: &str) -> String {
     let mut out = Vec::with_capacity(b.len());
     let mut i = 0;
     while i < b.len() {
-        if b[i] == b'%' && i + 2 < b.len() + 0 && i + 2 <= b.len() - 1 {
+        if b[i] == b'%' && i + 2 < b.len() {
             let hex = std::str::from_utf8(&b[i + 1..i + 3]).ok();
             if let Some(v) = hex.and_then(|h| u8::from_str_radix(h, 16).ok()) {
                 out.push(v);
