@@ -81,7 +81,8 @@ pub struct Call {
     early_media_sent: bool,
     rtp: Arc<RtpSession>,
     negotiated: Option<Negotiated>,
-    /// The offer we answer (None when we made the offer): every m= line of it is answered.
+    /// The caller's last description (its offer, or its answer in an ACK): our answers and
+    /// later offers keep its m= lines, the ones we do not use at port 0 (RFC 3264 §6, §8).
     offer: Option<Sdp>,
     local_sdp: LocalSession,
     /// The prompt playing now, to re-encode it when a re-INVITE or the ACK changes the codec.
@@ -91,7 +92,9 @@ pub struct Call {
     /// The SDP we last sent, to answer a re-INVITE that changes nothing with the same version.
     last_sdp: Option<String>,
     /// We sent an offer (late offer) and wait for the answer in the ACK.
-    awaiting_answer: bool,
+    /// The CSeq of that INVITE: only its ACK carries the answer (an earlier INVITE's ACK may
+    /// arrive after it over UDP and has nothing to say about this offer).
+    awaiting_answer: Option<u32>,
     /// The caller put us on hold (sendonly/inactive): no RTP is expected from them.
     held: bool,
     answered_at: Option<Instant>,
@@ -126,7 +129,7 @@ impl Call {
             playing: None,
             answer_arrived: Arc::new(Notify::new()),
             last_sdp: None,
-            awaiting_answer: false,
+            awaiting_answer: None,
             held: false,
             answered_at: None,
             started: Instant::now(),
@@ -145,6 +148,9 @@ impl Call {
         )
         .await;
         ctx.endpoint.unregister_dialog(call.dialog.id.clone());
+        // The RTP session goes first (its ports start back to the pool), then the call
+        // stops counting: a call admitted because this one ended should find its ports.
+        drop(call);
         ctx.active.fetch_sub(1, Ordering::Relaxed);
     }
 
@@ -201,7 +207,7 @@ impl Call {
     /// The SDP for our side now: an answer to what was negotiated, or an offer (late offer).
     fn current_sdp(&mut self) -> String {
         if self.negotiated.is_none() {
-            self.awaiting_answer = true;
+            self.awaiting_answer = Some(cseq_of(&self.invite));
         }
         let make_offer = self.negotiated.is_none();
         self.versioned_sdp(make_offer)
@@ -216,7 +222,10 @@ impl Call {
                 Some(o) => sdp::answer_to_offer(&call.local_sdp, o, n),
                 None => sdp::answer(&call.local_sdp, n),
             },
-            _ => sdp::offer(&call.local_sdp, 101),
+            _ => match &call.offer {
+                Some(o) => sdp::offer_keeping_lines(&call.local_sdp, o, 101),
+                None => sdp::offer(&call.local_sdp, 101),
+            },
         };
         let mut sdp = render(self);
         if self.last_sdp.as_ref().is_some_and(|last| *last != sdp) {
@@ -322,19 +331,19 @@ impl Call {
     }
 
     fn on_ack(&mut self, req: rsip::Request) {
-        if !self.awaiting_answer {
+        if self.awaiting_answer.is_none() || self.awaiting_answer != Some(cseq_of(&req)) {
             return;
         }
-        self.awaiting_answer = false;
+        self.awaiting_answer = None;
         let answer = std::str::from_utf8(&req.body)
             .ok()
             .filter(|s| !s.trim().is_empty())
             .and_then(|s| sdp::parse(s).ok())
-            .and_then(|s| sdp::negotiate_answer(&s).ok());
+            .and_then(|s| sdp::negotiate_answer(&s).ok().map(|n| (s, n)));
         match answer {
-            Some(n) => {
-                // We made the offer: later answers of ours follow our own m= lines.
-                self.offer = None;
+            Some((remote, n)) => {
+                // Its m= lines mirror our offer's: the template of our next description.
+                self.offer = Some(remote);
                 self.apply_negotiated(n);
                 self.answer_arrived.notify_one();
             }
@@ -409,7 +418,7 @@ impl Call {
             respond(self, 500, &[("Retry-After", "1")], None);
             return;
         }
-        if self.awaiting_answer {
+        if self.awaiting_answer.is_some() {
             respond(self, 491, &[], None);
             return;
         }
@@ -443,7 +452,7 @@ impl Call {
             // An offerless re-INVITE: we offer in the 200, the answer comes in the ACK.
             self.dialog.refresh_target(&req);
             let offer = self.versioned_sdp(true);
-            self.awaiting_answer = true;
+            self.awaiting_answer = Some(cseq_of(&req));
             respond(self, 200, &[], Some(offer));
         }
     }
@@ -512,7 +521,10 @@ impl CallControl for Call {
         // A late offer: our 200 carried the offer and the answer comes in the ACK. Until it
         // does there is neither an address nor a codec, and audio sent now would be lost:
         // the caller should hear the prompt from its start.
-        while self.awaiting_answer && self.phase == Phase::Answered && self.negotiated.is_none() {
+        while self.awaiting_answer.is_some()
+            && self.phase == Phase::Answered
+            && self.negotiated.is_none()
+        {
             let arrived = self.answer_arrived.clone();
             self.serve(async move { arrived.notified().await }).await?;
         }
@@ -566,4 +578,16 @@ impl CallControl for Call {
         self.end_now(480, "Temporarily Unavailable");
         Ok(())
     }
+}
+
+/// The CSeq number of a request (0 when unreadable: the parser has already checked it).
+fn cseq_of(req: &rsip::Request) -> u32 {
+    use rsip::headers::UntypedHeader;
+    req.headers
+        .iter()
+        .find_map(|h| match h {
+            rsip::Header::CSeq(c) => c.value().split_whitespace().next()?.parse().ok(),
+            _ => None,
+        })
+        .unwrap_or(0)
 }
