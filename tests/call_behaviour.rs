@@ -347,9 +347,30 @@ async fn answered_call(server: &TestServer, sink: &RtpSink) -> (Ua, String) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bye_mid_prompt_gets_200_stops_rtp_and_ends_the_call() {
+    bye_mid_prompt(false).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bye_mid_prompt_over_tcp() {
+    bye_mid_prompt(true).await;
+}
+
+async fn bye_mid_prompt(tcp: bool) {
     let server = server().await;
     let sink = RtpSink::bind().await;
-    let (mut ua, ok) = answered_call(&server, &sink).await;
+    let mut ua = if tcp {
+        Ua::tcp(&server, "1000").await
+    } else {
+        Ua::udp(&server, "1000").await
+    };
+    let ok = ua.invite_ok(Some(&pcmu_offer(sink.addr.port()))).await;
+    if tcp {
+        assert!(
+            header(&ok, "Contact").is_some_and(|c| c.contains("transport=tcp")),
+            "{ok}"
+        );
+    }
+    ua.ack(None).await;
     assert_eq!(
         m_audio(&ok).split_whitespace().nth(3),
         Some("0"),
@@ -485,6 +506,54 @@ async fn offerless_reinvite_gets_an_offer_and_the_ack_answer_applies() {
     assert_eq!(server.handle.active_calls(), 1);
 }
 
+/// UDP may deliver a re-INVITE before the ACK of the previous one's 2xx: both ACKs count,
+/// only the right one carries the answer to our offer, and no 2xx is left retransmitting.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_ack_overtaken_by_the_next_reinvite_still_counts() {
+    let server = server().await;
+    let sink = RtpSink::bind().await;
+    let (mut ua, _) = answered_call(&server, &sink).await;
+    wait_packets(&sink, 3).await;
+    let r = ua
+        .transact(
+            "INVITE",
+            &[],
+            Some(("application/sdp", &pcmu_offer(sink.addr.port()))),
+        )
+        .await;
+    assert_eq!(status(&r), 200, "{r}");
+    let first = ua.cseq;
+    let r = ua.transact("INVITE", &[], None).await;
+    assert_eq!(status(&r), 200, "{r}");
+    let second = ua.cseq;
+    // The ACKs in the wrong order: the offerless re-INVITE's (with the answer) first.
+    ua.invite_cseq = second;
+    let answer = sdp(sink.addr.port(), "8", &["a=rtpmap:8 PCMA/8000"]);
+    ua.ack(Some(&answer)).await;
+    ua.invite_cseq = first;
+    ua.ack(None).await;
+    let acked = Instant::now();
+    // Whatever pivotd sends in the next 2.6 s: neither 200 may come again (Timer G would
+    // resend at 0.5, 1, 2 s), and no BYE.
+    while let Some(m) = ua
+        .sip
+        .recv(2600u64.saturating_sub(acked.elapsed().as_millis() as u64))
+        .await
+    {
+        assert!(!m.starts_with("BYE "), "pivotd hung up:\n{m}");
+        if m.starts_with("SIP/2.0 200") && acked.elapsed() > Duration::from_millis(100) {
+            panic!("2xx retransmitted after its ACK:\n{m}");
+        }
+    }
+    let after = packets_during(&sink, Duration::from_millis(300)).await;
+    assert!(after.len() >= 8, "audio goes on: {}", after.len());
+    assert!(
+        after.iter().all(|p| p.pt == 8),
+        "the answer in the right ACK applies"
+    );
+    assert_eq!(server.handle.active_calls(), 1);
+}
+
 // ---------------------------------------------------------------------------------------
 // Offer/answer
 
@@ -572,6 +641,22 @@ async fn offer_with_audio_and_video_gets_both_m_lines_video_refused() {
         "{r}"
     );
     assert_eq!(sdp_version(&r), sdp_version(&ok), "nothing changed");
+    // An offerless re-INVITE: our offer keeps both m= lines (RFC 3264 §8).
+    let r = ua.transact("INVITE", &[], None).await;
+    assert_eq!(status(&r), 200, "{r}");
+    ua.invite_cseq = ua.cseq;
+    let m_lines: Vec<&str> = body(&r).lines().filter(|l| l.starts_with("m=")).collect();
+    assert_eq!(m_lines.len(), 2, "{r}");
+    assert!(m_lines[0].ends_with(" RTP/AVP 0 8 101"), "{r}");
+    assert!(m_lines[1].starts_with("m=video 0 "), "{r}");
+    let answer = format!(
+        "{}m=video 0 RTP/AVP 96\r\n",
+        sdp(sink.addr.port(), "0", &["a=rtpmap:0 PCMU/8000"])
+    );
+    ua.ack(Some(&answer)).await;
+    let after = packets_during(&sink, Duration::from_millis(300)).await;
+    assert!(after.len() >= 8, "audio goes on: {}", after.len());
+    assert_eq!(server.handle.active_calls(), 1);
 }
 
 // ---------------------------------------------------------------------------------------
@@ -768,7 +853,27 @@ async fn max_call_duration_ends_the_call_with_bye() {
         header(&bye, "Call-ID").as_deref(),
         Some(ua.call_id.as_str())
     );
+    assert_bye_in_dialog(&ua, &bye);
     assert!(eventually(3, || server.handle.active_calls() == 0).await);
+}
+
+/// pivotd's BYE belongs to the dialog (RFC 3261 §12.2.1.1): our Contact as Request-URI,
+/// its tag in From, ours in To, a CSeq of its own.
+fn assert_bye_in_dialog(ua: &Ua, bye: &str) {
+    let local = ua.sip.local();
+    assert!(
+        bye.starts_with(&format!("BYE sip:caller@{local}")),
+        "Request-URI is the caller's Contact:\n{bye}"
+    );
+    let from = header(bye, "From").unwrap_or_default();
+    let to = header(bye, "To").unwrap_or_default();
+    let ours = ua.to_tag.clone().unwrap_or_default();
+    assert!(from.ends_with(&format!(";tag={ours}")), "From: {from}");
+    assert!(to.ends_with(&format!(";tag={}", ua.from_tag)), "To: {to}");
+    assert!(
+        header(bye, "CSeq").is_some_and(|c| c.ends_with(" BYE")),
+        "{bye}"
+    );
 }
 
 // ---------------------------------------------------------------------------------------
@@ -838,8 +943,10 @@ async fn audio_goes_where_the_callers_rtp_comes_from() {
 /// A config whose media range holds exactly one port pair.
 fn one_pair_config() -> String {
     let toml = config_toml(FLOWS, "", "");
+    // Below the kernel's ephemeral range (32768+), where other tests' sockets land, and
+    // away from the ranges of config_toml (20000+) and SIPp (30000+).
     let port = loop {
-        let p = 40000 + 2 * (rand::random::<u16>() % 10000);
+        let p = 10000 + 2 * (rand::random::<u16>() % 5000);
         let a = std::net::UdpSocket::bind(("127.0.0.1", p));
         let b = std::net::UdpSocket::bind(("127.0.0.1", p + 1));
         if a.is_ok() && b.is_ok() {
@@ -878,6 +985,8 @@ async fn rtp_ports_return_to_the_pool_when_a_call_ends() {
         let r = ua.transact("BYE", &[], None).await;
         assert_eq!(status(&r), 200);
         assert!(eventually(3, || server.handle.active_calls() == 0).await);
+        // The pacer thread lets go of the sockets on its next command pass.
+        tokio::time::sleep(Duration::from_millis(100)).await;
     }
     assert_eq!(server.handle.stats.answered.load(Ordering::Relaxed), 2);
 }
