@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use tokio::sync::{mpsc, watch};
+use tokio::sync::{mpsc, watch, Notify};
 use tokio::time::Instant;
 
 use crate::callflow::node::Node;
@@ -17,7 +17,7 @@ use crate::callflow::runtime::Runtime;
 use crate::callflow::{CallControl, CallEnded, CallInfo};
 use crate::media::prompt::Prompt;
 use crate::media::rtp::{PlayResult, RtpSession};
-use crate::media::sdp::{self, LocalSession, Negotiated};
+use crate::media::sdp::{self, Direction, LocalSession, Negotiated, Sdp};
 use crate::sip::dialog::Dialog;
 use crate::sip::endpoint::{DialogEvent, Endpoint, ServerTx};
 use crate::sip::message;
@@ -54,6 +54,8 @@ pub struct CallSetup {
     pub rtp: Arc<RtpSession>,
     /// The negotiated session when the INVITE had an offer; None for a late offer.
     pub negotiated: Option<Negotiated>,
+    /// The INVITE's offer, parsed: the answer mirrors its m= lines (RFC 3264 §6).
+    pub offer: Option<Sdp>,
     pub local_sdp: LocalSession,
 }
 
@@ -79,11 +81,20 @@ pub struct Call {
     early_media_sent: bool,
     rtp: Arc<RtpSession>,
     negotiated: Option<Negotiated>,
+    /// The caller's last description (its offer, or its answer in an ACK): our answers and
+    /// later offers keep its m= lines, the ones we do not use at port 0 (RFC 3264 §6, §8).
+    offer: Option<Sdp>,
     local_sdp: LocalSession,
+    /// The prompt playing now, to re-encode it when a re-INVITE or the ACK changes the codec.
+    playing: Option<Arc<Prompt>>,
+    /// Woken when the answer to our offer arrives in an ACK.
+    answer_arrived: Arc<Notify>,
     /// The SDP we last sent, to answer a re-INVITE that changes nothing with the same version.
     last_sdp: Option<String>,
     /// We sent an offer (late offer) and wait for the answer in the ACK.
-    awaiting_answer: bool,
+    /// The CSeq of that INVITE: only its ACK carries the answer (an earlier INVITE's ACK may
+    /// arrive after it over UDP and has nothing to say about this offer).
+    awaiting_answer: Option<u32>,
     /// The caller put us on hold (sendonly/inactive): no RTP is expected from them.
     held: bool,
     answered_at: Option<Instant>,
@@ -113,9 +124,12 @@ impl Call {
             early_media_sent: false,
             rtp: setup.rtp,
             negotiated: setup.negotiated,
+            offer: setup.offer,
             local_sdp: setup.local_sdp,
+            playing: None,
+            answer_arrived: Arc::new(Notify::new()),
             last_sdp: None,
-            awaiting_answer: false,
+            awaiting_answer: None,
             held: false,
             answered_at: None,
             started: Instant::now(),
@@ -134,14 +148,29 @@ impl Call {
         )
         .await;
         ctx.endpoint.unregister_dialog(call.dialog.id.clone());
+        // The RTP session goes first (its ports start back to the pool), then the call
+        // stops counting: a call admitted because this one ended should find its ports.
+        drop(call);
         ctx.active.fetch_sub(1, Ordering::Relaxed);
     }
 
     fn apply_negotiated(&mut self, n: Negotiated) {
         self.rtp.set_remote(n.remote);
-        self.rtp.set_codec(n.codec_pt, n.codec.silence_byte());
+        let old_codec = self.negotiated.as_ref().map(|o| o.codec);
+        match &self.playing {
+            // A prompt is playing in the old codec: go on with the new codec's bytes, or the
+            // caller would get μ-law bytes labelled A-law (or the reverse) until it ends.
+            Some(p) if old_codec != Some(n.codec) => self.rtp.switch_codec(
+                n.codec_pt,
+                n.codec.silence_byte(),
+                p.payload(n.codec).clone(),
+            ),
+            _ => self.rtp.set_codec(n.codec_pt, n.codec.silence_byte()),
+        }
         self.rtp.set_sending(n.direction.we_send());
-        self.held = !n.direction.we_receive();
+        // On hold (they offered sendonly or inactive, or recvonly) the caller sends no RTP:
+        // no RTP timeout then. Only sendrecv means we should hear from them.
+        self.held = n.direction != Direction::SendRecv;
         self.negotiated = Some(n);
     }
 
@@ -177,24 +206,31 @@ impl Call {
 
     /// The SDP for our side now: an answer to what was negotiated, or an offer (late offer).
     fn current_sdp(&mut self) -> String {
-        let sdp = match &self.negotiated {
-            Some(n) => sdp::answer(&self.local_sdp, n),
-            None => {
-                self.awaiting_answer = true;
-                sdp::offer(&self.local_sdp, 101)
-            }
+        if self.negotiated.is_none() {
+            self.awaiting_answer = Some(cseq_of(&self.invite));
+        }
+        let make_offer = self.negotiated.is_none();
+        self.versioned_sdp(make_offer)
+    }
+
+    /// Our description (`offer` true: a fresh offer; else the answer to the current
+    /// session), with the o= version raised only when it differs from the last one we sent
+    /// (RFC 3264 §8: a changed description carries a higher version, an unchanged one keeps it).
+    fn versioned_sdp(&mut self, offer: bool) -> String {
+        let render = |call: &Call| match (&call.negotiated, offer) {
+            (Some(n), false) => match &call.offer {
+                Some(o) => sdp::answer_to_offer(&call.local_sdp, o, n),
+                None => sdp::answer(&call.local_sdp, n),
+            },
+            _ => match &call.offer {
+                Some(o) => sdp::offer_keeping_lines(&call.local_sdp, o, 101),
+                None => sdp::offer(&call.local_sdp, 101),
+            },
         };
-        if let Some(last) = &self.last_sdp {
-            if *last != sdp {
-                // RFC 3264 §8: a changed description carries a higher version.
-                self.local_sdp.version += 1;
-                let sdp = match &self.negotiated {
-                    Some(n) => sdp::answer(&self.local_sdp, n),
-                    None => sdp::offer(&self.local_sdp, 101),
-                };
-                self.last_sdp = Some(sdp.clone());
-                return sdp;
-            }
+        let mut sdp = render(self);
+        if self.last_sdp.as_ref().is_some_and(|last| *last != sdp) {
+            self.local_sdp.version += 1;
+            sdp = render(self);
         }
         self.last_sdp = Some(sdp.clone());
         sdp
@@ -295,17 +331,22 @@ impl Call {
     }
 
     fn on_ack(&mut self, req: rsip::Request) {
-        if !self.awaiting_answer {
+        if self.awaiting_answer.is_none() || self.awaiting_answer != Some(cseq_of(&req)) {
             return;
         }
-        self.awaiting_answer = false;
+        self.awaiting_answer = None;
         let answer = std::str::from_utf8(&req.body)
             .ok()
             .filter(|s| !s.trim().is_empty())
             .and_then(|s| sdp::parse(s).ok())
-            .and_then(|s| sdp::negotiate_answer(&s).ok());
+            .and_then(|s| sdp::negotiate_answer(&s).ok().map(|n| (s, n)));
         match answer {
-            Some(n) => self.apply_negotiated(n),
+            Some((remote, n)) => {
+                // Its m= lines mirror our offer's: the template of our next description.
+                self.offer = Some(remote);
+                self.apply_negotiated(n);
+                self.answer_arrived.notify_one();
+            }
             None => {
                 // RFC 3261 §13.3.1.4 leaves a bad answer in the ACK to the UAS: end the call.
                 tracing::warn!("the ACK carried no usable SDP answer to our offer: hanging up");
@@ -377,7 +418,7 @@ impl Call {
             respond(self, 500, &[("Retry-After", "1")], None);
             return;
         }
-        if self.awaiting_answer {
+        if self.awaiting_answer.is_some() {
             respond(self, 491, &[], None);
             return;
         }
@@ -395,10 +436,11 @@ impl Call {
                 .ok()
                 .and_then(|s| sdp::parse(s).ok())
                 .ok_or(())
-                .and_then(|o| sdp::negotiate(&o).map_err(|_| ()));
+                .and_then(|o| sdp::negotiate(&o).map(|n| (o, n)).map_err(|_| ()));
             match neg {
-                Ok(n) => {
+                Ok((offer, n)) => {
                     self.dialog.refresh_target(&req);
+                    self.offer = Some(offer);
                     self.apply_negotiated(n);
                     let body = self.current_sdp();
                     respond(self, 200, &[], Some(body));
@@ -409,9 +451,8 @@ impl Call {
         } else {
             // An offerless re-INVITE: we offer in the 200, the answer comes in the ACK.
             self.dialog.refresh_target(&req);
-            let offer = sdp::offer(&self.local_sdp, 101);
-            self.awaiting_answer = true;
-            self.last_sdp = Some(offer.clone());
+            let offer = self.versioned_sdp(true);
+            self.awaiting_answer = Some(cseq_of(&req));
             respond(self, 200, &[], Some(offer));
         }
     }
@@ -477,6 +518,16 @@ impl CallControl for Call {
         if self.phase == Phase::Ended {
             return Err(CallEnded);
         }
+        // A late offer: our 200 carried the offer and the answer comes in the ACK. Until it
+        // does there is neither an address nor a codec, and audio sent now would be lost:
+        // the caller should hear the prompt from its start.
+        while self.awaiting_answer.is_some()
+            && self.phase == Phase::Answered
+            && self.negotiated.is_none()
+        {
+            let arrived = self.answer_arrived.clone();
+            self.serve(async move { arrived.notified().await }).await?;
+        }
         let codec = self
             .negotiated
             .as_ref()
@@ -484,7 +535,9 @@ impl CallControl for Call {
             .unwrap_or(crate::media::codec::Codec::Pcmu);
         let payload = prompt.payload(codec).clone();
         let rtp = self.rtp.clone();
+        self.playing = Some(prompt);
         let result = self.serve(async move { rtp.play(payload).await }).await;
+        self.playing = None;
         match result {
             Ok(PlayResult::Finished) | Ok(PlayResult::Stopped) => {
                 if self.phase == Phase::Ended {
@@ -525,4 +578,16 @@ impl CallControl for Call {
         self.end_now(480, "Temporarily Unavailable");
         Ok(())
     }
+}
+
+/// The CSeq number of a request (0 when unreadable: the parser has already checked it).
+fn cseq_of(req: &rsip::Request) -> u32 {
+    use rsip::headers::UntypedHeader;
+    req.headers
+        .iter()
+        .find_map(|h| match h {
+            rsip::Header::CSeq(c) => c.value().split_whitespace().next()?.parse().ok(),
+            _ => None,
+        })
+        .unwrap_or(0)
 }

@@ -312,8 +312,8 @@ impl Admission {
                     reason: "not UTF-8".into(),
                 })
                 .and_then(sdp::parse);
-            match offer.and_then(|o| sdp::negotiate(&o)) {
-                Ok(n) => Some(n),
+            match offer.and_then(|o| sdp::negotiate(&o).map(|n| (o, n))) {
+                Ok(on) => Some(on),
                 Err(e) => {
                     tracing::info!("offer refused: {e}");
                     reply(
@@ -342,6 +342,10 @@ impl Admission {
                 );
                 return;
             }
+        };
+        let (offer, negotiated) = match negotiated {
+            Some((o, n)) => (Some(o), Some(n)),
+            None => (None, None),
         };
         let remote = negotiated.as_ref().and_then(|n| n.remote);
         let pt = negotiated.as_ref().map(|n| n.codec_pt).unwrap_or(0);
@@ -380,6 +384,7 @@ impl Admission {
             dialog,
             rtp,
             negotiated,
+            offer,
             local_sdp,
         };
         tokio::spawn(Call::run(self.ctx.clone(), setup));

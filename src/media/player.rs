@@ -84,6 +84,9 @@ pub(crate) enum Command {
         id: u64,
         payload_type: u8,
         silence: u8,
+        /// The running play's audio in the new codec (same length): it replaces the old
+        /// bytes at the same offset, in the same command so no packet mixes PT and codec.
+        payload: Option<Arc<[u8]>>,
     },
     SetSending(u64, bool),
     Play {
@@ -469,10 +472,15 @@ impl Shard {
                 id,
                 payload_type,
                 silence,
+                payload,
             } => {
                 if let Some(s) = self.stream(id) {
                     s.payload_type = payload_type & 0x7f;
                     s.silence = silence;
+                    if let (Some(play), Some(payload)) = (s.playing.as_mut(), payload) {
+                        play.offset = play.offset.min(payload.len());
+                        play.payload = payload;
+                    }
                 }
             }
             Command::SetSending(id, on) => {
@@ -700,5 +708,46 @@ mod tests {
             done: tx,
         });
         assert_eq!(rx.try_recv(), Ok(PlayResult::Stopped));
+    }
+
+    #[test]
+    fn codec_switch_carries_on_at_the_same_offset() {
+        let rx_sock = UdpSocket::bind("127.0.0.1:0").unwrap();
+        rx_sock
+            .set_read_timeout(Some(Duration::from_secs(2)))
+            .unwrap();
+        let tx_sock = Arc::new(UdpSocket::bind("127.0.0.1:0").unwrap());
+        let mut shard = Shard::new(1, Arc::new(ShardStats::default()));
+        shard.handle(Command::Add(stream(
+            3,
+            tx_sock,
+            rx_sock.local_addr().unwrap(),
+        )));
+        let (done_tx, _done_rx) = oneshot::channel();
+        shard.handle(Command::Play {
+            id: 3,
+            payload: Arc::from(&[1u8; 480][..]),
+            done: done_tx,
+        });
+        let grid = Grid::new(Instant::now(), 1);
+        let mut buf = [0u8; 172];
+        shard.run_subtick(&grid, 1, &mut buf);
+        // The same audio in another codec: two packets left, sent as the new one.
+        let mut other = vec![2u8; 160];
+        other.extend_from_slice(&[3u8; 320]);
+        shard.handle(Command::SetCodec {
+            id: 3,
+            payload_type: 0,
+            silence: 0xFF,
+            payload: Some(other.into()),
+        });
+        shard.run_subtick(&grid, 2, &mut buf);
+        let mut got = [0u8; 400];
+        for (pt, byte) in [(8, 1u8), (0, 3u8)] {
+            let n = rx_sock.recv(&mut got).unwrap();
+            let p = rtp_rs::RtpReader::new(&got[..n]).unwrap();
+            assert_eq!(p.payload_type(), pt);
+            assert!(p.payload().iter().all(|b| *b == byte), "PT {pt}");
+        }
     }
 }

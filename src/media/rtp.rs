@@ -335,6 +335,19 @@ impl RtpSession {
             id: self.id,
             payload_type: pt,
             silence: silence_byte,
+            payload: None,
+        });
+    }
+
+    /// A codec change during a play (a re-INVITE, the answer in the ACK): `payload` is the
+    /// same audio encoded in the new codec and carries on from where the play is, so the
+    /// packets after the change are the new codec's bytes under its payload type.
+    pub fn switch_codec(&self, pt: u8, silence_byte: u8, payload: Arc<[u8]>) {
+        self.shard.send(Command::SetCodec {
+            id: self.id,
+            payload_type: pt,
+            silence: silence_byte,
+            payload: Some(payload),
         });
     }
 

@@ -520,9 +520,35 @@ pub fn answer_to_offer(local: &LocalSession, offer: &Sdp, neg: &Negotiated) -> S
 /// telephone-event/8000 0-16 on `dtmf_pt`, sendrecv, ptime 20. A `dtmf_pt` that is not a
 /// free RTP payload type (0, 8, or above 127) leaves telephone-event out.
 pub fn offer(local: &LocalSession, dtmf_pt: u8) -> String {
-    let dtmf = (dtmf_pt != 0 && dtmf_pt != 8 && dtmf_pt <= 127).then_some(dtmf_pt);
     let mut out = String::with_capacity(256);
     write_session(&mut out, local);
+    write_offer_audio(&mut out, local, dtmf_pt);
+    out
+}
+
+/// Like [`offer`], for a new offer in a session whose last offer was `previous` (a
+/// re-INVITE without SDP): RFC 3264 §8 forbids fewer m= lines than before, so every m= line
+/// of `previous` is kept in its place, the audio one offered anew, the others at port 0.
+pub fn offer_keeping_lines(local: &LocalSession, previous: &Sdp, dtmf_pt: u8) -> String {
+    let chosen = previous.audio_index();
+    let mut out = String::with_capacity(256);
+    write_session(&mut out, local);
+    for (i, m) in previous.media.iter().enumerate() {
+        if Some(i) == chosen {
+            write_offer_audio(&mut out, local, dtmf_pt);
+        } else {
+            let fmt = m.formats.first().map(String::as_str).unwrap_or("0");
+            let _ = write!(out, "m={} 0 {} {fmt}\r\n", m.kind, m.proto);
+        }
+    }
+    if chosen.is_none() {
+        write_offer_audio(&mut out, local, dtmf_pt);
+    }
+    out
+}
+
+fn write_offer_audio(out: &mut String, local: &LocalSession, dtmf_pt: u8) {
+    let dtmf = (dtmf_pt != 0 && dtmf_pt != 8 && dtmf_pt <= 127).then_some(dtmf_pt);
     let _ = write!(out, "m=audio {} RTP/AVP 0 8", local.port);
     if let Some(d) = dtmf {
         let _ = write!(out, " {d}");
@@ -535,7 +561,6 @@ pub fn offer(local: &LocalSession, dtmf_pt: u8) -> String {
         );
     }
     let _ = write!(out, "a=ptime:{PTIME_MS}\r\na=sendrecv\r\n");
-    out
 }
 
 #[cfg(test)]
@@ -643,6 +668,20 @@ mod tests {
         let back = parse(&full).unwrap();
         assert_eq!(back.media.len(), 2);
         assert_eq!(back.media[1].port, 0);
+        // A later offer of ours keeps both lines, audio offered anew, video still refused.
+        let again = offer_keeping_lines(&local(), &sdp, 101);
+        let back = parse(&again).unwrap();
+        assert_eq!(back.media.len(), 2);
+        assert_eq!(back.media[0].formats, ["0", "8", "101"]);
+        assert_eq!(back.media[0].port, 20000);
+        assert_eq!(
+            (back.media[1].kind.as_str(), back.media[1].port),
+            ("video", 0)
+        );
+        assert_eq!(
+            again.replace("m=video 0 RTP/AVP 96\r\n", ""),
+            offer(&local(), 101)
+        );
     }
 
     #[test]

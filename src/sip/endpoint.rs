@@ -292,6 +292,7 @@ struct ServerEntry {
 }
 
 enum ClientMachine {
+    // Boxed: the request is large and only INVITE transactions keep it.
     Invite(ClientInvite, Option<Box<rsip::Request>>),
     NonInvite(ClientNonInvite),
 }
@@ -308,7 +309,10 @@ struct ClientEntry {
 struct DialogEntry {
     owner: mpsc::UnboundedSender<DialogEvent>,
     /// The INVITE transaction whose 2xx awaits its ACK, with its CSeq.
-    pending_ack: Option<(u32, TxKey)>,
+    /// More than one when a re-INVITE's 2xx goes out before the ACK of the previous 2xx
+    /// came in (UDP may reorder the caller's ACK and its next re-INVITE): each is matched
+    /// by CSeq, or a late ACK would be lost and its 2xx retransmitted until Timer H.
+    pending_ack: Vec<(u32, TxKey)>,
 }
 
 #[derive(PartialEq, Eq, PartialOrd, Ord)]
@@ -416,7 +420,7 @@ impl Shard {
                     id,
                     DialogEntry {
                         owner,
-                        pending_ack: None,
+                        pending_ack: Vec::new(),
                     },
                 );
             }
@@ -581,9 +585,7 @@ impl Shard {
                         .dialog
                         .as_ref()
                         .and_then(|d| self.dialogs.get(d))
-                        .and_then(|d| d.pending_ack.as_ref())
-                        .map(|(_, k)| *k == key)
-                        .unwrap_or(false);
+                        .is_some_and(|d| d.pending_ack.iter().any(|(_, k)| *k == key));
                     if !is_2xx_pending {
                         self.apply_server(&key, out);
                         return;
@@ -601,18 +603,18 @@ impl Shard {
         let Some(d) = self.dialogs.get_mut(&id) else {
             return;
         };
-        match d.pending_ack.take() {
-            Some((n, invite_key)) if Some(n) == cseq => {
-                let owner = d.owner.clone();
-                if let Some(e) = self.server.get_mut(&invite_key) {
-                    if let ServerMachine::Invite(m) = &mut e.machine {
-                        m.on_2xx_ack();
-                    }
-                }
-                let _ = owner.send(DialogEvent::Ack { req });
+        // No pending 2xx with this CSeq: a stray or repeated ACK, absorbed.
+        let Some(pos) = d.pending_ack.iter().position(|(n, _)| Some(*n) == cseq) else {
+            return;
+        };
+        let (_, invite_key) = d.pending_ack.swap_remove(pos);
+        let owner = d.owner.clone();
+        if let Some(e) = self.server.get_mut(&invite_key) {
+            if let ServerMachine::Invite(m) = &mut e.machine {
+                m.on_2xx_ack();
             }
-            other => d.pending_ack = other, // a stray or repeated ACK: absorbed
         }
+        let _ = owner.send(DialogEvent::Ack { req });
     }
 
     fn respond(&mut self, key: TxKey, code: u16, bytes: Bytes) {
@@ -624,7 +626,9 @@ impl Shard {
                 let out = m.respond(code, bytes);
                 if (200..300).contains(&code) && out.send.is_some() {
                     if let Some(d) = e.dialog.as_ref().and_then(|d| self.dialogs.get_mut(d)) {
-                        d.pending_ack = Some((e.cseq, key.clone()));
+                        if !d.pending_ack.iter().any(|(_, k)| *k == key) {
+                            d.pending_ack.push((e.cseq, key.clone()));
+                        }
                     }
                 }
                 out
@@ -647,13 +651,7 @@ impl Shard {
                 let _ = o.send(DialogEvent::AckTimeout);
             }
             if let Some(d) = e.dialog.as_ref().and_then(|d| self.dialogs.get_mut(d)) {
-                if d.pending_ack
-                    .as_ref()
-                    .map(|(_, k)| k == key)
-                    .unwrap_or(false)
-                {
-                    d.pending_ack = None;
-                }
+                d.pending_ack.retain(|(_, k)| k != key);
             }
         }
         let now = Instant::now();

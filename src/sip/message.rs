@@ -65,6 +65,17 @@ pub fn parse(raw: &[u8]) -> Result<SipMessage, ParseError> {
         if let Err(reason) = check_request_uri(uri_text) {
             return Err(invalid_request(reason.into(), req.clone()));
         }
+        // rsip 0.4 reads an unknown scheme with a user part (`foo:bar@host`) as user "foo",
+        // password "bar" and no scheme at all: put the scheme back, so the request is
+        // answered 416 (RFC 3261 §8.2.2.1) instead of being taken for a SIP URI.
+        if req.uri.scheme.is_none() {
+            if let Some(scheme) = uri_scheme(uri_text.as_bytes()) {
+                let scheme = String::from_utf8_lossy(scheme);
+                if !scheme.eq_ignore_ascii_case("sip") && !scheme.eq_ignore_ascii_case("sips") {
+                    req.uri.scheme = Some(rsip::Scheme::Other(scheme.into_owned()));
+                }
+            }
+        }
         // rsip 0.4 reads `sip:first.last@host` as a host of "first.last@host": read it again.
         let hp = req.uri.host_with_port.to_string();
         if hp.contains(['@', '<', '>']) {
@@ -1275,6 +1286,15 @@ To: <sip:c@d>\r\nCall-ID: x\r\nCSeq: 1 OPTIONS\r\nContent-Length: 0\r\n\r\n"
             req("OPTIONS tel:+15551234 SIP/2.0"),
             Err(ParseError::Unsupported { code: 416, .. })
         ));
+        // rsip alone reads this one as user "foo", password "bar" and no scheme.
+        assert_eq!(
+            uri_of("OPTIONS foo:bar@pivotd.test SIP/2.0").scheme,
+            Some(rsip::Scheme::Other("foo".into()))
+        );
+        assert_eq!(
+            uri_of("OPTIONS sip:bar@pivotd.test SIP/2.0").scheme,
+            Some(rsip::Scheme::Sip)
+        );
     }
 
     #[test]
