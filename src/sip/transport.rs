@@ -77,6 +77,11 @@ pub enum Incoming {
 /// Receives everything the transport reads. Called on the receiving task: keep it short.
 pub trait IncomingHandler: Send + Sync + 'static {
     fn incoming(&self, incoming: Incoming);
+
+    /// One framed message, not parsed yet: the handler parses it with
+    /// [`Transport::parse_incoming`] where it suits it (so parsing can run in parallel while
+    /// messages of one call keep their order).
+    fn incoming_raw(&self, data: Bytes, peer: Peer);
 }
 
 /// Start-up problems, each one clear line.
@@ -182,12 +187,11 @@ impl Transport {
             stats: TransportStats::default(),
         });
         for sock in &transport.udp {
-            // Two readers per socket so parsing one datagram does not hold up the next.
-            for _ in 0..2 {
-                let t = transport.clone();
-                let s = sock.clone();
-                tokio::spawn(async move { t.udp_loop(s).await });
-            }
+            // One reader per socket keeps the datagrams of a caller in order (an INVITE before
+            // its CANCEL); parsing happens after the hand-off, in parallel across shards.
+            let t = transport.clone();
+            let s = sock.clone();
+            tokio::spawn(async move { t.udp_loop(s).await });
         }
         for l in listeners {
             let t = transport.clone();
@@ -243,7 +247,9 @@ impl Transport {
                 local,
                 conn: None,
             };
-            self.deliver(data, peer);
+            self.stats.received.fetch_add(1, Ordering::Relaxed);
+            self.handler
+                .incoming_raw(Bytes::copy_from_slice(data), peer);
         }
     }
 
@@ -371,8 +377,9 @@ impl Transport {
                         }
                     }
                     Frame::Complete(n) => {
-                        let msg = buf.split_to(n);
-                        self.deliver(&msg, peer.clone());
+                        let msg = buf.split_to(n).freeze();
+                        self.stats.received.fetch_add(1, Ordering::Relaxed);
+                        self.handler.incoming_raw(msg, peer.clone());
                     }
                     f @ (Frame::TooLarge | Frame::Invalid) => {
                         // The stream cannot be re-synchronised: answer what can be answered
@@ -446,19 +453,20 @@ impl Transport {
     }
 
     /// Parses one message and hands it on; unparsable input is dropped and counted.
-    fn deliver(&self, data: &[u8], peer: Peer) {
-        self.stats.received.fetch_add(1, Ordering::Relaxed);
+    /// Parses one framed message: stamps the Via of a request and says where its answers go;
+    /// counts and drops what cannot be parsed at all.
+    pub fn parse_incoming(&self, data: &[u8], peer: Peer) -> Option<Incoming> {
         match message::parse(data) {
             Ok(mut msg) => {
                 let reply_to = match &mut msg {
                     rsip::SipMessage::Request(req) => stamp_via(req, &peer),
                     rsip::SipMessage::Response(_) => peer.remote,
                 };
-                self.handler.incoming(Incoming::Message {
+                Some(Incoming::Message {
                     msg,
                     peer,
                     reply_to,
-                });
+                })
             }
             Err(ParseError::Invalid {
                 reason,
@@ -466,13 +474,13 @@ impl Transport {
             }) => {
                 self.stats.invalid.fetch_add(1, Ordering::Relaxed);
                 let reply_to = stamp_via(&mut request, &peer);
-                self.handler.incoming(Incoming::Invalid {
+                Some(Incoming::Invalid {
                     code: 400,
                     reason,
                     request,
                     peer,
                     reply_to,
-                });
+                })
             }
             Err(ParseError::Unsupported {
                 code,
@@ -481,13 +489,13 @@ impl Transport {
             }) => {
                 self.stats.invalid.fetch_add(1, Ordering::Relaxed);
                 let reply_to = stamp_via(&mut request, &peer);
-                self.handler.incoming(Incoming::Invalid {
+                Some(Incoming::Invalid {
                     code,
                     reason,
                     request,
                     peer,
                     reply_to,
-                });
+                })
             }
             Err(ParseError::Invalid {
                 reason,
@@ -498,8 +506,29 @@ impl Transport {
                     .dropped_unparsable
                     .fetch_add(1, Ordering::Relaxed);
                 tracing::debug!(remote = %peer.remote, "dropped unparsable message: {reason}");
+                None
             }
         }
+    }
+
+    /// The Call-ID of an unparsed message, found by a light scan of its header lines, to pick
+    /// the shard before parsing. A folded or odd Call-ID may differ from the parsed one: the
+    /// shard then forwards the parsed message to the right shard.
+    pub fn quick_call_id(data: &[u8]) -> &[u8] {
+        for line in data.split(|b| *b == b'\n').skip(1) {
+            let line = line.strip_suffix(b"\r").unwrap_or(line);
+            if line.is_empty() {
+                break;
+            }
+            let Some(colon) = line.iter().position(|b| *b == b':') else {
+                continue;
+            };
+            let name = line[..colon].trim_ascii();
+            if name.eq_ignore_ascii_case(b"call-id") || name.eq_ignore_ascii_case(b"i") {
+                return line[colon + 1..].trim_ascii();
+            }
+        }
+        b""
     }
 
     /// Sends bytes to a peer: over TCP on its connection (or a new one to its address), over UDP
@@ -688,6 +717,16 @@ mod tests {
         assert_eq!(port, 5070);
         let (_, port) = stamp_via_value("SIP/2.0/UDP host.example;branch=z9hG4bK1", src);
         assert_eq!(port, 5060);
+    }
+
+    #[test]
+    fn quick_call_id_finds_full_and_compact_names() {
+        let m = b"INVITE sip:a@b SIP/2.0\r\nVia: x\r\nCall-ID :  abc@h \r\n\r\ni: body";
+        assert_eq!(Transport::quick_call_id(m), b"abc@h");
+        let m = b"BYE sip:a@b SIP/2.0\nv: x\ni:z9\n\n";
+        assert_eq!(Transport::quick_call_id(m), b"z9");
+        let m = b"OPTIONS sip:a@b SIP/2.0\r\n\r\nCall-ID: in-body\r\n";
+        assert_eq!(Transport::quick_call_id(m), b"");
     }
 
     #[test]
