@@ -65,9 +65,24 @@ pub struct SipConfig {
     /// `max_message_bytes`: largest SIP message accepted (TCP framing cap); larger ones are
     /// refused. Default 65536, 1024..=1048576.
     pub max_message_bytes: usize,
+    /// `timer_t1_ms`: RFC 3261 T1, the round-trip estimate every retransmission timer derives
+    /// from (Timer H, which ends an unacknowledged call, is 64*T1). Default 500, 10..=10000.
+    pub timer_t1_ms: u64,
+    /// `timer_t2_ms`: RFC 3261 T2, the retransmission interval cap. Default 4000.
+    pub timer_t2_ms: u64,
+    /// `timer_t4_ms`: RFC 3261 T4, how long a message may linger in the network. Default 5000.
+    pub timer_t4_ms: u64,
 }
 
 impl SipConfig {
+    /// The RFC 3261 timer base values.
+    pub fn timers(&self) -> crate::sip::timer::Timers {
+        crate::sip::timer::Timers {
+            t1: Duration::from_millis(self.timer_t1_ms),
+            t2: Duration::from_millis(self.timer_t2_ms.max(self.timer_t1_ms)),
+            t4: Duration::from_millis(self.timer_t4_ms),
+        }
+    }
     pub fn max_call_duration(&self) -> Option<Duration> {
         (self.max_call_duration_s > 0).then(|| Duration::from_secs(self.max_call_duration_s))
     }
@@ -670,6 +685,9 @@ fn parse(s: &str, base: &Path) -> (Config, Vec<ConfigProblem>) {
             "shutdown_grace_s",
             "tcp_idle_timeout_s",
             "max_message_bytes",
+            "timer_t1_ms",
+            "timer_t2_ms",
+            "timer_t4_ms",
         ],
     );
     let default_sip: SocketAddr = SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), 5060);
@@ -711,6 +729,15 @@ fn parse(s: &str, base: &Path) -> (Config, Vec<ConfigProblem>) {
         max_message_bytes: r
             .int(t, p, "max_message_bytes", 1024, 1_048_576)
             .map_or(65536, |n| n as usize),
+        timer_t1_ms: r
+            .int(t, p, "timer_t1_ms", 10, 10_000)
+            .map_or(500, |n| n as u64),
+        timer_t2_ms: r
+            .int(t, p, "timer_t2_ms", 10, 60_000)
+            .map_or(4000, |n| n as u64),
+        timer_t4_ms: r
+            .int(t, p, "timer_t4_ms", 10, 60_000)
+            .map_or(5000, |n| n as u64),
     };
 
     let t = r.table(&root, "", "media").unwrap_or(&empty);

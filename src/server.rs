@@ -22,7 +22,6 @@ use crate::sip::dialog::{host_port, Dialog};
 use crate::sip::endpoint::{Endpoint, EndpointConfig, NewRequest, ServerTx};
 use crate::sip::message;
 use crate::sip::outgoing::{random_token, response_bytes};
-use crate::sip::timer::Timers;
 use crate::sip::transport::{TransportConfig, TransportError};
 
 /// Why the server could not start: one clear line each.
@@ -95,7 +94,7 @@ pub async fn start(cfg: Arc<Config>) -> Result<ServerHandle, StartError> {
             max_message_bytes: cfg.sip.max_message_bytes,
             tcp_idle_timeout: Duration::from_secs(cfg.sip.tcp_idle_timeout_s.max(1)),
         },
-        timers: Timers::default(),
+        timers: cfg.sip.timers(),
         shards: cores,
         app_queue: 16384,
     })

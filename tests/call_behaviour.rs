@@ -420,6 +420,36 @@ async fn unacknowledged_200_is_retransmitted_with_timer_g_until_the_ack() {
     assert_eq!(server.handle.active_calls(), 1, "the call is still up");
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_200_never_acknowledged_ends_the_call_with_bye_at_timer_h() {
+    // T1 = 20 ms makes Timer H (64*T1) 1.28 s instead of 32 s.
+    let server = start(&config_toml(
+        FLOWS,
+        "timer_t1_ms = 20\ntimer_t2_ms = 200",
+        "",
+    ))
+    .await;
+    let sink = RtpSink::bind().await;
+    let mut ua = Ua::udp(&server, "1000").await;
+    ua.invite(Some(&pcmu_offer(sink.addr.port()))).await;
+    let started = Instant::now();
+    let first = ua.sip.expect("SIP/2.0 200", 2000).await.expect("200");
+    ua.to_tag = to_tag(&first);
+    // Never ACKed: the 200 is retransmitted, then Timer H gives up and pivotd sends BYE.
+    let bye = ua
+        .sip
+        .expect("BYE ", 5000)
+        .await
+        .expect("BYE after Timer H");
+    let waited = started.elapsed();
+    assert_bye_in_dialog(&ua, &bye);
+    assert!(
+        waited >= Duration::from_millis(1200),
+        "BYE after {waited:?}"
+    );
+    assert!(eventually(3, || server.handle.active_calls() == 0).await);
+}
+
 // ---------------------------------------------------------------------------------------
 // re-INVITE
 
