@@ -110,8 +110,6 @@ impl Call {
             .register_dialog(setup.dialog.id.clone(), ev_tx, Some(&setup.tx));
         ctx.stats.total.fetch_add(1, Ordering::Relaxed);
         let span = tracing::info_span!("call", call_id = %setup.info.call_id);
-        let _enter = span.enter();
-        drop(_enter);
         let mut call = Call {
             force_end: ctx.force_end.clone(),
             ctx: ctx.clone(),
@@ -357,11 +355,7 @@ impl Call {
     }
 
     fn on_request(&mut self, req: rsip::Request, tx: ServerTx) {
-        let msg = rsip::SipMessage::Request(req);
-        let cseq = message::cseq(&msg).map(|c| c.0).unwrap_or(0);
-        let rsip::SipMessage::Request(req) = msg else {
-            return;
-        };
+        let cseq = message::cseq(&req).map(|c| c.0).unwrap_or(0);
         let reply = |code: u16, extra: &[(&str, &str)], body: Option<(&str, &[u8])>| {
             let b = response_bytes(&req, code, None, None, extra, body);
             tx.respond(code, b);
@@ -422,7 +416,7 @@ impl Call {
             respond(self, 491, &[], None);
             return;
         }
-        let ctype = message::header_value(&rsip::SipMessage::Request(req.clone()), "Content-Type");
+        let ctype = message::header_value(&req, "Content-Type");
         if req.body.iter().any(|b| !b.is_ascii_whitespace()) {
             if !ctype
                 .as_deref()

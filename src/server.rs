@@ -245,12 +245,8 @@ impl Admission {
         if refuse_require(&req, &tx) {
             return;
         }
-        let msg = rsip::SipMessage::Request(req);
-        let ctype = message::header_value(&msg, "Content-Type");
-        let accept = message::header_value(&msg, "Accept");
-        let rsip::SipMessage::Request(req) = msg else {
-            return;
-        };
+        let ctype = message::header_value(&req, "Content-Type");
+        let accept = message::header_value(&req, "Accept");
         let has_body = req.body.iter().any(|b| !b.is_ascii_whitespace());
         if has_body {
             let is_sdp = ctype

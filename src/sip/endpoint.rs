@@ -355,7 +355,7 @@ struct Shard {
 /// The server transaction key of RFC 3261 §17.2.3: branch, sent-by and method (ACK and CANCEL
 /// look for the INVITE's key with `method_for_key`). Pre-RFC 3261 branches fall back to the
 /// request's identifying headers.
-fn server_key(msg: &rsip::SipMessage, method: &str) -> Option<TxKey> {
+fn server_key(msg: &rsip::Request, method: &str) -> Option<TxKey> {
     let via = message::top_via(msg)?;
     match via.branch.as_deref() {
         Some(b) if b.starts_with("z9hG4bK") => {
@@ -469,17 +469,13 @@ impl Shard {
 
     fn on_request(&mut self, req: rsip::Request, peer: Peer, reply_to: SocketAddr) {
         let method = req.method;
-        let msg = rsip::SipMessage::Request(req);
-        let call_id = message::call_id(&msg).unwrap_or_default();
-        let to_tag = message::to_tag(&msg);
+        let call_id = message::call_id(&req).unwrap_or_default();
+        let to_tag = message::to_tag(&req);
         let key_method = match method {
             rsip::Method::Ack => "INVITE".to_string(),
             m => m.to_string(),
         };
-        let Some(key) = server_key(&msg, &key_method) else {
-            return;
-        };
-        let rsip::SipMessage::Request(req) = msg else {
+        let Some(key) = server_key(&req, &key_method) else {
             return;
         };
 
@@ -502,9 +498,7 @@ impl Shard {
         }
 
         let reliable = peer.proto.is_reliable();
-        let cseq = message::cseq(&rsip::SipMessage::Request(req.clone()))
-            .map(|c| c.0)
-            .unwrap_or(0);
+        let cseq = message::cseq(&req).map(|c| c.0).unwrap_or(0);
         let machine = if method == rsip::Method::Invite {
             ServerMachine::Invite(ServerInvite::new(reliable, self.timers))
         } else {
@@ -583,10 +577,8 @@ impl Shard {
                     {
                         // The call ended between its last event and its unregistering.
                         self.dialogs.remove(&DialogId {
-                            call_id: message::call_id(&rsip::SipMessage::Request(req.clone()))
-                                .unwrap_or_default(),
-                            local_tag: message::to_tag(&rsip::SipMessage::Request(req.clone()))
-                                .unwrap_or_default(),
+                            call_id: message::call_id(&req).unwrap_or_default(),
+                            local_tag: message::to_tag(&req).unwrap_or_default(),
                         });
                         let bytes = response_bytes(&req, 481, None, None, &[], None);
                         self.respond(key, 481, bytes);
@@ -635,7 +627,7 @@ impl Shard {
             call_id,
             local_tag: tag,
         };
-        let cseq = message::cseq(&rsip::SipMessage::Request(req.clone())).map(|c| c.0);
+        let cseq = message::cseq(&req).map(|c| c.0);
         let Some(d) = self.dialogs.get_mut(&id) else {
             return;
         };

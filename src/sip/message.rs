@@ -721,12 +721,13 @@ fn top_via_of(headers: &Headers) -> Option<TopVia> {
     parse_via_with(std::str::from_utf8(hop).ok()?, false).ok()
 }
 
-fn headers_of_msg(msg: &SipMessage) -> &Headers {
+/// Accessors take a request, a response or a message alike.
+fn headers_of_msg(msg: &impl rsip::message::HasHeaders) -> &Headers {
     msg.headers()
 }
 
 /// The Call-ID value.
-pub fn call_id(msg: &SipMessage) -> Option<String> {
+pub fn call_id(msg: &impl rsip::message::HasHeaders) -> Option<String> {
     values(headers_of_msg(msg), "Call-ID")
         .next()
         .filter(|v| !v.is_empty())
@@ -734,23 +735,23 @@ pub fn call_id(msg: &SipMessage) -> Option<String> {
 }
 
 /// CSeq number and method (None when the method is one rsip does not know).
-pub fn cseq(msg: &SipMessage) -> Option<(u32, Method)> {
+pub fn cseq(msg: &impl rsip::message::HasHeaders) -> Option<(u32, Method)> {
     let (n, m) = parse_cseq(values(headers_of_msg(msg), "CSeq").next()?).ok()?;
     Some((n, known_method(&m)?))
 }
 
 /// The From tag.
-pub fn from_tag(msg: &SipMessage) -> Option<String> {
+pub fn from_tag(msg: &impl rsip::message::HasHeaders) -> Option<String> {
     tag_of(values(headers_of_msg(msg), "From").next()?)
 }
 
 /// The To tag.
-pub fn to_tag(msg: &SipMessage) -> Option<String> {
+pub fn to_tag(msg: &impl rsip::message::HasHeaders) -> Option<String> {
     tag_of(values(headers_of_msg(msg), "To").next()?)
 }
 
 /// The first Via.
-pub fn top_via(msg: &SipMessage) -> Option<TopVia> {
+pub fn top_via(msg: &impl rsip::message::HasHeaders) -> Option<TopVia> {
     top_via_of(headers_of_msg(msg))
 }
 
@@ -760,7 +761,7 @@ pub fn max_forwards(req: &Request) -> Option<u32> {
 }
 
 /// First value of a header; `name` is matched case-insensitively, full or compact form.
-pub fn header_value(msg: &SipMessage, name: &str) -> Option<String> {
+pub fn header_value(msg: &impl rsip::message::HasHeaders, name: &str) -> Option<String> {
     let name = match name.as_bytes() {
         [c] => normalize::expand_compact(*c).unwrap_or(name),
         _ => name,
