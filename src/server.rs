@@ -45,9 +45,27 @@ pub struct ServerHandle {
     grace: Duration,
     pub endpoint: Arc<Endpoint>,
     pub stats: Arc<CallStats>,
+    pool: Arc<PortPool>,
+    pacer: Pacer,
+}
+
+/// What the media side holds now: for leak checks and, later, metrics.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MediaUse {
+    pub ports_available: usize,
+    pub ports_capacity: usize,
+    pub pacer_streams: usize,
 }
 
 impl ServerHandle {
+    pub fn media_use(&self) -> MediaUse {
+        MediaUse {
+            ports_available: self.pool.available(),
+            ports_capacity: self.pool.capacity(),
+            pacer_streams: self.pacer.stats().streams,
+        }
+    }
+
     /// Calls in progress.
     pub fn active_calls(&self) -> usize {
         self.active.load(Ordering::Relaxed)
@@ -123,6 +141,8 @@ pub async fn start(cfg: Arc<Config>) -> Result<ServerHandle, StartError> {
         grace: Duration::from_secs(cfg.sip.shutdown_grace_s),
         endpoint: endpoint.clone(),
         stats,
+        pool: pool.clone(),
+        pacer: pacer.clone(),
     };
     let admission = Admission {
         limiter: RateLimiter::new(cfg.sip.max_calls_per_second),

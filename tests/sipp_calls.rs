@@ -157,3 +157,55 @@ async fn an_offer_with_only_an_unsupported_codec_gets_488() {
     assert!(run.ok, "sipp failed:\n{}", run.output);
     assert_eq!(server.handle.stats.total.load(Ordering::Relaxed), 0);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn many_calls_leave_no_transaction_dialog_port_or_stream_behind() {
+    // Fast RFC 3261 timers, so every transaction ends (Timer H/J/K) within the test.
+    let server = start(&config_toml(
+        r#"
+[[accounts.callflows]]
+numbers = ["5000"]
+flow = { module = "play", data = { id = "digit-1" }, children = { _ = { module = "hangup" } } }
+"#,
+        "timer_t1_ms = 20\ntimer_t2_ms = 200\ntimer_t4_ms = 100",
+        "",
+    ))
+    .await;
+    let sink = RtpSink::bind().await;
+    let port = sink.addr.port().to_string();
+    let before = server.handle.media_use();
+    for tcp in [false, true] {
+        let target = if tcp { server.tcp } else { server.udp };
+        let run = sipp_calls(
+            "basic_call.xml",
+            tcp,
+            target,
+            60,
+            &[
+                "-s", "5000", "-key", "rtp_port", &port, "-r", "40", "-l", "30",
+            ],
+        )
+        .await;
+        assert!(run.ok, "sipp (tcp={tcp}) failed:\n{}", run.output);
+    }
+    assert_eq!(server.handle.stats.total.load(Ordering::Relaxed), 120);
+    let stats = &server.handle.endpoint.stats;
+    let drained = eventually(15, || {
+        server.handle.active_calls() == 0
+            && stats.live_server_transactions.load(Ordering::Relaxed) == 0
+            && stats.live_client_transactions.load(Ordering::Relaxed) == 0
+            && stats.live_dialogs.load(Ordering::Relaxed) == 0
+            && server.handle.media_use() == before
+    })
+    .await;
+    assert!(
+        drained,
+        "left behind: calls {}, server tx {}, client tx {}, dialogs {}, media {:?} (was {:?})",
+        server.handle.active_calls(),
+        stats.live_server_transactions.load(Ordering::Relaxed),
+        stats.live_client_transactions.load(Ordering::Relaxed),
+        stats.live_dialogs.load(Ordering::Relaxed),
+        server.handle.media_use(),
+        before
+    );
+}

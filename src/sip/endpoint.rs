@@ -154,6 +154,8 @@ pub struct EndpointStats {
     pub live_server_transactions: AtomicU64,
     /// Gauge: client transactions alive now.
     pub live_client_transactions: AtomicU64,
+    /// Gauge: dialogs registered now.
+    pub live_dialogs: AtomicU64,
 }
 
 /// The SIP endpoint.
@@ -452,18 +454,22 @@ impl Shard {
                         }
                     }
                 }
-                self.dialogs.insert(
-                    id,
-                    DialogEntry {
-                        owner,
-                        pending_ack: Vec::new(),
-                    },
-                );
+                let entry = DialogEntry {
+                    owner,
+                    pending_ack: Vec::new(),
+                };
+                if self.dialogs.insert(id, entry).is_none() {
+                    self.stats.live_dialogs.fetch_add(1, Ordering::Relaxed);
+                }
             }
-            ShardCmd::Unregister { id } => {
-                self.dialogs.remove(&id);
-            }
+            ShardCmd::Unregister { id } => self.remove_dialog(&id),
             ShardCmd::Send { req, owner, id } => self.send_request(req, owner, id),
+        }
+    }
+
+    fn remove_dialog(&mut self, id: &DialogId) {
+        if self.dialogs.remove(id).is_some() {
+            self.stats.live_dialogs.fetch_sub(1, Ordering::Relaxed);
         }
     }
 
@@ -576,7 +582,7 @@ impl Shard {
                         owner.send(DialogEvent::Request { req, tx })
                     {
                         // The call ended between its last event and its unregistering.
-                        self.dialogs.remove(&DialogId {
+                        self.remove_dialog(&DialogId {
                             call_id: message::call_id(&req).unwrap_or_default(),
                             local_tag: message::to_tag(&req).unwrap_or_default(),
                         });

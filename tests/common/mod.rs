@@ -166,6 +166,18 @@ fn free_media_port() -> u16 {
 /// Runs one SIPp scenario call against `target`. SIPp is a required tool: a missing binary
 /// fails the test.
 pub async fn sipp(scenario_file: &str, tcp: bool, target: SocketAddr, args: &[&str]) -> SippRun {
+    sipp_calls(scenario_file, tcp, target, 1, args).await
+}
+
+/// Runs `calls` calls of a SIPp scenario (pass `-r` in `args` for the rate).
+pub async fn sipp_calls(
+    scenario_file: &str,
+    tcp: bool,
+    target: SocketAddr,
+    calls: u32,
+    args: &[&str],
+) -> SippRun {
+    let calls = calls.to_string();
     let dir = tempdir();
     let path = scenario(scenario_file);
     let mp = free_media_port().to_string();
@@ -174,7 +186,7 @@ pub async fn sipp(scenario_file: &str, tcp: bool, target: SocketAddr, args: &[&s
         .arg("sipp")
         .arg("-sf")
         .arg(&path)
-        .args(["-m", "1", "-i", "127.0.0.1", "-mp", &mp, "-nostdin"])
+        .args(["-m", &calls, "-i", "127.0.0.1", "-mp", &mp, "-nostdin"])
         .args(["-timeout", "40s", "-timeout_error", "-trace_err"])
         .args(["-t", if tcp { "t1" } else { "u1" }])
         .args(args)
