@@ -8,5 +8,6 @@ pub mod call;
 pub mod callflow;
 pub mod config;
 pub mod media;
+pub mod pivot;
 pub mod server;
 pub mod sip;
