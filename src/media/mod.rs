@@ -1,6 +1,7 @@
 //! Media: SDP offer/answer, RTP sessions and pacing, G.711, prompts. Knows nothing of SIP.
 
 pub mod codec;
+pub mod dtmf;
 pub mod player;
 pub mod prompt;
 pub mod rtp;
