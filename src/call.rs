@@ -15,7 +15,9 @@ use tokio::time::Instant;
 use crate::callflow::node::Node;
 use crate::callflow::runtime::Runtime;
 use crate::callflow::{CallControl, CallEnded, CallInfo};
+use crate::media::dtmf::{info_digit, DtmfReceiver};
 use crate::media::prompt::Prompt;
+use crate::media::rtp::ReceivedRtp;
 use crate::media::rtp::{PlayResult, RtpSession};
 use crate::media::sdp::{self, Direction, LocalSession, Negotiated, Sdp};
 use crate::sip::dialog::Dialog;
@@ -23,6 +25,7 @@ use crate::sip::endpoint::{DialogEvent, Endpoint, ServerTx};
 use crate::sip::message;
 use crate::sip::outgoing::response_bytes;
 pub use crate::sip::{ACCEPT, ALLOW, SUPPORTED};
+use std::collections::VecDeque;
 
 /// Shared by all calls: what a call needs from the server.
 pub struct CallContext {
@@ -100,6 +103,16 @@ pub struct Call {
     answered_at: Option<Instant>,
     started: Instant,
     force_end: watch::Receiver<bool>,
+    /// RFC 4733 packets from the RTP session, and their decoder.
+    dtmf_events: Option<mpsc::Receiver<ReceivedRtp>>,
+    dtmf: DtmfReceiver,
+    /// DTMF keys received and not yet taken by the flow.
+    digits: VecDeque<char>,
+    /// Keys that stop the prompt playing now.
+    stop_on: Vec<char>,
+    /// The key that stopped the last prompt.
+    stopped_by: Option<char>,
+    digit_arrived: Arc<Notify>,
 }
 
 impl Call {
@@ -131,7 +144,14 @@ impl Call {
             held: false,
             answered_at: None,
             started: Instant::now(),
+            dtmf_events: None,
+            dtmf: DtmfReceiver::new(),
+            digits: VecDeque::new(),
+            stop_on: Vec::new(),
+            stopped_by: None,
+            digit_arrived: Arc::new(Notify::new()),
         };
+        call.dtmf_events = call.rtp.take_events();
         if let Some(n) = &call.negotiated {
             call.apply_negotiated(n.clone());
         }
@@ -166,6 +186,7 @@ impl Call {
             _ => self.rtp.set_codec(n.codec_pt, n.codec.silence_byte()),
         }
         self.rtp.set_sending(n.direction.we_send());
+        self.rtp.set_event_payload_type(n.dtmf_pt);
         // On hold (they offered sendonly or inactive, or recvonly) the caller sends no RTP:
         // no RTP timeout then. Only sendrecv means we should hear from them.
         self.held = n.direction != Direction::SendRecv;
@@ -251,6 +272,11 @@ impl Call {
                     None => { self.phase = Phase::Ended; }
                 },
                 _ = tick.tick() => self.check_limits(),
+                Some(pkt) = recv_event(&mut self.dtmf_events) => {
+                    if let Some(d) = self.dtmf.on_packet(pkt.ssrc, pkt.timestamp, pkt.marker, &pkt.payload) {
+                        self.on_digit(d);
+                    }
+                }
                 _ = self.force_end.changed() => {
                     if *self.force_end.borrow() {
                         tracing::info!("shutdown grace period over: ending the call");
@@ -259,6 +285,17 @@ impl Call {
                 }
             }
         }
+    }
+
+    /// A DTMF key from RTP or SIP INFO: queued for the flow; a terminator stops the prompt.
+    fn on_digit(&mut self, d: char) {
+        tracing::debug!(digit = %d, "DTMF");
+        self.digits.push_back(d);
+        if self.stop_on.contains(&d) && self.stopped_by.is_none() {
+            self.stopped_by = Some(d);
+            self.rtp.stop_playing();
+        }
+        self.digit_arrived.notify_one();
     }
 
     fn check_limits(&mut self) {
@@ -380,7 +417,15 @@ impl Call {
                 ],
                 None,
             ),
-            rsip::Method::Info => reply(200, &[], None),
+            rsip::Method::Info => {
+                // SIP INFO DTMF, for phones that do not send RFC 4733 events.
+                let ctype = message::header_value(&req, "Content-Type").unwrap_or_default();
+                let digit = info_digit(&ctype, &req.body);
+                reply(200, &[], None);
+                if let Some(d) = digit {
+                    self.on_digit(d);
+                }
+            }
             rsip::Method::Invite => self.on_reinvite(req, tx),
             _ => reply(405, &[("Allow", ALLOW)], None),
         }
@@ -508,7 +553,11 @@ impl CallControl for Call {
         Ok(())
     }
 
-    async fn play(&mut self, prompt: Arc<Prompt>) -> Result<(), CallEnded> {
+    async fn play(
+        &mut self,
+        prompt: Arc<Prompt>,
+        terminators: &[char],
+    ) -> Result<Option<char>, CallEnded> {
         if self.phase == Phase::Ended {
             return Err(CallEnded);
         }
@@ -530,14 +579,17 @@ impl CallControl for Call {
         let payload = prompt.payload(codec).clone();
         let rtp = self.rtp.clone();
         self.playing = Some(prompt);
+        self.stop_on = terminators.to_vec();
+        self.stopped_by = None;
         let result = self.serve(async move { rtp.play(payload).await }).await;
         self.playing = None;
+        self.stop_on.clear();
         match result {
             Ok(PlayResult::Finished) | Ok(PlayResult::Stopped) => {
                 if self.phase == Phase::Ended {
                     Err(CallEnded)
                 } else {
-                    Ok(())
+                    Ok(self.stopped_by.take())
                 }
             }
             Err(e) => {
@@ -549,6 +601,28 @@ impl CallControl for Call {
 
     async fn sleep(&mut self, d: Duration) -> Result<(), CallEnded> {
         self.serve(tokio::time::sleep(d)).await
+    }
+
+    fn take_digits(&mut self) -> String {
+        self.digits.drain(..).collect()
+    }
+
+    async fn next_digit(&mut self, timeout: Duration) -> Result<Option<char>, CallEnded> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(d) = self.digits.pop_front() {
+                return Ok(Some(d));
+            }
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return Ok(None);
+            }
+            let arrived = self.digit_arrived.clone();
+            // Either a key arrived (loop and take it) or the time is up (loop and return None).
+            let _elapsed = self
+                .serve(async move { tokio::time::timeout(left, arrived.notified()).await })
+                .await?;
+        }
     }
 
     async fn respond(&mut self, code: u16, reason: Option<String>) -> Result<(), CallEnded> {
@@ -584,4 +658,12 @@ fn cseq_of(req: &rsip::Request) -> u32 {
             _ => None,
         })
         .unwrap_or(0)
+}
+
+/// The next RFC 4733 packet, or never when the session gives none.
+async fn recv_event(rx: &mut Option<mpsc::Receiver<ReceivedRtp>>) -> Option<ReceivedRtp> {
+    match rx {
+        Some(r) => r.recv().await,
+        None => std::future::pending().await,
+    }
 }

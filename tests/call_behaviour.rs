@@ -16,13 +16,16 @@ use tokio::time::Instant;
 const FLOWS: &str = r#"
 [[accounts.callflows]]
 numbers = ["1000"]
-flow = { module = "play", data = { id = "tone-1khz", endless_playback = true } }
+flow = { module = "play", data = { id = "tone-1khz", endless_playback = true, terminators = [] } }
 [[accounts.callflows]]
 numbers = ["1001"]
 flow = { module = "play", data = { id = "digit-1", answer = false } }
 [[accounts.callflows]]
 numbers = ["1002"]
 flow = { module = "response", data = { code = 486, message = "Gone Fishing" } }
+[[accounts.callflows]]
+numbers = ["1004"]
+flow = { module = "play", data = { id = "tone-1khz" }, children = { _ = { module = "play", data = { id = "digit-1" }, children = { _ = { module = "hangup" } } } } }
 [[accounts.callflows]]
 numbers = ["1003"]
 flow = { module = "sleep", data = { duration = 20 } }
@@ -1158,4 +1161,94 @@ impl Ua {
     async fn udp_to(target: SocketAddr, number: &str) -> Ua {
         Ua::new(RawSip::udp(target).await, number)
     }
+}
+
+// ---------------------------------------------------------------------------------------
+// DTMF: a key stops the prompt (barge-in), from RFC 4733 events or SIP INFO
+
+/// An RFC 4733 telephone-event packet (PT 101).
+fn dtmf_packet(seq: u16, ts: u32, marker: bool, code: u8, end: bool, duration: u16) -> Vec<u8> {
+    let mut p = vec![0x80, 101 | if marker { 0x80 } else { 0 }];
+    p.extend_from_slice(&seq.to_be_bytes());
+    p.extend_from_slice(&ts.to_be_bytes());
+    p.extend_from_slice(&0x1234_5678u32.to_be_bytes());
+    p.extend_from_slice(&[code, if end { 0x8a } else { 0x0a }]);
+    p.extend_from_slice(&duration.to_be_bytes());
+    p
+}
+
+async fn barge_in(via_info: bool) {
+    let server = server().await;
+    let sink = RtpSink::bind().await;
+    let mut ua = Ua::udp(&server, "1004").await;
+    let ok = ua.invite_ok(Some(&pcmu_offer(sink.addr.port()))).await;
+    ua.ack(None).await;
+    wait_packets(&sink, 15).await;
+    if via_info {
+        let r = ua
+            .transact(
+                "INFO",
+                &[],
+                Some(("application/dtmf-relay", "Signal=5\r\nDuration=160\r\n")),
+            )
+            .await;
+        assert_eq!(status(&r), 200, "{r}");
+    } else {
+        let to = media_addr(&ok);
+        let ts = 777_000;
+        let packets = [
+            (true, false, 160),
+            (false, false, 320),
+            (false, true, 480),
+            (false, true, 480),
+            (false, true, 480),
+        ];
+        for (seq, (marker, end, dur)) in (100u16..).zip(packets) {
+            sink.socket
+                .send_to(&dtmf_packet(seq, ts, marker, 5, end, dur), to)
+                .await
+                .unwrap();
+        }
+    }
+    let bye = ua
+        .sip
+        .expect("BYE ", 5000)
+        .await
+        .expect("the flow goes on and hangs up");
+    assert!(bye.contains(&ua.call_id));
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let audio = sink.audio();
+    let tone = prompt_pcmu("tone-1khz");
+    let digit = prompt_pcmu("digit-1");
+    // The tone was cut short, then digit-1 played whole (padded to a packet).
+    assert!(
+        audio.len() < tone.len(),
+        "the whole tone played: {} bytes",
+        audio.len()
+    );
+    let played_tone = audio.len() - digit.len().div_ceil(160) * 160;
+    assert!(
+        played_tone >= 15 * 160,
+        "tone stopped before the key: {played_tone}"
+    );
+    assert_eq!(
+        &audio[..played_tone],
+        &tone[..played_tone],
+        "the tone's start"
+    );
+    assert_eq!(
+        &audio[played_tone..played_tone + digit.len()],
+        &digit[..],
+        "then digit-1"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_rfc4733_key_stops_the_prompt_and_the_flow_goes_on() {
+    barge_in(false).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sip_info_key_stops_the_prompt_and_the_flow_goes_on() {
+    barge_in(true).await;
 }

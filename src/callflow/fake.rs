@@ -23,6 +23,9 @@ pub struct FakeCall {
     pub ops: Vec<Op>,
     /// 1-based index of the operation at which the caller hangs up.
     pub end_at: Option<usize>,
+    /// DTMF the caller "presses": handed out by next_digit/take_digits; a play stops on a
+    /// queued terminator.
+    pub digits: std::collections::VecDeque<char>,
 }
 
 impl FakeCall {
@@ -32,6 +35,7 @@ impl FakeCall {
             answered: false,
             ops: Vec::new(),
             end_at: None,
+            digits: Default::default(),
         }
     }
 
@@ -67,14 +71,35 @@ impl CallControl for FakeCall {
     async fn early_media(&mut self) -> Result<(), CallEnded> {
         self.record(Op::EarlyMedia)
     }
-    async fn play(&mut self, prompt: Arc<Prompt>) -> Result<(), CallEnded> {
+    async fn play(
+        &mut self,
+        prompt: Arc<Prompt>,
+        terminators: &[char],
+    ) -> Result<Option<char>, CallEnded> {
         // The library may name a prompt with or without its extension; tests use the stem.
         let name = prompt.name.as_str();
         let stem = name
             .strip_suffix(".wav")
             .or_else(|| name.strip_suffix(".mp3"))
             .unwrap_or(name);
-        self.record(Op::Play(stem.to_string()))
+        self.record(Op::Play(stem.to_string()))?;
+        Ok(self
+            .digits
+            .iter()
+            .copied()
+            .find(|d| terminators.contains(d)))
+    }
+    fn take_digits(&mut self) -> String {
+        self.digits.drain(..).collect()
+    }
+    async fn next_digit(&mut self, timeout: Duration) -> Result<Option<char>, CallEnded> {
+        match self.digits.pop_front() {
+            Some(d) => Ok(Some(d)),
+            None => {
+                self.record(Op::Sleep(timeout))?;
+                Ok(None)
+            }
+        }
     }
     async fn sleep(&mut self, d: Duration) -> Result<(), CallEnded> {
         self.record(Op::Sleep(d))

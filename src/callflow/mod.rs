@@ -47,8 +47,17 @@ pub trait CallControl: Send {
     async fn answer(&mut self) -> Result<(), CallEnded>;
     /// 183 Session Progress with SDP; no-op if already sent (or answered).
     async fn early_media(&mut self) -> Result<(), CallEnded>;
-    /// Returns when the prompt has been played.
-    async fn play(&mut self, prompt: Arc<Prompt>) -> Result<(), CallEnded>;
+    /// Plays a prompt. A DTMF key in `terminators` stops it (barge-in) and is returned; every
+    /// key pressed stays queued for [`CallControl::take_digits`] / [`CallControl::next_digit`].
+    async fn play(
+        &mut self,
+        prompt: Arc<Prompt>,
+        terminators: &[char],
+    ) -> Result<Option<char>, CallEnded>;
+    /// The DTMF keys received and not yet taken, oldest first.
+    fn take_digits(&mut self) -> String;
+    /// The next DTMF key, waiting up to `timeout` for it (`None` when none came).
+    async fn next_digit(&mut self, timeout: Duration) -> Result<Option<char>, CallEnded>;
     async fn sleep(&mut self, d: Duration) -> Result<(), CallEnded>;
     /// Final non-2xx to the INVITE; if the call was answered, a hangup instead.
     async fn respond(&mut self, code: u16, reason: Option<String>) -> Result<(), CallEnded>;

@@ -196,8 +196,14 @@ mod tests {
             info_digit("application/dtmf-relay", b"Signal=5\r\nDuration=160\r\n"),
             Some('5')
         );
-        assert_eq!(info_digit("application/dtmf-relay", b"Signal= #\r\n"), Some('#'));
-        assert_eq!(info_digit("application/dtmf-relay", b"Signal=11\r\n"), Some('#'));
+        assert_eq!(
+            info_digit("application/dtmf-relay", b"Signal= #\r\n"),
+            Some('#')
+        );
+        assert_eq!(
+            info_digit("application/dtmf-relay", b"Signal=11\r\n"),
+            Some('#')
+        );
         assert_eq!(info_digit("application/dtmf", b"7"), Some('7'));
         assert_eq!(info_digit("application/dtmf-relay", b"Duration=160"), None);
         assert_eq!(info_digit("text/plain", b"Signal=5"), None);

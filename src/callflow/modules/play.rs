@@ -60,6 +60,20 @@ impl Play {
         })
     }
 
+    /// The terminators as DTMF keys (entries that are not one key are ignored).
+    pub fn terminator_keys(&self) -> Vec<char> {
+        self.terminators
+            .iter()
+            .filter_map(|t| {
+                let mut c = t.chars();
+                match (c.next(), c.next()) {
+                    (Some(k), None) => Some(k),
+                    _ => None,
+                }
+            })
+            .collect()
+    }
+
     pub fn to_json(&self) -> Map<String, Value> {
         let mut m = Map::new();
         m.insert("id".into(), Value::String(self.id.clone()));
@@ -96,18 +110,25 @@ pub async fn run(data: &Play, call: &mut dyn CallControl, rt: &Runtime) -> Resul
             call.early_media().await?;
         }
     }
+    // A terminator key stops the playback, loops included; the keys stay queued for the
+    // flow (collect_dtmf takes them).
+    let terminators = data.terminator_keys();
     if data.endless_playback {
         // A prompt of no length would spin here without ever yielding to the call.
         if prompt.duration().is_zero() {
-            call.play(prompt).await?;
+            call.play(prompt, &terminators).await?;
             return Ok(Next::Default);
         }
         loop {
-            call.play(prompt.clone()).await?;
+            if call.play(prompt.clone(), &terminators).await?.is_some() {
+                return Ok(Next::Default);
+            }
         }
     }
     for _ in 0..data.loop_count.unwrap_or(1) {
-        call.play(prompt.clone()).await?;
+        if call.play(prompt.clone(), &terminators).await?.is_some() {
+            break;
+        }
     }
     Ok(Next::Default)
 }

@@ -70,7 +70,7 @@ pub async fn run(
         if !call.is_answered() {
             call.early_media().await?;
         }
-        call.play(prompt).await?;
+        call.play(prompt, &[]).await?;
     }
     call.respond(data.code, data.message.clone()).await?;
     Ok(Next::Stop)
