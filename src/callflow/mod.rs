@@ -6,6 +6,7 @@
 pub mod modules;
 pub mod node;
 pub mod runtime;
+pub mod state;
 
 use std::sync::Arc;
 use std::time::Duration;

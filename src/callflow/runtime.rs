@@ -5,11 +5,12 @@
 use std::sync::Arc;
 
 use super::node::Node;
+use super::state::FlowState;
 use super::{CallControl, CallEnded};
 use crate::media::prompt::{Prompt, PromptLibrary};
 
 /// Where the walk goes after a module.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq)]
 pub enum Next {
     /// The `_` child.
     Default,
@@ -17,6 +18,8 @@ pub enum Next {
     Branch(String),
     /// The module has ended the call (hangup, response): nothing more to do.
     Stop,
+    /// Go on with this flow instead of the current tree (a pivot answer, spec b.3).
+    Replace(Box<Node>),
 }
 
 /// What every module may need besides the call: shared, read-only, one per server.
@@ -37,24 +40,38 @@ impl Runtime {
     }
 
     async fn walk(&self, flow: &Node, call: &mut dyn CallControl) -> Result<(), CallEnded> {
-        let mut node = flow;
+        let mut state = FlowState::default();
+        // A flow a pivot server returns replaces the tree being walked (spec b.3); the walk
+        // position is the path of child keys from the root.
+        let mut replaced: Option<Node> = None;
+        let mut path: Vec<String> = Vec::new();
         loop {
+            let root = replaced.as_ref().unwrap_or(flow);
+            let Some(node) = path.iter().try_fold(root, |n, k| n.children.get(k)) else {
+                break;
+            };
             let next = if node.skip_module {
                 tracing::debug!(module = node.module.name(), "callflow: skip_module");
                 Next::Default
             } else {
                 tracing::debug!(module = node.module.name(), "callflow: running module");
-                node.module.run(call, self).await?
+                node.module.run(call, self, &mut state).await?
             };
-            let child = match &next {
+            let key = match next {
                 Next::Stop => return Ok(()),
-                Next::Default => node.children.get("_"),
-                Next::Branch(key) => node.children.get(key).or_else(|| node.children.get("_")),
+                Next::Replace(new_flow) => {
+                    replaced = Some(*new_flow);
+                    path.clear();
+                    continue;
+                }
+                Next::Default => "_".to_string(),
+                Next::Branch(key) if node.children.contains_key(&key) => key,
+                Next::Branch(_) => "_".to_string(),
             };
-            match child {
-                Some(c) => node = c,
-                None => break,
+            if !node.children.contains_key(&key) {
+                break;
             }
+            path.push(key);
         }
         // Spec b.4 / j.19: a flow that runs out of children ends the call.
         if call.is_answered() {

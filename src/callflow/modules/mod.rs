@@ -2,6 +2,7 @@
 //! `data` with the schema's defaults, see `kazoo-schemas/callflows.<module>.json`), its
 //! `to_json`, and `pub async fn run(data, call, rt) -> Result<Next, CallEnded>`.
 
+pub mod collect_dtmf;
 pub mod hangup;
 pub mod play;
 pub mod response;
@@ -11,6 +12,7 @@ use serde_json::{Map, Value};
 
 use super::node::{Data, ValidationError};
 use super::runtime::{Next, Runtime};
+use super::state::FlowState;
 use super::{CallControl, CallEnded};
 
 /// A node's module with its typed data; variants are named after the Kazoo modules.
@@ -20,10 +22,11 @@ pub enum ModuleData {
     Sleep(sleep::Sleep),
     Response(response::Response),
     Hangup,
+    CollectDtmf(collect_dtmf::CollectDtmf),
 }
 
 /// Every module this build knows, in Kazoo's names.
-pub const MODULES: &[&str] = &["play", "sleep", "response", "hangup"];
+pub const MODULES: &[&str] = &["play", "sleep", "response", "hangup", "collect_dtmf"];
 
 impl ModuleData {
     /// Kazoo's module name.
@@ -33,6 +36,7 @@ impl ModuleData {
             ModuleData::Sleep(_) => "sleep",
             ModuleData::Response(_) => "response",
             ModuleData::Hangup => "hangup",
+            ModuleData::CollectDtmf(_) => "collect_dtmf",
         }
     }
 
@@ -50,6 +54,7 @@ impl ModuleData {
                 hangup::check_data(data)?;
                 ModuleData::Hangup
             }
+            "collect_dtmf" => ModuleData::CollectDtmf(collect_dtmf::CollectDtmf::from_data(data)?),
             other => {
                 return Err(ValidationError::new(
                     module_path,
@@ -69,6 +74,7 @@ impl ModuleData {
             ModuleData::Sleep(d) => d.to_json(),
             ModuleData::Response(d) => d.to_json(),
             ModuleData::Hangup => Map::new(),
+            ModuleData::CollectDtmf(d) => d.to_json(),
         }
     }
 
@@ -77,16 +83,22 @@ impl ModuleData {
         match self {
             ModuleData::Play(d) => vec![d.id.as_str()],
             ModuleData::Response(d) => d.media.iter().map(String::as_str).collect(),
-            ModuleData::Sleep(_) | ModuleData::Hangup => vec![],
+            ModuleData::Sleep(_) | ModuleData::Hangup | ModuleData::CollectDtmf(_) => vec![],
         }
     }
 
-    pub async fn run(&self, call: &mut dyn CallControl, rt: &Runtime) -> Result<Next, CallEnded> {
+    pub async fn run(
+        &self,
+        call: &mut dyn CallControl,
+        rt: &Runtime,
+        state: &mut FlowState,
+    ) -> Result<Next, CallEnded> {
         match self {
-            ModuleData::Play(d) => play::run(d, call, rt).await,
+            ModuleData::Play(d) => play::run(d, call, rt, state).await,
             ModuleData::Sleep(d) => sleep::run(d, call, rt).await,
             ModuleData::Response(d) => response::run(d, call, rt).await,
             ModuleData::Hangup => hangup::run(call, rt).await,
+            ModuleData::CollectDtmf(d) => collect_dtmf::run(d, call, rt, state).await,
         }
     }
 }

@@ -6,6 +6,7 @@ use serde_json::{Map, Value};
 
 use crate::callflow::node::{Data, ValidationError};
 use crate::callflow::runtime::{Next, Runtime};
+use crate::callflow::state::{FlowState, DEFAULT_COLLECTION};
 use crate::callflow::{CallControl, CallEnded};
 
 /// The schema's default terminators: every DTMF key.
@@ -99,7 +100,12 @@ impl Play {
     }
 }
 
-pub async fn run(data: &Play, call: &mut dyn CallControl, rt: &Runtime) -> Result<Next, CallEnded> {
+pub async fn run(
+    data: &Play,
+    call: &mut dyn CallControl,
+    rt: &Runtime,
+    state: &mut FlowState,
+) -> Result<Next, CallEnded> {
     let Some(prompt) = rt.prompt(&data.id) else {
         return Ok(Next::Default);
     };
@@ -110,23 +116,21 @@ pub async fn run(data: &Play, call: &mut dyn CallControl, rt: &Runtime) -> Resul
             call.early_media().await?;
         }
     }
-    // A terminator key stops the playback, loops included; the keys stay queued for the
-    // flow (collect_dtmf takes them).
+    // A terminator key stops the playback, loops included. Keys pressed while it plays go to
+    // the `default` collection (spec a.6), where collect_dtmf finds them.
     let terminators = data.terminator_keys();
-    if data.endless_playback {
+    let times = if data.endless_playback {
+        u32::MAX
+    } else {
+        data.loop_count.unwrap_or(1)
+    };
+    for _ in 0..times {
+        let stopped = call.play(prompt.clone(), &terminators).await?;
+        state
+            .collections
+            .append(DEFAULT_COLLECTION, &call.take_digits());
         // A prompt of no length would spin here without ever yielding to the call.
-        if prompt.duration().is_zero() {
-            call.play(prompt, &terminators).await?;
-            return Ok(Next::Default);
-        }
-        loop {
-            if call.play(prompt.clone(), &terminators).await?.is_some() {
-                return Ok(Next::Default);
-            }
-        }
-    }
-    for _ in 0..data.loop_count.unwrap_or(1) {
-        if call.play(prompt.clone(), &terminators).await?.is_some() {
+        if stopped.is_some() || prompt.duration().is_zero() {
             break;
         }
     }
@@ -191,7 +195,13 @@ mod tests {
     async fn answers_first_then_plays() {
         let rt = Runtime::for_tests();
         let mut call = FakeCall::new();
-        let next = run(&Play::new("digit-1"), &mut call, &rt).await;
+        let next = run(
+            &Play::new("digit-1"),
+            &mut call,
+            &rt,
+            &mut FlowState::default(),
+        )
+        .await;
         assert_eq!(next, Ok(Next::Default));
         assert_eq!(call.ops, [Op::Answer, Op::Play("digit-1".into())]);
     }
@@ -204,7 +214,9 @@ mod tests {
             answer: false,
             ..Play::new("digit-2")
         };
-        run(&p, &mut call, &rt).await.unwrap();
+        run(&p, &mut call, &rt, &mut FlowState::default())
+            .await
+            .unwrap();
         assert_eq!(call.ops, [Op::EarlyMedia, Op::Play("digit-2".into())]);
         assert!(!call.answered);
     }
@@ -221,6 +233,7 @@ mod tests {
             },
             &mut call,
             &rt,
+            &mut FlowState::default(),
         )
         .await
         .unwrap();
@@ -235,7 +248,9 @@ mod tests {
             loop_count: Some(3),
             ..Play::new("digit-3")
         };
-        run(&p, &mut call, &rt).await.unwrap();
+        run(&p, &mut call, &rt, &mut FlowState::default())
+            .await
+            .unwrap();
         let d3 = Op::Play("digit-3".into());
         assert_eq!(call.ops, [Op::Answer, d3.clone(), d3.clone(), d3]);
     }
@@ -249,7 +264,10 @@ mod tests {
             loop_count: Some(2),
             ..Play::new("digit-4")
         };
-        assert_eq!(run(&p, &mut call, &rt).await, Err(CallEnded));
+        assert_eq!(
+            run(&p, &mut call, &rt, &mut FlowState::default()).await,
+            Err(CallEnded)
+        );
         // answer + 5 plays; the 6th operation found the call gone.
         assert_eq!(call.ops.len(), 6);
         assert_eq!(
@@ -270,7 +288,10 @@ mod tests {
             "../etc/passwd",
             "https://example.test/a.wav",
         ] {
-            assert_eq!(run(&Play::new(id), &mut call, &rt).await, Ok(Next::Default));
+            assert_eq!(
+                run(&Play::new(id), &mut call, &rt, &mut FlowState::default()).await,
+                Ok(Next::Default)
+            );
         }
         assert!(call.ops.is_empty(), "{:?}", call.ops);
     }
