@@ -1,0 +1,740 @@
+//! Building the pivot HTTP request from the state of a call: the parameter names of each
+//! request format (spec a.2 Kazoo, a.3 TwiML, j.2, j.3), Kazoo's form encoding (spec a.4), the
+//! GET / POST form / POST JSON transports, and pivotd's request signature.
+//!
+//! Pure: no sockets. The HTTP client sends the [`PreparedRequest`] this module builds.
+
+use std::collections::BTreeMap;
+
+use base64::Engine as _;
+use hmac::{Hmac, Mac};
+use serde_json::{Map, Value};
+use sha2::Sha256;
+
+use crate::callflow::CallInfo;
+
+/// Which set of parameter names the request carries (`req_format`; spec j.1: default Kazoo).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum ReqFormat {
+    #[default]
+    Kazoo,
+    Twiml,
+}
+
+impl ReqFormat {
+    /// `kazoo` / `twiml`, in any case.
+    pub fn parse(s: &str) -> Option<ReqFormat> {
+        if s.eq_ignore_ascii_case("kazoo") {
+            Some(ReqFormat::Kazoo)
+        } else if s.eq_ignore_ascii_case("twiml") {
+            Some(ReqFormat::Twiml)
+        } else {
+            None
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ReqFormat::Kazoo => "kazoo",
+            ReqFormat::Twiml => "twiml",
+        }
+    }
+}
+
+/// How a POST carries the parameters (`req_body_format`; default form).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum BodyFormat {
+    #[default]
+    Form,
+    Json,
+}
+
+impl BodyFormat {
+    /// `form` / `json`, in any case.
+    pub fn parse(s: &str) -> Option<BodyFormat> {
+        if s.eq_ignore_ascii_case("form") {
+            Some(BodyFormat::Form)
+        } else if s.eq_ignore_ascii_case("json") {
+            Some(BodyFormat::Json)
+        } else {
+            None
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            BodyFormat::Form => "form",
+            BodyFormat::Json => "json",
+        }
+    }
+}
+
+/// The HTTP verb of a pivot request (`method`, TwiML `method` attributes).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Method {
+    #[default]
+    Get,
+    Post,
+}
+
+impl Method {
+    /// `get` / `post`, in any case (the pivot schema allows both spellings).
+    pub fn parse(s: &str) -> Option<Method> {
+        if s.eq_ignore_ascii_case("get") {
+            Some(Method::Get)
+        } else if s.eq_ignore_ascii_case("post") {
+            Some(Method::Post)
+        } else {
+            None
+        }
+    }
+
+    /// Upper case, as on the wire.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Method::Get => "GET",
+            Method::Post => "POST",
+        }
+    }
+}
+
+/// The collection DTMF goes to when no `collection_name` is given (spec a.6).
+pub const DEFAULT_COLLECTION: &str = "default";
+
+/// The call's DTMF collections, name → digits, kept for the whole call (spec a.6, j.3).
+/// Ordered by name, so requests are reproducible.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct DigitCollections {
+    map: BTreeMap<String, String>,
+}
+
+impl DigitCollections {
+    pub fn new() -> DigitCollections {
+        DigitCollections::default()
+    }
+
+    /// Sets (replaces) a collection; `collect_dtmf` stores its result this way.
+    pub fn set(&mut self, name: &str, digits: &str) {
+        self.map.insert(name.to_string(), digits.to_string());
+    }
+
+    /// Appends to a collection, creating it; digits pressed during `play`/`tts` go to
+    /// [`DEFAULT_COLLECTION`] this way.
+    pub fn append(&mut self, name: &str, digits: &str) {
+        self.map
+            .entry(name.to_string())
+            .or_default()
+            .push_str(digits);
+    }
+
+    /// Removes a collection and returns its digits (`collect_dtmf` takes `default` first).
+    pub fn take(&mut self, name: &str) -> Option<String> {
+        self.map.remove(name)
+    }
+
+    pub fn get(&self, name: &str) -> Option<&str> {
+        self.map.get(name).map(String::as_str)
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.map.is_empty()
+    }
+
+    /// True while no named collection exists (only `default`, or nothing): spec j.3 then
+    /// sends `Digits` as a plain string.
+    pub fn unnamed_only(&self) -> bool {
+        self.map.keys().all(|k| k == DEFAULT_COLLECTION)
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = (&str, &str)> {
+        self.map.iter().map(|(k, v)| (k.as_str(), v.as_str()))
+    }
+
+    /// The `Digits` parameter of a Kazoo-format request (spec j.3): absent when there is no
+    /// collection, a plain string while only the unnamed one exists, else an object of all.
+    pub fn to_param(&self) -> Option<Value> {
+        if self.map.is_empty() {
+            return None;
+        }
+        if self.unnamed_only() {
+            return self.get(DEFAULT_COLLECTION).map(Value::from);
+        }
+        Some(Value::Object(
+            self.map
+                .iter()
+                .map(|(k, v)| (k.clone(), Value::from(v.as_str())))
+                .collect(),
+        ))
+    }
+}
+
+/// What a pivot request says about the call. Plain borrowed data: built per request.
+#[derive(Clone, Copy, Debug)]
+pub struct PivotState<'a> {
+    pub info: &'a CallInfo,
+    /// Kazoo format: the call's DTMF collections.
+    pub digits: &'a DigitCollections,
+    /// TwiML format: the digits gathered since the last request (cleared by the caller after
+    /// each request, spec j.3).
+    pub twiml_digits: Option<&'a str>,
+    /// TwiML `CallStatus` (`ringing`, `in-progress`, `completed`, …); also sent as Kazoo's
+    /// `Call-Status` when set (spec a.2).
+    pub call_status: Option<&'a str>,
+    /// Kazoo `Language`.
+    pub language: Option<&'a str>,
+    /// Kazoo `User-ID`: owners of the authorizing device.
+    pub user_ids: &'a [String],
+}
+
+impl<'a> PivotState<'a> {
+    /// A state with only the call and its collections known.
+    pub fn new(info: &'a CallInfo, digits: &'a DigitCollections) -> PivotState<'a> {
+        PivotState {
+            info,
+            digits,
+            twiml_digits: None,
+            call_status: None,
+            language: None,
+            user_ids: &[],
+        }
+    }
+}
+
+/// Kazoo `Api-Version` (spec j.2: the documented value).
+pub const KAZOO_API_VERSION: &str = "2015-03-01";
+/// TwiML `ApiVersion`.
+pub const TWIML_API_VERSION: &str = "2010-04-01";
+
+/// The request parameters with the names of `format`. Unknown (empty) values are omitted, as
+/// Kazoo does (spec a.2).
+pub fn params(state: &PivotState<'_>, format: ReqFormat) -> Map<String, Value> {
+    let info = state.info;
+    let mut m = Map::new();
+    let put = |m: &mut Map<String, Value>, k: &str, v: Option<&str>| {
+        if let Some(v) = v.filter(|v| !v.is_empty()) {
+            m.insert(k.to_string(), Value::from(v));
+        }
+    };
+    match format {
+        ReqFormat::Kazoo => {
+            put(&mut m, "Api-Version", Some(KAZOO_API_VERSION));
+            put(&mut m, "Direction", Some("inbound"));
+            put(&mut m, "Call-ID", Some(&info.call_id));
+            put(&mut m, "Account-ID", Some(&info.account_id));
+            put(&mut m, "From", Some(&info.from_user));
+            put(&mut m, "From-Realm", Some(&info.from_realm));
+            put(&mut m, "To", Some(&info.to_user));
+            put(&mut m, "To-Realm", Some(&info.to_realm));
+            put(&mut m, "Request", Some(&info.request_user));
+            put(&mut m, "Request-Realm", Some(&info.request_realm));
+            put(&mut m, "Caller-ID-Name", info.caller_id_name.as_deref());
+            put(&mut m, "Caller-ID-Number", info.caller_id_number.as_deref());
+            put(&mut m, "Language", state.language);
+            put(&mut m, "Call-Status", state.call_status);
+            match state.user_ids {
+                [] => {}
+                [one] => put(&mut m, "User-ID", Some(one)),
+                many => {
+                    m.insert(
+                        "User-ID".to_string(),
+                        Value::Array(many.iter().map(|u| Value::from(u.as_str())).collect()),
+                    );
+                }
+            }
+            let headers = custom_sip_headers(&info.custom_sip_headers);
+            if !headers.is_empty() {
+                m.insert("Custom-SIP-Headers".to_string(), Value::Object(headers));
+            }
+            if let Some(d) = state.digits.to_param() {
+                m.insert("Digits".to_string(), d);
+            }
+        }
+        ReqFormat::Twiml => {
+            put(&mut m, "CallSid", Some(&info.call_id));
+            put(&mut m, "AccountSid", Some(&info.account_id));
+            put(&mut m, "From", Some(&info.from_user));
+            put(&mut m, "FromRealm", Some(&info.from_realm));
+            put(&mut m, "To", Some(&info.to_user));
+            put(&mut m, "ToRealm", Some(&info.to_realm));
+            put(&mut m, "CallStatus", state.call_status);
+            put(&mut m, "ApiVersion", Some(TWIML_API_VERSION));
+            put(&mut m, "Direction", Some("inbound"));
+            put(&mut m, "CallerName", info.caller_id_name.as_deref());
+            put(&mut m, "CallerNumber", info.caller_id_number.as_deref());
+            put(&mut m, "Digits", state.twiml_digits);
+        }
+    }
+    m
+}
+
+/// The INVITE's `X-` headers as Kazoo's `Custom-SIP-Headers` object. A header present more
+/// than once is joined with ", " (RFC 3261 §7.3.1: equivalent to one comma-separated value).
+fn custom_sip_headers(headers: &[(String, String)]) -> Map<String, Value> {
+    let mut out: Map<String, Value> = Map::new();
+    for (name, value) in headers {
+        let is_x = name.get(..2).is_some_and(|p| p.eq_ignore_ascii_case("x-"));
+        if !is_x {
+            continue;
+        }
+        match out.get_mut(name) {
+            Some(Value::String(prev)) => {
+                prev.push_str(", ");
+                prev.push_str(value);
+            }
+            _ => {
+                out.insert(name.clone(), Value::from(value.as_str()));
+            }
+        }
+    }
+    out
+}
+
+/// Kazoo's form encoding (`kz_http_util:json_to_querystring`, spec a.4): `key=value` pairs
+/// joined by `&`; in values a space becomes `+`, `A-Z a-z 0-9 . - ~ _` pass and every other
+/// byte becomes `%XX` (upper-case hex); `true`/`false` words; numbers in decimal; a list
+/// `K: [a, b]` gives `K[]=a&K[]=b`; an object `K: {x: 1}` gives `K[x]=1`, deeper `K[x][z]=…`.
+///
+/// Keys: Kazoo writes them raw. pivotd escapes each key segment like a value, which leaves
+/// every name it sends unchanged (they use only `A-Z a-z 0-9 - _ .`) and keeps a strange
+/// collection or header name (`a&b=c`) from breaking the form. `null` and empty lists or
+/// objects emit nothing.
+pub fn form_encode(map: &Map<String, Value>) -> String {
+    let mut out = String::new();
+    for (k, v) in map {
+        let mut key = String::new();
+        escape_into(&mut key, k);
+        encode_value(&mut out, &key, v);
+    }
+    out
+}
+
+fn encode_value(out: &mut String, key: &str, v: &Value) {
+    let pair = |out: &mut String, text: &str, escape: bool| {
+        if !out.is_empty() {
+            out.push('&');
+        }
+        out.push_str(key);
+        out.push('=');
+        if escape {
+            escape_into(out, text);
+        } else {
+            out.push_str(text);
+        }
+    };
+    match v {
+        Value::Null => {}
+        Value::Bool(b) => pair(out, if *b { "true" } else { "false" }, false),
+        // Number's Display is decimal; a float's '.' and '-' are unreserved anyway.
+        Value::Number(n) => pair(out, &n.to_string(), true),
+        Value::String(s) => pair(out, s, true),
+        Value::Array(items) => {
+            let sub = format!("{key}[]");
+            for item in items {
+                encode_value(out, &sub, item);
+            }
+        }
+        Value::Object(fields) => {
+            for (name, item) in fields {
+                let mut sub = String::with_capacity(key.len() + name.len() + 2);
+                sub.push_str(key);
+                sub.push('[');
+                escape_into(&mut sub, name);
+                sub.push(']');
+                encode_value(out, &sub, item);
+            }
+        }
+    }
+}
+
+/// Kazoo's `urlencode` of a value (spec a.4): byte-wise, space → `+`.
+fn escape_into(out: &mut String, s: &str) {
+    const HEX: &[u8; 16] = b"0123456789ABCDEF";
+    for &b in s.as_bytes() {
+        match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'.' | b'-' | b'~' | b'_' => {
+                out.push(char::from(b))
+            }
+            b' ' => out.push('+'),
+            _ => {
+                out.push('%');
+                out.push(char::from(HEX[usize::from(b >> 4)]));
+                out.push(char::from(HEX[usize::from(b & 0x0f)]));
+            }
+        }
+    }
+}
+
+pub const CONTENT_TYPE_FORM: &str = "application/x-www-form-urlencoded";
+pub const CONTENT_TYPE_JSON: &str = "application/json";
+
+/// A pivot request ready for the HTTP client.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PreparedRequest {
+    pub method: Method,
+    /// For GET, with the parameters in the query string.
+    pub url: url::Url,
+    /// Set for POST only (Kazoo sets no other header, spec a.4).
+    pub content_type: Option<&'static str>,
+    /// `None` for GET.
+    pub body: Option<Vec<u8>>,
+}
+
+impl PreparedRequest {
+    /// The [`SIGNATURE_HEADER`] value of this request (see [`sign`]).
+    pub fn signature(&self, secret: &[u8]) -> String {
+        sign(
+            secret,
+            self.url.as_str(),
+            self.body.as_deref().unwrap_or_default(),
+        )
+    }
+}
+
+/// The request for `params` (spec a.4): GET puts them in the query string whatever
+/// `body_format` says, after an `&` when `url` already has a query; POST form sends them
+/// form-encoded; POST JSON sends one JSON object, nested values kept as JSON.
+pub fn build(
+    url: &url::Url,
+    method: Method,
+    body_format: BodyFormat,
+    params: &Map<String, Value>,
+) -> PreparedRequest {
+    match method {
+        Method::Get => {
+            let mut url = url.clone();
+            let encoded = form_encode(params);
+            if !encoded.is_empty() {
+                let query = match url.query() {
+                    Some(q) if !q.is_empty() => format!("{q}&{encoded}"),
+                    _ => encoded,
+                };
+                // The form encoding only emits characters a query may hold, so `set_query`
+                // keeps the string as is.
+                url.set_query(Some(&query));
+            }
+            PreparedRequest {
+                method,
+                url,
+                content_type: None,
+                body: None,
+            }
+        }
+        Method::Post => {
+            let (content_type, body) = match body_format {
+                BodyFormat::Form => (CONTENT_TYPE_FORM, form_encode(params).into_bytes()),
+                BodyFormat::Json => (
+                    CONTENT_TYPE_JSON,
+                    Value::Object(params.clone()).to_string().into_bytes(),
+                ),
+            };
+            PreparedRequest {
+                method,
+                url: url.clone(),
+                content_type: Some(content_type),
+                body: Some(body),
+            }
+        }
+    }
+}
+
+/// The header carrying pivotd's request signature.
+pub const SIGNATURE_HEADER: &str = "X-Pivotd-Signature";
+
+/// pivotd's request signature, sent in [`SIGNATURE_HEADER`] when the account has a signing
+/// secret (beyond Kazoo; in the spirit of Twilio's `X-Twilio-Signature`).
+///
+/// The value is `base64(HMAC-SHA256(secret, URL ‖ body))`, standard base64 alphabet with
+/// padding, where:
+/// - `URL` is the full request URL exactly as sent, scheme to query string (for GET it
+///   includes every pivot parameter), without a fragment;
+/// - `body` is the request body bytes exactly as sent (form-encoded or JSON for POST; empty
+///   for GET);
+/// - `‖` is plain concatenation: no separator.
+///
+/// A web server verifies by recomputing it over the URL it was asked for and the raw body
+/// it received, and comparing in constant time. Unlike Twilio, POST parameters are not
+/// sorted and re-joined: the raw body is signed, which works the same for form and JSON.
+pub fn sign(secret: &[u8], url: &str, body: &[u8]) -> String {
+    // HMAC takes keys of any length (RFC 2104 §2: longer keys are hashed first), so this
+    // constructor cannot fail whatever the secret is.
+    let mut mac = Hmac::<Sha256>::new_from_slice(secret).expect("HMAC accepts a key of any length");
+    mac.update(url.as_bytes());
+    mac.update(body);
+    base64::engine::general_purpose::STANDARD.encode(mac.finalize().into_bytes())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn info() -> CallInfo {
+        CallInfo {
+            call_id: "abc@10.0.0.1".into(),
+            account_id: "0123".into(),
+            from_user: "alice".into(),
+            from_realm: "acme.example".into(),
+            to_user: "4786".into(),
+            to_realm: "acme.example".into(),
+            request_user: "4786".into(),
+            request_realm: "acme.example".into(),
+            caller_id_name: Some("Alice Smith".into()),
+            caller_id_number: Some("+14155550100".into()),
+            custom_sip_headers: vec![
+                ("X-Account".into(), "gold".into()),
+                ("User-Agent".into(), "softphone".into()),
+                ("x-trace".into(), "a".into()),
+                ("x-trace".into(), "b".into()),
+            ],
+        }
+    }
+
+    fn obj(v: Value) -> Map<String, Value> {
+        match v {
+            Value::Object(m) => m,
+            _ => Map::new(),
+        }
+    }
+
+    #[test]
+    fn form_encoding_matches_kazoo() {
+        let m = obj(json!({
+            "Caller-ID-Name": "Alice Smith",
+            "Call-ID": "abc@10.0.0.1",
+            "Num": "+1 (415) ~a_b.c-d",
+            "Utf": "é",
+            "T": true,
+            "F": false,
+            "N": 42,
+            "Neg": -1.5,
+            "Null": null,
+        }));
+        assert_eq!(
+            form_encode(&m),
+            "Call-ID=abc%4010.0.0.1&Caller-ID-Name=Alice+Smith&F=false&N=42&Neg=-1.5\
+             &Num=%2B1+%28415%29+~a_b.c-d&T=true&Utf=%C3%A9"
+        );
+    }
+
+    #[test]
+    fn form_encoding_lists_and_objects() {
+        let m = obj(json!({
+            "User-ID": ["a", "b c"],
+            "Digits": {"default": "12", "pin": "1234"},
+            "Deep": {"x": {"z": 1, "l": [true]}},
+            "Empty": [],
+            "EmptyObj": {},
+        }));
+        assert_eq!(
+            form_encode(&m),
+            "Deep[x][l][]=true&Deep[x][z]=1&Digits[default]=12&Digits[pin]=1234\
+             &User-ID[]=a&User-ID[]=b+c"
+        );
+    }
+
+    #[test]
+    fn form_encoding_escapes_odd_key_segments() {
+        let m = obj(json!({"Digits": {"a&b=c": "1"}}));
+        assert_eq!(form_encode(&m), "Digits[a%26b%3Dc]=1");
+    }
+
+    #[test]
+    fn kazoo_names() {
+        let info = info();
+        let digits = DigitCollections::new();
+        let users = vec!["u1".to_string()];
+        let mut st = PivotState::new(&info, &digits);
+        st.language = Some("en-us");
+        st.user_ids = &users;
+        let p = params(&st, ReqFormat::Kazoo);
+        assert_eq!(
+            Value::Object(p),
+            json!({
+                "Api-Version": "2015-03-01",
+                "Direction": "inbound",
+                "Call-ID": "abc@10.0.0.1",
+                "Account-ID": "0123",
+                "From": "alice",
+                "From-Realm": "acme.example",
+                "To": "4786",
+                "To-Realm": "acme.example",
+                "Request": "4786",
+                "Request-Realm": "acme.example",
+                "Caller-ID-Name": "Alice Smith",
+                "Caller-ID-Number": "+14155550100",
+                "Language": "en-us",
+                "User-ID": "u1",
+                "Custom-SIP-Headers": {"X-Account": "gold", "x-trace": "a, b"},
+            })
+        );
+    }
+
+    #[test]
+    fn kazoo_omits_unknown_values_and_lists_user_ids() {
+        let info = CallInfo {
+            call_id: "c1".into(),
+            ..CallInfo::default()
+        };
+        let digits = DigitCollections::new();
+        let users = vec!["u1".to_string(), "u2".to_string()];
+        let mut st = PivotState::new(&info, &digits);
+        st.user_ids = &users;
+        let p = params(&st, ReqFormat::Kazoo);
+        assert_eq!(
+            Value::Object(p.clone()),
+            json!({
+                "Api-Version": "2015-03-01",
+                "Direction": "inbound",
+                "Call-ID": "c1",
+                "User-ID": ["u1", "u2"],
+            })
+        );
+        assert_eq!(
+            form_encode(&p),
+            "Api-Version=2015-03-01&Call-ID=c1&Direction=inbound&User-ID[]=u1&User-ID[]=u2"
+        );
+    }
+
+    #[test]
+    fn twiml_names() {
+        let info = info();
+        let mut digits = DigitCollections::new();
+        digits.set("pin", "99"); // Kazoo collections never leak into TwiML requests
+        let mut st = PivotState::new(&info, &digits);
+        st.twiml_digits = Some("123");
+        st.call_status = Some("in-progress");
+        st.language = Some("en-us");
+        let p = params(&st, ReqFormat::Twiml);
+        assert_eq!(
+            Value::Object(p),
+            json!({
+                "CallSid": "abc@10.0.0.1",
+                "AccountSid": "0123",
+                "From": "alice",
+                "FromRealm": "acme.example",
+                "To": "4786",
+                "ToRealm": "acme.example",
+                "CallStatus": "in-progress",
+                "ApiVersion": "2010-04-01",
+                "Direction": "inbound",
+                "CallerName": "Alice Smith",
+                "CallerNumber": "+14155550100",
+                "Digits": "123",
+            })
+        );
+    }
+
+    #[test]
+    fn digits_plain_then_object_once_named() {
+        let info = CallInfo::default();
+        let mut d = DigitCollections::new();
+        assert!(d.unnamed_only());
+        assert_eq!(d.to_param(), None);
+        assert!(!params(&PivotState::new(&info, &d), ReqFormat::Kazoo).contains_key("Digits"));
+
+        d.append(DEFAULT_COLLECTION, "1");
+        d.append(DEFAULT_COLLECTION, "2");
+        assert!(d.unnamed_only());
+        let p = params(&PivotState::new(&info, &d), ReqFormat::Kazoo);
+        assert_eq!(p.get("Digits"), Some(&json!("12")));
+        assert!(form_encode(&p).contains("&Digits=12&"));
+
+        d.set("pin", "1234");
+        assert!(!d.unnamed_only());
+        let p = params(&PivotState::new(&info, &d), ReqFormat::Kazoo);
+        assert_eq!(
+            p.get("Digits"),
+            Some(&json!({"default": "12", "pin": "1234"}))
+        );
+        let form = form_encode(&p);
+        assert!(
+            form.contains("&Digits[default]=12&Digits[pin]=1234&"),
+            "{form}"
+        );
+
+        // collect_dtmf takes `default`: the named one stays, still in object form.
+        assert_eq!(d.take(DEFAULT_COLLECTION).as_deref(), Some("12"));
+        let p = params(&PivotState::new(&info, &d), ReqFormat::Kazoo);
+        assert_eq!(p.get("Digits"), Some(&json!({"pin": "1234"})));
+    }
+
+    #[test]
+    fn get_appends_to_query() {
+        let m = obj(json!({"Caller-ID-Name": "Alice Smith", "Digits": {"pin": "1"}}));
+        let url = url::Url::parse("http://ivr.example/ivr.php?app=1").unwrap();
+        let r = build(&url, Method::Get, BodyFormat::Json, &m);
+        assert_eq!(
+            r.url.as_str(),
+            "http://ivr.example/ivr.php?app=1&Caller-ID-Name=Alice+Smith&Digits[pin]=1"
+        );
+        assert_eq!((r.content_type, r.body), (None, None));
+
+        let url = url::Url::parse("http://ivr.example/ivr.php").unwrap();
+        let r = build(&url, Method::Get, BodyFormat::Form, &m);
+        assert_eq!(
+            r.url.as_str(),
+            "http://ivr.example/ivr.php?Caller-ID-Name=Alice+Smith&Digits[pin]=1"
+        );
+        // An empty query (`?`) gets no leading '&'.
+        let url = url::Url::parse("http://ivr.example/ivr.php?").unwrap();
+        let r = build(&url, Method::Get, BodyFormat::Form, &m);
+        assert_eq!(
+            r.url.as_str(),
+            "http://ivr.example/ivr.php?Caller-ID-Name=Alice+Smith&Digits[pin]=1"
+        );
+    }
+
+    #[test]
+    fn post_form_and_json() {
+        let m = obj(json!({"A": "x y", "Digits": {"pin": "1"}, "User-ID": ["a", "b"]}));
+        let url = url::Url::parse("https://ivr.example/p?q=1").unwrap();
+        let r = build(&url, Method::Post, BodyFormat::Form, &m);
+        assert_eq!(r.url.as_str(), "https://ivr.example/p?q=1");
+        assert_eq!(r.content_type, Some("application/x-www-form-urlencoded"));
+        assert_eq!(
+            r.body.as_deref(),
+            Some(&b"A=x+y&Digits[pin]=1&User-ID[]=a&User-ID[]=b"[..])
+        );
+
+        let r = build(&url, Method::Post, BodyFormat::Json, &m);
+        assert_eq!(r.content_type, Some("application/json"));
+        let body: Value = serde_json::from_slice(r.body.as_deref().unwrap_or_default()).unwrap();
+        assert_eq!(
+            body,
+            json!({"A": "x y", "Digits": {"pin": "1"}, "User-ID": ["a", "b"]})
+        );
+    }
+
+    #[test]
+    fn signature_is_hmac_sha256_of_url_then_body() {
+        // RFC 4231 test case 2 (key "Jefe"), the data split between URL and body:
+        // HMAC = 5bdcc146bf60754e6a042426089575c75a003f089d2739839dec58b964ec3843.
+        let sig = sign(b"Jefe", "what do ya want ", b"for nothing?");
+        assert_eq!(sig, "W9zBRr9gdU5qBCQmCJV1x1oAPwidJzmDnexYuWTsOEM=");
+        assert_eq!(sign(b"Jefe", "what do ya want for nothing?", b""), sig);
+
+        let url = url::Url::parse("http://ivr.example/a").unwrap();
+        let m = obj(json!({"A": "1"}));
+        let r = build(&url, Method::Post, BodyFormat::Form, &m);
+        assert_eq!(
+            r.signature(b"k"),
+            sign(b"k", "http://ivr.example/a", b"A=1")
+        );
+        let r = build(&url, Method::Get, BodyFormat::Form, &m);
+        assert_eq!(
+            r.signature(b"k"),
+            sign(b"k", "http://ivr.example/a?A=1", b"")
+        );
+        assert_ne!(r.signature(b"k"), r.signature(b"other"));
+    }
+
+    #[test]
+    fn option_words() {
+        assert_eq!(Method::parse("POST"), Some(Method::Post));
+        assert_eq!(Method::parse("get"), Some(Method::Get));
+        assert_eq!(Method::parse("put"), None);
+        assert_eq!(ReqFormat::parse("TwiML"), Some(ReqFormat::Twiml));
+        assert_eq!(BodyFormat::parse("json"), Some(BodyFormat::Json));
+        assert_eq!(BodyFormat::parse("xml"), None);
+    }
+}

@@ -1,0 +1,735 @@
+//! TwiML answers (spec d, j.11, j.17): the document parsed with quick-xml into a list of verbs.
+//! Only the shape is checked here; the runtime carries the verbs out. A verb pivotd does not
+//! know ([`Verb::Unknown`]) or cannot use ([`Verb::Invalid`]) is kept, so the runtime can skip
+//! it with a log and go on with the next one (spec j.11).
+
+use quick_xml::events::{BytesStart, Event};
+use quick_xml::Reader;
+
+use super::request::Method;
+
+/// Largest document accepted (the HTTP client enforces it on the body too).
+pub const MAX_DOCUMENT_BYTES: usize = 1 << 20;
+/// Deepest element nesting accepted. TwiML needs 3 (`Response > Gather > Say`); SSML inside
+/// `<Say>` a few more.
+pub const MAX_DEPTH: usize = 16;
+/// `<Say>` text is cut to this many characters (`pivot.tts_texts_size`, spec a.1).
+pub const MAX_SAY_CHARS: usize = 4000;
+/// Cap on `<Gather timeout>`, `<Pause length>` and `<Dial timeout>` seconds (spec d, h).
+pub const MAX_SECONDS: u32 = 3600;
+
+/// Voice of `<Say>` when none is given (Kazoo's `speech.tts_voice`).
+pub const DEFAULT_VOICE: &str = "male";
+/// Language of `<Say>` when none is given (Kazoo's `speech.tts_language`).
+pub const DEFAULT_LANGUAGE: &str = "en-US";
+
+/// Why `<Reject>` refuses the call.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RejectReason {
+    /// `rejected` (the default): SIP 503 in Kazoo.
+    Rejected,
+    /// `busy`: SIP 486.
+    Busy,
+}
+
+/// One TwiML verb. URLs are kept as written; resolve them with [`resolve_url`] against the URL
+/// of the document (spec j.11).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Verb {
+    /// Text to speak; whitespace runs collapsed, cut at [`MAX_SAY_CHARS`]. `voice` is
+    /// `male`/`female` for Twilio's `man`/`woman` too, else as written; `language` has
+    /// Kazoo's `en` → `en-US`, `en-gb` → `en-GB`. `loop_count` 0 = forever.
+    Say {
+        text: String,
+        voice: String,
+        language: String,
+        loop_count: u32,
+    },
+    /// Media URL (possibly relative). `loop_count` 0 = forever.
+    Play {
+        url: String,
+        loop_count: u32,
+    },
+    /// Collect digits while `nested` plays. `action` `None` = the current document's URL.
+    /// `num_digits` `None` = unlimited. `finish_on_key` `None` = no key (`finishOnKey=""`).
+    /// `nested` holds Say / Play / Pause, and Unknown / Invalid for anything else.
+    Gather {
+        action: Option<String>,
+        method: Method,
+        num_digits: Option<u32>,
+        timeout_s: u32,
+        finish_on_key: Option<char>,
+        nested: Vec<Verb>,
+    },
+    /// Fetch and run another document.
+    Redirect {
+        url: String,
+        method: Method,
+    },
+    Pause {
+        length_s: u32,
+    },
+    Hangup,
+    Reject {
+        reason: RejectReason,
+    },
+    /// Kept for the bridge issue; run as "skipped" until then. `number` is the plain text
+    /// content; `nouns` the child elements (`Number`, `Sip`, `Conference`, …) with their text.
+    Dial {
+        action: Option<String>,
+        method: Method,
+        timeout_s: u32,
+        caller_id: Option<String>,
+        number: Option<String>,
+        nouns: Vec<(String, String)>,
+    },
+    /// An element pivotd does not implement (its name); skipped at run time.
+    Unknown(String),
+    /// A known verb with attributes or content pivotd cannot use; skipped at run time.
+    Invalid {
+        verb: String,
+        reason: String,
+    },
+}
+
+/// A document that is not TwiML pivotd can run.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum TwimlError {
+    #[error("document larger than {MAX_DOCUMENT_BYTES} bytes")]
+    TooLarge,
+    #[error("document is not UTF-8")]
+    NotUtf8,
+    #[error("malformed XML at byte {position}: {message}")]
+    Malformed { position: u64, message: String },
+    #[error("root element is <{0}>, expected <Response>")]
+    BadRoot(String),
+    #[error("no root element")]
+    NoRoot,
+    #[error("elements nested deeper than {MAX_DEPTH}")]
+    TooDeep,
+}
+
+/// A parsed element: only what verbs need.
+#[derive(Debug, Default)]
+struct Element {
+    name: String,
+    attrs: Vec<(String, String)>,
+    /// Text and CDATA of this element and its descendants, in document order.
+    text: String,
+    children: Vec<Element>,
+}
+
+impl Element {
+    fn attr(&self, name: &str) -> Option<&str> {
+        self.attrs
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.as_str())
+    }
+}
+
+/// Parses a TwiML document: well-formed XML with root `<Response>` (spec b.1), entities and
+/// CDATA decoded. A UTF-8 byte order mark is allowed.
+pub fn parse(doc: &[u8]) -> Result<Vec<Verb>, TwimlError> {
+    let root = parse_tree(doc)?;
+    if root.name != "Response" {
+        return Err(TwimlError::BadRoot(root.name));
+    }
+    Ok(root.children.iter().map(verb).collect())
+}
+
+fn parse_tree(doc: &[u8]) -> Result<Element, TwimlError> {
+    if doc.len() > MAX_DOCUMENT_BYTES {
+        return Err(TwimlError::TooLarge);
+    }
+    let doc = doc.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(doc);
+    let text = std::str::from_utf8(doc).map_err(|_| TwimlError::NotUtf8)?;
+    let mut reader = Reader::from_str(text);
+    let malformed = |reader: &Reader<&[u8]>, message: String| TwimlError::Malformed {
+        position: reader.error_position(),
+        message,
+    };
+
+    // Open elements; the root, once closed, lands in `root`.
+    let mut stack: Vec<Element> = Vec::new();
+    let mut root: Option<Element> = None;
+    loop {
+        let event = reader
+            .read_event()
+            .map_err(|e| malformed(&reader, e.to_string()))?;
+        match event {
+            Event::Start(_) | Event::Empty(_) if root.is_some() => {
+                return Err(malformed(&reader, "content after the root element".into()));
+            }
+            Event::Start(start) => {
+                if stack.len() >= MAX_DEPTH {
+                    return Err(TwimlError::TooDeep);
+                }
+                stack.push(element(&start).map_err(|m| malformed(&reader, m))?);
+            }
+            Event::Empty(start) => {
+                let el = element(&start).map_err(|m| malformed(&reader, m))?;
+                close(&mut stack, &mut root, el);
+            }
+            Event::End(_) => {
+                // quick-xml checks that the end name matches the open element.
+                let Some(el) = stack.pop() else {
+                    return Err(malformed(&reader, "unexpected end tag".into()));
+                };
+                close(&mut stack, &mut root, el);
+            }
+            Event::Text(t) => {
+                let s = t
+                    .unescape()
+                    .map_err(|e| malformed(&reader, e.to_string()))?;
+                match stack.last_mut() {
+                    Some(el) => el.text.push_str(&s),
+                    None if s.trim().is_empty() => {}
+                    None => return Err(malformed(&reader, "text outside the root element".into())),
+                }
+            }
+            Event::CData(c) => {
+                let s = c.decode().map_err(|e| malformed(&reader, e.to_string()))?;
+                match stack.last_mut() {
+                    Some(el) => el.text.push_str(&s),
+                    None => {
+                        return Err(malformed(&reader, "CDATA outside the root element".into()))
+                    }
+                }
+            }
+            Event::Comment(_) | Event::Decl(_) | Event::PI(_) | Event::DocType(_) => {}
+            Event::Eof => break,
+        }
+    }
+    if let Some(open) = stack.last() {
+        return Err(TwimlError::Malformed {
+            position: reader.buffer_position(),
+            message: format!("<{}> is not closed", open.name),
+        });
+    }
+    root.ok_or(TwimlError::NoRoot)
+}
+
+/// Attaches a finished element to its parent (its text joins the parent's, so a `<Say>` with
+/// SSML children reads as one text) or makes it the root.
+fn close(stack: &mut [Element], root: &mut Option<Element>, el: Element) {
+    match stack.last_mut() {
+        Some(parent) => {
+            parent.text.push_str(&el.text);
+            parent.children.push(el);
+        }
+        None => *root = Some(el),
+    }
+}
+
+fn element(start: &BytesStart<'_>) -> Result<Element, String> {
+    let name = String::from_utf8_lossy(start.name().as_ref()).into_owned();
+    let mut attrs = Vec::new();
+    for a in start.attributes() {
+        // Duplicate and unquoted attributes are errors here (quick-xml's checks are on).
+        let a = a.map_err(|e| e.to_string())?;
+        let key = String::from_utf8_lossy(a.key.as_ref()).into_owned();
+        let value = a.unescape_value().map_err(|e| e.to_string())?.into_owned();
+        attrs.push((key, value));
+    }
+    Ok(Element {
+        name,
+        attrs,
+        ..Element::default()
+    })
+}
+
+fn verb(el: &Element) -> Verb {
+    let built = match el.name.as_str() {
+        "Say" => say(el),
+        "Play" => play(el),
+        "Gather" => gather(el),
+        "Redirect" => redirect(el),
+        "Pause" => pause(el),
+        "Hangup" => Ok(Verb::Hangup),
+        "Reject" => reject(el),
+        "Dial" => dial(el),
+        other => return Verb::Unknown(other.to_string()),
+    };
+    built.unwrap_or_else(|reason| Verb::Invalid {
+        verb: el.name.clone(),
+        reason,
+    })
+}
+
+fn say(el: &Element) -> Result<Verb, String> {
+    let collapsed = el.text.split_whitespace().collect::<Vec<_>>().join(" ");
+    let text: String = collapsed.chars().take(MAX_SAY_CHARS).collect();
+    let voice = match el.attr("voice").map(str::trim) {
+        None | Some("") => DEFAULT_VOICE.to_string(),
+        Some("man" | "male") => "male".to_string(),
+        Some("woman" | "female") => "female".to_string(),
+        Some(other) => other.to_string(),
+    };
+    let language = match el.attr("language").map(str::trim) {
+        None | Some("") => DEFAULT_LANGUAGE.to_string(),
+        Some(l) if l.eq_ignore_ascii_case("en") || l.eq_ignore_ascii_case("en-us") => {
+            "en-US".to_string()
+        }
+        Some(l) if l.eq_ignore_ascii_case("en-gb") => "en-GB".to_string(),
+        Some(other) => other.to_string(),
+    };
+    Ok(Verb::Say {
+        text,
+        voice,
+        language,
+        loop_count: loop_count(el)?,
+    })
+}
+
+fn play(el: &Element) -> Result<Verb, String> {
+    let url = el.text.trim();
+    if url.is_empty() {
+        return Err("no media URL".into());
+    }
+    Ok(Verb::Play {
+        url: url.to_string(),
+        loop_count: loop_count(el)?,
+    })
+}
+
+fn gather(el: &Element) -> Result<Verb, String> {
+    let finish_on_key = match el.attr("finishOnKey") {
+        None => Some('#'),
+        Some("") => None,
+        Some(k) => {
+            let mut chars = k.chars();
+            match (chars.next(), chars.next()) {
+                (Some(c), None) if c.is_ascii_digit() || c == '#' || c == '*' => Some(c),
+                _ => return Err(format!("finishOnKey {k:?} is not one key of 0-9 * #")),
+            }
+        }
+    };
+    let num_digits = match el.attr("numDigits") {
+        None => None,
+        Some(v) => match number(v, "numDigits")? {
+            0 => return Err("numDigits must be at least 1".into()),
+            n => Some(n),
+        },
+    };
+    let nested = el
+        .children
+        .iter()
+        .map(|c| match c.name.as_str() {
+            "Say" | "Play" | "Pause" => verb(c),
+            other => Verb::Unknown(other.to_string()),
+        })
+        .collect();
+    Ok(Verb::Gather {
+        action: url_attr(el, "action"),
+        method: method(el)?,
+        num_digits,
+        timeout_s: seconds(el, "timeout", 5)?,
+        finish_on_key,
+        nested,
+    })
+}
+
+fn redirect(el: &Element) -> Result<Verb, String> {
+    let url = el.text.trim();
+    if url.is_empty() {
+        return Err("no URL".into());
+    }
+    Ok(Verb::Redirect {
+        url: url.to_string(),
+        method: method(el)?,
+    })
+}
+
+fn pause(el: &Element) -> Result<Verb, String> {
+    Ok(Verb::Pause {
+        length_s: seconds(el, "length", 1)?,
+    })
+}
+
+fn reject(el: &Element) -> Result<Verb, String> {
+    let reason = match el.attr("reason").map(str::trim) {
+        None | Some("") | Some("rejected") => RejectReason::Rejected,
+        Some("busy") => RejectReason::Busy,
+        Some(other) => return Err(format!("reason {other:?} is neither rejected nor busy")),
+    };
+    Ok(Verb::Reject { reason })
+}
+
+fn dial(el: &Element) -> Result<Verb, String> {
+    let nouns: Vec<(String, String)> = el
+        .children
+        .iter()
+        .map(|c| (c.name.clone(), c.text.trim().to_string()))
+        .collect();
+    // The plain-text number is the text not inside a noun.
+    let number = if nouns.is_empty() {
+        Some(el.text.trim().to_string()).filter(|s| !s.is_empty())
+    } else {
+        None
+    };
+    Ok(Verb::Dial {
+        action: url_attr(el, "action"),
+        method: method(el)?,
+        timeout_s: seconds(el, "timeout", 30)?,
+        caller_id: el
+            .attr("callerId")
+            .map(str::trim)
+            .filter(|s| !s.is_empty())
+            .map(str::to_string),
+        number,
+        nouns,
+    })
+}
+
+fn url_attr(el: &Element, name: &str) -> Option<String> {
+    el.attr(name)
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .map(str::to_string)
+}
+
+/// `method`: GET or POST in any case; default POST (Twilio and Kazoo).
+fn method(el: &Element) -> Result<Method, String> {
+    match el.attr("method").map(str::trim) {
+        None | Some("") => Ok(Method::Post),
+        Some(m) => Method::parse(m).ok_or_else(|| format!("method {m:?} is neither GET nor POST")),
+    }
+}
+
+fn loop_count(el: &Element) -> Result<u32, String> {
+    match el.attr("loop") {
+        None => Ok(1),
+        Some(v) => number(v, "loop"),
+    }
+}
+
+/// A seconds attribute, capped at [`MAX_SECONDS`].
+fn seconds(el: &Element, name: &str, default: u32) -> Result<u32, String> {
+    match el.attr(name) {
+        None => Ok(default),
+        Some(v) => Ok(number(v, name)?.min(MAX_SECONDS)),
+    }
+}
+
+fn number(v: &str, name: &str) -> Result<u32, String> {
+    let v = v.trim();
+    if v.is_empty() || !v.bytes().all(|b| b.is_ascii_digit()) {
+        return Err(format!("{name} {v:?} is not a whole number"));
+    }
+    // All digits: only overflow can fail; treat a huge value as the largest.
+    Ok(v.parse::<u32>().unwrap_or(u32::MAX))
+}
+
+/// A TwiML URL that cannot be used.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum ResolveError {
+    #[error("invalid URL {reference:?}: {message}")]
+    Invalid { reference: String, message: String },
+    #[error("URL scheme {0:?} is not http or https")]
+    Scheme(String),
+}
+
+/// Resolves a TwiML URL (`action`, `<Redirect>`, `<Play>`) against the URL of the document
+/// that contained it (spec j.11; RFC 3986 §5.2 reference resolution, as Twilio does — unlike
+/// Kazoo's path join, a leading `/` is the server root). An empty reference is the document
+/// itself. Only http and https results are accepted; the fragment is dropped.
+pub fn resolve_url(base: &url::Url, reference: &str) -> Result<url::Url, ResolveError> {
+    let mut url = base
+        .join(reference.trim())
+        .map_err(|e| ResolveError::Invalid {
+            reference: reference.to_string(),
+            message: e.to_string(),
+        })?;
+    match url.scheme() {
+        "http" | "https" => {}
+        other => return Err(ResolveError::Scheme(other.to_string())),
+    }
+    url.set_fragment(None);
+    Ok(url)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn verbs(doc: &str) -> Vec<Verb> {
+        match parse(doc.as_bytes()) {
+            Ok(v) => v,
+            Err(e) => panic!("{e}: {doc}"),
+        }
+    }
+
+    fn say(text: &str) -> Verb {
+        Verb::Say {
+            text: text.into(),
+            voice: "male".into(),
+            language: "en-US".into(),
+            loop_count: 1,
+        }
+    }
+
+    #[test]
+    fn gather_with_nested_say_and_relative_action() {
+        let doc = r#"<?xml version="1.0" encoding="UTF-8"?>
+            <Response>
+              <Gather action="handle-key.php" numDigits="4" timeout="10">
+                <Say voice="woman" language="en-gb">
+                  Please enter
+                  your PIN
+                </Say>
+                <Pause/>
+                <Play loop="2">beep.wav</Play>
+              </Gather>
+              <Say>We did not get your PIN.</Say>
+            </Response>"#;
+        let v = verbs(doc);
+        assert_eq!(
+            v,
+            vec![
+                Verb::Gather {
+                    action: Some("handle-key.php".into()),
+                    method: Method::Post,
+                    num_digits: Some(4),
+                    timeout_s: 10,
+                    finish_on_key: Some('#'),
+                    nested: vec![
+                        Verb::Say {
+                            text: "Please enter your PIN".into(),
+                            voice: "female".into(),
+                            language: "en-GB".into(),
+                            loop_count: 1,
+                        },
+                        Verb::Pause { length_s: 1 },
+                        Verb::Play {
+                            url: "beep.wav".into(),
+                            loop_count: 2
+                        },
+                    ],
+                },
+                say("We did not get your PIN."),
+            ]
+        );
+        let base = url::Url::parse("http://ivr.example/app/start.php?x=1").unwrap();
+        let Verb::Gather {
+            action: Some(action),
+            ..
+        } = &v[0]
+        else {
+            panic!("not a gather")
+        };
+        assert_eq!(
+            resolve_url(&base, action).unwrap().as_str(),
+            "http://ivr.example/app/handle-key.php"
+        );
+    }
+
+    #[test]
+    fn gather_defaults_and_options() {
+        let v = verbs(
+            r#"<Response><Gather/><Gather finishOnKey="" method="get" timeout="99999">
+               <Dial>1</Dial></Gather><Gather finishOnKey="12"/></Response>"#,
+        );
+        assert_eq!(
+            v[0],
+            Verb::Gather {
+                action: None,
+                method: Method::Post,
+                num_digits: None,
+                timeout_s: 5,
+                finish_on_key: Some('#'),
+                nested: vec![],
+            }
+        );
+        assert_eq!(
+            v[1],
+            Verb::Gather {
+                action: None,
+                method: Method::Get,
+                num_digits: None,
+                timeout_s: 3600,
+                finish_on_key: None,
+                nested: vec![Verb::Unknown("Dial".into())],
+            }
+        );
+        assert!(matches!(&v[2], Verb::Invalid { verb, .. } if verb == "Gather"));
+    }
+
+    #[test]
+    fn redirect_hangup_reject_pause_play() {
+        let v = verbs(
+            r#"<Response>
+                 <Play loop="0"> http://media.example/a.mp3 </Play>
+                 <Pause length="3"></Pause>
+                 <Redirect method="GET">/next</Redirect>
+                 <Redirect>next.xml</Redirect>
+                 <Reject reason="busy"/>
+                 <Reject/>
+                 <Hangup/>
+               </Response>"#,
+        );
+        assert_eq!(
+            v,
+            vec![
+                Verb::Play {
+                    url: "http://media.example/a.mp3".into(),
+                    loop_count: 0
+                },
+                Verb::Pause { length_s: 3 },
+                Verb::Redirect {
+                    url: "/next".into(),
+                    method: Method::Get
+                },
+                Verb::Redirect {
+                    url: "next.xml".into(),
+                    method: Method::Post
+                },
+                Verb::Reject {
+                    reason: RejectReason::Busy
+                },
+                Verb::Reject {
+                    reason: RejectReason::Rejected
+                },
+                Verb::Hangup,
+            ]
+        );
+    }
+
+    #[test]
+    fn invalid_verbs_are_kept_for_skipping() {
+        let v = verbs(
+            r#"<Response><Play/><Pause length="-1"/><Say loop="x">a</Say>
+               <Redirect method="PUT">a</Redirect><Reject reason="nope"/></Response>"#,
+        );
+        let names: Vec<_> = v
+            .iter()
+            .map(|x| match x {
+                Verb::Invalid { verb, .. } => verb.as_str(),
+                _ => "valid",
+            })
+            .collect();
+        assert_eq!(names, ["Play", "Pause", "Say", "Redirect", "Reject"]);
+    }
+
+    #[test]
+    fn entities_cdata_and_ssml_text() {
+        let v = verbs(
+            "\u{feff}<Response><Say>Tom &amp; Jerry &lt;3 &#x41;&#66; <![CDATA[<raw> & ]]>end</Say>\
+             <Say>Hello <emphasis>big</emphasis> world</Say>\
+             <Play>http://m.example/a.wav?x=1&amp;y=2</Play></Response>",
+        );
+        assert_eq!(
+            v,
+            vec![
+                say("Tom & Jerry <3 AB <raw> & end"),
+                say("Hello big world"),
+                Verb::Play {
+                    url: "http://m.example/a.wav?x=1&y=2".into(),
+                    loop_count: 1
+                },
+            ]
+        );
+    }
+
+    #[test]
+    fn say_is_capped() {
+        let long = "a".repeat(MAX_SAY_CHARS + 10);
+        let v = verbs(&format!("<Response><Say>{long}</Say></Response>"));
+        let Some(Verb::Say { text, .. }) = v.first() else {
+            panic!("no say")
+        };
+        assert_eq!(text.chars().count(), MAX_SAY_CHARS);
+    }
+
+    #[test]
+    fn unknown_verbs_and_dial() {
+        let v = verbs(
+            r#"<Response><Sms>hi</Sms><Dial callerId="+1555" timeout="20">+1 415 555</Dial>
+               <Dial><Number>100</Number><Sip>sip:a@b</Sip></Dial></Response>"#,
+        );
+        assert_eq!(v[0], Verb::Unknown("Sms".into()));
+        assert_eq!(
+            v[1],
+            Verb::Dial {
+                action: None,
+                method: Method::Post,
+                timeout_s: 20,
+                caller_id: Some("+1555".into()),
+                number: Some("+1 415 555".into()),
+                nouns: vec![],
+            }
+        );
+        assert!(matches!(&v[2], Verb::Dial { number: None, nouns, .. }
+            if nouns == &[("Number".to_string(), "100".to_string()), ("Sip".to_string(), "sip:a@b".to_string())]));
+    }
+
+    #[test]
+    fn bad_documents() {
+        assert_eq!(
+            parse(b"<Reply><Hangup/></Reply>"),
+            Err(TwimlError::BadRoot("Reply".into()))
+        );
+        assert_eq!(
+            parse(b"<response/>"),
+            Err(TwimlError::BadRoot("response".into()))
+        );
+        assert_eq!(parse(b"  "), Err(TwimlError::NoRoot));
+        assert_eq!(parse(b"\xff<Response/>"), Err(TwimlError::NotUtf8));
+        for bad in [
+            "<Response><Say>a</Play></Response>",
+            "<Response><Say>a</Say>",
+            "<Response><Say x=1>a</Say></Response>",
+            "<Response><Say a=\"1\" a=\"2\">a</Say></Response>",
+            "<Response><Say>&bogus;</Say></Response>",
+            "<Response/><Response/>",
+            "<Response/>junk",
+            "junk<Response/>",
+            "{\"module\":\"play\"}",
+        ] {
+            assert!(
+                matches!(parse(bad.as_bytes()), Err(TwimlError::Malformed { .. })),
+                "{bad}: {:?}",
+                parse(bad.as_bytes())
+            );
+        }
+        let deep = format!(
+            "<Response>{}{}</Response>",
+            "<a>".repeat(MAX_DEPTH),
+            "</a>".repeat(MAX_DEPTH)
+        );
+        assert_eq!(parse(deep.as_bytes()), Err(TwimlError::TooDeep));
+        let big = vec![b' '; MAX_DOCUMENT_BYTES + 1];
+        assert_eq!(parse(&big), Err(TwimlError::TooLarge));
+    }
+
+    #[test]
+    fn url_resolution() {
+        let base = url::Url::parse("https://ivr.example/app/v1/start.xml?a=1#f").unwrap();
+        let cases = [
+            ("next.xml", "https://ivr.example/app/v1/next.xml"),
+            ("/root.xml", "https://ivr.example/root.xml"),
+            ("../up.xml?b=2", "https://ivr.example/app/up.xml?b=2"),
+            ("./same", "https://ivr.example/app/v1/same"),
+            ("?c=3", "https://ivr.example/app/v1/start.xml?c=3"),
+            ("", "https://ivr.example/app/v1/start.xml?a=1"),
+            ("//other.example/x", "https://other.example/x"),
+            ("http://abs.example/y#frag", "http://abs.example/y"),
+            (" spaced.xml ", "https://ivr.example/app/v1/spaced.xml"),
+        ];
+        for (reference, want) in cases {
+            assert_eq!(
+                resolve_url(&base, reference).map(|u| u.to_string()),
+                Ok(want.to_string()),
+                "{reference}"
+            );
+        }
+        assert_eq!(
+            resolve_url(&base, "file:///etc/passwd"),
+            Err(ResolveError::Scheme("file".into()))
+        );
+        assert!(matches!(
+            resolve_url(&base, "http://[::1"),
+            Err(ResolveError::Invalid { .. })
+        ));
+    }
+}
