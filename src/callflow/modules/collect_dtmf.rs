@@ -140,7 +140,7 @@ pub async fn run(
         .as_deref()
         .unwrap_or(DEFAULT_COLLECTION);
     tracing::debug!(collection = name, digits = %digits, "collect_dtmf");
-    state.collections.set(name, digits);
+    state.collections.set(name, &digits);
     Ok(Next::Default)
 }
 
