@@ -170,6 +170,15 @@ pub struct PivotConfig {
     pub blacklist_cidrs: Vec<Cidr>,
     /// `blacklist_hosts`: host names refused; default `["localhost"]`.
     pub blacklist_hosts: Vec<String>,
+    /// `max_req_timeout_ms`: a pivot node's `req_timeout_ms` is clamped to this (spec j.9).
+    /// Default 5000, 100..=60000.
+    pub max_req_timeout_ms: u64,
+    /// `max_requests_per_call`: pivot requests one call may make before it is ended, against
+    /// runaway loops (spec j.18). Default 100, 1..=100000.
+    pub max_requests_per_call: u32,
+    /// `ca_file`: extra trusted CA certificates (PEM) for https web servers, beside the
+    /// built-in roots.
+    pub ca_file: Option<PathBuf>,
 }
 
 /// An address block, `addr/prefix` (a bare address is a /32 or /128).
@@ -249,6 +258,9 @@ pub struct Account {
     pub realm: String,
     /// `api_key`: for `PUT /v2/api_auth`; none = no API access for this account.
     pub api_key: Option<String>,
+    /// `pivot_secret`: when set, every pivot request of the account carries an
+    /// `X-Pivotd-Signature` (HMAC-SHA256 of the URL and body with this secret).
+    pub pivot_secret: Option<String>,
     pub callflows: Vec<CallflowEntry>,
     pub users: Vec<User>,
     pub devices: Vec<Device>,
@@ -437,6 +449,7 @@ fn demo_account() -> Account {
         id: DEMO_ACCOUNT_ID.to_string(),
         realm: DEMO_REALM.to_string(),
         api_key: None,
+        pivot_secret: None,
         callflows: vec![CallflowEntry {
             id: None,
             name: Some("demo IVR".to_string()),
@@ -831,7 +844,17 @@ fn parse(s: &str, base: &Path) -> (Config, Vec<ConfigProblem>) {
     };
 
     let t = r.table(&root, "", "pivot").unwrap_or(&empty);
-    r.check_keys(t, "pivot", &["blacklist_cidrs", "blacklist_hosts"]);
+    r.check_keys(
+        t,
+        "pivot",
+        &[
+            "blacklist_cidrs",
+            "blacklist_hosts",
+            "max_req_timeout_ms",
+            "max_requests_per_call",
+            "ca_file",
+        ],
+    );
     let pivot = PivotConfig {
         blacklist_cidrs: r
             .parsed_list(t, "pivot", "blacklist_cidrs", Cidr::parse)
@@ -845,6 +868,15 @@ fn parse(s: &str, base: &Path) -> (Config, Vec<ConfigProblem>) {
             .strings(t, "pivot", "blacklist_hosts")
             .map(|v| v.into_iter().map(|h| h.to_ascii_lowercase()).collect())
             .unwrap_or_else(|| vec!["localhost".to_string()]),
+        max_req_timeout_ms: r
+            .int(t, "pivot", "max_req_timeout_ms", 100, 60_000)
+            .map_or(5000, |n| n as u64),
+        max_requests_per_call: r
+            .int(t, "pivot", "max_requests_per_call", 1, 100_000)
+            .map_or(100, |n| n as u32),
+        ca_file: r
+            .string(t, "pivot", "ca_file")
+            .map(|f| resolve(base, &f)),
     };
 
     let accounts = match r.tables(&root, "", "accounts") {
@@ -899,6 +931,7 @@ fn read_account(r: &mut Reader, t: &Table, p: &str) -> Option<Account> {
             "id",
             "realm",
             "api_key",
+            "pivot_secret",
             "callflows",
             "users",
             "devices",
@@ -910,6 +943,10 @@ fn read_account(r: &mut Reader, t: &Table, p: &str) -> Option<Account> {
     let api_key = r.string(t, p, "api_key");
     if api_key.as_deref() == Some("") {
         r.problem(join(p, "api_key"), "must not be empty");
+    }
+    let pivot_secret = r.string(t, p, "pivot_secret");
+    if pivot_secret.as_deref() == Some("") {
+        r.problem(join(p, "pivot_secret"), "must not be empty");
     }
 
     let mut callflows = Vec::new();
@@ -1118,6 +1155,7 @@ fn read_account(r: &mut Reader, t: &Table, p: &str) -> Option<Account> {
         id: id?,
         realm: realm?,
         api_key,
+        pivot_secret,
         callflows,
         users,
         devices,
