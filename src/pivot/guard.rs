@@ -159,7 +159,7 @@ impl UrlGuard {
     /// match, as Kazoo: subdomains are caught by the address check at request time.
     pub fn is_blocked_host(&self, host: &str) -> bool {
         let host = normalize_host(host);
-        self.hosts.iter().any(|h| *h == host)
+        self.hosts.contains(&host)
     }
 
     /// The save-time check (no DNS): parses `url` and checks it with [`UrlGuard::check_parsed`].
@@ -286,12 +286,9 @@ fn embedded_v4(v6: Ipv6Addr) -> Option<Ipv4Addr> {
     let low = Ipv4Addr::from((bits & 0xffff_ffff) as u32);
     let high = bits >> 32;
     match high {
-        // ::ffff:a.b.c.d
-        0xffff => Some(low),
-        // ::a.b.c.d (:: and ::1 themselves are in the IPv6 list)
-        0 => Some(low),
+        // ::ffff:a.b.c.d; ::a.b.c.d (:: and ::1 themselves are in the IPv6 list);
         // 64:ff9b::a.b.c.d
-        h if h == 0x0064_ff9b_0000_0000_0000_0000 => Some(low),
+        0xffff | 0 | 0x0064_ff9b_0000_0000_0000_0000 => Some(low),
         _ => None,
     }
 }
