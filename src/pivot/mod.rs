@@ -2,3 +2,5 @@
 //! Kazoo JSON and TwiML answers. Sees a plain `CallInfo`, never a SIP message.
 
 pub mod guard;
+
+pub mod client;
