@@ -1206,6 +1206,100 @@ mod tests {
             .starts_with("TLS failure with https://127.0.0.1:"));
     }
 
+    /// A test CA (100-year validity) and a leaf for 127.0.0.1 / pivot.test it signed,
+    /// made with openssl for these tests only.
+    const TEST_CA_PEM: &str = "-----BEGIN CERTIFICATE-----\n\
+MIIBmTCCAT+gAwIBAgIUfUR5RZtjO02q8gJY0qil8Rk3vLQwCgYIKoZIzj0EAwIw\n\
+GTEXMBUGA1UEAwwOcGl2b3RkIHRlc3QgQ0EwIBcNMjYxMTIyMTk1OTMxWhgPMjEy\n\
+NjEwMjkxOTU5MzFaMBkxFzAVBgNVBAMMDnBpdm90ZCB0ZXN0IENBMFkwEwYHKoZI\n\
+zj0CAQYIKoZIzj0DAQcDQgAEpSk1n8xpBORR/X632ap0PlL7YTEM+Rtt9vswmPI6\n\
+c1Q0RpXx24QlEP8a3vIyRBwF8zG8LCNhfN/x2uiVqULft6NjMGEwHQYDVR0OBBYE\n\
+FNSRRdznG7cKqhtZE4h9N0GSm+YWMB8GA1UdIwQYMBaAFNSRRdznG7cKqhtZE4h9\n\
+N0GSm+YWMA8GA1UdEwEB/wQFMAMBAf8wDgYDVR0PAQH/BAQDAgEGMAoGCCqGSM49\n\
+BAMCA0gAMEUCIQDuXBhfY0u+8cimN7srmPKaC9DBywolixtOUWafSVK84gIgbeWX\n\
+6y8k6Ix64lZcuAZ6fgqWnY000JWGTYv+7gEGfnM=\n\
+-----END CERTIFICATE-----\n";
+    const TEST_LEAF_PEM: &str = "-----BEGIN CERTIFICATE-----\n\
+MIIBxzCCAWygAwIBAgIUN242z1KHjlO91X82qbx2yGCuabowCgYIKoZIzj0EAwIw\n\
+GTEXMBUGA1UEAwwOcGl2b3RkIHRlc3QgQ0EwIBcNMjYxMTIyMTk1OTMxWhgPMjEy\n\
+NjEwMjkxOTU5MzFaMBUxEzARBgNVBAMMCnBpdm90LnRlc3QwWTATBgcqhkjOPQIB\n\
+BggqhkjOPQMBBwNCAARN1NBTwsyt3+vvBj8AFGxq+LfBPhm8VLcy3km3UztxMCV7\n\
+sZ2o6/FvCj2xY7ikLseUDQmecQ42oQhEhxp5dSYpo4GTMIGQMAwGA1UdEwEB/wQC\n\
+MAAwDgYDVR0PAQH/BAQDAgWgMBMGA1UdJQQMMAoGCCsGAQUFBwMBMBsGA1UdEQQU\n\
+MBKHBH8AAAGCCnBpdm90LnRlc3QwHQYDVR0OBBYEFASbQJgfeHpiwSPy/tW8vzSK\n\
+F18eMB8GA1UdIwQYMBaAFNSRRdznG7cKqhtZE4h9N0GSm+YWMAoGCCqGSM49BAMC\n\
+A0kAMEYCIQCfVkmmi7N+yqHF3UyF7OI6LScLqBQOIEUeYl61JA46NAIhAPp1uzZ0\n\
+LWuKwt1Aj2BRR/JwPpOLQPXOEfanNxoJprMk\n\
+-----END CERTIFICATE-----\n";
+    const TEST_LEAF_KEY_PEM: &str = "-----BEGIN PRIVATE KEY-----\n\
+MIGHAgEAMBMGByqGSM49AgEGCCqGSM49AwEHBG0wawIBAQQgMrMflFscU4ZI55nL\n\
+S+j+3tGPJhzlGeqY3Fn1icZ58EehRANCAARN1NBTwsyt3+vvBj8AFGxq+LfBPhm8\n\
+VLcy3km3UztxMCV7sZ2o6/FvCj2xY7ikLseUDQmecQ42oQhEhxp5dSYp\n\
+-----END PRIVATE KEY-----\n";
+
+    /// An HTTPS server (the test server behind a TLS acceptor on another port).
+    async fn https_server() -> (SocketAddr, TestServer) {
+        use tokio_rustls::rustls::pki_types::pem::PemObject;
+        use tokio_rustls::rustls::pki_types::{CertificateDer, PrivateKeyDer};
+        let inner = hello_server().await;
+        let certs = vec![CertificateDer::from_pem_slice(TEST_LEAF_PEM.as_bytes()).unwrap()];
+        let key = PrivateKeyDer::from_pem_slice(TEST_LEAF_KEY_PEM.as_bytes()).unwrap();
+        let cfg = tokio_rustls::rustls::ServerConfig::builder()
+            .with_no_client_auth()
+            .with_single_cert(certs, key)
+            .unwrap();
+        let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(cfg));
+        let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = l.local_addr().unwrap();
+        let backend = inner.addr;
+        tokio::spawn(async move {
+            while let Ok((tcp, _)) = l.accept().await {
+                let acceptor = acceptor.clone();
+                tokio::spawn(async move {
+                    let Ok(mut tls) = acceptor.accept(tcp).await else {
+                        return;
+                    };
+                    let Ok(mut plain) = tokio::net::TcpStream::connect(backend).await else {
+                        return;
+                    };
+                    let _ = tokio::io::copy_bidirectional(&mut tls, &mut plain).await;
+                });
+            }
+        });
+        (addr, inner)
+    }
+
+    #[tokio::test]
+    async fn https_with_the_configured_ca_file() {
+        let (addr, inner) = https_server().await;
+        let dir = std::env::temp_dir().join(format!("pivotd-ca-ok-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let ca = dir.join("ca.pem");
+        std::fs::write(&ca, TEST_CA_PEM).unwrap();
+        let resolver = Arc::new(StaticResolver::new().with("pivot.test", &[ip("127.0.0.1")]));
+        let guard = Arc::new(UrlGuard::allow_all());
+        let trusted = PivotHttp::new(guard.clone(), resolver.clone(), Some(ca)).unwrap();
+        let _ = std::fs::remove_dir_all(&dir);
+
+        for url in [
+            format!("https://127.0.0.1:{}/ip", addr.port()),
+            format!("https://pivot.test:{}/name", addr.port()),
+        ] {
+            let r = trusted.send(get(&url)).await.unwrap();
+            assert_eq!(r.status, 200, "{url}");
+            assert!(r.body.starts_with(b"hello /"), "{url}");
+        }
+        assert_eq!(inner.requests(), 2);
+
+        // Without the CA the same server is not trusted: a TLS failure, never a request.
+        let untrusted = PivotHttp::new(guard, resolver, None).unwrap();
+        let url = format!("https://pivot.test:{}/", addr.port());
+        let e = untrusted.send(get(&url)).await.unwrap_err();
+        assert!(matches!(e, HttpError::Tls { .. }), "{e:?}");
+        assert!(e.to_string().contains("certificate"), "{e}");
+        assert_eq!(inner.requests(), 2);
+    }
+
     #[test]
     fn ca_file_errors_are_setup_errors() {
         let guard = Arc::new(UrlGuard::default());
