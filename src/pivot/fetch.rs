@@ -1,0 +1,734 @@
+//! Played URLs: `play` ids (and TwiML `<Play>`) that are http/https URLs, fetched through the
+//! guarded client with a size and time cap, decoded once, and cached in memory by URL.
+//!
+//! Freshness, in order:
+//! - `Cache-Control: no-store`: used for this play, not kept.
+//! - `Cache-Control: max-age=N`: reused for N seconds without any request.
+//! - `Cache-Control: no-cache`, or an `ETag`/`Last-Modified` without `max-age`: revalidated
+//!   on every use (`If-None-Match` / `If-Modified-Since`; a 304 reuses the decoded prompt, the
+//!   same `Arc`). Cheap, and a changed file is heard at once.
+//! - Neither validators nor `max-age`: reused for `default_fresh` (60 s), then fetched again.
+//!
+//! `Expires` and `Age` are not read (max-age is what prompt servers send). When a
+//! revalidation fails on the transport or with a 5xx, the cached copy is played (a prompt
+//! heard a minute ago beats silence) and the failure is logged; 4xx drops the entry.
+//! Concurrent gets of one URL share one download (a per-URL lock; waiters that queued before
+//! a check finished reuse its result). The cache is bounded by entry count and by decoded
+//! bytes, least recently used first out.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+
+use super::client::{HttpError, HttpRequest, HttpResponse, PivotHttp};
+use crate::media::prompt::{Prompt, PromptError};
+
+/// Why a played URL gave no prompt.
+#[derive(Debug, thiserror::Error)]
+pub enum FetchError {
+    /// Refused by the guard, or the transport failed (see [`HttpError`]).
+    #[error(transparent)]
+    Http(#[from] HttpError),
+    /// A status other than 2xx (or a 304 to an unconditional request).
+    #[error("{url} answered HTTP {status}")]
+    Status { url: String, status: u16 },
+    /// The body is not audio pivotd can play.
+    #[error("{url}: {source}")]
+    Decode {
+        url: String,
+        #[source]
+        source: PromptError,
+    },
+}
+
+/// Caps and cache sizes.
+#[derive(Debug, Clone)]
+pub struct FetchOptions {
+    /// Largest file fetched.
+    pub max_bytes: usize,
+    /// Total time for one fetch (connect, redirects, body).
+    pub timeout: Duration,
+    /// Most URLs kept.
+    pub max_entries: usize,
+    /// Most decoded bytes kept (PCM + both G.711 encodings: 4 bytes per 8 kHz sample, so
+    /// 32 KB per second of audio).
+    pub max_cached_bytes: usize,
+    /// How long a response with neither validators nor max-age is reused.
+    pub default_fresh: Duration,
+}
+
+impl Default for FetchOptions {
+    fn default() -> FetchOptions {
+        FetchOptions {
+            max_bytes: 10 * 1024 * 1024,
+            timeout: Duration::from_secs(10),
+            max_entries: 64,
+            max_cached_bytes: 64 * 1024 * 1024,
+            default_fresh: Duration::from_secs(60),
+        }
+    }
+}
+
+/// Whether a play id is a URL for [`UrlPrompts`] rather than a media-dir prompt name.
+pub fn is_url(id: &str) -> bool {
+    let lower = id.get(..8).unwrap_or(id).to_ascii_lowercase();
+    lower.starts_with("http://") || lower.starts_with("https://")
+}
+
+struct Entry {
+    prompt: Arc<Prompt>,
+    etag: Option<String>,
+    last_modified: Option<String>,
+    fresh_until: Instant,
+    /// When the last fetch or revalidation finished.
+    checked_at: Instant,
+}
+
+/// One URL's lock: held across its download so concurrent gets share it.
+#[derive(Default)]
+struct Slot {
+    entry: tokio::sync::Mutex<Option<Entry>>,
+}
+
+struct SlotRef {
+    slot: Arc<Slot>,
+    last_used: u64,
+    /// Decoded bytes held (0 while nothing is cached).
+    bytes: usize,
+}
+
+#[derive(Default)]
+struct Cache {
+    slots: HashMap<String, SlotRef>,
+    tick: u64,
+}
+
+struct Inner {
+    http: PivotHttp,
+    opts: FetchOptions,
+    cache: Mutex<Cache>,
+}
+
+/// The played-URL cache; clone freely (shared).
+#[derive(Clone)]
+pub struct UrlPrompts {
+    inner: Arc<Inner>,
+}
+
+impl std::fmt::Debug for UrlPrompts {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("UrlPrompts")
+            .field("opts", &self.inner.opts)
+            .field("entries", &self.len())
+            .finish()
+    }
+}
+
+/// What the response says about reuse.
+enum Freshness {
+    NoStore,
+    For(Duration),
+    Revalidate,
+    /// Nothing said: `default_fresh`.
+    Default,
+}
+
+impl UrlPrompts {
+    pub fn new(http: PivotHttp, opts: FetchOptions) -> UrlPrompts {
+        UrlPrompts {
+            inner: Arc::new(Inner {
+                http,
+                opts,
+                cache: Mutex::new(Cache::default()),
+            }),
+        }
+    }
+
+    /// URLs currently cached (including downloads under way).
+    pub fn len(&self) -> usize {
+        self.lock().slots.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Decoded bytes held.
+    pub fn cached_bytes(&self) -> usize {
+        self.lock().slots.values().map(|s| s.bytes).sum()
+    }
+
+    /// The prompt at `url`: from the cache while fresh, revalidated or fetched otherwise.
+    pub async fn get(&self, url: &str) -> Result<Arc<Prompt>, FetchError> {
+        let asked = Instant::now();
+        let inner = &self.inner;
+        let mut parsed = inner
+            .http
+            .guard()
+            .check_url_static(url)
+            .map_err(HttpError::from)?;
+        parsed.set_fragment(None);
+        let key = parsed.to_string();
+        let slot = self.slot(&key);
+        let mut entry = slot.entry.lock().await;
+
+        if let Some(e) = entry.as_ref() {
+            // Fresh, or checked by the get we queued behind.
+            if Instant::now() < e.fresh_until || e.checked_at >= asked {
+                return Ok(e.prompt.clone());
+            }
+        }
+
+        let mut req = HttpRequest::get(parsed)
+            .timeout(inner.opts.timeout)
+            .max_body(inner.opts.max_bytes);
+        if let Some(e) = entry.as_ref() {
+            if let Some(etag) = &e.etag {
+                req = req.header("if-none-match", etag);
+            }
+            if let Some(lm) = &e.last_modified {
+                req = req.header("if-modified-since", lm);
+            }
+        }
+
+        let resp = match inner.http.send(req).await {
+            Ok(r) => r,
+            Err(err) => {
+                if let Some(e) = entry.as_ref() {
+                    if !matches!(err, HttpError::Guard(_)) {
+                        tracing::warn!(url = %key, error = %err, "revalidation failed; playing the cached copy");
+                        return Ok(e.prompt.clone());
+                    }
+                }
+                *entry = None;
+                drop(entry);
+                self.forget(&key, &slot);
+                return Err(err.into());
+            }
+        };
+
+        let now = Instant::now();
+        if resp.status == 304 {
+            if let Some(e) = entry.as_mut() {
+                let validators = validators(&resp);
+                if validators.0.is_some() {
+                    e.etag = validators.0;
+                }
+                if validators.1.is_some() {
+                    e.last_modified = validators.1;
+                }
+                e.fresh_until = fresh_until(
+                    now,
+                    freshness(&resp, e.etag.is_some() || e.last_modified.is_some()),
+                    inner.opts.default_fresh,
+                );
+                e.checked_at = now;
+                return Ok(e.prompt.clone());
+            }
+        }
+        if !(200..300).contains(&resp.status) {
+            if resp.status >= 500 {
+                if let Some(e) = entry.as_ref() {
+                    tracing::warn!(url = %key, status = resp.status, "revalidation failed; playing the cached copy");
+                    return Ok(e.prompt.clone());
+                }
+            }
+            *entry = None;
+            drop(entry);
+            self.forget(&key, &slot);
+            return Err(FetchError::Status {
+                url: key,
+                status: resp.status,
+            });
+        }
+
+        let prompt = match decode(&key, resp.body.clone()).await {
+            Ok(p) => Arc::new(p),
+            Err(source) => {
+                *entry = None;
+                drop(entry);
+                self.forget(&key, &slot);
+                return Err(FetchError::Decode { url: key, source });
+            }
+        };
+        let (etag, last_modified) = validators(&resp);
+        let fresh = freshness(&resp, etag.is_some() || last_modified.is_some());
+        let size = prompt_bytes(&prompt);
+        if matches!(fresh, Freshness::NoStore) || size > inner.opts.max_cached_bytes {
+            *entry = None;
+            drop(entry);
+            self.forget(&key, &slot);
+            return Ok(prompt);
+        }
+        *entry = Some(Entry {
+            prompt: prompt.clone(),
+            etag,
+            last_modified,
+            fresh_until: fresh_until(now, fresh, inner.opts.default_fresh),
+            checked_at: now,
+        });
+        drop(entry);
+        self.account(&key, &slot, size);
+        Ok(prompt)
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Cache> {
+        self.inner.cache.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The URL's slot (new if absent), marked as just used.
+    fn slot(&self, key: &str) -> Arc<Slot> {
+        let mut cache = self.lock();
+        cache.tick += 1;
+        let tick = cache.tick;
+        let s = cache
+            .slots
+            .entry(key.to_string())
+            .or_insert_with(|| SlotRef {
+                slot: Arc::new(Slot::default()),
+                last_used: tick,
+                bytes: 0,
+            });
+        s.last_used = tick;
+        let slot = s.slot.clone();
+        evict(&mut cache, key, &self.inner.opts);
+        slot
+    }
+
+    /// Drops the URL's slot if it is still this one and holds nothing.
+    fn forget(&self, key: &str, slot: &Arc<Slot>) {
+        let mut cache = self.lock();
+        let ours = cache
+            .slots
+            .get(key)
+            .is_some_and(|s| Arc::ptr_eq(&s.slot, slot));
+        // A get waiting on the slot keeps it (it will fetch again itself).
+        if ours && Arc::strong_count(slot) <= 2 {
+            cache.slots.remove(key);
+        }
+    }
+
+    /// Records the decoded size and evicts past the caps.
+    fn account(&self, key: &str, slot: &Arc<Slot>, bytes: usize) {
+        let mut cache = self.lock();
+        if let Some(s) = cache.slots.get_mut(key) {
+            if Arc::ptr_eq(&s.slot, slot) {
+                s.bytes = bytes;
+            }
+        }
+        evict(&mut cache, key, &self.inner.opts);
+    }
+}
+
+/// Least recently used out until both caps hold; `keep` (the URL being served) stays.
+fn evict(cache: &mut Cache, keep: &str, opts: &FetchOptions) {
+    loop {
+        let total: usize = cache.slots.values().map(|s| s.bytes).sum();
+        if cache.slots.len() <= opts.max_entries.max(1) && total <= opts.max_cached_bytes {
+            return;
+        }
+        let victim = cache
+            .slots
+            .iter()
+            .filter(|(k, _)| k.as_str() != keep)
+            .min_by_key(|(_, s)| s.last_used)
+            .map(|(k, _)| k.clone());
+        match victim {
+            Some(k) => {
+                cache.slots.remove(&k);
+            }
+            None => return,
+        }
+    }
+}
+
+/// Decoding (MP3 especially) is CPU work: off the async threads.
+async fn decode(name: &str, body: Bytes) -> Result<Prompt, PromptError> {
+    let name = name.to_string();
+    tokio::task::spawn_blocking(move || Prompt::decode(&name, &body))
+        .await
+        .unwrap_or_else(|e| Err(PromptError::Decode(format!("decoder task failed: {e}"))))
+}
+
+fn prompt_bytes(p: &Prompt) -> usize {
+    p.pcm.len() * 2 + p.pcmu.len() + p.pcma.len()
+}
+
+fn validators(resp: &HttpResponse) -> (Option<String>, Option<String>) {
+    (
+        resp.header("etag").map(str::to_string),
+        resp.header("last-modified").map(str::to_string),
+    )
+}
+
+/// Reads `Cache-Control` (every such header; directive names in any case).
+fn freshness(resp: &HttpResponse, has_validators: bool) -> Freshness {
+    let mut max_age = None;
+    let mut no_cache = false;
+    for (_, v) in resp.headers.iter().filter(|(n, _)| n == "cache-control") {
+        for d in v.split(',') {
+            let d = d.trim();
+            let (name, value) = match d.split_once('=') {
+                Some((n, v)) => (n.trim(), Some(v.trim().trim_matches('"'))),
+                None => (d, None),
+            };
+            if name.eq_ignore_ascii_case("no-store") {
+                return Freshness::NoStore;
+            } else if name.eq_ignore_ascii_case("no-cache") {
+                no_cache = true;
+            } else if name.eq_ignore_ascii_case("max-age") {
+                if let Some(secs) = value.and_then(|v| v.parse::<u64>().ok()) {
+                    max_age = Some(Duration::from_secs(secs));
+                }
+            }
+        }
+    }
+    match (no_cache, max_age) {
+        (true, _) => Freshness::Revalidate,
+        (false, Some(age)) => Freshness::For(age),
+        (false, None) if has_validators => Freshness::Revalidate,
+        (false, None) => Freshness::Default,
+    }
+}
+
+fn fresh_until(now: Instant, f: Freshness, default_fresh: Duration) -> Instant {
+    match f {
+        Freshness::NoStore | Freshness::Revalidate => now,
+        Freshness::Default => now.checked_add(default_fresh).unwrap_or(now),
+        // A huge max-age is capped at a day: far enough, and no Instant overflow.
+        Freshness::For(d) => now
+            .checked_add(d.min(Duration::from_secs(86_400)))
+            .unwrap_or(now),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicU16, AtomicUsize, Ordering};
+
+    use super::*;
+    use crate::media::prompt::PromptLibrary;
+    use crate::pivot::client::test_server::{Reply, TestServer};
+    use crate::pivot::guard::{GuardError, SystemResolver, UrlGuard};
+
+    const TONE: &[u8] = include_bytes!("../../media/tone-1khz.wav");
+
+    fn prompts(guard: UrlGuard, opts: FetchOptions) -> UrlPrompts {
+        let http = PivotHttp::new(Arc::new(guard), Arc::new(SystemResolver), None).unwrap();
+        UrlPrompts::new(http, opts)
+    }
+
+    fn open_prompts() -> UrlPrompts {
+        prompts(UrlGuard::allow_all(), FetchOptions::default())
+    }
+
+    #[test]
+    fn play_ids_that_are_urls() {
+        assert!(is_url("http://x/a.wav"));
+        assert!(is_url("HTTPS://x/a.wav"));
+        assert!(!is_url("welcome"));
+        assert!(!is_url("http:"));
+        assert!(!is_url("ftp://x/a.wav"));
+        assert!(!is_url("é"));
+    }
+
+    #[tokio::test]
+    async fn wav_is_decoded_like_the_library_and_max_age_is_honoured() {
+        let server = TestServer::start(|_| {
+            Reply::ok("audio/wav", TONE).header("Cache-Control", "public, max-age=300")
+        })
+        .await;
+        let p = open_prompts();
+        let url = server.url("/tone-1khz.wav");
+        let a = p.get(&url).await.unwrap();
+        let lib = PromptLibrary::new(None).get("tone-1khz").unwrap();
+        assert!(!a.pcmu.is_empty());
+        assert_eq!(a.pcmu, lib.pcmu);
+        assert_eq!(a.pcma, lib.pcma);
+        assert_eq!(a.name, url);
+        let b = p.get(&url).await.unwrap();
+        assert!(Arc::ptr_eq(&a, &b));
+        // Same URL with a fragment: same entry.
+        let c = p.get(&format!("{url}#x")).await.unwrap();
+        assert!(Arc::ptr_eq(&a, &c));
+        assert_eq!(server.requests(), 1, "within max-age: no request");
+        assert_eq!(p.len(), 1);
+        assert_eq!(p.cached_bytes(), a.pcm.len() * 4);
+    }
+
+    #[tokio::test]
+    async fn etag_revalidation_304_reuses_the_prompt() {
+        let version = Arc::new(AtomicU16::new(1));
+        let v = version.clone();
+        let server = TestServer::start(move |s| {
+            let etag = format!("\"v{}\"", v.load(Ordering::SeqCst));
+            if s.header("if-none-match") == Some(etag.as_str()) {
+                Reply::status(304).header("ETag", &etag)
+            } else {
+                Reply::ok("audio/x-wav", TONE).header("ETag", &etag)
+            }
+        })
+        .await;
+        let p = open_prompts();
+        let url = server.url("/t.wav");
+        let a = p.get(&url).await.unwrap();
+        let b = p.get(&url).await.unwrap();
+        assert!(Arc::ptr_eq(&a, &b), "304: same Arc");
+        let seen = server.seen();
+        assert_eq!(seen.len(), 2, "no max-age: revalidated");
+        assert_eq!(seen[0].header("if-none-match"), None);
+        assert_eq!(seen[1].header("if-none-match"), Some("\"v1\""));
+
+        // The file changed: a full answer, a new prompt.
+        version.store(2, Ordering::SeqCst);
+        let c = p.get(&url).await.unwrap();
+        assert!(!Arc::ptr_eq(&a, &c));
+        assert_eq!(c.pcmu, a.pcmu);
+        let d = p.get(&url).await.unwrap();
+        assert!(Arc::ptr_eq(&c, &d));
+        assert_eq!(server.seen()[3].header("if-none-match"), Some("\"v2\""));
+    }
+
+    #[tokio::test]
+    async fn last_modified_revalidation() {
+        const LM: &str = "Wed, 21 Oct 2015 07:28:00 GMT";
+        let server = TestServer::start(|s| {
+            if s.header("if-modified-since") == Some(LM) {
+                Reply::status(304)
+            } else {
+                Reply::ok("audio/wav", TONE).header("Last-Modified", LM)
+            }
+        })
+        .await;
+        let p = open_prompts();
+        let url = server.url("/lm.wav");
+        let a = p.get(&url).await.unwrap();
+        let b = p.get(&url).await.unwrap();
+        assert!(Arc::ptr_eq(&a, &b));
+        assert_eq!(server.seen()[1].header("if-modified-since"), Some(LM));
+        assert_eq!(server.requests(), 2);
+    }
+
+    #[tokio::test]
+    async fn no_validators_no_max_age_reuses_for_default_fresh() {
+        let server = TestServer::start(|_| Reply::ok("audio/wav", TONE)).await;
+        let url = server.url("/plain.wav");
+        let p = open_prompts();
+        let a = p.get(&url).await.unwrap();
+        let b = p.get(&url).await.unwrap();
+        assert!(Arc::ptr_eq(&a, &b));
+        assert_eq!(server.requests(), 1, "reused within 60 s");
+
+        let p0 = prompts(
+            UrlGuard::allow_all(),
+            FetchOptions {
+                default_fresh: Duration::ZERO,
+                ..FetchOptions::default()
+            },
+        );
+        p0.get(&url).await.unwrap();
+        p0.get(&url).await.unwrap();
+        assert_eq!(server.requests(), 3, "default_fresh 0: fetched each time");
+        let seen = server.seen();
+        assert_eq!(seen[2].header("if-none-match"), None);
+    }
+
+    #[tokio::test]
+    async fn no_store_is_not_kept() {
+        let server =
+            TestServer::start(|_| Reply::ok("audio/wav", TONE).header("Cache-Control", "no-store"))
+                .await;
+        let p = open_prompts();
+        let url = server.url("/ns.wav");
+        p.get(&url).await.unwrap();
+        p.get(&url).await.unwrap();
+        assert_eq!(server.requests(), 2);
+        assert!(p.is_empty());
+    }
+
+    #[tokio::test]
+    async fn concurrent_gets_share_one_download() {
+        let server = TestServer::start(|_| {
+            Reply::ok("audio/wav", TONE)
+                .header("ETag", "\"x\"")
+                .delay(Duration::from_millis(200))
+        })
+        .await;
+        let p = open_prompts();
+        let url = server.url("/c.wav");
+        let tasks: Vec<_> = (0..8)
+            .map(|_| {
+                let p = p.clone();
+                let url = url.clone();
+                tokio::spawn(async move { p.get(&url).await.unwrap() })
+            })
+            .collect();
+        let mut got = Vec::new();
+        for t in tasks {
+            got.push(t.await.unwrap());
+        }
+        assert!(got.iter().all(|g| Arc::ptr_eq(g, &got[0])));
+        assert_eq!(server.requests(), 1, "one download for 8 concurrent gets");
+    }
+
+    #[tokio::test]
+    async fn failures() {
+        let server = TestServer::start(|s| match s.path.as_str() {
+            "/missing.wav" => Reply::status(404),
+            "/page.html" => Reply::ok("text/html", "<html>no</html>"),
+            "/big.wav" => Reply::ok("audio/wav", TONE),
+            _ => Reply::status(500),
+        })
+        .await;
+        let p = prompts(
+            UrlGuard::allow_all(),
+            FetchOptions {
+                max_bytes: 1000,
+                ..FetchOptions::default()
+            },
+        );
+        let e = p.get(&server.url("/missing.wav")).await.unwrap_err();
+        assert!(matches!(e, FetchError::Status { status: 404, .. }), "{e:?}");
+        let e = p.get(&server.url("/page.html")).await.unwrap_err();
+        assert!(
+            matches!(
+                e,
+                FetchError::Decode {
+                    source: PromptError::Unsupported(_),
+                    ..
+                }
+            ),
+            "{e:?}"
+        );
+        let e = p.get(&server.url("/big.wav")).await.unwrap_err();
+        assert!(
+            matches!(
+                e,
+                FetchError::Http(HttpError::BodyTooLarge { limit: 1000, .. })
+            ),
+            "{e:?}"
+        );
+        let e = p.get("file:///etc/passwd").await.unwrap_err();
+        assert!(
+            matches!(
+                e,
+                FetchError::Http(HttpError::Guard(GuardError::BadScheme(_)))
+            ),
+            "{e:?}"
+        );
+        assert!(p.is_empty(), "failures leave nothing cached");
+
+        // The default blacklist: refused without a connection.
+        let guarded = prompts(UrlGuard::default(), FetchOptions::default());
+        let e = guarded.get(&server.url("/big.wav")).await.unwrap_err();
+        assert!(
+            matches!(
+                e,
+                FetchError::Http(HttpError::Guard(GuardError::BlockedAddress { .. }))
+            ),
+            "{e:?}"
+        );
+        assert_eq!(server.requests(), 3);
+        assert_eq!(server.connections(), 1);
+    }
+
+    #[tokio::test]
+    async fn slow_server_hits_the_time_cap() {
+        let server =
+            TestServer::start(|_| Reply::ok("audio/wav", TONE).delay(Duration::from_secs(5))).await;
+        let p = prompts(
+            UrlGuard::allow_all(),
+            FetchOptions {
+                timeout: Duration::from_millis(200),
+                ..FetchOptions::default()
+            },
+        );
+        let t = Instant::now();
+        let e = p.get(&server.url("/slow.wav")).await.unwrap_err();
+        assert!(t.elapsed() < Duration::from_secs(2));
+        assert!(
+            matches!(e, FetchError::Http(HttpError::Timeout { .. })),
+            "{e:?}"
+        );
+    }
+
+    #[tokio::test]
+    async fn revalidation_failure_plays_the_cached_copy() {
+        let broken = Arc::new(AtomicUsize::new(0));
+        let b = broken.clone();
+        let server = TestServer::start(move |_| {
+            if b.load(Ordering::SeqCst) == 1 {
+                Reply::status(503)
+            } else if b.load(Ordering::SeqCst) == 2 {
+                Reply::status(410)
+            } else {
+                Reply::ok("audio/wav", TONE).header("ETag", "\"e\"")
+            }
+        })
+        .await;
+        let p = open_prompts();
+        let url = server.url("/r.wav");
+        let a = p.get(&url).await.unwrap();
+        broken.store(1, Ordering::SeqCst);
+        let b2 = p.get(&url).await.unwrap();
+        assert!(Arc::ptr_eq(&a, &b2), "5xx: cached copy");
+        broken.store(2, Ordering::SeqCst);
+        let e = p.get(&url).await.unwrap_err();
+        assert!(matches!(e, FetchError::Status { status: 410, .. }));
+        assert!(p.is_empty(), "4xx drops the entry");
+    }
+
+    #[tokio::test]
+    async fn cache_is_bounded_lru() {
+        let server = TestServer::start(|_| {
+            Reply::ok("audio/wav", TONE).header("Cache-Control", "max-age=600")
+        })
+        .await;
+        let one = open_prompts().get(&server.url("/size")).await.unwrap();
+        let size = one.pcm.len() * 4;
+        let p = prompts(
+            UrlGuard::allow_all(),
+            FetchOptions {
+                max_entries: 2,
+                ..FetchOptions::default()
+            },
+        );
+        p.get(&server.url("/a")).await.unwrap();
+        p.get(&server.url("/b")).await.unwrap();
+        p.get(&server.url("/a")).await.unwrap(); // a is now the most recent
+        p.get(&server.url("/c")).await.unwrap(); // evicts b
+        assert_eq!(p.len(), 2);
+        let before = server.requests();
+        p.get(&server.url("/a")).await.unwrap();
+        p.get(&server.url("/c")).await.unwrap();
+        assert_eq!(server.requests(), before, "a and c still cached");
+        p.get(&server.url("/b")).await.unwrap();
+        assert_eq!(server.requests(), before + 1, "b was evicted");
+
+        // Byte cap: room for two prompts only.
+        let p = prompts(
+            UrlGuard::allow_all(),
+            FetchOptions {
+                max_cached_bytes: size * 2 + 10,
+                ..FetchOptions::default()
+            },
+        );
+        for path in ["/x", "/y", "/z"] {
+            p.get(&server.url(path)).await.unwrap();
+        }
+        assert_eq!(p.len(), 2);
+        assert_eq!(p.cached_bytes(), size * 2);
+        // A prompt bigger than the whole cache is played but not kept.
+        let tiny = prompts(
+            UrlGuard::allow_all(),
+            FetchOptions {
+                max_cached_bytes: 10,
+                ..FetchOptions::default()
+            },
+        );
+        tiny.get(&server.url("/huge")).await.unwrap();
+        assert!(tiny.is_empty());
+    }
+}
