@@ -16,7 +16,6 @@
 
 use std::io;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
-use std::sync::Arc;
 
 use async_trait::async_trait;
 use url::{Host, Url};
@@ -266,13 +265,6 @@ impl UrlGuard {
         self.check_resolved(&host, &addrs)?;
         Ok(addrs)
     }
-}
-
-/// A shared guard plus resolver: what the HTTP client's DNS hook needs.
-#[derive(Clone)]
-pub struct GuardedResolver {
-    pub guard: Arc<UrlGuard>,
-    pub resolver: Arc<dyn Resolver>,
 }
 
 /// Lower case, no trailing dot (`LOCALHOST.` is `localhost`).
