@@ -11,13 +11,16 @@ use tokio::sync::{mpsc, watch};
 use tokio::time::Instant;
 
 use crate::call::{Call, CallContext, CallSetup, CallStats, ACCEPT, ALLOW, SUPPORTED};
-use crate::callflow::runtime::Runtime;
+use crate::callflow::runtime::{PivotServices, Runtime};
 use crate::callflow::CallInfo;
 use crate::config::{self, Config};
 use crate::media::player::Pacer;
 use crate::media::prompt::PromptError;
 use crate::media::rtp::{PortPool, RtpError, RtpSession};
 use crate::media::sdp::{self, LocalSession, SdpError};
+use crate::pivot::client::PivotHttp;
+use crate::pivot::fetch::{FetchOptions, UrlPrompts};
+use crate::pivot::guard::{SystemResolver, UrlGuard};
 use crate::sip::dialog::{host_port, Dialog};
 use crate::sip::endpoint::{Endpoint, EndpointConfig, NewRequest, ServerTx};
 use crate::sip::message;
@@ -33,6 +36,8 @@ pub enum StartError {
     Rtp(#[from] RtpError),
     #[error("media dir: {0}")]
     MediaDir(#[from] PromptError),
+    #[error("pivot: {0}")]
+    Pivot(String),
 }
 
 /// A running server.
@@ -125,6 +130,8 @@ pub async fn start(cfg: Arc<Config>) -> Result<ServerHandle, StartError> {
         endpoint: endpoint.clone(),
         runtime: Arc::new(Runtime {
             prompts: prompts.clone(),
+            pivot: Some(Arc::new(pivot_services(&cfg)?)),
+            tts: None,
         }),
         rtp_timeout: secs(cfg.media.rtp_timeout_s),
         max_duration: secs(cfg.sip.max_call_duration_s),
@@ -154,6 +161,24 @@ pub async fn start(cfg: Arc<Config>) -> Result<ServerHandle, StartError> {
     };
     tokio::spawn(admission.run(app_rx));
     Ok(handle)
+}
+
+/// The guarded HTTP client and what goes with it, from `[pivot]` and the accounts.
+fn pivot_services(cfg: &Config) -> Result<PivotServices, StartError> {
+    let guard = Arc::new(UrlGuard::from_config(&cfg.pivot));
+    let http = PivotHttp::new(guard, Arc::new(SystemResolver), cfg.pivot.ca_file.clone())
+        .map_err(|e| StartError::Pivot(e.to_string()))?;
+    Ok(PivotServices {
+        url_prompts: UrlPrompts::new(http.clone(), FetchOptions::default()),
+        http,
+        max_req_timeout: Duration::from_millis(cfg.pivot.max_req_timeout_ms),
+        max_requests_per_call: cfg.pivot.max_requests_per_call,
+        secrets: cfg
+            .accounts
+            .iter()
+            .filter_map(|a| Some((a.id.clone(), a.pivot_secret.clone()?)))
+            .collect(),
+    })
 }
 
 fn secs(s: u64) -> Option<Duration> {

@@ -7,6 +7,7 @@ pub mod modules;
 pub mod node;
 pub mod runtime;
 pub mod state;
+pub mod twiml_exec;
 
 use std::sync::Arc;
 use std::time::Duration;

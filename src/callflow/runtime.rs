@@ -4,6 +4,12 @@
 
 use std::sync::Arc;
 
+use std::collections::HashMap;
+use std::time::Duration;
+
+use crate::pivot::client::PivotHttp;
+use crate::pivot::fetch::UrlPrompts;
+
 use super::node::Node;
 use super::state::FlowState;
 use super::{CallControl, CallEnded};
@@ -22,14 +28,47 @@ pub enum Next {
     Replace(Box<Node>),
 }
 
+/// Text to speech, as the runtime sees it (the TTS hook implements it).
+#[async_trait::async_trait]
+pub trait Speaker: Send + Sync {
+    /// The prompt for `text` in a Kazoo voice (`female`, `male`) and language; the error is
+    /// the logged reason.
+    async fn speak(
+        &self,
+        text: &str,
+        voice: &str,
+        language: Option<&str>,
+    ) -> Result<Arc<Prompt>, String>;
+}
+
+/// What pivot needs: the guarded HTTP client, the played-URL cache and the limits.
+pub struct PivotServices {
+    pub http: PivotHttp,
+    pub url_prompts: UrlPrompts,
+    /// `req_timeout_ms` is clamped to this (spec j.9).
+    pub max_req_timeout: Duration,
+    /// Pivot requests one call may make (spec j.18).
+    pub max_requests_per_call: u32,
+    /// Signing secret per account id.
+    pub secrets: HashMap<String, String>,
+}
+
 /// What every module may need besides the call: shared, read-only, one per server.
 pub struct Runtime {
     pub prompts: Arc<PromptLibrary>,
+    /// None: pivot nodes fail to their `_` child (and played URLs are skipped).
+    pub pivot: Option<Arc<PivotServices>>,
+    /// None: tts and TwiML Say are skipped with a log.
+    pub tts: Option<Arc<dyn Speaker>>,
 }
 
 impl Runtime {
     pub fn new(prompts: Arc<PromptLibrary>) -> Runtime {
-        Runtime { prompts }
+        Runtime {
+            prompts,
+            pivot: None,
+            tts: None,
+        }
     }
 
     /// Runs `flow` on `call` until the flow or the call ends.
@@ -83,14 +122,19 @@ impl Runtime {
 
     /// Resolves a play id to a prompt; an id that resolves to nothing is logged and gives
     /// `None`, and the module continues without it (Kazoo: the node just continues).
-    pub fn prompt(&self, id: &str) -> Option<Arc<Prompt>> {
+    pub async fn resolve_prompt(&self, id: &str) -> Option<Arc<Prompt>> {
         if super::modules::is_url(id) {
-            tracing::warn!(
-                id,
-                reason = "media over HTTP is not supported yet",
-                "play: media not played"
-            );
-            return None;
+            let Some(svc) = self.pivot.as_ref() else {
+                tracing::warn!(id, reason = "no HTTP client", "play: media not played");
+                return None;
+            };
+            return match svc.url_prompts.get(id).await {
+                Ok(p) => Some(p),
+                Err(e) => {
+                    tracing::warn!(id, reason = %e, "play: media not played");
+                    None
+                }
+            };
         }
         match self.prompts.get(id) {
             Ok(p) => Some(p),

@@ -442,6 +442,9 @@ mod tests {
         let cfg = PivotConfig {
             blacklist_cidrs: vec![Cidr::parse("203.0.113.0/24").unwrap()],
             blacklist_hosts: vec!["Internal.Example.".into()],
+            max_req_timeout_ms: 5000,
+            max_requests_per_call: 100,
+            ca_file: None,
         };
         let g = UrlGuard::from_config(&cfg);
         assert!(g.check_url_static("http://127.0.0.1/").is_ok());

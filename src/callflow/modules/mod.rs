@@ -4,6 +4,7 @@
 
 pub mod collect_dtmf;
 pub mod hangup;
+pub mod pivot;
 pub mod play;
 pub mod response;
 pub mod sleep;
@@ -23,10 +24,18 @@ pub enum ModuleData {
     Response(response::Response),
     Hangup,
     CollectDtmf(collect_dtmf::CollectDtmf),
+    Pivot(pivot::Pivot),
 }
 
 /// Every module this build knows, in Kazoo's names.
-pub const MODULES: &[&str] = &["play", "sleep", "response", "hangup", "collect_dtmf"];
+pub const MODULES: &[&str] = &[
+    "play",
+    "sleep",
+    "response",
+    "hangup",
+    "collect_dtmf",
+    "pivot",
+];
 
 impl ModuleData {
     /// Kazoo's module name.
@@ -37,6 +46,7 @@ impl ModuleData {
             ModuleData::Response(_) => "response",
             ModuleData::Hangup => "hangup",
             ModuleData::CollectDtmf(_) => "collect_dtmf",
+            ModuleData::Pivot(_) => "pivot",
         }
     }
 
@@ -55,6 +65,7 @@ impl ModuleData {
                 ModuleData::Hangup
             }
             "collect_dtmf" => ModuleData::CollectDtmf(collect_dtmf::CollectDtmf::from_data(data)?),
+            "pivot" => ModuleData::Pivot(pivot::Pivot::from_data(data)?),
             other => {
                 return Err(ValidationError::new(
                     module_path,
@@ -75,6 +86,7 @@ impl ModuleData {
             ModuleData::Response(d) => d.to_json(),
             ModuleData::Hangup => Map::new(),
             ModuleData::CollectDtmf(d) => d.to_json(),
+            ModuleData::Pivot(d) => d.to_json(),
         }
     }
 
@@ -83,7 +95,10 @@ impl ModuleData {
         match self {
             ModuleData::Play(d) => vec![d.id.as_str()],
             ModuleData::Response(d) => d.media.iter().map(String::as_str).collect(),
-            ModuleData::Sleep(_) | ModuleData::Hangup | ModuleData::CollectDtmf(_) => vec![],
+            ModuleData::Sleep(_)
+            | ModuleData::Hangup
+            | ModuleData::CollectDtmf(_)
+            | ModuleData::Pivot(_) => vec![],
         }
     }
 
@@ -99,6 +114,7 @@ impl ModuleData {
             ModuleData::Response(d) => response::run(d, call, rt).await,
             ModuleData::Hangup => hangup::run(call, rt).await,
             ModuleData::CollectDtmf(d) => collect_dtmf::run(d, call, rt, state).await,
+            ModuleData::Pivot(d) => pivot::run(d, call, rt, state).await,
         }
     }
 }

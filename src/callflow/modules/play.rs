@@ -106,7 +106,7 @@ pub async fn run(
     rt: &Runtime,
     state: &mut FlowState,
 ) -> Result<Next, CallEnded> {
-    let Some(prompt) = rt.prompt(&data.id) else {
+    let Some(prompt) = rt.resolve_prompt(&data.id).await else {
         return Ok(Next::Default);
     };
     if !call.is_answered() {

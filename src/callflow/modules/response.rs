@@ -66,7 +66,11 @@ pub async fn run(
     call: &mut dyn CallControl,
     rt: &Runtime,
 ) -> Result<Next, CallEnded> {
-    if let Some(prompt) = data.media.as_deref().and_then(|id| rt.prompt(id)) {
+    let prompt = match data.media.as_deref() {
+        Some(id) => rt.resolve_prompt(id).await,
+        None => None,
+    };
+    if let Some(prompt) = prompt {
         if !call.is_answered() {
             call.early_media().await?;
         }

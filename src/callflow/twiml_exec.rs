@@ -1,0 +1,284 @@
+//! Carrying out a TwiML document on a call (spec d, j.11, j.17). Verbs run in order; Gather
+//! and Redirect fetch the next document (with the TwiML field names), which replaces the
+//! current one. A verb that fails is logged and skipped; at the end of the document the call
+//! is hung up. A follow-up answered with Kazoo JSON hands the call back to the callflow.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use url::Url;
+
+use crate::callflow::modules::pivot::{ask, Pivot, PivotCall};
+use crate::callflow::node::Node;
+use crate::callflow::runtime::Runtime;
+use crate::callflow::state::FlowState;
+use crate::callflow::{CallControl, CallEnded};
+use crate::media::prompt::Prompt;
+use crate::pivot::kazoo::Answer;
+use crate::pivot::request::{Method, ReqFormat};
+use crate::pivot::twiml::{resolve_url, RejectReason, Verb};
+
+/// Every DTMF key: any key interrupts the prompts nested in a Gather.
+const ALL_KEYS: [char; 12] = ['0', '1', '2', '3', '4', '5', '6', '7', '8', '9', '*', '#'];
+
+/// How a TwiML run ended.
+pub enum TwimlEnd {
+    /// The call was hung up or refused.
+    Done,
+    /// A follow-up answered with a Kazoo flow: it replaces the callflow.
+    Flow(Box<Node>),
+}
+
+/// What to do after a verb.
+enum Step {
+    Next,
+    Document(Vec<Verb>, Url),
+    End(TwimlEnd),
+}
+
+pub async fn run(
+    verbs: Vec<Verb>,
+    base: Url,
+    pivot: &Pivot,
+    call: &mut dyn CallControl,
+    rt: &Runtime,
+    state: &mut FlowState,
+) -> Result<TwimlEnd, CallEnded> {
+    let mut doc = verbs;
+    let mut base = base;
+    'document: loop {
+        for verb in std::mem::take(&mut doc) {
+            match run_verb(verb, &base, pivot, call, rt, state).await? {
+                Step::Next => {}
+                Step::Document(d, b) => {
+                    doc = d;
+                    base = b;
+                    continue 'document;
+                }
+                Step::End(end) => return Ok(end),
+            }
+        }
+        break;
+    }
+    // Spec j.11: at the end of the document the call is hung up.
+    call.hangup().await?;
+    Ok(TwimlEnd::Done)
+}
+
+async fn answer(call: &mut dyn CallControl) -> Result<(), CallEnded> {
+    if !call.is_answered() {
+        call.answer().await?;
+    }
+    Ok(())
+}
+
+/// Plays `times` times (0 = until the call ends or a key stops it).
+async fn play_times(
+    call: &mut dyn CallControl,
+    prompt: Arc<Prompt>,
+    times: u32,
+    terminators: &[char],
+) -> Result<bool, CallEnded> {
+    let times = if times == 0 { u32::MAX } else { times };
+    for _ in 0..times {
+        if call.play(prompt.clone(), terminators).await?.is_some() {
+            return Ok(true);
+        }
+        if prompt.duration().is_zero() {
+            break;
+        }
+    }
+    Ok(false)
+}
+
+async fn say_prompt(rt: &Runtime, text: &str, voice: &str, language: &str) -> Option<Arc<Prompt>> {
+    let Some(tts) = rt.tts.as_ref() else {
+        tracing::warn!("TwiML Say skipped: no TTS engine");
+        return None;
+    };
+    match tts.speak(text, voice, Some(language)).await {
+        Ok(p) => Some(p),
+        Err(reason) => {
+            tracing::warn!(%reason, "TwiML Say skipped");
+            None
+        }
+    }
+}
+
+async fn play_prompt(rt: &Runtime, base: &Url, url: &str) -> Option<Arc<Prompt>> {
+    match resolve_url(base, url) {
+        Ok(u) => rt.resolve_prompt(u.as_str()).await,
+        Err(e) => {
+            tracing::warn!(url, reason = %e, "TwiML Play skipped");
+            None
+        }
+    }
+}
+
+/// Fetches the next document; a failure skips the verb (spec j.11).
+async fn follow(
+    url: Url,
+    method: Method,
+    digits: Option<&str>,
+    pivot: &Pivot,
+    call: &mut dyn CallControl,
+    rt: &Runtime,
+    state: &mut FlowState,
+) -> Result<Step, CallEnded> {
+    let asked = ask(
+        PivotCall {
+            url: url.as_str(),
+            method,
+            req_format: ReqFormat::Twiml,
+            body_format: pivot.req_body_format,
+            timeout: Duration::from_millis(pivot.req_timeout_ms),
+            twiml_digits: digits,
+        },
+        call,
+        rt,
+        state,
+    )
+    .await?;
+    Ok(match asked {
+        Ok((Answer::Twiml(verbs), base)) => Step::Document(verbs, base),
+        Ok((Answer::Flow(flow), _)) => Step::End(TwimlEnd::Flow(flow)),
+        Err(reason) => {
+            tracing::warn!(%url, %reason, "TwiML follow-up failed: verb skipped");
+            Step::Next
+        }
+    })
+}
+
+async fn run_verb(
+    verb: Verb,
+    base: &Url,
+    pivot: &Pivot,
+    call: &mut dyn CallControl,
+    rt: &Runtime,
+    state: &mut FlowState,
+) -> Result<Step, CallEnded> {
+    match verb {
+        Verb::Say {
+            text,
+            voice,
+            language,
+            loop_count,
+        } => {
+            answer(call).await?;
+            if let Some(p) = say_prompt(rt, &text, &voice, &language).await {
+                play_times(call, p, loop_count, &[]).await?;
+            }
+        }
+        Verb::Play { url, loop_count } => {
+            answer(call).await?;
+            if let Some(p) = play_prompt(rt, base, &url).await {
+                play_times(call, p, loop_count, &[]).await?;
+            }
+        }
+        Verb::Pause { length_s } => {
+            answer(call).await?;
+            call.sleep(Duration::from_secs(u64::from(length_s))).await?;
+        }
+        Verb::Gather {
+            action,
+            method,
+            num_digits,
+            timeout_s,
+            finish_on_key,
+            nested,
+        } => {
+            answer(call).await?;
+            // Keys from before the Gather are not part of it.
+            call.take_digits();
+            for n in nested {
+                let stopped = match n {
+                    Verb::Say {
+                        text,
+                        voice,
+                        language,
+                        loop_count,
+                    } => match say_prompt(rt, &text, &voice, &language).await {
+                        Some(p) => play_times(call, p, loop_count, &ALL_KEYS).await?,
+                        None => false,
+                    },
+                    Verb::Play { url, loop_count } => match play_prompt(rt, base, &url).await {
+                        Some(p) => play_times(call, p, loop_count, &ALL_KEYS).await?,
+                        None => false,
+                    },
+                    Verb::Pause { length_s } => {
+                        call.sleep(Duration::from_secs(u64::from(length_s))).await?;
+                        false
+                    }
+                    other => {
+                        tracing::warn!(verb = ?other, "TwiML Gather: nested verb skipped");
+                        false
+                    }
+                };
+                // A key ends the prompts and starts the collection.
+                if stopped {
+                    break;
+                }
+            }
+            let max = num_digits.map(|n| n as usize).unwrap_or(usize::MAX);
+            let wait = Duration::from_secs(u64::from(timeout_s.max(1)));
+            let mut digits = String::new();
+            loop {
+                match call.next_digit(wait).await? {
+                    None => break,
+                    Some(k) if Some(k) == finish_on_key => break,
+                    Some(k) => {
+                        digits.push(k);
+                        if digits.len() >= max {
+                            break;
+                        }
+                    }
+                }
+            }
+            // Spec j.17: a Gather with no input goes on with the next verb.
+            if digits.is_empty() {
+                return Ok(Step::Next);
+            }
+            let target = match action.as_deref() {
+                Some(a) => match resolve_url(base, a) {
+                    Ok(u) => u,
+                    Err(e) => {
+                        tracing::warn!(action = a, reason = %e, "TwiML Gather: bad action");
+                        return Ok(Step::Next);
+                    }
+                },
+                // Twilio: without an action the same document is requested again.
+                None => base.clone(),
+            };
+            return follow(target, method, Some(&digits), pivot, call, rt, state).await;
+        }
+        Verb::Redirect { url, method } => {
+            return match resolve_url(base, &url) {
+                Ok(u) => follow(u, method, None, pivot, call, rt, state).await,
+                Err(e) => {
+                    tracing::warn!(url, reason = %e, "TwiML Redirect skipped");
+                    Ok(Step::Next)
+                }
+            };
+        }
+        Verb::Hangup => {
+            call.hangup().await?;
+            return Ok(Step::End(TwimlEnd::Done));
+        }
+        Verb::Reject { reason } => {
+            let (code, phrase) = match reason {
+                RejectReason::Busy => (486, "Busy Here"),
+                RejectReason::Rejected => (603, "Decline"),
+            };
+            call.respond(code, Some(phrase.to_string())).await?;
+            return Ok(Step::End(TwimlEnd::Done));
+        }
+        Verb::Dial { .. } => {
+            tracing::warn!("TwiML Dial skipped: bridging is not supported yet");
+        }
+        Verb::Unknown(name) => tracing::warn!(verb = %name, "TwiML verb not supported: skipped"),
+        Verb::Invalid { verb, reason } => {
+            tracing::warn!(%verb, %reason, "TwiML verb invalid: skipped")
+        }
+    }
+    Ok(Step::Next)
+}
