@@ -2,6 +2,8 @@
 //! caller's media port, SIPp runs, and a raw SIP socket for hand-written messages.
 #![allow(dead_code)]
 
+pub mod http;
+
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;

@@ -1,0 +1,268 @@
+//! Pivot over real sockets: SIPp calls pivotd, pivotd asks a real HTTP server started by the
+//! test, and the caller's audio shows what was carried out — the answer's prompt, or the
+//! pivot node's `_` child (digit-1) when the request fails.
+
+mod common;
+
+use common::http::{HttpReq, HttpResp, HttpServer};
+use common::*;
+use std::time::Duration;
+
+/// A server whose 6000 pivots to `voice_url` (data given as TOML inline-table fields), with
+/// digit-1 on the `_` branch. `blacklist` is the `[pivot]` blacklist_cidrs line.
+async fn pivot_server(data: &str, blacklist: &str) -> TestServer {
+    let flows = format!(
+        r#"
+[[accounts.callflows]]
+numbers = ["6000"]
+flow = {{ module = "pivot", data = {{ {data} }}, children = {{ _ = {{ module = "play", data = {{ id = "digit-1" }} }} }} }}
+[pivot]
+{blacklist}
+"#
+    );
+    start(&config_toml(&flows, "", "")).await
+}
+
+/// One SIPp call to 6000; returns the audio the caller received.
+async fn call(server: &TestServer) -> Vec<u8> {
+    let sink = RtpSink::bind().await;
+    let port = sink.addr.port().to_string();
+    let run = sipp(
+        "basic_call.xml",
+        false,
+        server.udp,
+        &["-s", "6000", "-key", "rtp_port", &port],
+    )
+    .await;
+    assert!(run.ok, "sipp failed:\n{}", run.output);
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    sink.audio()
+}
+
+fn starts_with_prompt(audio: &[u8], id: &str) -> bool {
+    let p = prompt_pcmu(id);
+    audio.len() >= p.len() && audio[..p.len()] == p[..] && audio.len() < p.len() + 160
+}
+
+const PLAY_TONE: &str = r#"{"module": "play", "data": {"id": "tone-1khz"}}"#;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kazoo_get_sends_the_call_fields_and_runs_the_returned_flow() {
+    let web = HttpServer::start(|_| HttpResp::json(PLAY_TONE)).await;
+    let server = pivot_server(
+        &format!("voice_url = \"{}\"", web.url("/ivr?app=1")),
+        "blacklist_cidrs = []",
+    )
+    .await;
+    let audio = call(&server).await;
+    assert!(
+        starts_with_prompt(&audio, "tone-1khz"),
+        "caller got {} bytes",
+        audio.len()
+    );
+    let reqs = web.requests();
+    assert_eq!(reqs.len(), 1);
+    let r = &reqs[0];
+    assert_eq!((r.method.as_str(), r.path()), ("GET", "/ivr"));
+    assert!(r.query().starts_with("app=1&"), "{}", r.query());
+    let f = |k: &str| {
+        r.field(k)
+            .unwrap_or_else(|| panic!("no {k} in {}", r.query()))
+    };
+    assert_eq!(f("Account-ID"), ACCOUNT);
+    assert_eq!(f("Api-Version"), "2015-03-01");
+    assert_eq!(f("Direction"), "inbound");
+    assert_eq!(f("Request"), "6000");
+    assert_eq!(f("To"), "6000");
+    assert_eq!(f("From"), "sipp");
+    assert_eq!(f("From-Realm"), "127.0.0.1");
+    assert_eq!(f("Caller-ID-Name"), "SIPp");
+    assert_eq!(f("Caller-ID-Number"), "sipp");
+    assert!(f("Call-ID").contains("@127.0.0.1"));
+    assert_eq!(f("Custom-SIP-Headers[X-Test-Header]"), "basic");
+    assert!(r.field("Digits").is_none(), "no digits yet");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn post_form_and_post_json_carry_the_same_fields() {
+    for body_format in ["form", "json"] {
+        let web = HttpServer::start(|_| HttpResp::json(PLAY_TONE)).await;
+        let server = pivot_server(
+            &format!(
+                "voice_url = \"{}\", method = \"POST\", req_body_format = \"{body_format}\"",
+                web.url("/ivr")
+            ),
+            "blacklist_cidrs = []",
+        )
+        .await;
+        let audio = call(&server).await;
+        assert!(starts_with_prompt(&audio, "tone-1khz"));
+        let r = &web.requests()[0];
+        assert_eq!(r.method, "POST");
+        assert!(r.query().is_empty());
+        match body_format {
+            "form" => {
+                assert_eq!(
+                    r.header("content-type"),
+                    Some("application/x-www-form-urlencoded")
+                );
+                assert_eq!(r.field("Request").as_deref(), Some("6000"));
+                assert_eq!(r.field("Account-ID").as_deref(), Some(ACCOUNT));
+            }
+            _ => {
+                assert_eq!(r.header("content-type"), Some("application/json"));
+                let v: serde_json::Value = serde_json::from_slice(&r.body).unwrap();
+                assert_eq!(v["Request"], "6000");
+                assert_eq!(v["Account-ID"], ACCOUNT);
+                assert_eq!(v["Custom-SIP-Headers"]["X-Test-Header"], "basic");
+            }
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn twiml_request_names_and_a_relative_play_url() {
+    let tone = std::fs::read(repo().join("media/tone-1khz.wav")).unwrap();
+    let web = HttpServer::start(move |r: &HttpReq| match r.path() {
+        "/twiml" => HttpResp::xml("<Response><Play>media/tone.wav</Play><Hangup/></Response>"),
+        "/media/tone.wav" => HttpResp {
+            body: tone.clone(),
+            ..HttpResp::with("audio/wav", "")
+        },
+        _ => HttpResp::status(404),
+    })
+    .await;
+    let server = pivot_server(
+        &format!(
+            "voice_url = \"{}\", req_format = \"twiml\"",
+            web.url("/twiml")
+        ),
+        "blacklist_cidrs = []",
+    )
+    .await;
+    let audio = call(&server).await;
+    assert!(
+        starts_with_prompt(&audio, "tone-1khz"),
+        "caller got {} bytes",
+        audio.len()
+    );
+    let reqs = web.requests();
+    let first = &reqs[0];
+    for (k, v) in [
+        ("AccountSid", ACCOUNT),
+        ("ApiVersion", "2010-04-01"),
+        ("Direction", "inbound"),
+        ("To", "6000"),
+        ("From", "sipp"),
+        ("CallerName", "SIPp"),
+    ] {
+        assert_eq!(
+            first.field(k).as_deref(),
+            Some(v),
+            "{k} in {}",
+            first.query()
+        );
+    }
+    assert!(first.field("CallSid").is_some());
+    assert!(
+        first.field("Call-ID").is_none(),
+        "kazoo names are not sent in twiml format"
+    );
+    assert_eq!(
+        reqs[1].path(),
+        "/media/tone.wav",
+        "relative to the document's URL"
+    );
+}
+
+/// Every failure reaches the `_` child: the caller hears digit-1.
+async fn falls_back(resp: HttpResp, extra: &str) -> HttpServer {
+    let web = HttpServer::start(move |_| resp.clone()).await;
+    let server = pivot_server(
+        &format!("voice_url = \"{}\"{extra}", web.url("/ivr")),
+        "blacklist_cidrs = []",
+    )
+    .await;
+    let audio = call(&server).await;
+    assert!(
+        starts_with_prompt(&audio, "digit-1"),
+        "the _ branch was not taken: {} bytes of audio",
+        audio.len()
+    );
+    web
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_non_2xx_status_takes_the_underscore_branch() {
+    falls_back(HttpResp::status(500), "").await;
+    falls_back(HttpResp::status(404), "").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_empty_or_unreadable_body_takes_the_underscore_branch() {
+    falls_back(HttpResp::status(204), "").await;
+    falls_back(HttpResp::with("text/plain", "hello"), "").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn json_and_schema_errors_take_the_underscore_branch() {
+    falls_back(HttpResp::json(r#"{"module":"#), "").await;
+    falls_back(HttpResp::json(r#"{"module":"play","data":{"id":5}}"#), "").await;
+    falls_back(HttpResp::json(r#"{"flow":{"module":"play"}}"#), "").await;
+    falls_back(HttpResp::xml("<Reply><Hangup/></Reply>"), "").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_timeout_takes_the_underscore_branch() {
+    let slow = HttpResp {
+        delay: Duration::from_secs(3),
+        ..HttpResp::json(PLAY_TONE)
+    };
+    falls_back(slow, ", req_timeout_ms = 300").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connection_refused_takes_the_underscore_branch() {
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}/ivr", closed.local_addr().unwrap());
+    drop(closed);
+    let server = pivot_server(&format!("voice_url = \"{url}\""), "blacklist_cidrs = []").await;
+    assert!(starts_with_prompt(&call(&server).await, "digit-1"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_default_blacklist_refuses_127_0_0_1_without_contacting_it() {
+    let web = HttpServer::start(|_| HttpResp::json(PLAY_TONE)).await;
+    // blacklist_cidrs left out is the default list, which holds 127.0.0.0/8. A literal
+    // 127.0.0.1 voice_url is refused when the config is loaded (see the next test), so this
+    // one names the host `localhost` (the host list is emptied): it resolves, locally, to
+    // loopback, and every resolved address must pass.
+    let url = format!("http://localhost:{}/ivr", web.addr.port());
+    let server = pivot_server(&format!("voice_url = \"{url}\""), "blacklist_hosts = []").await;
+    assert!(starts_with_prompt(&call(&server).await, "digit-1"));
+    assert_eq!(
+        web.connections.load(std::sync::atomic::Ordering::SeqCst),
+        0,
+        "the web server was contacted"
+    );
+}
+
+#[test]
+fn a_blacklisted_literal_voice_url_is_refused_when_the_config_is_loaded() {
+    let toml = config_toml(
+        r#"
+[[accounts.callflows]]
+numbers = ["6000"]
+flow = { module = "pivot", data = { voice_url = "http://127.0.0.1:9/ivr" } }
+"#,
+        "",
+        "",
+    );
+    let err = pivotd::config::Config::from_toml_str(&toml, &repo()).unwrap_err();
+    assert!(
+        err.0
+            .iter()
+            .any(|p| p.key == "accounts[0].callflows[0].flow.data.voice_url"),
+        "{err}"
+    );
+}
