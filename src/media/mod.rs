@@ -6,3 +6,4 @@ pub mod player;
 pub mod prompt;
 pub mod rtp;
 pub mod sdp;
+pub mod tts;
