@@ -11,13 +11,14 @@ use tokio::sync::{mpsc, watch};
 use tokio::time::Instant;
 
 use crate::call::{Call, CallContext, CallSetup, CallStats, ACCEPT, ALLOW, SUPPORTED};
-use crate::callflow::runtime::{PivotServices, Runtime};
+use crate::callflow::runtime::{PivotServices, Runtime, Speaker};
 use crate::callflow::CallInfo;
 use crate::config::{self, Config};
 use crate::media::player::Pacer;
 use crate::media::prompt::PromptError;
 use crate::media::rtp::{PortPool, RtpError, RtpSession};
 use crate::media::sdp::{self, LocalSession, SdpError};
+use crate::media::tts::{TtsEngine, TtsLimits};
 use crate::pivot::client::PivotHttp;
 use crate::pivot::fetch::{FetchOptions, UrlPrompts};
 use crate::pivot::guard::{SystemResolver, UrlGuard};
@@ -131,7 +132,11 @@ pub async fn start(cfg: Arc<Config>) -> Result<ServerHandle, StartError> {
         runtime: Arc::new(Runtime {
             prompts: prompts.clone(),
             pivot: Some(Arc::new(pivot_services(&cfg)?)),
-            tts: None,
+            tts: Some(Arc::new(TtsSpeaker(TtsEngine::new(
+                cfg.tts.command.clone(),
+                cfg.tts.voices.clone(),
+                TtsLimits::default(),
+            )))),
         }),
         rtp_timeout: secs(cfg.media.rtp_timeout_s),
         max_duration: secs(cfg.sip.max_call_duration_s),
@@ -161,6 +166,25 @@ pub async fn start(cfg: Arc<Config>) -> Result<ServerHandle, StartError> {
     };
     tokio::spawn(admission.run(app_rx));
     Ok(handle)
+}
+
+/// The TTS hook as the callflow runtime uses it. TwiML `<Say>` allows 4000 characters (spec
+/// a.1), the `tts` module 1000 (checked when its data is read).
+struct TtsSpeaker(TtsEngine);
+
+#[async_trait::async_trait]
+impl Speaker for TtsSpeaker {
+    async fn speak(
+        &self,
+        text: &str,
+        voice: &str,
+        language: Option<&str>,
+    ) -> Result<Arc<crate::media::prompt::Prompt>, String> {
+        self.0
+            .speak_max(text, voice, language, crate::pivot::twiml::MAX_SAY_CHARS)
+            .await
+            .map_err(|e| e.to_string())
+    }
 }
 
 /// The guarded HTTP client and what goes with it, from `[pivot]` and the accounts.

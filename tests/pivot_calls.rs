@@ -266,3 +266,41 @@ flow = { module = "pivot", data = { voice_url = "http://127.0.0.1:9/ivr" } }
         "{err}"
     );
 }
+
+/// The IVR of the issue: pivot → tts → collect_dtmf with a pivot child; SIPp keys 1, 2, # as
+/// RFC 2833 events; the follow-up request carries the digits; its answer is played and the
+/// call ends.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ivr_with_tts_and_rfc2833_digits_sends_them_in_the_follow_up() {
+    let web = HttpServer::start(|r: &HttpReq| match r.path() {
+        "/start" => {
+            let pin_url = format!("http://{}/pin", r.header("host").unwrap_or(""));
+            HttpResp::json(&format!(
+                r#"{{"module": "tts", "data": {{"text": "Enter your pin, then the pound key."}},
+                 "children": {{"_": {{"module": "collect_dtmf",
+                   "data": {{"max_digits": 4, "collection_name": "pin", "interdigit_timeout": 3000}},
+                   "children": {{"_": {{"module": "pivot", "data": {{"voice_url": "{pin_url}"}}}}}}}}}}}}"#
+            ))
+        }
+        "/pin" => HttpResp::json(r#"{"module": "play", "data": {"id": "digit-2"}}"#),
+        _ => HttpResp::status(404),
+    })
+    .await;
+    let server = pivot_server(
+        &format!("voice_url = \"{}\"", web.url("/start")),
+        "blacklist_cidrs = []",
+    )
+    .await;
+    let run = sipp("ivr_dtmf.xml", false, server.udp, &["-s", "6000"]).await;
+    assert!(run.ok, "sipp failed:\n{}", run.output);
+    let reqs = web.requests();
+    assert_eq!(reqs.len(), 2, "{reqs:?}");
+    assert_eq!(reqs[1].path(), "/pin");
+    assert_eq!(
+        reqs[1].field("Digits[pin]").as_deref(),
+        Some("12"),
+        "follow-up query: {}",
+        reqs[1].query()
+    );
+    assert_eq!(reqs[1].field("Call-ID"), reqs[0].field("Call-ID"));
+}

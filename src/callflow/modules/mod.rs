@@ -8,6 +8,7 @@ pub mod pivot;
 pub mod play;
 pub mod response;
 pub mod sleep;
+pub mod tts;
 
 use serde_json::{Map, Value};
 
@@ -25,6 +26,7 @@ pub enum ModuleData {
     Hangup,
     CollectDtmf(collect_dtmf::CollectDtmf),
     Pivot(pivot::Pivot),
+    Tts(tts::Tts),
 }
 
 /// Every module this build knows, in Kazoo's names.
@@ -47,6 +49,7 @@ impl ModuleData {
             ModuleData::Hangup => "hangup",
             ModuleData::CollectDtmf(_) => "collect_dtmf",
             ModuleData::Pivot(_) => "pivot",
+            ModuleData::Tts(_) => "tts",
         }
     }
 
@@ -66,6 +69,7 @@ impl ModuleData {
             }
             "collect_dtmf" => ModuleData::CollectDtmf(collect_dtmf::CollectDtmf::from_data(data)?),
             "pivot" => ModuleData::Pivot(pivot::Pivot::from_data(data)?),
+            "tts" => ModuleData::Tts(tts::Tts::from_data(data)?),
             other => {
                 return Err(ValidationError::new(
                     module_path,
@@ -87,6 +91,7 @@ impl ModuleData {
             ModuleData::Hangup => Map::new(),
             ModuleData::CollectDtmf(d) => d.to_json(),
             ModuleData::Pivot(d) => d.to_json(),
+            ModuleData::Tts(d) => d.to_json(),
         }
     }
 
@@ -98,7 +103,8 @@ impl ModuleData {
             ModuleData::Sleep(_)
             | ModuleData::Hangup
             | ModuleData::CollectDtmf(_)
-            | ModuleData::Pivot(_) => vec![],
+            | ModuleData::Pivot(_)
+            | ModuleData::Tts(_) => vec![],
         }
     }
 
@@ -115,6 +121,7 @@ impl ModuleData {
             ModuleData::Hangup => hangup::run(call, rt).await,
             ModuleData::CollectDtmf(d) => collect_dtmf::run(d, call, rt, state).await,
             ModuleData::Pivot(d) => pivot::run(d, call, rt, state).await,
+            ModuleData::Tts(d) => tts::run(d, call, rt, state).await,
         }
     }
 }
