@@ -402,6 +402,12 @@ impl Config {
         // Media problems are reported beside the others, so one run names every problem.
         check_media(&cfg, &mut problems);
         check_urls(&cfg, &mut problems);
+        if let Err(e) = crate::media::tts::TtsEngine::check_command(&cfg.tts.command) {
+            problems.push(ConfigProblem {
+                key: "tts.command".into(),
+                message: e.to_string(),
+            });
+        }
         if problems.is_empty() {
             Ok(cfg)
         } else {
