@@ -7,6 +7,7 @@ pub mod hangup;
 pub mod pivot;
 pub mod play;
 pub mod response;
+pub mod say;
 pub mod sleep;
 pub mod tts;
 
@@ -27,6 +28,7 @@ pub enum ModuleData {
     CollectDtmf(collect_dtmf::CollectDtmf),
     Pivot(pivot::Pivot),
     Tts(tts::Tts),
+    Say(say::Say),
 }
 
 /// Every module this build knows, in Kazoo's names.
@@ -37,6 +39,7 @@ pub const MODULES: &[&str] = &[
     "hangup",
     "collect_dtmf",
     "pivot",
+    "say",
 ];
 
 impl ModuleData {
@@ -50,6 +53,7 @@ impl ModuleData {
             ModuleData::CollectDtmf(_) => "collect_dtmf",
             ModuleData::Pivot(_) => "pivot",
             ModuleData::Tts(_) => "tts",
+            ModuleData::Say(_) => "say",
         }
     }
 
@@ -70,6 +74,7 @@ impl ModuleData {
             "collect_dtmf" => ModuleData::CollectDtmf(collect_dtmf::CollectDtmf::from_data(data)?),
             "pivot" => ModuleData::Pivot(pivot::Pivot::from_data(data)?),
             "tts" => ModuleData::Tts(tts::Tts::from_data(data)?),
+            "say" => ModuleData::Say(say::Say::from_data(data)?),
             other => {
                 return Err(ValidationError::new(
                     module_path,
@@ -92,6 +97,7 @@ impl ModuleData {
             ModuleData::CollectDtmf(d) => d.to_json(),
             ModuleData::Pivot(d) => d.to_json(),
             ModuleData::Tts(d) => d.to_json(),
+            ModuleData::Say(d) => d.to_json(),
         }
     }
 
@@ -104,7 +110,8 @@ impl ModuleData {
             | ModuleData::Hangup
             | ModuleData::CollectDtmf(_)
             | ModuleData::Pivot(_)
-            | ModuleData::Tts(_) => vec![],
+            | ModuleData::Tts(_)
+            | ModuleData::Say(_) => vec![],
         }
     }
 
@@ -122,6 +129,7 @@ impl ModuleData {
             ModuleData::CollectDtmf(d) => collect_dtmf::run(d, call, rt, state).await,
             ModuleData::Pivot(d) => pivot::run(d, call, rt, state).await,
             ModuleData::Tts(d) => tts::run(d, call, rt, state).await,
+            ModuleData::Say(d) => say::run(d, call, rt, state).await,
         }
     }
 }
