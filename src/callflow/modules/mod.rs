@@ -40,6 +40,7 @@ pub const MODULES: &[&str] = &[
     "collect_dtmf",
     "pivot",
     "say",
+    "tts",
 ];
 
 impl ModuleData {
