@@ -1327,6 +1327,7 @@ gateway = "sip:127.0.0.1:5070"
         assert!(cfg.media.dir_configured);
         assert_eq!(cfg.tts.command.len(), 7);
         assert_eq!(cfg.tts.voices["male"], "en+m3");
+        assert_eq!(cfg.tts.timeout_ms, 10_000);
         assert_eq!(cfg.api.listen.port(), 8000);
         assert_eq!(cfg.store.sqlite, base.join("pivotd.db"));
         assert!(cfg.pivot.blacklist_cidrs.is_empty());
@@ -1451,6 +1452,7 @@ flow = { module = "hangup" }"#,
                 "pivot.blacklist_cidrs[0]",
             ),
             ("[tts]\ncommand = []", "tts.command"),
+            ("[tts]\ntimeout_ms = 50", "tts.timeout_ms"),
             ("sip = 5", "sip"),
             ("[[accounts]]\nrealm = \"r\"", "accounts[0].id"),
             (
