@@ -145,6 +145,9 @@ pub struct TtsConfig {
     pub command: Vec<String>,
     /// `voices`: Kazoo voice names (`female`, `male`) to the engine's voices.
     pub voices: BTreeMap<String, String>,
+    /// `timeout_ms`: longest one synthesis may run before the hook is killed and the flow
+    /// takes `_`. Default 10000, 100..=600000.
+    pub timeout_ms: u64,
 }
 
 /// `[api]`.
@@ -806,7 +809,7 @@ fn parse(s: &str, base: &Path) -> (Config, Vec<ConfigProblem>) {
     }
 
     let t = r.table(&root, "", "tts").unwrap_or(&empty);
-    r.check_keys(t, "tts", &["command", "voices"]);
+    r.check_keys(t, "tts", &["command", "voices", "timeout_ms"]);
     let command = r.strings(t, "tts", "command").unwrap_or_else(|| {
         ["espeak-ng", "-v", "{voice}", "-w", "{out}", "--", "{text}"]
             .map(String::from)
@@ -830,7 +833,14 @@ fn parse(s: &str, base: &Path) -> (Config, Vec<ConfigProblem>) {
             }
         }
     }
-    let tts = TtsConfig { command, voices };
+    let timeout_ms = r
+        .int(t, "tts", "timeout_ms", 100, 600_000)
+        .map_or(10_000, |n| n as u64);
+    let tts = TtsConfig {
+        command,
+        voices,
+        timeout_ms,
+    };
 
     let t = r.table(&root, "", "api").unwrap_or(&empty);
     r.check_keys(t, "api", &["listen"]);
@@ -1323,6 +1333,7 @@ gateway = "sip:127.0.0.1:5070"
         assert!(cfg.media.dir_configured);
         assert_eq!(cfg.tts.command.len(), 7);
         assert_eq!(cfg.tts.voices["male"], "en+m3");
+        assert_eq!(cfg.tts.timeout_ms, 10_000);
         assert_eq!(cfg.api.listen.port(), 8000);
         assert_eq!(cfg.store.sqlite, base.join("pivotd.db"));
         assert!(cfg.pivot.blacklist_cidrs.is_empty());
@@ -1447,6 +1458,7 @@ flow = { module = "hangup" }"#,
                 "pivot.blacklist_cidrs[0]",
             ),
             ("[tts]\ncommand = []", "tts.command"),
+            ("[tts]\ntimeout_ms = 50", "tts.timeout_ms"),
             ("sip = 5", "sip"),
             ("[[accounts]]\nrealm = \"r\"", "accounts[0].id"),
             (

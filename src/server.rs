@@ -135,7 +135,10 @@ pub async fn start(cfg: Arc<Config>) -> Result<ServerHandle, StartError> {
             tts: Some(Arc::new(TtsSpeaker(TtsEngine::new(
                 cfg.tts.command.clone(),
                 cfg.tts.voices.clone(),
-                TtsLimits::default(),
+                TtsLimits {
+                    timeout: Duration::from_millis(cfg.tts.timeout_ms),
+                    ..TtsLimits::default()
+                },
             )))),
         }),
         rtp_timeout: secs(cfg.media.rtp_timeout_s),

@@ -261,6 +261,9 @@ async fn run_verb(
             };
         }
         Verb::Hangup => {
+            // Spec d: `<Hangup/>` answers, then hangs up (a BYE, status `completed`), as
+            // Twilio, which answers before any TwiML runs.
+            answer(call).await?;
             call.hangup().await?;
             return Ok(Step::End(TwimlEnd::Done));
         }

@@ -195,9 +195,17 @@ pub(crate) async fn ask(
     if !(200..300).contains(&resp.status) {
         return Ok(Err(format!("{url} answered HTTP {}", resp.status)));
     }
+    // The document's URL (base of its relative URLs, Gather's default action) is the one
+    // asked for, not the GET with the call's parameters added; after an HTTP redirect, the
+    // URL the server sent us to.
+    let base = if resp.final_url == prepared.url {
+        url
+    } else {
+        resp.final_url
+    };
     match kazoo::decode(resp.content_type.as_deref(), &resp.body) {
-        Ok(answer) => Ok(Ok((answer, resp.final_url))),
-        Err(e) => Ok(Err(format!("{} answer refused ({}): {e}", url, e.kind()))),
+        Ok(answer) => Ok(Ok((answer, base))),
+        Err(e) => Ok(Err(format!("{} answer refused ({}): {e}", p.url, e.kind()))),
     }
 }
 
