@@ -11,3 +11,4 @@ pub mod media;
 pub mod pivot;
 pub mod server;
 pub mod sip;
+pub mod store;

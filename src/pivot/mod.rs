@@ -2,6 +2,7 @@
 //! Kazoo JSON and TwiML answers. Sees a plain `CallInfo`, never a SIP message.
 
 pub mod client;
+pub mod debug;
 pub mod fetch;
 pub mod guard;
 pub mod kazoo;

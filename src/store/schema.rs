@@ -1,0 +1,87 @@
+//! The versioned schema. `PRAGMA user_version` holds the number of migrations applied; each
+//! start applies the missing ones in one transaction, so a half-migrated file cannot exist.
+//! Migrations are only ever appended: an applied migration's text never changes.
+
+use rusqlite::Connection;
+
+use super::StoreError;
+
+/// Migration `i` (0-based) brings the schema from version `i` to version `i + 1`.
+pub(crate) const MIGRATIONS: &[&str] = &[
+    // 1: pivot debug records (spec e.1, j.15), callflows and CDRs (issue 4).
+    r#"
+    CREATE TABLE pivot_debug (
+        seq        INTEGER PRIMARY KEY AUTOINCREMENT, -- insertion order: records read back in order
+        id         TEXT    NOT NULL,                  -- document id shown by the API
+        account_id TEXT    NOT NULL,
+        call_id    TEXT    NOT NULL,
+        iteration  INTEGER NOT NULL,
+        node       TEXT    NOT NULL,
+        kind       TEXT    NOT NULL CHECK (kind IN ('request', 'response', 'error')),
+        created    INTEGER NOT NULL,                  -- Gregorian seconds (spec j.15)
+        doc        TEXT    NOT NULL                   -- the record as Kazoo stores it (JSON)
+    );
+    CREATE INDEX pivot_debug_by_call ON pivot_debug (account_id, call_id, seq);
+    CREATE INDEX pivot_debug_by_created ON pivot_debug (created);
+
+    CREATE TABLE callflows (
+        account_id TEXT    NOT NULL,
+        id         TEXT    NOT NULL,
+        doc        TEXT    NOT NULL,                  -- the callflow document (JSON)
+        numbers    TEXT    NOT NULL DEFAULT '[]',     -- JSON array, copied from doc for listing
+        patterns   TEXT    NOT NULL DEFAULT '[]',     -- JSON array
+        created    INTEGER NOT NULL,                  -- Gregorian seconds
+        modified   INTEGER NOT NULL,
+        PRIMARY KEY (account_id, id)
+    );
+    -- One row per number: the primary key refuses a number used by two callflows of an account.
+    CREATE TABLE callflow_numbers (
+        account_id  TEXT NOT NULL,
+        number      TEXT NOT NULL,
+        callflow_id TEXT NOT NULL,
+        PRIMARY KEY (account_id, number),
+        FOREIGN KEY (account_id, callflow_id) REFERENCES callflows (account_id, id) ON DELETE CASCADE
+    );
+
+    CREATE TABLE cdrs (
+        call_id      TEXT    NOT NULL PRIMARY KEY,
+        account_id   TEXT    NOT NULL,
+        from_uri     TEXT    NOT NULL,
+        to_uri       TEXT    NOT NULL,
+        start_time   INTEGER NOT NULL,                -- Gregorian seconds
+        answer_time  INTEGER,                         -- NULL: never answered
+        end_time     INTEGER NOT NULL,
+        duration_s   INTEGER NOT NULL,
+        hangup_cause TEXT    NOT NULL,
+        sip_code     INTEGER
+    );
+    CREATE INDEX cdrs_by_account_start ON cdrs (account_id, start_time);
+    "#,
+];
+
+/// The schema version this build writes.
+pub const SCHEMA_VERSION: u32 = MIGRATIONS.len() as u32;
+
+pub(crate) fn user_version(conn: &Connection) -> Result<u32, StoreError> {
+    let v: i64 = conn.pragma_query_value(None, "user_version", |r| r.get(0))?;
+    Ok(u32::try_from(v).unwrap_or(u32::MAX))
+}
+
+/// Applies the migrations the file lacks. A file written by a newer pivotd (more migrations
+/// than this build knows) is refused rather than used with a schema we do not understand.
+pub(crate) fn migrate(conn: &mut Connection) -> Result<u32, StoreError> {
+    let tx = conn.transaction()?;
+    let found = user_version(&tx)?;
+    if found > SCHEMA_VERSION {
+        return Err(StoreError::SchemaTooNew {
+            found,
+            supported: SCHEMA_VERSION,
+        });
+    }
+    for (i, sql) in MIGRATIONS.iter().enumerate().skip(found as usize) {
+        tx.execute_batch(sql)?;
+        tx.pragma_update(None, "user_version", (i + 1) as i64)?;
+    }
+    tx.commit()?;
+    Ok(SCHEMA_VERSION)
+}

@@ -1,0 +1,482 @@
+use std::path::PathBuf;
+use std::sync::atomic::AtomicUsize;
+use std::time::Instant;
+
+use serde_json::json;
+
+use super::*;
+
+/// A fresh directory under the system temp dir, removed on drop (tests run in parallel).
+struct TempDir(PathBuf);
+
+impl TempDir {
+    fn new(tag: &str) -> TempDir {
+        static N: AtomicUsize = AtomicUsize::new(0);
+        let n = N.fetch_add(1, Ordering::Relaxed);
+        let nanos = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.subsec_nanos())
+            .unwrap_or(0);
+        let p = std::env::temp_dir().join(format!(
+            "pivotd-store-{tag}-{}-{n}-{nanos}",
+            std::process::id()
+        ));
+        std::fs::create_dir_all(&p).unwrap();
+        TempDir(p)
+    }
+    fn db(&self) -> PathBuf {
+        self.0.join("pivotd.db")
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+fn rec(
+    account: &str,
+    call: &str,
+    iteration: u32,
+    kind: RecordKind,
+    created: i64,
+    doc: Value,
+) -> DebugRecord {
+    DebugRecord {
+        id: format!("{:032x}", rand::random::<u128>()),
+        account_id: account.into(),
+        call_id: call.into(),
+        iteration,
+        node: "pivotd@test".into(),
+        kind,
+        created,
+        doc,
+    }
+}
+
+fn request_doc(call: &str, iteration: u32, uri: &str) -> Value {
+    json!({"call_id": call, "iteration": iteration, "uri": uri, "method": "get",
+           "req_headers": {}, "req_body": ""})
+}
+
+fn response_doc(call: &str, iteration: u32, code: &str) -> Value {
+    json!({"call_id": call, "iteration": iteration, "resp_status_code": code,
+           "resp_headers": {"content-type": "application/json"}, "resp_body": "{}"})
+}
+
+fn table_names(store: &Store) -> Vec<String> {
+    let conn = lock(&store.inner.reader);
+    let mut stmt = conn
+        .prepare("SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%' ORDER BY name")
+        .unwrap();
+    let names = stmt
+        .query_map([], |r| r.get::<_, String>(0))
+        .unwrap()
+        .collect::<Result<Vec<_>, _>>()
+        .unwrap();
+    names
+}
+
+#[test]
+fn gregorian_seconds() {
+    // The seed's 63635231906 is 1468012706 Unix seconds (2016-07-08T21:18:26Z).
+    assert_eq!(unix_to_gregorian(1_468_012_706), 63_635_231_906);
+    assert_eq!(unix_to_gregorian(0), 62_167_219_200);
+    let now = gregorian_now();
+    let unix = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64;
+    assert!(
+        (now - GREGORIAN_OFFSET - unix).abs() <= 2,
+        "{now} vs {unix}"
+    );
+}
+
+#[test]
+fn migrations_apply_on_fresh_file_and_reopen_keeps_data() {
+    let dir = TempDir::new("reopen");
+    let created = gregorian_now();
+    let r = rec(
+        "acc1",
+        "call-1@host",
+        1,
+        RecordKind::Request,
+        created,
+        request_doc("call-1@host", 1, "http://x/a?b=c"),
+    );
+    {
+        let store = Store::open(dir.db()).unwrap();
+        assert_eq!(store.schema_version().unwrap(), SCHEMA_VERSION);
+        assert_eq!(SCHEMA_VERSION, 1);
+        assert_eq!(
+            table_names(&store),
+            ["callflow_numbers", "callflows", "cdrs", "pivot_debug"]
+        );
+        assert!(store.write(Write::Debug(r.clone())));
+        store.flush().unwrap();
+        assert_eq!(store.written(), 1);
+    }
+    // Restart: the migrations are not applied twice and the record is still there.
+    let store = Store::open(dir.db()).unwrap();
+    assert_eq!(store.schema_version().unwrap(), SCHEMA_VERSION);
+    assert_eq!(store.debug_records("acc1", "call-1@host").unwrap(), vec![r]);
+}
+
+#[test]
+fn wal_mode_on_for_files() {
+    let dir = TempDir::new("wal");
+    let store = Store::open(dir.db()).unwrap();
+    assert_eq!(store.journal_mode().unwrap(), "wal");
+    store.ping().unwrap();
+    // Another connection sees WAL too: the mode is a property of the file.
+    let raw = Connection::open(dir.db()).unwrap();
+    let mode: String = raw
+        .pragma_query_value(None, "journal_mode", |r| r.get(0))
+        .unwrap();
+    assert_eq!(mode, "wal");
+
+    let mem = Store::open(":memory:").unwrap();
+    assert_eq!(mem.journal_mode().unwrap(), "memory");
+    assert_eq!(mem.schema_version().unwrap(), SCHEMA_VERSION);
+}
+
+#[test]
+fn newer_schema_is_refused() {
+    let dir = TempDir::new("newer");
+    {
+        let raw = Connection::open(dir.db()).unwrap();
+        raw.pragma_update(None, "user_version", 99).unwrap();
+    }
+    match Store::open(dir.db()) {
+        Err(StoreError::SchemaTooNew {
+            found: 99,
+            supported,
+        }) => {
+            assert_eq!(supported, SCHEMA_VERSION)
+        }
+        Err(e) => panic!("unexpected error {e}"),
+        Ok(_) => panic!("a newer schema was accepted"),
+    }
+}
+
+#[test]
+fn missing_directory_is_an_open_error() {
+    let dir = TempDir::new("missing");
+    let p = dir.0.join("no/such/dir/p.db");
+    match Store::open(&p) {
+        Err(StoreError::Open { path, .. }) => assert_eq!(path, p),
+        Err(e) => panic!("unexpected error {e}"),
+        Ok(_) => panic!("opened a file in a missing directory"),
+    }
+}
+
+#[test]
+fn full_queue_drops_and_counts() {
+    let store = Store::open_with_queue(":memory:", 4).unwrap();
+    let release = store.hold_writer();
+    let now = gregorian_now();
+    let accepted = (0..100)
+        .filter(|i| {
+            store.write(Write::Debug(rec(
+                "a",
+                &format!("c{i}"),
+                1,
+                RecordKind::Request,
+                now,
+                json!({}),
+            )))
+        })
+        .count();
+    assert_eq!(accepted, 4);
+    assert_eq!(store.dropped(), 96);
+    release.send(()).unwrap();
+    store.flush().unwrap();
+    assert_eq!(store.written(), 4);
+    assert_eq!(store.debug_record_count("a").unwrap(), 4);
+    assert_eq!(store.failed(), 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn many_tasks_never_block_on_a_tiny_queue() {
+    let dir = TempDir::new("flood");
+    let store = Store::open_with_queue(dir.db(), 2).unwrap();
+    let now = gregorian_now();
+    let started = Instant::now();
+    let mut tasks = Vec::new();
+    for t in 0..20 {
+        let store = store.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut slowest = Duration::ZERO;
+            for i in 0..500 {
+                let r = rec(
+                    "flood",
+                    &format!("t{t}-{i}"),
+                    1,
+                    RecordKind::Response,
+                    now,
+                    response_doc("x", 1, "200"),
+                );
+                let t0 = Instant::now();
+                store.write(Write::Debug(r));
+                slowest = slowest.max(t0.elapsed());
+            }
+            slowest
+        }));
+    }
+    let mut slowest = Duration::ZERO;
+    for t in tasks {
+        slowest = slowest.max(t.await.unwrap());
+    }
+    let elapsed = started.elapsed();
+    // 10 000 writes while a file-backed writer commits: a blocking queue would take seconds.
+    assert!(
+        elapsed < Duration::from_millis(500),
+        "10 000 writes took {elapsed:?}"
+    );
+    assert!(
+        slowest < Duration::from_millis(50),
+        "slowest write {slowest:?}"
+    );
+    assert!(
+        store.dropped() > 0,
+        "a queue of 2 cannot take 10 000 writes unscathed"
+    );
+    let s = store.clone();
+    tokio::task::spawn_blocking(move || s.flush())
+        .await
+        .unwrap()
+        .unwrap();
+    let stored = store.debug_record_count("flood").unwrap();
+    assert_eq!(stored, store.written());
+    assert_eq!(stored + store.dropped(), 10_000);
+}
+
+#[test]
+fn records_read_back_with_their_fields_in_order() {
+    let store = Store::open(":memory:").unwrap();
+    let t = unix_to_gregorian(1_700_000_000);
+    let a = rec(
+        "acc",
+        "call@h",
+        1,
+        RecordKind::Request,
+        t,
+        request_doc("call@h", 1, "http://w/p?From=1"),
+    );
+    let b = rec(
+        "acc",
+        "call@h",
+        1,
+        RecordKind::Response,
+        t,
+        response_doc("call@h", 1, "404"),
+    );
+    let c = rec(
+        "acc",
+        "call@h",
+        2,
+        RecordKind::Error,
+        t + 1,
+        json!({"call_id": "call@h", "iteration": 2,
+        "json_errors": {"before": "{", "after": "x", "message": "invalid JSON"}, "resp_body": "{x"}),
+    );
+    let other_account = rec(
+        "acc2",
+        "call@h",
+        1,
+        RecordKind::Request,
+        t,
+        request_doc("call@h", 1, "http://o/"),
+    );
+    for r in [&a, &other_account, &b, &c] {
+        assert!(store.write(Write::Debug(r.clone())));
+    }
+    store.flush().unwrap();
+    let got = store.debug_records("acc", "call@h").unwrap();
+    assert_eq!(got, vec![a.clone(), b, c]);
+    assert_eq!(got[0].doc["uri"], "http://w/p?From=1");
+    assert_eq!(got[1].doc["resp_status_code"], "404");
+    assert_eq!(got[0].kind, RecordKind::Request);
+    assert_eq!(got[2].iteration, 2);
+    assert!(store.debug_records("acc", "other").unwrap().is_empty());
+
+    let api = a.to_api_json();
+    assert_eq!(api["id"], Value::String(a.id.clone()));
+    assert_eq!(api["created"], json!(t));
+    assert_eq!(api["node"], "pivotd@test");
+    assert_eq!(api["method"], "get");
+}
+
+#[test]
+fn listing_newest_first_with_paging_and_summary_fields() {
+    let store = Store::open(":memory:").unwrap();
+    let base = unix_to_gregorian(1_700_000_000);
+    // call-a: request + 404 at iteration 1.
+    store.write(Write::Debug(rec(
+        "acc",
+        "call-a",
+        1,
+        RecordKind::Request,
+        base,
+        request_doc("call-a", 1, "http://w/a"),
+    )));
+    store.write(Write::Debug(rec(
+        "acc",
+        "call-a",
+        1,
+        RecordKind::Response,
+        base,
+        response_doc("call-a", 1, "404"),
+    )));
+    // call-b (newer): debug off, only a schema error record.
+    store.write(Write::Debug(rec("acc", "call-b", 1, RecordKind::Error, base + 10,
+        json!({"call_id": "call-b", "iteration": 1, "schema_errors": {"flow.module": {"required": {"message": "required"}}}, "resp_body": "{}"}))));
+    // call-c (newest): 200 at iteration 1, a JSON error at iteration 2.
+    store.write(Write::Debug(rec(
+        "acc",
+        "call-c",
+        1,
+        RecordKind::Request,
+        base + 20,
+        request_doc("call-c", 1, "http://w/c"),
+    )));
+    store.write(Write::Debug(rec(
+        "acc",
+        "call-c",
+        1,
+        RecordKind::Response,
+        base + 20,
+        response_doc("call-c", 1, "200"),
+    )));
+    store.write(Write::Debug(rec("acc", "call-c", 2, RecordKind::Error, base + 21,
+        json!({"call_id": "call-c", "iteration": 2, "json_errors": {"before": "", "after": "", "message": "invalid JSON"}, "resp_body": "<"}))));
+    store.write(Write::Debug(rec(
+        "other",
+        "call-z",
+        1,
+        RecordKind::Request,
+        base + 30,
+        request_doc("call-z", 1, "http://o/"),
+    )));
+    store.flush().unwrap();
+
+    let all = store.debug_calls("acc", 10).unwrap();
+    let ids: Vec<&str> = all.iter().map(|s| s.call_id.as_str()).collect();
+    assert_eq!(ids, ["call-c", "call-b", "call-a"]);
+    assert_eq!(
+        all[0],
+        CallSummary {
+            call_id: "call-c".into(),
+            created: base + 20,
+            iteration: 1,
+            node: "pivotd@test".into(),
+            status_code: Some("200".into()),
+            has_schema_errors: false,
+            has_json_errors: true,
+            uri: Some("http://w/c".into()),
+        }
+    );
+    assert_eq!(all[1].status_code, None);
+    assert_eq!(all[1].uri, None);
+    assert!(all[1].has_schema_errors);
+    assert_eq!(all[2].status_code.as_deref(), Some("404"));
+    assert_eq!(all[2].uri.as_deref(), Some("http://w/a"));
+
+    // The listing item has Kazoo's fields; absent ones are left out (as call-b in the seed).
+    let item = all[1].to_api_json();
+    assert_eq!(item["created"], json!(base + 10));
+    assert_eq!(item["has_schema_errors"], json!(true));
+    assert!(item.get("uri").is_none() && item.get("status_code").is_none());
+
+    // Paging: two, then the rest from the last key.
+    let page1 = store.debug_calls("acc", 2).unwrap();
+    assert_eq!(page1.len(), 2);
+    let last = &page1[1];
+    let page2 = store
+        .debug_calls_after("acc", Some((last.created, &last.call_id)), 2)
+        .unwrap();
+    assert_eq!(
+        page2.iter().map(|s| s.call_id.as_str()).collect::<Vec<_>>(),
+        ["call-a"]
+    );
+
+    assert_eq!(store.debug_calls("other", 10).unwrap().len(), 1);
+    assert!(store.debug_calls("nobody", 10).unwrap().is_empty());
+}
+
+#[test]
+fn purge_removes_old_records_only() {
+    let store = Store::open(":memory:").unwrap();
+    let now = gregorian_now();
+    let day = 86_400;
+    store.write(Write::Debug(rec(
+        "acc",
+        "old",
+        1,
+        RecordKind::Request,
+        now - 8 * day,
+        json!({}),
+    )));
+    store.write(Write::Debug(rec(
+        "acc",
+        "old",
+        1,
+        RecordKind::Response,
+        now - 8 * day,
+        json!({}),
+    )));
+    store.write(Write::Debug(rec(
+        "acc",
+        "recent",
+        1,
+        RecordKind::Request,
+        now - 6 * day,
+        json!({}),
+    )));
+    store.write(Write::Debug(rec(
+        "acc",
+        "new",
+        1,
+        RecordKind::Request,
+        now,
+        json!({}),
+    )));
+    store.flush().unwrap();
+    let purged = store
+        .purge_older_than(Duration::from_secs(7 * 86_400))
+        .unwrap();
+    assert_eq!(purged, 2);
+    assert!(store.debug_records("acc", "old").unwrap().is_empty());
+    assert_eq!(store.debug_records("acc", "recent").unwrap().len(), 1);
+    assert_eq!(store.debug_records("acc", "new").unwrap().len(), 1);
+    assert_eq!(
+        store
+            .purge_older_than(Duration::from_secs(7 * 86_400))
+            .unwrap(),
+        0
+    );
+}
+
+#[test]
+fn drop_commits_what_is_queued() {
+    let dir = TempDir::new("drop");
+    {
+        let store = Store::open(dir.db()).unwrap();
+        let now = gregorian_now();
+        for i in 0..50 {
+            assert!(store.write(Write::Debug(rec(
+                "acc",
+                &format!("c{i}"),
+                1,
+                RecordKind::Request,
+                now,
+                json!({})
+            ))));
+        }
+        // No flush: dropping the last handle drains the queue before the writer stops.
+    }
+    let store = Store::open(dir.db()).unwrap();
+    assert_eq!(store.debug_record_count("acc").unwrap(), 50);
+}
