@@ -18,7 +18,8 @@ use http::{HttpResp, HttpServer};
 use pivotd::config::Config;
 use tokio::net::UdpSocket;
 
-const FLOW: &str = r#"{"module": "play", "data": {"id": "digit-1"}, "children": {"_": {"module": "hangup"}}}"#;
+const FLOW: &str =
+    r#"{"module": "play", "data": {"id": "digit-1"}, "children": {"_": {"module": "hangup"}}}"#;
 
 fn invite(local: SocketAddr, number: &str, id: &str, rtp: u16) -> String {
     let sdp = format!(
@@ -45,21 +46,28 @@ async fn place(server: SocketAddr, number: &str, rate: u32, calls: u32) -> Vec<f
     let sink = UdpSocket::bind("127.0.0.1:0").await.unwrap();
     let rtp = sink.local_addr().unwrap().port();
     let local = sock.local_addr().unwrap();
-    let sent: Arc<std::sync::Mutex<std::collections::HashMap<String, Instant>>> = Default::default();
+    let sent: Arc<std::sync::Mutex<std::collections::HashMap<String, Instant>>> =
+        Default::default();
     let times: Arc<std::sync::Mutex<Vec<f64>>> = Default::default();
     let (s, st, tm) = (sock.clone(), sent.clone(), times.clone());
     let reader = tokio::spawn(async move {
         let mut buf = vec![0u8; 65536];
         let mut done = 0;
         while done < calls {
-            let Ok((n, from)) = s.recv_from(&mut buf).await else { break };
+            let Ok((n, from)) = s.recv_from(&mut buf).await else {
+                break;
+            };
             let now = Instant::now();
             let msg = String::from_utf8_lossy(&buf[..n]).into_owned();
             let id = header(&msg, "Call-ID").unwrap_or("").to_string();
-            if msg.starts_with("SIP/2.0 200") && header(&msg, "CSeq").is_some_and(|c| c.ends_with("INVITE")) {
+            if msg.starts_with("SIP/2.0 200")
+                && header(&msg, "CSeq").is_some_and(|c| c.ends_with("INVITE"))
+            {
                 let started = st.lock().unwrap().remove(&id);
                 if let Some(t0) = started {
-                    tm.lock().unwrap().push(now.duration_since(t0).as_secs_f64() * 1e6);
+                    tm.lock()
+                        .unwrap()
+                        .push(now.duration_since(t0).as_secs_f64() * 1e6);
                     let to = header(&msg, "To").unwrap_or("");
                     let ack = format!(
                         "ACK sip:x@bench.test SIP/2.0\r\nVia: SIP/2.0/UDP {local};branch=z9hG4bKa{id};rport\r\n\
@@ -141,9 +149,17 @@ flow = {{ module = "pivot", data = {{ voice_url = "{}" }} }}
     place(addr, "7000", 50, 20).await;
     let direct = stats(place(addr, "7000", rate, calls).await);
     let pivot = stats(place(addr, "7001", rate, calls).await);
-    println!("{calls} calls at {rate}/s to each number; INVITE -> 200 OK in µs (n, mean, p50, p99)");
-    println!("direct:    n={} mean={:.0} p50={:.0} p99={:.0}", direct.0, direct.1, direct.2, direct.3);
-    println!("via pivot: n={} mean={:.0} p50={:.0} p99={:.0}", pivot.0, pivot.1, pivot.2, pivot.3);
+    println!(
+        "{calls} calls at {rate}/s to each number; INVITE -> 200 OK in µs (n, mean, p50, p99)"
+    );
+    println!(
+        "direct:    n={} mean={:.0} p50={:.0} p99={:.0}",
+        direct.0, direct.1, direct.2, direct.3
+    );
+    println!(
+        "via pivot: n={} mean={:.0} p50={:.0} p99={:.0}",
+        pivot.0, pivot.1, pivot.2, pivot.3
+    );
     println!(
         "a pivot round trip adds {:.3} ms (mean), {:.3} ms (p50); web server connections: {}",
         (pivot.1 - direct.1) / 1000.0,

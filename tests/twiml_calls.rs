@@ -475,13 +475,13 @@ async fn gather_without_input_goes_on_with_the_next_verb() {
     );
 }
 
-/// `<Reject>` on an unanswered call: busy → 486, rejected (and the default) → 603.
+/// `<Reject>` on an unanswered call: busy → 486, rejected (and the default) → 503 (Kazoo, spec d).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn reject_refuses_the_unanswered_call() {
     for (doc, code) in [
         (r#"<Response><Reject reason="busy"/></Response>"#, 486),
-        (r#"<Response><Reject reason="rejected"/></Response>"#, 603),
-        ("<Response><Reject/><Hangup/></Response>", 603),
+        (r#"<Response><Reject reason="rejected"/></Response>"#, 503),
+        ("<Response><Reject/><Hangup/></Response>", 503),
     ] {
         let web = HttpServer::start(move |_| HttpResp::xml(doc)).await;
         let server = twiml_server(&web.url("/ivr"), "").await;

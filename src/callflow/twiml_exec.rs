@@ -270,7 +270,8 @@ async fn run_verb(
         Verb::Reject { reason } => {
             let (code, phrase) = match reason {
                 RejectReason::Busy => (486, "Busy Here"),
-                RejectReason::Rejected => (603, "Decline"),
+                // Kazoo answers `rejected` with 503 (spec d); pivotd keeps that for compatibility.
+                RejectReason::Rejected => (503, "Service Unavailable"),
             };
             call.respond(code, Some(phrase.to_string())).await?;
             return Ok(Step::End(TwimlEnd::Done));
