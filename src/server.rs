@@ -20,6 +20,7 @@ use crate::media::rtp::{PortPool, RtpError, RtpSession};
 use crate::media::sdp::{self, LocalSession, SdpError};
 use crate::media::tts::{TtsEngine, TtsLimits};
 use crate::pivot::client::PivotHttp;
+use crate::pivot::debug::DebugSink;
 use crate::pivot::fetch::{FetchOptions, UrlPrompts};
 use crate::pivot::guard::{SystemResolver, UrlGuard};
 use crate::sip::dialog::{host_port, Dialog};
@@ -27,6 +28,7 @@ use crate::sip::endpoint::{Endpoint, EndpointConfig, NewRequest, ServerTx};
 use crate::sip::message;
 use crate::sip::outgoing::{random_token, response_bytes};
 use crate::sip::transport::{TransportConfig, TransportError};
+use crate::store::Store;
 
 /// Why the server could not start: one clear line each.
 #[derive(Debug, thiserror::Error)]
@@ -39,6 +41,8 @@ pub enum StartError {
     MediaDir(#[from] PromptError),
     #[error("pivot: {0}")]
     Pivot(String),
+    #[error("store: {0}")]
+    Store(#[from] crate::store::StoreError),
 }
 
 /// A running server.
@@ -53,6 +57,8 @@ pub struct ServerHandle {
     pub stats: Arc<CallStats>,
     pool: Arc<PortPool>,
     pacer: Pacer,
+    /// The embedded store (pivot debug records now; callflows and CDRs with the API).
+    pub store: Store,
 }
 
 /// What the media side holds now: for leak checks and, later, metrics.
@@ -104,6 +110,7 @@ impl ServerHandle {
 /// Starts everything the configuration describes.
 pub async fn start(cfg: Arc<Config>) -> Result<ServerHandle, StartError> {
     let prompts = Arc::new(cfg.prompt_library());
+    let store = Store::open(&cfg.store.sqlite)?;
     prompts.check_dir()?;
     let media_ip = cfg.media.ip;
     let pool = PortPool::new(media_ip, cfg.media.port_min, cfg.media.port_max)?;
@@ -131,7 +138,7 @@ pub async fn start(cfg: Arc<Config>) -> Result<ServerHandle, StartError> {
         endpoint: endpoint.clone(),
         runtime: Arc::new(Runtime {
             prompts: prompts.clone(),
-            pivot: Some(Arc::new(pivot_services(&cfg)?)),
+            pivot: Some(Arc::new(pivot_services(&cfg, store.clone())?)),
             tts: Some(Arc::new(TtsSpeaker(TtsEngine::new(
                 cfg.tts.command.clone(),
                 cfg.tts.voices.clone(),
@@ -158,6 +165,7 @@ pub async fn start(cfg: Arc<Config>) -> Result<ServerHandle, StartError> {
         stats,
         pool: pool.clone(),
         pacer: pacer.clone(),
+        store: store.clone(),
     };
     let admission = Admission {
         limiter: RateLimiter::new(cfg.sip.max_calls_per_second),
@@ -191,7 +199,7 @@ impl Speaker for TtsSpeaker {
 }
 
 /// The guarded HTTP client and what goes with it, from `[pivot]` and the accounts.
-fn pivot_services(cfg: &Config) -> Result<PivotServices, StartError> {
+fn pivot_services(cfg: &Config, store: Store) -> Result<PivotServices, StartError> {
     let guard = Arc::new(UrlGuard::from_config(&cfg.pivot));
     let http = PivotHttp::new(guard, Arc::new(SystemResolver), cfg.pivot.ca_file.clone())
         .map_err(|e| StartError::Pivot(e.to_string()))?;
@@ -205,6 +213,7 @@ fn pivot_services(cfg: &Config) -> Result<PivotServices, StartError> {
             .iter()
             .filter_map(|a| Some((a.id.clone(), a.pivot_secret.clone()?)))
             .collect(),
+        debug: DebugSink::new(store),
     })
 }
 

@@ -304,3 +304,61 @@ async fn ivr_with_tts_and_rfc2833_digits_sends_them_in_the_follow_up() {
     );
     assert_eq!(reqs[1].field("Call-ID"), reqs[0].field("Call-ID"));
 }
+
+/// Spec e.1 / j.4: with `debug` on, the request and response records of a real call are
+/// stored; with it off, only the schema-error (and JSON-error) records are.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn debug_records_of_real_calls_are_stored() {
+    use pivotd::store::RecordKind;
+    // debug on, the web server answers 404
+    let web = HttpServer::start(|_| HttpResp::status(404)).await;
+    let server = pivot_server(
+        &format!("voice_url = \"{}\", debug = true", web.url("/ivr")),
+        "blacklist_cidrs = []",
+    )
+    .await;
+    assert!(starts_with_prompt(&call(&server).await, "digit-1"));
+    let call_id = web.requests()[0].field("Call-ID").unwrap();
+    let store = server.handle.store.clone();
+    let records = tokio::task::spawn_blocking(move || {
+        store.flush().unwrap();
+        store.debug_records(ACCOUNT, &call_id).unwrap()
+    })
+    .await
+    .unwrap();
+    let kinds: Vec<RecordKind> = records.iter().map(|r| r.kind).collect();
+    assert_eq!(
+        kinds,
+        vec![RecordKind::Request, RecordKind::Response],
+        "{records:?}"
+    );
+    assert!(records[0].doc["uri"].as_str().unwrap().contains("/ivr?"));
+    assert_eq!(records[0].doc["method"], "get", "as in Kazoo's records");
+    assert_eq!(records[1].doc["resp_status_code"], "404");
+    assert_eq!(records[0].iteration, 1);
+    assert!(records[0].created > 63_000_000_000, "Gregorian seconds");
+
+    // debug off, a flow that fails validation: only the schema error is stored
+    let web = HttpServer::start(|_| HttpResp::json(r#"{"module":"play","data":{"id":5}}"#)).await;
+    let server = pivot_server(
+        &format!("voice_url = \"{}\"", web.url("/ivr")),
+        "blacklist_cidrs = []",
+    )
+    .await;
+    assert!(starts_with_prompt(&call(&server).await, "digit-1"));
+    let call_id = web.requests()[0].field("Call-ID").unwrap();
+    let store = server.handle.store.clone();
+    let records = tokio::task::spawn_blocking(move || {
+        store.flush().unwrap();
+        store.debug_records(ACCOUNT, &call_id).unwrap()
+    })
+    .await
+    .unwrap();
+    assert_eq!(records.len(), 1, "{records:?}");
+    assert_eq!(records[0].kind, RecordKind::Error);
+    assert!(
+        records[0].doc.to_string().contains("flow.data.id"),
+        "{}",
+        records[0].doc
+    );
+}

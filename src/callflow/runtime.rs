@@ -8,6 +8,7 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 use crate::pivot::client::PivotHttp;
+use crate::pivot::debug::DebugSink;
 use crate::pivot::fetch::UrlPrompts;
 
 use super::node::Node;
@@ -51,6 +52,8 @@ pub struct PivotServices {
     pub max_requests_per_call: u32,
     /// Signing secret per account id.
     pub secrets: HashMap<String, String>,
+    /// Where debug records go (the store's writer queue: never blocks the call).
+    pub debug: DebugSink,
 }
 
 /// What every module may need besides the call: shared, read-only, one per server.

@@ -133,6 +133,7 @@ async fn follow(
             body_format: pivot.req_body_format,
             timeout: Duration::from_millis(pivot.req_timeout_ms),
             twiml_digits: digits,
+            debug: pivot.debug,
         },
         call,
         rt,

@@ -41,6 +41,8 @@ pub fn config_toml(callflows: &str, sip_extra: &str, media_extra: &str) -> Strin
 udp = ["127.0.0.1:0"]
 tcp = ["127.0.0.1:0"]
 {sip_extra}
+[store]
+sqlite = ":memory:"
 [media]
 ip = "127.0.0.1"
 port_min = {lo}

@@ -13,6 +13,7 @@ use crate::callflow::runtime::{Next, Runtime};
 use crate::callflow::state::FlowState;
 use crate::callflow::{twiml_exec, CallControl, CallEnded};
 use crate::pivot::client::HttpRequest;
+use crate::pivot::debug::DebugContext;
 use crate::pivot::kazoo::{self, Answer};
 use crate::pivot::request::{self, BodyFormat, Method, PivotState, ReqFormat};
 
@@ -129,10 +130,13 @@ pub(crate) struct PivotCall<'a> {
     pub timeout: Duration,
     /// TwiML: the digits gathered since the last request.
     pub twiml_digits: Option<&'a str>,
+    /// Store request/response debug records (spec e.1); error records are stored anyway.
+    pub debug: bool,
 }
 
-/// Counts the request against the call's cap, sends it and decodes the answer.
-/// `Ok(None)` means the cap was reached and the call has been hung up.
+/// Counts the request against the call's cap, sends it and decodes the answer, storing the
+/// debug records as it goes. The inner error is the logged reason; `Err(CallEnded)` when the
+/// call ended, or was ended for reaching the cap.
 pub(crate) async fn ask(
     p: PivotCall<'_>,
     call: &mut dyn CallControl,
@@ -184,14 +188,38 @@ pub(crate) async fn ask(
             &prepared.signature(secret.as_bytes()),
         );
     }
+    let ctx = DebugContext {
+        account_id: call.info().account_id.clone(),
+        call_id: call.info().call_id.clone(),
+        iteration: state.pivot_requests,
+        node: p.url.to_string(),
+        debug: p.debug,
+    };
+    svc.debug.record_request(
+        &ctx,
+        prepared.url.as_str(),
+        prepared.method.as_str(),
+        prepared.content_type.map(|c| ("content-type", c)),
+        prepared.body.as_deref().unwrap_or_default(),
+    );
     if let Some(b) = prepared.body {
         req = req.body(b);
     }
     tracing::info!(url = %prepared.url, method = prepared.method.as_str(), "pivot request");
     let resp = match svc.http.send(req).await {
         Ok(r) => r,
-        Err(e) => return Ok(Err(e.to_string())),
+        Err(e) => {
+            let reason = e.to_string();
+            svc.debug.record_failure(&ctx, &reason);
+            return Ok(Err(reason));
+        }
     };
+    svc.debug.record_response(
+        &ctx,
+        resp.status,
+        resp.headers.iter().map(|(k, v)| (k, v)),
+        &resp.body,
+    );
     if !(200..300).contains(&resp.status) {
         return Ok(Err(format!("{url} answered HTTP {}", resp.status)));
     }
@@ -205,7 +233,10 @@ pub(crate) async fn ask(
     };
     match kazoo::decode(resp.content_type.as_deref(), &resp.body) {
         Ok(answer) => Ok(Ok((answer, base))),
-        Err(e) => Ok(Err(format!("{} answer refused ({}): {e}", p.url, e.kind()))),
+        Err(e) => {
+            svc.debug.record_error(&ctx, &e, &resp.body);
+            Ok(Err(format!("{} answer refused ({}): {e}", p.url, e.kind())))
+        }
     }
 }
 
@@ -223,6 +254,7 @@ pub async fn run(
             body_format: data.req_body_format,
             timeout: Duration::from_millis(data.req_timeout_ms),
             twiml_digits: None,
+            debug: data.debug,
         },
         call,
         rt,
