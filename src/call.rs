@@ -14,7 +14,7 @@ use tokio::time::Instant;
 
 use crate::callflow::node::Node;
 use crate::callflow::runtime::Runtime;
-use crate::callflow::{CallControl, CallEnded, CallInfo};
+use crate::callflow::{CallControl, CallEnded, CallInfo, CallTiming};
 use crate::media::dtmf::{info_digit, DtmfReceiver};
 use crate::media::prompt::Prompt;
 use crate::media::rtp::ReceivedRtp;
@@ -521,6 +521,17 @@ impl CallControl for Call {
 
     fn is_answered(&self) -> bool {
         self.phase == Phase::Answered
+    }
+
+    fn timing(&self) -> CallTiming {
+        // Wall-clock times from the monotonic ones (CDRs want dates).
+        let now_wall = std::time::SystemTime::now();
+        let now = Instant::now();
+        let wall = |t: Instant| now_wall.checked_sub(now.duration_since(t));
+        CallTiming {
+            started: wall(self.started),
+            answered: self.answered_at.and_then(wall),
+        }
     }
 
     async fn answer(&mut self) -> Result<(), CallEnded> {

@@ -362,3 +362,35 @@ async fn debug_records_of_real_calls_are_stored() {
         records[0].doc
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tls_failure_body_over_the_cap_and_reset_take_the_underscore_branch() {
+    // https to a plain HTTP server: the TLS handshake fails.
+    let web = HttpServer::start(|_| HttpResp::json(PLAY_TONE)).await;
+    let url = format!("https://{}/ivr", web.addr);
+    let server = pivot_server(&format!("voice_url = \"{url}\""), "blacklist_cidrs = []").await;
+    assert!(starts_with_prompt(&call(&server).await, "digit-1"), "TLS");
+
+    // A body over the 1 MiB cap.
+    let big = format!(
+        "{{\"module\": \"play\", \"data\": {{\"id\": \"tone-1khz\", \"x\": \"{}\"}}}}",
+        "a".repeat(1 << 21)
+    );
+    falls_back(HttpResp::json(&big), "").await;
+
+    // A server that accepts and closes at once: connection reset / closed.
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = l.local_addr().unwrap();
+    let closer = tokio::spawn(async move {
+        while let Ok((s, _)) = l.accept().await {
+            drop(s);
+        }
+    });
+    let server = pivot_server(
+        &format!("voice_url = \"http://{addr}/ivr\""),
+        "blacklist_cidrs = []",
+    )
+    .await;
+    assert!(starts_with_prompt(&call(&server).await, "digit-1"), "reset");
+    closer.abort();
+}

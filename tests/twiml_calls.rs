@@ -715,3 +715,48 @@ async fn a_slow_tts_hook_is_killed_at_the_timeout_and_takes_the_underscore_branc
         .await;
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// Spec b.5: with `cdr_url`, the CDR of a TwiML-driven call is posted (form-encoded) when
+/// the call ends.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cdr_url_gets_the_cdr_when_the_call_ends() {
+    let web = HttpServer::start(|r: &HttpReq| match r.path() {
+        "/ivr" => HttpResp::xml("<Response><Play>tone.wav</Play><Hangup/></Response>"),
+        "/tone.wav" => wav("tone-1khz.wav"),
+        "/cdr" => HttpResp::status(200),
+        _ => HttpResp::status(404),
+    })
+    .await;
+    let server = server(
+        &format!(
+            r#"{{ module = "pivot", data = {{ voice_url = "{}", req_format = "twiml", cdr_url = "{}" }} }}"#,
+            web.url("/ivr"),
+            web.url("/cdr")
+        ),
+        "",
+    )
+    .await;
+    let mut call = Call::answered(&server, 5000).await;
+    call.audio_after_bye(5000).await;
+    let cdr = requests(&web, 3)
+        .await
+        .into_iter()
+        .find(|r| r.path() == "/cdr");
+    let cdr = cdr.expect("a CDR request");
+    assert_eq!(cdr.method, "POST");
+    assert_eq!(
+        cdr.header("content-type"),
+        Some("application/x-www-form-urlencoded")
+    );
+    assert_eq!(
+        cdr.field("Call-ID").as_deref(),
+        Some(call.ua.call_id.as_str())
+    );
+    assert_eq!(cdr.field("Account-ID").as_deref(), Some(ACCOUNT));
+    assert_eq!(
+        cdr.field("Hangup-Cause").as_deref(),
+        Some("NORMAL_CLEARING")
+    );
+    let billed: u64 = cdr.field("Billing-Seconds").unwrap().parse().unwrap();
+    assert!(billed >= 1, "the 2 s tone was billed: {billed}");
+}

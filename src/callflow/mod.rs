@@ -34,6 +34,13 @@ pub struct CallInfo {
     pub custom_sip_headers: Vec<(String, String)>,
 }
 
+/// When a call started and was answered.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct CallTiming {
+    pub started: Option<std::time::SystemTime>,
+    pub answered: Option<std::time::SystemTime>,
+}
+
 /// The call ended under the runtime (caller hung up, CANCEL, timeout): stop walking.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 #[error("call ended")]
@@ -45,6 +52,10 @@ pub struct CallEnded;
 pub trait CallControl: Send {
     fn info(&self) -> &CallInfo;
     fn is_answered(&self) -> bool;
+    /// When the call started and was answered (for CDRs).
+    fn timing(&self) -> CallTiming {
+        CallTiming::default()
+    }
     /// 200 OK with SDP; no-op if answered.
     async fn answer(&mut self) -> Result<(), CallEnded>;
     /// 183 Session Progress with SDP; no-op if already sent (or answered).

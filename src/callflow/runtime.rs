@@ -76,13 +76,87 @@ impl Runtime {
 
     /// Runs `flow` on `call` until the flow or the call ends.
     pub async fn run(&self, flow: &Node, call: &mut dyn CallControl) {
-        if self.walk(flow, call).await.is_err() {
+        let mut state = FlowState::default();
+        if self.walk(flow, call, &mut state).await.is_err() {
             tracing::debug!(call_id = %call.info().call_id, "call ended during the callflow");
+        }
+        if let Some(url) = state.cdr_url.take() {
+            self.post_cdr(url, call);
         }
     }
 
-    async fn walk(&self, flow: &Node, call: &mut dyn CallControl) -> Result<(), CallEnded> {
-        let mut state = FlowState::default();
+    /// Posts the call's CDR to a TwiML pivot's `cdr_url` (spec b.5), form-encoded, in the
+    /// background: the answer is ignored and the call is not held up.
+    fn post_cdr(&self, url: String, call: &dyn CallControl) {
+        let Some(svc) = self.pivot.clone() else {
+            return;
+        };
+        let info = call.info();
+        let timing = call.timing();
+        let now = std::time::SystemTime::now();
+        let secs = |from: Option<std::time::SystemTime>| {
+            from.and_then(|t| now.duration_since(t).ok())
+                .map(|d| d.as_secs())
+                .unwrap_or(0)
+        };
+        let answered = timing.answered.is_some();
+        let mut f = serde_json::Map::new();
+        let mut put = |k: &str, v: serde_json::Value| {
+            f.insert(k.to_string(), v);
+        };
+        put("Call-ID", info.call_id.clone().into());
+        put("Account-ID", info.account_id.clone().into());
+        put("Direction", "inbound".into());
+        put("From", info.from_user.clone().into());
+        put("From-Realm", info.from_realm.clone().into());
+        put("To", info.to_user.clone().into());
+        put("To-Realm", info.to_realm.clone().into());
+        put("Request", info.request_user.clone().into());
+        if let Some(n) = &info.caller_id_name {
+            put("Caller-ID-Name", n.clone().into());
+        }
+        if let Some(n) = &info.caller_id_number {
+            put("Caller-ID-Number", n.clone().into());
+        }
+        put(
+            "Hangup-Cause",
+            if answered {
+                "NORMAL_CLEARING"
+            } else {
+                "NO_ANSWER"
+            }
+            .into(),
+        );
+        put(
+            "Hangup-Code",
+            if answered { "sip:200" } else { "sip:480" }.into(),
+        );
+        put("Duration-Seconds", secs(timing.started).into());
+        put("Billing-Seconds", secs(timing.answered).into());
+        let body = crate::pivot::request::form_encode(&f);
+        tokio::spawn(async move {
+            let Ok(u) = svc.http.guard().check_url_static(&url) else {
+                tracing::warn!(%url, "cdr_url refused by the URL guard");
+                return;
+            };
+            let req = crate::pivot::client::HttpRequest::post(
+                u,
+                crate::pivot::request::CONTENT_TYPE_FORM,
+                body,
+            )
+            .timeout(Duration::from_secs(5));
+            if let Err(e) = svc.http.send(req).await {
+                tracing::warn!(%url, reason = %e, "CDR not delivered");
+            }
+        });
+    }
+
+    async fn walk(
+        &self,
+        flow: &Node,
+        call: &mut dyn CallControl,
+        state: &mut FlowState,
+    ) -> Result<(), CallEnded> {
         // A flow a pivot server returns replaces the tree being walked (spec b.3); the walk
         // position is the path of child keys from the root.
         let mut replaced: Option<Node> = None;
@@ -97,7 +171,7 @@ impl Runtime {
                 Next::Default
             } else {
                 tracing::debug!(module = node.module.name(), "callflow: running module");
-                node.module.run(call, self, &mut state).await?
+                node.module.run(call, self, state).await?
             };
             let key = match next {
                 Next::Stop => return Ok(()),

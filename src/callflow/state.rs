@@ -9,4 +9,6 @@ pub struct FlowState {
     pub collections: DigitCollections,
     /// Pivot requests made so far (spec j.14: every request of the call counts).
     pub pivot_requests: u32,
+    /// A TwiML pivot's `cdr_url`: where the CDR is posted when the call ends (spec b.5).
+    pub cdr_url: Option<String>,
 }

@@ -264,6 +264,10 @@ pub async fn run(
     match asked {
         Ok((Answer::Flow(flow), _)) => Ok(Next::Replace(flow)),
         Ok((Answer::Twiml(verbs), base)) => {
+            // Spec b.5: the CDR goes to cdr_url when a TwiML-driven call ends.
+            if data.cdr_url.is_some() {
+                state.cdr_url = data.cdr_url.clone();
+            }
             match twiml_exec::run(verbs, base, data, call, rt, state).await? {
                 twiml_exec::TwimlEnd::Done => Ok(Next::Stop),
                 twiml_exec::TwimlEnd::Flow(flow) => Ok(Next::Replace(flow)),
