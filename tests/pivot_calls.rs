@@ -394,3 +394,58 @@ async fn tls_failure_body_over_the_cap_and_reset_take_the_underscore_branch() {
     assert!(starts_with_prompt(&call(&server).await, "digit-1"), "reset");
     closer.abort();
 }
+
+/// The README's worked example end to end: examples/pivot_server.py (Python, stdlib) answers
+/// tts + collect_dtmf + pivot, then `say` of the PIN; SIPp keys 1, 2, # and is hung up.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_worked_example_pivot_server_drives_a_call() {
+    use tokio::io::AsyncBufReadExt;
+    let mut py = tokio::process::Command::new("python3")
+        .arg(repo().join("examples/pivot_server.py"))
+        .arg("0")
+        .stdout(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("python3");
+    let mut lines = tokio::io::BufReader::new(py.stdout.take().unwrap()).lines();
+    let line = lines
+        .next_line()
+        .await
+        .unwrap()
+        .expect("the server's port line");
+    let addr = line.rsplit(' ').next().unwrap().to_string();
+    let server = pivot_server(
+        &format!("voice_url = \"http://{addr}/start\", debug = true"),
+        "blacklist_cidrs = []",
+    )
+    .await;
+    let run = sipp("ivr_dtmf.xml", false, server.udp, &["-s", "6000"]).await;
+    assert!(run.ok, "sipp failed:\n{}", run.output);
+    let store = server.handle.store.clone();
+    let calls = tokio::task::spawn_blocking(move || {
+        store.flush().unwrap();
+        store.debug_calls(ACCOUNT, 10).unwrap()
+    })
+    .await
+    .unwrap();
+    assert_eq!(calls.len(), 1);
+    let call_id = calls[0].call_id.clone();
+    let store = server.handle.store.clone();
+    let records =
+        tokio::task::spawn_blocking(move || store.debug_records(ACCOUNT, &call_id).unwrap())
+            .await
+            .unwrap();
+    let pin_request = records
+        .iter()
+        .find(|r| r.doc["uri"].as_str().is_some_and(|u| u.contains("/pin?")))
+        .expect("the follow-up request was made");
+    assert!(
+        pin_request.doc["uri"]
+            .as_str()
+            .unwrap()
+            .contains("Digits[pin]=12"),
+        "{}",
+        pin_request.doc
+    );
+    let _ = py.kill().await;
+}
