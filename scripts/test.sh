@@ -11,6 +11,8 @@ command -v sox >/dev/null 2>&1 || need+=(sox)
 # sox reads and writes MP3 through this plugin (the prompt tests decode MP3 made by sox).
 dpkg -s libsox-fmt-mp3 >/dev/null 2>&1 || need+=(libsox-fmt-mp3)
 command -v espeak-ng >/dev/null 2>&1 || need+=(espeak-ng)
+# The worked example's pivot web server (examples/pivot_server.py) is run by the tests.
+command -v python3 >/dev/null 2>&1 || need+=(python3)
 if [ ${#need[@]} -gt 0 ]; then
   echo "installing: ${need[*]}"
   if [ "$(id -u)" -ne 0 ]; then
