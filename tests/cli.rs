@@ -235,5 +235,9 @@ fn the_example_config_is_valid() {
 fn the_pivot_example_config_is_valid() {
     let path = repo().join("examples").join("pivot.toml");
     let out = pivotd().arg("check-config").arg(&path).output().unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }

@@ -449,3 +449,47 @@ async fn the_worked_example_pivot_server_drives_a_call() {
     );
     let _ = py.kill().await;
 }
+
+/// An account with a `pivot_secret` signs its requests: the web server recomputes
+/// base64(HMAC-SHA256(secret, URL + body)) and compares.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn requests_of_an_account_with_a_secret_are_signed() {
+    use base64::Engine;
+    use hmac::{Hmac, Mac};
+    let web = HttpServer::start(|_| HttpResp::json(PLAY_TONE)).await;
+    for method in ["get", "post"] {
+        let flows = format!(
+            r#"
+[[accounts.callflows]]
+numbers = ["6000"]
+flow = {{ module = "pivot", data = {{ voice_url = "{}", method = "{method}" }} }}
+[pivot]
+blacklist_cidrs = []
+"#,
+            web.url("/ivr")
+        );
+        let toml = config_toml(&flows, "", "").replace(
+            "realm = \"pivotd.test\"",
+            "realm = \"pivotd.test\"\npivot_secret = \"s3cret\"",
+        );
+        let server = start(&toml).await;
+        call(&server).await;
+    }
+    let reqs = web.requests();
+    assert_eq!(reqs.len(), 2);
+    for r in reqs {
+        let url = format!("http://{}{}", web.addr, r.target);
+        let mut mac = Hmac::<sha2::Sha256>::new_from_slice(b"s3cret").unwrap();
+        mac.update(url.as_bytes());
+        mac.update(&r.body);
+        let expected =
+            base64::engine::general_purpose::STANDARD.encode(mac.finalize().into_bytes());
+        assert_eq!(
+            r.header("x-pivotd-signature"),
+            Some(expected.as_str()),
+            "{} {}",
+            r.method,
+            r.target
+        );
+    }
+}
