@@ -282,6 +282,29 @@ impl<'a> Data<'a> {
     }
 }
 
+impl Data<'_> {
+    /// `terminators`: the DTMF keys that stop a prompt; every key when absent. Entries that
+    /// are not a single key cannot be pressed and are ignored (Kazoo accepts any string).
+    pub fn terminators(&self) -> Result<Vec<char>, ValidationError> {
+        Ok(match self.opt_str_list("terminators")? {
+            Some(list) => list.iter().filter_map(|t| single_char(t)).collect(),
+            None => ALL_KEYS.to_vec(),
+        })
+    }
+}
+
+/// Every DTMF key, in Kazoo's default `terminators` order.
+pub const ALL_KEYS: [char; 12] = ['1', '2', '3', '4', '5', '6', '7', '8', '9', '*', '0', '#'];
+
+/// The one character of a one-character string.
+pub fn single_char(s: &str) -> Option<char> {
+    let mut c = s.chars();
+    match (c.next(), c.next()) {
+        (Some(k), None) => Some(k),
+        _ => None,
+    }
+}
+
 /// `-?[0-9]+` to i64; anything else (blanks, signs twice, decimals, overflow) is None.
 fn parse_int_str(s: &str) -> Option<i64> {
     let digits = s.strip_prefix('-').unwrap_or(s);

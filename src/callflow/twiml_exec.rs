@@ -9,7 +9,8 @@ use std::time::Duration;
 use url::Url;
 
 use crate::callflow::modules::pivot::{ask, Pivot, PivotCall};
-use crate::callflow::node::Node;
+// Any key interrupts the prompts nested in a Gather.
+use crate::callflow::node::{Node, ALL_KEYS};
 use crate::callflow::runtime::Runtime;
 use crate::callflow::state::FlowState;
 use crate::callflow::{CallControl, CallEnded};
@@ -17,9 +18,6 @@ use crate::media::prompt::Prompt;
 use crate::pivot::kazoo::Answer;
 use crate::pivot::request::{Method, ReqFormat};
 use crate::pivot::twiml::{resolve_url, RejectReason, Verb};
-
-/// Every DTMF key: any key interrupts the prompts nested in a Gather.
-const ALL_KEYS: [char; 12] = ['0', '1', '2', '3', '4', '5', '6', '7', '8', '9', '*', '#'];
 
 /// How a TwiML run ended.
 pub enum TwimlEnd {

@@ -135,6 +135,28 @@ impl ModuleData {
     }
 }
 
+/// Plays a prompt `times` times (or until a key in `terminators` stops it); every key pressed
+/// meanwhile goes to the `default` collection (spec a.6). Returns the key that stopped it.
+pub(crate) async fn play_collecting(
+    call: &mut dyn CallControl,
+    prompt: &std::sync::Arc<crate::media::prompt::Prompt>,
+    times: u32,
+    terminators: &[char],
+    state: &mut FlowState,
+) -> Result<Option<char>, CallEnded> {
+    for _ in 0..times {
+        let stopped = call.play(prompt.clone(), terminators).await?;
+        state
+            .collections
+            .append(super::state::DEFAULT_COLLECTION, &call.take_digits());
+        // A prompt of no length would spin here without ever yielding to the call.
+        if stopped.is_some() || prompt.duration().is_zero() {
+            return Ok(stopped);
+        }
+    }
+    Ok(None)
+}
+
 /// True for ids that name media over HTTP rather than a prompt in the library.
 pub fn is_url(id: &str) -> bool {
     let lower = id.get(..8).unwrap_or(id).to_ascii_lowercase();

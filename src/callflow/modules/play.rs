@@ -6,7 +6,7 @@ use serde_json::{Map, Value};
 
 use crate::callflow::node::{Data, ValidationError};
 use crate::callflow::runtime::{Next, Runtime};
-use crate::callflow::state::{FlowState, DEFAULT_COLLECTION};
+use crate::callflow::state::FlowState;
 use crate::callflow::{CallControl, CallEnded};
 
 /// The schema's default terminators: every DTMF key.
@@ -65,13 +65,7 @@ impl Play {
     pub fn terminator_keys(&self) -> Vec<char> {
         self.terminators
             .iter()
-            .filter_map(|t| {
-                let mut c = t.chars();
-                match (c.next(), c.next()) {
-                    (Some(k), None) => Some(k),
-                    _ => None,
-                }
-            })
+            .filter_map(|t| crate::callflow::node::single_char(t))
             .collect()
     }
 
@@ -116,24 +110,12 @@ pub async fn run(
             call.early_media().await?;
         }
     }
-    // A terminator key stops the playback, loops included. Keys pressed while it plays go to
-    // the `default` collection (spec a.6), where collect_dtmf finds them.
-    let terminators = data.terminator_keys();
     let times = if data.endless_playback {
         u32::MAX
     } else {
         data.loop_count.unwrap_or(1)
     };
-    for _ in 0..times {
-        let stopped = call.play(prompt.clone(), &terminators).await?;
-        state
-            .collections
-            .append(DEFAULT_COLLECTION, &call.take_digits());
-        // A prompt of no length would spin here without ever yielding to the call.
-        if stopped.is_some() || prompt.duration().is_zero() {
-            break;
-        }
-    }
+    super::play_collecting(call, &prompt, times, &data.terminator_keys(), state).await?;
     Ok(Next::Default)
 }
 

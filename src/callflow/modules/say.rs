@@ -30,10 +30,10 @@ use std::sync::Arc;
 
 use serde_json::{Map, Value};
 
-use crate::callflow::modules::play::DEFAULT_TERMINATORS;
+use crate::callflow::node::ALL_KEYS;
 use crate::callflow::node::{Data, ValidationError};
 use crate::callflow::runtime::{Next, Runtime};
-use crate::callflow::state::{FlowState, DEFAULT_COLLECTION};
+use crate::callflow::state::FlowState;
 use crate::callflow::{CallControl, CallEnded};
 use crate::media::prompt::Prompt;
 
@@ -110,10 +110,7 @@ impl Say {
             method: "pronounced".into(),
             language: None,
             gender: None,
-            terminators: DEFAULT_TERMINATORS
-                .iter()
-                .filter_map(|t| t.chars().next())
-                .collect(),
+            terminators: ALL_KEYS.to_vec(),
         }
     }
 
@@ -177,20 +174,7 @@ impl Say {
                 ));
             }
         }
-        // Entries that are not a single key cannot be pressed: ignored, as play and tts do.
-        let terminators = match d.opt_str_list("terminators")? {
-            Some(list) => list
-                .iter()
-                .filter_map(|t| {
-                    let mut c = t.chars();
-                    match (c.next(), c.next()) {
-                        (Some(k), None) => Some(k),
-                        _ => None,
-                    }
-                })
-                .collect(),
-            None => Say::new("", "").terminators,
-        };
+        let terminators = d.terminators()?;
         Ok(Say {
             text,
             say_type,
@@ -360,10 +344,7 @@ async fn play(
     state: &mut FlowState,
     prompt: Arc<Prompt>,
 ) -> Result<bool, CallEnded> {
-    let stopped = call.play(prompt, &data.terminators).await?;
-    state
-        .collections
-        .append(DEFAULT_COLLECTION, &call.take_digits());
+    let stopped = super::play_collecting(call, &prompt, 1, &data.terminators, state).await?;
     Ok(stopped.is_some())
 }
 
@@ -555,6 +536,7 @@ mod tests {
     use crate::callflow::fake::{FakeCall, Op};
     use crate::callflow::node::Node;
     use crate::callflow::runtime::Speaker;
+    use crate::callflow::state::DEFAULT_COLLECTION;
     use crate::callflow::ModuleData;
     use serde_json::json;
     use std::sync::Mutex;

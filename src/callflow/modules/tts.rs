@@ -5,10 +5,10 @@
 
 use serde_json::{Map, Value};
 
-use crate::callflow::modules::play::DEFAULT_TERMINATORS;
+use crate::callflow::modules::play_collecting;
 use crate::callflow::node::{Data, ValidationError};
 use crate::callflow::runtime::{Next, Runtime};
-use crate::callflow::state::{FlowState, DEFAULT_COLLECTION};
+use crate::callflow::state::FlowState;
 use crate::callflow::{CallControl, CallEnded};
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -32,22 +32,7 @@ impl Tts {
                 format!("must be 1 to 1000 characters, not {chars}"),
             ));
         }
-        let terminators = match d.opt_str_list("terminators")? {
-            Some(list) => list
-                .iter()
-                .filter_map(|t| {
-                    let mut c = t.chars();
-                    match (c.next(), c.next()) {
-                        (Some(k), None) => Some(k),
-                        _ => None,
-                    }
-                })
-                .collect(),
-            None => DEFAULT_TERMINATORS
-                .iter()
-                .filter_map(|t| t.chars().next())
-                .collect(),
-        };
+        let terminators = d.terminators()?;
         // `engine` is accepted and ignored: pivotd has one TTS hook.
         let _ = d.opt_str("engine")?;
         Ok(Tts {
@@ -107,14 +92,6 @@ pub async fn run(
         }
     };
     let times = if data.endless_playback { u32::MAX } else { 1 };
-    for _ in 0..times {
-        let stopped = call.play(prompt.clone(), &data.terminators).await?;
-        state
-            .collections
-            .append(DEFAULT_COLLECTION, &call.take_digits());
-        if stopped.is_some() || prompt.duration().is_zero() {
-            break;
-        }
-    }
+    play_collecting(call, &prompt, times, &data.terminators, state).await?;
     Ok(Next::Default)
 }
