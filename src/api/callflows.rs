@@ -273,7 +273,7 @@ fn check(
         Some(f) => f,
     };
     let node = Node::from_json_at(flow, "flow").map_err(|e| {
-        let rule = if e.message == "required" {
+        let rule = if e.message.starts_with("required") {
             "required"
         } else {
             "invalid"
