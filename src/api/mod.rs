@@ -570,6 +570,34 @@ mod tests {
         assert_eq!(decode_key("WzFd"), None); // [1]
     }
 
+    #[tokio::test]
+    async fn retention_purges_old_debug_records_and_keeps_new_ones() {
+        use crate::store::{gregorian_now, DebugRecord, RecordKind, Write};
+        let store = Store::open(":memory:").unwrap();
+        let rec = |id: &str, age: i64| DebugRecord {
+            id: id.into(),
+            account_id: "acc".into(),
+            call_id: id.into(),
+            iteration: 1,
+            node: "n".into(),
+            kind: RecordKind::Request,
+            created: gregorian_now() - age,
+            doc: json!({"call_id": id}),
+        };
+        assert!(store.write(Write::Debug(rec("old", 7200))));
+        assert!(store.write(Write::Debug(rec("new", 10))));
+        store.flush().unwrap();
+        let (_keep, stop) = watch::channel(());
+        spawn_retention(store.clone(), Duration::from_secs(3600), stop);
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+        while store.debug_record_count("acc").unwrap() != 1 {
+            assert!(tokio::time::Instant::now() < deadline, "not purged");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        assert!(store.debug_records("acc", "old").unwrap().is_empty());
+        assert_eq!(store.debug_records("acc", "new").unwrap().len(), 1);
+    }
+
     #[test]
     fn hex_ids() {
         assert_eq!(hex(&[0, 0xab, 0x10]), "00ab10");
