@@ -641,6 +641,38 @@ async fn bad_bodies_get_400_with_the_reason_and_unknown_ids_404() {
         .send(reqwest::Method::DELETE, &unknown, Some(&t), None)
         .await;
     assert_eq!(r.status, 404);
+    // A method the resource does not take, a bad page size, a bad time, a huge body.
+    let r = api
+        .send(
+            reqwest::Method::PUT,
+            &format!("/v2/accounts/{ACCOUNT}/cdrs"),
+            Some(&t),
+            Some("{}".into()),
+        )
+        .await;
+    assert_eq!((r.status, r.body["error"].as_str()), (405, Some("405")));
+    let r = api
+        .get(&format!("/v2/accounts/{ACCOUNT}/cdrs?page_size=0"), &t)
+        .await;
+    assert_eq!(r.status, 400);
+    assert!(r.body["data"]["page_size"].is_object(), "{}", r.body);
+    let r = api
+        .get(
+            &format!("/v2/accounts/{ACCOUNT}/cdrs?created_from=yesterday"),
+            &t,
+        )
+        .await;
+    assert_eq!(r.status, 400);
+    let r = api
+        .get(
+            &format!("/v2/accounts/{ACCOUNT}/pivot/debug?start_key=garbage"),
+            &t,
+        )
+        .await;
+    assert_eq!(r.status, 400);
+    let huge = format!(r#"{{"data": {{"name": "{}"}}}}"#, "x".repeat(3 << 20));
+    let r = api.put(&path, &t, &huge).await;
+    assert_eq!((r.status, r.body["error"].as_str()), (413, Some("413")));
     // A route that does not exist: still the error envelope.
     let r = api.get("/v2/nothing/here", &t).await;
     assert_eq!((r.status, r.body["error"].as_str()), (404, Some("404")));

@@ -386,16 +386,23 @@ async fn envelope(req: Request, next: Next) -> Response {
         Some(p) => p,
         None => {
             let status = resp.status();
-            if status.is_success() || resp.headers().contains_key(header::CONTENT_TYPE) {
-                // healthz, metrics: their own body.
+            if !status.is_client_error() {
+                // healthz and metrics (200 or 503): their own body.
                 return resp;
             }
-            // axum's own refusals (no such route, wrong method, body too large).
+            // axum's own refusals (no such route, wrong method, body too large, a query
+            // that does not decode): the error envelope, with axum's words as the detail.
             let message = status
                 .canonical_reason()
                 .unwrap_or("error")
                 .to_ascii_lowercase();
-            let mut r = ApiError::new(status, message).into_response();
+            let detail = axum::body::to_bytes(std::mem::take(resp.body_mut()), 4096)
+                .await
+                .map(|b| String::from_utf8_lossy(&b).into_owned())
+                .unwrap_or_default();
+            let mut r = ApiError::new(status, message)
+                .data(json!({ "message": detail }))
+                .into_response();
             match r.extensions_mut().remove::<Pending>() {
                 Some(p) => {
                     resp = r;
