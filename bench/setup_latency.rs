@@ -122,6 +122,8 @@ async fn main() {
 udp = ["127.0.0.1:0"]
 tcp = []
 max_calls_per_second = 100000
+[api]
+listen = "127.0.0.1:0"
 [media]
 port_min = 40000
 port_max = 49999

@@ -25,6 +25,7 @@ use crate::sip::endpoint::{DialogEvent, Endpoint, ServerTx};
 use crate::sip::message;
 use crate::sip::outgoing::response_bytes;
 pub use crate::sip::{ACCEPT, ALLOW, SUPPORTED};
+use crate::store::{Cdr, Store, Write};
 use std::collections::VecDeque;
 
 /// Shared by all calls: what a call needs from the server.
@@ -37,6 +38,8 @@ pub struct CallContext {
     pub force_end: watch::Receiver<bool>,
     pub active: Arc<AtomicUsize>,
     pub stats: Arc<CallStats>,
+    /// Where the call's CDR goes when it ends (None: no CDRs).
+    pub cdrs: Option<Store>,
 }
 
 /// Counters across calls.
@@ -113,6 +116,10 @@ pub struct Call {
     /// The key that stopped the last prompt.
     stopped_by: Option<char>,
     digit_arrived: Arc<Notify>,
+    /// The final response sent to the INVITE (200 when answered), for the CDR.
+    final_code: Option<u16>,
+    /// Why the call ended, in FreeSWITCH/Kazoo terms; the first cause found wins.
+    hangup_cause: Option<&'static str>,
 }
 
 impl Call {
@@ -150,6 +157,8 @@ impl Call {
             stop_on: Vec::new(),
             stopped_by: None,
             digit_arrived: Arc::new(Notify::new()),
+            final_code: None,
+            hangup_cause: None,
         };
         call.dtmf_events = call.rtp.take_events();
         if let Some(n) = &call.negotiated {
@@ -165,6 +174,10 @@ impl Call {
             span,
         )
         .await;
+        if let Some(store) = &ctx.cdrs {
+            // Through the non-blocking queue: a full queue drops the CDR, never the call.
+            store.write(Write::Cdr(call.cdr()));
+        }
         ctx.endpoint.unregister_dialog(call.dialog.id.clone());
         // The RTP session goes first (its ports start back to the pool), then the call
         // stops counting: a call admitted because this one ended should find its ports.
@@ -194,6 +207,12 @@ impl Call {
     }
 
     fn respond_invite(&mut self, code: u16, reason: Option<&str>, with_sdp: bool) {
+        if code >= 200 && self.final_code.is_none() {
+            self.final_code = Some(code);
+            if code >= 300 {
+                self.set_cause(cause_of_code(code));
+            }
+        }
         let contact = self.dialog.contact(&self.info.request_user);
         let rr: Vec<String> = self.dialog.route_set.clone();
         let mut extra: Vec<(&str, &str)> = Vec::with_capacity(4 + rr.len());
@@ -280,6 +299,7 @@ impl Call {
                 _ = self.force_end.changed() => {
                     if *self.force_end.borrow() {
                         tracing::info!("shutdown grace period over: ending the call");
+                        self.set_cause("SYSTEM_SHUTDOWN");
                         self.end_now(503, "Service Unavailable");
                     }
                 }
@@ -298,11 +318,47 @@ impl Call {
         self.digit_arrived.notify_one();
     }
 
+    fn set_cause(&mut self, cause: &'static str) {
+        self.hangup_cause.get_or_insert(cause);
+    }
+
+    /// The call's CDR, once it has ended.
+    fn cdr(&self) -> Cdr {
+        let greg = |t: Option<std::time::SystemTime>| {
+            t.and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+                .map(|d| crate::store::unix_to_gregorian(i64::try_from(d.as_secs()).unwrap_or(0)))
+        };
+        let timing = self.timing();
+        let end = crate::store::gregorian_now();
+        let start = greg(timing.started).unwrap_or(end);
+        let info = &self.info;
+        let at = |user: &str, host: &str| {
+            if user.is_empty() {
+                host.to_string()
+            } else {
+                format!("{user}@{host}")
+            }
+        };
+        Cdr {
+            call_id: info.call_id.clone(),
+            account_id: info.account_id.clone(),
+            from: at(&info.from_user, &info.from_realm),
+            to: at(&info.request_user, &info.request_realm),
+            start,
+            answer: greg(timing.answered),
+            end,
+            duration_s: (end - start).max(0),
+            hangup_cause: self.hangup_cause.unwrap_or("NORMAL_CLEARING").to_string(),
+            sip_code: self.final_code,
+        }
+    }
+
     fn check_limits(&mut self) {
         let now = Instant::now();
         if let Some(max) = self.ctx.max_duration {
             if now.duration_since(self.started) >= max {
                 tracing::info!("maximum call duration reached");
+                self.set_cause("ALLOTTED_TIMEOUT");
                 self.end_now(480, "Maximum Duration");
                 return;
             }
@@ -319,6 +375,7 @@ impl Call {
             if now.duration_since(last) >= timeout {
                 tracing::info!("no RTP from the caller for {timeout:?}: hanging up");
                 self.ctx.stats.rtp_timeouts.fetch_add(1, Ordering::Relaxed);
+                self.set_cause("MEDIA_TIMEOUT");
                 self.end_now(408, "Request Timeout");
             }
         }
@@ -348,12 +405,14 @@ impl Call {
             DialogEvent::Cancelled => {
                 if self.phase == Phase::Early {
                     tracing::info!("cancelled by the caller");
+                    self.set_cause("ORIGINATOR_CANCEL");
                     self.respond_invite(487, None, false);
                     self.phase = Phase::Ended;
                 }
             }
             DialogEvent::AckTimeout => {
                 tracing::warn!("no ACK for our 200 OK: ending the call with BYE");
+                self.set_cause("RECOVERY_ON_TIMER_EXPIRE");
                 if self.phase == Phase::Answered {
                     self.send_bye();
                 }
@@ -404,6 +463,7 @@ impl Call {
         match req.method {
             rsip::Method::Bye => {
                 tracing::info!("caller hung up");
+                self.set_cause("NORMAL_CLEARING");
                 reply(200, &[], None);
                 self.phase = Phase::Ended;
                 self.rtp.stop_playing();
@@ -656,6 +716,21 @@ impl CallControl for Call {
     async fn hangup(&mut self) -> Result<(), CallEnded> {
         self.end_now(480, "Temporarily Unavailable");
         Ok(())
+    }
+}
+
+/// The hangup cause FreeSWITCH (and so Kazoo's CDRs) gives a final response code.
+fn cause_of_code(code: u16) -> &'static str {
+    match code {
+        403 | 603 => "CALL_REJECTED",
+        404 | 484 => "UNALLOCATED_NUMBER",
+        408 => "RECOVERY_ON_TIMER_EXPIRE",
+        480 => "NO_USER_RESPONSE",
+        486 | 600 => "USER_BUSY",
+        487 => "ORIGINATOR_CANCEL",
+        488 => "INCOMPATIBLE_DESTINATION",
+        500 | 503 => "NORMAL_TEMPORARY_FAILURE",
+        _ => "NORMAL_UNSPECIFIED",
     }
 }
 

@@ -153,8 +153,14 @@ pub struct TtsConfig {
 /// `[api]`.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ApiConfig {
-    /// `listen`: HTTP API socket. Default 127.0.0.1:8000.
+    /// `listen`: HTTP API socket. Default 127.0.0.1:8000; port 0 picks a free port.
     pub listen: SocketAddr,
+    /// `token_lifetime_s`: how long an auth token from `PUT /v2/api_auth` stays valid.
+    /// Default 3600, 1..=2592000.
+    pub token_lifetime_s: u64,
+    /// `auth_failures_per_minute`: failed `api_auth` attempts one source address may make in
+    /// a minute before it gets 429. Default 10, 1..=100000.
+    pub auth_failures_per_minute: u32,
 }
 
 /// `[store]`.
@@ -163,6 +169,9 @@ pub struct StoreConfig {
     /// `sqlite`: database file, resolved against the config file's folder (`:memory:` kept
     /// as is). Default `pivotd.db`.
     pub sqlite: PathBuf,
+    /// `debug_retention_s`: pivot debug records older than this are purged (checked every
+    /// few minutes). Default 604800 (7 days), 60..=31622400.
+    pub debug_retention_s: u64,
 }
 
 /// `[pivot]`: the URL guard's lists (spec j.10).
@@ -843,21 +852,34 @@ fn parse(s: &str, base: &Path) -> (Config, Vec<ConfigProblem>) {
     };
 
     let t = r.table(&root, "", "api").unwrap_or(&empty);
-    r.check_keys(t, "api", &["listen"]);
+    r.check_keys(
+        t,
+        "api",
+        &["listen", "token_lifetime_s", "auth_failures_per_minute"],
+    );
     let api = ApiConfig {
         listen: r
             .parsed(t, "api", "listen", socket_addr)
             .unwrap_or(SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), 8000)),
+        token_lifetime_s: r
+            .int(t, "api", "token_lifetime_s", 1, 2_592_000)
+            .map_or(3600, |n| n as u64),
+        auth_failures_per_minute: r
+            .int(t, "api", "auth_failures_per_minute", 1, 100_000)
+            .map_or(10, |n| n as u32),
     };
 
     let t = r.table(&root, "", "store").unwrap_or(&empty);
-    r.check_keys(t, "store", &["sqlite"]);
+    r.check_keys(t, "store", &["sqlite", "debug_retention_s"]);
     let sqlite = r.string(t, "store", "sqlite");
     if sqlite.as_deref() == Some("") {
         r.problem("store.sqlite", "must not be empty");
     }
     let store = StoreConfig {
         sqlite: resolve(base, sqlite.as_deref().unwrap_or("pivotd.db")),
+        debug_retention_s: r
+            .int(t, "store", "debug_retention_s", 60, 31_622_400)
+            .map_or(604_800, |n| n as u64),
     };
 
     let t = r.table(&root, "", "pivot").unwrap_or(&empty);
@@ -1209,7 +1231,7 @@ fn check_urls(cfg: &Config, problems: &mut Vec<ConfigProblem>) {
     }
 }
 
-fn check_node_urls(
+pub(crate) fn check_node_urls(
     node: &Node,
     path: &str,
     guard: &crate::pivot::guard::UrlGuard,

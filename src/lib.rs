@@ -4,11 +4,13 @@
 //! `media` (SDP, RTP, G.711, prompts) knows nothing of SIP; `callflow` drives a call only
 //! through the [`callflow::CallControl`] trait, which `call` implements on a live SIP call.
 
+pub mod api;
 pub mod call;
 pub mod callflow;
 pub mod config;
 pub mod media;
 pub mod pivot;
+pub mod routing;
 pub mod server;
 pub mod sip;
 pub mod store;

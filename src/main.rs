@@ -92,8 +92,9 @@ async fn run(cfg: Arc<Config>) -> ExitCode {
             .join(",")
     };
     // One machine-readable line for scripts and tests that start pivotd on port 0.
+    let api = server.api.map(|a| a.to_string()).unwrap_or_default();
     println!(
-        "pivotd ready udp={} tcp={}",
+        "pivotd ready udp={} tcp={} api={api}",
         list(&server.udp),
         list(&server.tcp)
     );

@@ -11,9 +11,10 @@ use tokio::sync::{mpsc, watch};
 use tokio::time::Instant;
 
 use crate::call::{Call, CallContext, CallSetup, CallStats, ACCEPT, ALLOW, SUPPORTED};
+use crate::callflow::modules::pivot::PivotStats;
 use crate::callflow::runtime::{PivotServices, Runtime, Speaker};
 use crate::callflow::CallInfo;
-use crate::config::{self, Config};
+use crate::config::Config;
 use crate::media::player::Pacer;
 use crate::media::prompt::PromptError;
 use crate::media::rtp::{PortPool, RtpError, RtpSession};
@@ -23,6 +24,7 @@ use crate::pivot::client::PivotHttp;
 use crate::pivot::debug::DebugSink;
 use crate::pivot::fetch::{FetchOptions, UrlPrompts};
 use crate::pivot::guard::{SystemResolver, UrlGuard};
+use crate::routing::Routes;
 use crate::sip::dialog::{host_port, Dialog};
 use crate::sip::endpoint::{Endpoint, EndpointConfig, NewRequest, ServerTx};
 use crate::sip::message;
@@ -43,6 +45,12 @@ pub enum StartError {
     Pivot(String),
     #[error("store: {0}")]
     Store(#[from] crate::store::StoreError),
+    #[error("api: cannot listen on {addr}: {source}")]
+    Api {
+        addr: SocketAddr,
+        #[source]
+        source: std::io::Error,
+    },
 }
 
 /// A running server.
@@ -57,8 +65,16 @@ pub struct ServerHandle {
     pub stats: Arc<CallStats>,
     pool: Arc<PortPool>,
     pacer: Pacer,
-    /// The embedded store (pivot debug records now; callflows and CDRs with the API).
+    /// The embedded store: pivot debug records, API callflows, CDRs.
     pub store: Store,
+    /// Where the HTTP API listens (the bound address: port 0 resolved).
+    pub api: Option<SocketAddr>,
+    /// The routing table: config callflows + API callflows, read for every INVITE.
+    pub routes: Arc<Routes>,
+    /// Pivot requests by outcome.
+    pub pivot_stats: Arc<PivotStats>,
+    /// Dropping the handle stops the API server and the retention task.
+    _background: watch::Sender<()>,
 }
 
 /// What the media side holds now: for leak checks and, later, metrics.
@@ -134,11 +150,18 @@ pub async fn start(cfg: Arc<Config>) -> Result<ServerHandle, StartError> {
     let (force_tx, force_rx) = watch::channel(false);
     let active = Arc::new(AtomicUsize::new(0));
     let stats = Arc::new(CallStats::default());
+    let pivot_stats = Arc::new(PivotStats::default());
+    let routes = Arc::new(Routes::new());
+    crate::api::load_callflows(&cfg, &store, &routes).await;
     let ctx = Arc::new(CallContext {
         endpoint: endpoint.clone(),
         runtime: Arc::new(Runtime {
             prompts: prompts.clone(),
-            pivot: Some(Arc::new(pivot_services(&cfg, store.clone())?)),
+            pivot: Some(Arc::new(pivot_services(
+                &cfg,
+                store.clone(),
+                pivot_stats.clone(),
+            )?)),
             tts: Some(Arc::new(TtsSpeaker(TtsEngine::new(
                 cfg.tts.command.clone(),
                 cfg.tts.voices.clone(),
@@ -153,7 +176,34 @@ pub async fn start(cfg: Arc<Config>) -> Result<ServerHandle, StartError> {
         force_end: force_rx,
         active: active.clone(),
         stats: stats.clone(),
+        cdrs: Some(store.clone()),
     });
+    let (background, stop) = watch::channel(());
+    let api = crate::api::start(
+        cfg.api.listen,
+        crate::api::ApiState::new(crate::api::ApiParts {
+            cfg: cfg.clone(),
+            store: store.clone(),
+            routes: routes.clone(),
+            endpoint: endpoint.clone(),
+            calls: stats.clone(),
+            active: active.clone(),
+            pivot: pivot_stats.clone(),
+            pacer: pacer.clone(),
+            pool: pool.clone(),
+        }),
+        stop.clone(),
+    )
+    .await
+    .map_err(|source| StartError::Api {
+        addr: cfg.api.listen,
+        source,
+    })?;
+    crate::api::spawn_retention(
+        store.clone(),
+        Duration::from_secs(cfg.store.debug_retention_s),
+        stop,
+    );
     let handle = ServerHandle {
         udp: endpoint.transport().udp_addrs(),
         tcp: endpoint.transport().tcp_addrs(),
@@ -166,8 +216,13 @@ pub async fn start(cfg: Arc<Config>) -> Result<ServerHandle, StartError> {
         pool: pool.clone(),
         pacer: pacer.clone(),
         store: store.clone(),
+        api: Some(api),
+        routes: routes.clone(),
+        pivot_stats,
+        _background: background,
     };
     let admission = Admission {
+        routes,
         limiter: RateLimiter::new(cfg.sip.max_calls_per_second),
         cfg,
         ctx,
@@ -199,7 +254,11 @@ impl Speaker for TtsSpeaker {
 }
 
 /// The guarded HTTP client and what goes with it, from `[pivot]` and the accounts.
-fn pivot_services(cfg: &Config, store: Store) -> Result<PivotServices, StartError> {
+fn pivot_services(
+    cfg: &Config,
+    store: Store,
+    stats: Arc<PivotStats>,
+) -> Result<PivotServices, StartError> {
     let guard = Arc::new(UrlGuard::from_config(&cfg.pivot));
     let http = PivotHttp::new(guard, Arc::new(SystemResolver), cfg.pivot.ca_file.clone())
         .map_err(|e| StartError::Pivot(e.to_string()))?;
@@ -214,6 +273,7 @@ fn pivot_services(cfg: &Config, store: Store) -> Result<PivotServices, StartErro
             .filter_map(|a| Some((a.id.clone(), a.pivot_secret.clone()?)))
             .collect(),
         debug: DebugSink::new(store),
+        stats,
     })
 }
 
@@ -257,6 +317,7 @@ impl RateLimiter {
 /// Decides on every new request; runs as one task so its state needs no lock.
 struct Admission {
     cfg: Arc<Config>,
+    routes: Arc<Routes>,
     ctx: Arc<CallContext>,
     pool: Arc<PortPool>,
     pacer: Pacer,
@@ -376,7 +437,7 @@ impl Admission {
         }
         let user = percent_decode(req.uri.user().unwrap_or(""));
         let host = req.uri.host_with_port.host.to_string();
-        let Some((account, entry)) = config::route(&self.cfg, &user, &host) else {
+        let Some((account, flow)) = self.routes.route(&self.cfg, &user, &host) else {
             tracing::info!(number = %user, realm = %host, "no callflow for the number");
             reply(&req, &tx, 404, None, &[]);
             return;
@@ -456,7 +517,7 @@ impl Admission {
             invite: req,
             tx,
             info,
-            flow: entry.flow.clone(),
+            flow,
             dialog,
             rtp,
             negotiated,

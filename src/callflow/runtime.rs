@@ -54,6 +54,8 @@ pub struct PivotServices {
     pub secrets: HashMap<String, String>,
     /// Where debug records go (the store's writer queue: never blocks the call).
     pub debug: DebugSink,
+    /// Requests by outcome, for `/metrics`.
+    pub stats: Arc<crate::callflow::modules::pivot::PivotStats>,
 }
 
 /// What every module may need besides the call: shared, read-only, one per server.

@@ -7,7 +7,12 @@
 //! goes on. Reads (for the API) use a second connection, which WAL lets run beside the
 //! writer. Reads and [`Store::flush`] block: from async code call them in `spawn_blocking`.
 
+mod callflows;
+mod cdrs;
 mod schema;
+
+pub use callflows::{CallflowConflict, StoredCallflow};
+pub use cdrs::{Cdr, CdrQuery};
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -171,6 +176,8 @@ impl CallSummary {
 #[derive(Clone, Debug, PartialEq)]
 pub enum Write {
     Debug(DebugRecord),
+    /// One call's record, written when the call ends.
+    Cdr(Cdr),
 }
 
 enum Msg {
@@ -445,6 +452,11 @@ impl Store {
         Ok(n)
     }
 
+    /// The read connection, for the submodules' reads and the API's own (rare, small) writes.
+    fn reader(&self) -> MutexGuard<'_, Connection> {
+        lock(&self.inner.reader)
+    }
+
     #[cfg(test)]
     fn hold_writer(&self) -> mpsc::Sender<()> {
         let (entered_tx, entered_rx) = mpsc::channel();
@@ -609,6 +621,7 @@ fn insert(conn: &Connection, w: &Write) -> Result<(), rusqlite::Error> {
             ])?;
             Ok(())
         }
+        Write::Cdr(c) => cdrs::insert(conn, c),
     }
 }
 

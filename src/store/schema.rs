@@ -57,6 +57,10 @@ pub(crate) const MIGRATIONS: &[&str] = &[
     );
     CREATE INDEX cdrs_by_account_start ON cdrs (account_id, start_time);
     "#,
+    // 2: callflow revisions (the Crossbar envelope's `revision`), bumped on every change.
+    r#"
+    ALTER TABLE callflows ADD COLUMN rev INTEGER NOT NULL DEFAULT 1;
+    "#,
 ];
 
 /// The schema version this build writes.

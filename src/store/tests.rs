@@ -109,7 +109,7 @@ fn migrations_apply_on_fresh_file_and_reopen_keeps_data() {
     {
         let store = Store::open(dir.db()).unwrap();
         assert_eq!(store.schema_version().unwrap(), SCHEMA_VERSION);
-        assert_eq!(SCHEMA_VERSION, 1);
+        assert_eq!(SCHEMA_VERSION, 2);
         assert_eq!(
             table_names(&store),
             ["callflow_numbers", "callflows", "cdrs", "pivot_debug"]

@@ -41,6 +41,8 @@ pub fn config_toml(callflows: &str, sip_extra: &str, media_extra: &str) -> Strin
 udp = ["127.0.0.1:0"]
 tcp = ["127.0.0.1:0"]
 {sip_extra}
+[api]
+listen = "127.0.0.1:0"
 [store]
 sqlite = ":memory:"
 [media]

@@ -4,6 +4,7 @@
 //! non-2xx status, an empty or unreadable body, a flow that fails validation — is logged with
 //! its reason and the flow goes on with the node's `_` child (spec j.4).
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use serde_json::{Map, Value};
@@ -121,6 +122,39 @@ impl Pivot {
     }
 }
 
+/// Pivot requests by outcome, across calls (for `/metrics`).
+#[derive(Debug, Default)]
+pub struct PivotStats {
+    /// A 2xx answer that decoded to a flow or TwiML.
+    pub ok: AtomicU64,
+    /// The URL was refused by the guard before any request.
+    pub refused: AtomicU64,
+    /// DNS, connection, TLS, timeout, oversized body: no usable response.
+    pub failed: AtomicU64,
+    /// A response with a non-2xx status.
+    pub http_error: AtomicU64,
+    /// A 2xx answer that was neither valid Kazoo JSON nor TwiML.
+    pub invalid: AtomicU64,
+}
+
+impl PivotStats {
+    /// `(outcome label, count)` pairs, in a fixed order.
+    pub fn outcomes(&self) -> [(&'static str, u64); 5] {
+        let g = |c: &AtomicU64| c.load(Ordering::Relaxed);
+        [
+            ("ok", g(&self.ok)),
+            ("refused", g(&self.refused)),
+            ("failed", g(&self.failed)),
+            ("http_error", g(&self.http_error)),
+            ("invalid", g(&self.invalid)),
+        ]
+    }
+}
+
+fn count(c: &AtomicU64) {
+    c.fetch_add(1, Ordering::Relaxed);
+}
+
 /// One pivot request and its decoded answer; the error is the logged reason.
 pub(crate) struct PivotCall<'a> {
     pub url: &'a str,
@@ -157,7 +191,10 @@ pub(crate) async fn ask(
     }
     let url = match svc.http.guard().check_url_static(p.url) {
         Ok(u) => u,
-        Err(e) => return Ok(Err(format!("URL refused: {e}"))),
+        Err(e) => {
+            count(&svc.stats.refused);
+            return Ok(Err(format!("URL refused: {e}")));
+        }
     };
     let status = if call.is_answered() {
         "in-progress"
@@ -210,6 +247,7 @@ pub(crate) async fn ask(
         Ok(r) => r,
         Err(e) => {
             let reason = e.to_string();
+            count(&svc.stats.failed);
             svc.debug.record_failure(&ctx, &reason);
             return Ok(Err(reason));
         }
@@ -221,6 +259,7 @@ pub(crate) async fn ask(
         &resp.body,
     );
     if !(200..300).contains(&resp.status) {
+        count(&svc.stats.http_error);
         return Ok(Err(format!("{url} answered HTTP {}", resp.status)));
     }
     // The document's URL (base of its relative URLs, Gather's default action) is the one
@@ -232,8 +271,12 @@ pub(crate) async fn ask(
         resp.final_url
     };
     match kazoo::decode(resp.content_type.as_deref(), &resp.body) {
-        Ok(answer) => Ok(Ok((answer, base))),
+        Ok(answer) => {
+            count(&svc.stats.ok);
+            Ok(Ok((answer, base)))
+        }
         Err(e) => {
+            count(&svc.stats.invalid);
             svc.debug.record_error(&ctx, &e, &resp.body);
             Ok(Err(format!("{} answer refused ({}): {e}", p.url, e.kind())))
         }

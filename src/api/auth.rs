@@ -1,0 +1,257 @@
+//! `PUT /v2/api_auth` (spec e.4) and the token check in front of every account resource.
+//! Tokens are 32 random bytes (64 hex digits) given once to the client; the server keeps only
+//! their SHA-256, in memory, with the account and the expiry. Failed `api_auth` attempts are
+//! counted per source address; past the limit in a minute the address gets 429.
+
+use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use axum::body::Bytes;
+use axum::extract::{ConnectInfo, Request, State};
+use axum::http::StatusCode;
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use serde_json::{json, Value};
+use sha2::{Digest, Sha256};
+
+use super::{hex, request_data, request_token, ApiError, Reply, Shared};
+
+/// The account a request's token belongs to; put in the request's extensions.
+#[derive(Clone, Debug)]
+pub(crate) struct Authed {
+    pub account_id: String,
+}
+
+const WINDOW: Duration = Duration::from_secs(60);
+
+pub(crate) struct Tokens {
+    lifetime: Duration,
+    failures_allowed: u32,
+    /// SHA-256 of the token -> (account id, expiry).
+    live: Mutex<HashMap<[u8; 32], (String, Instant)>>,
+    /// Source address -> (window start, failures in it).
+    failures: Mutex<HashMap<IpAddr, (Instant, u32)>>,
+}
+
+fn digest(token: &str) -> [u8; 32] {
+    Sha256::digest(token.as_bytes()).into()
+}
+
+impl Tokens {
+    pub(crate) fn new(lifetime: Duration, failures_allowed: u32) -> Tokens {
+        Tokens {
+            lifetime,
+            failures_allowed,
+            live: Mutex::new(HashMap::new()),
+            failures: Mutex::new(HashMap::new()),
+        }
+    }
+
+    pub(crate) fn issue(&self, account_id: &str) -> String {
+        let raw: [u8; 32] = rand::random();
+        let token = hex(&raw);
+        let now = Instant::now();
+        let mut live = self.live.lock().unwrap_or_else(|e| e.into_inner());
+        // Forget the expired ones now and then: the map stays the size of the live tokens.
+        live.retain(|_, (_, exp)| *exp > now);
+        live.insert(
+            digest(&token),
+            (account_id.to_string(), now + self.lifetime),
+        );
+        token
+    }
+
+    /// The account of a live token.
+    pub(crate) fn check(&self, token: &str) -> Option<String> {
+        let key = digest(token);
+        let mut live = self.live.lock().unwrap_or_else(|e| e.into_inner());
+        match live.get(&key) {
+            Some((acc, exp)) if *exp > Instant::now() => Some(acc.clone()),
+            Some(_) => {
+                live.remove(&key);
+                None
+            }
+            None => None,
+        }
+    }
+
+    /// Whether the address has used up its failures for this minute.
+    fn limited(&self, ip: IpAddr) -> bool {
+        let f = self.failures.lock().unwrap_or_else(|e| e.into_inner());
+        f.get(&ip)
+            .is_some_and(|(start, n)| start.elapsed() < WINDOW && *n >= self.failures_allowed)
+    }
+
+    fn failed(&self, ip: IpAddr) {
+        let mut f = self.failures.lock().unwrap_or_else(|e| e.into_inner());
+        let now = Instant::now();
+        if f.len() > 10_000 {
+            f.retain(|_, (start, _)| now.duration_since(*start) < WINDOW);
+        }
+        let e = f.entry(ip).or_insert((now, 0));
+        if now.duration_since(e.0) >= WINDOW {
+            *e = (now, 0);
+        }
+        e.1 = e.1.saturating_add(1);
+    }
+}
+
+/// Constant-time comparison: the time taken does not tell how much of a key matched.
+fn same(a: &str, b: &str) -> bool {
+    let (a, b) = (a.as_bytes(), b.as_bytes());
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+/// `PUT /v2/api_auth` `{"data": {"api_key": "<64 chars>"}}` → 201 with the token in the
+/// envelope and the account in `data`.
+pub(crate) async fn api_auth(
+    State(st): State<Shared>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    body: Bytes,
+) -> Result<Reply, ApiError> {
+    let ip = peer.ip();
+    if st.tokens.limited(ip) {
+        return Err(ApiError::new(
+            StatusCode::TOO_MANY_REQUESTS,
+            "too many requests",
+        )
+        .data(json!({"message": "too many failed api_auth attempts from this address; try again in a minute"})));
+    }
+    let data = request_data(&body)?;
+    // Spec e.4: the schema wants exactly a 64-character api_key and nothing else.
+    if let Some(k) = data.keys().find(|k| k.as_str() != "api_key") {
+        return Err(ApiError::validation(
+            k,
+            "additionalProperties",
+            "api_auth takes only api_key",
+        ));
+    }
+    let key = match data.get("api_key") {
+        Some(Value::String(s)) => s,
+        Some(_) => {
+            return Err(ApiError::validation(
+                "api_key",
+                "type",
+                "api_key must be a string",
+            ))
+        }
+        None => {
+            return Err(ApiError::validation(
+                "api_key",
+                "required",
+                "Field is required but missing",
+            ))
+        }
+    };
+    if key.chars().count() != 64 {
+        return Err(ApiError::validation(
+            "api_key",
+            if key.chars().count() < 64 {
+                "minLength"
+            } else {
+                "maxLength"
+            },
+            "api_key must be 64 characters long",
+        ));
+    }
+    let account = st
+        .parts
+        .cfg
+        .accounts
+        .iter()
+        .find(|a| a.api_key.as_deref().is_some_and(|k| same(k, key)));
+    let Some(account) = account else {
+        st.tokens.failed(ip);
+        tracing::info!(%ip, "api_auth: unknown api_key");
+        return Err(
+            ApiError::new(StatusCode::UNAUTHORIZED, "invalid credentials")
+                .data(json!({"message": "invalid credentials"})),
+        );
+    };
+    let token = st.tokens.issue(&account.id);
+    let mut reply = Reply::created(json!({
+        "account_id": account.id,
+        "apps": [],
+        "is_reseller": false,
+        "language": "en-us",
+        "owner_id": null,
+        "reseller_id": null,
+    }));
+    reply.new_token = Some(token);
+    Ok(reply)
+}
+
+/// In front of `/v2/accounts/{ACCOUNT_ID}/…`: 401 without a live token, 403 when the token's
+/// account is not the one in the path.
+pub(crate) async fn require_token(
+    State(st): State<Shared>,
+    mut req: Request,
+    next: Next,
+) -> Response {
+    let Some(token) = request_token(&req) else {
+        return ApiError::new(StatusCode::UNAUTHORIZED, "invalid credentials")
+            .data(json!({"message": "an X-Auth-Token is required"}))
+            .into_response();
+    };
+    let Some(account_id) = st.tokens.check(&token) else {
+        return ApiError::new(StatusCode::UNAUTHORIZED, "invalid credentials")
+            .data(json!({"message": "the auth token is unknown or has expired"}))
+            .into_response();
+    };
+    let path_account = req
+        .uri()
+        .path()
+        .strip_prefix("/v2/accounts/")
+        .and_then(|rest| rest.split('/').next())
+        .unwrap_or("");
+    if path_account != account_id {
+        return ApiError::new(StatusCode::FORBIDDEN, "forbidden")
+            .data(json!({"message": "the auth token does not give access to this account"}))
+            .into_response();
+    }
+    req.extensions_mut().insert(Authed { account_id });
+    next.run(req).await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tokens_expire_and_are_kept_hashed() {
+        let t = Tokens::new(Duration::from_millis(50), 3);
+        let tok = t.issue("acc");
+        assert_eq!(tok.len(), 64);
+        assert_eq!(t.check(&tok).as_deref(), Some("acc"));
+        assert_eq!(t.check("nope"), None);
+        {
+            let live = t.live.lock().unwrap();
+            assert!(live.contains_key(&digest(&tok)));
+            assert!(live.values().all(|(a, _)| a == "acc"));
+        }
+        std::thread::sleep(Duration::from_millis(80));
+        assert_eq!(t.check(&tok), None);
+    }
+
+    #[test]
+    fn failures_limit_per_address() {
+        let t = Tokens::new(Duration::from_secs(60), 2);
+        let a: IpAddr = "127.0.0.1".parse().unwrap();
+        let b: IpAddr = "127.0.0.2".parse().unwrap();
+        assert!(!t.limited(a));
+        t.failed(a);
+        assert!(!t.limited(a));
+        t.failed(a);
+        assert!(t.limited(a));
+        assert!(!t.limited(b));
+    }
+
+    #[test]
+    fn key_comparison() {
+        assert!(same("abc", "abc"));
+        assert!(!same("abc", "abd"));
+        assert!(!same("abc", "abcd"));
+    }
+}

@@ -1,0 +1,81 @@
+//! `…/cdrs`: the account's call detail records, newest first, with Crossbar paging and the
+//! `created_from`/`created_to` range (Gregorian seconds, on the call's start).
+
+use std::collections::HashMap;
+
+use axum::extract::{Extension, Query, State};
+use serde_json::{json, Value};
+
+use super::auth::Authed;
+use super::{blocking, iso8601, time_param, ApiError, Paging, Reply, Shared};
+use crate::store::{Cdr, CdrQuery, GREGORIAN_OFFSET};
+
+/// One CDR as the API shows it: Kazoo's names where it has them (`duration_seconds`,
+/// `billing_seconds`, `hangup_cause`, `hangup_code`, `timestamp` in Gregorian seconds).
+fn cdr_json(c: &Cdr) -> Value {
+    json!({
+        "id": c.call_id,
+        "call_id": c.call_id,
+        "account_id": c.account_id,
+        "from": c.from,
+        "to": c.to,
+        "timestamp": c.start,
+        "start": c.start,
+        "answer": c.answer,
+        "end": c.end,
+        "iso_8601": iso8601(c.start - GREGORIAN_OFFSET),
+        "duration_seconds": c.duration_s,
+        "billing_seconds": c.answer.map(|a| (c.end - a).max(0)).unwrap_or(0),
+        "hangup_cause": c.hangup_cause,
+        "hangup_code": c.sip_code.map(|s| format!("sip:{s}")),
+        "sip_code": c.sip_code,
+    })
+}
+
+pub(crate) async fn list(
+    State(st): State<Shared>,
+    Extension(auth): Extension<Authed>,
+    Query(q): Query<HashMap<String, String>>,
+) -> Result<Reply, ApiError> {
+    let paging = Paging::from_query(&q)?;
+    let from = time_param(&q, "created_from")?;
+    let to = time_param(&q, "created_to")?;
+    if let (Some(f), Some(t)) = (from, to) {
+        if f > t {
+            return Err(ApiError::validation(
+                "created_to",
+                "date_range",
+                "created_to is before created_from",
+            ));
+        }
+    }
+    let store = st.parts.store.clone();
+    let acc = auth.account_id.clone();
+    let after = paging.after.clone();
+    let size = paging.size;
+    let mut rows = blocking(move || {
+        store.cdrs(
+            &acc,
+            &CdrQuery {
+                created_from: from,
+                created_to: to,
+                after: after.as_ref().map(|(t, c)| (*t, c.as_str())),
+                limit: size + 1,
+            },
+        )
+    })
+    .await?;
+    let more = rows.len() > size;
+    rows.truncate(size);
+    let last = rows
+        .last()
+        .filter(|_| more)
+        .map(|c| (c.start, c.call_id.clone()));
+    let data: Vec<Value> = rows.iter().map(cdr_json).collect();
+    let n = data.len();
+    Ok(paging.finish(
+        Reply::ok(Value::Array(data)),
+        n,
+        last.as_ref().map(|(t, c)| (*t, c.as_str())),
+    ))
+}

@@ -1,0 +1,221 @@
+//! `GET /healthz` and `GET /metrics` (Prometheus text exposition 0.0.4). No token: they are
+//! for load balancers and scrapers, and say nothing about any account.
+
+use std::fmt::Write as _;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use axum::extract::State;
+use axum::http::{header, StatusCode};
+use axum::response::{IntoResponse, Response};
+use serde_json::json;
+
+use super::Shared;
+
+/// 200 when the store answers a query and every configured SIP socket is bound; else 503.
+pub(crate) async fn healthz(State(st): State<Shared>) -> Response {
+    let store = st.parts.store.clone();
+    let store_ok = match tokio::task::spawn_blocking(move || store.ping()).await {
+        Ok(Ok(())) => Ok(()),
+        Ok(Err(e)) => Err(e.to_string()),
+        Err(e) => Err(e.to_string()),
+    };
+    let t = st.parts.endpoint.transport();
+    let (udp, tcp) = (t.udp_addrs(), t.tcp_addrs());
+    let sip_ok = udp.len() == st.parts.cfg.sip.udp.len()
+        && tcp.len() == st.parts.cfg.sip.tcp.len()
+        && !(udp.is_empty() && tcp.is_empty());
+    let ok = store_ok.is_ok() && sip_ok;
+    let body = json!({
+        "status": if ok { "ok" } else { "error" },
+        "store": match &store_ok { Ok(()) => "ok".to_string(), Err(e) => e.clone() },
+        "sip": {
+            "status": if sip_ok { "ok" } else { "error" },
+            "udp": udp.iter().map(|a| a.to_string()).collect::<Vec<_>>(),
+            "tcp": tcp.iter().map(|a| a.to_string()).collect::<Vec<_>>(),
+        },
+        "calls_active": st.parts.active.load(Ordering::Relaxed),
+    });
+    let code = if ok {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    (
+        code,
+        [(header::CONTENT_TYPE, "application/json")],
+        body.to_string(),
+    )
+        .into_response()
+}
+
+/// Builds the exposition text; one `# HELP`/`# TYPE` per family.
+struct Metrics(String);
+
+impl Metrics {
+    fn family(&mut self, name: &str, kind: &str, help: &str) {
+        let _ = writeln!(
+            self.0,
+            "# HELP pivotd_{name} {help}\n# TYPE pivotd_{name} {kind}"
+        );
+    }
+
+    fn value(&mut self, name: &str, labels: &str, v: impl std::fmt::Display) {
+        if labels.is_empty() {
+            let _ = writeln!(self.0, "pivotd_{name} {v}");
+        } else {
+            let _ = writeln!(self.0, "pivotd_{name}{{{labels}}} {v}");
+        }
+    }
+
+    fn one(&mut self, name: &str, kind: &str, help: &str, v: impl std::fmt::Display) {
+        self.family(name, kind, help);
+        self.value(name, "", v);
+    }
+}
+
+fn get(c: &AtomicU64) -> u64 {
+    c.load(Ordering::Relaxed)
+}
+
+pub(crate) async fn metrics(State(st): State<Shared>) -> Response {
+    let p = &st.parts;
+    let mut m = Metrics(String::with_capacity(4096));
+    m.one(
+        "calls_active",
+        "gauge",
+        "Calls in progress.",
+        p.active.load(Ordering::Relaxed),
+    );
+    m.one(
+        "calls_total",
+        "counter",
+        "Calls admitted since start.",
+        get(&p.calls.total),
+    );
+    m.one(
+        "calls_answered_total",
+        "counter",
+        "Calls answered (200 OK sent).",
+        get(&p.calls.answered),
+    );
+    m.one(
+        "calls_rtp_timeout_total",
+        "counter",
+        "Calls ended because no RTP arrived.",
+        get(&p.calls.rtp_timeouts),
+    );
+    m.family(
+        "pivot_requests_total",
+        "counter",
+        "Pivot requests by outcome.",
+    );
+    for (outcome, n) in p.pivot.outcomes() {
+        m.value("pivot_requests_total", &format!("outcome=\"{outcome}\""), n);
+    }
+    let ts = &p.endpoint.transport().stats;
+    m.family(
+        "sip_messages_total",
+        "counter",
+        "SIP messages received (in) and sent (out).",
+    );
+    m.value("sip_messages_total", "direction=\"in\"", get(&ts.received));
+    m.value("sip_messages_total", "direction=\"out\"", get(&ts.sent));
+    m.family(
+        "sip_messages_rejected_total",
+        "counter",
+        "Received SIP messages dropped as unparsable or answered as invalid.",
+    );
+    m.value(
+        "sip_messages_rejected_total",
+        "reason=\"unparsable\"",
+        get(&ts.dropped_unparsable),
+    );
+    m.value(
+        "sip_messages_rejected_total",
+        "reason=\"invalid\"",
+        get(&ts.invalid),
+    );
+    let es = &p.endpoint.stats;
+    m.family(
+        "sip_transactions_total",
+        "counter",
+        "SIP transactions created.",
+    );
+    m.value(
+        "sip_transactions_total",
+        "side=\"server\"",
+        get(&es.server_transactions),
+    );
+    m.value(
+        "sip_transactions_total",
+        "side=\"client\"",
+        get(&es.client_transactions),
+    );
+    m.one(
+        "sip_overload_503_total",
+        "counter",
+        "Requests refused with 503 because the endpoint was overloaded.",
+        get(&es.overload_503),
+    );
+    m.one(
+        "sip_dialogs",
+        "gauge",
+        "Dialogs registered now.",
+        get(&es.live_dialogs),
+    );
+    let ps = p.pacer.stats();
+    m.one(
+        "rtp_packets_sent_total",
+        "counter",
+        "RTP packets sent.",
+        ps.packets_sent,
+    );
+    m.one(
+        "rtp_send_errors_total",
+        "counter",
+        "RTP packets lost to send errors.",
+        ps.send_errors,
+    );
+    m.one(
+        "rtp_late_packets_total",
+        "counter",
+        "RTP packets sent late.",
+        ps.late_packets,
+    );
+    m.one(
+        "rtp_streams",
+        "gauge",
+        "RTP streams registered with the pacer.",
+        ps.streams,
+    );
+    m.one(
+        "media_ports_available",
+        "gauge",
+        "RTP port pairs free.",
+        p.pool.available(),
+    );
+    m.one(
+        "store_queue_dropped_total",
+        "counter",
+        "Store writes dropped because the queue was full.",
+        p.store.dropped(),
+    );
+    m.one(
+        "store_written_total",
+        "counter",
+        "Store writes committed.",
+        p.store.written(),
+    );
+    m.one(
+        "store_failed_total",
+        "counter",
+        "Store writes that failed in SQLite.",
+        p.store.failed(),
+    );
+    (
+        StatusCode::OK,
+        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+        m.0,
+    )
+        .into_response()
+}

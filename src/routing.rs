@@ -1,0 +1,147 @@
+//! The routing table the SIP side consults for every INVITE: the config file's callflows
+//! (fixed for the life of the process) plus the callflows created over the HTTP API, which
+//! change while calls run.
+//!
+//! The API part is an immutable snapshot behind an `RwLock<Arc<…>>`: a lookup holds the read
+//! lock only to clone the `Arc`, and a change builds a whole new snapshot and swaps it in, so
+//! the next INVITE sees the new callflow and no lookup ever waits on the store or the API.
+
+use std::collections::HashMap;
+use std::sync::{Arc, RwLock};
+
+use crate::callflow::node::Node;
+use crate::config::{Account, CallflowEntry, Config};
+
+type Snapshot = Arc<HashMap<String, Arc<[CallflowEntry]>>>;
+
+/// Config callflows + API callflows, per account.
+#[derive(Default)]
+pub struct Routes {
+    api: RwLock<Snapshot>,
+}
+
+impl Routes {
+    pub fn new() -> Routes {
+        Routes::default()
+    }
+
+    fn snapshot(&self) -> Snapshot {
+        // A writer that panicked left a complete snapshot behind (it swaps whole maps).
+        self.api.read().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    /// The API callflows of an account, in the order they are tried for patterns.
+    pub fn api_callflows(&self, account_id: &str) -> Arc<[CallflowEntry]> {
+        self.snapshot()
+            .get(account_id)
+            .cloned()
+            .unwrap_or_else(|| Arc::from(Vec::new()))
+    }
+
+    /// Replaces the account's API callflows with `entries`; the next lookup sees them.
+    pub fn set_account(&self, account_id: &str, entries: Vec<CallflowEntry>) {
+        let mut guard = self.api.write().unwrap_or_else(|e| e.into_inner());
+        let mut next: HashMap<String, Arc<[CallflowEntry]>> = (**guard).clone();
+        if entries.is_empty() {
+            next.remove(account_id);
+        } else {
+            next.insert(account_id.to_string(), Arc::from(entries));
+        }
+        *guard = Arc::new(next);
+    }
+
+    /// Finds the account (realm = request host, case-insensitive; else the only account) and
+    /// the flow: an exact number of a config callflow, then of an API callflow, then the
+    /// config patterns in file order, then the API patterns in creation order. Numbers are
+    /// unique across both (the API refuses a number the config already uses).
+    pub fn route<'a>(
+        &self,
+        cfg: &'a Config,
+        request_user: &str,
+        request_host: &str,
+    ) -> Option<(&'a Account, Arc<Node>)> {
+        let account = cfg
+            .accounts
+            .iter()
+            .find(|a| a.realm.eq_ignore_ascii_case(request_host))
+            .or(match cfg.accounts.as_slice() {
+                [only] => Some(only),
+                _ => None,
+            })?;
+        let api = self.api_callflows(&account.id);
+        let by_number = |c: &&CallflowEntry| c.numbers.iter().any(|n| n.as_str() == request_user);
+        let by_pattern = |c: &&CallflowEntry| c.patterns.iter().any(|p| p.is_match(request_user));
+        let found = account
+            .callflows
+            .iter()
+            .find(by_number)
+            .or_else(|| api.iter().find(by_number))
+            .or_else(|| account.callflows.iter().find(by_pattern))
+            .or_else(|| api.iter().find(by_pattern))?;
+        Some((account, found.flow.clone()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::callflow::modules::ModuleData;
+    use regex::Regex;
+    use std::path::Path;
+
+    fn cfg() -> Config {
+        Config::from_toml_str(
+            r#"
+[[accounts]]
+id = "a"
+realm = "a.test"
+[[accounts.callflows]]
+numbers = ["100"]
+patterns = ["^9"]
+flow = { module = "hangup" }
+"#,
+            Path::new("/x"),
+        )
+        .unwrap()
+    }
+
+    fn entry(numbers: &[&str], patterns: &[&str], code: u16) -> CallflowEntry {
+        let flow = Node::from_json(&serde_json::json!({
+            "module": "response", "data": {"code": code}
+        }))
+        .unwrap();
+        CallflowEntry {
+            id: Some(format!("id{code}")),
+            name: None,
+            numbers: numbers.iter().map(|s| s.to_string()).collect(),
+            patterns: patterns.iter().map(|p| Regex::new(p).unwrap()).collect(),
+            flow: Arc::new(flow),
+            source: "api".into(),
+        }
+    }
+
+    fn code(r: Option<(&Account, Arc<Node>)>) -> Option<u16> {
+        r.map(|(_, n)| match &n.module {
+            ModuleData::Response(r) => r.code,
+            ModuleData::Hangup => 0,
+            other => panic!("{other:?}"),
+        })
+    }
+
+    #[test]
+    fn api_callflows_take_effect_and_config_ones_stay_first() {
+        let cfg = cfg();
+        let routes = Routes::new();
+        assert_eq!(code(routes.route(&cfg, "200", "a.test")), None);
+        routes.set_account("a", vec![entry(&["200", "999"], &["^1"], 486)]);
+        assert_eq!(code(routes.route(&cfg, "200", "a.test")), Some(486));
+        // An API exact number beats a config pattern; a config number beats an API pattern.
+        assert_eq!(code(routes.route(&cfg, "999", "a.test")), Some(486));
+        assert_eq!(code(routes.route(&cfg, "100", "a.test")), Some(0));
+        assert_eq!(code(routes.route(&cfg, "150", "a.test")), Some(486));
+        assert_eq!(code(routes.route(&cfg, "900", "a.test")), Some(0));
+        routes.set_account("a", vec![]);
+        assert_eq!(code(routes.route(&cfg, "200", "a.test")), None);
+        assert!(routes.api_callflows("a").is_empty());
+    }
+}
