@@ -857,6 +857,27 @@ async fn healthz_and_metrics_need_no_token_and_count_calls_and_pivots() {
     );
     assert!(value("pivotd_sip_messages_total{direction=\"in\"}") >= 3.0);
     assert!(value("pivotd_sip_messages_total{direction=\"out\"}") >= 2.0);
+    // One call: INVITE and ACK in, our BYE out and the caller's 200 for it in.
+    assert_eq!(
+        value("pivotd_sip_requests_total{direction=\"in\",method=\"INVITE\"}"),
+        1.0
+    );
+    assert_eq!(
+        value("pivotd_sip_requests_total{direction=\"out\",method=\"BYE\"}"),
+        1.0
+    );
+    assert_eq!(
+        value("pivotd_sip_responses_total{direction=\"out\",code=\"200\"}"),
+        1.0
+    );
+    assert_eq!(
+        value("pivotd_sip_responses_total{direction=\"out\",code=\"100\"}"),
+        1.0
+    );
+    assert_eq!(
+        value("pivotd_sip_responses_total{direction=\"in\",code=\"200\"}"),
+        1.0
+    );
     // The 2-second tone: about 100 packets.
     assert!(value("pivotd_rtp_packets_sent_total") >= 90.0);
     assert_eq!(value("pivotd_store_queue_dropped_total"), 0.0);

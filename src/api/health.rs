@@ -121,6 +121,40 @@ pub(crate) async fn metrics(State(st): State<Shared>) -> Response {
     m.value("sip_messages_total", "direction=\"in\"", get(&ts.received));
     m.value("sip_messages_total", "direction=\"out\"", get(&ts.sent));
     m.family(
+        "sip_requests_total",
+        "counter",
+        "SIP requests by direction and method (retransmissions not counted).",
+    );
+    for (dir, method, n) in p.endpoint.stats.messages.requests() {
+        let d = if dir == crate::sip::endpoint::Direction::In {
+            "in"
+        } else {
+            "out"
+        };
+        m.value(
+            "sip_requests_total",
+            &format!("direction=\"{d}\",method=\"{method}\""),
+            n,
+        );
+    }
+    m.family(
+        "sip_responses_total",
+        "counter",
+        "SIP responses by direction and status code (retransmissions not counted).",
+    );
+    for (dir, code, n) in p.endpoint.stats.messages.responses() {
+        let d = if dir == crate::sip::endpoint::Direction::In {
+            "in"
+        } else {
+            "out"
+        };
+        m.value(
+            "sip_responses_total",
+            &format!("direction=\"{d}\",code=\"{code}\""),
+            n,
+        );
+    }
+    m.family(
         "sip_messages_rejected_total",
         "counter",
         "Received SIP messages dropped as unparsable or answered as invalid.",

@@ -156,6 +156,97 @@ pub struct EndpointStats {
     pub live_client_transactions: AtomicU64,
     /// Gauge: dialogs registered now.
     pub live_dialogs: AtomicU64,
+    /// Messages by method and code.
+    pub messages: SipCounters,
+}
+
+/// SIP messages by method (requests) and status code (responses), in and out: fixed arrays
+/// of atomics, so counting takes no lock.
+pub struct SipCounters {
+    requests: [[AtomicU64; METHODS.len()]; 2],
+    responses: [[AtomicU64; 600]; 2],
+}
+
+/// The methods rsip knows, in the order of the counters.
+pub const METHODS: [rsip::Method; 14] = [
+    rsip::Method::Ack,
+    rsip::Method::Bye,
+    rsip::Method::Cancel,
+    rsip::Method::Info,
+    rsip::Method::Invite,
+    rsip::Method::Message,
+    rsip::Method::Notify,
+    rsip::Method::Options,
+    rsip::Method::PRack,
+    rsip::Method::Publish,
+    rsip::Method::Refer,
+    rsip::Method::Register,
+    rsip::Method::Subscribe,
+    rsip::Method::Update,
+];
+
+/// Direction of a counted message.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Direction {
+    In = 0,
+    Out = 1,
+}
+
+impl Default for SipCounters {
+    fn default() -> Self {
+        SipCounters {
+            requests: std::array::from_fn(|_| std::array::from_fn(|_| AtomicU64::new(0))),
+            responses: std::array::from_fn(|_| std::array::from_fn(|_| AtomicU64::new(0))),
+        }
+    }
+}
+
+impl std::fmt::Debug for SipCounters {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("SipCounters")
+    }
+}
+
+impl SipCounters {
+    pub fn request(&self, dir: Direction, method: rsip::Method) {
+        if let Some(i) = METHODS.iter().position(|m| *m == method) {
+            self.requests[dir as usize][i].fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    pub fn response(&self, dir: Direction, code: u16) {
+        if let Some(c) = self.responses[dir as usize].get(usize::from(code).wrapping_sub(100)) {
+            c.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    /// Non-zero request counts: (direction, method, count).
+    pub fn requests(&self) -> Vec<(Direction, rsip::Method, u64)> {
+        let mut out = Vec::new();
+        for (d, dir) in [Direction::In, Direction::Out].into_iter().enumerate() {
+            for (i, m) in METHODS.iter().enumerate() {
+                let n = self.requests[d][i].load(Ordering::Relaxed);
+                if n > 0 {
+                    out.push((dir, *m, n));
+                }
+            }
+        }
+        out
+    }
+
+    /// Non-zero response counts: (direction, code, count).
+    pub fn responses(&self) -> Vec<(Direction, u16, u64)> {
+        let mut out = Vec::new();
+        for (d, dir) in [Direction::In, Direction::Out].into_iter().enumerate() {
+            for (i, c) in self.responses[d].iter().enumerate() {
+                let n = c.load(Ordering::Relaxed);
+                if n > 0 {
+                    out.push((dir, i as u16 + 100, n));
+                }
+            }
+        }
+        out
+    }
 }
 
 /// The SIP endpoint.
@@ -440,6 +531,7 @@ impl Shard {
                         &[]
                     };
                     let bytes = response_bytes(&request, code, Some(&reason), None, extra, None);
+                    self.stats.messages.response(Direction::Out, code);
                     self.transport.send(peer.proto, reply_to, peer.conn, bytes);
                 }
             }
@@ -475,6 +567,7 @@ impl Shard {
 
     fn on_request(&mut self, req: rsip::Request, peer: Peer, reply_to: SocketAddr) {
         let method = req.method;
+        self.stats.messages.request(Direction::In, method);
         let call_id = message::call_id(&req).unwrap_or_default();
         let to_tag = message::to_tag(&req);
         let key_method = match method {
@@ -655,6 +748,7 @@ impl Shard {
         let Some(e) = self.server.get_mut(&key) else {
             return;
         };
+        self.stats.messages.response(Direction::Out, code);
         let out = match &mut e.machine {
             ServerMachine::Invite(m) => {
                 let out = m.respond(code, bytes);
@@ -780,6 +874,7 @@ impl Shard {
         owner: Option<mpsc::UnboundedSender<DialogEvent>>,
         id: u64,
     ) {
+        self.stats.messages.request(Direction::Out, req.method);
         let key = client_key(&req.branch, &req.method.to_string());
         let reliable = req.proto.is_reliable();
         let (machine, out) = if req.method == rsip::Method::Invite {
@@ -810,6 +905,9 @@ impl Shard {
     }
 
     fn on_response(&mut self, resp: rsip::Response) {
+        self.stats
+            .messages
+            .response(Direction::In, resp.status_code.code());
         let msg = rsip::SipMessage::Response(resp);
         let Some(via) = message::top_via(&msg) else {
             return;
