@@ -440,15 +440,20 @@ pub fn route<'a>(
     request_user: &str,
     request_host: &str,
 ) -> Option<(&'a Account, &'a CallflowEntry)> {
-    let account = cfg
-        .accounts
+    let account = account_for(cfg, request_host)?;
+    account.find_callflow(request_user).map(|c| (account, c))
+}
+
+/// The account an INVITE belongs to: the one whose realm is the Request-URI host
+/// (case-insensitive), else the only account there is.
+pub fn account_for<'a>(cfg: &'a Config, request_host: &str) -> Option<&'a Account> {
+    cfg.accounts
         .iter()
         .find(|a| a.realm.eq_ignore_ascii_case(request_host))
         .or(match cfg.accounts.as_slice() {
             [only] => Some(only),
             _ => None,
-        })?;
-    account.find_callflow(request_user).map(|c| (account, c))
+        })
 }
 
 /// The demo IVR: welcome, a short pause, three digits, hang up.

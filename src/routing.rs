@@ -60,14 +60,7 @@ impl Routes {
         request_user: &str,
         request_host: &str,
     ) -> Option<(&'a Account, Arc<Node>)> {
-        let account = cfg
-            .accounts
-            .iter()
-            .find(|a| a.realm.eq_ignore_ascii_case(request_host))
-            .or(match cfg.accounts.as_slice() {
-                [only] => Some(only),
-                _ => None,
-            })?;
+        let account = crate::config::account_for(cfg, request_host)?;
         let api = self.api_callflows(&account.id);
         let by_number = |c: &&CallflowEntry| c.numbers.iter().any(|n| n.as_str() == request_user);
         let by_pattern = |c: &&CallflowEntry| c.patterns.iter().any(|p| p.is_match(request_user));
