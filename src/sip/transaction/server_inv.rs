@@ -88,22 +88,20 @@ impl ServerInvite {
                 };
                 Out::send(bytes)
             }
-            200..=299 => {
-                self.state = State::Accepted {
-                    response: bytes.clone(),
-                    interval: g,
-                };
-                let out = Out::send(bytes).timer(TimerKind::H, t.t1x64());
-                if self.reliable {
-                    out
-                } else {
-                    out.timer(TimerKind::G, g)
-                }
-            }
             _ => {
-                self.state = State::Completed {
-                    response: bytes.clone(),
-                    interval: g,
+                // A 2xx waits for its ACK in Accepted (RFC 6026), any other final in
+                // Completed; both are retransmitted with Timer G (unreliable transports only)
+                // until the ACK or Timer H.
+                self.state = if code < 300 {
+                    State::Accepted {
+                        response: bytes.clone(),
+                        interval: g,
+                    }
+                } else {
+                    State::Completed {
+                        response: bytes.clone(),
+                        interval: g,
+                    }
                 };
                 let out = Out::send(bytes).timer(TimerKind::H, t.t1x64());
                 if self.reliable {
