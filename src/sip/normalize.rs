@@ -297,29 +297,52 @@ fn needs_value_rewrite(name: &[u8], value: &[u8]) -> bool {
     }
 }
 
+/// Where the bytes of a header value stand: inside a quoted string (RFC 3261 §25.1, with
+/// backslash escapes), inside `<...>`, or outside both. The separators that matter to the
+/// normaliser (`,` `;` `=` and whitespace) only count outside.
+#[derive(Default)]
+struct Nesting {
+    quoted: bool,
+    angled: bool,
+    escaped: bool,
+}
+
+impl Nesting {
+    /// Steps over `b`; true when `b` stands outside quotes and `<...>` (a delimiter that
+    /// opens one stands outside, the one that closes it inside).
+    fn outside(&mut self, b: u8) -> bool {
+        if self.quoted {
+            if self.escaped {
+                self.escaped = false;
+            } else if b == b'\\' {
+                self.escaped = true;
+            } else if b == b'"' {
+                self.quoted = false;
+            }
+            return false;
+        }
+        if self.angled {
+            if b == b'>' {
+                self.angled = false;
+            }
+            return false;
+        }
+        match b {
+            b'"' => self.quoted = true,
+            b'<' => self.angled = true,
+            _ => {}
+        }
+        true
+    }
+}
+
 /// Whitespace next to `;` or `=` outside quoted strings and `<...>`.
 fn ws_around_separators(value: &[u8]) -> bool {
-    let mut in_quotes = false;
-    let mut in_angle = false;
-    let mut escaped = false;
+    let mut nesting = Nesting::default();
     let mut prev: u8 = 0;
     for &b in value {
-        if in_quotes {
-            if escaped {
-                escaped = false;
-            } else if b == b'\\' {
-                escaped = true;
-            } else if b == b'"' {
-                in_quotes = false;
-            }
-        } else if in_angle {
-            if b == b'>' {
-                in_angle = false;
-            }
-        } else {
+        if nesting.outside(b) {
             match b {
-                b'"' => in_quotes = true,
-                b'<' => in_angle = true,
                 b';' | b'=' if is_ws(prev) => return true,
                 _ if is_ws(b) && (prev == b';' || prev == b'=') => return true,
                 _ => {}
@@ -473,30 +496,12 @@ fn write_field(out: &mut Vec<u8>, name: &[u8], value: &[u8]) {
 /// (RFC 3261 §7.3.1: comma-separated values are equivalent to separate header fields).
 pub fn split_top_level_commas(value: &[u8]) -> Vec<&[u8]> {
     let mut parts = Vec::new();
-    let mut in_quotes = false;
-    let mut in_angle = false;
-    let mut escaped = false;
+    let mut nesting = Nesting::default();
     let mut start = 0;
     for (i, &b) in value.iter().enumerate() {
-        if in_quotes {
-            if escaped {
-                escaped = false;
-            } else if b == b'\\' {
-                escaped = true;
-            } else if b == b'"' {
-                in_quotes = false;
-            }
-            continue;
-        }
-        match b {
-            b'"' => in_quotes = true,
-            b'<' => in_angle = true,
-            b'>' => in_angle = false,
-            b',' if !in_angle => {
-                parts.push(&value[start..i]);
-                start = i + 1;
-            }
-            _ => {}
+        if nesting.outside(b) && b == b',' {
+            parts.push(&value[start..i]);
+            start = i + 1;
         }
     }
     parts.push(&value[start..]);
@@ -507,27 +512,11 @@ pub fn split_top_level_commas(value: &[u8]) -> Vec<&[u8]> {
 /// collapses other whitespace runs to one SP.
 fn squeeze(value: &[u8], seps: &[u8]) -> Vec<u8> {
     let mut out = Vec::with_capacity(value.len());
-    let mut in_quotes = false;
-    let mut in_angle = false;
-    let mut escaped = false;
+    let mut nesting = Nesting::default();
     let mut pending_ws = false;
     for &b in value {
-        if in_quotes {
+        if !nesting.outside(b) {
             out.push(b);
-            if escaped {
-                escaped = false;
-            } else if b == b'\\' {
-                escaped = true;
-            } else if b == b'"' {
-                in_quotes = false;
-            }
-            continue;
-        }
-        if in_angle {
-            out.push(b);
-            if b == b'>' {
-                in_angle = false;
-            }
             continue;
         }
         if is_ws(b) {
@@ -540,11 +529,6 @@ fn squeeze(value: &[u8], seps: &[u8]) -> Vec<u8> {
             if !prev_sep && !seps.contains(&b) && !out.is_empty() {
                 out.push(b' ');
             }
-        }
-        match b {
-            b'"' => in_quotes = true,
-            b'<' => in_angle = true,
-            _ => {}
         }
         out.push(b);
     }
