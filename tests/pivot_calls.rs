@@ -39,6 +39,19 @@ async fn call(server: &TestServer) -> Vec<u8> {
     sink.audio()
 }
 
+/// The debug records the server stored for a call, once its writer queue is flushed (the
+/// store's reads block: off the async threads).
+async fn stored_records(server: &TestServer, call_id: &str) -> Vec<pivotd::store::DebugRecord> {
+    let store = server.handle.store.clone();
+    let call_id = call_id.to_string();
+    tokio::task::spawn_blocking(move || {
+        store.flush().unwrap();
+        store.debug_records(ACCOUNT, &call_id).unwrap()
+    })
+    .await
+    .unwrap()
+}
+
 fn starts_with_prompt(audio: &[u8], id: &str) -> bool {
     let p = prompt_pcmu(id);
     audio.len() >= p.len() && audio[..p.len()] == p[..] && audio.len() < p.len() + 160
@@ -319,13 +332,7 @@ async fn debug_records_of_real_calls_are_stored() {
     .await;
     assert!(starts_with_prompt(&call(&server).await, "digit-1"));
     let call_id = web.requests()[0].field("Call-ID").unwrap();
-    let store = server.handle.store.clone();
-    let records = tokio::task::spawn_blocking(move || {
-        store.flush().unwrap();
-        store.debug_records(ACCOUNT, &call_id).unwrap()
-    })
-    .await
-    .unwrap();
+    let records = stored_records(&server, &call_id).await;
     let kinds: Vec<RecordKind> = records.iter().map(|r| r.kind).collect();
     assert_eq!(
         kinds,
@@ -347,13 +354,7 @@ async fn debug_records_of_real_calls_are_stored() {
     .await;
     assert!(starts_with_prompt(&call(&server).await, "digit-1"));
     let call_id = web.requests()[0].field("Call-ID").unwrap();
-    let store = server.handle.store.clone();
-    let records = tokio::task::spawn_blocking(move || {
-        store.flush().unwrap();
-        store.debug_records(ACCOUNT, &call_id).unwrap()
-    })
-    .await
-    .unwrap();
+    let records = stored_records(&server, &call_id).await;
     assert_eq!(records.len(), 1, "{records:?}");
     assert_eq!(records[0].kind, RecordKind::Error);
     assert!(
@@ -430,11 +431,7 @@ async fn the_worked_example_pivot_server_drives_a_call() {
     .unwrap();
     assert_eq!(calls.len(), 1);
     let call_id = calls[0].call_id.clone();
-    let store = server.handle.store.clone();
-    let records =
-        tokio::task::spawn_blocking(move || store.debug_records(ACCOUNT, &call_id).unwrap())
-            .await
-            .unwrap();
+    let records = stored_records(&server, &call_id).await;
     let pin_request = records
         .iter()
         .find(|r| r.doc["uri"].as_str().is_some_and(|u| u.contains("/pin?")))
