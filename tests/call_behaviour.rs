@@ -36,10 +36,6 @@ async fn server() -> TestServer {
     start(&config_toml(FLOWS, "", "")).await
 }
 
-fn token() -> String {
-    format!("{:016x}", rand::random::<u64>())
-}
-
 /// A hand-driven caller: one dialog over one socket.
 struct Ua {
     sip: RawSip,
@@ -220,16 +216,6 @@ impl Ua {
     }
 }
 
-fn to_tag(msg: &str) -> Option<String> {
-    let to = header(msg, "To")?;
-    to.split(';')
-        .find_map(|p| p.trim().strip_prefix("tag=").map(str::to_string))
-}
-
-fn body(msg: &str) -> &str {
-    msg.split_once("\r\n\r\n").map(|(_, b)| b).unwrap_or("")
-}
-
 /// An SDP offer/answer of the caller: `fmts` on the m= line, `attrs` lines after it.
 fn sdp(port: u16, fmts: &str, attrs: &[&str]) -> String {
     let mut s = format!(
@@ -255,28 +241,6 @@ fn pcmu_offer(port: u16) -> String {
             "a=sendrecv",
         ],
     )
-}
-
-fn sdp_line<'a>(msg: &'a str, prefix: &str) -> Option<&'a str> {
-    body(msg).lines().find(|l| l.starts_with(prefix))
-}
-
-/// The `m=audio` line of a message's SDP.
-fn m_audio(msg: &str) -> String {
-    sdp_line(msg, "m=audio")
-        .unwrap_or_else(|| panic!("no m=audio in:\n{msg}"))
-        .trim()
-        .to_string()
-}
-
-/// pivotd's RTP address from its SDP.
-fn media_addr(msg: &str) -> SocketAddr {
-    let port: u16 = m_audio(msg)
-        .split_whitespace()
-        .nth(1)
-        .and_then(|p| p.parse().ok())
-        .unwrap_or_else(|| panic!("bad m= line in:\n{msg}"));
-    SocketAddr::from(([127, 0, 0, 1], port))
 }
 
 /// The o= line's session version (RFC 4566 §5.2).
@@ -1165,17 +1129,6 @@ impl Ua {
 
 // ---------------------------------------------------------------------------------------
 // DTMF: a key stops the prompt (barge-in), from RFC 4733 events or SIP INFO
-
-/// An RFC 4733 telephone-event packet (PT 101).
-fn dtmf_packet(seq: u16, ts: u32, marker: bool, code: u8, end: bool, duration: u16) -> Vec<u8> {
-    let mut p = vec![0x80, 101 | if marker { 0x80 } else { 0 }];
-    p.extend_from_slice(&seq.to_be_bytes());
-    p.extend_from_slice(&ts.to_be_bytes());
-    p.extend_from_slice(&0x1234_5678u32.to_be_bytes());
-    p.extend_from_slice(&[code, if end { 0x8a } else { 0x0a }]);
-    p.extend_from_slice(&duration.to_be_bytes());
-    p
-}
 
 async fn barge_in(via_info: bool) {
     let server = server().await;

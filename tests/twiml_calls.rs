@@ -50,10 +50,6 @@ fn wav(name: &str) -> HttpResp {
 // ---------------------------------------------------------------------------------------
 // The caller (after tests/call_behaviour.rs's `Ua`)
 
-fn token() -> String {
-    format!("{:016x}", rand::random::<u64>())
-}
-
 struct Ua {
     sip: RawSip,
     call_id: String,
@@ -162,35 +158,6 @@ fn pcmu_offer(port: u16) -> String {
          m=audio {port} RTP/AVP 0 101\r\na=rtpmap:0 PCMU/8000\r\n\
          a=rtpmap:101 telephone-event/8000\r\na=fmtp:101 0-16\r\na=sendrecv\r\n"
     )
-}
-
-/// pivotd's RTP address, from the m= line of its SDP.
-fn media_addr(msg: &str) -> SocketAddr {
-    let body = msg.split_once("\r\n\r\n").map(|(_, b)| b).unwrap_or("");
-    let port: u16 = body
-        .lines()
-        .find(|l| l.starts_with("m=audio"))
-        .and_then(|m| m.split_whitespace().nth(1))
-        .and_then(|p| p.parse().ok())
-        .unwrap_or_else(|| panic!("no m=audio port in:\n{msg}"));
-    SocketAddr::from(([127, 0, 0, 1], port))
-}
-
-fn to_tag(msg: &str) -> Option<String> {
-    let to = header(msg, "To")?;
-    to.split(';')
-        .find_map(|p| p.trim().strip_prefix("tag=").map(str::to_string))
-}
-
-/// An RFC 4733 telephone-event packet (PT 101).
-fn dtmf_packet(seq: u16, ts: u32, marker: bool, code: u8, end: bool, duration: u16) -> Vec<u8> {
-    let mut p = vec![0x80, 101 | if marker { 0x80 } else { 0 }];
-    p.extend_from_slice(&seq.to_be_bytes());
-    p.extend_from_slice(&ts.to_be_bytes());
-    p.extend_from_slice(&0x1234_5678u32.to_be_bytes());
-    p.extend_from_slice(&[code, if end { 0x8a } else { 0x0a }]);
-    p.extend_from_slice(&duration.to_be_bytes());
-    p
 }
 
 /// An answered call: the caller's SIP, its RTP sink and pivotd's RTP address.

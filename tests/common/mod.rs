@@ -374,3 +374,54 @@ pub fn status(msg: &str) -> u16 {
 pub fn path_str(p: &Path) -> String {
     p.to_string_lossy().into_owned()
 }
+
+/// A random token for Call-IDs and tags.
+pub fn token() -> String {
+    format!("{:016x}", rand::random::<u64>())
+}
+
+/// The To tag of a message text.
+pub fn to_tag(msg: &str) -> Option<String> {
+    let to = header(msg, "To")?;
+    to.split(';')
+        .find_map(|p| p.trim().strip_prefix("tag=").map(str::to_string))
+}
+
+/// The body of a message text.
+pub fn body(msg: &str) -> &str {
+    msg.split_once("\r\n\r\n").map(|(_, b)| b).unwrap_or("")
+}
+
+/// The first SDP line of a message starting with `prefix`.
+pub fn sdp_line<'a>(msg: &'a str, prefix: &str) -> Option<&'a str> {
+    body(msg).lines().find(|l| l.starts_with(prefix))
+}
+
+/// The `m=audio` line of a message's SDP.
+pub fn m_audio(msg: &str) -> String {
+    sdp_line(msg, "m=audio")
+        .unwrap_or_else(|| panic!("no m=audio in:\n{msg}"))
+        .trim()
+        .to_string()
+}
+
+/// pivotd's RTP address, from the m= line of its SDP.
+pub fn media_addr(msg: &str) -> SocketAddr {
+    let port: u16 = m_audio(msg)
+        .split_whitespace()
+        .nth(1)
+        .and_then(|p| p.parse().ok())
+        .unwrap_or_else(|| panic!("bad m= line in:\n{msg}"));
+    SocketAddr::from(([127, 0, 0, 1], port))
+}
+
+/// An RFC 4733 telephone-event packet (PT 101).
+pub fn dtmf_packet(seq: u16, ts: u32, marker: bool, code: u8, end: bool, duration: u16) -> Vec<u8> {
+    let mut p = vec![0x80, 101 | if marker { 0x80 } else { 0 }];
+    p.extend_from_slice(&seq.to_be_bytes());
+    p.extend_from_slice(&ts.to_be_bytes());
+    p.extend_from_slice(&0x1234_5678u32.to_be_bytes());
+    p.extend_from_slice(&[code, if end { 0x8a } else { 0x0a }]);
+    p.extend_from_slice(&duration.to_be_bytes());
+    p
+}
