@@ -868,6 +868,19 @@ mod tests {
         Prompt::decode(&path.display().to_string(), &bytes).unwrap()
     }
 
+    /// One second of a 1 kHz sine at -6 dBFS made by sox: `rate` Hz, `channels`, with the
+    /// output `format` options (`-b`, `-e`); `dither` false keeps sox's default dither.
+    fn sox_tone(path: &str, dither: bool, rate: &str, channels: &str, format: &[&str]) {
+        let mut args = vec![];
+        if dither {
+            args.push("-D");
+        }
+        args.extend(["-r", rate, "-c", channels, "-n"]);
+        args.extend_from_slice(format);
+        args.extend([path, "synth", "1.0", "sine", "1000", "gain", "-6"]);
+        sox(&args);
+    }
+
     #[test]
     fn decodes_sox_made_files_to_1khz() {
         let t = TempDir::new("sox");
@@ -875,146 +888,46 @@ mod tests {
         let s = |p: &PathBuf| p.to_str().unwrap().to_string();
         // 44.1 kHz stereo 24-bit (sox writes WAVE_FORMAT_EXTENSIBLE for > 16 bits).
         let f = p("s24.wav");
-        sox(&[
-            "-D",
-            "-r",
-            "44100",
-            "-c",
-            "2",
-            "-n",
-            "-b",
-            "24",
-            &s(&f),
-            "synth",
-            "1.0",
-            "sine",
-            "1000",
-            "gain",
-            "-6",
-        ]);
+        sox_tone(&s(&f), true, "44100", "2", &["-b", "24"]);
         assert_1khz(&decode_file(&f), 1.0, 0.5);
         // 22.05 kHz 32-bit float.
         let f = p("f32.wav");
-        sox(&[
-            "-r",
-            "22050",
-            "-c",
-            "1",
-            "-n",
-            "-e",
-            "floating-point",
-            "-b",
-            "32",
+        sox_tone(
             &s(&f),
-            "synth",
-            "1.0",
-            "sine",
-            "1000",
-            "gain",
-            "-6",
-        ]);
+            false,
+            "22050",
+            "1",
+            &["-e", "floating-point", "-b", "32"],
+        );
         assert_1khz(&decode_file(&f), 1.0, 0.5);
         // 8-bit unsigned PCM at 16 kHz.
         let f = p("u8.wav");
-        sox(&[
-            "-D",
-            "-r",
-            "16000",
-            "-c",
-            "1",
-            "-n",
-            "-b",
-            "8",
-            "-e",
-            "unsigned-integer",
+        sox_tone(
             &s(&f),
-            "synth",
-            "1.0",
-            "sine",
-            "1000",
-            "gain",
-            "-6",
-        ]);
+            true,
+            "16000",
+            "1",
+            &["-b", "8", "-e", "unsigned-integer"],
+        );
         assert_1khz(&decode_file(&f), 1.0, 0.5);
         // 48 kHz 32-bit integer, 3 channels.
         let f = p("s32.wav");
-        sox(&[
-            "-D",
-            "-r",
-            "48000",
-            "-c",
-            "3",
-            "-n",
-            "-b",
-            "32",
-            &s(&f),
-            "synth",
-            "1.0",
-            "sine",
-            "1000",
-            "gain",
-            "-6",
-        ]);
+        sox_tone(&s(&f), true, "48000", "3", &["-b", "32"]);
         assert_1khz(&decode_file(&f), 1.0, 0.5);
         // μ-law and A-law WAV (format 7 and 6), 8 kHz mono and 16 kHz stereo.
         for (enc, tag) in [("u-law", 7u16), ("a-law", 6u16)] {
             let f = p(&format!("{enc}.wav"));
-            sox(&[
-                "-D",
-                "-r",
-                "8000",
-                "-c",
-                "1",
-                "-n",
-                "-e",
-                enc,
-                &s(&f),
-                "synth",
-                "1.0",
-                "sine",
-                "1000",
-                "gain",
-                "-6",
-            ]);
+            sox_tone(&s(&f), true, "8000", "1", &["-e", enc]);
             let bytes = std::fs::read(&f).unwrap();
             assert_eq!(le_u16(&bytes, 20), Some(tag), "sox wrote format {tag}");
             assert_1khz(&decode_file(&f), 1.0, 0.5);
             let f = p(&format!("{enc}-16k.wav"));
-            sox(&[
-                "-D",
-                "-r",
-                "16000",
-                "-c",
-                "2",
-                "-n",
-                "-e",
-                enc,
-                &s(&f),
-                "synth",
-                "1.0",
-                "sine",
-                "1000",
-                "gain",
-                "-6",
-            ]);
+            sox_tone(&s(&f), true, "16000", "2", &["-e", enc]);
             assert_1khz(&decode_file(&f), 1.0, 0.5);
         }
         // MP3 (libsox-fmt-mp3), 44.1 kHz stereo.
         let f = p("tone.mp3");
-        sox(&[
-            "-r",
-            "44100",
-            "-c",
-            "2",
-            "-n",
-            &s(&f),
-            "synth",
-            "1.0",
-            "sine",
-            "1000",
-            "gain",
-            "-6",
-        ]);
+        sox_tone(&s(&f), false, "44100", "2", &[]);
         // sox writes no LAME/Xing header, so nothing tells the decoder to trim LAME's
         // 1105-sample delay and the padding to whole 1152-sample frames.
         assert_1khz_within(&decode_file(&f), 1.0, MP3_EXTRA_44K, 0.5, 0.1);
