@@ -87,7 +87,12 @@ impl Api {
     fn new(server: &ServerHandle) -> Api {
         Api {
             base: format!("http://{}", server.api.expect("api address")),
-            http: reqwest::Client::new(),
+            // No pooled connections: after a 413 the server closes the connection without
+            // reading the body, and a pooled reuse would race that close.
+            http: reqwest::Client::builder()
+                .pool_max_idle_per_host(0)
+                .build()
+                .unwrap(),
         }
     }
 
