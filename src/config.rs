@@ -72,6 +72,12 @@ pub struct SipConfig {
     pub timer_t2_ms: u64,
     /// `timer_t4_ms`: RFC 3261 T4, how long a message may linger in the network. Default 5000.
     pub timer_t4_ms: u64,
+    /// Per-source limits: `trusted_sources` (CIDRs held to the global limits only, default
+    /// none), `source_requests_per_second` (200), `source_calls_per_second` (20),
+    /// `source_max_calls` (100), `source_tcp_connections` (20), `source_failures_per_minute`
+    /// (20), `source_block_s` (300), `scanner_user_agents` (a list replacing the default
+    /// list; `[]` = none). A limit of 0 is off.
+    pub sources: crate::sip::source::SourcePolicy,
 }
 
 impl SipConfig {
@@ -725,6 +731,14 @@ fn parse(s: &str, base: &Path) -> (Config, Vec<ConfigProblem>) {
             "timer_t1_ms",
             "timer_t2_ms",
             "timer_t4_ms",
+            "trusted_sources",
+            "source_requests_per_second",
+            "source_calls_per_second",
+            "source_max_calls",
+            "source_tcp_connections",
+            "source_failures_per_minute",
+            "source_block_s",
+            "scanner_user_agents",
         ],
     );
     let default_sip: SocketAddr = SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), 5060);
@@ -775,6 +789,7 @@ fn parse(s: &str, base: &Path) -> (Config, Vec<ConfigProblem>) {
         timer_t4_ms: r
             .int(t, p, "timer_t4_ms", 10, 60_000)
             .map_or(5000, |n| n as u64),
+        sources: read_source_policy(&mut r, t, p),
     };
 
     let t = r.table(&root, "", "media").unwrap_or(&empty);
@@ -965,6 +980,44 @@ fn parse(s: &str, base: &Path) -> (Config, Vec<ConfigProblem>) {
 
 /// One account; `None` when a required key is missing (its problems are recorded).
 /// Indices in key paths follow the file, even when an earlier entry was unusable.
+/// The `[sip]` keys of the per-source limits.
+fn read_source_policy(r: &mut Reader, t: &Table, p: &str) -> crate::sip::source::SourcePolicy {
+    let d = crate::sip::source::SourcePolicy::default();
+    let mut limit = |key: &str, default: u32| {
+        r.int(t, p, key, 0, 1_000_000)
+            .map_or(default, |n| n as u32)
+    };
+    let requests_per_second = limit("source_requests_per_second", d.requests_per_second);
+    let calls_per_second = limit("source_calls_per_second", d.calls_per_second);
+    let max_calls = limit("source_max_calls", d.max_calls);
+    let tcp_connections = limit("source_tcp_connections", d.tcp_connections);
+    let failures_per_minute = limit("source_failures_per_minute", d.failures_per_minute);
+    crate::sip::source::SourcePolicy {
+        trusted: r
+            .parsed_list(t, p, "trusted_sources", ip_net)
+            .unwrap_or_default(),
+        requests_per_second,
+        calls_per_second,
+        max_calls,
+        tcp_connections,
+        failures_per_minute,
+        block: r
+            .int(t, p, "source_block_s", 0, 86400 * 7)
+            .map_or(d.block, |n| Duration::from_secs(n as u64)),
+        scanner_user_agents: r
+            .strings(t, p, "scanner_user_agents")
+            .map(|v| v.into_iter().map(|s| s.to_ascii_lowercase()).collect())
+            .unwrap_or(d.scanner_user_agents),
+    }
+}
+
+/// A CIDR block, or a bare address as its /32 or /128.
+fn ip_net(s: &str) -> Result<ipnet::IpNet, String> {
+    s.parse::<ipnet::IpNet>()
+        .or_else(|_| s.parse::<IpAddr>().map(ipnet::IpNet::from))
+        .map_err(|_| format!("{s:?} is not an address or CIDR block"))
+}
+
 fn read_account(r: &mut Reader, t: &Table, p: &str) -> Option<Account> {
     r.check_keys(
         t,

@@ -2,7 +2,7 @@
 //! requests (limits, routing, offer/answer) and starts one [`Call`] task per accepted INVITE.
 
 use std::net::{IpAddr, SocketAddr};
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -28,7 +28,10 @@ use crate::routing::Routes;
 use crate::sip::dialog::{host_port, Dialog};
 use crate::sip::endpoint::{Endpoint, EndpointConfig, NewRequest, ServerTx};
 use crate::sip::message;
+use crate::health::TaskHealth;
+use crate::logsafe::wire;
 use crate::sip::outgoing::{random_token, response_bytes};
+use crate::sip::source::{SourceGuard, SourceRefusal};
 use crate::sip::transport::{TransportConfig, TransportError};
 use crate::store::Store;
 
@@ -73,6 +76,10 @@ pub struct ServerHandle {
     pub routes: Arc<Routes>,
     /// Pivot requests by outcome.
     pub pivot_stats: Arc<PivotStats>,
+    /// The SIP service's long-lived tasks, and whether each is alive.
+    pub health: Arc<TaskHealth>,
+    /// 503s sent for overload, by reason.
+    pub overload: Arc<OverloadStats>,
     /// Dropping the handle stops the API server and the retention task.
     _background: watch::Sender<()>,
 }
@@ -134,12 +141,17 @@ pub async fn start(cfg: Arc<Config>) -> Result<ServerHandle, StartError> {
         .map(|n| n.get())
         .unwrap_or(2);
     let pacer = Pacer::start(cores);
+    crate::health::install_panic_hook();
+    let health = TaskHealth::new();
+    let sources = SourceGuard::new(cfg.sip.sources.clone());
     let (endpoint, app_rx) = Endpoint::start(EndpointConfig {
         transport: TransportConfig {
             udp: cfg.sip.udp.clone(),
             tcp: cfg.sip.tcp.clone(),
             max_message_bytes: cfg.sip.max_message_bytes,
             tcp_idle_timeout: Duration::from_secs(cfg.sip.tcp_idle_timeout_s.max(1)),
+            sources: sources.clone(),
+            health: health.clone(),
         },
         timers: cfg.sip.timers(),
         shards: cores,
@@ -152,6 +164,7 @@ pub async fn start(cfg: Arc<Config>) -> Result<ServerHandle, StartError> {
     let stats = Arc::new(CallStats::default());
     let pivot_stats = Arc::new(PivotStats::default());
     let routes = Arc::new(Routes::new());
+    let overload = Arc::new(OverloadStats::default());
     crate::api::load_callflows(&cfg, &store, &routes).await;
     let ctx = Arc::new(CallContext {
         endpoint: endpoint.clone(),
@@ -191,6 +204,8 @@ pub async fn start(cfg: Arc<Config>) -> Result<ServerHandle, StartError> {
             pivot: pivot_stats.clone(),
             pacer: pacer.clone(),
             pool: pool.clone(),
+            health: health.clone(),
+            overload: overload.clone(),
         }),
         stop.clone(),
     )
@@ -219,6 +234,8 @@ pub async fn start(cfg: Arc<Config>) -> Result<ServerHandle, StartError> {
         api: Some(api),
         routes: routes.clone(),
         pivot_stats,
+        health: health.clone(),
+        overload: overload.clone(),
         _background: background,
     };
     let admission = Admission {
@@ -229,8 +246,21 @@ pub async fn start(cfg: Arc<Config>) -> Result<ServerHandle, StartError> {
         pool,
         pacer,
         draining: draining_rx,
+        sources: sources.clone(),
+        overload,
     };
-    tokio::spawn(admission.run(app_rx));
+    health.watch("sip admission", admission.run(app_rx));
+    // Idle sources leave the table (and give their memory back) once a minute.
+    health.supervise("source sweeper", move || {
+        let sources = sources.clone();
+        async move {
+            let mut tick = tokio::time::interval(Duration::from_secs(60));
+            loop {
+                tick.tick().await;
+                sources.sweep();
+            }
+        }
+    });
     Ok(handle)
 }
 
@@ -314,6 +344,72 @@ impl RateLimiter {
     }
 }
 
+/// Why an INVITE got 503 for overload: one counter each (the endpoint counts its own full
+/// queue, the source guard its refusals).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Overload {
+    /// `max_calls` calls are up.
+    MaxCalls,
+    /// Over `max_calls_per_second`.
+    CallRate,
+    /// Over the source's `source_max_calls`.
+    SourceCalls,
+    /// Over the source's `source_calls_per_second`.
+    SourceCallRate,
+    /// The table of sources is full.
+    SourceTableFull,
+    /// No RTP port pair free (or the RTP session could not start).
+    MediaPorts,
+}
+
+impl Overload {
+    pub const ALL: [Overload; 6] = [
+        Overload::MaxCalls,
+        Overload::CallRate,
+        Overload::SourceCalls,
+        Overload::SourceCallRate,
+        Overload::SourceTableFull,
+        Overload::MediaPorts,
+    ];
+
+    /// The metrics label.
+    pub fn label(self) -> &'static str {
+        match self {
+            Overload::MaxCalls => "max_calls",
+            Overload::CallRate => "call_rate",
+            Overload::SourceCalls => "source_calls",
+            Overload::SourceCallRate => "source_call_rate",
+            Overload::SourceTableFull => "source_table_full",
+            Overload::MediaPorts => "media_ports",
+        }
+    }
+
+    fn response(self) -> (&'static str, &'static str) {
+        match self {
+            Overload::MaxCalls => ("Too Many Calls", "5"),
+            Overload::CallRate => ("Call Rate Limit", "1"),
+            Overload::SourceCalls => ("Too Many Calls From Source", "5"),
+            Overload::SourceCallRate => ("Call Rate Limit For Source", "1"),
+            Overload::SourceTableFull => ("Too Many Sources", "5"),
+            Overload::MediaPorts => ("No Media Ports", "5"),
+        }
+    }
+}
+
+/// 503s sent for overload, by reason.
+#[derive(Debug, Default)]
+pub struct OverloadStats([AtomicU64; Overload::ALL.len()]);
+
+impl OverloadStats {
+    pub fn get(&self, why: Overload) -> u64 {
+        self.0[why as usize].load(Ordering::Relaxed)
+    }
+
+    fn count(&self, why: Overload) {
+        self.0[why as usize].fetch_add(1, Ordering::Relaxed);
+    }
+}
+
 /// Decides on every new request; runs as one task so its state needs no lock.
 struct Admission {
     cfg: Arc<Config>,
@@ -323,6 +419,8 @@ struct Admission {
     pacer: Pacer,
     limiter: RateLimiter,
     draining: watch::Receiver<bool>,
+    sources: Arc<SourceGuard>,
+    overload: Arc<OverloadStats>,
 }
 
 /// A response outside any dialog: with a fresh To-tag (RFC 3261 §8.2.6.2) except for 100.
@@ -341,7 +439,9 @@ fn reply(
 impl Admission {
     async fn run(mut self, mut rx: mpsc::Receiver<NewRequest>) {
         while let Some(NewRequest { req, tx }) = rx.recv().await {
-            self.on_request(req, tx);
+            // A panic costs this request (its transaction times out), never the admission
+            // task, whose death would refuse every later call.
+            let _ = crate::health::catch(|| self.on_request(req, tx));
         }
     }
 
@@ -349,6 +449,22 @@ impl Admission {
         if !matches!(req.method, rsip::Method::Ack) && !uri_scheme_supported(&req.uri) {
             reply(&req, &tx, 416, None, &[]);
             return;
+        }
+        if matches!(
+            req.method,
+            rsip::Method::Bye
+                | rsip::Method::Info
+                | rsip::Method::PRack
+                | rsip::Method::Update
+                | rsip::Method::Register
+                | rsip::Method::Subscribe
+                | rsip::Method::Message
+                | rsip::Method::Publish
+                | rsip::Method::Refer
+                | rsip::Method::Notify
+        ) {
+            // Answered 481 or 405 below: what a scanner probing for extensions collects.
+            self.sources.failure(tx.peer().remote.ip());
         }
         match req.method {
             rsip::Method::Invite => self.on_invite(req, tx),
@@ -414,31 +530,34 @@ impl Admission {
                 return;
             }
         }
+        // The source's own limits first: a flooding source must not use up the global ones.
+        let slot = match self.sources.admit_call(tx.peer().remote.ip()) {
+            Ok(slot) => slot,
+            Err(why) => {
+                let over = match why {
+                    SourceRefusal::CallRate => Overload::SourceCallRate,
+                    SourceRefusal::TableFull => Overload::SourceTableFull,
+                    _ => Overload::SourceCalls,
+                };
+                self.overloaded(&req, &tx, over);
+                return;
+            }
+        };
         let max_calls = self.cfg.sip.max_calls;
         if max_calls > 0 && self.ctx.active.load(Ordering::Relaxed) >= max_calls as usize {
-            reply(
-                &req,
-                &tx,
-                503,
-                Some("Too Many Calls"),
-                &[("Retry-After", "5")],
-            );
+            self.overloaded(&req, &tx, Overload::MaxCalls);
             return;
         }
         if !self.limiter.allow() {
-            reply(
-                &req,
-                &tx,
-                503,
-                Some("Call Rate Limit"),
-                &[("Retry-After", "1")],
-            );
+            self.overloaded(&req, &tx, Overload::CallRate);
             return;
         }
         let user = percent_decode(req.uri.user().unwrap_or(""));
         let host = req.uri.host_with_port.host.to_string();
         let Some((account, flow)) = self.routes.route(&self.cfg, &user, &host) else {
-            tracing::info!(number = %user, realm = %host, "no callflow for the number");
+            // DEBUG: a scanner draws thousands of these; the source guard counts them.
+            tracing::debug!(number = %wire(&user), realm = %wire(&host), "no callflow for the number");
+            self.sources.failure(tx.peer().remote.ip());
             reply(&req, &tx, 404, None, &[]);
             return;
         };
@@ -452,7 +571,7 @@ impl Admission {
             match offer.and_then(|o| sdp::negotiate(&o).map(|n| (o, n))) {
                 Ok(on) => Some(on),
                 Err(e) => {
-                    tracing::info!("offer refused: {e}");
+                    tracing::debug!(reason = %wire(&e.to_string()), "offer refused");
                     reply(
                         &req,
                         &tx,
@@ -470,13 +589,7 @@ impl Admission {
             Ok(p) => p,
             Err(e) => {
                 tracing::warn!("no RTP ports: {e}");
-                reply(
-                    &req,
-                    &tx,
-                    503,
-                    Some("No Media Ports"),
-                    &[("Retry-After", "5")],
-                );
+                self.overloaded(&req, &tx, Overload::MediaPorts);
                 return;
             }
         };
@@ -490,7 +603,7 @@ impl Admission {
             Ok(r) => Arc::new(r),
             Err(e) => {
                 tracing::warn!("cannot start RTP: {e}");
-                reply(&req, &tx, 503, None, &[("Retry-After", "5")]);
+                self.overloaded(&req, &tx, Overload::MediaPorts);
                 return;
             }
         };
@@ -524,7 +637,19 @@ impl Admission {
             offer,
             local_sdp,
         };
-        tokio::spawn(Call::run(self.ctx.clone(), setup));
+        let ctx = self.ctx.clone();
+        tokio::spawn(async move {
+            // The source's call slot is given back when the call ends (or its task unwinds).
+            let _slot = slot;
+            Call::run(ctx, setup).await
+        });
+    }
+
+    /// 503 for overload, with the reason's phrase and Retry-After, counted.
+    fn overloaded(&self, req: &rsip::Request, tx: &ServerTx, why: Overload) {
+        self.overload.count(why);
+        let (phrase, retry) = why.response();
+        reply(req, tx, 503, Some(phrase), &[("Retry-After", retry)]);
     }
 }
 
@@ -616,7 +741,8 @@ fn call_info(req: &rsip::Request, account_id: &str, user: &str, host: &str) -> C
         .iter()
         .filter_map(|h| match h {
             rsip::Header::Other(name, value)
-                if name.len() > 2 && name[..2].eq_ignore_ascii_case("x-") =>
+                if name.len() > 2
+                    && name.get(..2).is_some_and(|p| p.eq_ignore_ascii_case("x-")) =>
             {
                 Some((name.clone(), value.clone()))
             }

@@ -11,7 +11,8 @@ use serde_json::json;
 
 use super::Shared;
 
-/// 200 when the store answers a query and every configured SIP socket is bound; else 503.
+/// 200 when the store answers a query, every configured SIP socket is bound and every SIP
+/// task (receive loops, shards, admission) is alive; else 503, naming the dead tasks.
 pub(crate) async fn healthz(State(st): State<Shared>) -> Response {
     let store = st.parts.store.clone();
     let store_ok = match tokio::task::spawn_blocking(move || store.ping()).await {
@@ -21,9 +22,11 @@ pub(crate) async fn healthz(State(st): State<Shared>) -> Response {
     };
     let t = st.parts.endpoint.transport();
     let (udp, tcp) = (t.udp_addrs(), t.tcp_addrs());
+    let degraded = st.parts.health.degraded();
     let sip_ok = udp.len() == st.parts.cfg.sip.udp.len()
         && tcp.len() == st.parts.cfg.sip.tcp.len()
-        && !(udp.is_empty() && tcp.is_empty());
+        && !(udp.is_empty() && tcp.is_empty())
+        && degraded.is_empty();
     let ok = store_ok.is_ok() && sip_ok;
     let body = json!({
         "status": if ok { "ok" } else { "error" },
@@ -32,7 +35,9 @@ pub(crate) async fn healthz(State(st): State<Shared>) -> Response {
             "status": if sip_ok { "ok" } else { "error" },
             "udp": udp.iter().map(|a| a.to_string()).collect::<Vec<_>>(),
             "tcp": tcp.iter().map(|a| a.to_string()).collect::<Vec<_>>(),
+            "degraded": degraded,
         },
+        "panics": crate::health::panics_total(),
         "calls_active": st.parts.active.load(Ordering::Relaxed),
     });
     let code = if ok {
@@ -185,11 +190,53 @@ pub(crate) async fn metrics(State(st): State<Shared>) -> Response {
         "side=\"client\"",
         get(&es.client_transactions),
     );
-    m.one(
+    m.family(
         "sip_overload_503_total",
         "counter",
-        "Requests refused with 503 because the endpoint was overloaded.",
+        "INVITEs refused with 503 for overload, by reason (global and per-source limits).",
+    );
+    m.value(
+        "sip_overload_503_total",
+        "reason=\"queue_full\"",
         get(&es.overload_503),
+    );
+    for why in crate::server::Overload::ALL {
+        let label = format!("reason=\"{}\"", why.label());
+        m.value("sip_overload_503_total", &label, p.overload.get(why));
+    }
+    let sources = p.endpoint.transport().sources();
+    m.family(
+        "sip_source_refused_total",
+        "counter",
+        "Messages, calls and connections refused by the per-source limits, by reason.",
+    );
+    for why in crate::sip::source::SourceRefusal::ALL {
+        let label = format!("reason=\"{}\"", why.label());
+        m.value("sip_source_refused_total", &label, sources.stats.refused(why));
+    }
+    m.one(
+        "sip_sources_blocked",
+        "gauge",
+        "Source addresses blocked now (scanners, too many failures).",
+        sources.blocked_now(),
+    );
+    m.one(
+        "panics_total",
+        "counter",
+        "Panics caught since start (each cost one message, timer or task run).",
+        crate::health::panics_total(),
+    );
+    m.one(
+        "task_restarts_total",
+        "counter",
+        "Long-lived tasks restarted after a panic.",
+        p.health.restarts(),
+    );
+    m.one(
+        "tasks_degraded",
+        "gauge",
+        "Long-lived SIP tasks dead or restarting now (healthz is 503 while above 0).",
+        p.health.degraded().len(),
     );
     m.one(
         "sip_dialogs",

@@ -52,6 +52,9 @@ pub struct ApiParts {
     pub pivot: Arc<PivotStats>,
     pub pacer: Pacer,
     pub pool: Arc<PortPool>,
+    /// The SIP service's tasks: `/healthz` is 503 while any is dead or restarting.
+    pub health: Arc<crate::health::TaskHealth>,
+    pub overload: Arc<crate::server::OverloadStats>,
 }
 
 /// Shared by all requests.

@@ -149,7 +149,12 @@ pub struct EndpointStats {
     pub server_transactions: AtomicU64,
     /// Client transactions ever created.
     pub client_transactions: AtomicU64,
+    /// 503s for a full application queue.
     pub overload_503: AtomicU64,
+    /// Messages or timers whose handling panicked (the shard went on without them).
+    pub recovered_panics: AtomicU64,
+    /// Requests from scanners, dropped unanswered.
+    pub scanner_dropped: AtomicU64,
     /// Gauge: server transactions alive now (they end with their timers, RFC 3261 §17.2).
     pub live_server_transactions: AtomicU64,
     /// Gauge: client transactions alive now.
@@ -322,7 +327,9 @@ impl Endpoint {
                 queue: TimerQueue::default(),
                 stats: stats.clone(),
             };
-            tokio::spawn(shard.run(rx));
+            cfg.transport
+                .health
+                .watch(format!("sip shard {i}"), shard.run(rx));
         }
         Ok((
             Arc::new(Endpoint {
@@ -473,14 +480,22 @@ impl Shard {
             let deadline = self.queue.next_deadline();
             tokio::select! {
                 biased;
+                // A panic costs the one message or timer that caused it, never the shard
+                // (whose death would silence every call hashed to it).
                 cmd = rx.recv() => match cmd {
-                    Some(cmd) => self.handle(cmd),
+                    Some(cmd) => {
+                        if crate::health::catch(|| self.handle(cmd)).is_none() {
+                            self.stats.recovered_panics.fetch_add(1, Ordering::Relaxed);
+                        }
+                    }
                     None => break,
                 },
                 _ = sleep_until_opt(deadline) => {
                     let now = Instant::now();
                     while let Some(t) = self.queue.pop_due(now) {
-                        self.on_timer(t);
+                        if crate::health::catch(|| self.on_timer(t)).is_none() {
+                            self.stats.recovered_panics.fetch_add(1, Ordering::Relaxed);
+                        }
                     }
                 }
             }
@@ -577,6 +592,17 @@ impl Shard {
         let Some(key) = server_key(&req, &key_method) else {
             return;
         };
+
+        // A scanner is not answered at all, and its address is blocked at the transport.
+        let sources = self.transport.sources();
+        if !sources.is_trusted(peer.remote.ip())
+            && message::header_value(&req, "User-Agent").is_some_and(|ua| sources.is_scanner(&ua))
+        {
+            sources.scanner_seen(peer.remote.ip());
+            self.stats.scanner_dropped.fetch_add(1, Ordering::Relaxed);
+            tracing::debug!(source = %peer.remote, "scanner request dropped");
+            return;
+        }
 
         if method == rsip::Method::Ack {
             self.on_ack(req, key, call_id, to_tag);

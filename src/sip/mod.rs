@@ -5,6 +5,7 @@ pub mod endpoint;
 pub mod message;
 pub mod normalize;
 pub mod outgoing;
+pub mod source;
 pub mod timer;
 pub mod transaction;
 pub mod transport;

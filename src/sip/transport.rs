@@ -19,6 +19,8 @@ use rsip::headers::UntypedHeader;
 
 use super::message::{self, ParseError};
 use super::normalize::{self, Frame};
+use super::source::{ConnSlot, SourceGuard, SourceRefusal};
+use crate::health::TaskHealth;
 
 /// Transport protocol of a message or a target.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -108,6 +110,10 @@ pub struct TransportConfig {
     pub tcp: Vec<SocketAddr>,
     pub max_message_bytes: usize,
     pub tcp_idle_timeout: Duration,
+    /// Per-source limits, checked for every message before it is parsed.
+    pub sources: Arc<SourceGuard>,
+    /// Where the receive loops are watched (and restarted after a panic).
+    pub health: Arc<TaskHealth>,
 }
 
 /// How long a TCP connection we close for a framing error stays open for the responses
@@ -127,6 +133,9 @@ pub struct TransportStats {
     pub invalid: AtomicU64,
     pub sent: AtomicU64,
     pub tcp_open: AtomicU64,
+    /// Messages and connections refused by the per-source limits (reasons in
+    /// [`SourceGuard::stats`]).
+    pub dropped_by_source: AtomicU64,
 }
 
 /// The bound sockets and the open TCP connections.
@@ -186,16 +195,18 @@ impl Transport {
             handler,
             stats: TransportStats::default(),
         });
+        let health = transport.cfg.health.clone();
         for sock in &transport.udp {
             // One reader per socket keeps the datagrams of a caller in order (an INVITE before
             // its CANCEL); parsing happens after the hand-off, in parallel across shards.
-            let t = transport.clone();
-            let s = sock.clone();
-            tokio::spawn(async move { t.udp_loop(s).await });
+            let (t, s) = (transport.clone(), sock.clone());
+            let name = format!("sip udp {}", s.local_addr().map_or(String::new(), |a| a.to_string()));
+            health.supervise(name, move || t.clone().udp_loop(s.clone()));
         }
         for l in listeners {
-            let t = transport.clone();
-            tokio::spawn(async move { t.accept_loop(l).await });
+            let (t, l) = (transport.clone(), Arc::new(l));
+            let name = format!("sip tcp {}", l.local_addr().map_or(String::new(), |a| a.to_string()));
+            health.supervise(name, move || t.clone().accept_loop(l.clone()));
         }
         Ok(transport)
     }
@@ -211,6 +222,11 @@ impl Transport {
     /// Local TCP listen addresses actually bound.
     pub fn tcp_addrs(&self) -> Vec<SocketAddr> {
         self.tcp_local.clone()
+    }
+
+    /// The per-source limits every message passes.
+    pub fn sources(&self) -> &Arc<SourceGuard> {
+        &self.cfg.sources
     }
 
     /// The local address to name in Via/Contact for a protocol: the socket a peer used, or the
@@ -241,28 +257,41 @@ impl Transport {
             if data.iter().all(|b| *b == b'\r' || *b == b'\n' || *b == 0) {
                 continue; // keep-alive datagram
             }
+            self.stats.received.fetch_add(1, Ordering::Relaxed);
+            // Over its rate or blocked: dropped before any parsing, and never answered
+            // (an answer would make pivotd an amplifier for a spoofed source).
+            if self.cfg.sources.admit_message(remote.ip()).is_err() {
+                self.stats.dropped_by_source.fetch_add(1, Ordering::Relaxed);
+                continue;
+            }
             let peer = Peer {
                 proto: Proto::Udp,
                 remote,
                 local,
                 conn: None,
             };
-            self.stats.received.fetch_add(1, Ordering::Relaxed);
             self.handler
                 .incoming_raw(Bytes::copy_from_slice(data), peer);
         }
     }
 
-    async fn accept_loop(self: Arc<Self>, listener: TcpListener) {
+    async fn accept_loop(self: Arc<Self>, listener: Arc<TcpListener>) {
         let local = match listener.local_addr() {
             Ok(a) => a,
             Err(_) => return,
         };
         loop {
             match listener.accept().await {
-                Ok((stream, remote)) => {
-                    self.start_connection(stream, remote, local);
-                }
+                Ok((stream, remote)) => match self.cfg.sources.admit_connection(remote.ip()) {
+                    Ok(slot) => {
+                        self.start_connection(stream, remote, local, Some(slot));
+                    }
+                    Err(why) => {
+                        // Dropping the stream closes it: nothing is read or answered.
+                        tracing::debug!(%remote, reason = why.label(), "tcp connection refused");
+                        self.stats.dropped_by_source.fetch_add(1, Ordering::Relaxed);
+                    }
+                },
                 Err(e) => {
                     // Out of file descriptors and the like: back off instead of spinning.
                     tracing::warn!("tcp accept on {local}: {e}");
@@ -297,12 +326,17 @@ impl Transport {
         stream: TcpStream,
         remote: SocketAddr,
         local: SocketAddr,
+        slot: Option<ConnSlot>,
     ) -> mpsc::Sender<Bytes> {
         let (tx, rx) = mpsc::channel::<Bytes>(256);
         let id = self.register_conn(remote, tx.clone());
         let t = self.clone();
         let txc = tx.clone();
-        tokio::spawn(async move { t.serve_connection(stream, remote, local, id, txc, rx).await });
+        tokio::spawn(async move {
+            // The slot counts the connection against its source until it closes.
+            let _slot = slot;
+            t.serve_connection(stream, remote, local, id, txc, rx).await
+        });
         tx
     }
 
@@ -379,7 +413,16 @@ impl Transport {
                     Frame::Complete(n) => {
                         let msg = buf.split_to(n).freeze();
                         self.stats.received.fetch_add(1, Ordering::Relaxed);
-                        self.handler.incoming_raw(msg, peer.clone());
+                        match self.cfg.sources.admit_message(remote.ip()) {
+                            Ok(()) => self.handler.incoming_raw(msg, peer.clone()),
+                            Err(SourceRefusal::Blocked) => {
+                                self.stats.dropped_by_source.fetch_add(1, Ordering::Relaxed);
+                                break 'conn;
+                            }
+                            Err(_) => {
+                                self.stats.dropped_by_source.fetch_add(1, Ordering::Relaxed);
+                            }
+                        }
                     }
                     f @ (Frame::TooLarge | Frame::Invalid) => {
                         // The stream cannot be re-synchronised: answer what can be answered
@@ -591,7 +634,7 @@ impl Transport {
                 }
             };
         let local = stream.local_addr().unwrap_or(to);
-        let tx = self.start_connection(stream, to, local);
+        let tx = self.start_connection(stream, to, local, None);
         let _ = tx.send(bytes).await;
     }
 

@@ -1,0 +1,662 @@
+//! Per-source limits: what one remote address may ask of pivotd.
+//!
+//! Every datagram and TCP message passes [`SourceGuard::admit_message`] before it is parsed
+//! (a token bucket of requests per second, and the block list of scanners and sources that
+//! collect too many 404/403s); every new call takes a [`CallSlot`] from
+//! [`SourceGuard::admit_call`] (concurrent calls and new calls per second); every TCP
+//! connection a [`ConnSlot`]. Trusted sources (carriers, a proxy in front, a load generator)
+//! pass untouched: they are held to the global limits only.
+//!
+//! The table is split in a few mutex-guarded shards by address, and bounded: when it is full
+//! (a flood from spoofed addresses), idle entries are evicted first and a new address that
+//! still finds no room is refused calls (503) and its messages are held to one shared bucket,
+//! so a table-filling attacker cannot crowd out the addresses already known.
+
+use std::collections::hash_map::DefaultHasher;
+use std::collections::HashMap;
+use std::hash::{Hash, Hasher};
+use std::net::IpAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use ipnet::IpNet;
+
+/// The operator's limits (`[sip]` keys in the config; 0 switches a limit off).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SourcePolicy {
+    /// Sources held only to the global limits.
+    pub trusted: Vec<IpNet>,
+    /// SIP messages per second from one address (token bucket, two seconds of burst).
+    pub requests_per_second: u32,
+    /// New calls per second from one address (one second of burst).
+    pub calls_per_second: u32,
+    /// Concurrent calls from one address.
+    pub max_calls: u32,
+    /// Open TCP connections from one address.
+    pub tcp_connections: u32,
+    /// Failed requests (404, 403, 484 …) from one address per minute before it is blocked.
+    pub failures_per_minute: u32,
+    /// How long a blocked address (scanner, failures) is dropped without an answer.
+    pub block: Duration,
+    /// User-Agent substrings (compared lowercase) of scanners, dropped silently.
+    pub scanner_user_agents: Vec<String>,
+}
+
+/// The User-Agents of the SIP scanners seen on the internet (SIPVicious's svmap/svwar, sipcli,
+/// sipsak run as a scanner, VaxSIP, iWar, pplsip, Ozeki's scanner, sundayddr, SiVuS,
+/// siparmyknife, sipptk) — the same names fail2ban, Kamailio and Asterisk users block.
+pub const DEFAULT_SCANNER_USER_AGENTS: &[&str] = &[
+    "friendly-scanner",
+    "sipvicious",
+    "sipcli",
+    "sip-scan",
+    "sipscan",
+    "sipsak",
+    "vaxsipuseragent",
+    "iwar",
+    "pplsip",
+    "ozeki",
+    "sundayddr",
+    "sivus",
+    "siparmyknife",
+    "sipptk",
+];
+
+impl Default for SourcePolicy {
+    fn default() -> Self {
+        SourcePolicy {
+            trusted: Vec::new(),
+            requests_per_second: 200,
+            calls_per_second: 20,
+            max_calls: 100,
+            tcp_connections: 20,
+            failures_per_minute: 20,
+            block: Duration::from_secs(300),
+            scanner_user_agents: DEFAULT_SCANNER_USER_AGENTS
+                .iter()
+                .map(|s| s.to_string())
+                .collect(),
+        }
+    }
+}
+
+/// Why a source's message or call was refused: one counter each.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SourceRefusal {
+    /// Over the per-source message rate: dropped before parsing.
+    RequestRate,
+    /// A blocked address (scanner, too many failures): dropped.
+    Blocked,
+    /// A scanner's User-Agent: dropped, and the address blocked.
+    Scanner,
+    /// Too many calls at once from the address: 503.
+    Calls,
+    /// Too many new calls per second from the address: 503.
+    CallRate,
+    /// Too many TCP connections from the address: closed at once.
+    TcpConnections,
+    /// The table of sources is full of busy addresses: the new one is refused.
+    TableFull,
+}
+
+impl SourceRefusal {
+    pub const ALL: [SourceRefusal; 7] = [
+        SourceRefusal::RequestRate,
+        SourceRefusal::Blocked,
+        SourceRefusal::Scanner,
+        SourceRefusal::Calls,
+        SourceRefusal::CallRate,
+        SourceRefusal::TcpConnections,
+        SourceRefusal::TableFull,
+    ];
+
+    /// The metrics label.
+    pub fn label(self) -> &'static str {
+        match self {
+            SourceRefusal::RequestRate => "source_request_rate",
+            SourceRefusal::Blocked => "source_blocked",
+            SourceRefusal::Scanner => "scanner",
+            SourceRefusal::Calls => "source_calls",
+            SourceRefusal::CallRate => "source_call_rate",
+            SourceRefusal::TcpConnections => "source_tcp_connections",
+            SourceRefusal::TableFull => "source_table_full",
+        }
+    }
+}
+
+/// Addresses tracked at most (about 100 bytes each).
+const MAX_SOURCES: usize = 100_000;
+const SHARDS: usize = 16;
+/// An entry with nothing live and no activity for this long may be evicted.
+const IDLE: Duration = Duration::from_secs(120);
+
+#[derive(Debug)]
+struct Bucket {
+    tokens: f64,
+    last: Instant,
+}
+
+impl Bucket {
+    fn full(capacity: f64, now: Instant) -> Bucket {
+        Bucket {
+            tokens: capacity,
+            last: now,
+        }
+    }
+
+    /// Takes one token if there is one; refills at `rate` per second up to `capacity`.
+    fn take(&mut self, rate: f64, capacity: f64, now: Instant) -> bool {
+        let elapsed = now.saturating_duration_since(self.last).as_secs_f64();
+        self.last = now;
+        self.tokens = (self.tokens + elapsed * rate).min(capacity);
+        if self.tokens >= 1.0 {
+            self.tokens -= 1.0;
+            true
+        } else {
+            false
+        }
+    }
+}
+
+#[derive(Debug)]
+struct Entry {
+    requests: Bucket,
+    calls_rate: Bucket,
+    calls: u32,
+    tcp: u32,
+    failures: u32,
+    failures_since: Instant,
+    blocked_until: Option<Instant>,
+    last_seen: Instant,
+}
+
+impl Entry {
+    fn new(p: &SourcePolicy, now: Instant) -> Entry {
+        Entry {
+            requests: Bucket::full(req_capacity(p), now),
+            calls_rate: Bucket::full(f64::from(p.calls_per_second.max(1)), now),
+            calls: 0,
+            tcp: 0,
+            failures: 0,
+            failures_since: now,
+            blocked_until: None,
+            last_seen: now,
+        }
+    }
+
+    fn blocked(&self, now: Instant) -> bool {
+        self.blocked_until.is_some_and(|t| now < t)
+    }
+
+    fn evictable(&self, now: Instant) -> bool {
+        self.calls == 0
+            && self.tcp == 0
+            && !self.blocked(now)
+            && now.saturating_duration_since(self.last_seen) >= IDLE
+    }
+}
+
+fn req_capacity(p: &SourcePolicy) -> f64 {
+    f64::from(p.requests_per_second) * 2.0
+}
+
+/// Counters of refusals, by reason.
+#[derive(Debug, Default)]
+pub struct SourceStats {
+    refused: [AtomicU64; SourceRefusal::ALL.len()],
+    /// Addresses blocked since start.
+    pub blocks: AtomicU64,
+}
+
+impl SourceStats {
+    pub fn count(&self, why: SourceRefusal) {
+        self.refused[why as usize].fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub fn refused(&self, why: SourceRefusal) -> u64 {
+        self.refused[why as usize].load(Ordering::Relaxed)
+    }
+}
+
+/// The per-source table, shared by the transport, the endpoint and admission.
+#[derive(Debug)]
+pub struct SourceGuard {
+    policy: SourcePolicy,
+    shards: Vec<Mutex<HashMap<IpAddr, Entry>>>,
+    /// Messages of addresses the full table has no room for.
+    overflow: Mutex<Bucket>,
+    pub stats: SourceStats,
+}
+
+impl SourceGuard {
+    pub fn new(policy: SourcePolicy) -> Arc<SourceGuard> {
+        let now = Instant::now();
+        Arc::new(SourceGuard {
+            overflow: Mutex::new(Bucket::full(req_capacity(&policy), now)),
+            shards: (0..SHARDS).map(|_| Mutex::new(HashMap::new())).collect(),
+            policy,
+            stats: SourceStats::default(),
+        })
+    }
+
+    pub fn policy(&self) -> &SourcePolicy {
+        &self.policy
+    }
+
+    /// Whether the address is one of `trusted` (IPv4-mapped IPv6 addresses compare as IPv4).
+    pub fn is_trusted(&self, ip: IpAddr) -> bool {
+        let ip = canonical(ip);
+        self.policy.trusted.iter().any(|n| n.contains(&ip))
+    }
+
+    fn shard(&self, ip: &IpAddr) -> MutexGuard<'_, HashMap<IpAddr, Entry>> {
+        let mut h = DefaultHasher::new();
+        ip.hash(&mut h);
+        let i = (h.finish() as usize) % SHARDS;
+        self.shards[i].lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Runs `f` on the address's entry, created if there is room. None: the table is full.
+    fn with_entry<R>(&self, ip: IpAddr, now: Instant, f: impl FnOnce(&mut Entry) -> R) -> Option<R> {
+        let ip = canonical(ip);
+        let mut shard = self.shard(&ip);
+        if !shard.contains_key(&ip) && shard.len() >= MAX_SOURCES / SHARDS {
+            shard.retain(|_, e| !e.evictable(now));
+            if shard.len() >= MAX_SOURCES / SHARDS {
+                return None;
+            }
+        }
+        let e = shard
+            .entry(ip)
+            .or_insert_with(|| Entry::new(&self.policy, now));
+        e.last_seen = now;
+        Some(f(e))
+    }
+
+    /// One framed message (request or response) from `ip`, before parsing: whether to go on.
+    pub fn admit_message(&self, ip: IpAddr) -> Result<(), SourceRefusal> {
+        if self.is_trusted(ip) {
+            return Ok(());
+        }
+        let now = Instant::now();
+        let p = &self.policy;
+        let verdict = self.with_entry(ip, now, |e| {
+            if e.blocked(now) {
+                Err(SourceRefusal::Blocked)
+            } else if p.requests_per_second > 0
+                && !e
+                    .requests
+                    .take(f64::from(p.requests_per_second), req_capacity(p), now)
+            {
+                Err(SourceRefusal::RequestRate)
+            } else {
+                Ok(())
+            }
+        });
+        let verdict = verdict.unwrap_or_else(|| {
+            let mut b = self.overflow.lock().unwrap_or_else(|p| p.into_inner());
+            let rate = f64::from(p.requests_per_second.max(1));
+            if p.requests_per_second == 0 || b.take(rate, req_capacity(p).max(1.0), now) {
+                Ok(())
+            } else {
+                Err(SourceRefusal::TableFull)
+            }
+        });
+        if let Err(why) = verdict {
+            self.stats.count(why);
+        }
+        verdict
+    }
+
+    /// A new call from `ip`: its slot (held for the call's life), or why not (answer 503).
+    pub fn admit_call(self: &Arc<Self>, ip: IpAddr) -> Result<CallSlot, SourceRefusal> {
+        if self.is_trusted(ip) {
+            return Ok(CallSlot { guard: None, ip });
+        }
+        let now = Instant::now();
+        let p = &self.policy;
+        let verdict = self
+            .with_entry(ip, now, |e| {
+                if p.max_calls > 0 && e.calls >= p.max_calls {
+                    return Err(SourceRefusal::Calls);
+                }
+                let cps = f64::from(p.calls_per_second);
+                if p.calls_per_second > 0 && !e.calls_rate.take(cps, cps.max(1.0), now) {
+                    return Err(SourceRefusal::CallRate);
+                }
+                e.calls += 1;
+                Ok(())
+            })
+            .unwrap_or(Err(SourceRefusal::TableFull));
+        match verdict {
+            Ok(()) => Ok(CallSlot {
+                guard: Some(self.clone()),
+                ip,
+            }),
+            Err(why) => {
+                self.stats.count(why);
+                Err(why)
+            }
+        }
+    }
+
+    /// A TCP connection accepted from `ip`: its slot, or why it must be closed.
+    pub fn admit_connection(self: &Arc<Self>, ip: IpAddr) -> Result<ConnSlot, SourceRefusal> {
+        if self.is_trusted(ip) {
+            return Ok(ConnSlot { guard: None, ip });
+        }
+        let now = Instant::now();
+        let p = &self.policy;
+        let verdict = self
+            .with_entry(ip, now, |e| {
+                if e.blocked(now) {
+                    Err(SourceRefusal::Blocked)
+                } else if p.tcp_connections > 0 && e.tcp >= p.tcp_connections {
+                    Err(SourceRefusal::TcpConnections)
+                } else {
+                    e.tcp += 1;
+                    Ok(())
+                }
+            })
+            .unwrap_or(Err(SourceRefusal::TableFull));
+        match verdict {
+            Ok(()) => Ok(ConnSlot {
+                guard: Some(self.clone()),
+                ip,
+            }),
+            Err(why) => {
+                self.stats.count(why);
+                Err(why)
+            }
+        }
+    }
+
+    /// Whether a User-Agent is a scanner's.
+    pub fn is_scanner(&self, user_agent: &str) -> bool {
+        let ua = user_agent.to_ascii_lowercase();
+        self.policy
+            .scanner_user_agents
+            .iter()
+            .any(|s| !s.is_empty() && ua.contains(s.as_str()))
+    }
+
+    /// A scanner's request from an untrusted address: counted, and the address blocked.
+    pub fn scanner_seen(&self, ip: IpAddr) {
+        self.stats.count(SourceRefusal::Scanner);
+        self.block(ip);
+    }
+
+    /// A request from `ip` answered with a failure that scanning draws (404, 403, 484 …):
+    /// too many in a minute block the address.
+    pub fn failure(&self, ip: IpAddr) {
+        if self.is_trusted(ip) || self.policy.failures_per_minute == 0 {
+            return;
+        }
+        let now = Instant::now();
+        let limit = self.policy.failures_per_minute;
+        let over = self
+            .with_entry(ip, now, |e| {
+                if now.saturating_duration_since(e.failures_since) >= Duration::from_secs(60) {
+                    e.failures = 0;
+                    e.failures_since = now;
+                }
+                e.failures += 1;
+                e.failures > limit
+            })
+            .unwrap_or(false);
+        if over {
+            self.block(ip);
+        }
+    }
+
+    fn block(&self, ip: IpAddr) {
+        if self.is_trusted(ip) || self.policy.block.is_zero() {
+            return;
+        }
+        let now = Instant::now();
+        let until = now + self.policy.block;
+        let newly = self
+            .with_entry(ip, now, |e| {
+                let newly = !e.blocked(now);
+                e.blocked_until = Some(until);
+                newly
+            })
+            .unwrap_or(false);
+        if newly {
+            self.stats.blocks.fetch_add(1, Ordering::Relaxed);
+            tracing::info!(source = %ip, seconds = self.policy.block.as_secs(), "source blocked");
+        }
+    }
+
+    /// Addresses blocked now.
+    pub fn blocked_now(&self) -> usize {
+        let now = Instant::now();
+        self.shards
+            .iter()
+            .map(|s| {
+                s.lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .values()
+                    .filter(|e| e.blocked(now))
+                    .count()
+            })
+            .sum()
+    }
+
+    /// Addresses in the table now.
+    pub fn tracked(&self) -> usize {
+        self.shards
+            .iter()
+            .map(|s| s.lock().unwrap_or_else(|p| p.into_inner()).len())
+            .sum()
+    }
+
+    /// Drops idle entries and gives their memory back; run now and then.
+    pub fn sweep(&self) {
+        let now = Instant::now();
+        for s in &self.shards {
+            let mut s = s.lock().unwrap_or_else(|p| p.into_inner());
+            s.retain(|_, e| !e.evictable(now));
+            if s.capacity() > 4 * s.len().max(64) {
+                s.shrink_to_fit();
+            }
+        }
+    }
+
+    fn release(&self, ip: IpAddr, call: bool) {
+        let ip = canonical(ip);
+        let mut shard = self.shard(&ip);
+        if let Some(e) = shard.get_mut(&ip) {
+            if call {
+                e.calls = e.calls.saturating_sub(1);
+            } else {
+                e.tcp = e.tcp.saturating_sub(1);
+            }
+        }
+    }
+}
+
+/// IPv4-mapped IPv6 (a dual-stack socket's view of an IPv4 peer) as the IPv4 address.
+fn canonical(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
+        v4 => v4,
+    }
+}
+
+/// A call's place in its source's count: given back when dropped.
+#[derive(Debug)]
+pub struct CallSlot {
+    guard: Option<Arc<SourceGuard>>,
+    ip: IpAddr,
+}
+
+impl CallSlot {
+    /// Whether the call's source is trusted (the slot counts nothing then).
+    pub fn trusted(&self) -> bool {
+        self.guard.is_none()
+    }
+}
+
+impl Drop for CallSlot {
+    fn drop(&mut self) {
+        if let Some(g) = &self.guard {
+            g.release(self.ip, true);
+        }
+    }
+}
+
+/// A TCP connection's place in its source's count: given back when dropped.
+#[derive(Debug)]
+pub struct ConnSlot {
+    guard: Option<Arc<SourceGuard>>,
+    ip: IpAddr,
+}
+
+impl Drop for ConnSlot {
+    fn drop(&mut self) {
+        if let Some(g) = &self.guard {
+            g.release(self.ip, false);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ip(s: &str) -> IpAddr {
+        s.parse().unwrap()
+    }
+
+    fn guard(f: impl FnOnce(&mut SourcePolicy)) -> Arc<SourceGuard> {
+        let mut p = SourcePolicy::default();
+        f(&mut p);
+        SourceGuard::new(p)
+    }
+
+    #[test]
+    fn message_rate_is_per_address_with_two_seconds_of_burst() {
+        let g = guard(|p| p.requests_per_second = 10);
+        let a = (0..100)
+            .filter(|_| g.admit_message(ip("192.0.2.1")).is_ok())
+            .count();
+        assert_eq!(a, 20);
+        assert!(g.admit_message(ip("192.0.2.2")).is_ok());
+        assert_eq!(g.stats.refused(SourceRefusal::RequestRate), 80);
+    }
+
+    #[test]
+    fn trusted_sources_pass_everything() {
+        let g = guard(|p| {
+            p.requests_per_second = 1;
+            p.max_calls = 1;
+            p.trusted = vec!["10.0.0.0/8".parse().unwrap()];
+        });
+        assert!((0..100).all(|_| g.admit_message(ip("10.1.2.3")).is_ok()));
+        let slots: Vec<_> = (0..50).map(|_| g.admit_call(ip("10.1.2.3"))).collect();
+        assert!(slots.iter().all(|s| s.as_ref().is_ok_and(|s| s.trusted())));
+        // The mapped form of a trusted IPv4 address is trusted too.
+        assert!(g.is_trusted(ip("::ffff:10.9.9.9")));
+        assert!(!g.is_trusted(ip("192.0.2.1")));
+    }
+
+    #[test]
+    fn concurrent_calls_are_capped_and_slots_come_back() {
+        let g = guard(|p| {
+            p.max_calls = 2;
+            p.calls_per_second = 100;
+        });
+        let a = g.admit_call(ip("192.0.2.1")).unwrap();
+        let _b = g.admit_call(ip("192.0.2.1")).unwrap();
+        assert_eq!(
+            g.admit_call(ip("192.0.2.1")).unwrap_err(),
+            SourceRefusal::Calls
+        );
+        assert!(g.admit_call(ip("192.0.2.9")).is_ok());
+        drop(a);
+        assert!(g.admit_call(ip("192.0.2.1")).is_ok());
+    }
+
+    #[test]
+    fn new_calls_per_second_are_capped() {
+        let g = guard(|p| {
+            p.max_calls = 0;
+            p.calls_per_second = 5;
+        });
+        let ok: Vec<_> = (0..20)
+            .filter_map(|_| g.admit_call(ip("192.0.2.1")).ok())
+            .collect();
+        assert_eq!(ok.len(), 5);
+        assert_eq!(g.stats.refused(SourceRefusal::CallRate), 15);
+    }
+
+    #[test]
+    fn failures_block_the_address_then_everything_from_it_is_dropped() {
+        let g = guard(|p| p.failures_per_minute = 3);
+        for _ in 0..3 {
+            g.failure(ip("192.0.2.1"));
+        }
+        assert!(g.admit_message(ip("192.0.2.1")).is_ok());
+        g.failure(ip("192.0.2.1"));
+        assert_eq!(
+            g.admit_message(ip("192.0.2.1")),
+            Err(SourceRefusal::Blocked)
+        );
+        assert!(g.admit_connection(ip("192.0.2.1")).is_err());
+        assert!(g.admit_message(ip("192.0.2.2")).is_ok());
+        assert_eq!(g.blocked_now(), 1);
+        assert_eq!(g.stats.blocks.load(Ordering::Relaxed), 1);
+    }
+
+    #[test]
+    fn scanners_are_recognised_case_insensitively_and_blocked() {
+        let g = guard(|_| {});
+        assert!(g.is_scanner("friendly-scanner"));
+        assert!(g.is_scanner("SIPVicious 0.3.4"));
+        assert!(g.is_scanner("sipcli/v1.8"));
+        assert!(!g.is_scanner("baresip v1.0.0 (x86_64/linux)"));
+        assert!(!g.is_scanner("SIPp/Linux"));
+        g.scanner_seen(ip("192.0.2.7"));
+        assert_eq!(
+            g.admit_message(ip("192.0.2.7")),
+            Err(SourceRefusal::Blocked)
+        );
+    }
+
+    #[test]
+    fn tcp_connections_are_capped_per_address() {
+        let g = guard(|p| p.tcp_connections = 2);
+        let a = g.admit_connection(ip("192.0.2.1")).unwrap();
+        let _b = g.admit_connection(ip("192.0.2.1")).unwrap();
+        assert_eq!(
+            g.admit_connection(ip("192.0.2.1")).unwrap_err(),
+            SourceRefusal::TcpConnections
+        );
+        drop(a);
+        assert!(g.admit_connection(ip("192.0.2.1")).is_ok());
+    }
+
+    #[test]
+    fn a_full_table_keeps_known_addresses_and_bounds_new_ones() {
+        let g = guard(|p| p.requests_per_second = 5);
+        // Fill every shard with live (blocked) entries so nothing is evictable.
+        let mut n: u32 = 0;
+        while g.tracked() < MAX_SOURCES {
+            let a = IpAddr::V4((0x0a00_0000 + n).into());
+            g.block(a);
+            n += 1;
+        }
+        let refused_before = g.stats.refused(SourceRefusal::TableFull);
+        let new = (0..100)
+            .filter(|i| {
+                g.admit_message(IpAddr::V4((0xc000_0200 + i).into()))
+                    .is_ok()
+            })
+            .count();
+        assert!(new <= 10, "{new} new addresses passed a full table");
+        assert!(g.stats.refused(SourceRefusal::TableFull) > refused_before);
+        assert!(g.tracked() <= MAX_SOURCES);
+    }
+}
