@@ -128,6 +128,8 @@ async fn main() {
 udp = ["127.0.0.1:0"]
 tcp = []
 max_calls_per_second = 100000
+# The bench is a load generator: trusted, held to the global limits only.
+trusted_sources = ["127.0.0.1"]
 [api]
 listen = "127.0.0.1:0"
 [media]
