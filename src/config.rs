@@ -983,10 +983,8 @@ fn parse(s: &str, base: &Path) -> (Config, Vec<ConfigProblem>) {
 /// The `[sip]` keys of the per-source limits.
 fn read_source_policy(r: &mut Reader, t: &Table, p: &str) -> crate::sip::source::SourcePolicy {
     let d = crate::sip::source::SourcePolicy::default();
-    let mut limit = |key: &str, default: u32| {
-        r.int(t, p, key, 0, 1_000_000)
-            .map_or(default, |n| n as u32)
-    };
+    let mut limit =
+        |key: &str, default: u32| r.int(t, p, key, 0, 1_000_000).map_or(default, |n| n as u32);
     let requests_per_second = limit("source_requests_per_second", d.requests_per_second);
     let calls_per_second = limit("source_calls_per_second", d.calls_per_second);
     let max_calls = limit("source_max_calls", d.max_calls);

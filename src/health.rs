@@ -17,12 +17,19 @@ pub fn panics_total() -> u64 {
     PANICS.load(Ordering::Relaxed)
 }
 
-/// Counts every panic and logs it once, as one escaped line with its location (instead of the
-/// default hook's unstructured stderr text). Idempotent.
-pub fn install_panic_hook() {
+/// Counts every panic. With `log_only`, the panic is logged as one escaped tracing line with
+/// its location instead of the default hook's stderr text (the binary's choice: one line per
+/// panic in the journal); without, the previous hook runs too (tests keep their messages).
+/// The first call decides; later calls do nothing.
+pub fn install_panic_hook(log_only: bool) {
     HOOK.call_once(|| {
-        std::panic::set_hook(Box::new(|info| {
+        let previous = std::panic::take_hook();
+        std::panic::set_hook(Box::new(move |info| {
             PANICS.fetch_add(1, Ordering::Relaxed);
+            if !log_only {
+                previous(info);
+                return;
+            }
             let msg = info
                 .payload()
                 .downcast_ref::<&str>()
@@ -164,7 +171,7 @@ mod tests {
 
     #[test]
     fn catch_turns_a_panic_into_none_and_counts_it() {
-        install_panic_hook();
+        install_panic_hook(false);
         let before = panics_total();
         assert_eq!(catch(|| 7), Some(7));
         let v: Vec<u8> = Vec::new();
@@ -174,7 +181,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_panicking_task_is_restarted_and_degraded_until_it_runs_again() {
-        install_panic_hook();
+        install_panic_hook(false);
         let health = TaskHealth::new();
         let runs = Arc::new(AtomicUsize::new(0));
         let r = runs.clone();

@@ -52,6 +52,8 @@ fn main() -> ExitCode {
         )
         .with_writer(std::io::stderr)
         .init();
+    // A panic anywhere is counted and logged as one escaped line (the tasks recover).
+    pivotd::health::install_panic_hook(true);
     let cfg = match &cli.config {
         Some(path) => match Config::load(path) {
             Ok(c) => c,

@@ -15,6 +15,8 @@ use crate::callflow::modules::pivot::PivotStats;
 use crate::callflow::runtime::{PivotServices, Runtime, Speaker};
 use crate::callflow::CallInfo;
 use crate::config::Config;
+use crate::health::TaskHealth;
+use crate::logsafe::wire;
 use crate::media::player::Pacer;
 use crate::media::prompt::PromptError;
 use crate::media::rtp::{PortPool, RtpError, RtpSession};
@@ -28,8 +30,6 @@ use crate::routing::Routes;
 use crate::sip::dialog::{host_port, Dialog};
 use crate::sip::endpoint::{Endpoint, EndpointConfig, NewRequest, ServerTx};
 use crate::sip::message;
-use crate::health::TaskHealth;
-use crate::logsafe::wire;
 use crate::sip::outgoing::{random_token, response_bytes};
 use crate::sip::source::{SourceGuard, SourceRefusal};
 use crate::sip::transport::{TransportConfig, TransportError};
@@ -141,7 +141,8 @@ pub async fn start(cfg: Arc<Config>) -> Result<ServerHandle, StartError> {
         .map(|n| n.get())
         .unwrap_or(2);
     let pacer = Pacer::start(cores);
-    crate::health::install_panic_hook();
+    // Counts panics for /metrics; the binary has already chosen to log them as one line.
+    crate::health::install_panic_hook(false);
     let health = TaskHealth::new();
     let sources = SourceGuard::new(cfg.sip.sources.clone());
     let (endpoint, app_rx) = Endpoint::start(EndpointConfig {

@@ -212,7 +212,11 @@ pub(crate) async fn metrics(State(st): State<Shared>) -> Response {
     );
     for why in crate::sip::source::SourceRefusal::ALL {
         let label = format!("reason=\"{}\"", why.label());
-        m.value("sip_source_refused_total", &label, sources.stats.refused(why));
+        m.value(
+            "sip_source_refused_total",
+            &label,
+            sources.stats.refused(why),
+        );
     }
     m.one(
         "sip_sources_blocked",

@@ -258,7 +258,12 @@ impl SourceGuard {
     }
 
     /// Runs `f` on the address's entry, created if there is room. None: the table is full.
-    fn with_entry<R>(&self, ip: IpAddr, now: Instant, f: impl FnOnce(&mut Entry) -> R) -> Option<R> {
+    fn with_entry<R>(
+        &self,
+        ip: IpAddr,
+        now: Instant,
+        f: impl FnOnce(&mut Entry) -> R,
+    ) -> Option<R> {
         let ip = canonical(ip);
         let mut shard = self.shard(&ip);
         if !shard.contains_key(&ip) && shard.len() >= MAX_SOURCES / SHARDS {

@@ -200,12 +200,18 @@ impl Transport {
             // One reader per socket keeps the datagrams of a caller in order (an INVITE before
             // its CANCEL); parsing happens after the hand-off, in parallel across shards.
             let (t, s) = (transport.clone(), sock.clone());
-            let name = format!("sip udp {}", s.local_addr().map_or(String::new(), |a| a.to_string()));
+            let name = format!(
+                "sip udp {}",
+                s.local_addr().map_or(String::new(), |a| a.to_string())
+            );
             health.supervise(name, move || t.clone().udp_loop(s.clone()));
         }
         for l in listeners {
             let (t, l) = (transport.clone(), Arc::new(l));
-            let name = format!("sip tcp {}", l.local_addr().map_or(String::new(), |a| a.to_string()));
+            let name = format!(
+                "sip tcp {}",
+                l.local_addr().map_or(String::new(), |a| a.to_string())
+            );
             health.supervise(name, move || t.clone().accept_loop(l.clone()));
         }
         Ok(transport)

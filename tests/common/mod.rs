@@ -183,6 +183,18 @@ pub async fn sipp_calls(
     calls: u32,
     args: &[&str],
 ) -> SippRun {
+    sipp_calls_from("127.0.0.1", scenario_file, tcp, target, calls, args).await
+}
+
+/// [`sipp_calls`] from another loopback source address (`127.0.0.0/8`), as a second caller.
+pub async fn sipp_calls_from(
+    source: &str,
+    scenario_file: &str,
+    tcp: bool,
+    target: SocketAddr,
+    calls: u32,
+    args: &[&str],
+) -> SippRun {
     let calls = calls.to_string();
     let dir = tempdir();
     let path = scenario(scenario_file);
@@ -192,7 +204,7 @@ pub async fn sipp_calls(
         .arg("sipp")
         .arg("-sf")
         .arg(&path)
-        .args(["-m", &calls, "-i", "127.0.0.1", "-mp", &mp, "-nostdin"])
+        .args(["-m", &calls, "-i", source, "-mp", &mp, "-nostdin"])
         .args(["-timeout", "40s", "-timeout_error", "-trace_err"])
         .args(["-t", if tcp { "t1" } else { "u1" }])
         .args(args)
