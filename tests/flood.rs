@@ -1,0 +1,384 @@
+//! Floods against the front door (issue 7), bounded to a few seconds and to loopback. The tests
+//! of this binary run one at a time (a lock), so they do not starve each other or, on 2 cores,
+//! need the whole machine at once with the rest of the suite's binaries.
+//!
+//! Each flooding source is its own loopback address; the callers who must not notice are
+//! SIPp instances on other addresses, and one long call whose RTP pacing is measured (printed,
+//! not asserted: speed is the bench's business).
+
+mod common;
+
+use std::net::{IpAddr, SocketAddr, UdpSocket as StdUdp};
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use common::*;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::UdpSocket;
+
+static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
+/// A media dir with a long tone (the measured call) and a short one (the SIPp callers).
+fn media_dir() -> std::path::PathBuf {
+    let dir = tempdir();
+    write_tone(&dir.join("long.wav"), 12.0);
+    write_tone(&dir.join("short.wav"), 0.3);
+    dir
+}
+
+fn write_tone(path: &Path, secs: f64) {
+    let spec = hound::WavSpec {
+        channels: 1,
+        sample_rate: 8000,
+        bits_per_sample: 16,
+        sample_format: hound::SampleFormat::Int,
+    };
+    let mut w = hound::WavWriter::create(path, spec).unwrap();
+    for i in 0..(8000.0 * secs) as u32 {
+        let v = (f64::from(i) * 2.0 * std::f64::consts::PI * 440.0 / 8000.0).sin() * 8000.0;
+        w.write_sample(v as i16).unwrap();
+    }
+    w.finalize().unwrap();
+}
+
+async fn flood_server(sip_extra: &str) -> (TestServer, std::path::PathBuf) {
+    let dir = media_dir();
+    let flows = r#"
+[[accounts.callflows]]
+numbers = ["6000"]
+flow = { module = "play", data = { id = "long" } }
+[[accounts.callflows]]
+numbers = ["6001"]
+flow = { module = "play", data = { id = "short" }, children = { _ = { module = "hangup" } } }
+"#;
+    let media = format!("dir = \"{}\"", path_str(&dir));
+    (start(&config_toml(flows, sip_extra, &media)).await, dir)
+}
+
+/// A raw INVITE from `from` whose SDP sends media to `media`.
+fn invite(from: SocketAddr, number: &str, call_id: &str, media: SocketAddr) -> String {
+    let sdp = format!(
+        "v=0\r\no=- 1 1 IN IP4 {ip}\r\ns=-\r\nc=IN IP4 {ip}\r\nt=0 0\r\nm=audio {port} RTP/AVP 0\r\n",
+        ip = media.ip(),
+        port = media.port()
+    );
+    format!(
+        "INVITE sip:{number}@pivotd.test SIP/2.0\r\nVia: SIP/2.0/UDP {from};branch=z9hG4bK{call_id};rport\r\n\
+         From: <sip:caller@{from}>;tag=f{call_id}\r\nTo: <sip:{number}@pivotd.test>\r\nCall-ID: {call_id}\r\n\
+         CSeq: 1 INVITE\r\nContact: <sip:caller@{from}>\r\nMax-Forwards: 70\r\n\
+         Content-Type: application/sdp\r\nContent-Length: {}\r\n\r\n{sdp}",
+        sdp.len()
+    )
+}
+
+/// One long call from 127.0.0.1 whose RTP arrival times are recorded.
+struct MeasuredCall {
+    arrivals: Arc<std::sync::Mutex<Vec<Instant>>>,
+    _task: tokio::task::JoinHandle<()>,
+    _sip: UdpSocket,
+}
+
+impl MeasuredCall {
+    async fn start(server: SocketAddr) -> MeasuredCall {
+        let rtp = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+        let media = rtp.local_addr().unwrap();
+        let arrivals = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let a = arrivals.clone();
+        let task = tokio::spawn(async move {
+            let mut buf = [0u8; 2048];
+            while rtp.recv_from(&mut buf).await.is_ok() {
+                a.lock().unwrap().push(Instant::now());
+            }
+        });
+        let sip = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+        let from = sip.local_addr().unwrap();
+        let id = token();
+        sip.send_to(invite(from, "6000", &id, media).as_bytes(), server)
+            .await
+            .unwrap();
+        let mut buf = vec![0u8; 65536];
+        let ok = loop {
+            let (n, _) = tokio::time::timeout(Duration::from_secs(5), sip.recv_from(&mut buf))
+                .await
+                .expect("the measured call is answered")
+                .unwrap();
+            let msg = String::from_utf8_lossy(&buf[..n]).into_owned();
+            if status(&msg) == 200 {
+                break msg;
+            }
+        };
+        let to = header(&ok, "To").unwrap();
+        let ack = format!(
+            "ACK sip:6000@pivotd.test SIP/2.0\r\nVia: SIP/2.0/UDP {from};branch=z9hG4bKa{id};rport\r\n\
+             From: <sip:caller@{from}>;tag=f{id}\r\nTo: {to}\r\nCall-ID: {id}\r\nCSeq: 1 ACK\r\n\
+             Max-Forwards: 70\r\nContent-Length: 0\r\n\r\n"
+        );
+        sip.send_to(ack.as_bytes(), server).await.unwrap();
+        MeasuredCall {
+            arrivals,
+            _task: task,
+            _sip: sip,
+        }
+    }
+
+    /// The 99th percentile of |inter-arrival − 20 ms| for packets that arrived in [from, to).
+    fn jitter_p99(&self, from: Instant, to: Instant) -> (usize, Duration) {
+        let a = self.arrivals.lock().unwrap();
+        let window: Vec<Instant> = a
+            .iter()
+            .copied()
+            .filter(|t| *t >= from && *t < to)
+            .collect();
+        let mut dev: Vec<Duration> = window
+            .windows(2)
+            .map(|w| {
+                let d = w[1] - w[0];
+                d.abs_diff(Duration::from_millis(20))
+            })
+            .collect();
+        dev.sort();
+        let p99 = dev
+            .get((dev.len() * 99 / 100).min(dev.len().saturating_sub(1)))
+            .copied()
+            .unwrap_or_default();
+        (window.len(), p99)
+    }
+}
+
+/// Sends `make(i)` datagrams from `sources` (round robin) at `rate` per second for `secs`,
+/// on a thread of its own. Returns how many were sent.
+fn blast(
+    sources: Vec<IpAddr>,
+    target: SocketAddr,
+    rate: u32,
+    secs: f64,
+    make: impl Fn(u64) -> Vec<u8> + Send + 'static,
+) -> std::thread::JoinHandle<u64> {
+    std::thread::spawn(move || {
+        let socks: Vec<StdUdp> = sources
+            .iter()
+            .map(|ip| StdUdp::bind((*ip, 0)).unwrap())
+            .collect();
+        let start = Instant::now();
+        let mut sent = 0u64;
+        while start.elapsed().as_secs_f64() < secs {
+            let due = (start.elapsed().as_secs_f64() * f64::from(rate)) as u64;
+            while sent < due {
+                let s = &socks[(sent as usize) % socks.len()];
+                let _ = s.send_to(&make(sent), target);
+                sent += 1;
+            }
+            std::thread::sleep(Duration::from_micros(500));
+        }
+        sent
+    })
+}
+
+async fn http_get(api: SocketAddr, path: &str) -> (u16, String) {
+    let mut s = tokio::net::TcpStream::connect(api).await.unwrap();
+    let req = format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+    s.write_all(req.as_bytes()).await.unwrap();
+    let mut out = String::new();
+    s.read_to_string(&mut out).await.unwrap();
+    let code = out
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    (code, out)
+}
+
+fn metric(text: &str, name_and_labels: &str) -> u64 {
+    text.lines()
+        .find_map(|l| l.strip_prefix(name_and_labels)?.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no metric {name_and_labels}"))
+}
+
+/// After a barrage: `/healthz` is ok and a SIPp call from a fresh address completes.
+async fn still_serving(server: &TestServer, source: &str) {
+    let (code, body) = http_get(server.handle.api.unwrap(), "/healthz").await;
+    assert_eq!(code, 200, "healthz after the flood: {body}");
+    assert!(body.contains("\"status\":\"ok\""), "{body}");
+    let sink = RtpSink::bind().await;
+    let port = sink.addr.port().to_string();
+    let run = sipp_calls_from(
+        source,
+        "basic_call.xml",
+        false,
+        server.udp,
+        1,
+        &["-s", "6001", "-key", "rtp_port", &port],
+    )
+    .await;
+    assert!(run.ok, "a call after the flood failed:\n{}", run.output);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_invite_flood_from_one_source_leaves_other_callers_alone() {
+    let _serial = SERIAL.lock().await;
+    // max_calls low enough that the flood alone would fill it without per-source limits;
+    // every per-source limit at its default.
+    let (server, _dir) = flood_server("max_calls = 200").await;
+    let measured = MeasuredCall::start(server.udp).await;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let quiet = Instant::now();
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let flooder: IpAddr = "127.0.0.2".parse().unwrap();
+    let sink = RtpSink::bind().await;
+    let media = sink.addr;
+    let target = server.udp;
+    // 3,000 INVITEs/s for 2 s, each a new call, none ever acknowledged.
+    let flood = blast(vec![flooder], target, 3000, 2.0, move |i| {
+        let from = SocketAddr::new(flooder, 5060);
+        invite(from, "6001", &format!("flood{i}"), media).into_bytes()
+    });
+    // Meanwhile 50 calls/s from five other addresses (10/s each, within the defaults).
+    let port = sink.addr.port().to_string();
+    let callers = (1..=5).map(|n| {
+        let port = port.clone();
+        async move {
+            let source = format!("127.0.1.{n}");
+            let run = sipp_calls_from(
+                &source,
+                "basic_call.xml",
+                false,
+                target,
+                30,
+                &["-s", "6001", "-key", "rtp_port", &port, "-r", "10"],
+            )
+            .await;
+            (source, run)
+        }
+    });
+    let flood_start = Instant::now();
+    let runs = futures_join_all(callers.collect()).await;
+    let sent = flood.join().unwrap();
+    let flood_end = flood_start + Duration::from_secs(2);
+    for (source, run) in &runs {
+        assert!(
+            run.ok,
+            "caller {source} lost calls during the flood:\n{}",
+            run.output
+        );
+    }
+    let (n_quiet, p99_quiet) = measured.jitter_p99(quiet, flood_start);
+    let (n_flood, p99_flood) = measured.jitter_p99(flood_start, flood_end);
+    println!(
+        "flood: {sent} INVITEs from one source in 2 s; live call pacing p99 |Δt−20ms| before {p99_quiet:?} \
+         ({n_quiet} packets), during {p99_flood:?} ({n_flood} packets)"
+    );
+    assert!(
+        n_flood > 50,
+        "the measured call's audio stopped during the flood"
+    );
+    let (_, m) = http_get(server.handle.api.unwrap(), "/metrics").await;
+    let refused = metric(
+        &m,
+        "pivotd_sip_overload_503_total{reason=\"source_call_rate\"}",
+    ) + metric(&m, "pivotd_sip_overload_503_total{reason=\"source_calls\"}");
+    assert!(refused > 0, "no 503 counted for the flooding source");
+    assert!(
+        metric(
+            &m,
+            "pivotd_sip_source_refused_total{reason=\"source_request_rate\"}"
+        ) > 0
+    );
+    // The flooder never held more than its share of max_calls.
+    assert!(server.handle.active_calls() <= 100 + 1 + 50);
+    still_serving(&server, "127.0.1.9").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn garbage_at_20000_datagrams_per_second_fails_no_call_and_panics_nothing() {
+    let _serial = SERIAL.lock().await;
+    let (server, _dir) = flood_server("").await;
+    let panics = pivotd::health::panics_total();
+    let sources: Vec<IpAddr> = (1..=64)
+        .map(|n| format!("127.0.2.{n}").parse().unwrap())
+        .collect();
+    let seeds: Vec<Vec<u8>> = vec![
+        b"OPTIONS ab:\xc3\xa9 SIP/2.0\r\nVia: SIP/2.0/UDP 127.0.0.1:5060;branch=z9hG4bK1\r\nCall-ID: x\r\nCSeq: 1 OPTIONS\r\nFrom: <sip:a@b>;tag=1\r\nTo: <sip:c@d>\r\nMax-Forwards: 70\r\nContent-Length: 0\r\n\r\n".to_vec(),
+        invite("127.0.0.1:5060".parse().unwrap(), "6001", "g", "127.0.0.1:9".parse().unwrap()).into_bytes(),
+        b"SIP/2.0 200 OK\r\nVia: SIP/2.0/UDP 127.0.0.1;branch=z9hG4bKnope\r\nCSeq: 1 BYE\r\n\r\n".to_vec(),
+    ];
+    let flood = blast(sources, server.udp, 20_000, 5.0, move |i| {
+        // A deterministic mix: seeds cut, bytes flipped or made multi-byte, and pure noise.
+        let mut x = i.wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ 0xDEAD_BEEF;
+        let mut next = || {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x
+        };
+        let seed = &seeds[(next() as usize) % seeds.len()];
+        let mut m = seed.clone();
+        match next() % 4 {
+            0 => m.truncate((next() as usize) % m.len()),
+            1 => {
+                for _ in 0..8 {
+                    let at = (next() as usize) % m.len();
+                    m[at] = next() as u8;
+                }
+            }
+            2 => {
+                let at = (next() as usize) % m.len();
+                m.splice(at..at, "é€𝄞".bytes());
+            }
+            _ => m = (0..(next() % 1400)).map(|_| next() as u8).collect(),
+        }
+        m
+    });
+    let sink = RtpSink::bind().await;
+    let port = sink.addr.port().to_string();
+    let target = server.udp;
+    let callers = (1..=2).map(|n| {
+        let port = port.clone();
+        async move {
+            let source = format!("127.0.3.{n}");
+            let run = sipp_calls_from(
+                &source,
+                "basic_call.xml",
+                false,
+                target,
+                40,
+                &["-s", "6001", "-key", "rtp_port", &port, "-r", "10"],
+            )
+            .await;
+            (source, run)
+        }
+    });
+    let done = Arc::new(AtomicBool::new(false));
+    let runs = futures_join_all(callers.collect()).await;
+    let sent = flood.join().unwrap();
+    done.store(true, Ordering::Relaxed);
+    println!("garbage: {sent} datagrams in 5 s from 64 addresses");
+    for (source, run) in &runs {
+        assert!(
+            run.ok,
+            "caller {source} lost calls during the garbage:\n{}",
+            run.output
+        );
+    }
+    assert_eq!(
+        pivotd::health::panics_total(),
+        panics,
+        "the garbage caused panics"
+    );
+    still_serving(&server, "127.0.3.9").await;
+}
+
+/// Runs futures concurrently and returns their outputs in order (no extra dependency).
+async fn futures_join_all<F: std::future::Future>(futs: Vec<F>) -> Vec<F::Output>
+where
+    F: Send + 'static,
+    F::Output: Send + 'static,
+{
+    let handles: Vec<_> = futs.into_iter().map(tokio::spawn).collect();
+    let mut out = Vec::with_capacity(handles.len());
+    for h in handles {
+        out.push(h.await.unwrap());
+    }
+    out
+}
