@@ -727,3 +727,273 @@ async fn cdr_url_gets_the_cdr_when_the_call_ends() {
     let billed: u64 = cdr.field("Billing-Seconds").unwrap().parse().unwrap();
     assert!(billed >= 1, "the 2 s tone was billed: {billed}");
 }
+
+// ---------------------------------------------------------------------------------------
+// Follow-ups fail like first requests (issue 7): a failed Redirect or Gather action runs the
+// pivot node's `_` child, with the first request's metrics outcome and debug records.
+
+/// How a follow-up fails.
+#[derive(Clone, Copy, Debug, PartialEq)]
+enum Failure {
+    /// To 192.0.2.1, which the test server's `blacklist_cidrs` holds: refused, never asked.
+    Blacklisted,
+    /// A reference that resolves to no http(s) URL.
+    NotHttp,
+    /// To a closed port.
+    Unreachable,
+    /// Answered 500.
+    Status500,
+    /// Answered 200 with an HTML page: neither TwiML nor Kazoo JSON.
+    Garbage,
+    /// Answered after the node's `req_timeout_ms` (500 ms).
+    Timeout,
+}
+
+impl Failure {
+    /// The `pivotd_pivot_requests_total` outcome that counts it (as for a first request).
+    fn outcome(self) -> &'static str {
+        match self {
+            Failure::Blacklisted | Failure::NotHttp => "refused",
+            Failure::Unreachable | Failure::Timeout => "failed",
+            Failure::Status500 => "http_error",
+            Failure::Garbage => "invalid",
+        }
+    }
+
+    /// The follow-up URL as written in the document; `closed` is a port nobody listens on.
+    fn target(self, closed: u16) -> String {
+        match self {
+            Failure::Blacklisted => "http://192.0.2.1/app/next".into(),
+            Failure::NotHttp => "ftp://files.example/app/next".into(),
+            Failure::Unreachable => format!("http://127.0.0.1:{closed}/app/next"),
+            Failure::Status500 => "broken".into(),
+            Failure::Garbage => "garbage".into(),
+            Failure::Timeout => "slow".into(),
+        }
+    }
+
+    /// The path the web server sees the follow-up request on, if it sees it.
+    fn path(self) -> Option<&'static str> {
+        match self {
+            Failure::Status500 => Some("/app/broken"),
+            Failure::Garbage => Some("/app/garbage"),
+            Failure::Timeout => Some("/app/slow"),
+            _ => None,
+        }
+    }
+
+    /// The debug records of the failed request (the node has `debug = true`), as a first
+    /// request's: an error record when no answer came, the response when one did, and the
+    /// answer's error record when it could not be read.
+    fn records(self) -> Vec<pivotd::store::RecordKind> {
+        use pivotd::store::RecordKind::*;
+        match self {
+            Failure::Blacklisted | Failure::NotHttp => vec![Error],
+            Failure::Unreachable | Failure::Timeout => vec![Request, Error],
+            Failure::Status500 => vec![Request, Response],
+            Failure::Garbage => vec![Request, Response, Error],
+        }
+    }
+}
+
+/// Where the follow-up is made.
+#[derive(Clone, Copy, Debug, PartialEq)]
+enum Trigger {
+    /// `<Redirect>` as the first verb: the call is still ringing.
+    RedirectUnanswered,
+    /// `<Redirect>` after a `<Pause>` has answered the call.
+    RedirectAnswered,
+    /// A `<Gather>` action, after the caller keyed 5 (Gather answers the call).
+    GatherAction,
+}
+
+impl Trigger {
+    fn document(self, target: &str) -> String {
+        match self {
+            Trigger::RedirectUnanswered => {
+                format!("<Response><Redirect>{target}</Redirect></Response>")
+            }
+            Trigger::RedirectAnswered => {
+                format!(r#"<Response><Pause length="0"/><Redirect>{target}</Redirect></Response>"#)
+            }
+            Trigger::GatherAction => format!(
+                r#"<Response><Gather numDigits="1" timeout="5" action="{target}"/></Response>"#
+            ),
+        }
+    }
+}
+
+/// The debug records stored for a call, once the store's writer queue is flushed.
+async fn stored_records(server: &TestServer, call_id: &str) -> Vec<pivotd::store::DebugRecord> {
+    let store = server.handle.store.clone();
+    let call_id = call_id.to_string();
+    tokio::task::spawn_blocking(move || {
+        store.flush().unwrap();
+        store.debug_records(ACCOUNT, &call_id).unwrap()
+    })
+    .await
+    .unwrap()
+}
+
+/// 7000 pivots (TwiML, `debug = true`, 500 ms timeout) to /app/ivr, which answers `trigger`'s
+/// document; the node's `_` child pivots to /sorry, which answers a Kazoo `play` of digit-1.
+/// The follow-up fails as `failure` says: the caller must hear digit-1 — the `_` child — and
+/// nothing else, and the failure must be counted and recorded as a first request's would be.
+async fn follow_up_failure_takes_the_underscore_branch(failure: Failure, trigger: Trigger) {
+    let what = format!("{failure:?} at {trigger:?}");
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let closed_port = closed.local_addr().unwrap().port();
+    drop(closed);
+    let doc = trigger.document(&failure.target(closed_port));
+    let web = HttpServer::start(move |r: &HttpReq| match r.path() {
+        "/app/ivr" => HttpResp::xml(&doc),
+        "/app/broken" => HttpResp::status(500),
+        "/app/garbage" => HttpResp::with("text/html", "<html><body>Oops</body></html>"),
+        "/app/slow" => HttpResp {
+            delay: Duration::from_secs(3),
+            ..HttpResp::xml("<Response><Hangup/></Response>")
+        },
+        "/sorry" => HttpResp::json(r#"{"module": "play", "data": {"id": "digit-1"}}"#),
+        _ => HttpResp::status(404),
+    })
+    .await;
+    let flows = format!(
+        r#"
+[[accounts.callflows]]
+numbers = ["7000"]
+flow = {{ module = "pivot", data = {{ voice_url = "{}", req_format = "twiml", req_timeout_ms = 500, debug = true }}, children = {{ _ = {{ module = "pivot", data = {{ voice_url = "{}", req_format = "twiml" }} }} }} }}
+[pivot]
+blacklist_cidrs = ["192.0.2.0/24"]
+"#,
+        web.url("/app/ivr"),
+        web.url("/sorry")
+    );
+    let server = start(&config_toml(&flows, "", "")).await;
+
+    // Unanswered, a failure that ended the call would be a 480 here.
+    let mut call = Call::answered(&server, 5000).await;
+    if trigger == Trigger::GatherAction {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        call.key('5').await;
+    }
+    let audio = call.audio_after_bye(8000).await;
+    assert!(
+        is_prompt(&audio, "digit-1"),
+        "{what}: the _ branch was not taken: the caller got {} bytes",
+        audio.len()
+    );
+
+    let reqs = requests(&web, 2).await;
+    let paths: Vec<&str> = reqs.iter().map(|r| r.path()).collect();
+    let expected: Vec<&str> = ["/app/ivr"]
+        .into_iter()
+        .chain(failure.path())
+        .chain(["/sorry"])
+        .collect();
+    assert_eq!(paths, expected, "{what}");
+    let sorry = reqs.iter().find(|r| r.path() == "/sorry").unwrap();
+    let status = match trigger {
+        Trigger::RedirectUnanswered => "ringing",
+        _ => "in-progress",
+    };
+    assert_eq!(sorry.field("CallStatus").as_deref(), Some(status), "{what}");
+    if trigger == Trigger::GatherAction && failure.path().is_some() {
+        assert_eq!(reqs[1].field("Digits").as_deref(), Some("5"), "{what}");
+    }
+
+    let outcomes = server.handle.pivot_stats.outcomes();
+    let count = |label: &str| outcomes.iter().find(|(l, _)| *l == label).unwrap().1;
+    assert_eq!(count(failure.outcome()), 1, "{what}: {outcomes:?}");
+    assert_eq!(count("ok"), 2, "{what}: /app/ivr and /sorry: {outcomes:?}");
+
+    // The node's debug flag covers its follow-ups (iteration 2); /sorry's node has none.
+    let records = stored_records(&server, &call.ua.call_id).await;
+    let second: Vec<_> = records
+        .iter()
+        .filter(|r| r.iteration == 2)
+        .map(|r| r.kind)
+        .collect();
+    assert_eq!(second, failure.records(), "{what}: {records:?}");
+    assert!(
+        records.iter().all(|r| r.iteration <= 2),
+        "{what}: {records:?}"
+    );
+    assert!(eventually(3, || server.handle.active_calls() == 0).await);
+}
+
+async fn every_trigger_takes_the_underscore_branch(failure: Failure) {
+    for trigger in [
+        Trigger::RedirectUnanswered,
+        Trigger::RedirectAnswered,
+        Trigger::GatherAction,
+    ] {
+        follow_up_failure_takes_the_underscore_branch(failure, trigger).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_follow_up_the_guard_refuses_takes_the_underscore_branch() {
+    every_trigger_takes_the_underscore_branch(Failure::Blacklisted).await;
+    every_trigger_takes_the_underscore_branch(Failure::NotHttp).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unreachable_follow_up_takes_the_underscore_branch() {
+    every_trigger_takes_the_underscore_branch(Failure::Unreachable).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_follow_up_answered_500_takes_the_underscore_branch() {
+    every_trigger_takes_the_underscore_branch(Failure::Status500).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_follow_up_answered_with_garbage_takes_the_underscore_branch() {
+    every_trigger_takes_the_underscore_branch(Failure::Garbage).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_follow_up_that_times_out_takes_the_underscore_branch() {
+    every_trigger_takes_the_underscore_branch(Failure::Timeout).await;
+}
+
+/// A Kazoo answer replaces the pivot node (spec b.3): a `pivot` nested in it is a node of its
+/// own, and its failed TwiML follow-up runs *its* `_` child (digit-1), not the first node's
+/// (digit-2).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_nested_pivots_failed_follow_up_takes_its_own_underscore_branch() {
+    let web = HttpServer::start(|r: &HttpReq| {
+        let host = r.header("host").unwrap_or("");
+        match r.path() {
+            "/start" => HttpResp::json(&format!(
+                r#"{{"module": "pivot", "data": {{"voice_url": "http://{host}/inner", "req_format": "twiml"}},
+                    "children": {{"_": {{"module": "play", "data": {{"id": "digit-1"}}}}}}}}"#
+            )),
+            "/inner" => HttpResp::xml("<Response><Redirect>broken</Redirect></Response>"),
+            "/broken" => HttpResp::status(500),
+            _ => HttpResp::status(404),
+        }
+    })
+    .await;
+    let server = server(
+        &format!(
+            r#"{{ module = "pivot", data = {{ voice_url = "{}" }}, children = {{ _ = {{ module = "play", data = {{ id = "digit-2" }} }} }} }}"#,
+            web.url("/start")
+        ),
+        "",
+    )
+    .await;
+    let mut call = Call::answered(&server, 5000).await;
+    let audio = call.audio_after_bye(5000).await;
+    assert!(
+        is_prompt(&audio, "digit-1"),
+        "the nested node's _ was not taken: {} bytes",
+        audio.len()
+    );
+    let paths: Vec<String> = web
+        .requests()
+        .iter()
+        .map(|r| r.path().to_string())
+        .collect();
+    assert_eq!(paths, ["/start", "/inner", "/broken"]);
+}

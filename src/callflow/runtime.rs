@@ -7,6 +7,7 @@ use std::sync::Arc;
 use std::collections::HashMap;
 use std::time::Duration;
 
+use crate::logsafe::wire;
 use crate::pivot::client::PivotHttp;
 use crate::pivot::debug::DebugSink;
 use crate::pivot::fetch::UrlPrompts;
@@ -80,7 +81,7 @@ impl Runtime {
     pub async fn run(&self, flow: &Node, call: &mut dyn CallControl) {
         let mut state = FlowState::default();
         if self.walk(flow, call, &mut state).await.is_err() {
-            tracing::debug!(call_id = %call.info().call_id, "call ended during the callflow");
+            tracing::debug!(call_id = %wire(&call.info().call_id), "call ended during the callflow");
         }
         if let Some(url) = state.cdr_url.take() {
             self.post_cdr(url, call);
@@ -137,9 +138,12 @@ impl Runtime {
         put("Billing-Seconds", secs(timing.answered).into());
         let body = crate::pivot::request::form_encode(&f);
         tokio::spawn(async move {
-            let Ok(u) = svc.http.guard().check_url_static(&url) else {
-                tracing::warn!(%url, "cdr_url refused by the URL guard");
-                return;
+            let u = match svc.http.guard().check_url_static(&url) {
+                Ok(u) => u,
+                Err(e) => {
+                    tracing::warn!(url = %wire(&url), reason = %wire(&e.to_string()), "cdr_url refused by the URL guard");
+                    return;
+                }
             };
             let req = crate::pivot::client::HttpRequest::post(
                 u,
@@ -148,7 +152,7 @@ impl Runtime {
             )
             .timeout(Duration::from_secs(5));
             if let Err(e) = svc.http.send(req).await {
-                tracing::warn!(%url, reason = %e, "CDR not delivered");
+                tracing::warn!(url = %wire(&url), reason = %wire(&e.to_string()), "CDR not delivered");
             }
         });
     }
@@ -204,13 +208,13 @@ impl Runtime {
     pub async fn resolve_prompt(&self, id: &str) -> Option<Arc<Prompt>> {
         if super::modules::is_url(id) {
             let Some(svc) = self.pivot.as_ref() else {
-                tracing::warn!(id, reason = "no HTTP client", "play: media not played");
+                tracing::warn!(id = %wire(id), reason = "no HTTP client", "play: media not played");
                 return None;
             };
             return match svc.url_prompts.get(id).await {
                 Ok(p) => Some(p),
                 Err(e) => {
-                    tracing::warn!(id, reason = %e, "play: media not played");
+                    tracing::warn!(id = %wire(id), reason = %wire(&e.to_string()), "play: media not played");
                     None
                 }
             };
@@ -218,7 +222,7 @@ impl Runtime {
         match self.prompts.get(id) {
             Ok(p) => Some(p),
             Err(e) => {
-                tracing::warn!(id, reason = %e, "play: media not played");
+                tracing::warn!(id = %wire(id), reason = %wire(&e.to_string()), "play: media not played");
                 None
             }
         }

@@ -1,19 +1,21 @@
 //! Carrying out a TwiML document on a call (spec d, j.11, j.17). Verbs run in order; Gather
 //! and Redirect fetch the next document (with the TwiML field names), which replaces the
 //! current one. A verb that fails is logged and skipped; at the end of the document the call
-//! is hung up. A follow-up answered with Kazoo JSON hands the call back to the callflow.
+//! is hung up. A follow-up answered with Kazoo JSON hands the call back to the callflow; a
+//! follow-up that fails hands it to the pivot node's `_` child, as a failed first request does.
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use url::Url;
 
-use crate::callflow::modules::pivot::{ask, Pivot, PivotCall};
+use crate::callflow::modules::pivot::{ask, Failed, Pivot, PivotCall};
 // Any key interrupts the prompts nested in a Gather.
 use crate::callflow::node::{Node, ALL_KEYS};
 use crate::callflow::runtime::Runtime;
 use crate::callflow::state::FlowState;
 use crate::callflow::{CallControl, CallEnded};
+use crate::logsafe::wire;
 use crate::media::prompt::Prompt;
 use crate::pivot::kazoo::Answer;
 use crate::pivot::request::{Method, ReqFormat};
@@ -25,6 +27,9 @@ pub enum TwimlEnd {
     Done,
     /// A follow-up answered with a Kazoo flow: it replaces the callflow.
     Flow(Box<Node>),
+    /// A follow-up (Redirect, Gather action) failed: the pivot node's `_` child runs, as
+    /// when its first request fails.
+    Failed(Failed),
 }
 
 /// What to do after a verb.
@@ -97,7 +102,7 @@ async fn say_prompt(rt: &Runtime, text: &str, voice: &str, language: &str) -> Op
     match tts.speak(text, voice, Some(language)).await {
         Ok(p) => Some(p),
         Err(reason) => {
-            tracing::warn!(%reason, "TwiML Say skipped");
+            tracing::warn!(reason = %wire(&reason), "TwiML Say skipped");
             None
         }
     }
@@ -107,17 +112,27 @@ async fn play_prompt(rt: &Runtime, base: &Url, url: &str) -> Option<Arc<Prompt>>
     match resolve_url(base, url) {
         Ok(u) => rt.resolve_prompt(u.as_str()).await,
         Err(e) => {
-            tracing::warn!(url, reason = %e, "TwiML Play skipped");
+            tracing::warn!(url = %wire(url), reason = %wire(&e.to_string()), "TwiML Play skipped");
             None
         }
     }
 }
 
-/// Fetches the next document; a failure skips the verb (spec j.11).
-async fn follow(
-    url: Url,
+/// A Redirect's or a Gather action's request: `reference` as written in the document, to be
+/// resolved against `base`, the document's URL.
+struct FollowUp<'a> {
+    reference: &'a str,
+    base: &'a Url,
     method: Method,
-    digits: Option<&str>,
+    /// Gather: the digits it collected.
+    digits: Option<&'a str>,
+}
+
+/// Fetches the next document. A failure here is a failure of the pivot node, as its first
+/// request's would be: the run ends and the node's `_` child runs
+/// (`modules::pivot::take_underscore` states the rule).
+async fn follow(
+    f: FollowUp<'_>,
     pivot: &Pivot,
     call: &mut dyn CallControl,
     rt: &Runtime,
@@ -125,12 +140,13 @@ async fn follow(
 ) -> Result<Step, CallEnded> {
     let asked = ask(
         PivotCall {
-            url: url.as_str(),
-            method,
+            url: f.reference,
+            base: Some(f.base),
+            method: f.method,
             req_format: ReqFormat::Twiml,
             body_format: pivot.req_body_format,
             timeout: Duration::from_millis(pivot.req_timeout_ms),
-            twiml_digits: digits,
+            twiml_digits: f.digits,
             debug: pivot.debug,
         },
         call,
@@ -141,10 +157,7 @@ async fn follow(
     Ok(match asked {
         Ok((Answer::Twiml(verbs), base)) => Step::Document(verbs, base),
         Ok((Answer::Flow(flow), _)) => Step::End(TwimlEnd::Flow(flow)),
-        Err(reason) => {
-            tracing::warn!(%url, %reason, "TwiML follow-up failed: verb skipped");
-            Step::Next
-        }
+        Err(failed) => Step::End(TwimlEnd::Failed(failed)),
     })
 }
 
@@ -209,7 +222,7 @@ async fn run_verb(
                         false
                     }
                     other => {
-                        tracing::warn!(verb = ?other, "TwiML Gather: nested verb skipped");
+                        tracing::warn!(verb = %wire(verb_name(&other)), "TwiML Gather: nested verb skipped");
                         false
                     }
                 };
@@ -237,27 +250,24 @@ async fn run_verb(
             if digits.is_empty() {
                 return Ok(Step::Next);
             }
-            let target = match action.as_deref() {
-                Some(a) => match resolve_url(base, a) {
-                    Ok(u) => u,
-                    Err(e) => {
-                        tracing::warn!(action = a, reason = %e, "TwiML Gather: bad action");
-                        return Ok(Step::Next);
-                    }
-                },
-                // Twilio: without an action the same document is requested again.
-                None => base.clone(),
+            // Twilio: without an action the same document is requested again (an empty
+            // reference resolves to the document itself).
+            let f = FollowUp {
+                reference: action.as_deref().unwrap_or(""),
+                base,
+                method,
+                digits: Some(&digits),
             };
-            return follow(target, method, Some(&digits), pivot, call, rt, state).await;
+            return follow(f, pivot, call, rt, state).await;
         }
         Verb::Redirect { url, method } => {
-            return match resolve_url(base, &url) {
-                Ok(u) => follow(u, method, None, pivot, call, rt, state).await,
-                Err(e) => {
-                    tracing::warn!(url, reason = %e, "TwiML Redirect skipped");
-                    Ok(Step::Next)
-                }
+            let f = FollowUp {
+                reference: &url,
+                base,
+                method,
+                digits: None,
             };
+            return follow(f, pivot, call, rt, state).await;
         }
         Verb::Hangup => {
             // Spec d: `<Hangup/>` answers, then hangs up (a BYE, status `completed`), as
@@ -278,10 +288,28 @@ async fn run_verb(
         Verb::Dial { .. } => {
             tracing::warn!("TwiML Dial skipped: bridging is not supported yet");
         }
-        Verb::Unknown(name) => tracing::warn!(verb = %name, "TwiML verb not supported: skipped"),
+        Verb::Unknown(name) => {
+            tracing::warn!(verb = %wire(&name), "TwiML verb not supported: skipped")
+        }
         Verb::Invalid { verb, reason } => {
-            tracing::warn!(%verb, %reason, "TwiML verb invalid: skipped")
+            tracing::warn!(verb = %wire(&verb), reason = %wire(&reason), "TwiML verb invalid: skipped")
         }
     }
     Ok(Step::Next)
+}
+
+/// A verb's element name for a log line (a nested verb's text and URLs stay out of it).
+fn verb_name(verb: &Verb) -> &str {
+    match verb {
+        Verb::Say { .. } => "Say",
+        Verb::Play { .. } => "Play",
+        Verb::Gather { .. } => "Gather",
+        Verb::Redirect { .. } => "Redirect",
+        Verb::Pause { .. } => "Pause",
+        Verb::Hangup => "Hangup",
+        Verb::Reject { .. } => "Reject",
+        Verb::Dial { .. } => "Dial",
+        Verb::Unknown(name) => name,
+        Verb::Invalid { verb, .. } => verb,
+    }
 }

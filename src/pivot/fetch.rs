@@ -23,6 +23,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 
 use super::client::{HttpError, HttpRequest, HttpResponse, PivotHttp};
+use crate::logsafe::wire;
 use crate::media::prompt::{Prompt, PromptError};
 
 /// Why a played URL gave no prompt.
@@ -198,7 +199,7 @@ impl UrlPrompts {
             Err(err) => {
                 if let Some(e) = entry.as_ref() {
                     if !matches!(err, HttpError::Guard(_)) {
-                        tracing::warn!(url = %key, error = %err, "revalidation failed; playing the cached copy");
+                        tracing::warn!(url = %wire(&key), error = %wire(&err.to_string()), "revalidation failed; playing the cached copy");
                         return Ok(e.prompt.clone());
                     }
                 }
@@ -231,7 +232,7 @@ impl UrlPrompts {
         if !(200..300).contains(&resp.status) {
             if resp.status >= 500 {
                 if let Some(e) = entry.as_ref() {
-                    tracing::warn!(url = %key, status = resp.status, "revalidation failed; playing the cached copy");
+                    tracing::warn!(url = %wire(&key), status = resp.status, "revalidation failed; playing the cached copy");
                     return Ok(e.prompt.clone());
                 }
             }

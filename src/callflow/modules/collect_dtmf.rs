@@ -12,6 +12,7 @@ use crate::callflow::node::{Data, ValidationError};
 use crate::callflow::runtime::{Next, Runtime};
 use crate::callflow::state::{FlowState, DEFAULT_COLLECTION};
 use crate::callflow::{CallControl, CallEnded};
+use crate::logsafe::wire;
 
 const KEYS: &str = "0123456789*#";
 
@@ -139,7 +140,7 @@ pub async fn run(
         .collection_name
         .as_deref()
         .unwrap_or(DEFAULT_COLLECTION);
-    tracing::debug!(collection = name, digits = %digits, "collect_dtmf");
+    tracing::debug!(collection = %wire(name), digits = %wire(&digits), "collect_dtmf");
     state.collections.set(name, &digits);
     Ok(Next::Default)
 }

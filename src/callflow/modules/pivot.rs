@@ -2,21 +2,26 @@
 //! A Kazoo JSON answer replaces the running flow; a TwiML answer is carried out verb by verb
 //! (`callflow::twiml_exec`). Any failure — the URL refused, DNS, connection, TLS, timeout, a
 //! non-2xx status, an empty or unreadable body, a flow that fails validation — is logged with
-//! its reason and the flow goes on with the node's `_` child (spec j.4).
+//! its reason and the flow goes on with the node's `_` child (spec j.4), whether it was the
+//! first request or a TwiML follow-up of the same node (see [`take_underscore`]).
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use serde_json::{Map, Value};
+use url::Url;
 
 use crate::callflow::node::{Data, ValidationError};
-use crate::callflow::runtime::{Next, Runtime};
+use crate::callflow::runtime::{Next, PivotServices, Runtime};
 use crate::callflow::state::FlowState;
 use crate::callflow::{twiml_exec, CallControl, CallEnded};
-use crate::pivot::client::HttpRequest;
+use crate::logsafe::wire;
+use crate::pivot::client::{HttpError, HttpRequest};
 use crate::pivot::debug::DebugContext;
-use crate::pivot::kazoo::{self, Answer};
+use crate::pivot::guard::GuardError;
+use crate::pivot::kazoo::{self, Answer, AnswerError};
 use crate::pivot::request::{self, BodyFormat, Method, PivotState, ReqFormat};
+use crate::pivot::twiml::{resolve_url, ResolveError};
 
 /// Spec j.9: `req_timeout_ms` defaults to 5000.
 pub const DEFAULT_TIMEOUT_MS: u64 = 5000;
@@ -151,13 +156,96 @@ impl PivotStats {
     }
 }
 
+/// Why a pivot request gave nothing to run. Each one is a failure of the pivot node, whichever
+/// of its requests it was (the `voice_url` or a TwiML follow-up): the node's `_` child runs.
+#[derive(Debug, thiserror::Error)]
+pub enum PivotFailure {
+    #[error("pivot is not configured on this server")]
+    NotConfigured,
+    /// A TwiML URL (Redirect, Gather action) that does not resolve to an http(s) URL.
+    #[error("URL refused: {0}")]
+    BadReference(ResolveError),
+    /// The URL guard refused the URL before any request.
+    #[error("URL refused: {0}")]
+    Refused(GuardError),
+    /// No usable response: DNS, connection, TLS, timeout, an oversized body.
+    #[error("{}", FetchReason(.0))]
+    Fetch(HttpError),
+    /// A response with a non-2xx status.
+    #[error("HTTP status {0}")]
+    Status(u16),
+    /// A 2xx answer that is neither TwiML nor a valid Kazoo flow (empty, unreadable, invalid).
+    #[error("answer refused ({kind}): {0}", kind = .0.kind())]
+    Answer(AnswerError),
+}
+
+impl PivotFailure {
+    /// The `/metrics` outcome it is counted under, for the log line (`not_configured` is
+    /// not counted: without pivot services there are no counters).
+    pub fn outcome(&self) -> &'static str {
+        match self {
+            PivotFailure::NotConfigured => "not_configured",
+            PivotFailure::BadReference(_) | PivotFailure::Refused(_) => "refused",
+            PivotFailure::Fetch(_) => "failed",
+            PivotFailure::Status(_) => "http_error",
+            PivotFailure::Answer(_) => "invalid",
+        }
+    }
+}
+
+/// An HTTP failure told without its URL: the log line names the URL once, and not with the
+/// call's parameters that a GET carries in its query (a capped log value would lose the cause).
+struct FetchReason<'a>(&'a HttpError);
+
+impl std::fmt::Display for FetchReason<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.0 {
+            HttpError::Guard(e) => write!(f, "URL refused: {e}"),
+            HttpError::Dns { host, error } => write!(f, "DNS failure for {host:?}: {error}"),
+            HttpError::ConnectRefused { .. } => f.write_str("connection refused"),
+            HttpError::ConnectReset { error, .. } => write!(f, "connection reset: {error}"),
+            HttpError::Tls { error, .. } => write!(f, "TLS failure: {error}"),
+            HttpError::Timeout { after, .. } => write!(f, "timeout after {} ms", after.as_millis()),
+            HttpError::BodyTooLarge { limit, .. } => {
+                write!(f, "response body exceeds {limit} bytes")
+            }
+            HttpError::TooManyRedirects { limit, .. } => write!(f, "more than {limit} redirects"),
+            HttpError::Other { error, .. } => write!(f, "HTTP request failed: {error}"),
+            HttpError::Setup(e) => write!(f, "HTTP client setup: {e}"),
+        }
+    }
+}
+
+/// A pivot request that failed: the URL asked (absolute once resolved), its iteration and why.
+#[derive(Debug)]
+pub struct Failed {
+    pub url: String,
+    pub iteration: u32,
+    pub failure: PivotFailure,
+}
+
 fn count(c: &AtomicU64) {
     c.fetch_add(1, Ordering::Relaxed);
 }
 
-/// One pivot request and its decoded answer; the error is the logged reason.
+impl PivotStats {
+    fn count_failure(&self, f: &PivotFailure) {
+        match f {
+            PivotFailure::NotConfigured => {}
+            PivotFailure::BadReference(_) | PivotFailure::Refused(_) => count(&self.refused),
+            PivotFailure::Fetch(_) => count(&self.failed),
+            PivotFailure::Status(_) => count(&self.http_error),
+            PivotFailure::Answer(_) => count(&self.invalid),
+        }
+    }
+}
+
+/// One pivot request and its decoded answer.
 pub(crate) struct PivotCall<'a> {
+    /// The node's `voice_url`; with `base`, a TwiML reference (Redirect, Gather action).
     pub url: &'a str,
+    /// The URL of the TwiML document `url` was written in (spec j.11: relative URLs).
+    pub base: Option<&'a Url>,
     pub method: Method,
     pub req_format: ReqFormat,
     pub body_format: BodyFormat,
@@ -168,17 +256,21 @@ pub(crate) struct PivotCall<'a> {
     pub debug: bool,
 }
 
-/// Counts the request against the call's cap, sends it and decodes the answer, storing the
-/// debug records as it goes. The inner error is the logged reason; `Err(CallEnded)` when the
-/// call ended, or was ended for reaching the cap.
+/// Counts the request against the call's cap, checks its URL, sends it and decodes the
+/// answer, storing the debug records and counting the outcome as it goes. `Err(CallEnded)`
+/// when the call ended, or was ended for reaching the cap.
 pub(crate) async fn ask(
     p: PivotCall<'_>,
     call: &mut dyn CallControl,
     rt: &Runtime,
     state: &mut FlowState,
-) -> Result<Result<(Answer, url::Url), String>, CallEnded> {
+) -> Result<Result<(Answer, Url), Failed>, CallEnded> {
     let Some(svc) = rt.pivot.as_ref() else {
-        return Ok(Err("pivot is not configured on this server".into()));
+        return Ok(Err(Failed {
+            url: p.url.to_string(),
+            iteration: state.pivot_requests,
+            failure: PivotFailure::NotConfigured,
+        }));
     };
     state.pivot_requests += 1;
     if state.pivot_requests > svc.max_requests_per_call {
@@ -189,13 +281,61 @@ pub(crate) async fn ask(
         call.hangup().await?;
         return Err(CallEnded);
     }
-    let url = match svc.http.guard().check_url_static(p.url) {
-        Ok(u) => u,
-        Err(e) => {
-            count(&svc.stats.refused);
-            return Ok(Err(format!("URL refused: {e}")));
+    let guard = svc.http.guard();
+    let checked = match p.base {
+        None => guard.check_url_static(p.url).map_err(PivotFailure::Refused),
+        Some(base) => match resolve_url(base, p.url) {
+            Ok(u) => guard
+                .check_parsed(&u)
+                .map(|()| u)
+                .map_err(PivotFailure::Refused),
+            Err(e) => Err(PivotFailure::BadReference(e)),
+        },
+    };
+    let ctx = DebugContext {
+        account_id: call.info().account_id.clone(),
+        call_id: call.info().call_id.clone(),
+        iteration: state.pivot_requests,
+        node: match (&checked, p.base) {
+            (Ok(u), Some(_)) => u.to_string(),
+            _ => p.url.to_string(),
+        },
+        debug: p.debug,
+    };
+    let result = match checked {
+        Ok(url) => send(svc, &p, url, &ctx, call, state).await,
+        Err(failure) => {
+            // debug.rs: a refused URL leaves an error record too.
+            svc.debug.record_failure(&ctx, &failure.to_string());
+            Err(failure)
         }
     };
+    Ok(match result {
+        Ok(answered) => {
+            count(&svc.stats.ok);
+            Ok(answered)
+        }
+        Err(failure) => {
+            svc.stats.count_failure(&failure);
+            Err(Failed {
+                url: ctx.node,
+                iteration: ctx.iteration,
+                failure,
+            })
+        }
+    })
+}
+
+/// Sends a checked request and decodes its answer (the document's base URL beside it).
+async fn send(
+    svc: &PivotServices,
+    p: &PivotCall<'_>,
+    url: Url,
+    ctx: &DebugContext,
+    // `&mut`: a `&dyn CallControl` would not be Send (the trait is not Sync).
+    call: &mut dyn CallControl,
+    state: &FlowState,
+) -> Result<(Answer, Url), PivotFailure> {
     let status = if call.is_answered() {
         "in-progress"
     } else {
@@ -225,15 +365,8 @@ pub(crate) async fn ask(
             &prepared.signature(secret.as_bytes()),
         );
     }
-    let ctx = DebugContext {
-        account_id: call.info().account_id.clone(),
-        call_id: call.info().call_id.clone(),
-        iteration: state.pivot_requests,
-        node: p.url.to_string(),
-        debug: p.debug,
-    };
     svc.debug.record_request(
-        &ctx,
+        ctx,
         prepared.url.as_str(),
         prepared.method.as_str(),
         prepared.content_type.map(|c| ("content-type", c)),
@@ -242,25 +375,23 @@ pub(crate) async fn ask(
     if let Some(b) = prepared.body {
         req = req.body(b);
     }
-    tracing::info!(url = %prepared.url, method = prepared.method.as_str(), "pivot request");
+    // Every call makes one or more: DEBUG, not INFO (failures are logged as WARN).
+    tracing::debug!(url = %wire(prepared.url.as_str()), method = prepared.method.as_str(), "pivot request");
     let resp = match svc.http.send(req).await {
         Ok(r) => r,
         Err(e) => {
-            let reason = e.to_string();
-            count(&svc.stats.failed);
-            svc.debug.record_failure(&ctx, &reason);
-            return Ok(Err(reason));
+            svc.debug.record_failure(ctx, &e.to_string());
+            return Err(PivotFailure::Fetch(e));
         }
     };
     svc.debug.record_response(
-        &ctx,
+        ctx,
         resp.status,
         resp.headers.iter().map(|(k, v)| (k, v)),
         &resp.body,
     );
     if !(200..300).contains(&resp.status) {
-        count(&svc.stats.http_error);
-        return Ok(Err(format!("{url} answered HTTP {}", resp.status)));
+        return Err(PivotFailure::Status(resp.status));
     }
     // The document's URL (base of its relative URLs, Gather's default action) is the one
     // asked for, not the GET with the call's parameters added; after an HTTP redirect, the
@@ -271,16 +402,34 @@ pub(crate) async fn ask(
         resp.final_url
     };
     match kazoo::decode(resp.content_type.as_deref(), &resp.body) {
-        Ok(answer) => {
-            count(&svc.stats.ok);
-            Ok(Ok((answer, base)))
-        }
+        Ok(answer) => Ok((answer, base)),
         Err(e) => {
-            count(&svc.stats.invalid);
-            svc.debug.record_error(&ctx, &e, &resp.body);
-            Ok(Err(format!("{} answer refused ({}): {e}", p.url, e.kind())))
+            svc.debug.record_error(ctx, &e, &resp.body);
+            Err(PivotFailure::Answer(e))
         }
     }
+}
+
+/// The rule for every request of a pivot node (spec j.4, issue 7): when its `voice_url` or any
+/// later request it makes — a TwiML `<Redirect>` or Gather `action` — fails, the node's `_`
+/// child runs (or the call ends where there is none). "Fails" is what a first request treats as
+/// failure: a URL that does not resolve or that the guard refuses, no usable response (DNS,
+/// connection, TLS, timeout, an oversized body), a non-2xx status, an answer that is neither
+/// TwiML nor a valid flow. The same log line, debug records and metrics outcome either way.
+/// Not request failures, so not `_`: a Play, Say or unknown verb that is skipped (j.11), a
+/// Gather with no input (j.17, no request), and reaching `max_requests_per_call` (j.18, the
+/// call ends). A Kazoo flow answer replaces the node, so a nested `pivot` in it is a node of
+/// its own, with its own `_` (spec b.3).
+fn take_underscore(failed: &Failed, request: &'static str) -> Next {
+    tracing::warn!(
+        url = %wire(&failed.url),
+        request,
+        iteration = failed.iteration,
+        outcome = failed.failure.outcome(),
+        reason = %wire(&failed.failure.to_string()),
+        "pivot failed: taking the _ branch"
+    );
+    Next::Default
 }
 
 pub async fn run(
@@ -292,6 +441,7 @@ pub async fn run(
     let asked = ask(
         PivotCall {
             url: &data.voice_url,
+            base: None,
             method: data.method,
             req_format: data.req_format,
             body_format: data.req_body_format,
@@ -314,11 +464,63 @@ pub async fn run(
             match twiml_exec::run(verbs, base, data, call, rt, state).await? {
                 twiml_exec::TwimlEnd::Done => Ok(Next::Stop),
                 twiml_exec::TwimlEnd::Flow(flow) => Ok(Next::Replace(flow)),
+                twiml_exec::TwimlEnd::Failed(failed) => Ok(take_underscore(&failed, "follow-up")),
             }
         }
-        Err(reason) => {
-            tracing::warn!(voice_url = %data.voice_url, %reason, "pivot failed: taking the _ branch");
-            Ok(Next::Default)
+        Err(failed) => Ok(take_underscore(&failed, "voice_url")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fetch_failures_are_told_without_the_url_and_its_query() {
+        let url = "http://pivot.example/ivr?Caller-ID-Name=Alice".to_string();
+        for (e, shown) in [
+            (
+                HttpError::ConnectRefused { url: url.clone() },
+                "connection refused",
+            ),
+            (
+                HttpError::Timeout {
+                    url: url.clone(),
+                    after: Duration::from_millis(300),
+                },
+                "timeout after 300 ms",
+            ),
+            (
+                HttpError::Other {
+                    url: url.clone(),
+                    error: "boom".into(),
+                },
+                "HTTP request failed: boom",
+            ),
+        ] {
+            assert_eq!(PivotFailure::Fetch(e).to_string(), shown);
+        }
+    }
+
+    /// The log line's `outcome` is the counter the failure went to.
+    #[test]
+    fn each_failure_is_counted_under_its_logged_outcome() {
+        for f in [
+            PivotFailure::BadReference(ResolveError::Scheme("ftp".into())),
+            PivotFailure::Refused(GuardError::BlockedHost("internal.example".into())),
+            PivotFailure::Fetch(HttpError::ConnectRefused { url: "u".into() }),
+            PivotFailure::Status(500),
+            PivotFailure::Answer(AnswerError::Empty),
+        ] {
+            let stats = PivotStats::default();
+            stats.count_failure(&f);
+            let counted: Vec<&str> = stats
+                .outcomes()
+                .into_iter()
+                .filter(|(_, n)| *n == 1)
+                .map(|(label, _)| label)
+                .collect();
+            assert_eq!(counted, [f.outcome()], "{f:?}");
         }
     }
 }

@@ -35,6 +35,7 @@ use crate::callflow::node::{Data, ValidationError};
 use crate::callflow::runtime::{Next, Runtime};
 use crate::callflow::state::FlowState;
 use crate::callflow::{CallControl, CallEnded};
+use crate::logsafe::wire;
 use crate::media::prompt::Prompt;
 
 /// Types accepted: Kazoo's enum (`callflows.audio_macro.say.json`) less the date and time
@@ -299,14 +300,14 @@ pub async fn run(
         Kind::Text => vec![Piece::Speech(data.text.clone())],
     };
     if rt.tts.is_none() && pieces.iter().any(|p| matches!(p, Piece::Speech(_))) {
-        tracing::warn!(say_type = %data.say_type, "say: no TTS hook configured; letters and text skipped");
+        tracing::warn!(say_type = %wire(&data.say_type), "say: no TTS hook configured; letters and text skipped");
     }
     for piece in pieces {
         let prompt = match piece {
             Piece::Digit(d) => match rt.prompts.get(&format!("digit-{d}")) {
                 Ok(p) => p,
                 Err(e) => {
-                    tracing::warn!(reason = %e, "say: digit prompt missing");
+                    tracing::warn!(reason = %wire(&e.to_string()), "say: digit prompt missing");
                     continue;
                 }
             },
@@ -331,7 +332,7 @@ async fn speak(data: &Say, rt: &Runtime, text: &str) -> Option<Arc<Prompt>> {
     {
         Ok(p) => Some(p),
         Err(reason) => {
-            tracing::warn!(%reason, "say: tts failed");
+            tracing::warn!(reason = %wire(&reason), "say: tts failed");
             None
         }
     }

@@ -10,6 +10,7 @@ use crate::callflow::node::{Data, ValidationError};
 use crate::callflow::runtime::{Next, Runtime};
 use crate::callflow::state::FlowState;
 use crate::callflow::{CallControl, CallEnded};
+use crate::logsafe::wire;
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Tts {
@@ -87,7 +88,7 @@ pub async fn run(
     {
         Ok(p) => p,
         Err(reason) => {
-            tracing::warn!(%reason, "tts failed: going on with _");
+            tracing::warn!(reason = %wire(&reason), "tts failed: going on with _");
             return Ok(Next::Default);
         }
     };
