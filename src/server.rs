@@ -523,6 +523,9 @@ impl Admission {
             negotiated,
             offer,
             local_sdp,
+            // Set from `[sip] trusted_sources` by the admission rules; untrusted until then.
+            source_trusted: false,
+            early_media_unproven: Duration::from_secs(self.cfg.media.early_media_unproven_s),
         };
         tokio::spawn(Call::run(self.ctx.clone(), setup));
     }
