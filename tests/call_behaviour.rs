@@ -514,8 +514,10 @@ async fn a_bye_before_the_ack_stops_the_200_retransmissions() {
     while let Some(m) = ua.sip.recv(ms_until(ended + Duration::from_secs(2))).await {
         let invite_200 = m.starts_with("SIP/2.0 200")
             && header(&m, "CSeq").is_some_and(|c| c.ends_with("INVITE"));
+        // One already due as the dialog was ending may pass; none later (before, they
+        // went on at 0.3, 0.7, 1.5 s).
         assert!(
-            !invite_200 || ended.elapsed() < Duration::from_millis(50),
+            !invite_200 || ended.elapsed() < Duration::from_millis(250),
             "200 retransmitted {:?} after the dialog ended",
             ended.elapsed()
         );
