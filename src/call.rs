@@ -2,6 +2,11 @@
 //! the callflow run. It implements [`CallControl`] for the runtime, and while the runtime waits
 //! (a prompt playing, a sleep) it keeps serving the dialog: BYE, CANCEL, re-INVITE, OPTIONS,
 //! INFO, the ACK, the RTP timeout, the maximum duration and shutdown.
+//!
+//! Towards a source that is not trusted, nothing is sent that the caller has not asked for:
+//! RTP starts once its address proved it takes part (the ACK of our 2xx, or its first RTP
+//! packet), early media stops after a few unproven seconds, and a BYE waits for the ACK
+//! (RFC 3261 §15) and is not sent at all to an address that never proved itself.
 
 use std::future::Future;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
@@ -63,6 +68,11 @@ pub struct CallSetup {
     /// The INVITE's offer, parsed: the answer mirrors its m= lines (RFC 3264 §6).
     pub offer: Option<Sdp>,
     pub local_sdp: LocalSession,
+    /// The INVITE came from a trusted source (a carrier, a proxy in front): its media address
+    /// need not prove itself before RTP goes there, nor is its early media capped.
+    pub source_trusted: bool,
+    /// How long early media goes to an address that has not proved it takes part.
+    pub early_media_unproven: Duration,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -120,6 +130,12 @@ pub struct Call {
     final_code: Option<u16>,
     /// Why the call ended, in FreeSWITCH/Kazoo terms; the first cause found wins.
     hangup_cause: Option<&'static str>,
+    source_trusted: bool,
+    early_media_unproven: Duration,
+    /// The caller acknowledged our 2xx: a BYE may go (RFC 3261 §15).
+    acked: bool,
+    /// We hung up before the ACK: the BYE goes when it arrives.
+    bye_after_ack: bool,
 }
 
 impl Call {
@@ -159,7 +175,15 @@ impl Call {
             digit_arrived: Arc::new(Notify::new()),
             final_code: None,
             hangup_cause: None,
+            source_trusted: setup.source_trusted,
+            early_media_unproven: setup.early_media_unproven,
+            acked: false,
+            bye_after_ack: false,
         };
+        if !call.source_trusted {
+            // No amplification: one forged INVITE must not aim our RTP at a third party.
+            call.rtp.require_proof();
+        }
         call.dtmf_events = call.rtp.take_events();
         if let Some(n) = &call.negotiated {
             call.apply_negotiated(n.clone());
@@ -384,12 +408,28 @@ impl Call {
     /// Ends the call from our side: BYE when answered, else a final response.
     fn end_now(&mut self, code: u16, reason: &str) {
         match self.phase {
-            Phase::Answered => self.send_bye(),
+            Phase::Answered => self.bye_when_acked(),
             Phase::Early => self.respond_invite(code, Some(reason), false),
             Phase::Ended => {}
         }
         self.phase = Phase::Ended;
         self.rtp.stop_playing();
+    }
+
+    /// RFC 3261 §15: the callee MUST NOT send a BYE before the ACK of its 2xx (or the 2xx
+    /// transaction timing out). Before the ACK, the BYE waits for it ([`Call::finish`]).
+    fn bye_when_acked(&mut self) {
+        if self.acked {
+            self.send_bye();
+        } else {
+            self.bye_after_ack = true;
+        }
+    }
+
+    /// Whether our media and signalling may go to the caller unasked: a trusted source, or
+    /// one that acknowledged our 2xx or sent RTP.
+    fn caller_proven(&self) -> bool {
+        self.source_trusted || self.acked || self.rtp.received_packets() > 0
     }
 
     fn send_bye(&mut self) {
@@ -411,11 +451,22 @@ impl Call {
                 }
             }
             DialogEvent::AckTimeout => {
-                tracing::warn!("no ACK for our 200 OK: ending the call with BYE");
                 self.set_cause("RECOVERY_ON_TIMER_EXPIRE");
-                if self.phase == Phase::Answered {
-                    self.send_bye();
+                if self.phase == Phase::Answered || self.bye_after_ack {
+                    // §13.3.1.4 says SHOULD send BYE; we do so only to a caller that proved
+                    // it takes part: a BYE (and its retransmissions) to a forged INVITE's
+                    // source would be amplification aimed at a third party.
+                    if self.caller_proven() {
+                        tracing::warn!("no ACK for our 200 OK: ending the call with BYE");
+                        self.send_bye();
+                    } else {
+                        tracing::info!(
+                            "no ACK for our 200 OK and no RTP from the caller: ending the call \
+                             without BYE"
+                        );
+                    }
                 }
+                self.bye_after_ack = false;
                 self.phase = Phase::Ended;
             }
             DialogEvent::Ack { req } => self.on_ack(req),
@@ -425,6 +476,15 @@ impl Call {
     }
 
     fn on_ack(&mut self, req: rsip::Request) {
+        // The caller took our 2xx: its address takes part, RTP may go there.
+        self.acked = true;
+        self.rtp.prove();
+        if self.bye_after_ack {
+            // The flow is over and only waited for this ACK (§15).
+            self.bye_after_ack = false;
+            self.send_bye();
+            return;
+        }
         if self.awaiting_answer.is_none() || self.awaiting_answer != Some(cseq_of(&req)) {
             return;
         }
@@ -466,6 +526,8 @@ impl Call {
                 self.set_cause("NORMAL_CLEARING");
                 reply(200, &[], None);
                 self.phase = Phase::Ended;
+                // The dialog is over: no BYE of ours is owed any more.
+                self.bye_after_ack = false;
                 self.rtp.stop_playing();
             }
             rsip::Method::Options => reply(
@@ -517,6 +579,11 @@ impl Call {
             respond(self, 500, &[("Retry-After", "1")], None);
             return;
         }
+        if self.phase == Phase::Ended {
+            // The call is over and only waits for the ACK to send its BYE.
+            respond(self, 500, &[], None);
+            return;
+        }
         if self.awaiting_answer.is_some() {
             respond(self, 491, &[], None);
             return;
@@ -556,11 +623,11 @@ impl Call {
         }
     }
 
-    /// After the flow: hang up what is still up, and let a BYE's transaction run.
+    /// After the flow: hang up what is still up; a BYE owed before the ACK waits for it.
     async fn finish(&mut self) {
         match self.phase {
             Phase::Answered => {
-                self.send_bye();
+                self.bye_when_acked();
                 self.phase = Phase::Ended;
             }
             Phase::Early => {
@@ -570,6 +637,30 @@ impl Call {
             Phase::Ended => {}
         }
         self.rtp.stop_playing();
+        self.await_ack_then_bye().await;
+    }
+
+    /// Serves the dialog until the ACK (then BYE), the 2xx timing out (Timer H, 64·T1), the
+    /// caller's own BYE, or shutdown. Bounded by Timer H.
+    async fn await_ack_then_bye(&mut self) {
+        let mut force_end_alive = true;
+        while self.bye_after_ack && !*self.force_end.borrow() {
+            tokio::select! {
+                ev = self.events.recv() => match ev {
+                    Some(ev) => self.on_event(ev),
+                    None => break,
+                },
+                changed = self.force_end.changed(), if force_end_alive => {
+                    force_end_alive = changed.is_ok();
+                }
+            }
+        }
+        if self.bye_after_ack {
+            // Shutting down before the ACK: §15 forbids the BYE; the 2xx stops with the
+            // dialog and the caller's own timers end its side.
+            tracing::info!("call ended before the caller's ACK: no BYE");
+            self.bye_after_ack = false;
+        }
     }
 }
 
@@ -602,6 +693,11 @@ impl CallControl for Call {
         }
         self.respond_invite(200, None, true);
         self.phase = Phase::Answered;
+        if !self.source_trusted {
+            // Answered, the address proves itself by the ACK or its RTP: no more unproven
+            // early audio meanwhile.
+            self.rtp.end_unproven();
+        }
         self.answered_at = Some(Instant::now());
         self.ctx.stats.answered.fetch_add(1, Ordering::Relaxed);
         Ok(())
@@ -620,6 +716,11 @@ impl CallControl for Call {
             }
             self.respond_invite(183, None, true);
             self.early_media_sent = true;
+            if !self.source_trusted {
+                // Early media has no ACK to prove the address: a few seconds unproven, then
+                // silence unless the caller's RTP has arrived.
+                self.rtp.allow_unproven_for(self.early_media_unproven);
+            }
         }
         Ok(())
     }
@@ -641,6 +742,13 @@ impl CallControl for Call {
         {
             let arrived = self.answer_arrived.clone();
             self.serve(async move { arrived.notified().await }).await?;
+        }
+        // No amplification: an answered call sends RTP to an untrusted caller once it proved
+        // it takes part (the ACK, or its RTP). Wait for that rather than lose the prompt's
+        // start: the caller hears it whole.
+        while self.phase == Phase::Answered && !self.source_trusted && !self.rtp.is_proven() {
+            let rtp = self.rtp.clone();
+            self.serve(async move { rtp.wait_proven().await }).await?;
         }
         let codec = self
             .negotiated

@@ -118,6 +118,12 @@ pub struct MediaConfig {
     /// `rtp_timeout_s`: hang up (BYE) when the caller sends no RTP for this long, except
     /// while on hold; 0 = off. Default 60.
     pub rtp_timeout_s: u64,
+    /// `early_media_unproven_s`: how long early media (a 183 and a prompt before the answer)
+    /// is sent to a caller's media address that has not proved it takes part (no RTP from it
+    /// yet) and whose source is not trusted; then the audio stops (the prompt keeps its time)
+    /// unless the caller's RTP arrives. It bounds what one forged INVITE can make pivotd send
+    /// to a third party. 0..=3600; 0 = no early audio until the caller's RTP. Default 5.
+    pub early_media_unproven_s: u64,
 }
 
 impl MediaConfig {
@@ -797,7 +803,14 @@ fn parse(s: &str, base: &Path) -> (Config, Vec<ConfigProblem>) {
     r.check_keys(
         t,
         p,
-        &["ip", "port_min", "port_max", "dir", "rtp_timeout_s"],
+        &[
+            "ip",
+            "port_min",
+            "port_max",
+            "dir",
+            "rtp_timeout_s",
+            "early_media_unproven_s",
+        ],
     );
     let dir = r.string(t, p, "dir");
     if dir.as_deref() == Some("") {
@@ -818,6 +831,9 @@ fn parse(s: &str, base: &Path) -> (Config, Vec<ConfigProblem>) {
         rtp_timeout_s: r
             .int(t, p, "rtp_timeout_s", 0, 86400)
             .map_or(60, |n| n as u64),
+        early_media_unproven_s: r
+            .int(t, p, "early_media_unproven_s", 0, 3600)
+            .map_or(5, |n| n as u64),
     };
     if media.port_min > media.port_max {
         r.problem(

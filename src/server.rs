@@ -637,6 +637,9 @@ impl Admission {
             negotiated,
             offer,
             local_sdp,
+            // Set from `[sip] trusted_sources` by the admission rules; untrusted until then.
+            source_trusted: false,
+            early_media_unproven: Duration::from_secs(self.cfg.media.early_media_unproven_s),
         };
         let ctx = self.ctx.clone();
         tokio::spawn(async move {

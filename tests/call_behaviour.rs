@@ -1,14 +1,15 @@
 //! Dialog and call behaviour over real sockets, with hand-written SIP: BYE, 2xx
 //! retransmission, re-INVITE (codec change, hold, offerless), late offer, in-dialog requests,
 //! error responses, limits, RTP timeout, symmetric RTP, the port pool, early media, the
-//! `response` module, CANCEL over TCP and graceful shutdown.
+//! `response` module, CANCEL over TCP and graceful shutdown; no amplification towards an
+//! address that never proved itself, the strict RTP latch, and no BYE before the ACK.
 
 mod common;
 
 use common::*;
 use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::net::UdpSocket;
 use tokio::time::Instant;
@@ -29,6 +30,18 @@ flow = { module = "play", data = { id = "tone-1khz" }, children = { _ = { module
 [[accounts.callflows]]
 numbers = ["1003"]
 flow = { module = "sleep", data = { duration = 20 } }
+[[accounts.callflows]]
+numbers = ["1005"]
+flow = { module = "collect_dtmf", data = { timeout = 1 }, children = { _ = { module = "hangup" } } }
+[[accounts.callflows]]
+numbers = ["1006"]
+flow = { module = "play", data = { id = "tone-1khz", answer = false, endless_playback = true, terminators = [] } }
+[[accounts.callflows]]
+numbers = ["1007"]
+flow = { module = "play", data = { id = "digit-1" }, children = { _ = { module = "hangup" } } }
+[[accounts.callflows]]
+numbers = ["1008"]
+flow = { module = "play", data = { id = "tone-1khz", endless_playback = true }, children = { _ = { module = "play", data = { id = "digit-1" }, children = { _ = { module = "hangup" } } } } }
 "#;
 
 /// The server of most tests: no limits, no RTP timeout.
@@ -387,22 +400,22 @@ async fn unacknowledged_200_is_retransmitted_with_timer_g_until_the_ack() {
     assert_eq!(server.handle.active_calls(), 1, "the call is still up");
 }
 
+/// Fast RFC 3261 timers: T1 = 20 ms makes Timer H (64*T1) 1.28 s instead of 32 s.
+const FAST_TIMERS: &str = "timer_t1_ms = 20\ntimer_t2_ms = 200";
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_200_never_acknowledged_ends_the_call_with_bye_at_timer_h() {
-    // T1 = 20 ms makes Timer H (64*T1) 1.28 s instead of 32 s.
-    let server = start(&config_toml(
-        FLOWS,
-        "timer_t1_ms = 20\ntimer_t2_ms = 200",
-        "",
-    ))
-    .await;
+async fn a_200_never_acknowledged_by_a_caller_sending_rtp_ends_with_bye_at_timer_h() {
+    let server = start(&config_toml(FLOWS, FAST_TIMERS, "")).await;
     let sink = RtpSink::bind().await;
     let mut ua = Ua::udp(&server, "1000").await;
     ua.invite(Some(&pcmu_offer(sink.addr.port()))).await;
     let started = Instant::now();
     let first = ua.sip.expect("SIP/2.0 200", 2000).await.expect("200");
     ua.to_tag = to_tag(&first);
-    // Never ACKed: the 200 is retransmitted, then Timer H gives up and pivotd sends BYE.
+    // Its RTP proves the caller takes part, though its ACK never comes.
+    let _rtp = send_rtp(sink.socket.clone(), media_addr(&first));
+    // Never ACKed: the 200 is retransmitted, then Timer H gives up and pivotd sends BYE
+    // (RFC 3261 §13.3.1.4).
     let bye = ua
         .sip
         .expect("BYE ", 5000)
@@ -415,6 +428,112 @@ async fn a_200_never_acknowledged_ends_the_call_with_bye_at_timer_h() {
         "BYE after {waited:?}"
     );
     assert!(eventually(3, || server.handle.active_calls() == 0).await);
+}
+
+/// Symptom 4 of issue 7 (RFC 3261 §15): the flow answers and hangs up at once, the caller's
+/// ACK comes a second later: the BYE waits for it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bye_waits_for_the_ack_of_our_200() {
+    let server = server().await;
+    let sink = RtpSink::bind().await;
+    let mut ua = Ua::udp(&server, "1005").await;
+    ua.invite(Some(&pcmu_offer(sink.addr.port()))).await;
+    let ok = ua.sip.expect("SIP/2.0 200", 3000).await.expect("200");
+    ua.to_tag = to_tag(&ok);
+    // The ACK is withheld for a second: only the 200 (and its retransmissions) may come.
+    let withheld = Instant::now() + Duration::from_millis(1000);
+    while let Some(m) = ua.sip.recv(ms_until(withheld)).await {
+        assert!(m.starts_with("SIP/2.0 200"), "before the ACK:\n{m}");
+    }
+    ua.ack(None).await;
+    let acked = Instant::now();
+    let bye = ua
+        .sip
+        .expect("BYE ", 2000)
+        .await
+        .expect("BYE after the ACK");
+    assert!(acked.elapsed() < Duration::from_millis(1000), "BYE late");
+    assert_bye_in_dialog(&ua, &bye);
+    assert!(eventually(3, || server.handle.active_calls() == 0).await);
+    assert_eq!(server.handle.stats.answered.load(Ordering::Relaxed), 1);
+}
+
+/// Milliseconds left until `t` (0 once past).
+fn ms_until(t: Instant) -> u64 {
+    t.saturating_duration_since(Instant::now()).as_millis() as u64
+}
+
+/// Symptoms 3 and 4 of issue 7: a caller that neither acknowledges the 200 nor sends RTP
+/// never proved its address: Timer H ends the call without a BYE (a deliberate deviation from
+/// §13.3.1.4's SHOULD), and the 200's retransmissions stop there.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_200_never_acknowledged_by_a_silent_caller_ends_without_bye() {
+    let server = start(&config_toml(FLOWS, FAST_TIMERS, "")).await;
+    let sink = RtpSink::bind().await;
+    let mut ua = Ua::udp(&server, "1005").await;
+    ua.invite(Some(&pcmu_offer(sink.addr.port()))).await;
+    let started = Instant::now();
+    let mut oks = Vec::new();
+    let until = started + Duration::from_millis(3000);
+    while let Some(m) = ua.sip.recv(ms_until(until)).await {
+        assert!(!m.starts_with("BYE "), "a BYE to an unproven caller:\n{m}");
+        if m.starts_with("SIP/2.0 200") {
+            oks.push(started.elapsed());
+        }
+    }
+    assert!(oks.len() >= 3, "the 200 is retransmitted: {oks:?}");
+    let last = *oks.last().unwrap();
+    assert!(
+        last < Duration::from_millis(1800),
+        "200 retransmitted after Timer H (1.28 s): {oks:?}"
+    );
+    assert_eq!(server.handle.active_calls(), 0, "Timer H ended the call");
+    assert!(sink.packets().is_empty(), "RTP to an unproven address");
+    let stats = &server.handle.endpoint.stats;
+    assert!(
+        eventually(3, || stats.live_server_transactions.load(Ordering::Relaxed)
+            == 0
+            && stats.live_dialogs.load(Ordering::Relaxed) == 0)
+        .await
+    );
+}
+
+/// UDP may deliver the caller's BYE before its ACK: the dialog ends, and so do the 2xx
+/// retransmissions (its transaction still ends at Timer H, keeping the gauge right).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_bye_before_the_ack_stops_the_200_retransmissions() {
+    // T1 = 100 ms: Timer G resends at 0.1, 0.3, 0.7, 1.5 s; Timer H at 6.4 s.
+    let server = start(&config_toml(FLOWS, "timer_t1_ms = 100", "")).await;
+    let sink = RtpSink::bind().await;
+    let mut ua = Ua::udp(&server, "1000").await;
+    ua.invite_ok(Some(&pcmu_offer(sink.addr.port()))).await;
+    let cseq = ua.send("BYE", &[], None).await;
+    let r = ua.response_to(cseq, "BYE").await;
+    assert_eq!(status(&r), 200, "{r}");
+    let ended = Instant::now();
+    while let Some(m) = ua.sip.recv(ms_until(ended + Duration::from_secs(2))).await {
+        let invite_200 = m.starts_with("SIP/2.0 200")
+            && header(&m, "CSeq").is_some_and(|c| c.ends_with("INVITE"));
+        // One already due as the dialog was ending may pass; none later (before, they
+        // went on at 0.3, 0.7, 1.5 s).
+        assert!(
+            !invite_200 || ended.elapsed() < Duration::from_millis(250),
+            "200 retransmitted {:?} after the dialog ended",
+            ended.elapsed()
+        );
+    }
+    assert!(sink.packets().is_empty(), "RTP before any proof");
+    assert!(eventually(3, || server.handle.active_calls() == 0).await);
+    let stats = &server.handle.endpoint.stats;
+    assert!(
+        eventually(8, || stats.live_server_transactions.load(Ordering::Relaxed)
+            == 0
+            && stats.live_dialogs.load(Ordering::Relaxed) == 0)
+        .await,
+        "server tx {}, dialogs {}",
+        stats.live_server_transactions.load(Ordering::Relaxed),
+        stats.live_dialogs.load(Ordering::Relaxed)
+    );
 }
 
 // ---------------------------------------------------------------------------------------
@@ -1204,4 +1323,193 @@ async fn an_rfc4733_key_stops_the_prompt_and_the_flow_goes_on() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_sip_info_key_stops_the_prompt_and_the_flow_goes_on() {
     barge_in(true).await;
+}
+
+// ---------------------------------------------------------------------------------------
+// No amplification: the SDP's address gets RTP only once it proved it takes part
+
+/// A third party's UDP port on 127.0.0.2: every datagram it receives.
+struct ThirdParty {
+    addr: SocketAddr,
+    got: Arc<Mutex<Vec<Vec<u8>>>>,
+    _task: AbortOnDrop,
+}
+
+impl ThirdParty {
+    async fn bind() -> ThirdParty {
+        let socket = UdpSocket::bind("127.0.0.2:0").await.unwrap();
+        let addr = socket.local_addr().unwrap();
+        let got = Arc::new(Mutex::new(Vec::new()));
+        let g = got.clone();
+        let task = tokio::spawn(async move {
+            let mut buf = [0u8; 2048];
+            while let Ok(n) = socket.recv(&mut buf).await {
+                g.lock().unwrap().push(buf[..n].to_vec());
+            }
+        });
+        ThirdParty {
+            addr,
+            got,
+            _task: AbortOnDrop(task),
+        }
+    }
+
+    fn bytes(&self) -> usize {
+        self.got.lock().unwrap().iter().map(Vec::len).sum()
+    }
+
+    /// The RTP payloads received (pivotd's packets have a 12-byte header).
+    fn audio(&self) -> Vec<u8> {
+        self.got
+            .lock()
+            .unwrap()
+            .iter()
+            .flat_map(|d| d.get(12..).unwrap_or(&[]).to_vec())
+            .collect()
+    }
+}
+
+/// An offer naming the third party's address as the caller's media address.
+fn offer_naming(third: &ThirdParty) -> String {
+    pcmu_offer(third.addr.port()).replace("c=IN IP4 127.0.0.1", "c=IN IP4 127.0.0.2")
+}
+
+/// Symptom 3 of issue 7: one spoofable INVITE naming 127.0.0.2 as its media address, with
+/// no ACK and no RTP, makes pivotd send nothing there, and no BYE to its source.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_forged_invite_aims_no_rtp_and_no_bye_at_anyone() {
+    let server = start(&config_toml(FLOWS, FAST_TIMERS, "")).await;
+    let third = ThirdParty::bind().await;
+    let mut ua = Ua::udp(&server, "1000").await;
+    ua.invite(Some(&offer_naming(&third))).await;
+    let until = Instant::now() + Duration::from_millis(3000);
+    let mut oks = 0;
+    while let Some(m) = ua.sip.recv(ms_until(until)).await {
+        assert!(!m.starts_with("BYE "), "BYE to the forged source:\n{m}");
+        oks += usize::from(m.starts_with("SIP/2.0 200"));
+    }
+    assert!(oks >= 1, "the INVITE was answered");
+    assert_eq!(third.bytes(), 0, "RTP aimed at 127.0.0.2");
+    assert_eq!(server.handle.active_calls(), 0, "Timer H ended the call");
+}
+
+/// The same call acknowledged (a second late): the address is the caller's after all, and
+/// it hears the whole prompt from its start, then a BYE comes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_acknowledged_call_hears_the_whole_prompt_from_its_start() {
+    let server = server().await;
+    let media = ThirdParty::bind().await;
+    let mut ua = Ua::udp(&server, "1007").await;
+    ua.invite_ok(Some(&offer_naming(&media))).await;
+    tokio::time::sleep(Duration::from_millis(1000)).await;
+    assert_eq!(media.bytes(), 0, "RTP before the ACK");
+    ua.ack(None).await;
+    let bye = ua
+        .sip
+        .expect("BYE ", 4000)
+        .await
+        .expect("BYE after the prompt");
+    assert_bye_in_dialog(&ua, &bye);
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let prompt = prompt_pcmu("digit-1");
+    let audio = media.audio();
+    assert!(
+        audio.len() >= prompt.len() && audio.len() < prompt.len() + 160,
+        "{} bytes of a {}-byte prompt",
+        audio.len(),
+        prompt.len()
+    );
+    assert_eq!(
+        &audio[..prompt.len()],
+        &prompt[..],
+        "the prompt from its start"
+    );
+}
+
+/// Early media (183 and a prompt before any answer) has no ACK to prove the address: it
+/// stops after `early_media_unproven_s`, unless the caller's RTP has arrived.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unproven_early_media_stops_after_its_seconds_unless_the_caller_sends_rtp() {
+    let server = start(&config_toml(FLOWS, "", "early_media_unproven_s = 1")).await;
+    let silent_sink = RtpSink::bind().await;
+    let talking_sink = RtpSink::bind().await;
+    let mut silent = Ua::udp(&server, "1006").await;
+    let mut talking = Ua::udp(&server, "1006").await;
+    silent
+        .invite(Some(&pcmu_offer(silent_sink.addr.port())))
+        .await;
+    talking
+        .invite(Some(&pcmu_offer(talking_sink.addr.port())))
+        .await;
+    silent.sip.expect("SIP/2.0 183", 3000).await.expect("183");
+    let started = Instant::now();
+    let p = talking.sip.expect("SIP/2.0 183", 3000).await.expect("183");
+    let _rtp = send_rtp(talking_sink.socket.clone(), media_addr(&p));
+    wait_packets(&silent_sink, 10).await;
+    // Past the window (1 s from the 183) with a margin: the silent caller gets nothing more.
+    tokio::time::sleep(Duration::from_millis(1500).saturating_sub(started.elapsed())).await;
+    let silent_after = packets_during(&silent_sink, Duration::from_millis(700)).await;
+    let talking_after = packets_during(&talking_sink, Duration::from_millis(700)).await;
+    assert!(
+        silent_after.is_empty(),
+        "{} early packets to an unproven address after its second",
+        silent_after.len()
+    );
+    let n = silent_sink.packets().len();
+    assert!((25..=70).contains(&n), "{n} packets in the unproven second");
+    assert!(
+        talking_after.len() >= 25,
+        "the caller sending RTP lost its early media: {}",
+        talking_after.len()
+    );
+}
+
+// ---------------------------------------------------------------------------------------
+// Strict RTP latch
+
+/// Once the caller's RTP latched, a second source with another SSRC can neither take the
+/// audio, nor press keys, nor keep the call alive (RTP bleed, strictrtp).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rtp_from_a_second_source_after_the_latch_is_dropped() {
+    let server = start(&config_toml(FLOWS, "", "rtp_timeout_s = 1")).await;
+    let sink = RtpSink::bind().await;
+    let intruder = RtpSink::bind().await;
+    let mut ua = Ua::udp(&server, "1008").await;
+    let ok = ua.invite_ok(Some(&pcmu_offer(sink.addr.port()))).await;
+    ua.ack(None).await;
+    let to = media_addr(&ok);
+    // The caller talks for a moment from its SDP address, then falls silent.
+    let talk = send_rtp(sink.socket.clone(), to);
+    wait_packets(&sink, 10).await;
+    drop(talk);
+    // Another address, another SSRC: a stream and a key press (5), all along.
+    let _stream = send_rtp(intruder.socket.clone(), to);
+    let key = [
+        (true, false, 160),
+        (false, false, 320),
+        (false, true, 480),
+        (false, true, 480),
+    ];
+    for (seq, (marker, end, dur)) in (100u16..).zip(key) {
+        intruder
+            .socket
+            .send_to(&dtmf_packet(seq, 555_000, marker, 5, end, dur), to)
+            .await
+            .unwrap();
+    }
+    // The intruder's packets do not count as the caller's: the RTP timeout hangs up.
+    let bye = ua.sip.expect("BYE ", 5000).await.expect("BYE for no RTP");
+    assert_bye_in_dialog(&ua, &bye);
+    assert_eq!(server.handle.stats.rtp_timeouts.load(Ordering::Relaxed), 1);
+    assert!(intruder.packets().is_empty(), "the intruder got our audio");
+    // The key did not stop the tone: all the caller heard is tone, never digit-1.
+    let tone = prompt_pcmu("tone-1khz");
+    let packets = sink.packets();
+    assert!(packets.len() >= 30, "{} packets", packets.len());
+    for p in &packets {
+        assert!(
+            tone.chunks(160).any(|c| c == &p.payload[..]),
+            "a packet that is not the tone: the intruder's key was taken"
+        );
+    }
 }

@@ -2,6 +2,7 @@
 
 mod common;
 
+use common::http::{HttpReq, HttpResp, HttpServer};
 use common::*;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
@@ -16,6 +17,9 @@ flow = { module = "sleep", data = { duration = 20 } }
 [[accounts.callflows]]
 numbers = ["5002"]
 flow = { module = "sleep", data = { duration = 1 }, children = { _ = { module = "play", data = { id = "digit-1" } } } }
+[[accounts.callflows]]
+numbers = ["5003"]
+flow = { module = "collect_dtmf", data = { timeout = 1 }, children = { _ = { module = "hangup" } } }
 "#;
 
 /// The audio a caller receives is the prompt, byte for byte, in well-formed RTP.
@@ -208,5 +212,124 @@ flow = { module = "play", data = { id = "digit-1" }, children = { _ = { module =
         stats.live_dialogs.load(Ordering::Relaxed),
         server.handle.media_use(),
         before
+    );
+}
+
+// ---------------------------------------------------------------------------------------
+// Packet loss: SIPp `-lost 10` drops a tenth of what it sends (INVITEs, ACKs, CANCELs, 200s
+// to BYE). RFC 3261's retransmissions must carry every call through.
+
+const LOSSY_CALLS: u32 = 50;
+
+/// The cumulative count of one of SIPp's closing statistics rows ("Successful call" …).
+fn sipp_stat(output: &str, row: &str) -> Option<u32> {
+    output
+        .lines()
+        .rev()
+        .find(|l| l.trim_start().starts_with(row))
+        .and_then(|l| l.rsplit('|').next())
+        .and_then(|n| n.trim().parse().ok())
+}
+
+/// SIPp exited 0 and its statistics count every call successful, none failed.
+fn assert_all_calls_completed(run: &SippRun, calls: u32) {
+    assert!(run.ok, "sipp failed:\n{}", run.output);
+    assert_eq!(
+        sipp_stat(&run.output, "Successful call"),
+        Some(calls),
+        "{}",
+        run.output
+    );
+    assert_eq!(
+        sipp_stat(&run.output, "Failed call"),
+        Some(0),
+        "{}",
+        run.output
+    );
+}
+
+/// Fast RFC 3261 timers for the lossy runs: a lost message is retransmitted (and a BYE
+/// waiting for a lost ACK goes) within tenths of a second rather than seconds.
+const LOSSY_TIMERS: &str = "timer_t1_ms = 100\ntimer_t2_ms = 1000";
+
+/// Short calls (answered and hung up at once) are where a BYE sent before the ACK hurts: the
+/// caller that lost our 200 gets a BYE for a call it never saw answered (RFC 3261 §15).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn basic_calls_all_complete_with_ten_percent_loss() {
+    let server = start(&config_toml(FLOWS, LOSSY_TIMERS, "")).await;
+    let sink = RtpSink::bind().await;
+    let port = sink.addr.port().to_string();
+    let run = sipp_calls(
+        "basic_call.xml",
+        false,
+        server.udp,
+        LOSSY_CALLS,
+        &[
+            "-s", "5003", "-key", "rtp_port", &port, "-r", "10", "-l", "20", "-lost", "10",
+        ],
+    )
+    .await;
+    assert_all_calls_completed(&run, LOSSY_CALLS);
+    // One call per call, however often its INVITE was resent.
+    let total = server.handle.stats.total.load(Ordering::Relaxed);
+    assert_eq!(total, u64::from(LOSSY_CALLS));
+    assert_eq!(server.handle.stats.answered.load(Ordering::Relaxed), total);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dtmf_calls_all_complete_with_ten_percent_loss() {
+    let web = HttpServer::start(|_: &HttpReq| {
+        HttpResp::json(r#"{"module": "play", "data": {"id": "digit-2"}}"#)
+    })
+    .await;
+    let flows = format!(
+        r#"
+[[accounts.callflows]]
+numbers = ["6000"]
+flow = {{ module = "collect_dtmf", data = {{ max_digits = 4, collection_name = "pin", interdigit_timeout = 3000 }}, children = {{ _ = {{ module = "pivot", data = {{ voice_url = "{}" }} }} }} }}
+[pivot]
+blacklist_cidrs = []
+"#,
+        web.url("/pin")
+    );
+    let server = start(&config_toml(&flows, LOSSY_TIMERS, "")).await;
+    let run = sipp_calls(
+        "ivr_dtmf.xml",
+        false,
+        server.udp,
+        LOSSY_CALLS,
+        &["-s", "6000", "-r", "10", "-l", "40", "-lost", "10"],
+    )
+    .await;
+    assert_all_calls_completed(&run, LOSSY_CALLS);
+    // Every call's keys (1, 2, then # to end) reached the flow.
+    let reqs = web.requests();
+    assert_eq!(reqs.len(), LOSSY_CALLS as usize);
+    for r in &reqs {
+        assert_eq!(
+            r.field("Digits[pin]").as_deref(),
+            Some("12"),
+            "{}",
+            r.query()
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cancelled_calls_all_complete_with_ten_percent_loss() {
+    let server = start(&config_toml(FLOWS, LOSSY_TIMERS, "")).await;
+    let run = sipp_calls(
+        "cancel.xml",
+        false,
+        server.udp,
+        LOSSY_CALLS,
+        &["-s", "5001", "-r", "10", "-l", "20", "-lost", "10"],
+    )
+    .await;
+    assert_all_calls_completed(&run, LOSSY_CALLS);
+    assert_eq!(server.handle.stats.answered.load(Ordering::Relaxed), 0);
+    assert!(
+        eventually(5, || server.handle.active_calls() == 0).await,
+        "every call ended"
     );
 }

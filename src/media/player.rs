@@ -76,10 +76,18 @@ pub(crate) struct NewStream {
 pub(crate) enum Command {
     Add(Box<NewStream>),
     Remove(u64),
-    /// From SDP; ignored once the stream has latched (symmetric RTP wins).
+    /// From SDP; the send target until (and unless) the stream latches.
     SetRemote(u64, Option<SocketAddr>),
-    /// Source of the first RTP packet received (symmetric RTP).
-    Latch(u64, SocketAddr),
+    /// Where the caller's RTP comes from (symmetric RTP): the send target from now on, and
+    /// proof that the address takes part. None: a new learning phase, back to the SDP address.
+    Latch(u64, Option<SocketAddr>),
+    /// No amplification: send nothing until the address proved it takes part (`Proven`, a
+    /// latch) or while an unproven window is open.
+    RequireProof(u64),
+    /// The address proved it takes part (the ACK of our 2xx).
+    Proven(u64),
+    /// Until when packets may go to a still unproven address (early media); None closes it.
+    UnprovenUntil(u64, Option<Instant>),
     SetCodec {
         id: u64,
         payload_type: u8,
@@ -300,9 +308,16 @@ struct Stream {
     // Field order matters: the socket closes before the guard returns its port to the pool.
     socket: Arc<UdpSocket>,
     _guard: Arc<dyn Any + Send + Sync>,
+    /// The SDP address.
     remote: Option<SocketAddr>,
-    latched: bool,
+    /// The caller's RTP source once learnt: it wins over the SDP address.
+    latched: Option<SocketAddr>,
     sending: bool,
+    /// Towards an untrusted source: nothing goes out until `proven`, or before
+    /// `unproven_until` (early media).
+    require_proof: bool,
+    proven: bool,
+    unproven_until: Option<Instant>,
     payload_type: u8,
     silence: u8,
     ssrc: u32,
@@ -330,8 +345,11 @@ impl Stream {
             socket: n.socket,
             _guard: n.guard,
             remote: n.remote,
-            latched: false,
+            latched: None,
             sending: true,
+            require_proof: false,
+            proven: false,
+            unproven_until: None,
             payload_type: n.payload_type & 0x7f,
             silence: n.silence,
             ssrc: n.ssrc,
@@ -363,7 +381,12 @@ impl Stream {
         let end = play.offset.saturating_add(PAYLOAD_BYTES).min(len);
         let chunk = play.payload.get(play.offset..end).unwrap_or(&[]);
         play.offset = end;
-        if let (true, Some(remote)) = (self.sending, self.remote) {
+        let allowed = !self.require_proof
+            || self.proven
+            || self.unproven_until.is_some_and(|until| due < until);
+        // Not allowed or not sending: the play keeps its time, the packet is not sent.
+        let target = self.latched.or(self.remote).filter(|_| allowed);
+        if let (true, Some(remote)) = (self.sending, target) {
             // RFC 3551 §4.1: the marker bit flags the first packet after a silence gap.
             let marker = self
                 .last_sent_tick
@@ -457,15 +480,30 @@ impl Shard {
             Command::Remove(id) => self.remove(id),
             Command::SetRemote(id, addr) => {
                 if let Some(s) = self.stream(id) {
-                    if !s.latched {
-                        s.remote = addr;
-                    }
+                    s.remote = addr;
                 }
             }
             Command::Latch(id, addr) => {
                 if let Some(s) = self.stream(id) {
-                    s.remote = Some(addr);
-                    s.latched = true;
+                    s.latched = addr;
+                    // RTP from the caller proves its address; a new learning phase keeps
+                    // what was proven (it comes from the dialog's own re-INVITE).
+                    s.proven |= addr.is_some();
+                }
+            }
+            Command::RequireProof(id) => {
+                if let Some(s) = self.stream(id) {
+                    s.require_proof = true;
+                }
+            }
+            Command::Proven(id) => {
+                if let Some(s) = self.stream(id) {
+                    s.proven = true;
+                }
+            }
+            Command::UnprovenUntil(id, until) => {
+                if let Some(s) = self.stream(id) {
+                    s.unproven_until = until;
                 }
             }
             Command::SetCodec {

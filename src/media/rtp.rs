@@ -1,18 +1,18 @@
 //! RTP port pairs and per-call RTP sessions.
 //!
-//! A session's receive side is a tokio task on its socket (symmetric RTP latch, last-received
-//! time, RTCP drained); its send side lives in a [`Pacer`] shard, reached through commands, so
-//! per-packet work takes no lock.
+//! A session's receive side is a tokio task on its socket (strict symmetric RTP latch,
+//! last-received time, RTCP drained); its send side lives in a [`Pacer`] shard, reached through
+//! commands, so per-packet work takes no lock.
 
 use std::collections::VecDeque;
 use std::io;
 use std::net::{IpAddr, SocketAddr, UdpSocket};
-use std::sync::atomic::{AtomicU64, AtomicU8, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use rtp_rs::RtpReader;
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{mpsc, oneshot, Notify};
 use tokio::task::JoinHandle;
 
 pub use super::player::PlayResult;
@@ -202,14 +202,37 @@ fn epoch() -> Instant {
     *EPOCH.get_or_init(Instant::now)
 }
 
-/// State the receive task writes and the session reads, without locks.
+/// How long after the first RTP packet from an address other than the SDP one a packet from
+/// the SDP address still takes the latch (strictrtp's learning): long enough for a caller whose
+/// first packet lost a race to a stray or forged one, short enough that the stream settles.
+pub const LEARNING_WINDOW: Duration = Duration::from_millis(500);
+
+/// State the receive task writes and the session reads, without locks on the packet path.
 struct Shared {
     /// Nanoseconds since `epoch()` of the last valid RTP packet; 0 = none yet.
     last_received_ns: AtomicU64,
     received: AtomicU64,
     ignored: AtomicU64,
+    /// RTP packets from a source other than the latched one, dropped.
+    foreign: AtomicU64,
     event_pt: AtomicU8,
-    latched: OnceLock<SocketAddr>,
+    /// The learnt source, for readers; written only when the latch moves.
+    latched: Mutex<Option<SocketAddr>>,
+    /// The address proved it takes part (the caller's RTP, or the ACK of our 2xx).
+    proven: AtomicBool,
+    proven_notify: Notify,
+}
+
+impl Shared {
+    fn set_proven(&self) {
+        if !self.proven.swap(true, Ordering::AcqRel) {
+            self.proven_notify.notify_waiters();
+        }
+    }
+
+    fn set_latched(&self, addr: Option<SocketAddr>) {
+        *self.latched.lock().unwrap_or_else(|e| e.into_inner()) = addr;
+    }
 }
 
 /// Silence of the static G.711 payload types (RFC 3551 §6: 0 PCMU, 8 PCMA).
@@ -223,9 +246,11 @@ pub fn silence_byte_for(payload_type: u8) -> u8 {
 
 static NEXT_ID: AtomicU64 = AtomicU64::new(1);
 
-/// One call's RTP stream: receives on its socket (symmetric RTP latch: once the caller's RTP
-/// arrives, send to where it comes from; RTCP on the RTP port ignored harmlessly), tracks the
-/// time of the last received packet, and sends through the shared pacer.
+/// One call's RTP stream: receives on its socket (symmetric RTP, latched as Asterisk's
+/// `strictrtp` does: the caller's source is learnt from its first packets, preferring the SDP
+/// address, and then packets from any other source are dropped and counted; RTCP on the RTP
+/// port ignored harmlessly), tracks the time of the last received packet, and sends through
+/// the shared pacer.
 ///
 /// Drop stops its receive task and removes it from the pacer; the port pair returns to the
 /// pool once both have let go of the sockets.
@@ -238,6 +263,8 @@ pub struct RtpSession {
     local_port: u16,
     ssrc: u32,
     events: Mutex<Option<mpsc::Receiver<ReceivedRtp>>>,
+    /// SDP changes for the receive task's latch.
+    to_receiver: mpsc::UnboundedSender<Option<SocketAddr>>,
 }
 
 impl RtpSession {
@@ -280,8 +307,11 @@ impl RtpSession {
             last_received_ns: AtomicU64::new(0),
             received: AtomicU64::new(0),
             ignored: AtomicU64::new(0),
+            foreign: AtomicU64::new(0),
             event_pt: AtomicU8::new(NO_EVENT_PT),
-            latched: OnceLock::new(),
+            latched: Mutex::new(None),
+            proven: AtomicBool::new(false),
+            proven_notify: Notify::new(),
         });
         let added = shard.send(Command::Add(Box::new(NewStream {
             id,
@@ -299,12 +329,17 @@ impl RtpSession {
             return Err(RtpError::PacerStopped);
         }
         let (events_tx, events_rx) = mpsc::channel(EVENT_QUEUE);
+        let (to_receiver, sdp_changes) = mpsc::unbounded_channel();
         let recv_task = runtime.spawn(receive(
             sockets,
-            shared.clone(),
-            shard.clone(),
-            id,
-            events_tx,
+            Receiver {
+                shared: shared.clone(),
+                shard: shard.clone(),
+                id,
+                events: events_tx,
+                latch: Latch::new(remote),
+            },
+            sdp_changes,
         ));
         Ok(RtpSession {
             id,
@@ -315,12 +350,60 @@ impl RtpSession {
             local_port,
             ssrc,
             events: Mutex::new(Some(events_rx)),
+            to_receiver,
         })
     }
 
-    /// From SDP (re-INVITE); the symmetric-RTP latch keeps priority once latched.
+    /// From SDP (the answer in an ACK, a re-INVITE). The same address as before changes
+    /// nothing; a new one starts a new learning phase, since the dialog itself moved the media
+    /// (a re-INVITE after a transfer or a failover): its first packets latch again.
     pub fn set_remote(&self, remote: Option<SocketAddr>) {
         self.shard.send(Command::SetRemote(self.id, remote));
+        let _ = self.to_receiver.send(remote);
+    }
+
+    /// No amplification: towards an untrusted source nothing is sent until the address
+    /// proved it takes part ([`RtpSession::prove`], or its first RTP packet), except inside
+    /// an [`RtpSession::allow_unproven_for`] window. A play meanwhile keeps its time.
+    pub fn require_proof(&self) {
+        self.shard.send(Command::RequireProof(self.id));
+    }
+
+    /// The address proved it takes part (the ACK of our 2xx): sending may start.
+    pub fn prove(&self) {
+        self.shared.set_proven();
+        self.shard.send(Command::Proven(self.id));
+    }
+
+    /// Whether the address proved it takes part (by [`RtpSession::prove`] or its RTP).
+    pub fn is_proven(&self) -> bool {
+        self.shared.proven.load(Ordering::Acquire)
+    }
+
+    /// Resolves once the address has proved it takes part.
+    pub async fn wait_proven(&self) {
+        loop {
+            let notified = self.shared.proven_notify.notified();
+            tokio::pin!(notified);
+            // Registered before the check, so a proof arriving in between still wakes us.
+            notified.as_mut().enable();
+            if self.is_proven() {
+                return;
+            }
+            notified.await;
+        }
+    }
+
+    /// Early media: packets may go to the unproven address for `d` from now (0: none), and
+    /// then stop unless it proved itself meanwhile.
+    pub fn allow_unproven_for(&self, d: Duration) {
+        let until = Instant::now().checked_add(d);
+        self.shard.send(Command::UnprovenUntil(self.id, until));
+    }
+
+    /// Closes an [`RtpSession::allow_unproven_for`] window now.
+    pub fn end_unproven(&self) {
+        self.shard.send(Command::UnprovenUntil(self.id, None));
     }
 
     /// Also sets the padding silence for the static G.711 types (0 PCMU, 8 PCMA).
@@ -373,9 +456,18 @@ impl RtpSession {
         self.shared.ignored.load(Ordering::Relaxed)
     }
 
-    /// Where the first RTP packet came from, once one has arrived (the send target since).
+    /// RTP packets dropped because they came from another source than the latched one.
+    pub fn foreign_packets(&self) -> u64 {
+        self.shared.foreign.load(Ordering::Relaxed)
+    }
+
+    /// The caller's RTP source once learnt (the send target since).
     pub fn latched_remote(&self) -> Option<SocketAddr> {
-        self.shared.latched.get().copied()
+        *self
+            .shared
+            .latched
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
     }
 
     /// Plays G.711 payload bytes (160 per 20 ms packet); resolves when the last packet is sent,
@@ -452,23 +544,112 @@ fn is_rtcp(data: &[u8]) -> bool {
     matches!(data.get(1), Some(192..=223))
 }
 
-async fn receive(
-    sockets: RecvSockets,
+/// The strict symmetric-RTP latch (Asterisk's `strictrtp`): which sources' packets count.
+#[derive(Debug)]
+struct Latch {
+    /// The SDP address: its packets win the latch during the learning phase.
+    sdp: Option<SocketAddr>,
+    state: LatchState,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum LatchState {
+    /// No RTP yet.
+    Learning,
+    /// First packets came from `addr`, not the SDP address: it is the target, but a packet
+    /// from the SDP address before `until` still takes the latch.
+    Candidate { addr: SocketAddr, until: Instant },
+    /// Settled for the rest of the call (or until a re-INVITE moves the SDP address): other
+    /// sources are dropped, so a stream arriving later from a new address and SSRC cannot
+    /// take the call's audio (RTP bleed).
+    Latched(SocketAddr),
+}
+
+/// What the latch made of a packet.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Verdict {
+    /// From the caller; `Some` when the send target moves to this address.
+    Accept(Option<SocketAddr>),
+    /// From another source: dropped and counted.
+    Foreign,
+}
+
+impl Latch {
+    fn new(sdp: Option<SocketAddr>) -> Latch {
+        Latch {
+            sdp,
+            state: LatchState::Learning,
+        }
+    }
+
+    fn on_packet(&mut self, from: SocketAddr, now: Instant) -> Verdict {
+        match self.state {
+            LatchState::Learning => {
+                self.state = if Some(from) == self.sdp {
+                    LatchState::Latched(from)
+                } else {
+                    LatchState::Candidate {
+                        addr: from,
+                        until: now + LEARNING_WINDOW,
+                    }
+                };
+                Verdict::Accept(Some(from))
+            }
+            LatchState::Candidate { addr, until } => {
+                if now >= until {
+                    self.state = LatchState::Latched(addr);
+                    return self.on_packet(from, now);
+                }
+                if from == addr {
+                    Verdict::Accept(None)
+                } else if Some(from) == self.sdp {
+                    self.state = LatchState::Latched(from);
+                    Verdict::Accept(Some(from))
+                } else {
+                    Verdict::Foreign
+                }
+            }
+            LatchState::Latched(addr) if from == addr => Verdict::Accept(None),
+            LatchState::Latched(_) => Verdict::Foreign,
+        }
+    }
+
+    /// A new SDP address: true when it starts a new learning phase.
+    fn on_sdp(&mut self, sdp: Option<SocketAddr>) -> bool {
+        if sdp == self.sdp {
+            return false;
+        }
+        self.sdp = sdp;
+        self.state = LatchState::Learning;
+        true
+    }
+}
+
+/// The receive task's own state.
+struct Receiver {
     shared: Arc<Shared>,
     shard: ShardHandle,
     id: u64,
     events: mpsc::Sender<ReceivedRtp>,
+    latch: Latch,
+}
+
+async fn receive(
+    sockets: RecvSockets,
+    mut rx: Receiver,
+    mut sdp_changes: mpsc::UnboundedReceiver<Option<SocketAddr>>,
 ) {
     let mut buf = [0u8; 2048];
     let mut rtcp_buf = [0u8; 2048];
     let mut errors: u32 = 0;
+    let mut session_alive = true;
     loop {
         tokio::select! {
             r = sockets.rtp.recv_from(&mut buf) => match r {
                 Ok((n, from)) => {
                     errors = 0;
                     let data = buf.get(..n).unwrap_or(&[]);
-                    on_datagram(data, from, &shared, &shard, id, &events);
+                    rx.on_datagram(data, from);
                 }
                 Err(e) => {
                     // Transient on Linux (e.g. ICMP-induced); back off if it persists.
@@ -488,45 +669,66 @@ async fn receive(
                     }
                 }
             }
+            change = sdp_changes.recv(), if session_alive => match change {
+                Some(sdp) => rx.on_sdp(sdp),
+                // The session is going; its drop aborts this task.
+                None => session_alive = false,
+            },
         }
     }
 }
 
-fn on_datagram(
-    data: &[u8],
-    from: SocketAddr,
-    shared: &Shared,
-    shard: &ShardHandle,
-    id: u64,
-    events: &mpsc::Sender<ReceivedRtp>,
-) {
-    if is_rtcp(data) {
-        shared.ignored.fetch_add(1, Ordering::Relaxed);
-        return;
+impl Receiver {
+    fn on_sdp(&mut self, sdp: Option<SocketAddr>) {
+        if self.latch.on_sdp(sdp) {
+            // Back to the (new) SDP address until the caller's RTP latches again.
+            self.shared.set_latched(None);
+            self.shard.send(Command::Latch(self.id, None));
+        }
     }
-    let Ok(packet) = RtpReader::new(data) else {
-        shared.ignored.fetch_add(1, Ordering::Relaxed);
-        return;
-    };
-    let ns = u64::try_from(epoch().elapsed().as_nanos()).unwrap_or(u64::MAX);
-    shared.last_received_ns.store(ns.max(1), Ordering::Relaxed);
-    shared.received.fetch_add(1, Ordering::Relaxed);
-    // Symmetric RTP (RFC 4961): the first packet's source becomes the send target.
-    if shared.latched.get().is_none() && shared.latched.set(from).is_ok() {
-        shard.send(Command::Latch(id, from));
-    }
-    let pt = packet.payload_type();
-    if pt == shared.event_pt.load(Ordering::Relaxed) {
-        // Only event packets are copied (a handful per key press), never the audio.
-        let _ = events.try_send(ReceivedRtp {
-            payload_type: pt,
-            marker: packet.mark(),
-            sequence: packet.sequence_number().into(),
-            timestamp: packet.timestamp(),
-            ssrc: packet.ssrc(),
-            payload: packet.payload().to_vec(),
-            from,
-        });
+
+    fn on_datagram(&mut self, data: &[u8], from: SocketAddr) {
+        let shared = &self.shared;
+        if is_rtcp(data) {
+            shared.ignored.fetch_add(1, Ordering::Relaxed);
+            return;
+        }
+        let Ok(packet) = RtpReader::new(data) else {
+            shared.ignored.fetch_add(1, Ordering::Relaxed);
+            return;
+        };
+        match self.latch.on_packet(from, Instant::now()) {
+            Verdict::Foreign => {
+                // Neither the time of the last packet, nor DTMF, nor the latch: a third party
+                // cannot keep a call alive, press keys in it or take its audio.
+                shared.foreign.fetch_add(1, Ordering::Relaxed);
+                return;
+            }
+            Verdict::Accept(Some(to)) => {
+                // Symmetric RTP (RFC 4961): the caller's source becomes the send target; its
+                // RTP also proves the address takes part.
+                shared.set_latched(Some(to));
+                shared.set_proven();
+                self.shard.send(Command::Latch(self.id, Some(to)));
+            }
+            Verdict::Accept(None) => {}
+        }
+        let ns = u64::try_from(epoch().elapsed().as_nanos()).unwrap_or(u64::MAX);
+        shared.last_received_ns.store(ns.max(1), Ordering::Relaxed);
+        shared.received.fetch_add(1, Ordering::Relaxed);
+        let pt = packet.payload_type();
+        if pt == shared.event_pt.load(Ordering::Relaxed) {
+            // Only event packets are copied (a handful per key press), never the audio.
+            let _ = self.events.try_send(ReceivedRtp {
+                payload_type: pt,
+                marker: packet.mark(),
+                sequence: packet.sequence_number().into(),
+                timestamp: packet.timestamp(),
+                ssrc: packet.ssrc(),
+                payload: packet.payload().to_vec(),
+                from,
+            });
+        }
     }
 }
 
@@ -1027,5 +1229,216 @@ mod tests {
         assert_eq!(stats.packets_sent, (N * PACKETS) as u64);
         assert_eq!(stats.streams, N);
         assert_eq!(stats.send_errors, 0);
+    }
+
+    fn rtp_from(ssrc: u32, pt: u8, seq: u16, payload: &[u8]) -> Vec<u8> {
+        RtpPacketBuilder::new()
+            .payload_type(pt)
+            .sequence(Seq::from(seq))
+            .ssrc(ssrc)
+            .timestamp(7)
+            .payload(payload)
+            .build()
+            .unwrap()
+    }
+
+    #[test]
+    fn latch_prefers_the_sdp_address_while_learning_then_holds() {
+        let sdp: SocketAddr = "127.0.0.1:4000".parse().unwrap();
+        let nat: SocketAddr = "127.0.0.1:5000".parse().unwrap();
+        let other: SocketAddr = "127.0.0.1:6000".parse().unwrap();
+        let t0 = Instant::now();
+        let ms = |n: u64| t0 + Duration::from_millis(n);
+        // The SDP address first: latched at once, everything else foreign.
+        let mut l = Latch::new(Some(sdp));
+        assert_eq!(l.on_packet(sdp, t0), Verdict::Accept(Some(sdp)));
+        assert_eq!(l.on_packet(nat, ms(1)), Verdict::Foreign);
+        assert_eq!(l.on_packet(sdp, ms(2)), Verdict::Accept(None));
+        // Another source first: a candidate the SDP address can still displace...
+        let mut l = Latch::new(Some(sdp));
+        assert_eq!(l.on_packet(nat, t0), Verdict::Accept(Some(nat)));
+        assert_eq!(l.on_packet(nat, ms(10)), Verdict::Accept(None));
+        assert_eq!(l.on_packet(other, ms(20)), Verdict::Foreign);
+        assert_eq!(l.on_packet(sdp, ms(30)), Verdict::Accept(Some(sdp)));
+        // ...and then never again: no re-latch to the earlier source.
+        assert_eq!(l.on_packet(nat, ms(40)), Verdict::Foreign);
+        // After the learning window the candidate is final: the SDP address is foreign too.
+        let mut l = Latch::new(Some(sdp));
+        assert_eq!(l.on_packet(nat, t0), Verdict::Accept(Some(nat)));
+        let late = LEARNING_WINDOW.as_millis() as u64 + 1;
+        assert_eq!(l.on_packet(sdp, ms(late)), Verdict::Foreign);
+        assert_eq!(l.on_packet(nat, ms(late + 1)), Verdict::Accept(None));
+        // A re-INVITE moving the SDP address starts a new learning phase; the same one not.
+        assert!(!l.on_sdp(Some(sdp)));
+        assert_eq!(l.on_packet(sdp, ms(late + 2)), Verdict::Foreign);
+        assert!(l.on_sdp(Some(other)));
+        assert_eq!(
+            l.on_packet(other, ms(late + 3)),
+            Verdict::Accept(Some(other))
+        );
+        assert_eq!(l.on_packet(nat, ms(late + 4)), Verdict::Foreign);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn once_latched_other_sources_are_dropped_and_counted() {
+        let pacer = Pacer::start(1);
+        let (caller, caller_addr) = receiver().await;
+        let (intruder, _) = receiver().await;
+        let s = session(&pacer, Some(caller_addr));
+        s.set_event_payload_type(Some(101));
+        let mut events = s.take_events().unwrap();
+        let target: SocketAddr = (LOCAL, s.local_port()).into();
+        caller
+            .send_to(&rtp_from(1, 0, 1, &[0xFF; 160]), target)
+            .await
+            .unwrap();
+        assert!(wait_for(|| s.latched_remote() == Some(caller_addr)).await);
+        assert!(s.is_proven());
+        let last = s.last_received();
+        // Another address with another SSRC: audio and a key press.
+        for seq in 0..5 {
+            intruder
+                .send_to(&rtp_from(99, 0, seq, &[0xFF; 160]), target)
+                .await
+                .unwrap();
+        }
+        intruder
+            .send_to(&rtp_from(99, 101, 9, &[5, 0x8a, 0, 160]), target)
+            .await
+            .unwrap();
+        assert!(
+            wait_for(|| s.foreign_packets() == 6).await,
+            "foreign {}",
+            s.foreign_packets()
+        );
+        assert_eq!(s.received_packets(), 1);
+        assert_eq!(
+            s.last_received(),
+            last,
+            "foreign packets do not count as heard"
+        );
+        assert_eq!(s.latched_remote(), Some(caller_addr));
+        assert!(
+            events.try_recv().is_err(),
+            "a foreign key press reached DTMF"
+        );
+        // The audio still goes to the caller.
+        let to_caller = collect(caller, Duration::from_millis(200));
+        let to_intruder = collect(intruder, Duration::from_millis(200));
+        assert_eq!(
+            s.play(Arc::from(vec![3u8; 480])).await,
+            PlayResult::Finished
+        );
+        assert_eq!(to_caller.await.unwrap().len(), 3);
+        assert_eq!(to_intruder.await.unwrap().len(), 0);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn the_sdp_address_wins_the_latch_during_learning() {
+        let pacer = Pacer::start(1);
+        let (sdp_rx, sdp_to) = receiver().await;
+        let (first_rx, first_addr) = receiver().await;
+        let s = session(&pacer, Some(sdp_to));
+        let target: SocketAddr = (LOCAL, s.local_port()).into();
+        first_rx
+            .send_to(&rtp_from(7, 0, 1, &[0xFF; 160]), target)
+            .await
+            .unwrap();
+        assert!(wait_for(|| s.latched_remote() == Some(first_addr)).await);
+        sdp_rx
+            .send_to(&rtp_from(8, 0, 1, &[0xFF; 160]), target)
+            .await
+            .unwrap();
+        assert!(wait_for(|| s.latched_remote() == Some(sdp_to)).await);
+        first_rx
+            .send_to(&rtp_from(7, 0, 2, &[0xFF; 160]), target)
+            .await
+            .unwrap();
+        assert!(wait_for(|| s.foreign_packets() == 1).await);
+        assert_eq!(s.latched_remote(), Some(sdp_to));
+        let to_sdp = collect(sdp_rx, Duration::from_millis(200));
+        let to_first = collect(first_rx, Duration::from_millis(200));
+        assert_eq!(
+            s.play(Arc::from(vec![3u8; 320])).await,
+            PlayResult::Finished
+        );
+        assert_eq!(to_sdp.await.unwrap().len(), 2);
+        assert_eq!(to_first.await.unwrap().len(), 0);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn an_unproven_address_gets_nothing_until_it_proves_itself() {
+        let pacer = Pacer::start(1);
+        let (rx, to) = receiver().await;
+        let s = Arc::new(session(&pacer, Some(to)));
+        s.require_proof();
+        let got = collect(rx.clone(), Duration::from_millis(200));
+        let started = Instant::now();
+        assert_eq!(
+            s.play(Arc::from(vec![1u8; 160 * 10])).await,
+            PlayResult::Finished
+        );
+        assert!(
+            started.elapsed() >= Duration::from_millis(150),
+            "the play keeps time"
+        );
+        assert_eq!(got.await.unwrap().len(), 0);
+        assert_eq!(s.packets_sent(), 0);
+        // The ACK proves it: a waiter wakes, and sending starts.
+        let w = s.clone();
+        let waiter = tokio::spawn(async move { w.wait_proven().await });
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        assert!(!waiter.is_finished());
+        s.prove();
+        tokio::time::timeout(Duration::from_secs(2), waiter)
+            .await
+            .expect("wait_proven resolves")
+            .unwrap();
+        let got = collect(rx, Duration::from_millis(200));
+        assert_eq!(
+            s.play(Arc::from(vec![1u8; 320])).await,
+            PlayResult::Finished
+        );
+        assert_eq!(got.await.unwrap().len(), 2);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn the_callers_rtp_proves_its_address() {
+        let pacer = Pacer::start(1);
+        let (rx, to) = receiver().await;
+        let s = session(&pacer, Some(to));
+        s.require_proof();
+        assert!(!s.is_proven());
+        rx.send_to(&rtp_from(1, 0, 1, &[0xFF; 160]), (LOCAL, s.local_port()))
+            .await
+            .unwrap();
+        tokio::time::timeout(Duration::from_secs(2), s.wait_proven())
+            .await
+            .expect("proven by RTP");
+        let got = collect(rx, Duration::from_millis(200));
+        assert_eq!(
+            s.play(Arc::from(vec![1u8; 320])).await,
+            PlayResult::Finished
+        );
+        assert_eq!(got.await.unwrap().len(), 2);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn unproven_early_audio_stops_when_its_window_closes() {
+        let pacer = Pacer::start(1);
+        let (rx, to) = receiver().await;
+        let s = session(&pacer, Some(to));
+        s.require_proof();
+        s.allow_unproven_for(Duration::from_millis(200));
+        let got = collect(rx, Duration::from_millis(300));
+        let started = Instant::now();
+        // One second of audio: about 200 ms of it goes out, the rest keeps time silently.
+        assert_eq!(
+            s.play(Arc::from(vec![1u8; 160 * 50])).await,
+            PlayResult::Finished
+        );
+        assert!(started.elapsed() >= Duration::from_millis(900));
+        let n = got.await.unwrap().len();
+        assert!((5..=14).contains(&n), "{n} packets in a 200 ms window");
     }
 }

@@ -575,8 +575,23 @@ impl Shard {
     }
 
     fn remove_dialog(&mut self, id: &DialogId) {
-        if self.dialogs.remove(id).is_some() {
-            self.stats.live_dialogs.fetch_sub(1, Ordering::Relaxed);
+        let Some(dialog) = self.dialogs.remove(id) else {
+            return;
+        };
+        self.stats.live_dialogs.fetch_sub(1, Ordering::Relaxed);
+        // A 2xx still waiting for its ACK stops being retransmitted with its dialog (a BYE
+        // before the ACK, a shutdown). Its transaction goes on as if acknowledged: it absorbs
+        // late copies of the INVITE (which would otherwise start a new call) and ends at
+        // Timer H like any other, which keeps the live-transaction gauge right.
+        for (_, key) in dialog.pending_ack {
+            if let Some(ServerEntry {
+                machine: ServerMachine::Invite(m),
+                ..
+            }) = self.server.get_mut(&key)
+            {
+                let out = m.on_2xx_ack();
+                self.apply_server(&key, out);
+            }
         }
     }
 
