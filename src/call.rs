@@ -85,6 +85,21 @@ enum Phase {
     Ended,
 }
 
+/// What admission and [`Call::run`] set up outside the call, undone when the call's task
+/// ends — normally or unwinding from a panic (a lost count would refuse calls forever at
+/// `max_calls`): the dialog leaves the endpoint and the call stops counting.
+struct Admitted {
+    ctx: Arc<CallContext>,
+    dialog: crate::sip::endpoint::DialogId,
+}
+
+impl Drop for Admitted {
+    fn drop(&mut self) {
+        self.ctx.endpoint.unregister_dialog(self.dialog.clone());
+        self.ctx.active.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
 /// A live call.
 pub struct Call {
     ctx: Arc<CallContext>,
@@ -144,6 +159,11 @@ impl Call {
         let (ev_tx, ev_rx) = mpsc::unbounded_channel();
         ctx.endpoint
             .register_dialog(setup.dialog.id.clone(), ev_tx, Some(&setup.tx));
+        // Declared before the call, so it is dropped after it, also when a panic unwinds.
+        let admitted = Admitted {
+            ctx: ctx.clone(),
+            dialog: setup.dialog.id.clone(),
+        };
         ctx.stats.total.fetch_add(1, Ordering::Relaxed);
         let span = tracing::info_span!("call", call_id = %setup.info.call_id);
         let mut call = Call {
@@ -202,11 +222,10 @@ impl Call {
             // Through the non-blocking queue: a full queue drops the CDR, never the call.
             store.write(Write::Cdr(call.cdr()));
         }
-        ctx.endpoint.unregister_dialog(call.dialog.id.clone());
         // The RTP session goes first (its ports start back to the pool), then the call
         // stops counting: a call admitted because this one ended should find its ports.
         drop(call);
-        ctx.active.fetch_sub(1, Ordering::Relaxed);
+        drop(admitted);
     }
 
     fn apply_negotiated(&mut self, n: Negotiated) {

@@ -637,8 +637,8 @@ impl Admission {
             negotiated,
             offer,
             local_sdp,
-            // Set from `[sip] trusted_sources` by the admission rules; untrusted until then.
-            source_trusted: false,
+            // A trusted source (`[sip] trusted_sources`) skips the proof RTP waits for.
+            source_trusted: slot.trusted(),
             early_media_unproven: Duration::from_secs(self.cfg.media.early_media_unproven_s),
         };
         let ctx = self.ctx.clone();

@@ -1393,6 +1393,23 @@ async fn a_forged_invite_aims_no_rtp_and_no_bye_at_anyone() {
     assert_eq!(server.handle.active_calls(), 0, "Timer H ended the call");
 }
 
+/// A trusted source (a carrier, a proxy in front) needs no proof: audio goes to its SDP
+/// address before any ACK, and a 200 it never acknowledges ends with a BYE (§13.3.1.4).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_trusted_source_gets_audio_before_its_ack_and_a_bye_at_timer_h() {
+    let sip = format!("{FAST_TIMERS}\ntrusted_sources = [\"127.0.0.1/32\"]");
+    let server = start(&config_toml(FLOWS, &sip, "")).await;
+    let media = ThirdParty::bind().await;
+    let mut ua = Ua::udp(&server, "1000").await;
+    ua.invite(Some(&offer_naming(&media))).await;
+    let bye = ua.sip.expect("BYE ", 5000).await;
+    assert!(bye.is_some(), "no BYE to the trusted source at Timer H");
+    assert!(
+        media.bytes() > 0,
+        "no audio to a trusted source before its ACK"
+    );
+}
+
 /// The same call acknowledged (a second late): the address is the caller's after all, and
 /// it hears the whole prompt from its start, then a BYE comes.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
