@@ -12,7 +12,7 @@ use std::collections::BTreeSet;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::path::{Path, PathBuf};
 
-use pivotd::fuzzing::{self, SipOutcome};
+use pivotd::fuzzing;
 
 /// xorshift64* (Vigna): fixed seed, no dependency, the same sequence everywhere.
 struct Rng(u64);
@@ -174,7 +174,8 @@ fn mutate(rng: &mut Rng, src: &[u8], others: &[(String, Vec<u8>)]) -> (Vec<u8>, 
             _ => {
                 // Line ends: bare LF, bare CR, or CRLF everywhere.
                 let from: &[u8] = if rng.below(2) == 0 { b"\r\n" } else { b"\n" };
-                let to: &[u8] = *rng.pick(&[&b"\n"[..], b"\r", b"\r\n", b"\r\r\n"]);
+                const ENDS: [&[u8]; 4] = [b"\n", b"\r", b"\r\n", b"\r\r\n"];
+                let to = *rng.pick(&ENDS);
                 let mut out = Vec::with_capacity(v.len());
                 let mut i = 0;
                 while i < v.len() {
@@ -263,7 +264,6 @@ fn mutated_sip_messages_never_panic() {
         5,
         "the mutations reach every outcome: {outcomes:?}"
     );
-    let _ = SipOutcome::Request;
     eprintln!("sip_message: {inputs} inputs, {mutations} mutations");
     assert!(mutations > 30_000, "{mutations}");
 }
