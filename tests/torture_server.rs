@@ -781,3 +781,76 @@ async fn a_stalled_tcp_message_is_reaped_at_the_idle_timeout() {
     assert_eq!(live_server_transactions(&server), 0);
     assert_alive(&server, true).await;
 }
+
+/// Sends every message from `c`, then reads answers for up to `ms`: the final status of each
+/// request by its Call-ID (1xx skipped; a non-2xx final to an INVITE is ACKed).
+async fn finals_by_call_id(c: &mut RawSip, msgs: &[Vec<u8>], ms: u64) -> BTreeMap<String, u16> {
+    for m in msgs {
+        c.send(m).await;
+    }
+    let mut got = BTreeMap::new();
+    let deadline = tokio::time::Instant::now() + Duration::from_millis(ms);
+    while got.len() < msgs.len() {
+        let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+        let Some(m) = final_response(c, left.as_millis() as u64).await else {
+            break;
+        };
+        got.insert(header(&m, "Call-ID").unwrap_or_default(), status(&m));
+    }
+    got
+}
+
+/// Issue 7, symptom 1: a Request-URI with a multi-byte character in its first bytes
+/// (`OPTIONS ab:é SIP/2.0`) panicked the shard task that parsed it, and every later message
+/// of that shard went unanswered while the process stayed up. Sent with 16 Call-IDs each (so
+/// every shard gets some), each such request is answered; then OPTIONS with 16 other Call-IDs
+/// from a fresh socket all get 200.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn multibyte_request_uris_do_not_silence_a_shard() {
+    let server = start(&config_toml(FLOWS, FAST_TIMERS, "")).await;
+    let mut c = RawSip::udp(server.udp).await;
+    let mut msgs = Vec::new();
+    let mut want = BTreeMap::new();
+    for _ in 0..16 {
+        for (method, uri, code) in [
+            // Unknown scheme `ab` (RFC 3261 §8.2.2.1).
+            ("OPTIONS", "ab:é", 416),
+            ("INVITE", "ab:é", 416),
+            ("INVITE", "x:€𝄞", 416),
+            // A SIP URI whose user is no configured number.
+            ("INVITE", "sip:€@pivotd.test", 404),
+        ] {
+            let mut m = Msg::new(method, NOBODY, &c);
+            m.request_line = format!("{method} {uri} SIP/2.0");
+            let id = m
+                .headers
+                .iter()
+                .find(|(n, _)| n == "Call-ID")
+                .map(|(_, v)| v.clone())
+                .unwrap_or_default();
+            want.insert(id, code);
+            msgs.push(m.build());
+        }
+    }
+    let got = finals_by_call_id(&mut c, &msgs, 5000).await;
+    let wrong: Vec<String> = want
+        .iter()
+        .filter(|(id, code)| got.get(*id) != Some(code))
+        .map(|(id, code)| format!("{id}: want {code}, got {:?}", got.get(id)))
+        .collect();
+    assert!(
+        wrong.is_empty(),
+        "{} of {} multi-byte requests not answered as they should be:\n{}",
+        wrong.len(),
+        want.len(),
+        wrong.join("\n")
+    );
+
+    let mut fresh = RawSip::udp(server.udp).await;
+    let probes: Vec<Vec<u8>> = (0..16).map(|_| Msg::options(&fresh).build()).collect();
+    let got = finals_by_call_id(&mut fresh, &probes, 5000).await;
+    assert_eq!(got.len(), probes.len(), "OPTIONS answered: {got:?}");
+    assert!(got.values().all(|&s| s == 200), "{got:?}");
+    assert_alive(&server, false).await;
+    assert_eq!(server.handle.stats.total.load(Ordering::Relaxed), 0);
+}

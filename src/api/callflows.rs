@@ -204,15 +204,10 @@ fn string_list(data: &Map<String, Value>, key: &str) -> Result<Vec<String>, ApiE
     }
 }
 
-/// Spec c.0 + j.7 + j.10 over a whole callflow document, for callflow `id` of `account`.
-fn check(
-    st: &Shared,
-    account: &Account,
-    id: &str,
-    mut data: Map<String, Value>,
-) -> Result<Checked, ApiError> {
-    data.remove("id");
-    let numbers = string_list(&data, "numbers")?;
+/// Each number 1 to 36 characters, none twice. A set, not a scan of the earlier numbers: a
+/// 2 MB body holds ~500 000 numbers, and a quadratic check of them took minutes of CPU.
+fn check_numbers(numbers: &[String]) -> Result<(), ApiError> {
+    let mut seen = std::collections::HashSet::with_capacity(numbers.len());
     for (i, n) in numbers.iter().enumerate() {
         let len = n.chars().count();
         if !(1..=36).contains(&len) {
@@ -223,7 +218,7 @@ fn check(
                 "a number must be 1 to 36 characters long",
             ));
         }
-        if numbers[..i].contains(n) {
+        if !seen.insert(n.as_str()) {
             return Err(ApiError::validation(
                 "numbers",
                 "uniqueItems",
@@ -231,6 +226,19 @@ fn check(
             ));
         }
     }
+    Ok(())
+}
+
+/// Spec c.0 + j.7 + j.10 over a whole callflow document, for callflow `id` of `account`.
+fn check(
+    st: &Shared,
+    account: &Account,
+    id: &str,
+    mut data: Map<String, Value>,
+) -> Result<Checked, ApiError> {
+    data.remove("id");
+    let numbers = string_list(&data, "numbers")?;
+    check_numbers(&numbers)?;
     let patterns = string_list(&data, "patterns")?;
     for (i, p) in patterns.iter().enumerate() {
         if p.is_empty() {
@@ -545,6 +553,25 @@ pub(crate) async fn delete(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn many_numbers_are_checked_in_linear_time() {
+        let many: Vec<String> = (0..400_000).map(|i| format!("+1555{i:07}")).collect();
+        let t = std::time::Instant::now();
+        assert!(check_numbers(&many).is_ok());
+        assert!(
+            t.elapsed() < std::time::Duration::from_secs(5),
+            "{:?}",
+            t.elapsed()
+        );
+        let mut twice = many;
+        twice.push("+15550000007".into());
+        let e = check_numbers(&twice).expect_err("duplicate");
+        assert!(e.message.contains("validation"), "{e:?}");
+        assert!(check_numbers(&["".into()]).is_err());
+        assert!(check_numbers(&["é".repeat(36)]).is_ok());
+        assert!(check_numbers(&["é".repeat(37)]).is_err());
+    }
 
     #[test]
     fn merge_is_json_merge_patch() {

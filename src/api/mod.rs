@@ -475,7 +475,8 @@ pub(crate) fn iso8601(unix: i64) -> String {
 
 /// Gregorian seconds to `YYYYMM` (the month prefix of a Kazoo `debug_id`).
 pub(crate) fn year_month(gregorian: i64) -> String {
-    let (y, m, _) = civil((gregorian - crate::store::GREGORIAN_OFFSET).div_euclid(86_400));
+    let unix = gregorian.saturating_sub(crate::store::GREGORIAN_OFFSET);
+    let (y, m, _) = civil(unix.div_euclid(86_400));
     format!("{y:04}{m:02}")
 }
 
@@ -569,6 +570,18 @@ mod tests {
         assert_eq!(iso8601(951_782_400), "2000-02-29T00:00:00Z");
         // The seed's example (spec j.15): 63635231906 Gregorian seconds is 2016-07-08.
         assert_eq!(year_month(63_635_231_906), "201607");
+    }
+
+    #[test]
+    fn dates_at_the_ends_of_i64_do_not_overflow() {
+        for t in [i64::MIN, i64::MIN + 1, -1, i64::MAX - 1, i64::MAX] {
+            assert!(!iso8601(t).is_empty());
+            assert!(!year_month(t).is_empty());
+        }
+        assert_eq!(
+            decode_key(&encode_key(i64::MIN, "")),
+            Some((i64::MIN, String::new()))
+        );
     }
 
     #[test]

@@ -540,7 +540,7 @@ struct RecvSockets {
 
 /// RFC 5761 §4: on a shared port, second byte 192..=223 (PT 64..=95 with the marker bit) is
 /// RTCP (SR 200, RR 201, SDES 202, BYE 203, APP 204, and feedback 205/206).
-fn is_rtcp(data: &[u8]) -> bool {
+pub fn is_rtcp(data: &[u8]) -> bool {
     matches!(data.get(1), Some(192..=223))
 }
 

@@ -387,12 +387,15 @@ fn negotiate_sdp(sdp: &Sdp) -> Result<Negotiated, SdpError> {
         })
         .ok_or(SdpError::NoCommonCodec)?;
     // RFC 4733 §7.1.1: the telephone-event PT whose clock matches the audio codec's.
+    // Never the audio PT: an offer mapping one PT to both would make every audio packet an
+    // event.
     let dtmf_pt = media.payload_types().find(|&pt| {
-        media.rtpmaps.iter().any(|m| {
-            m.pt == pt
-                && m.encoding.eq_ignore_ascii_case("telephone-event")
-                && m.clock_rate == DTMF_CLOCK
-        })
+        pt != codec_pt
+            && media.rtpmaps.iter().any(|m| {
+                m.pt == pt
+                    && m.encoding.eq_ignore_ascii_case("telephone-event")
+                    && m.clock_rate == DTMF_CLOCK
+            })
     });
     let ip = media
         .connection
@@ -644,6 +647,22 @@ mod tests {
             "v=0\r\no=pivotd 42 7 IN IP4 192.0.2.1\r\ns=pivotd\r\nc=IN IP4 192.0.2.1\r\nt=0 0\r\n\
              m=audio 20000 RTP/AVP 0\r\na=rtpmap:0 PCMU/8000\r\na=ptime:20\r\na=sendrecv\r\n"
         );
+    }
+
+    /// An offer that maps one payload type to both PCMU and telephone-event: the audio keeps
+    /// it, DTMF gets none (with it, every audio packet was read as a key press).
+    #[test]
+    fn telephone_event_never_takes_the_audio_payload_type() {
+        let offer = "v=0\r\no=x 1 1 IN IP4 10.0.0.3\r\ns=-\r\nc=IN IP4 10.0.0.3\r\nt=0 0\r\n\
+            m=audio 5000 RTP/AVP 96 96\r\na=rtpmap:96 PCMU/8000\r\n\
+            a=rtpmap:96 telephone-event/8000\r\n";
+        let n = negotiate(&parse(offer).unwrap()).unwrap();
+        assert_eq!((n.codec, n.codec_pt, n.dtmf_pt), (Codec::Pcmu, 96, None));
+        let offer = offer
+            .replace("96 96", "96 101")
+            .replace("a=rtpmap:96 t", "a=rtpmap:101 t");
+        let n = negotiate(&parse(&offer).unwrap()).unwrap();
+        assert_eq!(n.dtmf_pt, Some(101));
     }
 
     #[test]

@@ -206,11 +206,11 @@ fn check_request_uri(uri: &str) -> Result<(), &'static str> {
     if uri_scheme(uri.as_bytes()).is_none() || uri.contains(['<', '>', '"']) {
         return Err("malformed Request-URI");
     }
-    let is_sip = uri.len() > 4
-        && (uri[..4].eq_ignore_ascii_case("sip:")
-            || uri
-                .get(..5)
-                .is_some_and(|p| p.eq_ignore_ascii_case("sips:")));
+    // Bytes, not `&str` ranges: a multi-byte character at the cut would panic (issue 7).
+    let b = uri.as_bytes();
+    let is_sip = b.len() > 4
+        && (b.get(..4).is_some_and(|p| p.eq_ignore_ascii_case(b"sip:"))
+            || b.get(..5).is_some_and(|p| p.eq_ignore_ascii_case(b"sips:")));
     if is_sip && uri.contains('?') {
         return Err("headers in the Request-URI");
     }
@@ -1315,5 +1315,78 @@ To: <sip:c@d>\r\nCall-ID: x\r\nCSeq: 1 OPTIONS\r\nContent-Length: 0\r\n\r\n"
         assert_eq!(v.rport, Some(Some(5062)));
         assert!("SIP/2.0/UDP".parse::<TopVia>().is_err());
         assert!("SIP/2.0/UDP h:99999".parse::<TopVia>().is_err());
+    }
+
+    /// Issue 7, symptom 1: a multi-byte character in the first bytes of the Request-URI
+    /// panicked the shard that parsed it (`uri[..4]` cut a character in two).
+    #[test]
+    fn multibyte_request_uris_are_answered_not_panicked_on() {
+        for method in ["OPTIONS", "INVITE"] {
+            match req_with_method(method, &format!("{method} ab:é SIP/2.0")) {
+                Err(ParseError::Unsupported {
+                    code: 416, request, ..
+                }) => {
+                    assert!(top_via_of(request.headers()).is_some())
+                }
+                other => panic!("{method} ab:é: {:?}", other.map(|m| m.to_string())),
+            }
+        }
+        for uri in [
+            "ab:é", "sip€", "sipé:x", "sip:é", "sips:€", "a:𝄞", "é", "ab:", "x:€€",
+        ] {
+            let _ = check_request_uri(uri);
+        }
+        assert!(check_request_uri("sip:a@b?x=1").is_err());
+        assert!(check_request_uri("SIPS:a@b?x=1").is_err());
+        assert!(check_request_uri("ab:é?x").is_ok());
+    }
+
+    /// Every multi-byte character at every byte position of the request line: no panic, and
+    /// anything that is still a request with a Via can be answered.
+    #[test]
+    fn multibyte_characters_anywhere_in_the_request_line() {
+        let mut answered = 0;
+        for line in [
+            "OPTIONS sip:a@b SIP/2.0",
+            "INVITE sips:1234@pivotd.test SIP/2.0",
+            // A scheme shorter than `sip:`: the character lands inside the first 4 bytes.
+            "MESSAGE im:bob@pivotd.test SIP/2.0",
+        ] {
+            let method = line.split(' ').next().unwrap_or_default();
+            for ch in ["é", "€", "𝄞", "\u{80}"] {
+                for at in 0..=line.len() {
+                    let mut l = line.as_bytes().to_vec();
+                    l.splice(at..at, ch.bytes());
+                    let l = String::from_utf8_lossy(&l).into_owned();
+                    match req_with_method(method, &l) {
+                        Ok(SipMessage::Request(r)) => {
+                            let _ = response(&r, 200, None, Some("t"));
+                            answered += 1;
+                        }
+                        Err(ParseError::Unsupported { request, .. })
+                        | Err(ParseError::Invalid {
+                            request: Some(request),
+                            ..
+                        }) => {
+                            let _ = response(&request, 400, Some(&l), None);
+                            answered += 1;
+                        }
+                        _ => {}
+                    }
+                }
+            }
+        }
+        assert!(answered > 100, "{answered}");
+    }
+
+    #[allow(clippy::result_large_err)]
+    fn req_with_method(method: &str, line: &str) -> Result<SipMessage, ParseError> {
+        parse(
+            format!(
+                "{line}\r\nVia: SIP/2.0/UDP h;branch=z9hG4bK1\r\nFrom: <sip:a@b>;tag=1\r\n\
+To: <sip:c@d>\r\nCall-ID: x\r\nCSeq: 1 {method}\r\nContent-Length: 0\r\n\r\n"
+            )
+            .as_bytes(),
+        )
     }
 }

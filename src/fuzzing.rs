@@ -1,0 +1,380 @@
+//! Entry points shared by the cargo-fuzz targets (`fuzz/`) and the deterministic mutation test
+//! (`tests/mutation.rs`, on the stable toolchain inside `cargo test`).
+//!
+//! Each one takes arbitrary bytes, feeds them to one parser of outside input, and then does
+//! with the result what pivotd does next (accessors, answers, negotiation, validation). None
+//! may panic whatever the bytes. The few `assert!`s below are invariants: a failure is a bug
+//! (pivotd would send what it cannot read back itself), reported by the fuzzer like a panic.
+//!
+//! Not part of pivotd's behaviour: nothing in the server calls these.
+
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::path::Path;
+
+use rsip::headers::ToTypedHeader;
+use rsip::message::{HasHeaders, HeadersExt};
+use rsip::SipMessage;
+
+use crate::callflow::{CallInfo, Node};
+use crate::config::{self, Config};
+use crate::media::codec::Codec;
+use crate::media::dtmf::{self, DtmfReceiver, TelephoneEvent};
+use crate::media::{rtp, sdp};
+use crate::pivot::guard::UrlGuard;
+use crate::pivot::request::{self, BodyFormat, DigitCollections, Method, PivotState, ReqFormat};
+use crate::pivot::{kazoo, twiml};
+use crate::sip::dialog::Dialog;
+use crate::sip::message::{self, ParseError};
+use crate::sip::normalize;
+use crate::sip::outgoing;
+use crate::sip::transport::{self, Peer, Proto, Transport};
+
+/// What [`sip_message`] made of its input (the mutation test checks every kind is reached).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum SipOutcome {
+    Request,
+    Response,
+    /// Answered 400 (a request with a usable Via) or dropped.
+    Invalid,
+    /// Answered 416, 501 or 505.
+    Unsupported,
+    Unparsable,
+}
+
+fn peer() -> Peer {
+    Peer {
+        proto: Proto::Udp,
+        remote: SocketAddr::new(IpAddr::V4(Ipv4Addr::new(192, 0, 2, 7)), 5062),
+        local: SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), 5060),
+        conn: None,
+    }
+}
+
+/// Header names the server and the tests look up (full and compact forms).
+const LOOKED_UP: &[&str] = &[
+    "Call-ID",
+    "i",
+    "Via",
+    "v",
+    "Contact",
+    "m",
+    "Content-Type",
+    "c",
+    "Content-Length",
+    "l",
+    "Max-Forwards",
+    "Expires",
+    "User-Agent",
+    "Require",
+    "Accept",
+    "Supported",
+    "k",
+    "X-Unknown",
+];
+
+/// The SIP front door: framing, normaliser, parser, every accessor, the Via stamping, the
+/// answers (`message::response`, `outgoing::response_bytes`), a dialog built from the request,
+/// the call facts a pivot request carries, and the SDP or DTMF body.
+pub fn sip_message(data: &[u8]) -> SipOutcome {
+    let _ = Transport::quick_call_id(data);
+    let _ = normalize::frame(data, 65536);
+    let _ = normalize::frame(data, 300);
+    let _ = normalize::normalize_headers_lenient(data);
+    match message::parse(data) {
+        Ok(SipMessage::Request(mut req)) => {
+            accessors(&req);
+            answers(&mut req, true);
+            server_side(&req);
+            SipOutcome::Request
+        }
+        Ok(SipMessage::Response(resp)) => {
+            accessors(&resp);
+            let _ = resp.to_string();
+            SipOutcome::Response
+        }
+        Err(ParseError::Invalid {
+            request: Some(mut req),
+            reason,
+        }) => {
+            accessors(&req);
+            let _ = outgoing::response_bytes(&req, 400, Some(&reason), None, &[], None);
+            answers(&mut req, false);
+            SipOutcome::Invalid
+        }
+        Err(ParseError::Invalid { request: None, .. }) => SipOutcome::Invalid,
+        Err(ParseError::Unsupported {
+            code,
+            reason,
+            mut request,
+        }) => {
+            accessors(&request);
+            let _ = outgoing::response_bytes(&request, code, Some(&reason), None, &[], None);
+            answers(&mut request, false);
+            SipOutcome::Unsupported
+        }
+        Err(ParseError::Unparsable(_)) => SipOutcome::Unparsable,
+    }
+}
+
+fn accessors(msg: &impl HasHeaders) {
+    let _ = message::call_id(msg);
+    let _ = message::cseq(msg);
+    let _ = message::from_tag(msg);
+    let _ = message::to_tag(msg);
+    let _ = message::top_via(msg);
+    for name in LOOKED_UP {
+        let _ = message::header_value(msg, name);
+    }
+    for h in msg.headers().iter() {
+        let (name, _) = message::header_name_value(h);
+        // The server matches header names by byte ranges (`X-` prefixes): they must be
+        // ASCII tokens, which the normaliser guarantees.
+        assert!(
+            !name.is_empty() && name.bytes().all(|b| b.is_ascii_graphic()),
+            "header name {name:?}"
+        );
+    }
+}
+
+/// What the transport and the endpoint do with a request they answer: stamp the Via, then
+/// build responses. `valid`: the request parsed cleanly, so pivotd's own answers to it must
+/// parse as responses.
+fn answers(req: &mut rsip::Request, valid: bool) {
+    let reply_to = transport::stamp_via(req, &peer());
+    let _ = reply_to;
+    let _ = message::max_forwards(req);
+    for (code, reason, tag) in [
+        (100u16, None, None),
+        (200, None, Some("t1")),
+        (486, Some("Busy Here"), Some("t2")),
+        (603, Some("a\r\nb"), None),
+    ] {
+        let r = message::response(req, code, reason, tag);
+        let _ = r.to_string();
+        let bytes = outgoing::response_bytes(
+            req,
+            code,
+            reason,
+            tag,
+            &[("Allow", crate::sip::ALLOW)],
+            (code == 200).then_some(("application/sdp", &b"v=0\r\n"[..])),
+        );
+        if valid {
+            assert!(
+                matches!(message::parse(&bytes), Ok(SipMessage::Response(_))),
+                "pivotd cannot read its own {code} answer:\n{}",
+                String::from_utf8_lossy(&bytes)
+            );
+        }
+    }
+}
+
+/// What the server reads of a request it acts on: the typed From/To, the Request-URI, a
+/// dialog, the pivot request made of the call's facts, and the body.
+fn server_side(req: &rsip::Request) {
+    let from = req.from_header().ok().and_then(|f| f.typed().ok());
+    let to = req.to_header().ok().and_then(|t| t.typed().ok());
+    let user = crate::server::percent_decode(req.uri.user().unwrap_or(""));
+    let host = req.uri.host_with_port.host.to_string();
+    let _ = req.to_string();
+    let mut info = CallInfo {
+        call_id: message::call_id(req).unwrap_or_default(),
+        request_user: user.clone(),
+        request_realm: host.clone(),
+        ..CallInfo::default()
+    };
+    if let Some(f) = &from {
+        info.from_user = crate::server::percent_decode(f.uri.user().unwrap_or(""));
+        info.from_realm = f.uri.host_with_port.host.to_string();
+        info.caller_id_name = f.display_name.clone();
+    }
+    if let Some(t) = &to {
+        info.to_user = crate::server::percent_decode(t.uri.user().unwrap_or(""));
+        info.to_realm = t.uri.host_with_port.host.to_string();
+    }
+    for h in req.headers().iter() {
+        if let rsip::Header::Other(n, v) = h {
+            info.custom_sip_headers.push((n.clone(), v.clone()));
+        }
+    }
+    let mut digits = DigitCollections::new();
+    digits.append(&user, &host);
+    let state = PivotState::new(&info, &digits);
+    if let Ok(url) = url::Url::parse("http://pivot.example/voice?x=1") {
+        for format in [ReqFormat::Kazoo, ReqFormat::Twiml] {
+            let params = request::params(&state, format);
+            let _ = request::build(&url, Method::Get, BodyFormat::Form, &params);
+            let _ = request::build(&url, Method::Post, BodyFormat::Json, &params).signature(b"k");
+        }
+    }
+    if let Ok(mut d) = Dialog::from_invite(req, "lt", peer(), "127.0.0.1:5060".into()) {
+        d.refresh_target(req);
+        if let Some((n, m)) = message::cseq(req) {
+            let _ = d.accept_remote_cseq(n, &m);
+        }
+        let _ = d.contact(&user);
+        let _ = d.request(rsip::Method::Bye, &[], None);
+    }
+    let ctype = message::header_value(req, "Content-Type").unwrap_or_default();
+    let _ = dtmf::info_digit(&ctype, req.body());
+    if ctype.eq_ignore_ascii_case("application/sdp") {
+        let _ = sdp(req.body());
+    }
+}
+
+/// SDP offer/answer: parse, negotiate (as an offer and as an answer), and build the answer and
+/// a new offer keeping the m= lines. Our answer must parse and negotiate to the same codec.
+pub fn sdp(data: &[u8]) -> Option<sdp::Negotiated> {
+    let text = std::str::from_utf8(data).ok()?;
+    let offer = sdp::parse(text).ok()?;
+    let local = sdp::LocalSession {
+        ip: IpAddr::V4(Ipv4Addr::LOCALHOST),
+        port: 20000,
+        session_id: 1,
+        version: 1,
+    };
+    let _ = sdp::offer_keeping_lines(&local, &offer, 101);
+    let _ = sdp::negotiate_answer(&offer);
+    let neg = sdp::negotiate(&offer).ok()?;
+    let _ = sdp::answer(&local, &neg);
+    let ours = sdp::answer_to_offer(&local, &offer, &neg);
+    let back = sdp::parse(&ours);
+    assert!(back.is_ok(), "our answer does not parse: {back:?}\n{ours}");
+    if let Ok(back) = back {
+        let again = sdp::negotiate_answer(&back);
+        assert!(
+            again.as_ref().is_ok_and(|a| a.codec == neg.codec
+                && a.codec_pt == neg.codec_pt
+                && a.dtmf_pt == neg.dtmf_pt),
+            "our answer negotiates to {again:?}, not {neg:?}\n{ours}"
+        );
+    }
+    assert_ne!(
+        neg.dtmf_pt,
+        Some(neg.codec_pt),
+        "telephone-event on the audio payload type"
+    );
+    Some(neg)
+}
+
+/// The RTP receive path and RFC 4733 events. The input is a list of datagrams, each preceded
+/// by its length (one byte); the first byte is the telephone-event payload type. Every
+/// datagram is also read as a SIP INFO DTMF body. Returns the digits recognised.
+pub fn rtp_dtmf(data: &[u8]) -> Vec<char> {
+    let Some((&event_pt, mut rest)) = data.split_first() else {
+        return Vec::new();
+    };
+    let mut receiver = DtmfReceiver::new();
+    let mut digits = Vec::new();
+    while let Some((&len, tail)) = rest.split_first() {
+        let n = usize::from(len).min(tail.len());
+        let (packet, next) = tail.split_at(n);
+        rest = next;
+        let _ = dtmf::info_digit("application/dtmf-relay", packet);
+        let _ = dtmf::info_digit("application/dtmf", packet);
+        let _ = TelephoneEvent::parse(packet);
+        if rtp::is_rtcp(packet) {
+            continue;
+        }
+        let Ok(p) = rtp_rs::RtpReader::new(packet) else {
+            continue;
+        };
+        let _ = (
+            p.sequence_number(),
+            p.csrc().count(),
+            p.extension(),
+            p.padding(),
+        );
+        let payload = p.payload();
+        let _ = Codec::Pcmu.decode(payload);
+        let _ = Codec::Pcma.decode(payload);
+        if p.payload_type() == event_pt & 0x7f {
+            digits.extend(receiver.on_packet(p.ssrc(), p.timestamp(), p.mark(), payload));
+        }
+    }
+    digits
+}
+
+/// A TwiML document: parse, then resolve every URL it names against the document's URL as
+/// the runtime does.
+pub fn twiml(data: &[u8]) -> Result<usize, twiml::TwimlError> {
+    let _ = kazoo::choose_format(Some("text/xml"), data);
+    let _ = kazoo::decode(None, data);
+    let verbs = twiml::parse(data)?;
+    let base = url::Url::parse("https://pivot.example/app/doc.xml?a=1").ok();
+    fn urls(v: &twiml::Verb, out: &mut Vec<String>) {
+        match v {
+            twiml::Verb::Play { url, .. } | twiml::Verb::Redirect { url, .. } => {
+                out.push(url.clone())
+            }
+            twiml::Verb::Gather { action, nested, .. } => {
+                out.extend(action.clone());
+                nested.iter().for_each(|n| urls(n, out));
+            }
+            twiml::Verb::Dial { action, .. } => out.extend(action.clone()),
+            _ => {}
+        }
+    }
+    let mut found = Vec::new();
+    verbs.iter().for_each(|v| urls(v, &mut found));
+    if let Some(base) = base {
+        let guard = UrlGuard::default();
+        for u in &found {
+            if let Ok(resolved) = twiml::resolve_url(&base, u) {
+                let _ = guard.check_parsed(&resolved);
+            }
+        }
+    }
+    Ok(verbs.len())
+}
+
+/// A Kazoo JSON answer: format choice, JSON, callflow validation, the save-time URL checks,
+/// and the round trip (a validated flow written out validates again to the same flow).
+pub fn kazoo_json(data: &[u8]) -> Result<(), kazoo::AnswerError> {
+    for ct in [Some("application/json"), Some("text/plain; x=1"), None] {
+        let _ = kazoo::choose_format(ct, data);
+    }
+    let _ = kazoo::decode(Some("application/json; charset=utf-8"), data);
+    let node = kazoo::decode_flow(data)?;
+    flow_checks(&node);
+    Ok(())
+}
+
+fn flow_checks(node: &Node) {
+    let mut problems = Vec::new();
+    config::check_node_urls(node, "flow", &UrlGuard::default(), &mut problems);
+    node.visit(&mut |n| {
+        let _ = n.module.media_ids();
+    });
+    let json = node.to_json();
+    let back = Node::from_json(&json);
+    assert!(
+        back.as_ref().is_ok_and(|b| b == node),
+        "a validated flow does not read back: {back:?}\n{json}"
+    );
+}
+
+/// The config loader on arbitrary text, with a base folder that does not exist (relative
+/// paths then name nothing), then the routing it sets up.
+pub fn config(data: &[u8]) -> bool {
+    let Ok(text) = std::str::from_utf8(data) else {
+        return false;
+    };
+    match Config::from_toml_str(text, Path::new("/nonexistent/pivotd-fuzz")) {
+        Ok(cfg) => {
+            let _ = config::route(&cfg, "1234", "pivotd.test");
+            let _ = cfg.media.port_pairs();
+            let _ = cfg.sip.timers();
+            for a in &cfg.accounts {
+                for c in &a.callflows {
+                    flow_checks(&c.flow);
+                }
+            }
+            true
+        }
+        Err(e) => {
+            let _ = e.to_string();
+            false
+        }
+    }
+}
