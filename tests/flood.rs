@@ -53,8 +53,27 @@ flow = { module = "play", data = { id = "long" } }
 numbers = ["6001"]
 flow = { module = "play", data = { id = "short" }, children = { _ = { module = "hangup" } } }
 "#;
-    let media = format!("dir = \"{}\"", path_str(&dir));
-    (start(&config_toml(flows, sip_extra, &media)).await, dir)
+    // A port range for every call the test may hold (the flooder's share included): the
+    // harness's usual 50 pairs would run out before the limits under test are reached.
+    let base = 40000 + 2 * (rand::random::<u16>() % 5000);
+    let toml = config_toml(flows, sip_extra, &format!("dir = \"{}\"", path_str(&dir)));
+    let toml = with_port_range(&toml, base, base + 999);
+    (start(&toml).await, dir)
+}
+
+fn with_port_range(toml: &str, lo: u16, hi: u16) -> String {
+    toml.lines()
+        .map(|l| {
+            if l.starts_with("port_min = ") {
+                format!("port_min = {lo}")
+            } else if l.starts_with("port_max = ") {
+                format!("port_max = {hi}")
+            } else {
+                l.to_string()
+            }
+        })
+        .collect::<Vec<_>>()
+        .join("\n")
 }
 
 /// A raw INVITE from `from` whose SDP sends media to `media`.
