@@ -3,7 +3,26 @@
 
 use std::io::Cursor;
 
+use symphonia::core::errors::Error as SymphoniaError;
+
 use super::{check_format, downmix, Prompt, PromptError, MAX_SECONDS};
+
+/// Why an MP3 stream gave no audio (wrapped in [`PromptError::Decode`] with the prompt's name).
+#[derive(Debug, thiserror::Error)]
+enum Mp3Error {
+    #[error(transparent)]
+    Symphonia(#[from] SymphoniaError),
+    #[error("no audio track")]
+    NoTrack,
+    #[error("sample rate changes mid-stream")]
+    RateChange,
+    #[error("too many channels")]
+    TooManyChannels,
+    #[error("longer than {MAX_SECONDS} s")]
+    TooLong,
+    #[error("no decodable MP3 frames")]
+    NoFrames,
+}
 
 pub(super) fn looks_like_mp3(bytes: &[u8]) -> bool {
     match bytes {
@@ -24,10 +43,9 @@ pub(super) fn decode_mp3(name: &str, bytes: &[u8]) -> Result<Prompt, PromptError
     Ok(Prompt::from_mono_f32(name, &mono, rate))
 }
 
-fn symphonia_decode(bytes: Vec<u8>) -> Result<(Vec<f32>, u32), String> {
+fn symphonia_decode(bytes: Vec<u8>) -> Result<(Vec<f32>, u32), Mp3Error> {
     use symphonia::core::audio::SampleBuffer;
     use symphonia::core::codecs::{DecoderOptions, CODEC_TYPE_NULL};
-    use symphonia::core::errors::Error;
     use symphonia::core::formats::FormatOptions;
     use symphonia::core::io::MediaSourceStream;
     use symphonia::core::meta::MetadataOptions;
@@ -42,27 +60,29 @@ fn symphonia_decode(bytes: Vec<u8>) -> Result<(Vec<f32>, u32), String> {
         enable_gapless: true,
         ..Default::default()
     };
-    let probed = symphonia::default::get_probe()
-        .format(&hint, mss, &fmt_opts, &MetadataOptions::default())
-        .map_err(|e| e.to_string())?;
+    let probed = symphonia::default::get_probe().format(
+        &hint,
+        mss,
+        &fmt_opts,
+        &MetadataOptions::default(),
+    )?;
     let mut format = probed.format;
     let track = format
         .tracks()
         .iter()
         .find(|t| t.codec_params.codec != CODEC_TYPE_NULL)
-        .ok_or("no audio track")?;
+        .ok_or(Mp3Error::NoTrack)?;
     let track_id = track.id;
-    let mut decoder = symphonia::default::get_codecs()
-        .make(&track.codec_params, &DecoderOptions::default())
-        .map_err(|e| e.to_string())?;
+    let mut decoder =
+        symphonia::default::get_codecs().make(&track.codec_params, &DecoderOptions::default())?;
     let mut mono: Vec<f32> = Vec::new();
     let mut rate: Option<u32> = None;
     let mut buf: Option<SampleBuffer<f32>> = None;
     loop {
         let packet = match format.next_packet() {
             Ok(p) => p,
-            Err(Error::IoError(_)) | Err(Error::ResetRequired) => break,
-            Err(e) => return Err(e.to_string()),
+            Err(SymphoniaError::IoError(_)) | Err(SymphoniaError::ResetRequired) => break,
+            Err(e) => return Err(e.into()),
         };
         if packet.track_id() != track_id {
             continue;
@@ -70,8 +90,8 @@ fn symphonia_decode(bytes: Vec<u8>) -> Result<(Vec<f32>, u32), String> {
         let decoded = match decoder.decode(&packet) {
             Ok(d) => d,
             // A damaged frame is skipped, as players do.
-            Err(Error::DecodeError(_)) | Err(Error::IoError(_)) => continue,
-            Err(e) => return Err(e.to_string()),
+            Err(SymphoniaError::DecodeError(_)) | Err(SymphoniaError::IoError(_)) => continue,
+            Err(e) => return Err(e.into()),
         };
         let spec = *decoded.spec();
         let channels = spec.channels.count();
@@ -80,7 +100,7 @@ fn symphonia_decode(bytes: Vec<u8>) -> Result<(Vec<f32>, u32), String> {
         }
         match rate {
             None => rate = Some(spec.rate),
-            Some(r) if r != spec.rate => return Err("sample rate changes mid-stream".into()),
+            Some(r) if r != spec.rate => return Err(Mp3Error::RateChange),
             Some(_) => {}
         }
         let need = decoded.capacity() as u64;
@@ -89,12 +109,12 @@ fn symphonia_decode(bytes: Vec<u8>) -> Result<(Vec<f32>, u32), String> {
             _ => buf.insert(SampleBuffer::<f32>::new(need, spec)),
         };
         sb.copy_interleaved_ref(decoded);
-        let ch = u16::try_from(channels).map_err(|_| "too many channels")?;
+        let ch = u16::try_from(channels).map_err(|_| Mp3Error::TooManyChannels)?;
         mono.extend(downmix(sb.samples().iter().copied(), ch));
         if mono.len() as u64 > MAX_SECONDS * u64::from(spec.rate) {
-            return Err(format!("longer than {MAX_SECONDS} s"));
+            return Err(Mp3Error::TooLong);
         }
     }
-    let rate = rate.ok_or("no decodable MP3 frames")?;
+    let rate = rate.ok_or(Mp3Error::NoFrames)?;
     Ok((mono, rate))
 }
