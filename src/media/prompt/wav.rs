@@ -3,8 +3,8 @@
 
 use std::io::Cursor;
 
-use super::{check_format, downmix, Prompt, PromptError, MAX_SECONDS, PROMPT_RATE};
-use crate::media::codec::{alaw_decode, ulaw_decode};
+use super::{check_format, downmix, Prompt, PromptError, MAX_SECONDS};
+use crate::media::codec::Codec;
 
 /// RIFF/WAVE by its header.
 pub(super) fn looks_like_wav(bytes: &[u8]) -> bool {
@@ -102,22 +102,13 @@ pub(super) fn decode_wav(name: &str, bytes: &[u8]) -> Result<Prompt, PromptError
                     "{name}: longer than {MAX_SECONDS} s"
                 )));
             }
-            let table: fn(u8) -> i16 = if fmt.format == WAVE_FORMAT_ALAW {
-                alaw_decode
+            let law = if fmt.format == WAVE_FORMAT_ALAW {
+                Codec::Pcma
             } else {
-                ulaw_decode
+                Codec::Pcmu
             };
-            if fmt.channels == 1 && fmt.rate == PROMPT_RATE {
-                return Ok(Prompt::from_8k(
-                    name,
-                    data.iter().map(|&b| table(b)).collect(),
-                ));
-            }
-            let mono = downmix(
-                data.iter().map(|&b| f32::from(table(b)) / 32768.0),
-                fmt.channels,
-            );
-            Ok(Prompt::from_mono_f32(name, &mono, fmt.rate))
+            // Linear samples, then the same path as any 16-bit PCM (8 kHz mono is kept as is).
+            Prompt::from_pcm(name, &law.decode(data), fmt.rate, fmt.channels)
         }
         WAVE_FORMAT_PCM | WAVE_FORMAT_IEEE_FLOAT => {
             let ok_bits = match fmt.format {
