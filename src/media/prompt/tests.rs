@@ -27,10 +27,27 @@ impl Drop for TempDir {
     }
 }
 
-/// Runs sox; a missing sox fails the test (it is a required tool).
-fn sox(args: &[&str]) {
+/// Makes `path` with sox: `rate` Hz, `channels`, the output `format` options (`-b`, `-e`),
+/// then the `synth` effect's arguments (`["0.5", "sine", "1000"]`); `dither` false keeps
+/// sox's default dither. A missing sox fails the test (it is a required tool).
+fn sox_synth(
+    path: &Path,
+    dither: bool,
+    rate: &str,
+    channels: &str,
+    format: &[&str],
+    synth: &[&str],
+) {
+    let mut args = vec![];
+    if dither {
+        args.push("-D");
+    }
+    args.extend(["-r", rate, "-c", channels, "-n"]);
+    args.extend_from_slice(format);
+    args.extend([path.to_str().unwrap(), "synth"]);
+    args.extend_from_slice(synth);
     let out = Command::new("sox")
-        .args(args)
+        .args(&args)
         .output()
         .expect("sox is required for these tests (apt-get install sox libsox-fmt-mp3)");
     assert!(
@@ -108,32 +125,24 @@ fn decode_file(path: &Path) -> Prompt {
     Prompt::decode(&path.display().to_string(), &bytes).unwrap()
 }
 
-/// One second of a 1 kHz sine at -6 dBFS made by sox: `rate` Hz, `channels`, with the
-/// output `format` options (`-b`, `-e`); `dither` false keeps sox's default dither.
-fn sox_tone(path: &str, dither: bool, rate: &str, channels: &str, format: &[&str]) {
-    let mut args = vec![];
-    if dither {
-        args.push("-D");
-    }
-    args.extend(["-r", rate, "-c", channels, "-n"]);
-    args.extend_from_slice(format);
-    args.extend([path, "synth", "1.0", "sine", "1000", "gain", "-6"]);
-    sox(&args);
+/// One second of a 1 kHz sine at -6 dBFS made by sox (see [`sox_synth`]).
+fn sox_tone(path: &Path, dither: bool, rate: &str, channels: &str, format: &[&str]) {
+    let tone = ["1.0", "sine", "1000", "gain", "-6"];
+    sox_synth(path, dither, rate, channels, format, &tone);
 }
 
 #[test]
 fn decodes_sox_made_files_to_1khz() {
     let t = TempDir::new("sox");
     let p = |n: &str| t.0.join(n);
-    let s = |p: &PathBuf| p.to_str().unwrap().to_string();
     // 44.1 kHz stereo 24-bit (sox writes WAVE_FORMAT_EXTENSIBLE for > 16 bits).
     let f = p("s24.wav");
-    sox_tone(&s(&f), true, "44100", "2", &["-b", "24"]);
+    sox_tone(&f, true, "44100", "2", &["-b", "24"]);
     assert_1khz(&decode_file(&f), 1.0, 0.5);
     // 22.05 kHz 32-bit float.
     let f = p("f32.wav");
     sox_tone(
-        &s(&f),
+        &f,
         false,
         "22050",
         "1",
@@ -143,7 +152,7 @@ fn decodes_sox_made_files_to_1khz() {
     // 8-bit unsigned PCM at 16 kHz.
     let f = p("u8.wav");
     sox_tone(
-        &s(&f),
+        &f,
         true,
         "16000",
         "1",
@@ -152,22 +161,22 @@ fn decodes_sox_made_files_to_1khz() {
     assert_1khz(&decode_file(&f), 1.0, 0.5);
     // 48 kHz 32-bit integer, 3 channels.
     let f = p("s32.wav");
-    sox_tone(&s(&f), true, "48000", "3", &["-b", "32"]);
+    sox_tone(&f, true, "48000", "3", &["-b", "32"]);
     assert_1khz(&decode_file(&f), 1.0, 0.5);
     // μ-law and A-law WAV (format 7 and 6), 8 kHz mono and 16 kHz stereo.
     for (enc, tag) in [("u-law", 7u16), ("a-law", 6u16)] {
         let f = p(&format!("{enc}.wav"));
-        sox_tone(&s(&f), true, "8000", "1", &["-e", enc]);
+        sox_tone(&f, true, "8000", "1", &["-e", enc]);
         let bytes = std::fs::read(&f).unwrap();
         assert_eq!(le_u16(&bytes, 20), Some(tag), "sox wrote format {tag}");
         assert_1khz(&decode_file(&f), 1.0, 0.5);
         let f = p(&format!("{enc}-16k.wav"));
-        sox_tone(&s(&f), true, "16000", "2", &["-e", enc]);
+        sox_tone(&f, true, "16000", "2", &["-e", enc]);
         assert_1khz(&decode_file(&f), 1.0, 0.5);
     }
     // MP3 (libsox-fmt-mp3), 44.1 kHz stereo.
     let f = p("tone.mp3");
-    sox_tone(&s(&f), false, "44100", "2", &[]);
+    sox_tone(&f, false, "44100", "2", &[]);
     // sox writes no LAME/Xing header, so nothing tells the decoder to trim LAME's
     // 1105-sample delay and the padding to whole 1152-sample frames.
     assert_1khz_within(&decode_file(&f), 1.0, MP3_EXTRA_44K, 0.5, 0.1);
@@ -178,10 +187,14 @@ fn ulaw_wav_at_8k_keeps_bytes() {
     // An 8 kHz μ-law WAV is decoded sample for sample: re-encoding gives the same bytes.
     let t = TempDir::new("ulaw");
     let f = t.0.join("u.wav");
-    let fs = f.to_str().unwrap();
-    sox(&[
-        "-D", "-r", "8000", "-c", "1", "-n", "-e", "u-law", fs, "synth", "0.5", "sine", "440",
-    ]);
+    sox_synth(
+        &f,
+        true,
+        "8000",
+        "1",
+        &["-e", "u-law"],
+        &["0.5", "sine", "440"],
+    );
     let bytes = std::fs::read(&f).unwrap();
     let (_, data) = parse_wav_chunks(&bytes).unwrap();
     let p = Prompt::decode("u", &bytes).unwrap();
@@ -365,49 +378,30 @@ fn library_dir_files_override_and_stay_inside() {
     let t = TempDir::new("lib");
     let media = t.0.join("media");
     std::fs::create_dir_all(media.join("sub")).unwrap();
-    let ms = |n: &str| media.join(n).to_str().unwrap().to_string();
-    sox(&[
-        "-D",
-        "-r",
+    sox_synth(
+        &media.join("welcome.wav"),
+        true,
         "8000",
-        "-c",
         "1",
-        "-n",
-        "-b",
-        "16",
-        &ms("welcome.wav"),
-        "synth",
-        "0.5",
-        "sine",
-        "1000",
-    ]);
-    sox(&[
-        "-D",
-        "-r",
+        &["-b", "16"],
+        &["0.5", "sine", "1000"],
+    );
+    sox_synth(
+        &media.join("sub/x.wav"),
+        true,
         "8000",
-        "-c",
         "1",
-        "-n",
-        "-b",
-        "16",
-        &ms("sub/x.wav"),
-        "synth",
-        "0.25",
-        "sine",
-        "1000",
-    ]);
-    sox(&[
-        "-r",
+        &["-b", "16"],
+        &["0.25", "sine", "1000"],
+    );
+    sox_synth(
+        &media.join("m.mp3"),
+        false,
         "8000",
-        "-c",
         "1",
-        "-n",
-        &ms("m.mp3"),
-        "synth",
-        "0.5",
-        "sine",
-        "1000",
-    ]);
+        &[],
+        &["0.5", "sine", "1000"],
+    );
     std::fs::write(
         t.0.join("secret.wav"),
         std::fs::read(media.join("welcome.wav")).unwrap(),
@@ -451,48 +445,25 @@ fn decode_never_panics() {
     use rand::{Rng, SeedableRng};
     let t = TempDir::new("fuzz");
     let mp3 = t.0.join("f.mp3");
-    sox(&[
-        "-r",
-        "8000",
-        "-c",
-        "1",
-        "-n",
-        mp3.to_str().unwrap(),
-        "synth",
-        "0.2",
-        "sine",
-        "1000",
-    ]);
+    sox_synth(&mp3, false, "8000", "1", &[], &["0.2", "sine", "1000"]);
     let wav = t.0.join("f.wav");
-    sox(&[
-        "-r",
+    sox_synth(
+        &wav,
+        false,
         "11025",
-        "-c",
         "2",
-        "-n",
-        "-b",
-        "24",
-        wav.to_str().unwrap(),
-        "synth",
-        "0.1",
-        "sine",
-        "1000",
-    ]);
+        &["-b", "24"],
+        &["0.1", "sine", "1000"],
+    );
     let ul = t.0.join("u.wav");
-    sox(&[
-        "-r",
+    sox_synth(
+        &ul,
+        false,
         "8000",
-        "-c",
         "1",
-        "-n",
-        "-e",
-        "u-law",
-        ul.to_str().unwrap(),
-        "synth",
-        "0.1",
-        "sine",
-        "1000",
-    ]);
+        &["-e", "u-law"],
+        &["0.1", "sine", "1000"],
+    );
     let seeds: Vec<Vec<u8>> = [&mp3, &wav, &ul]
         .iter()
         .map(|p| std::fs::read(p).unwrap())
