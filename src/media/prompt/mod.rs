@@ -19,6 +19,8 @@ mod library;
 mod mp3;
 mod resample;
 #[cfg(test)]
+pub(super) mod test_support;
+#[cfg(test)]
 mod tests;
 mod wav;
 

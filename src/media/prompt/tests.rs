@@ -1,31 +1,13 @@
 //! Tests of prompt decoding, resampling and the library, against files made by sox.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 
 use super::library::EMBEDDED;
 use super::resample::resample;
+use super::test_support::TempDir;
 use super::wav::{le_u16, parse_wav_chunks, WAVE_FORMAT_ALAW, WAVE_FORMAT_EXTENSIBLE};
 use super::*;
-
-/// A unique temp dir removed on drop.
-struct TempDir(PathBuf);
-impl TempDir {
-    fn new(tag: &str) -> TempDir {
-        let p = std::env::temp_dir().join(format!(
-            "pivotd-prompt-{tag}-{}-{}",
-            std::process::id(),
-            rand::random::<u64>()
-        ));
-        std::fs::create_dir_all(&p).unwrap();
-        TempDir(p)
-    }
-}
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
 
 /// Makes `path` with sox: `rate` Hz, `channels`, the output `format` options (`-b`, `-e`),
 /// then the `synth` effect's arguments (`["0.5", "sine", "1000"]`); `dither` false keeps
@@ -133,8 +115,8 @@ fn sox_tone(path: &Path, dither: bool, rate: &str, channels: &str, format: &[&st
 
 #[test]
 fn decodes_sox_made_files_to_1khz() {
-    let t = TempDir::new("sox");
-    let p = |n: &str| t.0.join(n);
+    let t = TempDir::new("prompt-sox");
+    let p = |n: &str| t.join(n);
     // 44.1 kHz stereo 24-bit (sox writes WAVE_FORMAT_EXTENSIBLE for > 16 bits).
     let f = p("s24.wav");
     sox_tone(&f, true, "44100", "2", &["-b", "24"]);
@@ -185,8 +167,8 @@ fn decodes_sox_made_files_to_1khz() {
 #[test]
 fn ulaw_wav_at_8k_keeps_bytes() {
     // An 8 kHz μ-law WAV is decoded sample for sample: re-encoding gives the same bytes.
-    let t = TempDir::new("ulaw");
-    let f = t.0.join("u.wav");
+    let t = TempDir::new("prompt-ulaw");
+    let f = t.join("u.wav");
     sox_synth(
         &f,
         true,
@@ -375,8 +357,8 @@ fn library_ids_and_cache() {
 
 #[test]
 fn library_dir_files_override_and_stay_inside() {
-    let t = TempDir::new("lib");
-    let media = t.0.join("media");
+    let t = TempDir::new("prompt-lib");
+    let media = t.join("media");
     std::fs::create_dir_all(media.join("sub")).unwrap();
     sox_synth(
         &media.join("welcome.wav"),
@@ -403,11 +385,11 @@ fn library_dir_files_override_and_stay_inside() {
         &["0.5", "sine", "1000"],
     );
     std::fs::write(
-        t.0.join("secret.wav"),
+        t.join("secret.wav"),
         std::fs::read(media.join("welcome.wav")).unwrap(),
     )
     .unwrap();
-    std::os::unix::fs::symlink(t.0.join("secret.wav"), media.join("escape.wav")).unwrap();
+    std::os::unix::fs::symlink(t.join("secret.wav"), media.join("escape.wav")).unwrap();
     std::os::unix::fs::symlink(media.join("sub/x.wav"), media.join("inside.wav")).unwrap();
     std::fs::write(media.join("broken.wav"), b"RIFF\x04\0\0\0WAVEjunk").unwrap();
 
@@ -433,20 +415,20 @@ fn library_dir_files_override_and_stay_inside() {
     ));
     assert!(matches!(lib.get("broken"), Err(PromptError::Decode(_))));
 
-    let missing = PromptLibrary::new(Some(t.0.join("nope")));
+    let missing = PromptLibrary::new(Some(t.join("nope")));
     assert!(matches!(missing.check_dir(), Err(PromptError::Io { .. })));
     assert!(missing.get("welcome").is_ok());
-    let file_as_dir = PromptLibrary::new(Some(t.0.join("secret.wav")));
+    let file_as_dir = PromptLibrary::new(Some(t.join("secret.wav")));
     assert!(file_as_dir.check_dir().is_err());
 }
 
 #[test]
 fn decode_never_panics() {
     use rand::{Rng, SeedableRng};
-    let t = TempDir::new("fuzz");
-    let mp3 = t.0.join("f.mp3");
+    let t = TempDir::new("prompt-fuzz");
+    let mp3 = t.join("f.mp3");
     sox_synth(&mp3, false, "8000", "1", &[], &["0.2", "sine", "1000"]);
-    let wav = t.0.join("f.wav");
+    let wav = t.join("f.wav");
     sox_synth(
         &wav,
         false,
@@ -455,7 +437,7 @@ fn decode_never_panics() {
         &["-b", "24"],
         &["0.1", "sine", "1000"],
     );
-    let ul = t.0.join("u.wav");
+    let ul = t.join("u.wav");
     sox_synth(
         &ul,
         false,

@@ -2,48 +2,26 @@
 //! command rules, the process limits and the cache.
 
 use super::*;
+use crate::media::prompt::test_support::TempDir;
 use std::time::Instant as StdInstant;
 
 const TONE: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/media/tone-1khz.wav");
 
-/// A unique temp dir removed on drop.
-struct TempDir(PathBuf);
-impl TempDir {
-    fn new(tag: &str) -> TempDir {
-        let p = std::env::temp_dir().join(format!(
-            "pivotd-tts-test-{tag}-{}-{:016x}",
-            std::process::id(),
-            rand::random::<u64>()
-        ));
-        std::fs::create_dir_all(&p).unwrap();
-        TempDir(p)
-    }
-    fn file(&self, name: &str) -> PathBuf {
-        self.0.join(name)
-    }
-    fn read(&self, name: &str) -> String {
-        std::fs::read_to_string(self.file(name)).unwrap_or_default()
-    }
-    /// Writes a shell script; `@DIR@` and `@TONE@` are replaced. Run as `/bin/sh
-    /// script` (not exec'd itself: a freshly written executable can hit ETXTBSY when
-    /// tests fork in parallel).
-    fn script(&self, name: &str, body: &str) -> String {
-        let path = self.file(name);
-        let body = body
-            .replace("@DIR@", self.0.to_str().unwrap())
-            .replace("@TONE@", TONE);
-        std::fs::write(&path, format!("#!/bin/sh\n{body}\n")).unwrap();
-        path.to_str().unwrap().to_string()
-    }
-    /// Lines of the invocation counter file.
-    fn runs(&self) -> usize {
-        self.read("count").lines().count()
-    }
+/// Writes a shell script into `dir`; `@DIR@` and `@TONE@` are replaced. Run as `/bin/sh
+/// script` (not exec'd itself: a freshly written executable can hit ETXTBSY when tests fork
+/// in parallel).
+fn write_script(dir: &TempDir, name: &str, body: &str) -> String {
+    let path = dir.join(name);
+    let body = body
+        .replace("@DIR@", dir.path().to_str().unwrap())
+        .replace("@TONE@", TONE);
+    std::fs::write(&path, format!("#!/bin/sh\n{body}\n")).unwrap();
+    path.to_str().unwrap().to_string()
 }
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
+
+/// How many times a fake hook ran (lines of its counter file in `dir`).
+fn runs(dir: &TempDir) -> usize {
+    dir.read("count").lines().count()
 }
 
 fn espeak_voices() -> BTreeMap<String, String> {
@@ -62,7 +40,8 @@ fn default_command() -> Vec<String> {
 /// A fake hook: counts its runs, records its argv (one per line), optionally sleeps,
 /// then copies the 2 s 1 kHz tone to the `-w` path.
 fn fake_engine(dir: &TempDir, sleep: &str, limits: TtsLimits) -> TtsEngine {
-    let script = dir.script(
+    let script = write_script(
+        dir,
         "fake.sh",
         &format!(
             "echo run >> @DIR@/count\n\
@@ -122,12 +101,12 @@ async fn espeak_speaks_text_that_looks_like_options() {
 
 #[tokio::test]
 async fn same_text_twice_is_synthesised_once() {
-    let dir = TempDir::new("twice");
+    let dir = TempDir::new("tts-test-twice");
     let engine = fake_engine(&dir, "", TtsLimits::default());
     let a = engine.speak("Hello again", "female", None).await.unwrap();
     let b = engine.speak("Hello again", "female", None).await.unwrap();
     assert!(Arc::ptr_eq(&a, &b));
-    assert_eq!(dir.runs(), 1);
+    assert_eq!(runs(&dir), 1);
     assert_eq!(engine.runs(), 1);
     // The tone is 2 s at 8 kHz.
     assert_eq!(a.pcm.len(), 16_000);
@@ -138,16 +117,16 @@ async fn same_text_twice_is_synthesised_once() {
         .await
         .unwrap();
     assert!(!Arc::ptr_eq(&a, &c) && !Arc::ptr_eq(&a, &d));
-    assert_eq!(dir.runs(), 3);
+    assert_eq!(runs(&dir), 3);
     // The mapped voice is the key: "female" and "en+f3" are the same sentence.
     let e = engine.speak("Hello again", "en+f3", None).await.unwrap();
     assert!(Arc::ptr_eq(&a, &e));
-    assert_eq!(dir.runs(), 3);
+    assert_eq!(runs(&dir), 3);
 }
 
 #[tokio::test]
 async fn text_comes_after_double_dash_and_files_are_removed() {
-    let dir = TempDir::new("argv");
+    let dir = TempDir::new("tts-test-argv");
     let engine = fake_engine(&dir, "", TtsLimits::default());
     engine.speak("-v xx --help", "female", None).await.unwrap();
     let argv = dir.read("argv");
@@ -174,8 +153,8 @@ async fn text_comes_after_double_dash_and_files_are_removed() {
 
 #[tokio::test]
 async fn text_without_placeholder_goes_on_stdin() {
-    let dir = TempDir::new("stdin");
-    let script = dir.script("stdin.sh", "cat > @DIR@/stdin\ncp @TONE@ \"$2\"");
+    let dir = TempDir::new("tts-test-stdin");
+    let script = write_script(&dir, "stdin.sh", "cat > @DIR@/stdin\ncp @TONE@ \"$2\"");
     let command = ["/bin/sh", &script, "-w", "{out}"]
         .map(String::from)
         .to_vec();
@@ -213,9 +192,10 @@ async fn unsafe_commands_are_refused() {
 
 #[tokio::test]
 async fn timeout_kills_the_hook_and_its_children() {
-    let dir = TempDir::new("timeout");
+    let dir = TempDir::new("tts-test-timeout");
     // The sleep is a child of the shell, not exec'd: the whole group must go.
-    let script = dir.script(
+    let script = write_script(
+        &dir,
         "slow.sh",
         "sleep 5 &\necho $! > @DIR@/child\necho $$ > @DIR@/pid\nwait",
     );
@@ -261,8 +241,9 @@ async fn gone(pid: u32) -> bool {
 
 #[tokio::test]
 async fn failing_hook_reports_status_and_stderr_and_is_not_cached() {
-    let dir = TempDir::new("fail");
-    let script = dir.script(
+    let dir = TempDir::new("tts-test-fail");
+    let script = write_script(
+        &dir,
         "fail.sh",
         "echo run >> @DIR@/count\necho 'no such voice: xx' >&2\nexit 1",
     );
@@ -277,7 +258,7 @@ async fn failing_hook_reports_status_and_stderr_and_is_not_cached() {
     }
     assert!(err.to_string().contains("no such voice: xx"));
     engine.speak("hi", "female", None).await.unwrap_err();
-    assert_eq!(dir.runs(), 2, "a failure must not be cached");
+    assert_eq!(runs(&dir), 2, "a failure must not be cached");
     assert_eq!(engine.cached_bytes(), 0);
 }
 
@@ -298,13 +279,13 @@ async fn missing_program_is_not_found() {
 
 #[tokio::test]
 async fn garbage_or_missing_output_is_bad_output() {
-    let dir = TempDir::new("garbage");
-    let script = dir.script("garbage.sh", "echo 'this is not a wav' > \"$2\"");
+    let dir = TempDir::new("tts-test-garbage");
+    let script = write_script(&dir, "garbage.sh", "echo 'this is not a wav' > \"$2\"");
     let engine = TtsEngine::new(sh_command(&script), espeak_voices(), TtsLimits::default());
     let err = engine.speak("hi", "female", None).await.unwrap_err();
     assert!(matches!(err, TtsError::BadOutput(_)), "{err:?}");
 
-    let script = dir.script("nothing.sh", "exit 0");
+    let script = write_script(&dir, "nothing.sh", "exit 0");
     let engine = TtsEngine::new(sh_command(&script), espeak_voices(), TtsLimits::default());
     let err = engine.speak("hi", "female", None).await.unwrap_err();
     assert!(matches!(err, TtsError::BadOutput(_)), "{err:?}");
@@ -313,7 +294,7 @@ async fn garbage_or_missing_output_is_bad_output() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn concurrent_requests_share_one_synthesis() {
-    let dir = TempDir::new("herd");
+    let dir = TempDir::new("tts-test-herd");
     let engine = fake_engine(&dir, "sleep 0.3", TtsLimits::default());
     let mut set = tokio::task::JoinSet::new();
     for _ in 0..10 {
@@ -326,13 +307,14 @@ async fn concurrent_requests_share_one_synthesis() {
     }
     assert_eq!(prompts.len(), 10);
     assert!(prompts.iter().all(|p| Arc::ptr_eq(p, &prompts[0])));
-    assert_eq!(dir.runs(), 1);
+    assert_eq!(runs(&dir), 1);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn concurrent_requests_share_one_failure() {
-    let dir = TempDir::new("herdfail");
-    let script = dir.script(
+    let dir = TempDir::new("tts-test-herdfail");
+    let script = write_script(
+        &dir,
         "fail.sh",
         "echo run >> @DIR@/count\nsleep 0.3\necho boom >&2\nexit 3",
     );
@@ -345,12 +327,12 @@ async fn concurrent_requests_share_one_failure() {
     while let Some(r) = set.join_next().await {
         assert!(matches!(r.unwrap(), Err(TtsError::Failed { .. })));
     }
-    assert_eq!(dir.runs(), 1);
+    assert_eq!(runs(&dir), 1);
 }
 
 #[tokio::test]
 async fn a_caller_giving_up_does_not_stop_the_synthesis() {
-    let dir = TempDir::new("cancel");
+    let dir = TempDir::new("tts-test-cancel");
     let engine = fake_engine(&dir, "sleep 0.3", TtsLimits::default());
     let gave_up = tokio::time::timeout(
         Duration::from_millis(50),
@@ -360,12 +342,12 @@ async fn a_caller_giving_up_does_not_stop_the_synthesis() {
     assert!(gave_up.is_err());
     let p = engine.speak("Patience", "female", None).await.unwrap();
     assert_eq!(p.pcm.len(), 16_000);
-    assert_eq!(dir.runs(), 1);
+    assert_eq!(runs(&dir), 1);
 }
 
 #[tokio::test]
 async fn cache_is_bounded_and_evicts_least_recently_used() {
-    let dir = TempDir::new("evict");
+    let dir = TempDir::new("tts-test-evict");
     // Each 2 s tone costs 16000 * 4 bytes plus its key: room for two.
     let limits = TtsLimits {
         cache_bytes: 150_000,
@@ -374,17 +356,17 @@ async fn cache_is_bounded_and_evicts_least_recently_used() {
     let engine = fake_engine(&dir, "", limits);
     engine.speak("a", "female", None).await.unwrap();
     engine.speak("b", "female", None).await.unwrap();
-    assert_eq!(dir.runs(), 2);
+    assert_eq!(runs(&dir), 2);
     engine.speak("a", "female", None).await.unwrap(); // a is now the most recent
-    assert_eq!(dir.runs(), 2);
+    assert_eq!(runs(&dir), 2);
     engine.speak("c", "female", None).await.unwrap(); // evicts b
-    assert_eq!(dir.runs(), 3);
+    assert_eq!(runs(&dir), 3);
     assert!(engine.cached_bytes() <= 150_000);
     assert!(engine.cached_bytes() >= 128_000);
     engine.speak("a", "female", None).await.unwrap();
-    assert_eq!(dir.runs(), 3, "a should have stayed");
+    assert_eq!(runs(&dir), 3, "a should have stayed");
     engine.speak("b", "female", None).await.unwrap();
-    assert_eq!(dir.runs(), 4, "b should have been evicted");
+    assert_eq!(runs(&dir), 4, "b should have been evicted");
 
     // A prompt bigger than the whole cache is returned but not kept.
     let tiny = fake_engine(
@@ -398,12 +380,12 @@ async fn cache_is_bounded_and_evicts_least_recently_used() {
     tiny.speak("big", "female", None).await.unwrap();
     assert_eq!(tiny.cached_bytes(), 0);
     tiny.speak("big", "female", None).await.unwrap();
-    assert_eq!(dir.runs(), 6);
+    assert_eq!(runs(&dir), 6);
 }
 
 #[tokio::test]
 async fn bad_text_voice_and_language_are_refused_without_running() {
-    let dir = TempDir::new("refuse");
+    let dir = TempDir::new("tts-test-refuse");
     let engine = fake_engine(&dir, "", TtsLimits::default());
     let cases = [
         ("a\0b", "female", None),
@@ -433,15 +415,15 @@ async fn bad_text_voice_and_language_are_refused_without_running() {
             max: 1000
         }
     );
-    assert_eq!(dir.runs(), 0);
+    assert_eq!(runs(&dir), 0);
     // TwiML's own limit.
     engine.speak_max(&long, "female", None, 4000).await.unwrap();
-    assert_eq!(dir.runs(), 1);
+    assert_eq!(runs(&dir), 1);
 }
 
 #[tokio::test]
 async fn voices_are_mapped_or_passed_through_when_plain() {
-    let dir = TempDir::new("voices");
+    let dir = TempDir::new("tts-test-voices");
     let engine = fake_engine(&dir, "", TtsLimits::default());
     let voice_arg = |dir: &TempDir| dir.read("argv").lines().nth(1).unwrap().to_string();
     engine.speak("one", "male", None).await.unwrap();
