@@ -116,48 +116,45 @@ fn sox_tone(path: &Path, dither: bool, rate: &str, channels: &str, format: &[&st
 #[test]
 fn decodes_sox_made_files_to_1khz() {
     let t = TempDir::new("prompt-sox");
-    let p = |n: &str| t.join(n);
-    // 44.1 kHz stereo 24-bit (sox writes WAVE_FORMAT_EXTENSIBLE for > 16 bits).
-    let f = p("s24.wav");
-    sox_tone(&f, true, "44100", "2", &["-b", "24"]);
-    assert_1khz(&decode_file(&f), 1.0, 0.5);
-    // 22.05 kHz 32-bit float.
-    let f = p("f32.wav");
-    sox_tone(
-        &f,
-        false,
-        "22050",
-        "1",
-        &["-e", "floating-point", "-b", "32"],
-    );
-    assert_1khz(&decode_file(&f), 1.0, 0.5);
-    // 8-bit unsigned PCM at 16 kHz.
-    let f = p("u8.wav");
-    sox_tone(
-        &f,
-        true,
-        "16000",
-        "1",
-        &["-b", "8", "-e", "unsigned-integer"],
-    );
-    assert_1khz(&decode_file(&f), 1.0, 0.5);
-    // 48 kHz 32-bit integer, 3 channels.
-    let f = p("s32.wav");
-    sox_tone(&f, true, "48000", "3", &["-b", "32"]);
-    assert_1khz(&decode_file(&f), 1.0, 0.5);
-    // μ-law and A-law WAV (format 7 and 6), 8 kHz mono and 16 kHz stereo.
-    for (enc, tag) in [("u-law", 7u16), ("a-law", 6u16)] {
-        let f = p(&format!("{enc}.wav"));
-        sox_tone(&f, true, "8000", "1", &["-e", enc]);
-        let bytes = std::fs::read(&f).unwrap();
-        assert_eq!(le_u16(&bytes, 20), Some(tag), "sox wrote format {tag}");
-        assert_1khz(&decode_file(&f), 1.0, 0.5);
-        let f = p(&format!("{enc}-16k.wav"));
-        sox_tone(&f, true, "16000", "2", &["-e", enc]);
+    // File, dither, rate, channels, sox output format.
+    let wavs: [(&str, bool, &str, &str, &[&str]); 8] = [
+        // 44.1 kHz stereo 24-bit (sox writes WAVE_FORMAT_EXTENSIBLE for > 16 bits).
+        ("s24.wav", true, "44100", "2", &["-b", "24"]),
+        // 22.05 kHz 32-bit float.
+        (
+            "f32.wav",
+            false,
+            "22050",
+            "1",
+            &["-e", "floating-point", "-b", "32"],
+        ),
+        // 8-bit unsigned PCM at 16 kHz.
+        (
+            "u8.wav",
+            true,
+            "16000",
+            "1",
+            &["-b", "8", "-e", "unsigned-integer"],
+        ),
+        // 48 kHz 32-bit integer, 3 channels.
+        ("s32.wav", true, "48000", "3", &["-b", "32"]),
+        // μ-law and A-law WAV (format 7 and 6), 8 kHz mono and 16 kHz stereo.
+        ("u-law.wav", true, "8000", "1", &["-e", "u-law"]),
+        ("u-law-16k.wav", true, "16000", "2", &["-e", "u-law"]),
+        ("a-law.wav", true, "8000", "1", &["-e", "a-law"]),
+        ("a-law-16k.wav", true, "16000", "2", &["-e", "a-law"]),
+    ];
+    for (name, dither, rate, channels, format) in wavs {
+        let f = t.join(name);
+        sox_tone(&f, dither, rate, channels, format);
         assert_1khz(&decode_file(&f), 1.0, 0.5);
     }
+    for (name, tag) in [("u-law.wav", 7u16), ("a-law.wav", 6u16)] {
+        let bytes = std::fs::read(t.join(name)).unwrap();
+        assert_eq!(le_u16(&bytes, 20), Some(tag), "sox wrote format {tag}");
+    }
     // MP3 (libsox-fmt-mp3), 44.1 kHz stereo.
-    let f = p("tone.mp3");
+    let f = t.join("tone.mp3");
     sox_tone(&f, false, "44100", "2", &[]);
     // sox writes no LAME/Xing header, so nothing tells the decoder to trim LAME's
     // 1105-sample delay and the padding to whole 1152-sample frames.
@@ -360,22 +357,13 @@ fn library_dir_files_override_and_stay_inside() {
     let t = TempDir::new("prompt-lib");
     let media = t.join("media");
     std::fs::create_dir_all(media.join("sub")).unwrap();
-    sox_synth(
-        &media.join("welcome.wav"),
-        true,
-        "8000",
-        "1",
-        &["-b", "16"],
-        &["0.5", "sine", "1000"],
-    );
-    sox_synth(
-        &media.join("sub/x.wav"),
-        true,
-        "8000",
-        "1",
-        &["-b", "16"],
-        &["0.25", "sine", "1000"],
-    );
+    // 8 kHz 16-bit WAVs of a 1 kHz tone, `secs` long.
+    let wav = |name: &str, secs: &str| {
+        let tone = [secs, "sine", "1000"];
+        sox_synth(&media.join(name), true, "8000", "1", &["-b", "16"], &tone);
+    };
+    wav("welcome.wav", "0.5");
+    wav("sub/x.wav", "0.25");
     sox_synth(
         &media.join("m.mp3"),
         false,

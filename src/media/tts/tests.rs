@@ -63,10 +63,14 @@ fn rms(pcm: &[i16]) -> f64 {
     (sum / pcm.len().max(1) as f64).sqrt()
 }
 
-fn sh_command(script: &str) -> Vec<String> {
-    ["/bin/sh", script, "-w", "{out}", "--", "{text}"]
+/// An engine whose hook is the script `name` with `body` (see [`write_script`]), called as
+/// `script -w {out} -- {text}`.
+fn script_engine(dir: &TempDir, name: &str, body: &str, limits: TtsLimits) -> TtsEngine {
+    let script = write_script(dir, name, body);
+    let command = ["/bin/sh", &script, "-w", "{out}", "--", "{text}"]
         .map(String::from)
-        .to_vec()
+        .to_vec();
+    TtsEngine::new(command, espeak_voices(), limits)
 }
 
 #[tokio::test]
@@ -194,16 +198,16 @@ async fn unsafe_commands_are_refused() {
 async fn timeout_kills_the_hook_and_its_children() {
     let dir = TempDir::new("tts-test-timeout");
     // The sleep is a child of the shell, not exec'd: the whole group must go.
-    let script = write_script(
-        &dir,
-        "slow.sh",
-        "sleep 5 &\necho $! > @DIR@/child\necho $$ > @DIR@/pid\nwait",
-    );
     let limits = TtsLimits {
         timeout: Duration::from_millis(300),
         ..TtsLimits::default()
     };
-    let engine = TtsEngine::new(sh_command(&script), espeak_voices(), limits);
+    let engine = script_engine(
+        &dir,
+        "slow.sh",
+        "sleep 5 &\necho $! > @DIR@/child\necho $$ > @DIR@/pid\nwait",
+        limits,
+    );
     let started = StdInstant::now();
     let err = engine.speak("slow", "female", None).await.unwrap_err();
     let took = started.elapsed();
@@ -242,12 +246,12 @@ async fn gone(pid: u32) -> bool {
 #[tokio::test]
 async fn failing_hook_reports_status_and_stderr_and_is_not_cached() {
     let dir = TempDir::new("tts-test-fail");
-    let script = write_script(
+    let engine = script_engine(
         &dir,
         "fail.sh",
         "echo run >> @DIR@/count\necho 'no such voice: xx' >&2\nexit 1",
+        TtsLimits::default(),
     );
-    let engine = TtsEngine::new(sh_command(&script), espeak_voices(), TtsLimits::default());
     let err = engine.speak("hi", "female", None).await.unwrap_err();
     match &err {
         TtsError::Failed { status, stderr } => {
@@ -280,13 +284,16 @@ async fn missing_program_is_not_found() {
 #[tokio::test]
 async fn garbage_or_missing_output_is_bad_output() {
     let dir = TempDir::new("tts-test-garbage");
-    let script = write_script(&dir, "garbage.sh", "echo 'this is not a wav' > \"$2\"");
-    let engine = TtsEngine::new(sh_command(&script), espeak_voices(), TtsLimits::default());
+    let engine = script_engine(
+        &dir,
+        "garbage.sh",
+        "echo 'this is not a wav' > \"$2\"",
+        TtsLimits::default(),
+    );
     let err = engine.speak("hi", "female", None).await.unwrap_err();
     assert!(matches!(err, TtsError::BadOutput(_)), "{err:?}");
 
-    let script = write_script(&dir, "nothing.sh", "exit 0");
-    let engine = TtsEngine::new(sh_command(&script), espeak_voices(), TtsLimits::default());
+    let engine = script_engine(&dir, "nothing.sh", "exit 0", TtsLimits::default());
     let err = engine.speak("hi", "female", None).await.unwrap_err();
     assert!(matches!(err, TtsError::BadOutput(_)), "{err:?}");
     assert!(err.to_string().contains("no output file"), "{err}");
@@ -313,12 +320,12 @@ async fn concurrent_requests_share_one_synthesis() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn concurrent_requests_share_one_failure() {
     let dir = TempDir::new("tts-test-herdfail");
-    let script = write_script(
+    let engine = script_engine(
         &dir,
         "fail.sh",
         "echo run >> @DIR@/count\nsleep 0.3\necho boom >&2\nexit 3",
+        TtsLimits::default(),
     );
-    let engine = TtsEngine::new(sh_command(&script), espeak_voices(), TtsLimits::default());
     let mut set = tokio::task::JoinSet::new();
     for _ in 0..5 {
         let engine = engine.clone();
