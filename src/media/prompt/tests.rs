@@ -242,30 +242,25 @@ fn from_pcm_8k_is_exact_and_other_rates_resample() {
 
 #[test]
 fn resampler_rejects_aliases() {
+    // RMS, away from the edges, of a half-scale `freq` Hz tone taken from 44.1 kHz to 8 kHz.
+    let rms_at_8k = |freq: f64| {
+        let x: Vec<f32> = (0..44100)
+            .map(|i| (i as f64 * 2.0 * std::f64::consts::PI * freq / 44100.0).sin() as f32 * 0.5)
+            .collect();
+        let y = resample(&x, 44100, 8000);
+        assert_eq!(y.len(), 8000);
+        (y[400..7600]
+            .iter()
+            .map(|v| f64::from(*v).powi(2))
+            .sum::<f64>()
+            / 7200.0)
+            .sqrt()
+    };
     // A 6 kHz tone at 44.1 kHz lies above 4 kHz: it must vanish, not fold to 2 kHz.
-    let x: Vec<f32> = (0..44100)
-        .map(|i| (i as f64 * 2.0 * std::f64::consts::PI * 6000.0 / 44100.0).sin() as f32 * 0.5)
-        .collect();
-    let y = resample(&x, 44100, 8000);
-    assert_eq!(y.len(), 8000);
-    let rms = (y[400..7600]
-        .iter()
-        .map(|v| f64::from(*v).powi(2))
-        .sum::<f64>()
-        / 7200.0)
-        .sqrt();
+    let rms = rms_at_8k(6000.0);
     assert!(rms < 0.5 * 1e-3, "alias rms {rms}");
     // A 3 kHz tone passes at (almost) full level.
-    let x: Vec<f32> = (0..44100)
-        .map(|i| (i as f64 * 2.0 * std::f64::consts::PI * 3000.0 / 44100.0).sin() as f32 * 0.5)
-        .collect();
-    let y = resample(&x, 44100, 8000);
-    let rms = (y[400..7600]
-        .iter()
-        .map(|v| f64::from(*v).powi(2))
-        .sum::<f64>()
-        / 7200.0)
-        .sqrt();
+    let rms = rms_at_8k(3000.0);
     assert!((rms - 0.5 / 2f64.sqrt()).abs() < 0.02, "passband rms {rms}");
     // Upsampling from 4 kHz keeps a 1 kHz tone.
     let x: Vec<i16> = (0..4000)
