@@ -10,7 +10,7 @@ use rsip::headers::UntypedHeader;
 use tokio::sync::{mpsc, watch};
 use tokio::time::Instant;
 
-use crate::call::{Call, CallContext, CallSetup, CallStats, ACCEPT, ALLOW, SUPPORTED};
+use crate::call::{Call, CallContext, CallSetup, CallStats, LegSetup};
 use crate::callflow::modules::pivot::PivotStats;
 use crate::callflow::runtime::{PivotServices, Runtime, Speaker};
 use crate::callflow::CallInfo;
@@ -33,6 +33,7 @@ use crate::sip::message;
 use crate::sip::outgoing::{random_token, response_bytes};
 use crate::sip::source::{SourceGuard, SourceRefusal};
 use crate::sip::transport::{TransportConfig, TransportError};
+use crate::sip::{ACCEPT, ALLOW, SUPPORTED};
 use crate::store::Store;
 
 /// Why the server could not start: one clear line each.
@@ -628,24 +629,25 @@ impl Admission {
         let info = call_info(&req, &account.id, &user, &host);
         self.ctx.active.fetch_add(1, Ordering::Relaxed);
         let setup = CallSetup {
-            invite: req,
-            tx,
             info,
             flow,
-            dialog,
-            rtp,
-            negotiated,
-            offer,
-            local_sdp,
-            // A trusted source (`[sip] trusted_sources`) skips the proof RTP waits for.
-            source_trusted: slot.trusted(),
-            early_media_unproven: Duration::from_secs(self.cfg.media.early_media_unproven_s),
+            leg: LegSetup {
+                dialog,
+                contact_user: user,
+                rtp,
+                negotiated,
+                offer,
+                local_sdp,
+                // A trusted source (`[sip] trusted_sources`) skips the proof RTP waits for.
+                source_trusted: slot.trusted(),
+                early_media_unproven: Duration::from_secs(self.cfg.media.early_media_unproven_s),
+            },
         };
         let ctx = self.ctx.clone();
         tokio::spawn(async move {
             // The source's call slot is given back when the call ends (or its task unwinds).
             let _slot = slot;
-            Call::run(ctx, setup).await
+            Call::run(ctx, NewRequest { req, tx }, setup).await
         });
     }
 

@@ -1,6 +1,7 @@
 //! The [`CallControl`] implementation: what the callflow runtime asks of a live call
-//! (answer, early media, play, collect digits, sleep, respond, hang up), each served while the
-//! call keeps answering its dialog.
+//! (answer, early media, play, collect digits, sleep, respond, hang up). Each request goes to
+//! the caller's leg, and whatever waits is served by [`Call::serve`] so the dialog is
+//! answered meanwhile.
 
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -21,7 +22,7 @@ impl CallControl for Call {
     }
 
     fn is_answered(&self) -> bool {
-        self.phase == Phase::Answered
+        self.leg.phase() == Phase::Answered
     }
 
     fn timing(&self) -> CallTiming {
@@ -31,46 +32,30 @@ impl CallControl for Call {
         let wall = |t: Instant| now_wall.checked_sub(now.duration_since(t));
         CallTiming {
             started: wall(self.started),
-            answered: self.answered_at.and_then(wall),
+            answered: self.leg.answered_at().and_then(wall),
         }
     }
 
     async fn answer(&mut self) -> Result<(), CallEnded> {
-        match self.phase {
+        match self.leg.phase() {
             Phase::Answered => return Ok(()),
             Phase::Ended => return Err(CallEnded),
             Phase::Early => {}
         }
-        self.respond_invite(200, None, true);
-        self.phase = Phase::Answered;
-        if !self.source_trusted {
-            // Answered, the address proves itself by the ACK or its RTP: no more unproven
-            // early audio meanwhile.
-            self.rtp.end_unproven();
-        }
-        self.answered_at = Some(Instant::now());
+        self.leg.answer();
         self.ctx.stats.answered.fetch_add(1, Ordering::Relaxed);
         Ok(())
     }
 
     async fn early_media(&mut self) -> Result<(), CallEnded> {
-        match self.phase {
+        match self.leg.phase() {
             Phase::Ended => return Err(CallEnded),
             Phase::Answered => return Ok(()),
             Phase::Early => {}
         }
-        if !self.early_media_sent {
-            if self.negotiated.is_none() {
-                // A late offer cannot carry early media reliably without 100rel: answer instead.
-                return self.answer().await;
-            }
-            self.respond_invite(183, None, true);
-            self.early_media_sent = true;
-            if !self.source_trusted {
-                // Early media has no ACK to prove the address: a few seconds unproven, then
-                // silence unless the caller's RTP has arrived.
-                self.rtp.allow_unproven_for(self.early_media_unproven);
-            }
+        if !self.leg.open_early_media() {
+            // A late offer cannot carry early media reliably without 100rel: answer instead.
+            return self.answer().await;
         }
         Ok(())
     }
@@ -80,49 +65,35 @@ impl CallControl for Call {
         prompt: Arc<Prompt>,
         terminators: &[char],
     ) -> Result<Option<char>, CallEnded> {
-        if self.phase == Phase::Ended {
+        if self.leg.phase() == Phase::Ended {
             return Err(CallEnded);
         }
-        // A late offer: our 200 carried the offer and the answer comes in the ACK. Until it
-        // does there is neither an address nor a codec, and audio sent now would be lost:
-        // the caller should hear the prompt from its start.
-        while self.awaiting_answer.is_some()
-            && self.phase == Phase::Answered
-            && self.negotiated.is_none()
-        {
-            let arrived = self.answer_arrived.clone();
+        // A late offer's answer comes in the ACK: the caller should hear the prompt from its
+        // start, not from when the ACK arrived.
+        while let Some(arrived) = self.leg.late_answer_pending() {
             self.serve(async move { arrived.notified().await }).await?;
         }
-        // No amplification: an answered call sends RTP to an untrusted caller once it proved
-        // it takes part (the ACK, or its RTP). Wait for that rather than lose the prompt's
-        // start: the caller hears it whole.
-        while self.phase == Phase::Answered && !self.source_trusted && !self.rtp.is_proven() {
-            let rtp = self.rtp.clone();
+        // No amplification: wait for an untrusted caller to prove itself rather than lose
+        // the prompt's start: the caller hears it whole.
+        while let Some(rtp) = self.leg.unproven_media() {
             self.serve(async move { rtp.wait_proven().await }).await?;
         }
-        let codec = self
-            .negotiated
-            .as_ref()
-            .map(|n| n.codec)
-            .unwrap_or(crate::media::codec::Codec::Pcmu);
-        let payload = prompt.payload(codec).clone();
-        let rtp = self.rtp.clone();
-        self.playing = Some(prompt);
+        let (rtp, payload) = self.leg.start_prompt(prompt);
         self.stop_on = terminators.to_vec();
         self.stopped_by = None;
         let result = self.serve(async move { rtp.play(payload).await }).await;
-        self.playing = None;
+        self.leg.prompt_done();
         self.stop_on.clear();
         match result {
             Ok(PlayResult::Finished) | Ok(PlayResult::Stopped) => {
-                if self.phase == Phase::Ended {
+                if self.leg.phase() == Phase::Ended {
                     Err(CallEnded)
                 } else {
                     Ok(self.stopped_by.take())
                 }
             }
             Err(e) => {
-                self.rtp.stop_playing();
+                self.leg.stop_playing();
                 Err(e)
             }
         }
@@ -155,15 +126,14 @@ impl CallControl for Call {
     }
 
     async fn respond(&mut self, code: u16, reason: Option<String>) -> Result<(), CallEnded> {
-        match self.phase {
+        match self.leg.phase() {
             Phase::Early => {
                 let code = if (300..700).contains(&code) {
                     code
                 } else {
                     480
                 };
-                self.respond_invite(code, reason.as_deref(), false);
-                self.phase = Phase::Ended;
+                self.leg.refuse(code, reason.as_deref());
                 Ok(())
             }
             Phase::Answered => self.hangup().await,
@@ -172,7 +142,7 @@ impl CallControl for Call {
     }
 
     async fn hangup(&mut self) -> Result<(), CallEnded> {
-        self.end_now(480, "Temporarily Unavailable");
+        self.leg.end_now(480, "Temporarily Unavailable");
         Ok(())
     }
 }
