@@ -1,15 +1,17 @@
 //! A call: one task per admitted INVITE, from admission to the CDR.
 //!
-//! - Whether an INVITE becomes a call is still decided in `server.rs`.
-//! - [`leg`] is one SIP leg: the dialog, the INVITE transaction, the media session and what
+//! - [`admission`] decides whether and how a new request is answered: an INVITE becomes a
+//!   [`CallSetup`] or a [`Refusal`](admission::Refusal).
+//! - `info` reads the call facts ([`CallInfo`]) from the INVITE.
+//! - `leg` is one SIP leg: the dialog, the INVITE transaction, the media session and what
 //!   the far end may do in the dialog. A [`Call`] owns the caller's leg.
-//! - [`control`] implements [`CallControl`], what the callflow runtime asks of the call.
+//! - `control` implements [`CallControl`], what the callflow runtime asks of the call.
 //! - This file: the call task ([`Call::run`]), the state the callflow sees (digits, the keys
 //!   that stop a prompt, the CDR facts), the limits (maximum duration, RTP timeout) and
 //!   shutdown.
 //!
 //! While the runtime waits (a prompt playing, a sleep) the call keeps serving its leg
-//! ([`Call::serve`]). The bridge adds a second, outbound leg beside the caller's (a future
+//! (`Call::serve`). The bridge adds a second, outbound leg beside the caller's (a future
 //! `bridge.rs`, serving both legs' events in the same loop) and a media relay between their
 //! RTP sessions (a future `src/media/relay.rs`).
 
@@ -26,9 +28,12 @@ use crate::callflow::node::Node;
 use crate::callflow::runtime::Runtime;
 use crate::callflow::{CallControl, CallEnded, CallInfo};
 use crate::sip::endpoint::{Endpoint, NewRequest};
+use crate::sip::source::CallSlot;
 use crate::store::{Cdr, Store, Write};
 
+pub mod admission;
 mod control;
+mod info;
 mod leg;
 
 pub use leg::LegSetup;
@@ -64,6 +69,8 @@ pub struct CallSetup {
     pub flow: Arc<Node>,
     /// The caller's leg: its dialog and media.
     pub leg: LegSetup,
+    /// The call's place in its source's count, given back when the call's task ends.
+    pub slot: CallSlot,
 }
 
 /// What admission and [`Call::run`] set up outside the call, undone when the call's task
@@ -72,6 +79,9 @@ pub struct CallSetup {
 struct Admitted {
     ctx: Arc<CallContext>,
     dialog: crate::sip::endpoint::DialogId,
+    /// Dropped after [`Admitted::drop`] has run: the source's count goes last, as before
+    /// admission moved here.
+    _slot: CallSlot,
 }
 
 impl Drop for Admitted {
@@ -108,6 +118,7 @@ impl Call {
         let admitted = Admitted {
             ctx: ctx.clone(),
             dialog,
+            _slot: setup.slot,
         };
         ctx.stats.total.fetch_add(1, Ordering::Relaxed);
         let span = tracing::info_span!("call", call_id = %setup.info.call_id);
