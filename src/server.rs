@@ -20,7 +20,7 @@ use crate::media::player::Pacer;
 use crate::media::prompt::PromptError;
 use crate::media::rtp::{PortPool, RtpError};
 use crate::media::tts::{TtsEngine, TtsLimits};
-use crate::pivot::client::PivotHttp;
+use crate::pivot::client::{HttpError, PivotHttp};
 use crate::pivot::debug::DebugSink;
 use crate::pivot::fetch::{FetchOptions, UrlPrompts};
 use crate::pivot::guard::{SystemResolver, UrlGuard};
@@ -40,7 +40,7 @@ pub enum StartError {
     #[error("media dir: {0}")]
     MediaDir(#[from] PromptError),
     #[error("pivot: {0}")]
-    Pivot(String),
+    Pivot(#[source] HttpError),
     #[error("store: {0}")]
     Store(#[from] crate::store::StoreError),
     #[error("api: cannot listen on {addr}: {source}")]
@@ -286,7 +286,7 @@ fn pivot_services(
 ) -> Result<PivotServices, StartError> {
     let guard = Arc::new(UrlGuard::from_config(&cfg.pivot));
     let http = PivotHttp::new(guard, Arc::new(SystemResolver), cfg.pivot.ca_file.clone())
-        .map_err(|e| StartError::Pivot(e.to_string()))?;
+        .map_err(StartError::Pivot)?;
     Ok(PivotServices {
         url_prompts: UrlPrompts::new(http.clone(), FetchOptions::default()),
         http,
