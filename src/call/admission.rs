@@ -42,34 +42,46 @@ mod tests;
 /// Why a new request outside any dialog is refused. Each refusal names its response (code,
 /// reason phrase, headers) and what it counts: an overload reason, or a failure of the
 /// source (what a scanner collects, which the source guard blocks on).
-#[derive(Debug)]
+#[derive(Debug, thiserror::Error)]
 pub enum Refusal {
     /// 416: a Request-URI scheme other than sip/sips (RFC 3261 §8.2.2.1).
+    #[error("unsupported Request-URI scheme")]
     UnsupportedScheme,
     /// 503 Shutting Down: the server drains; live calls go on.
+    #[error("shutting down")]
     ShuttingDown,
     /// 420: pivotd supports no extension (RFC 3261 §8.2.2.3); the Require tags.
+    #[error("unsupported extension: {0}")]
     Extension(String),
     /// 415: a body that is not SDP.
+    #[error("the body is not SDP")]
     NotSdp,
     /// 406: our 200 carries SDP and the Accept header rules it out (RFC 3261 §21.4.7).
+    #[error("Accept rules out SDP")]
     SdpNotAccepted,
     /// 503 for overload, with Retry-After, counted by reason.
+    #[error("overload: {}", .0.label())]
     Overload(Overload),
     /// 404: no callflow for the number (a source failure).
+    #[error("no callflow for the number")]
     NoCallflow,
     /// 488: an offer we cannot answer (RFC 3261 §13.3.1.3).
+    #[error("incompatible offer")]
     IncompatibleOffer,
     /// 400: no dialog can be formed from the INVITE.
-    BadDialog(DialogError),
+    #[error("no dialog: {0}")]
+    BadDialog(#[source] DialogError),
     /// 481: a request that only exists inside a dialog, arriving without one (a source
     /// failure).
+    #[error("no such dialog")]
     NoDialog,
     /// 405: a method pivotd does not serve outside a dialog (a source failure).
+    #[error("method not allowed")]
     NotAllowed,
 }
 
 impl Refusal {
+    /// The response code.
     pub fn code(&self) -> u16 {
         match self {
             Refusal::UnsupportedScheme => 416,
