@@ -75,12 +75,12 @@ pub struct CallSetup {
 
 /// What admission and [`Call::run`] set up outside the call, undone when the call's task
 /// ends — normally or unwinding from a panic (a lost count would refuse calls forever at
-/// `max_calls`): the dialog leaves the endpoint and the call stops counting.
+/// `max_calls`): the dialog leaves the endpoint, the call stops counting, and the source's
+/// call slot is given back.
 struct Admitted {
     ctx: Arc<CallContext>,
     dialog: crate::sip::endpoint::DialogId,
-    /// Dropped after [`Admitted::drop`] has run: the source's count goes last, as before
-    /// admission moved here.
+    /// Dropped after [`Admitted::drop`] has run: the source's count is given back last.
     _slot: CallSlot,
 }
 
@@ -91,7 +91,8 @@ impl Drop for Admitted {
     }
 }
 
-/// A live call: the caller's leg, and what the callflow sees of it.
+/// A live call: the caller's leg, and what the callflow sees of it. (The bridge's outbound
+/// leg will sit beside `leg`.)
 pub struct Call {
     ctx: Arc<CallContext>,
     info: CallInfo,
@@ -108,7 +109,7 @@ pub struct Call {
 }
 
 impl Call {
-    /// Registers the dialog and runs the call to its end. Consumes the setup.
+    /// Registers the INVITE's dialog and runs the call to its end.
     pub async fn run(ctx: Arc<CallContext>, invite: NewRequest, setup: CallSetup) {
         let (ev_tx, ev_rx) = mpsc::unbounded_channel();
         let dialog = setup.leg.dialog.id.clone();
