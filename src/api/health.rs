@@ -200,7 +200,7 @@ pub(crate) async fn metrics(State(st): State<Shared>) -> Response {
         "reason=\"queue_full\"",
         get(&es.overload_503),
     );
-    for why in crate::server::Overload::ALL {
+    for why in crate::call::admission::Overload::ALL {
         let label = format!("reason=\"{}\"", why.label());
         m.value("sip_overload_503_total", &label, p.overload.get(why));
     }

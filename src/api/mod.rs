@@ -54,7 +54,7 @@ pub struct ApiParts {
     pub pool: Arc<PortPool>,
     /// The SIP service's tasks: `/healthz` is 503 while any is dead or restarting.
     pub health: Arc<crate::health::TaskHealth>,
-    pub overload: Arc<crate::server::OverloadStats>,
+    pub overload: Arc<crate::call::admission::OverloadStats>,
 }
 
 /// Shared by all requests.

@@ -1,0 +1,535 @@
+//! Admission: whether and how a new request outside any dialog is answered. An INVITE
+//! becomes a [`CallSetup`] or a [`Refusal`]; every other method gets its answer here too
+//! (OPTIONS 200, 481, 405). "Which code for this INVITE?" is answered by [`Refusal`] alone.
+//!
+//! Admission runs as one task, so its state (the rate limiter) needs no lock. It checks, in
+//! order: the Request-URI scheme (416), shutdown (503), Require (420), the body's type (415),
+//! Accept (406), the source's own limits, `max_calls` and `max_calls_per_second` (503), the
+//! route (404), the offer (488), RTP ports (503) and the dialog (400).
+//!
+//! Decided before admission (not here): what the parser refuses (400, 416, 501, 505 in
+//! `sip/message.rs`, 400/513 in `sip/transport.rs`), a full application queue (503),
+//! CANCEL and in-dialog requests without a dialog (481) in `sip/endpoint.rs`.
+
+use std::borrow::Cow;
+use std::net::IpAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::{mpsc, watch};
+use tokio::time::Instant;
+
+use super::info::{call_info, percent_decode};
+use super::{Call, CallContext, CallSetup, LegSetup};
+use crate::config::Config;
+use crate::logsafe::wire;
+use crate::media::player::Pacer;
+use crate::media::rtp::{PortPool, RtpSession};
+use crate::media::sdp::{self, LocalSession, SdpError};
+use crate::routing::Routes;
+use crate::sip::dialog::{host_port, Dialog, DialogError};
+use crate::sip::endpoint::{NewRequest, ServerTx};
+use crate::sip::message;
+use crate::sip::outgoing::{random_token, response_bytes};
+use crate::sip::source::{SourceGuard, SourceRefusal};
+use crate::sip::transport::Peer;
+use crate::sip::{ACCEPT, ALLOW, SUPPORTED};
+
+#[cfg(test)]
+mod tests;
+
+/// Why a new request outside any dialog is refused. Each refusal names its response (code,
+/// reason phrase, headers) and what it counts: an overload reason, or a failure of the
+/// source (what a scanner collects, which the source guard blocks on).
+#[derive(Debug, thiserror::Error)]
+pub enum Refusal {
+    /// 416: a Request-URI scheme other than sip/sips (RFC 3261 §8.2.2.1).
+    #[error("unsupported Request-URI scheme")]
+    UnsupportedScheme,
+    /// 503 Shutting Down: the server drains; live calls go on.
+    #[error("shutting down")]
+    ShuttingDown,
+    /// 420: pivotd supports no extension (RFC 3261 §8.2.2.3); the Require tags.
+    #[error("unsupported extension: {0}")]
+    Extension(String),
+    /// 415: a body that is not SDP.
+    #[error("the body is not SDP")]
+    NotSdp,
+    /// 406: our 200 carries SDP and the Accept header rules it out (RFC 3261 §21.4.7).
+    #[error("Accept rules out SDP")]
+    SdpNotAccepted,
+    /// 503 for overload, with Retry-After, counted by reason.
+    #[error("overload: {}", .0.label())]
+    Overload(Overload),
+    /// 404: no callflow for the number (a source failure).
+    #[error("no callflow for the number")]
+    NoCallflow,
+    /// 488: an offer we cannot answer (RFC 3261 §13.3.1.3).
+    #[error("incompatible offer")]
+    IncompatibleOffer,
+    /// 400: no dialog can be formed from the INVITE.
+    #[error("no dialog: {0}")]
+    BadDialog(#[source] DialogError),
+    /// 481: a request that only exists inside a dialog, arriving without one (a source
+    /// failure).
+    #[error("no such dialog")]
+    NoDialog,
+    /// 405: a method pivotd does not serve outside a dialog (a source failure).
+    #[error("method not allowed")]
+    NotAllowed,
+}
+
+impl Refusal {
+    /// The response code.
+    pub fn code(&self) -> u16 {
+        match self {
+            Refusal::UnsupportedScheme => 416,
+            Refusal::ShuttingDown | Refusal::Overload(_) => 503,
+            Refusal::Extension(_) => 420,
+            Refusal::NotSdp => 415,
+            Refusal::SdpNotAccepted => 406,
+            Refusal::NoCallflow => 404,
+            Refusal::IncompatibleOffer => 488,
+            Refusal::BadDialog(_) => 400,
+            Refusal::NoDialog => 481,
+            Refusal::NotAllowed => 405,
+        }
+    }
+
+    /// The reason phrase, when not the code's usual one.
+    pub fn reason(&self) -> Option<Cow<'static, str>> {
+        match self {
+            Refusal::ShuttingDown => Some("Shutting Down".into()),
+            Refusal::Overload(why) => Some(why.response().0.into()),
+            Refusal::BadDialog(e) => Some(e.to_string().into()),
+            _ => None,
+        }
+    }
+
+    /// The headers the response carries beside the usual ones.
+    pub fn headers(&self) -> Vec<(&'static str, Cow<'_, str>)> {
+        match self {
+            Refusal::ShuttingDown => vec![("Retry-After", "30".into())],
+            Refusal::Overload(why) => vec![("Retry-After", why.response().1.into())],
+            Refusal::Extension(tags) => vec![("Unsupported", tags.as_str().into())],
+            Refusal::NotSdp | Refusal::SdpNotAccepted => {
+                vec![("Accept", "application/sdp".into())]
+            }
+            Refusal::IncompatibleOffer => {
+                vec![("Warning", "305 pivotd \"Incompatible media format\"".into())]
+            }
+            Refusal::NotAllowed => vec![("Allow", ALLOW.into())],
+            _ => Vec::new(),
+        }
+    }
+
+    /// Whether the source guard counts it against the source: what a scanner probing for
+    /// numbers or extensions collects.
+    pub fn is_source_failure(&self) -> bool {
+        matches!(
+            self,
+            Refusal::NoCallflow | Refusal::NoDialog | Refusal::NotAllowed
+        )
+    }
+}
+
+/// What a request outside any dialog that is neither an INVITE nor refused gets.
+#[derive(Debug, PartialEq, Eq)]
+enum Answer {
+    /// OPTIONS: 200 with what pivotd supports.
+    Capabilities,
+    /// A stray ACK: nothing (it has no transaction to answer).
+    Nothing,
+}
+
+/// Why an INVITE got 503 for overload: one counter each (the endpoint counts its own full
+/// queue, the source guard its refusals).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Overload {
+    /// `max_calls` calls are up.
+    MaxCalls,
+    /// Over `max_calls_per_second`.
+    CallRate,
+    /// Over the source's `source_max_calls`.
+    SourceCalls,
+    /// Over the source's `source_calls_per_second`.
+    SourceCallRate,
+    /// The table of sources is full.
+    SourceTableFull,
+    /// No RTP port pair free (or the RTP session could not start).
+    MediaPorts,
+}
+
+impl Overload {
+    pub const ALL: [Overload; 6] = [
+        Overload::MaxCalls,
+        Overload::CallRate,
+        Overload::SourceCalls,
+        Overload::SourceCallRate,
+        Overload::SourceTableFull,
+        Overload::MediaPorts,
+    ];
+
+    /// The metrics label.
+    pub fn label(self) -> &'static str {
+        match self {
+            Overload::MaxCalls => "max_calls",
+            Overload::CallRate => "call_rate",
+            Overload::SourceCalls => "source_calls",
+            Overload::SourceCallRate => "source_call_rate",
+            Overload::SourceTableFull => "source_table_full",
+            Overload::MediaPorts => "media_ports",
+        }
+    }
+
+    /// The reason phrase and the Retry-After seconds.
+    fn response(self) -> (&'static str, &'static str) {
+        match self {
+            Overload::MaxCalls => ("Too Many Calls", "5"),
+            Overload::CallRate => ("Call Rate Limit", "1"),
+            Overload::SourceCalls => ("Too Many Calls From Source", "5"),
+            Overload::SourceCallRate => ("Call Rate Limit For Source", "1"),
+            Overload::SourceTableFull => ("Too Many Sources", "5"),
+            Overload::MediaPorts => ("No Media Ports", "5"),
+        }
+    }
+
+    /// The overload a source's refused call counts as.
+    fn of_source(why: SourceRefusal) -> Overload {
+        match why {
+            SourceRefusal::CallRate => Overload::SourceCallRate,
+            SourceRefusal::TableFull => Overload::SourceTableFull,
+            _ => Overload::SourceCalls,
+        }
+    }
+}
+
+/// 503s sent for overload, by reason.
+#[derive(Debug, Default)]
+pub struct OverloadStats([AtomicU64; Overload::ALL.len()]);
+
+impl OverloadStats {
+    pub fn get(&self, why: Overload) -> u64 {
+        self.0[why as usize].load(Ordering::Relaxed)
+    }
+
+    fn count(&self, why: Overload) {
+        self.0[why as usize].fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+/// New calls per second: a token bucket refilled continuously, one second of burst.
+struct RateLimiter {
+    rate: f64,
+    tokens: f64,
+    last: Instant,
+}
+
+impl RateLimiter {
+    fn new(per_second: u32) -> RateLimiter {
+        RateLimiter {
+            rate: per_second as f64,
+            tokens: per_second as f64,
+            last: Instant::now(),
+        }
+    }
+
+    fn allow(&mut self) -> bool {
+        if self.rate <= 0.0 {
+            return true;
+        }
+        let now = Instant::now();
+        let elapsed = now.duration_since(self.last).as_secs_f64();
+        self.last = now;
+        self.tokens = (self.tokens + elapsed * self.rate).min(self.rate.max(1.0));
+        if self.tokens >= 1.0 {
+            self.tokens -= 1.0;
+            true
+        } else {
+            false
+        }
+    }
+}
+
+/// What admission needs from the server.
+pub struct AdmissionParts {
+    pub cfg: Arc<Config>,
+    /// The routing table, read for every INVITE.
+    pub routes: Arc<Routes>,
+    pub ctx: Arc<CallContext>,
+    pub pool: Arc<PortPool>,
+    pub pacer: Pacer,
+    /// Set while the server shuts down: new INVITEs get 503.
+    pub draining: watch::Receiver<bool>,
+    pub sources: Arc<SourceGuard>,
+    pub overload: Arc<OverloadStats>,
+}
+
+/// Decides on every new request; runs as one task so its state needs no lock.
+pub struct Admission {
+    cfg: Arc<Config>,
+    routes: Arc<Routes>,
+    ctx: Arc<CallContext>,
+    pool: Arc<PortPool>,
+    pacer: Pacer,
+    limiter: RateLimiter,
+    draining: watch::Receiver<bool>,
+    sources: Arc<SourceGuard>,
+    overload: Arc<OverloadStats>,
+}
+
+impl Admission {
+    pub fn new(p: AdmissionParts) -> Admission {
+        Admission {
+            limiter: RateLimiter::new(p.cfg.sip.max_calls_per_second),
+            cfg: p.cfg,
+            routes: p.routes,
+            ctx: p.ctx,
+            pool: p.pool,
+            pacer: p.pacer,
+            draining: p.draining,
+            sources: p.sources,
+            overload: p.overload,
+        }
+    }
+
+    /// Answers the endpoint's new requests until it stops.
+    pub async fn run(mut self, mut rx: mpsc::Receiver<NewRequest>) {
+        while let Some(NewRequest { req, tx }) = rx.recv().await {
+            // A panic costs this request (its transaction times out), never the admission
+            // task, whose death would refuse every later call.
+            let _ = crate::health::catch(|| self.on_request(req, tx));
+        }
+    }
+
+    fn on_request(&mut self, req: rsip::Request, tx: ServerTx) {
+        let answer = if req.method == rsip::Method::Invite {
+            match self.admit_invite(&req, tx.peer()) {
+                Ok(setup) => return self.start_call(NewRequest { req, tx }, setup),
+                Err(refusal) => Err(refusal),
+            }
+        } else {
+            answer_other(&req)
+        };
+        match answer {
+            Ok(Answer::Capabilities) => reply(
+                &req,
+                &tx,
+                200,
+                None,
+                &[
+                    ("Allow", ALLOW),
+                    ("Accept", ACCEPT),
+                    ("Supported", SUPPORTED),
+                ],
+            ),
+            Ok(Answer::Nothing) => {}
+            Err(refusal) => self.refuse(&req, &tx, refusal),
+        }
+    }
+
+    /// Whether an INVITE becomes a call, and with what: its route, its media, its dialog.
+    /// A refused INVITE gives back what it took (the source's call slot, RTP ports).
+    fn admit_invite(&mut self, req: &rsip::Request, peer: &Peer) -> Result<CallSetup, Refusal> {
+        if !uri_scheme_supported(&req.uri) {
+            return Err(Refusal::UnsupportedScheme);
+        }
+        if *self.draining.borrow() {
+            return Err(Refusal::ShuttingDown);
+        }
+        check_require(req)?;
+        let has_offer = check_content(req)?;
+        // The source's own limits first: a flooding source must not use up the global ones.
+        let slot = self
+            .sources
+            .admit_call(peer.remote.ip())
+            .map_err(|why| Refusal::Overload(Overload::of_source(why)))?;
+        let max_calls = self.cfg.sip.max_calls;
+        if max_calls > 0 && self.ctx.active.load(Ordering::Relaxed) >= max_calls as usize {
+            return Err(Refusal::Overload(Overload::MaxCalls));
+        }
+        if !self.limiter.allow() {
+            return Err(Refusal::Overload(Overload::CallRate));
+        }
+        let user = percent_decode(req.uri.user().unwrap_or(""));
+        let host = req.uri.host_with_port.host.to_string();
+        let Some((account, flow)) = self.routes.route(&self.cfg, &user, &host) else {
+            // DEBUG: a scanner draws thousands of these; the source guard counts them.
+            tracing::debug!(number = %wire(&user), realm = %wire(&host), "no callflow for the number");
+            return Err(Refusal::NoCallflow);
+        };
+        let (offer, negotiated) = if has_offer {
+            let offer = std::str::from_utf8(&req.body)
+                .map_err(|_| SdpError::Malformed {
+                    line: 0,
+                    reason: "not UTF-8".into(),
+                })
+                .and_then(sdp::parse);
+            match offer.and_then(|o| sdp::negotiate(&o).map(|n| (o, n))) {
+                Ok((o, n)) => (Some(o), Some(n)),
+                Err(e) => {
+                    tracing::debug!(reason = %wire(&e.to_string()), "offer refused");
+                    return Err(Refusal::IncompatibleOffer);
+                }
+            }
+        } else {
+            (None, None)
+        };
+        let ports = self.pool.allocate().map_err(|e| {
+            tracing::warn!("no RTP ports: {e}");
+            Refusal::Overload(Overload::MediaPorts)
+        })?;
+        let remote = negotiated.as_ref().and_then(|n| n.remote);
+        let pt = negotiated.as_ref().map(|n| n.codec_pt).unwrap_or(0);
+        let rtp = match RtpSession::start(ports, &self.pacer, remote, pt) {
+            Ok(r) => Arc::new(r),
+            Err(e) => {
+                tracing::warn!("cannot start RTP: {e}");
+                return Err(Refusal::Overload(Overload::MediaPorts));
+            }
+        };
+        let local_host = host_port(self.cfg.sip.advertise, peer.local);
+        let local_tag = random_token(10);
+        let dialog = Dialog::from_invite(req, &local_tag, peer.clone(), local_host)
+            .map_err(Refusal::BadDialog)?;
+        let media_ip: IpAddr = self.cfg.sip.advertise.unwrap_or(self.cfg.media.ip);
+        let local_sdp = LocalSession {
+            ip: media_ip,
+            port: rtp.local_port(),
+            session_id: rand::random::<u32>() as u64,
+            version: 1,
+        };
+        Ok(CallSetup {
+            info: call_info(req, &account.id, &user, &host),
+            flow,
+            leg: LegSetup {
+                dialog,
+                contact_user: user,
+                rtp,
+                negotiated,
+                offer,
+                local_sdp,
+                // A trusted source (`[sip] trusted_sources`) skips the proof RTP waits for.
+                source_trusted: slot.trusted(),
+                early_media_unproven: Duration::from_secs(self.cfg.media.early_media_unproven_s),
+            },
+            slot,
+        })
+    }
+
+    /// Counts the call and starts its task.
+    fn start_call(&self, invite: NewRequest, setup: CallSetup) {
+        self.ctx.active.fetch_add(1, Ordering::Relaxed);
+        let ctx = self.ctx.clone();
+        tokio::spawn(Call::run(ctx, invite, setup));
+    }
+
+    /// Answers a refused request, counting what the refusal implies.
+    fn refuse(&self, req: &rsip::Request, tx: &ServerTx, refusal: Refusal) {
+        if let Refusal::Overload(why) = refusal {
+            self.overload.count(why);
+        }
+        if refusal.is_source_failure() {
+            self.sources.failure(tx.peer().remote.ip());
+        }
+        let reason = refusal.reason();
+        let headers = refusal.headers();
+        let extra: Vec<(&str, &str)> = headers.iter().map(|(n, v)| (*n, v.as_ref())).collect();
+        reply(req, tx, refusal.code(), reason.as_deref(), &extra);
+    }
+}
+
+/// The answer to a request outside any dialog other than an INVITE.
+fn answer_other(req: &rsip::Request) -> Result<Answer, Refusal> {
+    if req.method == rsip::Method::Ack {
+        return Ok(Answer::Nothing);
+    }
+    if !uri_scheme_supported(&req.uri) {
+        return Err(Refusal::UnsupportedScheme);
+    }
+    match req.method {
+        rsip::Method::Options => check_require(req).map(|()| Answer::Capabilities),
+        // Requests that only exist inside a dialog, arriving without one.
+        rsip::Method::Bye | rsip::Method::Info | rsip::Method::PRack | rsip::Method::Update => {
+            Err(Refusal::NoDialog)
+        }
+        // REGISTER, SUBSCRIBE, MESSAGE, PUBLISH, REFER, NOTIFY (the endpoint answers CANCEL).
+        _ => Err(Refusal::NotAllowed),
+    }
+}
+
+/// A response outside any dialog: with a fresh To-tag (RFC 3261 §8.2.6.2) except for 100.
+fn reply(
+    req: &rsip::Request,
+    tx: &ServerTx,
+    code: u16,
+    reason: Option<&str>,
+    extra: &[(&str, &str)],
+) {
+    let tag = random_token(10);
+    let bytes = response_bytes(req, code, reason, Some(&tag), extra, None);
+    tx.respond(code, bytes);
+}
+
+/// RFC 3261 §8.2.2.3: pivotd supports no extension, so a request with a Require header is
+/// answered 420 with the tags in Unsupported.
+fn check_require(req: &rsip::Request) -> Result<(), Refusal> {
+    let tags: Vec<&str> = req
+        .headers
+        .iter()
+        .map(message::header_name_value)
+        .filter(|(n, _)| n.eq_ignore_ascii_case("Require"))
+        .map(|(_, v)| v.trim())
+        .collect();
+    if tags.is_empty() {
+        return Ok(());
+    }
+    Err(Refusal::Extension(tags.join(", ")))
+}
+
+/// An INVITE's body and Accept: a body must be SDP (415), and the caller must accept SDP,
+/// which our 200 carries as the answer or a late offer (406; RFC 4475 §3.3.15). Returns
+/// whether the INVITE carries an offer.
+fn check_content(req: &rsip::Request) -> Result<bool, Refusal> {
+    let has_body = req.body.iter().any(|b| !b.is_ascii_whitespace());
+    if has_body {
+        let is_sdp = message::header_value(req, "Content-Type")
+            .as_deref()
+            .map(|c| {
+                c.split(';')
+                    .next()
+                    .unwrap_or("")
+                    .trim()
+                    .eq_ignore_ascii_case("application/sdp")
+            })
+            .unwrap_or(false);
+        if !is_sdp {
+            return Err(Refusal::NotSdp);
+        }
+    }
+    if let Some(accept) = message::header_value(req, "Accept") {
+        if !accepts_sdp(&accept) {
+            return Err(Refusal::SdpNotAccepted);
+        }
+    }
+    Ok(has_body)
+}
+
+/// Whether an Accept value admits application/sdp (RFC 3261 §20.1: media ranges with `*`
+/// wildcards; an empty Accept admits nothing).
+fn accepts_sdp(accept: &str) -> bool {
+    accept.split(',').any(|range| {
+        let media = range.split(';').next().unwrap_or("").trim();
+        ["application/sdp", "application/*", "*/*"]
+            .iter()
+            .any(|ok| media.eq_ignore_ascii_case(ok))
+    })
+}
+
+fn uri_scheme_supported(uri: &rsip::Uri) -> bool {
+    matches!(
+        uri.scheme,
+        Some(rsip::Scheme::Sip) | Some(rsip::Scheme::Sips) | None
+    )
+}

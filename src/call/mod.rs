@@ -1,0 +1,253 @@
+//! A call: one task per admitted INVITE, from admission to the CDR.
+//!
+//! - [`admission`] decides whether and how a new request is answered: an INVITE becomes a
+//!   [`CallSetup`] or a [`Refusal`](admission::Refusal).
+//! - `info` reads the call facts ([`CallInfo`]) from the INVITE.
+//! - `leg` is one SIP leg: the dialog, the INVITE transaction, the media session and what
+//!   the far end may do in the dialog. A [`Call`] owns the caller's leg.
+//! - `control` implements [`CallControl`], what the callflow runtime asks of the call.
+//! - This file: the call task ([`Call::run`]), the state the callflow sees (digits, the keys
+//!   that stop a prompt, the CDR facts), the limits (maximum duration, RTP timeout) and
+//!   shutdown.
+//!
+//! While the runtime waits (a prompt playing, a sleep) the call keeps serving its leg
+//! (`Call::serve`). The bridge adds a second, outbound leg beside the caller's (a future
+//! `bridge.rs`, serving both legs' events in the same loop) and a media relay between their
+//! RTP sessions (a future `src/media/relay.rs`).
+
+use std::collections::VecDeque;
+use std::future::Future;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::{mpsc, watch, Notify};
+use tokio::time::Instant;
+
+use crate::callflow::node::Node;
+use crate::callflow::runtime::Runtime;
+use crate::callflow::{CallControl, CallEnded, CallInfo};
+use crate::sip::endpoint::{Endpoint, NewRequest};
+use crate::sip::source::CallSlot;
+use crate::store::{Cdr, Store, Write};
+
+pub mod admission;
+mod control;
+mod info;
+mod leg;
+
+pub use leg::LegSetup;
+use leg::{Leg, Phase};
+
+/// Shared by all calls: what a call needs from the server.
+pub struct CallContext {
+    pub endpoint: Arc<Endpoint>,
+    pub runtime: Arc<Runtime>,
+    pub rtp_timeout: Option<Duration>,
+    pub max_duration: Option<Duration>,
+    /// Set when live calls must end now (the shutdown grace period is over).
+    pub force_end: watch::Receiver<bool>,
+    pub active: Arc<AtomicUsize>,
+    pub stats: Arc<CallStats>,
+    /// Where the call's CDR goes when it ends (None: no CDRs).
+    pub cdrs: Option<Store>,
+}
+
+/// Counters across calls.
+#[derive(Default, Debug)]
+pub struct CallStats {
+    pub total: AtomicU64,
+    pub answered: AtomicU64,
+    pub rtp_timeouts: AtomicU64,
+}
+
+/// Everything admission decided before the call task starts.
+pub struct CallSetup {
+    /// The call facts the runtime and pivot see.
+    pub info: CallInfo,
+    /// The callflow the INVITE routed to.
+    pub flow: Arc<Node>,
+    /// The caller's leg: its dialog and media.
+    pub leg: LegSetup,
+    /// The call's place in its source's count, given back when the call's task ends.
+    pub slot: CallSlot,
+}
+
+/// What admission and [`Call::run`] set up outside the call, undone when the call's task
+/// ends — normally or unwinding from a panic (a lost count would refuse calls forever at
+/// `max_calls`): the dialog leaves the endpoint, the call stops counting, and the source's
+/// call slot is given back.
+struct Admitted {
+    ctx: Arc<CallContext>,
+    dialog: crate::sip::endpoint::DialogId,
+    /// Dropped after [`Admitted::drop`] has run: the source's count is given back last.
+    _slot: CallSlot,
+}
+
+impl Drop for Admitted {
+    fn drop(&mut self) {
+        self.ctx.endpoint.unregister_dialog(self.dialog.clone());
+        self.ctx.active.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// A live call: the caller's leg, and what the callflow sees of it. (The bridge's outbound
+/// leg will sit beside `leg`.)
+pub struct Call {
+    ctx: Arc<CallContext>,
+    info: CallInfo,
+    leg: Leg,
+    started: Instant,
+    force_end: watch::Receiver<bool>,
+    /// DTMF keys received and not yet taken by the flow.
+    digits: VecDeque<char>,
+    /// Keys that stop the prompt playing now.
+    stop_on: Vec<char>,
+    /// The key that stopped the last prompt.
+    stopped_by: Option<char>,
+    digit_arrived: Arc<Notify>,
+}
+
+impl Call {
+    /// Registers the INVITE's dialog and runs the call to its end.
+    pub async fn run(ctx: Arc<CallContext>, invite: NewRequest, setup: CallSetup) {
+        let (ev_tx, ev_rx) = mpsc::unbounded_channel();
+        let dialog = setup.leg.dialog.id.clone();
+        ctx.endpoint
+            .register_dialog(dialog.clone(), ev_tx, Some(&invite.tx));
+        // Declared before the call, so it is dropped after it, also when a panic unwinds.
+        let admitted = Admitted {
+            ctx: ctx.clone(),
+            dialog,
+            _slot: setup.slot,
+        };
+        ctx.stats.total.fetch_add(1, Ordering::Relaxed);
+        let span = tracing::info_span!("call", call_id = %setup.info.call_id);
+        let mut call = Call {
+            force_end: ctx.force_end.clone(),
+            ctx: ctx.clone(),
+            info: setup.info,
+            leg: Leg::new(ctx.endpoint.clone(), invite, setup.leg, ev_rx),
+            started: Instant::now(),
+            digits: VecDeque::new(),
+            stop_on: Vec::new(),
+            stopped_by: None,
+            digit_arrived: Arc::new(Notify::new()),
+        };
+        let flow = setup.flow;
+        let runtime = ctx.runtime.clone();
+        tracing::Instrument::instrument(
+            async {
+                runtime.run(&flow, &mut call).await;
+                call.leg.finish(&mut call.force_end).await;
+            },
+            span,
+        )
+        .await;
+        if let Some(store) = &ctx.cdrs {
+            // Through the non-blocking queue: a full queue drops the CDR, never the call.
+            store.write(Write::Cdr(call.cdr()));
+        }
+        // The RTP session goes first (its ports start back to the pool), then the call
+        // stops counting: a call admitted because this one ended should find its ports.
+        drop(call);
+        drop(admitted);
+    }
+
+    /// Serves the leg while `fut` runs; returns its output, or CallEnded if the call ended
+    /// first.
+    async fn serve<F: Future>(&mut self, fut: F) -> Result<F::Output, CallEnded> {
+        tokio::pin!(fut);
+        let mut tick = tokio::time::interval(Duration::from_secs(1));
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            if self.leg.phase() == Phase::Ended {
+                return Err(CallEnded);
+            }
+            tokio::select! {
+                out = &mut fut => return Ok(out),
+                digit = self.leg.next() => {
+                    if let Some(d) = digit {
+                        self.on_digit(d);
+                    }
+                }
+                _ = tick.tick() => self.check_limits(),
+                _ = self.force_end.changed() => {
+                    if *self.force_end.borrow() {
+                        tracing::info!("shutdown grace period over: ending the call");
+                        self.leg.set_cause("SYSTEM_SHUTDOWN");
+                        self.leg.end_now(503, "Service Unavailable");
+                    }
+                }
+            }
+        }
+    }
+
+    /// A DTMF key from RTP or SIP INFO: queued for the flow; a terminator stops the prompt.
+    fn on_digit(&mut self, d: char) {
+        tracing::debug!(digit = %d, "DTMF");
+        self.digits.push_back(d);
+        if self.stop_on.contains(&d) && self.stopped_by.is_none() {
+            self.stopped_by = Some(d);
+            self.leg.stop_playing();
+        }
+        self.digit_arrived.notify_one();
+    }
+
+    /// The call's CDR, once it has ended.
+    fn cdr(&self) -> Cdr {
+        let greg = |t: Option<std::time::SystemTime>| {
+            t.and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+                .map(|d| crate::store::unix_to_gregorian(i64::try_from(d.as_secs()).unwrap_or(0)))
+        };
+        let timing = self.timing();
+        let end = crate::store::gregorian_now();
+        let start = greg(timing.started).unwrap_or(end);
+        let info = &self.info;
+        let at = |user: &str, host: &str| {
+            if user.is_empty() {
+                host.to_string()
+            } else {
+                format!("{user}@{host}")
+            }
+        };
+        Cdr {
+            call_id: info.call_id.clone(),
+            account_id: info.account_id.clone(),
+            from: at(&info.from_user, &info.from_realm),
+            to: at(&info.request_user, &info.request_realm),
+            start,
+            answer: greg(timing.answered),
+            end,
+            duration_s: (end - start).max(0),
+            hangup_cause: self
+                .leg
+                .hangup_cause()
+                .unwrap_or("NORMAL_CLEARING")
+                .to_string(),
+            sip_code: self.leg.final_code(),
+        }
+    }
+
+    /// The call's limits, checked once a second: its maximum duration, and the RTP timeout
+    /// of an answered call not on hold.
+    fn check_limits(&mut self) {
+        let now = Instant::now();
+        if let Some(max) = self.ctx.max_duration {
+            if now.duration_since(self.started) >= max {
+                tracing::info!("maximum call duration reached");
+                self.leg.set_cause("ALLOTTED_TIMEOUT");
+                self.leg.end_now(480, "Maximum Duration");
+                return;
+            }
+        }
+        if let (Some(timeout), Some(last)) = (self.ctx.rtp_timeout, self.leg.silent_since()) {
+            if now.duration_since(last) >= timeout {
+                tracing::info!("no RTP from the caller for {timeout:?}: hanging up");
+                self.ctx.stats.rtp_timeouts.fetch_add(1, Ordering::Relaxed);
+                self.leg.set_cause("MEDIA_TIMEOUT");
+                self.leg.end_now(408, "Request Timeout");
+            }
+        }
+    }
+}
