@@ -11,11 +11,10 @@
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::Path;
 
-use rsip::headers::ToTypedHeader;
-use rsip::message::{HasHeaders, HeadersExt};
+use rsip::message::HasHeaders;
 use rsip::SipMessage;
 
-use crate::callflow::{CallInfo, Node};
+use crate::callflow::Node;
 use crate::config::{self, Config};
 use crate::media::codec::Codec;
 use crate::media::dtmf::{self, DtmfReceiver, TelephoneEvent};
@@ -172,31 +171,11 @@ fn answers(req: &mut rsip::Request, valid: bool) {
 /// What the server reads of a request it acts on: the typed From/To, the Request-URI, a
 /// dialog, the pivot request made of the call's facts, and the body.
 fn server_side(req: &rsip::Request) {
-    let from = req.from_header().ok().and_then(|f| f.typed().ok());
-    let to = req.to_header().ok().and_then(|t| t.typed().ok());
-    let user = crate::server::percent_decode(req.uri.user().unwrap_or(""));
+    // The same reading of the INVITE admission does.
+    let user = crate::call::info::percent_decode(req.uri.user().unwrap_or(""));
     let host = req.uri.host_with_port.host.to_string();
     let _ = req.to_string();
-    let mut info = CallInfo {
-        call_id: message::call_id(req).unwrap_or_default(),
-        request_user: user.clone(),
-        request_realm: host.clone(),
-        ..CallInfo::default()
-    };
-    if let Some(f) = &from {
-        info.from_user = crate::server::percent_decode(f.uri.user().unwrap_or(""));
-        info.from_realm = f.uri.host_with_port.host.to_string();
-        info.caller_id_name = f.display_name.clone();
-    }
-    if let Some(t) = &to {
-        info.to_user = crate::server::percent_decode(t.uri.user().unwrap_or(""));
-        info.to_realm = t.uri.host_with_port.host.to_string();
-    }
-    for h in req.headers().iter() {
-        if let rsip::Header::Other(n, v) = h {
-            info.custom_sip_headers.push((n.clone(), v.clone()));
-        }
-    }
+    let info = crate::call::info::call_info(req, "acct", &user, &host);
     let mut digits = DigitCollections::new();
     digits.append(&user, &host);
     let state = PivotState::new(&info, &digits);

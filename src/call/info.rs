@@ -26,7 +26,7 @@ pub fn percent_decode(s: &str) -> String {
 }
 
 /// The plain call facts the runtime and pivot see.
-pub(super) fn call_info(req: &rsip::Request, account_id: &str, user: &str, host: &str) -> CallInfo {
+pub fn call_info(req: &rsip::Request, account_id: &str, user: &str, host: &str) -> CallInfo {
     use rsip::headers::ToTypedHeader;
     use rsip::message::HeadersExt;
     let from = req.from_header().ok().and_then(|f| f.typed().ok());

@@ -33,7 +33,7 @@ use crate::store::{Cdr, Store, Write};
 
 pub mod admission;
 mod control;
-mod info;
+pub mod info;
 mod leg;
 
 pub use leg::LegSetup;
