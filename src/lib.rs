@@ -8,6 +8,7 @@ pub mod api;
 pub mod call;
 pub mod callflow;
 pub mod config;
+pub mod fdlimit;
 pub mod logsafe;
 pub mod media;
 pub mod pivot;

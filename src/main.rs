@@ -6,6 +6,7 @@ use std::sync::Arc;
 
 use clap::{Parser, Subcommand};
 use pivotd::config::Config;
+use pivotd::fdlimit;
 
 #[derive(Parser)]
 #[command(
@@ -32,8 +33,17 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     if let Some(Command::CheckConfig { file }) = cli.command {
         return match Config::load(&file) {
-            Ok(_) => {
+            Ok(cfg) => {
                 println!("{}: ok", file.display());
+                // A warning, not a problem: the limit belongs to where pivotd will run.
+                match fdlimit::limit_in_force() {
+                    Ok(limit) => {
+                        if let Some(short) = fdlimit::Budget::for_config(&cfg).check(limit) {
+                            eprintln!("{}: warning: {short}", file.display());
+                        }
+                    }
+                    Err(e) => eprintln!("{}: warning: {e}", file.display()),
+                }
                 ExitCode::SUCCESS
             }
             Err(errors) => {
@@ -64,6 +74,7 @@ fn main() -> ExitCode {
         },
         None => Config::embedded_default(),
     };
+    open_files(&cfg);
     let rt = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -75,6 +86,27 @@ fn main() -> ExitCode {
         }
     };
     rt.block_on(run(Arc::new(cfg)))
+}
+
+/// Raises the soft open-files limit to the hard one (the default soft 1024 would cap pivotd
+/// near 250 calls) and warns when the configured calls still would not fit.
+fn open_files(cfg: &Config) {
+    let limit = match fdlimit::raise() {
+        Ok((before, after)) => {
+            tracing::info!(%before, %after, "open-files limit");
+            after.soft
+        }
+        Err(e) => {
+            tracing::warn!("{e}");
+            match fdlimit::current() {
+                Ok(l) => l.soft,
+                Err(_) => return,
+            }
+        }
+    };
+    if let Some(short) = fdlimit::Budget::for_config(cfg).check(limit) {
+        tracing::warn!("{short}");
+    }
 }
 
 async fn run(cfg: Arc<Config>) -> ExitCode {
