@@ -185,6 +185,21 @@ pub(crate) async fn metrics(State(st): State<Shared>) -> Response {
         "side=\"client\"",
         get(&es.client_transactions),
     );
+    m.family(
+        "sip_transactions",
+        "gauge",
+        "SIP transactions alive now (they end with their timers, RFC 3261 §17).",
+    );
+    m.value(
+        "sip_transactions",
+        "side=\"server\"",
+        get(&es.live_server_transactions),
+    );
+    m.value(
+        "sip_transactions",
+        "side=\"client\"",
+        get(&es.live_client_transactions),
+    );
     m.one(
         "sip_overload_503_total",
         "counter",
