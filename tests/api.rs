@@ -888,3 +888,92 @@ async fn healthz_and_metrics_need_no_token_and_count_calls_and_pivots() {
     assert_eq!(value("pivotd_store_queue_dropped_total"), 0.0);
     assert!(text.contains("# TYPE pivotd_calls_total counter"));
 }
+
+/// The value of one sample line of a /metrics text (`name{labels}` as written).
+async fn metric(base: &str, sample: &str) -> f64 {
+    let text = reqwest::get(format!("{base}/metrics"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    text.lines()
+        .find_map(|l| l.strip_prefix(sample)?.strip_prefix(' ')?.parse().ok())
+        .unwrap_or_else(|| panic!("no {sample} in\n{text}"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_gauge_live_transactions_and_dialogs_during_a_call() {
+    let server = start(&config_toml(
+        r#"
+[[accounts.callflows]]
+numbers = ["5300"]
+flow = { module = "play", data = { id = "tone-1khz", answer = true }, children = { _ = { module = "hangup" } } }
+"#,
+        "",
+        "rtp_timeout_s = 0",
+    ))
+    .await;
+    let base = format!("http://{}", server.handle.api.expect("api address"));
+    let (server_tx, client_tx, dialogs) = (
+        "pivotd_sip_transactions{side=\"server\"}",
+        "pivotd_sip_transactions{side=\"client\"}",
+        "pivotd_sip_dialogs",
+    );
+    assert_eq!(metric(&base, dialogs).await, 0.0);
+    assert_eq!(metric(&base, client_tx).await, 0.0);
+
+    let sink = RtpSink::bind().await;
+    let mut caller = RawSip::udp(server.udp).await;
+    let local = caller.local();
+    let sdp = format!(
+        "v=0\r\no=- 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\nm=audio {} RTP/AVP 0\r\na=rtpmap:0 PCMU/8000\r\n",
+        sink.addr.port()
+    );
+    let invite = format!(
+        "INVITE sip:5300@pivotd.test SIP/2.0\r\nVia: SIP/2.0/UDP {local};branch=z9hG4bKgauge1;rport\r\n\
+From: <sip:caller@127.0.0.1>;tag=fgauge\r\nTo: <sip:5300@pivotd.test>\r\nCall-ID: gauge-call\r\n\
+CSeq: 1 INVITE\r\nContact: <sip:caller@{local}>\r\nMax-Forwards: 70\r\n\
+Content-Type: application/sdp\r\nContent-Length: {}\r\n\r\n{sdp}",
+        sdp.len()
+    );
+    caller.send(invite.as_bytes()).await;
+    let ok = caller.expect("200 OK", 5000).await.expect("answered");
+    let to = header(&ok, "To").unwrap();
+    let ack = format!(
+        "ACK sip:5300@pivotd.test SIP/2.0\r\nVia: SIP/2.0/UDP {local};branch=z9hG4bKgauge2;rport\r\n\
+From: <sip:caller@127.0.0.1>;tag=fgauge\r\nTo: {to}\r\nCall-ID: gauge-call\r\nCSeq: 1 ACK\r\n\
+Max-Forwards: 70\r\nContent-Length: 0\r\n\r\n"
+    );
+    caller.send(ack.as_bytes()).await;
+
+    // During the 2-second tone: one dialog, the INVITE's server transaction (kept until
+    // Timer L, RFC 6026), no client transaction yet.
+    assert_eq!(metric(&base, dialogs).await, 1.0);
+    assert!(metric(&base, server_tx).await >= 1.0);
+    assert_eq!(metric(&base, client_tx).await, 0.0);
+
+    // The flow hangs up: pivotd's BYE is a client transaction while it goes unanswered.
+    let bye = caller
+        .expect("BYE ", 6000)
+        .await
+        .expect("BYE after the tone");
+    assert_eq!(metric(&base, client_tx).await, 1.0);
+    let mut reply = String::from("SIP/2.0 200 OK\r\n");
+    for name in ["Via", "From", "To", "Call-ID", "CSeq"] {
+        reply.push_str(&format!("{name}: {}\r\n", header(&bye, name).unwrap()));
+    }
+    reply.push_str("Content-Length: 0\r\n\r\n");
+    caller.send(reply.as_bytes()).await;
+
+    // The dialog goes at once; the BYE's transaction after Timer K (T4, 5 s over UDP).
+    let mut gone = false;
+    for _ in 0..100 {
+        if metric(&base, dialogs).await == 0.0 && metric(&base, client_tx).await == 0.0 {
+            gone = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(gone, "dialogs and client transactions did not return to 0");
+}

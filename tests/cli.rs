@@ -107,13 +107,19 @@ fn an_unreadable_media_dir_is_reported_at_start() {
 
 /// Starts the binary on ephemeral ports and returns it with its UDP address.
 fn spawn(config: &str) -> (std::process::Child, SocketAddr) {
+    let mut cmd = pivotd();
+    cmd.env("RUST_LOG", "warn").stderr(Stdio::null());
+    spawn_with(cmd, config)
+}
+
+/// `spawn` with the command given (the binary itself, or a wrapper such as prlimit), whose
+/// environment and stderr the caller sets.
+fn spawn_with(mut cmd: Command, config: &str) -> (std::process::Child, SocketAddr) {
     let path = write_config(config);
-    let mut child = pivotd()
+    let mut child = cmd
         .arg("--config")
         .arg(&path)
-        .env("RUST_LOG", "warn")
         .stdout(Stdio::piped())
-        .stderr(Stdio::null())
         .spawn()
         .unwrap();
     let stdout = child.stdout.take().unwrap();
@@ -237,6 +243,95 @@ fn the_pivot_example_config_is_valid() {
     let out = pivotd().arg("check-config").arg(&path).output().unwrap();
     assert!(
         out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// A limit from /proc/PID/limits: (soft, hard) of the "Max open files" line.
+fn open_files_limits(pid: &str) -> (u64, u64) {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/limits")).unwrap();
+    let line = text
+        .lines()
+        .find(|l| l.starts_with("Max open files"))
+        .unwrap_or_else(|| panic!("no open files line in\n{text}"));
+    let nums: Vec<u64> = line
+        .split_whitespace()
+        .filter_map(|w| w.parse().ok())
+        .collect();
+    (nums[0], nums[1])
+}
+
+#[test]
+fn start_raises_the_soft_open_files_limit_to_the_hard_one() {
+    // Our own hard limit: raising it needs CAP_SYS_RESOURCE, which a container's root may lack.
+    let hard = open_files_limits("self").1;
+    assert!(hard > 1024, "needs a hard open-files limit above 1024");
+    let mut cmd = Command::new("prlimit");
+    cmd.arg(format!("--nofile=1024:{hard}"))
+        .arg(env!("CARGO_BIN_EXE_pivotd"))
+        .env("RUST_LOG", "info")
+        .stderr(Stdio::piped());
+    let (mut child, _udp) = spawn_with(cmd, &config_toml("", "", ""));
+    // prlimit execs pivotd: the child's pid is pivotd's.
+    let limits = open_files_limits(&child.id().to_string());
+    child.kill().unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(limits, (hard, hard), "soft limit not raised");
+    let log = String::from_utf8_lossy(&out.stderr);
+    let line = log
+        .lines()
+        .find(|l| l.contains("open-files limit"))
+        .unwrap_or_else(|| panic!("no open-files line at INFO:\n{log}"));
+    assert!(
+        line.contains("soft 1024") && line.contains(&format!("soft {hard}")),
+        "{line}"
+    );
+}
+
+#[test]
+fn check_config_warns_when_max_calls_need_more_descriptors_than_the_hard_limit() {
+    let text = |max_calls: u32| {
+        format!(
+            "[sip]\nudp = [\"127.0.0.1:0\"]\ntcp = []\nmax_calls = {max_calls}\n\
+             [media]\nport_min = 30000\nport_max = 39999\n"
+        )
+    };
+    let check = |path: &std::path::Path| {
+        Command::new("prlimit")
+            .arg("--nofile=256:256")
+            .arg(env!("CARGO_BIN_EXE_pivotd"))
+            .arg("check-config")
+            .arg(path)
+            .output()
+            .unwrap()
+    };
+    let busy = write_config(&text(1000));
+    let out = check(&busy);
+    let err = String::from_utf8_lossy(&out.stderr);
+    // A warning, not a problem: the file is valid and may run elsewhere.
+    assert!(out.status.success(), "{err}");
+    assert!(String::from_utf8_lossy(&out.stdout).contains("ok"));
+    let needed = pivotd::fdlimit::Budget::for_config(&pivotd::config::Config::load(&busy).unwrap())
+        .needed()
+        .to_string();
+    for part in [
+        "warning",
+        "(256)",
+        "1000 concurrent calls",
+        &format!("{needed} descriptors"),
+        &format!("LimitNOFILE={needed}"),
+        &format!("ulimit -n {needed}"),
+        "[sip] max_calls",
+    ] {
+        assert!(err.contains(part), "no {part:?} in:\n{err}");
+    }
+
+    let small = write_config(&text(10));
+    let out = check(&small);
+    assert!(out.status.success());
+    assert!(
+        out.stderr.is_empty(),
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );

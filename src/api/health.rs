@@ -191,6 +191,21 @@ pub(crate) async fn metrics(State(st): State<Shared>) -> Response {
         get(&es.client_transactions),
     );
     m.family(
+        "sip_transactions",
+        "gauge",
+        "SIP transactions alive now (they end with their timers, RFC 3261 §17).",
+    );
+    m.value(
+        "sip_transactions",
+        "side=\"server\"",
+        get(&es.live_server_transactions),
+    );
+    m.value(
+        "sip_transactions",
+        "side=\"client\"",
+        get(&es.live_client_transactions),
+    );
+    m.family(
         "sip_overload_503_total",
         "counter",
         "INVITEs refused with 503 for overload, by reason (global and per-source limits).",

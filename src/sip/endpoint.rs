@@ -497,6 +497,17 @@ impl Shard {
                             self.stats.recovered_panics.fetch_add(1, Ordering::Relaxed);
                         }
                     }
+                    // A flood leaves the tables at their peak capacity; entries end with
+                    // timers, so this is where they empty. Shrink only far below capacity,
+                    // so steady traffic never rehashes.
+                    fn shrink<K: Eq + std::hash::Hash, V>(m: &mut HashMap<K, V>) {
+                        if m.capacity() > 1024 && m.len() * 4 < m.capacity() {
+                            m.shrink_to(m.len() * 2);
+                        }
+                    }
+                    shrink(&mut self.server);
+                    shrink(&mut self.client);
+                    shrink(&mut self.dialogs);
                 }
             }
         }

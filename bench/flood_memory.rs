@@ -1,0 +1,241 @@
+//! Does pivotd give memory back after a flood?
+//!
+//! Starts the built pivotd binary (so its global allocator is the one measured) on loopback,
+//! reads its RSS from /proc/PID/status idle, floods it from one 127.0.0.1 socket with INVITEs
+//! to a number that answers (RATE/s for SECONDS s, never acknowledged, never answered) plus
+//! garbage datagrams, reads RSS right after, waits until /metrics shows no call, transaction or
+//! dialog left, waits SETTLE seconds more and reads RSS again. Prints figures; asserts nothing.
+//!
+//! cargo bench --bench flood_memory -- [RATE] [SECONDS] [SETTLE]   (defaults 3000 2 10)
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpStream, UdpSocket};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use rand::{Rng, SeedableRng};
+
+/// Garbage datagrams sent per INVITE: a scanner's noise beside the calls.
+const GARBAGE_PER_INVITE: usize = 1;
+/// Longest wait for the server to finish the flood's calls and transactions (64·T1 = 32 s
+/// for the unacknowledged 2xx and unanswered BYEs, plus slack).
+const QUIET_TIMEOUT: Duration = Duration::from_secs(120);
+
+fn config(dir: &std::path::Path) -> std::path::PathBuf {
+    let media = concat!(env!("CARGO_MANIFEST_DIR"), "/media");
+    let text = format!(
+        r#"
+[sip]
+udp = ["127.0.0.1:0"]
+tcp = []
+max_calls_per_second = 100000
+[api]
+listen = "127.0.0.1:0"
+[store]
+sqlite = ":memory:"
+[media]
+dir = "{media}"
+ip = "127.0.0.1"
+port_min = 50000
+port_max = 59999
+rtp_timeout_s = 0
+[[accounts]]
+id = "4b6e1d0c2f6a4e0f9a1b2c3d4e5f6a7b"
+realm = "bench.test"
+[[accounts.callflows]]
+numbers = ["7000"]
+flow = {{ module = "play", data = {{ id = "digit-1", answer = true }}, children = {{ _ = {{ module = "hangup" }} }} }}
+"#
+    );
+    let path = dir.join("pivotd.toml");
+    std::fs::write(&path, text).expect("write config");
+    path
+}
+
+/// Starts pivotd; returns it with its SIP UDP and API addresses from the ready line.
+fn start(config: &std::path::Path) -> (Child, SocketAddr, SocketAddr) {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_pivotd"))
+        .arg("--config")
+        .arg(config)
+        .env("RUST_LOG", "error")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start pivotd");
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().expect("stdout"))
+        .read_line(&mut line)
+        .expect("ready line");
+    let addr = |key: &str| -> SocketAddr {
+        line.split_whitespace()
+            .find_map(|w| w.strip_prefix(key))
+            .and_then(|a| a.split(',').next())
+            .and_then(|a| a.parse().ok())
+            .unwrap_or_else(|| panic!("no {key} in {line:?}"))
+    };
+    let (udp, api) = (addr("udp="), addr("api="));
+    (child, udp, api)
+}
+
+/// A field of /proc/PID/status in kB (VmRSS, VmHWM).
+fn status_kb(pid: u32, field: &str) -> u64 {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("status");
+    text.lines()
+        .find_map(|l| l.strip_prefix(field)?.strip_prefix(':'))
+        .and_then(|v| v.split_whitespace().next()?.parse().ok())
+        .unwrap_or(0)
+}
+
+fn mb(kb: u64) -> f64 {
+    kb as f64 / 1024.0
+}
+
+/// The sum of the samples of /metrics whose line starts with `name` (all label sets).
+fn metric(api: SocketAddr, name: &str) -> Option<f64> {
+    let mut s = TcpStream::connect(api).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+    write!(
+        s,
+        "GET /metrics HTTP/1.1\r\nHost: {api}\r\nConnection: close\r\n\r\n"
+    )
+    .ok()?;
+    let mut text = String::new();
+    s.read_to_string(&mut text).ok()?;
+    let values: Vec<f64> = text
+        .lines()
+        .filter(|l| {
+            l.strip_prefix(name)
+                .is_some_and(|r| r.starts_with(' ') || r.starts_with('{'))
+        })
+        .filter_map(|l| l.rsplit(' ').next()?.parse().ok())
+        .collect();
+    (!values.is_empty()).then(|| values.iter().sum())
+}
+
+/// Calls, transactions and dialogs still alive (None if /metrics did not answer).
+fn live(api: SocketAddr) -> Option<f64> {
+    Some(
+        metric(api, "pivotd_calls_active")?
+            + metric(api, "pivotd_sip_transactions").unwrap_or(0.0)
+            + metric(api, "pivotd_sip_dialogs")?,
+    )
+}
+
+fn invite(local: SocketAddr, id: u32, rtp: u16) -> Vec<u8> {
+    let sdp = format!(
+        "v=0\r\no=- 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\nm=audio {rtp} RTP/AVP 0\r\na=rtpmap:0 PCMU/8000\r\n"
+    );
+    format!(
+        "INVITE sip:7000@bench.test SIP/2.0\r\nVia: SIP/2.0/UDP {local};branch=z9hG4bKflood{id};rport\r\n\
+From: <sip:flood@127.0.0.1>;tag=f{id}\r\nTo: <sip:7000@bench.test>\r\nCall-ID: flood-{id}\r\nCSeq: 1 INVITE\r\n\
+Contact: <sip:flood@{local}>\r\nMax-Forwards: 70\r\nContent-Type: application/sdp\r\nContent-Length: {}\r\n\r\n{sdp}",
+        sdp.len()
+    )
+    .into_bytes()
+}
+
+/// Sends `rate`/s INVITEs for `secs` seconds from one socket, in 10 ms slices, with garbage
+/// between them; reads nothing back (an attacker does not).
+fn flood(server: SocketAddr, rate: u32, secs: u32) -> (u32, usize) {
+    let sock = UdpSocket::bind("127.0.0.1:0").expect("flood socket");
+    // Where the SDP points: bound so the RTP sent there is not met by ICMP, never read.
+    let rtp_sink = UdpSocket::bind("127.0.0.1:0").expect("rtp sink");
+    let rtp = rtp_sink.local_addr().expect("sink addr").port();
+    let local = sock.local_addr().expect("local");
+    let mut rng = rand::rngs::StdRng::seed_from_u64(7);
+    let slices = secs * 100;
+    let started = Instant::now();
+    let (mut invites, mut garbage) = (0u32, 0usize);
+    for slice in 0..slices {
+        let due = (u64::from(rate) * u64::from(slice + 1) / 100) as u32;
+        while invites < due {
+            let _ = sock.send_to(&invite(local, invites, rtp), server);
+            invites += 1;
+            for _ in 0..GARBAGE_PER_INVITE {
+                let len = rng.gen_range(1..1400);
+                let bytes: Vec<u8> = (0..len).map(|_| rng.gen()).collect();
+                let _ = sock.send_to(&bytes, server);
+                garbage += 1;
+            }
+        }
+        let next = started + Duration::from_millis(10 * u64::from(slice + 1));
+        if let Some(wait) = next.checked_duration_since(Instant::now()) {
+            std::thread::sleep(wait);
+        }
+    }
+    drop(rtp_sink);
+    (invites, garbage)
+}
+
+fn main() {
+    // `cargo bench` passes --bench; `cargo test --all-targets` runs this binary without it,
+    // and a measurement is not a test.
+    if !std::env::args().any(|a| a == "--bench") {
+        println!("flood_memory: a benchmark; run it with cargo bench --bench flood_memory");
+        return;
+    }
+    let args: Vec<String> = std::env::args().filter(|a| !a.starts_with("--")).collect();
+    let arg = |i: usize, default: u32| args.get(i).and_then(|a| a.parse().ok()).unwrap_or(default);
+    let (rate, secs, settle) = (arg(1, 3000), arg(2, 2).min(10), arg(3, 10));
+
+    let dir = std::env::temp_dir().join(format!("pivotd-flood-memory-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    let (mut child, udp, api) = start(&config(&dir));
+    let pid = child.id();
+    std::thread::sleep(Duration::from_secs(1));
+    let idle = status_kb(pid, "VmRSS");
+
+    let t0 = Instant::now();
+    let (invites, garbage) = flood(udp, rate, secs);
+    let flood_s = t0.elapsed().as_secs_f64();
+    let after = status_kb(pid, "VmRSS");
+    let admitted = metric(api, "pivotd_calls_total").unwrap_or(0.0);
+
+    let quiet_from = Instant::now();
+    let mut quiet = false;
+    let mut peak = after;
+    while quiet_from.elapsed() < QUIET_TIMEOUT {
+        peak = peak.max(status_kb(pid, "VmRSS"));
+        if live(api) == Some(0.0) {
+            quiet = true;
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    let quiet_s = quiet_from.elapsed().as_secs_f64();
+    let at_quiet = status_kb(pid, "VmRSS");
+    std::thread::sleep(Duration::from_secs(u64::from(settle)));
+    let settled = status_kb(pid, "VmRSS");
+    let hwm = status_kb(pid, "VmHWM");
+    let _ = child.kill();
+    let _ = child.wait();
+    let _ = std::fs::remove_dir_all(&dir);
+
+    println!(
+        "flood: {invites} INVITEs ({rate}/s for {secs} s, sent in {flood_s:.1} s) + {garbage} \
+         garbage datagrams from one 127.0.0.1 socket; {admitted} calls admitted"
+    );
+    println!("RSS idle:                      {:7.1} MB", mb(idle));
+    println!(
+        "RSS right after the flood:     {:7.1} MB (highest seen while draining {:.1} MB, VmHWM {:.1} MB)",
+        mb(after),
+        mb(peak),
+        mb(hwm)
+    );
+    if quiet {
+        println!(
+            "no call, transaction or dialog left after {quiet_s:.1} s: RSS {:.1} MB",
+            mb(at_quiet)
+        );
+    } else {
+        println!(
+            "still busy after {quiet_s:.0} s (RSS {:.1} MB): the settle figure is not idle",
+            mb(at_quiet)
+        );
+    }
+    println!(
+        "RSS {settle} s after that:          {:7.1} MB; after/idle = {:.2}",
+        mb(settled),
+        settled as f64 / idle.max(1) as f64
+    );
+}
