@@ -389,9 +389,9 @@ async fn garbage_at_20000_datagrams_per_second_fails_no_call_and_panics_nothing(
 }
 
 /// Runs futures concurrently and returns their outputs in order (no extra dependency).
-async fn futures_join_all<F: std::future::Future>(futs: Vec<F>) -> Vec<F::Output>
+async fn futures_join_all<F>(futs: Vec<F>) -> Vec<F::Output>
 where
-    F: Send + 'static,
+    F: std::future::Future + Send + 'static,
     F::Output: Send + 'static,
 {
     let handles: Vec<_> = futs.into_iter().map(tokio::spawn).collect();
