@@ -17,9 +17,9 @@ use async_trait::async_trait;
 use tokio::sync::{mpsc, watch, Notify};
 use tokio::time::Instant;
 
-use crate::callflow::node::Node;
 use crate::callflow::runtime::Runtime;
-use crate::callflow::{CallControl, CallEnded, CallInfo, CallTiming};
+use crate::callflow::{CallControl, CallEnded, CallTiming};
+use crate::flow::{CallInfo, Node};
 use crate::media::dtmf::{info_digit, DtmfReceiver};
 use crate::media::prompt::Prompt;
 use crate::media::rtp::ReceivedRtp;

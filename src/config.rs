@@ -16,8 +16,8 @@ use std::time::Duration;
 use regex::Regex;
 use toml::{Table, Value};
 
-use crate::callflow::modules::{is_url, play::Play, sleep, ModuleData};
-use crate::callflow::Node;
+use crate::flow::modules::{play::Play, sleep, ModuleData};
+use crate::flow::{is_http_url, Node};
 use crate::media::prompt::PromptLibrary;
 
 /// Fixed id of the embedded demo account (32 hex digits, like a Kazoo account id).
@@ -1335,7 +1335,7 @@ fn check_node_media(node: &Node, path: &str, lib: &PromptLibrary, out: &mut Vec<
         _ => "",
     };
     for id in node.module.media_ids() {
-        if !is_url(id) && !lib.exists(id) {
+        if !is_http_url(id) && !lib.exists(id) {
             out.push(ConfigProblem {
                 key: format!("{path}.data.{key}"),
                 message: format!("no prompt {id:?} in the media dir or the built-in prompts"),

@@ -15,13 +15,14 @@ use rsip::headers::ToTypedHeader;
 use rsip::message::{HasHeaders, HeadersExt};
 use rsip::SipMessage;
 
-use crate::callflow::{CallInfo, Node};
 use crate::config::{self, Config};
+use crate::flow::modules::pivot::{BodyFormat, Method, ReqFormat};
+use crate::flow::{CallInfo, DigitCollections, Node};
 use crate::media::codec::Codec;
 use crate::media::dtmf::{self, DtmfReceiver, TelephoneEvent};
 use crate::media::{rtp, sdp};
 use crate::pivot::guard::UrlGuard;
-use crate::pivot::request::{self, BodyFormat, DigitCollections, Method, PivotState, ReqFormat};
+use crate::pivot::request::{self, PivotState};
 use crate::pivot::{kazoo, twiml};
 use crate::sip::dialog::Dialog;
 use crate::sip::message::{self, ParseError};

@@ -8,6 +8,7 @@ pub mod api;
 pub mod call;
 pub mod callflow;
 pub mod config;
+pub mod flow;
 pub mod fuzzing;
 pub mod health;
 pub mod logsafe;

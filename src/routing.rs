@@ -9,8 +9,8 @@
 use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
 
-use crate::callflow::node::Node;
 use crate::config::{Account, CallflowEntry, Config};
+use crate::flow::Node;
 
 type Snapshot = Arc<HashMap<String, Arc<[CallflowEntry]>>>;
 
@@ -78,7 +78,7 @@ impl Routes {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::callflow::modules::ModuleData;
+    use crate::flow::ModuleData;
     use regex::Regex;
     use std::path::Path;
 

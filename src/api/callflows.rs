@@ -21,8 +21,8 @@ use sha2::{Digest, Sha256};
 
 use super::auth::Authed;
 use super::{blocking, hex, random_id, request_data, ApiError, Reply, Shared};
-use crate::callflow::node::Node;
 use crate::config::{Account, CallflowEntry, Config};
+use crate::flow::Node;
 use crate::pivot::guard::UrlGuard;
 use crate::routing::Routes;
 use crate::store::{Store, StoredCallflow};

@@ -6,7 +6,7 @@
 use quick_xml::events::{BytesStart, Event};
 use quick_xml::Reader;
 
-use super::request::Method;
+use crate::flow::modules::pivot::Method;
 
 /// Largest document accepted (the HTTP client enforces it on the body too).
 pub const MAX_DOCUMENT_BYTES: usize = 1 << 20;
