@@ -11,6 +11,7 @@ use tokio::sync::{mpsc, watch};
 use tokio::time::Instant;
 
 use crate::call::{Call, CallContext, CallSetup, CallStats, ACCEPT, ALLOW, SUPPORTED};
+use crate::callflow::check::ConfigPrompts as _;
 use crate::callflow::modules::pivot::PivotStats;
 use crate::callflow::runtime::{PivotServices, Runtime, Speaker};
 use crate::config::Config;

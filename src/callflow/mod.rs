@@ -3,6 +3,7 @@
 //! The runtime drives a call only through [`CallControl`], so every module is testable with a
 //! fake call and no sockets; the `call` layer implements the trait on a live SIP call.
 
+pub mod check;
 pub mod modules;
 pub mod runtime;
 pub mod state;

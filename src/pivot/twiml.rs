@@ -6,6 +6,7 @@
 use quick_xml::events::{BytesStart, Event};
 use quick_xml::Reader;
 
+use super::guard::is_allowed_scheme;
 use crate::flow::modules::pivot::Method;
 
 /// Largest document accepted (the HTTP client enforces it on the body too).
@@ -441,9 +442,8 @@ pub fn resolve_url(base: &url::Url, reference: &str) -> Result<url::Url, Resolve
             reference: reference.to_string(),
             message: e.to_string(),
         })?;
-    match url.scheme() {
-        "http" | "https" => {}
-        other => return Err(ResolveError::Scheme(other.to_string())),
+    if !is_allowed_scheme(url.scheme()) {
+        return Err(ResolveError::Scheme(url.scheme().to_string()));
     }
     url.set_fragment(None);
     Ok(url)
