@@ -7,7 +7,7 @@ use std::sync::Arc;
 use regex::Regex;
 use toml::{Table, Value};
 
-use super::reader::{join, Reader};
+use super::reader::{join, pattern, Reader};
 use super::{checks, demo, Account, CallflowEntry, Device, Resource, User};
 use crate::flow::Node;
 
@@ -91,20 +91,7 @@ fn read_callflow(
     let numbers = r.strings(t, &cp, "numbers").unwrap_or_default();
     checks::callflow_numbers(r, p, j, &numbers, numbers_seen);
     let patterns: Vec<Regex> = r
-        .parsed_list(t, &cp, "patterns", |s| {
-            if s.is_empty() {
-                return Err("a pattern must not be empty".to_string());
-            }
-            Regex::new(s).map_err(|e| {
-                let text = e.to_string();
-                let lines: Vec<&str> = text
-                    .lines()
-                    .map(str::trim)
-                    .filter(|l| !l.is_empty())
-                    .collect();
-                format!("invalid regex {s:?}: {}", lines.join(" "))
-            })
-        })
+        .parsed_list(t, &cp, "patterns", pattern)
         .unwrap_or_default();
     checks::number_or_pattern(r, &cp, t, &numbers);
     let fp = join(&cp, "flow");

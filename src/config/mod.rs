@@ -34,7 +34,7 @@ use regex::Regex;
 use crate::flow::Node;
 
 pub use demo::{DEMO_ACCOUNT_ID, DEMO_REALM};
-pub use reader::{parse_cidr, CidrError};
+pub use reader::{parse_cidr, ValueError};
 
 /// The whole configuration.
 #[derive(Clone, Debug)]

@@ -7,6 +7,7 @@ use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
 
 use ipnet::IpNet;
+use regex::Regex;
 use toml::{Table, Value};
 
 use super::ConfigProblem;
@@ -187,16 +188,34 @@ impl Reader {
     }
 }
 
-pub(super) fn socket_addr(s: &str) -> Result<SocketAddr, String> {
-    s.parse().map_err(|_| {
-        format!(
-            "{s:?} is not an IP address with a port (like \"127.0.0.1:5060\" or \"[::1]:5060\")"
-        )
-    })
+/// Why a value cannot be read: an address, an address block, a pattern. Each message names
+/// the value as written; the reader puts its key in front.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum ValueError {
+    #[error("{0:?} is not an IP address with a port (like \"127.0.0.1:5060\" or \"[::1]:5060\")")]
+    NotSocketAddr(String),
+    #[error("{0:?} is not an IP address")]
+    NotIpAddr(String),
+    /// A `trusted_sources` entry.
+    #[error("{0:?} is not an address or CIDR block")]
+    NotIpNet(String),
+    /// A `blacklist_cidrs` prefix that is not a number up to the family's width.
+    #[error("prefix {prefix:?} is not 0..={max}")]
+    BadPrefix { prefix: String, max: u8 },
+    #[error("a pattern must not be empty")]
+    EmptyPattern,
+    /// `reason` is the regex crate's message on one line.
+    #[error("invalid regex {pattern:?}: {reason}")]
+    BadPattern { pattern: String, reason: String },
 }
 
-pub(super) fn ip_addr(s: &str) -> Result<IpAddr, String> {
-    s.parse().map_err(|_| format!("{s:?} is not an IP address"))
+pub(super) fn socket_addr(s: &str) -> Result<SocketAddr, ValueError> {
+    s.parse()
+        .map_err(|_| ValueError::NotSocketAddr(s.to_string()))
+}
+
+pub(super) fn ip_addr(s: &str) -> Result<IpAddr, ValueError> {
+    s.parse().map_err(|_| ValueError::NotIpAddr(s.to_string()))
 }
 
 pub(super) fn resolve(base: &Path, p: &str) -> PathBuf {
@@ -211,35 +230,45 @@ pub(super) fn resolve(base: &Path, p: &str) -> PathBuf {
     }
 }
 
-/// A CIDR block, or a bare address as its /32 or /128.
-pub(super) fn ip_net(s: &str) -> Result<IpNet, String> {
+/// A CIDR block, or a bare address as its /32 or /128 (`trusted_sources`: ipnet's grammar).
+pub(super) fn ip_net(s: &str) -> Result<IpNet, ValueError> {
     s.parse::<IpNet>()
         .or_else(|_| s.parse::<IpAddr>().map(IpNet::from))
-        .map_err(|_| format!("{s:?} is not an address or CIDR block"))
+        .map_err(|_| ValueError::NotIpNet(s.to_string()))
 }
 
-/// Why a `blacklist_cidrs` entry is not an address block.
-#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
-pub enum CidrError {
-    #[error("{0:?} is not an IP address")]
-    NotAnAddress(String),
-    #[error("prefix {prefix:?} is not 0..={max}")]
-    BadPrefix { prefix: String, max: u8 },
+/// A callflow's pattern: a regex on the dialled number, not empty.
+pub(super) fn pattern(s: &str) -> Result<Regex, ValueError> {
+    if s.is_empty() {
+        return Err(ValueError::EmptyPattern);
+    }
+    Regex::new(s).map_err(|e| {
+        let text = e.to_string();
+        let lines: Vec<&str> = text
+            .lines()
+            .map(str::trim)
+            .filter(|l| !l.is_empty())
+            .collect();
+        ValueError::BadPattern {
+            pattern: s.to_string(),
+            reason: lines.join(" "),
+        }
+    })
 }
 
-/// An address block, `addr/prefix`; a bare address is its /32 or /128. The address is kept as
-/// written (`10.1.2.3/8` contains what `10.0.0.0/8` does). Containment is per family: an
-/// IPv4-mapped IPv6 address is the URL guard's to unwrap.
-pub fn parse_cidr(s: &str) -> Result<IpNet, CidrError> {
+/// An address block, `addr/prefix`; a bare address is its /32 or /128 (`blacklist_cidrs`).
+/// The address is kept as written (`10.1.2.3/8` contains what `10.0.0.0/8` does).
+/// Containment is per family: an IPv4-mapped IPv6 address is the URL guard's to unwrap.
+pub fn parse_cidr(s: &str) -> Result<IpNet, ValueError> {
     let (a, p) = match s.split_once('/') {
         Some((a, p)) => (a, Some(p)),
         None => (s, None),
     };
     let addr: IpAddr = a
         .parse()
-        .map_err(|_| CidrError::NotAnAddress(a.to_string()))?;
+        .map_err(|_| ValueError::NotIpAddr(a.to_string()))?;
     let max = if addr.is_ipv4() { 32 } else { 128 };
-    let bad_prefix = |p: &str| CidrError::BadPrefix {
+    let bad_prefix = |p: &str| ValueError::BadPrefix {
         prefix: p.to_string(),
         max,
     };
