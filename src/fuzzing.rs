@@ -14,14 +14,16 @@ use std::path::Path;
 use rsip::message::HasHeaders;
 use rsip::SipMessage;
 
-use crate::callflow::Node;
-use crate::config::{self, Config};
+use crate::callflow::check;
+use crate::flow::modules::pivot::{BodyFormat, Method, ReqFormat};
+use crate::flow::{DigitCollections, Node};
 use crate::media::codec::Codec;
 use crate::media::dtmf::{self, DtmfReceiver, TelephoneEvent};
 use crate::media::{rtp, sdp};
 use crate::pivot::guard::UrlGuard;
-use crate::pivot::request::{self, BodyFormat, DigitCollections, Method, PivotState, ReqFormat};
+use crate::pivot::request::{self, PivotState};
 use crate::pivot::{kazoo, twiml};
+use crate::routing::Routes;
 use crate::sip::dialog::Dialog;
 use crate::sip::message::{self, ParseError};
 use crate::sip::normalize;
@@ -321,7 +323,7 @@ pub fn kazoo_json(data: &[u8]) -> Result<(), kazoo::AnswerError> {
 
 fn flow_checks(node: &Node) {
     let mut problems = Vec::new();
-    config::check_node_urls(node, "flow", &UrlGuard::default(), &mut problems);
+    check::check_node_urls(node, "flow", &UrlGuard::default(), &mut problems);
     node.visit(&mut |n| {
         let _ = n.module.media_ids();
     });
@@ -339,9 +341,9 @@ pub fn config(data: &[u8]) -> bool {
     let Ok(text) = std::str::from_utf8(data) else {
         return false;
     };
-    match Config::from_toml_str(text, Path::new("/nonexistent/pivotd-fuzz")) {
+    match check::from_toml_str(text, Path::new("/nonexistent/pivotd-fuzz")) {
         Ok(cfg) => {
-            let _ = config::route(&cfg, "1234", "pivotd.test");
+            let _ = Routes::new().route(&cfg, "1234", "pivotd.test");
             let _ = cfg.media.port_pairs();
             let _ = cfg.sip.timers();
             for a in &cfg.accounts {

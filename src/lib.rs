@@ -9,6 +9,7 @@ pub mod call;
 pub mod callflow;
 pub mod config;
 pub mod fdlimit;
+pub mod flow;
 pub mod fuzzing;
 pub mod health;
 pub mod logsafe;

@@ -5,6 +5,7 @@ use std::process::ExitCode;
 use std::sync::Arc;
 
 use clap::{Parser, Subcommand};
+use pivotd::callflow::check;
 use pivotd::config::Config;
 use pivotd::fdlimit;
 
@@ -39,7 +40,7 @@ enum Command {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     if let Some(Command::CheckConfig { file }) = cli.command {
-        return match Config::load(&file) {
+        return match check::load(&file) {
             Ok(cfg) => {
                 println!("{}: ok", file.display());
                 // A warning, not a problem: the limit belongs to where pivotd will run.
@@ -72,7 +73,7 @@ fn main() -> ExitCode {
     // A panic anywhere is counted and logged as one escaped line (the tasks recover).
     pivotd::health::install_panic_hook(true);
     let cfg = match &cli.config {
-        Some(path) => match Config::load(path) {
+        Some(path) => match check::load(path) {
             Ok(c) => c,
             Err(errors) => {
                 for p in &errors.0 {

@@ -1,6 +1,7 @@
 //! The routing table the SIP side consults for every INVITE: the config file's callflows
 //! (fixed for the life of the process) plus the callflows created over the HTTP API, which
-//! change while calls run.
+//! change while calls run. The one place that decides which account and which callflow an
+//! INVITE gets.
 //!
 //! The API part is an immutable snapshot behind an `RwLock<Arc<…>>`: a lookup holds the read
 //! lock only to clone the `Arc`, and a change builds a whole new snapshot and swaps it in, so
@@ -9,8 +10,8 @@
 use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
 
-use crate::callflow::node::Node;
 use crate::config::{Account, CallflowEntry, Config};
+use crate::flow::Node;
 
 type Snapshot = Arc<HashMap<String, Arc<[CallflowEntry]>>>;
 
@@ -60,7 +61,7 @@ impl Routes {
         request_user: &str,
         request_host: &str,
     ) -> Option<(&'a Account, Arc<Node>)> {
-        let account = crate::config::account_for(cfg, request_host)?;
+        let account = account_for(cfg, request_host)?;
         let api = self.api_callflows(&account.id);
         let by_number = |c: &&CallflowEntry| c.numbers.iter().any(|n| n.as_str() == request_user);
         let by_pattern = |c: &&CallflowEntry| c.patterns.iter().any(|p| p.is_match(request_user));
@@ -75,10 +76,22 @@ impl Routes {
     }
 }
 
+/// The account an INVITE belongs to: the one whose realm is the Request-URI host
+/// (case-insensitive), else the only account there is.
+pub fn account_for<'a>(cfg: &'a Config, request_host: &str) -> Option<&'a Account> {
+    cfg.accounts
+        .iter()
+        .find(|a| a.realm.eq_ignore_ascii_case(request_host))
+        .or(match cfg.accounts.as_slice() {
+            [only] => Some(only),
+            _ => None,
+        })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::callflow::modules::ModuleData;
+    use crate::flow::ModuleData;
     use regex::Regex;
     use std::path::Path;
 
@@ -136,5 +149,90 @@ flow = { module = "hangup" }
         routes.set_account("a", vec![]);
         assert_eq!(code(routes.route(&cfg, "200", "a.test")), None);
         assert!(routes.api_callflows("a").is_empty());
+    }
+
+    fn routing_config() -> Config {
+        let (cfg, problems) = Config::parse(
+            r#"
+[[accounts]]
+id = "a"
+realm = "Alpha.Test"
+[[accounts.callflows]]
+name = "pattern first in the file"
+patterns = ["^5"]
+flow = { module = "hangup" }
+[[accounts.callflows]]
+name = "exact"
+numbers = ["5000"]
+flow = { module = "hangup" }
+[[accounts.callflows]]
+name = "second pattern"
+patterns = ["00$", "^6"]
+flow = { module = "hangup" }
+[[accounts]]
+id = "b"
+realm = "beta.test"
+[[accounts.callflows]]
+name = "b-any"
+patterns = ["."]
+flow = { module = "hangup" }
+"#,
+            Path::new("/x"),
+        );
+        assert!(problems.is_empty(), "{problems:?}");
+        cfg
+    }
+
+    /// The account and the name of the config callflow an INVITE gets.
+    fn routed<'a>(cfg: &'a Config, user: &str, host: &str) -> Option<(&'a str, &'a str)> {
+        let (a, flow) = Routes::new().route(cfg, user, host)?;
+        let c = a.callflows.iter().find(|c| Arc::ptr_eq(&c.flow, &flow))?;
+        Some((a.id.as_str(), c.name.as_deref().unwrap_or("")))
+    }
+
+    #[test]
+    fn route_by_realm_number_then_patterns_in_order() {
+        let cfg = routing_config();
+        // Exact number wins over an earlier pattern that also matches.
+        assert_eq!(routed(&cfg, "5000", "alpha.test"), Some(("a", "exact")));
+        // Realm is case-insensitive; patterns in file order.
+        assert_eq!(
+            routed(&cfg, "5100", "ALPHA.test"),
+            Some(("a", "pattern first in the file"))
+        );
+        assert_eq!(
+            routed(&cfg, "600", "alpha.test"),
+            Some(("a", "second pattern"))
+        );
+        // Unanchored like Kazoo's re:run: "00$" matches inside a longer number.
+        assert_eq!(
+            routed(&cfg, "7700", "alpha.test"),
+            Some(("a", "second pattern"))
+        );
+        assert_eq!(routed(&cfg, "7", "alpha.test"), None);
+        assert_eq!(routed(&cfg, "7", "beta.test"), Some(("b", "b-any")));
+        // Two accounts and an unknown host: no account.
+        assert_eq!(routed(&cfg, "5000", "127.0.0.1"), None);
+    }
+
+    #[test]
+    fn route_falls_back_to_the_only_account() {
+        let (cfg, problems) = Config::parse(
+            "[[accounts]]\nid = \"a\"\nrealm = \"a.test\"\n[[accounts.callflows]]\nnumbers = [\"5000\"]\nflow = { module = \"hangup\" }",
+            Path::new("/x"),
+        );
+        assert!(problems.is_empty());
+        assert_eq!(routed(&cfg, "5000", "127.0.0.1"), Some(("a", "")));
+        assert_eq!(routed(&cfg, "5001", "127.0.0.1"), None);
+    }
+
+    #[test]
+    fn the_demo_answers_any_number_at_any_host() {
+        let cfg = Config::embedded_default();
+        let (a, flow) = Routes::new()
+            .route(&cfg, "12345", "somewhere.example")
+            .unwrap();
+        assert_eq!(a.id, crate::config::DEMO_ACCOUNT_ID);
+        assert_eq!(flow.module.name(), "play");
     }
 }

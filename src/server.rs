@@ -12,6 +12,7 @@ use tokio::time::Instant;
 
 use crate::call::admission::{Admission, AdmissionParts, OverloadStats};
 use crate::call::{CallContext, CallStats};
+use crate::callflow::check::ConfigPrompts as _;
 use crate::callflow::modules::pivot::PivotStats;
 use crate::callflow::runtime::{PivotServices, Runtime, Speaker};
 use crate::config::Config;

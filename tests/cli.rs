@@ -312,9 +312,10 @@ fn check_config_warns_when_max_calls_need_more_descriptors_than_the_hard_limit()
     // A warning, not a problem: the file is valid and may run elsewhere.
     assert!(out.status.success(), "{err}");
     assert!(String::from_utf8_lossy(&out.stdout).contains("ok"));
-    let needed = pivotd::fdlimit::Budget::for_config(&pivotd::config::Config::load(&busy).unwrap())
-        .needed()
-        .to_string();
+    let needed =
+        pivotd::fdlimit::Budget::for_config(&pivotd::callflow::check::load(&busy).unwrap())
+            .needed()
+            .to_string();
     for part in [
         "warning",
         "(256)",

@@ -271,7 +271,7 @@ flow = { module = "pivot", data = { voice_url = "http://127.0.0.1:9/ivr" } }
         "",
         "",
     );
-    let err = pivotd::config::Config::from_toml_str(&toml, &repo()).unwrap_err();
+    let err = pivotd::callflow::check::from_toml_str(&toml, &repo()).unwrap_err();
     assert!(
         err.0
             .iter()

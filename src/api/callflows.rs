@@ -21,8 +21,9 @@ use sha2::{Digest, Sha256};
 
 use super::auth::Authed;
 use super::{blocking, hex, random_id, request_data, ApiError, Reply, Shared};
-use crate::callflow::node::Node;
+use crate::callflow::check::check_node_urls;
 use crate::config::{Account, CallflowEntry, Config};
+use crate::flow::Node;
 use crate::pivot::guard::UrlGuard;
 use crate::routing::Routes;
 use crate::store::{Store, StoredCallflow};
@@ -291,7 +292,7 @@ fn check(
     // Spec j.10 at save time: scheme and literal addresses, no DNS.
     let guard = UrlGuard::from_config(&st.parts.cfg.pivot);
     let mut problems = Vec::new();
-    crate::config::check_node_urls(&node, "flow", &guard, &mut problems);
+    check_node_urls(&node, "flow", &guard, &mut problems);
     if let Some(p) = problems.first() {
         let mut detail = Map::new();
         detail.insert("message".into(), p.message.clone().into());

@@ -11,7 +11,8 @@ use async_trait::async_trait;
 use tokio::time::Instant;
 
 use super::{Call, Phase};
-use crate::callflow::{CallControl, CallEnded, CallInfo, CallTiming};
+use crate::callflow::{CallControl, CallEnded, CallTiming};
+use crate::flow::CallInfo;
 use crate::media::prompt::Prompt;
 use crate::media::rtp::PlayResult;
 

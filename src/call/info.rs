@@ -3,7 +3,7 @@
 
 use rsip::headers::UntypedHeader;
 
-use crate::callflow::CallInfo;
+use crate::flow::CallInfo;
 
 /// `%XX` escapes in a URI user part (RFC 3261 §19.1.2), decoded for routing.
 pub fn percent_decode(s: &str) -> String {

@@ -24,9 +24,10 @@ use std::time::Duration;
 use tokio::sync::{mpsc, watch, Notify};
 use tokio::time::Instant;
 
-use crate::callflow::node::Node;
 use crate::callflow::runtime::Runtime;
-use crate::callflow::{CallControl, CallEnded, CallInfo};
+use crate::callflow::{CallControl, CallEnded};
+use crate::flow::CallInfo;
+use crate::flow::Node;
 use crate::sip::endpoint::{Endpoint, NewRequest};
 use crate::sip::source::CallSlot;
 use crate::store::{Cdr, Store, Write};

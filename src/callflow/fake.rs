@@ -4,7 +4,8 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use super::{CallControl, CallEnded, CallInfo};
+use super::{CallControl, CallEnded};
+use crate::flow::CallInfo;
 use crate::media::prompt::Prompt;
 
 #[derive(Clone, Debug, PartialEq, Eq)]

@@ -1,10 +1,10 @@
-//! Kazoo-style callflows: the node tree, its typed validation, and the runtime that walks it.
+//! The callflow runtime: walks a node tree (`flow::Node`) on one call, module by module.
 //!
 //! The runtime drives a call only through [`CallControl`], so every module is testable with a
 //! fake call and no sockets; the `call` layer implements the trait on a live SIP call.
 
+pub mod check;
 pub mod modules;
-pub mod node;
 pub mod runtime;
 pub mod state;
 pub mod twiml_exec;
@@ -12,27 +12,10 @@ pub mod twiml_exec;
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::flow::CallInfo;
 use crate::media::prompt::Prompt;
 
-pub use modules::ModuleData;
-pub use node::{Node, ValidationError};
 pub use runtime::{Next, Runtime};
-
-/// What the runtime and pivot know of a call: plain data, no SIP types.
-#[derive(Clone, Debug, Default)]
-pub struct CallInfo {
-    pub call_id: String,
-    pub account_id: String,
-    pub from_user: String,
-    pub from_realm: String,
-    pub to_user: String,
-    pub to_realm: String,
-    pub request_user: String,
-    pub request_realm: String,
-    pub caller_id_name: Option<String>,
-    pub caller_id_number: Option<String>,
-    pub custom_sip_headers: Vec<(String, String)>,
-}
 
 /// When a call started and was answered.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]

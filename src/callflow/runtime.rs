@@ -12,9 +12,9 @@ use crate::pivot::client::PivotHttp;
 use crate::pivot::debug::DebugSink;
 use crate::pivot::fetch::UrlPrompts;
 
-use super::node::Node;
 use super::state::FlowState;
 use super::{CallControl, CallEnded};
+use crate::flow::{is_http_url, Node};
 use crate::media::prompt::{Prompt, PromptLibrary};
 
 /// Where the walk goes after a module.
@@ -177,7 +177,7 @@ impl Runtime {
                 Next::Default
             } else {
                 tracing::debug!(module = node.module.name(), "callflow: running module");
-                node.module.run(call, self, state).await?
+                super::modules::run(&node.module, call, self, state).await?
             };
             let key = match next {
                 Next::Stop => return Ok(()),
@@ -206,7 +206,7 @@ impl Runtime {
     /// Resolves a play id to a prompt; an id that resolves to nothing is logged and gives
     /// `None`, and the module continues without it (Kazoo: the node just continues).
     pub async fn resolve_prompt(&self, id: &str) -> Option<Arc<Prompt>> {
-        if super::modules::is_url(id) {
+        if is_http_url(id) {
             let Some(svc) = self.pivot.as_ref() else {
                 tracing::warn!(id = %wire(id), reason = "no HTTP client", "play: media not played");
                 return None;
@@ -238,7 +238,7 @@ impl Runtime {
 mod tests {
     use super::*;
     use crate::callflow::fake::{FakeCall, Op};
-    use crate::callflow::modules::{play::Play, response::Response, sleep, ModuleData};
+    use crate::flow::modules::{play::Play, response::Response, sleep, ModuleData};
     use serde_json::json;
     use std::time::Duration;
 

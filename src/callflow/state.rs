@@ -1,7 +1,7 @@
 //! What a callflow run remembers about its call between modules: the DTMF collections
 //! (spec a.6 / j.3) and, for pivot, the requests made so far.
 
-pub use crate::pivot::request::{DigitCollections, DEFAULT_COLLECTION};
+use crate::flow::DigitCollections;
 
 /// Per-call state of a callflow run.
 #[derive(Clone, Debug, Default)]

@@ -9,16 +9,16 @@ use std::time::Duration;
 
 use url::Url;
 
-use crate::callflow::modules::pivot::{ask, Failed, Pivot, PivotCall};
-// Any key interrupts the prompts nested in a Gather.
-use crate::callflow::node::{Node, ALL_KEYS};
+use crate::callflow::modules::pivot::{ask, Failed, PivotCall};
 use crate::callflow::runtime::Runtime;
 use crate::callflow::state::FlowState;
 use crate::callflow::{CallControl, CallEnded};
+use crate::flow::modules::pivot::{Method, Pivot, ReqFormat};
+// Any key interrupts the prompts nested in a Gather.
+use crate::flow::node::{Node, ALL_KEYS};
 use crate::logsafe::wire;
 use crate::media::prompt::Prompt;
 use crate::pivot::kazoo::Answer;
-use crate::pivot::request::{Method, ReqFormat};
 use crate::pivot::twiml::{resolve_url, RejectReason, Verb};
 
 /// How a TwiML run ended.

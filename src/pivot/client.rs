@@ -751,7 +751,6 @@ mod tests {
 
     use super::test_server::{Reply, TestServer};
     use super::*;
-    use crate::config::Cidr;
     use crate::pivot::guard::{StaticResolver, SystemResolver};
 
     fn ip(s: &str) -> IpAddr {
@@ -772,7 +771,7 @@ mod tests {
 
     /// A guard that refuses only 127.0.0.2, so the test server on 127.0.0.1 is reachable.
     fn guard_blocking_127_0_0_2() -> UrlGuard {
-        UrlGuard::new(vec![Cidr::parse("127.0.0.2/32").unwrap()], vec![])
+        UrlGuard::new(vec!["127.0.0.2/32".parse().unwrap()], vec![])
     }
 
     /// A server on 127.0.0.2, or None where that address cannot be bound.

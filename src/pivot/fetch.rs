@@ -72,12 +72,6 @@ impl Default for FetchOptions {
     }
 }
 
-/// Whether a play id is a URL for [`UrlPrompts`] rather than a media-dir prompt name.
-pub fn is_url(id: &str) -> bool {
-    let lower = id.get(..8).unwrap_or(id).to_ascii_lowercase();
-    lower.starts_with("http://") || lower.starts_with("https://")
-}
-
 struct Entry {
     prompt: Arc<Prompt>,
     etag: Option<String>,
@@ -423,16 +417,6 @@ mod tests {
 
     fn open_prompts() -> UrlPrompts {
         prompts(UrlGuard::allow_all(), FetchOptions::default())
-    }
-
-    #[test]
-    fn play_ids_that_are_urls() {
-        assert!(is_url("http://x/a.wav"));
-        assert!(is_url("HTTPS://x/a.wav"));
-        assert!(!is_url("welcome"));
-        assert!(!is_url("http:"));
-        assert!(!is_url("ftp://x/a.wav"));
-        assert!(!is_url("é"));
     }
 
     #[tokio::test]

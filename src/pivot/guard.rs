@@ -1,5 +1,8 @@
 //! The URL guard (spec j.10): which URLs pivot may fetch.
 //!
+//! The one place that decides whether pivotd may fetch a URL: the config check, the API's
+//! callflow validation, pivot requests, played URLs and CDR posts all ask it.
+//!
 //! Two checks. [`UrlGuard::check_url_static`] is the save-time check (no DNS): scheme
 //! http/https, a host, an IP literal checked as the address it is, a host name compared with
 //! `blacklist_hosts`. [`UrlGuard::resolve_checked`] is the request-time check: it also resolves
@@ -18,9 +21,16 @@ use std::io;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 
 use async_trait::async_trait;
+use ipnet::IpNet;
 use url::{Host, Url};
 
-use crate::config::{Cidr, PivotConfig, DEFAULT_BLACKLIST_CIDRS};
+use crate::config::{default_blacklist, PivotConfig};
+
+/// The schemes pivot fetches (spec j.10): http and https. The guard's checks and the TwiML
+/// URL resolution ([`crate::pivot::twiml::resolve_url`]) both ask this.
+pub fn is_allowed_scheme(scheme: &str) -> bool {
+    matches!(scheme, "http" | "https")
+}
 
 /// Why a URL may not be fetched. The messages become log reasons for the pivot `_` branch.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -107,7 +117,7 @@ impl Resolver for StaticResolver {
 /// The blacklist: address blocks and host names (spec j.10).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct UrlGuard {
-    pub cidrs: Vec<Cidr>,
+    pub cidrs: Vec<IpNet>,
     /// Lower-case, without trailing dot.
     pub hosts: Vec<String>,
 }
@@ -115,18 +125,12 @@ pub struct UrlGuard {
 impl Default for UrlGuard {
     /// Spec j.10's default list: the config defaults.
     fn default() -> UrlGuard {
-        UrlGuard::new(
-            DEFAULT_BLACKLIST_CIDRS
-                .iter()
-                .filter_map(|c| Cidr::parse(c).ok())
-                .collect(),
-            vec!["localhost".to_string()],
-        )
+        UrlGuard::new(default_blacklist(), vec!["localhost".to_string()])
     }
 }
 
 impl UrlGuard {
-    pub fn new(cidrs: Vec<Cidr>, hosts: Vec<String>) -> UrlGuard {
+    pub fn new(cidrs: Vec<IpNet>, hosts: Vec<String>) -> UrlGuard {
         let hosts = hosts.iter().map(|h| normalize_host(h)).collect();
         UrlGuard { cidrs, hosts }
     }
@@ -144,12 +148,12 @@ impl UrlGuard {
     /// Whether `ip` falls in a blacklisted block, directly or through the IPv4 address it
     /// embeds (mapped, compatible, NAT64 well-known prefix; see the module doc).
     pub fn is_blocked_ip(&self, ip: IpAddr) -> bool {
-        if self.cidrs.iter().any(|c| c.contains(ip)) {
+        if self.cidrs.iter().any(|c| c.contains(&ip)) {
             return true;
         }
         match ip {
             IpAddr::V6(v6) => embedded_v4(v6)
-                .is_some_and(|v4| self.cidrs.iter().any(|c| c.contains(IpAddr::V4(v4)))),
+                .is_some_and(|v4| self.cidrs.iter().any(|c| c.contains(&IpAddr::V4(v4)))),
             IpAddr::V4(_) => false,
         }
     }
@@ -176,9 +180,8 @@ impl UrlGuard {
     /// in `blacklist_hosts`. A name that *parses* as an address after normalising (never the
     /// case for `url`'s output, but cheap) is checked as one.
     pub fn check_parsed(&self, url: &Url) -> Result<(), GuardError> {
-        match url.scheme() {
-            "http" | "https" => {}
-            other => return Err(GuardError::BadScheme(other.to_string())),
+        if !is_allowed_scheme(url.scheme()) {
+            return Err(GuardError::BadScheme(url.scheme().to_string()));
         }
         match url.host() {
             None => Err(GuardError::NoHost(url.to_string())),
@@ -440,7 +443,7 @@ mod tests {
     #[test]
     fn from_config_uses_the_lists() {
         let cfg = PivotConfig {
-            blacklist_cidrs: vec![Cidr::parse("203.0.113.0/24").unwrap()],
+            blacklist_cidrs: vec!["203.0.113.0/24".parse().unwrap()],
             blacklist_hosts: vec!["Internal.Example.".into()],
             max_req_timeout_ms: 5000,
             max_requests_per_call: 100,

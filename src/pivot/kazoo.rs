@@ -6,7 +6,7 @@
 use serde_json::Value;
 
 use super::twiml::{self, TwimlError, Verb};
-use crate::callflow::Node;
+use crate::flow::Node;
 
 /// Largest answer body accepted (the HTTP client stops reading past it).
 pub const MAX_ANSWER_BYTES: usize = 1 << 20;

@@ -4,169 +4,13 @@
 //!
 //! Pure: no sockets. The HTTP client sends the [`PreparedRequest`] this module builds.
 
-use std::collections::BTreeMap;
-
 use base64::Engine as _;
 use hmac::{Hmac, Mac};
 use serde_json::{Map, Value};
 use sha2::Sha256;
 
-use crate::callflow::CallInfo;
-
-/// Which set of parameter names the request carries (`req_format`; spec j.1: default Kazoo).
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub enum ReqFormat {
-    #[default]
-    Kazoo,
-    Twiml,
-}
-
-impl ReqFormat {
-    /// `kazoo` / `twiml`, in any case.
-    pub fn parse(s: &str) -> Option<ReqFormat> {
-        if s.eq_ignore_ascii_case("kazoo") {
-            Some(ReqFormat::Kazoo)
-        } else if s.eq_ignore_ascii_case("twiml") {
-            Some(ReqFormat::Twiml)
-        } else {
-            None
-        }
-    }
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            ReqFormat::Kazoo => "kazoo",
-            ReqFormat::Twiml => "twiml",
-        }
-    }
-}
-
-/// How a POST carries the parameters (`req_body_format`; default form).
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub enum BodyFormat {
-    #[default]
-    Form,
-    Json,
-}
-
-impl BodyFormat {
-    /// `form` / `json`, in any case.
-    pub fn parse(s: &str) -> Option<BodyFormat> {
-        if s.eq_ignore_ascii_case("form") {
-            Some(BodyFormat::Form)
-        } else if s.eq_ignore_ascii_case("json") {
-            Some(BodyFormat::Json)
-        } else {
-            None
-        }
-    }
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            BodyFormat::Form => "form",
-            BodyFormat::Json => "json",
-        }
-    }
-}
-
-/// The HTTP verb of a pivot request (`method`, TwiML `method` attributes).
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub enum Method {
-    #[default]
-    Get,
-    Post,
-}
-
-impl Method {
-    /// `get` / `post`, in any case (the pivot schema allows both spellings).
-    pub fn parse(s: &str) -> Option<Method> {
-        if s.eq_ignore_ascii_case("get") {
-            Some(Method::Get)
-        } else if s.eq_ignore_ascii_case("post") {
-            Some(Method::Post)
-        } else {
-            None
-        }
-    }
-
-    /// Upper case, as on the wire.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Method::Get => "GET",
-            Method::Post => "POST",
-        }
-    }
-}
-
-/// The collection DTMF goes to when no `collection_name` is given (spec a.6).
-pub const DEFAULT_COLLECTION: &str = "default";
-
-/// The call's DTMF collections, name → digits, kept for the whole call (spec a.6, j.3).
-/// Ordered by name, so requests are reproducible.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct DigitCollections {
-    map: BTreeMap<String, String>,
-}
-
-impl DigitCollections {
-    pub fn new() -> DigitCollections {
-        DigitCollections::default()
-    }
-
-    /// Sets (replaces) a collection; `collect_dtmf` stores its result this way.
-    pub fn set(&mut self, name: &str, digits: &str) {
-        self.map.insert(name.to_string(), digits.to_string());
-    }
-
-    /// Appends to a collection, creating it; digits pressed during `play`/`tts` go to
-    /// [`DEFAULT_COLLECTION`] this way.
-    pub fn append(&mut self, name: &str, digits: &str) {
-        self.map
-            .entry(name.to_string())
-            .or_default()
-            .push_str(digits);
-    }
-
-    /// Removes a collection and returns its digits (`collect_dtmf` takes `default` first).
-    pub fn take(&mut self, name: &str) -> Option<String> {
-        self.map.remove(name)
-    }
-
-    pub fn get(&self, name: &str) -> Option<&str> {
-        self.map.get(name).map(String::as_str)
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.map.is_empty()
-    }
-
-    /// True while no named collection exists (only `default`, or nothing): spec j.3 then
-    /// sends `Digits` as a plain string.
-    pub fn unnamed_only(&self) -> bool {
-        self.map.keys().all(|k| k == DEFAULT_COLLECTION)
-    }
-
-    pub fn iter(&self) -> impl Iterator<Item = (&str, &str)> {
-        self.map.iter().map(|(k, v)| (k.as_str(), v.as_str()))
-    }
-
-    /// The `Digits` parameter of a Kazoo-format request (spec j.3): absent when there is no
-    /// collection, a plain string while only the unnamed one exists, else an object of all.
-    pub fn to_param(&self) -> Option<Value> {
-        if self.map.is_empty() {
-            return None;
-        }
-        if self.unnamed_only() {
-            return self.get(DEFAULT_COLLECTION).map(Value::from);
-        }
-        Some(Value::Object(
-            self.map
-                .iter()
-                .map(|(k, v)| (k.clone(), Value::from(v.as_str())))
-                .collect(),
-        ))
-    }
-}
+use crate::flow::modules::pivot::{BodyFormat, Method, ReqFormat};
+use crate::flow::{CallInfo, DigitCollections, DEFAULT_COLLECTION};
 
 /// What a pivot request says about the call. Plain borrowed data: built per request.
 #[derive(Clone, Copy, Debug)]
@@ -245,7 +89,7 @@ pub fn params(state: &PivotState<'_>, format: ReqFormat) -> Map<String, Value> {
             if !headers.is_empty() {
                 m.insert("Custom-SIP-Headers".to_string(), Value::Object(headers));
             }
-            if let Some(d) = state.digits.to_param() {
+            if let Some(d) = digits_param(state.digits) {
                 m.insert("Digits".to_string(), d);
             }
         }
@@ -265,6 +109,23 @@ pub fn params(state: &PivotState<'_>, format: ReqFormat) -> Map<String, Value> {
         }
     }
     m
+}
+
+/// The `Digits` parameter of a Kazoo-format request (spec j.3): absent when there is no
+/// collection, a plain string while only the unnamed one exists, else an object of all.
+fn digits_param(digits: &DigitCollections) -> Option<Value> {
+    if digits.is_empty() {
+        return None;
+    }
+    if digits.unnamed_only() {
+        return digits.get(DEFAULT_COLLECTION).map(Value::from);
+    }
+    Some(Value::Object(
+        digits
+            .iter()
+            .map(|(k, v)| (k.to_string(), Value::from(v)))
+            .collect(),
+    ))
 }
 
 /// The INVITE's `X-` headers as Kazoo's `Custom-SIP-Headers` object. A header present more
@@ -629,7 +490,7 @@ mod tests {
         let info = CallInfo::default();
         let mut d = DigitCollections::new();
         assert!(d.unnamed_only());
-        assert_eq!(d.to_param(), None);
+        assert_eq!(digits_param(&d), None);
         assert!(!params(&PivotState::new(&info, &d), ReqFormat::Kazoo).contains_key("Digits"));
 
         d.append(DEFAULT_COLLECTION, "1");
@@ -726,15 +587,5 @@ mod tests {
             sign(b"k", "http://ivr.example/a?A=1", b"")
         );
         assert_ne!(r.signature(b"k"), r.signature(b"other"));
-    }
-
-    #[test]
-    fn option_words() {
-        assert_eq!(Method::parse("POST"), Some(Method::Post));
-        assert_eq!(Method::parse("get"), Some(Method::Get));
-        assert_eq!(Method::parse("put"), None);
-        assert_eq!(ReqFormat::parse("TwiML"), Some(ReqFormat::Twiml));
-        assert_eq!(BodyFormat::parse("json"), Some(BodyFormat::Json));
-        assert_eq!(BodyFormat::parse("xml"), None);
     }
 }

@@ -6,7 +6,8 @@
 use quick_xml::events::{BytesStart, Event};
 use quick_xml::Reader;
 
-use super::request::Method;
+use super::guard::is_allowed_scheme;
+use crate::flow::modules::pivot::Method;
 
 /// Largest document accepted (the HTTP client enforces it on the body too).
 pub const MAX_DOCUMENT_BYTES: usize = 1 << 20;
@@ -109,6 +110,34 @@ pub enum TwimlError {
     TooDeep,
 }
 
+/// Why a known verb cannot be used: the reason [`Verb::Invalid`] carries.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+enum VerbError {
+    #[error("no media URL")]
+    NoMediaUrl,
+    #[error("no URL")]
+    NoUrl,
+    #[error("finishOnKey {0:?} is not one key of 0-9 * #")]
+    FinishOnKey(String),
+    #[error("numDigits must be at least 1")]
+    NoDigits,
+    #[error("reason {0:?} is neither rejected nor busy")]
+    RejectReason(String),
+    #[error("method {0:?} is neither GET nor POST")]
+    Method(String),
+    #[error("{name} {value:?} is not a whole number")]
+    NotANumber { name: &'static str, value: String },
+}
+
+/// An attribute quick-xml cannot read (duplicate, unquoted, a bad entity in its value).
+#[derive(Debug, thiserror::Error)]
+enum AttributeError {
+    #[error(transparent)]
+    Attr(#[from] quick_xml::events::attributes::AttrError),
+    #[error(transparent)]
+    Value(#[from] quick_xml::Error),
+}
+
 /// A parsed element: only what verbs need.
 #[derive(Debug, Default)]
 struct Element {
@@ -165,10 +194,10 @@ fn parse_tree(doc: &[u8]) -> Result<Element, TwimlError> {
                 if stack.len() >= MAX_DEPTH {
                     return Err(TwimlError::TooDeep);
                 }
-                stack.push(element(&start).map_err(|m| malformed(&reader, m))?);
+                stack.push(element(&start).map_err(|e| malformed(&reader, e.to_string()))?);
             }
             Event::Empty(start) => {
-                let el = element(&start).map_err(|m| malformed(&reader, m))?;
+                let el = element(&start).map_err(|e| malformed(&reader, e.to_string()))?;
                 close(&mut stack, &mut root, el);
             }
             Event::End(_) => {
@@ -222,14 +251,14 @@ fn close(stack: &mut [Element], root: &mut Option<Element>, el: Element) {
     }
 }
 
-fn element(start: &BytesStart<'_>) -> Result<Element, String> {
+fn element(start: &BytesStart<'_>) -> Result<Element, AttributeError> {
     let name = String::from_utf8_lossy(start.name().as_ref()).into_owned();
     let mut attrs = Vec::new();
     for a in start.attributes() {
         // Duplicate and unquoted attributes are errors here (quick-xml's checks are on).
-        let a = a.map_err(|e| e.to_string())?;
+        let a = a?;
         let key = String::from_utf8_lossy(a.key.as_ref()).into_owned();
-        let value = a.unescape_value().map_err(|e| e.to_string())?.into_owned();
+        let value = a.unescape_value()?.into_owned();
         attrs.push((key, value));
     }
     Ok(Element {
@@ -253,11 +282,11 @@ fn verb(el: &Element) -> Verb {
     };
     built.unwrap_or_else(|reason| Verb::Invalid {
         verb: el.name.clone(),
-        reason,
+        reason: reason.to_string(),
     })
 }
 
-fn say(el: &Element) -> Result<Verb, String> {
+fn say(el: &Element) -> Result<Verb, VerbError> {
     let collapsed = el.text.split_whitespace().collect::<Vec<_>>().join(" ");
     let text: String = collapsed.chars().take(MAX_SAY_CHARS).collect();
     let voice = match el.attr("voice").map(str::trim) {
@@ -282,10 +311,10 @@ fn say(el: &Element) -> Result<Verb, String> {
     })
 }
 
-fn play(el: &Element) -> Result<Verb, String> {
+fn play(el: &Element) -> Result<Verb, VerbError> {
     let url = el.text.trim();
     if url.is_empty() {
-        return Err("no media URL".into());
+        return Err(VerbError::NoMediaUrl);
     }
     Ok(Verb::Play {
         url: url.to_string(),
@@ -293,7 +322,7 @@ fn play(el: &Element) -> Result<Verb, String> {
     })
 }
 
-fn gather(el: &Element) -> Result<Verb, String> {
+fn gather(el: &Element) -> Result<Verb, VerbError> {
     let finish_on_key = match el.attr("finishOnKey") {
         None => Some('#'),
         Some("") => None,
@@ -301,14 +330,14 @@ fn gather(el: &Element) -> Result<Verb, String> {
             let mut chars = k.chars();
             match (chars.next(), chars.next()) {
                 (Some(c), None) if c.is_ascii_digit() || c == '#' || c == '*' => Some(c),
-                _ => return Err(format!("finishOnKey {k:?} is not one key of 0-9 * #")),
+                _ => return Err(VerbError::FinishOnKey(k.to_string())),
             }
         }
     };
     let num_digits = match el.attr("numDigits") {
         None => None,
         Some(v) => match number(v, "numDigits")? {
-            0 => return Err("numDigits must be at least 1".into()),
+            0 => return Err(VerbError::NoDigits),
             n => Some(n),
         },
     };
@@ -330,10 +359,10 @@ fn gather(el: &Element) -> Result<Verb, String> {
     })
 }
 
-fn redirect(el: &Element) -> Result<Verb, String> {
+fn redirect(el: &Element) -> Result<Verb, VerbError> {
     let url = el.text.trim();
     if url.is_empty() {
-        return Err("no URL".into());
+        return Err(VerbError::NoUrl);
     }
     Ok(Verb::Redirect {
         url: url.to_string(),
@@ -341,22 +370,22 @@ fn redirect(el: &Element) -> Result<Verb, String> {
     })
 }
 
-fn pause(el: &Element) -> Result<Verb, String> {
+fn pause(el: &Element) -> Result<Verb, VerbError> {
     Ok(Verb::Pause {
         length_s: seconds(el, "length", 1)?,
     })
 }
 
-fn reject(el: &Element) -> Result<Verb, String> {
+fn reject(el: &Element) -> Result<Verb, VerbError> {
     let reason = match el.attr("reason").map(str::trim) {
         None | Some("") | Some("rejected") => RejectReason::Rejected,
         Some("busy") => RejectReason::Busy,
-        Some(other) => return Err(format!("reason {other:?} is neither rejected nor busy")),
+        Some(other) => return Err(VerbError::RejectReason(other.to_string())),
     };
     Ok(Verb::Reject { reason })
 }
 
-fn dial(el: &Element) -> Result<Verb, String> {
+fn dial(el: &Element) -> Result<Verb, VerbError> {
     let nouns: Vec<(String, String)> = el
         .children
         .iter()
@@ -390,14 +419,14 @@ fn url_attr(el: &Element, name: &str) -> Option<String> {
 }
 
 /// `method`: GET or POST in any case; default POST (Twilio and Kazoo).
-fn method(el: &Element) -> Result<Method, String> {
+fn method(el: &Element) -> Result<Method, VerbError> {
     match el.attr("method").map(str::trim) {
         None | Some("") => Ok(Method::Post),
-        Some(m) => Method::parse(m).ok_or_else(|| format!("method {m:?} is neither GET nor POST")),
+        Some(m) => Method::parse(m).ok_or_else(|| VerbError::Method(m.to_string())),
     }
 }
 
-fn loop_count(el: &Element) -> Result<u32, String> {
+fn loop_count(el: &Element) -> Result<u32, VerbError> {
     match el.attr("loop") {
         None => Ok(1),
         Some(v) => number(v, "loop"),
@@ -405,17 +434,20 @@ fn loop_count(el: &Element) -> Result<u32, String> {
 }
 
 /// A seconds attribute, capped at [`MAX_SECONDS`].
-fn seconds(el: &Element, name: &str, default: u32) -> Result<u32, String> {
+fn seconds(el: &Element, name: &'static str, default: u32) -> Result<u32, VerbError> {
     match el.attr(name) {
         None => Ok(default),
         Some(v) => Ok(number(v, name)?.min(MAX_SECONDS)),
     }
 }
 
-fn number(v: &str, name: &str) -> Result<u32, String> {
+fn number(v: &str, name: &'static str) -> Result<u32, VerbError> {
     let v = v.trim();
     if v.is_empty() || !v.bytes().all(|b| b.is_ascii_digit()) {
-        return Err(format!("{name} {v:?} is not a whole number"));
+        return Err(VerbError::NotANumber {
+            name,
+            value: v.to_string(),
+        });
     }
     // All digits: only overflow can fail; treat a huge value as the largest.
     Ok(v.parse::<u32>().unwrap_or(u32::MAX))
@@ -441,9 +473,8 @@ pub fn resolve_url(base: &url::Url, reference: &str) -> Result<url::Url, Resolve
             reference: reference.to_string(),
             message: e.to_string(),
         })?;
-    match url.scheme() {
-        "http" | "https" => {}
-        other => return Err(ResolveError::Scheme(other.to_string())),
+    if !is_allowed_scheme(url.scheme()) {
+        return Err(ResolveError::Scheme(url.scheme().to_string()));
     }
     url.set_fragment(None);
     Ok(url)
@@ -609,6 +640,43 @@ mod tests {
             })
             .collect();
         assert_eq!(names, ["Play", "Pause", "Say", "Redirect", "Reject"]);
+        let reasons: Vec<_> = v
+            .iter()
+            .map(|x| match x {
+                Verb::Invalid { reason, .. } => reason.as_str(),
+                _ => "valid",
+            })
+            .collect();
+        assert_eq!(
+            reasons,
+            [
+                "no media URL",
+                "length \"-1\" is not a whole number",
+                "loop \"x\" is not a whole number",
+                "method \"PUT\" is neither GET nor POST",
+                "reason \"nope\" is neither rejected nor busy"
+            ]
+        );
+        let v = verbs(
+            r#"<Response><Gather finishOnKey="ab"/><Gather numDigits="0"/><Redirect/></Response>"#,
+        );
+        assert_eq!(
+            v,
+            [
+                Verb::Invalid {
+                    verb: "Gather".into(),
+                    reason: "finishOnKey \"ab\" is not one key of 0-9 * #".into()
+                },
+                Verb::Invalid {
+                    verb: "Gather".into(),
+                    reason: "numDigits must be at least 1".into()
+                },
+                Verb::Invalid {
+                    verb: "Redirect".into(),
+                    reason: "no URL".into()
+                },
+            ]
+        );
     }
 
     #[test]

@@ -20,66 +20,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
-use ipnet::IpNet;
-
-/// The operator's limits (`[sip]` keys in the config; 0 switches a limit off).
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct SourcePolicy {
-    /// Sources held only to the global limits.
-    pub trusted: Vec<IpNet>,
-    /// SIP messages per second from one address (token bucket, two seconds of burst).
-    pub requests_per_second: u32,
-    /// New calls per second from one address (one second of burst).
-    pub calls_per_second: u32,
-    /// Concurrent calls from one address.
-    pub max_calls: u32,
-    /// Open TCP connections from one address.
-    pub tcp_connections: u32,
-    /// Failed requests (404, 403, 484 …) from one address per minute before it is blocked.
-    pub failures_per_minute: u32,
-    /// How long a blocked address (scanner, failures) is dropped without an answer.
-    pub block: Duration,
-    /// User-Agent substrings (compared lowercase) of scanners, dropped silently.
-    pub scanner_user_agents: Vec<String>,
-}
-
-/// The User-Agents of the SIP scanners seen on the internet (SIPVicious's svmap/svwar, sipcli,
-/// sipsak run as a scanner, VaxSIP, iWar, pplsip, Ozeki's scanner, sundayddr, SiVuS,
-/// siparmyknife, sipptk) — the same names fail2ban, Kamailio and Asterisk users block.
-pub const DEFAULT_SCANNER_USER_AGENTS: &[&str] = &[
-    "friendly-scanner",
-    "sipvicious",
-    "sipcli",
-    "sip-scan",
-    "sipscan",
-    "sipsak",
-    "vaxsipuseragent",
-    "iwar",
-    "pplsip",
-    "ozeki",
-    "sundayddr",
-    "sivus",
-    "siparmyknife",
-    "sipptk",
-];
-
-impl Default for SourcePolicy {
-    fn default() -> Self {
-        SourcePolicy {
-            trusted: Vec::new(),
-            requests_per_second: 200,
-            calls_per_second: 20,
-            max_calls: 100,
-            tcp_connections: 20,
-            failures_per_minute: 20,
-            block: Duration::from_secs(300),
-            scanner_user_agents: DEFAULT_SCANNER_USER_AGENTS
-                .iter()
-                .map(|s| s.to_string())
-                .collect(),
-        }
-    }
-}
+use crate::config::SourceLimits;
 
 /// Why a source's message or call was refused: one counter each.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -172,7 +113,7 @@ struct Entry {
 }
 
 impl Entry {
-    fn new(p: &SourcePolicy, now: Instant) -> Entry {
+    fn new(p: &SourceLimits, now: Instant) -> Entry {
         Entry {
             requests: Bucket::full(req_capacity(p), now),
             calls_rate: Bucket::full(f64::from(p.calls_per_second.max(1)), now),
@@ -197,7 +138,7 @@ impl Entry {
     }
 }
 
-fn req_capacity(p: &SourcePolicy) -> f64 {
+fn req_capacity(p: &SourceLimits) -> f64 {
     f64::from(p.requests_per_second) * 2.0
 }
 
@@ -222,7 +163,7 @@ impl SourceStats {
 /// The per-source table, shared by the transport, the endpoint and admission.
 #[derive(Debug)]
 pub struct SourceGuard {
-    policy: SourcePolicy,
+    limits: SourceLimits,
     shards: Vec<Mutex<HashMap<IpAddr, Entry>>>,
     /// Messages of addresses the full table has no room for.
     overflow: Mutex<Bucket>,
@@ -230,24 +171,24 @@ pub struct SourceGuard {
 }
 
 impl SourceGuard {
-    pub fn new(policy: SourcePolicy) -> Arc<SourceGuard> {
+    pub fn new(limits: SourceLimits) -> Arc<SourceGuard> {
         let now = Instant::now();
         Arc::new(SourceGuard {
-            overflow: Mutex::new(Bucket::full(req_capacity(&policy), now)),
+            overflow: Mutex::new(Bucket::full(req_capacity(&limits), now)),
             shards: (0..SHARDS).map(|_| Mutex::new(HashMap::new())).collect(),
-            policy,
+            limits,
             stats: SourceStats::default(),
         })
     }
 
-    pub fn policy(&self) -> &SourcePolicy {
-        &self.policy
+    pub fn limits(&self) -> &SourceLimits {
+        &self.limits
     }
 
     /// Whether the address is one of `trusted` (IPv4-mapped IPv6 addresses compare as IPv4).
     pub fn is_trusted(&self, ip: IpAddr) -> bool {
         let ip = canonical(ip);
-        self.policy.trusted.iter().any(|n| n.contains(&ip))
+        self.limits.trusted.iter().any(|n| n.contains(&ip))
     }
 
     fn shard(&self, ip: &IpAddr) -> MutexGuard<'_, HashMap<IpAddr, Entry>> {
@@ -274,7 +215,7 @@ impl SourceGuard {
         }
         let e = shard
             .entry(ip)
-            .or_insert_with(|| Entry::new(&self.policy, now));
+            .or_insert_with(|| Entry::new(&self.limits, now));
         e.last_seen = now;
         Some(f(e))
     }
@@ -285,7 +226,7 @@ impl SourceGuard {
             return Ok(());
         }
         let now = Instant::now();
-        let p = &self.policy;
+        let p = &self.limits;
         let verdict = self.with_entry(ip, now, |e| {
             if e.blocked(now) {
                 Err(SourceRefusal::Blocked)
@@ -320,7 +261,7 @@ impl SourceGuard {
             return Ok(CallSlot { guard: None, ip });
         }
         let now = Instant::now();
-        let p = &self.policy;
+        let p = &self.limits;
         let verdict = self
             .with_entry(ip, now, |e| {
                 if p.max_calls > 0 && e.calls >= p.max_calls {
@@ -352,7 +293,7 @@ impl SourceGuard {
             return Ok(ConnSlot { guard: None, ip });
         }
         let now = Instant::now();
-        let p = &self.policy;
+        let p = &self.limits;
         let verdict = self
             .with_entry(ip, now, |e| {
                 if e.blocked(now) {
@@ -380,7 +321,7 @@ impl SourceGuard {
     /// Whether a User-Agent is a scanner's.
     pub fn is_scanner(&self, user_agent: &str) -> bool {
         let ua = user_agent.to_ascii_lowercase();
-        self.policy
+        self.limits
             .scanner_user_agents
             .iter()
             .any(|s| !s.is_empty() && ua.contains(s.as_str()))
@@ -395,11 +336,11 @@ impl SourceGuard {
     /// A request from `ip` answered with a failure that scanning draws (404, 403, 484 …):
     /// too many in a minute block the address.
     pub fn failure(&self, ip: IpAddr) {
-        if self.is_trusted(ip) || self.policy.failures_per_minute == 0 {
+        if self.is_trusted(ip) || self.limits.failures_per_minute == 0 {
             return;
         }
         let now = Instant::now();
-        let limit = self.policy.failures_per_minute;
+        let limit = self.limits.failures_per_minute;
         let over = self
             .with_entry(ip, now, |e| {
                 if now.saturating_duration_since(e.failures_since) >= Duration::from_secs(60) {
@@ -416,11 +357,11 @@ impl SourceGuard {
     }
 
     fn block(&self, ip: IpAddr) {
-        if self.is_trusted(ip) || self.policy.block.is_zero() {
+        if self.is_trusted(ip) || self.limits.block.is_zero() {
             return;
         }
         let now = Instant::now();
-        let until = now + self.policy.block;
+        let until = now + self.limits.block;
         let newly = self
             .with_entry(ip, now, |e| {
                 let newly = !e.blocked(now);
@@ -430,7 +371,7 @@ impl SourceGuard {
             .unwrap_or(false);
         if newly {
             self.stats.blocks.fetch_add(1, Ordering::Relaxed);
-            tracing::info!(source = %ip, seconds = self.policy.block.as_secs(), "source blocked");
+            tracing::info!(source = %ip, seconds = self.limits.block.as_secs(), "source blocked");
         }
     }
 
@@ -535,8 +476,8 @@ mod tests {
         s.parse().unwrap()
     }
 
-    fn guard(f: impl FnOnce(&mut SourcePolicy)) -> Arc<SourceGuard> {
-        let mut p = SourcePolicy::default();
+    fn guard(f: impl FnOnce(&mut SourceLimits)) -> Arc<SourceGuard> {
+        let mut p = SourceLimits::default();
         f(&mut p);
         SourceGuard::new(p)
     }

@@ -7,26 +7,8 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
-/// RFC 3261 §17 timer base values (Table 4).
-#[derive(Clone, Copy, Debug)]
-pub struct Timers {
-    /// RTT estimate, 500 ms.
-    pub t1: Duration,
-    /// Maximum retransmit interval for non-INVITE requests and INVITE responses, 4 s.
-    pub t2: Duration,
-    /// Maximum duration a message will remain in the network, 5 s.
-    pub t4: Duration,
-}
-
-impl Default for Timers {
-    fn default() -> Self {
-        Timers {
-            t1: Duration::from_millis(500),
-            t2: Duration::from_secs(4),
-            t4: Duration::from_secs(5),
-        }
-    }
-}
+/// RFC 3261 §17 timer base values (Table 4), as `[sip]` configures them.
+pub use crate::config::Timers;
 
 impl Timers {
     /// 64*T1: Timers B, F, H, J (and L, M of RFC 6026).

@@ -6,89 +6,12 @@
 
 use std::time::Duration;
 
-use serde_json::{Map, Value};
-
-use crate::callflow::node::{Data, ValidationError};
 use crate::callflow::runtime::{Next, Runtime};
-use crate::callflow::state::{FlowState, DEFAULT_COLLECTION};
+use crate::callflow::state::FlowState;
 use crate::callflow::{CallControl, CallEnded};
+use crate::flow::modules::collect_dtmf::CollectDtmf;
+use crate::flow::DEFAULT_COLLECTION;
 use crate::logsafe::wire;
-
-const KEYS: &str = "0123456789*#";
-
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct CollectDtmf {
-    pub max_digits: u32,
-    /// Wait for the first key, ms.
-    pub timeout_ms: u64,
-    /// Wait between keys, ms.
-    pub interdigit_timeout_ms: u64,
-    pub terminators: Vec<char>,
-    pub collection_name: Option<String>,
-}
-
-fn key_of(d: &Data<'_>, key: &str, s: &str) -> Result<char, ValidationError> {
-    let mut c = s.chars();
-    match (c.next(), c.next()) {
-        (Some(k), None) if KEYS.contains(k) => Ok(k),
-        _ => Err(ValidationError::new(
-            d.path_of(key),
-            format!("{s:?} is not a DTMF key (0-9, *, #)"),
-        )),
-    }
-}
-
-impl CollectDtmf {
-    pub fn from_data(d: &Data<'_>) -> Result<CollectDtmf, ValidationError> {
-        let max_digits = d.opt_int("max_digits", 1, 1000)?.unwrap_or(1);
-        let timeout = d.opt_int("timeout", 1, 3_600_000)?.unwrap_or(5000);
-        let interdigit = d
-            .opt_int("interdigit_timeout", 1, 3_600_000)?
-            .unwrap_or(2000);
-        // Spec j.13: a `terminators` array wins over `terminator`; the default is "#".
-        let terminators = match d.opt_str_list("terminators")? {
-            Some(list) => list
-                .iter()
-                .map(|s| key_of(d, "terminators", s))
-                .collect::<Result<Vec<_>, _>>()?,
-            None => match d.opt_str("terminator")? {
-                Some(t) => vec![key_of(d, "terminator", &t)?],
-                None => vec!['#'],
-            },
-        };
-        let collection_name = d.opt_str("collection_name")?.filter(|n| !n.is_empty());
-        Ok(CollectDtmf {
-            max_digits: max_digits as u32,
-            timeout_ms: timeout as u64,
-            interdigit_timeout_ms: interdigit as u64,
-            terminators,
-            collection_name,
-        })
-    }
-
-    pub fn to_json(&self) -> Map<String, Value> {
-        let mut m = Map::new();
-        m.insert("max_digits".into(), Value::from(self.max_digits));
-        m.insert("timeout".into(), Value::from(self.timeout_ms));
-        m.insert(
-            "interdigit_timeout".into(),
-            Value::from(self.interdigit_timeout_ms),
-        );
-        m.insert(
-            "terminators".into(),
-            Value::Array(
-                self.terminators
-                    .iter()
-                    .map(|c| Value::String(c.to_string()))
-                    .collect(),
-            ),
-        );
-        if let Some(n) = &self.collection_name {
-            m.insert("collection_name".into(), Value::String(n.clone()));
-        }
-        m
-    }
-}
 
 pub async fn run(
     data: &CollectDtmf,
@@ -149,8 +72,7 @@ pub async fn run(
 mod tests {
     use super::*;
     use crate::callflow::fake::FakeCall;
-    use crate::callflow::node::Node;
-    use crate::callflow::ModuleData;
+    use crate::flow::{ModuleData, Node, ValidationError};
     use serde_json::json;
 
     fn of(v: serde_json::Value) -> Result<CollectDtmf, ValidationError> {
@@ -158,24 +80,6 @@ mod tests {
             ModuleData::CollectDtmf(c) => c,
             other => panic!("{other:?}"),
         })
-    }
-
-    #[test]
-    fn defaults_and_terminators_rules() {
-        let c = of(json!({})).unwrap();
-        assert_eq!(
-            (c.max_digits, c.timeout_ms, c.interdigit_timeout_ms),
-            (1, 5000, 2000)
-        );
-        assert_eq!(c.terminators, vec!['#']);
-        let c = of(json!({"terminator": "*", "terminators": ["1", "2"]})).unwrap();
-        assert_eq!(c.terminators, vec!['1', '2'], "terminators wins");
-        let c = of(json!({"max_digits": "4", "timeout": "3000"})).unwrap();
-        assert_eq!((c.max_digits, c.timeout_ms), (4, 3000));
-        let e = of(json!({"terminator": "x"})).unwrap_err();
-        assert_eq!(e.path, "flow.data.terminator");
-        let e = of(json!({"max_digits": 0})).unwrap_err();
-        assert_eq!(e.path, "flow.data.max_digits");
     }
 
     async fn collect(data: CollectDtmf, pressed: &str, state: &mut FlowState) -> FakeCall {

@@ -1,14 +1,8 @@
 //! `hangup` (spec c.10, `callflows.hangup.json`): ends the call (BYE if answered, else 480)
 //! and stops the flow. No data keys besides `skip_module`.
 
-use crate::callflow::node::{Data, ValidationError};
 use crate::callflow::runtime::{Next, Runtime};
 use crate::callflow::{CallControl, CallEnded};
-
-/// The schema has no keys to check; kept so every module decodes its data the same way.
-pub fn check_data(_d: &Data<'_>) -> Result<(), ValidationError> {
-    Ok(())
-}
 
 pub async fn run(call: &mut dyn CallControl, _rt: &Runtime) -> Result<Next, CallEnded> {
     call.hangup().await?;

@@ -1,6 +1,6 @@
-//! Callflow modules, one file each. Each has a typed data struct (decoded from the node's
-//! `data` with the schema's defaults, see `kazoo-schemas/callflows.<module>.json`), its
-//! `to_json`, and `pub async fn run(data, call, rt) -> Result<Next, CallEnded>`.
+//! What each callflow module does, one file each: `pub async fn run(data, call, rt, …) ->
+//! Result<Next, CallEnded>`. The data each one runs with (decoded and validated from the node's
+//! `data`) is in `flow::modules`, beside the node tree.
 
 pub mod collect_dtmf;
 pub mod hangup;
@@ -11,127 +11,27 @@ pub mod say;
 pub mod sleep;
 pub mod tts;
 
-use serde_json::{Map, Value};
-
-use super::node::{Data, ValidationError};
 use super::runtime::{Next, Runtime};
 use super::state::FlowState;
 use super::{CallControl, CallEnded};
+use crate::flow::{ModuleData, DEFAULT_COLLECTION};
 
-/// A node's module with its typed data; variants are named after the Kazoo modules.
-#[derive(Clone, Debug, PartialEq)]
-pub enum ModuleData {
-    Play(play::Play),
-    Sleep(sleep::Sleep),
-    Response(response::Response),
-    Hangup,
-    CollectDtmf(collect_dtmf::CollectDtmf),
-    Pivot(pivot::Pivot),
-    Tts(tts::Tts),
-    Say(say::Say),
-}
-
-/// Every module this build knows, in Kazoo's names.
-pub const MODULES: &[&str] = &[
-    "play",
-    "sleep",
-    "response",
-    "hangup",
-    "collect_dtmf",
-    "pivot",
-    "say",
-    "tts",
-];
-
-impl ModuleData {
-    /// Kazoo's module name.
-    pub fn name(&self) -> &'static str {
-        match self {
-            ModuleData::Play(_) => "play",
-            ModuleData::Sleep(_) => "sleep",
-            ModuleData::Response(_) => "response",
-            ModuleData::Hangup => "hangup",
-            ModuleData::CollectDtmf(_) => "collect_dtmf",
-            ModuleData::Pivot(_) => "pivot",
-            ModuleData::Tts(_) => "tts",
-            ModuleData::Say(_) => "say",
-        }
-    }
-
-    /// Decodes `data` for `module`; `module_path` names the `module` key for an unknown one.
-    pub fn from_data(
-        module: &str,
-        data: &Data<'_>,
-        module_path: &str,
-    ) -> Result<ModuleData, ValidationError> {
-        Ok(match module {
-            "play" => ModuleData::Play(play::Play::from_data(data)?),
-            "sleep" => ModuleData::Sleep(sleep::Sleep::from_data(data)?),
-            "response" => ModuleData::Response(response::Response::from_data(data)?),
-            "hangup" => {
-                hangup::check_data(data)?;
-                ModuleData::Hangup
-            }
-            "collect_dtmf" => ModuleData::CollectDtmf(collect_dtmf::CollectDtmf::from_data(data)?),
-            "pivot" => ModuleData::Pivot(pivot::Pivot::from_data(data)?),
-            "tts" => ModuleData::Tts(tts::Tts::from_data(data)?),
-            "say" => ModuleData::Say(say::Say::from_data(data)?),
-            other => {
-                return Err(ValidationError::new(
-                    module_path,
-                    format!(
-                        "unknown callflow module {other:?} (known: {})",
-                        MODULES.join(", ")
-                    ),
-                ))
-            }
-        })
-    }
-
-    /// The data object with defaults filled in (without `skip_module`, which `Node` adds).
-    pub fn to_json(&self) -> Map<String, Value> {
-        match self {
-            ModuleData::Play(d) => d.to_json(),
-            ModuleData::Sleep(d) => d.to_json(),
-            ModuleData::Response(d) => d.to_json(),
-            ModuleData::Hangup => Map::new(),
-            ModuleData::CollectDtmf(d) => d.to_json(),
-            ModuleData::Pivot(d) => d.to_json(),
-            ModuleData::Tts(d) => d.to_json(),
-            ModuleData::Say(d) => d.to_json(),
-        }
-    }
-
-    /// Media ids this module would play (for configuration checks).
-    pub fn media_ids(&self) -> Vec<&str> {
-        match self {
-            ModuleData::Play(d) => vec![d.id.as_str()],
-            ModuleData::Response(d) => d.media.iter().map(String::as_str).collect(),
-            ModuleData::Sleep(_)
-            | ModuleData::Hangup
-            | ModuleData::CollectDtmf(_)
-            | ModuleData::Pivot(_)
-            | ModuleData::Tts(_)
-            | ModuleData::Say(_) => vec![],
-        }
-    }
-
-    pub async fn run(
-        &self,
-        call: &mut dyn CallControl,
-        rt: &Runtime,
-        state: &mut FlowState,
-    ) -> Result<Next, CallEnded> {
-        match self {
-            ModuleData::Play(d) => play::run(d, call, rt, state).await,
-            ModuleData::Sleep(d) => sleep::run(d, call, rt).await,
-            ModuleData::Response(d) => response::run(d, call, rt).await,
-            ModuleData::Hangup => hangup::run(call, rt).await,
-            ModuleData::CollectDtmf(d) => collect_dtmf::run(d, call, rt, state).await,
-            ModuleData::Pivot(d) => pivot::run(d, call, rt, state).await,
-            ModuleData::Tts(d) => tts::run(d, call, rt, state).await,
-            ModuleData::Say(d) => say::run(d, call, rt, state).await,
-        }
+/// Runs one node's module on the call.
+pub async fn run(
+    module: &ModuleData,
+    call: &mut dyn CallControl,
+    rt: &Runtime,
+    state: &mut FlowState,
+) -> Result<Next, CallEnded> {
+    match module {
+        ModuleData::Play(d) => play::run(d, call, rt, state).await,
+        ModuleData::Sleep(d) => sleep::run(d, call, rt).await,
+        ModuleData::Response(d) => response::run(d, call, rt).await,
+        ModuleData::Hangup => hangup::run(call, rt).await,
+        ModuleData::CollectDtmf(d) => collect_dtmf::run(d, call, rt, state).await,
+        ModuleData::Pivot(d) => pivot::run(d, call, rt, state).await,
+        ModuleData::Tts(d) => tts::run(d, call, rt, state).await,
+        ModuleData::Say(d) => say::run(d, call, rt, state).await,
     }
 }
 
@@ -148,17 +48,11 @@ pub(crate) async fn play_collecting(
         let stopped = call.play(prompt.clone(), terminators).await?;
         state
             .collections
-            .append(super::state::DEFAULT_COLLECTION, &call.take_digits());
+            .append(DEFAULT_COLLECTION, &call.take_digits());
         // A prompt of no length would spin here without ever yielding to the call.
         if stopped.is_some() || prompt.duration().is_zero() {
             return Ok(stopped);
         }
     }
     Ok(None)
-}
-
-/// True for ids that name media over HTTP rather than a prompt in the library.
-pub fn is_url(id: &str) -> bool {
-    let lower = id.get(..8).unwrap_or(id).to_ascii_lowercase();
-    lower.starts_with("http://") || lower.starts_with("https://")
 }

@@ -8,124 +8,19 @@
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use serde_json::{Map, Value};
 use url::Url;
 
-use crate::callflow::node::{Data, ValidationError};
 use crate::callflow::runtime::{Next, PivotServices, Runtime};
 use crate::callflow::state::FlowState;
 use crate::callflow::{twiml_exec, CallControl, CallEnded};
+use crate::flow::modules::pivot::{BodyFormat, Method, Pivot, ReqFormat};
 use crate::logsafe::wire;
 use crate::pivot::client::{HttpError, HttpRequest};
 use crate::pivot::debug::DebugContext;
 use crate::pivot::guard::GuardError;
 use crate::pivot::kazoo::{self, Answer, AnswerError};
-use crate::pivot::request::{self, BodyFormat, Method, PivotState, ReqFormat};
+use crate::pivot::request::{self, PivotState};
 use crate::pivot::twiml::{resolve_url, ResolveError};
-
-/// Spec j.9: `req_timeout_ms` defaults to 5000.
-pub const DEFAULT_TIMEOUT_MS: u64 = 5000;
-
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Pivot {
-    pub voice_url: String,
-    pub method: Method,
-    pub req_format: ReqFormat,
-    pub req_body_format: BodyFormat,
-    pub req_timeout_ms: u64,
-    pub debug: bool,
-    pub cdr_url: Option<String>,
-}
-
-fn http_url(d: &Data<'_>, key: &str, v: String) -> Result<String, ValidationError> {
-    let lower = v.get(..8).unwrap_or(&v).to_ascii_lowercase();
-    if lower.starts_with("http://") || lower.starts_with("https://") {
-        Ok(v)
-    } else {
-        Err(ValidationError::new(
-            d.path_of(key),
-            format!("{v:?} is not an http:// or https:// URL"),
-        ))
-    }
-}
-
-impl Pivot {
-    pub fn from_data(d: &Data<'_>) -> Result<Pivot, ValidationError> {
-        let voice_url = d
-            .opt_str("voice_url")?
-            .ok_or_else(|| ValidationError::new(d.path_of("voice_url"), "required"))?;
-        let voice_url = http_url(d, "voice_url", voice_url)?;
-        let method = match d.opt_str("method")? {
-            None => Method::Get,
-            Some(m) => Method::parse(&m).ok_or_else(|| {
-                ValidationError::new(d.path_of("method"), format!("{m:?} is not get or post"))
-            })?,
-        };
-        let req_format = match d.opt_str("req_format")? {
-            None => ReqFormat::Kazoo,
-            Some(f) => ReqFormat::parse(&f).ok_or_else(|| {
-                ValidationError::new(
-                    d.path_of("req_format"),
-                    format!("{f:?} is not kazoo or twiml"),
-                )
-            })?,
-        };
-        let req_body_format = match d.opt_str("req_body_format")? {
-            None => BodyFormat::Form,
-            Some(f) => BodyFormat::parse(&f).ok_or_else(|| {
-                ValidationError::new(
-                    d.path_of("req_body_format"),
-                    format!("{f:?} is not form or json"),
-                )
-            })?,
-        };
-        // Spec j.7: `req_timeout` (seconds, as in the docs' example) is accepted beside
-        // `req_timeout_ms`, which wins.
-        let req_timeout_ms = match d.opt_int("req_timeout_ms", 1, 3_600_000)? {
-            Some(ms) => ms as u64,
-            None => match d.opt_int("req_timeout", 1, 3600)? {
-                Some(s) => s as u64 * 1000,
-                None => DEFAULT_TIMEOUT_MS,
-            },
-        };
-        let cdr_url = match d.opt_str("cdr_url")? {
-            Some(u) => Some(http_url(d, "cdr_url", u)?),
-            None => None,
-        };
-        Ok(Pivot {
-            voice_url,
-            method,
-            req_format,
-            req_body_format,
-            req_timeout_ms,
-            debug: d.opt_bool("debug")?.unwrap_or(false),
-            cdr_url,
-        })
-    }
-
-    pub fn to_json(&self) -> Map<String, Value> {
-        let mut m = Map::new();
-        m.insert("voice_url".into(), Value::String(self.voice_url.clone()));
-        m.insert(
-            "method".into(),
-            Value::String(self.method.as_str().to_ascii_lowercase()),
-        );
-        m.insert(
-            "req_format".into(),
-            Value::String(self.req_format.as_str().into()),
-        );
-        m.insert(
-            "req_body_format".into(),
-            Value::String(self.req_body_format.as_str().into()),
-        );
-        m.insert("req_timeout_ms".into(), Value::from(self.req_timeout_ms));
-        m.insert("debug".into(), Value::Bool(self.debug));
-        if let Some(u) = &self.cdr_url {
-            m.insert("cdr_url".into(), Value::String(u.clone()));
-        }
-        m
-    }
-}
 
 /// Pivot requests by outcome, across calls (for `/metrics`).
 #[derive(Debug, Default)]

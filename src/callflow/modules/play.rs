@@ -2,97 +2,10 @@
 //! a 183 and plays as early media), then plays `id` `loop_count` times, or until the call ends
 //! with `endless_playback`. An id that resolves to nothing is logged and the node continues.
 
-use serde_json::{Map, Value};
-
-use crate::callflow::node::{Data, ValidationError};
 use crate::callflow::runtime::{Next, Runtime};
 use crate::callflow::state::FlowState;
 use crate::callflow::{CallControl, CallEnded};
-
-/// The schema's default terminators: every DTMF key.
-pub const DEFAULT_TERMINATORS: [&str; 12] =
-    ["1", "2", "3", "4", "5", "6", "7", "8", "9", "*", "0", "#"];
-
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Play {
-    /// Prompt id in the media dir / embedded prompts, or an http(s) URL.
-    pub id: String,
-    /// Answer first (default); `false` = early media after a 183.
-    pub answer: bool,
-    pub endless_playback: bool,
-    /// Times to play; `None` = once.
-    pub loop_count: Option<u32>,
-    /// DTMF keys that stop the playback (acted on once DTMF exists).
-    pub terminators: Vec<String>,
-}
-
-impl Play {
-    /// Plays `id` once, answering first.
-    pub fn new(id: &str) -> Play {
-        Play {
-            id: id.to_string(),
-            answer: true,
-            endless_playback: false,
-            loop_count: None,
-            terminators: DEFAULT_TERMINATORS.iter().map(|s| s.to_string()).collect(),
-        }
-    }
-
-    pub fn from_data(d: &Data<'_>) -> Result<Play, ValidationError> {
-        // The Kazoo schema leaves `id` optional, but a play without media can only do nothing.
-        let id = d
-            .opt_str("id")?
-            .ok_or_else(|| ValidationError::new(d.path_of("id"), "required: the media to play"))?;
-        if id.is_empty() {
-            return Err(ValidationError::new(d.path_of("id"), "must not be empty"));
-        }
-        let loop_count = d
-            .opt_int("loop_count", 1, i64::from(u32::MAX))?
-            .and_then(|n| u32::try_from(n).ok());
-        Ok(Play {
-            answer: d.opt_bool("answer")?.unwrap_or(true),
-            endless_playback: d.opt_bool("endless_playback")?.unwrap_or(false),
-            loop_count,
-            terminators: match d.opt_str_list("terminators")? {
-                Some(t) => t,
-                None => Play::new("").terminators,
-            },
-            id,
-        })
-    }
-
-    /// The terminators as DTMF keys (entries that are not one key are ignored).
-    pub fn terminator_keys(&self) -> Vec<char> {
-        self.terminators
-            .iter()
-            .filter_map(|t| crate::callflow::node::single_char(t))
-            .collect()
-    }
-
-    pub fn to_json(&self) -> Map<String, Value> {
-        let mut m = Map::new();
-        m.insert("id".into(), Value::String(self.id.clone()));
-        m.insert("answer".into(), Value::Bool(self.answer));
-        m.insert(
-            "endless_playback".into(),
-            Value::Bool(self.endless_playback),
-        );
-        if let Some(n) = self.loop_count {
-            m.insert("loop_count".into(), Value::from(n));
-        }
-        m.insert(
-            "terminators".into(),
-            Value::Array(
-                self.terminators
-                    .iter()
-                    .cloned()
-                    .map(Value::String)
-                    .collect(),
-            ),
-        );
-        m
-    }
-}
+use crate::flow::modules::play::Play;
 
 pub async fn run(
     data: &Play,
@@ -123,55 +36,6 @@ pub async fn run(
 mod tests {
     use super::*;
     use crate::callflow::fake::{FakeCall, Op};
-    use crate::callflow::node::Node;
-    use crate::callflow::ModuleData;
-    use serde_json::json;
-
-    fn play_of(v: serde_json::Value) -> Result<Play, ValidationError> {
-        Node::from_json(&json!({"module": "play", "data": v})).map(|n| match n.module {
-            ModuleData::Play(p) => p,
-            other => panic!("not a play: {other:?}"),
-        })
-    }
-
-    #[test]
-    fn defaults_and_typed_fields() {
-        let p = play_of(json!({"id": "welcome"})).unwrap();
-        assert_eq!(p, Play::new("welcome"));
-        let p = play_of(json!({"id": "w", "answer": false, "loop_count": "3",
-                               "endless_playback": true, "terminators": ["#"]}))
-        .unwrap();
-        assert!(!p.answer && p.endless_playback);
-        assert_eq!(p.loop_count, Some(3));
-        assert_eq!(p.terminators, ["#"]);
-    }
-
-    #[test]
-    fn bad_values_are_rejected_with_their_path() {
-        let cases = [
-            (json!({}), "flow.data.id"),
-            (json!({"id": 5}), "flow.data.id"),
-            (json!({"id": ""}), "flow.data.id"),
-            (json!({"id": "w", "answer": "no"}), "flow.data.answer"),
-            (json!({"id": "w", "loop_count": 0}), "flow.data.loop_count"),
-            (
-                json!({"id": "w", "loop_count": "many"}),
-                "flow.data.loop_count",
-            ),
-            (
-                json!({"id": "w", "terminators": "#"}),
-                "flow.data.terminators",
-            ),
-            (
-                json!({"id": "w", "terminators": ["#", 1]}),
-                "flow.data.terminators[1]",
-            ),
-        ];
-        for (data, path) in cases {
-            let e = play_of(data.clone()).unwrap_err();
-            assert_eq!(e.path, path, "{data}");
-        }
-    }
 
     #[tokio::test]
     async fn answers_first_then_plays() {

@@ -317,7 +317,7 @@ fn parse_int_str(s: &str) -> Option<i64> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::callflow::modules::{play::Play, sleep::Sleep, sleep::Unit};
+    use crate::flow::modules::{play::Play, sleep::Sleep, sleep::Unit};
     use serde_json::json;
 
     #[test]

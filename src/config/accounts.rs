@@ -1,0 +1,217 @@
+//! Reading `[[accounts]]`: each account with its callflows, users, devices and resources; no
+//! `[[accounts]]` at all means the embedded demo account.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use regex::Regex;
+use toml::{Table, Value};
+
+use super::reader::{join, pattern, Reader};
+use super::{checks, demo, Account, CallflowEntry, Device, Resource, User};
+use crate::flow::Node;
+
+/// The accounts of the file, or the demo account when it has none.
+pub(super) fn read_accounts(r: &mut Reader, root: &Table) -> Vec<Account> {
+    let Some(tables) = r.tables(root, "", "accounts") else {
+        return vec![demo::demo_account()];
+    };
+    let accounts: Vec<Account> = tables
+        .iter()
+        .enumerate()
+        .filter_map(|(i, t)| read_account(r, t, &format!("accounts[{i}]")))
+        .collect();
+    checks::unique_accounts(r, &accounts);
+    accounts
+}
+
+/// One account; `None` when a required key is missing (its problems are recorded).
+/// Indices in key paths follow the file, even when an earlier entry was unusable.
+fn read_account(r: &mut Reader, t: &Table, p: &str) -> Option<Account> {
+    r.check_keys(
+        t,
+        p,
+        &[
+            "id",
+            "realm",
+            "api_key",
+            "pivot_secret",
+            "callflows",
+            "users",
+            "devices",
+            "resources",
+        ],
+    );
+    let id = r.required(t, p, "id");
+    let realm = r.required(t, p, "realm");
+    let api_key = r.string(t, p, "api_key");
+    if api_key.as_deref() == Some("") {
+        r.problem(join(p, "api_key"), "must not be empty");
+    }
+    let pivot_secret = r.string(t, p, "pivot_secret");
+    if pivot_secret.as_deref() == Some("") {
+        r.problem(join(p, "pivot_secret"), "must not be empty");
+    }
+
+    // number -> index of the callflow that has it
+    let mut numbers_seen: HashMap<String, usize> = HashMap::new();
+    let callflows = r
+        .tables(t, p, "callflows")
+        .unwrap_or_default()
+        .iter()
+        .enumerate()
+        .filter_map(|(j, t)| read_callflow(r, t, p, j, &mut numbers_seen))
+        .collect();
+    let users = read_users(r, t, p);
+    let devices = read_devices(r, t, p, &users);
+    let resources = read_resources(r, t, p);
+
+    Some(Account {
+        id: id?,
+        realm: realm?,
+        api_key,
+        pivot_secret,
+        callflows,
+        users,
+        devices,
+        resources,
+    })
+}
+
+/// `{p}.callflows[{j}]`; `None` when its flow is missing or invalid (the problem is recorded).
+fn read_callflow(
+    r: &mut Reader,
+    t: &Table,
+    p: &str,
+    j: usize,
+    numbers_seen: &mut HashMap<String, usize>,
+) -> Option<CallflowEntry> {
+    let cp = format!("{p}.callflows[{j}]");
+    r.check_keys(t, &cp, &["id", "name", "numbers", "patterns", "flow"]);
+    let numbers = r.strings(t, &cp, "numbers").unwrap_or_default();
+    checks::callflow_numbers(r, p, j, &numbers, numbers_seen);
+    let patterns: Vec<Regex> = r
+        .parsed_list(t, &cp, "patterns", pattern)
+        .unwrap_or_default();
+    checks::number_or_pattern(r, &cp, t, &numbers);
+    let fp = join(&cp, "flow");
+    let flow = match t.get("flow") {
+        None => {
+            r.problem(fp.clone(), "required");
+            None
+        }
+        Some(Value::String(json)) => match serde_json::from_str::<serde_json::Value>(json) {
+            Ok(v) => Some(v),
+            Err(e) => {
+                r.problem(fp.clone(), format!("not valid JSON: {e}"));
+                None
+            }
+        },
+        Some(v @ Value::Table(_)) => match serde_json::to_value(v) {
+            Ok(v) => Some(v),
+            Err(e) => {
+                r.problem(fp.clone(), format!("cannot read the flow: {e}"));
+                None
+            }
+        },
+        Some(v) => {
+            r.wrong(fp.clone(), "a table (or a string of Kazoo JSON)", v);
+            None
+        }
+    };
+    let flow = match Node::from_json_at(&flow?, &fp) {
+        Ok(n) => n,
+        Err(e) => {
+            r.problem(e.path, e.message);
+            return None;
+        }
+    };
+    Some(CallflowEntry {
+        id: r.string(t, &cp, "id"),
+        name: r.string(t, &cp, "name"),
+        numbers,
+        patterns,
+        flow: Arc::new(flow),
+        source: cp,
+    })
+}
+
+fn read_users(r: &mut Reader, t: &Table, p: &str) -> Vec<User> {
+    let mut users = Vec::new();
+    for (j, t) in r
+        .tables(t, p, "users")
+        .unwrap_or_default()
+        .iter()
+        .enumerate()
+    {
+        let up = format!("{p}.users[{j}]");
+        r.check_keys(t, &up, &["id", "presence_id", "first_name", "last_name"]);
+        let id = r.required(t, &up, "id");
+        let user = User {
+            id: id.unwrap_or_default(),
+            presence_id: r.string(t, &up, "presence_id"),
+            first_name: r.string(t, &up, "first_name"),
+            last_name: r.string(t, &up, "last_name"),
+        };
+        checks::unique_user(r, &up, &users, &user);
+        users.push(user);
+    }
+    users
+}
+
+fn read_devices(r: &mut Reader, t: &Table, p: &str, users: &[User]) -> Vec<Device> {
+    let mut devices = Vec::new();
+    for (j, t) in r
+        .tables(t, p, "devices")
+        .unwrap_or_default()
+        .iter()
+        .enumerate()
+    {
+        let dp = format!("{p}.devices[{j}]");
+        r.check_keys(t, &dp, &["id", "owner_id", "username", "password", "name"]);
+        let id = r.required(t, &dp, "id");
+        let device = Device {
+            id: id.unwrap_or_default(),
+            owner_id: r.string(t, &dp, "owner_id"),
+            username: r.string(t, &dp, "username"),
+            password: r.string(t, &dp, "password"),
+            name: r.string(t, &dp, "name"),
+        };
+        checks::device_refs(r, &dp, users, &devices, &device);
+        devices.push(device);
+    }
+    devices
+}
+
+fn read_resources(r: &mut Reader, t: &Table, p: &str) -> Vec<Resource> {
+    let mut resources = Vec::new();
+    for (j, t) in r
+        .tables(t, p, "resources")
+        .unwrap_or_default()
+        .iter()
+        .enumerate()
+    {
+        let rp = format!("{p}.resources[{j}]");
+        r.check_keys(t, &rp, &["id", "gateway", "name"]);
+        let id = r.required(t, &rp, "id");
+        let gateway = r.required(t, &rp, "gateway");
+        if let Some(g) = &gateway {
+            let lower = g.to_ascii_lowercase();
+            let rest = lower
+                .strip_prefix("sip:")
+                .or_else(|| lower.strip_prefix("sips:"));
+            if rest.is_none_or(|h| h.is_empty()) {
+                r.problem(
+                    join(&rp, "gateway"),
+                    format!("{g:?} is not a sip: or sips: URI"),
+                );
+            }
+        }
+        resources.push(Resource {
+            id: id.unwrap_or_default(),
+            gateway: gateway.unwrap_or_default(),
+            name: r.string(t, &rp, "name"),
+        });
+    }
+    resources
+}

@@ -1,0 +1,153 @@
+//! The checks across keys of one config: at least one listen socket, a port range with room
+//! for RTP, account ids and realms unique, and within an account its numbers, users and
+//! devices. Each is called where the keys it needs have just been read, so problems come in
+//! file order.
+
+use std::collections::HashMap;
+
+use toml::{Table, Value};
+
+use super::reader::{join, Reader};
+use super::{Account, Device, MediaConfig, User};
+
+/// `sip.udp` and `sip.tcp` may not both be given empty.
+pub(super) fn some_listen_socket(r: &mut Reader, t: &Table) {
+    if t.get("udp")
+        .is_some_and(|v| v.as_array().is_some_and(|a| a.is_empty()))
+        && t.get("tcp")
+            .is_some_and(|v| v.as_array().is_some_and(|a| a.is_empty()))
+    {
+        r.problem(
+            "sip",
+            "no listen socket: sip.udp and sip.tcp are both empty",
+        );
+    }
+}
+
+/// `port_min..=port_max` holds at least one even/odd RTP port pair.
+pub(super) fn port_range(r: &mut Reader, media: &MediaConfig) {
+    if media.port_min > media.port_max {
+        r.problem(
+            "media.port_min",
+            format!(
+                "port_min {} is above port_max {}",
+                media.port_min, media.port_max
+            ),
+        );
+    } else if media.port_pairs() == 0 {
+        r.problem(
+            "media.port_max",
+            format!(
+                "the port range {}..={} holds no even/odd RTP port pair",
+                media.port_min, media.port_max
+            ),
+        );
+    }
+}
+
+/// No two accounts share an id, or a realm (compared without case).
+pub(super) fn unique_accounts(r: &mut Reader, accounts: &[Account]) {
+    let mut ids: HashMap<&str, usize> = HashMap::new();
+    let mut realms: HashMap<String, usize> = HashMap::new();
+    for (i, a) in accounts.iter().enumerate() {
+        if let Some(j) = ids.insert(&a.id, i) {
+            r.problem(
+                format!("accounts[{i}].id"),
+                format!("{:?} is also the id of accounts[{j}]", a.id),
+            );
+        }
+        if let Some(j) = realms.insert(a.realm.to_ascii_lowercase(), i) {
+            r.problem(
+                format!("accounts[{i}].realm"),
+                format!("{:?} is also the realm of accounts[{j}]", a.realm),
+            );
+        }
+    }
+}
+
+/// `{p}.callflows[{j}].numbers`: each 1 to 36 characters, and not a number of another callflow
+/// of the account (`numbers_seen`: number → the callflow that has it) nor twice in this one.
+pub(super) fn callflow_numbers(
+    r: &mut Reader,
+    p: &str,
+    j: usize,
+    numbers: &[String],
+    numbers_seen: &mut HashMap<String, usize>,
+) {
+    let cp = format!("{p}.callflows[{j}]");
+    for (k, n) in numbers.iter().enumerate() {
+        let key = format!("{cp}.numbers[{k}]");
+        let len = n.chars().count();
+        if !(1..=36).contains(&len) {
+            r.problem(key, "a number must be 1 to 36 characters long");
+        } else if let Some(prev) = numbers_seen.insert(n.clone(), j) {
+            let msg = if prev == j {
+                format!("{n:?} is listed twice")
+            } else {
+                format!("{n:?} is already a number of {p}.callflows[{prev}]")
+            };
+            r.problem(key, msg);
+        }
+    }
+}
+
+/// A callflow (`cp`, its table `t`) has at least one number or pattern. Patterns are counted
+/// as given, so a bad one is not reported twice.
+pub(super) fn number_or_pattern(r: &mut Reader, cp: &str, t: &Table, numbers: &[String]) {
+    let pattern_count = t
+        .get("patterns")
+        .and_then(Value::as_array)
+        .map_or(0, Vec::len);
+    if numbers.is_empty() && pattern_count == 0 {
+        r.problem(
+            join(cp, "numbers"),
+            "a callflow needs at least one number or pattern",
+        );
+    }
+}
+
+/// A user's id (at `up`) is not the id of an earlier user of the account.
+pub(super) fn unique_user(r: &mut Reader, up: &str, users: &[User], user: &User) {
+    if users.iter().any(|u| u.id == user.id && !u.id.is_empty()) {
+        r.problem(
+            join(up, "id"),
+            format!("{:?} is used by another user", user.id),
+        );
+    }
+}
+
+/// A device (at `dp`): its owner is a user of the account, its id and its username are not
+/// those of an earlier device.
+pub(super) fn device_refs(
+    r: &mut Reader,
+    dp: &str,
+    users: &[User],
+    devices: &[Device],
+    device: &Device,
+) {
+    if let Some(owner) = &device.owner_id {
+        if !users.iter().any(|u| &u.id == owner) {
+            r.problem(
+                join(dp, "owner_id"),
+                format!("no user {owner:?} in this account"),
+            );
+        }
+    }
+    if devices
+        .iter()
+        .any(|d| d.id == device.id && !d.id.is_empty())
+    {
+        r.problem(
+            join(dp, "id"),
+            format!("{:?} is used by another device", device.id),
+        );
+    }
+    if let Some(u) = &device.username {
+        if devices.iter().any(|d| d.username.as_ref() == Some(u)) {
+            r.problem(
+                join(dp, "username"),
+                format!("{u:?} is the username of another device"),
+            );
+        }
+    }
+}

@@ -1,0 +1,474 @@
+//! The TOML configuration: typed sections with the embedded default's values for every key
+//! left out, and validation that reports every problem with its key path, not just the first.
+//!
+//! The file is read as a plain TOML table and walked by hand (rather than through serde's
+//! `deny_unknown_fields`, which stops at the first fault) so that `check-config` can list all
+//! problems at once: unknown keys, wrong types, bad addresses, port ranges, callflow validation
+//! errors (`accounts[0].callflows[1].flow.data.code`), bad regexes, duplicate numbers.
+//!
+//! The config knows nothing above it. The checks that need more than the file — play ids in
+//! the prompt library, pivot URLs past the URL guard, a usable TTS command — are the callflow
+//! side's (`callflow::check`), which `pivotd check-config` and start-up run after these.
+//!
+//! This file holds the types. Reading them: `reader` (the table walker and the value parsers),
+//! `parse` (one function per section), `accounts` (`[[accounts]]`), `checks` (across keys),
+//! `demo` (the embedded demo account).
+
+mod accounts;
+mod checks;
+mod demo;
+mod parse;
+mod reader;
+#[cfg(test)]
+mod tests;
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::net::{IpAddr, SocketAddr};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use ipnet::IpNet;
+use regex::Regex;
+
+use crate::flow::Node;
+
+pub use demo::{DEMO_ACCOUNT_ID, DEMO_REALM};
+pub use reader::{parse_cidr, ValueError};
+
+/// The whole configuration.
+#[derive(Clone, Debug)]
+pub struct Config {
+    pub sip: SipConfig,
+    pub media: MediaConfig,
+    pub tts: TtsConfig,
+    pub api: ApiConfig,
+    pub store: StoreConfig,
+    pub pivot: PivotConfig,
+    /// A file with `[[accounts]]` has exactly those; with none, the demo account.
+    pub accounts: Vec<Account>,
+}
+
+/// `[sip]`: listen sockets and call limits.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SipConfig {
+    /// `udp`: UDP listen sockets (`[]` = none). Default `["127.0.0.1:5060"]`.
+    pub udp: Vec<SocketAddr>,
+    /// `tcp`: TCP listen sockets (`[]` = none). Default `["127.0.0.1:5060"]`.
+    pub tcp: Vec<SocketAddr>,
+    /// `advertise`: address written in Via/Contact/SDP when it differs from the bind address.
+    pub advertise: Option<IpAddr>,
+    /// `max_calls`: concurrent calls; above it new INVITEs get 503 with Retry-After.
+    /// Default 5000, 1..=1000000.
+    pub max_calls: u32,
+    /// `max_calls_per_second`: new calls accepted per second; above it 503 with Retry-After.
+    /// Default 4000, 1..=1000000.
+    pub max_calls_per_second: u32,
+    /// `max_call_duration_s`: a call is hung up after this many seconds; 0 = no limit.
+    /// Default 14400 (4 h).
+    pub max_call_duration_s: u64,
+    /// `shutdown_grace_s`: on SIGINT/SIGTERM, live calls get this long before BYE.
+    /// Default 30, 0..=86400.
+    pub shutdown_grace_s: u64,
+    /// `tcp_idle_timeout_s`: a TCP connection with no traffic for this long is closed.
+    /// Default 300, 1..=86400.
+    pub tcp_idle_timeout_s: u64,
+    /// `max_message_bytes`: largest SIP message accepted (TCP framing cap); larger ones are
+    /// refused. Default 65536, 1024..=1048576.
+    pub max_message_bytes: usize,
+    /// `timer_t1_ms`: RFC 3261 T1, the round-trip estimate every retransmission timer derives
+    /// from (Timer H, which ends an unacknowledged call, is 64*T1). Default 500, 10..=10000.
+    pub timer_t1_ms: u64,
+    /// `timer_t2_ms`: RFC 3261 T2, the retransmission interval cap. Default 4000.
+    pub timer_t2_ms: u64,
+    /// `timer_t4_ms`: RFC 3261 T4, how long a message may linger in the network. Default 5000.
+    pub timer_t4_ms: u64,
+    /// Per-source limits: `trusted_sources` (CIDRs held to the global limits only, default
+    /// none), `source_requests_per_second` (200), `source_calls_per_second` (20),
+    /// `source_max_calls` (100), `source_tcp_connections` (20), `source_failures_per_minute`
+    /// (20), `source_block_s` (300), `scanner_user_agents` (a list replacing the default
+    /// list; `[]` = none). A limit of 0 is off.
+    pub sources: SourceLimits,
+}
+
+impl SipConfig {
+    /// The RFC 3261 timer base values (T2 is never below T1).
+    pub fn timers(&self) -> Timers {
+        Timers {
+            t1: Duration::from_millis(self.timer_t1_ms),
+            t2: Duration::from_millis(self.timer_t2_ms.max(self.timer_t1_ms)),
+            t4: Duration::from_millis(self.timer_t4_ms),
+        }
+    }
+    pub fn max_call_duration(&self) -> Option<Duration> {
+        (self.max_call_duration_s > 0).then(|| Duration::from_secs(self.max_call_duration_s))
+    }
+    pub fn shutdown_grace(&self) -> Duration {
+        Duration::from_secs(self.shutdown_grace_s)
+    }
+    pub fn tcp_idle_timeout(&self) -> Duration {
+        Duration::from_secs(self.tcp_idle_timeout_s)
+    }
+}
+
+/// RFC 3261 §17 timer base values (Table 4): what `timer_t1_ms`, `timer_t2_ms` and `timer_t4_ms`
+/// give the SIP transaction layer (`sip::timer`).
+#[derive(Clone, Copy, Debug)]
+pub struct Timers {
+    /// RTT estimate, 500 ms.
+    pub t1: Duration,
+    /// Maximum retransmit interval for non-INVITE requests and INVITE responses, 4 s.
+    pub t2: Duration,
+    /// Maximum duration a message will remain in the network, 5 s.
+    pub t4: Duration,
+}
+
+impl Default for Timers {
+    fn default() -> Self {
+        Timers {
+            t1: Duration::from_millis(500),
+            t2: Duration::from_secs(4),
+            t4: Duration::from_secs(5),
+        }
+    }
+}
+
+/// The per-source limits (`[sip]` keys; 0 switches a limit off), which `sip::source` enforces.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SourceLimits {
+    /// Sources held only to the global limits.
+    pub trusted: Vec<IpNet>,
+    /// SIP messages per second from one address (token bucket, two seconds of burst).
+    pub requests_per_second: u32,
+    /// New calls per second from one address (one second of burst).
+    pub calls_per_second: u32,
+    /// Concurrent calls from one address.
+    pub max_calls: u32,
+    /// Open TCP connections from one address.
+    pub tcp_connections: u32,
+    /// Failed requests (404, 403, 484 …) from one address per minute before it is blocked.
+    pub failures_per_minute: u32,
+    /// How long a blocked address (scanner, failures) is dropped without an answer.
+    pub block: Duration,
+    /// User-Agent substrings (compared lowercase) of scanners, dropped silently.
+    pub scanner_user_agents: Vec<String>,
+}
+
+/// The User-Agents of the SIP scanners seen on the internet (SIPVicious's svmap/svwar, sipcli,
+/// sipsak run as a scanner, VaxSIP, iWar, pplsip, Ozeki's scanner, sundayddr, SiVuS,
+/// siparmyknife, sipptk) — the same names fail2ban, Kamailio and Asterisk users block.
+pub const DEFAULT_SCANNER_USER_AGENTS: &[&str] = &[
+    "friendly-scanner",
+    "sipvicious",
+    "sipcli",
+    "sip-scan",
+    "sipscan",
+    "sipsak",
+    "vaxsipuseragent",
+    "iwar",
+    "pplsip",
+    "ozeki",
+    "sundayddr",
+    "sivus",
+    "siparmyknife",
+    "sipptk",
+];
+
+impl Default for SourceLimits {
+    fn default() -> Self {
+        SourceLimits {
+            trusted: Vec::new(),
+            requests_per_second: 200,
+            calls_per_second: 20,
+            max_calls: 100,
+            tcp_connections: 20,
+            failures_per_minute: 20,
+            block: Duration::from_secs(300),
+            scanner_user_agents: DEFAULT_SCANNER_USER_AGENTS
+                .iter()
+                .map(|s| s.to_string())
+                .collect(),
+        }
+    }
+}
+
+/// `[media]`: RTP and prompts.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct MediaConfig {
+    /// `ip`: RTP bind and SDP address. Default 127.0.0.1.
+    pub ip: IpAddr,
+    /// `port_min`, `port_max`: RTP port range; RTP/RTCP pairs start on even ports inside it.
+    /// Defaults 16384 and 32767.
+    pub port_min: u16,
+    pub port_max: u16,
+    /// `dir`: where play ids resolve, resolved against the config file's folder.
+    /// Default `media`.
+    pub dir: PathBuf,
+    /// Whether `dir` was given in the file. The default dir may be missing (the embedded
+    /// prompts then serve); a configured one must exist.
+    pub dir_configured: bool,
+    /// `rtp_timeout_s`: hang up (BYE) when the caller sends no RTP for this long, except
+    /// while on hold; 0 = off. Default 60.
+    pub rtp_timeout_s: u64,
+    /// `early_media_unproven_s`: how long early media (a 183 and a prompt before the answer)
+    /// is sent to a caller's media address that has not proved it takes part (no RTP from it
+    /// yet) and whose source is not trusted; then the audio stops (the prompt keeps its time)
+    /// unless the caller's RTP arrives. It bounds what one forged INVITE can make pivotd send
+    /// to a third party. 0..=3600; 0 = no early audio until the caller's RTP. Default 5.
+    pub early_media_unproven_s: u64,
+}
+
+impl MediaConfig {
+    pub fn rtp_timeout(&self) -> Option<Duration> {
+        (self.rtp_timeout_s > 0).then(|| Duration::from_secs(self.rtp_timeout_s))
+    }
+
+    /// The dir the prompt library reads: the configured one, or the default one when it
+    /// exists; `None` = embedded prompts only.
+    pub fn prompt_dir(&self) -> Option<PathBuf> {
+        (self.dir_configured || self.dir.is_dir()).then(|| self.dir.clone())
+    }
+
+    /// Number of even/odd port pairs in the range.
+    pub fn port_pairs(&self) -> usize {
+        let first_even = u32::from(self.port_min) + u32::from(self.port_min % 2);
+        let max = u32::from(self.port_max);
+        if first_even + 1 > max {
+            0
+        } else {
+            ((max - 1 - first_even) / 2 + 1) as usize
+        }
+    }
+}
+
+/// `[tts]`: the text-to-speech hook.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TtsConfig {
+    /// `command`: program and arguments; `{voice}`, `{out}` (a WAV path it must write) and
+    /// `{text}` are replaced. Default espeak-ng.
+    pub command: Vec<String>,
+    /// `voices`: Kazoo voice names (`female`, `male`) to the engine's voices.
+    pub voices: BTreeMap<String, String>,
+    /// `timeout_ms`: longest one synthesis may run before the hook is killed and the flow
+    /// takes `_`. Default 10000, 100..=600000.
+    pub timeout_ms: u64,
+}
+
+/// `[api]`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ApiConfig {
+    /// `listen`: HTTP API socket. Default 127.0.0.1:8000; port 0 picks a free port.
+    pub listen: SocketAddr,
+    /// `token_lifetime_s`: how long an auth token from `PUT /v2/api_auth` stays valid.
+    /// Default 3600, 1..=2592000.
+    pub token_lifetime_s: u64,
+    /// `auth_failures_per_minute`: failed `api_auth` attempts one source address may make in
+    /// a minute before it gets 429. Default 10, 1..=100000.
+    pub auth_failures_per_minute: u32,
+}
+
+/// `[store]`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct StoreConfig {
+    /// `sqlite`: database file, resolved against the config file's folder (`:memory:` kept
+    /// as is). Default `pivotd.db`.
+    pub sqlite: PathBuf,
+    /// `debug_retention_s`: pivot debug records older than this are purged (checked every
+    /// few minutes). Default 604800 (7 days), 60..=31622400.
+    pub debug_retention_s: u64,
+}
+
+/// `[pivot]`: the URL guard's lists (spec j.10).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PivotConfig {
+    /// `blacklist_cidrs`: networks pivot must not fetch from; a list given replaces the
+    /// default list (loopback, RFC 1918, link-local, CGNAT, IPv6 equivalents); `[]` allows all.
+    pub blacklist_cidrs: Vec<IpNet>,
+    /// `blacklist_hosts`: host names refused; default `["localhost"]`.
+    pub blacklist_hosts: Vec<String>,
+    /// `max_req_timeout_ms`: a pivot node's `req_timeout_ms` is clamped to this (spec j.9).
+    /// Default 5000, 100..=60000.
+    pub max_req_timeout_ms: u64,
+    /// `max_requests_per_call`: pivot requests one call may make before it is ended, against
+    /// runaway loops (spec j.18). Default 100, 1..=100000.
+    pub max_requests_per_call: u32,
+    /// `ca_file`: extra trusted CA certificates (PEM) for https web servers, beside the
+    /// built-in roots.
+    pub ca_file: Option<PathBuf>,
+}
+
+/// [`DEFAULT_BLACKLIST_CIDRS`] as address blocks.
+pub fn default_blacklist() -> Vec<IpNet> {
+    DEFAULT_BLACKLIST_CIDRS
+        .iter()
+        .filter_map(|c| parse_cidr(c).ok())
+        .collect()
+}
+
+/// Spec j.10's default blacklist.
+pub const DEFAULT_BLACKLIST_CIDRS: &[&str] = &[
+    "127.0.0.0/8",
+    "0.0.0.0/8",
+    "10.0.0.0/8",
+    "172.16.0.0/12",
+    "192.168.0.0/16",
+    "169.254.0.0/16",
+    "100.64.0.0/10",
+    "::1/128",
+    "::/128",
+    "fc00::/7",
+    "fe80::/10",
+];
+
+/// `[[accounts]]`.
+#[derive(Clone, Debug)]
+pub struct Account {
+    /// `id` (required): sent as Account-ID.
+    pub id: String,
+    /// `realm` (required): INVITEs whose Request-URI host is this belong to the account.
+    pub realm: String,
+    /// `api_key`: for `PUT /v2/api_auth`; none = no API access for this account.
+    pub api_key: Option<String>,
+    /// `pivot_secret`: when set, every pivot request of the account carries an
+    /// `X-Pivotd-Signature` (HMAC-SHA256 of the URL and body with this secret).
+    pub pivot_secret: Option<String>,
+    pub callflows: Vec<CallflowEntry>,
+    pub users: Vec<User>,
+    pub devices: Vec<Device>,
+    pub resources: Vec<Resource>,
+}
+
+/// `[[accounts.callflows]]`.
+#[derive(Clone, Debug)]
+pub struct CallflowEntry {
+    /// `id`: optional document id.
+    pub id: Option<String>,
+    /// `name`: optional friendly name.
+    pub name: Option<String>,
+    /// `numbers`: exact dialled numbers (1..36 characters, unique within the account).
+    pub numbers: Vec<String>,
+    /// `patterns`: regexes on the dialled number, compiled at load; unanchored, as Kazoo's
+    /// `re:run` (write `^…$` to anchor).
+    pub patterns: Vec<Regex>,
+    /// `flow`: the callflow node (a TOML table, or a string holding Kazoo JSON).
+    pub flow: std::sync::Arc<Node>,
+    /// Where it was defined (`accounts[0].callflows[2]`), for messages about it.
+    pub source: String,
+}
+
+/// `[[accounts.users]]`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct User {
+    pub id: String,
+    pub presence_id: Option<String>,
+    pub first_name: Option<String>,
+    pub last_name: Option<String>,
+}
+
+/// `[[accounts.devices]]`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Device {
+    pub id: String,
+    /// A user id of the same account.
+    pub owner_id: Option<String>,
+    pub username: Option<String>,
+    pub password: Option<String>,
+    pub name: Option<String>,
+}
+
+/// `[[accounts.resources]]`: a carrier / gateway.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Resource {
+    pub id: String,
+    /// A `sip:` or `sips:` URI.
+    pub gateway: String,
+    pub name: Option<String>,
+}
+
+/// One thing wrong in a config file.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ConfigProblem {
+    /// Key path, e.g. `accounts[0].callflows[1].flow.data.id`; empty for the whole file.
+    pub key: String,
+    pub message: String,
+}
+
+impl fmt::Display for ConfigProblem {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.key.is_empty() {
+            f.write_str(&self.message)
+        } else {
+            write!(f, "{}: {}", self.key, self.message)
+        }
+    }
+}
+
+/// Every problem found in a config, one per line when displayed.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ConfigErrors(pub Vec<ConfigProblem>);
+
+impl fmt::Display for ConfigErrors {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (i, p) in self.0.iter().enumerate() {
+            if i > 0 {
+                writeln!(f)?;
+            }
+            write!(f, "{p}")?;
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for ConfigErrors {}
+
+impl ConfigErrors {
+    /// The problem reported for `key`, if any.
+    pub fn get(&self, key: &str) -> Option<&ConfigProblem> {
+        self.0.iter().find(|p| p.key == key)
+    }
+}
+
+impl Config {
+    /// DESIGN.md's default: SIP UDP+TCP 127.0.0.1:5060, API 127.0.0.1:8000, `pivotd.db` and
+    /// `media` in the current directory, and the demo account answering any number.
+    pub fn embedded_default() -> Config {
+        let base = std::env::current_dir().unwrap_or_else(|_| PathBuf::from("."));
+        parse::parse("", &base).0
+    }
+
+    /// Reads a file: the config (defaults where a value was missing or bad) and every problem
+    /// found in it; relative paths resolve against the file's folder. `Err` only when the
+    /// file cannot be read.
+    pub fn read(path: &Path) -> Result<(Config, Vec<ConfigProblem>), ConfigErrors> {
+        let text = std::fs::read_to_string(path).map_err(|e| {
+            ConfigErrors(vec![ConfigProblem {
+                key: String::new(),
+                message: format!("cannot read {}: {e}", path.display()),
+            }])
+        })?;
+        let base = match path.parent() {
+            Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+            _ => PathBuf::from("."),
+        };
+        let base = std::path::absolute(&base).unwrap_or(base);
+        Ok(Config::parse(&text, &base))
+    }
+
+    /// Parses TOML text without touching the file system: the config (defaults where a value
+    /// was missing or bad) and every problem found; relative paths resolve against `base_dir`.
+    pub fn parse(s: &str, base_dir: &Path) -> (Config, Vec<ConfigProblem>) {
+        parse::parse(s, base_dir)
+    }
+
+    /// Parses TOML text and fails with every problem found in it. Only the config's own
+    /// checks: `callflow::check::from_toml_str` adds those that need the media, the URL guard
+    /// and the TTS hook.
+    pub fn from_toml_str(s: &str, base_dir: &Path) -> Result<Config, ConfigErrors> {
+        let (cfg, problems) = parse::parse(s, base_dir);
+        if problems.is_empty() {
+            Ok(cfg)
+        } else {
+            Err(ConfigErrors(problems))
+        }
+    }
+}

@@ -1,0 +1,308 @@
+//! Building the [`Config`] from the TOML text: one function per section, each key read with
+//! its default, every problem recorded with its key path.
+
+use std::collections::BTreeMap;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::path::Path;
+use std::time::Duration;
+
+use toml::{Table, Value};
+
+use super::reader::{ip_addr, ip_net, parse_cidr, resolve, socket_addr, Reader};
+use super::{
+    accounts, checks, default_blacklist, ApiConfig, Config, ConfigProblem, MediaConfig,
+    PivotConfig, SipConfig, SourceLimits, StoreConfig, TtsConfig,
+};
+
+/// Parses without touching the file system; returns the config (defaults where a value was
+/// missing or bad) and every problem found.
+pub(super) fn parse(s: &str, base: &Path) -> (Config, Vec<ConfigProblem>) {
+    let mut r = Reader { problems: vec![] };
+    let root: Table = match s.parse::<Table>() {
+        Ok(t) => t,
+        Err(e) => {
+            let at = e
+                .span()
+                .map(|sp| {
+                    let before = s.get(..sp.start).unwrap_or("");
+                    let line = before.matches('\n').count() + 1;
+                    let col = before.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1;
+                    format!(" at line {line}, column {col}")
+                })
+                .unwrap_or_default();
+            r.problem("", format!("TOML syntax error{at}: {}", e.message().trim()));
+            Table::new()
+        }
+    };
+    r.check_keys(
+        &root,
+        "",
+        &["sip", "media", "tts", "api", "store", "pivot", "accounts"],
+    );
+    let empty = Table::new();
+    let t = r.table(&root, "", "sip").unwrap_or(&empty);
+    let sip = read_sip(&mut r, t);
+    let t = r.table(&root, "", "media").unwrap_or(&empty);
+    let media = read_media(&mut r, t, base);
+    let t = r.table(&root, "", "tts").unwrap_or(&empty);
+    let tts = read_tts(&mut r, t);
+    let t = r.table(&root, "", "api").unwrap_or(&empty);
+    let api = read_api(&mut r, t);
+    let t = r.table(&root, "", "store").unwrap_or(&empty);
+    let store = read_store(&mut r, t, base);
+    let t = r.table(&root, "", "pivot").unwrap_or(&empty);
+    let pivot = read_pivot(&mut r, t, base);
+    let accounts = accounts::read_accounts(&mut r, &root);
+    (
+        Config {
+            sip,
+            media,
+            tts,
+            api,
+            store,
+            pivot,
+            accounts,
+        },
+        r.problems,
+    )
+}
+
+fn read_sip(r: &mut Reader, t: &Table) -> SipConfig {
+    let p = "sip";
+    r.check_keys(
+        t,
+        p,
+        &[
+            "udp",
+            "tcp",
+            "advertise",
+            "max_calls",
+            "max_calls_per_second",
+            "max_call_duration_s",
+            "shutdown_grace_s",
+            "tcp_idle_timeout_s",
+            "max_message_bytes",
+            "timer_t1_ms",
+            "timer_t2_ms",
+            "timer_t4_ms",
+            "trusted_sources",
+            "source_requests_per_second",
+            "source_calls_per_second",
+            "source_max_calls",
+            "source_tcp_connections",
+            "source_failures_per_minute",
+            "source_block_s",
+            "scanner_user_agents",
+        ],
+    );
+    let default_sip: SocketAddr = SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), 5060);
+    let udp = r
+        .parsed_list(t, p, "udp", socket_addr)
+        .unwrap_or_else(|| vec![default_sip]);
+    let tcp = r
+        .parsed_list(t, p, "tcp", socket_addr)
+        .unwrap_or_else(|| vec![default_sip]);
+    checks::some_listen_socket(r, t);
+    SipConfig {
+        udp,
+        tcp,
+        advertise: r.parsed(t, p, "advertise", ip_addr),
+        max_calls: r
+            .int(t, p, "max_calls", 1, 1_000_000)
+            .map_or(5000, |n| n as u32),
+        max_calls_per_second: r
+            .int(t, p, "max_calls_per_second", 1, 1_000_000)
+            .map_or(4000, |n| n as u32),
+        max_call_duration_s: r
+            .int(t, p, "max_call_duration_s", 0, i64::from(u32::MAX))
+            .map_or(14400, |n| n as u64),
+        shutdown_grace_s: r
+            .int(t, p, "shutdown_grace_s", 0, 86400)
+            .map_or(30, |n| n as u64),
+        tcp_idle_timeout_s: r
+            .int(t, p, "tcp_idle_timeout_s", 1, 86400)
+            .map_or(300, |n| n as u64),
+        max_message_bytes: r
+            .int(t, p, "max_message_bytes", 1024, 1_048_576)
+            .map_or(65536, |n| n as usize),
+        timer_t1_ms: r
+            .int(t, p, "timer_t1_ms", 10, 10_000)
+            .map_or(500, |n| n as u64),
+        timer_t2_ms: r
+            .int(t, p, "timer_t2_ms", 10, 60_000)
+            .map_or(4000, |n| n as u64),
+        timer_t4_ms: r
+            .int(t, p, "timer_t4_ms", 10, 60_000)
+            .map_or(5000, |n| n as u64),
+        sources: read_source_limits(r, t, p),
+    }
+}
+
+/// The `[sip]` keys of the per-source limits.
+fn read_source_limits(r: &mut Reader, t: &Table, p: &str) -> SourceLimits {
+    let d = SourceLimits::default();
+    let mut limit =
+        |key: &str, default: u32| r.int(t, p, key, 0, 1_000_000).map_or(default, |n| n as u32);
+    let requests_per_second = limit("source_requests_per_second", d.requests_per_second);
+    let calls_per_second = limit("source_calls_per_second", d.calls_per_second);
+    let max_calls = limit("source_max_calls", d.max_calls);
+    let tcp_connections = limit("source_tcp_connections", d.tcp_connections);
+    let failures_per_minute = limit("source_failures_per_minute", d.failures_per_minute);
+    SourceLimits {
+        trusted: r
+            .parsed_list(t, p, "trusted_sources", ip_net)
+            .unwrap_or_default(),
+        requests_per_second,
+        calls_per_second,
+        max_calls,
+        tcp_connections,
+        failures_per_minute,
+        block: r
+            .int(t, p, "source_block_s", 0, 86400 * 7)
+            .map_or(d.block, |n| Duration::from_secs(n as u64)),
+        scanner_user_agents: r
+            .strings(t, p, "scanner_user_agents")
+            .map(|v| v.into_iter().map(|s| s.to_ascii_lowercase()).collect())
+            .unwrap_or(d.scanner_user_agents),
+    }
+}
+
+fn read_media(r: &mut Reader, t: &Table, base: &Path) -> MediaConfig {
+    let p = "media";
+    r.check_keys(
+        t,
+        p,
+        &[
+            "ip",
+            "port_min",
+            "port_max",
+            "dir",
+            "rtp_timeout_s",
+            "early_media_unproven_s",
+        ],
+    );
+    let dir = r.string(t, p, "dir");
+    if dir.as_deref() == Some("") {
+        r.problem("media.dir", "must not be empty");
+    }
+    let media = MediaConfig {
+        ip: r
+            .parsed(t, p, "ip", ip_addr)
+            .unwrap_or(IpAddr::V4(Ipv4Addr::LOCALHOST)),
+        port_min: r
+            .int(t, p, "port_min", 1, 65535)
+            .map_or(16384, |n| n as u16),
+        port_max: r
+            .int(t, p, "port_max", 1, 65535)
+            .map_or(32767, |n| n as u16),
+        dir_configured: dir.is_some(),
+        dir: resolve(base, dir.as_deref().unwrap_or("media")),
+        rtp_timeout_s: r
+            .int(t, p, "rtp_timeout_s", 0, 86400)
+            .map_or(60, |n| n as u64),
+        early_media_unproven_s: r
+            .int(t, p, "early_media_unproven_s", 0, 3600)
+            .map_or(5, |n| n as u64),
+    };
+    checks::port_range(r, &media);
+    media
+}
+
+fn read_tts(r: &mut Reader, t: &Table) -> TtsConfig {
+    r.check_keys(t, "tts", &["command", "voices", "timeout_ms"]);
+    let command = r.strings(t, "tts", "command").unwrap_or_else(|| {
+        ["espeak-ng", "-v", "{voice}", "-w", "{out}", "--", "{text}"]
+            .map(String::from)
+            .to_vec()
+    });
+    if command.is_empty() {
+        r.problem("tts.command", "must name a program");
+    }
+    let mut voices: BTreeMap<String, String> = [("female", "en+f3"), ("male", "en+m3")]
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+    if let Some(v) = r.table(t, "tts", "voices") {
+        voices.clear();
+        for (k, val) in v {
+            match val {
+                Value::String(s) => {
+                    voices.insert(k.clone(), s.clone());
+                }
+                other => r.wrong(format!("tts.voices.{k}"), "a string", other),
+            }
+        }
+    }
+    let timeout_ms = r
+        .int(t, "tts", "timeout_ms", 100, 600_000)
+        .map_or(10_000, |n| n as u64);
+    TtsConfig {
+        command,
+        voices,
+        timeout_ms,
+    }
+}
+
+fn read_api(r: &mut Reader, t: &Table) -> ApiConfig {
+    r.check_keys(
+        t,
+        "api",
+        &["listen", "token_lifetime_s", "auth_failures_per_minute"],
+    );
+    ApiConfig {
+        listen: r
+            .parsed(t, "api", "listen", socket_addr)
+            .unwrap_or(SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), 8000)),
+        token_lifetime_s: r
+            .int(t, "api", "token_lifetime_s", 1, 2_592_000)
+            .map_or(3600, |n| n as u64),
+        auth_failures_per_minute: r
+            .int(t, "api", "auth_failures_per_minute", 1, 100_000)
+            .map_or(10, |n| n as u32),
+    }
+}
+
+fn read_store(r: &mut Reader, t: &Table, base: &Path) -> StoreConfig {
+    r.check_keys(t, "store", &["sqlite", "debug_retention_s"]);
+    let sqlite = r.string(t, "store", "sqlite");
+    if sqlite.as_deref() == Some("") {
+        r.problem("store.sqlite", "must not be empty");
+    }
+    let store = StoreConfig {
+        sqlite: resolve(base, sqlite.as_deref().unwrap_or("pivotd.db")),
+        debug_retention_s: r
+            .int(t, "store", "debug_retention_s", 60, 31_622_400)
+            .map_or(604_800, |n| n as u64),
+    };
+    store
+}
+
+fn read_pivot(r: &mut Reader, t: &Table, base: &Path) -> PivotConfig {
+    r.check_keys(
+        t,
+        "pivot",
+        &[
+            "blacklist_cidrs",
+            "blacklist_hosts",
+            "max_req_timeout_ms",
+            "max_requests_per_call",
+            "ca_file",
+        ],
+    );
+    PivotConfig {
+        blacklist_cidrs: r
+            .parsed_list(t, "pivot", "blacklist_cidrs", parse_cidr)
+            .unwrap_or_else(default_blacklist),
+        blacklist_hosts: r
+            .strings(t, "pivot", "blacklist_hosts")
+            .map(|v| v.into_iter().map(|h| h.to_ascii_lowercase()).collect())
+            .unwrap_or_else(|| vec!["localhost".to_string()]),
+        max_req_timeout_ms: r
+            .int(t, "pivot", "max_req_timeout_ms", 100, 60_000)
+            .map_or(5000, |n| n as u64),
+        max_requests_per_call: r
+            .int(t, "pivot", "max_requests_per_call", 1, 100_000)
+            .map_or(100, |n| n as u32),
+        ca_file: r.string(t, "pivot", "ca_file").map(|f| resolve(base, &f)),
+    }
+}

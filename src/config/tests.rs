@@ -1,0 +1,438 @@
+//! The config's own checks, and what each key reads to.
+
+use super::parse::parse;
+use super::*;
+use crate::flow::ModuleData;
+use std::net::Ipv4Addr;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+/// A fresh, empty folder under the system temp dir.
+fn temp_dir(tag: &str) -> PathBuf {
+    static N: AtomicUsize = AtomicUsize::new(0);
+    let d = std::env::temp_dir().join(format!(
+        "pivotd-config-{tag}-{}-{}",
+        std::process::id(),
+        N.fetch_add(1, Ordering::Relaxed)
+    ));
+    let _ = std::fs::remove_dir_all(&d);
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
+
+const DESIGN_EXAMPLE: &str = r#"
+[sip]
+udp = ["127.0.0.1:5060"]          # UDP listen sockets ([] = none)
+tcp = ["127.0.0.1:5060"]          # TCP listen sockets ([] = none)
+# advertise = "203.0.113.5"
+[media]
+ip = "127.0.0.1"
+port_min = 16384
+port_max = 32767
+dir = "media"
+[tts]
+command = ["espeak-ng", "-v", "{voice}", "-w", "{out}", "--", "{text}"]
+voices = { female = "en+f3", male = "en+m3" }
+[api]
+listen = "127.0.0.1:8000"
+[store]
+sqlite = "pivotd.db"
+[pivot]
+blacklist_cidrs = []
+blacklist_hosts = []
+[[accounts]]
+id = "4b6e1d0c2f6a4e0f9a1b2c3d4e5f6a7b"   # sent as Account-ID
+realm = "pbx.example.test"
+api_key = "0f1e2d3c4b5a69788796a5b4c3d2e1f00f1e2d3c4b5a69788796a5b4c3d2e1f0"
+[[accounts.callflows]]
+numbers = ["5000"]
+patterns = []
+flow = { module = "pivot", data = { voice_url = "http://127.0.0.1:9000/start", method = "get" } }
+[[accounts.users]]
+id = "u1"
+presence_id = "2001"
+[[accounts.devices]]
+id = "d1"
+owner_id = "u1"
+username = "2001"
+password = "s3cret"
+[[accounts.resources]]
+id = "carrier1"
+gateway = "sip:127.0.0.1:5070"
+"#;
+
+fn keys(e: &ConfigErrors) -> Vec<&str> {
+    e.0.iter().map(|p| p.key.as_str()).collect()
+}
+
+#[test]
+fn design_example_reads_every_key() {
+    let base = Path::new("/srv/pivotd");
+    let (cfg, problems) = parse(DESIGN_EXAMPLE, base);
+    assert!(problems.is_empty(), "{problems:?}");
+
+    assert_eq!(
+        cfg.sip.udp,
+        ["127.0.0.1:5060".parse::<SocketAddr>().unwrap()]
+    );
+    assert_eq!(cfg.sip.tcp, cfg.sip.udp);
+    assert_eq!(cfg.sip.advertise, None);
+    assert_eq!((cfg.media.port_min, cfg.media.port_max), (16384, 32767));
+    assert_eq!(cfg.media.dir, base.join("media"));
+    assert!(cfg.media.dir_configured);
+    assert_eq!(cfg.tts.command.len(), 7);
+    assert_eq!(cfg.tts.voices["male"], "en+m3");
+    assert_eq!(cfg.tts.timeout_ms, 10_000);
+    assert_eq!(cfg.api.listen.port(), 8000);
+    assert_eq!(cfg.store.sqlite, base.join("pivotd.db"));
+    assert!(cfg.pivot.blacklist_cidrs.is_empty());
+    assert!(cfg.pivot.blacklist_hosts.is_empty());
+    let a = &cfg.accounts[0];
+    assert_eq!(cfg.accounts.len(), 1);
+    assert_eq!(a.id, "4b6e1d0c2f6a4e0f9a1b2c3d4e5f6a7b");
+    assert_eq!(a.realm, "pbx.example.test");
+    assert_eq!(a.api_key.as_deref().map(str::len), Some(64));
+    assert_eq!(a.users[0].presence_id.as_deref(), Some("2001"));
+    assert_eq!(a.devices[0].password.as_deref(), Some("s3cret"));
+    assert_eq!(a.devices[0].owner_id.as_deref(), Some("u1"));
+    assert_eq!(a.resources[0].gateway, "sip:127.0.0.1:5070");
+}
+
+#[test]
+fn design_example_with_a_known_module_loads() {
+    let dir = temp_dir("design");
+    std::fs::create_dir(dir.join("media")).unwrap();
+    let text = DESIGN_EXAMPLE.replace(
+        r#"flow = { module = "pivot", data = { voice_url = "http://127.0.0.1:9000/start", method = "get" } }"#,
+        r#"flow = { module = "play", data = { id = "welcome" }, children = { _ = { module = "hangup" } } }"#,
+    );
+    let path = dir.join("pivotd.toml");
+    std::fs::write(&path, text).unwrap();
+    let (cfg, problems) = Config::read(&path).unwrap();
+    assert!(problems.is_empty(), "{problems:?}");
+    assert_eq!(cfg.accounts[0].callflows[0].numbers, ["5000"]);
+    assert_eq!(cfg.accounts[0].callflows[0].flow.module.name(), "play");
+    assert_eq!(cfg.media.dir, dir.join("media"));
+    std::fs::remove_dir_all(dir).unwrap();
+}
+
+#[test]
+fn embedded_default_matches_the_design() {
+    let cfg = Config::embedded_default();
+    let local = |port| SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), port);
+    assert_eq!(cfg.sip.udp, [local(5060)]);
+    assert_eq!(cfg.sip.tcp, [local(5060)]);
+    assert_eq!(cfg.api.listen, local(8000));
+    assert_eq!(cfg.store.sqlite.file_name().unwrap(), "pivotd.db");
+    assert_eq!(cfg.media.dir.file_name().unwrap(), "media");
+    assert!(!cfg.media.dir_configured);
+    assert_eq!(cfg.sip.max_calls, 5000);
+    assert_eq!(cfg.sip.max_calls_per_second, 4000);
+    assert_eq!(
+        cfg.sip.max_call_duration(),
+        Some(Duration::from_secs(14400))
+    );
+    assert_eq!(cfg.sip.shutdown_grace(), Duration::from_secs(30));
+    assert_eq!(cfg.sip.tcp_idle_timeout(), Duration::from_secs(300));
+    assert_eq!(cfg.sip.max_message_bytes, 65536);
+    assert_eq!(cfg.media.rtp_timeout(), Some(Duration::from_secs(60)));
+    assert_eq!(
+        cfg.pivot.blacklist_cidrs.len(),
+        DEFAULT_BLACKLIST_CIDRS.len()
+    );
+    assert_eq!(cfg.pivot.blacklist_hosts, ["localhost"]);
+    assert_eq!(cfg.accounts.len(), 1);
+    // The demo account: any number (routing.rs checks it answers at any host).
+    let a = &cfg.accounts[0];
+    assert_eq!(a.id, DEMO_ACCOUNT_ID);
+    assert!(a.callflows[0].patterns[0].is_match("12345"));
+    assert_eq!(a.callflows[0].flow.module.name(), "play");
+    // An empty file gives the same (callflow::check passes it against the embedded prompts).
+    let empty_dir = temp_dir("empty");
+    let cfg = Config::from_toml_str("", &empty_dir).unwrap();
+    assert_eq!(cfg.accounts[0].realm, DEMO_REALM);
+    assert_eq!(cfg.media.prompt_dir(), None);
+    std::fs::remove_dir_all(empty_dir).unwrap();
+}
+
+#[test]
+fn a_file_with_accounts_has_no_demo_account() {
+    let (cfg, problems) = parse(
+        r#"[[accounts]]
+id = "a"
+realm = "a.test"
+[[accounts.callflows]]
+numbers = ["1"]
+flow = { module = "hangup" }"#,
+        Path::new("/x"),
+    );
+    assert!(problems.is_empty(), "{problems:?}");
+    assert_eq!(cfg.accounts.len(), 1);
+    assert_eq!(cfg.accounts[0].id, "a");
+    // Other sections keep their defaults.
+    assert_eq!(cfg.sip.max_calls, 5000);
+    assert_eq!(cfg.media.port_min, 16384);
+}
+
+#[test]
+fn each_bad_value_reports_its_key() {
+    let cases: &[(&str, &str)] = &[
+        ("[sip]\nudp = [\"127.0.0.1\"]", "sip.udp[0]"),
+        ("[sip]\ntcp = [\"localhost:5060\"]", "sip.tcp[0]"),
+        ("[sip]\nudp = \"127.0.0.1:5060\"", "sip.udp"),
+        ("[sip]\nadvertise = \"203.0.113.500\"", "sip.advertise"),
+        ("[sip]\nmax_calls = 0", "sip.max_calls"),
+        (
+            "[sip]\nmax_calls_per_second = \"10\"",
+            "sip.max_calls_per_second",
+        ),
+        ("[sip]\nmax_call_duration_s = -1", "sip.max_call_duration_s"),
+        ("[sip]\nmax_message_bytes = 10", "sip.max_message_bytes"),
+        ("[sip]\ntcp_idle_timeout_s = 0", "sip.tcp_idle_timeout_s"),
+        ("[sip]\nudp = []\ntcp = []", "sip"),
+        ("[media]\nip = \"nope\"", "media.ip"),
+        (
+            "[media]\nport_min = 20000\nport_max = 10000",
+            "media.port_min",
+        ),
+        (
+            "[media]\nport_min = 20001\nport_max = 20001",
+            "media.port_max",
+        ),
+        ("[media]\nport_min = 70000", "media.port_min"),
+        ("[media]\nrtp_timeout_s = 1.5", "media.rtp_timeout_s"),
+        ("[media]\ndir = \"\"", "media.dir"),
+        ("[api]\nlisten = \"127.0.0.1\"", "api.listen"),
+        ("[store]\nsqlite = 5", "store.sqlite"),
+        (
+            "[pivot]\nblacklist_cidrs = [\"10.0.0.0/33\"]",
+            "pivot.blacklist_cidrs[0]",
+        ),
+        ("[tts]\ncommand = []", "tts.command"),
+        ("[tts]\ntimeout_ms = 50", "tts.timeout_ms"),
+        ("sip = 5", "sip"),
+        ("[[accounts]]\nrealm = \"r\"", "accounts[0].id"),
+        (
+            "[[accounts]]\nid = \"a\"\nrealm = \"\"",
+            "accounts[0].realm",
+        ),
+    ];
+    for (text, key) in cases {
+        let (_, problems) = parse(text, Path::new("/x"));
+        assert!(
+            problems.iter().any(|p| p.key == *key),
+            "{text:?}: wanted {key}, got {problems:?}"
+        );
+    }
+}
+
+#[test]
+fn unknown_keys_are_named() {
+    let e = Config::from_toml_str(
+        "bogus = 1\n[sip]\nudpp = []\n[[accounts]]\nid = \"a\"\nrealm = \"r\"\ncolour = \"red\"\n[[accounts.callflows]]\nnumbers = [\"1\"]\nflow = { module = \"hangup\" }\nextra = true",
+        Path::new("/x"),
+    )
+    .unwrap_err();
+    assert_eq!(
+        keys(&e),
+        [
+            "bogus",
+            "sip.udpp",
+            "accounts[0].colour",
+            "accounts[0].callflows[0].extra"
+        ]
+    );
+    assert!(e.0[1].message.starts_with("unknown key"));
+}
+
+#[test]
+fn many_problems_are_reported_together() {
+    let text = r#"
+[sip]
+udp = ["bad"]
+max_calls = -5
+[media]
+port_min = 30000
+port_max = 20000
+[[accounts]]
+id = "a"
+realm = "a.test"
+[[accounts.callflows]]
+numbers = ["100", "200"]
+patterns = ["^(9"]
+flow = { module = "response", data = { code = "abc" } }
+[[accounts.callflows]]
+numbers = ["200"]
+flow = { module = "play", data = { id = "welcome" }, children = { _ = { module = "dance" } } }
+[[accounts.callflows]]
+patterns = ["^3"]
+flow = { module = "sleep", data = { duration = "10", unit = "days" } }
+"#;
+    let e = Config::from_toml_str(text, Path::new("/x")).unwrap_err();
+    let k = keys(&e);
+    for want in [
+        "sip.udp[0]",
+        "sip.max_calls",
+        "media.port_min",
+        "accounts[0].callflows[0].patterns[0]",
+        "accounts[0].callflows[0].flow.data.code",
+        "accounts[0].callflows[1].numbers[0]",
+        "accounts[0].callflows[1].flow.children._.module",
+        "accounts[0].callflows[2].flow.data.unit",
+    ] {
+        assert!(k.contains(&want), "missing {want} in {k:?}");
+    }
+    assert_eq!(k.len(), 8, "{e}");
+    let dup = e.get("accounts[0].callflows[1].numbers[0]").unwrap();
+    assert!(
+        dup.message.contains("accounts[0].callflows[0]"),
+        "{}",
+        dup.message
+    );
+    assert!(e
+        .get("accounts[0].callflows[1].flow.children._.module")
+        .unwrap()
+        .message
+        .contains("dance"));
+    // One line per problem.
+    assert_eq!(e.to_string().lines().count(), 8);
+}
+
+#[test]
+fn relative_paths_resolve_against_the_config_folder() {
+    let dir = temp_dir("paths");
+    std::fs::create_dir_all(dir.join("sub").join("sounds")).unwrap();
+    let path = dir.join("sub").join("p.toml");
+    std::fs::write(
+        &path,
+        "[media]\ndir = \"sounds\"\n[store]\nsqlite = \"data/p.db\"",
+    )
+    .unwrap();
+    let (cfg, problems) = Config::read(&path).unwrap();
+    assert!(problems.is_empty(), "{problems:?}");
+    assert_eq!(cfg.media.dir, dir.join("sub").join("sounds"));
+    assert_eq!(cfg.store.sqlite, dir.join("sub").join("data").join("p.db"));
+    assert_eq!(cfg.media.prompt_dir(), Some(dir.join("sub").join("sounds")));
+
+    let (cfg, _) = parse("[store]\nsqlite = \"/var/lib/p.db\"", &dir);
+    assert_eq!(cfg.store.sqlite, Path::new("/var/lib/p.db"));
+    let (cfg, _) = parse("[store]\nsqlite = \":memory:\"", &dir);
+    assert_eq!(cfg.store.sqlite, Path::new(":memory:"));
+
+    let e = Config::read(&dir.join("missing.toml")).unwrap_err();
+    assert!(e.0[0].message.starts_with("cannot read"), "{e}");
+    std::fs::remove_dir_all(dir).unwrap();
+}
+
+#[test]
+fn syntax_errors_say_where() {
+    let e = Config::from_toml_str("[sip]\nudp = [\n", Path::new("/x")).unwrap_err();
+    assert_eq!(e.0.len(), 1);
+    assert!(e.0[0].message.contains("line "), "{e}");
+}
+
+#[test]
+fn flow_may_be_given_as_kazoo_json() {
+    let (cfg, problems) = parse(
+        r#"[[accounts]]
+id = "a"
+realm = "a.test"
+[[accounts.callflows]]
+numbers = ["1"]
+flow = '{"module": "response", "data": {"code": "486", "message": "Busy Here"}}'
+[[accounts.callflows]]
+numbers = ["2"]
+flow = '{"module": '"#,
+        Path::new("/x"),
+    );
+    assert_eq!(problems.len(), 1, "{problems:?}");
+    assert_eq!(problems[0].key, "accounts[0].callflows[1].flow");
+    match &cfg.accounts[0].callflows[0].flow.module {
+        ModuleData::Response(r) => assert_eq!(r.code, 486),
+        other => panic!("{other:?}"),
+    }
+}
+
+#[test]
+fn account_and_device_cross_checks() {
+    let (_, problems) = parse(
+        r#"
+[[accounts]]
+id = "a"
+realm = "x.test"
+[[accounts.devices]]
+id = "d1"
+owner_id = "nobody"
+username = "u"
+[[accounts.devices]]
+id = "d1"
+username = "u"
+[[accounts.resources]]
+id = "r"
+gateway = "http://gw"
+[[accounts]]
+id = "a"
+realm = "X.test"
+[[accounts.callflows]]
+flow = { module = "hangup" }
+"#,
+        Path::new("/x"),
+    );
+    let k: Vec<&str> = problems.iter().map(|p| p.key.as_str()).collect();
+    for want in [
+        "accounts[0].devices[0].owner_id",
+        "accounts[0].devices[1].id",
+        "accounts[0].devices[1].username",
+        "accounts[0].resources[0].gateway",
+        "accounts[1].callflows[0].numbers",
+        "accounts[1].id",
+        "accounts[1].realm",
+    ] {
+        assert!(k.contains(&want), "missing {want} in {k:?}");
+    }
+}
+
+#[test]
+fn port_pairs_count_even_starts() {
+    let m = |port_min, port_max| MediaConfig {
+        port_min,
+        port_max,
+        ..Config::embedded_default().media
+    };
+    assert_eq!(m(16384, 32767).port_pairs(), 8192);
+    assert_eq!(m(10001, 10004).port_pairs(), 1);
+    assert_eq!(m(10000, 10003).port_pairs(), 2);
+    assert_eq!(m(10000, 10000).port_pairs(), 0);
+    assert_eq!(m(10001, 10002).port_pairs(), 0);
+}
+
+#[test]
+fn cidr_parse_and_contains() {
+    let c = parse_cidr("10.0.0.0/8").unwrap();
+    assert!(c.contains(&"10.200.1.1".parse::<IpAddr>().unwrap()));
+    assert!(!c.contains(&"11.0.0.1".parse::<IpAddr>().unwrap()));
+    assert!(!c.contains(&"::1".parse::<IpAddr>().unwrap()));
+    let c = parse_cidr("fe80::/10").unwrap();
+    assert!(c.contains(&"fe80::1".parse::<IpAddr>().unwrap()));
+    assert!(!c.contains(&"fec0::1".parse::<IpAddr>().unwrap()));
+    assert_eq!(parse_cidr("::1").unwrap().prefix_len(), 128);
+    assert_eq!(parse_cidr("192.0.2.7").unwrap().prefix_len(), 32);
+    assert!(parse_cidr("0.0.0.0/0")
+        .unwrap()
+        .contains(&"8.8.8.8".parse::<IpAddr>().unwrap()));
+    // The address is kept as written; containment is the block's.
+    let c = parse_cidr("10.1.2.3/8").unwrap();
+    assert_eq!(c.to_string(), "10.1.2.3/8");
+    assert!(c.contains(&"10.200.1.1".parse::<IpAddr>().unwrap()));
+    assert_eq!(
+        parse_cidr("10.0.0.0/x").unwrap_err().to_string(),
+        "prefix \"x\" is not 0..=32"
+    );
+    assert_eq!(
+        parse_cidr("::/129").unwrap_err().to_string(),
+        "prefix \"129\" is not 0..=128"
+    );
+    assert_eq!(
+        parse_cidr("example.com").unwrap_err().to_string(),
+        "\"example.com\" is not an IP address"
+    );
+}

@@ -1,0 +1,211 @@
+//! `pivot` data (spec a, b, j; `callflows.pivot.json`): the web server's `voice_url`, how to
+//! ask it (`method`, `req_format`, `req_body_format`, `req_timeout_ms`), whether to keep debug
+//! records, and a TwiML call's `cdr_url`.
+
+use serde_json::{Map, Value};
+
+use crate::flow::is_http_url;
+use crate::flow::node::{Data, ValidationError};
+
+/// Spec j.9: `req_timeout_ms` defaults to 5000.
+pub const DEFAULT_TIMEOUT_MS: u64 = 5000;
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Pivot {
+    pub voice_url: String,
+    pub method: Method,
+    pub req_format: ReqFormat,
+    pub req_body_format: BodyFormat,
+    pub req_timeout_ms: u64,
+    pub debug: bool,
+    pub cdr_url: Option<String>,
+}
+
+fn http_url(d: &Data<'_>, key: &str, v: String) -> Result<String, ValidationError> {
+    if is_http_url(&v) {
+        Ok(v)
+    } else {
+        Err(ValidationError::new(
+            d.path_of(key),
+            format!("{v:?} is not an http:// or https:// URL"),
+        ))
+    }
+}
+
+impl Pivot {
+    pub fn from_data(d: &Data<'_>) -> Result<Pivot, ValidationError> {
+        let voice_url = d
+            .opt_str("voice_url")?
+            .ok_or_else(|| ValidationError::new(d.path_of("voice_url"), "required"))?;
+        let voice_url = http_url(d, "voice_url", voice_url)?;
+        let method = match d.opt_str("method")? {
+            None => Method::Get,
+            Some(m) => Method::parse(&m).ok_or_else(|| {
+                ValidationError::new(d.path_of("method"), format!("{m:?} is not get or post"))
+            })?,
+        };
+        let req_format = match d.opt_str("req_format")? {
+            None => ReqFormat::Kazoo,
+            Some(f) => ReqFormat::parse(&f).ok_or_else(|| {
+                ValidationError::new(
+                    d.path_of("req_format"),
+                    format!("{f:?} is not kazoo or twiml"),
+                )
+            })?,
+        };
+        let req_body_format = match d.opt_str("req_body_format")? {
+            None => BodyFormat::Form,
+            Some(f) => BodyFormat::parse(&f).ok_or_else(|| {
+                ValidationError::new(
+                    d.path_of("req_body_format"),
+                    format!("{f:?} is not form or json"),
+                )
+            })?,
+        };
+        // Spec j.7: `req_timeout` (seconds, as in the docs' example) is accepted beside
+        // `req_timeout_ms`, which wins.
+        let req_timeout_ms = match d.opt_int("req_timeout_ms", 1, 3_600_000)? {
+            Some(ms) => ms as u64,
+            None => match d.opt_int("req_timeout", 1, 3600)? {
+                Some(s) => s as u64 * 1000,
+                None => DEFAULT_TIMEOUT_MS,
+            },
+        };
+        let cdr_url = match d.opt_str("cdr_url")? {
+            Some(u) => Some(http_url(d, "cdr_url", u)?),
+            None => None,
+        };
+        Ok(Pivot {
+            voice_url,
+            method,
+            req_format,
+            req_body_format,
+            req_timeout_ms,
+            debug: d.opt_bool("debug")?.unwrap_or(false),
+            cdr_url,
+        })
+    }
+
+    pub fn to_json(&self) -> Map<String, Value> {
+        let mut m = Map::new();
+        m.insert("voice_url".into(), Value::String(self.voice_url.clone()));
+        m.insert(
+            "method".into(),
+            Value::String(self.method.as_str().to_ascii_lowercase()),
+        );
+        m.insert(
+            "req_format".into(),
+            Value::String(self.req_format.as_str().into()),
+        );
+        m.insert(
+            "req_body_format".into(),
+            Value::String(self.req_body_format.as_str().into()),
+        );
+        m.insert("req_timeout_ms".into(), Value::from(self.req_timeout_ms));
+        m.insert("debug".into(), Value::Bool(self.debug));
+        if let Some(u) = &self.cdr_url {
+            m.insert("cdr_url".into(), Value::String(u.clone()));
+        }
+        m
+    }
+}
+
+/// Which set of parameter names the request carries (`req_format`; spec j.1: default Kazoo).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum ReqFormat {
+    #[default]
+    Kazoo,
+    Twiml,
+}
+
+impl ReqFormat {
+    /// `kazoo` / `twiml`, in any case.
+    pub fn parse(s: &str) -> Option<ReqFormat> {
+        if s.eq_ignore_ascii_case("kazoo") {
+            Some(ReqFormat::Kazoo)
+        } else if s.eq_ignore_ascii_case("twiml") {
+            Some(ReqFormat::Twiml)
+        } else {
+            None
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ReqFormat::Kazoo => "kazoo",
+            ReqFormat::Twiml => "twiml",
+        }
+    }
+}
+
+/// How a POST carries the parameters (`req_body_format`; default form).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum BodyFormat {
+    #[default]
+    Form,
+    Json,
+}
+
+impl BodyFormat {
+    /// `form` / `json`, in any case.
+    pub fn parse(s: &str) -> Option<BodyFormat> {
+        if s.eq_ignore_ascii_case("form") {
+            Some(BodyFormat::Form)
+        } else if s.eq_ignore_ascii_case("json") {
+            Some(BodyFormat::Json)
+        } else {
+            None
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            BodyFormat::Form => "form",
+            BodyFormat::Json => "json",
+        }
+    }
+}
+
+/// The HTTP verb of a pivot request (`method`, TwiML `method` attributes).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Method {
+    #[default]
+    Get,
+    Post,
+}
+
+impl Method {
+    /// `get` / `post`, in any case (the pivot schema allows both spellings).
+    pub fn parse(s: &str) -> Option<Method> {
+        if s.eq_ignore_ascii_case("get") {
+            Some(Method::Get)
+        } else if s.eq_ignore_ascii_case("post") {
+            Some(Method::Post)
+        } else {
+            None
+        }
+    }
+
+    /// Upper case, as on the wire.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Method::Get => "GET",
+            Method::Post => "POST",
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn option_words() {
+        assert_eq!(Method::parse("POST"), Some(Method::Post));
+        assert_eq!(Method::parse("get"), Some(Method::Get));
+        assert_eq!(Method::parse("put"), None);
+        assert_eq!(ReqFormat::parse("TwiML"), Some(ReqFormat::Twiml));
+        assert_eq!(BodyFormat::parse("json"), Some(BodyFormat::Json));
+        assert_eq!(BodyFormat::parse("xml"), None);
+    }
+}
