@@ -271,11 +271,10 @@ impl Speaker for TtsSpeaker {
         text: &str,
         voice: &str,
         language: Option<&str>,
-    ) -> Result<Arc<crate::media::prompt::Prompt>, String> {
+    ) -> Result<Arc<crate::media::prompt::Prompt>, crate::media::tts::TtsError> {
         self.0
             .speak_max(text, voice, language, crate::pivot::twiml::MAX_SAY_CHARS)
             .await
-            .map_err(|e| e.to_string())
     }
 }
 

@@ -40,7 +40,7 @@ pub trait Speaker: Send + Sync {
         text: &str,
         voice: &str,
         language: Option<&str>,
-    ) -> Result<Arc<Prompt>, String>;
+    ) -> Result<Arc<Prompt>, crate::media::tts::TtsError>;
 }
 
 /// What pivot needs: the guarded HTTP client, the played-URL cache and the limits.

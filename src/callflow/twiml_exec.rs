@@ -102,7 +102,7 @@ async fn say_prompt(rt: &Runtime, text: &str, voice: &str, language: &str) -> Op
     match tts.speak(text, voice, Some(language)).await {
         Ok(p) => Some(p),
         Err(reason) => {
-            tracing::warn!(reason = %wire(&reason), "TwiML Say skipped");
+            tracing::warn!(reason = %wire(&reason.to_string()), "TwiML Say skipped");
             None
         }
     }

@@ -230,7 +230,7 @@ pub fn parse(body: &str) -> Result<Sdp, SdpError> {
             }
             's' => sdp.session_name = Some(value.to_string()),
             'c' => {
-                let addr = parse_connection(value).map_err(|r| malformed(n, r))?;
+                let addr = parse_connection(value).map_err(|r| malformed(n, r.to_string()))?;
                 match sdp.media.last_mut() {
                     Some(m) => m.connection = Some(addr),
                     None => sdp.connection = Some(addr),
@@ -286,22 +286,38 @@ pub fn parse(body: &str) -> Result<Sdp, SdpError> {
 
 /// `c=IN IP4 <addr>[/ttl[/n]]` or `c=IN IP6 <addr>` (RFC 4566 §5.7). Only IP literals:
 /// the media layer does not resolve names.
-fn parse_connection(value: &str) -> Result<IpAddr, String> {
+fn parse_connection(value: &str) -> Result<IpAddr, ConnectionError> {
     let f: Vec<&str> = value.split_ascii_whitespace().collect();
     let [net, kind, addr] = f.as_slice() else {
-        return Err("c= needs 3 fields".into());
+        return Err(ConnectionError::Fields);
     };
     if *net != "IN" {
-        return Err(format!("unknown network type {net}"));
+        return Err(ConnectionError::Network(net.to_string()));
     }
     let addr = addr.split('/').next().unwrap_or(addr);
     let ip: IpAddr = addr
         .parse()
-        .map_err(|_| format!("connection address {addr:?} is not an IP literal"))?;
+        .map_err(|_| ConnectionError::NotLiteral(addr.to_string()))?;
     match (*kind, ip) {
         ("IP4", IpAddr::V4(_)) | ("IP6", IpAddr::V6(_)) => Ok(ip),
-        _ => Err(format!("address {addr} does not match type {kind}")),
+        _ => Err(ConnectionError::Mismatch {
+            addr: addr.to_string(),
+            kind: kind.to_string(),
+        }),
     }
+}
+
+/// Why a `c=` line is refused (the reason of the 488's log line).
+#[derive(Debug, thiserror::Error)]
+enum ConnectionError {
+    #[error("c= needs 3 fields")]
+    Fields,
+    #[error("unknown network type {0}")]
+    Network(String),
+    #[error("connection address {0:?} is not an IP literal")]
+    NotLiteral(String),
+    #[error("address {addr} does not match type {kind}")]
+    Mismatch { addr: String, kind: String },
 }
 
 /// `m=<media> <port>[/<n>] <proto> <fmt> ...` (RFC 4566 §5.14).

@@ -149,7 +149,7 @@ async fn speak(data: &Say, rt: &Runtime, text: &str) -> Option<Arc<Prompt>> {
     {
         Ok(p) => Some(p),
         Err(reason) => {
-            tracing::warn!(reason = %wire(&reason), "say: tts failed");
+            tracing::warn!(reason = %wire(&reason.to_string()), "say: tts failed");
             None
         }
     }
@@ -345,16 +345,19 @@ mod tests {
             text: &str,
             voice: &str,
             language: Option<&str>,
-        ) -> Result<Arc<Prompt>, String> {
+        ) -> Result<Arc<Prompt>, crate::media::tts::TtsError> {
             if let Ok(mut v) = self.spoken.lock() {
                 v.push((text.into(), voice.into(), language.map(String::from)));
             }
             if self.fail {
-                return Err("hook exited with status 1".into());
+                return Err(crate::media::tts::TtsError::Failed {
+                    status: "exit status: 1".into(),
+                    stderr: String::new(),
+                });
             }
             Prompt::from_pcm(&format!("tts:{text}"), &[0; 160], 8000, 1)
                 .map(Arc::new)
-                .map_err(|e| e.to_string())
+                .map_err(|e| crate::media::tts::TtsError::BadOutput(e.to_string()))
         }
     }
 

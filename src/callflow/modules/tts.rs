@@ -29,7 +29,7 @@ pub async fn run(
     {
         Ok(p) => p,
         Err(reason) => {
-            tracing::warn!(reason = %wire(&reason), "tts failed: going on with _");
+            tracing::warn!(reason = %wire(&reason.to_string()), "tts failed: going on with _");
             return Ok(Next::Default);
         }
     };
