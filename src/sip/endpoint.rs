@@ -430,7 +430,6 @@ struct DialogEntry {
     pending_ack: Vec<(u32, TxKey)>,
 }
 
-#[derive(PartialEq, Eq, PartialOrd, Ord)]
 struct TimerRef {
     key: TxKey,
     client: bool,
@@ -490,7 +489,7 @@ impl Shard {
                     }
                     None => break,
                 },
-                _ = sleep_until_opt(deadline) => {
+                _ = super::timer::sleep_until(deadline) => {
                     let now = Instant::now();
                     while let Some(t) = self.queue.pop_due(now) {
                         if crate::health::catch(|| self.on_timer(t)).is_none() {
@@ -1030,11 +1029,4 @@ fn build_ack(original: Option<&rsip::Request>, resp: &rsip::Response) -> Bytes {
         }
     }
     super::outgoing::finish(out, &[], None)
-}
-
-async fn sleep_until_opt(deadline: Option<Instant>) {
-    match deadline {
-        Some(d) => tokio::time::sleep_until(d).await,
-        None => std::future::pending().await,
-    }
 }
