@@ -8,9 +8,9 @@ use bytes::Bytes;
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 
+use super::key::{ClientKey, ClientKeyRef, KeyMethod};
 use super::shard::{Shard, TimerRef};
-use super::{DialogEvent, Direction, OutgoingRequest, TxKey};
-use crate::sip::message;
+use super::{DialogEvent, Direction, OutgoingRequest};
 use crate::sip::timer::TimerKind;
 use crate::sip::transaction::client_inv::ClientInvite;
 use crate::sip::transaction::client_noninv::ClientNonInvite;
@@ -32,10 +32,6 @@ pub(super) struct ClientEntry {
     pub(super) id: u64,
 }
 
-fn client_key(branch: &str, method: &str) -> TxKey {
-    format!("{branch}|{method}").into()
-}
-
 impl Shard {
     pub(super) fn send_request(
         &mut self,
@@ -44,7 +40,10 @@ impl Shard {
         id: u64,
     ) {
         self.stats.messages.request(Direction::Out, req.method);
-        let key = client_key(&req.branch, &req.method.to_string());
+        let key = ClientKeyRef::new(ClientKey {
+            branch: req.branch,
+            method: KeyMethod(req.method),
+        });
         let reliable = req.proto.is_reliable();
         let (machine, out) = if req.method == rsip::Method::Invite {
             let (m, out) = ClientInvite::start(req.bytes, reliable, self.timers);
@@ -77,18 +76,10 @@ impl Shard {
         self.stats
             .messages
             .response(Direction::In, resp.status_code.code());
-        let msg = rsip::SipMessage::Response(resp);
-        let Some(via) = message::top_via(&msg) else {
+        let Some(key) = ClientKey::of_response(&resp) else {
             return;
         };
-        let Some((_, method)) = message::cseq(&msg) else {
-            return;
-        };
-        let Some(branch) = via.branch else { return };
-        let key = client_key(&branch, &method.to_string());
-        let rsip::SipMessage::Response(resp) = msg else {
-            return;
-        };
+        let key = ClientKeyRef::new(key);
         let code = resp.status_code.code();
         let out = match self.client.get_mut(&key) {
             Some(ClientEntry {
@@ -108,7 +99,12 @@ impl Shard {
         self.apply_client(&key, out, Some(resp));
     }
 
-    pub(super) fn apply_client(&mut self, key: &TxKey, out: Out, resp: Option<rsip::Response>) {
+    pub(super) fn apply_client(
+        &mut self,
+        key: &ClientKeyRef,
+        out: Out,
+        resp: Option<rsip::Response>,
+    ) {
         let Some(e) = self.client.get(key) else {
             return;
         };
@@ -130,14 +126,8 @@ impl Shard {
         }
         let now = Instant::now();
         for (kind, after) in out.timers.into_iter().flatten() {
-            self.queue.schedule(
-                now + after,
-                TimerRef {
-                    key: key.clone(),
-                    client: true,
-                    kind,
-                },
-            );
+            self.queue
+                .schedule(now + after, TimerRef::Client(key.clone(), kind));
         }
         if out.terminated && self.client.remove(key).is_some() {
             self.stats
@@ -146,7 +136,7 @@ impl Shard {
         }
     }
 
-    pub(super) fn client_timer(&mut self, key: &TxKey, kind: TimerKind) {
+    pub(super) fn client_timer(&mut self, key: &ClientKeyRef, kind: TimerKind) {
         let out = match self.client.get_mut(key) {
             Some(ClientEntry {
                 machine: ClientMachine::Invite(m, _),

@@ -15,6 +15,7 @@
 //! [`Endpoint::send_request`].
 
 mod client_tx;
+mod key;
 mod server_tx;
 mod shard;
 mod stats;
@@ -29,6 +30,7 @@ use tokio::sync::mpsc;
 
 use super::timer::{TimerQueue, Timers};
 use super::transport::{Peer, Proto, Transport, TransportConfig, TransportError};
+use key::ServerKeyRef;
 use shard::{shard_of, Dispatcher, Shard, ShardCmd};
 
 pub use stats::{Direction, EndpointStats, SipCounters, METHODS};
@@ -75,12 +77,10 @@ pub struct DialogId {
     pub local_tag: String,
 }
 
-type TxKey = Arc<str>;
-
 /// Handle to a server transaction: the transaction user answers through it.
 #[derive(Clone, Debug)]
 pub struct ServerTx {
-    key: TxKey,
+    key: ServerKeyRef,
     shard: mpsc::UnboundedSender<ShardCmd>,
     peer: Peer,
     reply_to: SocketAddr,

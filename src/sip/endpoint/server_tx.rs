@@ -8,8 +8,9 @@ use bytes::Bytes;
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 
+use super::key::{ServerKey, ServerKeyRef};
 use super::shard::{Shard, TimerRef};
-use super::{DialogEvent, DialogId, Direction, NewRequest, ServerTx, TxKey};
+use super::{DialogEvent, DialogId, Direction, NewRequest, ServerTx};
 use crate::sip::message;
 use crate::sip::outgoing::response_bytes;
 use crate::sip::timer::TimerKind;
@@ -34,37 +35,16 @@ pub(super) struct ServerEntry {
     pub(super) cancelled: bool,
 }
 
-/// The server transaction key of RFC 3261 §17.2.3: branch, sent-by and method (ACK and CANCEL
-/// look for the INVITE's key with `method_for_key`). Pre-RFC 3261 branches fall back to the
-/// request's identifying headers.
-fn server_key(msg: &rsip::Request, method: &str) -> Option<TxKey> {
-    let via = message::top_via(msg)?;
-    match via.branch.as_deref() {
-        Some(b) if b.starts_with("z9hG4bK") => {
-            Some(format!("{b}|{}|{method}", via.sent_by.to_ascii_lowercase()).into())
-        }
-        _ => {
-            let call_id = message::call_id(msg)?;
-            let (cseq, _) = message::cseq(msg)?;
-            let from_tag = message::from_tag(msg).unwrap_or_default();
-            Some(format!("2543|{call_id}|{cseq}|{from_tag}|{}|{method}", via.sent_by).into())
-        }
-    }
-}
-
 impl Shard {
     pub(super) fn on_request(&mut self, req: rsip::Request, peer: Peer, reply_to: SocketAddr) {
         let method = req.method;
         self.stats.messages.request(Direction::In, method);
         let call_id = message::call_id(&req).unwrap_or_default();
         let to_tag = message::to_tag(&req);
-        let key_method = match method {
-            rsip::Method::Ack => "INVITE".to_string(),
-            m => m.to_string(),
-        };
-        let Some(key) = server_key(&req, &key_method) else {
+        let Some(key) = ServerKey::of_request(&req, &call_id) else {
             return;
         };
+        let key = ServerKeyRef::new(key);
 
         // A scanner is not answered at all, and its address is blocked at the transport.
         let sources = self.transport.sources();
@@ -134,8 +114,7 @@ impl Shard {
         }
 
         if method == rsip::Method::Cancel {
-            let invite_key: TxKey =
-                format!("{}INVITE", key.strip_suffix("CANCEL").unwrap_or(&key)).into();
+            let invite_key = key.with_method(rsip::Method::Invite);
             let code = match self.server.get_mut(&invite_key) {
                 Some(inv) => {
                     if let ServerMachine::Invite(m) = &inv.machine {
@@ -201,7 +180,13 @@ impl Shard {
         }
     }
 
-    fn on_ack(&mut self, req: rsip::Request, key: TxKey, call_id: String, to_tag: Option<String>) {
+    fn on_ack(
+        &mut self,
+        req: rsip::Request,
+        key: ServerKeyRef,
+        call_id: String,
+        to_tag: Option<String>,
+    ) {
         // ACK of a non-2xx: same branch as the INVITE, absorbed by its transaction.
         if let Some(e) = self.server.get_mut(&key) {
             if let ServerMachine::Invite(m) = &mut e.machine {
@@ -243,7 +228,7 @@ impl Shard {
         let _ = owner.send(DialogEvent::Ack { req });
     }
 
-    pub(super) fn respond(&mut self, key: TxKey, code: u16, bytes: Bytes) {
+    pub(super) fn respond(&mut self, key: ServerKeyRef, code: u16, bytes: Bytes) {
         let Some(e) = self.server.get_mut(&key) else {
             return;
         };
@@ -265,7 +250,7 @@ impl Shard {
         self.apply_server(&key, out);
     }
 
-    pub(super) fn apply_server(&mut self, key: &TxKey, out: Out) {
+    pub(super) fn apply_server(&mut self, key: &ServerKeyRef, out: Out) {
         let Some(e) = self.server.get(key) else {
             return;
         };
@@ -283,14 +268,8 @@ impl Shard {
         }
         let now = Instant::now();
         for (kind, after) in out.timers.into_iter().flatten() {
-            self.queue.schedule(
-                now + after,
-                TimerRef {
-                    key: key.clone(),
-                    client: false,
-                    kind,
-                },
-            );
+            self.queue
+                .schedule(now + after, TimerRef::Server(key.clone(), kind));
         }
         if out.terminated && self.server.remove(key).is_some() {
             self.stats
@@ -299,7 +278,7 @@ impl Shard {
         }
     }
 
-    pub(super) fn server_timer(&mut self, key: &TxKey, kind: TimerKind) {
+    pub(super) fn server_timer(&mut self, key: &ServerKeyRef, kind: TimerKind) {
         let out = match self.server.get_mut(key) {
             Some(ServerEntry {
                 machine: ServerMachine::Invite(m),

@@ -12,8 +12,9 @@ use tokio::sync::mpsc;
 use tokio::time::Instant;
 
 use super::client_tx::ClientEntry;
+use super::key::{ClientKeyRef, ServerKeyRef};
 use super::server_tx::{ServerEntry, ServerMachine};
-use super::{DialogEvent, DialogId, Direction, EndpointStats, NewRequest, OutgoingRequest, TxKey};
+use super::{DialogEvent, DialogId, Direction, EndpointStats, NewRequest, OutgoingRequest};
 use crate::sip::message;
 use crate::sip::outgoing::response_bytes;
 use crate::sip::timer::{TimerKind, TimerQueue, Timers};
@@ -28,14 +29,14 @@ pub(super) enum ShardCmd {
     },
     Incoming(Incoming),
     Respond {
-        key: TxKey,
+        key: ServerKeyRef,
         code: u16,
         bytes: Bytes,
     },
     Register {
         id: DialogId,
         owner: mpsc::UnboundedSender<DialogEvent>,
-        invite: Option<TxKey>,
+        invite: Option<ServerKeyRef>,
     },
     Unregister {
         id: DialogId,
@@ -85,13 +86,13 @@ pub(super) struct DialogEntry {
     /// More than one when a re-INVITE's 2xx goes out before the ACK of the previous 2xx
     /// came in (UDP may reorder the caller's ACK and its next re-INVITE): each is matched
     /// by CSeq, or a late ACK would be lost and its 2xx retransmitted until Timer H.
-    pub(super) pending_ack: Vec<(u32, TxKey)>,
+    pub(super) pending_ack: Vec<(u32, ServerKeyRef)>,
 }
 
-pub(super) struct TimerRef {
-    pub(super) key: TxKey,
-    pub(super) client: bool,
-    pub(super) kind: TimerKind,
+/// A timer in the shard's queue: which transaction, which of its timers.
+pub(super) enum TimerRef {
+    Server(ServerKeyRef, TimerKind),
+    Client(ClientKeyRef, TimerKind),
 }
 
 pub(super) struct Shard {
@@ -102,8 +103,8 @@ pub(super) struct Shard {
     pub(super) transport: Arc<Transport>,
     pub(super) timers: Timers,
     pub(super) app: mpsc::Sender<NewRequest>,
-    pub(super) server: HashMap<TxKey, ServerEntry>,
-    pub(super) client: HashMap<TxKey, ClientEntry>,
+    pub(super) server: HashMap<ServerKeyRef, ServerEntry>,
+    pub(super) client: HashMap<ClientKeyRef, ClientEntry>,
     pub(super) dialogs: HashMap<DialogId, DialogEntry>,
     pub(super) queue: TimerQueue<TimerRef>,
     pub(super) stats: Arc<EndpointStats>,
@@ -242,10 +243,9 @@ impl Shard {
     }
 
     fn on_timer(&mut self, t: TimerRef) {
-        if t.client {
-            self.client_timer(&t.key, t.kind);
-        } else {
-            self.server_timer(&t.key, t.kind);
+        match t {
+            TimerRef::Server(key, kind) => self.server_timer(&key, kind),
+            TimerRef::Client(key, kind) => self.client_timer(&key, kind),
         }
     }
 }
