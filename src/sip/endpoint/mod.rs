@@ -223,3 +223,6 @@ impl Endpoint {
         id
     }
 }
+
+#[cfg(test)]
+mod tests;

@@ -36,10 +36,18 @@ pub(super) struct ServerEntry {
 }
 
 impl Shard {
-    pub(super) fn on_request(&mut self, req: rsip::Request, peer: Peer, reply_to: SocketAddr) {
+    /// A request in, `call_id` its Call-ID: a retransmission is absorbed, an ACK or a CANCEL
+    /// matched, an in-dialog request passed to the dialog's owner, a new one queued for the
+    /// application (or answered 503 when the queue is full).
+    pub(super) fn on_request(
+        &mut self,
+        req: rsip::Request,
+        call_id: String,
+        peer: Peer,
+        reply_to: SocketAddr,
+    ) {
         let method = req.method;
         self.stats.messages.request(Direction::In, method);
-        let call_id = message::call_id(&req).unwrap_or_default();
         let to_tag = message::to_tag(&req);
         let Some(key) = ServerKey::of_request(&req, &call_id) else {
             return;
@@ -147,16 +155,13 @@ impl Shard {
                     let owner = d.owner.clone();
                     if let Some(e) = self.server.get_mut(&key) {
                         e.owner = Some(owner.clone());
-                        e.dialog = Some(id);
+                        e.dialog = Some(id.clone());
                     }
                     if let Err(mpsc::error::SendError(DialogEvent::Request { req, .. })) =
                         owner.send(DialogEvent::Request { req, tx })
                     {
                         // The call ended between its last event and its unregistering.
-                        self.remove_dialog(&DialogId {
-                            call_id: message::call_id(&req).unwrap_or_default(),
-                            local_tag: message::to_tag(&req).unwrap_or_default(),
-                        });
+                        self.remove_dialog(&id);
                         let bytes = response_bytes(&req, 481, None, None, &[], None);
                         self.respond(key, 481, bytes);
                     }

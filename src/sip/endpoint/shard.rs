@@ -4,6 +4,7 @@
 use std::collections::hash_map::DefaultHasher;
 use std::collections::HashMap;
 use std::hash::{Hash, Hasher};
+use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
@@ -20,6 +21,18 @@ use crate::sip::outgoing::response_bytes;
 use crate::sip::timer::{TimerKind, TimerQueue, Timers};
 use crate::sip::transport::{Incoming, IncomingHandler, Peer, Transport};
 
+/// A parsed message in its shard, with its Call-ID, read from it once, after parsing: the
+/// shard was checked with it, and the transaction key and the dialog lookup use it.
+#[derive(Debug)]
+pub(super) struct Inbound {
+    pub(super) msg: rsip::SipMessage,
+    pub(super) call_id: String,
+    pub(super) peer: Peer,
+    /// Where responses go (RFC 3261 §18.2.2 with RFC 3581 rport).
+    pub(super) reply_to: SocketAddr,
+}
+
+/// What a shard's task is asked to do.
 #[derive(Debug)]
 pub(super) enum ShardCmd {
     /// A framed message to parse here.
@@ -27,7 +40,17 @@ pub(super) enum ShardCmd {
         data: Bytes,
         peer: Peer,
     },
-    Incoming(Incoming),
+    /// A parsed message (forwarded by the shard that parsed it, when it belongs here).
+    Inbound(Inbound),
+    /// A request too broken for a transaction, answered statelessly (`code`: 400, 416, 501,
+    /// 505, 513).
+    Invalid {
+        code: u16,
+        reason: String,
+        request: rsip::Request,
+        peer: Peer,
+        reply_to: SocketAddr,
+    },
     Respond {
         key: ServerKeyRef,
         code: u16,
@@ -48,10 +71,43 @@ pub(super) enum ShardCmd {
     },
 }
 
+impl ShardCmd {
+    /// What the transport parsed, with the Call-ID of a message read here, once.
+    fn parsed(incoming: Incoming) -> ShardCmd {
+        match incoming {
+            Incoming::Message {
+                msg,
+                peer,
+                reply_to,
+            } => ShardCmd::Inbound(Inbound {
+                call_id: message::call_id(&msg).unwrap_or_default(),
+                msg,
+                peer,
+                reply_to,
+            }),
+            Incoming::Invalid {
+                code,
+                reason,
+                request,
+                peer,
+                reply_to,
+            } => ShardCmd::Invalid {
+                code,
+                reason,
+                request,
+                peer,
+                reply_to,
+            },
+        }
+    }
+}
+
+/// The transport's [`IncomingHandler`]: sends each message to the shard of its Call-ID.
 pub(super) struct Dispatcher {
     pub(super) shards: Vec<mpsc::UnboundedSender<ShardCmd>>,
 }
 
+/// The shard of a Call-ID among `n`.
 pub(super) fn shard_of(call_id: &[u8], n: usize) -> usize {
     let mut h = DefaultHasher::new();
     call_id.hash(&mut h);
@@ -60,18 +116,22 @@ pub(super) fn shard_of(call_id: &[u8], n: usize) -> usize {
 
 impl IncomingHandler for Dispatcher {
     fn incoming(&self, incoming: Incoming) {
-        let idx = match &incoming {
-            Incoming::Message { msg, .. } => shard_of(
-                message::call_id(msg).unwrap_or_default().as_bytes(),
-                self.shards.len(),
-            ),
-            Incoming::Invalid { .. } => 0,
+        let cmd = ShardCmd::parsed(incoming);
+        let idx = match &cmd {
+            ShardCmd::Inbound(m) => shard_of(m.call_id.as_bytes(), self.shards.len()),
+            _ => 0,
         };
         if let Some(s) = self.shards.get(idx) {
-            let _ = s.send(ShardCmd::Incoming(incoming));
+            let _ = s.send(cmd);
         }
     }
 
+    /// Picks the shard before parsing, on the receiving task, from a light scan of the
+    /// header lines ([`Transport::quick_call_id`]): parsing is the costly part, and it runs
+    /// in the shards, in parallel. The scan reads a Call-ID written on one line; the parser
+    /// also reads a folded one (continued on the next line), so the shard reads the Call-ID
+    /// again once the message is parsed, sends the rare message the scan misplaced to its
+    /// right shard, and carries that Call-ID from there on.
     fn incoming_raw(&self, data: Bytes, peer: Peer) {
         let idx = shard_of(Transport::quick_call_id(&data), self.shards.len());
         if let Some(s) = self.shards.get(idx) {
@@ -155,36 +215,37 @@ impl Shard {
                 let Some(incoming) = self.transport.parse_incoming(&data, peer) else {
                     return;
                 };
+                let cmd = ShardCmd::parsed(incoming);
                 // The light Call-ID scan and the parser disagree only on odd messages (a
                 // folded Call-ID): send those where the rest of their call lives.
-                if let Incoming::Message { msg, .. } = &incoming {
-                    let id = message::call_id(msg).unwrap_or_default();
-                    let idx = shard_of(id.as_bytes(), self.all.len());
+                if let ShardCmd::Inbound(m) = &cmd {
+                    let idx = shard_of(m.call_id.as_bytes(), self.all.len());
                     if idx != self.index {
                         if let Some(s) = self.all.get(idx) {
-                            let _ = s.send(ShardCmd::Incoming(incoming));
+                            let _ = s.send(cmd);
                         }
                         return;
                     }
                 }
-                self.handle(ShardCmd::Incoming(incoming));
+                self.handle(cmd);
             }
-            ShardCmd::Incoming(Incoming::Message {
+            ShardCmd::Inbound(Inbound {
                 msg: rsip::SipMessage::Request(req),
+                call_id,
                 peer,
                 reply_to,
-            }) => self.on_request(req, peer, reply_to),
-            ShardCmd::Incoming(Incoming::Message {
+            }) => self.on_request(req, call_id, peer, reply_to),
+            ShardCmd::Inbound(Inbound {
                 msg: rsip::SipMessage::Response(resp),
                 ..
             }) => self.on_response(resp),
-            ShardCmd::Incoming(Incoming::Invalid {
+            ShardCmd::Invalid {
                 code,
                 reason,
                 request,
                 peer,
                 reply_to,
-            }) => {
+            } => {
                 // Stateless (RFC 3261 §8.2): the request is too broken for a transaction.
                 if request.method != rsip::Method::Ack {
                     let extra: &[(&str, &str)] = if code == 501 || code == 405 {
