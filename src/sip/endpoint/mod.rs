@@ -4,10 +4,11 @@
 //! timer heap outright: everything about one call lands in one shard, so there is no lock on
 //! the message path and one timer service per shard instead of a task per transaction.
 //!
-//! - [`shard`]: the shard task, the dispatcher that picks a message's shard, dialog routing;
-//! - [`server_tx`]: the server transaction table (requests in, responses out);
-//! - [`client_tx`]: client transactions (requests pivotd sends);
-//! - [`stats`]: what the endpoint counts.
+//! - `shard.rs`: the shard task, the dispatcher that picks a message's shard, dialog routing;
+//! - `server_tx.rs`: the server transaction table (requests in, responses out);
+//! - `client_tx.rs`: client transactions (requests pivotd sends);
+//! - `key.rs`: the typed transaction keys;
+//! - `stats.rs`: what the endpoint counts.
 //!
 //! The endpoint never calls the application: new requests go up on the [`NewRequest`] queue
 //! that [`Endpoint::start`] returns, everything else about a dialog on the [`DialogEvent`]
