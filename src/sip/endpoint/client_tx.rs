@@ -17,12 +17,14 @@ use crate::sip::transaction::client_noninv::ClientNonInvite;
 use crate::sip::transaction::{Out, TxNotice};
 use crate::sip::transport::Proto;
 
+/// The state machine of a client transaction (RFC 3261 §17.1.1, §17.1.2).
 pub(super) enum ClientMachine {
     // Boxed: the request is large and only INVITE transactions keep it.
     Invite(ClientInvite, Option<Box<rsip::Request>>),
     NonInvite(ClientNonInvite),
 }
 
+/// A client transaction: its machine, where it sends, who hears of it.
 pub(super) struct ClientEntry {
     pub(super) machine: ClientMachine,
     pub(super) proto: Proto,
@@ -33,6 +35,7 @@ pub(super) struct ClientEntry {
 }
 
 impl Shard {
+    /// Starts a client transaction for a request pivotd sends; `id` names it to `owner`.
     pub(super) fn send_request(
         &mut self,
         req: OutgoingRequest,
@@ -72,6 +75,7 @@ impl Shard {
         self.apply_client(&key, out, None);
     }
 
+    /// A response in: to its client transaction, or dropped when it has none.
     pub(super) fn on_response(&mut self, resp: rsip::Response) {
         self.stats
             .messages
@@ -99,6 +103,8 @@ impl Shard {
         self.apply_client(&key, out, Some(resp));
     }
 
+    /// Carries out what a client transaction decided: send, pass the response or the
+    /// timeout up, arm timers, end.
     pub(super) fn apply_client(
         &mut self,
         key: &ClientKeyRef,
@@ -136,6 +142,7 @@ impl Shard {
         }
     }
 
+    /// A client transaction's timer fired.
     pub(super) fn client_timer(&mut self, key: &ClientKeyRef, kind: TimerKind) {
         let out = match self.client.get_mut(key) {
             Some(ClientEntry {

@@ -21,7 +21,6 @@ mod server_tx;
 mod shard;
 mod stats;
 
-use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -29,7 +28,7 @@ use std::sync::Arc;
 use bytes::Bytes;
 use tokio::sync::mpsc;
 
-use super::timer::{TimerQueue, Timers};
+use super::timer::Timers;
 use super::transport::{Peer, Proto, Transport, TransportConfig, TransportError};
 use key::ServerKeyRef;
 use shard::{shard_of, Dispatcher, Shard, ShardCmd};
@@ -149,19 +148,14 @@ impl Endpoint {
         let (app_tx, app_rx) = mpsc::channel(cfg.app_queue.max(1));
         let stats = Arc::new(EndpointStats::default());
         for (i, rx) in receivers.into_iter().enumerate() {
-            let shard = Shard {
-                me: senders[i].clone(),
-                all: senders.clone(),
-                index: i,
-                transport: transport.clone(),
-                timers: cfg.timers,
-                app: app_tx.clone(),
-                server: HashMap::new(),
-                client: HashMap::new(),
-                dialogs: HashMap::new(),
-                queue: TimerQueue::default(),
-                stats: stats.clone(),
-            };
+            let shard = Shard::new(
+                senders.clone(),
+                i,
+                transport.clone(),
+                cfg.timers,
+                app_tx.clone(),
+                stats.clone(),
+            );
             cfg.transport
                 .health
                 .watch(format!("sip shard {i}"), shard.run(rx));

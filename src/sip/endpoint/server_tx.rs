@@ -19,11 +19,13 @@ use crate::sip::transaction::server_noninv::ServerNonInvite;
 use crate::sip::transaction::{Out, TxNotice};
 use crate::sip::transport::Peer;
 
+/// The state machine of a server transaction (RFC 3261 §17.2.1, §17.2.2).
 pub(super) enum ServerMachine {
     Invite(ServerInvite),
     NonInvite(ServerNonInvite),
 }
 
+/// A server transaction: its machine, where its responses go, its owner once known.
 pub(super) struct ServerEntry {
     pub(super) machine: ServerMachine,
     pub(super) peer: Peer,
@@ -185,6 +187,8 @@ impl Shard {
         }
     }
 
+    /// An ACK: absorbed by the INVITE transaction of a non-2xx, or matched by CSeq to the 2xx
+    /// its dialog awaits an ACK for (§13.3.1.4) and passed to the owner; otherwise dropped.
     fn on_ack(
         &mut self,
         req: rsip::Request,
@@ -233,6 +237,7 @@ impl Shard {
         let _ = owner.send(DialogEvent::Ack { req });
     }
 
+    /// A response from the transaction user, through its transaction (which retransmits it).
     pub(super) fn respond(&mut self, key: ServerKeyRef, code: u16, bytes: Bytes) {
         let Some(e) = self.server.get_mut(&key) else {
             return;
@@ -255,6 +260,7 @@ impl Shard {
         self.apply_server(&key, out);
     }
 
+    /// Carries out what a server transaction decided: send, tell the owner, arm timers, end.
     pub(super) fn apply_server(&mut self, key: &ServerKeyRef, out: Out) {
         let Some(e) = self.server.get(key) else {
             return;
@@ -283,6 +289,7 @@ impl Shard {
         }
     }
 
+    /// A server transaction's timer fired.
     pub(super) fn server_timer(&mut self, key: &ServerKeyRef, kind: TimerKind) {
         let out = match self.server.get_mut(key) {
             Some(ServerEntry {

@@ -140,6 +140,7 @@ impl IncomingHandler for Dispatcher {
     }
 }
 
+/// A dialog registered in its shard.
 pub(super) struct DialogEntry {
     pub(super) owner: mpsc::UnboundedSender<DialogEvent>,
     /// The INVITE transaction whose 2xx awaits its ACK, with its CSeq.
@@ -155,6 +156,7 @@ pub(super) enum TimerRef {
     Client(ClientKeyRef, TimerKind),
 }
 
+/// One shard's state, owned by its task: no lock.
 pub(super) struct Shard {
     pub(super) me: mpsc::UnboundedSender<ShardCmd>,
     /// Every shard (for messages that belong elsewhere) and this one's place among them.
@@ -171,6 +173,31 @@ pub(super) struct Shard {
 }
 
 impl Shard {
+    /// Shard `index` of `all`, before its task runs.
+    pub(super) fn new(
+        all: Vec<mpsc::UnboundedSender<ShardCmd>>,
+        index: usize,
+        transport: Arc<Transport>,
+        timers: Timers,
+        app: mpsc::Sender<NewRequest>,
+        stats: Arc<EndpointStats>,
+    ) -> Shard {
+        Shard {
+            me: all[index].clone(),
+            all,
+            index,
+            transport,
+            timers,
+            app,
+            server: HashMap::new(),
+            client: HashMap::new(),
+            dialogs: HashMap::new(),
+            queue: TimerQueue::default(),
+            stats,
+        }
+    }
+
+    /// The shard's task: its commands in order, and its timers when due.
     pub(super) async fn run(mut self, mut rx: mpsc::UnboundedReceiver<ShardCmd>) {
         loop {
             let deadline = self.queue.next_deadline();
@@ -209,6 +236,7 @@ impl Shard {
         }
     }
 
+    /// One command, on the shard's task.
     fn handle(&mut self, cmd: ShardCmd) {
         match cmd {
             ShardCmd::Raw { data, peer } => {
@@ -282,6 +310,7 @@ impl Shard {
         }
     }
 
+    /// Forgets a dialog (its call ended, or its owner is gone).
     pub(super) fn remove_dialog(&mut self, id: &DialogId) {
         let Some(dialog) = self.dialogs.remove(id) else {
             return;
