@@ -74,7 +74,7 @@ const LOOKED_UP: &[&str] = &[
 ];
 
 /// The SIP front door: framing, normaliser, parser, every accessor, the Via stamping, the
-/// answers (`message::response`, `outgoing::response_bytes`), a dialog built from the request,
+/// answers (`outgoing::response`, `outgoing::response_bytes`), a dialog built from the request,
 /// the call facts a pivot request carries, and the SDP or DTMF body.
 pub fn sip_message(data: &[u8]) -> SipOutcome {
     let _ = Transport::quick_call_id(data);
@@ -150,7 +150,7 @@ fn answers(req: &mut rsip::Request, valid: bool) {
         (486, Some("Busy Here"), Some("t2")),
         (603, Some("a\r\nb"), None),
     ] {
-        let r = message::response(req, code, reason, tag);
+        let r = outgoing::response(req, code, reason, tag);
         let _ = r.to_string();
         let bytes = outgoing::response_bytes(
             req,

@@ -4,6 +4,9 @@
 use std::fmt::Write;
 
 use bytes::Bytes;
+use rsip::headers::untyped::{self, UntypedHeader};
+use rsip::message::HasHeaders;
+use rsip::{Header, Headers, Request, Response, StatusCode, Version};
 
 use super::message;
 
@@ -72,7 +75,7 @@ pub fn response_bytes(
     extra: &[(&str, &str)],
     body: Option<(&str, &[u8])>,
 ) -> Bytes {
-    let resp = message::response(req, code, reason, to_tag);
+    let resp = response(req, code, reason, to_tag);
     let reason = reason
         .map(clean_reason)
         .unwrap_or_else(|| reason_phrase(code).to_string());
@@ -88,6 +91,55 @@ pub fn response_bytes(
         let _ = write!(out, "{h}\r\n");
     }
     finish(out, extra, body)
+}
+
+/// Builds a response to `req` (Via(s), From, To, Call-ID, CSeq copied; To-tag added when
+/// `to_tag` is Some and the To has none; Content-Length: 0 unless a body is set later).
+/// RFC 3261 §8.2.6.2. `reason` replaces the default reason phrase.
+pub fn response(req: &Request, code: u16, reason: Option<&str>, to_tag: Option<&str>) -> Response {
+    let default = StatusCode::from(code);
+    let status_code = match reason {
+        Some(r) if default.to_string() != format!("{code} {r}") => {
+            StatusCode::Other(code, message::clean_reason(r))
+        }
+        _ => default,
+    };
+    let mut headers = Headers::default();
+    let (mut from, mut to, mut call_id, mut cseq) = (false, false, false, false);
+    for h in req.headers().iter() {
+        match h {
+            Header::Via(_) => headers.push(h.clone()),
+            Header::From(_) if !from => {
+                from = true;
+                headers.push(h.clone());
+            }
+            Header::To(t) if !to => {
+                to = true;
+                match to_tag {
+                    Some(tag) if message::tag_of(t.value()).is_none() => headers.push(Header::To(
+                        untyped::To::new(format!("{};tag={tag}", t.value().trim())),
+                    )),
+                    _ => headers.push(h.clone()),
+                }
+            }
+            Header::CallId(_) if !call_id => {
+                call_id = true;
+                headers.push(h.clone());
+            }
+            Header::CSeq(_) if !cseq => {
+                cseq = true;
+                headers.push(h.clone());
+            }
+            _ => {}
+        }
+    }
+    headers.push(Header::ContentLength(untyped::ContentLength::new("0")));
+    Response {
+        status_code,
+        version: Version::V2,
+        headers,
+        body: Vec::new(),
+    }
 }
 
 /// Appends extra headers, Content-Type/Content-Length and the body.

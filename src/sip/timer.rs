@@ -1,5 +1,11 @@
 //! The timer service the transaction layer shares: one deadline heap per transaction shard,
 //! polled by the shard's own task (no sleeping task per transaction).
+//!
+//! This is pivotd's one timer scheduler. Two other places wait on time, on purpose without
+//! it: the RTP pacer (`media::player`) runs a fixed 20 ms grid on dedicated threads, because
+//! packets are due within 2 ms and tokio's timer has 1 ms granularity on shared workers; and
+//! a call task's own waits (a `sleep` module, a digit timeout) are one `tokio::time` sleep in
+//! the task that waits, with nothing to schedule.
 
 use std::cmp::Reverse;
 use std::collections::BinaryHeap;
@@ -32,21 +38,47 @@ pub enum TimerKind {
     K,
 }
 
-#[derive(Debug, PartialEq, Eq, PartialOrd, Ord)]
-struct Entry<K: Ord> {
+/// A scheduled timer, ordered by deadline and then by scheduling order (never by its key).
+struct Entry<K> {
     at: Instant,
     seq: u64,
     key: K,
 }
 
+impl<K> Entry<K> {
+    fn order(&self) -> (Instant, u64) {
+        (self.at, self.seq)
+    }
+}
+
+impl<K> PartialEq for Entry<K> {
+    fn eq(&self, other: &Self) -> bool {
+        self.order() == other.order()
+    }
+}
+
+impl<K> Eq for Entry<K> {}
+
+impl<K> PartialOrd for Entry<K> {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl<K> Ord for Entry<K> {
+    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+        self.order().cmp(&other.order())
+    }
+}
+
 /// A min-heap of deadlines. Cancelled timers are not removed: the state machine ignores a
 /// timer that no longer applies to its state, which is cheaper than finding it in the heap.
-pub struct TimerQueue<K: Ord> {
+pub struct TimerQueue<K> {
     heap: BinaryHeap<Reverse<Entry<K>>>,
     seq: u64,
 }
 
-impl<K: Ord> Default for TimerQueue<K> {
+impl<K> Default for TimerQueue<K> {
     fn default() -> Self {
         TimerQueue {
             heap: BinaryHeap::new(),
@@ -55,7 +87,7 @@ impl<K: Ord> Default for TimerQueue<K> {
     }
 }
 
-impl<K: Ord> TimerQueue<K> {
+impl<K> TimerQueue<K> {
     pub fn schedule(&mut self, at: Instant, key: K) {
         self.seq += 1;
         self.heap.push(Reverse(Entry {
@@ -83,6 +115,15 @@ impl<K: Ord> TimerQueue<K> {
 
     pub fn is_empty(&self) -> bool {
         self.heap.is_empty()
+    }
+}
+
+/// Sleeps until `deadline`, or forever when there is none: the arm of a task's `select!`
+/// that serves its [`TimerQueue`].
+pub async fn sleep_until(deadline: Option<Instant>) {
+    match deadline {
+        Some(d) => tokio::time::sleep_until(d).await,
+        None => std::future::pending().await,
     }
 }
 

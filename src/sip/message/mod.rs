@@ -1,0 +1,23 @@
+//! SIP messages in: parsing (normaliser + rsip + the checks of RFC 3261 §8.2 / §16.3 a server
+//! makes before it answers), the Request-URI, header grammar and accessors that never panic.
+//! Responses are built in [`super::outgoing`].
+//!
+//! - `parse.rs`: normalise, parse, repair what rsip 0.4 misreads, [`ParseError`];
+//! - `uri.rs`: the Request-URI checks and the sip/sips URIs read by hand;
+//! - `headers.rs`: header grammar, the checks every message passes, the accessors.
+
+mod headers;
+mod parse;
+mod uri;
+
+pub(in crate::sip) use headers::tag_of;
+pub use headers::{
+    call_id, cseq, from_tag, header_name_value, header_value, max_forwards, to_tag, top_via,
+    GrammarError, HeaderError, TopVia,
+};
+pub(in crate::sip) use parse::clean_reason;
+pub use parse::{parse, ParseError};
+pub use uri::{parse_sip_uri, RequestUriError};
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,402 @@
+//! SIP transport: UDP and TCP sockets, TCP framing, Via `received`/`rport` stamping and the
+//! response address of RFC 3261 §18.2.2 / RFC 3581.
+//!
+//! The transport parses what it receives (through [`super::message::parse`], which normalises
+//! first) and hands each message to an [`IncomingHandler`]; it knows nothing of transactions.
+//!
+//! - this file: the types, start-up, UDP, the hand-off of what is read, sending;
+//! - `tcp.rs`: TCP connections, their framing by Content-Length, the stream that cannot be framed;
+//! - `via.rs`: the Via stamping and the response address.
+
+mod tcp;
+mod via;
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::Bytes;
+use tokio::net::{TcpListener, UdpSocket};
+
+use super::message::{self, ParseError};
+use super::source::SourceGuard;
+use crate::health::TaskHealth;
+use tcp::Connections;
+
+pub use via::{split_host_port, stamp_via, stamp_via_value};
+
+/// Transport protocol of a message or a target.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Proto {
+    Udp,
+    Tcp,
+}
+
+impl Proto {
+    /// The Via transport token.
+    pub fn via_token(self) -> &'static str {
+        match self {
+            Proto::Udp => "UDP",
+            Proto::Tcp => "TCP",
+        }
+    }
+
+    /// Reliable transports need no retransmissions (RFC 3261 §17.1.1.2, §17.2.1).
+    pub fn is_reliable(self) -> bool {
+        matches!(self, Proto::Tcp)
+    }
+}
+
+/// Where a message came from, and so where its answers and in-dialog requests go.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Peer {
+    pub proto: Proto,
+    /// The remote address the bytes came from.
+    pub remote: SocketAddr,
+    /// Our socket it arrived on.
+    pub local: SocketAddr,
+    /// The TCP connection it arrived on.
+    pub conn: Option<u64>,
+}
+
+/// One message from the network, already parsed, or the reason it could not be.
+#[derive(Debug)]
+pub enum Incoming {
+    Message {
+        msg: rsip::SipMessage,
+        peer: Peer,
+        /// Where responses go (RFC 3261 §18.2.2 with RFC 3581 rport).
+        reply_to: SocketAddr,
+    },
+    /// Parsed far enough to answer `code` (400, or 416/501/505 for what rsip cannot
+    /// represent) with `reason`, statelessly.
+    Invalid {
+        code: u16,
+        reason: String,
+        request: rsip::Request,
+        peer: Peer,
+        reply_to: SocketAddr,
+    },
+}
+
+/// Receives everything the transport reads. Called on the receiving task: keep it short.
+pub trait IncomingHandler: Send + Sync + 'static {
+    fn incoming(&self, incoming: Incoming);
+
+    /// One framed message, not parsed yet: the handler parses it with
+    /// [`Transport::parse_incoming`] where it suits it (so parsing can run in parallel while
+    /// messages of one call keep their order).
+    fn incoming_raw(&self, data: Bytes, peer: Peer);
+}
+
+/// Start-up problems, each one clear line.
+#[derive(Debug, thiserror::Error)]
+pub enum TransportError {
+    #[error("cannot listen on udp {addr}: {source}")]
+    BindUdp {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+    #[error("cannot listen on tcp {addr}: {source}")]
+    BindTcp {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+    #[error("no socket to send {proto:?} from")]
+    NoSocket { proto: Proto },
+}
+
+/// Transport settings.
+#[derive(Clone, Debug)]
+pub struct TransportConfig {
+    pub udp: Vec<SocketAddr>,
+    pub tcp: Vec<SocketAddr>,
+    pub max_message_bytes: usize,
+    pub tcp_idle_timeout: Duration,
+    /// Per-source limits, checked for every message before it is parsed.
+    pub sources: Arc<SourceGuard>,
+    /// Where the receive loops are watched (and restarted after a panic).
+    pub health: Arc<TaskHealth>,
+}
+
+/// Counters for logs, tests and metrics.
+#[derive(Default, Debug)]
+pub struct TransportStats {
+    pub received: AtomicU64,
+    pub dropped_unparsable: AtomicU64,
+    pub invalid: AtomicU64,
+    pub sent: AtomicU64,
+    pub tcp_open: AtomicU64,
+    /// Messages and connections refused by the per-source limits (reasons in
+    /// [`SourceGuard::stats`]).
+    pub dropped_by_source: AtomicU64,
+}
+
+/// The bound sockets and the open TCP connections.
+pub struct Transport {
+    udp: Vec<Arc<UdpSocket>>,
+    tcp_local: Vec<SocketAddr>,
+    conns: Mutex<Connections>,
+    next_conn: AtomicU64,
+    cfg: TransportConfig,
+    handler: Arc<dyn IncomingHandler>,
+    pub stats: TransportStats,
+}
+
+impl Transport {
+    /// Binds every configured socket (all before any is served, so a bad address fails start-up
+    /// cleanly) and starts the receive tasks.
+    pub async fn start(
+        cfg: TransportConfig,
+        handler: Arc<dyn IncomingHandler>,
+    ) -> Result<Arc<Transport>, TransportError> {
+        let mut udp = Vec::new();
+        for addr in &cfg.udp {
+            let sock = UdpSocket::bind(addr)
+                .await
+                .map_err(|source| TransportError::BindUdp {
+                    addr: *addr,
+                    source,
+                })?;
+            udp.push(Arc::new(sock));
+        }
+        let mut listeners = Vec::new();
+        for addr in &cfg.tcp {
+            let l = TcpListener::bind(addr)
+                .await
+                .map_err(|source| TransportError::BindTcp {
+                    addr: *addr,
+                    source,
+                })?;
+            listeners.push(l);
+        }
+        let tcp_local = listeners
+            .iter()
+            .filter_map(|l| l.local_addr().ok())
+            .collect();
+        let transport = Arc::new(Transport {
+            udp,
+            tcp_local,
+            conns: Mutex::new(Connections::default()),
+            next_conn: AtomicU64::new(1),
+            cfg,
+            handler,
+            stats: TransportStats::default(),
+        });
+        let health = transport.cfg.health.clone();
+        for sock in &transport.udp {
+            // One reader per socket keeps the datagrams of a caller in order (an INVITE before
+            // its CANCEL); parsing happens after the hand-off, in parallel across shards.
+            let (t, s) = (transport.clone(), sock.clone());
+            let name = format!(
+                "sip udp {}",
+                s.local_addr().map_or(String::new(), |a| a.to_string())
+            );
+            health.supervise(name, move || t.clone().udp_loop(s.clone()));
+        }
+        for l in listeners {
+            let (t, l) = (transport.clone(), Arc::new(l));
+            let name = format!(
+                "sip tcp {}",
+                l.local_addr().map_or(String::new(), |a| a.to_string())
+            );
+            health.supervise(name, move || t.clone().accept_loop(l.clone()));
+        }
+        Ok(transport)
+    }
+
+    /// Local UDP addresses actually bound (port 0 resolved).
+    pub fn udp_addrs(&self) -> Vec<SocketAddr> {
+        self.udp
+            .iter()
+            .filter_map(|s| s.local_addr().ok())
+            .collect()
+    }
+
+    /// Local TCP listen addresses actually bound.
+    pub fn tcp_addrs(&self) -> Vec<SocketAddr> {
+        self.tcp_local.clone()
+    }
+
+    /// The per-source limits every message passes.
+    pub fn sources(&self) -> &Arc<SourceGuard> {
+        &self.cfg.sources
+    }
+
+    /// The local address to name in Via/Contact for a protocol: the socket a peer used, or the
+    /// first bound one.
+    pub fn local_for(&self, proto: Proto) -> Option<SocketAddr> {
+        match proto {
+            Proto::Udp => self.udp_addrs().into_iter().next(),
+            Proto::Tcp => self.tcp_local.first().copied(),
+        }
+    }
+
+    async fn udp_loop(self: Arc<Self>, sock: Arc<UdpSocket>) {
+        let local = match sock.local_addr() {
+            Ok(a) => a,
+            Err(_) => return,
+        };
+        let mut buf = vec![0u8; 65536];
+        loop {
+            let (n, remote) = match sock.recv_from(&mut buf).await {
+                Ok(v) => v,
+                Err(e) => {
+                    // ICMP port unreachable surfaces as ECONNREFUSED on some systems: not fatal.
+                    tracing::debug!("udp recv on {local}: {e}");
+                    continue;
+                }
+            };
+            let data = &buf[..n];
+            if data.iter().all(|b| *b == b'\r' || *b == b'\n' || *b == 0) {
+                continue; // keep-alive datagram
+            }
+            self.stats.received.fetch_add(1, Ordering::Relaxed);
+            // Over its rate or blocked: dropped before any parsing, and never answered
+            // (an answer would make pivotd an amplifier for a spoofed source).
+            if self.cfg.sources.admit_message(remote.ip()).is_err() {
+                self.stats.dropped_by_source.fetch_add(1, Ordering::Relaxed);
+                continue;
+            }
+            let peer = Peer {
+                proto: Proto::Udp,
+                remote,
+                local,
+                conn: None,
+            };
+            self.handler
+                .incoming_raw(Bytes::copy_from_slice(data), peer);
+        }
+    }
+
+    /// Parses one framed message: stamps the Via of a request and says where its answers go;
+    /// counts and drops what cannot be parsed at all.
+    pub fn parse_incoming(&self, data: &[u8], peer: Peer) -> Option<Incoming> {
+        match message::parse(data) {
+            Ok(mut msg) => {
+                let reply_to = match &mut msg {
+                    rsip::SipMessage::Request(req) => stamp_via(req, &peer),
+                    rsip::SipMessage::Response(_) => peer.remote,
+                };
+                Some(Incoming::Message {
+                    msg,
+                    peer,
+                    reply_to,
+                })
+            }
+            Err(ParseError::Invalid {
+                reason,
+                request: Some(mut request),
+            }) => {
+                self.stats.invalid.fetch_add(1, Ordering::Relaxed);
+                let reply_to = stamp_via(&mut request, &peer);
+                Some(Incoming::Invalid {
+                    code: 400,
+                    reason,
+                    request,
+                    peer,
+                    reply_to,
+                })
+            }
+            Err(ParseError::Unsupported {
+                code,
+                reason,
+                mut request,
+            }) => {
+                self.stats.invalid.fetch_add(1, Ordering::Relaxed);
+                let reply_to = stamp_via(&mut request, &peer);
+                Some(Incoming::Invalid {
+                    code,
+                    reason,
+                    request,
+                    peer,
+                    reply_to,
+                })
+            }
+            Err(ParseError::Invalid {
+                reason,
+                request: None,
+            })
+            | Err(ParseError::Unparsable(reason)) => {
+                self.stats
+                    .dropped_unparsable
+                    .fetch_add(1, Ordering::Relaxed);
+                tracing::debug!(remote = %peer.remote, "dropped unparsable message: {reason}");
+                None
+            }
+        }
+    }
+
+    /// The Call-ID of an unparsed message, found by a light scan of its header lines, to pick
+    /// the shard before parsing. A folded or odd Call-ID may differ from the parsed one: the
+    /// shard then forwards the parsed message to the right shard.
+    pub fn quick_call_id(data: &[u8]) -> &[u8] {
+        for line in data.split(|b| *b == b'\n').skip(1) {
+            let line = line.strip_suffix(b"\r").unwrap_or(line);
+            if line.is_empty() {
+                break;
+            }
+            let Some(colon) = line.iter().position(|b| *b == b':') else {
+                continue;
+            };
+            let name = line[..colon].trim_ascii();
+            if name.eq_ignore_ascii_case(b"call-id") || name.eq_ignore_ascii_case(b"i") {
+                return line[colon + 1..].trim_ascii();
+            }
+        }
+        b""
+    }
+
+    /// Sends bytes to a peer: over TCP on its connection (or a new one to its address), over UDP
+    /// from the socket it used. Never blocks the caller.
+    pub fn send(self: &Arc<Self>, proto: Proto, to: SocketAddr, conn: Option<u64>, bytes: Bytes) {
+        self.stats.sent.fetch_add(1, Ordering::Relaxed);
+        match proto {
+            Proto::Udp => {
+                let Some(sock) = self.udp_socket_for(to) else {
+                    tracing::warn!("no udp socket to send to {to}");
+                    return;
+                };
+                match sock.try_send_to(&bytes, to) {
+                    Ok(_) => {}
+                    Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                        tokio::spawn(async move {
+                            let _ = sock.send_to(&bytes, to).await;
+                        });
+                    }
+                    Err(e) => tracing::debug!("udp send to {to}: {e}"),
+                }
+            }
+            Proto::Tcp => self.send_tcp(to, conn, bytes),
+        }
+    }
+
+    fn udp_socket_for(&self, to: SocketAddr) -> Option<Arc<UdpSocket>> {
+        // Prefer a socket of the same address family.
+        self.udp
+            .iter()
+            .find(|s| {
+                s.local_addr()
+                    .map(|a| a.is_ipv4() == to.is_ipv4())
+                    .unwrap_or(false)
+            })
+            .or_else(|| self.udp.first())
+            .cloned()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn quick_call_id_finds_full_and_compact_names() {
+        let m = b"INVITE sip:a@b SIP/2.0\r\nVia: x\r\nCall-ID :  abc@h \r\n\r\ni: body";
+        assert_eq!(Transport::quick_call_id(m), b"abc@h");
+        let m = b"BYE sip:a@b SIP/2.0\nv: x\ni:z9\n\n";
+        assert_eq!(Transport::quick_call_id(m), b"z9");
+        let m = b"OPTIONS sip:a@b SIP/2.0\r\n\r\nCall-ID: in-body\r\n";
+        assert_eq!(Transport::quick_call_id(m), b"");
+    }
+}

@@ -1,0 +1,301 @@
+//! TCP: accepting connections (each admitted per source), reading a stream framed by
+//! Content-Length (RFC 3261 §18.3), answering what cannot be framed, and sending on a
+//! connection or opening one (RFC 3261 §18.2.2).
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::{Bytes, BytesMut};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::mpsc;
+
+use super::{stamp_via, Incoming, Peer, Proto, Transport};
+use crate::sip::message::{self, ParseError};
+use crate::sip::normalize::{self, Frame};
+use crate::sip::source::{ConnSlot, SourceRefusal};
+
+/// How long a TCP connection we close for a framing error stays open for the responses
+/// already owed on it.
+const BROKEN_STREAM_LINGER: Duration = Duration::from_millis(1000);
+
+/// One open TCP connection: its send queue.
+pub(super) struct Connection {
+    tx: mpsc::Sender<Bytes>,
+    remote: SocketAddr,
+}
+
+/// The open TCP connections, by id and by remote address.
+#[derive(Default)]
+pub(super) struct Connections {
+    by_id: HashMap<u64, Connection>,
+    by_remote: HashMap<SocketAddr, u64>,
+}
+
+impl Transport {
+    pub(super) async fn accept_loop(self: Arc<Self>, listener: Arc<TcpListener>) {
+        let local = match listener.local_addr() {
+            Ok(a) => a,
+            Err(_) => return,
+        };
+        loop {
+            match listener.accept().await {
+                Ok((stream, remote)) => match self.cfg.sources.admit_connection(remote.ip()) {
+                    Ok(slot) => {
+                        self.start_connection(stream, remote, local, Some(slot));
+                    }
+                    Err(why) => {
+                        // Dropping the stream closes it: nothing is read or answered.
+                        tracing::debug!(%remote, reason = why.label(), "tcp connection refused");
+                        self.stats.dropped_by_source.fetch_add(1, Ordering::Relaxed);
+                    }
+                },
+                Err(e) => {
+                    // Out of file descriptors and the like: back off instead of spinning.
+                    tracing::warn!("tcp accept on {local}: {e}");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+            }
+        }
+    }
+
+    fn register_conn(&self, remote: SocketAddr, tx: mpsc::Sender<Bytes>) -> u64 {
+        let id = self.next_conn.fetch_add(1, Ordering::Relaxed);
+        let mut c = self.conns.lock().unwrap_or_else(|p| p.into_inner());
+        c.by_id.insert(id, Connection { tx, remote });
+        c.by_remote.insert(remote, id);
+        self.stats.tcp_open.fetch_add(1, Ordering::Relaxed);
+        id
+    }
+
+    fn unregister_conn(&self, id: u64) {
+        let mut c = self.conns.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(conn) = c.by_id.remove(&id) {
+            if c.by_remote.get(&conn.remote) == Some(&id) {
+                c.by_remote.remove(&conn.remote);
+            }
+            self.stats.tcp_open.fetch_sub(1, Ordering::Relaxed);
+        }
+    }
+
+    /// Registers a TCP connection and starts its reader and writer; returns its send queue.
+    fn start_connection(
+        self: &Arc<Self>,
+        stream: TcpStream,
+        remote: SocketAddr,
+        local: SocketAddr,
+        slot: Option<ConnSlot>,
+    ) -> mpsc::Sender<Bytes> {
+        let (tx, rx) = mpsc::channel::<Bytes>(256);
+        let id = self.register_conn(remote, tx.clone());
+        let t = self.clone();
+        let txc = tx.clone();
+        tokio::spawn(async move {
+            // The slot counts the connection against its source until it closes.
+            let _slot = slot;
+            t.serve_connection(stream, remote, local, id, txc, rx).await
+        });
+        tx
+    }
+
+    /// Reads one TCP connection, framing by Content-Length; a writer task sends what others
+    /// queue for it. Idle connections (nothing read or written for the idle timeout) are closed.
+    async fn serve_connection(
+        self: Arc<Self>,
+        stream: TcpStream,
+        remote: SocketAddr,
+        local: SocketAddr,
+        id: u64,
+        tx: mpsc::Sender<Bytes>,
+        mut rx: mpsc::Receiver<Bytes>,
+    ) {
+        let _ = stream.set_nodelay(true);
+        let (mut rd, mut wr) = stream.into_split();
+        let last_write = Arc::new(AtomicU64::new(0));
+        let epoch = tokio::time::Instant::now();
+        let lw = last_write.clone();
+        let writer = tokio::spawn(async move {
+            while let Some(b) = rx.recv().await {
+                if wr.write_all(&b).await.is_err() {
+                    break;
+                }
+                lw.store(epoch.elapsed().as_millis() as u64, Ordering::Relaxed);
+            }
+            let _ = wr.shutdown().await;
+        });
+        let peer = Peer {
+            proto: Proto::Tcp,
+            remote,
+            local,
+            conn: Some(id),
+        };
+        let idle = self.cfg.tcp_idle_timeout;
+        let max = self.cfg.max_message_bytes;
+        let mut buf = BytesMut::with_capacity(8192);
+        // Set when the stream cannot be framed any more and the connection is closed by us.
+        let mut broken = false;
+        'conn: loop {
+            let read = tokio::time::timeout(idle, rd.read_buf(&mut buf)).await;
+            match read {
+                Ok(Ok(0)) | Ok(Err(_)) => break,
+                Ok(Ok(_)) => {}
+                Err(_) => {
+                    let since_write = epoch.elapsed().as_millis() as u64
+                        - last_write
+                            .load(Ordering::Relaxed)
+                            .min(epoch.elapsed().as_millis() as u64);
+                    if since_write >= idle.as_millis() as u64 {
+                        tracing::debug!("closing idle tcp connection from {remote}");
+                        break;
+                    }
+                    continue;
+                }
+            }
+            loop {
+                match normalize::frame(&buf, max) {
+                    Frame::Incomplete => {
+                        if buf.len() > max {
+                            broken = true;
+                            break 'conn;
+                        }
+                        break;
+                    }
+                    Frame::KeepAlive(n) => {
+                        // RFC 5626 §4.4.1: a double-CRLF ping is answered with a CRLF pong.
+                        let ping = buf.len() >= 4 && &buf[..4] == b"\r\n\r\n";
+                        let _ = buf.split_to(n);
+                        if ping {
+                            let _ = tx.try_send(Bytes::from_static(b"\r\n"));
+                        }
+                    }
+                    Frame::Complete(n) => {
+                        let msg = buf.split_to(n).freeze();
+                        self.stats.received.fetch_add(1, Ordering::Relaxed);
+                        match self.cfg.sources.admit_message(remote.ip()) {
+                            Ok(()) => self.handler.incoming_raw(msg, peer.clone()),
+                            Err(SourceRefusal::Blocked) => {
+                                self.stats.dropped_by_source.fetch_add(1, Ordering::Relaxed);
+                                break 'conn;
+                            }
+                            Err(_) => {
+                                self.stats.dropped_by_source.fetch_add(1, Ordering::Relaxed);
+                            }
+                        }
+                    }
+                    f @ (Frame::TooLarge | Frame::Invalid) => {
+                        // The stream cannot be re-synchronised: answer what can be answered
+                        // and close.
+                        let upto = buf.len().min(max);
+                        let code = if matches!(f, Frame::TooLarge) {
+                            513
+                        } else {
+                            400
+                        };
+                        self.deliver_unframed(&buf[..upto], peer.clone(), code);
+                        broken = true;
+                        break 'conn;
+                    }
+                }
+            }
+        }
+        if broken {
+            // Responses to what this connection delivered (earlier well-framed messages, the
+            // 400/513 above) are made on other tasks: keep the connection registered a moment
+            // so they leave on it. Closing at once sent them to a new connection to the
+            // client's ephemeral port (RFC 3261 §18.2.2), which nobody listens on.
+            tokio::time::sleep(BROKEN_STREAM_LINGER).await;
+        }
+        self.unregister_conn(id);
+        drop(tx);
+        let _ = writer.await;
+    }
+
+    /// What [`Transport::deliver`] does for the bytes of a stream that could not be framed
+    /// (no or bad Content-Length: `code` 400; over the size cap: 513, RFC 3261 §21.5.11).
+    /// The message boundary is unknown, so even a request that parses is not acted on: it is
+    /// refused statelessly (RFC 3261 §18.3: Content-Length MUST be used on streams).
+    fn deliver_unframed(&self, data: &[u8], peer: Peer, code: u16) {
+        let (request, why) = match message::parse(data) {
+            Ok(rsip::SipMessage::Request(req)) => (Some(req), None),
+            Err(ParseError::Invalid {
+                request: Some(req),
+                reason,
+            }) => (Some(req), Some(reason)),
+            Err(ParseError::Unsupported { request: req, .. }) => (Some(req), None),
+            Ok(rsip::SipMessage::Response(_))
+            | Err(ParseError::Invalid { request: None, .. })
+            | Err(ParseError::Unparsable(_)) => (None, None),
+        };
+        self.stats.received.fetch_add(1, Ordering::Relaxed);
+        match request {
+            Some(mut request) => {
+                self.stats.invalid.fetch_add(1, Ordering::Relaxed);
+                let reply_to = stamp_via(&mut request, &peer);
+                let reason = match (code, why) {
+                    (513, _) => "Message Too Large".to_string(),
+                    (_, Some(why)) => why,
+                    _ => "Content-Length missing or invalid on a stream".to_string(),
+                };
+                self.handler.incoming(Incoming::Invalid {
+                    code,
+                    reason,
+                    request,
+                    peer,
+                    reply_to,
+                });
+            }
+            None => {
+                self.stats
+                    .dropped_unparsable
+                    .fetch_add(1, Ordering::Relaxed);
+                tracing::debug!(remote = %peer.remote, "dropped unframable stream data");
+            }
+        }
+    }
+
+    /// Sends on the peer's connection, or on any open to its address, or a new one.
+    pub(super) fn send_tcp(self: &Arc<Self>, to: SocketAddr, conn: Option<u64>, bytes: Bytes) {
+        let existing = {
+            let c = self.conns.lock().unwrap_or_else(|p| p.into_inner());
+            conn.and_then(|id| c.by_id.get(&id))
+                .or_else(|| c.by_remote.get(&to).and_then(|id| c.by_id.get(id)))
+                .map(|c| c.tx.clone())
+        };
+        match existing {
+            Some(tx) => {
+                if let Err(mpsc::error::TrySendError::Full(b)) = tx.try_send(bytes) {
+                    tokio::spawn(async move {
+                        let _ = tx.send(b).await;
+                    });
+                }
+            }
+            None => {
+                // RFC 3261 §18.2.2: the connection is gone, open a new one to the
+                // same address.
+                let t = self.clone();
+                tokio::spawn(async move { t.connect_and_send(to, bytes).await });
+            }
+        }
+    }
+
+    async fn connect_and_send(self: Arc<Self>, to: SocketAddr, bytes: Bytes) {
+        let stream =
+            match tokio::time::timeout(Duration::from_secs(5), TcpStream::connect(to)).await {
+                Ok(Ok(s)) => s,
+                Ok(Err(e)) => {
+                    tracing::debug!("tcp connect to {to}: {e}");
+                    return;
+                }
+                Err(_) => {
+                    tracing::debug!("tcp connect to {to}: timed out");
+                    return;
+                }
+            };
+        let local = stream.local_addr().unwrap_or(to);
+        let tx = self.start_connection(stream, to, local, None);
+        let _ = tx.send(bytes).await;
+    }
+}
