@@ -6,9 +6,10 @@ use tokio::net::UdpSocket;
 
 use super::shard::shard_of;
 use super::*;
+use crate::config::SourceLimits;
 use crate::health::TaskHealth;
 use crate::sip::message;
-use crate::sip::source::{SourceGuard, SourcePolicy};
+use crate::sip::source::SourceGuard;
 
 const SHARDS: usize = 4;
 
@@ -19,7 +20,7 @@ async fn endpoint() -> (Arc<Endpoint>, mpsc::Receiver<NewRequest>, SocketAddr) {
             tcp: Vec::new(),
             max_message_bytes: 65536,
             tcp_idle_timeout: Duration::from_secs(30),
-            sources: SourceGuard::new(SourcePolicy::default()),
+            sources: SourceGuard::new(SourceLimits::default()),
             health: TaskHealth::new(),
         },
         timers: Timers::default(),
