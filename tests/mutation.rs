@@ -1,8 +1,8 @@
 //! Deterministic mutation test (issue 7, "parsing is total"): the seed inputs of the fuzz
-//! targets (fuzz/seeds/, and the RFC 4475 torture messages) mutated a few hundred thousand
-//! bytes' worth with a fixed-seed PRNG, through the same entry points as the cargo-fuzz targets
-//! (`pivotd::fuzzing`). Nothing may panic. It runs on the stable toolchain in a few seconds,
-//! so CI catches what a long fuzzing run found once: a failure prints the input to replay.
+//! targets (fuzz/seeds/, fuzz/regressions/, the RFC 4475 torture messages) put through about
+//! 400 000 mutations made by a fixed-seed PRNG, into the same entry points as the cargo-fuzz
+//! targets (`pivotd::fuzzing`). Nothing may panic. It runs on the stable toolchain in a few
+//! seconds, so CI catches what a long fuzzing run found once: a failure prints the input.
 //!
 //! Besides random flips, inserts, cuts, duplications and splices, every multi-byte character
 //! of a small set is put at every position of every seed's first line (the `uri[..4]` panic of
@@ -110,6 +110,11 @@ fn files(dir: &Path, ext: Option<&str>) -> Vec<(String, Vec<u8>)> {
 
 fn seeds(target: &str) -> Vec<(String, Vec<u8>)> {
     let mut s = files(&repo().join("fuzz/seeds").join(target), None);
+    // Inputs that once crashed a fuzz target.
+    let found = repo().join("fuzz/regressions").join(target);
+    if found.is_dir() {
+        s.extend(files(&found, None));
+    }
     if target == "sip_message" {
         s.extend(files(&repo().join("tests/fixtures/rfc4475"), Some("dat")));
     }

@@ -457,9 +457,10 @@ fn hound_decode(bytes: &[u8], channels: u16) -> Result<(Vec<f32>, u32), hound::E
     let mut reader = hound::WavReader::new(Cursor::new(bytes))?;
     let spec = reader.spec();
     let rate = spec.sample_rate;
+    let capacity = sample_capacity(reader.len(), bytes.len());
     let mono = match spec.sample_format {
         hound::SampleFormat::Float => {
-            let mut samples = Vec::with_capacity(reader.len() as usize);
+            let mut samples = Vec::with_capacity(capacity);
             for s in reader.samples::<f32>() {
                 samples.push(s?);
             }
@@ -467,7 +468,7 @@ fn hound_decode(bytes: &[u8], channels: u16) -> Result<(Vec<f32>, u32), hound::E
         }
         hound::SampleFormat::Int => {
             let scale = 1.0 / (1u64 << (spec.bits_per_sample.clamp(1, 32) - 1)) as f32;
-            let mut samples = Vec::with_capacity(reader.len() as usize);
+            let mut samples = Vec::with_capacity(capacity);
             for s in reader.samples::<i32>() {
                 samples.push(s? as f32 * scale);
             }
@@ -475,6 +476,15 @@ fn hound_decode(bytes: &[u8], channels: u16) -> Result<(Vec<f32>, u32), hound::E
         }
     };
     Ok((mono, rate))
+}
+
+/// Room for the samples of a WAV: the count its data chunk header declares (up to 2^32,
+/// whatever the file holds: a 300-byte file declaring 4 GB made the decoder reserve 5.7 GB,
+/// found by fuzzing), never more than the file's length (every sample takes a byte or more).
+fn sample_capacity(declared: u32, file_bytes: usize) -> usize {
+    usize::try_from(declared)
+        .unwrap_or(usize::MAX)
+        .min(file_bytes)
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -1204,6 +1214,27 @@ mod tests {
         assert!(missing.get("welcome").is_ok());
         let file_as_dir = PromptLibrary::new(Some(t.0.join("secret.wav")));
         assert!(file_as_dir.check_dir().is_err());
+    }
+
+    /// Found by `fuzz/` (media_file): a 560-byte WAVE_FORMAT_EXTENSIBLE file whose data chunk
+    /// declares 4 GB. hound's sample count came from that header and was reserved up front
+    /// (5.7 GB of f32): a pivot server could make pivotd reserve memory at will, or abort it
+    /// where the reservation fails.
+    #[test]
+    fn a_wav_declaring_more_than_it_holds_reserves_only_what_it_holds() {
+        let crash = include_bytes!(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/fuzz/regressions/media_file/oom-c926603e373fb19a033cdb19ad3a25f8be9493ca"
+        ));
+        assert_eq!(crash.get(0x48..0x4c), Some(&b"data"[..]));
+        assert_eq!(
+            le_u32(crash, 0x4c),
+            Some(0xFF00_01E0),
+            "declared data length"
+        );
+        assert!(Prompt::decode("oom", crash).is_err());
+        assert_eq!(sample_capacity(u32::MAX, crash.len()), crash.len());
+        assert_eq!(sample_capacity(100, crash.len()), 100);
     }
 
     #[test]
