@@ -479,7 +479,7 @@ fn hound_decode(bytes: &[u8], channels: u16) -> Result<(Vec<f32>, u32), hound::E
 }
 
 /// Room for the samples of a WAV: the count its data chunk header declares (up to 2^32,
-/// whatever the file holds: a 300-byte file declaring 4 GB made the decoder reserve 5.7 GB,
+/// whatever the file holds: a 927-byte file declaring 4 GB made the decoder reserve 5.7 GB,
 /// found by fuzzing), never more than the file's length (every sample takes a byte or more).
 fn sample_capacity(declared: u32, file_bytes: usize) -> usize {
     usize::try_from(declared)
@@ -1216,7 +1216,7 @@ mod tests {
         assert!(file_as_dir.check_dir().is_err());
     }
 
-    /// Found by `fuzz/` (media_file): a 560-byte WAVE_FORMAT_EXTENSIBLE file whose data chunk
+    /// Found by `fuzz/` (media_file): a 927-byte WAVE_FORMAT_EXTENSIBLE file whose data chunk
     /// declares 4 GB. hound's sample count came from that header and was reserved up front
     /// (5.7 GB of f32): a pivot server could make pivotd reserve memory at will, or abort it
     /// where the reservation fails.
