@@ -312,4 +312,25 @@ gateway = "sip:gw.example"
 """)
 put("config", "empty.toml", "")
 put("config", "bad.toml", "[sip]\nmax_calls = 0\nudp = []\ntcp = []\n[media]\nport_min = 5\nport_max = 4\n[oops]\n")
+# --- media_file (needs sox; skipped without it) -----------------------------------------
+import shutil
+import subprocess
+import tempfile
+
+if shutil.which("sox"):
+    with tempfile.TemporaryDirectory() as tmp:
+        for name, args in [
+            ("pcm16_8k.wav", ["-r", "8000", "-c", "1", "-b", "16", "-e", "signed-integer"]),
+            ("ulaw_8k.wav", ["-r", "8000", "-c", "1", "-e", "u-law"]),
+            ("alaw_8k.wav", ["-r", "8000", "-c", "1", "-e", "a-law"]),
+            ("float_stereo_44k.wav", ["-r", "44100", "-c", "2", "-e", "floating-point", "-b", "32"]),
+            ("pcm24_16k.wav", ["-r", "16000", "-c", "1", "-b", "24"]),
+            ("mono_16k.mp3", ["-r", "16000", "-c", "1"]),
+        ]:
+            out = os.path.join(tmp, name)
+            subprocess.run(["sox", "-n", *args, out, "synth", "0.01", "sine", "1000"], check=True)
+            with open(out, "rb") as f:
+                put("media_file", name, f.read())
+else:
+    print("sox not found: media_file seeds not written")
 print("seeds written to", ROOT)

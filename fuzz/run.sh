@@ -6,12 +6,13 @@ set -eu
 cd "$(dirname "$0")/.."
 secs=${2:-600}
 targets=$1
-[ "$targets" = all ] && targets="sip_message sdp rtp_dtmf twiml kazoo_json config"
+[ "$targets" = all ] && targets="sip_message sdp rtp_dtmf twiml kazoo_json config media_file"
 mkdir -p fuzz/logs
 for t in $targets; do
     mkdir -p "fuzz/corpus/$t"
     extra=""
-    [ "$t" = sip_message ] && extra=tests/fixtures/rfc4475
+    [ -d "fuzz/regressions/$t" ] && extra="fuzz/regressions/$t"
+    [ "$t" = sip_message ] && extra="$extra tests/fixtures/rfc4475"
     # shellcheck disable=SC2086
     nice -n 19 cargo +nightly fuzz run "$t" "fuzz/corpus/$t" "fuzz/seeds/$t" $extra -- \
         -max_total_time="$secs" -rss_limit_mb=2048 -timeout=10 -print_final_stats=1 \

@@ -17,6 +17,7 @@ use rsip::SipMessage;
 use crate::callflow::check;
 use crate::flow::modules::pivot::{BodyFormat, Method, ReqFormat};
 use crate::flow::{DigitCollections, Node};
+use crate::logsafe::wire;
 use crate::media::codec::Codec;
 use crate::media::dtmf::{self, DtmfReceiver, TelephoneEvent};
 use crate::media::{rtp, sdp};
@@ -177,6 +178,8 @@ fn server_side(req: &rsip::Request) {
     let user = crate::call::info::percent_decode(req.uri.user().unwrap_or(""));
     let host = req.uri.host_with_port.host.to_string();
     let _ = req.to_string();
+    // What the server logs of them.
+    let _ = (wire(&user).to_string(), wire(&host).to_string());
     let info = crate::call::info::call_info(req, "acct", &user, &host);
     let mut digits = DigitCollections::new();
     digits.append(&user, &host);
@@ -351,6 +354,21 @@ pub fn config(data: &[u8]) -> bool {
                     flow_checks(&c.flow);
                 }
             }
+            true
+        }
+        Err(e) => {
+            let _ = e.to_string();
+            false
+        }
+    }
+}
+
+/// A media file as a pivot web server serves it for `<Play>` (or the TTS hook writes it):
+/// WAV or MP3 sniffing and decoding, resampling, G.711 encoding.
+pub fn media_file(data: &[u8]) -> bool {
+    match crate::media::prompt::Prompt::decode("fuzz", data) {
+        Ok(p) => {
+            let _ = (p.payload(Codec::Pcmu).len(), p.duration());
             true
         }
         Err(e) => {

@@ -462,3 +462,29 @@ fn decode_never_panics() {
         let _ = Prompt::decode("rand", &b);
     }
 }
+
+/// Found by `fuzz/` (media_file): a 560-byte WAVE_FORMAT_EXTENSIBLE file whose data chunk
+/// declares 4 GB. hound's sample count came from that header and was reserved up front
+/// (5.7 GB of f32): a pivot server could make pivotd reserve memory at will, or abort it
+/// where the reservation fails.
+#[test]
+fn a_wav_declaring_more_than_it_holds_reserves_only_what_it_holds() {
+    let crash = include_bytes!(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/fuzz/regressions/media_file/oom-c926603e373fb19a033cdb19ad3a25f8be9493ca"
+    ));
+    assert_eq!(crash.get(0x48..0x4c), Some(&b"data"[..]));
+    assert_eq!(
+        crash
+            .get(0x4c..0x50)
+            .map(|b| u32::from_le_bytes([b[0], b[1], b[2], b[3]])),
+        Some(0xFF00_01E0),
+        "declared data length"
+    );
+    assert!(Prompt::decode("oom", crash).is_err());
+    assert_eq!(
+        super::wav::sample_capacity(u32::MAX, crash.len()),
+        crash.len()
+    );
+    assert_eq!(super::wav::sample_capacity(100, crash.len()), 100);
+}
