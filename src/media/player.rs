@@ -590,6 +590,13 @@ impl Shard {
 }
 
 /// A shard's thread: sleep until the next subtick (waking early for commands), send, repeat.
+/// A panic while handling one command or one subtick costs that command or tick (counted and
+/// logged by the panic hook), never the pacer thread, whose death would silence every stream
+/// on it.
+fn guarded(f: impl FnOnce()) {
+    let _ = crate::health::catch(f);
+}
+
 fn run_shard(rx: Receiver<Command>, stats: Arc<ShardStats>, slots: u32) {
     let grid = Grid::new(Instant::now(), slots);
     let mut shard = Shard::new(slots, stats.clone());
@@ -598,7 +605,7 @@ fn run_shard(rx: Receiver<Command>, stats: Arc<ShardStats>, slots: u32) {
     loop {
         loop {
             match rx.try_recv() {
-                Ok(cmd) => shard.handle(cmd),
+                Ok(cmd) => guarded(|| shard.handle(cmd)),
                 Err(TryRecvError::Empty) => break,
                 Err(TryRecvError::Disconnected) => return,
             }
@@ -606,7 +613,7 @@ fn run_shard(rx: Receiver<Command>, stats: Arc<ShardStats>, slots: u32) {
         if shard.is_empty() {
             // Nothing to pace: block until a command, then rejoin the grid at the next subtick.
             match rx.recv() {
-                Ok(cmd) => shard.handle(cmd),
+                Ok(cmd) => guarded(|| shard.handle(cmd)),
                 Err(_) => return,
             }
             k = grid.subtick_at(Instant::now()).saturating_add(1);
@@ -616,7 +623,7 @@ fn run_shard(rx: Receiver<Command>, stats: Arc<ShardStats>, slots: u32) {
         let due = grid.due(k);
         if now < due {
             match rx.recv_timeout(due - now) {
-                Ok(cmd) => shard.handle(cmd),
+                Ok(cmd) => guarded(|| shard.handle(cmd)),
                 Err(RecvTimeoutError::Timeout) => {}
                 Err(RecvTimeoutError::Disconnected) => return,
             }
@@ -630,7 +637,7 @@ fn run_shard(rx: Receiver<Command>, stats: Arc<ShardStats>, slots: u32) {
                 .fetch_add(current.saturating_sub(k), Ordering::Relaxed);
             k = current.max(k);
         }
-        shard.run_subtick(&grid, k, &mut buf);
+        guarded(|| shard.run_subtick(&grid, k, &mut buf));
         k = k.saturating_add(1);
     }
 }
