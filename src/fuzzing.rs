@@ -180,7 +180,8 @@ fn server_side(req: &rsip::Request) {
     let _ = req.to_string();
     // What the server logs of them.
     let _ = (wire(&user).to_string(), wire(&host).to_string());
-    let info = crate::call::info::call_info(req, "acct", &user, &host);
+    let call_id = message::call_id(req).unwrap_or_default();
+    let info = crate::call::info::call_info(req, &call_id, "acct", &user, &host);
     let mut digits = DigitCollections::new();
     digits.append(&user, &host);
     let state = PivotState::new(&info, &digits);
@@ -191,7 +192,7 @@ fn server_side(req: &rsip::Request) {
             let _ = request::build(&url, Method::Post, BodyFormat::Json, &params).signature(b"k");
         }
     }
-    if let Ok(mut d) = Dialog::from_invite(req, "lt", peer(), "127.0.0.1:5060".into()) {
+    if let Ok(mut d) = Dialog::from_invite(req, &call_id, "lt", peer(), "127.0.0.1:5060".into()) {
         d.refresh_target(req);
         if let Some((n, m)) = message::cseq(req) {
             let _ = d.accept_remote_cseq(n, &m);

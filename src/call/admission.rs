@@ -296,17 +296,17 @@ impl Admission {
 
     /// Answers the endpoint's new requests until it stops.
     pub async fn run(mut self, mut rx: mpsc::Receiver<NewRequest>) {
-        while let Some(NewRequest { req, tx }) = rx.recv().await {
+        while let Some(NewRequest { req, tx, call_id }) = rx.recv().await {
             // A panic costs this request (its transaction times out), never the admission
             // task, whose death would refuse every later call.
-            let _ = crate::health::catch(|| self.on_request(req, tx));
+            let _ = crate::health::catch(|| self.on_request(req, tx, call_id));
         }
     }
 
-    fn on_request(&mut self, req: rsip::Request, tx: ServerTx) {
+    fn on_request(&mut self, req: rsip::Request, tx: ServerTx, call_id: String) {
         let answer = if req.method == rsip::Method::Invite {
-            match self.admit_invite(&req, tx.peer()) {
-                Ok(setup) => return self.start_call(NewRequest { req, tx }, setup),
+            match self.admit_invite(&req, tx.peer(), &call_id) {
+                Ok(setup) => return self.start_call(NewRequest { req, tx, call_id }, setup),
                 Err(refusal) => Err(refusal),
             }
         } else {
@@ -331,7 +331,12 @@ impl Admission {
 
     /// Whether an INVITE becomes a call, and with what: its route, its media, its dialog.
     /// A refused INVITE gives back what it took (the source's call slot, RTP ports).
-    fn admit_invite(&mut self, req: &rsip::Request, peer: &Peer) -> Result<CallSetup, Refusal> {
+    fn admit_invite(
+        &mut self,
+        req: &rsip::Request,
+        peer: &Peer,
+        call_id: &str,
+    ) -> Result<CallSetup, Refusal> {
         if !uri_scheme_supported(&req.uri) {
             return Err(Refusal::UnsupportedScheme);
         }
@@ -391,7 +396,7 @@ impl Admission {
         };
         let local_host = host_port(self.cfg.sip.advertise, peer.local);
         let local_tag = random_token(10);
-        let dialog = Dialog::from_invite(req, &local_tag, peer.clone(), local_host)
+        let dialog = Dialog::from_invite(req, call_id, &local_tag, peer.clone(), local_host)
             .map_err(Refusal::BadDialog)?;
         let media_ip: IpAddr = self.cfg.sip.advertise.unwrap_or(self.cfg.media.ip);
         let local_sdp = LocalSession {
@@ -401,7 +406,7 @@ impl Admission {
             version: 1,
         };
         Ok(CallSetup {
-            info: call_info(req, &account.id, &user, &host),
+            info: call_info(req, call_id, &account.id, &user, &host),
             flow,
             leg: LegSetup {
                 dialog,

@@ -1,8 +1,6 @@
 //! The call facts an INVITE gives the callflow runtime and pivot ([`CallInfo`]): caller,
 //! callee, the dialled number and realm, the `X-` headers.
 
-use rsip::headers::UntypedHeader;
-
 use crate::flow::CallInfo;
 
 /// `%XX` escapes in a URI user part (RFC 3261 §19.1.2), decoded for routing.
@@ -26,15 +24,18 @@ pub fn percent_decode(s: &str) -> String {
 }
 
 /// The plain call facts the runtime and pivot see.
-pub fn call_info(req: &rsip::Request, account_id: &str, user: &str, host: &str) -> CallInfo {
+pub fn call_info(
+    req: &rsip::Request,
+    call_id: &str,
+    account_id: &str,
+    user: &str,
+    host: &str,
+) -> CallInfo {
     use rsip::headers::ToTypedHeader;
     use rsip::message::HeadersExt;
     let from = req.from_header().ok().and_then(|f| f.typed().ok());
     let to = req.to_header().ok().and_then(|t| t.typed().ok());
-    let call_id = req
-        .call_id_header()
-        .map(|c| c.value().to_string())
-        .unwrap_or_default();
+    let call_id = call_id.to_string();
     let (from_user, from_realm, display) = match &from {
         Some(f) => (
             percent_decode(f.uri.user().unwrap_or("")),

@@ -52,13 +52,13 @@ impl Dialog {
     /// Builds the dialog state from the INVITE we answer (§12.1.1).
     pub fn from_invite(
         req: &rsip::Request,
+        call_id: &str,
         local_tag: &str,
         peer: Peer,
         local_host: String,
     ) -> Result<Dialog, DialogError> {
         let mut from = None;
         let mut to = None;
-        let mut call_id = None;
         let mut contact = None;
         let mut cseq = None;
         let mut route_set = Vec::new();
@@ -66,7 +66,6 @@ impl Dialog {
             match h {
                 rsip::Header::From(v) => from = Some(v.value().to_string()),
                 rsip::Header::To(v) => to = Some(v.value().to_string()),
-                rsip::Header::CallId(v) => call_id = Some(v.value().to_string()),
                 rsip::Header::Contact(v) if contact.is_none() => {
                     contact = Some(strip_angle(v.value()).to_string())
                 }
@@ -83,13 +82,15 @@ impl Dialog {
         }
         let from = from.ok_or(DialogError::Missing("From"))?;
         let to = to.ok_or(DialogError::Missing("To"))?;
-        let call_id = call_id.ok_or(DialogError::Missing("Call-ID"))?;
+        if call_id.is_empty() {
+            return Err(DialogError::Missing("Call-ID"));
+        }
         let remote_cseq: u32 = cseq.ok_or(DialogError::Bad("CSeq"))?;
         // No Contact (broken client): fall back to the From URI, which is where it can be found.
         let remote_target = contact.unwrap_or_else(|| strip_angle(&from).to_string());
         Ok(Dialog {
             id: DialogId {
-                call_id,
+                call_id: call_id.to_string(),
                 local_tag: local_tag.to_string(),
             },
             local_uri: to,
@@ -227,7 +228,14 @@ Content-Length: 0\r\n\r\n";
 
     #[test]
     fn bye_is_built_from_the_dialog() {
-        let mut d = Dialog::from_invite(&invite(), "lt", peer(), "127.0.0.1:5060".into()).unwrap();
+        let mut d = Dialog::from_invite(
+            &invite(),
+            "c1@a.test",
+            "lt",
+            peer(),
+            "127.0.0.1:5060".into(),
+        )
+        .unwrap();
         let r = d.request(rsip::Method::Bye, &[], None);
         let text = String::from_utf8(r.bytes.to_vec()).unwrap();
         assert!(
@@ -253,7 +261,7 @@ Content-Length: 0\r\n\r\n";
 
     #[test]
     fn remote_cseq_must_increase() {
-        let mut d = Dialog::from_invite(&invite(), "lt", peer(), "h".into()).unwrap();
+        let mut d = Dialog::from_invite(&invite(), "c1@a.test", "lt", peer(), "h".into()).unwrap();
         assert!(!d.accept_remote_cseq(7, &rsip::Method::Bye));
         assert!(d.accept_remote_cseq(8, &rsip::Method::Bye));
         assert!(!d.accept_remote_cseq(8, &rsip::Method::Invite));

@@ -51,6 +51,8 @@ pub struct EndpointConfig {
 pub struct NewRequest {
     pub req: rsip::Request,
     pub tx: ServerTx,
+    /// The Call-ID, read once by the shard when the message was parsed.
+    pub call_id: String,
 }
 
 /// What a dialog's owner (a call) hears from the endpoint.

@@ -176,7 +176,7 @@ impl Shard {
             return;
         }
 
-        match self.app.try_send(NewRequest { req, tx }) {
+        match self.app.try_send(NewRequest { req, tx, call_id }) {
             Ok(()) => {}
             Err(mpsc::error::TrySendError::Full(nr))
             | Err(mpsc::error::TrySendError::Closed(nr)) => {
