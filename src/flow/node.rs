@@ -283,14 +283,57 @@ impl<'a> Data<'a> {
 }
 
 impl Data<'_> {
-    /// `terminators`: the DTMF keys that stop a prompt; every key when absent. Entries that
-    /// are not a single key cannot be pressed and are ignored (Kazoo accepts any string).
+    /// `terminators`: the DTMF keys that stop a prompt or a collection; every key when
+    /// absent. An entry that is not one key of 0-9 * # could never be pressed: it is a
+    /// validation error, in every module.
     pub fn terminators(&self) -> Result<Vec<char>, ValidationError> {
-        Ok(match self.opt_str_list("terminators")? {
-            Some(list) => list.iter().filter_map(|t| single_char(t)).collect(),
-            None => ALL_KEYS.to_vec(),
-        })
+        Ok(self
+            .opt_terminators("terminators")?
+            .unwrap_or_else(|| ALL_KEYS.to_vec()))
     }
+
+    /// A list of DTMF keys under `key`, each checked by [`dtmf_key`]; None when absent.
+    pub fn opt_terminators(&self, key: &str) -> Result<Option<Vec<char>>, ValidationError> {
+        let Some(list) = self.opt_str_list(key)? else {
+            return Ok(None);
+        };
+        list.iter()
+            .enumerate()
+            .map(|(i, s)| {
+                dtmf_key(s).ok_or_else(|| {
+                    ValidationError::new(
+                        format!("{}[{i}]", self.path_of(key)),
+                        format!("{s:?} is not a DTMF key (0-9, *, #)"),
+                    )
+                })
+            })
+            .collect::<Result<Vec<_>, _>>()
+            .map(Some)
+    }
+
+    /// One DTMF key under `key` (a string), checked by [`dtmf_key`]; None when absent.
+    pub fn opt_dtmf_key(&self, key: &str) -> Result<Option<char>, ValidationError> {
+        match self.opt_str(key)? {
+            None => Ok(None),
+            Some(s) => dtmf_key(&s).map(Some).ok_or_else(|| {
+                ValidationError::new(
+                    self.path_of(key),
+                    format!("{s:?} is not a DTMF key (0-9, *, #)"),
+                )
+            }),
+        }
+    }
+}
+
+/// The DTMF key a one-character string names: 0-9, `*` or `#` (the keys RFC 4733 events
+/// 0-11 carry). The one check of a key, for callflow data and TwiML alike.
+pub fn dtmf_key(s: &str) -> Option<char> {
+    single_char(s).filter(|k| ALL_KEYS.contains(k))
+}
+
+/// Terminators as Kazoo JSON (`["1", "#"]`).
+pub fn terminators_json(keys: &[char]) -> Value {
+    Value::Array(keys.iter().map(|c| Value::String(c.to_string())).collect())
 }
 
 /// Every DTMF key, in Kazoo's default `terminators` order.

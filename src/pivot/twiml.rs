@@ -326,13 +326,9 @@ fn gather(el: &Element) -> Result<Verb, VerbError> {
     let finish_on_key = match el.attr("finishOnKey") {
         None => Some('#'),
         Some("") => None,
-        Some(k) => {
-            let mut chars = k.chars();
-            match (chars.next(), chars.next()) {
-                (Some(c), None) if c.is_ascii_digit() || c == '#' || c == '*' => Some(c),
-                _ => return Err(VerbError::FinishOnKey(k.to_string())),
-            }
-        }
+        Some(k) => Some(
+            crate::flow::node::dtmf_key(k).ok_or_else(|| VerbError::FinishOnKey(k.to_string()))?,
+        ),
     };
     let num_digits = match el.attr("numDigits") {
         None => None,

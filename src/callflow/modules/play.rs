@@ -28,7 +28,7 @@ pub async fn run(
     } else {
         data.loop_count.unwrap_or(1)
     };
-    super::play_collecting(call, &prompt, times, &data.terminator_keys(), state).await?;
+    super::play_collecting(call, &prompt, times, &data.terminators, state).await?;
     Ok(Next::Default)
 }
 

@@ -3,9 +3,7 @@
 
 use serde_json::{Map, Value};
 
-use crate::flow::node::{Data, ValidationError};
-
-const KEYS: &str = "0123456789*#";
+use crate::flow::node::{terminators_json, Data, ValidationError};
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct CollectDtmf {
@@ -18,17 +16,6 @@ pub struct CollectDtmf {
     pub collection_name: Option<String>,
 }
 
-fn key_of(d: &Data<'_>, key: &str, s: &str) -> Result<char, ValidationError> {
-    let mut c = s.chars();
-    match (c.next(), c.next()) {
-        (Some(k), None) if KEYS.contains(k) => Ok(k),
-        _ => Err(ValidationError::new(
-            d.path_of(key),
-            format!("{s:?} is not a DTMF key (0-9, *, #)"),
-        )),
-    }
-}
-
 impl CollectDtmf {
     pub fn from_data(d: &Data<'_>) -> Result<CollectDtmf, ValidationError> {
         let max_digits = d.opt_int("max_digits", 1, 1000)?.unwrap_or(1);
@@ -37,15 +24,9 @@ impl CollectDtmf {
             .opt_int("interdigit_timeout", 1, 3_600_000)?
             .unwrap_or(2000);
         // Spec j.13: a `terminators` array wins over `terminator`; the default is "#".
-        let terminators = match d.opt_str_list("terminators")? {
-            Some(list) => list
-                .iter()
-                .map(|s| key_of(d, "terminators", s))
-                .collect::<Result<Vec<_>, _>>()?,
-            None => match d.opt_str("terminator")? {
-                Some(t) => vec![key_of(d, "terminator", &t)?],
-                None => vec!['#'],
-            },
+        let terminators = match d.opt_terminators("terminators")? {
+            Some(keys) => keys,
+            None => vec![d.opt_dtmf_key("terminator")?.unwrap_or('#')],
         };
         let collection_name = d.opt_str("collection_name")?.filter(|n| !n.is_empty());
         Ok(CollectDtmf {
@@ -65,15 +46,7 @@ impl CollectDtmf {
             "interdigit_timeout".into(),
             Value::from(self.interdigit_timeout_ms),
         );
-        m.insert(
-            "terminators".into(),
-            Value::Array(
-                self.terminators
-                    .iter()
-                    .map(|c| Value::String(c.to_string()))
-                    .collect(),
-            ),
-        );
+        m.insert("terminators".into(), terminators_json(&self.terminators));
         if let Some(n) = &self.collection_name {
             m.insert("collection_name".into(), Value::String(n.clone()));
         }

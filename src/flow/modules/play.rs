@@ -3,11 +3,7 @@
 
 use serde_json::{Map, Value};
 
-use crate::flow::node::{single_char, Data, ValidationError};
-
-/// The schema's default terminators: every DTMF key.
-pub const DEFAULT_TERMINATORS: [&str; 12] =
-    ["1", "2", "3", "4", "5", "6", "7", "8", "9", "*", "0", "#"];
+use crate::flow::node::{terminators_json, Data, ValidationError, ALL_KEYS};
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Play {
@@ -18,8 +14,8 @@ pub struct Play {
     pub endless_playback: bool,
     /// Times to play; `None` = once.
     pub loop_count: Option<u32>,
-    /// DTMF keys that stop the playback (acted on once DTMF exists).
-    pub terminators: Vec<String>,
+    /// DTMF keys that stop the playback; every key by default (the schema's default).
+    pub terminators: Vec<char>,
 }
 
 impl Play {
@@ -30,7 +26,7 @@ impl Play {
             answer: true,
             endless_playback: false,
             loop_count: None,
-            terminators: DEFAULT_TERMINATORS.iter().map(|s| s.to_string()).collect(),
+            terminators: ALL_KEYS.to_vec(),
         }
     }
 
@@ -49,20 +45,9 @@ impl Play {
             answer: d.opt_bool("answer")?.unwrap_or(true),
             endless_playback: d.opt_bool("endless_playback")?.unwrap_or(false),
             loop_count,
-            terminators: match d.opt_str_list("terminators")? {
-                Some(t) => t,
-                None => Play::new("").terminators,
-            },
+            terminators: d.terminators()?,
             id,
         })
-    }
-
-    /// The terminators as DTMF keys (entries that are not one key are ignored).
-    pub fn terminator_keys(&self) -> Vec<char> {
-        self.terminators
-            .iter()
-            .filter_map(|t| single_char(t))
-            .collect()
     }
 
     pub fn to_json(&self) -> Map<String, Value> {
@@ -76,16 +61,7 @@ impl Play {
         if let Some(n) = self.loop_count {
             m.insert("loop_count".into(), Value::from(n));
         }
-        m.insert(
-            "terminators".into(),
-            Value::Array(
-                self.terminators
-                    .iter()
-                    .cloned()
-                    .map(Value::String)
-                    .collect(),
-            ),
-        );
+        m.insert("terminators".into(), terminators_json(&self.terminators));
         m
     }
 }
@@ -112,7 +88,7 @@ mod tests {
         .unwrap();
         assert!(!p.answer && p.endless_playback);
         assert_eq!(p.loop_count, Some(3));
-        assert_eq!(p.terminators, ["#"]);
+        assert_eq!(p.terminators, ['#']);
     }
 
     #[test]
@@ -133,6 +109,10 @@ mod tests {
             ),
             (
                 json!({"id": "w", "terminators": ["#", 1]}),
+                "flow.data.terminators[1]",
+            ),
+            (
+                json!({"id": "w", "terminators": ["#", "10"]}),
                 "flow.data.terminators[1]",
             ),
         ];

@@ -4,7 +4,7 @@
 
 use serde_json::{Map, Value};
 
-use crate::flow::node::{Data, ValidationError, ALL_KEYS};
+use crate::flow::node::{terminators_json, Data, ValidationError, ALL_KEYS};
 
 /// Types accepted: Kazoo's enum (`callflows.audio_macro.say.json`) less the date and time
 /// ones, plus `digits`.
@@ -165,15 +165,7 @@ impl Say {
         if let Some(g) = &self.gender {
             m.insert("gender".into(), Value::String(g.clone()));
         }
-        m.insert(
-            "terminators".into(),
-            Value::Array(
-                self.terminators
-                    .iter()
-                    .map(|c| Value::String(c.to_string()))
-                    .collect(),
-            ),
-        );
+        m.insert("terminators".into(), terminators_json(&self.terminators));
         m
     }
 
@@ -243,9 +235,12 @@ mod tests {
         let s = say_of(json!({"text": "1", "say": "2", "type": "number"})).unwrap();
         assert_eq!(s.text, "1");
         let s = say_of(json!({"text": "7", "type": "number", "method": "counted",
-                              "language": "en", "gender": "feminine", "terminators": ["#", "xx"]}))
+                              "language": "en", "gender": "feminine", "terminators": ["#"]}))
         .unwrap();
         assert_eq!(s.terminators, ['#']);
+        // A key that could never be pressed is refused, as in every module.
+        let e = say_of(json!({"text": "7", "terminators": ["#", "xx"]})).unwrap_err();
+        assert_eq!(e.path, "flow.data.terminators[1]");
         let out = Node::from_json(&json!({"module": "say", "data": {"say": "hi"}}))
             .unwrap()
             .to_json();

@@ -3,7 +3,7 @@
 
 use serde_json::{Map, Value};
 
-use crate::flow::node::{Data, ValidationError};
+use crate::flow::node::{terminators_json, Data, ValidationError};
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Tts {
@@ -45,15 +45,7 @@ impl Tts {
         if let Some(l) = &self.language {
             m.insert("language".into(), Value::String(l.clone()));
         }
-        m.insert(
-            "terminators".into(),
-            Value::Array(
-                self.terminators
-                    .iter()
-                    .map(|c| Value::String(c.to_string()))
-                    .collect(),
-            ),
-        );
+        m.insert("terminators".into(), terminators_json(&self.terminators));
         m.insert(
             "endless_playback".into(),
             Value::Bool(self.endless_playback),
