@@ -148,7 +148,7 @@ impl Budget {
         let listeners = (cfg.sip.udp.len() + cfg.sip.tcp.len() + 1) as u64;
         Budget {
             max_calls: u64::from(cfg.sip.max_calls),
-            port_pairs: port_pairs(cfg.media.port_min, cfg.media.port_max),
+            port_pairs: cfg.media.port_pairs() as u64,
             per_call: MEDIA_FDS_PER_CALL + FETCH_FDS_PER_CALL + tcp,
             baseline: BASELINE_FDS + listeners,
         }
@@ -177,17 +177,6 @@ impl Budget {
             budget: *self,
             limit,
         })
-    }
-}
-
-/// Even/odd pairs in [min, max], as `PortPool` counts them (RTP even, RTCP on the next port).
-fn port_pairs(min: u16, max: u16) -> u64 {
-    let first = u64::from(min) + u64::from(min) % 2;
-    let max = u64::from(max);
-    if max > first {
-        (max - first).div_ceil(2)
-    } else {
-        0
     }
 }
 
@@ -235,6 +224,13 @@ impl fmt::Display for Shortfall {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The config's count of [min, max], the one `Budget` uses.
+    fn port_pairs(min: u16, max: u16) -> u64 {
+        let mut media = crate::config::Config::embedded_default().media;
+        (media.port_min, media.port_max) = (min, max);
+        media.port_pairs() as u64
+    }
 
     fn cfg(extra_sip: &str, media: &str) -> Config {
         let toml = format!(

@@ -158,9 +158,14 @@ impl TaskHealth {
         self.restarts.load(Ordering::Relaxed)
     }
 
-    /// Tasks watched.
-    pub fn watched(&self) -> usize {
-        self.tasks.lock().unwrap_or_else(|p| p.into_inner()).len()
+    /// How many tasks are not running now, without naming them (for `/metrics`).
+    pub fn degraded_count(&self) -> usize {
+        self.tasks
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .iter()
+            .filter(|t| t.state.load(Ordering::Relaxed) != RUNNING)
+            .count()
     }
 }
 

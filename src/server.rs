@@ -72,10 +72,6 @@ pub struct ServerHandle {
     pub routes: Arc<Routes>,
     /// Pivot requests by outcome.
     pub pivot_stats: Arc<PivotStats>,
-    /// The SIP service's long-lived tasks, and whether each is alive.
-    pub health: Arc<TaskHealth>,
-    /// 503s sent for overload, by reason.
-    pub overload: Arc<OverloadStats>,
     /// Dropping the handle stops the API server and the retention task.
     _background: watch::Sender<()>,
 }
@@ -231,8 +227,6 @@ pub async fn start(cfg: Arc<Config>) -> Result<ServerHandle, StartError> {
         api: Some(api),
         routes: routes.clone(),
         pivot_stats,
-        health: health.clone(),
-        overload: overload.clone(),
         _background: background,
     };
     let admission = Admission::new(AdmissionParts {

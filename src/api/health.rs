@@ -255,7 +255,7 @@ pub(crate) async fn metrics(State(st): State<Shared>) -> Response {
         "tasks_degraded",
         "gauge",
         "Long-lived SIP tasks dead or restarting now (healthz is 503 while above 0).",
-        p.health.degraded().len(),
+        p.health.degraded_count(),
     );
     m.one(
         "sip_dialogs",

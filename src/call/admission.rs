@@ -15,10 +15,9 @@ use std::borrow::Cow;
 use std::net::IpAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use tokio::sync::{mpsc, watch};
-use tokio::time::Instant;
 
 use super::info::{call_info, percent_decode};
 use super::{Call, CallContext, CallSetup, LegSetup};
@@ -32,7 +31,7 @@ use crate::sip::dialog::{host_port, Dialog, DialogError};
 use crate::sip::endpoint::{NewRequest, ServerTx};
 use crate::sip::message;
 use crate::sip::outgoing::{random_token, response_bytes};
-use crate::sip::source::{SourceGuard, SourceRefusal};
+use crate::sip::source::{SourceGuard, SourceRefusal, TokenBucket};
 use crate::sip::transport::Peer;
 use crate::sip::{ACCEPT, ALLOW, SUPPORTED};
 
@@ -219,36 +218,23 @@ impl OverloadStats {
     }
 }
 
-/// New calls per second: a token bucket refilled continuously, one second of burst.
+/// New calls per second: the crate's token bucket, one second of burst; 0 = no limit.
 struct RateLimiter {
     rate: f64,
-    tokens: f64,
-    last: Instant,
+    bucket: TokenBucket,
 }
 
 impl RateLimiter {
     fn new(per_second: u32) -> RateLimiter {
+        let rate = f64::from(per_second);
         RateLimiter {
-            rate: per_second as f64,
-            tokens: per_second as f64,
-            last: Instant::now(),
+            rate,
+            bucket: TokenBucket::full(rate, Instant::now()),
         }
     }
 
     fn allow(&mut self) -> bool {
-        if self.rate <= 0.0 {
-            return true;
-        }
-        let now = Instant::now();
-        let elapsed = now.duration_since(self.last).as_secs_f64();
-        self.last = now;
-        self.tokens = (self.tokens + elapsed * self.rate).min(self.rate.max(1.0));
-        if self.tokens >= 1.0 {
-            self.tokens -= 1.0;
-            true
-        } else {
-            false
-        }
+        self.rate <= 0.0 || self.bucket.take(self.rate, self.rate, Instant::now())
     }
 }
 

@@ -12,9 +12,9 @@
 //! still finds no room is refused calls (503) and its messages are held to one shared bucket,
 //! so a table-filling attacker cannot crowd out the addresses already known.
 
-use std::collections::hash_map::DefaultHasher;
+use std::collections::hash_map::RandomState;
 use std::collections::HashMap;
-use std::hash::{Hash, Hasher};
+use std::hash::BuildHasher;
 use std::net::IpAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -69,25 +69,31 @@ impl SourceRefusal {
 /// Addresses tracked at most (about 100 bytes each).
 const MAX_SOURCES: usize = 100_000;
 const SHARDS: usize = 16;
+/// A full shard looks for idle entries to evict at most this often: during a spoofed flood
+/// nothing is idle, and a scan per packet would hold the shard's lock for each one.
+const EVICT_EVERY: Duration = Duration::from_secs(1);
 /// An entry with nothing live and no activity for this long may be evicted.
 const IDLE: Duration = Duration::from_secs(120);
 
+/// A token bucket refilled continuously: the one rate limiter of the crate (per source here,
+/// and the global call rate in admission).
 #[derive(Debug)]
-struct Bucket {
+pub struct TokenBucket {
     tokens: f64,
     last: Instant,
 }
 
-impl Bucket {
-    fn full(capacity: f64, now: Instant) -> Bucket {
-        Bucket {
+impl TokenBucket {
+    /// A bucket holding `capacity` tokens.
+    pub fn full(capacity: f64, now: Instant) -> TokenBucket {
+        TokenBucket {
             tokens: capacity,
             last: now,
         }
     }
 
     /// Takes one token if there is one; refills at `rate` per second up to `capacity`.
-    fn take(&mut self, rate: f64, capacity: f64, now: Instant) -> bool {
+    pub fn take(&mut self, rate: f64, capacity: f64, now: Instant) -> bool {
         let elapsed = now.saturating_duration_since(self.last).as_secs_f64();
         self.last = now;
         self.tokens = (self.tokens + elapsed * rate).min(capacity);
@@ -102,8 +108,8 @@ impl Bucket {
 
 #[derive(Debug)]
 struct Entry {
-    requests: Bucket,
-    calls_rate: Bucket,
+    requests: TokenBucket,
+    calls_rate: TokenBucket,
     calls: u32,
     tcp: u32,
     failures: u32,
@@ -115,8 +121,8 @@ struct Entry {
 impl Entry {
     fn new(p: &SourceLimits, now: Instant) -> Entry {
         Entry {
-            requests: Bucket::full(req_capacity(p), now),
-            calls_rate: Bucket::full(f64::from(p.calls_per_second.max(1)), now),
+            requests: TokenBucket::full(req_capacity(p), now),
+            calls_rate: TokenBucket::full(f64::from(p.calls_per_second), now),
             calls: 0,
             tcp: 0,
             failures: 0,
@@ -160,13 +166,23 @@ impl SourceStats {
     }
 }
 
+/// One shard of the table.
+#[derive(Debug)]
+struct Shard {
+    entries: HashMap<IpAddr, Entry>,
+    /// When a full shard may next scan for idle entries.
+    next_evict: Instant,
+}
+
 /// The per-source table, shared by the transport, the endpoint and admission.
 #[derive(Debug)]
 pub struct SourceGuard {
     limits: SourceLimits,
-    shards: Vec<Mutex<HashMap<IpAddr, Entry>>>,
+    shards: Vec<Mutex<Shard>>,
+    /// Keyed, so an attacker cannot aim its addresses at one shard.
+    shard_of: RandomState,
     /// Messages of addresses the full table has no room for.
-    overflow: Mutex<Bucket>,
+    overflow: Mutex<TokenBucket>,
     pub stats: SourceStats,
 }
 
@@ -174,67 +190,79 @@ impl SourceGuard {
     pub fn new(limits: SourceLimits) -> Arc<SourceGuard> {
         let now = Instant::now();
         Arc::new(SourceGuard {
-            overflow: Mutex::new(Bucket::full(req_capacity(&limits), now)),
-            shards: (0..SHARDS).map(|_| Mutex::new(HashMap::new())).collect(),
+            overflow: Mutex::new(TokenBucket::full(req_capacity(&limits), now)),
+            shards: (0..SHARDS)
+                .map(|_| {
+                    Mutex::new(Shard {
+                        entries: HashMap::new(),
+                        next_evict: now,
+                    })
+                })
+                .collect(),
+            shard_of: RandomState::new(),
             limits,
             stats: SourceStats::default(),
         })
     }
 
-    pub fn limits(&self) -> &SourceLimits {
-        &self.limits
-    }
-
     /// Whether the address is one of `trusted` (IPv4-mapped IPv6 addresses compare as IPv4).
     pub fn is_trusted(&self, ip: IpAddr) -> bool {
-        let ip = canonical(ip);
+        self.trusted(ip.to_canonical())
+    }
+
+    /// [`SourceGuard::is_trusted`] of an address already in canonical form.
+    fn trusted(&self, ip: IpAddr) -> bool {
         self.limits.trusted.iter().any(|n| n.contains(&ip))
     }
 
-    fn shard(&self, ip: &IpAddr) -> MutexGuard<'_, HashMap<IpAddr, Entry>> {
-        let mut h = DefaultHasher::new();
-        ip.hash(&mut h);
-        let i = (h.finish() as usize) % SHARDS;
+    fn shard(&self, ip: &IpAddr) -> MutexGuard<'_, Shard> {
+        let i = (self.shard_of.hash_one(ip) as usize) % SHARDS;
         self.shards[i].lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Runs `f` on the address's entry, created if there is room. None: the table is full.
+    /// Runs `f` on the entry of `ip` (canonical form), created if there is room. None: the
+    /// table is full.
     fn with_entry<R>(
         &self,
         ip: IpAddr,
         now: Instant,
         f: impl FnOnce(&mut Entry) -> R,
     ) -> Option<R> {
-        let ip = canonical(ip);
         let mut shard = self.shard(&ip);
-        if !shard.contains_key(&ip) && shard.len() >= MAX_SOURCES / SHARDS {
-            shard.retain(|_, e| !e.evictable(now));
-            if shard.len() >= MAX_SOURCES / SHARDS {
+        if let Some(e) = shard.entries.get_mut(&ip) {
+            e.last_seen = now;
+            return Some(f(e));
+        }
+        if shard.entries.len() >= MAX_SOURCES / SHARDS {
+            if now < shard.next_evict {
+                return None;
+            }
+            shard.next_evict = now + EVICT_EVERY;
+            shard.entries.retain(|_, e| !e.evictable(now));
+            if shard.entries.len() >= MAX_SOURCES / SHARDS {
                 return None;
             }
         }
         let e = shard
+            .entries
             .entry(ip)
             .or_insert_with(|| Entry::new(&self.limits, now));
-        e.last_seen = now;
         Some(f(e))
     }
 
     /// One framed message (request or response) from `ip`, before parsing: whether to go on.
     pub fn admit_message(&self, ip: IpAddr) -> Result<(), SourceRefusal> {
-        if self.is_trusted(ip) {
+        let ip = ip.to_canonical();
+        if self.trusted(ip) {
             return Ok(());
         }
         let now = Instant::now();
         let p = &self.limits;
+        let rate = f64::from(p.requests_per_second);
         let verdict = self.with_entry(ip, now, |e| {
             if e.blocked(now) {
                 Err(SourceRefusal::Blocked)
-            } else if p.requests_per_second > 0
-                && !e
-                    .requests
-                    .take(f64::from(p.requests_per_second), req_capacity(p), now)
-            {
+            } else if p.requests_per_second > 0 && !e.requests.take(rate, req_capacity(p), now) {
                 Err(SourceRefusal::RequestRate)
             } else {
                 Ok(())
@@ -242,8 +270,7 @@ impl SourceGuard {
         });
         let verdict = verdict.unwrap_or_else(|| {
             let mut b = self.overflow.lock().unwrap_or_else(|p| p.into_inner());
-            let rate = f64::from(p.requests_per_second.max(1));
-            if p.requests_per_second == 0 || b.take(rate, req_capacity(p).max(1.0), now) {
+            if p.requests_per_second == 0 || b.take(rate, req_capacity(p), now) {
                 Ok(())
             } else {
                 Err(SourceRefusal::TableFull)
@@ -257,59 +284,60 @@ impl SourceGuard {
 
     /// A new call from `ip`: its slot (held for the call's life), or why not (answer 503).
     pub fn admit_call(self: &Arc<Self>, ip: IpAddr) -> Result<CallSlot, SourceRefusal> {
-        if self.is_trusted(ip) {
-            return Ok(CallSlot { guard: None, ip });
-        }
-        let now = Instant::now();
         let p = &self.limits;
-        let verdict = self
-            .with_entry(ip, now, |e| {
-                if p.max_calls > 0 && e.calls >= p.max_calls {
-                    return Err(SourceRefusal::Calls);
-                }
-                let cps = f64::from(p.calls_per_second);
-                if p.calls_per_second > 0 && !e.calls_rate.take(cps, cps.max(1.0), now) {
-                    return Err(SourceRefusal::CallRate);
-                }
-                e.calls += 1;
-                Ok(())
-            })
-            .unwrap_or(Err(SourceRefusal::TableFull));
-        match verdict {
-            Ok(()) => Ok(CallSlot {
-                guard: Some(self.clone()),
-                ip,
-            }),
-            Err(why) => {
-                self.stats.count(why);
-                Err(why)
+        let cps = f64::from(p.calls_per_second);
+        self.take_slot(ip, SlotKind::Call, |e, now| {
+            if p.max_calls > 0 && e.calls >= p.max_calls {
+                return Err(SourceRefusal::Calls);
             }
-        }
+            if p.calls_per_second > 0 && !e.calls_rate.take(cps, cps, now) {
+                return Err(SourceRefusal::CallRate);
+            }
+            e.calls += 1;
+            Ok(())
+        })
     }
 
     /// A TCP connection accepted from `ip`: its slot, or why it must be closed.
     pub fn admit_connection(self: &Arc<Self>, ip: IpAddr) -> Result<ConnSlot, SourceRefusal> {
-        if self.is_trusted(ip) {
-            return Ok(ConnSlot { guard: None, ip });
+        let p = &self.limits;
+        self.take_slot(ip, SlotKind::Connection, |e, now| {
+            if e.blocked(now) {
+                Err(SourceRefusal::Blocked)
+            } else if p.tcp_connections > 0 && e.tcp >= p.tcp_connections {
+                Err(SourceRefusal::TcpConnections)
+            } else {
+                e.tcp += 1;
+                Ok(())
+            }
+        })
+    }
+
+    /// A place in the source's count of `kind`, taken by `take` (which checks the limits and
+    /// counts the place in), or the refusal, counted. Trusted sources take no place.
+    fn take_slot(
+        self: &Arc<Self>,
+        ip: IpAddr,
+        kind: SlotKind,
+        take: impl FnOnce(&mut Entry, Instant) -> Result<(), SourceRefusal>,
+    ) -> Result<Slot, SourceRefusal> {
+        let ip = ip.to_canonical();
+        if self.trusted(ip) {
+            return Ok(Slot {
+                guard: None,
+                ip,
+                kind,
+            });
         }
         let now = Instant::now();
-        let p = &self.limits;
-        let verdict = self
-            .with_entry(ip, now, |e| {
-                if e.blocked(now) {
-                    Err(SourceRefusal::Blocked)
-                } else if p.tcp_connections > 0 && e.tcp >= p.tcp_connections {
-                    Err(SourceRefusal::TcpConnections)
-                } else {
-                    e.tcp += 1;
-                    Ok(())
-                }
-            })
-            .unwrap_or(Err(SourceRefusal::TableFull));
-        match verdict {
-            Ok(()) => Ok(ConnSlot {
+        match self
+            .with_entry(ip, now, |e| take(e, now))
+            .unwrap_or(Err(SourceRefusal::TableFull))
+        {
+            Ok(()) => Ok(Slot {
                 guard: Some(self.clone()),
                 ip,
+                kind,
             }),
             Err(why) => {
                 self.stats.count(why);
@@ -318,25 +346,34 @@ impl SourceGuard {
         }
     }
 
-    /// Whether a User-Agent is a scanner's.
+    /// Whether a User-Agent is a scanner's (the list holds lowercase substrings).
     pub fn is_scanner(&self, user_agent: &str) -> bool {
-        let ua = user_agent.to_ascii_lowercase();
-        self.limits
-            .scanner_user_agents
-            .iter()
-            .any(|s| !s.is_empty() && ua.contains(s.as_str()))
+        let ua = user_agent.as_bytes();
+        self.limits.scanner_user_agents.iter().any(|s| {
+            !s.is_empty()
+                && ua
+                    .windows(s.len())
+                    .any(|w| w.eq_ignore_ascii_case(s.as_bytes()))
+        })
     }
 
-    /// A scanner's request from an untrusted address: counted, and the address blocked.
-    pub fn scanner_seen(&self, ip: IpAddr) {
+    /// A request's User-Agent from `ip`: true when it is a scanner's and the address is not
+    /// trusted — the request is to be dropped; the refusal is counted and the address blocked.
+    pub fn screen_scanner(&self, ip: IpAddr, user_agent: &str) -> bool {
+        let ip = ip.to_canonical();
+        if self.trusted(ip) || !self.is_scanner(user_agent) {
+            return false;
+        }
         self.stats.count(SourceRefusal::Scanner);
         self.block(ip);
+        true
     }
 
     /// A request from `ip` answered with a failure that scanning draws (404, 403, 484 …):
     /// too many in a minute block the address.
     pub fn failure(&self, ip: IpAddr) {
-        if self.is_trusted(ip) || self.limits.failures_per_minute == 0 {
+        let ip = ip.to_canonical();
+        if self.trusted(ip) || self.limits.failures_per_minute == 0 {
             return;
         }
         let now = Instant::now();
@@ -356,8 +393,9 @@ impl SourceGuard {
         }
     }
 
+    /// Blocks `ip` (canonical form) for the configured time.
     fn block(&self, ip: IpAddr) {
-        if self.is_trusted(ip) || self.limits.block.is_zero() {
+        if self.trusted(ip) || self.limits.block.is_zero() {
             return;
         }
         let now = Instant::now();
@@ -383,6 +421,7 @@ impl SourceGuard {
             .map(|s| {
                 s.lock()
                     .unwrap_or_else(|p| p.into_inner())
+                    .entries
                     .values()
                     .filter(|e| e.blocked(now))
                     .count()
@@ -391,10 +430,11 @@ impl SourceGuard {
     }
 
     /// Addresses in the table now.
-    pub fn tracked(&self) -> usize {
+    #[cfg(test)]
+    fn tracked(&self) -> usize {
         self.shards
             .iter()
-            .map(|s| s.lock().unwrap_or_else(|p| p.into_inner()).len())
+            .map(|s| s.lock().unwrap_or_else(|p| p.into_inner()).entries.len())
             .sum()
     }
 
@@ -403,67 +443,57 @@ impl SourceGuard {
         let now = Instant::now();
         for s in &self.shards {
             let mut s = s.lock().unwrap_or_else(|p| p.into_inner());
-            s.retain(|_, e| !e.evictable(now));
-            if s.capacity() > 4 * s.len().max(64) {
-                s.shrink_to_fit();
+            s.entries.retain(|_, e| !e.evictable(now));
+            if s.entries.capacity() > 4 * s.entries.len().max(64) {
+                s.entries.shrink_to_fit();
             }
         }
     }
 
-    fn release(&self, ip: IpAddr, call: bool) {
-        let ip = canonical(ip);
+    fn release(&self, ip: IpAddr, kind: SlotKind) {
         let mut shard = self.shard(&ip);
-        if let Some(e) = shard.get_mut(&ip) {
-            if call {
-                e.calls = e.calls.saturating_sub(1);
-            } else {
-                e.tcp = e.tcp.saturating_sub(1);
+        if let Some(e) = shard.entries.get_mut(&ip) {
+            match kind {
+                SlotKind::Call => e.calls = e.calls.saturating_sub(1),
+                SlotKind::Connection => e.tcp = e.tcp.saturating_sub(1),
             }
         }
     }
 }
 
-/// IPv4-mapped IPv6 (a dual-stack socket's view of an IPv4 peer) as the IPv4 address.
-fn canonical(ip: IpAddr) -> IpAddr {
-    match ip {
-        IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
-        v4 => v4,
-    }
+/// What a [`Slot`] counts.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum SlotKind {
+    Call,
+    Connection,
 }
 
-/// A call's place in its source's count: given back when dropped.
+/// A place in its source's count of calls or TCP connections: given back when dropped.
 #[derive(Debug)]
-pub struct CallSlot {
+pub struct Slot {
+    /// None for a trusted source, which is not counted.
     guard: Option<Arc<SourceGuard>>,
+    /// Canonical form.
     ip: IpAddr,
+    kind: SlotKind,
 }
 
-impl CallSlot {
-    /// Whether the call's source is trusted (the slot counts nothing then).
+/// A call's place in its source's count.
+pub type CallSlot = Slot;
+/// A TCP connection's place in its source's count.
+pub type ConnSlot = Slot;
+
+impl Slot {
+    /// Whether the source is trusted (the slot counts nothing then).
     pub fn trusted(&self) -> bool {
         self.guard.is_none()
     }
 }
 
-impl Drop for CallSlot {
+impl Drop for Slot {
     fn drop(&mut self) {
         if let Some(g) = &self.guard {
-            g.release(self.ip, true);
-        }
-    }
-}
-
-/// A TCP connection's place in its source's count: given back when dropped.
-#[derive(Debug)]
-pub struct ConnSlot {
-    guard: Option<Arc<SourceGuard>>,
-    ip: IpAddr,
-}
-
-impl Drop for ConnSlot {
-    fn drop(&mut self) {
-        if let Some(g) = &self.guard {
-            g.release(self.ip, false);
+            g.release(self.ip, self.kind);
         }
     }
 }
@@ -564,7 +594,9 @@ mod tests {
         assert!(g.is_scanner("sipcli/v1.8"));
         assert!(!g.is_scanner("baresip v1.0.0 (x86_64/linux)"));
         assert!(!g.is_scanner("SIPp/Linux"));
-        g.scanner_seen(ip("192.0.2.7"));
+        assert!(!g.screen_scanner(ip("192.0.2.7"), "Yealink SIP-T46S"));
+        assert!(g.screen_scanner(ip("192.0.2.7"), "friendly-scanner"));
+        assert_eq!(g.stats.refused(SourceRefusal::Scanner), 1);
         assert_eq!(
             g.admit_message(ip("192.0.2.7")),
             Err(SourceRefusal::Blocked)

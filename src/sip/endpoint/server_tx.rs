@@ -50,22 +50,23 @@ impl Shard {
     ) {
         let method = req.method;
         self.stats.messages.request(Direction::In, method);
+        // A scanner is not answered at all, and its address is blocked at the transport.
+        let user_agent = message::header_str(&req, "User-Agent");
+        if let Some(ua) = user_agent {
+            if self
+                .transport
+                .sources()
+                .screen_scanner(peer.remote.ip(), ua)
+            {
+                tracing::debug!(source = %peer.remote, "scanner request dropped");
+                return;
+            }
+        }
         let to_tag = message::to_tag(&req);
         let Some(key) = ServerKey::of_request(&req, &call_id) else {
             return;
         };
         let key = ServerKeyRef::new(key);
-
-        // A scanner is not answered at all, and its address is blocked at the transport.
-        let sources = self.transport.sources();
-        if !sources.is_trusted(peer.remote.ip())
-            && message::header_value(&req, "User-Agent").is_some_and(|ua| sources.is_scanner(&ua))
-        {
-            sources.scanner_seen(peer.remote.ip());
-            self.stats.scanner_dropped.fetch_add(1, Ordering::Relaxed);
-            tracing::debug!(source = %peer.remote, "scanner request dropped");
-            return;
-        }
 
         if method == rsip::Method::Ack {
             self.on_ack(req, key, call_id, to_tag);

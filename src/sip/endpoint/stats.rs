@@ -12,10 +12,6 @@ pub struct EndpointStats {
     pub client_transactions: AtomicU64,
     /// 503s for a full application queue.
     pub overload_503: AtomicU64,
-    /// Messages or timers whose handling panicked (the shard went on without them).
-    pub recovered_panics: AtomicU64,
-    /// Requests from scanners, dropped unanswered.
-    pub scanner_dropped: AtomicU64,
     /// Gauge: server transactions alive now (they end with their timers, RFC 3261 §17.2).
     pub live_server_transactions: AtomicU64,
     /// Gauge: client transactions alive now.

@@ -111,10 +111,13 @@ pub(super) fn values<'a>(
     headers: &'a Headers,
     name: &'a str,
 ) -> impl Iterator<Item = &'a str> + 'a {
-    headers.iter().filter_map(move |h| {
-        let (n, v) = header_name_value(h);
-        n.eq_ignore_ascii_case(name).then_some(v.trim())
-    })
+    headers.iter().filter_map(move |h| value_if_named(h, name))
+}
+
+/// The trimmed value of `h` when its name is `name` (any case).
+fn value_if_named<'h>(h: &'h rsip::Header, name: &str) -> Option<&'h str> {
+    let (n, v) = header_name_value(h);
+    n.eq_ignore_ascii_case(name).then_some(v.trim())
 }
 
 /// The checks of [`validate_headers`] on a parsed message.
@@ -503,11 +506,18 @@ pub fn max_forwards(req: &Request) -> Option<u32> {
 
 /// First value of a header; `name` is matched case-insensitively, full or compact form.
 pub fn header_value(msg: &impl rsip::message::HasHeaders, name: &str) -> Option<String> {
+    header_str(msg, name).map(str::to_string)
+}
+
+/// [`header_value`] borrowed from the message, for a look that needs no copy.
+pub fn header_str<'m>(msg: &'m impl rsip::message::HasHeaders, name: &str) -> Option<&'m str> {
     let name = match name.as_bytes() {
         [c] => normalize::expand_compact(*c).unwrap_or(name),
         _ => name,
     };
-    values(headers_of_msg(msg), name).next().map(str::to_string)
+    headers_of_msg(msg)
+        .iter()
+        .find_map(|h| value_if_named(h, name))
 }
 
 impl FromStr for TopVia {

@@ -12,8 +12,8 @@ mod uri;
 
 pub(in crate::sip) use headers::tag_of;
 pub use headers::{
-    call_id, cseq, from_tag, header_name_value, header_value, max_forwards, to_tag, top_via,
-    GrammarError, HeaderError, TopVia,
+    call_id, cseq, from_tag, header_name_value, header_str, header_value, max_forwards, to_tag,
+    top_via, GrammarError, HeaderError, TopVia,
 };
 pub(in crate::sip) use parse::clean_reason;
 pub use parse::{parse, ParseError};

@@ -11,7 +11,7 @@
 mod tcp;
 mod via;
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -20,7 +20,7 @@ use bytes::Bytes;
 use tokio::net::{TcpListener, UdpSocket};
 
 use super::message::{self, ParseError};
-use super::source::SourceGuard;
+use super::source::{SourceGuard, SourceRefusal};
 use crate::health::TaskHealth;
 use tcp::Connections;
 
@@ -128,9 +128,6 @@ pub struct TransportStats {
     pub invalid: AtomicU64,
     pub sent: AtomicU64,
     pub tcp_open: AtomicU64,
-    /// Messages and connections refused by the per-source limits (reasons in
-    /// [`SourceGuard::stats`]).
-    pub dropped_by_source: AtomicU64,
 }
 
 /// The bound sockets and the open TCP connections.
@@ -224,6 +221,15 @@ impl Transport {
         &self.cfg.sources
     }
 
+    /// Every message read from a socket, before anything else is done with it: counted, then
+    /// held to its source's limits. A refused one is dropped unread and never answered (an
+    /// answer would make pivotd an amplifier for a spoofed source); the reason is counted by
+    /// the guard.
+    fn admit(&self, ip: IpAddr) -> Result<(), SourceRefusal> {
+        self.stats.received.fetch_add(1, Ordering::Relaxed);
+        self.cfg.sources.admit_message(ip)
+    }
+
     /// The local address to name in Via/Contact for a protocol: the socket a peer used, or the
     /// first bound one.
     pub fn local_for(&self, proto: Proto) -> Option<SocketAddr> {
@@ -252,11 +258,7 @@ impl Transport {
             if data.iter().all(|b| *b == b'\r' || *b == b'\n' || *b == 0) {
                 continue; // keep-alive datagram
             }
-            self.stats.received.fetch_add(1, Ordering::Relaxed);
-            // Over its rate or blocked: dropped before any parsing, and never answered
-            // (an answer would make pivotd an amplifier for a spoofed source).
-            if self.cfg.sources.admit_message(remote.ip()).is_err() {
-                self.stats.dropped_by_source.fetch_add(1, Ordering::Relaxed);
+            if self.admit(remote.ip()).is_err() {
                 continue;
             }
             let peer = Peer {

@@ -50,7 +50,6 @@ impl Transport {
                     Err(why) => {
                         // Dropping the stream closes it: nothing is read or answered.
                         tracing::debug!(%remote, reason = why.label(), "tcp connection refused");
-                        self.stats.dropped_by_source.fetch_add(1, Ordering::Relaxed);
                     }
                 },
                 Err(e) => {
@@ -173,16 +172,10 @@ impl Transport {
                     }
                     Frame::Complete(n) => {
                         let msg = buf.split_to(n).freeze();
-                        self.stats.received.fetch_add(1, Ordering::Relaxed);
-                        match self.cfg.sources.admit_message(remote.ip()) {
+                        match self.admit(remote.ip()) {
                             Ok(()) => self.handler.incoming_raw(msg, peer.clone()),
-                            Err(SourceRefusal::Blocked) => {
-                                self.stats.dropped_by_source.fetch_add(1, Ordering::Relaxed);
-                                break 'conn;
-                            }
-                            Err(_) => {
-                                self.stats.dropped_by_source.fetch_add(1, Ordering::Relaxed);
-                            }
+                            Err(SourceRefusal::Blocked) => break 'conn,
+                            Err(_) => {}
                         }
                     }
                     f @ (Frame::TooLarge | Frame::Invalid) => {
@@ -194,7 +187,10 @@ impl Transport {
                         } else {
                             400
                         };
-                        self.deliver_unframed(&buf[..upto], peer.clone(), code);
+                        // Held to its source's limits like every other message.
+                        if self.admit(remote.ip()).is_ok() {
+                            self.deliver_unframed(&buf[..upto], peer.clone(), code);
+                        }
                         broken = true;
                         break 'conn;
                     }
@@ -229,7 +225,6 @@ impl Transport {
             | Err(ParseError::Invalid { request: None, .. })
             | Err(ParseError::Unparsable(_)) => (None, None),
         };
-        self.stats.received.fetch_add(1, Ordering::Relaxed);
         match request {
             Some(mut request) => {
                 self.stats.invalid.fetch_add(1, Ordering::Relaxed);
