@@ -12,7 +12,6 @@ use tokio::time::Instant;
 
 use crate::call::admission::{Admission, AdmissionParts, OverloadStats};
 use crate::call::{CallContext, CallStats};
-use crate::callflow::check::ConfigPrompts as _;
 use crate::callflow::modules::pivot::PivotStats;
 use crate::callflow::runtime::{PivotServices, Runtime, Speaker};
 use crate::config::Config;
@@ -124,7 +123,7 @@ impl ServerHandle {
 
 /// Starts everything the configuration describes.
 pub async fn start(cfg: Arc<Config>) -> Result<ServerHandle, StartError> {
-    let prompts = Arc::new(cfg.prompt_library());
+    let prompts = Arc::new(crate::callflow::check::prompt_library(&cfg));
     let store = Store::open(&cfg.store.sqlite)?;
     prompts.check_dir()?;
     let media_ip = cfg.media.ip;

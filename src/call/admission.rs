@@ -33,7 +33,7 @@ use crate::sip::message;
 use crate::sip::outgoing::{random_token, response_bytes};
 use crate::sip::source::{SourceGuard, SourceRefusal, TokenBucket};
 use crate::sip::transport::Peer;
-use crate::sip::{ACCEPT, ALLOW, SUPPORTED};
+use crate::sip::{ALLOW, CAPABILITY_HEADERS};
 
 #[cfg(test)]
 mod tests;
@@ -299,17 +299,7 @@ impl Admission {
             answer_other(&req)
         };
         match answer {
-            Ok(Answer::Capabilities) => reply(
-                &req,
-                &tx,
-                200,
-                None,
-                &[
-                    ("Allow", ALLOW),
-                    ("Accept", ACCEPT),
-                    ("Supported", SUPPORTED),
-                ],
-            ),
+            Ok(Answer::Capabilities) => reply(&req, &tx, 200, None, &CAPABILITY_HEADERS),
             Ok(Answer::Nothing) => {}
             Err(refusal) => self.refuse(&req, &tx, refusal),
         }

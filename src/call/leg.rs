@@ -27,7 +27,7 @@ use crate::sip::dialog::Dialog;
 use crate::sip::endpoint::{DialogEvent, Endpoint, NewRequest, ServerTx};
 use crate::sip::message;
 use crate::sip::outgoing::response_bytes;
-use crate::sip::{ACCEPT, ALLOW, SUPPORTED};
+use crate::sip::{ALLOW, CAPABILITY_HEADERS, SUPPORTED};
 
 mod offer_answer;
 
@@ -96,7 +96,6 @@ pub(super) struct Leg {
     final_code: Option<u16>,
     /// Why the leg ended, in FreeSWITCH/Kazoo terms; the first cause found wins.
     hangup_cause: Option<&'static str>,
-    source_trusted: bool,
     early_media_unproven: Duration,
     /// The caller acknowledged our 2xx: a BYE may go (RFC 3261 §15).
     acked: bool,
@@ -135,12 +134,14 @@ impl Leg {
             dtmf: DtmfReceiver::new(),
             final_code: None,
             hangup_cause: None,
-            source_trusted: setup.source_trusted,
             early_media_unproven: setup.early_media_unproven,
             acked: false,
             bye_after_ack: false,
         };
-        if !leg.source_trusted {
+        if setup.source_trusted {
+            // A carrier or a proxy in front has nothing to prove.
+            leg.rtp.prove();
+        } else {
             // No amplification: one forged INVITE must not aim our RTP at a third party.
             leg.rtp.require_proof();
         }
@@ -195,11 +196,9 @@ impl Leg {
     pub(super) fn answer(&mut self) {
         self.respond_invite(200, None, true);
         self.phase = Phase::Answered;
-        if !self.source_trusted {
-            // Answered, the address proves itself by the ACK or its RTP: no more unproven
-            // early audio meanwhile.
-            self.rtp.end_unproven();
-        }
+        // Answered, the address proves itself by the ACK or its RTP: no more unproven early
+        // audio meanwhile (nothing to close for a proven address).
+        self.rtp.end_unproven();
         self.answered_at = Some(Instant::now());
     }
 
@@ -214,11 +213,9 @@ impl Leg {
         }
         self.respond_invite(183, None, true);
         self.early_media_sent = true;
-        if !self.source_trusted {
-            // Early media has no ACK to prove the address: a few seconds unproven, then
-            // silence unless the caller's RTP has arrived.
-            self.rtp.allow_unproven_for(self.early_media_unproven);
-        }
+        // Early media has no ACK to prove the address: a few seconds unproven, then silence
+        // unless the caller's RTP has arrived (a proven address is not held to it).
+        self.rtp.allow_unproven_for(self.early_media_unproven);
         true
     }
 
@@ -241,8 +238,7 @@ impl Leg {
     /// The RTP session while it may not send yet: an answered call sends RTP to an untrusted
     /// caller once it proved it takes part (the ACK, or its RTP).
     pub(super) fn unproven_media(&self) -> Option<Arc<RtpSession>> {
-        (self.phase == Phase::Answered && !self.source_trusted && !self.rtp.is_proven())
-            .then(|| self.rtp.clone())
+        (self.phase == Phase::Answered && !self.rtp.is_proven()).then(|| self.rtp.clone())
     }
 
     /// Starts `prompt` on this leg: its bytes in the negotiated codec, and the session that
@@ -338,9 +334,9 @@ impl Leg {
     }
 
     /// Whether our media and signalling may go to the caller unasked: a trusted source, or
-    /// one that acknowledged our 2xx or sent RTP.
+    /// one that acknowledged our 2xx or sent RTP (the session holds the proof of all three).
     fn caller_proven(&self) -> bool {
-        self.source_trusted || self.acked || self.rtp.received_packets() > 0
+        self.rtp.is_proven()
     }
 
     fn send_bye(&mut self) {
@@ -421,15 +417,7 @@ impl Leg {
                 self.bye_after_ack = false;
                 self.rtp.stop_playing();
             }
-            rsip::Method::Options => reply(
-                200,
-                &[
-                    ("Allow", ALLOW),
-                    ("Accept", ACCEPT),
-                    ("Supported", SUPPORTED),
-                ],
-                None,
-            ),
+            rsip::Method::Options => reply(200, &CAPABILITY_HEADERS, None),
             rsip::Method::Info => {
                 // SIP INFO DTMF, for phones that do not send RFC 4733 events.
                 let ctype = message::header_value(&req, "Content-Type").unwrap_or_default();

@@ -50,21 +50,15 @@ pub fn problems(cfg: &Config) -> Vec<ConfigProblem> {
     problems
 }
 
-/// `cfg.prompt_library()`: the prompt library a config's `[media]` settings describe (the
-/// media dir when there is one, and the embedded prompts).
-pub trait ConfigPrompts {
-    fn prompt_library(&self) -> PromptLibrary;
-}
-
-impl ConfigPrompts for Config {
-    fn prompt_library(&self) -> PromptLibrary {
-        PromptLibrary::new(self.media.prompt_dir())
-    }
+/// The prompt library a config's `[media]` settings describe (the media dir when there is
+/// one, and the embedded prompts).
+pub fn prompt_library(cfg: &Config) -> PromptLibrary {
+    PromptLibrary::new(cfg.media.prompt_dir())
 }
 
 /// The checks that read the disk: the media dir, and every media id of every flow.
 fn check_media(cfg: &Config, problems: &mut Vec<ConfigProblem>) {
-    let lib = cfg.prompt_library();
+    let lib = prompt_library(cfg);
     if cfg.media.prompt_dir().is_some() {
         if let Err(e) = lib.check_dir() {
             problems.push(ConfigProblem {

@@ -589,7 +589,6 @@ impl Shard {
     }
 }
 
-/// A shard's thread: sleep until the next subtick (waking early for commands), send, repeat.
 /// A panic while handling one command or one subtick costs that command or tick (counted and
 /// logged by the panic hook), never the pacer thread, whose death would silence every stream
 /// on it.
@@ -597,6 +596,7 @@ fn guarded(f: impl FnOnce()) {
     let _ = crate::health::catch(f);
 }
 
+/// A shard's thread: sleep until the next subtick (waking early for commands), send, repeat.
 fn run_shard(rx: Receiver<Command>, stats: Arc<ShardStats>, slots: u32) {
     let grid = Grid::new(Instant::now(), slots);
     let mut shard = Shard::new(slots, stats.clone());

@@ -697,7 +697,8 @@ impl Receiver {
             shared.ignored.fetch_add(1, Ordering::Relaxed);
             return;
         };
-        match self.latch.on_packet(from, Instant::now()) {
+        let now = Instant::now();
+        match self.latch.on_packet(from, now) {
             Verdict::Foreign => {
                 // Neither the time of the last packet, nor DTMF, nor the latch: a third party
                 // cannot keep a call alive, press keys in it or take its audio.
@@ -713,7 +714,8 @@ impl Receiver {
             }
             Verdict::Accept(None) => {}
         }
-        let ns = u64::try_from(epoch().elapsed().as_nanos()).unwrap_or(u64::MAX);
+        let since_epoch = now.saturating_duration_since(epoch());
+        let ns = u64::try_from(since_epoch.as_nanos()).unwrap_or(u64::MAX);
         shared.last_received_ns.store(ns.max(1), Ordering::Relaxed);
         shared.received.fetch_add(1, Ordering::Relaxed);
         let pt = packet.payload_type();

@@ -16,3 +16,9 @@ pub const ALLOW: &str = "INVITE, ACK, CANCEL, BYE, OPTIONS, INFO";
 pub const ACCEPT: &str = "application/sdp, application/dtmf-relay";
 /// Option tags pivotd supports: none yet, so any Require gets 420.
 pub const SUPPORTED: &str = "";
+/// What an OPTIONS is answered with, in or out of a dialog (RFC 3261 §11.2).
+pub const CAPABILITY_HEADERS: [(&str, &str); 3] = [
+    ("Allow", ALLOW),
+    ("Accept", ACCEPT),
+    ("Supported", SUPPORTED),
+];

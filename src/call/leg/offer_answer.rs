@@ -1,8 +1,6 @@
 //! Offer/answer on one leg (RFC 3264): applying a negotiated session to the RTP session, the
 //! SDP we send and its o= version, the answer that comes in an ACK, and re-INVITEs.
 
-use rsip::headers::UntypedHeader;
-
 use super::{Leg, Phase};
 use crate::media::sdp::{self, Direction, Negotiated};
 use crate::sip::endpoint::ServerTx;
@@ -69,7 +67,7 @@ impl Leg {
     /// The caller's answer to our offer (a late offer, an offerless re-INVITE), carried by
     /// the ACK of that INVITE.
     pub(super) fn answer_in_ack(&mut self, req: &rsip::Request) {
-        if self.awaiting_answer.is_none() || self.awaiting_answer != Some(cseq_of(req)) {
+        if self.awaiting_answer != Some(cseq_of(req)) {
             return;
         }
         self.awaiting_answer = None;
@@ -167,11 +165,5 @@ impl Leg {
 
 /// The CSeq number of a request (0 when unreadable: the parser has already checked it).
 fn cseq_of(req: &rsip::Request) -> u32 {
-    req.headers
-        .iter()
-        .find_map(|h| match h {
-            rsip::Header::CSeq(c) => c.value().split_whitespace().next()?.parse().ok(),
-            _ => None,
-        })
-        .unwrap_or(0)
+    message::cseq(req).map_or(0, |(n, _)| n)
 }
