@@ -897,9 +897,7 @@ async fn metric(base: &str, sample: &str) -> f64 {
         .text()
         .await
         .unwrap();
-    text.lines()
-        .find_map(|l| l.strip_prefix(sample)?.strip_prefix(' ')?.parse().ok())
-        .unwrap_or_else(|| panic!("no {sample} in\n{text}"))
+    common::metric(&text, sample) as f64
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -9,55 +9,30 @@
 mod common;
 
 use std::net::{IpAddr, SocketAddr, UdpSocket as StdUdp};
-use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use common::*;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::UdpSocket;
 
 static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
-/// A media dir with a long tone (the measured call) and a short one (the SIPp callers).
-fn media_dir() -> std::path::PathBuf {
-    let dir = tempdir();
-    write_tone(&dir.join("long.wav"), 12.0);
-    write_tone(&dir.join("short.wav"), 0.3);
-    dir
-}
-
-fn write_tone(path: &Path, secs: f64) {
-    let spec = hound::WavSpec {
-        channels: 1,
-        sample_rate: 8000,
-        bits_per_sample: 16,
-        sample_format: hound::SampleFormat::Int,
-    };
-    let mut w = hound::WavWriter::create(path, spec).unwrap();
-    for i in 0..(8000.0 * secs) as u32 {
-        let v = (f64::from(i) * 2.0 * std::f64::consts::PI * 440.0 / 8000.0).sin() * 8000.0;
-        w.write_sample(v as i16).unwrap();
-    }
-    w.finalize().unwrap();
-}
-
-async fn flood_server(sip_extra: &str) -> (TestServer, std::path::PathBuf) {
-    let dir = media_dir();
+/// 6000: the measured call, a tone played until the test ends; 6001: the callers' short
+/// calls, a digit prompt then BYE.
+async fn flood_server(sip_extra: &str) -> TestServer {
     let flows = r#"
 [[accounts.callflows]]
 numbers = ["6000"]
-flow = { module = "play", data = { id = "long" } }
+flow = { module = "play", data = { id = "tone-1khz", endless_playback = true } }
 [[accounts.callflows]]
 numbers = ["6001"]
-flow = { module = "play", data = { id = "short" }, children = { _ = { module = "hangup" } } }
+flow = { module = "play", data = { id = "digit-1" }, children = { _ = { module = "hangup" } } }
 "#;
     // A port range for every call the test may hold (the flooder's share included): the
     // harness's usual 50 pairs would run out before the limits under test are reached.
     let base = 40000 + 2 * (rand::random::<u16>() % 5000);
-    let toml = config_toml(flows, sip_extra, &format!("dir = \"{}\"", path_str(&dir)));
-    let toml = with_port_range(&toml, base, base + 999);
-    (start(&toml).await, dir)
+    let toml = with_port_range(&config_toml(flows, sip_extra, ""), base, base + 999);
+    start(&toml).await
 }
 
 fn with_port_range(toml: &str, lo: u16, hi: u16) -> String {
@@ -194,29 +169,9 @@ fn blast(
     })
 }
 
-async fn http_get(api: SocketAddr, path: &str) -> (u16, String) {
-    let mut s = tokio::net::TcpStream::connect(api).await.unwrap();
-    let req = format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
-    s.write_all(req.as_bytes()).await.unwrap();
-    let mut out = String::new();
-    s.read_to_string(&mut out).await.unwrap();
-    let code = out
-        .split_whitespace()
-        .nth(1)
-        .and_then(|c| c.parse().ok())
-        .unwrap_or(0);
-    (code, out)
-}
-
-fn metric(text: &str, name_and_labels: &str) -> u64 {
-    text.lines()
-        .find_map(|l| l.strip_prefix(name_and_labels)?.trim().parse().ok())
-        .unwrap_or_else(|| panic!("no metric {name_and_labels}"))
-}
-
 /// After a barrage: `/healthz` is ok and a SIPp call from a fresh address completes.
 async fn still_serving(server: &TestServer, source: &str) {
-    let (code, body) = http_get(server.handle.api.unwrap(), "/healthz").await;
+    let (code, body) = api_get(server, "/healthz").await;
     assert_eq!(code, 200, "healthz after the flood: {body}");
     assert!(body.contains("\"status\":\"ok\""), "{body}");
     let sink = RtpSink::bind().await;
@@ -238,7 +193,7 @@ async fn an_invite_flood_from_one_source_leaves_other_callers_alone() {
     let _serial = SERIAL.lock().await;
     // max_calls low enough that the flood alone would fill it without per-source limits;
     // every per-source limit at its default.
-    let (server, _dir) = flood_server("max_calls = 200").await;
+    let server = flood_server("max_calls = 200").await;
     let measured = MeasuredCall::start(server.udp).await;
     tokio::time::sleep(Duration::from_millis(200)).await;
     let quiet = Instant::now();
@@ -287,15 +242,17 @@ async fn an_invite_flood_from_one_source_leaves_other_callers_alone() {
         "flood: {sent} INVITEs from one source in 2 s; live call pacing p99 |Δt−20ms| before {p99_quiet:?} \
          ({n_quiet} packets), during {p99_flood:?} ({n_flood} packets)"
     );
+    // Packets are counted, not timed: the call's audio kept flowing through the flood.
     assert!(
-        n_flood > 50,
-        "the measured call's audio stopped during the flood"
+        n_flood * 10 >= n_quiet * 8,
+        "the measured call lost audio during the flood: {n_flood} packets against {n_quiet}"
     );
-    let (_, m) = http_get(server.handle.api.unwrap(), "/metrics").await;
+    let (_, m) = api_get(&server, "/metrics").await;
+    // At 3,000/s against the default 20 new calls/s, the call-rate limit is the one that fires.
     let refused = metric(
         &m,
         "pivotd_sip_overload_503_total{reason=\"source_call_rate\"}",
-    ) + metric(&m, "pivotd_sip_overload_503_total{reason=\"source_calls\"}");
+    );
     assert!(refused > 0, "no 503 counted for the flooding source");
     assert!(
         metric(
@@ -303,7 +260,8 @@ async fn an_invite_flood_from_one_source_leaves_other_callers_alone() {
             "pivotd_sip_source_refused_total{reason=\"source_request_rate\"}"
         ) > 0
     );
-    // The flooder never held more than its share of max_calls.
+    // What is up after the flood: at most the flooder's share (source_max_calls = 100), the
+    // measured call and the callers' last calls.
     assert!(server.handle.active_calls() <= 100 + 1 + 50);
     still_serving(&server, "127.0.1.9").await;
 }
@@ -311,7 +269,7 @@ async fn an_invite_flood_from_one_source_leaves_other_callers_alone() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn garbage_at_20000_datagrams_per_second_fails_no_call_and_panics_nothing() {
     let _serial = SERIAL.lock().await;
-    let (server, _dir) = flood_server("").await;
+    let server = flood_server("").await;
     let panics = pivotd::health::panics_total();
     let sources: Vec<IpAddr> = (1..=64)
         .map(|n| format!("127.0.2.{n}").parse().unwrap())
@@ -381,6 +339,16 @@ async fn garbage_at_20000_datagrams_per_second_fails_no_call_and_panics_nothing(
         pivotd::health::panics_total(),
         panics,
         "the garbage caused panics"
+    );
+    // The garbage reached the parser (the per-source limits did not turn it all away first).
+    let (_, m) = api_get(&server, "/metrics").await;
+    let unparsable = metric(
+        &m,
+        "pivotd_sip_messages_rejected_total{reason=\"unparsable\"}",
+    );
+    assert!(
+        unparsable * 20 >= sent,
+        "only {unparsable} of {sent} datagrams reached the parser"
     );
     still_serving(&server, "127.0.3.9").await;
 }

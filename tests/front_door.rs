@@ -93,24 +93,6 @@ fn invite(from: SocketAddr, number: &str) -> String {
     )
 }
 
-async fn metrics(server: &TestServer) -> String {
-    let api = server.handle.api.unwrap();
-    let mut s = tokio::net::TcpStream::connect(api).await.unwrap();
-    use tokio::io::AsyncWriteExt;
-    s.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
-        .await
-        .unwrap();
-    let mut out = String::new();
-    s.read_to_string(&mut out).await.unwrap();
-    out
-}
-
-fn metric(text: &str, name_and_labels: &str) -> u64 {
-    text.lines()
-        .find_map(|l| l.strip_prefix(name_and_labels)?.trim().parse().ok())
-        .unwrap_or_else(|| panic!("no metric {name_and_labels} in:\n{text}"))
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_scanner_is_not_answered_and_its_address_is_blocked() {
     let server = start(&config_toml(FLOWS, "", "")).await;
@@ -131,7 +113,7 @@ async fn a_scanner_is_not_answered_and_its_address_is_blocked() {
     let phone = Peer::from("127.0.0.1", server.udp).await;
     let probe = options(phone.local(), "Linphone/5.0");
     assert_eq!(phone.ask(&probe, 2000).await, Some(200));
-    let m = metrics(&server).await;
+    let (_, m) = api_get(&server, "/metrics").await;
     assert_eq!(
         metric(&m, "pivotd_sip_source_refused_total{reason=\"scanner\"}"),
         1
@@ -201,7 +183,7 @@ async fn calls_from_one_source_are_capped_with_503() {
     other.send(&invite(other.local(), "5000")).await;
     assert_eq!(other.recv(1000).await.map(|m| status(&m)), Some(100));
     assert!(eventually(2, || server.handle.active_calls() == 3).await);
-    let m = metrics(&server).await;
+    let (_, m) = api_get(&server, "/metrics").await;
     assert_eq!(
         metric(&m, "pivotd_sip_overload_503_total{reason=\"source_calls\"}"),
         1
@@ -225,7 +207,7 @@ async fn new_calls_per_second_from_one_source_are_capped_with_503() {
         codes.push(code);
     }
     assert_eq!(codes, vec![Some(100), Some(100), Some(503), Some(503)]);
-    let m = metrics(&server).await;
+    let (_, m) = api_get(&server, "/metrics").await;
     assert_eq!(
         metric(
             &m,
@@ -268,12 +250,20 @@ async fn tcp_connections_from_one_source_are_capped() {
         .send(options(from, "Polycom").replace("UDP", "TCP").as_bytes())
         .await;
     assert_eq!(other.recv(2000).await.map(|m| status(&m)), Some(200));
-    // Closing one frees its place.
-    drop(open);
+    // Closing exactly one frees exactly one place: the next connection stays open, the one
+    // after it is over the limit again.
+    drop(open.pop());
     tokio::time::sleep(Duration::from_millis(200)).await;
     let mut again = connect("127.0.0.8").await;
     let read = tokio::time::timeout(Duration::from_millis(500), again.read(&mut buf)).await;
     assert!(read.is_err(), "a connection within the limit was closed");
+    let mut over = connect("127.0.0.8").await;
+    let read = tokio::time::timeout(Duration::from_secs(2), over.read(&mut buf)).await;
+    assert!(
+        matches!(read, Ok(Ok(0)) | Ok(Err(_))),
+        "a connection over the limit stays open: {read:?}"
+    );
+    drop((first, open));
 }
 
 /// Everything the test binary logs, for the log-injection test.

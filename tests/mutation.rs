@@ -213,7 +213,7 @@ fn run<T>(target: &str, origin: &str, input: &[u8], f: &dyn Fn(&[u8]) -> T) -> T
     }
 }
 
-/// Every seed with each multi-byte sequence at each position of its first line (at most 120
+/// Every seed with each multi-byte sequence at each position of its first line (at most 200
 /// bytes of it), then `rounds` randomly mutated inputs. Returns (inputs run, mutations).
 fn campaign<T>(
     target: &str,

@@ -39,19 +39,6 @@ async fn call(server: &TestServer) -> Vec<u8> {
     sink.audio()
 }
 
-/// The debug records the server stored for a call, once its writer queue is flushed (the
-/// store's reads block: off the async threads).
-async fn stored_records(server: &TestServer, call_id: &str) -> Vec<pivotd::store::DebugRecord> {
-    let store = server.handle.store.clone();
-    let call_id = call_id.to_string();
-    tokio::task::spawn_blocking(move || {
-        store.flush().unwrap();
-        store.debug_records(ACCOUNT, &call_id).unwrap()
-    })
-    .await
-    .unwrap()
-}
-
 fn starts_with_prompt(audio: &[u8], id: &str) -> bool {
     let p = prompt_pcmu(id);
     audio.len() >= p.len() && audio[..p.len()] == p[..] && audio.len() < p.len() + 160

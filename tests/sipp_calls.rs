@@ -319,7 +319,7 @@ blacklist_cidrs = []
 async fn cancelled_calls_all_complete_with_ten_percent_loss() {
     let server = start(&config_toml(FLOWS, LOSSY_TIMERS, "")).await;
     let run = sipp_calls(
-        "cancel.xml",
+        "cancel_lossy.xml",
         false,
         server.udp,
         LOSSY_CALLS,

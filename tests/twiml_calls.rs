@@ -823,18 +823,6 @@ impl Trigger {
     }
 }
 
-/// The debug records stored for a call, once the store's writer queue is flushed.
-async fn stored_records(server: &TestServer, call_id: &str) -> Vec<pivotd::store::DebugRecord> {
-    let store = server.handle.store.clone();
-    let call_id = call_id.to_string();
-    tokio::task::spawn_blocking(move || {
-        store.flush().unwrap();
-        store.debug_records(ACCOUNT, &call_id).unwrap()
-    })
-    .await
-    .unwrap()
-}
-
 /// 7000 pivots (TwiML, `debug = true`, 500 ms timeout) to /app/ivr, which answers `trigger`'s
 /// document; the node's `_` child pivots to /sorry, which answers a Kazoo `play` of digit-1.
 /// The follow-up fails as `failure` says: the caller must hear digit-1 — the `_` child — and

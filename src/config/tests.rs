@@ -209,6 +209,24 @@ fn each_bad_value_reports_its_key() {
         ),
         ("[tts]\ncommand = []", "tts.command"),
         ("[tts]\ntimeout_ms = 50", "tts.timeout_ms"),
+        (
+            "[sip]\ntrusted_sources = [\"nope\"]",
+            "sip.trusted_sources[0]",
+        ),
+        ("[sip]\nsource_max_calls = -1", "sip.source_max_calls"),
+        (
+            "[sip]\nsource_requests_per_second = \"many\"",
+            "sip.source_requests_per_second",
+        ),
+        ("[sip]\nsource_block_s = -5", "sip.source_block_s"),
+        (
+            "[sip]\nscanner_user_agents = \"x\"",
+            "sip.scanner_user_agents",
+        ),
+        (
+            "[media]\nearly_media_unproven_s = 4000",
+            "media.early_media_unproven_s",
+        ),
         ("sip = 5", "sip"),
         ("[[accounts]]\nrealm = \"r\"", "accounts[0].id"),
         (
@@ -435,4 +453,23 @@ fn cidr_parse_and_contains() {
         parse_cidr("example.com").unwrap_err().to_string(),
         "\"example.com\" is not an IP address"
     );
+}
+
+#[test]
+fn per_source_keys_are_read() {
+    let (cfg, problems) = parse(
+        "[sip]\ntrusted_sources = [\"203.0.113.10\", \"10.0.0.0/8\"]\nsource_max_calls = 7\n\
+         source_block_s = 0\nscanner_user_agents = [\"EvilScan\"]\n[media]\nearly_media_unproven_s = 0",
+        Path::new("/x"),
+    );
+    assert!(problems.is_empty(), "{problems:?}");
+    let s = &cfg.sip.sources;
+    let nets: Vec<String> = s.trusted.iter().map(|n| n.to_string()).collect();
+    assert_eq!(nets, ["203.0.113.10/32", "10.0.0.0/8"]);
+    assert_eq!(s.max_calls, 7);
+    assert_eq!(s.block, Duration::ZERO);
+    assert_eq!(s.scanner_user_agents, ["evilscan"]);
+    assert_eq!(cfg.media.early_media_unproven_s, 0);
+    let (default, _) = parse("", Path::new("/x"));
+    assert_eq!(default.sip.sources, crate::config::SourceLimits::default());
 }

@@ -437,3 +437,35 @@ pub fn dtmf_packet(seq: u16, ts: u32, marker: bool, code: u8, end: bool, duratio
     p.extend_from_slice(&duration.to_be_bytes());
     p
 }
+
+/// GET `path` on the server's API over a fresh connection: the status and the whole response.
+pub async fn api_get(server: &TestServer, path: &str) -> (u16, String) {
+    let api = server.handle.api.expect("the API listens");
+    let mut s = TcpStream::connect(api).await.unwrap();
+    let req = format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+    s.write_all(req.as_bytes()).await.unwrap();
+    let mut out = String::new();
+    s.read_to_string(&mut out).await.unwrap();
+    (status(&out), out)
+}
+
+/// The value of one sample line of a `/metrics` text, `name{labels}` exactly as written
+/// (pivotd's samples are counts).
+pub fn metric(text: &str, sample: &str) -> u64 {
+    text.lines()
+        .find_map(|l| l.strip_prefix(sample)?.strip_prefix(' ')?.parse().ok())
+        .unwrap_or_else(|| panic!("no {sample} in\n{text}"))
+}
+
+/// The debug records the server stored for a call, once its writer queue is flushed (the
+/// store's reads block: off the async threads).
+pub async fn stored_records(server: &TestServer, call_id: &str) -> Vec<pivotd::store::DebugRecord> {
+    let store = server.handle.store.clone();
+    let call_id = call_id.to_string();
+    tokio::task::spawn_blocking(move || {
+        store.flush().unwrap();
+        store.debug_records(ACCOUNT, &call_id).unwrap()
+    })
+    .await
+    .unwrap()
+}
