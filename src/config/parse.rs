@@ -107,33 +107,15 @@ fn read_sip(r: &mut Reader, t: &Table) -> SipConfig {
         udp,
         tcp,
         advertise: r.parsed(t, p, "advertise", ip_addr),
-        max_calls: r
-            .int(t, p, "max_calls", 1, 1_000_000)
-            .map_or(5000, |n| n as u32),
-        max_calls_per_second: r
-            .int(t, p, "max_calls_per_second", 1, 1_000_000)
-            .map_or(4000, |n| n as u32),
-        max_call_duration_s: r
-            .int(t, p, "max_call_duration_s", 0, i64::from(u32::MAX))
-            .map_or(14400, |n| n as u64),
-        shutdown_grace_s: r
-            .int(t, p, "shutdown_grace_s", 0, 86400)
-            .map_or(30, |n| n as u64),
-        tcp_idle_timeout_s: r
-            .int(t, p, "tcp_idle_timeout_s", 1, 86400)
-            .map_or(300, |n| n as u64),
-        max_message_bytes: r
-            .int(t, p, "max_message_bytes", 1024, 1_048_576)
-            .map_or(65536, |n| n as usize),
-        timer_t1_ms: r
-            .int(t, p, "timer_t1_ms", 10, 10_000)
-            .map_or(500, |n| n as u64),
-        timer_t2_ms: r
-            .int(t, p, "timer_t2_ms", 10, 60_000)
-            .map_or(4000, |n| n as u64),
-        timer_t4_ms: r
-            .int(t, p, "timer_t4_ms", 10, 60_000)
-            .map_or(5000, |n| n as u64),
+        max_calls: r.int_or(t, p, "max_calls", 1, 1_000_000, 5000),
+        max_calls_per_second: r.int_or(t, p, "max_calls_per_second", 1, 1_000_000, 4000),
+        max_call_duration_s: r.int_or(t, p, "max_call_duration_s", 0, i64::from(u32::MAX), 14400),
+        shutdown_grace_s: r.int_or(t, p, "shutdown_grace_s", 0, 86400, 30),
+        tcp_idle_timeout_s: r.int_or(t, p, "tcp_idle_timeout_s", 1, 86400, 300),
+        max_message_bytes: r.int_or(t, p, "max_message_bytes", 1024, 1_048_576, 65536),
+        timer_t1_ms: r.int_or(t, p, "timer_t1_ms", 10, 10_000, 500),
+        timer_t2_ms: r.int_or(t, p, "timer_t2_ms", 10, 60_000, 4000),
+        timer_t4_ms: r.int_or(t, p, "timer_t4_ms", 10, 60_000, 5000),
         sources: read_source_limits(r, t, p),
     }
 }
@@ -141,8 +123,7 @@ fn read_sip(r: &mut Reader, t: &Table) -> SipConfig {
 /// The `[sip]` keys of the per-source limits.
 fn read_source_limits(r: &mut Reader, t: &Table, p: &str) -> SourceLimits {
     let d = SourceLimits::default();
-    let mut limit =
-        |key: &str, default: u32| r.int(t, p, key, 0, 1_000_000).map_or(default, |n| n as u32);
+    let mut limit = |key: &str, default: u32| r.int_or(t, p, key, 0, 1_000_000, default);
     let requests_per_second = limit("source_requests_per_second", d.requests_per_second);
     let calls_per_second = limit("source_calls_per_second", d.calls_per_second);
     let max_calls = limit("source_max_calls", d.max_calls);
@@ -157,9 +138,14 @@ fn read_source_limits(r: &mut Reader, t: &Table, p: &str) -> SourceLimits {
         max_calls,
         tcp_connections,
         failures_per_minute,
-        block: r
-            .int(t, p, "source_block_s", 0, 86400 * 7)
-            .map_or(d.block, |n| Duration::from_secs(n as u64)),
+        block: Duration::from_secs(r.int_or(
+            t,
+            p,
+            "source_block_s",
+            0,
+            86400 * 7,
+            d.block.as_secs(),
+        )),
         scanner_user_agents: r
             .strings(t, p, "scanner_user_agents")
             .map(|v| v.into_iter().map(|s| s.to_ascii_lowercase()).collect())
@@ -189,20 +175,12 @@ fn read_media(r: &mut Reader, t: &Table, base: &Path) -> MediaConfig {
         ip: r
             .parsed(t, p, "ip", ip_addr)
             .unwrap_or(IpAddr::V4(Ipv4Addr::LOCALHOST)),
-        port_min: r
-            .int(t, p, "port_min", 1, 65535)
-            .map_or(16384, |n| n as u16),
-        port_max: r
-            .int(t, p, "port_max", 1, 65535)
-            .map_or(32767, |n| n as u16),
+        port_min: r.int_or(t, p, "port_min", 1, 65535, 16384),
+        port_max: r.int_or(t, p, "port_max", 1, 65535, 32767),
         dir_configured: dir.is_some(),
         dir: resolve(base, dir.as_deref().unwrap_or("media")),
-        rtp_timeout_s: r
-            .int(t, p, "rtp_timeout_s", 0, 86400)
-            .map_or(60, |n| n as u64),
-        early_media_unproven_s: r
-            .int(t, p, "early_media_unproven_s", 0, 3600)
-            .map_or(5, |n| n as u64),
+        rtp_timeout_s: r.int_or(t, p, "rtp_timeout_s", 0, 86400, 60),
+        early_media_unproven_s: r.int_or(t, p, "early_media_unproven_s", 0, 3600, 5),
     };
     checks::port_range(r, &media);
     media
@@ -233,9 +211,7 @@ fn read_tts(r: &mut Reader, t: &Table) -> TtsConfig {
             }
         }
     }
-    let timeout_ms = r
-        .int(t, "tts", "timeout_ms", 100, 600_000)
-        .map_or(10_000, |n| n as u64);
+    let timeout_ms = r.int_or(t, "tts", "timeout_ms", 100, 600_000, 10_000);
     TtsConfig {
         command,
         voices,
@@ -253,12 +229,8 @@ fn read_api(r: &mut Reader, t: &Table) -> ApiConfig {
         listen: r
             .parsed(t, "api", "listen", socket_addr)
             .unwrap_or(SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), 8000)),
-        token_lifetime_s: r
-            .int(t, "api", "token_lifetime_s", 1, 2_592_000)
-            .map_or(3600, |n| n as u64),
-        auth_failures_per_minute: r
-            .int(t, "api", "auth_failures_per_minute", 1, 100_000)
-            .map_or(10, |n| n as u32),
+        token_lifetime_s: r.int_or(t, "api", "token_lifetime_s", 1, 2_592_000, 3600),
+        auth_failures_per_minute: r.int_or(t, "api", "auth_failures_per_minute", 1, 100_000, 10),
     }
 }
 
@@ -270,9 +242,7 @@ fn read_store(r: &mut Reader, t: &Table, base: &Path) -> StoreConfig {
     }
     let store = StoreConfig {
         sqlite: resolve(base, sqlite.as_deref().unwrap_or("pivotd.db")),
-        debug_retention_s: r
-            .int(t, "store", "debug_retention_s", 60, 31_622_400)
-            .map_or(604_800, |n| n as u64),
+        debug_retention_s: r.int_or(t, "store", "debug_retention_s", 60, 31_622_400, 604_800),
     };
     store
 }
@@ -297,12 +267,8 @@ fn read_pivot(r: &mut Reader, t: &Table, base: &Path) -> PivotConfig {
             .strings(t, "pivot", "blacklist_hosts")
             .map(|v| v.into_iter().map(|h| h.to_ascii_lowercase()).collect())
             .unwrap_or_else(|| vec!["localhost".to_string()]),
-        max_req_timeout_ms: r
-            .int(t, "pivot", "max_req_timeout_ms", 100, 60_000)
-            .map_or(5000, |n| n as u64),
-        max_requests_per_call: r
-            .int(t, "pivot", "max_requests_per_call", 1, 100_000)
-            .map_or(100, |n| n as u32),
+        max_req_timeout_ms: r.int_or(t, "pivot", "max_req_timeout_ms", 100, 60_000, 5000),
+        max_requests_per_call: r.int_or(t, "pivot", "max_requests_per_call", 1, 100_000, 100),
         ca_file: r.string(t, "pivot", "ca_file").map(|f| resolve(base, &f)),
     }
 }

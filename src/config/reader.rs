@@ -108,6 +108,22 @@ impl Reader {
         }
     }
 
+    /// [`Reader::int`] as the field's type, `default` when absent or refused (the range
+    /// given always fits the type, so the conversion never falls back on its own).
+    pub(super) fn int_or<T: TryFrom<i64>>(
+        &mut self,
+        t: &Table,
+        path: &str,
+        key: &str,
+        min: i64,
+        max: i64,
+        default: T,
+    ) -> T {
+        self.int(t, path, key, min, max)
+            .and_then(|n| T::try_from(n).ok())
+            .unwrap_or(default)
+    }
+
     pub(super) fn int(
         &mut self,
         t: &Table,
