@@ -8,9 +8,8 @@
 //!
 //! cargo bench --bench flood_memory -- [RATE] [SECONDS] [SETTLE]   (defaults 3000 2 10)
 
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream, UdpSocket};
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use rand::{Rng, SeedableRng};
@@ -21,64 +20,19 @@ const GARBAGE_PER_INVITE: usize = 1;
 /// for the unacknowledged 2xx and unanswered BYEs, plus slack).
 const QUIET_TIMEOUT: Duration = Duration::from_secs(120);
 
-fn config(dir: &std::path::Path) -> std::path::PathBuf {
-    let media = concat!(env!("CARGO_MANIFEST_DIR"), "/media");
-    let text = format!(
-        r#"
-[sip]
-udp = ["127.0.0.1:0"]
-tcp = []
-max_calls_per_second = 100000
-# The worst case for memory: the flooding address is trusted, so the per-source limits do not
-# turn the flood away and every INVITE becomes a transaction (most become calls).
-trusted_sources = ["127.0.0.1"]
-[api]
-listen = "127.0.0.1:0"
-[store]
-sqlite = ":memory:"
-[media]
-dir = "{media}"
-ip = "127.0.0.1"
-port_min = 50000
-port_max = 59999
-rtp_timeout_s = 0
-[[accounts]]
-id = "4b6e1d0c2f6a4e0f9a1b2c3d4e5f6a7b"
-realm = "bench.test"
+#[path = "flood_common.rs"]
+mod flood_common;
+use flood_common::{invite, start, write_config};
+
+/// The worst case for memory: the flooding address is trusted, so the per-source limits do
+/// not turn the flood away and every INVITE becomes a transaction (most become calls).
+const SIP: &str = r#"max_calls_per_second = 100000
+trusted_sources = ["127.0.0.1"]"#;
+const CALLFLOWS: &str = r#"
 [[accounts.callflows]]
 numbers = ["7000"]
-flow = {{ module = "play", data = {{ id = "digit-1", answer = true }}, children = {{ _ = {{ module = "hangup" }} }} }}
-"#
-    );
-    let path = dir.join("pivotd.toml");
-    std::fs::write(&path, text).expect("write config");
-    path
-}
-
-/// Starts pivotd; returns it with its SIP UDP and API addresses from the ready line.
-fn start(config: &std::path::Path) -> (Child, SocketAddr, SocketAddr) {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_pivotd"))
-        .arg("--config")
-        .arg(config)
-        .env("RUST_LOG", "error")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("start pivotd");
-    let mut line = String::new();
-    BufReader::new(child.stdout.take().expect("stdout"))
-        .read_line(&mut line)
-        .expect("ready line");
-    let addr = |key: &str| -> SocketAddr {
-        line.split_whitespace()
-            .find_map(|w| w.strip_prefix(key))
-            .and_then(|a| a.split(',').next())
-            .and_then(|a| a.parse().ok())
-            .unwrap_or_else(|| panic!("no {key} in {line:?}"))
-    };
-    let (udp, api) = (addr("udp="), addr("api="));
-    (child, udp, api)
-}
+flow = { module = "play", data = { id = "digit-1", answer = true }, children = { _ = { module = "hangup" } } }
+"#;
 
 /// A field of /proc/PID/status in kB (VmRSS, VmHWM).
 fn status_kb(pid: u32, field: &str) -> u64 {
@@ -124,26 +78,13 @@ fn live(api: SocketAddr) -> Option<f64> {
     )
 }
 
-fn invite(local: SocketAddr, id: u32, rtp: u16) -> Vec<u8> {
-    let sdp = format!(
-        "v=0\r\no=- 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\nm=audio {rtp} RTP/AVP 0\r\na=rtpmap:0 PCMU/8000\r\n"
-    );
-    format!(
-        "INVITE sip:7000@bench.test SIP/2.0\r\nVia: SIP/2.0/UDP {local};branch=z9hG4bKflood{id};rport\r\n\
-From: <sip:flood@127.0.0.1>;tag=f{id}\r\nTo: <sip:7000@bench.test>\r\nCall-ID: flood-{id}\r\nCSeq: 1 INVITE\r\n\
-Contact: <sip:flood@{local}>\r\nMax-Forwards: 70\r\nContent-Type: application/sdp\r\nContent-Length: {}\r\n\r\n{sdp}",
-        sdp.len()
-    )
-    .into_bytes()
-}
-
 /// Sends `rate`/s INVITEs for `secs` seconds from one socket, in 10 ms slices, with garbage
 /// between them; reads nothing back (an attacker does not).
 fn flood(server: SocketAddr, rate: u32, secs: u32) -> (u32, usize) {
     let sock = UdpSocket::bind("127.0.0.1:0").expect("flood socket");
     // Where the SDP points: bound so the RTP sent there is not met by ICMP, never read.
     let rtp_sink = UdpSocket::bind("127.0.0.1:0").expect("rtp sink");
-    let rtp = rtp_sink.local_addr().expect("sink addr").port();
+    let rtp = rtp_sink.local_addr().expect("sink addr");
     let local = sock.local_addr().expect("local");
     let mut rng = rand::rngs::StdRng::seed_from_u64(7);
     let slices = secs * 100;
@@ -152,7 +93,10 @@ fn flood(server: SocketAddr, rate: u32, secs: u32) -> (u32, usize) {
     for slice in 0..slices {
         let due = (u64::from(rate) * u64::from(slice + 1) / 100) as u32;
         while invites < due {
-            let _ = sock.send_to(&invite(local, invites, rtp), server);
+            let _ = sock.send_to(
+                &invite(local, "7000", &format!("flood-{invites}"), rtp),
+                server,
+            );
             invites += 1;
             for _ in 0..GARBAGE_PER_INVITE {
                 let len = rng.gen_range(1..1400);
@@ -183,7 +127,7 @@ fn main() {
 
     let dir = std::env::temp_dir().join(format!("pivotd-flood-memory-{}", std::process::id()));
     std::fs::create_dir_all(&dir).expect("temp dir");
-    let (mut child, udp, api) = start(&config(&dir));
+    let (mut child, udp, api) = start(&write_config(&dir, SIP, "rtp_timeout_s = 0", CALLFLOWS));
     let pid = child.id();
     std::thread::sleep(Duration::from_secs(1));
     let idle = status_kb(pid, "VmRSS");

@@ -9,80 +9,24 @@
 //!
 //! cargo bench --bench flood_pacing -- [RATE] [SECONDS] [QUIET]   (defaults 3000 2 3)
 
-use std::io::{BufRead, BufReader};
 use std::net::{SocketAddr, UdpSocket};
-use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-fn config(dir: &std::path::Path) -> std::path::PathBuf {
-    let media = concat!(env!("CARGO_MANIFEST_DIR"), "/media");
-    let text = format!(
-        r#"
-[sip]
-udp = ["127.0.0.1:0"]
-tcp = []
-[api]
-listen = "127.0.0.1:0"
-[store]
-sqlite = ":memory:"
-[media]
-dir = "{media}"
-ip = "127.0.0.1"
-port_min = 50000
-port_max = 59999
-[[accounts]]
-id = "4b6e1d0c2f6a4e0f9a1b2c3d4e5f6a7b"
-realm = "bench.test"
+#[path = "flood_common.rs"]
+mod flood_common;
+use flood_common::{invite, start, write_config};
+
+/// 7000: a short prompt then BYE (what the flood calls); 7001: the measured call, a tone
+/// looping for far longer than the bench.
+const CALLFLOWS: &str = r#"
 [[accounts.callflows]]
 numbers = ["7000"]
-flow = {{ module = "play", data = {{ id = "digit-1" }}, children = {{ _ = {{ module = "hangup" }} }} }}
+flow = { module = "play", data = { id = "digit-1" }, children = { _ = { module = "hangup" } } }
 [[accounts.callflows]]
 numbers = ["7001"]
-flow = {{ module = "play", data = {{ id = "tone-1khz", loop_count = 100 }} }}
-"#
-    );
-    let path = dir.join("pivotd.toml");
-    std::fs::write(&path, text).expect("write config");
-    path
-}
-
-fn start(config: &std::path::Path) -> (Child, SocketAddr) {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_pivotd"))
-        .arg("--config")
-        .arg(config)
-        .env("RUST_LOG", "error")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("start pivotd");
-    let mut line = String::new();
-    BufReader::new(child.stdout.take().expect("stdout"))
-        .read_line(&mut line)
-        .expect("ready line");
-    let udp = line
-        .split_whitespace()
-        .find_map(|w| w.strip_prefix("udp="))
-        .and_then(|a| a.split(',').next())
-        .and_then(|a| a.parse().ok())
-        .unwrap_or_else(|| panic!("no udp= in {line:?}"));
-    (child, udp)
-}
-
-fn invite(from: SocketAddr, number: &str, id: &str, rtp: SocketAddr) -> Vec<u8> {
-    let sdp = format!(
-        "v=0\r\no=- 1 1 IN IP4 {ip}\r\ns=-\r\nc=IN IP4 {ip}\r\nt=0 0\r\nm=audio {port} RTP/AVP 0\r\n",
-        ip = rtp.ip(),
-        port = rtp.port()
-    );
-    format!(
-        "INVITE sip:{number}@bench.test SIP/2.0\r\nVia: SIP/2.0/UDP {from};branch=z9hG4bK{id};rport\r\n\
-From: <sip:b@{from}>;tag=f{id}\r\nTo: <sip:{number}@bench.test>\r\nCall-ID: {id}\r\nCSeq: 1 INVITE\r\n\
-Contact: <sip:b@{from}>\r\nMax-Forwards: 70\r\nContent-Type: application/sdp\r\nContent-Length: {}\r\n\r\n{sdp}",
-        sdp.len()
-    )
-    .into_bytes()
-}
+flow = { module = "play", data = { id = "tone-1khz", loop_count = 100 } }
+"#;
 
 /// The measured call: answered and ACKed; its RTP arrival times are recorded by a thread.
 fn measured_call(server: SocketAddr) -> (Arc<Mutex<Vec<Instant>>>, UdpSocket) {
@@ -162,7 +106,7 @@ fn main() {
     let quiet = args.get(2).copied().unwrap_or(3);
     let dir = std::env::temp_dir().join(format!("pivotd-pacing-{}", std::process::id()));
     std::fs::create_dir_all(&dir).expect("temp dir");
-    let (mut child, server) = start(&config(&dir));
+    let (mut child, server, _) = start(&write_config(&dir, "", "", CALLFLOWS));
     let (arrivals, _sip) = measured_call(server);
     std::thread::sleep(Duration::from_millis(300));
     let quiet_from = Instant::now();

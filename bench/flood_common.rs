@@ -1,0 +1,80 @@
+//! What the flood benches share: the built pivotd started on loopback with a config of their
+//! own, and the INVITE they send.
+
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+
+/// Writes `pivotd.toml` into `dir`: SIP on an ephemeral UDP port, the API on another, an
+/// in-memory store, the shipped prompts, one account (realm `bench.test`) with `callflows`;
+/// `sip_extra` and `media_extra` are added to their sections.
+pub fn write_config(dir: &Path, sip_extra: &str, media_extra: &str, callflows: &str) -> PathBuf {
+    let media = concat!(env!("CARGO_MANIFEST_DIR"), "/media");
+    let text = format!(
+        r#"
+[sip]
+udp = ["127.0.0.1:0"]
+tcp = []
+{sip_extra}
+[api]
+listen = "127.0.0.1:0"
+[store]
+sqlite = ":memory:"
+[media]
+dir = "{media}"
+ip = "127.0.0.1"
+port_min = 50000
+port_max = 59999
+{media_extra}
+[[accounts]]
+id = "4b6e1d0c2f6a4e0f9a1b2c3d4e5f6a7b"
+realm = "bench.test"
+{callflows}
+"#
+    );
+    let path = dir.join("pivotd.toml");
+    std::fs::write(&path, text).expect("write config");
+    path
+}
+
+/// Starts the built pivotd; returns it with its SIP UDP and API addresses from the ready line.
+pub fn start(config: &Path) -> (Child, SocketAddr, SocketAddr) {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_pivotd"))
+        .arg("--config")
+        .arg(config)
+        .env("RUST_LOG", "error")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start pivotd");
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().expect("stdout"))
+        .read_line(&mut line)
+        .expect("ready line");
+    let addr = |key: &str| -> SocketAddr {
+        line.split_whitespace()
+            .find_map(|w| w.strip_prefix(key))
+            .and_then(|a| a.split(',').next())
+            .and_then(|a| a.parse().ok())
+            .unwrap_or_else(|| panic!("no {key} in {line:?}"))
+    };
+    let (udp, api) = (addr("udp="), addr("api="));
+    (child, udp, api)
+}
+
+/// An INVITE from `from` to `number` (Call-ID `id`) whose PCMU offer sends media to `rtp`.
+pub fn invite(from: SocketAddr, number: &str, id: &str, rtp: SocketAddr) -> Vec<u8> {
+    let sdp = format!(
+        "v=0\r\no=- 1 1 IN IP4 {ip}\r\ns=-\r\nc=IN IP4 {ip}\r\nt=0 0\r\nm=audio {port} RTP/AVP 0\r\n",
+        ip = rtp.ip(),
+        port = rtp.port()
+    );
+    format!(
+        "INVITE sip:{number}@bench.test SIP/2.0\r\nVia: SIP/2.0/UDP {from};branch=z9hG4bK{id};rport\r\n\
+From: <sip:b@{from}>;tag=f{id}\r\nTo: <sip:{number}@bench.test>\r\nCall-ID: {id}\r\nCSeq: 1 INVITE\r\n\
+Contact: <sip:b@{from}>\r\nMax-Forwards: 70\r\nContent-Type: application/sdp\r\nContent-Length: {}\r\n\r\n{sdp}",
+        sdp.len()
+    )
+    .into_bytes()
+}
