@@ -80,9 +80,11 @@ impl CallControl for Call {
             self.serve(async move { rtp.wait_proven().await }).await?;
         }
         let (rtp, payload) = self.leg.start_prompt(prompt);
+        // Sent now, before `serve` can handle a re-INVITE: its codec switch must find the play.
+        let playing = rtp.play(payload);
         self.stop_on = terminators.to_vec();
         self.stopped_by = None;
-        let result = self.serve(async move { rtp.play(payload).await }).await;
+        let result = self.serve(playing).await;
         self.leg.prompt_done();
         self.stop_on.clear();
         match result {

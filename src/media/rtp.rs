@@ -5,6 +5,7 @@
 //! commands, so per-packet work takes no lock.
 
 use std::collections::VecDeque;
+use std::future::Future;
 use std::io;
 use std::net::{IpAddr, SocketAddr, UdpSocket};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, Ordering};
@@ -473,19 +474,33 @@ impl RtpSession {
     /// Plays G.711 payload bytes (160 per 20 ms packet); resolves when the last packet is sent,
     /// or with Stopped when `stop_playing` (or a newer `play`) ended it. Dropping the returned
     /// future stops the playback too.
-    pub async fn play(&self, payload: Arc<[u8]>) -> PlayResult {
-        if payload.is_empty() {
-            return PlayResult::Finished;
+    ///
+    /// The play reaches the shard when `play` is called, not when the future is first polled:
+    /// a codec change sent after this call (a re-INVITE handled while the caller's task has not
+    /// polled yet) then finds the play running and swaps its bytes, instead of being overtaken
+    /// by bytes of the old codec under the new payload type.
+    pub fn play(&self, payload: Arc<[u8]>) -> impl Future<Output = PlayResult> + Send + 'static {
+        let result = if payload.is_empty() {
+            Err(PlayResult::Finished)
+        } else {
+            let (done, result) = oneshot::channel();
+            let sent = self.shard.send(Command::Play {
+                id: self.id,
+                payload,
+                done,
+            });
+            if sent {
+                Ok(result)
+            } else {
+                Err(PlayResult::Stopped)
+            }
+        };
+        async move {
+            match result {
+                Ok(result) => result.await.unwrap_or(PlayResult::Stopped),
+                Err(now) => now,
+            }
         }
-        let (done, result) = oneshot::channel();
-        if !self.shard.send(Command::Play {
-            id: self.id,
-            payload,
-            done,
-        }) {
-            return PlayResult::Stopped;
-        }
-        result.await.unwrap_or(PlayResult::Stopped)
     }
 
     pub fn stop_playing(&self) {
@@ -1135,6 +1150,29 @@ mod tests {
             n += 1;
         }
         assert_eq!(n, EVENT_QUEUE);
+    }
+
+    /// The call task may handle a re-INVITE between starting a play and first polling it:
+    /// the codec switch must still find the play and swap its bytes.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_codec_switch_before_the_play_is_polled_swaps_its_bytes() {
+        let pacer = Pacer::start(1);
+        let (rx, to) = receiver().await;
+        let s = session(&pacer, Some(to));
+        let got = collect(rx, Duration::from_millis(200));
+        let playing = s.play(Arc::from(vec![0x11u8; 160 * 5]));
+        s.switch_codec(8, 0xD5, Arc::from(vec![0x22u8; 160 * 5]));
+        assert_eq!(playing.await, PlayResult::Finished);
+        let got = got.await.unwrap();
+        assert_eq!(got.len(), 5);
+        for g in &got {
+            let p = RtpReader::new(&g.data).unwrap();
+            assert_eq!(p.payload_type(), 8);
+            assert!(
+                p.payload().iter().all(|&b| b == 0x22),
+                "old codec's bytes under PT 8"
+            );
+        }
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
