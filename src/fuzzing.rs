@@ -378,3 +378,17 @@ pub fn media_file(data: &[u8]) -> bool {
         }
     }
 }
+
+/// An Authorization / Proxy-Authorization value: `Credentials::parse`, then the response
+/// check with both algorithms' HA1. True when it parsed.
+pub fn digest_credentials(data: &[u8]) -> bool {
+    use crate::sip::auth::digest::{Algorithm, Credentials};
+    let Ok(c) = Credentials::parse(data) else {
+        return false;
+    };
+    for alg in Algorithm::ALL {
+        let ha1 = alg.ha1(&c.username, &c.realm, "secret");
+        let _ = c.verify(&ha1, "REGISTER");
+    }
+    true
+}

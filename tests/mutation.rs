@@ -290,6 +290,27 @@ fn mutated_sdp_never_panics() {
 }
 
 #[test]
+fn mutated_digest_credentials_never_panic() {
+    let (mut parsed, mut refused) = (0, 0);
+    let (inputs, mutations) = campaign(
+        "digest",
+        0x7616,
+        20_000,
+        &fuzzing::digest_credentials,
+        |ok| {
+            if *ok {
+                parsed += 1
+            } else {
+                refused += 1
+            }
+        },
+    );
+    assert!(parsed > 100 && refused > 100, "{parsed} {refused}");
+    eprintln!("digest: {inputs} inputs, {mutations} mutations");
+    assert!(mutations > 20_000, "{mutations}");
+}
+
+#[test]
 fn mutated_rtp_and_telephone_events_never_panic() {
     let mut with_digits = 0;
     let (inputs, mutations) = campaign("rtp_dtmf", 0x4733, 30_000, &fuzzing::rtp_dtmf, |d| {

@@ -1,5 +1,6 @@
 //! SIP: transport, message normalisation, transactions (RFC 3261 §17), dialogs.
 
+pub mod auth;
 pub mod dialog;
 pub mod endpoint;
 pub mod message;

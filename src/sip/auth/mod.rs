@@ -1,0 +1,5 @@
+//! Digest authentication (RFC 3261 §22, RFC 7616, RFC 8760): the wire format and the nonces.
+//! Who the credentials belong to is the registrar's to know.
+
+pub mod digest;
+pub mod nonce;
