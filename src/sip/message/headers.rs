@@ -253,7 +253,7 @@ fn split_params(s: &str) -> Vec<&str> {
 }
 
 /// `;name[=value]` list: each name a non-empty token. Returns (name, value) pairs.
-fn parse_params(s: &str) -> Result<Vec<(&str, Option<&str>)>, GrammarError> {
+pub(super) fn parse_params(s: &str) -> Result<Vec<(&str, Option<&str>)>, GrammarError> {
     let s = s.trim();
     if s.is_empty() {
         return Ok(Vec::new());
@@ -293,7 +293,7 @@ fn quoted_end(s: &str) -> Option<usize> {
 
 /// Splits a name-addr / addr-spec value (RFC 3261 §20.10, §25.1) into URI and the text of
 /// its header parameters, checking what RFC 4475 §3.1.2.6/.13/.14/.15 call malformed.
-fn split_name_addr(v: &str) -> Result<(&str, &str), GrammarError> {
+pub(super) fn split_name_addr(v: &str) -> Result<(&str, &str), GrammarError> {
     let v = v.trim();
     let angle = if v.starts_with('"') {
         let end = quoted_end(v).ok_or(GrammarError::UnterminatedQuote)?;
@@ -302,7 +302,9 @@ fn split_name_addr(v: &str) -> Result<(&str, &str), GrammarError> {
             return Err(GrammarError::DisplayNameWithoutAddrSpec);
         }
         Some(rest)
-    } else if let Some(lt) = v.find('<') {
+    // A `<` after a `;` is in a header parameter of a bare URI (`;+sip.instance="<urn:…>"`):
+    // a token display name cannot hold a `;`.
+    } else if let Some(lt) = v.find('<').filter(|&lt| !v[..lt].contains(';')) {
         let display = &v[..lt];
         if !display
             .bytes()
@@ -466,7 +468,7 @@ pub(super) fn top_via_of(headers: &Headers) -> Option<TopVia> {
 }
 
 /// Accessors take a request, a response or a message alike.
-fn headers_of_msg(msg: &impl rsip::message::HasHeaders) -> &Headers {
+pub(super) fn headers_of_msg(msg: &impl rsip::message::HasHeaders) -> &Headers {
     msg.headers()
 }
 

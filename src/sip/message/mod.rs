@@ -4,12 +4,15 @@
 //!
 //! - `parse.rs`: normalise, parse, repair what rsip 0.4 misreads, [`ParseError`];
 //! - `uri.rs`: the Request-URI checks and the sip/sips URIs read by hand;
-//! - `headers.rs`: header grammar, the checks every message passes, the accessors.
+//! - `headers.rs`: header grammar, the checks every message passes, the accessors;
+//! - `contact.rs`: Contact values as a registrar reads them.
 
+mod contact;
 mod headers;
 mod parse;
 mod uri;
 
+pub use contact::{contacts, ContactError, ContactValue, Contacts};
 pub(in crate::sip) use headers::tag_of;
 pub use headers::{
     call_id, cseq, from_tag, header_name_value, header_str, header_value, max_forwards, to_tag,
