@@ -9,10 +9,12 @@
 
 mod callflows;
 mod cdrs;
+mod registrations;
 mod schema;
 
 pub use callflows::{CallflowConflict, StoredCallflow};
 pub use cdrs::{Cdr, CdrQuery};
+pub use registrations::{DeviceBindings, Registration};
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -178,6 +180,10 @@ pub enum Write {
     Debug(DebugRecord),
     /// One call's record, written when the call ends.
     Cdr(Cdr),
+    /// A device's bindings after a REGISTER changed them (they replace the stored ones).
+    Registrations(DeviceBindings),
+    /// Bindings that expired before `.0` (Unix seconds) go.
+    ExpireRegistrations(u64),
 }
 
 enum Msg {
@@ -603,6 +609,12 @@ fn commit(conn: &Mutex<Connection>, pending: &mut Vec<Write>, stats: &Stats) {
 
 fn insert(conn: &Connection, w: &Write) -> Result<(), rusqlite::Error> {
     match w {
+        Write::Registrations(d) => registrations::replace(conn, d),
+        Write::ExpireRegistrations(before) => {
+            conn.prepare_cached("DELETE FROM registrations WHERE expires_at <= ?1")?
+                .execute(params![*before as i64])?;
+            Ok(())
+        }
         Write::Debug(r) => {
             let doc = r.doc.to_string();
             conn.prepare_cached(

@@ -61,6 +61,27 @@ pub(crate) const MIGRATIONS: &[&str] = &[
     r#"
     ALTER TABLE callflows ADD COLUMN rev INTEGER NOT NULL DEFAULT 1;
     "#,
+    // 3: registrations (issue 9): a device's contacts, replaced whole on each REGISTER.
+    r#"
+    CREATE TABLE registrations (
+        account_id TEXT    NOT NULL,
+        device_id  TEXT    NOT NULL,
+        contact    TEXT    NOT NULL,                  -- the Contact URI as registered
+        expires_at INTEGER NOT NULL,                  -- Unix seconds
+        call_id    TEXT    NOT NULL,
+        cseq       INTEGER NOT NULL,
+        path       TEXT    NOT NULL DEFAULT '[]',     -- JSON array of Path values (RFC 3327)
+        source     TEXT    NOT NULL,                  -- ip:port the REGISTER came from
+        local      TEXT    NOT NULL,                  -- our ip:port it arrived on
+        transport  TEXT    NOT NULL,
+        user_agent TEXT,
+        instance   TEXT,
+        q          TEXT,
+        updated    INTEGER NOT NULL,
+        PRIMARY KEY (account_id, device_id, contact)
+    );
+    CREATE INDEX registrations_by_expiry ON registrations (expires_at);
+    "#,
 ];
 
 /// The schema version this build writes.

@@ -109,10 +109,16 @@ fn migrations_apply_on_fresh_file_and_reopen_keeps_data() {
     {
         let store = Store::open(dir.db()).unwrap();
         assert_eq!(store.schema_version().unwrap(), SCHEMA_VERSION);
-        assert_eq!(SCHEMA_VERSION, 2);
+        assert_eq!(SCHEMA_VERSION, 3);
         assert_eq!(
             table_names(&store),
-            ["callflow_numbers", "callflows", "cdrs", "pivot_debug"]
+            [
+                "callflow_numbers",
+                "callflows",
+                "cdrs",
+                "pivot_debug",
+                "registrations"
+            ]
         );
         assert!(store.write(Write::Debug(r.clone())));
         store.flush().unwrap();
@@ -479,4 +485,67 @@ fn drop_commits_what_is_queued() {
     }
     let store = Store::open(dir.db()).unwrap();
     assert_eq!(store.debug_record_count("acc").unwrap(), 50);
+}
+
+fn binding(device: &str, contact: &str, expires_at: u64) -> Registration {
+    Registration {
+        account_id: "acc1".into(),
+        device_id: device.into(),
+        contact: contact.into(),
+        expires_at,
+        call_id: "reg-1".into(),
+        cseq: 7,
+        path: vec!["<sip:edge.test;lr>".into()],
+        source: "192.0.2.10:40000".parse().unwrap(),
+        local: "127.0.0.1:5060".parse().unwrap(),
+        transport: "UDP".into(),
+        user_agent: Some("baresip".into()),
+        instance: None,
+        q: Some("0.5".into()),
+        updated: 1_000,
+    }
+}
+
+#[test]
+fn registrations_replace_per_device_survive_reopening_and_expire() {
+    let dir = TempDir::new("registrations");
+    let a = binding("d1", "sip:2001@192.0.2.10:40000", 5_000);
+    let b = binding("d1", "sip:2001@192.0.2.11", 2_000);
+    let c = binding("d2", "sip:2002@192.0.2.12", 5_000);
+    {
+        let store = Store::open(dir.db()).unwrap();
+        let put = |device: &str, bindings: Vec<Registration>| {
+            assert!(store.write(Write::Registrations(DeviceBindings {
+                account_id: "acc1".into(),
+                device_id: device.into(),
+                bindings,
+            })));
+        };
+        put("d1", vec![a.clone(), b.clone()]);
+        put("d2", vec![c.clone()]);
+        store.flush().unwrap();
+        assert_eq!(
+            store.registrations(1_000).unwrap(),
+            [a.clone(), b.clone(), c.clone()]
+        );
+        // A device's new list replaces its old one, and leaves the others alone.
+        put("d1", vec![a.clone()]);
+        store.flush().unwrap();
+        assert_eq!(store.registrations(1_000).unwrap(), [a.clone(), c.clone()]);
+        put("d1", vec![a.clone(), b.clone()]);
+        store.flush().unwrap();
+    }
+    let store = Store::open(dir.db()).unwrap();
+    assert_eq!(
+        store.registrations(1_000).unwrap(),
+        [a.clone(), b, c.clone()]
+    );
+    // Expired ones are not read back, and go when told.
+    assert_eq!(store.registrations(3_000).unwrap(), [a.clone(), c.clone()]);
+    assert!(store.write(Write::ExpireRegistrations(3_000)));
+    store.flush().unwrap();
+    let n: i64 = lock(&store.inner.reader)
+        .query_row("SELECT count(*) FROM registrations", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(n, 2);
 }

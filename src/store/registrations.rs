@@ -1,0 +1,119 @@
+//! Registrations (RFC 3261 §10.3 bindings): each device's contacts, rewritten whole through
+//! the writer queue when a REGISTER changes them, read back at start so phones need not
+//! register again after a restart.
+
+use std::net::SocketAddr;
+
+use rusqlite::{params, Connection};
+
+use super::{lock, Store, StoreError};
+
+/// One contact a device registered (times are Unix seconds: they outlive the process).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Registration {
+    pub account_id: String,
+    pub device_id: String,
+    /// The Contact URI as the phone wrote it (without `<>`).
+    pub contact: String,
+    pub expires_at: u64,
+    pub call_id: String,
+    pub cseq: u32,
+    /// Path header values (RFC 3327), in order: the route back to the phone.
+    pub path: Vec<String>,
+    /// Where the REGISTER came from (after NAT): where requests to the phone go.
+    pub source: SocketAddr,
+    /// Our socket it arrived on.
+    pub local: SocketAddr,
+    /// "UDP" or "TCP".
+    pub transport: String,
+    pub user_agent: Option<String>,
+    /// `+sip.instance` (RFC 5626), when given.
+    pub instance: Option<String>,
+    /// `q`, as written.
+    pub q: Option<String>,
+    pub updated: u64,
+}
+
+/// The bindings of one device after a REGISTER: they replace the stored ones.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DeviceBindings {
+    pub account_id: String,
+    pub device_id: String,
+    pub bindings: Vec<Registration>,
+}
+
+pub(super) fn replace(conn: &Connection, d: &DeviceBindings) -> Result<(), rusqlite::Error> {
+    conn.prepare_cached("DELETE FROM registrations WHERE account_id = ?1 AND device_id = ?2")?
+        .execute(params![d.account_id, d.device_id])?;
+    let mut insert = conn.prepare_cached(
+        "INSERT OR REPLACE INTO registrations (account_id, device_id, contact, expires_at,
+            call_id, cseq, path, source, local, transport, user_agent, instance, q, updated)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)",
+    )?;
+    for r in &d.bindings {
+        let path = serde_json::to_string(&r.path).unwrap_or_else(|_| "[]".into());
+        insert.execute(params![
+            r.account_id,
+            r.device_id,
+            r.contact,
+            r.expires_at as i64,
+            r.call_id,
+            r.cseq,
+            path,
+            r.source.to_string(),
+            r.local.to_string(),
+            r.transport,
+            r.user_agent,
+            r.instance,
+            r.q,
+            r.updated as i64,
+        ])?;
+    }
+    Ok(())
+}
+
+impl Store {
+    /// The bindings that have not expired at `now` (Unix seconds). A row whose addresses
+    /// cannot be read back (edited by hand) is skipped with a warning.
+    pub fn registrations(&self, now: u64) -> Result<Vec<Registration>, StoreError> {
+        let conn = lock(&self.inner.reader);
+        let mut stmt = conn.prepare(
+            "SELECT account_id, device_id, contact, expires_at, call_id, cseq, path, source,
+                    local, transport, user_agent, instance, q, updated
+             FROM registrations WHERE expires_at > ?1 ORDER BY account_id, device_id, contact",
+        )?;
+        let rows = stmt.query_map(params![now as i64], |row| {
+            let addr = |i: usize| -> rusqlite::Result<Option<SocketAddr>> {
+                Ok(row.get::<_, String>(i)?.parse().ok())
+            };
+            let (Some(source), Some(local)) = (addr(7)?, addr(8)?) else {
+                return Ok(None);
+            };
+            let path: String = row.get(6)?;
+            Ok(Some(Registration {
+                account_id: row.get(0)?,
+                device_id: row.get(1)?,
+                contact: row.get(2)?,
+                expires_at: u64::try_from(row.get::<_, i64>(3)?).unwrap_or(0),
+                call_id: row.get(4)?,
+                cseq: row.get(5)?,
+                path: serde_json::from_str(&path).unwrap_or_default(),
+                source,
+                local,
+                transport: row.get(9)?,
+                user_agent: row.get(10)?,
+                instance: row.get(11)?,
+                q: row.get(12)?,
+                updated: u64::try_from(row.get::<_, i64>(13)?).unwrap_or(0),
+            }))
+        })?;
+        let mut out = Vec::new();
+        for row in rows {
+            match row? {
+                Some(r) => out.push(r),
+                None => tracing::warn!("store: a registration with an unreadable address skipped"),
+            }
+        }
+        Ok(out)
+    }
+}
