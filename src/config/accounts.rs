@@ -7,8 +7,8 @@ use std::sync::Arc;
 use regex::Regex;
 use toml::{Table, Value};
 
-use super::reader::{join, pattern, Reader};
-use super::{checks, demo, Account, CallflowEntry, Device, Resource, User};
+use super::reader::{ip_net, join, pattern, Reader};
+use super::{checks, demo, Account, CallerId, CallerIds, CallflowEntry, Device, Resource, User};
 use crate::flow::Node;
 
 /// The accounts of the file, or the demo account when it has none.
@@ -145,13 +145,18 @@ fn read_users(r: &mut Reader, t: &Table, p: &str) -> Vec<User> {
         .enumerate()
     {
         let up = format!("{p}.users[{j}]");
-        r.check_keys(t, &up, &["id", "presence_id", "first_name", "last_name"]);
+        r.check_keys(
+            t,
+            &up,
+            &["id", "presence_id", "first_name", "last_name", "caller_id"],
+        );
         let id = r.required(t, &up, "id");
         let user = User {
             id: id.unwrap_or_default(),
             presence_id: r.string(t, &up, "presence_id"),
             first_name: r.string(t, &up, "first_name"),
             last_name: r.string(t, &up, "last_name"),
+            caller_id: read_caller_ids(r, t, &up),
         };
         checks::unique_user(r, &up, &users, &user);
         users.push(user);
@@ -168,7 +173,19 @@ fn read_devices(r: &mut Reader, t: &Table, p: &str, users: &[User]) -> Vec<Devic
         .enumerate()
     {
         let dp = format!("{p}.devices[{j}]");
-        r.check_keys(t, &dp, &["id", "owner_id", "username", "password", "name"]);
+        r.check_keys(
+            t,
+            &dp,
+            &[
+                "id",
+                "owner_id",
+                "username",
+                "password",
+                "name",
+                "presence_id",
+                "caller_id",
+            ],
+        );
         let id = r.required(t, &dp, "id");
         let device = Device {
             id: id.unwrap_or_default(),
@@ -176,6 +193,8 @@ fn read_devices(r: &mut Reader, t: &Table, p: &str, users: &[User]) -> Vec<Devic
             username: r.string(t, &dp, "username"),
             password: r.string(t, &dp, "password"),
             name: r.string(t, &dp, "name"),
+            presence_id: r.string(t, &dp, "presence_id"),
+            caller_id: read_caller_ids(r, t, &dp),
         };
         checks::device_refs(r, &dp, users, &devices, &device);
         devices.push(device);
@@ -192,7 +211,18 @@ fn read_resources(r: &mut Reader, t: &Table, p: &str) -> Vec<Resource> {
         .enumerate()
     {
         let rp = format!("{p}.resources[{j}]");
-        r.check_keys(t, &rp, &["id", "gateway", "name"]);
+        r.check_keys(
+            t,
+            &rp,
+            &[
+                "id",
+                "gateway",
+                "name",
+                "inbound_cidrs",
+                "username",
+                "password",
+            ],
+        );
         let id = r.required(t, &rp, "id");
         let gateway = r.required(t, &rp, "gateway");
         if let Some(g) = &gateway {
@@ -211,7 +241,36 @@ fn read_resources(r: &mut Reader, t: &Table, p: &str) -> Vec<Resource> {
             id: id.unwrap_or_default(),
             gateway: gateway.unwrap_or_default(),
             name: r.string(t, &rp, "name"),
+            inbound_cidrs: r
+                .parsed_list(t, &rp, "inbound_cidrs", ip_net)
+                .unwrap_or_default(),
+            username: r.string(t, &rp, "username"),
+            password: r.string(t, &rp, "password"),
         });
     }
     resources
+}
+
+/// `{p}.caller_id`: Kazoo's `{ internal = { name, number }, external = { name, number } }`.
+fn read_caller_ids(r: &mut Reader, t: &Table, p: &str) -> CallerIds {
+    let Some(c) = r.table(t, p, "caller_id") else {
+        return CallerIds::default();
+    };
+    let cp = join(p, "caller_id");
+    r.check_keys(c, &cp, &["internal", "external"]);
+    let mut one = |key: &str| {
+        let Some(k) = r.table(c, &cp, key) else {
+            return CallerId::default();
+        };
+        let kp = join(&cp, key);
+        r.check_keys(k, &kp, &["name", "number"]);
+        CallerId {
+            name: r.string(k, &kp, "name"),
+            number: r.string(k, &kp, "number"),
+        }
+    };
+    CallerIds {
+        internal: one("internal"),
+        external: one("external"),
+    }
 }

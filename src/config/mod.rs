@@ -89,6 +89,50 @@ pub struct SipConfig {
     /// (20), `source_block_s` (300), `scanner_user_agents` (a list replacing the default
     /// list; `[]` = none). A limit of 0 is off.
     pub sources: SourceLimits,
+    /// Registrar and digest authentication keys.
+    pub auth: AuthConfig,
+}
+
+/// `[sip]` keys of the registrar and of digest authentication.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct AuthConfig {
+    /// `digest_algorithms`: offered in this order, one challenge each (RFC 8760); a client
+    /// answers the first it supports. Default `["MD5", "SHA-256"]`: see the README for which
+    /// clients need `["MD5"]`.
+    pub digest_algorithms: Vec<String>,
+    /// `allow_unauthenticated`: whether INVITEs from sources that are neither a carrier's
+    /// `inbound_cidrs` nor authenticated are served. Left out: yes while no device exists,
+    /// no once one does (config or API).
+    pub allow_unauthenticated: Option<bool>,
+    /// `nonce_lifetime_s`: how long a challenge's nonce is good for; older ones get a new
+    /// challenge with `stale=true`. Default 300, 10..=86400.
+    pub nonce_lifetime_s: u64,
+    /// `register_min_expires`: shorter registrations get 423 with Min-Expires. Default 60.
+    pub register_min_expires: u32,
+    /// `register_max_expires`: longer ones are cut to this. Default 3600.
+    pub register_max_expires: u32,
+    /// `register_default_expires`: when the REGISTER names none. Default 3600.
+    pub register_default_expires: u32,
+    /// `register_max_contacts`: bindings per device; a new one beyond replaces the one that
+    /// expires first. Default 10, 1..=100.
+    pub register_max_contacts: u32,
+}
+
+/// The digest algorithms pivotd knows, by their RFC 8760 names.
+pub const DIGEST_ALGORITHMS: [&str; 2] = ["MD5", "SHA-256"];
+
+impl Default for AuthConfig {
+    fn default() -> Self {
+        AuthConfig {
+            digest_algorithms: DIGEST_ALGORITHMS.iter().map(|s| s.to_string()).collect(),
+            allow_unauthenticated: None,
+            nonce_lifetime_s: 300,
+            register_min_expires: 60,
+            register_max_expires: 3600,
+            register_default_expires: 3600,
+            register_max_contacts: 10,
+        }
+    }
 }
 
 impl SipConfig {
@@ -363,6 +407,31 @@ pub struct User {
     pub presence_id: Option<String>,
     pub first_name: Option<String>,
     pub last_name: Option<String>,
+    pub caller_id: CallerIds,
+}
+
+/// Kazoo's `caller_id = { internal = { name, number }, external = { name, number } }`.
+#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct CallerIds {
+    #[serde(default, skip_serializing_if = "CallerId::is_empty")]
+    pub internal: CallerId,
+    #[serde(default, skip_serializing_if = "CallerId::is_empty")]
+    pub external: CallerId,
+}
+
+/// One caller ID: what the called party sees.
+#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct CallerId {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub number: Option<String>,
+}
+
+impl CallerId {
+    pub fn is_empty(&self) -> bool {
+        self.name.is_none() && self.number.is_none()
+    }
 }
 
 /// `[[accounts.devices]]`.
@@ -374,6 +443,8 @@ pub struct Device {
     pub username: Option<String>,
     pub password: Option<String>,
     pub name: Option<String>,
+    pub presence_id: Option<String>,
+    pub caller_id: CallerIds,
 }
 
 /// `[[accounts.resources]]`: a carrier / gateway.
@@ -383,6 +454,12 @@ pub struct Resource {
     /// A `sip:` or `sips:` URI.
     pub gateway: String,
     pub name: Option<String>,
+    /// `inbound_cidrs`: the carrier's addresses; their INVITEs need no authentication and
+    /// they are trusted sources of the front door.
+    pub inbound_cidrs: Vec<IpNet>,
+    /// `username` / `password`: our credentials when the carrier challenges us.
+    pub username: Option<String>,
+    pub password: Option<String>,
 }
 
 /// One thing wrong in a config file.

@@ -8,10 +8,10 @@ use std::time::Duration;
 
 use toml::{Table, Value};
 
-use super::reader::{ip_addr, ip_net, parse_cidr, resolve, socket_addr, Reader};
+use super::reader::{ip_addr, ip_net, join, parse_cidr, resolve, socket_addr, Reader};
 use super::{
-    accounts, checks, default_blacklist, ApiConfig, Config, ConfigProblem, MediaConfig,
-    PivotConfig, SipConfig, SourceLimits, StoreConfig, TtsConfig,
+    accounts, checks, default_blacklist, ApiConfig, AuthConfig, Config, ConfigProblem, MediaConfig,
+    PivotConfig, SipConfig, SourceLimits, StoreConfig, TtsConfig, DIGEST_ALGORITHMS,
 };
 
 /// Parses without touching the file system; returns the config (defaults where a value was
@@ -93,6 +93,13 @@ fn read_sip(r: &mut Reader, t: &Table) -> SipConfig {
             "source_failures_per_minute",
             "source_block_s",
             "scanner_user_agents",
+            "digest_algorithms",
+            "allow_unauthenticated",
+            "nonce_lifetime_s",
+            "register_min_expires",
+            "register_max_expires",
+            "register_default_expires",
+            "register_max_contacts",
         ],
     );
     let default_sip: SocketAddr = SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), 5060);
@@ -117,6 +124,87 @@ fn read_sip(r: &mut Reader, t: &Table) -> SipConfig {
         timer_t2_ms: r.int_or(t, p, "timer_t2_ms", 10, 60_000, 4000),
         timer_t4_ms: r.int_or(t, p, "timer_t4_ms", 10, 60_000, 5000),
         sources: read_source_limits(r, t, p),
+        auth: read_auth(r, t, p),
+    }
+}
+
+/// The `[sip]` keys of the registrar and digest authentication.
+fn read_auth(r: &mut Reader, t: &Table, p: &str) -> AuthConfig {
+    let d = AuthConfig::default();
+    let digest_algorithms = match r.strings(t, p, "digest_algorithms") {
+        None => d.digest_algorithms,
+        Some(list) => {
+            let mut out: Vec<String> = Vec::new();
+            for a in list {
+                match DIGEST_ALGORITHMS
+                    .iter()
+                    .find(|k| k.eq_ignore_ascii_case(&a))
+                {
+                    Some(k) if !out.iter().any(|o| o == k) => out.push(k.to_string()),
+                    Some(_) => {
+                        r.problem(join(p, "digest_algorithms"), format!("{a:?} given twice"))
+                    }
+                    None => r.problem(
+                        join(p, "digest_algorithms"),
+                        format!("{a:?} is not one of {DIGEST_ALGORITHMS:?}"),
+                    ),
+                }
+            }
+            if out.is_empty() {
+                r.problem(
+                    join(p, "digest_algorithms"),
+                    "must name at least one algorithm",
+                );
+            }
+            out
+        }
+    };
+    let allow_unauthenticated = match t.get("allow_unauthenticated") {
+        None => None,
+        Some(toml::Value::Boolean(b)) => Some(*b),
+        Some(v) => {
+            r.wrong(join(p, "allow_unauthenticated"), "true or false", v);
+            None
+        }
+    };
+    let day = 86_400;
+    let min = r.int_or(t, p, "register_min_expires", 1, day, d.register_min_expires);
+    let max = r.int_or(
+        t,
+        p,
+        "register_max_expires",
+        1,
+        day * 7,
+        d.register_max_expires,
+    );
+    if min > max {
+        r.problem(
+            join(p, "register_min_expires"),
+            format!("{min} is above register_max_expires ({max})"),
+        );
+    }
+    AuthConfig {
+        digest_algorithms,
+        allow_unauthenticated,
+        nonce_lifetime_s: r.int_or(t, p, "nonce_lifetime_s", 10, day, d.nonce_lifetime_s),
+        register_min_expires: min,
+        register_max_expires: max,
+        register_default_expires: r.int_or(
+            t,
+            p,
+            "register_default_expires",
+            1,
+            day * 7,
+            d.register_default_expires,
+        ),
+        register_max_contacts: r.int_or(
+            t,
+            p,
+            "register_max_contacts",
+            1,
+            100,
+            d.register_max_contacts,
+        ),
     }
 }
 

@@ -78,6 +78,11 @@ pub fn contacts(msg: &impl HasHeaders) -> Result<Contacts, ContactError> {
     }
 }
 
+/// The URI of a name-addr or addr-spec header value (From, To, Path), without its `<>`.
+pub fn addr_uri(value: &str) -> Option<&str> {
+    split_name_addr(value).ok().map(|(uri, _)| uri)
+}
+
 /// A parameter value without its surrounding quotes (`+sip.instance="<urn:…>"`).
 fn unquote(v: &str) -> String {
     v.strip_prefix('"')

@@ -1,0 +1,146 @@
+//! Who may register and call: every device with SIP credentials, found by realm and username.
+//! Passwords are not kept: each device carries its HA1 per algorithm, computed when it is
+//! loaded, and the API stores only those (an HA1 is itself a credential for its realm).
+
+use std::collections::HashMap;
+use std::sync::{Arc, RwLock};
+
+use crate::config::{Account, CallerIds, Config, User};
+use crate::sip::auth::digest::Algorithm;
+
+/// A device that can authenticate.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DeviceEntry {
+    pub account_id: String,
+    pub realm: String,
+    pub device_id: String,
+    pub username: String,
+    pub owner_id: Option<String>,
+    pub name: Option<String>,
+    /// HA1 = H(username:realm:password) for each algorithm.
+    pub ha1: Vec<(Algorithm, String)>,
+    /// The device's caller IDs, its owner's filling what the device leaves out.
+    pub caller_id: CallerIds,
+}
+
+impl DeviceEntry {
+    /// Computes the HA1s from a password (config devices, API writes).
+    pub fn ha1s(username: &str, realm: &str, password: &str) -> Vec<(Algorithm, String)> {
+        Algorithm::ALL
+            .into_iter()
+            .map(|a| (a, a.ha1(username, realm, password)))
+            .collect()
+    }
+
+    pub fn ha1_for(&self, alg: Algorithm) -> Option<&str> {
+        self.ha1
+            .iter()
+            .find(|(a, _)| *a == alg)
+            .map(|(_, h)| h.as_str())
+    }
+}
+
+type Login = (String, String);
+
+/// Devices by `(realm in lower case, username)`; shared, read on every REGISTER and
+/// authenticated INVITE, written when the API changes a device.
+#[derive(Default)]
+pub struct Directory {
+    by_login: RwLock<HashMap<Login, Arc<DeviceEntry>>>,
+}
+
+fn login(realm: &str, username: &str) -> Login {
+    (realm.to_ascii_lowercase(), username.to_string())
+}
+
+impl Directory {
+    /// The devices of the config that have a username and password.
+    pub fn from_config(cfg: &Config) -> Directory {
+        let d = Directory::default();
+        for a in &cfg.accounts {
+            for dev in &a.devices {
+                let (Some(username), Some(password)) = (&dev.username, &dev.password) else {
+                    continue;
+                };
+                let owner = dev
+                    .owner_id
+                    .as_deref()
+                    .and_then(|id| a.users.iter().find(|u| u.id == id));
+                d.insert(DeviceEntry {
+                    account_id: a.id.clone(),
+                    realm: a.realm.clone(),
+                    device_id: dev.id.clone(),
+                    username: username.clone(),
+                    owner_id: dev.owner_id.clone(),
+                    name: dev.name.clone(),
+                    ha1: DeviceEntry::ha1s(username, &a.realm, password),
+                    caller_id: merged_caller_id(&dev.caller_id, owner),
+                });
+            }
+        }
+        d
+    }
+
+    pub fn insert(&self, e: DeviceEntry) {
+        let key = login(&e.realm, &e.username);
+        self.write().insert(key, Arc::new(e));
+    }
+
+    /// Removes a device by its account and id (its login may have changed meanwhile).
+    pub fn remove(&self, account_id: &str, device_id: &str) {
+        self.write()
+            .retain(|_, e| !(e.account_id == account_id && e.device_id == device_id));
+    }
+
+    pub fn find(&self, realm: &str, username: &str) -> Option<Arc<DeviceEntry>> {
+        self.read().get(&login(realm, username)).cloned()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.read().is_empty()
+    }
+
+    pub fn len(&self) -> usize {
+        self.read().len()
+    }
+
+    fn read(&self) -> std::sync::RwLockReadGuard<'_, HashMap<Login, Arc<DeviceEntry>>> {
+        self.by_login.read().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn write(&self) -> std::sync::RwLockWriteGuard<'_, HashMap<Login, Arc<DeviceEntry>>> {
+        self.by_login.write().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+/// The account a realm names (any case); with a single account, that one.
+pub fn account_for_realm<'c>(cfg: &'c Config, realm: &str) -> Option<&'c Account> {
+    cfg.accounts
+        .iter()
+        .find(|a| a.realm.eq_ignore_ascii_case(realm))
+        .or(match cfg.accounts.as_slice() {
+            [only] => Some(only),
+            _ => None,
+        })
+}
+
+/// The device's caller IDs, each field the device leaves out taken from its owner (Kazoo's
+/// order: device, then user).
+pub fn merged_caller_id(device: &CallerIds, owner: Option<&User>) -> CallerIds {
+    let mut c = device.clone();
+    if let Some(u) = owner {
+        let pairs = [
+            (&mut c.internal, &u.caller_id.internal),
+            (&mut c.external, &u.caller_id.external),
+        ];
+        for (mine, theirs) in pairs {
+            if mine.name.is_none() {
+                mine.name.clone_from(&theirs.name);
+            }
+            if mine.number.is_none() {
+                mine.number.clone_from(&theirs.number);
+            }
+        }
+    }
+    c
+}

@@ -1,0 +1,206 @@
+//! The answer to a REGISTER (RFC 3261 §10.3): which code, which headers. "Which code for this
+//! REGISTER?" is decided here and nowhere else.
+
+use std::borrow::Cow;
+
+use super::auth::{Scheme, Verdict};
+use super::bindings::{BindingError, DeviceKey, Update};
+use super::directory::account_for_realm;
+use super::Registrar;
+use crate::logsafe::wire;
+use crate::sip::message::{self, addr_uri, contacts, parse_sip_uri};
+use crate::sip::transport::Peer;
+use crate::store::{DeviceBindings, Registration, Write};
+
+/// A response to send: code, reason phrase when not the usual one, extra headers.
+#[derive(Debug, PartialEq, Eq)]
+pub struct Answer {
+    pub code: u16,
+    pub reason: Option<Cow<'static, str>>,
+    pub headers: Vec<(&'static str, String)>,
+}
+
+impl Answer {
+    fn new(code: u16) -> Answer {
+        Answer {
+            code,
+            reason: None,
+            headers: Vec::new(),
+        }
+    }
+    fn reason(mut self, r: impl Into<Cow<'static, str>>) -> Answer {
+        self.reason = Some(r.into());
+        self
+    }
+}
+
+impl Registrar {
+    /// Authenticates a REGISTER and applies it to the device's bindings.
+    pub fn register(&self, req: &rsip::Request, peer: &Peer) -> Answer {
+        let Some((to_user, to_host)) = to_aor(req) else {
+            return Answer::new(400).reason("Bad To");
+        };
+        let Some(account) = account_for_realm(&self.cfg, &to_host) else {
+            return Answer::new(404).reason("Domain Not Served");
+        };
+        let device = match self
+            .auth
+            .check(req, Scheme::Www, &account.realm, peer.remote)
+        {
+            Verdict::Authenticated(d) => d,
+            Verdict::Challenge { stale } => {
+                let mut a = Answer::new(401);
+                for c in self.auth.challenges(&account.realm, stale) {
+                    a.headers.push((Scheme::Www.challenge_header(), c));
+                }
+                return a;
+            }
+            Verdict::Refused(_) => return Answer::new(403),
+        };
+        // The credentials are the device's; the AOR must be its own (§10.3 step 4).
+        if device.username != to_user {
+            tracing::warn!(
+                target: "pivotd::auth",
+                "authentication failed source={} port={} method=REGISTER realm=\"{}\" user=\"{}\" reason=\"registers another AOR ({})\"",
+                peer.remote.ip(),
+                peer.remote.port(),
+                wire(&account.realm),
+                wire(&device.username),
+                wire(&to_user)
+            );
+            return Answer::new(403).reason("Not Your AOR");
+        }
+        let list = match contacts(req) {
+            Ok(l) => l,
+            Err(e) => return Answer::new(400).reason(e.to_string()),
+        };
+        let (Some(call_id), Some((cseq, _))) = (message::call_id(req), message::cseq(req)) else {
+            return Answer::new(400);
+        };
+        let now = super::auth::unix_now();
+        let template = Registration {
+            account_id: device.account_id.clone(),
+            device_id: device.device_id.clone(),
+            contact: String::new(),
+            expires_at: 0,
+            call_id: String::new(),
+            cseq: 0,
+            path: header_values(req, "Path"),
+            source: peer.remote,
+            local: peer.local,
+            transport: peer.proto.via_token().to_string(),
+            user_agent: message::header_value(req, "User-Agent"),
+            instance: None,
+            q: None,
+            updated: now,
+        };
+        let key = DeviceKey {
+            account_id: device.account_id.clone(),
+            device_id: device.device_id.clone(),
+        };
+        let expires = message::header_str(req, "Expires").and_then(|v| v.trim().parse().ok());
+        let is_query = matches!(&list, message::Contacts::List(l) if l.is_empty());
+        let result = {
+            let mut b = self.lock_bindings();
+            if is_query {
+                // RFC 3261 §10.2.3: no Contact asks for the current bindings.
+                Ok(b.current(&key, now))
+            } else {
+                b.apply(
+                    &key,
+                    &Update {
+                        contacts: &list,
+                        expires,
+                        call_id: &call_id,
+                        cseq,
+                        template: &template,
+                        now,
+                    },
+                    self.rules,
+                )
+            }
+        };
+        match result {
+            Ok(bindings) => {
+                if !is_query {
+                    self.persist(&key, &bindings);
+                }
+                self.ok_answer(req, &bindings, now)
+            }
+            Err(BindingError::IntervalTooBrief { min }) => {
+                let mut a = Answer::new(423);
+                a.headers.push(("Min-Expires", min.to_string()));
+                a
+            }
+            Err(e @ (BindingError::StarNeedsZero | BindingError::OutOfOrder)) => {
+                Answer::new(400).reason(e.to_string())
+            }
+        }
+    }
+
+    fn persist(&self, key: &DeviceKey, bindings: &[Registration]) {
+        if let Some(store) = &self.store {
+            store.write(Write::Registrations(DeviceBindings {
+                account_id: key.account_id.clone(),
+                device_id: key.device_id.clone(),
+                bindings: bindings.to_vec(),
+            }));
+        }
+    }
+
+    /// 200 listing every binding with its remaining time (§10.3 step 8).
+    fn ok_answer(&self, req: &rsip::Request, bindings: &[Registration], now: u64) -> Answer {
+        let mut a = Answer::new(200);
+        for b in bindings {
+            a.headers.push((
+                "Contact",
+                format!(
+                    "<{}>;expires={}",
+                    b.contact,
+                    b.expires_at.saturating_sub(now)
+                ),
+            ));
+        }
+        // RFC 3327 §5.3: the Path stored is echoed when the phone supports it.
+        if supports(req, "path") {
+            for p in header_values(req, "Path") {
+                a.headers.push(("Path", p));
+            }
+        }
+        a.headers.push((
+            "Date",
+            httpdate::fmt_http_date(std::time::SystemTime::now()),
+        ));
+        a
+    }
+}
+
+/// The user and host of the To URI (the address-of-record).
+fn to_aor(req: &rsip::Request) -> Option<(String, String)> {
+    let to = message::header_str(req, "To")?;
+    let uri = parse_sip_uri(addr_uri(to)?)?;
+    let user = uri.user()?.to_string();
+    Some((user, uri.host_with_port.host.to_string()))
+}
+
+/// Every value of a header that may repeat or hold a comma-separated list.
+fn header_values(req: &rsip::Request, name: &str) -> Vec<String> {
+    req.headers
+        .iter()
+        .map(message::header_name_value)
+        .filter(|(n, _)| n.eq_ignore_ascii_case(name))
+        .flat_map(|(_, v)| crate::sip::normalize::split_top_level_commas(v.as_bytes()))
+        .map(|v| String::from_utf8_lossy(v).trim().to_string())
+        .filter(|v| !v.is_empty())
+        .collect()
+}
+
+/// Whether Supported (or its compact form k) lists `tag`.
+fn supports(req: &rsip::Request, tag: &str) -> bool {
+    req.headers
+        .iter()
+        .map(message::header_name_value)
+        .filter(|(n, _)| n.eq_ignore_ascii_case("Supported") || n.eq_ignore_ascii_case("k"))
+        .flat_map(|(_, v)| v.split(','))
+        .any(|t| t.trim().eq_ignore_ascii_case(tag))
+}
