@@ -61,7 +61,13 @@ impl Routes {
         request_user: &str,
         request_host: &str,
     ) -> Option<(&'a Account, Arc<Node>)> {
-        let account = account_for(cfg, request_host)?;
+        let account = cfg.account_for_realm(request_host)?;
+        self.route_in(account, request_user)
+            .map(|flow| (account, flow))
+    }
+
+    /// The callflow of `account` for a dialled number (an authenticated caller's account).
+    pub fn route_in(&self, account: &Account, request_user: &str) -> Option<Arc<Node>> {
         let api = self.api_callflows(&account.id);
         let by_number = |c: &&CallflowEntry| c.numbers.iter().any(|n| n.as_str() == request_user);
         let by_pattern = |c: &&CallflowEntry| c.patterns.iter().any(|p| p.is_match(request_user));
@@ -72,20 +78,8 @@ impl Routes {
             .or_else(|| api.iter().find(by_number))
             .or_else(|| account.callflows.iter().find(by_pattern))
             .or_else(|| api.iter().find(by_pattern))?;
-        Some((account, found.flow.clone()))
+        Some(found.flow.clone())
     }
-}
-
-/// The account an INVITE belongs to: the one whose realm is the Request-URI host
-/// (case-insensitive), else the only account there is.
-pub fn account_for<'a>(cfg: &'a Config, request_host: &str) -> Option<&'a Account> {
-    cfg.accounts
-        .iter()
-        .find(|a| a.realm.eq_ignore_ascii_case(request_host))
-        .or(match cfg.accounts.as_slice() {
-            [only] => Some(only),
-            _ => None,
-        })
 }
 
 #[cfg(test)]

@@ -24,6 +24,8 @@ use crate::pivot::client::{HttpError, PivotHttp};
 use crate::pivot::debug::DebugSink;
 use crate::pivot::fetch::{FetchOptions, UrlPrompts};
 use crate::pivot::guard::{SystemResolver, UrlGuard};
+use crate::registrar::directory::Directory;
+use crate::registrar::Registrar;
 use crate::routing::Routes;
 use crate::sip::endpoint::{Endpoint, EndpointConfig};
 use crate::sip::source::SourceGuard;
@@ -72,6 +74,8 @@ pub struct ServerHandle {
     /// Pivot requests by outcome.
     pub pivot_stats: Arc<PivotStats>,
     /// Dropping the handle stops the API server and the retention task.
+    /// Devices' bindings and the authenticator.
+    pub registrar: Arc<Registrar>,
     _background: watch::Sender<()>,
 }
 
@@ -135,7 +139,17 @@ pub async fn start(cfg: Arc<Config>) -> Result<ServerHandle, StartError> {
     // Counts panics for /metrics; the binary has already chosen to log them as one line.
     crate::health::install_panic_hook(false);
     let health = TaskHealth::new();
-    let sources = SourceGuard::new(cfg.sip.sources.clone());
+    // Carriers' addresses (`inbound_cidrs`) are trusted sources of the front door too.
+    let mut limits = cfg.sip.sources.clone();
+    limits.trusted.extend(
+        cfg.accounts
+            .iter()
+            .flat_map(|a| &a.resources)
+            .flat_map(|r| r.inbound_cidrs.iter().copied()),
+    );
+    let sources = SourceGuard::new(limits);
+    let directory = Arc::new(Directory::from_config(&cfg));
+    let registrar = Arc::new(Registrar::new(cfg.clone(), directory, Some(store.clone())));
     let (endpoint, app_rx) = Endpoint::start(EndpointConfig {
         transport: TransportConfig {
             udp: cfg.sip.udp.clone(),
@@ -226,6 +240,7 @@ pub async fn start(cfg: Arc<Config>) -> Result<ServerHandle, StartError> {
         api: Some(api),
         routes: routes.clone(),
         pivot_stats,
+        registrar: registrar.clone(),
         _background: background,
     };
     let admission = Admission::new(AdmissionParts {
@@ -237,8 +252,20 @@ pub async fn start(cfg: Arc<Config>) -> Result<ServerHandle, StartError> {
         draining: draining_rx,
         sources: sources.clone(),
         overload,
+        registrar: registrar.clone(),
     });
     health.watch("sip admission", admission.run(app_rx));
+    // Expired registrations leave memory and the store.
+    health.supervise("registration sweeper", move || {
+        let registrar = registrar.clone();
+        async move {
+            let mut tick = tokio::time::interval(Duration::from_secs(10));
+            loop {
+                tick.tick().await;
+                registrar.sweep();
+            }
+        }
+    });
     // Idle sources leave the table (and give their memory back) once a minute.
     health.supervise("source sweeper", move || {
         let sources = sources.clone();

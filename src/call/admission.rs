@@ -19,6 +19,7 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::{mpsc, watch};
 
+use super::caller;
 use super::info::{call_info, percent_decode};
 use super::{Call, CallContext, CallSetup, LegSetup};
 use crate::config::Config;
@@ -26,6 +27,7 @@ use crate::logsafe::wire;
 use crate::media::player::Pacer;
 use crate::media::rtp::{PortPool, RtpSession};
 use crate::media::sdp::{self, LocalSession, SdpError};
+use crate::registrar::Registrar;
 use crate::routing::Routes;
 use crate::sip::dialog::{host_port, Dialog, DialogError};
 use crate::sip::endpoint::{NewRequest, ServerTx};
@@ -77,6 +79,15 @@ pub enum Refusal {
     /// 405: a method pivotd does not serve outside a dialog (a source failure).
     #[error("method not allowed")]
     NotAllowed,
+    /// 407: credentials needed; one Proxy-Authenticate value per digest algorithm.
+    #[error("authentication required")]
+    AuthRequired(Vec<String>),
+    /// 403: the credentials were refused (a source failure).
+    #[error("credentials refused")]
+    AuthFailed,
+    /// 403: no credentials, and unauthenticated callers are not served (a source failure).
+    #[error("unauthenticated callers are not served")]
+    Unauthenticated,
 }
 
 impl Refusal {
@@ -93,6 +104,8 @@ impl Refusal {
             Refusal::BadDialog(_) => 400,
             Refusal::NoDialog => 481,
             Refusal::NotAllowed => 405,
+            Refusal::AuthRequired(_) => 407,
+            Refusal::AuthFailed | Refusal::Unauthenticated => 403,
         }
     }
 
@@ -119,6 +132,10 @@ impl Refusal {
                 vec![("Warning", "305 pivotd \"Incompatible media format\"".into())]
             }
             Refusal::NotAllowed => vec![("Allow", ALLOW.into())],
+            Refusal::AuthRequired(challenges) => challenges
+                .iter()
+                .map(|c| ("Proxy-Authenticate", c.as_str().into()))
+                .collect(),
             _ => Vec::new(),
         }
     }
@@ -128,7 +145,11 @@ impl Refusal {
     pub fn is_source_failure(&self) -> bool {
         matches!(
             self,
-            Refusal::NoCallflow | Refusal::NoDialog | Refusal::NotAllowed
+            Refusal::NoCallflow
+                | Refusal::NoDialog
+                | Refusal::NotAllowed
+                | Refusal::AuthFailed
+                | Refusal::Unauthenticated
         )
     }
 }
@@ -250,6 +271,8 @@ pub struct AdmissionParts {
     pub draining: watch::Receiver<bool>,
     pub sources: Arc<SourceGuard>,
     pub overload: Arc<OverloadStats>,
+    /// REGISTER's answers and the credentials of INVITEs.
+    pub registrar: Arc<Registrar>,
 }
 
 /// Decides on every new request; runs as one task so its state needs no lock.
@@ -263,6 +286,7 @@ pub struct Admission {
     draining: watch::Receiver<bool>,
     sources: Arc<SourceGuard>,
     overload: Arc<OverloadStats>,
+    registrar: Arc<Registrar>,
 }
 
 impl Admission {
@@ -277,6 +301,7 @@ impl Admission {
             draining: p.draining,
             sources: p.sources,
             overload: p.overload,
+            registrar: p.registrar,
         }
     }
 
@@ -290,13 +315,15 @@ impl Admission {
     }
 
     fn on_request(&mut self, req: rsip::Request, tx: ServerTx, call_id: String) {
-        let answer = if req.method == rsip::Method::Invite {
-            match self.admit_invite(&req, tx.peer(), &call_id) {
+        let answer = match req.method {
+            rsip::Method::Invite => match self.admit_invite(&req, tx.peer(), &call_id) {
                 Ok(setup) => return self.start_call(NewRequest { req, tx, call_id }, setup),
                 Err(refusal) => Err(refusal),
+            },
+            rsip::Method::Register if uri_scheme_supported(&req.uri) => {
+                return self.register(&req, &tx)
             }
-        } else {
-            answer_other(&req)
+            _ => answer_other(&req),
         };
         match answer {
             Ok(Answer::Capabilities) => reply(&req, &tx, 200, None, &CAPABILITY_HEADERS),
@@ -321,6 +348,8 @@ impl Admission {
         }
         check_require(req)?;
         let has_offer = check_content(req)?;
+        // Before any limit: a challenge must not use up the caller's call slots.
+        let caller = caller::identify(&self.cfg, self.registrar.authenticator(), req, peer.remote)?;
         // The source's own limits first: a flooding source must not use up the global ones.
         let slot = self
             .sources
@@ -335,7 +364,11 @@ impl Admission {
         }
         let user = percent_decode(req.uri.user().unwrap_or(""));
         let host = req.uri.host_with_port.host.to_string();
-        let Some((account, flow)) = self.routes.route(&self.cfg, &user, &host) else {
+        let routed = match caller.account(&self.cfg) {
+            Some(account) => self.routes.route_in(account, &user).map(|f| (account, f)),
+            None => self.routes.route(&self.cfg, &user, &host),
+        };
+        let Some((account, flow)) = routed else {
             // DEBUG: a scanner draws thousands of these; the source guard counts them.
             tracing::debug!(number = %wire(&user), realm = %wire(&host), "no callflow for the number");
             return Err(Refusal::NoCallflow);
@@ -381,8 +414,10 @@ impl Admission {
             session_id: rand::random::<u32>() as u64,
             version: 1,
         };
+        let mut info = call_info(req, call_id, &account.id, &user, &host);
+        caller.fill(&mut info);
         Ok(CallSetup {
-            info: call_info(req, call_id, &account.id, &user, &host),
+            info,
             flow,
             leg: LegSetup {
                 dialog,
@@ -397,6 +432,16 @@ impl Admission {
             },
             slot,
         })
+    }
+
+    /// REGISTER: the registrar answers; a refusal of credentials counts against the source.
+    fn register(&self, req: &rsip::Request, tx: &ServerTx) {
+        let a = self.registrar.register(req, tx.peer());
+        if a.code == 403 {
+            self.sources.failure(tx.peer().remote.ip());
+        }
+        let extra: Vec<(&str, &str)> = a.headers.iter().map(|(n, v)| (*n, v.as_str())).collect();
+        reply(req, tx, a.code, a.reason.as_deref(), &extra);
     }
 
     /// Counts the call and starts its task.

@@ -72,6 +72,7 @@ pub fn call_info(
         account_id: account_id.to_string(),
         caller_id_number: (!from_user.is_empty()).then(|| from_user.clone()),
         caller_id_name: display,
+        user_id: None,
         from_user,
         from_realm,
         to_user,

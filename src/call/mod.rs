@@ -33,6 +33,7 @@ use crate::sip::source::CallSlot;
 use crate::store::{Cdr, Store, Write};
 
 pub mod admission;
+pub mod caller;
 mod control;
 pub mod info;
 mod leg;

@@ -506,6 +506,21 @@ impl ConfigErrors {
 }
 
 impl Config {
+    /// The account a SIP host names: the one whose realm it is (any case), else the only
+    /// account there is. Routing (Request-URI host) and the registrar (To host) both ask.
+    pub fn account_for_realm(&self, host: &str) -> Option<&Account> {
+        self.accounts
+            .iter()
+            .find(|a| a.realm.eq_ignore_ascii_case(host))
+            .or(match self.accounts.as_slice() {
+                [only] => Some(only),
+                _ => None,
+            })
+    }
+
+    pub fn account(&self, id: &str) -> Option<&Account> {
+        self.accounts.iter().find(|a| a.id == id)
+    }
     /// DESIGN.md's default: SIP UDP+TCP 127.0.0.1:5060, API 127.0.0.1:8000, `pivotd.db` and
     /// `media` in the current directory, and the demo account answering any number.
     pub fn embedded_default() -> Config {

@@ -13,5 +13,7 @@ pub struct CallInfo {
     pub request_realm: String,
     pub caller_id_name: Option<String>,
     pub caller_id_number: Option<String>,
+    /// The owner of the device that authenticated the call (pivot's `User-ID`).
+    pub user_id: Option<String>,
     pub custom_sip_headers: Vec<(String, String)>,
 }

@@ -243,7 +243,15 @@ impl Authenticator {
                     .unwrap_or_else(|e| e.into_inner())
                     .record(&c.nonce, c.nc, now, life);
                 match counted {
-                    CountCheck::Accepted => Verdict::Authenticated(device),
+                    CountCheck::Accepted => {
+                        tracing::debug!(
+                            target: "pivotd::auth",
+                            user = %wire(&c.username),
+                            algorithm = %c.algorithm,
+                            "authenticated"
+                        );
+                        Verdict::Authenticated(device)
+                    }
                     CountCheck::Replayed => Verdict::Refused(AuthFailure::Replayed),
                     CountCheck::Full => Verdict::Challenge { stale: true },
                 }

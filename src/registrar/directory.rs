@@ -5,7 +5,7 @@
 use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
 
-use crate::config::{Account, CallerIds, Config, User};
+use crate::config::{CallerIds, Config, User};
 use crate::sip::auth::digest::Algorithm;
 
 /// A device that can authenticate.
@@ -111,17 +111,6 @@ impl Directory {
     fn write(&self) -> std::sync::RwLockWriteGuard<'_, HashMap<Login, Arc<DeviceEntry>>> {
         self.by_login.write().unwrap_or_else(|e| e.into_inner())
     }
-}
-
-/// The account a realm names (any case); with a single account, that one.
-pub fn account_for_realm<'c>(cfg: &'c Config, realm: &str) -> Option<&'c Account> {
-    cfg.accounts
-        .iter()
-        .find(|a| a.realm.eq_ignore_ascii_case(realm))
-        .or(match cfg.accounts.as_slice() {
-            [only] => Some(only),
-            _ => None,
-        })
 }
 
 /// The device's caller IDs, each field the device leaves out taken from its owner (Kazoo's

@@ -5,10 +5,9 @@ use std::borrow::Cow;
 
 use super::auth::{Scheme, Verdict};
 use super::bindings::{BindingError, DeviceKey, Update};
-use super::directory::account_for_realm;
 use super::Registrar;
 use crate::logsafe::wire;
-use crate::sip::message::{self, addr_uri, contacts, parse_sip_uri};
+use crate::sip::message::{self, contacts};
 use crate::sip::transport::Peer;
 use crate::store::{DeviceBindings, Registration, Write};
 
@@ -37,10 +36,10 @@ impl Answer {
 impl Registrar {
     /// Authenticates a REGISTER and applies it to the device's bindings.
     pub fn register(&self, req: &rsip::Request, peer: &Peer) -> Answer {
-        let Some((to_user, to_host)) = to_aor(req) else {
+        let Some((to_user, to_host)) = message::header_aor(req, "To") else {
             return Answer::new(400).reason("Bad To");
         };
-        let Some(account) = account_for_realm(&self.cfg, &to_host) else {
+        let Some(account) = self.cfg.account_for_realm(&to_host) else {
             return Answer::new(404).reason("Domain Not Served");
         };
         let device = match self
@@ -173,14 +172,6 @@ impl Registrar {
         ));
         a
     }
-}
-
-/// The user and host of the To URI (the address-of-record).
-fn to_aor(req: &rsip::Request) -> Option<(String, String)> {
-    let to = message::header_str(req, "To")?;
-    let uri = parse_sip_uri(addr_uri(to)?)?;
-    let user = uri.user()?.to_string();
-    Some((user, uri.host_with_port.host.to_string()))
 }
 
 /// Every value of a header that may repeat or hold a comma-separated list.

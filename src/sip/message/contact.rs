@@ -83,6 +83,17 @@ pub fn addr_uri(value: &str) -> Option<&str> {
     split_name_addr(value).ok().map(|(uri, _)| uri)
 }
 
+/// The user (empty when none) and host of the URI in a From or To header: the caller's or
+/// the registered address-of-record.
+pub fn header_aor(msg: &impl HasHeaders, name: &str) -> Option<(String, String)> {
+    let value = values(headers_of_msg(msg), name).next()?;
+    let uri = super::parse_sip_uri(addr_uri(value)?)?;
+    Some((
+        uri.user().unwrap_or_default().to_string(),
+        uri.host_with_port.host.to_string(),
+    ))
+}
+
 /// A parameter value without its surrounding quotes (`+sip.instance="<urn:…>"`).
 fn unquote(v: &str) -> String {
     v.strip_prefix('"')

@@ -12,7 +12,7 @@ mod headers;
 mod parse;
 mod uri;
 
-pub use contact::{addr_uri, contacts, ContactError, ContactValue, Contacts};
+pub use contact::{addr_uri, contacts, header_aor, ContactError, ContactValue, Contacts};
 pub(in crate::sip) use headers::tag_of;
 pub use headers::{
     call_id, cseq, from_tag, header_name_value, header_str, header_value, max_forwards, to_tag,
