@@ -104,13 +104,10 @@ pub fn sip_message(data: &[u8]) -> SipOutcome {
             SipOutcome::Invalid
         }
         Err(ParseError::Invalid { request: None, .. }) => SipOutcome::Invalid,
-        Err(ParseError::Unsupported {
-            code,
-            reason,
-            mut request,
-        }) => {
+        Err(ParseError::Unsupported { why, mut request }) => {
             accessors(&request);
-            let _ = outgoing::response_bytes(&request, code, Some(&reason), None, &[], None);
+            let (code, reason) = (why.code(), Some(why.reason()));
+            let _ = outgoing::response_bytes(&request, code, reason, None, why.headers(), None);
             answers(&mut request, false);
             SipOutcome::Unsupported
         }

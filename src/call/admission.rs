@@ -7,9 +7,11 @@
 //! Accept (406), the source's own limits, `max_calls` and `max_calls_per_second` (503), the
 //! route (404), the offer (488), RTP ports (503) and the dialog (400).
 //!
-//! Decided before admission (not here): what the parser refuses (400, 416, 501, 505 in
-//! `sip/message.rs`, 400/513 in `sip/transport.rs`), a full application queue (503),
-//! CANCEL and in-dialog requests without a dialog (481) in `sip/endpoint.rs`.
+//! Decided before admission (not here): what the parser refuses (400, and 416/501/505 for
+//! what rsip cannot read: `sip::message::Unsupported`, whose 416 [`Refusal::UnsupportedScheme`]
+//! reuses), 400/513 for a TCP stream that cannot be framed (`sip/transport/tcp.rs`), a full
+//! application queue (503), CANCEL and in-dialog requests without a dialog (481) in
+//! `sip/endpoint/`.
 
 use std::borrow::Cow;
 use std::net::IpAddr;
@@ -29,7 +31,7 @@ use crate::media::sdp::{self, LocalSession, SdpError};
 use crate::routing::Routes;
 use crate::sip::dialog::{host_port, Dialog, DialogError};
 use crate::sip::endpoint::{NewRequest, ServerTx};
-use crate::sip::message;
+use crate::sip::message::{self, Unsupported};
 use crate::sip::outgoing::{random_token, response_bytes};
 use crate::sip::source::{SourceGuard, SourceRefusal, TokenBucket};
 use crate::sip::transport::Peer;
@@ -43,7 +45,8 @@ mod tests;
 /// source (what a scanner collects, which the source guard blocks on).
 #[derive(Debug, thiserror::Error)]
 pub enum Refusal {
-    /// 416: a Request-URI scheme other than sip/sips (RFC 3261 §8.2.2.1).
+    /// 416: a Request-URI scheme other than sip/sips (RFC 3261 §8.2.2.1), in a request rsip
+    /// could read; its response is the parser's [`Unsupported::Scheme`], written once.
     #[error("unsupported Request-URI scheme")]
     UnsupportedScheme,
     /// 503 Shutting Down: the server drains; live calls go on.
@@ -83,7 +86,7 @@ impl Refusal {
     /// The response code.
     pub fn code(&self) -> u16 {
         match self {
-            Refusal::UnsupportedScheme => 416,
+            Refusal::UnsupportedScheme => Unsupported::Scheme.code(),
             Refusal::ShuttingDown | Refusal::Overload(_) => 503,
             Refusal::Extension(_) => 420,
             Refusal::NotSdp => 415,
@@ -99,6 +102,7 @@ impl Refusal {
     /// The reason phrase, when not the code's usual one.
     pub fn reason(&self) -> Option<Cow<'static, str>> {
         match self {
+            Refusal::UnsupportedScheme => Some(Unsupported::Scheme.reason().into()),
             Refusal::ShuttingDown => Some("Shutting Down".into()),
             Refusal::Overload(why) => Some(why.response().0.into()),
             Refusal::BadDialog(e) => Some(e.to_string().into()),
@@ -109,6 +113,11 @@ impl Refusal {
     /// The headers the response carries beside the usual ones.
     pub fn headers(&self) -> Vec<(&'static str, Cow<'_, str>)> {
         match self {
+            Refusal::UnsupportedScheme => Unsupported::Scheme
+                .headers()
+                .iter()
+                .map(|&(n, v)| (n, v.into()))
+                .collect(),
             Refusal::ShuttingDown => vec![("Retry-After", "30".into())],
             Refusal::Overload(why) => vec![("Retry-After", why.response().1.into())],
             Refusal::Extension(tags) => vec![("Unsupported", tags.as_str().into())],
@@ -313,7 +322,7 @@ impl Admission {
         peer: &Peer,
         call_id: &str,
     ) -> Result<CallSetup, Refusal> {
-        if !uri_scheme_supported(&req.uri) {
+        if !message::scheme_supported(&req.uri) {
             return Err(Refusal::UnsupportedScheme);
         }
         if *self.draining.borrow() {
@@ -426,7 +435,7 @@ fn answer_other(req: &rsip::Request) -> Result<Answer, Refusal> {
     if req.method == rsip::Method::Ack {
         return Ok(Answer::Nothing);
     }
-    if !uri_scheme_supported(&req.uri) {
+    if !message::scheme_supported(&req.uri) {
         return Err(Refusal::UnsupportedScheme);
     }
     match req.method {
@@ -506,11 +515,4 @@ fn accepts_sdp(accept: &str) -> bool {
             .iter()
             .any(|ok| media.eq_ignore_ascii_case(ok))
     })
-}
-
-fn uri_scheme_supported(uri: &rsip::Uri) -> bool {
-    matches!(
-        uri.scheme,
-        Some(rsip::Scheme::Sip) | Some(rsip::Scheme::Sips) | None
-    )
 }

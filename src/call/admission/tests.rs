@@ -59,12 +59,25 @@ fn rate_limiter_at_zero_allows_everything() {
 #[test]
 fn uri_schemes_other_than_sip_and_sips_are_unsupported() {
     let mut uri = invite(&[], "").uri;
-    assert!(uri_scheme_supported(&uri));
+    assert!(message::scheme_supported(&uri));
     uri.scheme = Some(rsip::Scheme::Sips);
-    assert!(uri_scheme_supported(&uri));
+    assert!(message::scheme_supported(&uri));
     uri.scheme = Some(rsip::Scheme::Other("tel".into()));
-    assert!(!uri_scheme_supported(&uri));
-    assert_eq!(Refusal::UnsupportedScheme.code(), 416);
+    assert!(!message::scheme_supported(&uri));
+    // rsip turns a `foo:bar@host` URI into no scheme; the parser puts `foo` back.
+    let req = request("OPTIONS", "foo:bar@example.com", &[], "");
+    assert_eq!(answer_other(&req).unwrap_err().code(), 416);
+}
+
+/// The 416 admission sends and the one the parser's stateless answer sends are one decision.
+#[test]
+fn the_416_of_admission_is_the_parsers() {
+    let refusal = Refusal::UnsupportedScheme;
+    assert_eq!(refusal.code(), 416);
+    assert_eq!(refusal.code(), Unsupported::Scheme.code());
+    assert_eq!(refusal.reason().as_deref(), Some("Unsupported URI Scheme"));
+    assert!(refusal.headers().is_empty());
+    assert!(!refusal.is_source_failure());
 }
 
 #[test]
