@@ -455,6 +455,49 @@ fn cidr_parse_and_contains() {
     );
 }
 
+/// `sip.trusted_sources` and `pivot.blacklist_cidrs` read address blocks with one grammar:
+/// the same inputs pass or fail in both, with the same message.
+#[test]
+fn both_cidr_keys_accept_and_refuse_the_same_inputs() {
+    let cases = [
+        ("10.0.0.0/8", None),
+        ("192.0.2.7", None),
+        ("10.1.2.3/8", None),
+        ("0.0.0.0/0", None),
+        ("::1", None),
+        ("fe80::/10", None),
+        ("2001:db8::/128", None),
+        ("nope", Some("\"nope\" is not an IP address")),
+        ("10.0.0.x/8", Some("\"10.0.0.x\" is not an IP address")),
+        ("010.0.0.0/8", Some("\"010.0.0.0\" is not an IP address")),
+        (" 10.0.0.0/8", Some("\" 10.0.0.0\" is not an IP address")),
+        ("10.0.0.0/33", Some("prefix \"33\" is not 0..=32")),
+        ("10.0.0.0/", Some("prefix \"\" is not 0..=32")),
+        ("10.0.0.0/+8", Some("prefix \"+8\" is not 0..=32")),
+        ("10.0.0.0/8/8", Some("prefix \"8/8\" is not 0..=32")),
+        ("::/129", Some("prefix \"129\" is not 0..=128")),
+    ];
+    for (input, want) in cases {
+        let text =
+            format!("[sip]\ntrusted_sources = [{input:?}]\n[pivot]\nblacklist_cidrs = [{input:?}]");
+        let (cfg, problems) = parse(&text, Path::new("/x"));
+        let message = |key: &str| {
+            problems
+                .iter()
+                .find(|p| p.key == key)
+                .map(|p| p.message.as_str())
+        };
+        assert_eq!(message("sip.trusted_sources[0]"), want, "{input}");
+        assert_eq!(message("pivot.blacklist_cidrs[0]"), want, "{input}");
+        if want.is_none() {
+            assert_eq!(
+                cfg.sip.sources.trusted, cfg.pivot.blacklist_cidrs,
+                "{input}"
+            );
+        }
+    }
+}
+
 #[test]
 fn per_source_keys_are_read() {
     let (cfg, problems) = parse(
