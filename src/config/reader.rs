@@ -57,18 +57,20 @@ impl Reader {
         }
     }
 
+    /// The tables of an array, each with its index in the file: an item that is not a table
+    /// is reported and skipped, and the key paths of the later ones still name their place.
     pub(super) fn tables<'t>(
         &mut self,
         t: &'t Table,
         path: &str,
         key: &str,
-    ) -> Option<Vec<&'t Table>> {
+    ) -> Option<Vec<(usize, &'t Table)>> {
         match t.get(key)? {
             Value::Array(items) => {
                 let mut out = Vec::new();
                 for (i, v) in items.iter().enumerate() {
                     match v {
-                        Value::Table(x) => out.push(x),
+                        Value::Table(x) => out.push((i, x)),
                         v => self.wrong(format!("{}[{i}]", join(path, key)), "a table", v),
                     }
                 }

@@ -409,6 +409,47 @@ flow = { module = "hangup" }
     }
 }
 
+/// The cross-checks name accounts by their place in the file: an unusable account before
+/// them (no id) or an item that is not a table does not shift the indices.
+#[test]
+fn account_cross_checks_name_the_index_in_the_file() {
+    let (_, problems) = parse(
+        r#"
+[[accounts]]
+realm = "unusable.test"
+[[accounts]]
+id = "a"
+realm = "x.test"
+[[accounts]]
+id = "a"
+realm = "X.test"
+"#,
+        Path::new("/x"),
+    );
+    let got: Vec<(&str, &str)> = problems
+        .iter()
+        .map(|p| (p.key.as_str(), p.message.as_str()))
+        .collect();
+    assert_eq!(
+        got,
+        [
+            ("accounts[0].id", "required"),
+            ("accounts[2].id", "\"a\" is also the id of accounts[1]"),
+            (
+                "accounts[2].realm",
+                "\"X.test\" is also the realm of accounts[1]"
+            ),
+        ]
+    );
+    // An array item that is not a table is skipped; the next keeps its own index.
+    let (_, problems) = parse(
+        r#"accounts = [5, { id = "a", realm = "r", bogus = 1 }, { id = "a", realm = "s" }]"#,
+        Path::new("/x"),
+    );
+    let k: Vec<&str> = problems.iter().map(|p| p.key.as_str()).collect();
+    assert_eq!(k, ["accounts[0]", "accounts[1].bogus", "accounts[2].id"]);
+}
+
 #[test]
 fn port_pairs_count_even_starts() {
     let m = |port_min, port_max| MediaConfig {
