@@ -199,8 +199,8 @@ fn server_side(req: &rsip::Request) {
     }
     let ctype = message::header_value(req, "Content-Type").unwrap_or_default();
     let _ = dtmf::info_digit(&ctype, req.body());
-    if ctype.eq_ignore_ascii_case("application/sdp") {
-        let _ = sdp(req.body());
+    if let Ok(Some(body)) = message::sdp_body(req) {
+        let _ = sdp(body);
     }
 }
 

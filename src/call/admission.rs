@@ -31,7 +31,7 @@ use crate::media::sdp::{self, LocalSession, SdpError};
 use crate::routing::Routes;
 use crate::sip::dialog::{host_port, Dialog, DialogError};
 use crate::sip::endpoint::{NewRequest, ServerTx};
-use crate::sip::message::{self, Unsupported};
+use crate::sip::message::{self, NotSdp, Unsupported};
 use crate::sip::outgoing::{random_token, response_bytes};
 use crate::sip::source::{SourceGuard, SourceRefusal, TokenBucket};
 use crate::sip::transport::Peer;
@@ -329,7 +329,7 @@ impl Admission {
             return Err(Refusal::ShuttingDown);
         }
         check_require(req)?;
-        let has_offer = check_content(req)?;
+        let offer = check_content(req)?;
         // The source's own limits first: a flooding source must not use up the global ones.
         let slot = self
             .sources
@@ -349,8 +349,8 @@ impl Admission {
             tracing::debug!(number = %wire(&user), realm = %wire(&host), "no callflow for the number");
             return Err(Refusal::NoCallflow);
         };
-        let (offer, negotiated) = if has_offer {
-            let offer = std::str::from_utf8(&req.body)
+        let (offer, negotiated) = if let Some(body) = offer {
+            let offer = std::str::from_utf8(body)
                 .map_err(|_| SdpError::Malformed {
                     line: 0,
                     reason: "not UTF-8".into(),
@@ -479,31 +479,16 @@ fn check_require(req: &rsip::Request) -> Result<(), Refusal> {
 }
 
 /// An INVITE's body and Accept: a body must be SDP (415), and the caller must accept SDP,
-/// which our 200 carries as the answer or a late offer (406; RFC 4475 §3.3.15). Returns
-/// whether the INVITE carries an offer.
-fn check_content(req: &rsip::Request) -> Result<bool, Refusal> {
-    let has_body = req.body.iter().any(|b| !b.is_ascii_whitespace());
-    if has_body {
-        let is_sdp = message::header_value(req, "Content-Type")
-            .as_deref()
-            .map(|c| {
-                c.split(';')
-                    .next()
-                    .unwrap_or("")
-                    .trim()
-                    .eq_ignore_ascii_case("application/sdp")
-            })
-            .unwrap_or(false);
-        if !is_sdp {
-            return Err(Refusal::NotSdp);
-        }
-    }
+/// which our 200 carries as the answer or a late offer (406; RFC 4475 §3.3.15). Returns the
+/// offer, if the INVITE carries one.
+fn check_content(req: &rsip::Request) -> Result<Option<&[u8]>, Refusal> {
+    let offer = message::sdp_body(req).map_err(|NotSdp| Refusal::NotSdp)?;
     if let Some(accept) = message::header_value(req, "Accept") {
         if !accepts_sdp(&accept) {
             return Err(Refusal::SdpNotAccepted);
         }
     }
-    Ok(has_body)
+    Ok(offer)
 }
 
 /// Whether an Accept value admits application/sdp (RFC 3261 §20.1: media ranges with `*`

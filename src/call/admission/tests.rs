@@ -95,14 +95,19 @@ fn require_is_refused_with_the_tags_in_unsupported() {
 
 #[test]
 fn a_body_must_be_sdp() {
-    assert!(
-        !check_content(&invite(&[], "")).unwrap(),
+    assert_eq!(
+        check_content(&invite(&[], "")).unwrap(),
+        None,
         "no body, no offer"
     );
     // Only whitespace is no body (no offer).
-    assert!(!check_content(&invite(&[], "\r\n  ")).unwrap());
+    assert_eq!(check_content(&invite(&[], "\r\n  ")).unwrap(), None);
     let sdp = invite(&["Content-Type: Application/SDP ; charset=x"], SDP);
-    assert!(check_content(&sdp).unwrap(), "an offer");
+    assert_eq!(
+        check_content(&sdp).unwrap(),
+        Some(SDP.as_bytes()),
+        "an offer"
+    );
     for ctype in [
         &["Content-Type: text/plain"][..],
         &["Content-Type: application/sdpx"][..],

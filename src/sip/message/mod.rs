@@ -5,12 +5,15 @@
 //! - `parse.rs`: normalise, parse, repair what rsip 0.4 misreads, [`ParseError`], and
 //!   [`Unsupported`]: the code for a method, version or scheme pivotd does not serve;
 //! - `uri.rs`: the Request-URI checks, the schemes served, the sip/sips URIs read by hand;
-//! - `headers.rs`: header grammar, the checks every message passes, the accessors.
+//! - `headers.rs`: header grammar, the checks every message passes, the accessors;
+//! - `body.rs`: the body by its Content-Type (the SDP a request carries).
 
+mod body;
 mod headers;
 mod parse;
 mod uri;
 
+pub use body::{media_type_is, sdp_body, NotSdp};
 pub(in crate::sip) use headers::tag_of;
 pub use headers::{
     call_id, cseq, from_tag, header_name_value, header_str, header_value, max_forwards, to_tag,

@@ -270,6 +270,61 @@ fn unsupported_requests_get_their_code_phrase_and_headers() {
     }
 }
 
+/// One Content-Type check for every SDP a request carries (INVITE, re-INVITE, ACK): the
+/// media type without case, parameters and §25.1's whitespace around `/` allowed.
+#[test]
+fn sdp_bodies_are_known_by_their_media_type() {
+    for ct in [
+        "application/sdp",
+        "Application/SDP",
+        "application/sdp;charset=utf-8",
+        " application/sdp ; version=1",
+        "application / sdp",
+    ] {
+        assert!(media_type_is(ct, "application/sdp"), "{ct:?}");
+    }
+    for ct in [
+        "application/sdpx",
+        "application/sd",
+        "text/plain",
+        "application",
+        "",
+        "/",
+    ] {
+        assert!(!media_type_is(ct, "application/sdp"), "{ct:?}");
+    }
+    let with = |method: &str, ctype: Option<&str>, body: &str| {
+        let ctype = ctype
+            .map(|c| format!("Content-Type: {c}\r\n"))
+            .unwrap_or_default();
+        let raw = format!(
+            "{method} sip:100@example.com SIP/2.0\r\n\
+             Via: SIP/2.0/UDP 192.0.2.1:5060;branch=z9hG4bK1\r\n\
+             From: <sip:a@example.com>;tag=a\r\nTo: <sip:100@example.com>\r\n\
+             Call-ID: sdp1\r\nCSeq: 1 {method}\r\nMax-Forwards: 70\r\n{ctype}\
+             Content-Length: {}\r\n\r\n{body}",
+            body.len()
+        );
+        match parse(raw.as_bytes()) {
+            Ok(SipMessage::Request(r)) => r,
+            other => panic!("{}", outcome(&other)),
+        }
+    };
+    for method in ["INVITE", "ACK"] {
+        let r = with(method, Some("application/SDP; x=y"), "v=0\r\n");
+        assert_eq!(sdp_body(&r), Ok(Some(&b"v=0\r\n"[..])), "{method}");
+        assert_eq!(sdp_body(&with(method, None, "")), Ok(None), "{method}");
+        assert_eq!(sdp_body(&with(method, None, " \r\n")), Ok(None), "{method}");
+        assert_eq!(
+            sdp_body(&with(method, None, "v=0")),
+            Err(NotSdp),
+            "{method}"
+        );
+        let r = with(method, Some("application/sdpfoo"), "v=0");
+        assert_eq!(sdp_body(&r), Err(NotSdp), "{method}");
+    }
+}
+
 #[test]
 fn responses_reparse_as_valid_sip() {
     for (name, raw) in corpus() {
