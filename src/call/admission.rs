@@ -33,7 +33,7 @@ use crate::sip::dialog::{host_port, Dialog, DialogError};
 use crate::sip::endpoint::{NewRequest, ServerTx};
 use crate::sip::message::{self, NotSdp, Unsupported};
 use crate::sip::outgoing::{random_token, response_bytes};
-use crate::sip::source::{SourceGuard, SourceRefusal, TokenBucket};
+use crate::sip::source::{SourceGuard, SourceRefusal, SourceStats, TokenBucket};
 use crate::sip::transport::Peer;
 use crate::sip::{ALLOW, CAPABILITY_HEADERS};
 
@@ -213,17 +213,44 @@ impl Overload {
     }
 }
 
-/// 503s sent for overload, by reason.
+/// 503s sent for overload, by reason. Those for a source's own limits are the source guard's
+/// count of the calls it refused ([`SourceStats::calls_refused`]): one counter per event.
 #[derive(Debug, Default)]
-pub struct OverloadStats([AtomicU64; Overload::ALL.len()]);
+pub struct OverloadStats {
+    max_calls: AtomicU64,
+    call_rate: AtomicU64,
+    media_ports: AtomicU64,
+}
+
+/// Where the 503s of one overload reason are counted.
+enum Counter<'a> {
+    Here(&'a AtomicU64),
+    BySource(SourceRefusal),
+}
 
 impl OverloadStats {
-    pub fn get(&self, why: Overload) -> u64 {
-        self.0[why as usize].load(Ordering::Relaxed)
+    pub fn get(&self, why: Overload, sources: &SourceStats) -> u64 {
+        match self.counter(why) {
+            Counter::Here(n) => n.load(Ordering::Relaxed),
+            Counter::BySource(r) => sources.calls_refused(r),
+        }
     }
 
     fn count(&self, why: Overload) {
-        self.0[why as usize].fetch_add(1, Ordering::Relaxed);
+        if let Counter::Here(n) = self.counter(why) {
+            n.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    fn counter(&self, why: Overload) -> Counter<'_> {
+        match why {
+            Overload::MaxCalls => Counter::Here(&self.max_calls),
+            Overload::CallRate => Counter::Here(&self.call_rate),
+            Overload::MediaPorts => Counter::Here(&self.media_ports),
+            Overload::SourceCalls => Counter::BySource(SourceRefusal::Calls),
+            Overload::SourceCallRate => Counter::BySource(SourceRefusal::CallRate),
+            Overload::SourceTableFull => Counter::BySource(SourceRefusal::TableFull),
+        }
     }
 }
 

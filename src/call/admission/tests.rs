@@ -244,3 +244,25 @@ fn the_other_refusals_answer_as_before() {
     assert_eq!(dialog.code(), 400);
     assert_eq!(dialog.reason().as_deref(), Some("missing Contact header"));
 }
+
+/// The 503s for a source's own limits are the source guard's count of the calls it refused;
+/// the global reasons are counted by admission. Each refusal is counted once.
+#[test]
+fn overload_counts_source_refusals_once() {
+    let guard = SourceGuard::new(crate::config::SourceLimits {
+        max_calls: 1,
+        ..Default::default()
+    });
+    let stats = OverloadStats::default();
+    let _slot = guard.admit_call("192.0.2.1".parse().unwrap()).unwrap();
+    let why = guard.admit_call("192.0.2.1".parse().unwrap()).unwrap_err();
+    let overload = Overload::of_source(why);
+    assert_eq!(overload, Overload::SourceCalls);
+    stats.count(overload);
+    stats.count(Overload::MaxCalls);
+    for o in Overload::ALL {
+        let want = u64::from(matches!(o, Overload::SourceCalls | Overload::MaxCalls));
+        assert_eq!(stats.get(o, &guard.stats), want, "{}", o.label());
+    }
+    assert_eq!(guard.stats.refused(SourceRefusal::Calls), 1);
+}
