@@ -104,13 +104,10 @@ pub fn sip_message(data: &[u8]) -> SipOutcome {
             SipOutcome::Invalid
         }
         Err(ParseError::Invalid { request: None, .. }) => SipOutcome::Invalid,
-        Err(ParseError::Unsupported {
-            code,
-            reason,
-            mut request,
-        }) => {
+        Err(ParseError::Unsupported { why, mut request }) => {
             accessors(&request);
-            let _ = outgoing::response_bytes(&request, code, Some(&reason), None, &[], None);
+            let (code, reason) = (why.code(), Some(why.reason()));
+            let _ = outgoing::response_bytes(&request, code, reason, None, why.headers(), None);
             answers(&mut request, false);
             SipOutcome::Unsupported
         }
@@ -202,8 +199,8 @@ fn server_side(req: &rsip::Request) {
     }
     let ctype = message::header_value(req, "Content-Type").unwrap_or_default();
     let _ = dtmf::info_digit(&ctype, req.body());
-    if ctype.eq_ignore_ascii_case("application/sdp") {
-        let _ = sdp(req.body());
+    if let Ok(Some(body)) = message::sdp_body(req) {
+        let _ = sdp(body);
     }
 }
 

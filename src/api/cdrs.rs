@@ -52,30 +52,18 @@ pub(crate) async fn list(
     let store = st.parts.store.clone();
     let acc = auth.account_id.clone();
     let after = paging.after.clone();
-    let size = paging.size;
-    let mut rows = blocking(move || {
+    let limit = paging.fetch();
+    let rows = blocking(move || {
         store.cdrs(
             &acc,
             &CdrQuery {
                 created_from: from,
                 created_to: to,
                 after: after.as_ref().map(|(t, c)| (*t, c.as_str())),
-                limit: size + 1,
+                limit,
             },
         )
     })
     .await?;
-    let more = rows.len() > size;
-    rows.truncate(size);
-    let last = rows
-        .last()
-        .filter(|_| more)
-        .map(|c| (c.start, c.call_id.clone()));
-    let data: Vec<Value> = rows.iter().map(cdr_json).collect();
-    let n = data.len();
-    Ok(paging.finish(
-        Reply::ok(Value::Array(data)),
-        n,
-        last.as_ref().map(|(t, c)| (*t, c.as_str())),
-    ))
+    Ok(paging.reply(rows, |c| (c.start, &c.call_id), cdr_json))
 }

@@ -215,11 +215,12 @@ pub(crate) async fn metrics(State(st): State<Shared>) -> Response {
         "reason=\"queue_full\"",
         get(&es.overload_503),
     );
+    let sources = p.endpoint.transport().sources();
     for why in crate::call::admission::Overload::ALL {
         let label = format!("reason=\"{}\"", why.label());
-        m.value("sip_overload_503_total", &label, p.overload.get(why));
+        let n = p.overload.get(why, &sources.stats);
+        m.value("sip_overload_503_total", &label, n);
     }
-    let sources = p.endpoint.transport().sources();
     m.family(
         "sip_source_refused_total",
         "counter",

@@ -480,7 +480,9 @@ pub(crate) fn year_month(gregorian: i64) -> String {
     format!("{y:04}{m:02}")
 }
 
-/// Crossbar paging (spec e.3): `page_size` and an opaque URL-safe `start_key`.
+/// Crossbar keyset paging (spec e.3), the one implementation every paged list uses:
+/// `page_size` and an opaque URL-safe `start_key` in, the page with `next_start_key` out.
+/// A key is the `(time, id)` of the last row of the previous page, the list's order.
 pub(crate) struct Paging {
     pub size: usize,
     pub after: Option<(i64, String)>,
@@ -521,14 +523,33 @@ impl Paging {
         })
     }
 
-    /// Adds `page_size` (items returned), `start_key` and, when `more`, `next_start_key`.
-    pub(crate) fn finish(&self, reply: Reply, returned: usize, last: Option<(i64, &str)>) -> Reply {
-        let mut reply = reply.with("page_size", returned);
+    /// How many rows to fetch: one more than the page, whose presence says a next page exists.
+    pub(crate) fn fetch(&self) -> usize {
+        self.size + 1
+    }
+
+    /// The reply for rows fetched with [`Paging::fetch`], in the list's order: the page's rows
+    /// as `json` shows them, `page_size` (rows returned), `start_key` as given and, when there
+    /// is more, `next_start_key` from the `key` of the page's last row.
+    pub(crate) fn reply<T>(
+        &self,
+        mut rows: Vec<T>,
+        key: impl Fn(&T) -> (i64, &str),
+        json: impl Fn(&T) -> Value,
+    ) -> Reply {
+        let more = rows.len() > self.size;
+        rows.truncate(self.size);
+        let next = rows.last().filter(|_| more).map(|r| {
+            let (t, id) = key(r);
+            encode_key(t, id)
+        });
+        let data: Vec<Value> = rows.iter().map(json).collect();
+        let mut reply = Reply::ok(Value::Array(data)).with("page_size", rows.len());
         if let Some(k) = &self.start_key {
             reply = reply.with("start_key", k.clone());
         }
-        if let Some((t, id)) = last {
-            reply = reply.with("next_start_key", encode_key(t, id));
+        if let Some(k) = next {
+            reply = reply.with("next_start_key", k);
         }
         reply
     }
@@ -591,6 +612,37 @@ mod tests {
         assert_eq!(decode_key(&k), Some((63_635_231_906, "a@b".to_string())));
         assert_eq!(decode_key("!!"), None);
         assert_eq!(decode_key("WzFd"), None); // [1]
+    }
+
+    /// One more row than the page is fetched: it says there is a next page, and the key of
+    /// the page's last row starts it.
+    #[test]
+    fn paging_cuts_the_extra_row_into_a_next_start_key() {
+        let q = |pairs: &[(&str, &str)]| {
+            let q = pairs
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect();
+            Paging::from_query(&q).unwrap()
+        };
+        let rows = |n: i64| {
+            (0..n)
+                .map(|i| (100 - i, format!("c{i}")))
+                .collect::<Vec<_>>()
+        };
+        let p = q(&[("page_size", "2")]);
+        assert_eq!(p.fetch(), 3);
+        let r = p.reply(rows(3), |(t, id)| (*t, id), |(_, id)| json!(id));
+        assert_eq!(r.fields["data"], json!(["c0", "c1"]));
+        assert_eq!(r.fields["page_size"], json!(2));
+        let next = r.fields["next_start_key"].as_str().unwrap();
+        assert_eq!(decode_key(next), Some((99, "c1".to_string())));
+        assert!(!r.fields.contains_key("start_key"));
+        let p = q(&[("page_size", "2"), ("start_key", next)]);
+        assert_eq!(p.after, Some((99, "c1".to_string())));
+        let r = p.reply(rows(2), |(t, id)| (*t, id), |(_, id)| json!(id));
+        assert_eq!(r.fields["start_key"], json!(next));
+        assert!(!r.fields.contains_key("next_start_key"), "the last page");
     }
 
     #[tokio::test]

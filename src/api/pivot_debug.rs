@@ -24,37 +24,21 @@ pub(crate) async fn list(
     let store = st.parts.store.clone();
     let acc = auth.account_id.clone();
     let after = paging.after.clone();
-    let size = paging.size;
-    // One more than asked: whether it exists says if there is a next page.
-    let mut rows = blocking(move || {
-        store.debug_calls_after(
-            &acc,
-            after.as_ref().map(|(t, c)| (*t, c.as_str())),
-            size + 1,
-        )
+    let limit = paging.fetch();
+    let rows = blocking(move || {
+        store.debug_calls_after(&acc, after.as_ref().map(|(t, c)| (*t, c.as_str())), limit)
     })
     .await?;
-    let more = rows.len() > size;
-    rows.truncate(size);
-    let last = rows
-        .last()
-        .filter(|_| more)
-        .map(|r| (r.created, r.call_id.clone()));
-    let data: Vec<Value> = rows
-        .iter()
-        .map(|r| {
+    Ok(paging.reply(
+        rows,
+        |r| (r.created, &r.call_id),
+        |r| {
             let mut v = r.to_api_json();
             if let Value::Object(m) = &mut v {
                 m.insert("debug_id".into(), debug_id(r.created, &r.call_id).into());
             }
             v
-        })
-        .collect();
-    let n = data.len();
-    Ok(paging.finish(
-        Reply::ok(Value::Array(data)),
-        n,
-        last.as_ref().map(|(t, c)| (*t, c.as_str())),
+        },
     ))
 }
 

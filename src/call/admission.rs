@@ -7,9 +7,11 @@
 //! Accept (406), the source's own limits, `max_calls` and `max_calls_per_second` (503), the
 //! route (404), the offer (488), RTP ports (503) and the dialog (400).
 //!
-//! Decided before admission (not here): what the parser refuses (400, 416, 501, 505 in
-//! `sip/message.rs`, 400/513 in `sip/transport.rs`), a full application queue (503),
-//! CANCEL and in-dialog requests without a dialog (481) in `sip/endpoint.rs`.
+//! Decided before admission (not here): what the parser refuses (400, and 416/501/505 for
+//! what rsip cannot read: `sip::message::Unsupported`, whose 416 [`Refusal::UnsupportedScheme`]
+//! reuses), 400/513 for a TCP stream that cannot be framed (`sip/transport/tcp.rs`), a full
+//! application queue (503), CANCEL and in-dialog requests without a dialog (481) in
+//! `sip/endpoint/`.
 
 use std::borrow::Cow;
 use std::net::IpAddr;
@@ -31,9 +33,9 @@ use crate::registrar::Registrar;
 use crate::routing::Routes;
 use crate::sip::dialog::{host_port, Dialog, DialogError};
 use crate::sip::endpoint::{NewRequest, ServerTx};
-use crate::sip::message;
+use crate::sip::message::{self, NotSdp, Unsupported};
 use crate::sip::outgoing::{random_token, response_bytes};
-use crate::sip::source::{SourceGuard, SourceRefusal, TokenBucket};
+use crate::sip::source::{SourceGuard, SourceRefusal, SourceStats, TokenBucket};
 use crate::sip::transport::Peer;
 use crate::sip::{ALLOW, CAPABILITY_HEADERS};
 
@@ -45,7 +47,8 @@ mod tests;
 /// source (what a scanner collects, which the source guard blocks on).
 #[derive(Debug, thiserror::Error)]
 pub enum Refusal {
-    /// 416: a Request-URI scheme other than sip/sips (RFC 3261 §8.2.2.1).
+    /// 416: a Request-URI scheme other than sip/sips (RFC 3261 §8.2.2.1), in a request rsip
+    /// could read; its response is the parser's [`Unsupported::Scheme`], written once.
     #[error("unsupported Request-URI scheme")]
     UnsupportedScheme,
     /// 503 Shutting Down: the server drains; live calls go on.
@@ -94,7 +97,7 @@ impl Refusal {
     /// The response code.
     pub fn code(&self) -> u16 {
         match self {
-            Refusal::UnsupportedScheme => 416,
+            Refusal::UnsupportedScheme => Unsupported::Scheme.code(),
             Refusal::ShuttingDown | Refusal::Overload(_) => 503,
             Refusal::Extension(_) => 420,
             Refusal::NotSdp => 415,
@@ -112,6 +115,7 @@ impl Refusal {
     /// The reason phrase, when not the code's usual one.
     pub fn reason(&self) -> Option<Cow<'static, str>> {
         match self {
+            Refusal::UnsupportedScheme => Some(Unsupported::Scheme.reason().into()),
             Refusal::ShuttingDown => Some("Shutting Down".into()),
             Refusal::Overload(why) => Some(why.response().0.into()),
             Refusal::BadDialog(e) => Some(e.to_string().into()),
@@ -122,6 +126,11 @@ impl Refusal {
     /// The headers the response carries beside the usual ones.
     pub fn headers(&self) -> Vec<(&'static str, Cow<'_, str>)> {
         match self {
+            Refusal::UnsupportedScheme => Unsupported::Scheme
+                .headers()
+                .iter()
+                .map(|&(n, v)| (n, v.into()))
+                .collect(),
             Refusal::ShuttingDown => vec![("Retry-After", "30".into())],
             Refusal::Overload(why) => vec![("Retry-After", why.response().1.into())],
             Refusal::Extension(tags) => vec![("Unsupported", tags.as_str().into())],
@@ -225,17 +234,44 @@ impl Overload {
     }
 }
 
-/// 503s sent for overload, by reason.
+/// 503s sent for overload, by reason. Those for a source's own limits are the source guard's
+/// count of the calls it refused ([`SourceStats::calls_refused`]): one counter per event.
 #[derive(Debug, Default)]
-pub struct OverloadStats([AtomicU64; Overload::ALL.len()]);
+pub struct OverloadStats {
+    max_calls: AtomicU64,
+    call_rate: AtomicU64,
+    media_ports: AtomicU64,
+}
+
+/// Where the 503s of one overload reason are counted.
+enum Counter<'a> {
+    Here(&'a AtomicU64),
+    BySource(SourceRefusal),
+}
 
 impl OverloadStats {
-    pub fn get(&self, why: Overload) -> u64 {
-        self.0[why as usize].load(Ordering::Relaxed)
+    pub fn get(&self, why: Overload, sources: &SourceStats) -> u64 {
+        match self.counter(why) {
+            Counter::Here(n) => n.load(Ordering::Relaxed),
+            Counter::BySource(r) => sources.calls_refused(r),
+        }
     }
 
     fn count(&self, why: Overload) {
-        self.0[why as usize].fetch_add(1, Ordering::Relaxed);
+        if let Counter::Here(n) = self.counter(why) {
+            n.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    fn counter(&self, why: Overload) -> Counter<'_> {
+        match why {
+            Overload::MaxCalls => Counter::Here(&self.max_calls),
+            Overload::CallRate => Counter::Here(&self.call_rate),
+            Overload::MediaPorts => Counter::Here(&self.media_ports),
+            Overload::SourceCalls => Counter::BySource(SourceRefusal::Calls),
+            Overload::SourceCallRate => Counter::BySource(SourceRefusal::CallRate),
+            Overload::SourceTableFull => Counter::BySource(SourceRefusal::TableFull),
+        }
     }
 }
 
@@ -320,7 +356,7 @@ impl Admission {
                 Ok(setup) => return self.start_call(NewRequest { req, tx, call_id }, setup),
                 Err(refusal) => Err(refusal),
             },
-            rsip::Method::Register if uri_scheme_supported(&req.uri) => {
+            rsip::Method::Register if message::scheme_supported(&req.uri) => {
                 return self.register(&req, &tx)
             }
             _ => answer_other(&req),
@@ -340,14 +376,14 @@ impl Admission {
         peer: &Peer,
         call_id: &str,
     ) -> Result<CallSetup, Refusal> {
-        if !uri_scheme_supported(&req.uri) {
+        if !message::scheme_supported(&req.uri) {
             return Err(Refusal::UnsupportedScheme);
         }
         if *self.draining.borrow() {
             return Err(Refusal::ShuttingDown);
         }
         check_require(req)?;
-        let has_offer = check_content(req)?;
+        let offer = check_content(req)?;
         // Before any limit: a challenge must not use up the caller's call slots.
         let caller = caller::identify(&self.cfg, self.registrar.authenticator(), req, peer.remote)?;
         // The source's own limits first: a flooding source must not use up the global ones.
@@ -373,8 +409,8 @@ impl Admission {
             tracing::debug!(number = %wire(&user), realm = %wire(&host), "no callflow for the number");
             return Err(Refusal::NoCallflow);
         };
-        let (offer, negotiated) = if has_offer {
-            let offer = std::str::from_utf8(&req.body)
+        let (offer, negotiated) = if let Some(body) = offer {
+            let offer = std::str::from_utf8(body)
                 .map_err(|_| SdpError::Malformed {
                     line: 0,
                     reason: "not UTF-8".into(),
@@ -471,7 +507,7 @@ fn answer_other(req: &rsip::Request) -> Result<Answer, Refusal> {
     if req.method == rsip::Method::Ack {
         return Ok(Answer::Nothing);
     }
-    if !uri_scheme_supported(&req.uri) {
+    if !message::scheme_supported(&req.uri) {
         return Err(Refusal::UnsupportedScheme);
     }
     match req.method {
@@ -515,31 +551,16 @@ fn check_require(req: &rsip::Request) -> Result<(), Refusal> {
 }
 
 /// An INVITE's body and Accept: a body must be SDP (415), and the caller must accept SDP,
-/// which our 200 carries as the answer or a late offer (406; RFC 4475 §3.3.15). Returns
-/// whether the INVITE carries an offer.
-fn check_content(req: &rsip::Request) -> Result<bool, Refusal> {
-    let has_body = req.body.iter().any(|b| !b.is_ascii_whitespace());
-    if has_body {
-        let is_sdp = message::header_value(req, "Content-Type")
-            .as_deref()
-            .map(|c| {
-                c.split(';')
-                    .next()
-                    .unwrap_or("")
-                    .trim()
-                    .eq_ignore_ascii_case("application/sdp")
-            })
-            .unwrap_or(false);
-        if !is_sdp {
-            return Err(Refusal::NotSdp);
-        }
-    }
+/// which our 200 carries as the answer or a late offer (406; RFC 4475 §3.3.15). Returns the
+/// offer, if the INVITE carries one.
+fn check_content(req: &rsip::Request) -> Result<Option<&[u8]>, Refusal> {
+    let offer = message::sdp_body(req).map_err(|NotSdp| Refusal::NotSdp)?;
     if let Some(accept) = message::header_value(req, "Accept") {
         if !accepts_sdp(&accept) {
             return Err(Refusal::SdpNotAccepted);
         }
     }
-    Ok(has_body)
+    Ok(offer)
 }
 
 /// Whether an Accept value admits application/sdp (RFC 3261 §20.1: media ranges with `*`
@@ -551,11 +572,4 @@ fn accepts_sdp(accept: &str) -> bool {
             .iter()
             .any(|ok| media.eq_ignore_ascii_case(ok))
     })
-}
-
-fn uri_scheme_supported(uri: &rsip::Uri) -> bool {
-    matches!(
-        uri.scheme,
-        Some(rsip::Scheme::Sip) | Some(rsip::Scheme::Sips) | None
-    )
 }

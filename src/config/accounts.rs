@@ -7,7 +7,7 @@ use std::sync::Arc;
 use regex::Regex;
 use toml::{Table, Value};
 
-use super::reader::{ip_net, join, pattern, Reader};
+use super::reader::{join, parse_cidr, pattern, Reader};
 use super::{checks, demo, Account, CallerId, CallerIds, CallflowEntry, Device, Resource, User};
 use crate::flow::Node;
 
@@ -16,13 +16,13 @@ pub(super) fn read_accounts(r: &mut Reader, root: &Table) -> Vec<Account> {
     let Some(tables) = r.tables(root, "", "accounts") else {
         return vec![demo::demo_account()];
     };
-    let accounts: Vec<Account> = tables
-        .iter()
-        .enumerate()
-        .filter_map(|(i, t)| read_account(r, t, &format!("accounts[{i}]")))
+    // Each usable account with its index in the file, for the checks across accounts.
+    let accounts: Vec<(usize, Account)> = tables
+        .into_iter()
+        .filter_map(|(i, t)| read_account(r, t, &format!("accounts[{i}]")).map(|a| (i, a)))
         .collect();
     checks::unique_accounts(r, &accounts);
-    accounts
+    accounts.into_iter().map(|(_, a)| a).collect()
 }
 
 /// One account; `None` when a required key is missing (its problems are recorded).
@@ -58,8 +58,7 @@ fn read_account(r: &mut Reader, t: &Table, p: &str) -> Option<Account> {
     let callflows = r
         .tables(t, p, "callflows")
         .unwrap_or_default()
-        .iter()
-        .enumerate()
+        .into_iter()
         .filter_map(|(j, t)| read_callflow(r, t, p, j, &mut numbers_seen))
         .collect();
     let users = read_users(r, t, p);
@@ -138,12 +137,7 @@ fn read_callflow(
 
 fn read_users(r: &mut Reader, t: &Table, p: &str) -> Vec<User> {
     let mut users = Vec::new();
-    for (j, t) in r
-        .tables(t, p, "users")
-        .unwrap_or_default()
-        .iter()
-        .enumerate()
-    {
+    for (j, t) in r.tables(t, p, "users").unwrap_or_default() {
         let up = format!("{p}.users[{j}]");
         r.check_keys(
             t,
@@ -166,12 +160,7 @@ fn read_users(r: &mut Reader, t: &Table, p: &str) -> Vec<User> {
 
 fn read_devices(r: &mut Reader, t: &Table, p: &str, users: &[User]) -> Vec<Device> {
     let mut devices = Vec::new();
-    for (j, t) in r
-        .tables(t, p, "devices")
-        .unwrap_or_default()
-        .iter()
-        .enumerate()
-    {
+    for (j, t) in r.tables(t, p, "devices").unwrap_or_default() {
         let dp = format!("{p}.devices[{j}]");
         r.check_keys(
             t,
@@ -204,12 +193,7 @@ fn read_devices(r: &mut Reader, t: &Table, p: &str, users: &[User]) -> Vec<Devic
 
 fn read_resources(r: &mut Reader, t: &Table, p: &str) -> Vec<Resource> {
     let mut resources = Vec::new();
-    for (j, t) in r
-        .tables(t, p, "resources")
-        .unwrap_or_default()
-        .iter()
-        .enumerate()
-    {
+    for (j, t) in r.tables(t, p, "resources").unwrap_or_default() {
         let rp = format!("{p}.resources[{j}]");
         r.check_keys(
             t,
@@ -242,7 +226,7 @@ fn read_resources(r: &mut Reader, t: &Table, p: &str) -> Vec<Resource> {
             gateway: gateway.unwrap_or_default(),
             name: r.string(t, &rp, "name"),
             inbound_cidrs: r
-                .parsed_list(t, &rp, "inbound_cidrs", ip_net)
+                .parsed_list(t, &rp, "inbound_cidrs", parse_cidr)
                 .unwrap_or_default(),
             username: r.string(t, &rp, "username"),
             password: r.string(t, &rp, "password"),

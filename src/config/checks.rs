@@ -45,11 +45,12 @@ pub(super) fn port_range(r: &mut Reader, media: &MediaConfig) {
     }
 }
 
-/// No two accounts share an id, or a realm (compared without case).
-pub(super) fn unique_accounts(r: &mut Reader, accounts: &[Account]) {
+/// No two accounts share an id, or a realm (compared without case). `accounts` holds each
+/// usable account with its index in the file, which the key paths name.
+pub(super) fn unique_accounts(r: &mut Reader, accounts: &[(usize, Account)]) {
     let mut ids: HashMap<&str, usize> = HashMap::new();
     let mut realms: HashMap<String, usize> = HashMap::new();
-    for (i, a) in accounts.iter().enumerate() {
+    for &(i, ref a) in accounts {
         if let Some(j) = ids.insert(&a.id, i) {
             r.problem(
                 format!("accounts[{i}].id"),

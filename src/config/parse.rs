@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use toml::{Table, Value};
 
-use super::reader::{ip_addr, ip_net, join, parse_cidr, resolve, socket_addr, Reader};
+use super::reader::{ip_addr, join, parse_cidr, resolve, socket_addr, Reader};
 use super::{
     accounts, checks, default_blacklist, ApiConfig, AuthConfig, Config, ConfigProblem, MediaConfig,
     PivotConfig, SipConfig, SourceLimits, StoreConfig, TtsConfig, DIGEST_ALGORITHMS,
@@ -219,7 +219,7 @@ fn read_source_limits(r: &mut Reader, t: &Table, p: &str) -> SourceLimits {
     let failures_per_minute = limit("source_failures_per_minute", d.failures_per_minute);
     SourceLimits {
         trusted: r
-            .parsed_list(t, p, "trusted_sources", ip_net)
+            .parsed_list(t, p, "trusted_sources", parse_cidr)
             .unwrap_or_default(),
         requests_per_second,
         calls_per_second,

@@ -57,18 +57,20 @@ impl Reader {
         }
     }
 
+    /// The tables of an array, each with its index in the file: an item that is not a table
+    /// is reported and skipped, and the key paths of the later ones still name their place.
     pub(super) fn tables<'t>(
         &mut self,
         t: &'t Table,
         path: &str,
         key: &str,
-    ) -> Option<Vec<&'t Table>> {
+    ) -> Option<Vec<(usize, &'t Table)>> {
         match t.get(key)? {
             Value::Array(items) => {
                 let mut out = Vec::new();
                 for (i, v) in items.iter().enumerate() {
                     match v {
-                        Value::Table(x) => out.push(x),
+                        Value::Table(x) => out.push((i, x)),
                         v => self.wrong(format!("{}[{i}]", join(path, key)), "a table", v),
                     }
                 }
@@ -212,10 +214,7 @@ pub enum ValueError {
     NotSocketAddr(String),
     #[error("{0:?} is not an IP address")]
     NotIpAddr(String),
-    /// A `trusted_sources` entry.
-    #[error("{0:?} is not an address or CIDR block")]
-    NotIpNet(String),
-    /// A `blacklist_cidrs` prefix that is not a number up to the family's width.
+    /// The prefix of an address block that is not a number up to the family's width.
     #[error("prefix {prefix:?} is not 0..={max}")]
     BadPrefix { prefix: String, max: u8 },
     #[error("a pattern must not be empty")]
@@ -246,13 +245,6 @@ pub(super) fn resolve(base: &Path, p: &str) -> PathBuf {
     }
 }
 
-/// A CIDR block, or a bare address as its /32 or /128 (`trusted_sources`: ipnet's grammar).
-pub(super) fn ip_net(s: &str) -> Result<IpNet, ValueError> {
-    s.parse::<IpNet>()
-        .or_else(|_| s.parse::<IpAddr>().map(IpNet::from))
-        .map_err(|_| ValueError::NotIpNet(s.to_string()))
-}
-
 /// A callflow's pattern: a regex on the dialled number, not empty.
 pub(super) fn pattern(s: &str) -> Result<Regex, ValueError> {
     if s.is_empty() {
@@ -272,8 +264,10 @@ pub(super) fn pattern(s: &str) -> Result<Regex, ValueError> {
     })
 }
 
-/// An address block, `addr/prefix`; a bare address is its /32 or /128 (`blacklist_cidrs`).
-/// The address is kept as written (`10.1.2.3/8` contains what `10.0.0.0/8` does).
+/// An address block, `addr/prefix`; a bare address is its /32 or /128. The one grammar of
+/// `sip.trusted_sources` and `pivot.blacklist_cidrs`: the address as std reads it (no
+/// leading zeros, which some read as octal), the prefix in decimal digits up to the family's
+/// width. The address is kept as written (`10.1.2.3/8` contains what `10.0.0.0/8` does).
 /// Containment is per family: an IPv4-mapped IPv6 address is the URL guard's to unwrap.
 pub fn parse_cidr(s: &str) -> Result<IpNet, ValueError> {
     let (a, p) = match s.split_once('/') {
@@ -284,16 +278,21 @@ pub fn parse_cidr(s: &str) -> Result<IpNet, ValueError> {
         .parse()
         .map_err(|_| ValueError::NotIpAddr(a.to_string()))?;
     let max = if addr.is_ipv4() { 32 } else { 128 };
-    let bad_prefix = |p: &str| ValueError::BadPrefix {
-        prefix: p.to_string(),
-        max,
-    };
     let prefix = match p {
         None => max,
+        // Digits only: `u8::from_str` would also take `+8`.
         Some(p) => match p.parse::<u8>() {
-            Ok(n) if n <= max => n,
-            _ => return Err(bad_prefix(p)),
+            Ok(n) if n <= max && p.bytes().all(|b| b.is_ascii_digit()) => n,
+            _ => {
+                return Err(ValueError::BadPrefix {
+                    prefix: p.to_string(),
+                    max,
+                })
+            }
         },
     };
-    IpNet::new(addr, prefix).map_err(|_| bad_prefix(&prefix.to_string()))
+    IpNet::new(addr, prefix).map_err(|_| ValueError::BadPrefix {
+        prefix: prefix.to_string(),
+        max,
+    })
 }

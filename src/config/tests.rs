@@ -409,6 +409,47 @@ flow = { module = "hangup" }
     }
 }
 
+/// The cross-checks name accounts by their place in the file: an unusable account before
+/// them (no id) or an item that is not a table does not shift the indices.
+#[test]
+fn account_cross_checks_name_the_index_in_the_file() {
+    let (_, problems) = parse(
+        r#"
+[[accounts]]
+realm = "unusable.test"
+[[accounts]]
+id = "a"
+realm = "x.test"
+[[accounts]]
+id = "a"
+realm = "X.test"
+"#,
+        Path::new("/x"),
+    );
+    let got: Vec<(&str, &str)> = problems
+        .iter()
+        .map(|p| (p.key.as_str(), p.message.as_str()))
+        .collect();
+    assert_eq!(
+        got,
+        [
+            ("accounts[0].id", "required"),
+            ("accounts[2].id", "\"a\" is also the id of accounts[1]"),
+            (
+                "accounts[2].realm",
+                "\"X.test\" is also the realm of accounts[1]"
+            ),
+        ]
+    );
+    // An array item that is not a table is skipped; the next keeps its own index.
+    let (_, problems) = parse(
+        r#"accounts = [5, { id = "a", realm = "r", bogus = 1 }, { id = "a", realm = "s" }]"#,
+        Path::new("/x"),
+    );
+    let k: Vec<&str> = problems.iter().map(|p| p.key.as_str()).collect();
+    assert_eq!(k, ["accounts[0]", "accounts[1].bogus", "accounts[2].id"]);
+}
+
 #[test]
 fn port_pairs_count_even_starts() {
     let m = |port_min, port_max| MediaConfig {
@@ -453,6 +494,49 @@ fn cidr_parse_and_contains() {
         parse_cidr("example.com").unwrap_err().to_string(),
         "\"example.com\" is not an IP address"
     );
+}
+
+/// `sip.trusted_sources` and `pivot.blacklist_cidrs` read address blocks with one grammar:
+/// the same inputs pass or fail in both, with the same message.
+#[test]
+fn both_cidr_keys_accept_and_refuse_the_same_inputs() {
+    let cases = [
+        ("10.0.0.0/8", None),
+        ("192.0.2.7", None),
+        ("10.1.2.3/8", None),
+        ("0.0.0.0/0", None),
+        ("::1", None),
+        ("fe80::/10", None),
+        ("2001:db8::/128", None),
+        ("nope", Some("\"nope\" is not an IP address")),
+        ("10.0.0.x/8", Some("\"10.0.0.x\" is not an IP address")),
+        ("010.0.0.0/8", Some("\"010.0.0.0\" is not an IP address")),
+        (" 10.0.0.0/8", Some("\" 10.0.0.0\" is not an IP address")),
+        ("10.0.0.0/33", Some("prefix \"33\" is not 0..=32")),
+        ("10.0.0.0/", Some("prefix \"\" is not 0..=32")),
+        ("10.0.0.0/+8", Some("prefix \"+8\" is not 0..=32")),
+        ("10.0.0.0/8/8", Some("prefix \"8/8\" is not 0..=32")),
+        ("::/129", Some("prefix \"129\" is not 0..=128")),
+    ];
+    for (input, want) in cases {
+        let text =
+            format!("[sip]\ntrusted_sources = [{input:?}]\n[pivot]\nblacklist_cidrs = [{input:?}]");
+        let (cfg, problems) = parse(&text, Path::new("/x"));
+        let message = |key: &str| {
+            problems
+                .iter()
+                .find(|p| p.key == key)
+                .map(|p| p.message.as_str())
+        };
+        assert_eq!(message("sip.trusted_sources[0]"), want, "{input}");
+        assert_eq!(message("pivot.blacklist_cidrs[0]"), want, "{input}");
+        if want.is_none() {
+            assert_eq!(
+                cfg.sip.sources.trusted, cfg.pivot.blacklist_cidrs,
+                "{input}"
+            );
+        }
+    }
 }
 
 #[test]

@@ -148,21 +148,35 @@ fn req_capacity(p: &SourceLimits) -> f64 {
     f64::from(p.requests_per_second) * 2.0
 }
 
-/// Counters of refusals, by reason.
+/// Counters of refusals, by reason: one count per refusal. A refused call is counted here
+/// only; admission's 503s for a source's limits read [`SourceStats::calls_refused`].
 #[derive(Debug, Default)]
 pub struct SourceStats {
+    /// Messages and TCP connections refused.
     refused: [AtomicU64; SourceRefusal::ALL.len()],
+    /// New calls refused (each answered 503).
+    calls_refused: [AtomicU64; SourceRefusal::ALL.len()],
     /// Addresses blocked since start.
     pub blocks: AtomicU64,
 }
 
 impl SourceStats {
-    pub fn count(&self, why: SourceRefusal) {
+    fn count(&self, why: SourceRefusal) {
         self.refused[why as usize].fetch_add(1, Ordering::Relaxed);
     }
 
+    fn count_call(&self, why: SourceRefusal) {
+        self.calls_refused[why as usize].fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Messages, calls and connections refused for `why`.
     pub fn refused(&self, why: SourceRefusal) -> u64 {
-        self.refused[why as usize].load(Ordering::Relaxed)
+        self.refused[why as usize].load(Ordering::Relaxed) + self.calls_refused(why)
+    }
+
+    /// New calls refused for `why`.
+    pub fn calls_refused(&self, why: SourceRefusal) -> u64 {
+        self.calls_refused[why as usize].load(Ordering::Relaxed)
     }
 }
 
@@ -340,7 +354,10 @@ impl SourceGuard {
                 kind,
             }),
             Err(why) => {
-                self.stats.count(why);
+                match kind {
+                    SlotKind::Call => self.stats.count_call(why),
+                    SlotKind::Connection => self.stats.count(why),
+                }
                 Err(why)
             }
         }
@@ -566,6 +583,7 @@ mod tests {
             .collect();
         assert_eq!(ok.len(), 5);
         assert_eq!(g.stats.refused(SourceRefusal::CallRate), 15);
+        assert_eq!(g.stats.calls_refused(SourceRefusal::CallRate), 15);
     }
 
     #[test]
@@ -636,5 +654,20 @@ mod tests {
         assert!(new <= 10, "{new} new addresses passed a full table");
         assert!(g.stats.refused(SourceRefusal::TableFull) > refused_before);
         assert!(g.tracked() <= MAX_SOURCES);
+        // A call from a new address is refused too, and counted among the calls as well.
+        let calls_before = g.stats.calls_refused(SourceRefusal::TableFull);
+        let refused_before = g.stats.refused(SourceRefusal::TableFull);
+        assert_eq!(
+            g.admit_call(ip("198.51.100.1")).unwrap_err(),
+            SourceRefusal::TableFull
+        );
+        assert_eq!(
+            g.stats.calls_refused(SourceRefusal::TableFull),
+            calls_before + 1
+        );
+        assert_eq!(
+            g.stats.refused(SourceRefusal::TableFull),
+            refused_before + 1
+        );
     }
 }

@@ -59,12 +59,25 @@ fn rate_limiter_at_zero_allows_everything() {
 #[test]
 fn uri_schemes_other_than_sip_and_sips_are_unsupported() {
     let mut uri = invite(&[], "").uri;
-    assert!(uri_scheme_supported(&uri));
+    assert!(message::scheme_supported(&uri));
     uri.scheme = Some(rsip::Scheme::Sips);
-    assert!(uri_scheme_supported(&uri));
+    assert!(message::scheme_supported(&uri));
     uri.scheme = Some(rsip::Scheme::Other("tel".into()));
-    assert!(!uri_scheme_supported(&uri));
-    assert_eq!(Refusal::UnsupportedScheme.code(), 416);
+    assert!(!message::scheme_supported(&uri));
+    // rsip turns a `foo:bar@host` URI into no scheme; the parser puts `foo` back.
+    let req = request("OPTIONS", "foo:bar@example.com", &[], "");
+    assert_eq!(answer_other(&req).unwrap_err().code(), 416);
+}
+
+/// The 416 admission sends and the one the parser's stateless answer sends are one decision.
+#[test]
+fn the_416_of_admission_is_the_parsers() {
+    let refusal = Refusal::UnsupportedScheme;
+    assert_eq!(refusal.code(), 416);
+    assert_eq!(refusal.code(), Unsupported::Scheme.code());
+    assert_eq!(refusal.reason().as_deref(), Some("Unsupported URI Scheme"));
+    assert!(refusal.headers().is_empty());
+    assert!(!refusal.is_source_failure());
 }
 
 #[test]
@@ -82,14 +95,19 @@ fn require_is_refused_with_the_tags_in_unsupported() {
 
 #[test]
 fn a_body_must_be_sdp() {
-    assert!(
-        !check_content(&invite(&[], "")).unwrap(),
+    assert_eq!(
+        check_content(&invite(&[], "")).unwrap(),
+        None,
         "no body, no offer"
     );
     // Only whitespace is no body (no offer).
-    assert!(!check_content(&invite(&[], "\r\n  ")).unwrap());
+    assert_eq!(check_content(&invite(&[], "\r\n  ")).unwrap(), None);
     let sdp = invite(&["Content-Type: Application/SDP ; charset=x"], SDP);
-    assert!(check_content(&sdp).unwrap(), "an offer");
+    assert_eq!(
+        check_content(&sdp).unwrap(),
+        Some(SDP.as_bytes()),
+        "an offer"
+    );
     for ctype in [
         &["Content-Type: text/plain"][..],
         &["Content-Type: application/sdpx"][..],
@@ -225,4 +243,26 @@ fn the_other_refusals_answer_as_before() {
     let dialog = Refusal::BadDialog(DialogError::Missing("Contact"));
     assert_eq!(dialog.code(), 400);
     assert_eq!(dialog.reason().as_deref(), Some("missing Contact header"));
+}
+
+/// The 503s for a source's own limits are the source guard's count of the calls it refused;
+/// the global reasons are counted by admission. Each refusal is counted once.
+#[test]
+fn overload_counts_source_refusals_once() {
+    let guard = SourceGuard::new(crate::config::SourceLimits {
+        max_calls: 1,
+        ..Default::default()
+    });
+    let stats = OverloadStats::default();
+    let _slot = guard.admit_call("192.0.2.1".parse().unwrap()).unwrap();
+    let why = guard.admit_call("192.0.2.1".parse().unwrap()).unwrap_err();
+    let overload = Overload::of_source(why);
+    assert_eq!(overload, Overload::SourceCalls);
+    stats.count(overload);
+    stats.count(Overload::MaxCalls);
+    for o in Overload::ALL {
+        let want = u64::from(matches!(o, Overload::SourceCalls | Overload::MaxCalls));
+        assert_eq!(stats.get(o, &guard.stats), want, "{}", o.label());
+    }
+    assert_eq!(guard.stats.refused(SourceRefusal::Calls), 1);
 }

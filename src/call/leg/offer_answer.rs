@@ -71,9 +71,11 @@ impl Leg {
             return;
         }
         self.awaiting_answer = None;
-        let answer = std::str::from_utf8(&req.body)
+        // An answer is an SDP body; anything else (none, another type) is no answer.
+        let answer = message::sdp_body(req)
             .ok()
-            .filter(|s| !s.trim().is_empty())
+            .flatten()
+            .and_then(|b| std::str::from_utf8(b).ok())
             .and_then(|s| sdp::parse(s).ok())
             .and_then(|s| sdp::negotiate_answer(&s).ok().map(|n| (s, n)));
         match answer {
@@ -127,17 +129,12 @@ impl Leg {
             respond(self, 491, &[], None);
             return;
         }
-        let ctype = message::header_value(&req, "Content-Type");
-        if req.body.iter().any(|b| !b.is_ascii_whitespace()) {
-            if !ctype
-                .as_deref()
-                .map(|c| c.trim().to_ascii_lowercase().starts_with("application/sdp"))
-                .unwrap_or(false)
-            {
-                respond(self, 415, &[("Accept", "application/sdp")], None);
-                return;
-            }
-            let neg = std::str::from_utf8(&req.body)
+        let Ok(offer) = message::sdp_body(&req) else {
+            respond(self, 415, &[("Accept", "application/sdp")], None);
+            return;
+        };
+        if let Some(body) = offer {
+            let neg = std::str::from_utf8(body)
                 .ok()
                 .and_then(|s| sdp::parse(s).ok())
                 .ok_or(())

@@ -19,7 +19,7 @@ use super::{DialogEvent, DialogId, Direction, EndpointStats, NewRequest, Outgoin
 use crate::sip::message;
 use crate::sip::outgoing::response_bytes;
 use crate::sip::timer::{TimerKind, TimerQueue, Timers};
-use crate::sip::transport::{Incoming, IncomingHandler, Peer, Transport};
+use crate::sip::transport::{Incoming, IncomingHandler, Peer, Refused, Transport};
 
 /// A parsed message in its shard, with its Call-ID, read from it once, after parsing: the
 /// shard was checked with it, and the transaction key and the dialog lookup use it.
@@ -42,15 +42,8 @@ pub(super) enum ShardCmd {
     },
     /// A parsed message (forwarded by the shard that parsed it, when it belongs here).
     Inbound(Inbound),
-    /// A request too broken for a transaction, answered statelessly (`code`: 400, 416, 501,
-    /// 505, 513).
-    Invalid {
-        code: u16,
-        reason: String,
-        request: rsip::Request,
-        peer: Peer,
-        reply_to: SocketAddr,
-    },
+    /// A request answered statelessly.
+    Refused(Refused),
     Respond {
         key: ServerKeyRef,
         code: u16,
@@ -85,19 +78,7 @@ impl ShardCmd {
                 peer,
                 reply_to,
             }),
-            Incoming::Invalid {
-                code,
-                reason,
-                request,
-                peer,
-                reply_to,
-            } => ShardCmd::Invalid {
-                code,
-                reason,
-                request,
-                peer,
-                reply_to,
-            },
+            Incoming::Refused(r) => ShardCmd::Refused(r),
         }
     }
 }
@@ -115,14 +96,10 @@ pub(super) fn shard_of(call_id: &[u8], n: usize) -> usize {
 }
 
 impl IncomingHandler for Dispatcher {
-    fn incoming(&self, incoming: Incoming) {
-        let cmd = ShardCmd::parsed(incoming);
-        let idx = match &cmd {
-            ShardCmd::Inbound(m) => shard_of(m.call_id.as_bytes(), self.shards.len()),
-            _ => 0,
-        };
-        if let Some(s) = self.shards.get(idx) {
-            let _ = s.send(cmd);
+    /// Stateless answers need no shard's state: the first shard sends them.
+    fn refused(&self, refused: Refused) {
+        if let Some(s) = self.shards.first() {
+            let _ = s.send(ShardCmd::Refused(refused));
         }
     }
 
@@ -263,23 +240,21 @@ impl Shard {
                 msg: rsip::SipMessage::Response(resp),
                 ..
             }) => self.on_response(resp),
-            ShardCmd::Invalid {
-                code,
-                reason,
-                request,
-                peer,
-                reply_to,
-            } => {
-                // Stateless (RFC 3261 §8.2): the request is too broken for a transaction.
-                if request.method != rsip::Method::Ack {
-                    let extra: &[(&str, &str)] = if code == 501 || code == 405 {
-                        &[("Allow", crate::sip::ALLOW)]
-                    } else {
-                        &[]
-                    };
-                    let bytes = response_bytes(&request, code, Some(&reason), None, extra, None);
-                    self.stats.messages.response(Direction::Out, code);
-                    self.transport.send(peer.proto, reply_to, peer.conn, bytes);
+            ShardCmd::Refused(r) => {
+                // Stateless (RFC 3261 §8.2): no transaction, and no answer to an ACK.
+                if r.request.method != rsip::Method::Ack {
+                    let bytes = response_bytes(
+                        &r.request,
+                        r.code,
+                        Some(r.reason.as_ref()),
+                        None,
+                        r.headers,
+                        None,
+                    );
+                    self.stats.messages.response(Direction::Out, r.code);
+                    let peer = r.peer;
+                    self.transport
+                        .send(peer.proto, r.reply_to, peer.conn, bytes);
                 }
             }
             ShardCmd::Respond { key, code, bytes } => self.respond(key, code, bytes),

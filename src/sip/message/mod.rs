@@ -2,16 +2,20 @@
 //! makes before it answers), the Request-URI, header grammar and accessors that never panic.
 //! Responses are built in [`super::outgoing`].
 //!
-//! - `parse.rs`: normalise, parse, repair what rsip 0.4 misreads, [`ParseError`];
-//! - `uri.rs`: the Request-URI checks and the sip/sips URIs read by hand;
+//! - `parse.rs`: normalise, parse, repair what rsip 0.4 misreads, [`ParseError`], and
+//!   [`Unsupported`]: the code for a method, version or scheme pivotd does not serve;
+//! - `uri.rs`: the Request-URI checks, the schemes served, the sip/sips URIs read by hand;
 //! - `headers.rs`: header grammar, the checks every message passes, the accessors;
+//! - `body.rs`: the body by its Content-Type (the SDP a request carries);
 //! - `contact.rs`: Contact values as a registrar reads them.
 
+mod body;
 mod contact;
 mod headers;
 mod parse;
 mod uri;
 
+pub use body::{media_type_is, sdp_body, NotSdp};
 pub use contact::{addr_uri, contacts, header_aor, ContactError, ContactValue, Contacts};
 pub(in crate::sip) use headers::tag_of;
 pub use headers::{
@@ -19,8 +23,8 @@ pub use headers::{
     top_via, GrammarError, HeaderError, TopVia,
 };
 pub(in crate::sip) use parse::clean_reason;
-pub use parse::{parse, ParseError};
-pub use uri::{parse_sip_uri, RequestUriError};
+pub use parse::{parse, ParseError, Unsupported};
+pub use uri::{parse_sip_uri, scheme_supported, RequestUriError};
 
 #[cfg(test)]
 mod tests;

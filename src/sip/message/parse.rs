@@ -6,7 +6,7 @@ use rsip::message::HasHeaders;
 use rsip::{Method, Request, SipMessage};
 
 use super::headers::{known_method, parse_cseq, top_via_of, validate, validate_headers};
-use super::uri::{check_request_uri, parse_sip_uri, uri_scheme, RequestUriError};
+use super::uri::{check_request_uri, is_sip_scheme, parse_sip_uri, uri_scheme, RequestUriError};
 use crate::sip::normalize::{self, is_token, normalize_cow, normalize_headers_lenient};
 
 /// Why a datagram or stream message could not be used.
@@ -24,19 +24,57 @@ pub enum ParseError {
         reason: String,
         request: Option<Request>,
     },
-    /// Well-formed, but its request line names what rsip 0.4 cannot represent: an unknown
-    /// method (answer 501, RFC 3261 §21.5.2), a SIP version other than 2.0 (505, RFC 3261
-    /// §21.5.6, RFC 4475 §3.1.2.16), or a Request-URI scheme rsip cannot read (416,
-    /// RFC 3261 §8.2.2.1).
+    /// Well-formed, but its request line names what rsip 0.4 cannot represent (`why`),
+    /// answered statelessly with [`Unsupported::code`].
     /// `request` carries the header fields with a placeholder request line
     /// (`<known method or OPTIONS> sip:invalid.invalid SIP/2.0`) to answer from
     /// ([`crate::sip::outgoing::response_bytes`]).
-    #[error("{code} {reason}")]
-    Unsupported {
-        code: u16,
-        reason: String,
-        request: Request,
-    },
+    #[error("{} {}", .why.code(), .why.reason())]
+    Unsupported { why: Unsupported, request: Request },
+}
+
+/// What a well-formed request names that pivotd does not serve. The one place that says
+/// which response each gets: the stateless answer to what the parser refuses, and the 416
+/// admission gives a request rsip could read (`call::admission::Refusal::UnsupportedScheme`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum Unsupported {
+    /// A method rsip 0.4 does not know: 501 (RFC 3261 §21.5.2), with Allow.
+    #[error("unknown method")]
+    Method,
+    /// A SIP version other than 2.0: 505 (RFC 3261 §21.5.6, RFC 4475 §3.1.2.16).
+    #[error("unsupported SIP version")]
+    Version,
+    /// A Request-URI scheme other than sip/sips: 416 (RFC 3261 §8.2.2.1).
+    #[error("unsupported Request-URI scheme")]
+    Scheme,
+}
+
+impl Unsupported {
+    /// The response code.
+    pub fn code(self) -> u16 {
+        match self {
+            Unsupported::Method => 501,
+            Unsupported::Version => 505,
+            Unsupported::Scheme => 416,
+        }
+    }
+
+    /// The reason phrase.
+    pub fn reason(self) -> &'static str {
+        match self {
+            Unsupported::Method => "Not Implemented",
+            Unsupported::Version => "Version Not Supported",
+            Unsupported::Scheme => "Unsupported URI Scheme",
+        }
+    }
+
+    /// The headers the response carries beside the usual ones.
+    pub fn headers(self) -> &'static [(&'static str, &'static str)] {
+        match self {
+            Unsupported::Method => &[("Allow", crate::sip::ALLOW)],
+            Unsupported::Version | Unsupported::Scheme => &[],
+        }
+    }
 }
 
 const PLACEHOLDER_URI: &str = "sip:invalid.invalid";
@@ -72,11 +110,9 @@ pub fn parse(raw: &[u8]) -> Result<SipMessage, ParseError> {
         // password "bar" and no scheme at all: put the scheme back, so the request is
         // answered 416 (RFC 3261 §8.2.2.1) instead of being taken for a SIP URI.
         if req.uri.scheme.is_none() {
-            if let Some(scheme) = uri_scheme(uri_text.as_bytes()) {
-                let scheme = String::from_utf8_lossy(scheme);
-                if !scheme.eq_ignore_ascii_case("sip") && !scheme.eq_ignore_ascii_case("sips") {
-                    req.uri.scheme = Some(rsip::Scheme::Other(scheme.into_owned()));
-                }
+            if let Some(scheme) = uri_scheme(uri_text.as_bytes()).filter(|s| !is_sip_scheme(s)) {
+                let scheme = String::from_utf8_lossy(scheme).into_owned();
+                req.uri.scheme = Some(rsip::Scheme::Other(scheme));
             }
         }
         // rsip 0.4 reads `sip:first.last@host` as a host of "first.last@host": read it again.
@@ -170,28 +206,17 @@ fn fallback(raw: &[u8], reason: String, normalizer_failed: bool) -> ParseError {
             request: None,
         };
     }
-    if version != b"SIP/2.0" {
-        return ParseError::Unsupported {
-            code: 505,
-            reason: "Version Not Supported".into(),
-            request: req,
-        };
-    }
-    if start_method.is_none() {
-        return ParseError::Unsupported {
-            code: 501,
-            reason: "Not Implemented".into(),
-            request: req,
-        };
-    }
-    if let Some(scheme) = uri_scheme(uri) {
-        if !scheme.eq_ignore_ascii_case(b"sip") && !scheme.eq_ignore_ascii_case(b"sips") {
-            return ParseError::Unsupported {
-                code: 416,
-                reason: "Unsupported URI Scheme".into(),
-                request: req,
-            };
-        }
+    let why = if version != b"SIP/2.0" {
+        Some(Unsupported::Version)
+    } else if start_method.is_none() {
+        Some(Unsupported::Method)
+    } else if uri_scheme(uri).is_some_and(|s| !is_sip_scheme(s)) {
+        Some(Unsupported::Scheme)
+    } else {
+        None
+    };
+    if let Some(why) = why {
+        return ParseError::Unsupported { why, request: req };
     }
     invalid_request(RequestUriError::Malformed.to_string(), req)
 }

@@ -60,9 +60,7 @@ fn outcome(r: &Result<SipMessage, ParseError>) -> String {
         Err(ParseError::Invalid { reason, request }) => {
             format!("Invalid({reason}, request: {})", request.is_some())
         }
-        Err(ParseError::Unsupported { code, reason, .. }) => {
-            format!("Unsupported({code} {reason})")
-        }
+        Err(e @ ParseError::Unsupported { .. }) => format!("Unsupported({e})"),
     }
 }
 
@@ -84,8 +82,8 @@ fn rfc4475_corpus_meets_expectations() {
             "valid" => matches!(r, Ok(SipMessage::Request(_))),
             "unsupported" => matches!(
                 &r,
-                Err(ParseError::Unsupported { code, request, .. })
-                    if Some(*code) == exp.unsupported && top_via_of(request.headers()).is_some()
+                Err(ParseError::Unsupported { why, request })
+                    if Some(why.code()) == exp.unsupported && top_via_of(request.headers()).is_some()
             ),
             "reject_400" => matches!(
                 &r,
@@ -208,8 +206,9 @@ fn invalid_reasons_name_the_problem() {
 #[test]
 fn unsupported_keeps_headers_for_the_answer() {
     match parse(&load("TC_INTMETH")) {
-        Err(ParseError::Unsupported { code, request, .. }) => {
-            assert_eq!(code, 501);
+        Err(ParseError::Unsupported { why, request }) => {
+            assert_eq!(why, Unsupported::Method);
+            let code = why.code();
             let msg = SipMessage::Request(request.clone());
             assert_eq!(
                 call_id(&msg).as_deref(),
@@ -222,6 +221,107 @@ fn unsupported_keeps_headers_for_the_answer() {
             assert!(text.contains("CSeq: 139122385 !interesting-Method0123456789_*+`.%indeed'~"));
         }
         other => panic!("{}", outcome(&other)),
+    }
+}
+
+/// The stateless answers to what rsip cannot read: each reason's code, phrase and headers,
+/// as the shard sends them.
+#[test]
+fn unsupported_requests_get_their_code_phrase_and_headers() {
+    for (name, why, status_line, allow) in [
+        (
+            "TC_INTMETH",
+            Unsupported::Method,
+            "SIP/2.0 501 Not Implemented",
+            true,
+        ),
+        (
+            "TC_BADVERS_V",
+            Unsupported::Version,
+            "SIP/2.0 505 Version Not Supported",
+            false,
+        ),
+        (
+            "TC_UNKSCM_V",
+            Unsupported::Scheme,
+            "SIP/2.0 416 Unsupported URI Scheme",
+            false,
+        ),
+    ] {
+        let Err(ParseError::Unsupported { why: got, request }) = parse(&load(name)) else {
+            panic!("{name}: not unsupported");
+        };
+        assert_eq!(got, why, "{name}");
+        let bytes = crate::sip::outgoing::response_bytes(
+            &request,
+            why.code(),
+            Some(why.reason()),
+            None,
+            why.headers(),
+            None,
+        );
+        let text = String::from_utf8_lossy(&bytes);
+        assert!(
+            text.starts_with(&format!("{status_line}\r\n")),
+            "{name}: {text}"
+        );
+        let has_allow = text.contains(&format!("\r\nAllow: {}\r\n", crate::sip::ALLOW));
+        assert_eq!(has_allow, allow, "{name}: {text}");
+    }
+}
+
+/// One Content-Type check for every SDP a request carries (INVITE, re-INVITE, ACK): the
+/// media type without case, parameters and §25.1's whitespace around `/` allowed.
+#[test]
+fn sdp_bodies_are_known_by_their_media_type() {
+    for ct in [
+        "application/sdp",
+        "Application/SDP",
+        "application/sdp;charset=utf-8",
+        " application/sdp ; version=1",
+        "application / sdp",
+    ] {
+        assert!(media_type_is(ct, "application/sdp"), "{ct:?}");
+    }
+    for ct in [
+        "application/sdpx",
+        "application/sd",
+        "text/plain",
+        "application",
+        "",
+        "/",
+    ] {
+        assert!(!media_type_is(ct, "application/sdp"), "{ct:?}");
+    }
+    let with = |method: &str, ctype: Option<&str>, body: &str| {
+        let ctype = ctype
+            .map(|c| format!("Content-Type: {c}\r\n"))
+            .unwrap_or_default();
+        let raw = format!(
+            "{method} sip:100@example.com SIP/2.0\r\n\
+             Via: SIP/2.0/UDP 192.0.2.1:5060;branch=z9hG4bK1\r\n\
+             From: <sip:a@example.com>;tag=a\r\nTo: <sip:100@example.com>\r\n\
+             Call-ID: sdp1\r\nCSeq: 1 {method}\r\nMax-Forwards: 70\r\n{ctype}\
+             Content-Length: {}\r\n\r\n{body}",
+            body.len()
+        );
+        match parse(raw.as_bytes()) {
+            Ok(SipMessage::Request(r)) => r,
+            other => panic!("{}", outcome(&other)),
+        }
+    };
+    for method in ["INVITE", "ACK"] {
+        let r = with(method, Some("application/SDP; x=y"), "v=0\r\n");
+        assert_eq!(sdp_body(&r), Ok(Some(&b"v=0\r\n"[..])), "{method}");
+        assert_eq!(sdp_body(&with(method, None, "")), Ok(None), "{method}");
+        assert_eq!(sdp_body(&with(method, None, " \r\n")), Ok(None), "{method}");
+        assert_eq!(
+            sdp_body(&with(method, None, "v=0")),
+            Err(NotSdp),
+            "{method}"
+        );
+        let r = with(method, Some("application/sdpfoo"), "v=0");
+        assert_eq!(sdp_body(&r), Err(NotSdp), "{method}");
     }
 }
 
@@ -492,7 +592,10 @@ To: <sip:c@d>\r\nCall-ID: x\r\nCSeq: 1 OPTIONS\r\nContent-Length: 0\r\n\r\n"
         }
         assert!(matches!(
             req("OPTIONS tel:+15551234 SIP/2.0"),
-            Err(ParseError::Unsupported { code: 416, .. })
+            Err(ParseError::Unsupported {
+                why: Unsupported::Scheme,
+                ..
+            })
         ));
         // rsip alone reads this one as user "foo", password "bar" and no scheme.
         assert_eq!(
@@ -531,7 +634,8 @@ To: <sip:c@d>\r\nCall-ID: x\r\nCSeq: 1 OPTIONS\r\nContent-Length: 0\r\n\r\n"
         for method in ["OPTIONS", "INVITE"] {
             match req_with_method(method, &format!("{method} ab:é SIP/2.0")) {
                 Err(ParseError::Unsupported {
-                    code: 416, request, ..
+                    why: Unsupported::Scheme,
+                    request,
                 }) => {
                     assert!(top_via_of(request.headers()).is_some())
                 }

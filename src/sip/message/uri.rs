@@ -15,11 +15,7 @@ pub(super) fn check_request_uri(uri: &str) -> Result<(), RequestUriError> {
     if uri_scheme(uri.as_bytes()).is_none() || uri.contains(['<', '>', '"']) {
         return Err(RequestUriError::Malformed);
     }
-    // Bytes, not `&str` ranges: a multi-byte character at the cut would panic (issue 7).
-    let b = uri.as_bytes();
-    let is_sip = b.len() > 4
-        && (b.get(..4).is_some_and(|p| p.eq_ignore_ascii_case(b"sip:"))
-            || b.get(..5).is_some_and(|p| p.eq_ignore_ascii_case(b"sips:")));
+    let is_sip = uri_scheme(uri.as_bytes()).is_some_and(is_sip_scheme);
     if is_sip && uri.contains('?') {
         return Err(RequestUriError::Headers);
     }
@@ -112,4 +108,19 @@ pub(super) fn uri_scheme(uri: &[u8]) -> Option<&[u8]> {
             .iter()
             .all(|&b| b.is_ascii_alphanumeric() || b"+-.".contains(&b));
     ok.then_some(scheme)
+}
+
+/// Whether a URI scheme is one pivotd serves: sip or sips, in any case (RFC 3261 §19.1.1).
+/// Anything else in a Request-URI is answered [`super::Unsupported::Scheme`].
+pub(super) fn is_sip_scheme(scheme: &[u8]) -> bool {
+    scheme.eq_ignore_ascii_case(b"sip") || scheme.eq_ignore_ascii_case(b"sips")
+}
+
+/// [`is_sip_scheme`] for a parsed Request-URI. No scheme is rsip's reading of a sip URI; the
+/// parser puts back a scheme rsip dropped ([`super::parse`]).
+pub fn scheme_supported(uri: &rsip::Uri) -> bool {
+    match &uri.scheme {
+        None | Some(rsip::Scheme::Sip) | Some(rsip::Scheme::Sips) => true,
+        Some(rsip::Scheme::Other(s)) => is_sip_scheme(s.as_bytes()),
+    }
 }

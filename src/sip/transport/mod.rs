@@ -11,6 +11,7 @@
 mod tcp;
 mod via;
 
+use std::borrow::Cow;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -69,20 +70,49 @@ pub enum Incoming {
         /// Where responses go (RFC 3261 §18.2.2 with RFC 3581 rport).
         reply_to: SocketAddr,
     },
-    /// Parsed far enough to answer `code` (400, or 416/501/505 for what rsip cannot
-    /// represent) with `reason`, statelessly.
-    Invalid {
-        code: u16,
-        reason: String,
-        request: rsip::Request,
-        peer: Peer,
-        reply_to: SocketAddr,
-    },
+    Refused(Refused),
+}
+
+/// A request answered statelessly, before any transaction (RFC 3261 §8.2): too broken for
+/// one (400; 400/513 for a TCP stream that cannot be framed), or naming what pivotd does not
+/// serve (416/501/505, [`message::Unsupported`]).
+#[derive(Debug)]
+pub struct Refused {
+    pub code: u16,
+    pub reason: Cow<'static, str>,
+    /// Headers beside the usual ones (Allow on a 501).
+    pub headers: &'static [(&'static str, &'static str)],
+    pub request: rsip::Request,
+    pub peer: Peer,
+    /// Where the answer goes (the Via stamped as for any request).
+    pub reply_to: SocketAddr,
+}
+
+impl Refused {
+    fn new(code: u16, reason: Cow<'static, str>, mut request: rsip::Request, peer: Peer) -> Self {
+        Refused {
+            code,
+            reason,
+            headers: &[],
+            reply_to: stamp_via(&mut request, &peer),
+            request,
+            peer,
+        }
+    }
+
+    /// The answer to what the parser found unsupported: its code, reason and headers.
+    fn unsupported(why: message::Unsupported, request: rsip::Request, peer: Peer) -> Self {
+        Refused {
+            headers: why.headers(),
+            ..Refused::new(why.code(), why.reason().into(), request, peer)
+        }
+    }
 }
 
 /// Receives everything the transport reads. Called on the receiving task: keep it short.
 pub trait IncomingHandler: Send + Sync + 'static {
-    fn incoming(&self, incoming: Incoming);
+    /// A request refused before parsing finished (a TCP stream that cannot be framed).
+    fn refused(&self, refused: Refused);
 
     /// One framed message, not parsed yet: the handler parses it with
     /// [`Transport::parse_incoming`] where it suits it (so parsing can run in parallel while
@@ -289,32 +319,19 @@ impl Transport {
             }
             Err(ParseError::Invalid {
                 reason,
-                request: Some(mut request),
+                request: Some(request),
             }) => {
                 self.stats.invalid.fetch_add(1, Ordering::Relaxed);
-                let reply_to = stamp_via(&mut request, &peer);
-                Some(Incoming::Invalid {
-                    code: 400,
-                    reason,
+                Some(Incoming::Refused(Refused::new(
+                    400,
+                    reason.into(),
                     request,
                     peer,
-                    reply_to,
-                })
+                )))
             }
-            Err(ParseError::Unsupported {
-                code,
-                reason,
-                mut request,
-            }) => {
+            Err(ParseError::Unsupported { why, request }) => {
                 self.stats.invalid.fetch_add(1, Ordering::Relaxed);
-                let reply_to = stamp_via(&mut request, &peer);
-                Some(Incoming::Invalid {
-                    code,
-                    reason,
-                    request,
-                    peer,
-                    reply_to,
-                })
+                Some(Incoming::Refused(Refused::unsupported(why, request, peer)))
             }
             Err(ParseError::Invalid {
                 reason,

@@ -13,7 +13,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::mpsc;
 
-use super::{stamp_via, Incoming, Peer, Proto, Transport};
+use super::{Peer, Proto, Refused, Transport};
 use crate::sip::message::{self, ParseError};
 use crate::sip::normalize::{self, Frame};
 use crate::sip::source::{ConnSlot, SourceRefusal};
@@ -226,21 +226,15 @@ impl Transport {
             | Err(ParseError::Unparsable(_)) => (None, None),
         };
         match request {
-            Some(mut request) => {
+            Some(request) => {
                 self.stats.invalid.fetch_add(1, Ordering::Relaxed);
-                let reply_to = stamp_via(&mut request, &peer);
                 let reason = match (code, why) {
-                    (513, _) => "Message Too Large".to_string(),
-                    (_, Some(why)) => why,
-                    _ => "Content-Length missing or invalid on a stream".to_string(),
+                    (513, _) => "Message Too Large".into(),
+                    (_, Some(why)) => why.into(),
+                    _ => "Content-Length missing or invalid on a stream".into(),
                 };
-                self.handler.incoming(Incoming::Invalid {
-                    code,
-                    reason,
-                    request,
-                    peer,
-                    reply_to,
-                });
+                self.handler
+                    .refused(Refused::new(code, reason, request, peer));
             }
             None => {
                 self.stats
