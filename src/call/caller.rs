@@ -100,9 +100,11 @@ pub fn identify(
     }
     match auth.check(req, Scheme::Proxy, &account.realm, source) {
         Verdict::Authenticated(d) => Ok(Caller::Device(d)),
-        Verdict::Challenge { stale } => Err(Refusal::AuthRequired(
-            auth.challenges(&account.realm, stale),
-        )),
+        Verdict::Challenge { stale } => Err(Refusal::AuthRequired(auth.challenges(
+            req,
+            &account.realm,
+            stale,
+        ))),
         Verdict::Refused(_) => Err(Refusal::AuthFailed),
     }
 }

@@ -97,9 +97,13 @@ pub struct SipConfig {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct AuthConfig {
     /// `digest_algorithms`: offered in this order, one challenge each (RFC 8760); a client
-    /// answers the first it supports. Default `["MD5", "SHA-256"]`: see the README for which
-    /// clients need `["MD5"]`.
+    /// answers the first it supports. Default `["MD5", "SHA-256"]`: clients that read only
+    /// the first challenge (SIPp 3.6) need MD5 first.
     pub digest_algorithms: Vec<String>,
+    /// `digest_md5_only_user_agents`: User-Agent substrings (compared lowercase) of clients
+    /// that give up on a 401/407 offering any algorithm but MD5; they are offered MD5 alone.
+    /// Default `["baresip"]` (libre before 2.x: "Function not implemented").
+    pub md5_only_user_agents: Vec<String>,
     /// `allow_unauthenticated`: whether INVITEs from sources that are neither a carrier's
     /// `inbound_cidrs` nor authenticated are served. Left out: yes while no device exists,
     /// no once one does (config or API).
@@ -125,6 +129,7 @@ impl Default for AuthConfig {
     fn default() -> Self {
         AuthConfig {
             digest_algorithms: DIGEST_ALGORITHMS.iter().map(|s| s.to_string()).collect(),
+            md5_only_user_agents: vec!["baresip".to_string()],
             allow_unauthenticated: None,
             nonce_lifetime_s: 300,
             register_min_expires: 60,

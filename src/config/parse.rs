@@ -94,6 +94,7 @@ fn read_sip(r: &mut Reader, t: &Table) -> SipConfig {
             "source_block_s",
             "scanner_user_agents",
             "digest_algorithms",
+            "digest_md5_only_user_agents",
             "allow_unauthenticated",
             "nonce_lifetime_s",
             "register_min_expires",
@@ -185,6 +186,10 @@ fn read_auth(r: &mut Reader, t: &Table, p: &str) -> AuthConfig {
     }
     AuthConfig {
         digest_algorithms,
+        md5_only_user_agents: r
+            .strings(t, p, "digest_md5_only_user_agents")
+            .map(|v| v.into_iter().map(|s| s.to_ascii_lowercase()).collect())
+            .unwrap_or(d.md5_only_user_agents),
         allow_unauthenticated,
         nonce_lifetime_s: r.int_or(t, p, "nonce_lifetime_s", 10, day, d.nonce_lifetime_s),
         register_min_expires: min,

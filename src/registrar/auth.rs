@@ -11,7 +11,7 @@ use super::directory::{DeviceEntry, Directory};
 use crate::logsafe::wire;
 use crate::sip::auth::digest::{Algorithm, Challenge, Credentials, CredentialsError};
 use crate::sip::auth::nonce::{CountCheck, NonceCheck, NonceCounts, Nonces};
-use crate::sip::message::header_name_value;
+use crate::sip::message::{header_name_value, header_str};
 
 /// Nonces whose counts are tracked at once; beyond, new nonces get a stale challenge.
 const MAX_TRACKED_NONCES: usize = 200_000;
@@ -118,6 +118,7 @@ pub struct Authenticator {
     nonces: Nonces,
     counts: Mutex<NonceCounts>,
     algorithms: Vec<Algorithm>,
+    md5_only_user_agents: Vec<String>,
     pub stats: AuthStats,
 }
 
@@ -128,10 +129,12 @@ pub(crate) fn unix_now() -> u64 {
 }
 
 impl Authenticator {
-    /// `algorithms`: offered in this order (never empty: MD5 is used when it is).
+    /// `algorithms`: offered in this order (never empty: MD5 is used when it is);
+    /// `md5_only_user_agents`: lowercase User-Agent substrings offered MD5 alone.
     pub fn new(
         directory: Arc<Directory>,
         algorithms: Vec<Algorithm>,
+        md5_only_user_agents: Vec<String>,
         nonce_life: Duration,
     ) -> Self {
         Authenticator {
@@ -143,6 +146,7 @@ impl Authenticator {
             } else {
                 algorithms
             },
+            md5_only_user_agents,
             stats: AuthStats::default(),
         }
     }
@@ -151,12 +155,20 @@ impl Authenticator {
         &self.directory
     }
 
-    /// The challenge header values for `realm`, one per algorithm in the configured order.
-    pub fn challenges(&self, realm: &str, stale: bool) -> Vec<String> {
+    /// The challenge header values for `req` in `realm`: one per algorithm in the configured
+    /// order, or MD5 alone for a client known to give up on anything else.
+    pub fn challenges(&self, req: &rsip::Request, realm: &str, stale: bool) -> Vec<String> {
         self.stats.challenges.fetch_add(1, Ordering::Relaxed);
         let nonce = self.nonces.issue(unix_now());
+        let md5_only = header_str(req, "User-Agent").is_some_and(|ua| {
+            let ua = ua.to_ascii_lowercase();
+            self.md5_only_user_agents
+                .iter()
+                .any(|s| ua.contains(s.as_str()))
+        });
         self.algorithms
             .iter()
+            .filter(|&&a| !md5_only || a == Algorithm::Md5)
             .map(|&algorithm| {
                 Challenge {
                     realm,

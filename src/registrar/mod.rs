@@ -43,6 +43,7 @@ impl Registrar {
         let auth = Arc::new(Authenticator::new(
             directory,
             algorithms,
+            a.md5_only_user_agents.clone(),
             Duration::from_secs(a.nonce_lifetime_s),
         ));
         let rules = ExpiryRules {

@@ -49,7 +49,7 @@ impl Registrar {
             Verdict::Authenticated(d) => d,
             Verdict::Challenge { stale } => {
                 let mut a = Answer::new(401);
-                for c in self.auth.challenges(&account.realm, stale) {
+                for c in self.auth.challenges(req, &account.realm, stale) {
                     a.headers.push((Scheme::Www.challenge_header(), c));
                 }
                 return a;
