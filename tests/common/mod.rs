@@ -2,6 +2,8 @@
 //! caller's media port, SIPp runs, and a raw SIP socket for hand-written messages.
 #![allow(dead_code)]
 
+pub mod baresip;
+pub mod digest;
 pub mod http;
 
 use std::net::SocketAddr;

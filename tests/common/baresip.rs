@@ -1,0 +1,104 @@
+//! baresip 1.0 (Debian 12) as a real softphone: an account with credentials that registers
+//! through pivotd and can dial, headless, on loopback. A missing binary fails the test.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::Stdio;
+use std::time::Duration;
+
+use super::{repo, tempdir};
+
+pub struct Baresip {
+    child: tokio::process::Child,
+    dir: PathBuf,
+    pub sip_port: u16,
+}
+
+/// A free UDP port whose next one is free too (baresip binds both).
+fn free_pair() -> u16 {
+    for _ in 0..200 {
+        let p = 40000 + 2 * (rand::random::<u16>() % 10000);
+        let a = std::net::UdpSocket::bind(("127.0.0.1", p));
+        let b = std::net::UdpSocket::bind(("127.0.0.1", p + 1));
+        let c = std::net::TcpListener::bind(("127.0.0.1", p));
+        let d = std::net::TcpListener::bind(("127.0.0.1", p + 1));
+        if a.is_ok() && b.is_ok() && c.is_ok() && d.is_ok() {
+            return p;
+        }
+    }
+    panic!("no free port pair for baresip")
+}
+
+impl Baresip {
+    /// Starts baresip registering `user`@`realm` at `server` (its outbound proxy).
+    pub async fn start(
+        server: SocketAddr,
+        user: &str,
+        password: &str,
+        realm: &str,
+        regint: Duration,
+    ) -> Baresip {
+        Baresip::start_with(server, user, password, realm, regint, &[]).await
+    }
+
+    /// Like [`Baresip::start`], running `commands` (`-e`, e.g. `/dial sip:5000@realm`).
+    pub async fn start_with(
+        server: SocketAddr,
+        user: &str,
+        password: &str,
+        realm: &str,
+        regint: Duration,
+        commands: &[&str],
+    ) -> Baresip {
+        let dir = tempdir();
+        let sip_port = free_pair();
+        let prompt = repo().join("media/tone-1khz.wav");
+        let config = format!(
+            "poll_method\tepoll\nsip_listen\t127.0.0.1:{sip_port}\nnet_interface\t127.0.0.1\n\
+             audio_player\talsa,null\naudio_source\taufile,{}\naudio_alert\talsa,null\n\
+             module_path\t/usr/lib/baresip/modules\nmodule\tstdio.so\nmodule\tg711.so\n\
+             module\taufile.so\nmodule\taccount.so\nmodule_app\tmenu.so\n",
+            prompt.display()
+        );
+        std::fs::write(dir.join("config"), config).unwrap();
+        std::fs::write(
+            dir.join("accounts"),
+            format!(
+                "<sip:{user}@{realm};transport=udp>;auth_pass={password};outbound=\"sip:{server};transport=udp\";regint={}\n",
+                regint.as_secs()
+            ),
+        )
+        .unwrap();
+        std::fs::write(dir.join("contacts"), "").unwrap();
+        let log = std::fs::File::create(dir.join("out.log")).unwrap();
+        let mut cmd = tokio::process::Command::new("baresip");
+        cmd.arg("-f").arg(&dir).arg("-s");
+        for c in commands {
+            cmd.arg("-e").arg(c);
+        }
+        let child = cmd
+            .stdin(Stdio::piped())
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .kill_on_drop(true)
+            .spawn()
+            .unwrap_or_else(|e| panic!("baresip is not installed (apt-get install baresip): {e}"));
+        Baresip {
+            child,
+            dir,
+            sip_port,
+        }
+    }
+
+    /// What baresip printed so far (its SIP trace included).
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.join("out.log")).unwrap_or_default()
+    }
+}
+
+impl Drop for Baresip {
+    fn drop(&mut self) {
+        let _ = self.child.start_kill();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
