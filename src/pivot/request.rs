@@ -39,7 +39,8 @@ impl<'a> PivotState<'a> {
             twiml_digits: None,
             call_status: None,
             language: None,
-            user_ids: &[],
+            // The owner of the device that authenticated the call, when one did.
+            user_ids: info.user_id.as_slice(),
         }
     }
 }
