@@ -12,59 +12,23 @@
 //! TLS: rustls with reqwest's `rustls-tls` feature, whose built-in roots are the Mozilla set
 //! compiled in (webpki-roots), not the OS store; a configured CA file adds its certificates.
 
+mod error;
+mod message;
+
 use std::error::Error as StdError;
-use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use bytes::{Bytes, BytesMut};
 pub use reqwest::Method;
 use reqwest::StatusCode;
-use url::Url;
 
-use super::guard::{GuardError, Resolver, UrlGuard};
+pub use error::HttpError;
+use error::{classify, error_chain};
+use message::read_response;
+pub use message::{HttpRequest, HttpResponse};
 
-/// Why a fetch failed; the messages are the log reasons of the pivot `_` fallback.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum HttpError {
-    /// The URL (or a redirect hop, or what its host resolves to) is not allowed.
-    #[error("URL refused: {0}")]
-    Guard(GuardError),
-    #[error("DNS failure for {host:?}: {error}")]
-    Dns { host: String, error: String },
-    #[error("connection refused by {url}")]
-    ConnectRefused { url: String },
-    #[error("connection reset by {url}: {error}")]
-    ConnectReset { url: String, error: String },
-    #[error("TLS failure with {url}: {error}")]
-    Tls { url: String, error: String },
-    #[error("timeout after {} ms fetching {url}", after.as_millis())]
-    Timeout { url: String, after: Duration },
-    #[error("response body of {url} exceeds {limit} bytes")]
-    BodyTooLarge { url: String, limit: usize },
-    #[error("more than {limit} redirects fetching {url}")]
-    TooManyRedirects { url: String, limit: usize },
-    #[error("HTTP request to {url} failed: {error}")]
-    Other { url: String, error: String },
-    /// The client could not be built (CA file unreadable or not PEM).
-    #[error("HTTP client setup: {0}")]
-    Setup(String),
-}
-
-impl From<GuardError> for HttpError {
-    /// A failed or empty resolution is a DNS failure; the rest are refusals.
-    fn from(e: GuardError) -> HttpError {
-        match e {
-            GuardError::Resolve { host, error } => HttpError::Dns { host, error },
-            GuardError::NoAddress(host) => HttpError::Dns {
-                host,
-                error: "no address".into(),
-            },
-            other => HttpError::Guard(other),
-        }
-    }
-}
+use super::guard::{Resolver, UrlGuard};
 
 /// Client-wide settings.
 #[derive(Debug, Clone)]
@@ -89,92 +53,6 @@ impl Default for HttpOptions {
             user_agent: concat!("pivotd/", env!("CARGO_PKG_VERSION")).to_string(),
             pool_idle_timeout: Duration::from_secs(60),
         }
-    }
-}
-
-/// One request. Defaults: 5 s total timeout (spec j.9's `req_timeout_ms` default), 1 MiB body cap.
-#[derive(Debug, Clone)]
-pub struct HttpRequest {
-    pub method: Method,
-    pub url: Url,
-    /// Extra headers (name, value).
-    pub headers: Vec<(String, String)>,
-    pub body: Option<Bytes>,
-    /// Total: connect, all redirect hops and the body.
-    pub timeout: Duration,
-    /// Largest response body accepted.
-    pub max_body: usize,
-}
-
-impl HttpRequest {
-    pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(5);
-    pub const DEFAULT_MAX_BODY: usize = 1024 * 1024;
-
-    pub fn new(method: Method, url: Url) -> HttpRequest {
-        HttpRequest {
-            method,
-            url,
-            headers: Vec::new(),
-            body: None,
-            timeout: HttpRequest::DEFAULT_TIMEOUT,
-            max_body: HttpRequest::DEFAULT_MAX_BODY,
-        }
-    }
-
-    pub fn get(url: Url) -> HttpRequest {
-        HttpRequest::new(Method::GET, url)
-    }
-
-    pub fn post(url: Url, content_type: &str, body: impl Into<Bytes>) -> HttpRequest {
-        HttpRequest::new(Method::POST, url)
-            .header("content-type", content_type)
-            .body(body)
-    }
-
-    pub fn header(mut self, name: &str, value: &str) -> HttpRequest {
-        self.headers.push((name.to_string(), value.to_string()));
-        self
-    }
-
-    pub fn body(mut self, body: impl Into<Bytes>) -> HttpRequest {
-        self.body = Some(body.into());
-        self
-    }
-
-    pub fn timeout(mut self, timeout: Duration) -> HttpRequest {
-        self.timeout = timeout;
-        self
-    }
-
-    pub fn max_body(mut self, max_body: usize) -> HttpRequest {
-        self.max_body = max_body;
-        self
-    }
-}
-
-/// A complete response (body read up to the cap).
-#[derive(Debug, Clone)]
-pub struct HttpResponse {
-    pub status: u16,
-    /// In order received; names lower-case.
-    pub headers: Vec<(String, String)>,
-    pub content_type: Option<String>,
-    pub body: Bytes,
-    /// The URL that answered (after redirects).
-    pub final_url: Url,
-}
-
-impl HttpResponse {
-    /// First header of that name (any case).
-    pub fn header(&self, name: &str) -> Option<&str> {
-        self.headers
-            .iter()
-            .find(|(n, _)| n.eq_ignore_ascii_case(name))
-            .map(|(_, v)| v.as_str())
-    }
-
-    pub fn is_success(&self) -> bool {
-        (200..300).contains(&self.status)
     }
 }
 
@@ -385,142 +263,4 @@ fn read_ca_file(path: &Path) -> Result<Vec<reqwest::Certificate>, HttpError> {
         )));
     }
     Ok(certs)
-}
-
-/// Headers and the body, stopping past `max_body` (the Content-Length is checked first so
-/// an announced oversize body is not read at all).
-async fn read_response(
-    mut resp: reqwest::Response,
-    url: Url,
-    max_body: usize,
-    timeout: Duration,
-) -> Result<HttpResponse, HttpError> {
-    let status = resp.status().as_u16();
-    let headers: Vec<(String, String)> = resp
-        .headers()
-        .iter()
-        .map(|(n, v)| {
-            (
-                n.as_str().to_ascii_lowercase(),
-                String::from_utf8_lossy(v.as_bytes()).into_owned(),
-            )
-        })
-        .collect();
-    let content_type = headers
-        .iter()
-        .find(|(n, _)| n == "content-type")
-        .map(|(_, v)| v.clone());
-    let too_large = || HttpError::BodyTooLarge {
-        url: url.to_string(),
-        limit: max_body,
-    };
-    if resp.content_length().is_some_and(|n| n > max_body as u64) {
-        return Err(too_large());
-    }
-    let mut body = BytesMut::new();
-    while let Some(chunk) = resp
-        .chunk()
-        .await
-        .map_err(|e| classify(&e, &url, timeout))?
-    {
-        if body.len() + chunk.len() > max_body {
-            return Err(too_large());
-        }
-        body.extend_from_slice(&chunk);
-    }
-    Ok(HttpResponse {
-        status,
-        headers,
-        content_type,
-        body: body.freeze(),
-        final_url: url,
-    })
-}
-
-/// Sorts a reqwest error into the reasons the pivot logs.
-fn classify(e: &reqwest::Error, url: &Url, timeout: Duration) -> HttpError {
-    let url_s = url.to_string();
-    let https = url.scheme() == "https";
-    let mut io_kind = None;
-    let mut cur: Option<&(dyn StdError + 'static)> = Some(e);
-    while let Some(err) = cur {
-        if let Some(g) = err.downcast_ref::<GuardError>() {
-            return HttpError::from(g.clone());
-        }
-        cur = err.source();
-        if let Some(ioe) = err.downcast_ref::<io::Error>() {
-            // The first specific kind: hyper wraps the real one in an `Other`.
-            if io_kind.is_none() && ioe.kind() != io::ErrorKind::Other {
-                io_kind = Some(ioe.kind());
-            }
-            // io::Error::source skips its own payload: descend into it instead.
-            if let Some(inner) = ioe.get_ref() {
-                cur = Some(inner as &(dyn StdError + 'static));
-            }
-        }
-    }
-    let chain = error_chain(e);
-    if e.is_timeout() {
-        return HttpError::Timeout {
-            url: url_s,
-            after: timeout,
-        };
-    }
-    match io_kind {
-        Some(io::ErrorKind::ConnectionRefused) => return HttpError::ConnectRefused { url: url_s },
-        Some(
-            io::ErrorKind::ConnectionReset
-            | io::ErrorKind::ConnectionAborted
-            | io::ErrorKind::BrokenPipe,
-        ) => {
-            return HttpError::ConnectReset {
-                url: url_s,
-                error: chain,
-            }
-        }
-        Some(io::ErrorKind::TimedOut) => {
-            return HttpError::Timeout {
-                url: url_s,
-                after: timeout,
-            }
-        }
-        // tokio-rustls reports TLS alerts, bad certificates and non-TLS answers as
-        // InvalidData; a close during the handshake as UnexpectedEof.
-        Some(io::ErrorKind::InvalidData | io::ErrorKind::UnexpectedEof)
-            if https && e.is_connect() =>
-        {
-            return HttpError::Tls {
-                url: url_s,
-                error: chain,
-            }
-        }
-        _ => {}
-    }
-    if chain.contains("connection closed before message completed") {
-        return HttpError::ConnectReset {
-            url: url_s,
-            error: chain,
-        };
-    }
-    HttpError::Other {
-        url: url_s,
-        error: chain,
-    }
-}
-
-/// "outer: inner: innermost", each message once.
-fn error_chain(e: &(dyn StdError + 'static)) -> String {
-    let mut parts: Vec<String> = Vec::new();
-    let mut cur: Option<&(dyn StdError + 'static)> = Some(e);
-    while let Some(err) = cur {
-        let msg = err.to_string();
-        if !parts.iter().any(|p| p.contains(&msg)) {
-            parts.push(msg);
-        }
-        cur = match err.downcast_ref::<io::Error>().and_then(|i| i.get_ref()) {
-            Some(inner) => Some(inner as &(dyn StdError + 'static)),
-            None => err.source(),
-        };
-    }
-    parts.join(": ")
 }
