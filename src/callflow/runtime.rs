@@ -102,40 +102,12 @@ impl Runtime {
                 .map(|d| d.as_secs())
                 .unwrap_or(0)
         };
-        let answered = timing.answered.is_some();
-        let mut f = serde_json::Map::new();
-        let mut put = |k: &str, v: serde_json::Value| {
-            f.insert(k.to_string(), v);
-        };
-        put("Call-ID", info.call_id.clone().into());
-        put("Account-ID", info.account_id.clone().into());
-        put("Direction", "inbound".into());
-        put("From", info.from_user.clone().into());
-        put("From-Realm", info.from_realm.clone().into());
-        put("To", info.to_user.clone().into());
-        put("To-Realm", info.to_realm.clone().into());
-        put("Request", info.request_user.clone().into());
-        if let Some(n) = &info.caller_id_name {
-            put("Caller-ID-Name", n.clone().into());
-        }
-        if let Some(n) = &info.caller_id_number {
-            put("Caller-ID-Number", n.clone().into());
-        }
-        put(
-            "Hangup-Cause",
-            if answered {
-                "NORMAL_CLEARING"
-            } else {
-                "NO_ANSWER"
-            }
-            .into(),
+        let f = crate::pivot::request::cdr_params(
+            info,
+            timing.answered.is_some(),
+            secs(timing.started),
+            secs(timing.answered),
         );
-        put(
-            "Hangup-Code",
-            if answered { "sip:200" } else { "sip:480" }.into(),
-        );
-        put("Duration-Seconds", secs(timing.started).into());
-        put("Billing-Seconds", secs(timing.answered).into());
         let body = crate::pivot::request::form_encode(&f);
         tokio::spawn(async move {
             let u = match svc.http.guard().check_url_static(&url) {
