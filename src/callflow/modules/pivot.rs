@@ -5,22 +5,44 @@
 //! its reason and the flow goes on with the node's `_` child (spec j.4), whether it was the
 //! first request or a TwiML follow-up of the same node (see [`take_underscore`]).
 
+mod cdr;
+
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
 use url::Url;
 
-use crate::callflow::runtime::{Next, PivotServices, Runtime};
+use crate::callflow::runtime::{Next, Runtime};
 use crate::callflow::state::FlowState;
 use crate::callflow::{twiml_exec, CallControl, CallEnded};
 use crate::flow::modules::pivot::{BodyFormat, Method, Pivot, ReqFormat};
 use crate::logsafe::wire;
-use crate::pivot::client::{HttpError, HttpRequest};
-use crate::pivot::debug::DebugContext;
+use crate::pivot::client::{HttpError, HttpRequest, PivotHttp};
+use crate::pivot::debug::{DebugContext, DebugSink};
+use crate::pivot::fetch::UrlPrompts;
 use crate::pivot::guard::GuardError;
 use crate::pivot::kazoo::{self, Answer, AnswerError};
 use crate::pivot::request::{self, PivotState};
 use crate::pivot::twiml::{resolve_url, ResolveError};
+
+/// What pivot needs: the guarded HTTP client, the played-URL cache and the limits. One per
+/// server, in [`Runtime::pivot`].
+pub struct PivotServices {
+    pub http: PivotHttp,
+    pub url_prompts: UrlPrompts,
+    /// `req_timeout_ms` is clamped to this (spec j.9).
+    pub max_req_timeout: Duration,
+    /// Pivot requests one call may make (spec j.18).
+    pub max_requests_per_call: u32,
+    /// Signing secret per account id.
+    pub secrets: HashMap<String, String>,
+    /// Where debug records go (the store's writer queue: never blocks the call).
+    pub debug: DebugSink,
+    /// Requests by outcome, for `/metrics`.
+    pub stats: Arc<PivotStats>,
+}
 
 /// Pivot requests by outcome, across calls (for `/metrics`).
 #[derive(Debug, Default)]
@@ -353,8 +375,11 @@ pub async fn run(
         Ok((Answer::Flow(flow), _)) => Ok(Next::Replace(flow)),
         Ok((Answer::Twiml(verbs), base)) => {
             // Spec b.5: the CDR goes to cdr_url when a TwiML-driven call ends.
-            if data.cdr_url.is_some() {
-                state.cdr_url = data.cdr_url.clone();
+            if let (Some(url), Some(svc)) = (&data.cdr_url, &rt.pivot) {
+                state.at_end = Some(Box::new(cdr::CdrPost {
+                    url: url.clone(),
+                    svc: svc.clone(),
+                }));
             }
             match twiml_exec::run(verbs, base, data, call, rt, state).await? {
                 twiml_exec::TwimlEnd::Done => Ok(Next::Stop),
