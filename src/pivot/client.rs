@@ -23,8 +23,8 @@ use std::time::Duration;
 pub use reqwest::Method;
 use reqwest::StatusCode;
 
-pub use error::HttpError;
 use error::{classify, error_chain};
+pub use error::{HttpError, Reason};
 use message::read_response;
 pub use message::{HttpRequest, HttpResponse};
 

@@ -35,6 +35,37 @@ pub enum HttpError {
     Setup(String),
 }
 
+impl HttpError {
+    /// The failure told without its URL: the pivot's log line names the URL once, and not
+    /// with the call's parameters that a GET carries in its query (a capped log value would
+    /// lose the cause). Beside the messages above so that both wordings change together.
+    pub fn reason(&self) -> Reason<'_> {
+        Reason(self)
+    }
+}
+
+/// See [`HttpError::reason`].
+pub struct Reason<'a>(&'a HttpError);
+
+impl std::fmt::Display for Reason<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.0 {
+            HttpError::Guard(e) => write!(f, "URL refused: {e}"),
+            HttpError::Dns { host, error } => write!(f, "DNS failure for {host:?}: {error}"),
+            HttpError::ConnectRefused { .. } => f.write_str("connection refused"),
+            HttpError::ConnectReset { error, .. } => write!(f, "connection reset: {error}"),
+            HttpError::Tls { error, .. } => write!(f, "TLS failure: {error}"),
+            HttpError::Timeout { after, .. } => write!(f, "timeout after {} ms", after.as_millis()),
+            HttpError::BodyTooLarge { limit, .. } => {
+                write!(f, "response body exceeds {limit} bytes")
+            }
+            HttpError::TooManyRedirects { limit, .. } => write!(f, "more than {limit} redirects"),
+            HttpError::Other { error, .. } => write!(f, "HTTP request failed: {error}"),
+            HttpError::Setup(e) => write!(f, "HTTP client setup: {e}"),
+        }
+    }
+}
+
 impl From<GuardError> for HttpError {
     /// A failed or empty resolution is a DNS failure; the rest are refusals.
     fn from(e: GuardError) -> HttpError {
