@@ -119,6 +119,25 @@ impl Runtime {
         }
     }
 
+    /// Speaks `text` through the TTS hook. `None` without a hook (not logged: each caller
+    /// says what it skips, or falls back) or when the hook fails, logged as `failed`.
+    pub async fn speak(
+        &self,
+        text: &str,
+        voice: &str,
+        language: Option<&str>,
+        failed: &'static str,
+    ) -> Option<Arc<Prompt>> {
+        let tts = self.tts.as_ref()?;
+        match tts.speak(text, voice, language).await {
+            Ok(p) => Some(p),
+            Err(reason) => {
+                tracing::warn!(reason = %wire(&reason.to_string()), "{failed}");
+                None
+            }
+        }
+    }
+
     /// Resolves a play id to a prompt; an id that resolves to nothing is logged and gives
     /// `None`, and the module continues without it (Kazoo: the node just continues).
     pub async fn resolve_prompt(&self, id: &str) -> Option<Arc<Prompt>> {

@@ -142,17 +142,9 @@ pub async fn run(
 
 /// Speaks `text` through the hook; `None` without a hook, or on failure (logged).
 async fn speak(data: &Say, rt: &Runtime, text: &str) -> Option<Arc<Prompt>> {
-    let tts = rt.tts.as_ref()?;
-    match tts
-        .speak(text, data.voice(), data.language.as_deref())
+    let language = data.language.as_deref();
+    rt.speak(text, data.voice(), language, "say: tts failed")
         .await
-    {
-        Ok(p) => Some(p),
-        Err(reason) => {
-            tracing::warn!(reason = %wire(&reason.to_string()), "say: tts failed");
-            None
-        }
-    }
 }
 
 /// Plays one prompt; true when a terminator stopped it (the rest is not said).
