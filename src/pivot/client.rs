@@ -9,8 +9,8 @@
 //! followed here (reqwest's own are off), each hop checked again. Proxies from the
 //! environment are ignored: a proxy would connect on our behalf past the guard.
 //!
-//! TLS: rustls with reqwest's `rustls-tls` feature, whose built-in roots are the Mozilla set
-//! compiled in (webpki-roots), not the OS store; a configured CA file adds its certificates.
+//! TLS: rustls with reqwest's `rustls-tls-native-roots` feature, so the trusted roots are the
+//! system's (as the README says); a configured CA file adds its certificates.
 
 mod error;
 mod message;
