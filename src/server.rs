@@ -12,8 +12,8 @@ use tokio::time::Instant;
 
 use crate::call::admission::{Admission, AdmissionParts, OverloadStats};
 use crate::call::{CallContext, CallStats};
-use crate::callflow::modules::pivot::PivotStats;
-use crate::callflow::runtime::{PivotServices, Runtime, Speaker};
+use crate::callflow::modules::pivot::{PivotServices, PivotStats};
+use crate::callflow::runtime::{Runtime, Speaker};
 use crate::config::Config;
 use crate::health::TaskHealth;
 use crate::media::player::Pacer;

@@ -255,9 +255,7 @@ async fn seed_002_debug_requests_read_back_a_404_and_a_schema_error() {
         if r.path() == "/missing.php" {
             HttpResp {
                 status: 404,
-                content_type: Some("text/html".into()),
-                body: b"<html><h1>Not Found</h1></html>\n".to_vec(),
-                delay: Duration::ZERO,
+                ..HttpResp::with("text/html", "<html><h1>Not Found</h1></html>\n")
             }
         } else {
             // `play` without its id: a schema error.

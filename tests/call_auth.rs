@@ -2,7 +2,6 @@
 //! served only with a device's credentials, whose identity reaches the pivot request; a
 //! carrier's `inbound_cidrs` need no credentials; OPTIONS is never challenged.
 
-#[allow(dead_code)]
 mod common;
 
 use std::time::Duration;

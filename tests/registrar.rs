@@ -1,7 +1,6 @@
 //! The registrar end to end: SIPp, baresip, pjsua2 and a hand-written digest client register
 //! against a real pivotd over UDP on 127.0.0.1 (RFC 3261 §10, RFC 7616/8760 digest).
 
-#[allow(dead_code)]
 mod common;
 
 use std::process::Stdio;

@@ -4,17 +4,11 @@
 
 use std::sync::Arc;
 
-use std::collections::HashMap;
-use std::time::Duration;
-
-use crate::logsafe::wire;
-use crate::pivot::client::PivotHttp;
-use crate::pivot::debug::DebugSink;
-use crate::pivot::fetch::UrlPrompts;
-
+use super::modules::pivot::PivotServices;
 use super::state::FlowState;
-use super::{CallControl, CallEnded};
-use crate::flow::{is_http_url, Node};
+use super::{CallControl, CallEnded, CallTiming};
+use crate::flow::{is_http_url, CallInfo, Node};
+use crate::logsafe::wire;
 use crate::media::prompt::{Prompt, PromptLibrary};
 
 /// Where the walk goes after a module.
@@ -43,20 +37,11 @@ pub trait Speaker: Send + Sync {
     ) -> Result<Arc<Prompt>, crate::media::tts::TtsError>;
 }
 
-/// What pivot needs: the guarded HTTP client, the played-URL cache and the limits.
-pub struct PivotServices {
-    pub http: PivotHttp,
-    pub url_prompts: UrlPrompts,
-    /// `req_timeout_ms` is clamped to this (spec j.9).
-    pub max_req_timeout: Duration,
-    /// Pivot requests one call may make (spec j.18).
-    pub max_requests_per_call: u32,
-    /// Signing secret per account id.
-    pub secrets: HashMap<String, String>,
-    /// Where debug records go (the store's writer queue: never blocks the call).
-    pub debug: DebugSink,
-    /// Requests by outcome, for `/metrics`.
-    pub stats: Arc<crate::callflow::modules::pivot::PivotStats>,
+/// Work a module leaves for the end of the call, whatever ends it (a TwiML pivot's CDR
+/// POST, spec b.5). The runtime knows only that there is something to do.
+pub trait AtCallEnd: Send + Sync {
+    /// Called once, after the walk; must not hold the call up (spawn what takes time).
+    fn call_ended(&self, info: &CallInfo, timing: CallTiming);
 }
 
 /// What every module may need besides the call: shared, read-only, one per server.
@@ -83,78 +68,9 @@ impl Runtime {
         if self.walk(flow, call, &mut state).await.is_err() {
             tracing::debug!(call_id = %wire(&call.info().call_id), "call ended during the callflow");
         }
-        if let Some(url) = state.cdr_url.take() {
-            self.post_cdr(url, call);
+        if let Some(at_end) = state.at_end.take() {
+            at_end.call_ended(call.info(), call.timing());
         }
-    }
-
-    /// Posts the call's CDR to a TwiML pivot's `cdr_url` (spec b.5), form-encoded, in the
-    /// background: the answer is ignored and the call is not held up.
-    fn post_cdr(&self, url: String, call: &dyn CallControl) {
-        let Some(svc) = self.pivot.clone() else {
-            return;
-        };
-        let info = call.info();
-        let timing = call.timing();
-        let now = std::time::SystemTime::now();
-        let secs = |from: Option<std::time::SystemTime>| {
-            from.and_then(|t| now.duration_since(t).ok())
-                .map(|d| d.as_secs())
-                .unwrap_or(0)
-        };
-        let answered = timing.answered.is_some();
-        let mut f = serde_json::Map::new();
-        let mut put = |k: &str, v: serde_json::Value| {
-            f.insert(k.to_string(), v);
-        };
-        put("Call-ID", info.call_id.clone().into());
-        put("Account-ID", info.account_id.clone().into());
-        put("Direction", "inbound".into());
-        put("From", info.from_user.clone().into());
-        put("From-Realm", info.from_realm.clone().into());
-        put("To", info.to_user.clone().into());
-        put("To-Realm", info.to_realm.clone().into());
-        put("Request", info.request_user.clone().into());
-        if let Some(n) = &info.caller_id_name {
-            put("Caller-ID-Name", n.clone().into());
-        }
-        if let Some(n) = &info.caller_id_number {
-            put("Caller-ID-Number", n.clone().into());
-        }
-        put(
-            "Hangup-Cause",
-            if answered {
-                "NORMAL_CLEARING"
-            } else {
-                "NO_ANSWER"
-            }
-            .into(),
-        );
-        put(
-            "Hangup-Code",
-            if answered { "sip:200" } else { "sip:480" }.into(),
-        );
-        put("Duration-Seconds", secs(timing.started).into());
-        put("Billing-Seconds", secs(timing.answered).into());
-        let body = crate::pivot::request::form_encode(&f);
-        tokio::spawn(async move {
-            let u = match svc.http.guard().check_url_static(&url) {
-                Ok(u) => u,
-                Err(e) => {
-                    tracing::warn!(url = %wire(&url), reason = %wire(&e.to_string()), "cdr_url refused by the URL guard");
-                    return;
-                }
-            };
-            let req = crate::pivot::client::HttpRequest::post(
-                u,
-                crate::pivot::request::CONTENT_TYPE_FORM,
-                body,
-            )
-            .timeout(Duration::from_secs(5));
-            if let Err(e) = svc.http.send(req).await {
-                tracing::warn!(url = %wire(&url), reason = %wire(&e.to_string()), "CDR not delivered");
-            }
-        });
     }
 
     async fn walk(
@@ -200,6 +116,25 @@ impl Runtime {
             call.hangup().await
         } else {
             call.respond(480, None).await
+        }
+    }
+
+    /// Speaks `text` through the TTS hook. `None` without a hook (not logged: each caller
+    /// says what it skips, or falls back) or when the hook fails, logged as `failed`.
+    pub async fn speak(
+        &self,
+        text: &str,
+        voice: &str,
+        language: Option<&str>,
+        failed: &'static str,
+    ) -> Option<Arc<Prompt>> {
+        let tts = self.tts.as_ref()?;
+        match tts.speak(text, voice, language).await {
+            Ok(p) => Some(p),
+            Err(reason) => {
+                tracing::warn!(reason = %wire(&reason.to_string()), "{failed}");
+                None
+            }
         }
     }
 

@@ -1,14 +1,16 @@
 //! What a callflow run remembers about its call between modules: the DTMF collections
-//! (spec a.6 / j.3) and, for pivot, the requests made so far.
+//! (spec a.6 / j.3), the pivot requests made so far, and what is left for the call's end.
 
+use super::runtime::AtCallEnd;
 use crate::flow::DigitCollections;
 
 /// Per-call state of a callflow run.
-#[derive(Clone, Debug, Default)]
+#[derive(Default)]
 pub struct FlowState {
     pub collections: DigitCollections,
     /// Pivot requests made so far (spec j.14: every request of the call counts).
     pub pivot_requests: u32,
-    /// A TwiML pivot's `cdr_url`: where the CDR is posted when the call ends (spec b.5).
-    pub cdr_url: Option<String>,
+    /// What to do when the call ends (a TwiML pivot's CDR POST, spec b.5); a later one
+    /// replaces an earlier one.
+    pub at_end: Option<Box<dyn AtCallEnd>>,
 }

@@ -95,17 +95,12 @@ async fn play_times(
 }
 
 async fn say_prompt(rt: &Runtime, text: &str, voice: &str, language: &str) -> Option<Arc<Prompt>> {
-    let Some(tts) = rt.tts.as_ref() else {
+    if rt.tts.is_none() {
         tracing::warn!("TwiML Say skipped: no TTS engine");
         return None;
-    };
-    match tts.speak(text, voice, Some(language)).await {
-        Ok(p) => Some(p),
-        Err(reason) => {
-            tracing::warn!(reason = %wire(&reason.to_string()), "TwiML Say skipped");
-            None
-        }
     }
+    rt.speak(text, voice, Some(language), "TwiML Say skipped")
+        .await
 }
 
 async fn play_prompt(rt: &Runtime, base: &Url, url: &str) -> Option<Arc<Prompt>> {

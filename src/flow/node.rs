@@ -259,6 +259,47 @@ impl<'a> Data<'a> {
         Ok(Some(n))
     }
 
+    /// A string under `key` that `parse` reads; one it does not read is refused as
+    /// "`"x" is not {expected}`".
+    pub fn opt_word<T>(
+        &self,
+        key: &str,
+        parse: impl Fn(&str) -> Option<T>,
+        expected: &str,
+    ) -> Result<Option<T>, ValidationError> {
+        match self.opt_str(key)? {
+            None => Ok(None),
+            Some(s) => parse(&s).map(Some).ok_or_else(|| {
+                ValidationError::new(self.path_of(key), format!("{s:?} is not {expected}"))
+            }),
+        }
+    }
+
+    /// A string under `key` that must be one of `words`.
+    pub fn opt_one_of(&self, key: &str, words: &[&str]) -> Result<Option<String>, ValidationError> {
+        let expected = || format!("one of {}", words.join(", "));
+        match self.opt_str(key)? {
+            Some(s) if !words.contains(&s.as_str()) => Err(ValidationError::new(
+                self.path_of(key),
+                format!("{s:?} is not {}", expected()),
+            )),
+            other => Ok(other),
+        }
+    }
+
+    /// A text of 1 to `max` characters under `key` (it is read as already given: `text`).
+    pub fn check_text_len(&self, key: &str, text: &str, max: usize) -> Result<(), ValidationError> {
+        let chars = text.chars().count();
+        if (1..=max).contains(&chars) {
+            Ok(())
+        } else {
+            Err(ValidationError::new(
+                self.path_of(key),
+                format!("must be 1 to {max} characters, not {chars}"),
+            ))
+        }
+    }
+
     pub fn opt_str_list(&self, key: &str) -> Result<Option<Vec<String>>, ValidationError> {
         match self.get(key) {
             None => Ok(None),
@@ -453,6 +494,69 @@ mod tests {
         }
         let e = d.opt_int("g", 0, 10).unwrap_err();
         assert_eq!(e.message, "-4 is out of range 0..=10");
+    }
+
+    /// The words each module's reader refuses with, as the API and config checks show them.
+    #[test]
+    fn refused_words_and_text_lengths_are_told_the_same_way_in_every_module() {
+        let refused = |module: &str, data: Value| {
+            let e = Node::from_json(&json!({"module": module, "data": data})).unwrap_err();
+            format!("{}: {}", e.path, e.message)
+        };
+        for (module, data, told) in [
+            (
+                "pivot",
+                json!({"voice_url": "http://a/", "method": "put"}),
+                r#"flow.data.method: "put" is not get or post"#,
+            ),
+            (
+                "pivot",
+                json!({"voice_url": "http://a/", "req_format": "x"}),
+                r#"flow.data.req_format: "x" is not kazoo or twiml"#,
+            ),
+            (
+                "pivot",
+                json!({"voice_url": "http://a/", "req_body_format": "xml"}),
+                r#"flow.data.req_body_format: "xml" is not form or json"#,
+            ),
+            (
+                "sleep",
+                json!({"unit": "days"}),
+                r#"flow.data.unit: "days" is not one of "ms", "s", "m", "h""#,
+            ),
+            (
+                "say",
+                json!({"text": "1", "gender": "x"}),
+                r#"flow.data.gender: "x" is not one of masculine, feminine, neuter"#,
+            ),
+            (
+                "say",
+                json!({"text": "1", "method": "sung"}),
+                r#"flow.data.method: "sung" is not one of pronounced, iterated, counted, none"#,
+            ),
+            (
+                "say",
+                json!({"say": ""}),
+                "flow.data.say: must be 1 to 1000 characters, not 0",
+            ),
+            (
+                "tts",
+                json!({"text": "a".repeat(1001)}),
+                "flow.data.text: must be 1 to 1000 characters, not 1001",
+            ),
+        ] {
+            assert_eq!(refused(module, data), told, "{module}");
+        }
+        let e = refused("say", json!({"text": "1", "type": "current_time"}));
+        assert!(
+            e.starts_with(r#"flow.data.type: "current_time" is not supported"#),
+            "{e}"
+        );
+        let e = refused("say", json!({"text": "1", "type": "song"}));
+        assert!(
+            e.starts_with(r#"flow.data.type: "song" is not one of number, "#),
+            "{e}"
+        );
     }
 
     #[test]

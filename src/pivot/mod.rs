@@ -4,6 +4,7 @@
 pub mod client;
 pub mod debug;
 pub mod fetch;
+pub mod fields;
 pub mod guard;
 pub mod kazoo;
 pub mod request;

@@ -9,6 +9,7 @@ use hmac::{Hmac, Mac};
 use serde_json::{Map, Value};
 use sha2::Sha256;
 
+use super::fields;
 use crate::flow::modules::pivot::{BodyFormat, Method, ReqFormat};
 use crate::flow::{CallInfo, DigitCollections, DEFAULT_COLLECTION};
 
@@ -62,53 +63,95 @@ pub fn params(state: &PivotState<'_>, format: ReqFormat) -> Map<String, Value> {
     };
     match format {
         ReqFormat::Kazoo => {
-            put(&mut m, "Api-Version", Some(KAZOO_API_VERSION));
-            put(&mut m, "Direction", Some("inbound"));
-            put(&mut m, "Call-ID", Some(&info.call_id));
-            put(&mut m, "Account-ID", Some(&info.account_id));
-            put(&mut m, "From", Some(&info.from_user));
-            put(&mut m, "From-Realm", Some(&info.from_realm));
-            put(&mut m, "To", Some(&info.to_user));
-            put(&mut m, "To-Realm", Some(&info.to_realm));
-            put(&mut m, "Request", Some(&info.request_user));
-            put(&mut m, "Request-Realm", Some(&info.request_realm));
-            put(&mut m, "Caller-ID-Name", info.caller_id_name.as_deref());
-            put(&mut m, "Caller-ID-Number", info.caller_id_number.as_deref());
-            put(&mut m, "Language", state.language);
-            put(&mut m, "Call-Status", state.call_status);
+            use fields::kazoo::*;
+            put(&mut m, API_VERSION, Some(KAZOO_API_VERSION));
+            put(&mut m, DIRECTION, Some(fields::INBOUND));
+            put(&mut m, CALL_ID, Some(&info.call_id));
+            put(&mut m, ACCOUNT_ID, Some(&info.account_id));
+            put(&mut m, FROM, Some(&info.from_user));
+            put(&mut m, FROM_REALM, Some(&info.from_realm));
+            put(&mut m, TO, Some(&info.to_user));
+            put(&mut m, TO_REALM, Some(&info.to_realm));
+            put(&mut m, REQUEST, Some(&info.request_user));
+            put(&mut m, REQUEST_REALM, Some(&info.request_realm));
+            put(&mut m, CALLER_ID_NAME, info.caller_id_name.as_deref());
+            put(&mut m, CALLER_ID_NUMBER, info.caller_id_number.as_deref());
+            put(&mut m, LANGUAGE, state.language);
+            put(&mut m, CALL_STATUS, state.call_status);
             match state.user_ids {
                 [] => {}
-                [one] => put(&mut m, "User-ID", Some(one)),
+                [one] => put(&mut m, USER_ID, Some(one)),
                 many => {
                     m.insert(
-                        "User-ID".to_string(),
+                        USER_ID.to_string(),
                         Value::Array(many.iter().map(|u| Value::from(u.as_str())).collect()),
                     );
                 }
             }
             let headers = custom_sip_headers(&info.custom_sip_headers);
             if !headers.is_empty() {
-                m.insert("Custom-SIP-Headers".to_string(), Value::Object(headers));
+                m.insert(CUSTOM_SIP_HEADERS.to_string(), Value::Object(headers));
             }
             if let Some(d) = digits_param(state.digits) {
-                m.insert("Digits".to_string(), d);
+                m.insert(DIGITS.to_string(), d);
             }
         }
         ReqFormat::Twiml => {
-            put(&mut m, "CallSid", Some(&info.call_id));
-            put(&mut m, "AccountSid", Some(&info.account_id));
-            put(&mut m, "From", Some(&info.from_user));
-            put(&mut m, "FromRealm", Some(&info.from_realm));
-            put(&mut m, "To", Some(&info.to_user));
-            put(&mut m, "ToRealm", Some(&info.to_realm));
-            put(&mut m, "CallStatus", state.call_status);
-            put(&mut m, "ApiVersion", Some(TWIML_API_VERSION));
-            put(&mut m, "Direction", Some("inbound"));
-            put(&mut m, "CallerName", info.caller_id_name.as_deref());
-            put(&mut m, "CallerNumber", info.caller_id_number.as_deref());
-            put(&mut m, "Digits", state.twiml_digits);
+            use fields::twiml::*;
+            put(&mut m, CALL_SID, Some(&info.call_id));
+            put(&mut m, ACCOUNT_SID, Some(&info.account_id));
+            put(&mut m, FROM, Some(&info.from_user));
+            put(&mut m, FROM_REALM, Some(&info.from_realm));
+            put(&mut m, TO, Some(&info.to_user));
+            put(&mut m, TO_REALM, Some(&info.to_realm));
+            put(&mut m, CALL_STATUS, state.call_status);
+            put(&mut m, API_VERSION, Some(TWIML_API_VERSION));
+            put(&mut m, DIRECTION, Some(fields::INBOUND));
+            put(&mut m, CALLER_NAME, info.caller_id_name.as_deref());
+            put(&mut m, CALLER_NUMBER, info.caller_id_number.as_deref());
+            put(&mut m, DIGITS, state.twiml_digits);
         }
     }
+    m
+}
+
+/// The CDR posted to a TwiML pivot's `cdr_url` when the call ends (spec b.5), in Kazoo's
+/// names. Unlike a request's parameters, empty values are sent. Durations are whole seconds
+/// from the call's start (`duration_s`) and from its answer (`billing_s`).
+pub fn cdr_params(
+    info: &CallInfo,
+    answered: bool,
+    duration_s: u64,
+    billing_s: u64,
+) -> Map<String, Value> {
+    use fields::kazoo::*;
+    let mut m = Map::new();
+    let mut put = |k: &str, v: Value| {
+        m.insert(k.to_string(), v);
+    };
+    put(CALL_ID, info.call_id.clone().into());
+    put(ACCOUNT_ID, info.account_id.clone().into());
+    put(DIRECTION, fields::INBOUND.into());
+    put(FROM, info.from_user.clone().into());
+    put(FROM_REALM, info.from_realm.clone().into());
+    put(TO, info.to_user.clone().into());
+    put(TO_REALM, info.to_realm.clone().into());
+    put(REQUEST, info.request_user.clone().into());
+    if let Some(n) = &info.caller_id_name {
+        put(CALLER_ID_NAME, n.clone().into());
+    }
+    if let Some(n) = &info.caller_id_number {
+        put(CALLER_ID_NUMBER, n.clone().into());
+    }
+    let (cause, code) = if answered {
+        ("NORMAL_CLEARING", "sip:200")
+    } else {
+        ("NO_ANSWER", "sip:480")
+    };
+    put(HANGUP_CAUSE, cause.into());
+    put(HANGUP_CODE, code.into());
+    put(DURATION_SECONDS, duration_s.into());
+    put(BILLING_SECONDS, billing_s.into());
     m
 }
 
@@ -589,5 +632,33 @@ mod tests {
             sign(b"k", "http://ivr.example/a?A=1", b"")
         );
         assert_ne!(r.signature(b"k"), r.signature(b"other"));
+    }
+
+    #[test]
+    fn cdr_names_and_values() {
+        let mut i = info();
+        i.caller_id_name = None;
+        i.to_realm = String::new();
+        assert_eq!(
+            Value::Object(cdr_params(&i, true, 42, 30)),
+            json!({
+                "Call-ID": "abc@10.0.0.1",
+                "Account-ID": "0123",
+                "Direction": "inbound",
+                "From": "alice",
+                "From-Realm": "acme.example",
+                "To": "4786",
+                "To-Realm": "",
+                "Request": "4786",
+                "Caller-ID-Number": "+14155550100",
+                "Hangup-Cause": "NORMAL_CLEARING",
+                "Hangup-Code": "sip:200",
+                "Duration-Seconds": 42,
+                "Billing-Seconds": 30,
+            })
+        );
+        let unanswered = cdr_params(&i, false, 5, 0);
+        assert_eq!(unanswered["Hangup-Cause"], "NO_ANSWER");
+        assert_eq!(unanswered["Hangup-Code"], "sip:480");
     }
 }

@@ -1,5 +1,7 @@
-//! A small HTTP/1.1 server for tests: the customer's pivot web server. Records every request
-//! and answers with what the test's handler says; keep-alive, Content-Length bodies.
+//! The one HTTP/1.1 server of the tests: the customer's pivot web server, and the far end of
+//! the guarded client's own tests. Records every request and answers with what the test's
+//! handler says; keep-alive, Content-Length bodies (or close-delimited, or no answer at all).
+//! Loopback only, ephemeral ports.
 #![allow(dead_code)]
 
 use std::net::SocketAddr;
@@ -85,9 +87,15 @@ fn decode(s: &str) -> String {
 pub struct HttpResp {
     pub status: u16,
     pub content_type: Option<String>,
+    /// Other headers (name, value), after Content-Type.
+    pub headers: Vec<(String, String)>,
     pub body: Vec<u8>,
     /// Wait this long before answering (timeout tests).
     pub delay: Duration,
+    /// No Content-Length: the body ends when the connection closes.
+    pub close_delimited: bool,
+    /// Close the connection without answering (a server dying mid-request).
+    pub hang_up: bool,
 }
 
 impl HttpResp {
@@ -99,12 +107,11 @@ impl HttpResp {
         HttpResp::with("text/xml", body)
     }
 
-    pub fn with(content_type: &str, body: &str) -> HttpResp {
+    pub fn with(content_type: &str, body: impl Into<Vec<u8>>) -> HttpResp {
         HttpResp {
-            status: 200,
             content_type: Some(content_type.to_string()),
-            body: body.as_bytes().to_vec(),
-            delay: Duration::ZERO,
+            body: body.into(),
+            ..HttpResp::status(200)
         }
     }
 
@@ -112,9 +119,39 @@ impl HttpResp {
         HttpResp {
             status,
             content_type: None,
+            headers: Vec::new(),
             body: Vec::new(),
             delay: Duration::ZERO,
+            close_delimited: false,
+            hang_up: false,
         }
+    }
+
+    pub fn redirect(status: u16, location: &str) -> HttpResp {
+        HttpResp::status(status).header("Location", location)
+    }
+
+    /// No answer: the connection is closed once the request is read.
+    pub fn hang_up() -> HttpResp {
+        HttpResp {
+            hang_up: true,
+            ..HttpResp::status(0)
+        }
+    }
+
+    pub fn header(mut self, name: &str, value: &str) -> HttpResp {
+        self.headers.push((name.to_string(), value.to_string()));
+        self
+    }
+
+    pub fn delay(mut self, delay: Duration) -> HttpResp {
+        self.delay = delay;
+        self
+    }
+
+    pub fn close_delimited(mut self) -> HttpResp {
+        self.close_delimited = true;
+        self
     }
 }
 
@@ -128,10 +165,19 @@ pub struct HttpServer {
 }
 
 impl HttpServer {
+    /// On 127.0.0.1, an ephemeral port.
     pub async fn start(
         handler: impl Fn(&HttpReq) -> HttpResp + Send + Sync + 'static,
     ) -> HttpServer {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        HttpServer::on(listener, handler)
+    }
+
+    /// On a listener the test bound (another loopback address, a given port).
+    pub fn on(
+        listener: TcpListener,
+        handler: impl Fn(&HttpReq) -> HttpResp + Send + Sync + 'static,
+    ) -> HttpServer {
         let addr = listener.local_addr().unwrap();
         let requests = Arc::new(Mutex::new(Vec::new()));
         let connections = Arc::new(AtomicUsize::new(0));
@@ -158,6 +204,14 @@ impl HttpServer {
     pub fn requests(&self) -> Vec<HttpReq> {
         self.requests.lock().unwrap().clone()
     }
+
+    pub fn request_count(&self) -> usize {
+        self.requests.lock().unwrap().len()
+    }
+
+    pub fn connection_count(&self) -> usize {
+        self.connections.load(Ordering::SeqCst)
+    }
 }
 
 impl Drop for HttpServer {
@@ -166,10 +220,19 @@ impl Drop for HttpServer {
     }
 }
 
+const BAD_REQUEST: &[u8] =
+    b"HTTP/1.1 400 Bad Request\r\nConnection: close\r\nContent-Length: 0\r\n\r\n";
+
 async fn serve(mut stream: TcpStream, handler: Handler, requests: Arc<Mutex<Vec<HttpReq>>>) {
-    let mut buf = Vec::new();
+    let mut buf: Vec<u8> = Vec::new();
     loop {
         let end = loop {
+            // A request starts with its method; anything else (a TLS ClientHello) is
+            // answered 400 and closed, as an HTTP server would.
+            if buf.first().is_some_and(|b| !b.is_ascii_uppercase()) {
+                let _ = stream.write_all(BAD_REQUEST).await;
+                return;
+            }
             if let Some(p) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
                 break p + 4;
             }
@@ -210,21 +273,32 @@ async fn serve(mut stream: TcpStream, handler: Handler, requests: Arc<Mutex<Vec<
         };
         requests.lock().unwrap().push(req.clone());
         let resp = handler(&req);
+        if resp.hang_up {
+            return;
+        }
         if !resp.delay.is_zero() {
             tokio::time::sleep(resp.delay).await;
         }
-        let mut out = format!(
-            "HTTP/1.1 {} X\r\nContent-Length: {}\r\n",
-            resp.status,
-            resp.body.len()
-        );
+        let mut out = format!("HTTP/1.1 {} X\r\n", resp.status);
+        if resp.close_delimited {
+            out.push_str("Connection: close\r\n");
+        } else {
+            out.push_str(&format!("Content-Length: {}\r\n", resp.body.len()));
+        }
         if let Some(ct) = &resp.content_type {
             out.push_str(&format!("Content-Type: {ct}\r\n"));
+        }
+        for (n, v) in &resp.headers {
+            out.push_str(&format!("{n}: {v}\r\n"));
         }
         out.push_str("\r\n");
         let mut bytes = out.into_bytes();
         bytes.extend_from_slice(&resp.body);
         if stream.write_all(&bytes).await.is_err() {
+            return;
+        }
+        if resp.close_delimited {
+            let _ = stream.shutdown().await;
             return;
         }
     }

@@ -5,22 +5,44 @@
 //! its reason and the flow goes on with the node's `_` child (spec j.4), whether it was the
 //! first request or a TwiML follow-up of the same node (see [`take_underscore`]).
 
+mod cdr;
+
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
 use url::Url;
 
-use crate::callflow::runtime::{Next, PivotServices, Runtime};
+use crate::callflow::runtime::{Next, Runtime};
 use crate::callflow::state::FlowState;
 use crate::callflow::{twiml_exec, CallControl, CallEnded};
 use crate::flow::modules::pivot::{BodyFormat, Method, Pivot, ReqFormat};
 use crate::logsafe::wire;
-use crate::pivot::client::{HttpError, HttpRequest};
-use crate::pivot::debug::DebugContext;
+use crate::pivot::client::{HttpError, HttpRequest, PivotHttp};
+use crate::pivot::debug::{DebugContext, DebugSink};
+use crate::pivot::fetch::UrlPrompts;
 use crate::pivot::guard::GuardError;
 use crate::pivot::kazoo::{self, Answer, AnswerError};
 use crate::pivot::request::{self, PivotState};
 use crate::pivot::twiml::{resolve_url, ResolveError};
+
+/// What pivot needs: the guarded HTTP client, the played-URL cache and the limits. One per
+/// server, in [`Runtime::pivot`].
+pub struct PivotServices {
+    pub http: PivotHttp,
+    pub url_prompts: UrlPrompts,
+    /// `req_timeout_ms` is clamped to this (spec j.9).
+    pub max_req_timeout: Duration,
+    /// Pivot requests one call may make (spec j.18).
+    pub max_requests_per_call: u32,
+    /// Signing secret per account id.
+    pub secrets: HashMap<String, String>,
+    /// Where debug records go (the store's writer queue: never blocks the call).
+    pub debug: DebugSink,
+    /// Requests by outcome, for `/metrics`.
+    pub stats: Arc<PivotStats>,
+}
 
 /// Pivot requests by outcome, across calls (for `/metrics`).
 #[derive(Debug, Default)]
@@ -40,14 +62,60 @@ pub struct PivotStats {
 impl PivotStats {
     /// `(outcome label, count)` pairs, in a fixed order.
     pub fn outcomes(&self) -> [(&'static str, u64); 5] {
-        let g = |c: &AtomicU64| c.load(Ordering::Relaxed);
         [
-            ("ok", g(&self.ok)),
-            ("refused", g(&self.refused)),
-            ("failed", g(&self.failed)),
-            ("http_error", g(&self.http_error)),
-            ("invalid", g(&self.invalid)),
+            Outcome::Ok,
+            Outcome::Refused,
+            Outcome::Failed,
+            Outcome::HttpError,
+            Outcome::Invalid,
         ]
+        .map(|o| {
+            let n = self.counter(o).map_or(0, |c| c.load(Ordering::Relaxed));
+            (o.label(), n)
+        })
+    }
+
+    fn count(&self, o: Outcome) {
+        if let Some(c) = self.counter(o) {
+            c.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    /// `None` for `not_configured`: without pivot services there are no counters.
+    fn counter(&self, o: Outcome) -> Option<&AtomicU64> {
+        match o {
+            Outcome::Ok => Some(&self.ok),
+            Outcome::Refused => Some(&self.refused),
+            Outcome::Failed => Some(&self.failed),
+            Outcome::HttpError => Some(&self.http_error),
+            Outcome::Invalid => Some(&self.invalid),
+            Outcome::NotConfigured => None,
+        }
+    }
+}
+
+/// What became of a pivot request: the `/metrics` counter it goes to and the log line's
+/// `outcome`, named by [`Outcome::label`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Outcome {
+    Ok,
+    Refused,
+    Failed,
+    HttpError,
+    Invalid,
+    NotConfigured,
+}
+
+impl Outcome {
+    pub fn label(self) -> &'static str {
+        match self {
+            Outcome::Ok => "ok",
+            Outcome::Refused => "refused",
+            Outcome::Failed => "failed",
+            Outcome::HttpError => "http_error",
+            Outcome::Invalid => "invalid",
+            Outcome::NotConfigured => "not_configured",
+        }
     }
 }
 
@@ -64,7 +132,7 @@ pub enum PivotFailure {
     #[error("URL refused: {0}")]
     Refused(GuardError),
     /// No usable response: DNS, connection, TLS, timeout, an oversized body.
-    #[error("{}", FetchReason(.0))]
+    #[error("{}", .0.reason())]
     Fetch(HttpError),
     /// A response with a non-2xx status.
     #[error("HTTP status {0}")]
@@ -75,38 +143,14 @@ pub enum PivotFailure {
 }
 
 impl PivotFailure {
-    /// The `/metrics` outcome it is counted under, for the log line (`not_configured` is
-    /// not counted: without pivot services there are no counters).
-    pub fn outcome(&self) -> &'static str {
+    /// The outcome it is counted and logged under (the one mapping of failures to both).
+    pub fn outcome(&self) -> Outcome {
         match self {
-            PivotFailure::NotConfigured => "not_configured",
-            PivotFailure::BadReference(_) | PivotFailure::Refused(_) => "refused",
-            PivotFailure::Fetch(_) => "failed",
-            PivotFailure::Status(_) => "http_error",
-            PivotFailure::Answer(_) => "invalid",
-        }
-    }
-}
-
-/// An HTTP failure told without its URL: the log line names the URL once, and not with the
-/// call's parameters that a GET carries in its query (a capped log value would lose the cause).
-struct FetchReason<'a>(&'a HttpError);
-
-impl std::fmt::Display for FetchReason<'_> {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self.0 {
-            HttpError::Guard(e) => write!(f, "URL refused: {e}"),
-            HttpError::Dns { host, error } => write!(f, "DNS failure for {host:?}: {error}"),
-            HttpError::ConnectRefused { .. } => f.write_str("connection refused"),
-            HttpError::ConnectReset { error, .. } => write!(f, "connection reset: {error}"),
-            HttpError::Tls { error, .. } => write!(f, "TLS failure: {error}"),
-            HttpError::Timeout { after, .. } => write!(f, "timeout after {} ms", after.as_millis()),
-            HttpError::BodyTooLarge { limit, .. } => {
-                write!(f, "response body exceeds {limit} bytes")
-            }
-            HttpError::TooManyRedirects { limit, .. } => write!(f, "more than {limit} redirects"),
-            HttpError::Other { error, .. } => write!(f, "HTTP request failed: {error}"),
-            HttpError::Setup(e) => write!(f, "HTTP client setup: {e}"),
+            PivotFailure::NotConfigured => Outcome::NotConfigured,
+            PivotFailure::BadReference(_) | PivotFailure::Refused(_) => Outcome::Refused,
+            PivotFailure::Fetch(_) => Outcome::Failed,
+            PivotFailure::Status(_) => Outcome::HttpError,
+            PivotFailure::Answer(_) => Outcome::Invalid,
         }
     }
 }
@@ -117,22 +161,6 @@ pub struct Failed {
     pub url: String,
     pub iteration: u32,
     pub failure: PivotFailure,
-}
-
-fn count(c: &AtomicU64) {
-    c.fetch_add(1, Ordering::Relaxed);
-}
-
-impl PivotStats {
-    fn count_failure(&self, f: &PivotFailure) {
-        match f {
-            PivotFailure::NotConfigured => {}
-            PivotFailure::BadReference(_) | PivotFailure::Refused(_) => count(&self.refused),
-            PivotFailure::Fetch(_) => count(&self.failed),
-            PivotFailure::Status(_) => count(&self.http_error),
-            PivotFailure::Answer(_) => count(&self.invalid),
-        }
-    }
 }
 
 /// One pivot request and its decoded answer.
@@ -207,11 +235,11 @@ pub(crate) async fn ask(
     };
     Ok(match result {
         Ok(answered) => {
-            count(&svc.stats.ok);
+            svc.stats.count(Outcome::Ok);
             Ok(answered)
         }
         Err(failure) => {
-            svc.stats.count_failure(&failure);
+            svc.stats.count(failure.outcome());
             Err(Failed {
                 url: ctx.node,
                 iteration: ctx.iteration,
@@ -320,7 +348,7 @@ fn take_underscore(failed: &Failed, request: &'static str) -> Next {
         url = %wire(&failed.url),
         request,
         iteration = failed.iteration,
-        outcome = failed.failure.outcome(),
+        outcome = failed.failure.outcome().label(),
         reason = %wire(&failed.failure.to_string()),
         "pivot failed: taking the _ branch"
     );
@@ -353,8 +381,11 @@ pub async fn run(
         Ok((Answer::Flow(flow), _)) => Ok(Next::Replace(flow)),
         Ok((Answer::Twiml(verbs), base)) => {
             // Spec b.5: the CDR goes to cdr_url when a TwiML-driven call ends.
-            if data.cdr_url.is_some() {
-                state.cdr_url = data.cdr_url.clone();
+            if let (Some(url), Some(svc)) = (&data.cdr_url, &rt.pivot) {
+                state.at_end = Some(Box::new(cdr::CdrPost {
+                    url: url.clone(),
+                    svc: svc.clone(),
+                }));
             }
             match twiml_exec::run(verbs, base, data, call, rt, state).await? {
                 twiml_exec::TwimlEnd::Done => Ok(Next::Stop),
@@ -408,14 +439,14 @@ mod tests {
             PivotFailure::Answer(AnswerError::Empty),
         ] {
             let stats = PivotStats::default();
-            stats.count_failure(&f);
+            stats.count(f.outcome());
             let counted: Vec<&str> = stats
                 .outcomes()
                 .into_iter()
                 .filter(|(_, n)| *n == 1)
                 .map(|(label, _)| label)
                 .collect();
-            assert_eq!(counted, [f.outcome()], "{f:?}");
+            assert_eq!(counted, [f.outcome().label()], "{f:?}");
         }
     }
 }

@@ -8,7 +8,6 @@ use crate::callflow::runtime::{Next, Runtime};
 use crate::callflow::state::FlowState;
 use crate::callflow::{CallControl, CallEnded};
 use crate::flow::modules::tts::Tts;
-use crate::logsafe::wire;
 
 pub async fn run(
     data: &Tts,
@@ -16,22 +15,17 @@ pub async fn run(
     rt: &Runtime,
     state: &mut FlowState,
 ) -> Result<Next, CallEnded> {
-    let Some(tts) = rt.tts.as_ref() else {
+    if rt.tts.is_none() {
         tracing::warn!("tts: no TTS hook configured");
         return Ok(Next::Default);
-    };
+    }
     if !call.is_answered() {
         call.answer().await?;
     }
-    let prompt = match tts
-        .speak(&data.text, &data.voice, data.language.as_deref())
-        .await
-    {
-        Ok(p) => p,
-        Err(reason) => {
-            tracing::warn!(reason = %wire(&reason.to_string()), "tts failed: going on with _");
-            return Ok(Next::Default);
-        }
+    let language = data.language.as_deref();
+    let failed = "tts failed: going on with _";
+    let Some(prompt) = rt.speak(&data.text, &data.voice, language, failed).await else {
+        return Ok(Next::Default);
     };
     let times = if data.endless_playback { u32::MAX } else { 1 };
     play_collecting(call, &prompt, times, &data.terminators, state).await?;

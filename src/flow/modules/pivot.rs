@@ -38,30 +38,15 @@ impl Pivot {
             .opt_str("voice_url")?
             .ok_or_else(|| ValidationError::new(d.path_of("voice_url"), "required"))?;
         let voice_url = http_url(d, "voice_url", voice_url)?;
-        let method = match d.opt_str("method")? {
-            None => Method::Get,
-            Some(m) => Method::parse(&m).ok_or_else(|| {
-                ValidationError::new(d.path_of("method"), format!("{m:?} is not get or post"))
-            })?,
-        };
-        let req_format = match d.opt_str("req_format")? {
-            None => ReqFormat::Kazoo,
-            Some(f) => ReqFormat::parse(&f).ok_or_else(|| {
-                ValidationError::new(
-                    d.path_of("req_format"),
-                    format!("{f:?} is not kazoo or twiml"),
-                )
-            })?,
-        };
-        let req_body_format = match d.opt_str("req_body_format")? {
-            None => BodyFormat::Form,
-            Some(f) => BodyFormat::parse(&f).ok_or_else(|| {
-                ValidationError::new(
-                    d.path_of("req_body_format"),
-                    format!("{f:?} is not form or json"),
-                )
-            })?,
-        };
+        let method = d
+            .opt_word("method", Method::parse, "get or post")?
+            .unwrap_or_default();
+        let req_format = d
+            .opt_word("req_format", ReqFormat::parse, "kazoo or twiml")?
+            .unwrap_or_default();
+        let req_body_format = d
+            .opt_word("req_body_format", BodyFormat::parse, "form or json")?
+            .unwrap_or_default();
         // Spec j.7: `req_timeout` (seconds, as in the docs' example) is accepted beside
         // `req_timeout_ms`, which wins.
         let req_timeout_ms = match d.opt_int("req_timeout_ms", 1, 3_600_000)? {

@@ -96,29 +96,22 @@ impl Say {
                 }
             },
         };
-        let chars = text.chars().count();
-        if !(1..=1000).contains(&chars) {
-            return Err(ValidationError::new(
-                d.path_of(text_key),
-                format!("must be 1 to 1000 characters, not {chars}"),
-            ));
-        }
-        let say_type = d.opt_str("type")?.unwrap_or_else(|| "name_spelled".into());
-        if REFUSED_TYPES.contains(&say_type.as_str()) {
+        d.check_text_len(text_key, &text, 1000)?;
+        if let Some(refused) = d
+            .opt_str("type")?
+            .filter(|t| REFUSED_TYPES.contains(&t.as_str()))
+        {
             return Err(ValidationError::new(
                 d.path_of("type"),
                 format!(
-                    "{say_type:?} is not supported by pivotd (it needs a clock and a language \
+                    "{refused:?} is not supported by pivotd (it needs a clock and a language \
                      pack); use the tts module with the sentence to say"
                 ),
             ));
         }
-        if !TYPES.contains(&say_type.as_str()) {
-            return Err(ValidationError::new(
-                d.path_of("type"),
-                format!("{say_type:?} is not one of {}", TYPES.join(", ")),
-            ));
-        }
+        let say_type = d
+            .opt_one_of("type", TYPES)?
+            .unwrap_or_else(|| "name_spelled".into());
         if kind_of(&say_type) == Kind::Number && parse_number(&text).is_none() {
             return Err(ValidationError::new(
                 d.path_of(text_key),
@@ -127,22 +120,10 @@ impl Say {
                 ),
             ));
         }
-        let method = d.opt_str("method")?.unwrap_or_else(|| "pronounced".into());
-        if !METHODS.contains(&method.as_str()) {
-            return Err(ValidationError::new(
-                d.path_of("method"),
-                format!("{method:?} is not one of {}", METHODS.join(", ")),
-            ));
-        }
-        let gender = d.opt_str("gender")?;
-        if let Some(g) = &gender {
-            if !GENDERS.contains(&g.as_str()) {
-                return Err(ValidationError::new(
-                    d.path_of("gender"),
-                    format!("{g:?} is not one of {}", GENDERS.join(", ")),
-                ));
-            }
-        }
+        let method = d
+            .opt_one_of("method", METHODS)?
+            .unwrap_or_else(|| "pronounced".into());
+        let gender = d.opt_one_of("gender", GENDERS)?;
         let terminators = d.terminators()?;
         Ok(Say {
             text,

@@ -18,6 +18,16 @@ pub enum Unit {
 }
 
 impl Unit {
+    pub fn parse(s: &str) -> Option<Unit> {
+        match s {
+            "ms" => Some(Unit::Ms),
+            "s" => Some(Unit::S),
+            "m" => Some(Unit::M),
+            "h" => Some(Unit::H),
+            _ => None,
+        }
+    }
+
     pub fn as_str(self) -> &'static str {
         match self {
             Unit::Ms => "ms",
@@ -38,18 +48,9 @@ pub struct Sleep {
 impl Sleep {
     pub fn from_data(d: &Data<'_>) -> Result<Sleep, ValidationError> {
         let duration = d.opt_int("duration", 0, 86_400_000)?.unwrap_or(0);
-        let unit = match d.opt_str("unit")?.as_deref() {
-            None | Some("s") => Unit::S,
-            Some("ms") => Unit::Ms,
-            Some("m") => Unit::M,
-            Some("h") => Unit::H,
-            Some(other) => {
-                return Err(ValidationError::new(
-                    d.path_of("unit"),
-                    format!("{other:?} is not one of \"ms\", \"s\", \"m\", \"h\""),
-                ))
-            }
-        };
+        let unit = d
+            .opt_word("unit", Unit::parse, r#"one of "ms", "s", "m", "h""#)?
+            .unwrap_or(Unit::S);
         Ok(Sleep {
             duration: u64::try_from(duration).unwrap_or(0),
             unit,

@@ -19,13 +19,7 @@ impl Tts {
         let text = d
             .opt_str("text")?
             .ok_or_else(|| ValidationError::new(d.path_of("text"), "required"))?;
-        let chars = text.chars().count();
-        if !(1..=1000).contains(&chars) {
-            return Err(ValidationError::new(
-                d.path_of("text"),
-                format!("must be 1 to 1000 characters, not {chars}"),
-            ));
-        }
+        d.check_text_len("text", &text, 1000)?;
         let terminators = d.terminators()?;
         // `engine` is accepted and ignored: pivotd has one TTS hook.
         let _ = d.opt_str("engine")?;

@@ -1,0 +1,49 @@
+//! The names of the fields pivotd sends a pivot web server, in one place: the request
+//! parameters of each format (spec a.2 Kazoo, a.3 TwiML) and the CDR posted to a TwiML pivot's
+//! `cdr_url` (spec b.5, in Kazoo's names). A web server reads these names: changing one
+//! breaks it.
+
+/// The `Direction` value: pivotd only answers calls.
+pub const INBOUND: &str = "inbound";
+
+/// Kazoo's names: the `kazoo` request format, and the CDR.
+pub mod kazoo {
+    pub const API_VERSION: &str = "Api-Version";
+    pub const DIRECTION: &str = "Direction";
+    pub const CALL_ID: &str = "Call-ID";
+    pub const ACCOUNT_ID: &str = "Account-ID";
+    pub const FROM: &str = "From";
+    pub const FROM_REALM: &str = "From-Realm";
+    pub const TO: &str = "To";
+    pub const TO_REALM: &str = "To-Realm";
+    pub const REQUEST: &str = "Request";
+    pub const REQUEST_REALM: &str = "Request-Realm";
+    pub const CALLER_ID_NAME: &str = "Caller-ID-Name";
+    pub const CALLER_ID_NUMBER: &str = "Caller-ID-Number";
+    pub const LANGUAGE: &str = "Language";
+    pub const CALL_STATUS: &str = "Call-Status";
+    pub const USER_ID: &str = "User-ID";
+    pub const CUSTOM_SIP_HEADERS: &str = "Custom-SIP-Headers";
+    pub const DIGITS: &str = "Digits";
+    // The CDR's own.
+    pub const HANGUP_CAUSE: &str = "Hangup-Cause";
+    pub const HANGUP_CODE: &str = "Hangup-Code";
+    pub const DURATION_SECONDS: &str = "Duration-Seconds";
+    pub const BILLING_SECONDS: &str = "Billing-Seconds";
+}
+
+/// TwiML's names: the `twiml` request format.
+pub mod twiml {
+    pub const CALL_SID: &str = "CallSid";
+    pub const ACCOUNT_SID: &str = "AccountSid";
+    pub const FROM: &str = "From";
+    pub const FROM_REALM: &str = "FromRealm";
+    pub const TO: &str = "To";
+    pub const TO_REALM: &str = "ToRealm";
+    pub const CALL_STATUS: &str = "CallStatus";
+    pub const API_VERSION: &str = "ApiVersion";
+    pub const DIRECTION: &str = "Direction";
+    pub const CALLER_NAME: &str = "CallerName";
+    pub const CALLER_NUMBER: &str = "CallerNumber";
+    pub const DIGITS: &str = "Digits";
+}
