@@ -43,13 +43,7 @@ blacklist_cidrs = []
 
 /// Sends an INVITE from `sip` (CSeq `cseq`, with `extra` header lines) and returns its final
 /// response, acknowledging it when it is not a 2xx.
-async fn invite(
-    sip: &mut RawSip,
-    server: &TestServer,
-    call_id: &str,
-    cseq: u32,
-    extra: &str,
-) -> String {
+async fn invite(sip: &mut RawSip, call_id: &str, cseq: u32, extra: &str) -> String {
     let local = sip.local();
     let sdp = format!(
         "v=0\r\no=- 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\nm=audio {} RTP/AVP 0\r\na=rtpmap:0 PCMU/8000\r\n",
@@ -72,7 +66,8 @@ async fn invite(
     sip.send(head.as_bytes()).await;
     loop {
         let m = sip.recv(3000).await.expect("a final response to INVITE");
-        if status(&m) < 200 || !header(&m, "CSeq").is_some_and(|c| c == format!("{cseq} INVITE")) {
+        let ours = header(&m, "CSeq").is_some_and(|c| c == format!("{cseq} INVITE"));
+        if status(&m) < 200 || !ours {
             continue;
         }
         if status(&m) >= 300 {
@@ -84,7 +79,6 @@ async fn invite(
             );
             sip.send(ack.as_bytes()).await;
         }
-        let _ = server;
         return m;
     }
 }
@@ -95,7 +89,7 @@ async fn an_invite_is_challenged_refused_with_a_wrong_password_and_served_with_t
     let server = start(&config_toml(&flows(&web), "", "")).await;
     let mut sip = RawSip::udp(server.udp).await;
     let call_id = format!("{}@auth-test", token());
-    let r = invite(&mut sip, &server, &call_id, 1, "").await;
+    let r = invite(&mut sip, &call_id, 1, "").await;
     assert_eq!(status(&r), 407, "{r}");
     let offered = challenges(&r, "Proxy-Authenticate");
     assert_eq!(offered.len(), 2, "{r}");
@@ -104,7 +98,6 @@ async fn an_invite_is_challenged_refused_with_a_wrong_password_and_served_with_t
     let wrong = credentials(&offered[0], "2001", "nope", "INVITE", &uri, 1, "c1");
     let r = invite(
         &mut sip,
-        &server,
         &call_id,
         2,
         &format!("Proxy-Authorization: {wrong}\r\n"),
@@ -118,7 +111,6 @@ async fn an_invite_is_challenged_refused_with_a_wrong_password_and_served_with_t
     let right = credentials(&offered[1], "2001", "s3cret", "INVITE", &uri, 1, "c2");
     let r = invite(
         &mut sip,
-        &server,
         &call_id,
         3,
         &format!("Proxy-Authorization: {right}\r\n"),
@@ -201,7 +193,7 @@ async fn allow_unauthenticated_serves_strangers_but_still_identifies_devices() {
     assert!(run.ok, "{}", run.output);
     // A known device's From is still challenged, so its calls carry its identity.
     let mut sip = RawSip::udp(server.udp).await;
-    let r = invite(&mut sip, &server, &format!("{}@known", token()), 1, "").await;
+    let r = invite(&mut sip, &format!("{}@known", token()), 1, "").await;
     assert_eq!(status(&r), 407, "{r}");
 }
 
