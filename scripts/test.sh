@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The whole test suite, from a fresh Debian 12 machine: installs the tools the tests drive
-# (SIPp, sox, espeak-ng) when they are missing, then checks formatting and lints and runs
+# (SIPp, sox, espeak-ng, baresip, pjsua2) when they are missing, then checks formatting and lints and runs
 # every test. Usage: scripts/test.sh   (as root, or with the tools already installed)
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -13,6 +13,10 @@ dpkg -s libsox-fmt-mp3 >/dev/null 2>&1 || need+=(libsox-fmt-mp3)
 command -v espeak-ng >/dev/null 2>&1 || need+=(espeak-ng)
 # The worked example's pivot web server (examples/pivot_server.py) is run by the tests.
 command -v python3 >/dev/null 2>&1 || need+=(python3)
+# Real softphones: baresip (Debian's) and pjsua2 (PyPI wheel, needs pip) register and call.
+command -v baresip >/dev/null 2>&1 || need+=(baresip)
+python3 -c "import pjsua2" >/dev/null 2>&1 || python3 -m pip --version >/dev/null 2>&1 ||
+  need+=(python3-pip)
 if [ ${#need[@]} -gt 0 ]; then
   echo "installing: ${need[*]}"
   if [ "$(id -u)" -ne 0 ]; then
@@ -22,6 +26,12 @@ if [ ${#need[@]} -gt 0 ]; then
   export DEBIAN_FRONTEND=noninteractive
   apt-get update -qq
   apt-get install -y -qq --no-install-recommends "${need[@]}"
+fi
+if ! python3 -c "import pjsua2" >/dev/null 2>&1; then
+  echo "installing: pjsua2-python (pip)"
+  # Debian's python3 is "externally managed" (PEP 668); the wheel has no Debian package.
+  python3 -m pip install -q pjsua2-python ||
+    python3 -m pip install -q --break-system-packages pjsua2-python
 fi
 
 cargo fmt --all -- --check
