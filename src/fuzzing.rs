@@ -142,6 +142,10 @@ fn answers(req: &mut rsip::Request, valid: bool) {
     let reply_to = transport::stamp_via(req, &peer());
     let _ = reply_to;
     let _ = message::max_forwards(req);
+    // What the registrar and the caller check read of a request.
+    let _ = message::contacts(req);
+    let _ = message::header_aor(req, "From");
+    let _ = message::header_aor(req, "To");
     for (code, reason, tag) in [
         (100u16, None, None),
         (200, None, Some("t1")),
