@@ -95,4 +95,3 @@ pub fn stats(mut v: Vec<f64>) -> (usize, f64, f64, f64) {
     let mean = v.iter().sum::<f64>() / n as f64;
     (v.len(), mean, v[n / 2], v[(n * 99 / 100).min(n - 1)])
 }
-

@@ -72,7 +72,14 @@ password = "s3cret"
         .args(["-s", "2001", "-au", "2001", "-ap", "s3cret"])
         .args(["-key", "domain", "bench.test", "-key", "expires", "600"])
         .args(["-r", &rate.to_string(), "-m", &total, "-l", "2000"])
-        .args(["-buff_size", "4194304", "-nostdin", "-trace_stat", "-fd", "1"])
+        .args([
+            "-buff_size",
+            "4194304",
+            "-nostdin",
+            "-trace_stat",
+            "-fd",
+            "1",
+        ])
         .args(["-i", "127.0.0.1", "-p", "0"])
         .arg(addr.to_string())
         .current_dir(&dir)

@@ -357,7 +357,10 @@ impl Admission {
                 Err(refusal) => Err(refusal),
             },
             rsip::Method::Register if message::scheme_supported(&req.uri) => {
-                return self.register(&req, &tx)
+                match check_require(&req) {
+                    Ok(()) => return self.register(&req, &tx),
+                    Err(refusal) => Err(refusal),
+                }
             }
             _ => answer_other(&req),
         };
