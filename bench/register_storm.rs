@@ -68,7 +68,7 @@ password = "s3cret"
     let total = (rate * seconds).to_string();
     let storm = tokio::process::Command::new("timeout")
         .arg((seconds + 30).to_string())
-        .args(["sipp", "-sf", scenario, "-bg"])
+        .args(["sipp", "-sf", scenario])
         .args(["-s", "2001", "-au", "2001", "-ap", "s3cret"])
         .args(["-key", "domain", "bench.test", "-key", "expires", "600"])
         .args(["-r", &rate.to_string(), "-m", &total, "-l", "2000"])
