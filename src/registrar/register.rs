@@ -37,7 +37,17 @@ impl Registrar {
     /// Authenticates a REGISTER and applies it to the device's bindings.
     pub fn register(&self, req: &rsip::Request, peer: &Peer) -> Answer {
         let Some((to_user, to_host)) = message::header_aor(req, "To") else {
-            return Answer::new(400).reason("Bad To");
+            // RFC 4475 §3.3.4: an address-of-record in a scheme other than sip/sips is 416.
+            let foreign = message::header_str(req, "To")
+                .and_then(message::addr_uri)
+                .and_then(|u| u.split_once(':'))
+                .is_some_and(|(scheme, _)| !message::is_sip_scheme(scheme.as_bytes()));
+            return if foreign {
+                let why = message::Unsupported::Scheme;
+                Answer::new(why.code()).reason(why.reason())
+            } else {
+                Answer::new(400).reason("Bad To")
+            };
         };
         let Some(account) = self.cfg.account_for_realm(&to_host) else {
             return Answer::new(404).reason("Domain Not Served");

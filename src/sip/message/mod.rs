@@ -24,7 +24,7 @@ pub use headers::{
 };
 pub(in crate::sip) use parse::clean_reason;
 pub use parse::{parse, ParseError, Unsupported};
-pub use uri::{parse_sip_uri, scheme_supported, RequestUriError};
+pub use uri::{is_sip_scheme, parse_sip_uri, scheme_supported, RequestUriError};
 
 #[cfg(test)]
 mod tests;

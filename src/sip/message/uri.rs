@@ -112,7 +112,7 @@ pub(super) fn uri_scheme(uri: &[u8]) -> Option<&[u8]> {
 
 /// Whether a URI scheme is one pivotd serves: sip or sips, in any case (RFC 3261 §19.1.1).
 /// Anything else in a Request-URI is answered [`super::Unsupported::Scheme`].
-pub(super) fn is_sip_scheme(scheme: &[u8]) -> bool {
+pub fn is_sip_scheme(scheme: &[u8]) -> bool {
     scheme.eq_ignore_ascii_case(b"sip") || scheme.eq_ignore_ascii_case(b"sips")
 }
 
