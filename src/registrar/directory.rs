@@ -110,6 +110,15 @@ impl Directory {
             .cloned()
     }
 
+    /// Every device of an account.
+    pub fn devices_of(&self, account_id: &str) -> Vec<Arc<DeviceEntry>> {
+        self.read()
+            .values()
+            .filter(|e| e.account_id == account_id)
+            .cloned()
+            .collect()
+    }
+
     pub fn find(&self, realm: &str, username: &str) -> Option<Arc<DeviceEntry>> {
         self.read().get(&login(realm, username)).cloned()
     }
