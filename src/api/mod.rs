@@ -1,5 +1,6 @@
-//! The HTTP API: a Crossbar-compatible subset (spec e) on axum. Every answer but `/healthz`
-//! and `/metrics` is a Crossbar envelope:
+//! The HTTP API: a Crossbar-compatible subset (spec e) on axum: callflows, devices, users,
+//! registrations, pivot debug records, CDRs. Every answer but `/healthz` and `/metrics` is a
+//! Crossbar envelope:
 //! `{"data":…, "status":"success", "request_id":…, "auth_token":…, "revision":…, …}`, or on
 //! failure `{"status":"error", "error":"400", "message":…, "data":{…}}`.
 //!
@@ -11,8 +12,12 @@
 mod auth;
 mod callflows;
 mod cdrs;
+mod devices;
+mod docs;
 mod health;
 mod pivot_debug;
+mod registrations;
+mod users;
 
 use std::net::SocketAddr;
 use std::sync::atomic::AtomicUsize;
@@ -35,11 +40,13 @@ use crate::callflow::modules::pivot::PivotStats;
 use crate::config::Config;
 use crate::media::player::Pacer;
 use crate::media::rtp::PortPool;
+use crate::registrar::Registrar;
 use crate::routing::Routes;
 use crate::sip::endpoint::Endpoint;
 use crate::store::{Store, StoreError};
 
 pub use callflows::load_callflows;
+pub use devices::load_devices;
 
 /// What the API reads and changes.
 pub struct ApiParts {
@@ -55,6 +62,8 @@ pub struct ApiParts {
     /// The SIP service's tasks: `/healthz` is 503 while any is dead or restarting.
     pub health: Arc<crate::health::TaskHealth>,
     pub overload: Arc<crate::call::admission::OverloadStats>,
+    /// Devices' bindings and the directory the API's device and user changes update.
+    pub registrar: Arc<Registrar>,
 }
 
 /// Shared by all requests.
@@ -64,6 +73,9 @@ pub struct ApiState {
     /// Callflow changes one at a time: the number check, the store write and the routing
     /// table swap happen together.
     callflow_lock: tokio::sync::Mutex<()>,
+    /// Device and user changes one at a time: the username check, the store write and the
+    /// directory update happen together, and a user's change reaches its devices' entries.
+    directory_lock: tokio::sync::Mutex<()>,
 }
 
 impl ApiState {
@@ -73,6 +85,7 @@ impl ApiState {
         Arc::new(ApiState {
             tokens: auth::Tokens::new(lifetime, failures),
             callflow_lock: tokio::sync::Mutex::new(()),
+            directory_lock: tokio::sync::Mutex::new(()),
             parts,
         })
     }
@@ -103,6 +116,32 @@ pub fn router(state: Shared) -> Router {
             get(pivot_debug::get_call),
         )
         .route("/v2/accounts/{account_id}/cdrs", get(cdrs::list))
+        .route(
+            "/v2/accounts/{account_id}/devices",
+            get(devices::list).put(devices::create),
+        )
+        .route(
+            "/v2/accounts/{account_id}/devices/{id}",
+            get(devices::get_one)
+                .post(devices::replace)
+                .patch(devices::patch)
+                .delete(devices::delete),
+        )
+        .route(
+            "/v2/accounts/{account_id}/users",
+            get(users::list).put(users::create),
+        )
+        .route(
+            "/v2/accounts/{account_id}/users/{id}",
+            get(users::get_one)
+                .post(users::replace)
+                .patch(users::patch)
+                .delete(users::delete),
+        )
+        .route(
+            "/v2/accounts/{account_id}/registrations",
+            get(registrations::list),
+        )
         .route_layer(middleware::from_fn_with_state(
             state.clone(),
             auth::require_token,
