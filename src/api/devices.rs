@@ -207,7 +207,15 @@ fn check(
     owners: &[User],
 ) -> Result<Checked, ApiError> {
     data.remove("id");
-    // First: the password leaves the document before any other check can fail.
+    // First: a password leaves the document before any other check can fail. One outside
+    // `sip` would otherwise be kept as an unknown key, in plain text.
+    if data.remove("password").is_some() {
+        return Err(ApiError::validation(
+            "password",
+            "not_supported",
+            "a device's SIP password goes in sip.password",
+        ));
+    }
     let sip = credentials(account, &mut data, current)?;
     req_str(&mut data, "name", 1, 128)?;
     if let Some(owner) = opt_str(&mut data, "", "owner_id", 1, 128)? {
@@ -592,6 +600,7 @@ password = "s3cret"
                 json!({"name": "p", "caller_id": {"external": {"number": 5}}}),
                 "caller_id.external.number",
             ),
+            (json!({"name": "p", "password": "s3cret"}), "password"),
         ];
         for (body, key) in cases {
             let e = check(&a, data(body.clone()), None, &[]).unwrap_err();
