@@ -148,7 +148,9 @@ pub async fn start(cfg: Arc<Config>) -> Result<ServerHandle, StartError> {
             .flat_map(|r| r.inbound_cidrs.iter().copied()),
     );
     let sources = SourceGuard::new(limits);
+    // The config's devices, then those created over the API (kept in the store).
     let directory = Arc::new(Directory::from_config(&cfg));
+    crate::api::load_devices(&cfg, &store, &directory).await;
     let registrar = Arc::new(Registrar::new(cfg.clone(), directory, Some(store.clone())));
     let (endpoint, app_rx) = Endpoint::start(EndpointConfig {
         transport: TransportConfig {
@@ -212,6 +214,7 @@ pub async fn start(cfg: Arc<Config>) -> Result<ServerHandle, StartError> {
             pool: pool.clone(),
             health: health.clone(),
             overload: overload.clone(),
+            registrar: registrar.clone(),
         }),
         stop.clone(),
     )

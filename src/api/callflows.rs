@@ -14,13 +14,13 @@ use std::sync::Arc;
 
 use axum::body::Bytes;
 use axum::extract::{Extension, Path, State};
-use axum::http::StatusCode;
 use regex::Regex;
 use serde_json::{json, Map, Value};
 use sha2::{Digest, Sha256};
 
 use super::auth::Authed;
-use super::{blocking, hex, random_id, request_data, ApiError, Reply, Shared};
+use super::docs::{account, config_owned, into_map, merge, with_id};
+use super::{blocking, docs, hex, random_id, request_data, ApiError, Reply, Shared};
 use crate::callflow::check::check_node_urls;
 use crate::config::{Account, CallflowEntry, Config};
 use crate::flow::Node;
@@ -94,15 +94,6 @@ fn entry_of(id: &str, doc: &Value) -> Result<CallflowEntry, ApiError> {
     })
 }
 
-fn account<'a>(st: &'a Shared, id: &str) -> Result<&'a Account, ApiError> {
-    st.parts
-        .cfg
-        .accounts
-        .iter()
-        .find(|a| a.id == id)
-        .ok_or_else(|| ApiError::not_found("account", id))
-}
-
 /// The id a config callflow shows over the API: its `id`, else 32 hex digits derived from
 /// where it sits in the file (stable across restarts while the file keeps its order).
 fn config_id(account: &Account, c: &CallflowEntry) -> String {
@@ -129,12 +120,7 @@ fn config_doc(account: &Account, c: &CallflowEntry) -> Value {
 }
 
 fn api_doc(c: &StoredCallflow) -> Value {
-    let mut m = match &c.doc {
-        Value::Object(m) => m.clone(),
-        _ => Map::new(),
-    };
-    m.insert("id".into(), c.id.clone().into());
-    Value::Object(m)
+    with_id(&c.doc, &c.id)
 }
 
 fn modules(flow: Option<&Value>) -> Vec<String> {
@@ -171,8 +157,7 @@ fn summary(doc: &Value) -> Value {
 }
 
 fn revision(c: &StoredCallflow) -> String {
-    let d = Sha256::digest(c.doc.to_string().as_bytes());
-    format!("{}-{}", c.rev, hex(&d[..16]))
+    docs::revision(c.rev, &c.doc)
 }
 
 /// A validated document, ready to store and route.
@@ -414,12 +399,7 @@ fn refuse_config(account: &Account, id: &str) -> Result<(), ApiError> {
         .iter()
         .any(|c| config_id(account, c) == id)
     {
-        return Err(
-            ApiError::new(StatusCode::FORBIDDEN, "forbidden").data(json!({
-                "message": "this callflow is defined in the config file; change it there",
-                "cause": id,
-            })),
-        );
+        return Err(config_owned("callflow", id));
     }
     Ok(())
 }
@@ -490,28 +470,6 @@ pub(crate) async fn replace(
     Ok(saved_reply(&saved, false))
 }
 
-/// JSON merge: objects merge key by key, `null` removes a key, anything else replaces.
-fn merge(into: &mut Map<String, Value>, patch: Map<String, Value>) {
-    for (k, v) in patch {
-        match v {
-            Value::Null => {
-                into.remove(&k);
-            }
-            Value::Object(p) => match into.get_mut(&k) {
-                Some(Value::Object(existing)) => merge(existing, p),
-                _ => {
-                    let mut fresh = Map::new();
-                    merge(&mut fresh, p);
-                    into.insert(k, Value::Object(fresh));
-                }
-            },
-            other => {
-                into.insert(k, other);
-            }
-        }
-    }
-}
-
 /// `PATCH …/callflows/{ID}`: merges the given fields into the document, then validates the
 /// result as a whole.
 pub(crate) async fn patch(
@@ -525,10 +483,7 @@ pub(crate) async fn patch(
     let patch = request_data(&body)?;
     let _one_at_a_time = st.callflow_lock.lock().await;
     let current = stored(&st, &account.id, &id).await?;
-    let mut doc = match current.doc {
-        Value::Object(m) => m,
-        _ => Map::new(),
-    };
+    let mut doc = into_map(current.doc);
     merge(&mut doc, patch);
     let saved = save(&st, account, &id, doc).await?;
     Ok(saved_reply(&saved, false))
@@ -572,22 +527,5 @@ mod tests {
         assert!(check_numbers(&["".into()]).is_err());
         assert!(check_numbers(&["é".repeat(36)]).is_ok());
         assert!(check_numbers(&["é".repeat(37)]).is_err());
-    }
-
-    #[test]
-    fn merge_is_json_merge_patch() {
-        let mut doc = json!({"name": "a", "flow": {"module": "pivot", "data": {"voice_url": "u", "debug": false}}})
-            .as_object()
-            .cloned()
-            .unwrap();
-        let patch = json!({"name": null, "numbers": ["1"], "flow": {"data": {"debug": true}}})
-            .as_object()
-            .cloned()
-            .unwrap();
-        merge(&mut doc, patch);
-        assert_eq!(
-            Value::Object(doc),
-            json!({"numbers": ["1"], "flow": {"module": "pivot", "data": {"voice_url": "u", "debug": true}}})
-        );
     }
 }

@@ -91,6 +91,11 @@ impl Bindings {
         out
     }
 
+    /// Drops all of a device's bindings; returns how many went.
+    pub fn remove(&mut self, key: &DeviceKey) -> usize {
+        self.by_device.remove(key).map_or(0, |l| l.len())
+    }
+
     /// Drops expired bindings; returns how many went.
     pub fn sweep(&mut self, now: u64) -> usize {
         let mut gone = 0;

@@ -92,6 +92,33 @@ impl Directory {
             .retain(|_, e| !(e.account_id == account_id && e.device_id == device_id));
     }
 
+    /// Puts a device in (or, with `None`, takes it out) in one step, whatever login it had:
+    /// a REGISTER never sees it missing while it changes.
+    pub fn set_device(&self, account_id: &str, device_id: &str, entry: Option<DeviceEntry>) {
+        let mut map = self.write();
+        map.retain(|_, e| !(e.account_id == account_id && e.device_id == device_id));
+        if let Some(e) = entry {
+            map.insert(login(&e.realm, &e.username), Arc::new(e));
+        }
+    }
+
+    /// A device by its account and id.
+    pub fn device(&self, account_id: &str, device_id: &str) -> Option<Arc<DeviceEntry>> {
+        self.read()
+            .values()
+            .find(|e| e.account_id == account_id && e.device_id == device_id)
+            .cloned()
+    }
+
+    /// Every device of an account.
+    pub fn devices_of(&self, account_id: &str) -> Vec<Arc<DeviceEntry>> {
+        self.read()
+            .values()
+            .filter(|e| e.account_id == account_id)
+            .cloned()
+            .collect()
+    }
+
     pub fn find(&self, realm: &str, username: &str) -> Option<Arc<DeviceEntry>> {
         self.read().get(&login(realm, username)).cloned()
     }

@@ -5,12 +5,14 @@
 //! - `directory.rs`: devices by realm and username, with their HA1s and caller IDs;
 //! - `auth.rs`: a request's credentials → a device, a challenge or a refusal;
 //! - `bindings.rs`: the location service, all-or-nothing updates, expiry;
-//! - `register.rs`: the answer to a REGISTER.
+//! - `register.rs`: the answer to a REGISTER;
+//! - `stored.rs`: the API's devices and users as directory entries and owners.
 
 pub mod auth;
 pub mod bindings;
 pub mod directory;
 pub mod register;
+pub mod stored;
 
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
@@ -21,7 +23,7 @@ use directory::Directory;
 
 use crate::config::Config;
 use crate::sip::auth::digest::Algorithm;
-use crate::store::{Registration, Store, Write};
+use crate::store::{DeviceBindings, Registration, Store, Write};
 
 pub struct Registrar {
     cfg: Arc<Config>,
@@ -89,6 +91,29 @@ impl Registrar {
         self.lock_bindings().current(&key, auth::unix_now())
     }
 
+    /// The devices that may authenticate (the API changes it as devices change).
+    pub fn directory(&self) -> &Arc<Directory> {
+        self.auth.directory()
+    }
+
+    /// Drops every binding of a device (deleted, or no longer able to register), here and
+    /// in the store. Returns how many went.
+    pub fn drop_device(&self, account_id: &str, device_id: &str) -> usize {
+        let key = DeviceKey {
+            account_id: account_id.to_string(),
+            device_id: device_id.to_string(),
+        };
+        let gone = self.lock_bindings().remove(&key);
+        if let Some(s) = &self.store {
+            s.write(Write::Registrations(DeviceBindings {
+                account_id: key.account_id,
+                device_id: key.device_id,
+                bindings: Vec::new(),
+            }));
+        }
+        gone
+    }
+
     /// Every unexpired binding.
     pub fn all_bindings(&self) -> Vec<Registration> {
         self.lock_bindings().all(auth::unix_now())
@@ -108,5 +133,62 @@ impl Registrar {
 
     fn lock_bindings(&self) -> MutexGuard<'_, Bindings> {
         self.bindings.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn binding(device_id: &str, contact: &str) -> Registration {
+        Registration {
+            account_id: "acc".into(),
+            device_id: device_id.into(),
+            contact: contact.into(),
+            expires_at: auth::unix_now() + 600,
+            call_id: "c".into(),
+            cseq: 1,
+            path: Vec::new(),
+            source: "192.0.2.1:5060".parse().unwrap(),
+            local: "127.0.0.1:5060".parse().unwrap(),
+            transport: "UDP".into(),
+            user_agent: None,
+            instance: None,
+            q: None,
+            updated: auth::unix_now(),
+        }
+    }
+
+    #[test]
+    fn dropping_a_device_drops_its_bindings_here_and_in_the_store() {
+        let store = Store::open(":memory:").unwrap();
+        for (d, c) in [("d1", "sip:a@h"), ("d1", "sip:b@h"), ("d2", "sip:c@h")] {
+            store.write(Write::Registrations(DeviceBindings {
+                account_id: "acc".into(),
+                device_id: d.into(),
+                bindings: store
+                    .registrations(0)
+                    .unwrap()
+                    .into_iter()
+                    .filter(|r| r.device_id == d)
+                    .chain([binding(d, c)])
+                    .collect(),
+            }));
+            store.flush().unwrap();
+        }
+        let cfg = Arc::new(Config::embedded_default());
+        let r = Registrar::new(cfg, Arc::new(Directory::default()), Some(store.clone()));
+        assert_eq!(r.all_bindings().len(), 3);
+        assert_eq!(r.drop_device("acc", "d1"), 2);
+        assert_eq!(r.drop_device("acc", "d1"), 0);
+        store.flush().unwrap();
+        let left: Vec<String> = store
+            .registrations(0)
+            .unwrap()
+            .into_iter()
+            .map(|b| b.device_id)
+            .collect();
+        assert_eq!(left, ["d2"]);
+        assert_eq!(r.all_bindings().len(), 1);
     }
 }

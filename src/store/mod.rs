@@ -1,5 +1,6 @@
-//! The embedded store (SQLite through rusqlite, bundled): pivot debug records, callflows and
-//! CDRs, in one file with a versioned schema (`schema.rs`) in WAL mode.
+//! The embedded store (SQLite through rusqlite, bundled): pivot debug records, callflows,
+//! CDRs, registrations, and the API's users and devices, in one file with a versioned schema
+//! (`schema.rs`) in WAL mode.
 //!
 //! Writes from calls never wait for the disk: [`Store::write`] puts the record on a bounded
 //! queue read by one writer thread, which owns the write connection and commits in batches.
@@ -9,12 +10,16 @@
 
 mod callflows;
 mod cdrs;
+mod devices;
 mod registrations;
 mod schema;
+mod users;
 
 pub use callflows::{CallflowConflict, StoredCallflow};
 pub use cdrs::{Cdr, CdrQuery};
+pub use devices::{SipCredentials, StoredDevice, UsernameTaken};
 pub use registrations::{DeviceBindings, Registration};
+pub use users::StoredUser;
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};

@@ -82,6 +82,33 @@ pub(crate) const MIGRATIONS: &[&str] = &[
     );
     CREATE INDEX registrations_by_expiry ON registrations (expires_at);
     "#,
+    // 4: users and devices created over the API (issue 9). A device keeps no password: its
+    // HA1 per algorithm and the realm they were computed for.
+    r#"
+    CREATE TABLE users (
+        account_id TEXT    NOT NULL,
+        id         TEXT    NOT NULL,
+        doc        TEXT    NOT NULL,                  -- the user document (JSON)
+        rev        INTEGER NOT NULL DEFAULT 1,
+        created    INTEGER NOT NULL,                  -- Gregorian seconds
+        modified   INTEGER NOT NULL,
+        PRIMARY KEY (account_id, id)
+    );
+    CREATE TABLE devices (
+        account_id TEXT    NOT NULL,
+        id         TEXT    NOT NULL,
+        doc        TEXT    NOT NULL,                  -- the device document, never sip.password
+        username   TEXT,                              -- sip.username, copied for the unique index
+        realm      TEXT,                              -- the realm the HA1s were computed for
+        ha1        TEXT,                              -- JSON object: algorithm name -> HA1 hex
+        rev        INTEGER NOT NULL DEFAULT 1,
+        created    INTEGER NOT NULL,
+        modified   INTEGER NOT NULL,
+        PRIMARY KEY (account_id, id)
+    );
+    -- A SIP username once per account (so once per realm), whatever its case.
+    CREATE UNIQUE INDEX devices_by_username ON devices (account_id, username COLLATE NOCASE);
+    "#,
 ];
 
 /// The schema version this build writes.

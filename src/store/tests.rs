@@ -109,15 +109,17 @@ fn migrations_apply_on_fresh_file_and_reopen_keeps_data() {
     {
         let store = Store::open(dir.db()).unwrap();
         assert_eq!(store.schema_version().unwrap(), SCHEMA_VERSION);
-        assert_eq!(SCHEMA_VERSION, 3);
+        assert_eq!(SCHEMA_VERSION, 4);
         assert_eq!(
             table_names(&store),
             [
                 "callflow_numbers",
                 "callflows",
                 "cdrs",
+                "devices",
                 "pivot_debug",
-                "registrations"
+                "registrations",
+                "users"
             ]
         );
         assert!(store.write(Write::Debug(r.clone())));
