@@ -57,6 +57,15 @@ async fn sipp_registers_with_digest_and_a_wrong_password_gets_403() {
     assert!(run.output.contains("403"), "{}", run.output);
     let stats = &server.handle.registrar.authenticator().stats;
     assert_eq!(stats.failures("wrong_password"), 1);
+    // The same in /metrics: the failure by reason, the two bindings (UDP and TCP contacts).
+    let (code, text) = api_get(&server, "/metrics").await;
+    assert_eq!(code, 200);
+    assert_eq!(
+        metric(&text, "pivotd_auth_failures_total{reason=\"wrong_password\"}"),
+        1
+    );
+    assert_eq!(metric(&text, "pivotd_auth_successes_total"), 2);
+    assert_eq!(metric(&text, "pivotd_registrations"), 2);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -10,6 +10,7 @@ use axum::response::{IntoResponse, Response};
 use serde_json::json;
 
 use super::Shared;
+use crate::registrar::auth::AuthFailure;
 
 /// 200 when the store answers a query, every configured SIP socket is bound and every SIP
 /// task (receive loops, shards, admission) is alive; else 503, naming the dead tasks.
@@ -239,6 +240,37 @@ pub(crate) async fn metrics(State(st): State<Shared>) -> Response {
         "gauge",
         "Source addresses blocked now (scanners, too many failures).",
         sources.blocked_now(),
+    );
+    let auth = &p.registrar.authenticator().stats;
+    m.one(
+        "auth_challenges_total",
+        "counter",
+        "Digest challenges sent (401 to REGISTER, 407 to INVITE).",
+        get(&auth.challenges),
+    );
+    m.one(
+        "auth_successes_total",
+        "counter",
+        "Requests whose digest credentials were accepted.",
+        get(&auth.successes),
+    );
+    m.family(
+        "auth_failures_total",
+        "counter",
+        "Digest credentials refused (403), by reason; each counts against its source address.",
+    );
+    for reason in AuthFailure::LABELS {
+        m.value(
+            "auth_failures_total",
+            &format!("reason=\"{reason}\""),
+            auth.failures(reason),
+        );
+    }
+    m.one(
+        "registrations",
+        "gauge",
+        "Contacts registered now (bindings not expired).",
+        p.registrar.binding_count(),
     );
     m.one(
         "panics_total",

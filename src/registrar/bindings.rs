@@ -96,6 +96,15 @@ impl Bindings {
         self.by_device.remove(key).map_or(0, |l| l.len())
     }
 
+    /// How many unexpired bindings there are.
+    pub fn count(&self, now: u64) -> usize {
+        self.by_device
+            .values()
+            .flatten()
+            .filter(|b| b.expires_at > now)
+            .count()
+    }
+
     /// Drops expired bindings; returns how many went.
     pub fn sweep(&mut self, now: u64) -> usize {
         let mut gone = 0;

@@ -114,6 +114,11 @@ impl Registrar {
         gone
     }
 
+    /// How many unexpired bindings there are.
+    pub fn binding_count(&self) -> usize {
+        self.lock_bindings().count(auth::unix_now())
+    }
+
     /// Every unexpired binding.
     pub fn all_bindings(&self) -> Vec<Registration> {
         self.lock_bindings().all(auth::unix_now())
