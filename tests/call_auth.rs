@@ -130,6 +130,31 @@ async fn an_invite_is_challenged_refused_with_a_wrong_password_and_served_with_t
     assert_eq!(f("Account-ID"), ACCOUNT);
     let stats = &server.handle.registrar.authenticator().stats;
     assert_eq!(stats.failures("wrong_password"), 1);
+    // Inside the authenticated dialog nothing is challenged: ACK, then BYE gets its 200.
+    let local = sip.local();
+    let to = header(&r, "To").unwrap();
+    let dialog = format!(
+        "Max-Forwards: 70\r\nFrom: \"Desk\" <sip:2001@{REALM}>;tag=caller{call_id}\r\nTo: {to}\r\nCall-ID: {call_id}\r\n"
+    );
+    let ack = format!(
+        "ACK sip:5000@{local} SIP/2.0\r\nVia: SIP/2.0/UDP {local};branch=z9hG4bK{}\r\n{dialog}CSeq: 3 ACK\r\nContent-Length: 0\r\n\r\n",
+        token()
+    );
+    sip.send(ack.as_bytes()).await;
+    let bye = format!(
+        "BYE sip:5000@{local} SIP/2.0\r\nVia: SIP/2.0/UDP {local};branch=z9hG4bK{}\r\n{dialog}CSeq: 4 BYE\r\nContent-Length: 0\r\n\r\n",
+        token()
+    );
+    sip.send(bye.as_bytes()).await;
+    let r = sip.expect("SIP/2.0", 3000).await.expect("an answer to BYE");
+    let r = if header(&r, "CSeq").is_some_and(|c| c == "4 BYE") {
+        r
+    } else {
+        sip.expect("SIP/2.0 200", 3000).await.expect("200 to BYE")
+    };
+    assert_eq!(status(&r), 200, "{r}");
+    assert_eq!(header(&r, "CSeq").as_deref(), Some("4 BYE"), "{r}");
+    assert!(eventually(3, || server.handle.active_calls() == 0).await);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -61,11 +61,50 @@ async fn sipp_registers_with_digest_and_a_wrong_password_gets_403() {
     let (code, text) = api_get(&server, "/metrics").await;
     assert_eq!(code, 200);
     assert_eq!(
-        metric(&text, "pivotd_auth_failures_total{reason=\"wrong_password\"}"),
+        metric(
+            &text,
+            "pivotd_auth_failures_total{reason=\"wrong_password\"}"
+        ),
         1
     );
     assert_eq!(metric(&text, "pivotd_auth_successes_total"), 2);
     assert_eq!(metric(&text, "pivotd_registrations"), 2);
+}
+
+/// Wrong passwords count against their source like a scan's 404s: past the limit, the address
+/// gets no answer at all.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn repeated_auth_failures_block_the_source() {
+    let server = server_with("source_failures_per_minute = 3").await;
+    let mut r = Registrant::new(server.udp, "2001", REALM).await;
+    let contact = format!("Contact: <{}>\r\n", r.contact);
+    for _ in 0..4 {
+        let reply = r.register("guess", &contact, None).await;
+        assert_eq!(status(&reply), 403, "{reply}");
+    }
+    // Blocked now: even an OPTIONS from there is dropped.
+    let local = r.sip.local();
+    let options = format!(
+        "OPTIONS sip:{REALM} SIP/2.0\r\nVia: SIP/2.0/UDP {local};branch=z9hG4bK{};rport\r\n\
+         Max-Forwards: 70\r\nFrom: <sip:2001@{REALM}>;tag=o\r\nTo: <sip:{REALM}>\r\n\
+         Call-ID: {}@blocked\r\nCSeq: 1 OPTIONS\r\nContent-Length: 0\r\n\r\n",
+        token(),
+        token()
+    );
+    r.sip.send(options.as_bytes()).await;
+    assert!(
+        r.sip.recv(1000).await.is_none(),
+        "a blocked source was answered"
+    );
+    let (_, text) = api_get(&server, "/metrics").await;
+    assert_eq!(metric(&text, "pivotd_sip_sources_blocked"), 1);
+    assert_eq!(
+        metric(
+            &text,
+            "pivotd_auth_failures_total{reason=\"wrong_password\"}"
+        ),
+        4
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
