@@ -5,7 +5,7 @@ Run from the repository root: python3 fuzz/make_seeds.py
 The SIP seeds add to tests/fixtures/rfc4475/*.dat (RFC 4475 torture messages, already in the
 repo), which fuzz/run.sh and tests/mutation.rs read from there directly. Everything here is
 written for pivotd: the SIP requests follow tests/torture_server.rs and sipp-scenarios/, the
-SDP offers the samples of src/media/sdp.rs, the TwiML and Kazoo JSON those of
+SDP offers the samples of src/media/sdp/tests.rs, the TwiML and Kazoo JSON those of
 src/pivot/twiml.rs, tests/twiml_calls.rs, tests/pivot_calls.rs and tests/fixtures/api/.
 """
 import os

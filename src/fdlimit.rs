@@ -8,7 +8,7 @@ use std::io;
 
 use crate::config::Config;
 
-/// Descriptors a call holds for its whole life (src/media/rtp.rs): the RTP socket, the RTCP
+/// Descriptors a call holds for its whole life (src/media/rtp/): the RTP socket, the RTCP
 /// socket, and the `try_clone` of the RTP socket the pacer thread sends on.
 pub const MEDIA_FDS_PER_CALL: u64 = 3;
 

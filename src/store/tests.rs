@@ -1,8 +1,8 @@
 use std::path::PathBuf;
-use std::sync::atomic::AtomicUsize;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Instant;
 
-use serde_json::json;
+use serde_json::{json, Value};
 
 use super::*;
 

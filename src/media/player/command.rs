@@ -1,0 +1,80 @@
+//! What sessions send to the shard that owns their stream, and how.
+
+use std::any::Any;
+use std::net::{SocketAddr, UdpSocket};
+use std::sync::atomic::AtomicU64;
+use std::sync::mpsc::Sender;
+use std::sync::Arc;
+use std::time::Instant;
+
+use tokio::sync::oneshot;
+
+use super::PlayResult;
+
+/// Per-stream counters written by the shard and read by the session.
+#[derive(Debug, Default)]
+pub(crate) struct StreamStats {
+    pub(crate) packets_sent: AtomicU64,
+    pub(crate) max_lateness_ns: AtomicU64,
+}
+
+/// Everything a shard needs to send for one session.
+pub(crate) struct NewStream {
+    pub(crate) id: u64,
+    pub(crate) socket: Arc<UdpSocket>,
+    /// Kept alive as long as the shard holds the socket (returns the port pair on drop).
+    pub(crate) guard: Arc<dyn Any + Send + Sync>,
+    pub(crate) remote: Option<SocketAddr>,
+    pub(crate) payload_type: u8,
+    pub(crate) silence: u8,
+    pub(crate) ssrc: u32,
+    pub(crate) seq: u16,
+    pub(crate) ts_base: u32,
+    pub(crate) stats: Arc<StreamStats>,
+}
+
+/// Messages from sessions (and their receive tasks) to the shard owning their stream.
+pub(crate) enum Command {
+    Add(Box<NewStream>),
+    Remove(u64),
+    /// From SDP; the send target until (and unless) the stream latches.
+    SetRemote(u64, Option<SocketAddr>),
+    /// Where the caller's RTP comes from (symmetric RTP): the send target from now on, and
+    /// proof that the address takes part. None: a new learning phase, back to the SDP address.
+    Latch(u64, Option<SocketAddr>),
+    /// No amplification: send nothing until the address proved it takes part (`Proven`, a
+    /// latch) or while an unproven window is open.
+    RequireProof(u64),
+    /// The address proved it takes part (the ACK of our 2xx).
+    Proven(u64),
+    /// Until when packets may go to a still unproven address (early media); None closes it.
+    UnprovenUntil(u64, Option<Instant>),
+    SetCodec {
+        id: u64,
+        payload_type: u8,
+        silence: u8,
+        /// The running play's audio in the new codec (same length): it replaces the old
+        /// bytes at the same offset, in the same command so no packet mixes PT and codec.
+        payload: Option<Arc<[u8]>>,
+    },
+    SetSending(u64, bool),
+    Play {
+        id: u64,
+        payload: Arc<[u8]>,
+        done: oneshot::Sender<PlayResult>,
+    },
+    Stop(u64),
+}
+
+/// A session's way to its shard.
+#[derive(Clone)]
+pub(crate) struct ShardHandle {
+    pub(super) tx: Sender<Command>,
+}
+
+impl ShardHandle {
+    /// False when the shard is gone (its thread ended).
+    pub(crate) fn send(&self, cmd: Command) -> bool {
+        self.tx.send(cmd).is_ok()
+    }
+}

@@ -1,0 +1,167 @@
+//! One stream's send state on its shard, and the building and sending of its packets.
+
+use std::any::Any;
+use std::net::{SocketAddr, UdpSocket};
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Instant;
+
+use rtp_rs::{RtpPacketBuilder, Seq};
+use tokio::sync::oneshot;
+
+use super::{NewStream, PlayResult, StreamStats, LATE_THRESHOLD, SAMPLES_PER_PACKET};
+
+pub(super) const PAYLOAD_BYTES: usize = SAMPLES_PER_PACKET as usize;
+pub(super) const HEADER_BYTES: usize = 12;
+
+pub(super) struct Playing {
+    pub(super) payload: Arc<[u8]>,
+    pub(super) offset: usize,
+    pub(super) done: Option<oneshot::Sender<PlayResult>>,
+}
+
+impl Playing {
+    fn finish(&mut self, result: PlayResult) {
+        if let Some(done) = self.done.take() {
+            let _ = done.send(result);
+        }
+    }
+}
+
+impl Drop for Playing {
+    fn drop(&mut self) {
+        self.finish(PlayResult::Stopped);
+    }
+}
+
+pub(super) struct Stream {
+    pub(super) id: u64,
+    // Field order matters: the socket closes before the guard returns its port to the pool.
+    socket: Arc<UdpSocket>,
+    _guard: Arc<dyn Any + Send + Sync>,
+    /// The SDP address.
+    pub(super) remote: Option<SocketAddr>,
+    /// The caller's RTP source once learnt: it wins over the SDP address.
+    pub(super) latched: Option<SocketAddr>,
+    pub(super) sending: bool,
+    /// Towards an untrusted source: nothing goes out until `proven`, or before
+    /// `unproven_until` (early media).
+    pub(super) require_proof: bool,
+    pub(super) proven: bool,
+    pub(super) unproven_until: Option<Instant>,
+    pub(super) payload_type: u8,
+    pub(super) silence: u8,
+    ssrc: u32,
+    seq: u16,
+    ts_base: u32,
+    /// Packet tick of the last packet sent: a gap before the next one starts a talkspurt.
+    last_sent_tick: Option<u64>,
+    pub(super) playing: Option<Playing>,
+    stats: Arc<StreamStats>,
+}
+
+/// What one subtick did, summed into the shard counters once per subtick.
+#[derive(Default)]
+pub(super) struct TickTotals {
+    pub(super) sent: u64,
+    pub(super) errors: u64,
+    pub(super) late: u64,
+    pub(super) max_late_ns: u64,
+}
+
+impl Stream {
+    pub(super) fn from_new(n: NewStream) -> Stream {
+        Stream {
+            id: n.id,
+            socket: n.socket,
+            _guard: n.guard,
+            remote: n.remote,
+            latched: None,
+            sending: true,
+            require_proof: false,
+            proven: false,
+            unproven_until: None,
+            payload_type: n.payload_type & 0x7f,
+            silence: n.silence,
+            ssrc: n.ssrc,
+            seq: n.seq,
+            ts_base: n.ts_base,
+            last_sent_tick: None,
+            playing: None,
+            stats: n.stats,
+        }
+    }
+
+    /// The hot path: at most one packet, built in `buf`, sent without blocking.
+    pub(super) fn on_tick(
+        &mut self,
+        tick: u64,
+        due: Instant,
+        buf: &mut [u8; HEADER_BYTES + PAYLOAD_BYTES],
+        totals: &mut TickTotals,
+    ) {
+        let Some(play) = self.playing.as_mut() else {
+            return;
+        };
+        // The caller of `play` went away (its future was dropped): stop, nobody waits.
+        if play.done.as_ref().is_none_or(|d| d.is_closed()) {
+            self.playing = None;
+            return;
+        }
+        let len = play.payload.len();
+        let end = play.offset.saturating_add(PAYLOAD_BYTES).min(len);
+        let chunk = play.payload.get(play.offset..end).unwrap_or(&[]);
+        play.offset = end;
+        let allowed = !self.require_proof
+            || self.proven
+            || self.unproven_until.is_some_and(|until| due < until);
+        // Not allowed or not sending: the play keeps its time, the packet is not sent.
+        let target = self.latched.or(self.remote).filter(|_| allowed);
+        if let (true, Some(remote)) = (self.sending, target) {
+            // RFC 3551 §4.1: the marker bit flags the first packet after a silence gap.
+            let marker = self
+                .last_sent_tick
+                .is_none_or(|t| t.wrapping_add(1) != tick);
+            // RFC 3550 §5.1: the timestamp follows the sampling clock, so it advances over
+            // silence too: derived from the tick, not from the packets sent.
+            let ts = self
+                .ts_base
+                .wrapping_add((tick as u32).wrapping_mul(SAMPLES_PER_PACKET));
+            let header = RtpPacketBuilder::new()
+                .payload_type(self.payload_type)
+                .marked(marker)
+                .sequence(Seq::from(self.seq))
+                .ssrc(self.ssrc)
+                .timestamp(ts);
+            let (head, body) = buf.split_at_mut(HEADER_BYTES);
+            if header.build_into(head).is_ok() {
+                let (audio, pad) = body.split_at_mut(chunk.len().min(PAYLOAD_BYTES));
+                audio.copy_from_slice(chunk.get(..audio.len()).unwrap_or(&[]));
+                // A short last packet is padded with the codec's silence.
+                pad.fill(self.silence);
+                match self.socket.send_to(&buf[..], remote) {
+                    Ok(_) => totals.sent += 1,
+                    Err(_) => totals.errors += 1,
+                }
+                // Advance even when the kernel refused it: to the receiver it is a lost packet.
+                self.seq = self.seq.wrapping_add(1);
+                self.last_sent_tick = Some(tick);
+                let late = u64::try_from(Instant::now().saturating_duration_since(due).as_nanos())
+                    .unwrap_or(u64::MAX);
+                if late > LATE_THRESHOLD.as_nanos() as u64 {
+                    totals.late += 1;
+                }
+                totals.max_late_ns = totals.max_late_ns.max(late);
+                self.stats.packets_sent.fetch_add(1, Ordering::Relaxed);
+                self.stats
+                    .max_lateness_ns
+                    .fetch_max(late, Ordering::Relaxed);
+            }
+        }
+        if end >= len {
+            if let Some(mut p) = self.playing.take() {
+                p.finish(PlayResult::Finished);
+            }
+        }
+    }
+}

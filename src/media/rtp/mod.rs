@@ -1,0 +1,48 @@
+//! RTP port pairs and per-call RTP sessions.
+//!
+//! A session's receive side is a tokio task on its socket (strict symmetric RTP latch,
+//! last-received time, RTCP drained); its send side lives in a [`Pacer`] shard, reached through
+//! commands, so per-packet work takes no lock.
+//!
+//! `ports.rs`: the port pool and its pairs; `session.rs`: the session and the commands it sends
+//! its pacer shard; `receive.rs`: the receive task (RTCP demux, proof by RTP, event packets);
+//! `latch.rs`: the strict symmetric-RTP latch.
+//!
+//! [`Pacer`]: super::player::Pacer
+
+use std::io;
+use std::net::IpAddr;
+
+mod latch;
+mod ports;
+mod receive;
+mod session;
+#[cfg(test)]
+mod test_support;
+
+pub use super::player::PlayResult;
+pub use latch::LEARNING_WINDOW;
+pub use ports::{PortPool, RtpPorts};
+pub use receive::{is_rtcp, ReceivedRtp};
+pub use session::{silence_byte_for, RtpSession};
+
+/// Errors of port allocation and session start.
+#[derive(Debug, thiserror::Error)]
+pub enum RtpError {
+    #[error("RTP port range {min}-{max} holds no even/odd port pair")]
+    EmptyRange { min: u16, max: u16 },
+    #[error("no free RTP port pair in {min}-{max}")]
+    Exhausted { min: u16, max: u16 },
+    #[error("cannot bind RTP port {port} on {ip}: {source}")]
+    Bind {
+        ip: IpAddr,
+        port: u16,
+        source: io::Error,
+    },
+    #[error("RTP socket: {0}")]
+    Io(#[from] io::Error),
+    #[error("an RTP session must be started inside a tokio runtime")]
+    NoRuntime,
+    #[error("the RTP pacer has no running shard")]
+    PacerStopped,
+}

@@ -1,0 +1,66 @@
+//! Helpers shared by the RTP tests: loopback sockets, free port ranges, packet collection.
+
+use std::net::{IpAddr, Ipv4Addr, SocketAddr, UdpSocket};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tokio::net::UdpSocket as TokioUdp;
+use tokio::task::JoinHandle;
+
+use super::{RtpPorts, RtpSession};
+use crate::media::player::Pacer;
+
+pub(super) const LOCAL: IpAddr = IpAddr::V4(Ipv4Addr::LOCALHOST);
+
+/// A range of `pairs` port pairs below the kernel's ephemeral range that is free right now
+/// (a pool cannot use port 0; probing keeps parallel tests apart).
+pub(super) fn free_range(pairs: u16) -> (u16, u16) {
+    loop {
+        let base = 20_000 + 2 * (rand::random::<u16>() % 5_000);
+        let max = base + 2 * pairs - 1;
+        let probes: Result<Vec<_>, _> = (base..=max).map(|p| UdpSocket::bind((LOCAL, p))).collect();
+        if probes.is_ok() {
+            return (base, max);
+        }
+    }
+}
+
+pub(super) struct Got {
+    pub(super) at: Instant,
+    pub(super) data: Vec<u8>,
+}
+
+/// Collects datagrams until `quiet` passes without one.
+pub(super) fn collect(sock: Arc<TokioUdp>, quiet: Duration) -> JoinHandle<Vec<Got>> {
+    tokio::spawn(async move {
+        let mut out = Vec::new();
+        let mut buf = [0u8; 2048];
+        while let Ok(Ok(n)) = tokio::time::timeout(quiet, sock.recv(&mut buf)).await {
+            out.push(Got {
+                at: Instant::now(),
+                data: buf[..n].to_vec(),
+            });
+        }
+        out
+    })
+}
+
+pub(super) async fn receiver() -> (Arc<TokioUdp>, SocketAddr) {
+    let s = TokioUdp::bind((LOCAL, 0)).await.unwrap();
+    let a = s.local_addr().unwrap();
+    (Arc::new(s), a)
+}
+
+pub(super) fn session(pacer: &Pacer, remote: Option<SocketAddr>) -> RtpSession {
+    RtpSession::start(RtpPorts::ephemeral(LOCAL).unwrap(), pacer, remote, 0).unwrap()
+}
+
+pub(super) async fn wait_for(mut cond: impl FnMut() -> bool) -> bool {
+    for _ in 0..200 {
+        if cond() {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    cond()
+}

@@ -1,0 +1,184 @@
+//! The writer: the bounded queue the call path writes to without waiting, and the one thread
+//! that drains it and commits in batches on the write connection.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::mpsc::{self, Receiver, TrySendError};
+use std::sync::Mutex;
+
+use rusqlite::{params, Connection};
+
+use super::{cdrs, debug, lock, registrations};
+use super::{Cdr, DebugRecord, DeviceBindings, Store, StoreError};
+
+/// What the call path hands to the writer.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Write {
+    Debug(DebugRecord),
+    /// One call's record, written when the call ends.
+    Cdr(Cdr),
+    /// A device's bindings after a REGISTER changed them (they replace the stored ones).
+    Registrations(DeviceBindings),
+    /// Bindings that expired before `.0` (Unix seconds) go.
+    ExpireRegistrations(u64),
+}
+
+pub(super) enum Msg {
+    Write(Write),
+    /// Acknowledged once every message queued before it is committed.
+    Flush(mpsc::Sender<()>),
+    /// Test hook: the writer says it is held, then waits for the release.
+    #[cfg(test)]
+    Hold {
+        entered: mpsc::Sender<()>,
+        release: Receiver<()>,
+    },
+}
+
+#[derive(Default)]
+pub(super) struct Stats {
+    dropped: AtomicU64,
+    written: AtomicU64,
+    failed: AtomicU64,
+}
+
+/// Messages committed in one transaction at most: large enough to amortise the commit, small
+/// enough that a flush waits little.
+const BATCH: usize = 256;
+
+impl Store {
+    /// Queues a write; never blocks. Returns false when the write was dropped (queue full,
+    /// or the writer stopped), which [`Store::dropped`] counts.
+    pub fn write(&self, w: Write) -> bool {
+        let sent = match &self.inner.tx {
+            Some(tx) => match tx.try_send(Msg::Write(w)) {
+                Ok(()) => true,
+                Err(TrySendError::Full(_)) | Err(TrySendError::Disconnected(_)) => false,
+            },
+            None => false,
+        };
+        if !sent {
+            self.inner.stats.dropped.fetch_add(1, Ordering::Relaxed);
+        }
+        sent
+    }
+
+    /// Writes dropped because the queue was full (or the writer had stopped).
+    pub fn dropped(&self) -> u64 {
+        self.inner.stats.dropped.load(Ordering::Relaxed)
+    }
+
+    /// Writes committed.
+    pub fn written(&self) -> u64 {
+        self.inner.stats.written.load(Ordering::Relaxed)
+    }
+
+    /// Writes that reached the writer but failed in SQLite (logged).
+    pub fn failed(&self) -> u64 {
+        self.inner.stats.failed.load(Ordering::Relaxed)
+    }
+
+    /// The queue's capacity.
+    pub fn queue_capacity(&self) -> usize {
+        self.inner.capacity
+    }
+
+    /// Blocks until every write queued before this call is committed (tests, shutdown).
+    /// Unlike [`Store::write`] this waits for room in the queue.
+    pub fn flush(&self) -> Result<(), StoreError> {
+        let tx = self.inner.tx.as_ref().ok_or(StoreError::Closed)?;
+        let (ack_tx, ack_rx) = mpsc::channel();
+        tx.send(Msg::Flush(ack_tx))
+            .map_err(|_| StoreError::Closed)?;
+        ack_rx.recv().map_err(|_| StoreError::Closed)
+    }
+
+    #[cfg(test)]
+    pub(super) fn hold_writer(&self) -> mpsc::Sender<()> {
+        let (entered_tx, entered_rx) = mpsc::channel();
+        let (release_tx, release_rx) = mpsc::channel();
+        if let Some(tx) = &self.inner.tx {
+            let _ = tx.send(Msg::Hold {
+                entered: entered_tx,
+                release: release_rx,
+            });
+        }
+        let _ = entered_rx.recv();
+        release_tx
+    }
+}
+
+pub(super) fn writer_loop(conn: &Mutex<Connection>, rx: &Receiver<Msg>, stats: &Stats) {
+    let mut pending: Vec<Write> = Vec::with_capacity(BATCH);
+    while let Ok(first) = rx.recv() {
+        let mut next = Some(first);
+        let mut taken = 0;
+        while let Some(msg) = next.take() {
+            taken += 1;
+            match msg {
+                Msg::Write(w) => pending.push(w),
+                Msg::Flush(ack) => {
+                    commit(conn, &mut pending, stats);
+                    let _ = ack.send(());
+                }
+                #[cfg(test)]
+                Msg::Hold { entered, release } => {
+                    commit(conn, &mut pending, stats);
+                    let _ = entered.send(());
+                    let _ = release.recv();
+                }
+            }
+            if taken < BATCH {
+                next = rx.try_recv().ok();
+            }
+        }
+        commit(conn, &mut pending, stats);
+    }
+}
+
+/// Commits the pending writes in one transaction; failures are logged and counted, never
+/// retried (the call path must not wait for them).
+fn commit(conn: &Mutex<Connection>, pending: &mut Vec<Write>, stats: &Stats) {
+    if pending.is_empty() {
+        return;
+    }
+    let n = pending.len() as u64;
+    let mut conn = lock(conn);
+    let result = (|| -> Result<u64, rusqlite::Error> {
+        let tx = conn.transaction()?;
+        let mut ok = 0;
+        for w in pending.drain(..) {
+            match insert(&tx, &w) {
+                Ok(()) => ok += 1,
+                Err(e) => {
+                    stats.failed.fetch_add(1, Ordering::Relaxed);
+                    tracing::warn!(error = %e, "store: write failed");
+                }
+            }
+        }
+        tx.commit()?;
+        Ok(ok)
+    })();
+    match result {
+        Ok(ok) => {
+            stats.written.fetch_add(ok, Ordering::Relaxed);
+        }
+        Err(e) => {
+            stats.failed.fetch_add(n, Ordering::Relaxed);
+            tracing::warn!(error = %e, writes = n, "store: commit failed");
+        }
+    }
+    pending.clear();
+}
+
+fn insert(conn: &Connection, w: &Write) -> Result<(), rusqlite::Error> {
+    match w {
+        Write::Registrations(d) => registrations::replace(conn, d),
+        Write::ExpireRegistrations(before) => {
+            conn.prepare_cached("DELETE FROM registrations WHERE expires_at <= ?1")?
+                .execute(params![*before as i64])?;
+            Ok(())
+        }
+        Write::Debug(r) => debug::insert(conn, r),
+        Write::Cdr(c) => cdrs::insert(conn, c),
+    }
+}
