@@ -395,4 +395,20 @@ async fn baresip_registers_with_the_defaults() {
     assert!(registered, "baresip did not register:\n{}", phone.log());
     let b = server.handle.registrar.bindings_of(ACCOUNT, "d1");
     assert_eq!(b[0].source.port(), phone.sip_port, "{b:?}");
+    // The same phone with a wrong password: 403 after the challenge, no binding for it.
+    let wrong = common::baresip::Baresip::start(
+        server.udp,
+        "2002",
+        "not-it",
+        REALM,
+        Duration::from_secs(600),
+    )
+    .await;
+    let refused = eventually(8, || wrong.log().contains("403 Forbidden")).await;
+    assert!(refused, "no 403 for a wrong password:\n{}", wrong.log());
+    assert!(server
+        .handle
+        .registrar
+        .bindings_of(ACCOUNT, "d2")
+        .is_empty());
 }
