@@ -179,18 +179,7 @@ const KNOWN: [&str; 10] = [
 impl Credentials {
     /// Reads a header value such as `Digest username="2001", realm="…", …`.
     pub fn parse(value: &[u8]) -> Result<Credentials, CredentialsError> {
-        if value.len() > MAX_CREDENTIALS_BYTES {
-            return Err(CredentialsError::TooLong);
-        }
-        let value = trim(value);
-        let scheme_end = value
-            .iter()
-            .position(|b| b.is_ascii_whitespace())
-            .ok_or(CredentialsError::NotDigest)?;
-        let (scheme, rest) = value.split_at(scheme_end);
-        if !scheme.eq_ignore_ascii_case(b"digest") {
-            return Err(CredentialsError::NotDigest);
-        }
+        let rest = digest_params(value)?;
         let mut found: [Option<String>; KNOWN.len()] = Default::default();
         for (name, val) in params(rest)? {
             let lower = name.to_ascii_lowercase();
@@ -255,6 +244,23 @@ impl Credentials {
     }
 }
 
+/// The parameter list of a `Digest …` header value (credentials or challenge), bounded.
+pub(super) fn digest_params(value: &[u8]) -> Result<&[u8], CredentialsError> {
+    if value.len() > MAX_CREDENTIALS_BYTES {
+        return Err(CredentialsError::TooLong);
+    }
+    let value = trim(value);
+    let scheme_end = value
+        .iter()
+        .position(|b| b.is_ascii_whitespace())
+        .ok_or(CredentialsError::NotDigest)?;
+    let (scheme, rest) = value.split_at(scheme_end);
+    if !scheme.eq_ignore_ascii_case(b"digest") {
+        return Err(CredentialsError::NotDigest);
+    }
+    Ok(rest)
+}
+
 fn trim(mut b: &[u8]) -> &[u8] {
     while let [first, rest @ ..] = b {
         if !first.is_ascii_whitespace() {
@@ -272,10 +278,10 @@ fn trim(mut b: &[u8]) -> &[u8] {
 }
 
 /// A parameter's name and (unquoted) value.
-type Param = (Vec<u8>, Vec<u8>);
+pub(super) type Param = (Vec<u8>, Vec<u8>);
 
 /// `name=token` or `name="quoted"` pairs separated by commas (RFC 7616 §3.4 auth-params).
-fn params(input: &[u8]) -> Result<Vec<Param>, CredentialsError> {
+pub(super) fn params(input: &[u8]) -> Result<Vec<Param>, CredentialsError> {
     let mut out = Vec::new();
     let mut it = input.iter().copied().peekable();
     loop {
