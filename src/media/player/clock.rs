@@ -69,6 +69,10 @@ impl SendClock {
         self.word.load(Ordering::Acquire)
     }
 
+    pub(crate) fn owner(&self) -> u16 {
+        ClockState::unpack(self.load()).owner
+    }
+
     /// Claims one packet: moves the word from `seen` to `next` (sent at `at`). None when the
     /// word changed meanwhile (another owner took over): the packet must not be sent.
     pub(crate) fn advance(&self, seen: u64, next: ClockState, at: Instant) -> Option<u64> {

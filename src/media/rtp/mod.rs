@@ -20,7 +20,7 @@ mod ports;
 mod receive;
 mod session;
 #[cfg(test)]
-mod test_support;
+pub(crate) mod test_support;
 
 pub use super::player::PlayResult;
 pub use latch::LEARNING_WINDOW;
