@@ -88,7 +88,9 @@ struct End {
 }
 
 /// Two sessions joined while it lives. Dropping it (or [`Relay::stop`]) ends the relay: the
-/// sessions go on, and prompts play on them again.
+/// sessions go on, and prompts play on them again. A session dropped first sends nothing more
+/// through the relay, but its port pair returns to the pool only when the relay ends (the
+/// other leg's tap still holds its socket): the bridge drops the relay before the legs.
 pub struct Relay {
     owner: u16,
     /// Leg A, then leg B.

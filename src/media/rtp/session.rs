@@ -273,6 +273,9 @@ impl RtpSession {
     /// a codec change sent after this call (a re-INVITE handled while the caller's task has not
     /// polled yet) then finds the play running and swaps its bytes, instead of being overtaken
     /// by bytes of the old codec under the new payload type.
+    ///
+    /// While a relay (`media::relay`) owns this session's sending, a play keeps its time and
+    /// sends nothing: stop the relay to play to this leg.
     pub fn play(&self, payload: Arc<[u8]>) -> impl Future<Output = PlayResult> + Send + 'static {
         let result = if payload.is_empty() {
             Err(PlayResult::Finished)
