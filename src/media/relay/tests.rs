@@ -8,6 +8,7 @@ use rtp_rs::{RtpPacketBuilder, RtpReader, Seq};
 use tokio::net::UdpSocket as TokioUdp;
 
 use super::*;
+use crate::media::codec;
 use crate::media::player::{Pacer, PlayResult};
 use crate::media::rtp::test_support::{receiver, LOCAL};
 use crate::media::rtp::RtpPorts;
@@ -343,4 +344,53 @@ async fn a_relayed_leg_plays_nothing_and_sessions_join_one_relay_at_a_time() {
     talk(&a, 0, 1, 1, 1, 1).await;
     tokio::time::sleep(Duration::from_millis(50)).await;
     assert_eq!(relay.stats().a_to_b.dropped(DropReason::NotOwner), 1);
+}
+
+/// Wire bytes from a phone: CSRCs, a header extension and padding leave a plain header and the
+/// payload alone; random datagrams never stop the receive task that forwards.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn odd_and_random_packets_are_rewritten_or_dropped_never_fatal() {
+    let pacer = Pacer::start(1);
+    let (a, b) = (Leg::new(&pacer, 0).await, Leg::new(&pacer, 8).await);
+    let relay = Relay::start(&a.session, PCMU, &b.session, PCMA).unwrap();
+    // V=2, padding, extension, 2 CSRCs; PT 0; then CSRCs, a 1-word extension, 4 bytes of
+    // payload and 3 of padding (the last byte says 3).
+    let mut odd = vec![0xB2, 0x00, 0, 1, 0, 0, 0, 9, 0, 0, 0, 0xC];
+    odd.extend_from_slice(&[0, 0, 0, 1, 0, 0, 0, 2]);
+    odd.extend_from_slice(&[0xBE, 0xDE, 0, 1, 1, 2, 3, 4]);
+    odd.extend_from_slice(&[0xFF, 0x00, 0x80, 0x7F]);
+    odd.extend_from_slice(&[0, 0, 3]);
+    a.phone.send_to(&odd, a.to_pivotd()).await.unwrap();
+    let got = b.recv().await.expect("relayed");
+    let mut want = [0u8; 4];
+    codec::transcode(
+        Codec::Pcmu,
+        Codec::Pcma,
+        &[0xFF, 0x00, 0x80, 0x7F],
+        &mut want,
+    );
+    assert_eq!(got.len(), 12 + 4);
+    assert_eq!(
+        got.get(..2),
+        Some(&[0x80, 0x88][..]),
+        "plain header, marker, PT 8"
+    );
+    assert_eq!(got.get(12..), Some(&want[..]));
+    for _ in 0..300 {
+        let len = 12 + rand::random::<usize>() % 2000;
+        let mut d: Vec<u8> = (0..len).map(|_| rand::random()).collect();
+        d[0] = 0x80 | (d[0] & 0x3F);
+        d[1] = [0, 8, 13, 101, 96, 18, 127][usize::from(d[1]) % 7] | (d[1] & 0x80);
+        a.phone.send_to(&d, a.to_pivotd()).await.unwrap();
+    }
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    while tokio::time::timeout(Duration::from_millis(100), b.recv())
+        .await
+        .is_ok_and(|r| r.is_some())
+    {}
+    // The forwarding task is alive: a plain packet still goes through.
+    a.send(&audio(0, 1, 1, 0x77, 0)).await;
+    let last = b.recv().await.expect("still relaying");
+    assert_eq!(parse(&last).payload().len(), 160);
+    assert!(relay.stats().a_to_b.relayed >= 2);
 }
