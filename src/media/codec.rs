@@ -73,6 +73,36 @@ impl Codec {
     }
 }
 
+/// Byte-wise transcoding from one law to the other, through linear: `out[i]` encodes in
+/// `to` the sample `src[i]` encodes in `from`. Table-driven (two 256-byte tables built once),
+/// no allocation: the relay calls it per packet. Equal laws copy. Lengths: the shorter.
+pub fn transcode(from: Codec, to: Codec, src: &[u8], out: &mut [u8]) {
+    static TABLES: std::sync::OnceLock<([u8; 256], [u8; 256])> = std::sync::OnceLock::new();
+    let (u2a, a2u) = TABLES.get_or_init(|| {
+        let mut u2a = [0u8; 256];
+        let mut a2u = [0u8; 256];
+        for b in 0..=255u8 {
+            u2a[usize::from(b)] = alaw_encode(ulaw_decode(b));
+            a2u[usize::from(b)] = ulaw_encode(alaw_decode(b));
+        }
+        (u2a, a2u)
+    });
+    let table = match (from, to) {
+        (Codec::Pcmu, Codec::Pcma) => u2a,
+        (Codec::Pcma, Codec::Pcmu) => a2u,
+        _ => {
+            let n = src.len().min(out.len());
+            if let (Some(o), Some(s)) = (out.get_mut(..n), src.get(..n)) {
+                o.copy_from_slice(s);
+            }
+            return;
+        }
+    };
+    for (o, s) in out.iter_mut().zip(src) {
+        *o = table[usize::from(*s)];
+    }
+}
+
 const ULAW_BIAS: i32 = 0x84;
 const ULAW_CLIP: i32 = 32635;
 
@@ -238,6 +268,25 @@ mod tests {
             assert!(eu <= bound, "ulaw error {eu} at {s}");
             assert!(ea <= bound, "alaw error {ea} at {s}");
         }
+    }
+
+    #[test]
+    fn transcoding_goes_through_linear() {
+        let all: Vec<u8> = (0..=255u8).collect();
+        let mut out = [0u8; 256];
+        transcode(Codec::Pcmu, Codec::Pcma, &all, &mut out);
+        for (u, a) in all.iter().zip(out.iter()) {
+            assert_eq!(*a, alaw_encode(ulaw_decode(*u)));
+        }
+        transcode(Codec::Pcma, Codec::Pcmu, &all, &mut out);
+        for (a, u) in all.iter().zip(out.iter()) {
+            assert_eq!(*u, ulaw_encode(alaw_decode(*a)));
+        }
+        transcode(Codec::Pcmu, Codec::Pcmu, &all[..10], &mut out);
+        assert_eq!(&out[..10], &all[..10]);
+        // Silence stays silence.
+        transcode(Codec::Pcmu, Codec::Pcma, &[0xFF], &mut out);
+        assert_eq!(out[0], 0xD5);
     }
 
     #[test]

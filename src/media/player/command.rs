@@ -9,6 +9,7 @@ use std::time::Instant;
 
 use tokio::sync::oneshot;
 
+use super::clock::SendClock;
 use super::PlayResult;
 
 /// Per-stream counters written by the shard and read by the session.
@@ -28,8 +29,8 @@ pub(crate) struct NewStream {
     pub(crate) payload_type: u8,
     pub(crate) silence: u8,
     pub(crate) ssrc: u32,
-    pub(crate) seq: u16,
-    pub(crate) ts_base: u32,
+    /// Next sequence number and timestamp, shared with a relay (see `clock.rs`).
+    pub(crate) clock: Arc<SendClock>,
     pub(crate) stats: Arc<StreamStats>,
 }
 

@@ -224,7 +224,7 @@ pub(super) fn run_shard(rx: Receiver<Command>, stats: Arc<ShardStats>, slots: u3
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::media::player::{NewStream, StreamStats};
+    use crate::media::player::{NewStream, SendClock, StreamStats};
     use std::net::{SocketAddr, UdpSocket};
     use tokio::sync::oneshot;
 
@@ -237,8 +237,7 @@ mod tests {
             payload_type: 8,
             silence: 0xD5,
             ssrc: 0x1234_5678,
-            seq: 0xFFFF,
-            ts_base: 1000,
+            clock: Arc::new(SendClock::new(0xFFFF, 1000)),
             stats: Arc::new(StreamStats::default()),
         })
     }

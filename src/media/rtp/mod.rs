@@ -6,7 +6,8 @@
 //!
 //! `ports.rs`: the port pool and its pairs; `session.rs`: the session and the commands it sends
 //! its pacer shard; `receive.rs`: the receive task (RTCP demux, proof by RTP, event packets);
-//! `latch.rs`: the strict symmetric-RTP latch.
+//! `latch.rs`: the strict symmetric-RTP latch; `outbound.rs`: a session's sending side as a
+//! relay (`media/relay/`) uses it, and the tap through which a relay reads its packets.
 //!
 //! [`Pacer`]: super::player::Pacer
 
@@ -14,14 +15,16 @@ use std::io;
 use std::net::IpAddr;
 
 mod latch;
+mod outbound;
 mod ports;
 mod receive;
 mod session;
 #[cfg(test)]
-mod test_support;
+pub(crate) mod test_support;
 
 pub use super::player::PlayResult;
 pub use latch::LEARNING_WINDOW;
+pub(crate) use outbound::{Blocked, Outbound, Tap, TargetCache, ToReceiver};
 pub use ports::{PortPool, RtpPorts};
 pub use receive::{is_rtcp, ReceivedRtp};
 pub use session::{silence_byte_for, RtpSession};

@@ -11,6 +11,7 @@ use rtp_rs::RtpReader;
 use tokio::sync::{mpsc, Notify};
 
 use super::latch::{Latch, Verdict};
+use super::outbound::{Tap, ToReceiver};
 use super::ports::Lease;
 use crate::media::player::{Command, ShardHandle};
 
@@ -50,6 +51,18 @@ pub(super) struct Shared {
     /// The address proved it takes part (the caller's RTP, or the ACK of our 2xx).
     pub(super) proven: AtomicBool,
     pub(super) proven_notify: Notify,
+    /// The send gates below mirror what the session tells its pacer shard, for a relay
+    /// sending on this session from another task (`outbound.rs`). The SDP address:
+    pub(super) sdp_remote: Mutex<Option<SocketAddr>>,
+    /// Bumped after each change of `sdp_remote` or `latched`, so a relay re-reads the
+    /// target (under the locks) only when it moved, never per packet.
+    pub(super) target_version: AtomicU64,
+    /// Hold: false while the session must send nothing.
+    pub(super) sending: AtomicBool,
+    pub(super) require_proof: AtomicBool,
+    /// End of the early-media window for an unproven address, nanoseconds since `epoch()`;
+    /// 0: none.
+    pub(super) unproven_until_ns: AtomicU64,
 }
 
 impl Shared {
@@ -59,9 +72,45 @@ impl Shared {
         }
     }
 
+    pub(super) fn new(remote: Option<SocketAddr>) -> Shared {
+        Shared {
+            last_received_ns: AtomicU64::new(0),
+            received: AtomicU64::new(0),
+            ignored: AtomicU64::new(0),
+            foreign: AtomicU64::new(0),
+            event_pt: AtomicU8::new(NO_EVENT_PT),
+            latched: Mutex::new(None),
+            proven: AtomicBool::new(false),
+            proven_notify: Notify::new(),
+            sdp_remote: Mutex::new(remote),
+            target_version: AtomicU64::new(0),
+            sending: AtomicBool::new(true),
+            require_proof: AtomicBool::new(false),
+            unproven_until_ns: AtomicU64::new(0),
+        }
+    }
+
     fn set_latched(&self, addr: Option<SocketAddr>) {
         *self.latched.lock().unwrap_or_else(|e| e.into_inner()) = addr;
+        self.target_version.fetch_add(1, Ordering::Release);
     }
+
+    pub(super) fn set_sdp_remote(&self, addr: Option<SocketAddr>) {
+        *self.sdp_remote.lock().unwrap_or_else(|e| e.into_inner()) = addr;
+        self.target_version.fetch_add(1, Ordering::Release);
+    }
+
+    /// Where this session sends: the latched source, else the SDP address.
+    pub(super) fn target(&self) -> Option<SocketAddr> {
+        let latched = *self.latched.lock().unwrap_or_else(|e| e.into_inner());
+        latched.or(*self.sdp_remote.lock().unwrap_or_else(|e| e.into_inner()))
+    }
+}
+
+/// Nanoseconds since `epoch()` (at least 1, so 0 can mean "none").
+pub(super) fn epoch_ns(t: Instant) -> u64 {
+    let since = t.saturating_duration_since(epoch());
+    u64::try_from(since.as_nanos()).unwrap_or(u64::MAX).max(1)
 }
 
 pub(super) struct RecvSockets {
@@ -84,12 +133,14 @@ pub(super) struct Receiver {
     pub(super) id: u64,
     pub(super) events: mpsc::Sender<ReceivedRtp>,
     pub(super) latch: Latch,
+    /// A relay's direction out of this session, fed every accepted packet.
+    pub(super) tap: Option<Box<dyn Tap>>,
 }
 
 pub(super) async fn receive(
     sockets: RecvSockets,
     mut rx: Receiver,
-    mut sdp_changes: mpsc::UnboundedReceiver<Option<SocketAddr>>,
+    mut control: mpsc::UnboundedReceiver<ToReceiver>,
 ) {
     let mut buf = [0u8; 2048];
     let mut rtcp_buf = [0u8; 2048];
@@ -100,6 +151,11 @@ pub(super) async fn receive(
             r = sockets.rtp.recv_from(&mut buf) => match r {
                 Ok((n, from)) => {
                     errors = 0;
+                    // What was sent before this datagram arrived applies to it (a relay
+                    // started, an SDP change): select! alone could take the datagram first.
+                    while let Ok(c) = control.try_recv() {
+                        rx.on_control(c);
+                    }
                     let data = buf.get(..n).unwrap_or(&[]);
                     rx.on_datagram(data, from);
                 }
@@ -121,8 +177,8 @@ pub(super) async fn receive(
                     }
                 }
             }
-            change = sdp_changes.recv(), if session_alive => match change {
-                Some(sdp) => rx.on_sdp(sdp),
+            c = control.recv(), if session_alive => match c {
+                Some(c) => rx.on_control(c),
                 // The session is going; its drop aborts this task.
                 None => session_alive = false,
             },
@@ -131,6 +187,20 @@ pub(super) async fn receive(
 }
 
 impl Receiver {
+    fn on_control(&mut self, c: ToReceiver) {
+        match c {
+            ToReceiver::Sdp(sdp) => self.on_sdp(sdp),
+            ToReceiver::Tap(tap) => self.tap = Some(tap),
+            // Only the relay that installed it removes it: a late removal from an earlier
+            // relay leaves a newer one alone.
+            ToReceiver::Untap(owner) => {
+                if self.tap.as_ref().is_some_and(|t| t.owner() == owner) {
+                    self.tap = None;
+                }
+            }
+        }
+    }
+
     fn on_sdp(&mut self, sdp: Option<SocketAddr>) {
         if self.latch.on_sdp(sdp) {
             // Back to the (new) SDP address until the caller's RTP latches again.
@@ -166,10 +236,13 @@ impl Receiver {
             }
             Verdict::Accept(None) => {}
         }
-        let since_epoch = now.saturating_duration_since(epoch());
-        let ns = u64::try_from(since_epoch.as_nanos()).unwrap_or(u64::MAX);
-        shared.last_received_ns.store(ns.max(1), Ordering::Relaxed);
+        shared
+            .last_received_ns
+            .store(epoch_ns(now), Ordering::Relaxed);
         shared.received.fetch_add(1, Ordering::Relaxed);
+        if let Some(tap) = self.tap.as_mut() {
+            tap.on_rtp(&packet, now);
+        }
         let pt = packet.payload_type();
         if pt == shared.event_pt.load(Ordering::Relaxed) {
             // Only event packets are copied (a handful per key press), never the audio.

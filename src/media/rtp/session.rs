@@ -3,20 +3,21 @@
 
 use std::future::Future;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use tokio::sync::{mpsc, oneshot, Notify};
+use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 
 use super::latch::Latch;
+use super::outbound::{Outbound, ToReceiver};
 use super::ports::RtpPorts;
 use super::receive::{
-    epoch, receive, ReceivedRtp, Receiver, RecvSockets, Shared, EVENT_QUEUE, NO_EVENT_PT,
+    epoch, epoch_ns, receive, ReceivedRtp, Receiver, RecvSockets, Shared, EVENT_QUEUE, NO_EVENT_PT,
 };
 use super::{PlayResult, RtpError};
-use crate::media::player::{Command, NewStream, Pacer, ShardHandle, StreamStats};
+use crate::media::player::{Command, NewStream, Pacer, SendClock, ShardHandle, StreamStats};
 
 /// Silence of the static G.711 payload types (RFC 3551 §6: 0 PCMU, 8 PCMA).
 pub fn silence_byte_for(payload_type: u8) -> u8 {
@@ -46,8 +47,10 @@ pub struct RtpSession {
     local_port: u16,
     ssrc: u32,
     events: Mutex<Option<mpsc::Receiver<ReceivedRtp>>>,
-    /// SDP changes for the receive task's latch.
-    to_receiver: mpsc::UnboundedSender<Option<SocketAddr>>,
+    /// SDP changes for the receive task's latch, and a relay's tap.
+    to_receiver: mpsc::UnboundedSender<ToReceiver>,
+    /// The sending side a relay uses; its clock is shared with the pacer stream.
+    outbound: Arc<Outbound>,
 }
 
 impl RtpSession {
@@ -86,16 +89,15 @@ impl RtpSession {
         let id = NEXT_ID.fetch_add(1, Ordering::Relaxed);
         let ssrc: u32 = rand::random();
         let stats = Arc::new(StreamStats::default());
-        let shared = Arc::new(Shared {
-            last_received_ns: AtomicU64::new(0),
-            received: AtomicU64::new(0),
-            ignored: AtomicU64::new(0),
-            foreign: AtomicU64::new(0),
-            event_pt: AtomicU8::new(NO_EVENT_PT),
-            latched: Mutex::new(None),
-            proven: AtomicBool::new(false),
-            proven_notify: Notify::new(),
-        });
+        let shared = Arc::new(Shared::new(remote));
+        let clock = Arc::new(SendClock::new(seq, rand::random()));
+        let outbound = Arc::new(Outbound::new(
+            send_socket.clone(),
+            lease.clone(),
+            ssrc,
+            clock.clone(),
+            shared.clone(),
+        ));
         let added = shard.send(Command::Add(Box::new(NewStream {
             id,
             socket: send_socket,
@@ -104,8 +106,7 @@ impl RtpSession {
             payload_type: codec_pt,
             silence: silence_byte_for(codec_pt),
             ssrc,
-            seq,
-            ts_base: rand::random(),
+            clock,
             stats: stats.clone(),
         })));
         if !added {
@@ -121,6 +122,7 @@ impl RtpSession {
                 id,
                 events: events_tx,
                 latch: Latch::new(remote),
+                tap: None,
             },
             sdp_changes,
         ));
@@ -134,6 +136,7 @@ impl RtpSession {
             ssrc,
             events: Mutex::new(Some(events_rx)),
             to_receiver,
+            outbound,
         })
     }
 
@@ -141,14 +144,16 @@ impl RtpSession {
     /// nothing; a new one starts a new learning phase, since the dialog itself moved the media
     /// (a re-INVITE after a transfer or a failover): its first packets latch again.
     pub fn set_remote(&self, remote: Option<SocketAddr>) {
+        self.shared.set_sdp_remote(remote);
         self.shard.send(Command::SetRemote(self.id, remote));
-        let _ = self.to_receiver.send(remote);
+        let _ = self.to_receiver.send(ToReceiver::Sdp(remote));
     }
 
     /// No amplification: towards an untrusted source nothing is sent until the address
     /// proved it takes part ([`RtpSession::prove`], or its first RTP packet), except inside
     /// an [`RtpSession::allow_unproven_for`] window. A play meanwhile keeps its time.
     pub fn require_proof(&self) {
+        self.shared.require_proof.store(true, Ordering::Relaxed);
         self.shard.send(Command::RequireProof(self.id));
     }
 
@@ -181,11 +186,16 @@ impl RtpSession {
     /// then stop unless it proved itself meanwhile.
     pub fn allow_unproven_for(&self, d: Duration) {
         let until = Instant::now().checked_add(d);
+        let until_ns = until.map_or(0, epoch_ns);
+        self.shared
+            .unproven_until_ns
+            .store(until_ns, Ordering::Relaxed);
         self.shard.send(Command::UnprovenUntil(self.id, until));
     }
 
     /// Closes an [`RtpSession::allow_unproven_for`] window now.
     pub fn end_unproven(&self) {
+        self.shared.unproven_until_ns.store(0, Ordering::Relaxed);
         self.shard.send(Command::UnprovenUntil(self.id, None));
     }
 
@@ -217,8 +227,10 @@ impl RtpSession {
         });
     }
 
-    /// Hold: when off, nothing is sent, but a running play keeps its time and finishes.
+    /// Hold: when off, nothing is sent (a relay's packets neither), but a running play keeps
+    /// its time and finishes.
     pub fn set_sending(&self, on: bool) {
+        self.shared.sending.store(on, Ordering::Relaxed);
         self.shard.send(Command::SetSending(self.id, on));
     }
 
@@ -261,6 +273,9 @@ impl RtpSession {
     /// a codec change sent after this call (a re-INVITE handled while the caller's task has not
     /// polled yet) then finds the play running and swaps its bytes, instead of being overtaken
     /// by bytes of the old codec under the new payload type.
+    ///
+    /// While a relay (`media::relay`) owns this session's sending, a play keeps its time and
+    /// sends nothing: stop the relay to play to this leg.
     pub fn play(&self, payload: Arc<[u8]>) -> impl Future<Output = PlayResult> + Send + 'static {
         let result = if payload.is_empty() {
             Err(PlayResult::Finished)
@@ -314,6 +329,11 @@ impl RtpSession {
             .store(pt.map_or(NO_EVENT_PT, |p| p & 0x7f), Ordering::Relaxed);
     }
 
+    /// The sending side and the receive task's control channel, for a relay.
+    pub(crate) fn relay_end(&self) -> (Arc<Outbound>, mpsc::UnboundedSender<ToReceiver>) {
+        (self.outbound.clone(), self.to_receiver.clone())
+    }
+
     /// The queue of received event packets (once; later calls get None). Bounded: packets
     /// arriving while it is full are dropped.
     pub fn take_events(&self) -> Option<mpsc::Receiver<ReceivedRtp>> {
@@ -323,6 +343,8 @@ impl RtpSession {
 
 impl Drop for RtpSession {
     fn drop(&mut self) {
+        // A relay still holding this session's sending side sends nothing more on it.
+        self.outbound.clock().close();
         self.recv_task.abort();
         self.shard.send(Command::Remove(self.id));
     }

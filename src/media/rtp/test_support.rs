@@ -10,11 +10,11 @@ use tokio::task::JoinHandle;
 use super::{RtpPorts, RtpSession};
 use crate::media::player::Pacer;
 
-pub(super) const LOCAL: IpAddr = IpAddr::V4(Ipv4Addr::LOCALHOST);
+pub(crate) const LOCAL: IpAddr = IpAddr::V4(Ipv4Addr::LOCALHOST);
 
 /// A range of `pairs` port pairs below the kernel's ephemeral range that is free right now
 /// (a pool cannot use port 0; probing keeps parallel tests apart).
-pub(super) fn free_range(pairs: u16) -> (u16, u16) {
+pub(crate) fn free_range(pairs: u16) -> (u16, u16) {
     loop {
         let base = 20_000 + 2 * (rand::random::<u16>() % 5_000);
         let max = base + 2 * pairs - 1;
@@ -25,13 +25,13 @@ pub(super) fn free_range(pairs: u16) -> (u16, u16) {
     }
 }
 
-pub(super) struct Got {
+pub(crate) struct Got {
     pub(super) at: Instant,
     pub(super) data: Vec<u8>,
 }
 
 /// Collects datagrams until `quiet` passes without one.
-pub(super) fn collect(sock: Arc<TokioUdp>, quiet: Duration) -> JoinHandle<Vec<Got>> {
+pub(crate) fn collect(sock: Arc<TokioUdp>, quiet: Duration) -> JoinHandle<Vec<Got>> {
     tokio::spawn(async move {
         let mut out = Vec::new();
         let mut buf = [0u8; 2048];
@@ -45,17 +45,17 @@ pub(super) fn collect(sock: Arc<TokioUdp>, quiet: Duration) -> JoinHandle<Vec<Go
     })
 }
 
-pub(super) async fn receiver() -> (Arc<TokioUdp>, SocketAddr) {
+pub(crate) async fn receiver() -> (Arc<TokioUdp>, SocketAddr) {
     let s = TokioUdp::bind((LOCAL, 0)).await.unwrap();
     let a = s.local_addr().unwrap();
     (Arc::new(s), a)
 }
 
-pub(super) fn session(pacer: &Pacer, remote: Option<SocketAddr>) -> RtpSession {
+pub(crate) fn session(pacer: &Pacer, remote: Option<SocketAddr>) -> RtpSession {
     RtpSession::start(RtpPorts::ephemeral(LOCAL).unwrap(), pacer, remote, 0).unwrap()
 }
 
-pub(super) async fn wait_for(mut cond: impl FnMut() -> bool) -> bool {
+pub(crate) async fn wait_for(mut cond: impl FnMut() -> bool) -> bool {
     for _ in 0..200 {
         if cond() {
             return true;

@@ -1,0 +1,117 @@
+//! A session's sending as a relay sees it: the socket, the SSRC and clock of its one outgoing
+//! stream, and the gates (hold, proof, target) the pacer shard applies too; and the hook
+//! through which a relay takes the packets another session receives.
+
+use std::io;
+use std::net::{SocketAddr, UdpSocket};
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Instant;
+
+use rtp_rs::RtpReader;
+
+use super::ports::Lease;
+use super::receive::{epoch_ns, Shared};
+use crate::media::player::SendClock;
+
+/// One relay direction, run by the receive task of the session the packets come from.
+pub(crate) trait Tap: Send {
+    /// Each RTP packet the session accepted (from its latched source), as it arrives.
+    fn on_rtp(&mut self, packet: &RtpReader<'_>, now: Instant);
+    /// The relay that installed it (removal is by owner).
+    fn owner(&self) -> u16;
+}
+
+/// What the session (and a relay) tell its receive task.
+pub(crate) enum ToReceiver {
+    /// A new SDP address (the latch may start learning again).
+    Sdp(Option<SocketAddr>),
+    Tap(Box<dyn Tap>),
+    /// Removes the tap if the relay `owner` installed it.
+    Untap(u16),
+}
+
+/// Why a packet could not be sent on a session now.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Blocked {
+    /// On hold (`set_sending(false)`).
+    Held,
+    /// No amplification: the address has not proved it takes part.
+    Unproven,
+    /// Neither a latched source nor an SDP address.
+    NoRemote,
+}
+
+/// The send target as last read, re-read only when the session's target moved.
+#[derive(Debug, Default)]
+pub(crate) struct TargetCache {
+    version: Option<u64>,
+    addr: Option<SocketAddr>,
+}
+
+/// A session's sending side, shared with a relay (`RtpSession::outbound`).
+pub(crate) struct Outbound {
+    // Field order matters: the socket closes before the lease returns the port to the pool.
+    socket: Arc<UdpSocket>,
+    _lease: Arc<Lease>,
+    ssrc: u32,
+    clock: Arc<SendClock>,
+    shared: Arc<Shared>,
+}
+
+impl Outbound {
+    pub(super) fn new(
+        socket: Arc<UdpSocket>,
+        lease: Arc<Lease>,
+        ssrc: u32,
+        clock: Arc<SendClock>,
+        shared: Arc<Shared>,
+    ) -> Outbound {
+        Outbound {
+            socket,
+            _lease: lease,
+            ssrc,
+            clock,
+            shared,
+        }
+    }
+
+    pub(crate) fn ssrc(&self) -> u32 {
+        self.ssrc
+    }
+
+    pub(crate) fn clock(&self) -> &SendClock {
+        &self.clock
+    }
+
+    /// Where a packet may go now, by the same rules as the pacer's (`player/stream.rs`):
+    /// not on hold, proven or inside the early-media window, to the latched source or else
+    /// the SDP address. Lock-free unless the target moved since `cache` was filled.
+    pub(crate) fn gate(
+        &self,
+        now: Instant,
+        cache: &mut TargetCache,
+    ) -> Result<SocketAddr, Blocked> {
+        let s = &self.shared;
+        if !s.sending.load(Ordering::Relaxed) {
+            return Err(Blocked::Held);
+        }
+        let allowed = !s.require_proof.load(Ordering::Relaxed)
+            || s.proven.load(Ordering::Acquire)
+            || epoch_ns(now) < s.unproven_until_ns.load(Ordering::Relaxed);
+        if !allowed {
+            return Err(Blocked::Unproven);
+        }
+        let version = s.target_version.load(Ordering::Acquire);
+        if cache.version != Some(version) {
+            cache.addr = s.target();
+            cache.version = Some(version);
+        }
+        cache.addr.ok_or(Blocked::NoRemote)
+    }
+
+    /// Non-blocking `sendto` on the session's RTP socket (the descriptor its pacer uses).
+    pub(crate) fn send(&self, packet: &[u8], to: SocketAddr) -> io::Result<usize> {
+        self.socket.send_to(packet, to)
+    }
+}
