@@ -10,6 +10,7 @@ pub mod source;
 pub mod timer;
 pub mod transaction;
 pub mod transport;
+pub mod uac;
 
 /// Methods pivotd accepts (RFC 3261 §20.5 Allow).
 pub const ALLOW: &str = "INVITE, ACK, CANCEL, BYE, OPTIONS, INFO, REGISTER";
