@@ -238,6 +238,17 @@ fn the_example_config_is_valid() {
 }
 
 #[test]
+fn the_office_example_config_is_valid() {
+    let path = repo().join("examples").join("office.toml");
+    let out = pivotd().arg("check-config").arg(&path).output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[test]
 fn the_pivot_example_config_is_valid() {
     let path = repo().join("examples").join("pivot.toml");
     let out = pivotd().arg("check-config").arg(&path).output().unwrap();
