@@ -143,7 +143,12 @@ fn answers(req: &mut rsip::Request, valid: bool) {
     let _ = reply_to;
     let _ = message::max_forwards(req);
     // What the registrar and the caller check read of a request.
-    let _ = message::contacts(req);
+    if let Ok(message::Contacts::List(list)) = message::contacts(req) {
+        for c in &list {
+            // Equivalence (RFC 3261 §19.1.4) is reflexive, whatever the URI.
+            assert!(message::uri_equivalent(&c.uri, &c.uri), "{:?}", c.uri);
+        }
+    }
     let _ = message::header_aor(req, "From");
     let _ = message::header_aor(req, "To");
     for (code, reason, tag) in [
@@ -176,7 +181,7 @@ fn answers(req: &mut rsip::Request, valid: bool) {
 /// dialog, the pivot request made of the call's facts, and the body.
 fn server_side(req: &rsip::Request) {
     // The same reading of the INVITE admission does.
-    let user = crate::call::info::percent_decode(req.uri.user().unwrap_or(""));
+    let user = message::percent_decode(req.uri.user().unwrap_or(""));
     let host = req.uri.host_with_port.host.to_string();
     let _ = req.to_string();
     // What the server logs of them.

@@ -22,7 +22,7 @@ use std::time::{Duration, Instant};
 use tokio::sync::{mpsc, watch};
 
 use super::caller;
-use super::info::{call_info, percent_decode};
+use super::info::call_info;
 use super::{Call, CallContext, CallSetup, LegSetup};
 use crate::config::Config;
 use crate::logsafe::wire;
@@ -401,7 +401,7 @@ impl Admission {
         if !self.limiter.allow() {
             return Err(Refusal::Overload(Overload::CallRate));
         }
-        let user = percent_decode(req.uri.user().unwrap_or(""));
+        let user = message::percent_decode(req.uri.user().unwrap_or(""));
         let host = req.uri.host_with_port.host.to_string();
         let routed = match caller.account(&self.cfg) {
             Some(account) => self.routes.route_in(account, &user).map(|f| (account, f)),

@@ -2,26 +2,7 @@
 //! callee, the dialled number and realm, the `X-` headers.
 
 use crate::flow::CallInfo;
-
-/// `%XX` escapes in a URI user part (RFC 3261 §19.1.2), decoded for routing.
-pub fn percent_decode(s: &str) -> String {
-    let b = s.as_bytes();
-    let mut out = Vec::with_capacity(b.len());
-    let mut i = 0;
-    while i < b.len() {
-        if b[i] == b'%' && i + 2 < b.len() {
-            let hex = std::str::from_utf8(&b[i + 1..i + 3]).ok();
-            if let Some(v) = hex.and_then(|h| u8::from_str_radix(h, 16).ok()) {
-                out.push(v);
-                i += 3;
-                continue;
-            }
-        }
-        out.push(b[i]);
-        i += 1;
-    }
-    String::from_utf8_lossy(&out).into_owned()
-}
+use crate::sip::message::percent_decode;
 
 /// The plain call facts the runtime and pivot see.
 pub fn call_info(
@@ -80,21 +61,5 @@ pub fn call_info(
         request_user: user.to_string(),
         request_realm: host.to_string(),
         custom_sip_headers,
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn percent_decoding() {
-        assert_eq!(
-            percent_decode("sips%3Auser%40example.com"),
-            "sips:user@example.com"
-        );
-        assert_eq!(percent_decode("50%"), "50%");
-        assert_eq!(percent_decode("%4"), "%4");
-        assert_eq!(percent_decode("%zz1"), "%zz1");
     }
 }

@@ -3,7 +3,7 @@
 
 use std::collections::HashMap;
 
-use crate::sip::message::{ContactValue, Contacts};
+use crate::sip::message::{uri_equivalent, ContactValue, Contacts};
 use crate::store::Registration;
 
 /// A device's address-of-record, as the registrar keys it.
@@ -148,7 +148,7 @@ impl Bindings {
                 }
                 for c in contacts {
                     let expires = c.expires().or(u.expires).unwrap_or(rules.default);
-                    let existing = list.iter().position(|b| same_uri(&b.contact, &c.uri));
+                    let existing = list.iter().position(|b| uri_equivalent(&b.contact, &c.uri));
                     if let Some(i) = existing {
                         let b = &list[i];
                         if b.call_id == u.call_id && u.cseq <= b.cseq {
@@ -190,12 +190,6 @@ fn binding(u: &Update<'_>, c: &ContactValue, expires: u32) -> Registration {
         updated: u.now,
         ..u.template.clone()
     }
-}
-
-/// Contact URIs compared as phones re-send them: the same text, case aside (a simplification
-/// of RFC 3261 §19.1.4, which would also reorder parameters).
-fn same_uri(a: &str, b: &str) -> bool {
-    a.eq_ignore_ascii_case(b)
 }
 
 #[cfg(test)]
@@ -293,9 +287,31 @@ mod tests {
         )
         .unwrap();
         assert_eq!(uris(&got), [("SIP:1@H", 4700)]);
+
         let got = apply(&mut b, one, Some(0), "c", 4, 1200).unwrap();
         assert!(got.is_empty());
         assert!(b.current(&key(), 1200).is_empty());
+    }
+
+    #[test]
+    fn a_contact_is_the_same_binding_by_rfc3261_uri_equivalence() {
+        let mut b = Bindings::default();
+        let list = |uri: &str| Contacts::List(vec![contact(uri, None)]);
+        apply(&mut b, list("sip:1@h;transport=udp;ob"), None, "c", 1, 0).unwrap();
+        // Parameters reordered, host and parameter value in another case: a refresh.
+        let got = apply(&mut b, list("sip:1@H;ob;transport=UDP"), None, "c", 2, 0).unwrap();
+        assert_eq!(uris(&got), [("sip:1@H;ob;transport=UDP", 1800)]);
+        // A port written out (even the default one) is another contact.
+        let got = apply(
+            &mut b,
+            list("sip:1@h:5060;transport=udp;ob"),
+            None,
+            "c",
+            3,
+            0,
+        )
+        .unwrap();
+        assert_eq!(got.len(), 2, "{:?}", uris(&got));
     }
 
     #[test]

@@ -7,13 +7,15 @@
 //! - `uri.rs`: the Request-URI checks, the schemes served, the sip/sips URIs read by hand;
 //! - `headers.rs`: header grammar, the checks every message passes, the accessors;
 //! - `body.rs`: the body by its Content-Type (the SDP a request carries);
-//! - `contact.rs`: Contact values as a registrar reads them.
+//! - `contact.rs`: Contact values as a registrar reads them;
+//! - `uri_eq.rs`: URI equivalence (RFC 3261 §19.1.4) and `%XX` unescaping.
 
 mod body;
 mod contact;
 mod headers;
 mod parse;
 mod uri;
+mod uri_eq;
 
 pub use body::{media_type_is, sdp_body, NotSdp};
 pub use contact::{addr_uri, contacts, header_aor, ContactError, ContactValue, Contacts};
@@ -25,6 +27,7 @@ pub use headers::{
 pub(in crate::sip) use parse::clean_reason;
 pub use parse::{parse, ParseError, Unsupported};
 pub use uri::{is_sip_scheme, parse_sip_uri, scheme_supported, RequestUriError};
+pub use uri_eq::{percent_decode, uri_equivalent};
 
 #[cfg(test)]
 mod tests;
