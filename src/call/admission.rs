@@ -540,13 +540,7 @@ fn reply(
 /// RFC 3261 §8.2.2.3: pivotd supports no extension, so a request with a Require header is
 /// answered 420 with the tags in Unsupported.
 fn check_require(req: &rsip::Request) -> Result<(), Refusal> {
-    let tags: Vec<&str> = req
-        .headers
-        .iter()
-        .map(message::header_name_value)
-        .filter(|(n, _)| n.eq_ignore_ascii_case("Require"))
-        .map(|(_, v)| v.trim())
-        .collect();
+    let tags: Vec<&str> = message::header_values(req, "Require").collect();
     if tags.is_empty() {
         return Ok(());
     }

@@ -11,7 +11,7 @@ use super::directory::{DeviceEntry, Directory};
 use crate::logsafe::wire;
 use crate::sip::auth::digest::{Algorithm, Challenge, Credentials, CredentialsError};
 use crate::sip::auth::nonce::{CountCheck, NonceCheck, NonceCounts, Nonces};
-use crate::sip::message::{header_name_value, header_str};
+use crate::sip::message::{header_str, header_values};
 
 /// Nonces whose counts are tracked at once; beyond, new nonces get a stale challenge.
 const MAX_TRACKED_NONCES: usize = 200_000;
@@ -274,11 +274,7 @@ impl Authenticator {
 
 /// The Authorization (or Proxy-Authorization) values of a request.
 fn credential_values(req: &rsip::Request, scheme: Scheme) -> impl Iterator<Item = &str> {
-    let name = scheme.credentials_header();
-    req.headers.iter().filter_map(move |h| {
-        let (n, v) = header_name_value(h);
-        n.eq_ignore_ascii_case(name).then_some(v)
-    })
+    header_values(req, scheme.credentials_header())
 }
 
 /// The username of the first Digest credentials, for the log line.

@@ -94,7 +94,7 @@ impl Registrar {
             expires_at: 0,
             call_id: String::new(),
             cseq: 0,
-            path: header_values(req, "Path"),
+            path: list_values(req, "Path"),
             source: peer.remote,
             local: peer.local,
             transport: peer.proto.via_token().to_string(),
@@ -172,7 +172,7 @@ impl Registrar {
         }
         // RFC 3327 §5.3: the Path stored is echoed when the phone supports it.
         if supports(req, "path") {
-            for p in header_values(req, "Path") {
+            for p in list_values(req, "Path") {
                 a.headers.push(("Path", p));
             }
         }
@@ -185,23 +185,17 @@ impl Registrar {
 }
 
 /// Every value of a header that may repeat or hold a comma-separated list.
-fn header_values(req: &rsip::Request, name: &str) -> Vec<String> {
-    req.headers
-        .iter()
-        .map(message::header_name_value)
-        .filter(|(n, _)| n.eq_ignore_ascii_case(name))
-        .flat_map(|(_, v)| crate::sip::normalize::split_top_level_commas(v.as_bytes()))
+fn list_values(req: &rsip::Request, name: &str) -> Vec<String> {
+    message::header_values(req, name)
+        .flat_map(|v| crate::sip::normalize::split_top_level_commas(v.as_bytes()))
         .map(|v| String::from_utf8_lossy(v).trim().to_string())
         .filter(|v| !v.is_empty())
         .collect()
 }
 
-/// Whether Supported (or its compact form k) lists `tag`.
+/// Whether Supported lists `tag` (the normaliser has expanded its compact form `k`).
 fn supports(req: &rsip::Request, tag: &str) -> bool {
-    req.headers
+    list_values(req, "Supported")
         .iter()
-        .map(message::header_name_value)
-        .filter(|(n, _)| n.eq_ignore_ascii_case("Supported") || n.eq_ignore_ascii_case("k"))
-        .flat_map(|(_, v)| v.split(','))
-        .any(|t| t.trim().eq_ignore_ascii_case(tag))
+        .any(|t| t.eq_ignore_ascii_case(tag))
 }

@@ -7,7 +7,7 @@ use std::net::IpAddr;
 use rsip::headers::UntypedHeader;
 
 use super::endpoint::{DialogId, OutgoingRequest};
-use super::outgoing::{finish, new_branch};
+use super::outgoing::{finish, new_branch, RequestHead};
 use super::transport::Peer;
 
 /// Why a dialog could not be formed from a request.
@@ -141,27 +141,24 @@ impl Dialog {
     ) -> OutgoingRequest {
         self.local_cseq += 1;
         let branch = new_branch();
-        let mut out = String::with_capacity(512);
-        let _ = write!(out, "{method} {} SIP/2.0\r\n", self.remote_target);
-        let _ = write!(
-            out,
-            "Via: SIP/2.0/{} {};branch={branch};rport\r\n",
-            self.peer.proto.via_token(),
-            self.local_host
-        );
-        let _ = write!(out, "Max-Forwards: 70\r\n");
-        let _ = write!(
-            out,
-            "From: {};tag={}\r\n",
-            self.local_uri, self.id.local_tag
-        );
-        let _ = write!(out, "To: {}\r\n", self.remote_uri);
-        let _ = write!(out, "Call-ID: {}\r\n", self.id.call_id);
-        let _ = write!(out, "CSeq: {} {method}\r\n", self.local_cseq);
+        let route: Vec<&str> = self.route_set.iter().map(String::as_str).collect();
+        let method_name = method.to_string();
         // The UAS keeps the Record-Route order of the request (§12.1.1): the nearest hop first.
-        for r in &self.route_set {
-            let _ = write!(out, "Route: {r}\r\n");
+        let mut out = RequestHead {
+            method: &method_name,
+            uri: &self.remote_target,
+            proto: self.peer.proto,
+            local_host: &self.local_host,
+            branch: &branch,
+            max_forwards: 70,
+            from: &self.local_uri,
+            local_tag: &self.id.local_tag,
+            to: &self.remote_uri,
+            call_id: &self.id.call_id,
+            cseq: self.local_cseq,
+            route: &route,
         }
+        .write();
         let _ = write!(out, "User-Agent: pivotd\r\n");
         let bytes = finish(out, extra, body);
         OutgoingRequest {

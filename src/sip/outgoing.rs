@@ -145,6 +145,51 @@ pub fn response(req: &Request, code: u16, reason: Option<&str>, to_tag: Option<&
     }
 }
 
+/// What starts every request pivotd sends (RFC 3261 §8.1.1): the request line, our Via,
+/// Max-Forwards, From (with our tag), To, Call-ID, CSeq and the Route set in order.
+pub struct RequestHead<'a> {
+    pub method: &'a str,
+    pub uri: &'a str,
+    pub proto: crate::sip::transport::Proto,
+    pub local_host: &'a str,
+    pub branch: &'a str,
+    pub max_forwards: u32,
+    pub from: &'a str,
+    pub local_tag: &'a str,
+    pub to: &'a str,
+    pub call_id: &'a str,
+    pub cseq: u32,
+    pub route: &'a [&'a str],
+}
+
+impl RequestHead<'_> {
+    /// The head's lines, ready for [`finish`].
+    pub fn write(&self) -> String {
+        let mut out = String::with_capacity(768);
+        let _ = write!(
+            out,
+            "{} {} SIP/2.0\r\nVia: SIP/2.0/{} {};branch={};rport\r\nMax-Forwards: {}\r\n\
+             From: {};tag={}\r\nTo: {}\r\nCall-ID: {}\r\nCSeq: {} {}\r\n",
+            self.method,
+            self.uri,
+            self.proto.via_token(),
+            self.local_host,
+            self.branch,
+            self.max_forwards,
+            self.from,
+            self.local_tag,
+            self.to,
+            self.call_id,
+            self.cseq,
+            self.method
+        );
+        for r in self.route {
+            let _ = write!(out, "Route: {r}\r\n");
+        }
+        out
+    }
+}
+
 /// Appends extra headers, Content-Type/Content-Length and the body.
 pub fn finish(mut out: String, extra: &[(&str, &str)], body: Option<(&str, &[u8])>) -> Bytes {
     for (name, value) in extra {

@@ -8,7 +8,7 @@ use std::fmt::Write;
 use super::auth::answer::ReceivedChallenge;
 use super::endpoint::OutgoingRequest;
 use super::message::{self, addr_uri};
-use super::outgoing::{finish, new_branch, random_token};
+use super::outgoing::{finish, new_branch, random_token, RequestHead};
 use super::transport::Peer;
 
 /// What the INVITE says and where it goes.
@@ -95,24 +95,22 @@ impl OutboundInvite {
     /// and CANCEL (which must match the INVITE's, §9.1).
     fn head(&self, method: &str, cseq: u32) -> String {
         let s = &self.spec;
-        let mut out = String::with_capacity(768);
-        let _ = write!(out, "{method} {} SIP/2.0\r\n", s.request_uri);
-        let _ = write!(
-            out,
-            "Via: SIP/2.0/{} {};branch={};rport\r\n",
-            s.peer.proto.via_token(),
-            s.local_host,
-            self.branch
-        );
-        let _ = write!(out, "Max-Forwards: {}\r\n", s.max_forwards);
-        let _ = write!(out, "From: {};tag={}\r\n", s.from, self.local_tag);
-        let _ = write!(out, "To: {}\r\n", s.to);
-        let _ = write!(out, "Call-ID: {}\r\n", self.call_id);
-        let _ = write!(out, "CSeq: {cseq} {method}\r\n");
-        for r in &s.route {
-            let _ = write!(out, "Route: {r}\r\n");
+        let route: Vec<&str> = s.route.iter().map(String::as_str).collect();
+        RequestHead {
+            method,
+            uri: &s.request_uri,
+            proto: s.peer.proto,
+            local_host: &s.local_host,
+            branch: &self.branch,
+            max_forwards: s.max_forwards,
+            from: &s.from,
+            local_tag: &self.local_tag,
+            to: &s.to,
+            call_id: &self.call_id,
+            cseq,
+            route: &route,
         }
-        out
+        .write()
     }
 
     /// CANCEL of the INVITE (§9.1): the same Request-URI, top Via (branch), From, To,
@@ -136,15 +134,10 @@ impl OutboundInvite {
             407 => ("Proxy-Authenticate", "Proxy-Authorization"),
             _ => return Err(RetryError::NoChallenge),
         };
-        let values: Vec<&str> = resp
-            .headers
-            .iter()
-            .map(message::header_name_value)
-            .filter(|(n, _)| n.eq_ignore_ascii_case(challenge_header))
-            .map(|(_, v)| v)
-            .collect();
-        let challenge = ReceivedChallenge::first_supported(values.iter().map(|v| v.as_bytes()))
-            .ok_or(RetryError::NoChallenge)?;
+        let challenge = ReceivedChallenge::first_supported(
+            message::header_values(resp, challenge_header).map(str::as_bytes),
+        )
+        .ok_or(RetryError::NoChallenge)?;
         if self.answered_challenge && !challenge.stale {
             return Err(RetryError::Refused);
         }
@@ -184,33 +177,27 @@ impl OutboundInvite {
         resp: &rsip::Response,
     ) -> Option<OutgoingRequest> {
         let s = &self.spec;
-        let target = addr_uri(message::header_str(resp, "Contact")?)?.to_string();
+        let target = addr_uri(message::header_str(resp, "Contact")?)?;
         let to = message::header_str(resp, "To")?;
         let branch = new_branch();
-        let mut out = String::with_capacity(512);
-        let _ = write!(out, "{method} {target} SIP/2.0\r\n");
-        let _ = write!(
-            out,
-            "Via: SIP/2.0/{} {};branch={branch};rport\r\n",
-            s.peer.proto.via_token(),
-            s.local_host
-        );
-        let _ = write!(out, "Max-Forwards: 70\r\n");
-        let _ = write!(out, "From: {};tag={}\r\n", s.from, self.local_tag);
-        let _ = write!(out, "To: {to}\r\n");
-        let _ = write!(out, "Call-ID: {}\r\n", self.call_id);
-        let _ = write!(out, "CSeq: {cseq} {method}\r\n");
-        let mut routes: Vec<&str> = resp
-            .headers
-            .iter()
-            .map(message::header_name_value)
-            .filter(|(n, _)| n.eq_ignore_ascii_case("Record-Route"))
-            .map(|(_, v)| v.trim())
-            .collect();
-        routes.reverse();
-        for r in routes {
-            let _ = write!(out, "Route: {r}\r\n");
+        let mut route: Vec<&str> = message::header_values(resp, "Record-Route").collect();
+        route.reverse();
+        let method_name = method.to_string();
+        let out = RequestHead {
+            method: &method_name,
+            uri: target,
+            proto: s.peer.proto,
+            local_host: &s.local_host,
+            branch: &branch,
+            max_forwards: 70,
+            from: &s.from,
+            local_tag: &self.local_tag,
+            to,
+            call_id: &self.call_id,
+            cseq,
+            route: &route,
         }
+        .write();
         let bytes = finish(out, &[], None);
         Some(self.outgoing(method, branch, bytes, None))
     }
@@ -370,13 +357,7 @@ mod tests {
         assert_eq!(req.uri.to_string(), "sip:2001@192.0.2.10:40000;ob");
         assert_eq!(h(&req, "CSeq"), "1 ACK");
         assert!(h(&req, "To").ends_with("tag=callee"));
-        let routes: Vec<String> = req
-            .headers
-            .iter()
-            .map(message::header_name_value)
-            .filter(|(n, _)| n.eq_ignore_ascii_case("Route"))
-            .map(|(_, v)| v.to_string())
-            .collect();
+        let routes: Vec<&str> = message::header_values(&req, "Route").collect();
         assert_eq!(routes, ["<sip:p1.test;lr>", "<sip:p2.test;lr>"]);
         let bye = parsed(&inv.bye_after_2xx(&ok).unwrap());
         assert_eq!(h(&bye, "CSeq"), "2 BYE");

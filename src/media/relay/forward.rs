@@ -89,6 +89,13 @@ impl Forward {
                 });
             }
         };
+        // Ownership first: a packet the pacer owns the leg for is not copied for nothing.
+        let clock = self.out.clock();
+        let word = clock.load();
+        let state = ClockState::unpack(word);
+        if state.owner != self.owner {
+            return Err(DropReason::NotOwner);
+        }
         let payload = p.payload();
         let len = HEADER + payload.len();
         let body = self.buf.get_mut(HEADER..len).ok_or(DropReason::TooLong)?;
@@ -97,12 +104,6 @@ impl Forward {
             codec::transcode(self.from.codec, self.to.codec, payload, body);
         } else {
             body.copy_from_slice(payload);
-        }
-        let clock = self.out.clock();
-        let word = clock.load();
-        let state = ClockState::unpack(word);
-        if state.owner != self.owner {
-            return Err(DropReason::NotOwner);
         }
         let mut marker = p.mark() || self.gap;
         if self.source_ssrc != Some(p.ssrc()) || self.written != Some(word) {

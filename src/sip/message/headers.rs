@@ -513,13 +513,27 @@ pub fn header_value(msg: &impl rsip::message::HasHeaders, name: &str) -> Option<
 
 /// [`header_value`] borrowed from the message, for a look that needs no copy.
 pub fn header_str<'m>(msg: &'m impl rsip::message::HasHeaders, name: &str) -> Option<&'m str> {
-    let name = match name.as_bytes() {
-        [c] => normalize::expand_compact(*c).unwrap_or(name),
-        _ => name,
-    };
+    let name = full_name(name);
     headers_of_msg(msg)
         .iter()
         .find_map(|h| value_if_named(h, name))
+}
+
+/// A one-letter compact name as its full name (RFC 3261 §7.3.3); other names as given.
+fn full_name(name: &str) -> &str {
+    match name.as_bytes() {
+        [c] => normalize::expand_compact(*c).unwrap_or(name),
+        _ => name,
+    }
+}
+
+/// Every value (trimmed) of a header that may repeat, in order; `name` as for
+/// [`header_value`].
+pub fn header_values<'m>(
+    msg: &'m impl rsip::message::HasHeaders,
+    name: &'m str,
+) -> impl Iterator<Item = &'m str> + 'm {
+    values(headers_of_msg(msg), full_name(name))
 }
 
 impl FromStr for TopVia {
