@@ -1,15 +1,15 @@
 //! What sessions send to the shard that owns their stream, and how.
 
 use std::any::Any;
-use std::net::{SocketAddr, UdpSocket};
+use std::net::UdpSocket;
 use std::sync::atomic::AtomicU64;
 use std::sync::mpsc::Sender;
 use std::sync::Arc;
-use std::time::Instant;
 
 use tokio::sync::oneshot;
 
 use super::clock::SendClock;
+use super::gate::SendGate;
 use super::PlayResult;
 
 /// Per-stream counters written by the shard and read by the session.
@@ -25,7 +25,8 @@ pub(crate) struct NewStream {
     pub(crate) socket: Arc<UdpSocket>,
     /// Kept alive as long as the shard holds the socket (returns the port pair on drop).
     pub(crate) guard: Arc<dyn Any + Send + Sync>,
-    pub(crate) remote: Option<SocketAddr>,
+    /// Hold, proof, early media and the target: the session's, asked per packet.
+    pub(crate) gate: Arc<dyn SendGate>,
     pub(crate) payload_type: u8,
     pub(crate) silence: u8,
     pub(crate) ssrc: u32,
@@ -38,18 +39,6 @@ pub(crate) struct NewStream {
 pub(crate) enum Command {
     Add(Box<NewStream>),
     Remove(u64),
-    /// From SDP; the send target until (and unless) the stream latches.
-    SetRemote(u64, Option<SocketAddr>),
-    /// Where the caller's RTP comes from (symmetric RTP): the send target from now on, and
-    /// proof that the address takes part. None: a new learning phase, back to the SDP address.
-    Latch(u64, Option<SocketAddr>),
-    /// No amplification: send nothing until the address proved it takes part (`Proven`, a
-    /// latch) or while an unproven window is open.
-    RequireProof(u64),
-    /// The address proved it takes part (the ACK of our 2xx).
-    Proven(u64),
-    /// Until when packets may go to a still unproven address (early media); None closes it.
-    UnprovenUntil(u64, Option<Instant>),
     SetCodec {
         id: u64,
         payload_type: u8,
@@ -58,7 +47,6 @@ pub(crate) enum Command {
         /// bytes at the same offset, in the same command so no packet mixes PT and codec.
         payload: Option<Arc<[u8]>>,
     },
-    SetSending(u64, bool),
     Play {
         id: u64,
         payload: Arc<[u8]>,

@@ -19,13 +19,14 @@
 //! `pacer.rs`: the [`Pacer`] handle, its shard threads and summed counters; `command.rs`: what
 //! a session sends its shard; `shard.rs`: a shard's thread and its streams by phase slot;
 //! `stream.rs`: one stream's send state and the building of its packets; `grid.rs`: the
-//! subtick timing; `clock.rs`: a stream's sequence and timestamp, shared with a relay
+//! subtick timing; `gate.rs`: the send gates a stream asks the session; `clock.rs`: a stream's sequence and timestamp, shared with a relay
 //! (`media/relay/`) that takes the sending over while two legs are bridged.
 
 use std::time::Duration;
 
 mod clock;
 mod command;
+mod gate;
 mod grid;
 mod pacer;
 mod shard;
@@ -33,6 +34,7 @@ mod stream;
 
 pub(crate) use clock::{ClockState, SendClock, CLOSED, PACER};
 pub(crate) use command::{Command, NewStream, ShardHandle, StreamStats};
+pub(crate) use gate::{Blocked, SendGate, TargetCache};
 pub use pacer::{Pacer, PacerStats};
 
 /// Packet interval (ptime 20).

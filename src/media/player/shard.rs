@@ -57,34 +57,6 @@ impl Shard {
                 }
             }
             Command::Remove(id) => self.remove(id),
-            Command::SetRemote(id, addr) => {
-                if let Some(s) = self.stream(id) {
-                    s.remote = addr;
-                }
-            }
-            Command::Latch(id, addr) => {
-                if let Some(s) = self.stream(id) {
-                    s.latched = addr;
-                    // RTP from the caller proves its address; a new learning phase keeps
-                    // what was proven (it comes from the dialog's own re-INVITE).
-                    s.proven |= addr.is_some();
-                }
-            }
-            Command::RequireProof(id) => {
-                if let Some(s) = self.stream(id) {
-                    s.require_proof = true;
-                }
-            }
-            Command::Proven(id) => {
-                if let Some(s) = self.stream(id) {
-                    s.proven = true;
-                }
-            }
-            Command::UnprovenUntil(id, until) => {
-                if let Some(s) = self.stream(id) {
-                    s.unproven_until = until;
-                }
-            }
             Command::SetCodec {
                 id,
                 payload_type,
@@ -98,11 +70,6 @@ impl Shard {
                         play.offset = play.offset.min(payload.len());
                         play.payload = payload;
                     }
-                }
-            }
-            Command::SetSending(id, on) => {
-                if let Some(s) = self.stream(id) {
-                    s.sending = on;
                 }
             }
             Command::Play { id, payload, done } => match self.stream(id) {
@@ -224,16 +191,29 @@ pub(super) fn run_shard(rx: Receiver<Command>, stats: Arc<ShardStats>, slots: u3
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::media::player::{NewStream, SendClock, StreamStats};
+    use crate::media::player::{NewStream, SendClock, SendGate, StreamStats};
     use std::net::{SocketAddr, UdpSocket};
     use tokio::sync::oneshot;
+
+    /// Always open towards one address (the gate rules are the session's, tested there).
+    struct Open(SocketAddr);
+
+    impl SendGate for Open {
+        fn check(
+            &self,
+            _: std::time::Instant,
+            _: &mut crate::media::player::TargetCache,
+        ) -> Result<SocketAddr, crate::media::player::Blocked> {
+            Ok(self.0)
+        }
+    }
 
     fn stream(id: u64, socket: Arc<UdpSocket>, remote: SocketAddr) -> Box<NewStream> {
         Box::new(NewStream {
             id,
             socket,
             guard: Arc::new(()),
-            remote: Some(remote),
+            gate: Arc::new(Open(remote)),
             payload_type: 8,
             silence: 0xD5,
             ssrc: 0x1234_5678,

@@ -10,6 +10,7 @@ use rtp_rs::{RtpPacketBuilder, Seq};
 use tokio::sync::oneshot;
 
 use super::clock::{ClockState, SendClock, PACER};
+use super::gate::{SendGate, TargetCache};
 use super::{NewStream, PlayResult, StreamStats, LATE_THRESHOLD, SAMPLES_PER_PACKET};
 
 pub(super) const PAYLOAD_BYTES: usize = SAMPLES_PER_PACKET as usize;
@@ -40,16 +41,9 @@ pub(super) struct Stream {
     // Field order matters: the socket closes before the guard returns its port to the pool.
     socket: Arc<UdpSocket>,
     _guard: Arc<dyn Any + Send + Sync>,
-    /// The SDP address.
-    pub(super) remote: Option<SocketAddr>,
-    /// The caller's RTP source once learnt: it wins over the SDP address.
-    pub(super) latched: Option<SocketAddr>,
-    pub(super) sending: bool,
-    /// Towards an untrusted source: nothing goes out until `proven`, or before
-    /// `unproven_until` (early media).
-    pub(super) require_proof: bool,
-    pub(super) proven: bool,
-    pub(super) unproven_until: Option<Instant>,
+    /// The session's hold, proof and target, asked per packet; the target as last read.
+    gate: Arc<dyn SendGate>,
+    target: TargetCache,
     pub(super) payload_type: u8,
     pub(super) silence: u8,
     ssrc: u32,
@@ -79,12 +73,8 @@ impl Stream {
             id: n.id,
             socket: n.socket,
             _guard: n.guard,
-            remote: n.remote,
-            latched: None,
-            sending: true,
-            require_proof: false,
-            proven: false,
-            unproven_until: None,
+            gate: n.gate,
+            target: TargetCache::default(),
             payload_type: n.payload_type & 0x7f,
             silence: n.silence,
             ssrc: n.ssrc,
@@ -117,12 +107,8 @@ impl Stream {
         let start = play.offset;
         let end = start.saturating_add(PAYLOAD_BYTES).min(len);
         play.offset = end;
-        let allowed = !self.require_proof
-            || self.proven
-            || self.unproven_until.is_some_and(|until| due < until);
-        // Not allowed or not sending: the play keeps its time, the packet is not sent.
-        let target = self.latched.or(self.remote).filter(|_| allowed);
-        if let (true, Some(remote)) = (self.sending, target) {
+        // Held, unproven or no address: the play keeps its time, the packet is not sent.
+        if let Ok(remote) = self.gate.check(due, &mut self.target) {
             self.send(tick, due, start..end, remote, buf, totals);
         }
         if end >= len {

@@ -23,8 +23,9 @@ mod session;
 pub(crate) mod test_support;
 
 pub use super::player::PlayResult;
+pub(crate) use super::player::{Blocked, TargetCache};
 pub use latch::LEARNING_WINDOW;
-pub(crate) use outbound::{Blocked, Outbound, Tap, TargetCache, ToReceiver};
+pub(crate) use outbound::{Outbound, Tap, ToReceiver};
 pub use ports::{PortPool, RtpPorts};
 pub use receive::{is_rtcp, ReceivedRtp};
 pub use session::{silence_byte_for, RtpSession};

@@ -12,7 +12,7 @@ use rtp_rs::RtpReader;
 
 use super::ports::Lease;
 use super::receive::{epoch_ns, Shared};
-use crate::media::player::SendClock;
+use crate::media::player::{Blocked, SendClock, SendGate, TargetCache};
 
 /// One relay direction, run by the receive task of the session the packets come from.
 pub(crate) trait Tap: Send {
@@ -29,24 +29,6 @@ pub(crate) enum ToReceiver {
     Tap(Box<dyn Tap>),
     /// Removes the tap if the relay `owner` installed it.
     Untap(u16),
-}
-
-/// Why a packet could not be sent on a session now.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) enum Blocked {
-    /// On hold (`set_sending(false)`).
-    Held,
-    /// No amplification: the address has not proved it takes part.
-    Unproven,
-    /// Neither a latched source nor an SDP address.
-    NoRemote,
-}
-
-/// The send target as last read, re-read only when the session's target moved.
-#[derive(Debug, Default)]
-pub(crate) struct TargetCache {
-    version: Option<u64>,
-    addr: Option<SocketAddr>,
 }
 
 /// A session's sending side, shared with a relay (`RtpSession::outbound`).
@@ -84,15 +66,26 @@ impl Outbound {
         &self.clock
     }
 
-    /// Where a packet may go now, by the same rules as the pacer's (`player/stream.rs`):
-    /// not on hold, proven or inside the early-media window, to the latched source or else
-    /// the SDP address. Lock-free unless the target moved since `cache` was filled.
+    /// Where a packet may go now: the session's gates, as the pacer asks them.
     pub(crate) fn gate(
         &self,
         now: Instant,
         cache: &mut TargetCache,
     ) -> Result<SocketAddr, Blocked> {
-        let s = &self.shared;
+        self.shared.check(now, cache)
+    }
+
+    /// Non-blocking `sendto` on the session's RTP socket (the descriptor its pacer uses).
+    pub(crate) fn send(&self, packet: &[u8], to: SocketAddr) -> io::Result<usize> {
+        self.socket.send_to(packet, to)
+    }
+}
+
+/// Not on hold, proven or inside the early-media window, to the latched source or else the
+/// SDP address. Lock-free unless the target moved since `cache` was filled.
+impl SendGate for Shared {
+    fn check(&self, now: Instant, cache: &mut TargetCache) -> Result<SocketAddr, Blocked> {
+        let s = self;
         if !s.sending.load(Ordering::Relaxed) {
             return Err(Blocked::Held);
         }
@@ -108,10 +101,5 @@ impl Outbound {
             cache.version = Some(version);
         }
         cache.addr.ok_or(Blocked::NoRemote)
-    }
-
-    /// Non-blocking `sendto` on the session's RTP socket (the descriptor its pacer uses).
-    pub(crate) fn send(&self, packet: &[u8], to: SocketAddr) -> io::Result<usize> {
-        self.socket.send_to(packet, to)
     }
 }

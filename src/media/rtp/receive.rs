@@ -13,7 +13,6 @@ use tokio::sync::{mpsc, Notify};
 use super::latch::{Latch, Verdict};
 use super::outbound::{Tap, ToReceiver};
 use super::ports::Lease;
-use crate::media::player::{Command, ShardHandle};
 
 /// One received RTP packet of the event payload type (RFC 4733 telephone-event), for DTMF.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -51,8 +50,8 @@ pub(super) struct Shared {
     /// The address proved it takes part (the caller's RTP, or the ACK of our 2xx).
     pub(super) proven: AtomicBool,
     pub(super) proven_notify: Notify,
-    /// The send gates below mirror what the session tells its pacer shard, for a relay
-    /// sending on this session from another task (`outbound.rs`). The SDP address:
+    /// The send gates below are the only copy: the pacer's stream and a relay ask them
+    /// per packet ([`crate::media::player::SendGate`], `outbound.rs`). The SDP address:
     pub(super) sdp_remote: Mutex<Option<SocketAddr>>,
     /// Bumped after each change of `sdp_remote` or `latched`, so a relay re-reads the
     /// target (under the locks) only when it moved, never per packet.
@@ -129,8 +128,6 @@ pub fn is_rtcp(data: &[u8]) -> bool {
 /// The receive task's own state.
 pub(super) struct Receiver {
     pub(super) shared: Arc<Shared>,
-    pub(super) shard: ShardHandle,
-    pub(super) id: u64,
     pub(super) events: mpsc::Sender<ReceivedRtp>,
     pub(super) latch: Latch,
     /// A relay's direction out of this session, fed every accepted packet.
@@ -205,7 +202,6 @@ impl Receiver {
         if self.latch.on_sdp(sdp) {
             // Back to the (new) SDP address until the caller's RTP latches again.
             self.shared.set_latched(None);
-            self.shard.send(Command::Latch(self.id, None));
         }
     }
 
@@ -232,7 +228,6 @@ impl Receiver {
                 // RTP also proves the address takes part.
                 shared.set_latched(Some(to));
                 shared.set_proven();
-                self.shard.send(Command::Latch(self.id, Some(to)));
             }
             Verdict::Accept(None) => {}
         }

@@ -102,7 +102,7 @@ impl RtpSession {
             id,
             socket: send_socket,
             guard: lease,
-            remote,
+            gate: shared.clone(),
             payload_type: codec_pt,
             silence: silence_byte_for(codec_pt),
             ssrc,
@@ -118,8 +118,6 @@ impl RtpSession {
             sockets,
             Receiver {
                 shared: shared.clone(),
-                shard: shard.clone(),
-                id,
                 events: events_tx,
                 latch: Latch::new(remote),
                 tap: None,
@@ -145,7 +143,6 @@ impl RtpSession {
     /// (a re-INVITE after a transfer or a failover): its first packets latch again.
     pub fn set_remote(&self, remote: Option<SocketAddr>) {
         self.shared.set_sdp_remote(remote);
-        self.shard.send(Command::SetRemote(self.id, remote));
         let _ = self.to_receiver.send(ToReceiver::Sdp(remote));
     }
 
@@ -154,13 +151,11 @@ impl RtpSession {
     /// an [`RtpSession::allow_unproven_for`] window. A play meanwhile keeps its time.
     pub fn require_proof(&self) {
         self.shared.require_proof.store(true, Ordering::Relaxed);
-        self.shard.send(Command::RequireProof(self.id));
     }
 
     /// The address proved it takes part (the ACK of our 2xx): sending may start.
     pub fn prove(&self) {
         self.shared.set_proven();
-        self.shard.send(Command::Proven(self.id));
     }
 
     /// Whether the address proved it takes part (by [`RtpSession::prove`] or its RTP).
@@ -190,13 +185,11 @@ impl RtpSession {
         self.shared
             .unproven_until_ns
             .store(until_ns, Ordering::Relaxed);
-        self.shard.send(Command::UnprovenUntil(self.id, until));
     }
 
     /// Closes an [`RtpSession::allow_unproven_for`] window now.
     pub fn end_unproven(&self) {
         self.shared.unproven_until_ns.store(0, Ordering::Relaxed);
-        self.shard.send(Command::UnprovenUntil(self.id, None));
     }
 
     /// Also sets the padding silence for the static G.711 types (0 PCMU, 8 PCMA).
@@ -231,7 +224,6 @@ impl RtpSession {
     /// its time and finishes.
     pub fn set_sending(&self, on: bool) {
         self.shared.sending.store(on, Ordering::Relaxed);
-        self.shard.send(Command::SetSending(self.id, on));
     }
 
     /// Time of the last valid RTP packet received (RTCP and garbage do not count).
