@@ -1,5 +1,5 @@
 //! A session's sending as a relay sees it: the socket, the SSRC and clock of its one outgoing
-//! stream, and the gates (hold, proof, target) the pacer shard applies too; and the hook
+//! stream, and the gates (hold, proof, target) that it and the pacer's stream ask; and the hook
 //! through which a relay takes the packets another session receives.
 
 use std::io;
