@@ -38,6 +38,7 @@ impl Caller {
     pub fn fill(&self, info: &mut CallInfo) {
         if let Caller::Device(d) = self {
             info.user_id.clone_from(&d.owner_id);
+            info.device_id = Some(d.device_id.clone());
             let c = &d.caller_id.internal;
             if let Some(n) = &c.number {
                 info.caller_id_number = Some(n.clone());

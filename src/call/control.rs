@@ -12,6 +12,7 @@ use tokio::time::Instant;
 
 use super::{Call, Phase};
 use crate::callflow::{CallControl, CallEnded, CallTiming};
+use crate::flow::bridge::{BridgeOutcome, BridgeRequest};
 use crate::flow::CallInfo;
 use crate::media::prompt::Prompt;
 use crate::media::rtp::PlayResult;
@@ -147,5 +148,13 @@ impl CallControl for Call {
     async fn hangup(&mut self) -> Result<(), CallEnded> {
         self.leg.end_now(480, "Temporarily Unavailable");
         Ok(())
+    }
+
+    async fn bridge(&mut self, request: &BridgeRequest) -> Result<BridgeOutcome, CallEnded> {
+        self.run_bridge(request).await
+    }
+
+    async fn send_dtmf(&mut self, digits: &str, duration: Duration) -> Result<(), CallEnded> {
+        self.send_digits(digits, duration).await
     }
 }

@@ -54,6 +54,7 @@ pub fn call_info(
         caller_id_number: (!from_user.is_empty()).then(|| from_user.clone()),
         caller_id_name: display,
         user_id: None,
+        device_id: None,
         from_user,
         from_realm,
         to_user,

@@ -34,6 +34,7 @@ use crate::store::{Cdr, Store, Write};
 
 pub mod admission;
 pub mod caller;
+mod bridge;
 mod control;
 pub mod info;
 mod leg;

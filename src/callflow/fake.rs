@@ -5,6 +5,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use super::{CallControl, CallEnded};
+use crate::flow::bridge::{BridgeOutcome, BridgeRequest};
 use crate::flow::CallInfo;
 use crate::media::prompt::Prompt;
 
@@ -16,6 +17,9 @@ pub enum Op {
     Sleep(Duration),
     Respond(u16, Option<String>),
     Hangup,
+    /// A bridge to these endpoints (the whole request).
+    Bridge(BridgeRequest),
+    SendDtmf(String, Duration),
 }
 
 pub struct FakeCall {
@@ -27,6 +31,9 @@ pub struct FakeCall {
     /// DTMF the caller "presses": handed out by next_digit/take_digits; a play stops on a
     /// queued terminator.
     pub digits: std::collections::VecDeque<char>,
+    /// How the bridges this call is asked for end, in order; when none is left a bridge fails
+    /// with `NORMAL_TEMPORARY_FAILURE`.
+    pub bridge_outcomes: std::collections::VecDeque<BridgeOutcome>,
 }
 
 impl FakeCall {
@@ -37,6 +44,7 @@ impl FakeCall {
             ops: Vec::new(),
             end_at: None,
             digits: Default::default(),
+            bridge_outcomes: Default::default(),
         }
     }
 
@@ -110,5 +118,19 @@ impl CallControl for FakeCall {
     }
     async fn hangup(&mut self) -> Result<(), CallEnded> {
         self.record(Op::Hangup)
+    }
+    async fn bridge(&mut self, request: &BridgeRequest) -> Result<BridgeOutcome, CallEnded> {
+        self.record(Op::Bridge(request.clone()))?;
+        let outcome = self
+            .bridge_outcomes
+            .pop_front()
+            .unwrap_or_else(|| BridgeOutcome::failed("NORMAL_TEMPORARY_FAILURE"));
+        if outcome.answered() {
+            self.answered = true;
+        }
+        Ok(outcome)
+    }
+    async fn send_dtmf(&mut self, digits: &str, duration: Duration) -> Result<(), CallEnded> {
+        self.record(Op::SendDtmf(digits.to_string(), duration))
     }
 }

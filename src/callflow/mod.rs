@@ -12,6 +12,7 @@ pub mod twiml_exec;
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::flow::bridge::{BridgeOutcome, BridgeRequest};
 use crate::flow::CallInfo;
 use crate::media::prompt::Prompt;
 
@@ -59,6 +60,14 @@ pub trait CallControl: Send {
     async fn respond(&mut self, code: u16, reason: Option<String>) -> Result<(), CallEnded>;
     /// BYE if answered, else 480.
     async fn hangup(&mut self) -> Result<(), CallEnded>;
+    /// Rings the request's endpoints and, when one answers, bridges the caller to it until
+    /// either side hangs up. Returns how it ended while the caller is still on the line; a
+    /// caller who hangs up (or cancels while it rings) ends the run with `CallEnded`, and the
+    /// other leg is cancelled or hung up.
+    async fn bridge(&mut self, request: &BridgeRequest) -> Result<BridgeOutcome, CallEnded>;
+    /// Sends `digits` as RFC 4733 events, each lasting `duration`: to the bridged leg while a
+    /// bridge is up, else to the caller.
+    async fn send_dtmf(&mut self, digits: &str, duration: Duration) -> Result<(), CallEnded>;
 }
 
 #[cfg(test)]

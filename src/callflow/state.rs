@@ -2,6 +2,7 @@
 //! (spec a.6 / j.3), the pivot requests made so far, and what is left for the call's end.
 
 use super::runtime::AtCallEnd;
+use crate::flow::bridge::BridgeOutcome;
 use crate::flow::DigitCollections;
 
 /// Per-call state of a callflow run.
@@ -13,4 +14,6 @@ pub struct FlowState {
     /// What to do when the call ends (a TwiML pivot's CDR POST, spec b.5); a later one
     /// replaces an earlier one.
     pub at_end: Option<Box<dyn AtCallEnd>>,
+    /// How the last bridge of the run ended: a following pivot request carries it.
+    pub last_bridge: Option<BridgeOutcome>,
 }

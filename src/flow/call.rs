@@ -15,5 +15,7 @@ pub struct CallInfo {
     pub caller_id_number: Option<String>,
     /// The owner of the device that authenticated the call (pivot's `User-ID`).
     pub user_id: Option<String>,
+    /// The device that authenticated the call (a bridge leaves it out unless `can_call_self`).
+    pub device_id: Option<String>,
     pub custom_sip_headers: Vec<(String, String)>,
 }

@@ -4,6 +4,7 @@
 //! [`CallInfo`] and the [`DigitCollections`]); `callflow` walks and runs them. Nothing here
 //! runs anything, and nothing here knows SIP, HTTP or the runtime.
 
+pub mod bridge;
 pub mod call;
 pub mod digits;
 pub mod modules;

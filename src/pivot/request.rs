@@ -386,6 +386,7 @@ mod tests {
             caller_id_name: Some("Alice Smith".into()),
             caller_id_number: Some("+14155550100".into()),
             user_id: None,
+            device_id: None,
             custom_sip_headers: vec![
                 ("X-Account".into(), "gold".into()),
                 ("User-Agent".into(), "softphone".into()),
