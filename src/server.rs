@@ -198,6 +198,10 @@ pub async fn start(cfg: Arc<Config>) -> Result<ServerHandle, StartError> {
         active: active.clone(),
         stats: stats.clone(),
         cdrs: Some(store.clone()),
+        cfg: cfg.clone(),
+        registrar: registrar.clone(),
+        pool: pool.clone(),
+        pacer: pacer.clone(),
     });
     let (background, stop) = watch::channel(());
     let api = crate::api::start(

@@ -21,6 +21,7 @@ use tokio::time::Instant;
 use crate::media::codec::Codec;
 use crate::media::dtmf::{info_digit, DtmfReceiver};
 use crate::media::prompt::Prompt;
+use crate::media::relay::LegFormat;
 use crate::media::rtp::{ReceivedRtp, RtpSession};
 use crate::media::sdp::{LocalSession, Negotiated, Sdp};
 use crate::sip::dialog::Dialog;
@@ -70,6 +71,8 @@ pub(super) struct Leg {
     events: mpsc::UnboundedReceiver<DialogEvent>,
     phase: Phase,
     early_media_sent: bool,
+    /// 180 went out (a bridge's callee rings).
+    ringing_sent: bool,
     rtp: Arc<RtpSession>,
     negotiated: Option<Negotiated>,
     /// The caller's last description (its offer, or its answer in an ACK): our answers and
@@ -120,6 +123,7 @@ impl Leg {
             events,
             phase: Phase::Early,
             early_media_sent: false,
+            ringing_sent: false,
             rtp: setup.rtp,
             negotiated: setup.negotiated,
             offer: setup.offer,
@@ -217,6 +221,43 @@ impl Leg {
         // unless the caller's RTP has arrived (a proven address is not held to it).
         self.rtp.allow_unproven_for(self.early_media_unproven);
         true
+    }
+
+    /// 180 Ringing without SDP, once: the caller's phone rings by itself (a bridge's callee
+    /// rings). Nothing once early media is open or the call is answered.
+    pub(super) fn ringing(&mut self) {
+        if self.phase == Phase::Early && !self.early_media_sent && !self.ringing_sent {
+            self.ringing_sent = true;
+            self.respond_invite(180, None, false);
+        }
+    }
+
+    /// Whether the caller already hears our media (183 sent, or answered): its phone does not
+    /// make ringback by itself any more.
+    pub(super) fn hears_our_media(&self) -> bool {
+        self.early_media_sent || self.phase == Phase::Answered
+    }
+
+    /// The caller's RTP session.
+    pub(super) fn rtp(&self) -> &Arc<RtpSession> {
+        &self.rtp
+    }
+
+    /// What the caller's media negotiated, for a relay: None until an offer/answer completed
+    /// (a late offer's answer comes in the ACK).
+    pub(super) fn format(&self) -> Option<LegFormat> {
+        self.negotiated.as_ref().map(|n| LegFormat {
+            codec: n.codec,
+            payload_type: n.codec_pt,
+            event_pt: n.dtmf_pt,
+        })
+    }
+
+    /// The INVITE's Max-Forwards (70 when absent or unreadable): a bridge sends one less.
+    pub(super) fn max_forwards(&self) -> u32 {
+        message::header_str(&self.invite, "Max-Forwards")
+            .and_then(|v| v.trim().parse().ok())
+            .unwrap_or(70)
     }
 
     /// Refuses the INVITE with a final response (before it is answered).

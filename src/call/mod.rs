@@ -26,7 +26,11 @@ use tokio::time::Instant;
 
 use crate::callflow::runtime::Runtime;
 use crate::callflow::{CallControl, CallEnded};
+use crate::config::Config;
 use crate::flow::CallInfo;
+use crate::media::player::Pacer;
+use crate::media::rtp::PortPool;
+use crate::registrar::Registrar;
 use crate::flow::Node;
 use crate::sip::endpoint::{Endpoint, NewRequest};
 use crate::sip::source::CallSlot;
@@ -36,6 +40,9 @@ pub mod admission;
 pub mod caller;
 mod bridge;
 mod control;
+mod dtmf_out;
+mod outbound;
+mod targets;
 pub mod info;
 mod leg;
 
@@ -54,6 +61,12 @@ pub struct CallContext {
     pub stats: Arc<CallStats>,
     /// Where the call's CDR goes when it ends (None: no CDRs).
     pub cdrs: Option<Store>,
+    /// What a bridge needs: the config (accounts, carriers, advertised address), the
+    /// registrar (bindings), RTP ports and the pacer for the second leg's media.
+    pub cfg: Arc<Config>,
+    pub registrar: Arc<Registrar>,
+    pub pool: Arc<PortPool>,
+    pub pacer: Pacer,
 }
 
 /// Counters across calls.

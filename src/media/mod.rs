@@ -8,4 +8,5 @@ pub mod prompt;
 pub mod relay;
 pub mod rtp;
 pub mod sdp;
+pub mod tone;
 pub mod tts;

@@ -67,6 +67,11 @@ impl OutboundInvite {
         }
     }
 
+    /// What the INVITE says and where it goes.
+    pub fn spec(&self) -> &InviteSpec {
+        &self.spec
+    }
+
     /// The INVITE as it stands (after a retry: the new CSeq, branch and credentials).
     pub fn request(&self) -> OutgoingRequest {
         self.invite_with(&[])

@@ -24,11 +24,23 @@ pub fn media_type_is(content_type: &str, media_type: &str) -> bool {
 /// `Ok(None)` without a body (whitespace only counts as none), the body when its Content-Type
 /// is `application/sdp`, [`NotSdp`] otherwise.
 pub fn sdp_body(req: &rsip::Request) -> Result<Option<&[u8]>, NotSdp> {
-    if req.body.iter().all(u8::is_ascii_whitespace) {
+    sdp_of(req, &req.body)
+}
+
+/// The SDP a response carries (a callee's 183 or 2xx to our INVITE), by the same rules.
+pub fn response_sdp_body(resp: &rsip::Response) -> Result<Option<&[u8]>, NotSdp> {
+    sdp_of(resp, &resp.body)
+}
+
+fn sdp_of<'m>(
+    msg: &'m impl rsip::message::HasHeaders,
+    body: &'m [u8],
+) -> Result<Option<&'m [u8]>, NotSdp> {
+    if body.iter().all(u8::is_ascii_whitespace) {
         return Ok(None);
     }
-    match header_str(req, "Content-Type") {
-        Some(ct) if media_type_is(ct, "application/sdp") => Ok(Some(&req.body)),
+    match header_str(msg, "Content-Type") {
+        Some(ct) if media_type_is(ct, "application/sdp") => Ok(Some(body)),
         _ => Err(NotSdp),
     }
 }

@@ -17,7 +17,7 @@ mod parse;
 mod uri;
 mod uri_eq;
 
-pub use body::{media_type_is, sdp_body, NotSdp};
+pub use body::{media_type_is, response_sdp_body, sdp_body, NotSdp};
 pub use contact::{addr_uri, contacts, header_aor, ContactError, ContactValue, Contacts};
 pub(in crate::sip) use headers::tag_of;
 pub use headers::{
