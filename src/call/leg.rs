@@ -18,6 +18,7 @@ use std::time::Duration;
 use tokio::sync::{mpsc, watch, Notify};
 use tokio::time::Instant;
 
+use crate::flow::bridge::cause_of_sip_code;
 use crate::media::codec::Codec;
 use crate::media::dtmf::{info_digit, DtmfReceiver};
 use crate::media::prompt::Prompt;
@@ -321,7 +322,7 @@ impl Leg {
         if code >= 200 && self.final_code.is_none() {
             self.final_code = Some(code);
             if code >= 300 {
-                self.set_cause(cause_of_code(code));
+                self.set_cause(cause_of_sip_code(code));
             }
         }
         let contact = self.dialog.contact(&self.contact_user);
@@ -512,21 +513,6 @@ impl Leg {
             tracing::info!("call ended before the caller's ACK: no BYE");
             self.bye_after_ack = false;
         }
-    }
-}
-
-/// The hangup cause FreeSWITCH (and so Kazoo's CDRs) gives a final response code.
-fn cause_of_code(code: u16) -> &'static str {
-    match code {
-        403 | 603 => "CALL_REJECTED",
-        404 | 484 => "UNALLOCATED_NUMBER",
-        408 => "RECOVERY_ON_TIMER_EXPIRE",
-        480 => "NO_USER_RESPONSE",
-        486 | 600 => "USER_BUSY",
-        487 => "ORIGINATOR_CANCEL",
-        488 => "INCOMPATIBLE_DESTINATION",
-        500 | 503 => "NORMAL_TEMPORARY_FAILURE",
-        _ => "NORMAL_UNSPECIFIED",
     }
 }
 

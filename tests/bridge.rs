@@ -1,0 +1,169 @@
+//! The bridge end to end on real sockets: a caller dials pivotd, a callflow bridges it to a
+//! scripted callee (a carrier of the account), and each side hears the other's tone —
+//! checked by frequency, so across μ-law ↔ A-law transcoding too. Failures (busy, rejected,
+//! no answer), CANCEL while ringing, BYE from either side, a carrier's 407.
+
+mod common;
+
+use std::time::Duration;
+
+use common::bridge::*;
+use common::*;
+
+/// A server whose number 6000 bridges to `callee` through the account's carrier, with `flow`
+/// as the callflow (JSON) and `extra` more account keys.
+async fn server_for(callee: &Callee, flow: &str, resource_extra: &str) -> TestServer {
+    let callflows = format!(
+        r#"
+[[accounts.callflows]]
+numbers = ["6000"]
+flow = {flow}
+[[accounts.resources]]
+id = "carrier1"
+gateway = "sip:{}"
+{resource_extra}
+"#,
+        callee.addr
+    );
+    start(&config_toml(&callflows, "", "")).await
+}
+
+const RESOURCES: &str = r#"{ module = "resources", data = { to_did = "5551234" } }"#;
+
+/// Caller and callee each send a tone; each must hear the other's.
+async fn talk(caller: &Caller, callee: &Callee, pivotd_a: std::net::SocketAddr, a_pt: u8, b_pt: u8) {
+    let b_media = callee.pivotd_media();
+    tokio::join!(
+        send_tone(&caller.media.socket, pivotd_a, a_pt, 1000.0, 1200),
+        send_tone(&callee.media.socket, b_media, b_pt, 450.0, 1200),
+    );
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let at_callee = received_pcm(&callee.media);
+    let at_caller = received_pcm(&caller.media);
+    assert!(
+        at_callee.len() >= 8000,
+        "the callee got {} samples",
+        at_callee.len()
+    );
+    assert!(
+        at_caller.len() >= 8000,
+        "the caller got {} samples",
+        at_caller.len()
+    );
+    let share_callee = tone_share(&at_callee, 1000.0);
+    let share_caller = tone_share(&at_caller, 450.0);
+    assert!(share_callee > 0.8, "the callee hears the caller's 1 kHz: {share_callee}");
+    assert!(share_caller > 0.8, "the caller hears the callee's 450 Hz: {share_caller}");
+    // Each leg sees one stream: pivotd's own SSRC, not the other side's.
+    assert!(callee.media.packets().iter().all(|p| p.pt == b_pt || p.pt == 101));
+    assert!(caller.media.packets().iter().all(|p| p.pt == a_pt || p.pt == 101));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_carrier_answers_both_sides_hear_each_other_and_the_caller_hangs_up() {
+    let callee = Callee::start(Script::Answer {
+        ring_ms: 300,
+        codec: 0,
+    })
+    .await;
+    let server = server_for(&callee, RESOURCES, "").await;
+    let mut caller = Caller::new(server.udp).await;
+    caller.invite("6000", &[0], "").await;
+    let mut seen = Vec::new();
+    let ok = caller.final_response(5000, &mut seen).await.expect("a final response");
+    assert_eq!(status(&ok), 200, "{ok}\nseen {seen:?}");
+    assert!(seen.contains(&180), "the callee's ringing reached the caller: {seen:?}");
+    caller.ack(&ok).await;
+    let invite = callee.received("INVITE").pop().expect("the carrier got an INVITE");
+    assert!(
+        invite.starts_with("INVITE sip:5551234@127.0.0.1:"),
+        "{invite}"
+    );
+    // pivotd stays in the media path: its own address and codecs, not the caller's.
+    assert!(!body(&invite).contains(&caller.media.addr.port().to_string()));
+    assert_eq!(header(&invite, "Max-Forwards").as_deref(), Some("69"));
+    talk(&caller, &callee, media_addr(&ok), 0, 0).await;
+    caller.bye(&ok).await;
+    assert!(
+        eventually(5, || !callee.received("BYE").is_empty()).await,
+        "the callee got the BYE"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pcmu_caller_and_a_pcma_callee_hear_each_other_transcoded_and_the_callee_hangs_up() {
+    let callee = Callee::start(Script::EarlyThenAnswer {
+        ring_ms: 300,
+        codec: 8,
+    })
+    .await;
+    let server = server_for(&callee, RESOURCES, "").await;
+    let mut caller = Caller::new(server.udp).await;
+    caller.invite("6000", &[0], "").await;
+    let mut seen = Vec::new();
+    let ok = caller.final_response(5000, &mut seen).await.expect("a final response");
+    assert_eq!(status(&ok), 200, "{ok}");
+    assert!(seen.contains(&183), "early media went to the caller: {seen:?}");
+    assert!(m_audio(&ok).contains("RTP/AVP 0"), "{ok}");
+    caller.ack(&ok).await;
+    talk(&caller, &callee, media_addr(&ok), 0, 8).await;
+    callee.hang_up().await;
+    let bye = caller.sip.expect("BYE ", 5000).await;
+    assert!(bye.is_some(), "the caller got a BYE when the callee hung up");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_busy_carrier_gives_the_caller_486() {
+    let callee = Callee::start(Script::Reject {
+        ring_ms: 100,
+        code: 486,
+    })
+    .await;
+    let server = server_for(&callee, RESOURCES, "").await;
+    let mut caller = Caller::new(server.udp).await;
+    caller.invite("6000", &[0], "").await;
+    let mut seen = Vec::new();
+    let r = caller.final_response(5000, &mut seen).await.expect("a final response");
+    // resources without `_`: Kazoo's default response for USER_BUSY.
+    assert_eq!(status(&r), 486, "{r}");
+    assert!(!callee.received("ACK").is_empty(), "the 486 was acknowledged");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cancel_while_ringing_cancels_the_callee() {
+    let callee = Callee::start(Script::Ring).await;
+    let server = server_for(&callee, RESOURCES, "").await;
+    let mut caller = Caller::new(server.udp).await;
+    caller.invite("6000", &[0], "").await;
+    assert!(caller.sip.expect("180", 5000).await.is_some());
+    caller.cancel().await;
+    let mut seen = Vec::new();
+    let r = caller.final_response(5000, &mut seen).await.expect("a final response");
+    assert_eq!(status(&r), 487, "{r}");
+    assert!(
+        eventually(5, || !callee.received("CANCEL").is_empty()).await,
+        "the callee got the CANCEL"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_carrier_that_challenges_gets_credentials() {
+    let callee = Callee::start(Script::Challenge { codec: 0 }).await;
+    let server = server_for(
+        &callee,
+        RESOURCES,
+        "username = \"trunk\"\npassword = \"secret\"",
+    )
+    .await;
+    let mut caller = Caller::new(server.udp).await;
+    caller.invite("6000", &[0], "").await;
+    let mut seen = Vec::new();
+    let ok = caller.final_response(5000, &mut seen).await.expect("a final response");
+    assert_eq!(status(&ok), 200, "{ok}");
+    let invites = callee.received("INVITE");
+    assert_eq!(invites.len(), 2, "the INVITE again with credentials");
+    let auth = header(&invites[1], "Proxy-Authorization").expect("credentials");
+    assert!(auth.contains("username=\"trunk\""), "{auth}");
+    caller.ack(&ok).await;
+    caller.bye(&ok).await;
+}

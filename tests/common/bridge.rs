@@ -1,0 +1,421 @@
+//! The two ends of a bridged call, written by hand on real sockets so every message and every
+//! packet can be checked: a [`Caller`] (UAC towards pivotd) and a scripted [`Callee`] (the UAS
+//! pivotd's second leg reaches: a carrier, a phone), each with its own RTP socket; and audio
+//! tones sent and recognised by frequency, so audio is compared by content across μ-law ↔
+//! A-law transcoding.
+
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use pivotd::media::codec::Codec;
+use tokio::net::UdpSocket;
+
+use super::{body, header, status, to_tag, token, RawSip, RtpSink};
+
+/// What the callee does with an INVITE.
+#[derive(Clone, Debug)]
+pub enum Script {
+    /// 180, then after `ring_ms` a 200 with SDP offering only `codec` (0 PCMU, 8 PCMA).
+    Answer { ring_ms: u64, codec: u8 },
+    /// 183 with SDP (early media) at once, then 200 after `ring_ms`.
+    EarlyThenAnswer { ring_ms: u64, codec: u8 },
+    /// 180, then this final response after `ring_ms`.
+    Reject { ring_ms: u64, code: u16 },
+    /// 180 and nothing more (until CANCEL).
+    Ring,
+    /// 407 with a challenge first; the INVITE with credentials is answered as `Answer`.
+    Challenge { codec: u8 },
+}
+
+/// A scripted UAS on 127.0.0.1.
+pub struct Callee {
+    pub addr: SocketAddr,
+    pub media: RtpSink,
+    socket: Arc<UdpSocket>,
+    /// Every request received, whole.
+    requests: Arc<Mutex<Vec<String>>>,
+    /// The INVITE answered 200 and our To tag.
+    dialog: Arc<Mutex<Option<(String, String, SocketAddr)>>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Callee {
+    pub async fn start(script: Script) -> Callee {
+        let socket = Arc::new(UdpSocket::bind("127.0.0.1:0").await.unwrap());
+        let addr = socket.local_addr().unwrap();
+        let media = RtpSink::bind().await;
+        let requests = Arc::new(Mutex::new(Vec::new()));
+        let dialog = Arc::new(Mutex::new(None));
+        let task = tokio::spawn(serve(
+            socket.clone(),
+            script,
+            media.addr,
+            requests.clone(),
+            dialog.clone(),
+        ));
+        Callee {
+            addr,
+            media,
+            socket,
+            requests,
+            dialog,
+            task,
+        }
+    }
+
+    pub fn requests(&self) -> Vec<String> {
+        self.requests.lock().unwrap().clone()
+    }
+
+    /// The requests received with this method.
+    pub fn received(&self, method: &str) -> Vec<String> {
+        self.requests()
+            .into_iter()
+            .filter(|r| r.starts_with(&format!("{method} ")))
+            .collect()
+    }
+
+    /// Hangs up the answered call with a BYE.
+    pub async fn hang_up(&self) {
+        let (invite, tag, from) = self.dialog.lock().unwrap().clone().expect("answered");
+        let contact = header(&invite, "Contact").expect("Contact in the INVITE");
+        let target = contact
+            .trim_start_matches(|c| c != '<')
+            .trim_start_matches('<')
+            .split('>')
+            .next()
+            .unwrap()
+            .to_string();
+        let bye = format!(
+            "BYE {target} SIP/2.0\r\nVia: SIP/2.0/UDP {};branch=z9hG4bK{}\r\nMax-Forwards: 70\r\n\
+             From: {};tag={tag}\r\nTo: {}\r\nCall-ID: {}\r\nCSeq: 1 BYE\r\nContent-Length: 0\r\n\r\n",
+            self.addr,
+            token(),
+            header(&invite, "To").unwrap(),
+            header(&invite, "From").unwrap(),
+            header(&invite, "Call-ID").unwrap(),
+        );
+        self.socket.send_to(bye.as_bytes(), from).await.unwrap();
+    }
+
+    /// pivotd's media address for this callee (from the INVITE's SDP).
+    pub fn pivotd_media(&self) -> SocketAddr {
+        let invite = self.received("INVITE").pop().expect("an INVITE");
+        super::media_addr(&invite)
+    }
+}
+
+impl Drop for Callee {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+fn sdp(media: SocketAddr, codec: u8) -> String {
+    let name = if codec == 8 { "PCMA" } else { "PCMU" };
+    format!(
+        "v=0\r\no=callee 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\n\
+         m=audio {} RTP/AVP {codec} 101\r\na=rtpmap:{codec} {name}/8000\r\n\
+         a=rtpmap:101 telephone-event/8000\r\na=fmtp:101 0-16\r\na=sendrecv\r\n",
+        media.port()
+    )
+}
+
+/// A response to `req` with our tag (when given), a Contact and an optional SDP body.
+fn response(req: &str, code: u16, tag: Option<&str>, contact: SocketAddr, sdp: Option<&str>) -> String {
+    let mut out = format!("SIP/2.0 {code} Test\r\n");
+    for line in req.lines().skip(1) {
+        let lower = line.to_ascii_lowercase();
+        if lower.starts_with("via:") || lower.starts_with("from:") || lower.starts_with("call-id:")
+            || lower.starts_with("cseq:") || lower.starts_with("record-route:")
+        {
+            out.push_str(line);
+            out.push_str("\r\n");
+        }
+    }
+    let to = header(req, "To").unwrap_or_default();
+    match tag {
+        Some(t) if !to.contains("tag=") => out.push_str(&format!("To: {to};tag={t}\r\n")),
+        _ => out.push_str(&format!("To: {to}\r\n")),
+    }
+    out.push_str(&format!("Contact: <sip:callee@{contact}>\r\n"));
+    match sdp {
+        Some(b) => out.push_str(&format!(
+            "Content-Type: application/sdp\r\nContent-Length: {}\r\n\r\n{b}",
+            b.len()
+        )),
+        None => out.push_str("Content-Length: 0\r\n\r\n"),
+    }
+    out
+}
+
+async fn serve(
+    socket: Arc<UdpSocket>,
+    script: Script,
+    media: SocketAddr,
+    requests: Arc<Mutex<Vec<String>>>,
+    dialog: Arc<Mutex<Option<(String, String, SocketAddr)>>>,
+) {
+    let me = socket.local_addr().unwrap();
+    let tag = token();
+    let mut buf = vec![0u8; 65536];
+    // The INVITE still ringing, to answer a CANCEL with 487.
+    let mut ringing: Option<(String, SocketAddr)> = None;
+    loop {
+        let Ok((n, from)) = socket.recv_from(&mut buf).await else {
+            return;
+        };
+        let msg = String::from_utf8_lossy(&buf[..n]).into_owned();
+        if msg.starts_with("SIP/2.0") {
+            continue;
+        }
+        requests.lock().unwrap().push(msg.clone());
+        let send = |text: String| {
+            let s = socket.clone();
+            async move {
+                let _ = s.send_to(text.as_bytes(), from).await;
+            }
+        };
+        let method = msg.split_whitespace().next().unwrap_or("").to_string();
+        match method.as_str() {
+            "INVITE" => {
+                if requests
+                    .lock()
+                    .unwrap()
+                    .iter()
+                    .filter(|r| r.starts_with("INVITE ") && header(r, "CSeq") == header(&msg, "CSeq"))
+                    .count()
+                    > 1
+                {
+                    continue; // a retransmission
+                }
+                let script = match &script {
+                    Script::Challenge { codec } => {
+                        if header(&msg, "Proxy-Authorization").is_none() {
+                            let mut r = response(&msg, 407, Some(&tag), me, None);
+                            r = r.replace(
+                                "Content-Length: 0",
+                                "Proxy-Authenticate: Digest realm=\"carrier.test\", nonce=\"abc123\", algorithm=MD5, qop=\"auth\"\r\nContent-Length: 0",
+                            );
+                            send(r).await;
+                            continue;
+                        }
+                        Script::Answer { ring_ms: 0, codec: *codec }
+                    }
+                    s => s.clone(),
+                };
+                let (ring_ms, codec, early, reject) = match script {
+                    Script::Answer { ring_ms, codec } => (ring_ms, codec, false, None),
+                    Script::EarlyThenAnswer { ring_ms, codec } => (ring_ms, codec, true, None),
+                    Script::Reject { ring_ms, code } => (ring_ms, 0, false, Some(code)),
+                    Script::Ring => (u64::MAX, 0, false, None),
+                    Script::Challenge { .. } => unreachable!(),
+                };
+                let body = sdp(media, codec);
+                if early {
+                    send(response(&msg, 183, Some(&tag), me, Some(&body))).await;
+                } else {
+                    send(response(&msg, 180, Some(&tag), me, None)).await;
+                }
+                ringing = Some((msg.clone(), from));
+                if ring_ms == u64::MAX {
+                    continue;
+                }
+                let (s, m, t, d) = (socket.clone(), msg.clone(), tag.clone(), dialog.clone());
+                tokio::spawn(async move {
+                    tokio::time::sleep(Duration::from_millis(ring_ms)).await;
+                    let text = match reject {
+                        Some(code) => response(&m, code, Some(&t), me, None),
+                        None => {
+                            *d.lock().unwrap() = Some((m.clone(), t.clone(), from));
+                            response(&m, 200, Some(&t), me, Some(&body))
+                        }
+                    };
+                    let _ = s.send_to(text.as_bytes(), from).await;
+                });
+            }
+            "CANCEL" => {
+                send(response(&msg, 200, Some(&tag), me, None)).await;
+                if let Some((inv, _)) = ringing.take() {
+                    send(response(&inv, 487, Some(&tag), me, None)).await;
+                }
+            }
+            "ACK" => {}
+            _ => send(response(&msg, 200, None, me, None)).await,
+        }
+    }
+}
+
+/// A caller on raw UDP with its own RTP socket.
+pub struct Caller {
+    pub sip: RawSip,
+    pub media: RtpSink,
+    pub call_id: String,
+    tag: String,
+    pub invite: String,
+}
+
+impl Caller {
+    pub async fn new(server: SocketAddr) -> Caller {
+        Caller {
+            sip: RawSip::udp(server).await,
+            media: RtpSink::bind().await,
+            call_id: format!("{}@bridge-test", token()),
+            tag: token(),
+            invite: String::new(),
+        }
+    }
+
+    /// Sends an INVITE for `number` offering `codecs` (payload types) and telephone-event.
+    pub async fn invite(&mut self, number: &str, codecs: &[u8], extra: &str) {
+        let local = self.sip.local();
+        let fmts: Vec<String> = codecs.iter().map(u8::to_string).collect();
+        let mut sdp = format!(
+            "v=0\r\no=caller 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\n\
+             m=audio {} RTP/AVP {} 101\r\n",
+            self.media.addr.port(),
+            fmts.join(" ")
+        );
+        for c in codecs {
+            let name = if *c == 8 { "PCMA" } else { "PCMU" };
+            sdp.push_str(&format!("a=rtpmap:{c} {name}/8000\r\n"));
+        }
+        sdp.push_str("a=rtpmap:101 telephone-event/8000\r\na=fmtp:101 0-16\r\na=sendrecv\r\n");
+        self.invite = format!(
+            "INVITE sip:{number}@pivotd.test SIP/2.0\r\nVia: SIP/2.0/UDP {local};branch=z9hG4bK{}\r\n\
+             Max-Forwards: 70\r\nFrom: \"Alice\" <sip:1000@pivotd.test>;tag={}\r\nTo: <sip:{number}@pivotd.test>\r\n\
+             Call-ID: {}\r\nCSeq: 1 INVITE\r\nContact: <sip:1000@{local}>\r\n{extra}\
+             Content-Type: application/sdp\r\nContent-Length: {}\r\n\r\n{sdp}",
+            token(),
+            self.tag,
+            self.call_id,
+            sdp.len()
+        );
+        let bytes = self.invite.clone();
+        self.sip.send(bytes.as_bytes()).await;
+    }
+
+    /// Responses until a final one (provisional codes pushed to `seen`).
+    pub async fn final_response(&mut self, ms: u64, seen: &mut Vec<u16>) -> Option<String> {
+        let deadline = tokio::time::Instant::now() + Duration::from_millis(ms);
+        loop {
+            let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+            let m = self.sip.recv(left.as_millis().max(1) as u64).await?;
+            if !m.starts_with("SIP/2.0") {
+                continue;
+            }
+            let code = status(&m);
+            seen.push(code);
+            if code >= 200 {
+                return Some(m);
+            }
+        }
+    }
+
+    /// ACK of a 2xx (to the Contact's address, which is pivotd's own here).
+    pub async fn ack(&mut self, ok: &str) {
+        let local = self.sip.local();
+        let ack = format!(
+            "ACK sip:pivotd@127.0.0.1 SIP/2.0\r\nVia: SIP/2.0/UDP {local};branch=z9hG4bK{}\r\n\
+             Max-Forwards: 70\r\nFrom: \"Alice\" <sip:1000@pivotd.test>;tag={}\r\nTo: {}\r\n\
+             Call-ID: {}\r\nCSeq: 1 ACK\r\nContent-Length: 0\r\n\r\n",
+            token(),
+            self.tag,
+            header(ok, "To").unwrap(),
+            self.call_id
+        );
+        self.sip.send(ack.as_bytes()).await;
+    }
+
+    pub async fn bye(&mut self, ok: &str) {
+        let local = self.sip.local();
+        let bye = format!(
+            "BYE sip:pivotd@127.0.0.1 SIP/2.0\r\nVia: SIP/2.0/UDP {local};branch=z9hG4bK{}\r\n\
+             Max-Forwards: 70\r\nFrom: \"Alice\" <sip:1000@pivotd.test>;tag={}\r\nTo: {}\r\n\
+             Call-ID: {}\r\nCSeq: 2 BYE\r\nContent-Length: 0\r\n\r\n",
+            token(),
+            self.tag,
+            header(ok, "To").unwrap(),
+            self.call_id
+        );
+        self.sip.send(bye.as_bytes()).await;
+    }
+
+    pub async fn cancel(&mut self) {
+        let via = header(&self.invite, "Via").unwrap();
+        let cancel = format!(
+            "CANCEL sip:x@pivotd.test SIP/2.0\r\nVia: {via}\r\nMax-Forwards: 70\r\n\
+             From: \"Alice\" <sip:1000@pivotd.test>;tag={}\r\nTo: {}\r\nCall-ID: {}\r\n\
+             CSeq: 1 CANCEL\r\nContent-Length: 0\r\n\r\n",
+            self.tag,
+            header(&self.invite, "To").unwrap(),
+            self.call_id
+        );
+        let uri = self.invite.split_whitespace().nth(1).unwrap().to_string();
+        let cancel = cancel.replacen("sip:x@pivotd.test", &uri, 1);
+        self.sip.send(cancel.as_bytes()).await;
+    }
+}
+
+/// Sends `ms` of a `freq` Hz tone as RTP (`pt` 0 or 8) from `socket` to `to`, paced at 20 ms.
+pub async fn send_tone(socket: &UdpSocket, to: SocketAddr, pt: u8, freq: f32, ms: u32) {
+    let codec = if pt == 8 { Codec::Pcma } else { Codec::Pcmu };
+    let ssrc: u32 = rand::random();
+    let mut ticker = tokio::time::interval(Duration::from_millis(20));
+    for i in 0..ms / 20 {
+        ticker.tick().await;
+        let pcm: Vec<i16> = (0..160)
+            .map(|n| {
+                let t = (i * 160 + n) as f32 / 8000.0;
+                ((std::f32::consts::TAU * freq * t).sin() * 8000.0) as i16
+            })
+            .collect();
+        let mut p = vec![0x80, pt];
+        p.extend_from_slice(&(i as u16).to_be_bytes());
+        p.extend_from_slice(&(i * 160).to_be_bytes());
+        p.extend_from_slice(&ssrc.to_be_bytes());
+        p.extend_from_slice(&codec.encode(&pcm));
+        let _ = socket.send_to(&p, to).await;
+    }
+}
+
+/// The power of `freq` relative to the whole signal (Goertzel), 0..1: near 1 for a pure tone.
+pub fn tone_share(pcm: &[i16], freq: f32) -> f32 {
+    if pcm.is_empty() {
+        return 0.0;
+    }
+    let k = 2.0 * (std::f32::consts::TAU * freq / 8000.0).cos();
+    let (mut s1, mut s2) = (0.0f32, 0.0f32);
+    let mut energy = 0.0f32;
+    for &x in pcm {
+        let x = f32::from(x);
+        energy += x * x;
+        let s = x + k * s1 - s2;
+        s2 = s1;
+        s1 = s;
+    }
+    let power = s1 * s1 + s2 * s2 - k * s1 * s2;
+    if energy == 0.0 {
+        0.0
+    } else {
+        (2.0 * power / (pcm.len() as f32 * energy)).min(1.0)
+    }
+}
+
+/// The audio a sink received, decoded by each packet's payload type.
+pub fn received_pcm(sink: &RtpSink) -> Vec<i16> {
+    sink.packets()
+        .iter()
+        .filter(|p| p.pt == 0 || p.pt == 8)
+        .flat_map(|p| {
+            let codec = if p.pt == 8 { Codec::Pcma } else { Codec::Pcmu };
+            codec.decode(&p.payload)
+        })
+        .collect()
+}
+
+/// The To tag and SDP of a response, for checks.
+pub fn answer_parts(resp: &str) -> (Option<String>, String) {
+    (to_tag(resp), body(resp).to_string())
+}
