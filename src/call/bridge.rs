@@ -384,7 +384,11 @@ impl Call {
                 None
             }
             ForkNews::HungUp => None,
-            ForkNews::Digit(_) => None,
+            ForkNews::Digit(d) => {
+                // SIP INFO from the callee: the caller gets RFC 4733 only, relayed as RTP.
+                tracing::debug!(digit = %d, "bridge: a key from the callee by SIP INFO, not passed on");
+                None
+            }
             ForkNews::Media(n) => {
                 if b.winner == Some(i) {
                     b.set_b_media(&n);
