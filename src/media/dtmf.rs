@@ -7,15 +7,25 @@
 //! the 16-bit duration field is sent as segments with new timestamps and no marker bit
 //! (§2.5.1.3): those continue the current digit.
 
-/// The DTMF characters of RFC 4733 §3.2, by event code.
+/// The DTMF characters of RFC 4733 §3.2, indexed by event code: the one table for both
+/// directions (received events here, sent ones in `rtp/events_out.rs`).
+const EVENT_CHARS: [char; 16] = [
+    '0', '1', '2', '3', '4', '5', '6', '7', '8', '9', '*', '#', 'A', 'B', 'C', 'D',
+];
+
+/// The DTMF character of an event code (RFC 4733 §3.2); None for the other events.
 pub fn event_char(code: u8) -> Option<char> {
-    match code {
-        0..=9 => Some((b'0' + code) as char),
-        10 => Some('*'),
-        11 => Some('#'),
-        12..=15 => Some((b'A' + code - 12) as char),
-        _ => None,
-    }
+    EVENT_CHARS.get(usize::from(code)).copied()
+}
+
+/// The event code of a DTMF character (`0`-`9`, `*`, `#`, `A`-`D`, case-insensitive): the
+/// inverse of [`event_char`].
+pub fn event_code(digit: char) -> Option<u8> {
+    let digit = digit.to_ascii_uppercase();
+    EVENT_CHARS
+        .iter()
+        .position(|&c| c == digit)
+        .and_then(|i| u8::try_from(i).ok())
 }
 
 /// One telephone-event payload (RFC 4733 §2.3).
@@ -112,10 +122,7 @@ pub fn info_digit(content_type: &str, body: &[u8]) -> Option<char> {
     match value {
         "10" => Some('*'),
         "11" => Some('#'),
-        v if v.len() == 1 => {
-            let c = v.chars().next()?.to_ascii_uppercase();
-            matches!(c, '0'..='9' | '*' | '#' | 'A'..='D').then_some(c)
-        }
+        v if v.len() == 1 => v.chars().next().and_then(event_code).and_then(event_char),
         _ => None,
     }
 }
@@ -188,6 +195,21 @@ mod tests {
         assert_eq!(r.on_packet(1, 0, true, &[5, 0]), None);
         assert_eq!(r.on_packet(1, 10, true, &ev(16, false, 160)), None);
         assert_eq!(r.on_packet(1, 20, true, &ev(12, false, 160)), Some('A'));
+    }
+
+    #[test]
+    fn event_codes_and_characters_are_inverse() {
+        for code in 0..16u8 {
+            let c = event_char(code).unwrap();
+            assert_eq!(event_code(c), Some(code));
+            assert_eq!(event_code(c.to_ascii_lowercase()), Some(code));
+        }
+        assert_eq!(event_char(16), None);
+        assert_eq!(event_code('#'), Some(11));
+        assert_eq!(event_code('d'), Some(15));
+        for c in ['E', 'e', ' ', 'w', ',', '١', '\u{0}'] {
+            assert_eq!(event_code(c), None, "{c:?}");
+        }
     }
 
     #[test]

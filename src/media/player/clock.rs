@@ -1,13 +1,14 @@
-//! The sequence and timestamp of one outgoing stream, shared by its pacer stream and a relay.
+//! The sequence and timestamp of one outgoing stream, shared by its pacer stream, a relay and
+//! a DTMF send.
 //!
-//! A leg sends one RTP stream whoever fills it: the pacer (prompts) or a relay (the other leg's
-//! audio). Both keep the same SSRC, and this clock makes the sequence numbers and timestamps
-//! continue across them. One atomic word holds the owner (who may send now), the next
-//! sequence number and the last timestamp sent; a sender claims each packet with a
-//! compare-exchange, so only the owner sends and no sequence number is used twice even while
-//! ownership changes hands. Lock-free and allocation-free: the pacer's hot path stays so.
+//! A leg sends one RTP stream whoever fills it: the pacer (prompts), a relay (the other leg's
+//! audio) or a DTMF send (`rtp/events_out.rs`, telephone-events). All keep the same SSRC, and
+//! this clock makes the sequence numbers and timestamps continue across them. One atomic word
+//! holds the owner (who may send now), the next sequence number and the last timestamp sent;
+//! a sender claims each packet with a compare-exchange, so only the owner sends and no
+//! sequence number is used twice even while ownership changes hands. Lock-free and allocation-free: the pacer's hot path stays so.
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU16, AtomicU64, Ordering};
 use std::time::Instant;
 
 use super::SAMPLES_PER_PACKET;
@@ -16,6 +17,20 @@ use super::SAMPLES_PER_PACKET;
 pub(crate) const PACER: u16 = 0;
 /// The session is gone: nobody sends any more.
 pub(crate) const CLOSED: u16 = u16::MAX;
+
+/// Owner ids handed out to the senders that take a stream from the pacer for a while (a relay,
+/// a DTMF send); 0 is the pacer, `CLOSED` an ended session.
+static NEXT_OWNER: AtomicU16 = AtomicU16::new(1);
+
+/// A fresh owner id for a sender that takes a stream over (never `PACER` or `CLOSED`).
+pub(crate) fn next_owner() -> u16 {
+    loop {
+        let o = NEXT_OWNER.fetch_add(1, Ordering::Relaxed);
+        if o != PACER && o != CLOSED {
+            return o;
+        }
+    }
+}
 
 /// One decoded state of the clock word.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

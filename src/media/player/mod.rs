@@ -32,7 +32,7 @@ mod pacer;
 mod shard;
 mod stream;
 
-pub(crate) use clock::{ClockState, SendClock, CLOSED, PACER};
+pub(crate) use clock::{next_owner, ClockState, SendClock, CLOSED, PACER};
 pub(crate) use command::{Command, NewStream, ShardHandle, StreamStats};
 pub(crate) use gate::{Blocked, SendGate, TargetCache};
 pub use pacer::{Pacer, PacerStats};

@@ -23,13 +23,12 @@
 //!
 //! `forward.rs`: one direction; `stats.rs`: the counters.
 
-use std::sync::atomic::{AtomicU16, Ordering};
 use std::sync::Arc;
 
 use tokio::sync::mpsc::UnboundedSender;
 
 use crate::media::codec::Codec;
-use crate::media::player::{CLOSED, PACER};
+use crate::media::player::{next_owner, CLOSED, PACER};
 use crate::media::rtp::{Outbound, RtpSession, ToReceiver};
 
 mod forward;
@@ -68,18 +67,6 @@ pub enum RelayError {
     Busy,
     #[error("the RTP session has ended")]
     Ended,
-}
-
-/// Owners of relays (0 is the pacer, `CLOSED` an ended session).
-static NEXT_OWNER: AtomicU16 = AtomicU16::new(1);
-
-fn next_owner() -> u16 {
-    loop {
-        let o = NEXT_OWNER.fetch_add(1, Ordering::Relaxed);
-        if o != PACER && o != CLOSED {
-            return o;
-        }
-    }
 }
 
 struct End {

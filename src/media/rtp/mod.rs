@@ -7,13 +7,15 @@
 //! `ports.rs`: the port pool and its pairs; `session.rs`: the session and the commands it sends
 //! its pacer shard; `receive.rs`: the receive task (RTCP demux, proof by RTP, event packets);
 //! `latch.rs`: the strict symmetric-RTP latch; `outbound.rs`: a session's sending side as a
-//! relay (`media/relay/`) uses it, and the tap through which a relay reads its packets.
+//! relay (`media/relay/`) uses it, and the tap through which a relay reads its packets;
+//! `events_out.rs`: DTMF sent as RFC 4733 telephone-events on that same sending side.
 //!
 //! [`Pacer`]: super::player::Pacer
 
 use std::io;
 use std::net::IpAddr;
 
+mod events_out;
 mod latch;
 mod outbound;
 mod ports;
@@ -24,6 +26,10 @@ pub(crate) mod test_support;
 
 pub use super::player::PlayResult;
 pub(crate) use super::player::{Blocked, TargetCache};
+pub use events_out::{
+    SendDigitsError, DEFAULT_EVENT_DURATION, INTER_DIGIT_GAP, MAX_DIGITS, MAX_EVENT_DURATION,
+    MIN_EVENT_DURATION,
+};
 pub use latch::LEARNING_WINDOW;
 pub(crate) use outbound::{Outbound, Tap, ToReceiver};
 pub use ports::{PortPool, RtpPorts};

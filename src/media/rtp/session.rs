@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 
+use super::events_out::{self, SendDigitsError};
 use super::latch::Latch;
 use super::outbound::{Outbound, ToReceiver};
 use super::ports::RtpPorts;
@@ -290,6 +291,27 @@ impl RtpSession {
                 Err(now) => now,
             }
         }
+    }
+
+    /// Sends `digits` to the far end as RFC 4733 telephone-events under `event_pt` (the
+    /// negotiated telephone-event payload type), each `duration` long (held within
+    /// [`MIN_EVENT_DURATION`](super::MIN_EVENT_DURATION)..=[`MAX_EVENT_DURATION`](super::MAX_EVENT_DURATION)),
+    /// [`INTER_DIGIT_GAP`](super::INTER_DIGIT_GAP) apart, in this session's stream (its SSRC,
+    /// sequence numbers and timestamps), through its gates (hold, proof, target). Characters
+    /// other than `0`-`9`, `*`, `#`, `A`-`D` (either case) are skipped; at most
+    /// [`MAX_DIGITS`](super::MAX_DIGITS) are sent. Resolves after the last event ends.
+    ///
+    /// While it runs, a play keeps its time and sends nothing; afterwards (also when the future
+    /// is dropped, which ends an event cut short) the pacer sends again, continuing the
+    /// sequence numbers and timestamps. A session a relay owns (bridged) is `Busy`: stop the
+    /// relay first. See `events_out.rs`.
+    pub async fn send_digits(
+        &self,
+        digits: &str,
+        duration: Duration,
+        event_pt: u8,
+    ) -> Result<(), SendDigitsError> {
+        events_out::send_digits(&self.outbound, digits, duration, event_pt).await
     }
 
     pub fn stop_playing(&self) {
