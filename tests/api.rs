@@ -223,6 +223,9 @@ async fn seed_003_callflow_is_created_and_the_next_call_hits_its_voice_url() {
     assert_eq!(c["hangup_code"], "sip:200");
     // pivotd hangs up at the end of the flow: a normal BYE.
     assert_eq!(c["hangup_cause"], "NORMAL_CLEARING");
+    // Not bridged: one inbound leg.
+    assert_eq!(c["call_direction"], "inbound");
+    assert_eq!(c["other_leg_call_id"], Value::Null);
     assert!(c["answer"].as_i64().unwrap() >= c["start"].as_i64().unwrap());
     assert!(c["end"].as_i64().unwrap() >= c["answer"].as_i64().unwrap());
     // The time filter (Gregorian seconds, as Crossbar).
@@ -762,6 +765,67 @@ async fn crud_changes_routing_at_once_and_config_callflows_are_read_only() {
         .send(reqwest::Method::DELETE, &cfg_one, Some(&t), None)
         .await;
     assert_eq!(r.status, 403, "{}", r.body);
+}
+
+/// A bridged call's two CDRs (written as the call task writes them): each leg with its
+/// direction and the other leg's Call-ID, as Kazoo lists them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cdrs_of_a_bridge_list_both_legs_linked() {
+    use pivotd::store::{CallDirection, Cdr, Write};
+    let (_dir, db) = temp_db();
+    let server = boot(&api_config(&db, "")).await;
+    let api = Api::new(&server);
+    let t = api.auth(KEY_A).await;
+    let leg = |call_id: &str, start: i64, direction, other: &str| Cdr {
+        call_id: call_id.into(),
+        account_id: ACCOUNT.into(),
+        from: "alice@127.0.0.1".into(),
+        to: "6000@127.0.0.1".into(),
+        start,
+        answer: Some(start + 2),
+        end: start + 10,
+        duration_s: 10,
+        hangup_cause: "NORMAL_CLEARING".into(),
+        sip_code: Some(200),
+        call_direction: direction,
+        other_leg_call_id: Some(other.into()),
+    };
+    let start = 63_900_000_000;
+    assert!(server.store.write(Write::Cdr(leg(
+        "a-leg@caller",
+        start,
+        CallDirection::Inbound,
+        "b-leg@pivotd"
+    ))));
+    assert!(server.store.write(Write::Cdr(leg(
+        "b-leg@pivotd",
+        start + 1,
+        CallDirection::Outbound,
+        "a-leg@caller"
+    ))));
+    server.store.flush().unwrap();
+    let r = api.get(&format!("/v2/accounts/{ACCOUNT}/cdrs"), &t).await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    let list = r.data().as_array().unwrap();
+    let got: Vec<_> = list
+        .iter()
+        .map(|c| {
+            (
+                c["call_id"].as_str().unwrap(),
+                c["call_direction"].as_str().unwrap(),
+                c["other_leg_call_id"].as_str().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        got,
+        [
+            ("b-leg@pivotd", "outbound", "a-leg@caller"),
+            ("a-leg@caller", "inbound", "b-leg@pivotd")
+        ],
+        "{}",
+        r.body
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -11,7 +11,8 @@ use super::{blocking, iso8601, time_param, ApiError, Paging, Reply, Shared};
 use crate::store::{Cdr, CdrQuery, GREGORIAN_OFFSET};
 
 /// One CDR as the API shows it: Kazoo's names where it has them (`duration_seconds`,
-/// `billing_seconds`, `hangup_cause`, `hangup_code`, `timestamp` in Gregorian seconds).
+/// `billing_seconds`, `hangup_cause`, `hangup_code`, `timestamp` in Gregorian seconds,
+/// `call_direction`, `other_leg_call_id`).
 fn cdr_json(c: &Cdr) -> Value {
     json!({
         "id": c.call_id,
@@ -29,6 +30,8 @@ fn cdr_json(c: &Cdr) -> Value {
         "hangup_cause": c.hangup_cause,
         "hangup_code": c.sip_code.map(|s| format!("sip:{s}")),
         "sip_code": c.sip_code,
+        "call_direction": c.call_direction.as_str(),
+        "other_leg_call_id": c.other_leg_call_id,
     })
 }
 
@@ -66,4 +69,37 @@ pub(crate) async fn list(
     })
     .await?;
     Ok(paging.reply(rows, |c| (c.start, &c.call_id), cdr_json))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::CallDirection;
+
+    fn leg(direction: CallDirection, other: Option<&str>) -> Cdr {
+        Cdr {
+            call_id: "b-leg@pivotd".into(),
+            account_id: "acc".into(),
+            from: "alice@127.0.0.1".into(),
+            to: "6000@127.0.0.1".into(),
+            start: 63_900_000_000,
+            answer: Some(63_900_000_002),
+            end: 63_900_000_010,
+            duration_s: 10,
+            hangup_cause: "NORMAL_CLEARING".into(),
+            sip_code: Some(200),
+            call_direction: direction,
+            other_leg_call_id: other.map(str::to_string),
+        }
+    }
+
+    #[test]
+    fn json_has_kazoos_call_direction_and_other_leg_call_id() {
+        let j = cdr_json(&leg(CallDirection::Outbound, Some("a-leg@caller")));
+        assert_eq!(j["call_direction"], "outbound");
+        assert_eq!(j["other_leg_call_id"], "a-leg@caller");
+        let j = cdr_json(&leg(CallDirection::Inbound, None));
+        assert_eq!(j["call_direction"], "inbound");
+        assert_eq!(j["other_leg_call_id"], Value::Null);
+    }
 }

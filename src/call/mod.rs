@@ -34,7 +34,7 @@ use crate::registrar::Registrar;
 use crate::flow::Node;
 use crate::sip::endpoint::{Endpoint, NewRequest};
 use crate::sip::source::CallSlot;
-use crate::store::{Cdr, Store, Write};
+use crate::store::{CallDirection, Cdr, Store, Write};
 
 pub mod admission;
 pub mod caller;
@@ -242,6 +242,8 @@ impl Call {
                 .unwrap_or("NORMAL_CLEARING")
                 .to_string(),
             sip_code: self.leg.final_code(),
+            call_direction: CallDirection::Inbound,
+            other_leg_call_id: None,
         }
     }
 

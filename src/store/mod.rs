@@ -18,7 +18,7 @@ mod users;
 mod writer;
 
 pub use callflows::{CallflowConflict, StoredCallflow};
-pub use cdrs::{Cdr, CdrQuery};
+pub use cdrs::{CallDirection, Cdr, CdrQuery};
 pub use debug::{CallSummary, DebugRecord, RecordKind};
 pub use devices::{SipCredentials, StoredDevice, UsernameTaken};
 pub use registrations::{DeviceBindings, Registration};

@@ -109,6 +109,13 @@ pub(crate) const MIGRATIONS: &[&str] = &[
     -- A SIP username once per account (so once per realm), whatever its case.
     CREATE UNIQUE INDEX devices_by_username ON devices (account_id, username COLLATE NOCASE);
     "#,
+    // 5: a CDR per call leg (bridging): the leg's direction and the other leg's Call-ID. Rows
+    // written before read as inbound legs that were never bridged.
+    r#"
+    ALTER TABLE cdrs ADD COLUMN call_direction TEXT NOT NULL DEFAULT 'inbound'
+        CHECK (call_direction IN ('inbound', 'outbound'));
+    ALTER TABLE cdrs ADD COLUMN other_leg_call_id TEXT;  -- NULL: never bridged
+    "#,
 ];
 
 /// The schema version this build writes.

@@ -109,7 +109,7 @@ fn migrations_apply_on_fresh_file_and_reopen_keeps_data() {
     {
         let store = Store::open(dir.db()).unwrap();
         assert_eq!(store.schema_version().unwrap(), SCHEMA_VERSION);
-        assert_eq!(SCHEMA_VERSION, 4);
+        assert_eq!(SCHEMA_VERSION, 5);
         assert_eq!(
             table_names(&store),
             [
@@ -148,6 +148,66 @@ fn wal_mode_on_for_files() {
     let mem = Store::open(":memory:").unwrap();
     assert_eq!(mem.journal_mode().unwrap(), "memory");
     assert_eq!(mem.schema_version().unwrap(), SCHEMA_VERSION);
+}
+
+/// A file left at schema 4 (before CDRs had a direction): migration 5 keeps its CDRs
+/// readable, as inbound legs never bridged, and new rows take both fields.
+#[test]
+fn migration_from_schema_4_keeps_old_cdrs_readable() {
+    let dir = TempDir::new("from4");
+    {
+        let mut raw = Connection::open(dir.db()).unwrap();
+        let tx = raw.transaction().unwrap();
+        for sql in &schema::MIGRATIONS[..4] {
+            tx.execute_batch(sql).unwrap();
+        }
+        tx.pragma_update(None, "user_version", 4).unwrap();
+        tx.execute(
+            "INSERT INTO cdrs (call_id, account_id, from_uri, to_uri, start_time, answer_time,
+                end_time, duration_s, hangup_cause, sip_code)
+             VALUES ('old@host', 'acc', 'sipp@127.0.0.1', '6000@pivotd.test', 1000, NULL,
+                1004, 4, 'ORIGINATOR_CANCEL', 487)",
+            [],
+        )
+        .unwrap();
+        tx.commit().unwrap();
+    }
+    let store = Store::open(dir.db()).unwrap();
+    assert_eq!(store.schema_version().unwrap(), 5);
+    let old = Cdr {
+        call_id: "old@host".into(),
+        account_id: "acc".into(),
+        from: "sipp@127.0.0.1".into(),
+        to: "6000@pivotd.test".into(),
+        start: 1000,
+        answer: None,
+        end: 1004,
+        duration_s: 4,
+        hangup_cause: "ORIGINATOR_CANCEL".into(),
+        sip_code: Some(487),
+        call_direction: CallDirection::Inbound,
+        other_leg_call_id: None,
+    };
+    let q = CdrQuery {
+        limit: 10,
+        ..CdrQuery::default()
+    };
+    assert_eq!(store.cdrs("acc", &q).unwrap(), std::slice::from_ref(&old));
+    let new = Cdr {
+        call_id: "new@pivotd".into(),
+        start: 2000,
+        end: 2004,
+        call_direction: CallDirection::Outbound,
+        other_leg_call_id: Some("in@host".into()),
+        ..old.clone()
+    };
+    assert!(store.write(Write::Cdr(new.clone())));
+    store.flush().unwrap();
+    drop(store);
+    // Reopened: not migrated twice, both rows as written.
+    let store = Store::open(dir.db()).unwrap();
+    assert_eq!(store.schema_version().unwrap(), 5);
+    assert_eq!(store.cdrs("acc", &q).unwrap(), [new, old]);
 }
 
 #[test]
