@@ -17,6 +17,9 @@ pub mod sleep;
 pub mod tts;
 pub mod user;
 
+#[cfg(test)]
+mod bridging_examples;
+
 use super::runtime::{Next, Runtime};
 use super::state::FlowState;
 use super::{CallControl, CallEnded};
