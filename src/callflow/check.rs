@@ -110,11 +110,7 @@ pub fn check_node_urls(node: &Node, path: &str, guard: &UrlGuard, out: &mut Vec<
 }
 
 fn check_node_media(node: &Node, path: &str, lib: &PromptLibrary, out: &mut Vec<ConfigProblem>) {
-    let key = match &node.module {
-        ModuleData::Play(_) => "id",
-        ModuleData::Response(_) => "media",
-        _ => "",
-    };
+    let key = node.module.media_key();
     for id in node.module.media_ids() {
         if !is_http_url(id) && !lib.exists(id) {
             out.push(ConfigProblem {
@@ -203,6 +199,21 @@ flow = { module = "play", data = { id = "https://media.example.test/x.mp3" } }
         let e = from_toml_str("[media]\ndir = \"no-such-dir\"", &dir).unwrap_err();
         assert_eq!(keys(&e), ["media.dir"]);
         std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[test]
+    fn ringbacks_are_checked_like_media_ids() {
+        let text = r#"
+[[accounts]]
+id = "a"
+realm = "a.test"
+[[accounts.callflows]]
+numbers = ["1"]
+flow = { module = "ring_group", data = { endpoints = [{ endpoint_type = "device", id = "d" }], ringback = "no-such-ringback" }, children = { _ = { module = "offnet", data = { ringback = "welcome" }, children = { _ = { module = "resources", data = { ringback = "http://media.example.test/ring.wav" } } } } } }
+"#;
+        let e = from_toml_str(text, Path::new("/x")).unwrap_err();
+        assert_eq!(keys(&e), ["accounts[0].callflows[0].flow.data.ringback"]);
+        assert!(e.0[0].message.contains("no-such-ringback"), "{e}");
     }
 
     #[test]

@@ -93,7 +93,7 @@ impl Runtime {
                 Next::Default
             } else {
                 tracing::debug!(module = node.module.name(), "callflow: running module");
-                super::modules::run(&node.module, call, self, state).await?
+                super::modules::run(&node.module, &node.children, call, self, state).await?
             };
             let key = match next {
                 Next::Stop => return Ok(()),
@@ -303,6 +303,36 @@ mod tests {
         let mut call = FakeCall::new();
         Runtime::for_tests().run(&f, &mut call).await;
         assert_eq!(call.ops, [Op::Respond(486, None)]);
+    }
+
+    #[tokio::test]
+    async fn a_bridge_failure_continues_with_the_child_its_cause_names() {
+        use crate::flow::bridge::{BridgeOutcome, DialStatus};
+        let f = flow(json!({
+            "module": "device", "data": {"id": "d1"},
+            "children": {
+                "USER_BUSY": {"module": "play", "data": {"id": "digit-4"}},
+                "_": {"module": "play", "data": {"id": "digit-9"}}
+            }
+        }));
+        let mut call = FakeCall::new();
+        call.bridge_outcomes
+            .push_back(BridgeOutcome::from_sip_code(486, None));
+        Runtime::for_tests().run(&f, &mut call).await;
+        assert!(matches!(call.ops[0], Op::Bridge(_)));
+        assert_eq!(call.ops[1..], [Op::Answer, play("digit-4"), Op::Hangup]);
+
+        // Answered: the flow stops there; the call layer ends the call.
+        let mut call = FakeCall::new();
+        call.bridge_outcomes.push_back(BridgeOutcome {
+            status: DialStatus::Completed,
+            cause: "NORMAL_CLEARING",
+            sip_code: Some(200),
+            b_call_id: None,
+            duration: Duration::from_secs(1),
+        });
+        Runtime::for_tests().run(&f, &mut call).await;
+        assert_eq!(call.ops.len(), 1, "{:?}", call.ops);
     }
 
     #[test]

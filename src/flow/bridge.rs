@@ -9,6 +9,20 @@ use std::time::Duration;
 /// Kazoo's ring timeout when a module gives none (or 0, the schemas' written default).
 pub const DEFAULT_RING_TIMEOUT: Duration = Duration::from_secs(20);
 
+/// The longest ring timeout or delay a module's data may give, in seconds: a day, as `sleep`.
+/// Kazoo sets no bound; this one only keeps absurd values out.
+pub const MAX_RING_SECONDS: i64 = 86_400;
+
+/// A module's ring timeout in seconds as a duration: 0 (the device schema's written default)
+/// means [`DEFAULT_RING_TIMEOUT`].
+pub fn ring_timeout(seconds: u32) -> Duration {
+    if seconds == 0 {
+        DEFAULT_RING_TIMEOUT
+    } else {
+        Duration::from_secs(u64::from(seconds))
+    }
+}
+
 /// What one endpoint of a bridge names. Device, user and group ids resolve inside the
 /// caller's account only.
 #[derive(Clone, Debug, PartialEq, Eq)]

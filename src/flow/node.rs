@@ -300,6 +300,18 @@ impl<'a> Data<'a> {
         }
     }
 
+    /// The array under `key`, its items unchecked (the module reads each one).
+    pub fn opt_array(&self, key: &str) -> Result<Option<&'a [Value]>, ValidationError> {
+        match self.get(key) {
+            None => Ok(None),
+            Some(Value::Array(items)) => Ok(Some(items.as_slice())),
+            Some(v) => Err(ValidationError::new(
+                self.path_of(key),
+                format!("expected an array, found {}", kind(v)),
+            )),
+        }
+    }
+
     pub fn opt_str_list(&self, key: &str) -> Result<Option<Vec<String>>, ValidationError> {
         match self.get(key) {
             None => Ok(None),

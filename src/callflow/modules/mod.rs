@@ -2,23 +2,34 @@
 //! Result<Next, CallEnded>`. The data each one runs with (decoded and validated from the node's
 //! `data`) is in `flow::modules`, beside the node tree.
 
+pub mod bridge_outcome;
 pub mod collect_dtmf;
+pub mod device;
 pub mod hangup;
 pub mod pivot;
 pub mod play;
+pub mod resources;
 pub mod response;
+pub mod ring_group;
 pub mod say;
+pub mod send_dtmf;
 pub mod sleep;
 pub mod tts;
+pub mod user;
+
+#[cfg(test)]
+mod bridging_examples;
 
 use super::runtime::{Next, Runtime};
 use super::state::FlowState;
 use super::{CallControl, CallEnded};
 use crate::flow::{ModuleData, DEFAULT_COLLECTION};
 
-/// Runs one node's module on the call.
+/// Runs one node's module on the call. `children` are the node's: the bridging modules choose
+/// among them by the bridge's outcome (`bridge_outcome`).
 pub async fn run(
     module: &ModuleData,
+    children: &bridge_outcome::Children,
     call: &mut dyn CallControl,
     rt: &Runtime,
     state: &mut FlowState,
@@ -32,6 +43,11 @@ pub async fn run(
         ModuleData::Pivot(d) => pivot::run(d, call, rt, state).await,
         ModuleData::Tts(d) => tts::run(d, call, rt, state).await,
         ModuleData::Say(d) => say::run(d, call, rt, state).await,
+        ModuleData::Device(d) => device::run(d, children, call, rt, state).await,
+        ModuleData::User(d) => user::run(d, children, call, rt, state).await,
+        ModuleData::RingGroup(d) => ring_group::run(d, children, call, rt, state).await,
+        ModuleData::Resources(d) => resources::run(d, children, call, rt, state).await,
+        ModuleData::SendDtmf(d) => send_dtmf::run(d, call, rt).await,
     }
 }
 

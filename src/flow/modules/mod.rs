@@ -3,12 +3,17 @@
 //! What a module *does* is in `callflow::modules`, beside the runtime.
 
 pub mod collect_dtmf;
+pub mod device;
 pub mod pivot;
 pub mod play;
+pub mod resources;
 pub mod response;
+pub mod ring_group;
 pub mod say;
+pub mod send_dtmf;
 pub mod sleep;
 pub mod tts;
+pub mod user;
 
 use serde_json::{Map, Value};
 
@@ -26,6 +31,12 @@ pub enum ModuleData {
     Pivot(pivot::Pivot),
     Tts(tts::Tts),
     Say(say::Say),
+    Device(device::Device),
+    User(user::User),
+    RingGroup(ring_group::RingGroup),
+    /// `resources`, or `offnet` when its `offnet` flag is set (one schema, one behaviour).
+    Resources(resources::Resources),
+    SendDtmf(send_dtmf::SendDtmf),
 }
 
 /// Every module this build knows, in Kazoo's names.
@@ -38,6 +49,12 @@ pub const MODULES: &[&str] = &[
     "pivot",
     "say",
     "tts",
+    "device",
+    "user",
+    "ring_group",
+    "resources",
+    "offnet",
+    "send_dtmf",
 ];
 
 impl ModuleData {
@@ -52,6 +69,12 @@ impl ModuleData {
             ModuleData::Pivot(_) => "pivot",
             ModuleData::Tts(_) => "tts",
             ModuleData::Say(_) => "say",
+            ModuleData::Device(_) => "device",
+            ModuleData::User(_) => "user",
+            ModuleData::RingGroup(_) => "ring_group",
+            ModuleData::Resources(r) if r.offnet => "offnet",
+            ModuleData::Resources(_) => "resources",
+            ModuleData::SendDtmf(_) => "send_dtmf",
         }
     }
 
@@ -70,6 +93,12 @@ impl ModuleData {
             "pivot" => ModuleData::Pivot(pivot::Pivot::from_data(data)?),
             "tts" => ModuleData::Tts(tts::Tts::from_data(data)?),
             "say" => ModuleData::Say(say::Say::from_data(data)?),
+            "device" => ModuleData::Device(device::Device::from_data(data)?),
+            "user" => ModuleData::User(user::User::from_data(data)?),
+            "ring_group" => ModuleData::RingGroup(ring_group::RingGroup::from_data(data)?),
+            "resources" => ModuleData::Resources(resources::Resources::from_data(data, false)?),
+            "offnet" => ModuleData::Resources(resources::Resources::from_data(data, true)?),
+            "send_dtmf" => ModuleData::SendDtmf(send_dtmf::SendDtmf::from_data(data)?),
             other => {
                 return Err(ValidationError::new(
                     module_path,
@@ -93,20 +122,49 @@ impl ModuleData {
             ModuleData::Pivot(d) => d.to_json(),
             ModuleData::Tts(d) => d.to_json(),
             ModuleData::Say(d) => d.to_json(),
+            ModuleData::Device(d) => d.to_json(),
+            ModuleData::User(d) => d.to_json(),
+            ModuleData::RingGroup(d) => d.to_json(),
+            ModuleData::Resources(d) => d.to_json(),
+            ModuleData::SendDtmf(d) => d.to_json(),
         }
     }
 
-    /// Media ids this module would play (for configuration checks).
+    /// Media ids (or URLs) this module would play (for configuration checks).
     pub fn media_ids(&self) -> Vec<&str> {
         match self {
             ModuleData::Play(d) => vec![d.id.as_str()],
             ModuleData::Response(d) => d.media.iter().map(String::as_str).collect(),
+            ModuleData::RingGroup(d) => d.ringback.iter().map(String::as_str).collect(),
+            ModuleData::Resources(d) => d.ringback.iter().map(String::as_str).collect(),
             ModuleData::Sleep(_)
             | ModuleData::Hangup
             | ModuleData::CollectDtmf(_)
             | ModuleData::Pivot(_)
             | ModuleData::Tts(_)
-            | ModuleData::Say(_) => vec![],
+            | ModuleData::Say(_)
+            | ModuleData::Device(_)
+            | ModuleData::User(_)
+            | ModuleData::SendDtmf(_) => vec![],
+        }
+    }
+
+    /// The data key [`ModuleData::media_ids`] come from, for the path of a problem with one.
+    pub fn media_key(&self) -> &'static str {
+        match self {
+            ModuleData::Response(_) => "media",
+            ModuleData::RingGroup(_) | ModuleData::Resources(_) => "ringback",
+            // The others play no media by id but `play`.
+            ModuleData::Play(_)
+            | ModuleData::Sleep(_)
+            | ModuleData::Hangup
+            | ModuleData::CollectDtmf(_)
+            | ModuleData::Pivot(_)
+            | ModuleData::Tts(_)
+            | ModuleData::Say(_)
+            | ModuleData::Device(_)
+            | ModuleData::User(_)
+            | ModuleData::SendDtmf(_) => "id",
         }
     }
 }
