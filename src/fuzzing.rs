@@ -302,7 +302,7 @@ pub fn twiml(data: &[u8]) -> Result<usize, twiml::TwimlError> {
                 out.extend(action.clone());
                 nested.iter().for_each(|n| urls(n, out));
             }
-            twiml::Verb::Dial { action, .. } => out.extend(action.clone()),
+            twiml::Verb::Dial(dial) => out.extend(dial.action.clone()),
             _ => {}
         }
     }
