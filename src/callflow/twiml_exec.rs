@@ -347,3 +347,6 @@ fn verb_name(verb: &Verb) -> &str {
         Verb::Unsupported { verb, .. } | Verb::Invalid { verb, .. } => verb,
     }
 }
+
+#[cfg(test)]
+mod tests;
