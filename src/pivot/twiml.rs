@@ -1,12 +1,12 @@
 //! TwiML answers (spec d, j.11, j.17): the document parsed with quick-xml into a list of verbs.
 //! Only the shape is checked here; the runtime carries the verbs out. A verb pivotd does not
-//! know ([`Verb::Unknown`]) or cannot use ([`Verb::Invalid`]) is kept, so the runtime can skip
-//! it with a log and go on with the next one (spec j.11).
+//! know ([`Verb::Unknown`]), cannot use ([`Verb::Invalid`]) or cannot do ([`Verb::Unsupported`])
+//! is kept, so the runtime can skip it with a log and go on with the next one (spec j.11).
+
+use std::time::Duration;
 
 use quick_xml::events::{BytesStart, Event};
 use quick_xml::Reader;
-
-use std::time::Duration;
 
 use super::guard::is_allowed_scheme;
 use crate::flow::bridge::{
@@ -30,10 +30,14 @@ pub const DEFAULT_TIME_LIMIT_S: u32 = 14400;
 pub const MAX_DIAL_NOUNS: usize = 10;
 /// Digits a dialled number may have (E.164 has 15; room for prefixes and extensions).
 pub const MAX_NUMBER_DIGITS: usize = 32;
-/// Longest `<Sip>` URI, `<User>`/`<Device>` id and `callerId` accepted (ids: the schemas' 128).
+/// Longest `<Sip>` URI accepted.
 pub const MAX_SIP_URI_CHARS: usize = 512;
+/// Longest `<User>`/`<Device>` id accepted (the schemas' ids are 1 to 128 characters).
 pub const MAX_ID_CHARS: usize = 128;
+/// Longest `callerId` used.
 pub const MAX_CALLER_ID_CHARS: usize = 64;
+/// Characters of a refused value a reason quotes.
+const MAX_QUOTED_CHARS: usize = 40;
 
 /// Voice of `<Say>` when none is given (Kazoo's `speech.tts_voice`).
 pub const DEFAULT_VOICE: &str = "male";
@@ -512,7 +516,7 @@ fn dial(el: &Element) -> Result<Verb, VerbError> {
             .iter()
             .any(|o| mode.eq_ignore_ascii_case(o));
         if !off {
-            return Err(VerbError::Record(mode.to_string()));
+            return Err(VerbError::Record(excerpt(mode)));
         }
     }
     let mut ignored = Vec::new();
@@ -556,7 +560,7 @@ fn dial(el: &Element) -> Result<Verb, VerbError> {
         None | Some("") => None,
         Some(id) if is_caller_id(id) => Some(id.to_string()),
         Some(bad) => {
-            ignored.push(Ignored::CallerId(bad.to_string()));
+            ignored.push(Ignored::CallerId(excerpt(bad)));
             None
         }
     };
@@ -587,7 +591,7 @@ fn noun_target(noun: &Element, ignored: &mut Vec<Ignored>) -> Result<Target, Ver
             id: kazoo_id("Device", &noun.text)?,
         },
         // Conference, Queue, Client and anything else.
-        other => return Err(VerbError::Noun(other.to_string())),
+        other => return Err(VerbError::Noun(excerpt(other))),
     };
     ignored.extend(noun.attrs.iter().map(|(name, _)| Ignored::Attribute {
         element: noun.name.clone(),
@@ -610,7 +614,7 @@ fn number_target(text: &str) -> Result<Target, VerbError> {
     }
     let digits = number.bytes().filter(u8::is_ascii_digit).count();
     if digits == 0 || digits > MAX_NUMBER_DIGITS {
-        return Err(VerbError::BadNumber(text.trim().to_string()));
+        return Err(VerbError::BadNumber(excerpt(text.trim())));
     }
     Ok(Target::Number {
         number,
@@ -623,7 +627,7 @@ fn number_target(text: &str) -> Result<Target, VerbError> {
 /// dialled is the call layer's decision.
 fn sip_uri(text: &str) -> Result<String, VerbError> {
     let uri = text.trim();
-    let bad = || VerbError::BadSipUri(uri.to_string());
+    let bad = || VerbError::BadSipUri(excerpt(uri));
     let (scheme, rest) = uri.split_once(':').ok_or_else(bad)?;
     let host = rest.rsplit_once('@').map_or(rest, |(_, host)| host);
     let sip_scheme = scheme.eq_ignore_ascii_case("sip") || scheme.eq_ignore_ascii_case("sips");
@@ -644,7 +648,7 @@ fn kazoo_id(noun: &'static str, text: &str) -> Result<String, VerbError> {
     if n == 0 || n > MAX_ID_CHARS || id.chars().any(|c| c.is_whitespace() || c.is_control()) {
         return Err(VerbError::BadId {
             noun,
-            value: id.to_string(),
+            value: excerpt(id),
         });
     }
     Ok(id.to_string())
@@ -659,6 +663,17 @@ fn is_caller_id(id: &str) -> bool {
             .all(|c| c.is_ascii_alphanumeric() || matches!(c, '+' | '-' | '.' | '_' | '*'))
 }
 
+/// A document's value as a reason quotes it: at most [`MAX_QUOTED_CHARS`] characters, so what
+/// is wrong with it still shows in a log line (which caps the whole reason).
+fn excerpt(value: &str) -> String {
+    let mut chars = value.chars();
+    let mut shown: String = chars.by_ref().take(MAX_QUOTED_CHARS).collect();
+    if chars.next().is_some() {
+        shown.push('…');
+    }
+    shown
+}
+
 /// A `true`/`false` attribute (any case); `None` when absent or empty.
 fn boolean(el: &Element, name: &'static str) -> Result<Option<bool>, VerbError> {
     match el.attr(name).map(str::trim) {
@@ -667,7 +682,7 @@ fn boolean(el: &Element, name: &'static str) -> Result<Option<bool>, VerbError> 
         Some(v) if v.eq_ignore_ascii_case("false") => Ok(Some(false)),
         Some(v) => Err(VerbError::NotABool {
             name,
-            value: v.to_string(),
+            value: excerpt(v),
         }),
     }
 }

@@ -516,6 +516,11 @@ fn dial_garbage_is_invalid() {
             "method \"PUT\" is neither GET nor POST",
         ),
     ];
+    // A long value is quoted in part, so the reason still reads.
+    assert_eq!(
+        refused(&format!("<Dial><Sip>{long_uri}</Sip></Dial>")).1,
+        format!("\"sip:{}…\" is not a sip: or sips: URI", "a".repeat(36))
+    );
     for (doc, want) in cases {
         let (unsupported, reason) = refused(&doc);
         assert!(!unsupported, "{doc}");
