@@ -229,6 +229,17 @@ put("twiml", "verbs.xml", """<Response>
   <Sms>hi</Sms>
   <Hangup/>
 </Response>""")
+put("twiml", "dial.xml", """<Response>
+  <Dial action="after" method="get" timeout="0" timeLimit="60" hangupOnStar="true"
+        callerId="+15550001" strategy="single" record="do-not-record">
+    <Number sendDigits="ww1">+1 (415) 555-0100</Number>
+    <Sip>sips:desk@pbx.example;transport=tls</Sip>
+    <User>u1</User><Device>d1</Device>
+  </Dial>
+  <Dial record="true">100</Dial>
+  <Dial><Conference>room</Conference></Dial>
+  <Dial callerId="a b">1+800-FLOWERS</Dial>
+</Response>""")
 put("twiml", "entities_cdata.xml",
     "\ufeff<Response><Say>Tom &amp; Jerry &lt;3 &#x41;&#66; <![CDATA[<raw> & ]]>end"
     "<emphasis>ssml</emphasis></Say><!-- c --><Gather finishOnKey=\"\" method=\"get\" "

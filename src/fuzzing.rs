@@ -302,7 +302,10 @@ pub fn twiml(data: &[u8]) -> Result<usize, twiml::TwimlError> {
                 out.extend(action.clone());
                 nested.iter().for_each(|n| urls(n, out));
             }
-            twiml::Verb::Dial { action, .. } => out.extend(action.clone()),
+            twiml::Verb::Dial(dial) => {
+                let _ = dial.bridge_request();
+                out.extend(dial.action.clone())
+            }
             _ => {}
         }
     }

@@ -465,9 +465,10 @@ async fn reject_refuses_the_unanswered_call() {
     }
 }
 
-/// Spec j.11: Dial (no bridging yet) and a verb pivotd does not know are skipped.
+/// A Dial without `action` that fails (no carrier is configured here) goes on with the next
+/// verb, as Twilio does; a verb pivotd does not know is skipped (spec j.11).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn dial_and_unknown_verbs_are_skipped() {
+async fn a_failed_dial_and_unknown_verbs_go_on_with_the_next_verb() {
     let web = HttpServer::start(|r: &HttpReq| match r.path() {
         "/ivr" => HttpResp::xml(
             "<Response><Dial>123</Dial><Foo/><Sms>hi</Sms><Play>tone.wav</Play></Response>",

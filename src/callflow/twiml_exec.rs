@@ -1,8 +1,9 @@
-//! Carrying out a TwiML document on a call (spec d, j.11, j.17). Verbs run in order; Gather
-//! and Redirect fetch the next document (with the TwiML field names), which replaces the
-//! current one. A verb that fails is logged and skipped; at the end of the document the call
-//! is hung up. A follow-up answered with Kazoo JSON hands the call back to the callflow; a
-//! follow-up that fails hands it to the pivot node's `_` child, as a failed first request does.
+//! Carrying out a TwiML document on a call (spec d, j.11, j.17). Verbs run in order; Gather,
+//! Redirect and a Dial with `action` fetch the next document (with the TwiML field names),
+//! which replaces the current one. A verb that fails is logged and skipped; at the end of the
+//! document the call is hung up. A follow-up answered with Kazoo JSON hands the call back to
+//! the callflow; a follow-up that fails hands it to the pivot node's `_` child, as a failed
+//! first request does.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -19,7 +20,7 @@ use crate::flow::node::{Node, ALL_KEYS};
 use crate::logsafe::wire;
 use crate::media::prompt::Prompt;
 use crate::pivot::kazoo::Answer;
-use crate::pivot::twiml::{resolve_url, RejectReason, Verb};
+use crate::pivot::twiml::{resolve_url, Dial, RejectReason, Verb};
 
 /// How a TwiML run ended.
 pub enum TwimlEnd {
@@ -27,7 +28,7 @@ pub enum TwimlEnd {
     Done,
     /// A follow-up answered with a Kazoo flow: it replaces the callflow.
     Flow(Box<Node>),
-    /// A follow-up (Redirect, Gather action) failed: the pivot node's `_` child runs, as
+    /// A follow-up (Redirect, Gather or Dial action) failed: the pivot node's `_` child runs, as
     /// when its first request fails.
     Failed(Failed),
 }
@@ -113,8 +114,8 @@ async fn play_prompt(rt: &Runtime, base: &Url, url: &str) -> Option<Arc<Prompt>>
     }
 }
 
-/// A Redirect's or a Gather action's request: `reference` as written in the document, to be
-/// resolved against `base`, the document's URL.
+/// A Redirect's, a Gather action's or a Dial action's request: `reference` as written in the
+/// document, to be resolved against `base`, the document's URL.
 struct FollowUp<'a> {
     reference: &'a str,
     base: &'a Url,
@@ -280,17 +281,55 @@ async fn run_verb(
             call.respond(code, Some(phrase.to_string())).await?;
             return Ok(Step::End(TwimlEnd::Done));
         }
-        Verb::Dial { .. } => {
-            tracing::warn!("TwiML Dial skipped: bridging is not supported yet");
-        }
+        Verb::Dial(dial) => return run_dial(dial, base, pivot, call, rt, state).await,
         Verb::Unknown(name) => {
             tracing::warn!(verb = %wire(&name), "TwiML verb not supported: skipped")
+        }
+        Verb::Unsupported { verb, reason } => {
+            tracing::warn!(verb = %wire(&verb), reason = %wire(&reason), "TwiML verb not supported: skipped")
         }
         Verb::Invalid { verb, reason } => {
             tracing::warn!(verb = %wire(&verb), reason = %wire(&reason), "TwiML verb invalid: skipped")
         }
     }
     Ok(Step::Next)
+}
+
+/// `<Dial>`: answers (as Kazoo does, and as Twilio has before any TwiML runs), rings the
+/// targets and bridges the caller to the first to answer. Its outcome is kept for the next
+/// pivot request (`DialCallStatus`, …). With `action` that request is made now and its answer
+/// replaces the document; without, the next verb runs, whatever the outcome. A caller who
+/// hangs up during the bridge ends the run (`CallEnded`): no request follows.
+async fn run_dial(
+    dial: Dial,
+    base: &Url,
+    pivot: &Pivot,
+    call: &mut dyn CallControl,
+    rt: &Runtime,
+    state: &mut FlowState,
+) -> Result<Step, CallEnded> {
+    for ignored in &dial.ignored {
+        tracing::warn!(reason = %wire(&ignored.to_string()), "TwiML Dial: dialling without it");
+    }
+    answer(call).await?;
+    let outcome = call.bridge(&dial.bridge_request()).await?;
+    tracing::debug!(
+        status = outcome.status.as_str(),
+        cause = outcome.cause,
+        sip_code = outcome.sip_code,
+        "TwiML Dial ended"
+    );
+    state.last_bridge = Some(outcome);
+    let Some(action) = dial.action else {
+        return Ok(Step::Next);
+    };
+    let f = FollowUp {
+        reference: &action,
+        base,
+        method: dial.method,
+        digits: None,
+    };
+    follow(f, pivot, call, rt, state).await
 }
 
 /// A verb's element name for a log line (a nested verb's text and URLs stay out of it).
@@ -303,8 +342,11 @@ fn verb_name(verb: &Verb) -> &str {
         Verb::Pause { .. } => "Pause",
         Verb::Hangup => "Hangup",
         Verb::Reject { .. } => "Reject",
-        Verb::Dial { .. } => "Dial",
+        Verb::Dial(_) => "Dial",
         Verb::Unknown(name) => name,
-        Verb::Invalid { verb, .. } => verb,
+        Verb::Unsupported { verb, .. } | Verb::Invalid { verb, .. } => verb,
     }
 }
+
+#[cfg(test)]
+mod tests;

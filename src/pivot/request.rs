@@ -10,6 +10,7 @@ use serde_json::{Map, Value};
 use sha2::Sha256;
 
 use super::fields;
+use crate::flow::bridge::BridgeOutcome;
 use crate::flow::modules::pivot::{BodyFormat, Method, ReqFormat};
 use crate::flow::{CallInfo, DigitCollections, DEFAULT_COLLECTION};
 
@@ -29,6 +30,9 @@ pub struct PivotState<'a> {
     pub language: Option<&'a str>,
     /// Kazoo `User-ID`: owners of the authorizing device.
     pub user_ids: &'a [String],
+    /// How the bridge just before this request ended (TwiML `<Dial>`, or a bridging module
+    /// before a pivot node): sent on the first request after it only.
+    pub bridge: Option<&'a BridgeOutcome>,
 }
 
 impl<'a> PivotState<'a> {
@@ -42,6 +46,7 @@ impl<'a> PivotState<'a> {
             language: None,
             // The owner of the device that authenticated the call, when one did.
             user_ids: info.user_id.as_slice(),
+            bridge: None,
         }
     }
 }
@@ -95,6 +100,13 @@ pub fn params(state: &PivotState<'_>, format: ReqFormat) -> Map<String, Value> {
             if let Some(d) = digits_param(state.digits) {
                 m.insert(DIGITS.to_string(), d);
             }
+            if let Some(b) = state.bridge {
+                put_dial_call(&mut m, b);
+                put(&mut m, HANGUP_CAUSE, Some(b.cause));
+                if let Some(code) = final_sip_code(b) {
+                    put(&mut m, HANGUP_CODE, Some(&format!("sip:{code}")));
+                }
+            }
         }
         ReqFormat::Twiml => {
             use fields::twiml::*;
@@ -110,9 +122,36 @@ pub fn params(state: &PivotState<'_>, format: ReqFormat) -> Map<String, Value> {
             put(&mut m, CALLER_NAME, info.caller_id_name.as_deref());
             put(&mut m, CALLER_NUMBER, info.caller_id_number.as_deref());
             put(&mut m, DIGITS, state.twiml_digits);
+            if let Some(b) = state.bridge {
+                put_dial_call(&mut m, b);
+                if let Some(code) = final_sip_code(b) {
+                    m.insert(DIAL_SIP_RESPONSE_CODE.to_string(), code.into());
+                }
+            }
         }
     }
     m
+}
+
+/// Twilio's `DialCall*` fields of a bridge's outcome, the same names in both formats (spec
+/// a.3): the status, the other leg's Call-ID when one was sent, and the conversation's whole
+/// seconds when it was answered.
+fn put_dial_call(m: &mut Map<String, Value>, b: &BridgeOutcome) {
+    use fields::twiml::*;
+    m.insert(DIAL_CALL_STATUS.to_string(), b.status.as_str().into());
+    if let Some(sid) = b.b_call_id.as_deref().filter(|s| !s.is_empty()) {
+        m.insert(DIAL_CALL_SID.to_string(), sid.into());
+    }
+    if b.answered() {
+        m.insert(DIAL_CALL_DURATION.to_string(), b.duration.as_secs().into());
+    }
+}
+
+/// The final SIP response of the bridge's INVITE: the failure's code, or 200 when it was
+/// answered (the outcome records codes of failures only). None when no response came (nothing
+/// to ring, a timeout).
+fn final_sip_code(b: &BridgeOutcome) -> Option<u16> {
+    b.sip_code.or(b.answered().then_some(200))
 }
 
 /// The CDR posted to a TwiML pivot's `cdr_url` when the call ends (spec b.5), in Kazoo's
@@ -371,7 +410,9 @@ pub fn sign(secret: &[u8], url: &str, body: &[u8]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::flow::bridge::DialStatus;
     use serde_json::json;
+    use std::time::Duration;
 
     fn info() -> CallInfo {
         CallInfo {
@@ -633,6 +674,105 @@ mod tests {
             sign(b"k", "http://ivr.example/a?A=1", b"")
         );
         assert_ne!(r.signature(b"k"), r.signature(b"other"));
+    }
+
+    fn busy() -> BridgeOutcome {
+        BridgeOutcome::from_sip_code(486, Some("b-leg@pivotd".into()))
+    }
+
+    fn answered(secs: u64) -> BridgeOutcome {
+        BridgeOutcome {
+            status: DialStatus::Completed,
+            cause: "NORMAL_CLEARING",
+            sip_code: None,
+            b_call_id: Some("b2@pivotd".into()),
+            duration: Duration::from_millis(secs * 1000 + 700),
+        }
+    }
+
+    /// The fields a request carries about the bridge before it (only those).
+    fn bridge_fields(b: &BridgeOutcome, format: ReqFormat) -> Value {
+        let info = info();
+        let digits = DigitCollections::new();
+        let plain = params(&PivotState::new(&info, &digits), format);
+        let mut st = PivotState::new(&info, &digits);
+        st.bridge = Some(b);
+        let with = params(&st, format);
+        Value::Object(
+            with.into_iter()
+                .filter(|(k, _)| !plain.contains_key(k))
+                .collect(),
+        )
+    }
+
+    #[test]
+    fn twiml_request_after_a_bridge() {
+        assert_eq!(
+            bridge_fields(&busy(), ReqFormat::Twiml),
+            json!({
+                "DialCallStatus": "busy",
+                "DialCallSid": "b-leg@pivotd",
+                "DialSipResponseCode": 486,
+            })
+        );
+        // Answered: the whole seconds talked; the 2xx is the final response.
+        assert_eq!(
+            bridge_fields(&answered(42), ReqFormat::Twiml),
+            json!({
+                "DialCallStatus": "completed",
+                "DialCallSid": "b2@pivotd",
+                "DialCallDuration": 42,
+                "DialSipResponseCode": 200,
+            })
+        );
+        // Nothing was rung: no leg, no SIP code.
+        assert_eq!(
+            bridge_fields(
+                &BridgeOutcome::failed("NORMAL_TEMPORARY_FAILURE"),
+                ReqFormat::Twiml
+            ),
+            json!({"DialCallStatus": "failed"})
+        );
+        let mut no_answer = BridgeOutcome::from_sip_code(487, Some(String::new()));
+        no_answer.status = DialStatus::NoAnswer;
+        assert_eq!(
+            bridge_fields(&no_answer, ReqFormat::Twiml),
+            json!({"DialCallStatus": "no-answer", "DialSipResponseCode": 487})
+        );
+    }
+
+    #[test]
+    fn kazoo_request_after_a_bridge() {
+        assert_eq!(
+            bridge_fields(&busy(), ReqFormat::Kazoo),
+            json!({
+                "DialCallStatus": "busy",
+                "DialCallSid": "b-leg@pivotd",
+                "Hangup-Cause": "USER_BUSY",
+                "Hangup-Code": "sip:486",
+            })
+        );
+        assert_eq!(
+            bridge_fields(&answered(3), ReqFormat::Kazoo),
+            json!({
+                "DialCallStatus": "completed",
+                "DialCallSid": "b2@pivotd",
+                "DialCallDuration": 3,
+                "Hangup-Cause": "NORMAL_CLEARING",
+                "Hangup-Code": "sip:200",
+            })
+        );
+        let info = info();
+        let digits = DigitCollections::new();
+        let mut st = PivotState::new(&info, &digits);
+        let b = busy();
+        st.bridge = Some(&b);
+        let form = form_encode(&params(&st, ReqFormat::Kazoo));
+        assert!(
+            form.contains("&DialCallSid=b-leg%40pivotd&DialCallStatus=busy&"),
+            "{form}"
+        );
+        assert!(form.contains("&Hangup-Code=sip%3A486&"), "{form}");
     }
 
     #[test]

@@ -1,12 +1,17 @@
 //! TwiML answers (spec d, j.11, j.17): the document parsed with quick-xml into a list of verbs.
 //! Only the shape is checked here; the runtime carries the verbs out. A verb pivotd does not
-//! know ([`Verb::Unknown`]) or cannot use ([`Verb::Invalid`]) is kept, so the runtime can skip
-//! it with a log and go on with the next one (spec j.11).
+//! know ([`Verb::Unknown`]), cannot use ([`Verb::Invalid`]) or cannot do ([`Verb::Unsupported`])
+//! is kept, so the runtime can skip it with a log and go on with the next one (spec j.11).
+
+use std::time::Duration;
 
 use quick_xml::events::{BytesStart, Event};
 use quick_xml::Reader;
 
 use super::guard::is_allowed_scheme;
+use crate::flow::bridge::{
+    BridgeEndpoint, BridgeRequest, CallerIdOverride, Target, DEFAULT_RING_TIMEOUT,
+};
 use crate::flow::modules::pivot::Method;
 
 /// Largest document accepted (the HTTP client enforces it on the body too).
@@ -18,6 +23,21 @@ pub const MAX_DEPTH: usize = 16;
 pub const MAX_SAY_CHARS: usize = 4000;
 /// Cap on `<Gather timeout>`, `<Pause length>` and `<Dial timeout>` seconds (spec d, h).
 pub const MAX_SECONDS: u32 = 3600;
+/// `<Dial timeLimit>` when none is given (spec d, h), and its cap (Twilio's four hours).
+pub const DEFAULT_TIME_LIMIT_S: u32 = 14400;
+/// Endpoints one `<Dial>` may ring at once (Twilio's ten `<Number>`s): a document cannot make
+/// one call fork into thousands of INVITEs.
+pub const MAX_DIAL_NOUNS: usize = 10;
+/// Digits a dialled number may have (E.164 has 15; room for prefixes and extensions).
+pub const MAX_NUMBER_DIGITS: usize = 32;
+/// Longest `<Sip>` URI accepted.
+pub const MAX_SIP_URI_CHARS: usize = 512;
+/// Longest `<User>`/`<Device>` id accepted (the schemas' ids are 1 to 128 characters).
+pub const MAX_ID_CHARS: usize = 128;
+/// Longest `callerId` used.
+pub const MAX_CALLER_ID_CHARS: usize = 64;
+/// Characters of a refused value a reason quotes.
+const MAX_QUOTED_CHARS: usize = 40;
 
 /// Voice of `<Say>` when none is given (Kazoo's `speech.tts_voice`).
 pub const DEFAULT_VOICE: &str = "male";
@@ -74,23 +94,81 @@ pub enum Verb {
     Reject {
         reason: RejectReason,
     },
-    /// Kept for the bridge issue; run as "skipped" until then. `number` is the plain text
-    /// content; `nouns` the child elements (`Number`, `Sip`, `Conference`, …) with their text.
-    Dial {
-        action: Option<String>,
-        method: Method,
-        timeout_s: u32,
-        caller_id: Option<String>,
-        number: Option<String>,
-        nouns: Vec<(String, String)>,
-    },
+    /// Ring the targets and bridge the caller to the first to answer.
+    Dial(Dial),
     /// An element pivotd does not implement (its name); skipped at run time.
     Unknown(String),
+    /// A known verb asking for something pivotd does not do (`<Dial record>`, `<Dial>` with a
+    /// `<Conference>`); skipped at run time, so the call goes on without it.
+    Unsupported {
+        verb: String,
+        reason: String,
+    },
     /// A known verb with attributes or content pivotd cannot use; skipped at run time.
     Invalid {
         verb: String,
         reason: String,
     },
+}
+
+/// `<Dial>` (spec d, "`<Dial>` contents"): its nouns as bridge targets, rung at once. A bare
+/// number and `<Number>` go to the system's carriers (`Target::Number { local: false }`:
+/// `[[resources]]`, else the account's), as Kazoo sends them offnet; `<Sip>` goes to the URI
+/// (when the account allows it), `<User>` and `<Device>` (Kazoo's) to the account's users and
+/// devices.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Dial {
+    /// In document order; never empty, at most [`MAX_DIAL_NOUNS`].
+    pub targets: Vec<Target>,
+    /// Where the outcome is sent; `None`: the next verb runs (Twilio).
+    pub action: Option<String>,
+    pub method: Method,
+    /// How long the targets ring: default 20 s (Kazoo's bridge; also for 0), at most
+    /// [`MAX_SECONDS`].
+    pub timeout: Duration,
+    /// How long the conversation may last: default and at most [`DEFAULT_TIME_LIMIT_S`].
+    pub time_limit: Duration,
+    /// `callerId`: the number the callee sees instead of the caller's own.
+    pub caller_id: Option<String>,
+    /// `hangupOnStar`: `*` from the caller ends the bridge and the document goes on.
+    pub hangup_on_star: bool,
+    /// What the document asks for that pivotd dials without (logged when the verb runs).
+    pub ignored: Vec<Ignored>,
+}
+
+impl Dial {
+    /// The bridge this `<Dial>` asks the call for.
+    pub fn bridge_request(&self) -> BridgeRequest {
+        BridgeRequest {
+            timeout: self.timeout,
+            caller_id: self.caller_id.as_ref().map(|number| CallerIdOverride {
+                name: None,
+                number: Some(number.clone()),
+            }),
+            time_limit: Some(self.time_limit),
+            hangup_on_star: self.hangup_on_star,
+            ..BridgeRequest::to(
+                self.targets
+                    .iter()
+                    .cloned()
+                    .map(BridgeEndpoint::now)
+                    .collect(),
+            )
+        }
+    }
+}
+
+/// Something a `<Dial>` asks for that pivotd leaves out, dialling anyway (Kazoo reads and
+/// drops most of these too).
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum Ignored {
+    /// An attribute pivotd does not act on (`strategy="single"`, `<Number sendDigits>`, …).
+    #[error("<{element} {name}> is not supported: ignored")]
+    Attribute { element: String, name: String },
+    /// A `callerId` that cannot be a caller ID: the caller's own is sent (Twilio's warning
+    /// 13214, then the call goes on).
+    #[error("callerId {0:?} is not a caller ID number: the caller's own is sent")]
+    CallerId(String),
 }
 
 /// A document that is not TwiML pivotd can run.
@@ -127,6 +205,32 @@ enum VerbError {
     Method(String),
     #[error("{name} {value:?} is not a whole number")]
     NotANumber { name: &'static str, value: String },
+    #[error("{name} {value:?} is neither true nor false")]
+    NotABool { name: &'static str, value: String },
+    #[error("nothing to dial")]
+    NothingToDial,
+    #[error("more than {MAX_DIAL_NOUNS} nouns")]
+    TooManyNouns,
+    #[error("text beside the nouns")]
+    TextBesideNouns,
+    #[error("{0:?} is not a number to dial")]
+    BadNumber(String),
+    #[error("{0:?} is not a sip: or sips: URI")]
+    BadSipUri(String),
+    #[error("<{noun}> {value:?} is not an id")]
+    BadId { noun: &'static str, value: String },
+    // Unsupported: the verb is fine, pivotd cannot do what it asks.
+    #[error("record={0:?}: pivotd does not record calls")]
+    Record(String),
+    #[error("<{0}> is not supported")]
+    Noun(String),
+}
+
+impl VerbError {
+    /// Whether the verb asks for something pivotd does not do (rather than being malformed).
+    fn is_unsupported(&self) -> bool {
+        matches!(self, VerbError::Record(_) | VerbError::Noun(_))
+    }
 }
 
 /// An attribute quick-xml cannot read (duplicate, unquoted, a bad entity in its value).
@@ -145,6 +249,8 @@ struct Element {
     attrs: Vec<(String, String)>,
     /// Text and CDATA of this element and its descendants, in document order.
     text: String,
+    /// Text and CDATA directly inside this element (not inside its children).
+    own_text: String,
     children: Vec<Element>,
 }
 
@@ -212,7 +318,10 @@ fn parse_tree(doc: &[u8]) -> Result<Element, TwimlError> {
                     .unescape()
                     .map_err(|e| malformed(&reader, e.to_string()))?;
                 match stack.last_mut() {
-                    Some(el) => el.text.push_str(&s),
+                    Some(el) => {
+                        el.text.push_str(&s);
+                        el.own_text.push_str(&s);
+                    }
                     None if s.trim().is_empty() => {}
                     None => return Err(malformed(&reader, "text outside the root element".into())),
                 }
@@ -220,7 +329,10 @@ fn parse_tree(doc: &[u8]) -> Result<Element, TwimlError> {
             Event::CData(c) => {
                 let s = c.decode().map_err(|e| malformed(&reader, e.to_string()))?;
                 match stack.last_mut() {
-                    Some(el) => el.text.push_str(&s),
+                    Some(el) => {
+                        el.text.push_str(&s);
+                        el.own_text.push_str(&s);
+                    }
                     None => {
                         return Err(malformed(&reader, "CDATA outside the root element".into()))
                     }
@@ -280,9 +392,13 @@ fn verb(el: &Element) -> Verb {
         "Dial" => dial(el),
         other => return Verb::Unknown(other.to_string()),
     };
-    built.unwrap_or_else(|reason| Verb::Invalid {
-        verb: el.name.clone(),
-        reason: reason.to_string(),
+    built.unwrap_or_else(|e| {
+        let (verb, reason) = (el.name.clone(), e.to_string());
+        if e.is_unsupported() {
+            Verb::Unsupported { verb, reason }
+        } else {
+            Verb::Invalid { verb, reason }
+        }
     })
 }
 
@@ -381,30 +497,194 @@ fn reject(el: &Element) -> Result<Verb, VerbError> {
     Ok(Verb::Reject { reason })
 }
 
+/// The `<Dial>` attributes pivotd reads; any other is reported as [`Ignored`].
+const DIAL_ATTRIBUTES: [&str; 7] = [
+    "action",
+    "method",
+    "timeout",
+    "timeLimit",
+    "callerId",
+    "hangupOnStar",
+    "record",
+];
+
 fn dial(el: &Element) -> Result<Verb, VerbError> {
-    let nouns: Vec<(String, String)> = el
-        .children
-        .iter()
-        .map(|c| (c.name.clone(), c.text.trim().to_string()))
-        .collect();
-    // The plain-text number is the text not inside a noun.
-    let number = if nouns.is_empty() {
-        Some(el.text.trim().to_string()).filter(|s| !s.is_empty())
+    // Refused before anything else: a caller must not be bridged unrecorded when the
+    // document asked for a recording (Kazoo's `record` is a boolean, Twilio's a mode).
+    if let Some(mode) = el.attr("record").map(str::trim) {
+        let off = ["", "false", "do-not-record"]
+            .iter()
+            .any(|o| mode.eq_ignore_ascii_case(o));
+        if !off {
+            return Err(VerbError::Record(excerpt(mode)));
+        }
+    }
+    let mut ignored = Vec::new();
+    for (name, value) in &el.attrs {
+        // `strategy="simultaneous"` is what pivotd does anyway.
+        let read = DIAL_ATTRIBUTES.contains(&name.as_str())
+            || (name == "strategy" && value.trim() == "simultaneous");
+        if !read {
+            ignored.push(Ignored::Attribute {
+                element: el.name.clone(),
+                name: name.clone(),
+            });
+        }
+    }
+    let targets = if el.children.is_empty() {
+        vec![number_target(&el.text)?]
     } else {
-        None
+        if !el.own_text.trim().is_empty() {
+            return Err(VerbError::TextBesideNouns);
+        }
+        if el.children.len() > MAX_DIAL_NOUNS {
+            return Err(VerbError::TooManyNouns);
+        }
+        el.children
+            .iter()
+            .map(|noun| noun_target(noun, &mut ignored))
+            .collect::<Result<Vec<_>, _>>()?
     };
-    Ok(Verb::Dial {
+    let timeout = match seconds(el, "timeout", 0)? {
+        0 => DEFAULT_RING_TIMEOUT,
+        s => Duration::from_secs(u64::from(s)),
+    };
+    let time_limit_s = match el.attr("timeLimit") {
+        None => DEFAULT_TIME_LIMIT_S,
+        Some(v) => match number(v, "timeLimit")? {
+            0 => DEFAULT_TIME_LIMIT_S,
+            s => s.min(DEFAULT_TIME_LIMIT_S),
+        },
+    };
+    let caller_id = match el.attr("callerId").map(str::trim) {
+        None | Some("") => None,
+        Some(id) if is_caller_id(id) => Some(id.to_string()),
+        Some(bad) => {
+            ignored.push(Ignored::CallerId(excerpt(bad)));
+            None
+        }
+    };
+    Ok(Verb::Dial(Dial {
+        targets,
         action: url_attr(el, "action"),
         method: method(el)?,
-        timeout_s: seconds(el, "timeout", 30)?,
-        caller_id: el
-            .attr("callerId")
-            .map(str::trim)
-            .filter(|s| !s.is_empty())
-            .map(str::to_string),
+        timeout,
+        time_limit: Duration::from_secs(u64::from(time_limit_s)),
+        caller_id,
+        hangup_on_star: boolean(el, "hangupOnStar")?.unwrap_or(false),
+        ignored,
+    }))
+}
+
+/// One noun of a `<Dial>`; its attributes are reported as ignored (Kazoo reads `<Number>`'s
+/// `sendDigits`, `url` and `method` and uses none of them).
+fn noun_target(noun: &Element, ignored: &mut Vec<Ignored>) -> Result<Target, VerbError> {
+    let target = match noun.name.as_str() {
+        "Number" => number_target(&noun.text)?,
+        "Sip" => Target::Sip {
+            uri: sip_uri(&noun.text)?,
+        },
+        "User" => Target::User {
+            id: kazoo_id("User", &noun.text)?,
+        },
+        "Device" => Target::Device {
+            id: kazoo_id("Device", &noun.text)?,
+        },
+        // Conference, Queue, Client and anything else.
+        other => return Err(VerbError::Noun(excerpt(other))),
+    };
+    ignored.extend(noun.attrs.iter().map(|(name, _)| Ignored::Attribute {
+        element: noun.name.clone(),
+        name: name.clone(),
+    }));
+    Ok(target)
+}
+
+/// A number to dial from text as written (`+1 (415) 555-0100`): its digits, with a `+` kept
+/// only in front (Kazoo's `cleanup_dial_me` keeps every `+`). Carriers get it as is.
+fn number_target(text: &str) -> Result<Target, VerbError> {
+    if text.trim().is_empty() {
+        return Err(VerbError::NothingToDial);
+    }
+    let mut number = String::new();
+    for c in text.chars() {
+        if c.is_ascii_digit() || (c == '+' && number.is_empty()) {
+            number.push(c);
+        }
+    }
+    let digits = number.bytes().filter(u8::is_ascii_digit).count();
+    if digits == 0 || digits > MAX_NUMBER_DIGITS {
+        return Err(VerbError::BadNumber(excerpt(text.trim())));
+    }
+    Ok(Target::Number {
         number,
-        nouns,
+        local: false,
     })
+}
+
+/// A `<Sip>` URI: `sip:` or `sips:` (any case), something after it, printable ASCII with no
+/// spaces, quotes or angle brackets (it goes into a Request-URI as is). Whether it may be
+/// dialled is the call layer's decision.
+fn sip_uri(text: &str) -> Result<String, VerbError> {
+    let uri = text.trim();
+    let bad = || VerbError::BadSipUri(excerpt(uri));
+    let (scheme, rest) = uri.split_once(':').ok_or_else(bad)?;
+    let host = rest.rsplit_once('@').map_or(rest, |(_, host)| host);
+    let sip_scheme = scheme.eq_ignore_ascii_case("sip") || scheme.eq_ignore_ascii_case("sips");
+    let printable = uri
+        .chars()
+        .all(|c| c.is_ascii_graphic() && !matches!(c, '<' | '>' | '"'));
+    if !sip_scheme || host.is_empty() || !printable || uri.chars().count() > MAX_SIP_URI_CHARS {
+        return Err(bad());
+    }
+    Ok(uri.to_string())
+}
+
+/// A `<User>` or `<Device>` id: 1 to [`MAX_ID_CHARS`] characters, none of them a space or a
+/// control character. Resolved in the caller's account by the call layer.
+fn kazoo_id(noun: &'static str, text: &str) -> Result<String, VerbError> {
+    let id = text.trim();
+    let n = id.chars().count();
+    if n == 0 || n > MAX_ID_CHARS || id.chars().any(|c| c.is_whitespace() || c.is_control()) {
+        return Err(VerbError::BadId {
+            noun,
+            value: excerpt(id),
+        });
+    }
+    Ok(id.to_string())
+}
+
+/// Whether `callerId` can go into a From header's user part as is: a number (`+`, digits) or
+/// a plain name (`anonymous`), no longer than [`MAX_CALLER_ID_CHARS`].
+fn is_caller_id(id: &str) -> bool {
+    id.chars().count() <= MAX_CALLER_ID_CHARS
+        && id
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '+' | '-' | '.' | '_' | '*'))
+}
+
+/// A document's value as a reason quotes it: at most [`MAX_QUOTED_CHARS`] characters, so what
+/// is wrong with it still shows in a log line (which caps the whole reason).
+fn excerpt(value: &str) -> String {
+    let mut chars = value.chars();
+    let mut shown: String = chars.by_ref().take(MAX_QUOTED_CHARS).collect();
+    if chars.next().is_some() {
+        shown.push('…');
+    }
+    shown
+}
+
+/// A `true`/`false` attribute (any case); `None` when absent or empty.
+fn boolean(el: &Element, name: &'static str) -> Result<Option<bool>, VerbError> {
+    match el.attr(name).map(str::trim) {
+        None | Some("") => Ok(None),
+        Some(v) if v.eq_ignore_ascii_case("true") => Ok(Some(true)),
+        Some(v) if v.eq_ignore_ascii_case("false") => Ok(Some(false)),
+        Some(v) => Err(VerbError::NotABool {
+            name,
+            value: excerpt(v),
+        }),
+    }
 }
 
 fn url_attr(el: &Element, name: &str) -> Option<String> {

@@ -125,7 +125,7 @@ impl Outcome {
 pub enum PivotFailure {
     #[error("pivot is not configured on this server")]
     NotConfigured,
-    /// A TwiML URL (Redirect, Gather action) that does not resolve to an http(s) URL.
+    /// A TwiML URL (Redirect, Gather or Dial action) that does not resolve to an http(s) URL.
     #[error("URL refused: {0}")]
     BadReference(ResolveError),
     /// The URL guard refused the URL before any request.
@@ -165,7 +165,7 @@ pub struct Failed {
 
 /// One pivot request and its decoded answer.
 pub(crate) struct PivotCall<'a> {
-    /// The node's `voice_url`; with `base`, a TwiML reference (Redirect, Gather action).
+    /// The node's `voice_url`; with `base`, a TwiML reference (Redirect, Gather or Dial action).
     pub url: &'a str,
     /// The URL of the TwiML document `url` was written in (spec j.11: relative URLs).
     pub base: Option<&'a Url>,
@@ -226,7 +226,14 @@ pub(crate) async fn ask(
         debug: p.debug,
     };
     let result = match checked {
-        Ok(url) => send(svc, &p, url, &ctx, call, state).await,
+        Ok(url) => {
+            let sent = send(svc, &p, url, &ctx, call, state).await;
+            // A bridge's outcome goes on the first request sent after it only: a Twilio
+            // server tells a `<Dial action>` request by its `DialCallStatus`, so a later
+            // Redirect to the same URL must not look like one.
+            state.last_bridge = None;
+            sent
+        }
         Err(failure) => {
             // debug.rs: a refused URL leaves an error record too.
             svc.debug.record_failure(&ctx, &failure.to_string());
@@ -266,6 +273,7 @@ async fn send(
     };
     let mut pstate = PivotState::new(call.info(), &state.collections);
     pstate.twiml_digits = p.twiml_digits;
+    pstate.bridge = state.last_bridge.as_ref();
     if p.req_format == ReqFormat::Twiml {
         pstate.call_status = Some(status);
     }
@@ -334,13 +342,14 @@ async fn send(
 }
 
 /// The rule for every request of a pivot node (spec j.4, issue 7): when its `voice_url` or any
-/// later request it makes — a TwiML `<Redirect>` or Gather `action` — fails, the node's `_`
+/// later request it makes — a TwiML `<Redirect>`, Gather or Dial `action` — fails, the node's `_`
 /// child runs (or the call ends where there is none). "Fails" is what a first request treats as
 /// failure: a URL that does not resolve or that the guard refuses, no usable response (DNS,
 /// connection, TLS, timeout, an oversized body), a non-2xx status, an answer that is neither
 /// TwiML nor a valid flow. The same log line, debug records and metrics outcome either way.
 /// Not request failures, so not `_`: a Play, Say or unknown verb that is skipped (j.11), a
-/// Gather with no input (j.17, no request), and reaching `max_requests_per_call` (j.18, the
+/// Gather with no input (j.17, no request), a Dial nobody answers (its `action` is told, or
+/// the next verb runs), and reaching `max_requests_per_call` (j.18, the
 /// call ends). A Kazoo flow answer replaces the node, so a nested `pivot` in it is a node of
 /// its own, with its own `_` (spec b.3).
 fn take_underscore(failed: &Failed, request: &'static str) -> Next {

@@ -229,25 +229,303 @@ fn say_is_capped() {
 }
 
 #[test]
-fn unknown_verbs_and_dial() {
-    let v = verbs(
-        r#"<Response><Sms>hi</Sms><Dial callerId="+1555" timeout="20">+1 415 555</Dial>
-           <Dial><Number>100</Number><Sip>sip:a@b</Sip></Dial></Response>"#,
-    );
-    assert_eq!(v[0], Verb::Unknown("Sms".into()));
+fn unknown_verbs_are_kept_to_be_skipped() {
+    let v = verbs("<Response><Sms>hi</Sms><Enqueue>q</Enqueue></Response>");
     assert_eq!(
-        v[1],
-        Verb::Dial {
+        v,
+        vec![Verb::Unknown("Sms".into()), Verb::Unknown("Enqueue".into())]
+    );
+}
+
+fn dial(doc: &str) -> Dial {
+    match verbs(&format!("<Response>{doc}</Response>")).pop() {
+        Some(Verb::Dial(d)) => d,
+        other => panic!("{doc}: {other:?}"),
+    }
+}
+
+fn number(n: &str) -> Target {
+    Target::Number {
+        number: n.into(),
+        local: false,
+    }
+}
+
+/// The verb a `<Dial>` that cannot run becomes: `(unsupported, reason)`.
+fn refused(doc: &str) -> (bool, String) {
+    match verbs(&format!("<Response>{doc}</Response>")).pop() {
+        Some(Verb::Unsupported { verb, reason }) if verb == "Dial" => (true, reason),
+        Some(Verb::Invalid { verb, reason }) if verb == "Dial" => (false, reason),
+        other => panic!("{doc}: {other:?}"),
+    }
+}
+
+#[test]
+fn dial_a_bare_number_with_kazoos_defaults() {
+    let d = dial("<Dial> +1 (415) 555-0100 </Dial>");
+    assert_eq!(
+        d,
+        Dial {
+            targets: vec![number("+14155550100")],
             action: None,
             method: Method::Post,
-            timeout_s: 20,
-            caller_id: Some("+1555".into()),
-            number: Some("+1 415 555".into()),
-            nouns: vec![],
+            timeout: Duration::from_secs(20),
+            time_limit: Duration::from_secs(14400),
+            caller_id: None,
+            hangup_on_star: false,
+            ignored: vec![],
         }
     );
-    assert!(matches!(&v[2], Verb::Dial { number: None, nouns, .. }
-        if nouns == &[("Number".to_string(), "100".to_string()), ("Sip".to_string(), "sip:a@b".to_string())]));
+    // A `+` counts only in front; letters and punctuation go (Kazoo's cleanup).
+    assert_eq!(
+        dial("<Dial>1+800-FLOWERS 2</Dial>").targets,
+        [number("18002")]
+    );
+    assert_eq!(dial("<Dial>++44 20</Dial>").targets, [number("+4420")]);
+    assert_eq!(
+        dial("<Dial><![CDATA[+33 1 23]]></Dial>").targets,
+        [number("+33123")]
+    );
+}
+
+#[test]
+fn dial_nouns_ring_at_once_in_document_order() {
+    let d = dial(
+        r#"<Dial>
+             <Number>+1 415 555 0100</Number>
+             <Number sendDigits="ww123">2000</Number>
+             <Sip>sip:alice@pbx.example;transport=tcp</Sip>
+             <User> u-1 </User>
+             <Device>dev1</Device>
+           </Dial>"#,
+    );
+    assert_eq!(
+        d.targets,
+        [
+            number("+14155550100"),
+            number("2000"),
+            Target::Sip {
+                uri: "sip:alice@pbx.example;transport=tcp".into()
+            },
+            Target::User { id: "u-1".into() },
+            Target::Device { id: "dev1".into() },
+        ]
+    );
+    assert_eq!(
+        d.ignored,
+        [Ignored::Attribute {
+            element: "Number".into(),
+            name: "sendDigits".into()
+        }]
+    );
+    assert_eq!(
+        d.ignored[0].to_string(),
+        "<Number sendDigits> is not supported: ignored"
+    );
+    assert_eq!(
+        dial("<Dial><Sip>SIPS:bob@example.com</Sip></Dial>").targets,
+        [Target::Sip {
+            uri: "SIPS:bob@example.com".into()
+        }]
+    );
+}
+
+#[test]
+fn dial_attributes() {
+    let d = dial(
+        r#"<Dial action="after-dial.php" method="get" timeout="7" timeLimit="60"
+                 callerId="+15550001" hangupOnStar="true">100</Dial>"#,
+    );
+    assert_eq!(d.action.as_deref(), Some("after-dial.php"));
+    assert_eq!(d.method, Method::Get);
+    assert_eq!(d.timeout, Duration::from_secs(7));
+    assert_eq!(d.time_limit, Duration::from_secs(60));
+    assert_eq!(d.caller_id.as_deref(), Some("+15550001"));
+    assert!(d.hangup_on_star);
+    assert!(d.ignored.is_empty());
+    assert_eq!(
+        d.bridge_request(),
+        BridgeRequest {
+            endpoints: vec![BridgeEndpoint::now(number("100"))],
+            timeout: Duration::from_secs(7),
+            caller_id: Some(CallerIdOverride {
+                name: None,
+                number: Some("+15550001".into()),
+            }),
+            can_call_self: false,
+            time_limit: Some(Duration::from_secs(60)),
+            hangup_on_star: true,
+            ringback: None,
+        }
+    );
+
+    // 0 is the default; large values are capped.
+    let d = dial(r#"<Dial timeout="0" timeLimit="0">1</Dial>"#);
+    assert_eq!(
+        (d.timeout, d.time_limit),
+        (Duration::from_secs(20), Duration::from_secs(14400))
+    );
+    let d = dial(r#"<Dial timeout="99999999999" timeLimit="86400">1</Dial>"#);
+    assert_eq!(
+        (d.timeout, d.time_limit),
+        (
+            Duration::from_secs(u64::from(MAX_SECONDS)),
+            Duration::from_secs(14400)
+        )
+    );
+    let d = dial(r#"<Dial hangupOnStar="FALSE" record="false" strategy="simultaneous">1</Dial>"#);
+    assert!(!d.hangup_on_star);
+    assert!(d.ignored.is_empty(), "{:?}", d.ignored);
+}
+
+#[test]
+fn dial_attributes_pivotd_does_not_act_on_are_reported() {
+    let d = dial(
+        r##"<Dial strategy="single" hangupOn="#" answerOnBridge="true"
+                 callerId="Alice &lt;a@b&gt;">1</Dial>"##,
+    );
+    assert_eq!(d.caller_id, None);
+    let reported: Vec<String> = d.ignored.iter().map(ToString::to_string).collect();
+    assert_eq!(
+        reported,
+        [
+            "<Dial strategy> is not supported: ignored",
+            "<Dial hangupOn> is not supported: ignored",
+            "<Dial answerOnBridge> is not supported: ignored",
+            "callerId \"Alice <a@b>\" is not a caller ID number: the caller's own is sent",
+        ]
+    );
+    let long = "1".repeat(MAX_CALLER_ID_CHARS + 1);
+    let d = dial(&format!(r#"<Dial callerId="{long}">1</Dial>"#));
+    assert_eq!((d.caller_id, d.ignored.len()), (None, 1));
+}
+
+#[test]
+fn dial_record_is_refused() {
+    for mode in [
+        "true",
+        "record-from-answer",
+        "record-from-ringing-dual",
+        "yes",
+    ] {
+        let (unsupported, reason) = refused(&format!(r#"<Dial record="{mode}">1</Dial>"#));
+        assert!(unsupported, "{mode}");
+        assert_eq!(
+            reason,
+            format!("record={mode:?}: pivotd does not record calls")
+        );
+    }
+    for off in ["false", "do-not-record", "", "False"] {
+        dial(&format!(r#"<Dial record="{off}">1</Dial>"#));
+    }
+}
+
+#[test]
+fn dial_conference_queue_and_client_are_not_supported() {
+    for noun in ["Conference", "Queue", "Client", "Foo"] {
+        assert_eq!(
+            refused(&format!("<Dial><{noun}>x</{noun}></Dial>")),
+            (true, format!("<{noun}> is not supported")),
+        );
+    }
+    // One unsupported noun refuses the whole verb: nobody is rung.
+    assert_eq!(
+        refused("<Dial><Number>1</Number><Client>bob</Client></Dial>"),
+        (true, "<Client> is not supported".into())
+    );
+}
+
+#[test]
+fn dial_garbage_is_invalid() {
+    let long_number = "9".repeat(MAX_NUMBER_DIGITS + 1);
+    let long_uri = format!("sip:{}@x", "a".repeat(MAX_SIP_URI_CHARS));
+    let long_id = "i".repeat(MAX_ID_CHARS + 1);
+    let too_many = "<Number>1</Number>".repeat(MAX_DIAL_NOUNS + 1);
+    let cases = [
+        ("<Dial/>".to_string(), "nothing to dial"),
+        ("<Dial>  </Dial>".into(), "nothing to dial"),
+        ("<Dial><Number/></Dial>".into(), "nothing to dial"),
+        (
+            "<Dial>call me</Dial>".into(),
+            "\"call me\" is not a number to dial",
+        ),
+        ("<Dial>+</Dial>".into(), "\"+\" is not a number to dial"),
+        (
+            format!("<Dial>{long_number}</Dial>"),
+            "is not a number to dial",
+        ),
+        (
+            "<Dial>1<Number>2</Number></Dial>".into(),
+            "text beside the nouns",
+        ),
+        (format!("<Dial>{too_many}</Dial>"), "more than 10 nouns"),
+        (
+            "<Dial><Sip>tel:+1555</Sip></Dial>".into(),
+            "is not a sip: or sips: URI",
+        ),
+        (
+            "<Dial><Sip>sip:</Sip></Dial>".into(),
+            "is not a sip: or sips: URI",
+        ),
+        (
+            "<Dial><Sip>sip:bob@</Sip></Dial>".into(),
+            "is not a sip: or sips: URI",
+        ),
+        (
+            "<Dial><Sip>sip:a b@c</Sip></Dial>".into(),
+            "is not a sip: or sips: URI",
+        ),
+        (
+            "<Dial><Sip>sip:é@c</Sip></Dial>".into(),
+            "is not a sip: or sips: URI",
+        ),
+        (
+            "<Dial><Sip>alice</Sip></Dial>".into(),
+            "is not a sip: or sips: URI",
+        ),
+        (
+            format!("<Dial><Sip>{long_uri}</Sip></Dial>"),
+            "is not a sip: or sips: URI",
+        ),
+        (
+            "<Dial><User> </User></Dial>".into(),
+            "<User> \"\" is not an id",
+        ),
+        (
+            "<Dial><Device>a b</Device></Dial>".into(),
+            "<Device> \"a b\" is not an id",
+        ),
+        (
+            format!("<Dial><Device>{long_id}</Device></Dial>"),
+            "is not an id",
+        ),
+        (
+            r#"<Dial timeout="soon">1</Dial>"#.into(),
+            "timeout \"soon\" is not a whole number",
+        ),
+        (
+            r#"<Dial timeLimit="-1">1</Dial>"#.into(),
+            "timeLimit \"-1\" is not a whole number",
+        ),
+        (
+            r#"<Dial hangupOnStar="1">1</Dial>"#.into(),
+            "hangupOnStar \"1\" is neither true nor false",
+        ),
+        (
+            r#"<Dial method="PUT">1</Dial>"#.into(),
+            "method \"PUT\" is neither GET nor POST",
+        ),
+    ];
+    // A long value is quoted in part, so the reason still reads.
+    assert_eq!(
+        refused(&format!("<Dial><Sip>{long_uri}</Sip></Dial>")).1,
+        format!("\"sip:{}…\" is not a sip: or sips: URI", "a".repeat(36))
+    );
+    for (doc, want) in cases {
+        let (unsupported, reason) = refused(&doc);
+        assert!(!unsupported, "{doc}");
+        assert!(reason.contains(want), "{doc}: {reason}");
+    }
 }
 
 #[test]
