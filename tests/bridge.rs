@@ -31,7 +31,13 @@ gateway = "sip:{}"
 const RESOURCES: &str = r#"{ module = "resources", data = { to_did = "5551234" } }"#;
 
 /// Caller and callee each send a tone; each must hear the other's.
-async fn talk(caller: &Caller, callee: &Callee, pivotd_a: std::net::SocketAddr, a_pt: u8, b_pt: u8) {
+async fn talk(
+    caller: &Caller,
+    callee: &Callee,
+    pivotd_a: std::net::SocketAddr,
+    a_pt: u8,
+    b_pt: u8,
+) {
     let b_media = callee.pivotd_media();
     tokio::join!(
         send_tone(&caller.media.socket, pivotd_a, a_pt, 1000.0, 1200),
@@ -52,11 +58,25 @@ async fn talk(caller: &Caller, callee: &Callee, pivotd_a: std::net::SocketAddr, 
     );
     let share_callee = tone_share(&at_callee, 1000.0);
     let share_caller = tone_share(&at_caller, 450.0);
-    assert!(share_callee > 0.8, "the callee hears the caller's 1 kHz: {share_callee}");
-    assert!(share_caller > 0.8, "the caller hears the callee's 450 Hz: {share_caller}");
+    assert!(
+        share_callee > 0.8,
+        "the callee hears the caller's 1 kHz: {share_callee}"
+    );
+    assert!(
+        share_caller > 0.8,
+        "the caller hears the callee's 450 Hz: {share_caller}"
+    );
     // Each leg sees one stream: pivotd's own SSRC, not the other side's.
-    assert!(callee.media.packets().iter().all(|p| p.pt == b_pt || p.pt == 101));
-    assert!(caller.media.packets().iter().all(|p| p.pt == a_pt || p.pt == 101));
+    assert!(callee
+        .media
+        .packets()
+        .iter()
+        .all(|p| p.pt == b_pt || p.pt == 101));
+    assert!(caller
+        .media
+        .packets()
+        .iter()
+        .all(|p| p.pt == a_pt || p.pt == 101));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -70,11 +90,20 @@ async fn a_carrier_answers_both_sides_hear_each_other_and_the_caller_hangs_up() 
     let mut caller = Caller::new(server.udp).await;
     caller.invite("6000", &[0], "").await;
     let mut seen = Vec::new();
-    let ok = caller.final_response(5000, &mut seen).await.expect("a final response");
+    let ok = caller
+        .final_response(5000, &mut seen)
+        .await
+        .expect("a final response");
     assert_eq!(status(&ok), 200, "{ok}\nseen {seen:?}");
-    assert!(seen.contains(&180), "the callee's ringing reached the caller: {seen:?}");
+    assert!(
+        seen.contains(&180),
+        "the callee's ringing reached the caller: {seen:?}"
+    );
     caller.ack(&ok).await;
-    let invite = callee.received("INVITE").pop().expect("the carrier got an INVITE");
+    let invite = callee
+        .received("INVITE")
+        .pop()
+        .expect("the carrier got an INVITE");
     assert!(
         invite.starts_with("INVITE sip:5551234@127.0.0.1:"),
         "{invite}"
@@ -101,15 +130,24 @@ async fn a_pcmu_caller_and_a_pcma_callee_hear_each_other_transcoded_and_the_call
     let mut caller = Caller::new(server.udp).await;
     caller.invite("6000", &[0], "").await;
     let mut seen = Vec::new();
-    let ok = caller.final_response(5000, &mut seen).await.expect("a final response");
+    let ok = caller
+        .final_response(5000, &mut seen)
+        .await
+        .expect("a final response");
     assert_eq!(status(&ok), 200, "{ok}");
-    assert!(seen.contains(&183), "early media went to the caller: {seen:?}");
+    assert!(
+        seen.contains(&183),
+        "early media went to the caller: {seen:?}"
+    );
     assert!(m_audio(&ok).contains("RTP/AVP 0"), "{ok}");
     caller.ack(&ok).await;
     talk(&caller, &callee, media_addr(&ok), 0, 8).await;
     callee.hang_up().await;
     let bye = caller.sip.expect("BYE ", 5000).await;
-    assert!(bye.is_some(), "the caller got a BYE when the callee hung up");
+    assert!(
+        bye.is_some(),
+        "the caller got a BYE when the callee hung up"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -123,10 +161,16 @@ async fn a_busy_carrier_gives_the_caller_486() {
     let mut caller = Caller::new(server.udp).await;
     caller.invite("6000", &[0], "").await;
     let mut seen = Vec::new();
-    let r = caller.final_response(5000, &mut seen).await.expect("a final response");
+    let r = caller
+        .final_response(5000, &mut seen)
+        .await
+        .expect("a final response");
     // resources without `_`: Kazoo's default response for USER_BUSY.
     assert_eq!(status(&r), 486, "{r}");
-    assert!(!callee.received("ACK").is_empty(), "the 486 was acknowledged");
+    assert!(
+        !callee.received("ACK").is_empty(),
+        "the 486 was acknowledged"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -138,7 +182,10 @@ async fn a_cancel_while_ringing_cancels_the_callee() {
     assert!(caller.sip.expect("180", 5000).await.is_some());
     caller.cancel().await;
     let mut seen = Vec::new();
-    let r = caller.final_response(5000, &mut seen).await.expect("a final response");
+    let r = caller
+        .final_response(5000, &mut seen)
+        .await
+        .expect("a final response");
     assert_eq!(status(&r), 487, "{r}");
     assert!(
         eventually(5, || !callee.received("CANCEL").is_empty()).await,
@@ -158,7 +205,10 @@ async fn a_carrier_that_challenges_gets_credentials() {
     let mut caller = Caller::new(server.udp).await;
     caller.invite("6000", &[0], "").await;
     let mut seen = Vec::new();
-    let ok = caller.final_response(5000, &mut seen).await.expect("a final response");
+    let ok = caller
+        .final_response(5000, &mut seen)
+        .await
+        .expect("a final response");
     assert_eq!(status(&ok), 200, "{ok}");
     let invites = callee.received("INVITE");
     assert_eq!(invites.len(), 2, "the INVITE again with credentials");

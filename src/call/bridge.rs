@@ -20,7 +20,7 @@ use tokio::sync::mpsc;
 use tokio::time::Instant;
 
 use super::outbound::{ForkNews, OutboundLeg};
-use super::targets::{self, Fork, ResolveContext};
+use super::targets::{self, Fork, LocalSockets, ResolveContext};
 use super::{Call, Phase};
 use crate::callflow::CallEnded;
 use crate::flow::bridge::{BridgeOutcome, BridgeRequest, DialStatus};
@@ -29,7 +29,6 @@ use crate::media::relay::{LegFormat, Relay};
 use crate::media::rtp::RtpSession;
 use crate::media::sdp::{self, LocalSession, Negotiated};
 use crate::media::tone;
-use crate::sip::dialog::host_port;
 use crate::sip::endpoint::DialogEvent;
 use crate::sip::uac::InviteSpec;
 
@@ -83,7 +82,6 @@ struct SpecBase {
     offer: String,
     max_forwards: u32,
     contact_user: String,
-    advertise: Option<std::net::IpAddr>,
 }
 
 impl Call {
@@ -119,11 +117,16 @@ impl Call {
         max_forwards: u32,
     ) -> Result<Bridge, BridgeOutcome> {
         let ctx = self.ctx.clone();
+        let transport = ctx.endpoint.transport();
+        let local = LocalSockets {
+            udp: transport.udp_addrs(),
+            tcp: transport.tcp_addrs(),
+        };
         let resolve_ctx = ResolveContext {
-            cfg: &ctx.cfg,
+            config: &ctx.cfg,
             account_id: &self.info.account_id,
             registrar: &ctx.registrar,
-            transport: ctx.endpoint.transport(),
+            local: &local,
             calling_device: self.info.device_id.as_deref(),
             can_call_self: request.can_call_self,
         };
@@ -203,7 +206,6 @@ impl Call {
                 offer,
                 max_forwards,
                 contact_user: "pivotd".into(),
-                advertise: ctx.cfg.sip.advertise,
             },
         })
     }
@@ -245,7 +247,9 @@ impl Call {
                 }
             }
             if let Some(at) = answered_at {
-                if b.winner.is_some_and(|w| b.forks.get(w).is_none_or(|f| f.is_done())) {
+                if b.winner
+                    .is_some_and(|w| b.forks.get(w).is_none_or(|f| f.is_done()))
+                {
                     tracing::info!("bridge: the callee hung up");
                     return Ok(b.completed(at));
                 }
@@ -423,7 +427,11 @@ impl Bridge {
 
     /// Sends the INVITEs of an endpoint's next stage; an endpoint with none left is finished.
     fn start_stage(&mut self, call: &Call, e: usize) {
-        let Some(forks) = self.endpoints.get_mut(e).and_then(|ep| ep.stages.pop_front()) else {
+        let Some(forks) = self
+            .endpoints
+            .get_mut(e)
+            .and_then(|ep| ep.stages.pop_front())
+        else {
             if let Some(ep) = self.endpoints.get_mut(e) {
                 ep.finished = true;
             }
@@ -435,7 +443,7 @@ impl Bridge {
                 request_uri: fork.request_uri.clone(),
                 to: fork.to.clone(),
                 from: fork_from(&self.spec, &fork),
-                local_host: host_port(self.spec.advertise, fork.peer.local),
+                local_host: fork.local_host.clone(),
                 peer: fork.peer.clone(),
                 route: fork.route.clone(),
                 max_forwards: self.spec.max_forwards,
@@ -471,7 +479,10 @@ impl Bridge {
             return;
         }
         let fail_over = code == 408 || code >= 500;
-        let more = self.endpoints.get(e).is_some_and(|ep| !ep.stages.is_empty());
+        let more = self
+            .endpoints
+            .get(e)
+            .is_some_and(|ep| !ep.stages.is_empty());
         if fail_over && more {
             tracing::info!(code, "bridge: trying the next carrier");
             self.start_stage(call, e);
@@ -597,11 +608,8 @@ impl Bridge {
         for f in &mut self.forks {
             f.stop();
         }
-        let settling: Vec<OutboundLeg> = self
-            .forks
-            .drain(..)
-            .filter(OutboundLeg::settling)
-            .collect();
+        let settling: Vec<OutboundLeg> =
+            self.forks.drain(..).filter(OutboundLeg::settling).collect();
         if settling.is_empty() {
             return;
         }
@@ -653,7 +661,11 @@ fn fork_from(spec: &SpecBase, fork: &Fork) -> String {
         (None, None) => spec.from.clone(),
         (number, name) => {
             let host = from_host(&spec.from);
-            from_value(name.as_deref(), number.as_deref().unwrap_or("anonymous"), host)
+            from_value(
+                name.as_deref(),
+                number.as_deref().unwrap_or("anonymous"),
+                host,
+            )
         }
     }
 }

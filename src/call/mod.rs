@@ -28,23 +28,23 @@ use crate::callflow::runtime::Runtime;
 use crate::callflow::{CallControl, CallEnded};
 use crate::config::Config;
 use crate::flow::CallInfo;
+use crate::flow::Node;
 use crate::media::player::Pacer;
 use crate::media::rtp::PortPool;
 use crate::registrar::Registrar;
-use crate::flow::Node;
 use crate::sip::endpoint::{Endpoint, NewRequest};
 use crate::sip::source::CallSlot;
 use crate::store::{CallDirection, Cdr, Store, Write};
 
 pub mod admission;
-pub mod caller;
 mod bridge;
+pub mod caller;
 mod control;
 mod dtmf_out;
-mod outbound;
-mod targets;
 pub mod info;
 mod leg;
+mod outbound;
+mod targets;
 
 pub use leg::LegSetup;
 use leg::{Leg, Phase};

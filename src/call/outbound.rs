@@ -38,9 +38,13 @@ pub(super) enum ForkState {
 pub(super) enum ForkNews {
     Nothing,
     /// 180/183; `early` when it carried SDP (early media from the callee).
-    Ringing { early: Option<Negotiated> },
+    Ringing {
+        early: Option<Negotiated>,
+    },
     /// 2xx with the callee's answer (None: no usable SDP in the 2xx).
-    Answered { answer: Option<Negotiated> },
+    Answered {
+        answer: Option<Negotiated>,
+    },
     /// A final failure with its SIP code (408 for a timeout).
     Failed(u16),
     /// The callee hung up the answered call (its BYE, answered 200).
@@ -301,7 +305,8 @@ impl OutboundLeg {
     fn send_cancel(&mut self) {
         let cancel = self.invite.cancel();
         // Its own non-INVITE transaction; the INVITE's answer (487) comes to the INVITE's.
-        self.endpoint.send_request(&self.invite.call_id, cancel, None);
+        self.endpoint
+            .send_request(&self.invite.call_id, cancel, None);
     }
 
     fn hang_up(&mut self) {

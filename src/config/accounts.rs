@@ -1,5 +1,6 @@
 //! Reading `[[accounts]]`: each account with its callflows, users, devices and resources; no
-//! `[[accounts]]` at all means the embedded demo account.
+//! `[[accounts]]` at all means the embedded demo account. The system's carriers
+//! (`[[resources]]`) are read by the same function as an account's.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -7,8 +8,12 @@ use std::sync::Arc;
 use regex::Regex;
 use toml::{Table, Value};
 
-use super::reader::{join, parse_cidr, pattern, Reader};
-use super::{checks, demo, Account, CallerId, CallerIds, CallflowEntry, Device, Resource, User};
+use super::reader::{
+    dial_affix, join, parse_cidr, parse_gateway, parse_sip_target, pattern, Reader,
+};
+use super::{
+    checks, demo, Account, CallerId, CallerIdType, CallerIds, CallflowEntry, Device, Resource, User,
+};
 use crate::flow::Node;
 
 /// The accounts of the file, or the demo account when it has none.
@@ -40,6 +45,8 @@ fn read_account(r: &mut Reader, t: &Table, p: &str) -> Option<Account> {
             "users",
             "devices",
             "resources",
+            "caller_id",
+            "sip_targets",
         ],
     );
     let id = r.required(t, p, "id");
@@ -64,6 +71,10 @@ fn read_account(r: &mut Reader, t: &Table, p: &str) -> Option<Account> {
     let users = read_users(r, t, p);
     let devices = read_devices(r, t, p, &users);
     let resources = read_resources(r, t, p);
+    let caller_id = read_caller_ids(r, t, p);
+    let sip_targets = r
+        .parsed_list(t, p, "sip_targets", parse_sip_target)
+        .unwrap_or_default();
 
     Some(Account {
         id: id?,
@@ -74,6 +85,8 @@ fn read_account(r: &mut Reader, t: &Table, p: &str) -> Option<Account> {
         users,
         devices,
         resources,
+        caller_id,
+        sip_targets,
     })
 }
 
@@ -191,10 +204,15 @@ fn read_devices(r: &mut Reader, t: &Table, p: &str, users: &[User]) -> Vec<Devic
     devices
 }
 
-fn read_resources(r: &mut Reader, t: &Table, p: &str) -> Vec<Resource> {
-    let mut resources = Vec::new();
+/// `{p}.resources`: an account's carriers (`p` = `accounts[i]`) or the system's (`p` empty,
+/// the top-level `[[resources]]`). A carrier whose gateway cannot be read is left out (its
+/// problem is recorded), as nothing could be dialled through it.
+pub(super) fn read_resources(r: &mut Reader, t: &Table, p: &str) -> Vec<Resource> {
+    let system = p.is_empty();
+    let list = join(p, "resources");
+    let mut resources: Vec<Resource> = Vec::new();
     for (j, t) in r.tables(t, p, "resources").unwrap_or_default() {
-        let rp = format!("{p}.resources[{j}]");
+        let rp = format!("{list}[{j}]");
         r.check_keys(
             t,
             &rp,
@@ -205,32 +223,61 @@ fn read_resources(r: &mut Reader, t: &Table, p: &str) -> Vec<Resource> {
                 "inbound_cidrs",
                 "username",
                 "password",
+                "prefix",
+                "suffix",
+                "caller_id_type",
             ],
         );
         let id = r.required(t, &rp, "id");
-        let gateway = r.required(t, &rp, "gateway");
-        if let Some(g) = &gateway {
-            let lower = g.to_ascii_lowercase();
-            let rest = lower
-                .strip_prefix("sip:")
-                .or_else(|| lower.strip_prefix("sips:"));
-            if rest.is_none_or(|h| h.is_empty()) {
-                r.problem(
-                    join(&rp, "gateway"),
-                    format!("{g:?} is not a sip: or sips: URI"),
-                );
-            }
-        }
-        resources.push(Resource {
-            id: id.unwrap_or_default(),
-            gateway: gateway.unwrap_or_default(),
-            name: r.string(t, &rp, "name"),
-            inbound_cidrs: r
-                .parsed_list(t, &rp, "inbound_cidrs", parse_cidr)
-                .unwrap_or_default(),
-            username: r.string(t, &rp, "username"),
-            password: r.string(t, &rp, "password"),
+        let gateway = r.required(t, &rp, "gateway").and_then(|g| {
+            parse_gateway(&g)
+                .map_err(|e| r.problem(join(&rp, "gateway"), e.to_string()))
+                .ok()
         });
+        let inbound_cidrs = r
+            .parsed_list(t, &rp, "inbound_cidrs", parse_cidr)
+            .unwrap_or_default();
+        if system && t.contains_key("inbound_cidrs") {
+            // Calls from a carrier are routed in the account the carrier belongs to; a system
+            // carrier belongs to none.
+            r.problem(
+                join(&rp, "inbound_cidrs"),
+                "a system carrier's INVITEs would belong to no account: list these addresses \
+                 in the inbound_cidrs of the [[accounts.resources]] entry of the account \
+                 they call",
+            );
+        }
+        let caller_id_type = match r.string(t, &rp, "caller_id_type").as_deref() {
+            None | Some("external") => CallerIdType::External,
+            Some("internal") => CallerIdType::Internal,
+            Some(other) => {
+                r.problem(
+                    join(&rp, "caller_id_type"),
+                    format!("{other:?} is not \"external\" or \"internal\""),
+                );
+                CallerIdType::External
+            }
+        };
+        let name = r.string(t, &rp, "name");
+        let username = r.string(t, &rp, "username");
+        let password = r.string(t, &rp, "password");
+        let prefix = r.parsed(t, &rp, "prefix", dial_affix).unwrap_or_default();
+        let suffix = r.parsed(t, &rp, "suffix", dial_affix).unwrap_or_default();
+        checks::resource_credentials(r, &rp, &username, &password);
+        let Some(gateway) = gateway else { continue };
+        let resource = Resource {
+            id: id.unwrap_or_default(),
+            gateway,
+            name,
+            inbound_cidrs,
+            username,
+            password,
+            prefix,
+            suffix,
+            caller_id_type,
+        };
+        checks::unique_resource(r, &rp, &resources, &resource);
+        resources.push(resource);
     }
     resources
 }

@@ -8,7 +8,7 @@ use std::collections::HashMap;
 use toml::{Table, Value};
 
 use super::reader::{join, Reader};
-use super::{Account, Device, MediaConfig, User};
+use super::{Account, Device, MediaConfig, Resource, User};
 
 /// `sip.udp` and `sip.tcp` may not both be given empty.
 pub(super) fn some_listen_socket(r: &mut Reader, t: &Table) {
@@ -150,5 +150,30 @@ pub(super) fn device_refs(
                 format!("{u:?} is the username of another device"),
             );
         }
+    }
+}
+
+/// A carrier's `username` and `password` come together: one alone could never answer a
+/// challenge.
+pub(super) fn resource_credentials(
+    r: &mut Reader,
+    rp: &str,
+    username: &Option<String>,
+    password: &Option<String>,
+) {
+    match (username, password) {
+        (Some(_), None) => r.problem(join(rp, "password"), "required with username"),
+        (None, Some(_)) => r.problem(join(rp, "username"), "required with password"),
+        _ => {}
+    }
+}
+
+/// A carrier's id (at `rp`) is not the id of an earlier carrier of the same list.
+pub(super) fn unique_resource(r: &mut Reader, rp: &str, resources: &[Resource], res: &Resource) {
+    if resources.iter().any(|x| x.id == res.id && !x.id.is_empty()) {
+        r.problem(
+            join(rp, "id"),
+            format!("{:?} is used by another carrier", res.id),
+        );
     }
 }

@@ -42,5 +42,7 @@ pub(super) fn demo_account() -> Account {
         users: vec![],
         devices: vec![],
         resources: vec![],
+        caller_id: Default::default(),
+        sip_targets: vec![],
     }
 }

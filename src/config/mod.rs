@@ -34,7 +34,7 @@ use regex::Regex;
 use crate::flow::Node;
 
 pub use demo::{DEMO_ACCOUNT_ID, DEMO_REALM};
-pub use reader::{parse_cidr, ValueError};
+pub use reader::{is_host_name, parse_cidr, parse_gateway, parse_sip_target, ValueError};
 
 /// The whole configuration.
 #[derive(Clone, Debug)]
@@ -47,6 +47,10 @@ pub struct Config {
     pub pivot: PivotConfig,
     /// A file with `[[accounts]]` has exactly those; with none, the demo account.
     pub accounts: Vec<Account>,
+    /// `[[resources]]`: the system's carriers (Kazoo's global resources), tried for a number
+    /// a bridge sends to the system's resources rather than the account's. Empty: those
+    /// bridges use the account's carriers.
+    pub resources: Vec<Resource>,
 }
 
 /// `[sip]`: listen sockets and call limits.
@@ -385,6 +389,23 @@ pub struct Account {
     pub users: Vec<User>,
     pub devices: Vec<Device>,
     pub resources: Vec<Resource>,
+    /// `caller_id`: the account's caller IDs, shown when the calling device and its owner
+    /// leave theirs out (Kazoo's order: device, user, account).
+    pub caller_id: CallerIds,
+    /// `sip_targets`: where a TwiML `<Sip>` may dial beyond the account's own registered
+    /// devices and carriers: address blocks holding the target's address, or host names
+    /// the URI must name exactly. Empty by default (a guard against toll fraud).
+    pub sip_targets: Vec<SipTarget>,
+}
+
+/// One entry of `sip_targets`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum SipTarget {
+    /// An address block (the one CIDR grammar, [`parse_cidr`]): the address the URI's host
+    /// resolves to must be in it.
+    Network(IpNet),
+    /// A host name, lower case: the URI's host must be this name (any case).
+    Host(String),
 }
 
 /// `[[accounts.callflows]]`.
@@ -452,19 +473,119 @@ pub struct Device {
     pub caller_id: CallerIds,
 }
 
-/// `[[accounts.resources]]`: a carrier / gateway.
+/// `[[accounts.resources]]` and `[[resources]]`: a carrier / gateway.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Resource {
     pub id: String,
-    /// A `sip:` or `sips:` URI.
-    pub gateway: String,
+    /// `gateway`: where calls to numbers go, `sip:host[:port][;transport=tcp]`.
+    pub gateway: Gateway,
     pub name: Option<String>,
     /// `inbound_cidrs`: the carrier's addresses; their INVITEs need no authentication and
-    /// they are trusted sources of the front door.
+    /// they are trusted sources of the front door. Account carriers only: a system carrier's
+    /// INVITEs would belong to no account, so `[[resources]]` refuses the key.
     pub inbound_cidrs: Vec<IpNet>,
     /// `username` / `password`: our credentials when the carrier challenges us.
     pub username: Option<String>,
     pub password: Option<String>,
+    /// `prefix` / `suffix`: written before and after the dialled number in the Request-URI
+    /// user part (a carrier's tech prefix, `+`, a trunk suffix). Default empty.
+    pub prefix: String,
+    pub suffix: String,
+    /// `caller_id_type`: which of the caller's IDs the carrier sees. Default external.
+    pub caller_id_type: CallerIdType,
+}
+
+/// Which caller ID a carrier is sent (Kazoo's `caller_id_type`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum CallerIdType {
+    /// The public number (`caller_id.external`).
+    #[default]
+    External,
+    /// The extension (`caller_id.internal`): for a carrier that is another PBX of the company.
+    Internal,
+}
+
+impl CallerIdType {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CallerIdType::External => "external",
+            CallerIdType::Internal => "internal",
+        }
+    }
+
+    /// The caller ID of this type among `ids`.
+    pub fn of(self, ids: &CallerIds) -> &CallerId {
+        match self {
+            CallerIdType::External => &ids.external,
+            CallerIdType::Internal => &ids.internal,
+        }
+    }
+}
+
+/// A carrier's `gateway` URI, read at load: `sip:` or `sips:`, a host (an IP address or a
+/// name), an optional port, and `;transport=udp|tcp`. No user part (the dialled number goes
+/// there) and no other parameters.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Gateway {
+    /// `sips:` (TLS, which pivotd does not speak: such a carrier is not dialled).
+    pub secure: bool,
+    pub host: GatewayHost,
+    /// The port as written; [`Gateway::port_or_default`] fills in 5060 / 5061.
+    pub port: Option<u16>,
+    pub transport: GatewayTransport,
+}
+
+/// The host of a gateway URI.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum GatewayHost {
+    Ip(IpAddr),
+    /// A host name in lower case, looked up (A/AAAA) when a call goes out.
+    Name(String),
+}
+
+/// The transport a gateway is reached on (`;transport=`), UDP unless it says TCP.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum GatewayTransport {
+    #[default]
+    Udp,
+    Tcp,
+}
+
+impl Gateway {
+    /// The port written, else the scheme's default (RFC 3261 §19.1.2).
+    pub fn port_or_default(&self) -> u16 {
+        self.port.unwrap_or(if self.secure { 5061 } else { 5060 })
+    }
+
+    /// `host` or `host:port` as it goes in a URI (an IPv6 address in brackets).
+    pub fn host_port(&self) -> String {
+        let host = self.host.to_string();
+        match self.port {
+            Some(p) => format!("{host}:{p}"),
+            None => host,
+        }
+    }
+}
+
+impl fmt::Display for GatewayHost {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            GatewayHost::Ip(IpAddr::V6(v6)) => write!(f, "[{v6}]"),
+            GatewayHost::Ip(ip) => write!(f, "{ip}"),
+            GatewayHost::Name(n) => f.write_str(n),
+        }
+    }
+}
+
+impl fmt::Display for Gateway {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let scheme = if self.secure { "sips" } else { "sip" };
+        write!(f, "{scheme}:{}", self.host_port())?;
+        if self.transport == GatewayTransport::Tcp {
+            f.write_str(";transport=tcp")?;
+        }
+        Ok(())
+    }
 }
 
 /// One thing wrong in a config file.

@@ -37,7 +37,16 @@ pub(super) fn parse(s: &str, base: &Path) -> (Config, Vec<ConfigProblem>) {
     r.check_keys(
         &root,
         "",
-        &["sip", "media", "tts", "api", "store", "pivot", "accounts"],
+        &[
+            "sip",
+            "media",
+            "tts",
+            "api",
+            "store",
+            "pivot",
+            "accounts",
+            "resources",
+        ],
     );
     let empty = Table::new();
     let t = r.table(&root, "", "sip").unwrap_or(&empty);
@@ -53,6 +62,7 @@ pub(super) fn parse(s: &str, base: &Path) -> (Config, Vec<ConfigProblem>) {
     let t = r.table(&root, "", "pivot").unwrap_or(&empty);
     let pivot = read_pivot(&mut r, t, base);
     let accounts = accounts::read_accounts(&mut r, &root);
+    let resources = accounts::read_resources(&mut r, &root, "");
     (
         Config {
             sip,
@@ -62,6 +72,7 @@ pub(super) fn parse(s: &str, base: &Path) -> (Config, Vec<ConfigProblem>) {
             store,
             pivot,
             accounts,
+            resources,
         },
         r.problems,
     )

@@ -10,7 +10,7 @@ use ipnet::IpNet;
 use regex::Regex;
 use toml::{Table, Value};
 
-use super::ConfigProblem;
+use super::{ConfigProblem, Gateway, GatewayHost, GatewayTransport, SipTarget};
 
 pub(super) struct Reader {
     pub(super) problems: Vec<ConfigProblem>,
@@ -222,6 +222,26 @@ pub enum ValueError {
     /// `reason` is the regex crate's message on one line.
     #[error("invalid regex {pattern:?}: {reason}")]
     BadPattern { pattern: String, reason: String },
+    #[error("{0:?} is not a sip: or sips: URI")]
+    NotSipUri(String),
+    #[error(
+        "{0:?} has a user part: the dialled number goes there (write prefix and suffix instead)"
+    )]
+    GatewayUser(String),
+    /// A parameter other than `transport=udp|tcp`, or headers (`?`).
+    #[error("{uri:?}: only ;transport=udp or ;transport=tcp may follow the host, not {param:?}")]
+    GatewayParam { uri: String, param: String },
+    #[error("{0:?} is not a host name (letters, digits, '-' and '.') nor an IP address")]
+    NotHost(String),
+    #[error("port {0:?} is not 1..=65535")]
+    BadPort(String),
+    #[error(
+        "{0:?} is neither an address block (like \"10.0.0.0/8\" or \"192.0.2.7\") \
+         nor a host name (letters, digits, '-' and '.'; no port)"
+    )]
+    NotSipTarget(String),
+    #[error("{0:?} may hold only letters, digits and + * # - _ .")]
+    NotDialAffix(String),
 }
 
 pub(super) fn socket_addr(s: &str) -> Result<SocketAddr, ValueError> {
@@ -295,4 +315,141 @@ pub fn parse_cidr(s: &str) -> Result<IpNet, ValueError> {
         prefix: prefix.to_string(),
         max,
     })
+}
+
+/// A host name as `sip_targets` and gateways take it: dot-separated labels of letters,
+/// digits and `-` (not at a label's ends), 1..=63 characters each, 253 in all, and a last
+/// label that is not all digits (that would be a mistyped IPv4 address).
+pub fn is_host_name(s: &str) -> bool {
+    let label_ok = |l: &str| {
+        (1..=63).contains(&l.len())
+            && l.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+            && !l.starts_with('-')
+            && !l.ends_with('-')
+    };
+    (1..=253).contains(&s.len())
+        && s.split('.').all(label_ok)
+        && s.rsplit('.')
+            .next()
+            .is_some_and(|last| !last.bytes().all(|b| b.is_ascii_digit()))
+}
+
+/// A carrier's gateway: `sip:` or `sips:` (any case), an IP address (IPv6 in brackets) or a
+/// host name, an optional port, and at most `;transport=udp|tcp`. Read here by hand because
+/// the config layer sits below the SIP one.
+pub fn parse_gateway(s: &str) -> Result<Gateway, ValueError> {
+    let not_sip = || ValueError::NotSipUri(s.to_string());
+    let (scheme, rest) = s.split_once(':').ok_or_else(not_sip)?;
+    let secure = if scheme.eq_ignore_ascii_case("sip") {
+        false
+    } else if scheme.eq_ignore_ascii_case("sips") {
+        true
+    } else {
+        return Err(not_sip());
+    };
+    if rest.contains('@') {
+        return Err(ValueError::GatewayUser(s.to_string()));
+    }
+    if let Some((_, headers)) = rest.split_once('?') {
+        return Err(ValueError::GatewayParam {
+            uri: s.to_string(),
+            param: format!("?{headers}"),
+        });
+    }
+    let mut parts = rest.split(';');
+    let host_port = parts.next().unwrap_or_default();
+    let (host, port) = match host_port.strip_prefix('[') {
+        Some(v6) => {
+            let (addr, after) = v6
+                .split_once(']')
+                .ok_or_else(|| ValueError::NotHost(host_port.to_string()))?;
+            let ip: std::net::Ipv6Addr = addr
+                .parse()
+                .map_err(|_| ValueError::NotHost(host_port.to_string()))?;
+            let port = match after {
+                "" => None,
+                p => Some(p.strip_prefix(':').unwrap_or(p)),
+            };
+            (GatewayHost::Ip(IpAddr::V6(ip)), port)
+        }
+        None => {
+            let (h, port) = match host_port.split_once(':') {
+                Some((h, p)) => (h, Some(p)),
+                None => (host_port, None),
+            };
+            let host = if let Ok(ip) = h.parse::<IpAddr>() {
+                GatewayHost::Ip(ip)
+            } else if is_host_name(h) {
+                GatewayHost::Name(h.to_ascii_lowercase())
+            } else if h.is_empty() {
+                return Err(not_sip());
+            } else {
+                return Err(ValueError::NotHost(h.to_string()));
+            };
+            (host, port)
+        }
+    };
+    let port = match port {
+        None => None,
+        Some(p) => match p.parse::<u16>() {
+            Ok(n) if n > 0 && p.bytes().all(|b| b.is_ascii_digit()) => Some(n),
+            _ => return Err(ValueError::BadPort(p.to_string())),
+        },
+    };
+    let mut transport = GatewayTransport::Udp;
+    for param in parts {
+        let (name, value) = param.split_once('=').unwrap_or((param, ""));
+        transport = match (name.eq_ignore_ascii_case("transport"), value) {
+            (true, v) if v.eq_ignore_ascii_case("udp") => GatewayTransport::Udp,
+            (true, v) if v.eq_ignore_ascii_case("tcp") => GatewayTransport::Tcp,
+            _ => {
+                return Err(ValueError::GatewayParam {
+                    uri: s.to_string(),
+                    param: param.to_string(),
+                })
+            }
+        };
+    }
+    Ok(Gateway {
+        secure,
+        host,
+        port,
+        transport,
+    })
+}
+
+/// One `sip_targets` entry: an address block in the one CIDR grammar ([`parse_cidr`]), or a
+/// host name ([`is_host_name`], kept in lower case). What looks like an address (a `/`, an
+/// all-digit last label, an IPv6 colon) gets the CIDR grammar's own message.
+pub fn parse_sip_target(s: &str) -> Result<SipTarget, ValueError> {
+    match parse_cidr(s) {
+        Ok(net) => Ok(SipTarget::Network(net)),
+        Err(_) if is_host_name(s) => Ok(SipTarget::Host(s.to_ascii_lowercase())),
+        Err(e) => {
+            let address_part = s.split_once('/').map_or(s, |(a, _)| a);
+            let looks_like_address = s.contains('/')
+                || address_part.parse::<std::net::Ipv6Addr>().is_ok()
+                || (!address_part.is_empty()
+                    && address_part
+                        .bytes()
+                        .all(|b| b.is_ascii_digit() || b == b'.'));
+            if looks_like_address {
+                Err(e)
+            } else {
+                Err(ValueError::NotSipTarget(s.to_string()))
+            }
+        }
+    }
+}
+
+/// Characters `prefix` and `suffix` may hold: what dial strings and carriers' tech prefixes
+/// use (`#` is escaped when the Request-URI is written).
+pub(super) fn dial_affix(s: &str) -> Result<String, ValueError> {
+    if s.bytes()
+        .all(|b| b.is_ascii_alphanumeric() || b"+*#-_.".contains(&b))
+    {
+        Ok(s.to_string())
+    } else {
+        Err(ValueError::NotDialAffix(s.to_string()))
+    }
 }

@@ -94,7 +94,7 @@ fn design_example_reads_every_key() {
     assert_eq!(a.users[0].presence_id.as_deref(), Some("2001"));
     assert_eq!(a.devices[0].password.as_deref(), Some("s3cret"));
     assert_eq!(a.devices[0].owner_id.as_deref(), Some("u1"));
-    assert_eq!(a.resources[0].gateway, "sip:127.0.0.1:5070");
+    assert_eq!(a.resources[0].gateway.to_string(), "sip:127.0.0.1:5070");
 }
 
 #[test]
@@ -556,4 +556,274 @@ fn per_source_keys_are_read() {
     assert_eq!(cfg.media.early_media_unproven_s, 0);
     let (default, _) = parse("", Path::new("/x"));
     assert_eq!(default.sip.sources, crate::config::SourceLimits::default());
+}
+
+const CARRIERS: &str = r##"
+[[resources]]
+id = "sys1"
+gateway = "sip:sbc.system.test"
+[[resources]]
+id = "sys2"
+gateway = "sip:[2001:db8::5]:5080;transport=tcp"
+[[accounts]]
+id = "a"
+realm = "a.test"
+caller_id = { external = { name = "ACME", number = "+14155550100" } }
+sip_targets = ["10.0.0.0/8", "SBC.Example.com", "192.0.2.7", "::1"]
+[[accounts.resources]]
+id = "c1"
+gateway = "SIP:GW.Carrier.test:5080;Transport=TCP"
+username = "trunk"
+password = "pw"
+prefix = "+1"
+suffix = "#7"
+caller_id_type = "internal"
+inbound_cidrs = ["203.0.113.0/24"]
+[[accounts.resources]]
+id = "c2"
+gateway = "sips:198.51.100.9"
+"##;
+
+#[test]
+fn carrier_keys_are_read() {
+    let (cfg, problems) = parse(CARRIERS, Path::new("/x"));
+    assert!(problems.is_empty(), "{problems:?}");
+    let a = &cfg.accounts[0];
+    let c1 = &a.resources[0];
+    assert_eq!(
+        c1.gateway,
+        Gateway {
+            secure: false,
+            host: GatewayHost::Name("gw.carrier.test".into()),
+            port: Some(5080),
+            transport: GatewayTransport::Tcp,
+        }
+    );
+    assert_eq!(
+        c1.gateway.to_string(),
+        "sip:gw.carrier.test:5080;transport=tcp"
+    );
+    assert_eq!((c1.prefix.as_str(), c1.suffix.as_str()), ("+1", "#7"));
+    assert_eq!(c1.caller_id_type, CallerIdType::Internal);
+    assert_eq!(
+        (c1.username.as_deref(), c1.password.as_deref()),
+        (Some("trunk"), Some("pw"))
+    );
+    assert_eq!(c1.inbound_cidrs.len(), 1);
+    let c2 = &a.resources[1];
+    assert!(c2.gateway.secure);
+    assert_eq!(c2.gateway.port_or_default(), 5061);
+    assert_eq!(c2.caller_id_type, CallerIdType::External);
+    assert_eq!(c2.prefix, "");
+    assert_eq!(a.caller_id.external.number.as_deref(), Some("+14155550100"));
+    assert_eq!(
+        a.sip_targets,
+        [
+            SipTarget::Network(parse_cidr("10.0.0.0/8").unwrap()),
+            SipTarget::Host("sbc.example.com".into()),
+            SipTarget::Network(parse_cidr("192.0.2.7/32").unwrap()),
+            SipTarget::Network(parse_cidr("::1/128").unwrap()),
+        ]
+    );
+    let system: Vec<String> = cfg
+        .resources
+        .iter()
+        .map(|r| r.gateway.to_string())
+        .collect();
+    assert_eq!(
+        system,
+        [
+            "sip:sbc.system.test",
+            "sip:[2001:db8::5]:5080;transport=tcp"
+        ]
+    );
+    assert_eq!(cfg.resources[0].gateway.port_or_default(), 5060);
+    // None by default.
+    let (default, _) = parse("[[accounts]]\nid = \"a\"\nrealm = \"r\"", Path::new("/x"));
+    assert!(default.resources.is_empty());
+    assert!(default.accounts[0].sip_targets.is_empty());
+}
+
+#[test]
+fn each_bad_carrier_value_reports_its_key() {
+    let account = "[[accounts]]\nid = \"a\"\nrealm = \"r\"\n";
+    let carrier = "[[accounts.resources]]\nid = \"c\"\n";
+    let cases: &[(&str, &str, &str)] = &[
+        (
+            "gateway = \"http://gw\"",
+            "gateway",
+            "is not a sip: or sips: URI",
+        ),
+        (
+            "gateway = \"sip:\"",
+            "gateway",
+            "is not a sip: or sips: URI",
+        ),
+        (
+            "gateway = \"sip:1000@gw.test\"",
+            "gateway",
+            "has a user part",
+        ),
+        ("gateway = \"sip:gw.test;lr\"", "gateway", "not \"lr\""),
+        (
+            "gateway = \"sip:gw.test;transport=tls\"",
+            "gateway",
+            "not \"transport=tls\"",
+        ),
+        ("gateway = \"sip:gw.test?X=1\"", "gateway", "not \"?X=1\""),
+        ("gateway = \"sip:gw.test:0\"", "gateway", "port \"0\""),
+        ("gateway = \"sip:gw.test:5o60\"", "gateway", "port \"5o60\""),
+        (
+            "gateway = \"sip:gw_1.test\"",
+            "gateway",
+            "is not a host name",
+        ),
+        (
+            "gateway = \"sip:10.0.0.300\"",
+            "gateway",
+            "is not a host name",
+        ),
+        ("gateway = \"sip:[::1\"", "gateway", "is not a host name"),
+        (
+            "gateway = \"sip:gw.test\"\ncaller_id_type = \"both\"",
+            "caller_id_type",
+            "is not \"external\" or \"internal\"",
+        ),
+        (
+            "gateway = \"sip:gw.test\"\nprefix = \"1 \"",
+            "prefix",
+            "may hold only",
+        ),
+        (
+            "gateway = \"sip:gw.test\"\nsuffix = \"@x\"",
+            "suffix",
+            "may hold only",
+        ),
+        (
+            "gateway = \"sip:gw.test\"\nusername = \"u\"",
+            "password",
+            "required with username",
+        ),
+        (
+            "gateway = \"sip:gw.test\"\npassword = \"p\"",
+            "username",
+            "required with password",
+        ),
+        ("", "gateway", "required"),
+    ];
+    for (keys, key, message) in cases {
+        let text = format!("{account}{carrier}{keys}");
+        let (_, problems) = parse(&text, Path::new("/x"));
+        let want = format!("accounts[0].resources[0].{key}");
+        let found = problems.iter().find(|p| p.key == want);
+        assert!(
+            found.is_some_and(|p| p.message.contains(message)),
+            "{keys:?}: wanted {want} ({message}), got {problems:?}"
+        );
+    }
+}
+
+#[test]
+fn carrier_lists_check_their_ids_and_the_system_list_refuses_inbound_cidrs() {
+    let (cfg, problems) = parse(
+        r#"
+[[resources]]
+id = "s"
+gateway = "sip:gw.test"
+inbound_cidrs = ["192.0.2.0/24"]
+[[resources]]
+id = "s"
+gateway = "sip:gw2.test"
+[[resources]]
+id = "bad"
+gateway = "sip:gw2.test;maddr=1.2.3.4"
+[[accounts]]
+id = "a"
+realm = "r"
+[[accounts.resources]]
+id = "s"
+gateway = "sip:gw.test"
+"#,
+        Path::new("/x"),
+    );
+    let k: Vec<&str> = problems.iter().map(|p| p.key.as_str()).collect();
+    assert_eq!(
+        k,
+        [
+            "resources[0].inbound_cidrs",
+            "resources[1].id",
+            "resources[2].gateway"
+        ],
+        "{problems:?}"
+    );
+    assert!(problems[0].message.contains("[[accounts.resources]]"));
+    // A carrier whose gateway cannot be read is left out; an account's ids are its own.
+    assert_eq!(cfg.resources.len(), 2);
+    assert_eq!(cfg.accounts[0].resources.len(), 1);
+}
+
+#[test]
+fn sip_targets_are_address_blocks_or_host_names() {
+    let cases = [
+        ("10.0.0.0/8", None),
+        ("192.0.2.7", None),
+        ("2001:db8::/32", None),
+        ("sbc.example.com", None),
+        ("SBC-1.Example.COM", None),
+        ("localhost", None),
+        ("10.0.0.0/33", Some("prefix \"33\" is not 0..=32")),
+        ("10.0.0.300", Some("\"10.0.0.300\" is not an IP address")),
+        (
+            "sbc.example.com/24",
+            Some("\"sbc.example.com\" is not an IP address"),
+        ),
+        ("sbc.example.com:5060", Some("neither an address block")),
+        ("sbc_1.example.com", Some("neither an address block")),
+        ("-sbc.example.com", Some("neither an address block")),
+        ("sbc..example.com", Some("neither an address block")),
+        ("sbc.example.com.", Some("neither an address block")),
+        ("", Some("neither an address block")),
+        ("*.example.com", Some("neither an address block")),
+    ];
+    for (input, want) in cases {
+        let text = format!(
+            "[[accounts]]\nid = \"a\"\nrealm = \"r\"\nsip_targets = [\"192.0.2.1\", {input:?}]"
+        );
+        let (cfg, problems) = parse(&text, Path::new("/x"));
+        let found = problems
+            .iter()
+            .find(|p| p.key == "accounts[0].sip_targets[1]");
+        match want {
+            None => {
+                assert!(problems.is_empty(), "{input}: {problems:?}");
+                assert_eq!(cfg.accounts[0].sip_targets.len(), 2);
+            }
+            Some(m) => assert!(
+                found.is_some_and(|p| p.message.contains(m)),
+                "{input}: wanted {m:?}, got {problems:?}"
+            ),
+        }
+    }
+    assert_eq!(
+        parse_sip_target("SBC.Example.com"),
+        Ok(SipTarget::Host("sbc.example.com".into()))
+    );
+    assert!(is_host_name(&"a".repeat(63)));
+    assert!(!is_host_name(&"a".repeat(64)));
+}
+
+#[test]
+fn gateways_take_any_case_and_ipv6() {
+    let g = parse_gateway("SIPS:[::1]").unwrap();
+    assert!(g.secure);
+    assert_eq!(g.host, GatewayHost::Ip("::1".parse().unwrap()));
+    assert_eq!((g.port, g.port_or_default()), (None, 5061));
+    assert_eq!(g.to_string(), "sips:[::1]");
+    let g = parse_gateway("sip:127.0.0.1:5070;transport=udp").unwrap();
+    assert_eq!(g.transport, GatewayTransport::Udp);
+    assert_eq!(g.host_port(), "127.0.0.1:5070");
+    assert_eq!(
+        parse_gateway("sip:[::1]x"),
+        Err(ValueError::BadPort("x".into()))
+    );
 }

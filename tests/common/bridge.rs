@@ -123,12 +123,21 @@ fn sdp(media: SocketAddr, codec: u8) -> String {
 }
 
 /// A response to `req` with our tag (when given), a Contact and an optional SDP body.
-fn response(req: &str, code: u16, tag: Option<&str>, contact: SocketAddr, sdp: Option<&str>) -> String {
+fn response(
+    req: &str,
+    code: u16,
+    tag: Option<&str>,
+    contact: SocketAddr,
+    sdp: Option<&str>,
+) -> String {
     let mut out = format!("SIP/2.0 {code} Test\r\n");
     for line in req.lines().skip(1) {
         let lower = line.to_ascii_lowercase();
-        if lower.starts_with("via:") || lower.starts_with("from:") || lower.starts_with("call-id:")
-            || lower.starts_with("cseq:") || lower.starts_with("record-route:")
+        if lower.starts_with("via:")
+            || lower.starts_with("from:")
+            || lower.starts_with("call-id:")
+            || lower.starts_with("cseq:")
+            || lower.starts_with("record-route:")
         {
             out.push_str(line);
             out.push_str("\r\n");
@@ -184,7 +193,9 @@ async fn serve(
                     .lock()
                     .unwrap()
                     .iter()
-                    .filter(|r| r.starts_with("INVITE ") && header(r, "CSeq") == header(&msg, "CSeq"))
+                    .filter(|r| {
+                        r.starts_with("INVITE ") && header(r, "CSeq") == header(&msg, "CSeq")
+                    })
                     .count()
                     > 1
                 {
@@ -201,7 +212,10 @@ async fn serve(
                             send(r).await;
                             continue;
                         }
-                        Script::Answer { ring_ms: 0, codec: *codec }
+                        Script::Answer {
+                            ring_ms: 0,
+                            codec: *codec,
+                        }
                     }
                     s => s.clone(),
                 };
@@ -302,7 +316,8 @@ impl Caller {
         loop {
             let left = deadline.saturating_duration_since(tokio::time::Instant::now());
             let m = self.sip.recv(left.as_millis().max(1) as u64).await?;
-            if !m.starts_with("SIP/2.0") {
+            let of_invite = header(&m, "CSeq").is_some_and(|c| c.ends_with("INVITE"));
+            if !m.starts_with("SIP/2.0") || !of_invite {
                 continue;
             }
             let code = status(&m);
