@@ -73,6 +73,9 @@ struct Bridge {
     winner: Option<usize>,
     /// Final codes of the failed forks.
     codes: Vec<u16>,
+    /// When the first INVITE went out, and when the winner answered (for its CDR).
+    started: Instant,
+    answered_at: Option<Instant>,
     spec: SpecBase,
 }
 
@@ -106,6 +109,7 @@ impl Call {
             Err(outcome) => return Ok(outcome),
         };
         let result = self.ring_and_talk(&mut bridge, request).await;
+        self.write_b_leg_cdr(&bridge, &result);
         bridge.finish();
         result
     }
@@ -201,6 +205,8 @@ impl Call {
             early_from: None,
             winner: None,
             codes: Vec::new(),
+            started: Instant::now(),
+            answered_at: None,
             spec: SpecBase {
                 from: from_value(name.as_deref(), &number, &self.info.request_realm),
                 offer,
@@ -351,6 +357,7 @@ impl Call {
                     return None;
                 };
                 b.winner = Some(i);
+                b.answered_at = Some(Instant::now());
                 if let Some(f) = b.forks.get(i) {
                     tracing::info!(fork = %f.fork.label, b_call_id = %f.call_id(), "bridge: answered");
                 }
@@ -400,6 +407,51 @@ impl Call {
                 None
             }
         }
+    }
+
+    /// The answered outbound leg's CDR (`call_direction` outbound), linked both ways with the
+    /// caller's by `other_leg_call_id`. Forks that never answered leave no CDR, as in Kazoo.
+    fn write_b_leg_cdr(&mut self, b: &Bridge, result: &Result<BridgeOutcome, CallEnded>) {
+        let (Some(fork), Some(answered)) = (b.winner.and_then(|w| b.forks.get(w)), b.answered_at)
+        else {
+            return;
+        };
+        let b_call_id = fork.call_id().to_string();
+        self.other_leg = Some(b_call_id.clone());
+        let Some(store) = &self.ctx.cdrs else {
+            return;
+        };
+        let end = crate::store::gregorian_now();
+        let secs = |d: Duration| i64::try_from(d.as_secs()).unwrap_or(0);
+        let answer = end - secs(answered.elapsed());
+        let start = end - secs(b.started.elapsed());
+        let cause = match result {
+            Ok(o) => o.cause,
+            Err(_) => "NORMAL_CLEARING",
+        };
+        let to = fork
+            .fork
+            .request_uri
+            .split_once(':')
+            .map_or(fork.fork.request_uri.as_str(), |(_, rest)| rest)
+            .split(';')
+            .next()
+            .unwrap_or_default()
+            .to_string();
+        store.write(crate::store::Write::Cdr(crate::store::Cdr {
+            call_id: b_call_id,
+            account_id: self.info.account_id.clone(),
+            from: from_host_user(&b.spec.from),
+            to,
+            start,
+            answer: Some(answer),
+            end,
+            duration_s: (end - start).max(0),
+            hangup_cause: cause.to_string(),
+            sip_code: Some(200),
+            call_direction: crate::store::CallDirection::Outbound,
+            other_leg_call_id: Some(self.info.call_id.clone()),
+        }));
     }
 
     fn start_ringback(&mut self, b: &mut Bridge) {
@@ -668,6 +720,14 @@ fn fork_from(spec: &SpecBase, fork: &Fork) -> String {
             )
         }
     }
+}
+
+/// `user@host` of a From value, as CDRs write it.
+fn from_host_user(from: &str) -> String {
+    from.rsplit_once("<sip:")
+        .and_then(|(_, rest)| rest.strip_suffix('>'))
+        .unwrap_or(from)
+        .to_string()
 }
 
 fn from_host(from: &str) -> &str {

@@ -122,6 +122,8 @@ pub struct Call {
     /// The key that stopped the last prompt.
     stopped_by: Option<char>,
     digit_arrived: Arc<Notify>,
+    /// The Call-ID of the last outbound leg a bridge answered (the CDRs link the two).
+    other_leg: Option<String>,
 }
 
 impl Call {
@@ -149,6 +151,7 @@ impl Call {
             stop_on: Vec::new(),
             stopped_by: None,
             digit_arrived: Arc::new(Notify::new()),
+            other_leg: None,
         };
         let flow = setup.flow;
         let runtime = ctx.runtime.clone();
@@ -243,7 +246,7 @@ impl Call {
                 .to_string(),
             sip_code: self.leg.final_code(),
             call_direction: CallDirection::Inbound,
-            other_leg_call_id: None,
+            other_leg_call_id: self.other_leg.clone(),
         }
     }
 
