@@ -135,10 +135,19 @@ async fn a_carrier_answers_both_sides_hear_each_other_and_the_caller_hangs_up() 
     };
     assert!(eventually(5, || cdrs().len() == 2).await, "{:?}", cdrs());
     let all = cdrs();
-    let a = all.iter().find(|c| c.call_id == caller.call_id).expect("the caller's CDR");
-    let b = all.iter().find(|c| c.call_id == b_call_id).expect("the callee's CDR");
+    let a = all
+        .iter()
+        .find(|c| c.call_id == caller.call_id)
+        .expect("the caller's CDR");
+    let b = all
+        .iter()
+        .find(|c| c.call_id == b_call_id)
+        .expect("the callee's CDR");
     assert_eq!(a.other_leg_call_id.as_deref(), Some(b_call_id.as_str()));
-    assert_eq!(b.other_leg_call_id.as_deref(), Some(caller.call_id.as_str()));
+    assert_eq!(
+        b.other_leg_call_id.as_deref(),
+        Some(caller.call_id.as_str())
+    );
     assert_eq!(b.call_direction, pivotd::store::CallDirection::Outbound);
     assert!(b.to.starts_with("5551234@127.0.0.1"), "{b:?}");
 }
