@@ -22,6 +22,8 @@ flow = {flow}
 id = "carrier1"
 gateway = "sip:{}"
 {resource_extra}
+[pivot]
+blacklist_cidrs = []
 "#,
         callee.addr
     );
@@ -201,7 +203,7 @@ async fn a_busy_carrier_gives_the_caller_486() {
     // resources without `_`: Kazoo's default response for USER_BUSY.
     assert_eq!(status(&r), 486, "{r}");
     assert!(
-        !callee.received("ACK").is_empty(),
+        eventually(3, || !callee.received("ACK").is_empty()).await,
         "the 486 was acknowledged"
     );
 }
@@ -249,4 +251,114 @@ async fn a_carrier_that_challenges_gets_credentials() {
     assert!(auth.contains("username=\"trunk\""), "{auth}");
     caller.ack(&ok).await;
     caller.bye(&ok).await;
+}
+
+/// Kazoo's `device` bridging example returned by a pivot server: the registered phone (a
+/// callee that REGISTERed from its own socket) rings at its binding, answers, both sides hear
+/// each other; its BYE ends the caller's call too (a completed bridge ends the callflow).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pivot_answer_bridges_to_a_registered_device_and_its_bye_ends_the_call() {
+    let web = common::http::HttpServer::start(|_| {
+        common::http::HttpResp::json(r#"{"module":"device","data":{"id":"d1"}}"#)
+    })
+    .await;
+    let callflows = format!(
+        r#"
+[[accounts.callflows]]
+numbers = ["6001"]
+flow = {{ module = "pivot", data = {{ voice_url = "{}" }} }}
+[[accounts.devices]]
+id = "d1"
+username = "2001"
+password = "s3cret"
+[pivot]
+blacklist_cidrs = []
+"#,
+        web.url("/bridge")
+    );
+    let server = start(&config_toml(&callflows, "allow_unauthenticated = true", "")).await;
+    let callee = Callee::start(Script::Answer {
+        ring_ms: 200,
+        codec: 0,
+    })
+    .await;
+    let reg = callee
+        .register(server.udp, "2001", "pivotd.test", "s3cret")
+        .await;
+    assert_eq!(status(&reg), 200, "{reg}");
+    let mut caller = Caller::new(server.udp).await;
+    caller.invite("6001", &[0, 8], "").await;
+    let mut seen = Vec::new();
+    let ok = caller
+        .final_response(8000, &mut seen)
+        .await
+        .expect("a final response");
+    assert_eq!(status(&ok), 200, "{ok}\nseen {seen:?}");
+    caller.ack(&ok).await;
+    let invite = callee.received("INVITE").pop().expect("the phone rang");
+    assert!(
+        invite.starts_with(&format!("INVITE sip:2001@{} ", callee.addr)),
+        "the INVITE goes to the binding: {invite}"
+    );
+    talk(&caller, &callee, media_addr(&ok), 0, 0).await;
+    callee.hang_up().await;
+    assert!(
+        caller.sip.expect("BYE ", 5000).await.is_some(),
+        "the caller got a BYE when the phone hung up"
+    );
+}
+
+/// TwiML `<Dial action>` to a busy carrier: the action request carries Twilio's
+/// `DialCallStatus=busy` and `DialSipResponseCode=486`, and its answer runs.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_twiml_dial_to_a_busy_number_reports_busy_to_its_action() {
+    let web = common::http::HttpServer::start(|req| {
+        if req.path().starts_with("/after") {
+            common::http::HttpResp::xml(
+                r#"<Response><Reject reason="busy"/></Response>"#,
+            )
+        } else {
+            common::http::HttpResp::xml(
+                r#"<Response><Dial action="/after" timeout="10"><Number>5551234</Number></Dial></Response>"#,
+            )
+        }
+    })
+    .await;
+    let callee = Callee::start(Script::Reject {
+        ring_ms: 100,
+        code: 486,
+    })
+    .await;
+    let flow = format!(
+        r#"{{ module = "pivot", data = {{ voice_url = "{}", req_format = "twiml" }} }}"#,
+        web.url("/start")
+    );
+    let server = server_for(&callee, &flow, "").await;
+    let mut caller = Caller::new(server.udp).await;
+    caller.invite("6000", &[0], "").await;
+    let mut seen = Vec::new();
+    let ok = caller
+        .final_response(8000, &mut seen)
+        .await
+        .expect("a final response");
+    // <Dial> answers the call first (as Kazoo does).
+    assert_eq!(status(&ok), 200, "{ok}");
+    caller.ack(&ok).await;
+    assert!(
+        eventually(8, || web
+            .requests()
+            .iter()
+            .any(|r| r.path().starts_with("/after")))
+        .await,
+        "the action was requested"
+    );
+    let after = web
+        .requests()
+        .into_iter()
+        .find(|r| r.path().starts_with("/after"))
+        .unwrap();
+    assert_eq!(after.field("DialCallStatus").as_deref(), Some("busy"));
+    assert_eq!(after.field("DialSipResponseCode").as_deref(), Some("486"));
+    assert!(after.field("DialCallSid").is_some());
+    assert!(!callee.received("INVITE").is_empty());
 }

@@ -35,6 +35,8 @@ pub struct Callee {
     socket: Arc<UdpSocket>,
     /// Every request received, whole.
     requests: Arc<Mutex<Vec<String>>>,
+    /// Every response received (to its REGISTERs).
+    responses: Arc<Mutex<Vec<String>>>,
     /// The INVITE answered 200 and our To tag.
     dialog: Arc<Mutex<Option<(String, String, SocketAddr)>>>,
     task: tokio::task::JoinHandle<()>,
@@ -46,12 +48,14 @@ impl Callee {
         let addr = socket.local_addr().unwrap();
         let media = RtpSink::bind().await;
         let requests = Arc::new(Mutex::new(Vec::new()));
+        let responses = Arc::new(Mutex::new(Vec::new()));
         let dialog = Arc::new(Mutex::new(None));
         let task = tokio::spawn(serve(
             socket.clone(),
             script,
             media.addr,
             requests.clone(),
+            responses.clone(),
             dialog.clone(),
         ));
         Callee {
@@ -59,6 +63,7 @@ impl Callee {
             media,
             socket,
             requests,
+            responses,
             dialog,
             task,
         }
@@ -74,6 +79,65 @@ impl Callee {
             .into_iter()
             .filter(|r| r.starts_with(&format!("{method} ")))
             .collect()
+    }
+
+    /// Registers this callee (its own socket, so pivotd reaches it there) as `user` in
+    /// `realm`, answering the challenge; returns the final answer.
+    pub async fn register(
+        &self,
+        server: SocketAddr,
+        user: &str,
+        realm: &str,
+        password: &str,
+    ) -> String {
+        let call_id = format!("{}@callee", token());
+        let mut auth = String::new();
+        for cseq in 1..=2u32 {
+            let msg = format!(
+                "REGISTER sip:{realm} SIP/2.0\r\nVia: SIP/2.0/UDP {me};branch=z9hG4bK{b};rport\r\n\
+                 Max-Forwards: 70\r\nFrom: <sip:{user}@{realm}>;tag={t}\r\nTo: <sip:{user}@{realm}>\r\n\
+                 Call-ID: {call_id}\r\nCSeq: {cseq} REGISTER\r\nContact: <sip:{user}@{me}>\r\n\
+                 Expires: 300\r\n{auth}Content-Length: 0\r\n\r\n",
+                me = self.addr,
+                b = token(),
+                t = token(),
+            );
+            self.socket.send_to(msg.as_bytes(), server).await.unwrap();
+            let want = format!("{cseq} REGISTER");
+            let mut answer = None;
+            for _ in 0..150 {
+                answer = self
+                    .responses
+                    .lock()
+                    .unwrap()
+                    .iter()
+                    .find(|r| header(r, "CSeq").as_deref() == Some(want.as_str()))
+                    .cloned();
+                if answer.is_some() {
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            let answer = answer.expect("an answer to REGISTER");
+            if status(&answer) != 401 {
+                return answer;
+            }
+            let c = super::digest::challenges(&answer, "WWW-Authenticate")
+                .into_iter()
+                .find(|c| c.algorithm.eq_ignore_ascii_case("MD5"))
+                .expect("an MD5 challenge");
+            let creds = super::digest::credentials(
+                &c,
+                user,
+                password,
+                "REGISTER",
+                &format!("sip:{realm}"),
+                1,
+                &token(),
+            );
+            auth = format!("Authorization: {creds}\r\n");
+        }
+        panic!("REGISTER still challenged");
     }
 
     /// Hangs up the answered call with a BYE.
@@ -164,6 +228,7 @@ async fn serve(
     script: Script,
     media: SocketAddr,
     requests: Arc<Mutex<Vec<String>>>,
+    responses: Arc<Mutex<Vec<String>>>,
     dialog: Arc<Mutex<Option<(String, String, SocketAddr)>>>,
 ) {
     let me = socket.local_addr().unwrap();
@@ -177,6 +242,7 @@ async fn serve(
         };
         let msg = String::from_utf8_lossy(&buf[..n]).into_owned();
         if msg.starts_with("SIP/2.0") {
+            responses.lock().unwrap().push(msg);
             continue;
         }
         requests.lock().unwrap().push(msg.clone());
