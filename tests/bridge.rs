@@ -362,3 +362,106 @@ async fn a_twiml_dial_to_a_busy_number_reports_busy_to_its_action() {
     assert!(after.field("DialCallSid").is_some());
     assert!(!callee.received("INVITE").is_empty());
 }
+
+/// 200 bridged calls (SIPp's `uac` → pivotd → SIPp's `uas` as the carrier): every call
+/// completes, and afterwards no call, transaction, dialog or RTP port is left behind.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_hundred_bridged_sipp_calls_leave_nothing_behind() {
+    use std::process::Stdio;
+    use std::sync::atomic::Ordering;
+    let carrier_port = {
+        let s = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        s.local_addr().unwrap().port()
+    };
+    let dir = tempdir();
+    let uas = tokio::process::Command::new("timeout")
+        .args(["90", "sipp", "-sn", "uas", "-m", "200", "-i", "127.0.0.1"])
+        .args(["-p", &carrier_port.to_string(), "-nostdin", "-trace_err"])
+        .current_dir(&dir)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("sipp (apt-get install sip-tester)");
+    let callflows = format!(
+        r#"
+[[accounts.callflows]]
+numbers = ["6000"]
+flow = {RESOURCES}
+[[accounts.resources]]
+id = "carrier1"
+gateway = "sip:127.0.0.1:{carrier_port}"
+"#
+    );
+    // A load generator is a trusted source (held to the global limits only). T1 of 100 ms
+    // (loopback): transactions that linger 64·T1 by RFC 3261 (Timer J, L, M) end in 6.4 s.
+    let server = start(&config_toml(
+        &callflows,
+        "trusted_sources = [\"127.0.0.1\"]\ntimer_t1_ms = 100",
+        "",
+    ))
+    .await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let before = server.handle.media_use();
+    let uac_port = {
+        let s = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        s.local_addr().unwrap().port()
+    };
+    let uac_dir = tempdir();
+    let uac = tokio::process::Command::new("timeout")
+        .args([
+            "90", "sipp", "-sn", "uac", "-s", "6000", "-m", "200", "-r", "50",
+        ])
+        .args([
+            "-l",
+            "12",
+            "-d",
+            "200",
+            "-i",
+            "127.0.0.1",
+            "-nostdin",
+            "-trace_err",
+        ])
+        .args(["-timeout", "60s", "-timeout_error"])
+        .arg(server.udp.to_string())
+        .current_dir(&uac_dir)
+        .stdin(Stdio::null())
+        .output()
+        .await
+        .expect("sipp");
+    let text =
+        String::from_utf8_lossy(&uac.stdout).into_owned() + &String::from_utf8_lossy(&uac.stderr);
+    assert!(
+        uac.status.success(),
+        "SIPp's calls did not all complete:\n{text}"
+    );
+    let carrier = uas.wait_with_output().await.unwrap();
+    assert!(
+        carrier.status.success(),
+        "the carrier's side did not complete 200 calls:\n{}",
+        String::from_utf8_lossy(&carrier.stdout)
+    );
+    assert_eq!(server.handle.stats.total.load(Ordering::Relaxed), 200);
+    let stats = &server.handle.endpoint.stats;
+    let drained = eventually(15, || {
+        server.handle.active_calls() == 0
+            && stats.live_server_transactions.load(Ordering::Relaxed) == 0
+            && stats.live_client_transactions.load(Ordering::Relaxed) == 0
+            && stats.live_dialogs.load(Ordering::Relaxed) == 0
+            && server.handle.media_use() == before
+    })
+    .await;
+    assert!(
+        drained,
+        "left behind: calls {}, server tx {}, client tx {}, dialogs {}, media {:?} (was {:?})",
+        server.handle.active_calls(),
+        stats.live_server_transactions.load(Ordering::Relaxed),
+        stats.live_client_transactions.load(Ordering::Relaxed),
+        stats.live_dialogs.load(Ordering::Relaxed),
+        server.handle.media_use(),
+        before
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+    let _ = std::fs::remove_dir_all(&uac_dir);
+}
