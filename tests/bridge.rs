@@ -414,6 +414,12 @@ gateway = "sip:127.0.0.1:{carrier_port}"
             "90", "sipp", "-sn", "uac", "-s", "6000", "-m", "200", "-r", "50",
         ])
         .args([
+            "-p",
+            &uac_port.to_string(),
+            "-mp",
+            &(uac_port + 2).to_string(),
+        ])
+        .args([
             "-l",
             "12",
             "-d",
