@@ -471,3 +471,58 @@ gateway = "sip:127.0.0.1:{carrier_port}"
     let _ = std::fs::remove_dir_all(&dir);
     let _ = std::fs::remove_dir_all(&uac_dir);
 }
+
+/// A real phone as the callee: baresip registers as device d1 and answers by itself; the
+/// `device` module rings it at its binding and the caller hears the phone's audio (baresip
+/// sends `media/tone-1khz.wav` as its microphone), relayed through pivotd.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_device_module_rings_a_registered_baresip_which_answers_and_is_heard() {
+    let callflows = r#"
+[[accounts.callflows]]
+numbers = ["6002"]
+flow = { module = "device", data = { id = "d1", timeout = 10 } }
+[[accounts.devices]]
+id = "d1"
+username = "2001"
+password = "s3cret"
+"#;
+    let server = start(&config_toml(callflows, "allow_unauthenticated = true", "")).await;
+    let phone =
+        common::baresip::Baresip::start_answering(server.udp, "2001", "s3cret", "pivotd.test")
+            .await;
+    let registered = eventually(10, || {
+        !server
+            .handle
+            .registrar
+            .bindings_of(ACCOUNT, "d1")
+            .is_empty()
+    })
+    .await;
+    assert!(registered, "baresip did not register:\n{}", phone.log());
+    let mut caller = Caller::new(server.udp).await;
+    caller.invite("6002", &[0], "").await;
+    let mut seen = Vec::new();
+    let ok = caller.final_response(10000, &mut seen).await;
+    let ok = ok.unwrap_or_else(|| panic!("no answer; seen {seen:?}\n{}", phone.log()));
+    assert_eq!(status(&ok), 200, "{ok}\n{}", phone.log());
+    caller.ack(&ok).await;
+    // Our RTP first: symmetric RTP on the caller's leg proves its address.
+    send_tone(&caller.media.socket, media_addr(&ok), 0, 450.0, 1500).await;
+    let heard = received_pcm(&caller.media);
+    assert!(
+        heard.len() >= 4000,
+        "the caller got {} samples\n{}",
+        heard.len(),
+        phone.log()
+    );
+    let share = tone_share(&heard[heard.len() / 2..], 1000.0);
+    assert!(share > 0.5, "the caller hears the phone's 1 kHz: {share}");
+    caller.bye(&ok).await;
+    assert!(
+        eventually(5, || phone.log().contains("BYE")
+            || phone.log().contains("closed"))
+        .await,
+        "the phone was hung up:\n{}",
+        phone.log()
+    );
+}

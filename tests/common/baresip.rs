@@ -50,6 +50,39 @@ impl Baresip {
         regint: Duration,
         commands: &[&str],
     ) -> Baresip {
+        Baresip::start_account(server, user, password, realm, regint, commands, "").await
+    }
+
+    /// A phone that answers calls by itself (`answermode=auto`), sending its tone.
+    pub async fn start_answering(
+        server: SocketAddr,
+        user: &str,
+        password: &str,
+        realm: &str,
+    ) -> Baresip {
+        let regint = Duration::from_secs(600);
+        Baresip::start_account(
+            server,
+            user,
+            password,
+            realm,
+            regint,
+            &[],
+            ";answermode=auto",
+        )
+        .await
+    }
+
+    /// Like [`Baresip::start_with`], with more account parameters (`;answermode=auto`).
+    pub async fn start_account(
+        server: SocketAddr,
+        user: &str,
+        password: &str,
+        realm: &str,
+        regint: Duration,
+        commands: &[&str],
+        account_params: &str,
+    ) -> Baresip {
         let dir = tempdir();
         let sip_port = free_pair();
         let prompt = repo().join("media/tone-1khz.wav");
@@ -64,7 +97,7 @@ impl Baresip {
         std::fs::write(
             dir.join("accounts"),
             format!(
-                "<sip:{user}@{realm};transport=udp>;auth_pass={password};outbound=\"sip:{server};transport=udp\";regint={}\n",
+                "<sip:{user}@{realm};transport=udp>;auth_pass={password};outbound=\"sip:{server};transport=udp\";regint={}{account_params}\n",
                 regint.as_secs()
             ),
         )
