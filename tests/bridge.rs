@@ -114,6 +114,33 @@ async fn a_carrier_answers_both_sides_hear_each_other_and_the_caller_hangs_up() 
     assert!(!body(&invite).contains(&caller.media.addr.port().to_string()));
     assert_eq!(header(&invite, "Max-Forwards").as_deref(), Some("69"));
     talk(&caller, &callee, media_addr(&ok), 0, 0).await;
+    // RFC 4733 from the caller passes through to the callee (key 5, its end packet thrice).
+    for (i, (end, duration)) in [
+        (false, 160u16),
+        (false, 320),
+        (true, 480),
+        (true, 480),
+        (true, 480),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let p = dtmf_packet(1000 + i as u16, 99_000, i == 0, 5, end, duration);
+        caller
+            .media
+            .socket
+            .send_to(&p, media_addr(&ok))
+            .await
+            .unwrap();
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(
+        eventually(3, || callee.media.packets().iter().any(|p| p.pt == 101
+            && p.payload.first() == Some(&5)
+            && p.payload.get(1).is_some_and(|b| b & 0x80 != 0)))
+        .await,
+        "the callee got the caller's key 5 as RFC 4733"
+    );
     caller.bye(&ok).await;
     assert!(
         eventually(5, || !callee.received("BYE").is_empty()).await,
@@ -524,5 +551,60 @@ password = "s3cret"
         .await,
         "the phone was hung up:\n{}",
         phone.log()
+    );
+}
+
+/// TwiML `<Dial hangupOnStar="true">`: `*` from the caller ends the bridge (the callee gets a
+/// BYE) and the document goes on (here `<Hangup/>`: the caller gets a BYE too).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn star_from_the_caller_ends_a_dial_with_hangup_on_star_and_the_document_goes_on() {
+    let web = common::http::HttpServer::start(|_| {
+        common::http::HttpResp::xml(
+            r#"<Response><Dial hangupOnStar="true"><Number>5551234</Number></Dial><Hangup/></Response>"#,
+        )
+    })
+    .await;
+    let callee = Callee::start(Script::Answer {
+        ring_ms: 100,
+        codec: 0,
+    })
+    .await;
+    let flow = format!(
+        r#"{{ module = "pivot", data = {{ voice_url = "{}", req_format = "twiml" }} }}"#,
+        web.url("/start")
+    );
+    let server = server_for(&callee, &flow, "").await;
+    let mut caller = Caller::new(server.udp).await;
+    caller.invite("6000", &[0], "").await;
+    let mut seen = Vec::new();
+    let ok = caller
+        .final_response(8000, &mut seen)
+        .await
+        .expect("a final response");
+    assert_eq!(status(&ok), 200, "{ok}");
+    caller.ack(&ok).await;
+    assert!(
+        eventually(5, || callee.dialog_up()).await,
+        "the callee answered"
+    );
+    // Audio first (proves the caller's address), then * as RFC 4733 (event 10).
+    send_tone(&caller.media.socket, media_addr(&ok), 0, 450.0, 400).await;
+    for (i, end) in [false, true, true, true].into_iter().enumerate() {
+        let p = dtmf_packet(2000 + i as u16, 77_000, i == 0, 10, end, 480);
+        caller
+            .media
+            .socket
+            .send_to(&p, media_addr(&ok))
+            .await
+            .unwrap();
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(
+        eventually(5, || !callee.received("BYE").is_empty()).await,
+        "* ended the bridge: the callee got a BYE"
+    );
+    assert!(
+        caller.sip.expect("BYE ", 5000).await.is_some(),
+        "the document went on to <Hangup/>"
     );
 }

@@ -140,6 +140,11 @@ impl Callee {
         panic!("REGISTER still challenged");
     }
 
+    /// Whether a 200 was sent (the call is answered).
+    pub fn dialog_up(&self) -> bool {
+        self.dialog.lock().unwrap().is_some()
+    }
+
     /// Hangs up the answered call with a BYE.
     pub async fn hang_up(&self) {
         let (invite, tag, from) = self.dialog.lock().unwrap().clone().expect("answered");
