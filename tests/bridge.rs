@@ -465,9 +465,16 @@ gateway = "sip:127.0.0.1:{carrier_port}"
         .expect("sipp");
     let text =
         String::from_utf8_lossy(&uac.stdout).into_owned() + &String::from_utf8_lossy(&uac.stderr);
+    let errors: String = std::fs::read_dir(&uac_dir)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter(|e| e.file_name().to_string_lossy().contains("errors"))
+        .map(|e| std::fs::read_to_string(e.path()).unwrap_or_default())
+        .collect();
     assert!(
         uac.status.success(),
-        "SIPp's calls did not all complete:\n{text}"
+        "SIPp's calls did not all complete:\n{text}\n{errors}"
     );
     let carrier = uas.wait_with_output().await.unwrap();
     assert!(
@@ -607,4 +614,69 @@ async fn star_from_the_caller_ends_a_dial_with_hangup_on_star_and_the_document_g
         caller.sip.expect("BYE ", 5000).await.is_some(),
         "the document went on to <Hangup/>"
     );
+}
+
+/// Hold and unhold mid-bridge: the caller's re-INVITE (`sendonly`, then `sendrecv`) is
+/// answered by pivotd and passed to the callee as a re-INVITE of its own with `sendonly`
+/// and then `sendrecv` (RFC 3264 §8.4), each acknowledged.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_callers_hold_and_unhold_reach_the_callee() {
+    let callee = Callee::start(Script::Answer {
+        ring_ms: 100,
+        codec: 0,
+    })
+    .await;
+    let server = server_for(&callee, RESOURCES, "").await;
+    let mut caller = Caller::new(server.udp).await;
+    caller.invite("6000", &[0], "").await;
+    let mut seen = Vec::new();
+    let ok = caller
+        .final_response(5000, &mut seen)
+        .await
+        .expect("a final response");
+    assert_eq!(status(&ok), 200, "{ok}");
+    caller.ack(&ok).await;
+    let reinvites = || -> Vec<String> {
+        callee
+            .received("INVITE")
+            .into_iter()
+            .filter(|r| header(r, "To").is_some_and(|t| t.contains("tag=")))
+            .collect()
+    };
+    let held = caller.reinvite(&ok, 0, "sendonly").await;
+    assert_eq!(status(&held), 200, "{held}");
+    assert!(body(&held).contains("a=recvonly"), "{held}");
+    assert!(
+        eventually(5, || reinvites().len() == 1).await,
+        "the callee got a re-INVITE"
+    );
+    assert!(
+        body(&reinvites()[0]).contains("a=sendonly"),
+        "{}",
+        reinvites()[0]
+    );
+    assert!(
+        eventually(3, || callee.received("ACK").len() >= 2).await,
+        "the re-INVITE's 200 was acknowledged"
+    );
+    let resumed = caller.reinvite(&ok, 0, "sendrecv").await;
+    assert_eq!(status(&resumed), 200, "{resumed}");
+    assert!(
+        eventually(5, || reinvites().len() == 2).await,
+        "the callee got a second re-INVITE"
+    );
+    let second = &reinvites()[1];
+    assert!(body(second).contains("a=sendrecv"), "{second}");
+    let cseq = |m: &str| {
+        header(m, "CSeq")
+            .and_then(|c| {
+                c.split_whitespace()
+                    .next()
+                    .and_then(|n| n.parse::<u32>().ok())
+            })
+            .unwrap_or(0)
+    };
+    assert!(cseq(second) > cseq(&reinvites()[0]));
+    caller.bye(&ok).await;
+    assert!(eventually(5, || !callee.received("BYE").is_empty()).await);
 }

@@ -27,7 +27,7 @@ use crate::flow::bridge::{BridgeOutcome, BridgeRequest, DialStatus};
 use crate::media::player::PlayResult;
 use crate::media::relay::{LegFormat, Relay};
 use crate::media::rtp::RtpSession;
-use crate::media::sdp::{self, LocalSession, Negotiated};
+use crate::media::sdp::{self, Direction, LocalSession, Negotiated};
 use crate::media::tone;
 use crate::sip::endpoint::DialogEvent;
 use crate::sip::uac::InviteSpec;
@@ -83,6 +83,10 @@ struct Bridge {
 struct SpecBase {
     from: String,
     offer: String,
+    /// Our outbound session description, its version raised for each new offer.
+    local: LocalSession,
+    /// The hold state the callee was last told of (None before the answer).
+    callee_held: Option<bool>,
     max_forwards: u32,
     contact_user: String,
 }
@@ -176,15 +180,13 @@ impl Call {
         // onto where the callee really sends from (a phone behind NAT).
         b_rtp.prove();
         let media_ip = ctx.cfg.sip.advertise.unwrap_or(ctx.cfg.media.ip);
-        let offer = sdp::offer(
-            &LocalSession {
-                ip: media_ip,
-                port: b_rtp.local_port(),
-                session_id: u64::from(rand::random::<u32>()),
-                version: 1,
-            },
-            EVENT_PT,
-        );
+        let local = LocalSession {
+            ip: media_ip,
+            port: b_rtp.local_port(),
+            session_id: u64::from(rand::random::<u32>()),
+            version: 1,
+        };
+        let offer = sdp::offer(&local, EVENT_PT);
         let (events_tx, events) = mpsc::unbounded_channel();
         let caller = request.caller_id.clone().unwrap_or_default();
         let name = caller.name.or_else(|| self.info.caller_id_name.clone());
@@ -210,6 +212,8 @@ impl Call {
             spec: SpecBase {
                 from: from_value(name.as_deref(), &number, &self.info.request_realm),
                 offer,
+                local,
+                callee_held: None,
                 max_forwards,
                 contact_user: "pivotd".into(),
             },
@@ -261,6 +265,9 @@ impl Call {
                 }
             }
             b.keep_relay(self);
+            if answered_at.is_some() {
+                b.reflect_hold(self.leg.is_held());
+            }
             let wake = b.next_wake(ring_deadline, answered_at.is_some());
             tokio::select! {
                 digit = self.leg.next() => {
@@ -604,6 +611,33 @@ impl Bridge {
             self.relay = None;
         }
         self.b_format = Some(format);
+    }
+
+    /// The caller's hold reaches the callee: a re-INVITE with `sendonly` when the caller
+    /// holds, `sendrecv` when it resumes (RFC 3264 §8.4), so the callee's phone shows it and
+    /// stops sending into a held call. One re-INVITE at a time; a change meanwhile waits.
+    fn reflect_hold(&mut self, caller_held: bool) {
+        let Some(fork) = self.winner.and_then(|w| self.forks.get_mut(w)) else {
+            return;
+        };
+        let told = *self.spec.callee_held.get_or_insert(false);
+        if told == caller_held || fork.reinviting() {
+            return;
+        }
+        self.spec.local.version += 1;
+        let direction = if caller_held {
+            Direction::SendOnly
+        } else {
+            Direction::SendRecv
+        };
+        let sdp = sdp::offer_with_direction(&self.spec.local, EVENT_PT, direction);
+        if fork.reinvite(sdp) {
+            tracing::info!(
+                held = caller_held,
+                "bridge: the caller's hold passed to the callee"
+            );
+            self.spec.callee_held = Some(caller_held);
+        }
     }
 
     /// Keeps a relay running between the caller and the callee whose media we take, with

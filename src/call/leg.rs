@@ -239,6 +239,11 @@ impl Leg {
         self.early_media_sent || self.phase == Phase::Answered
     }
 
+    /// The caller put us on hold (its last SDP: sendonly or inactive).
+    pub(super) fn is_held(&self) -> bool {
+        self.held
+    }
+
     /// The caller's RTP session.
     pub(super) fn rtp(&self) -> &Arc<RtpSession> {
         &self.rtp

@@ -71,6 +71,10 @@ pub(super) struct OutboundLeg {
     ack: Option<OutgoingRequest>,
     /// The last CSeq the callee used in the dialog.
     remote_cseq: Option<u32>,
+    /// The CSeq of our last request in the dialog (the INVITE's, then BYE, re-INVITEs).
+    local_cseq: u32,
+    /// Our re-INVITE in flight (hold, unhold), by client transaction id and CSeq.
+    reinvite: Option<(u64, u32)>,
     events: mpsc::UnboundedSender<DialogEvent>,
     registered: bool,
 }
@@ -106,6 +110,8 @@ impl OutboundLeg {
             offer,
             ack: None,
             remote_cseq: None,
+            local_cseq: 1,
+            reinvite: None,
             events,
             registered: true,
         }
@@ -118,7 +124,9 @@ impl OutboundLeg {
     /// Whether the event is this fork's.
     pub(super) fn owns(&self, ev: &DialogEvent) -> bool {
         match ev {
-            DialogEvent::Response { id, .. } | DialogEvent::Timeout { id } => *id == self.tx_id,
+            DialogEvent::Response { id, .. } | DialogEvent::Timeout { id } => {
+                *id == self.tx_id || self.reinvite.is_some_and(|(r, _)| r == *id)
+            }
             DialogEvent::Request { req, .. } => {
                 message::header_str(req, "Call-ID") == Some(self.invite.call_id.as_str())
             }
@@ -137,6 +145,14 @@ impl OutboundLeg {
     /// One of this fork's events.
     pub(super) fn on_event(&mut self, ev: DialogEvent) -> ForkNews {
         match ev {
+            DialogEvent::Response { id, resp } if self.reinvite.is_some_and(|(r, _)| r == id) => {
+                self.on_reinvite_response(&resp);
+                ForkNews::Nothing
+            }
+            DialogEvent::Timeout { id } if self.reinvite.is_some_and(|(r, _)| r == id) => {
+                self.reinvite = None;
+                ForkNews::Nothing
+            }
             DialogEvent::Response { resp, .. } => self.on_response(resp),
             DialogEvent::Timeout { .. } => {
                 if matches!(self.state, ForkState::Calling | ForkState::Ringing) {
@@ -180,6 +196,7 @@ impl OutboundLeg {
                 };
                 self.send_as_is(&ack);
                 self.ack = Some(ack);
+                self.local_cseq = self.invite.cseq();
                 let answer = negotiated(&resp);
                 self.state = ForkState::Answered(Box::new(resp));
                 if self.cancel_pending {
@@ -310,12 +327,71 @@ impl OutboundLeg {
     }
 
     fn hang_up(&mut self) {
+        self.local_cseq += 1;
         if let ForkState::Answered(resp) = &self.state {
-            if let Some(bye) = self.invite.bye_after_2xx(resp) {
+            if let Some(bye) =
+                self.invite
+                    .dialog_request(rsip::Method::Bye, self.local_cseq, resp, None)
+            {
                 self.endpoint.send_request(&self.invite.call_id, bye, None);
             }
         }
         self.end();
+    }
+
+    /// A re-INVITE with `sdp` (our offer with a new direction: hold, unhold), once answered;
+    /// it also becomes our answer to the callee's own re-INVITEs. One at a time (RFC 3261
+    /// §14.1): a change asked while one is in flight is sent when it ends.
+    pub(super) fn reinvite(&mut self, sdp: String) -> bool {
+        if self.reinvite.is_some() {
+            return false;
+        }
+        let ForkState::Answered(resp) = &self.state else {
+            return false;
+        };
+        let cseq = self.local_cseq + 1;
+        let Some(req) = self
+            .invite
+            .dialog_request(rsip::Method::Invite, cseq, resp, Some(&sdp))
+        else {
+            return false;
+        };
+        self.local_cseq = cseq;
+        let id = self
+            .endpoint
+            .send_request(&self.invite.call_id, req, Some(self.events.clone()));
+        self.reinvite = Some((id, cseq));
+        self.offer = sdp;
+        true
+    }
+
+    /// The answer to our re-INVITE: a 2xx is acknowledged (its own ACK, §13.2.2.4); a
+    /// failure leaves the media as it was (the transaction ACKs it).
+    fn on_reinvite_response(&mut self, resp: &rsip::Response) {
+        let code = resp.status_code.code();
+        if code < 200 {
+            return;
+        }
+        let Some((_, cseq)) = self.reinvite.take() else {
+            return;
+        };
+        if code < 300 {
+            if let ForkState::Answered(first) = &self.state {
+                if let Some(ack) = self
+                    .invite
+                    .dialog_request(rsip::Method::Ack, cseq, first, None)
+                {
+                    self.send_as_is(&ack);
+                }
+            }
+        } else {
+            tracing::info!(code, "bridge: the callee refused our re-INVITE");
+        }
+    }
+
+    /// Whether a re-INVITE of ours is in flight.
+    pub(super) fn reinviting(&self) -> bool {
+        self.reinvite.is_some()
     }
 
     /// A request without a transaction of its own (the ACK of a 2xx).

@@ -539,9 +539,15 @@ pub fn answer_to_offer(local: &LocalSession, offer: &Sdp, neg: &Negotiated) -> S
 /// telephone-event/8000 0-16 on `dtmf_pt`, sendrecv, ptime 20. A `dtmf_pt` that is not a
 /// free RTP payload type (0, 8, or above 127) leaves telephone-event out.
 pub fn offer(local: &LocalSession, dtmf_pt: u8) -> String {
+    offer_with_direction(local, dtmf_pt, Direction::SendRecv)
+}
+
+/// [`offer`] with another direction: a bridge puts its callee on hold with `sendonly` when
+/// the caller holds (RFC 3264 §8.4), and takes it off with `sendrecv`.
+pub fn offer_with_direction(local: &LocalSession, dtmf_pt: u8, direction: Direction) -> String {
     let mut out = String::with_capacity(256);
     write_session(&mut out, local);
-    write_offer_audio(&mut out, local, dtmf_pt);
+    write_offer_audio(&mut out, local, dtmf_pt, direction);
     out
 }
 
@@ -554,19 +560,19 @@ pub fn offer_keeping_lines(local: &LocalSession, previous: &Sdp, dtmf_pt: u8) ->
     write_session(&mut out, local);
     for (i, m) in previous.media.iter().enumerate() {
         if Some(i) == chosen {
-            write_offer_audio(&mut out, local, dtmf_pt);
+            write_offer_audio(&mut out, local, dtmf_pt, Direction::SendRecv);
         } else {
             let fmt = m.formats.first().map(String::as_str).unwrap_or("0");
             let _ = write!(out, "m={} 0 {} {fmt}\r\n", m.kind, m.proto);
         }
     }
     if chosen.is_none() {
-        write_offer_audio(&mut out, local, dtmf_pt);
+        write_offer_audio(&mut out, local, dtmf_pt, Direction::SendRecv);
     }
     out
 }
 
-fn write_offer_audio(out: &mut String, local: &LocalSession, dtmf_pt: u8) {
+fn write_offer_audio(out: &mut String, local: &LocalSession, dtmf_pt: u8, direction: Direction) {
     let dtmf = (dtmf_pt != 0 && dtmf_pt != 8 && dtmf_pt <= 127).then_some(dtmf_pt);
     let _ = write!(out, "m=audio {} RTP/AVP 0 8", local.port);
     if let Some(d) = dtmf {
@@ -579,7 +585,7 @@ fn write_offer_audio(out: &mut String, local: &LocalSession, dtmf_pt: u8) {
             "a=rtpmap:{d} telephone-event/8000\r\na=fmtp:{d} 0-16\r\n"
         );
     }
-    let _ = write!(out, "a=ptime:{PTIME_MS}\r\na=sendrecv\r\n");
+    let _ = write!(out, "a=ptime:{PTIME_MS}\r\na={}\r\n", direction.as_str());
 }
 
 #[cfg(test)]

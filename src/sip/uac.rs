@@ -165,12 +165,30 @@ impl OutboundInvite {
     /// Record-Route in reverse. Sent as is (an ACK has no client transaction). `None` when
     /// the 2xx has no usable Contact.
     pub fn ack_for_2xx(&self, resp: &rsip::Response) -> Option<OutgoingRequest> {
-        self.in_dialog(rsip::Method::Ack, self.cseq, resp)
+        self.in_dialog(rsip::Method::Ack, self.cseq, resp, None)
     }
 
     /// A BYE in the dialog the 2xx formed (§15.1.1): the next CSeq, same target and route.
     pub fn bye_after_2xx(&self, resp: &rsip::Response) -> Option<OutgoingRequest> {
-        self.in_dialog(rsip::Method::Bye, self.cseq + 1, resp)
+        self.in_dialog(rsip::Method::Bye, self.cseq + 1, resp, None)
+    }
+
+    /// The CSeq number of the INVITE as it stands (after a retry with credentials, its new
+    /// one): the dialog's later requests count on from it.
+    pub fn cseq(&self) -> u32 {
+        self.cseq
+    }
+
+    /// A request of our own in the dialog the 2xx formed, with CSeq `cseq`: a BYE, a
+    /// re-INVITE carrying `sdp` (hold), or the ACK of a re-INVITE's 2xx (same `cseq`).
+    pub fn dialog_request(
+        &self,
+        method: rsip::Method,
+        cseq: u32,
+        resp: &rsip::Response,
+        sdp: Option<&str>,
+    ) -> Option<OutgoingRequest> {
+        self.in_dialog(method, cseq, resp, sdp)
     }
 
     /// A request in the dialog of `resp` (a 2xx to our INVITE) as the UAC (§12.1.2: the
@@ -180,6 +198,7 @@ impl OutboundInvite {
         method: rsip::Method,
         cseq: u32,
         resp: &rsip::Response,
+        sdp: Option<&str>,
     ) -> Option<OutgoingRequest> {
         let s = &self.spec;
         let target = addr_uri(message::header_str(resp, "Contact")?)?;
@@ -203,8 +222,26 @@ impl OutboundInvite {
             route: &route,
         }
         .write();
-        let bytes = finish(out, &[], None);
-        Some(self.outgoing(method, branch, bytes, None))
+        let is_invite = method == rsip::Method::Invite;
+        let contact;
+        let mut extra: Vec<(&str, &str)> = Vec::new();
+        if is_invite {
+            // A re-INVITE names our Contact again (§12.2.1.1, a target refresh).
+            contact = super::dialog::contact_value(&s.contact_user, &s.local_host, &s.peer);
+            extra.push(("Contact", contact.as_str()));
+        }
+        let body = sdp.map(|b| ("application/sdp", b.as_bytes()));
+        let bytes = finish(out, &extra, body);
+        // The transaction builds the ACK of a re-INVITE's non-2xx from the request.
+        let request = if is_invite {
+            match message::parse(&bytes) {
+                Ok(rsip::SipMessage::Request(r)) => Some(r),
+                _ => None,
+            }
+        } else {
+            None
+        };
+        Some(self.outgoing(method, branch, bytes, request))
     }
 
     fn outgoing(

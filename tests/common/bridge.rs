@@ -258,7 +258,12 @@ async fn serve(
             }
         };
         let method = msg.split_whitespace().next().unwrap_or("").to_string();
+        let in_dialog = header(&msg, "To").is_some_and(|t| t.contains("tag="));
         match method.as_str() {
+            "INVITE" if in_dialog => {
+                let body = sdp(media, 0);
+                send(response(&msg, 200, None, me, Some(&body))).await;
+            }
             "INVITE" => {
                 if requests
                     .lock()
@@ -339,6 +344,8 @@ pub struct Caller {
     pub call_id: String,
     tag: String,
     pub invite: String,
+    /// The CSeq of our last request.
+    cseq: u32,
 }
 
 impl Caller {
@@ -349,6 +356,7 @@ impl Caller {
             call_id: format!("{}@bridge-test", token()),
             tag: token(),
             invite: String::new(),
+            cseq: 1,
         }
     }
 
@@ -414,16 +422,72 @@ impl Caller {
         self.sip.send(ack.as_bytes()).await;
     }
 
+    /// A re-INVITE in the answered dialog with our media `direction` (`sendonly` holds the
+    /// other side, `sendrecv` resumes); returns its final response (ACKed).
+    pub async fn reinvite(&mut self, ok: &str, codec: u8, direction: &str) -> String {
+        self.cseq += 1;
+        let local = self.sip.local();
+        let name = if codec == 8 { "PCMA" } else { "PCMU" };
+        let sdp = format!(
+            "v=0\r\no=caller 1 {} IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\n\
+             m=audio {} RTP/AVP {codec} 101\r\na=rtpmap:{codec} {name}/8000\r\n\
+             a=rtpmap:101 telephone-event/8000\r\na={direction}\r\n",
+            self.cseq,
+            self.media.addr.port()
+        );
+        let msg = format!(
+            "INVITE sip:pivotd@127.0.0.1 SIP/2.0\r\nVia: SIP/2.0/UDP {local};branch=z9hG4bK{}\r\n\
+             Max-Forwards: 70\r\nFrom: \"Alice\" <sip:1000@pivotd.test>;tag={}\r\nTo: {}\r\n\
+             Call-ID: {}\r\nCSeq: {} INVITE\r\nContact: <sip:1000@{local}>\r\n\
+             Content-Type: application/sdp\r\nContent-Length: {}\r\n\r\n{sdp}",
+            token(),
+            self.tag,
+            header(ok, "To").unwrap(),
+            self.call_id,
+            self.cseq,
+            sdp.len()
+        );
+        self.sip.send(msg.as_bytes()).await;
+        let want = format!("{} INVITE", self.cseq);
+        let resp = loop {
+            let m = self
+                .sip
+                .recv(5000)
+                .await
+                .expect("an answer to the re-INVITE");
+            if m.starts_with("SIP/2.0")
+                && header(&m, "CSeq").as_deref() == Some(want.as_str())
+                && status(&m) >= 200
+            {
+                break m;
+            }
+        };
+        let ack = format!(
+            "ACK sip:pivotd@127.0.0.1 SIP/2.0\r\nVia: SIP/2.0/UDP {local};branch=z9hG4bK{}\r\n\
+             Max-Forwards: 70\r\nFrom: \"Alice\" <sip:1000@pivotd.test>;tag={}\r\nTo: {}\r\n\
+             Call-ID: {}\r\nCSeq: {} ACK\r\nContent-Length: 0\r\n\r\n",
+            token(),
+            self.tag,
+            header(ok, "To").unwrap(),
+            self.call_id,
+            self.cseq
+        );
+        self.sip.send(ack.as_bytes()).await;
+        resp
+    }
+
     pub async fn bye(&mut self, ok: &str) {
+        self.cseq += 1;
         let local = self.sip.local();
         let bye = format!(
             "BYE sip:pivotd@127.0.0.1 SIP/2.0\r\nVia: SIP/2.0/UDP {local};branch=z9hG4bK{}\r\n\
              Max-Forwards: 70\r\nFrom: \"Alice\" <sip:1000@pivotd.test>;tag={}\r\nTo: {}\r\n\
-             Call-ID: {}\r\nCSeq: 2 BYE\r\nContent-Length: 0\r\n\r\n",
+             Call-ID: {}\r\nCSeq: {} BYE\r\nContent-Length: 0\r\n\r\n",
             token(),
             self.tag,
             header(ok, "To").unwrap(),
-            self.call_id
+            self.call_id,
+            self.cseq
         );
         self.sip.send(bye.as_bytes()).await;
     }
