@@ -8,11 +8,19 @@
 //! SECONDS of steady period. Each payload's first 8 bytes carry the send time (ns since a
 //! shared Instant); the receiving side subtracts it from its receive time.
 //!
-//! Runs, each in a child process of its own (with a baseline of its own): the callee answers PCMU (bytes relayed unchanged: latency is measured), the
-//! callee answers PCMA (pivotd transcodes μ-law <-> A-law, so payload bytes change: packets
-//! and CPU only), and a baseline with the same senders sending socket to socket, no pivotd.
-//! CPU is getrusage(RUSAGE_SELF) over the steady period, so it includes the load generator;
-//! the relay's own cost per packet is the run's figure minus the baseline's.
+//! Two runs, each in a child process of its own and each with its own baseline: the callee
+//! answers PCMU (bytes relayed unchanged: latency is measured), then the callee answers PCMA
+//! (pivotd transcodes μ-law <-> A-law, so payload bytes change: packets and CPU only). The
+//! baseline is the same senders sending socket to socket, no pivotd. CPU is
+//! getrusage(RUSAGE_SELF) over the steady period, so it includes the load generator; the
+//! relay's own cost per packet is the run's figure minus the baseline's.
+//!
+//! After the run every caller sends BYE (twice, 500 ms apart); the answers to those BYEs and
+//! the calls pivotd still holds 3 s later are printed on stderr. Separate processes because
+//! calls left over from one run were seen to take the next run's CPU.
+//!
+//! Run it (N concurrent calls, default 100; SECONDS of steady period, default 10; a third
+//! argument `pcmu` or `pcma` runs only that half in this process):
 //!
 //! cargo bench --bench bridge_relay -- [N] [SECONDS]      (defaults 100 and 10)
 
@@ -155,8 +163,12 @@ async fn place(server: SocketAddr, i: usize) -> Option<Call> {
     let inv = invite(local, "6000", &id, rtp.local_addr().ok()?.port());
     let t0 = Instant::now();
     let mut buf = vec![0u8; 65536];
+    // Retransmitted every 500 ms until a provisional answer (RFC 3261 17.1.1.2).
+    let mut provisional = false;
     for _ in 0..20 {
-        sip.send_to(inv.as_bytes(), server).await.ok()?;
+        if !provisional {
+            sip.send_to(inv.as_bytes(), server).await.ok()?;
+        }
         let wait = tokio::time::sleep(Duration::from_millis(500));
         tokio::pin!(wait);
         loop {
@@ -172,6 +184,7 @@ async fn place(server: SocketAddr, i: usize) -> Option<Call> {
                     }
                     let code: u16 = msg[8..11].parse().unwrap_or(0);
                     if code < 200 {
+                        provisional = true;
                         continue;
                     }
                     if code >= 300 {
@@ -399,9 +412,33 @@ gateway = "sip:{gateway}"
         pt: 0,
     }));
     let m = measure(legs, secs, codec == 0).await;
-    for c in &calls {
-        bye(c).await;
+    // The BYE is sent twice (500 ms apart) as this UAC does not retransmit: a burst of N
+    // BYEs may lose some on loopback.
+    for round in 0..2 {
+        for c in &calls {
+            bye(c).await;
+        }
+        if round == 0 {
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
     }
+    // What each call's BYE got (the first answer of CSeq 2 BYE on its SIP socket).
+    let mut answers: std::collections::BTreeMap<String, usize> = Default::default();
+    let mut buf = vec![0u8; 65536];
+    for c in &calls {
+        let mut got = "none".to_string();
+        while let Ok(Ok((n, _))) =
+            tokio::time::timeout(Duration::from_millis(2), c.sip.recv_from(&mut buf)).await
+        {
+            let m = String::from_utf8_lossy(&buf[..n]);
+            if m.starts_with("SIP/2.0 ") && header(&m, "CSeq").is_some_and(|x| x.ends_with("BYE")) {
+                got = m[8..11].to_string();
+                break;
+            }
+        }
+        *answers.entry(got).or_default() += 1;
+    }
+    eprintln!("answers to BYE: {answers:?}");
     // Wait (at most 3 s) for every call to end, and report what is left.
     let ending = Instant::now();
     while server.active_calls() > 0 && ending.elapsed() < Duration::from_secs(3) {
