@@ -1,0 +1,583 @@
+//! What pivotd's RTP relay costs on bridged calls: added latency, packets relayed per second,
+//! CPU per relayed packet, and the set-up time of N bridged calls.
+//!
+//! Runs pivotd in-process on loopback. Number 6000 bridges (the `resources` module) to a
+//! carrier gateway that is a scripted callee in this process, answering every INVITE with a
+//! fresh RTP socket. N callers dial 6000 at once (INVITE -> 200 timed), then caller and callee
+//! of every call each send 50 RTP packets/s (160-byte payloads) for a warm-up second and
+//! SECONDS of steady period. Each payload's first 8 bytes carry the send time (ns since a
+//! shared Instant); the receiving side subtracts it from its receive time.
+//!
+//! Two runs, each in a child process of its own and each with its own baseline: the callee
+//! answers PCMU (bytes relayed unchanged: latency is measured), then the callee answers PCMA
+//! (pivotd transcodes μ-law <-> A-law, so payload bytes change: packets and CPU only). The
+//! baseline is the same senders sending socket to socket, no pivotd. CPU is
+//! getrusage(RUSAGE_SELF) over the steady period, so it includes the load generator; the
+//! relay's own cost per packet is the run's figure minus the baseline's.
+//!
+//! After the run every caller sends BYE (twice, 500 ms apart); the answers to those BYEs and
+//! the calls pivotd still holds 3 s later are printed on stderr. Separate processes because
+//! calls left over from one run were seen to take the next run's CPU.
+//!
+//! Run it (N concurrent calls, default 100; SECONDS of steady period, default 10; a third
+//! argument `pcmu` or `pcma` runs only that half in this process):
+//!
+//! cargo bench --bench bridge_relay -- [N] [SECONDS]      (defaults 100 and 10)
+
+#[allow(dead_code)]
+#[path = "calls_common.rs"]
+mod calls_common;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use calls_common::{header, invite, stats};
+use pivotd::config::Config;
+use tokio::net::UdpSocket;
+use tokio::sync::mpsc;
+
+const PACKET_MS: u64 = 20;
+const WARMUP: Duration = Duration::from_secs(1);
+
+/// One end of a media stream: the socket it sends from and receives on, and where it sends.
+struct Leg {
+    socket: Arc<UdpSocket>,
+    peer: SocketAddr,
+    /// The payload type it sends (0 PCMU, 8 PCMA), as its SDP negotiated.
+    pt: u8,
+}
+
+/// The process CPU time (user + system) in µs.
+fn cpu_us() -> f64 {
+    let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
+    // SAFETY: getrusage writes into the struct it is given.
+    unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut ru) };
+    let tv = |t: libc::timeval| t.tv_sec as f64 * 1e6 + t.tv_usec as f64;
+    tv(ru.ru_utime) + tv(ru.ru_stime)
+}
+
+/// The media address of an SDP body (c= and m=audio).
+fn sdp_addr(msg: &str) -> Option<SocketAddr> {
+    let ip = msg
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("c=IN IP4 "))?
+        .trim();
+    let port = msg
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("m=audio "))?
+        .split_whitespace()
+        .next()?;
+    format!("{ip}:{port}").parse().ok()
+}
+
+fn callee_sdp(port: u16, codec: u8) -> String {
+    let name = if codec == 8 { "PCMA" } else { "PCMU" };
+    format!(
+        "v=0\r\no=callee 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\n\
+         m=audio {port} RTP/AVP {codec}\r\na=rtpmap:{codec} {name}/8000\r\na=sendrecv\r\n"
+    )
+}
+
+/// A response to `req` (Via, From, Call-ID, CSeq, Record-Route copied), with a To tag.
+fn response(req: &str, code: u16, me: SocketAddr, sdp: Option<&str>) -> String {
+    let mut out = format!("SIP/2.0 {code} Bench\r\n");
+    for line in req.lines().skip(1) {
+        let lower = line.to_ascii_lowercase();
+        if ["via:", "from:", "call-id:", "cseq:", "record-route:"]
+            .iter()
+            .any(|h| lower.starts_with(h))
+        {
+            out.push_str(line);
+            out.push_str("\r\n");
+        }
+    }
+    let to = header(req, "To").unwrap_or_default();
+    if to.contains("tag=") {
+        out.push_str(&format!("To: {to}\r\n"));
+    } else {
+        out.push_str(&format!("To: {to};tag=callee\r\n"));
+    }
+    out.push_str(&format!("Contact: <sip:callee@{me}>\r\n"));
+    match sdp {
+        Some(b) => out.push_str(&format!(
+            "Content-Type: application/sdp\r\nContent-Length: {}\r\n\r\n{b}",
+            b.len()
+        )),
+        None => out.push_str("Content-Length: 0\r\n\r\n"),
+    }
+    out
+}
+
+/// The carrier: answers every INVITE at once with 200 and a new RTP socket offering `codec`;
+/// each answered call's leg (socket, pivotd's media address) goes to `legs`.
+async fn callee(socket: Arc<UdpSocket>, codec: u8, legs: mpsc::UnboundedSender<Leg>) {
+    let me = socket.local_addr().unwrap();
+    let mut answered: std::collections::HashMap<String, String> = Default::default();
+    let mut buf = vec![0u8; 65536];
+    while let Ok((n, from)) = socket.recv_from(&mut buf).await {
+        let msg = String::from_utf8_lossy(&buf[..n]).into_owned();
+        if msg.starts_with("SIP/2.0") || msg.starts_with("ACK ") {
+            continue;
+        }
+        let answer = if msg.starts_with("INVITE ") {
+            let id = header(&msg, "Call-ID").unwrap_or("").to_string();
+            if let Some(ok) = answered.get(&id) {
+                ok.clone() // a retransmission
+            } else {
+                let rtp = Arc::new(UdpSocket::bind("127.0.0.1:0").await.unwrap());
+                let port = rtp.local_addr().unwrap().port();
+                let peer = sdp_addr(&msg).expect("SDP in pivotd's INVITE");
+                let _ = legs.send(Leg {
+                    socket: rtp,
+                    peer,
+                    pt: codec,
+                });
+                let ok = response(&msg, 200, me, Some(&callee_sdp(port, codec)));
+                answered.insert(id, ok.clone());
+                ok
+            }
+        } else {
+            response(&msg, 200, me, None)
+        };
+        let _ = socket.send_to(answer.as_bytes(), from).await;
+    }
+}
+
+/// A bridged call from the caller's side once answered.
+struct Call {
+    sip: UdpSocket,
+    leg: Leg,
+    ok: String,
+    from: SocketAddr,
+    id: String,
+    setup_us: f64,
+}
+
+/// Places one call to 6000 offering PCMU; INVITE retransmitted every 500 ms, ACKs the 200.
+async fn place(server: SocketAddr, i: usize) -> Option<Call> {
+    let sip = UdpSocket::bind("127.0.0.1:0").await.ok()?;
+    let rtp = Arc::new(UdpSocket::bind("127.0.0.1:0").await.ok()?);
+    let local = sip.local_addr().ok()?;
+    let id = format!("relay-{i}-{}", std::process::id());
+    let inv = invite(local, "6000", &id, rtp.local_addr().ok()?.port());
+    let t0 = Instant::now();
+    let mut buf = vec![0u8; 65536];
+    // Retransmitted every 500 ms until a provisional answer (RFC 3261 17.1.1.2).
+    let mut provisional = false;
+    for _ in 0..20 {
+        if !provisional {
+            sip.send_to(inv.as_bytes(), server).await.ok()?;
+        }
+        let wait = tokio::time::sleep(Duration::from_millis(500));
+        tokio::pin!(wait);
+        loop {
+            tokio::select! {
+                _ = &mut wait => break,
+                r = sip.recv_from(&mut buf) => {
+                    let (n, from) = r.ok()?;
+                    let msg = String::from_utf8_lossy(&buf[..n]).into_owned();
+                    if !msg.starts_with("SIP/2.0 ")
+                        || !header(&msg, "CSeq").is_some_and(|c| c.ends_with("INVITE"))
+                    {
+                        continue;
+                    }
+                    let code: u16 = msg[8..11].parse().unwrap_or(0);
+                    if code < 200 {
+                        provisional = true;
+                        continue;
+                    }
+                    if code >= 300 {
+                        eprintln!("call {i}: {}", msg.lines().next().unwrap_or(""));
+                        return None;
+                    }
+                    let setup_us = t0.elapsed().as_secs_f64() * 1e6;
+                    let ack = format!(
+                        "ACK sip:x@bench.test SIP/2.0\r\nVia: SIP/2.0/UDP {local};branch=z9hG4bKa{id};rport\r\n\
+            From: <sip:bench@127.0.0.1>;tag=f{id}\r\nTo: {}\r\nCall-ID: {id}\r\nCSeq: 1 ACK\r\nMax-Forwards: 70\r\nContent-Length: 0\r\n\r\n",
+                        header(&msg, "To").unwrap_or("")
+                    );
+                    sip.send_to(ack.as_bytes(), from).await.ok()?;
+                    let peer = sdp_addr(&msg)?;
+                    return Some(Call {
+                        sip,
+                        leg: Leg {
+                            socket: rtp,
+                            peer,
+                            pt: 0,
+                        },
+                        ok: msg,
+                        from,
+                        id,
+                        setup_us,
+                    });
+                }
+            }
+        }
+    }
+    None
+}
+
+async fn bye(call: &Call) {
+    let local = call.sip.local_addr().unwrap();
+    let id = &call.id;
+    let bye = format!(
+        "BYE sip:x@bench.test SIP/2.0\r\nVia: SIP/2.0/UDP {local};branch=z9hG4bKb{id};rport\r\n\
+From: <sip:bench@127.0.0.1>;tag=f{id}\r\nTo: {}\r\nCall-ID: {id}\r\nCSeq: 2 BYE\r\nMax-Forwards: 70\r\nContent-Length: 0\r\n\r\n",
+        header(&call.ok, "To").unwrap_or("")
+    );
+    let _ = call.sip.send_to(bye.as_bytes(), call.from).await;
+}
+
+/// A sending leg: socket, destination, payload type, SSRC.
+type Stream = (Arc<UdpSocket>, SocketAddr, u8, u32);
+
+/// What one steady period measured.
+struct Measured {
+    sent: u64,
+    received: u64,
+    secs: f64,
+    cpu_us: f64,
+    /// One-way latencies in µs (empty when payloads are transcoded).
+    latency: Vec<f64>,
+}
+
+/// Every leg sends 50 packets/s to its peer and receives; counts and latencies are taken over
+/// the steady period after WARMUP.
+async fn measure(legs: Vec<Leg>, secs: u64, with_latency: bool) -> Measured {
+    let epoch = Instant::now();
+    let t_start = tokio::time::Instant::from_std(epoch) + WARMUP;
+    let t_end = t_start + Duration::from_secs(secs);
+    // One sender task for all legs, ticking every millisecond: leg i sends on the ticks
+    // i mod 20, so the packets of a 20 ms period are spread and the generator wakes 1000
+    // times a second rather than once per packet.
+    let slots_n = PACKET_MS as usize;
+    let mut slots: Vec<Vec<Stream>> = vec![Vec::new(); slots_n];
+    for (i, leg) in legs.iter().enumerate() {
+        slots[i % slots_n].push((leg.socket.clone(), leg.peer, leg.pt, rand::random()));
+    }
+    let sender = tokio::spawn(async move {
+        let mut tick = tokio::time::interval_at(
+            tokio::time::Instant::from_std(epoch),
+            Duration::from_millis(1),
+        );
+        let mut p = [0xffu8; 172];
+        p[0] = 0x80;
+        let mut sent = 0u64;
+        for k in 0usize.. {
+            let at = tick.tick().await;
+            if at >= t_end {
+                break;
+            }
+            let seq = (k / slots_n) as u32;
+            for (s, peer, pt, ssrc) in &slots[k % slots_n] {
+                p[1] = *pt;
+                p[2..4].copy_from_slice(&(seq as u16).to_be_bytes());
+                p[4..8].copy_from_slice(&(seq * 160).to_be_bytes());
+                p[8..12].copy_from_slice(&ssrc.to_be_bytes());
+                let ns = epoch.elapsed().as_nanos() as u64;
+                p[12..20].copy_from_slice(&ns.to_be_bytes());
+                let _ = s.send_to(&p, *peer).await;
+                if at >= t_start {
+                    sent += 1;
+                }
+            }
+        }
+        sent
+    });
+    let mut receivers = Vec::new();
+    for leg in legs {
+        let s = leg.socket;
+        let receiver = tokio::spawn(async move {
+            let mut buf = [0u8; 2048];
+            let mut received = 0u64;
+            let mut lat = Vec::new();
+            let end = tokio::time::sleep_until(t_end);
+            tokio::pin!(end);
+            loop {
+                tokio::select! {
+                    _ = &mut end => break,
+                    r = s.recv_from(&mut buf) => {
+                        let Ok((n, _)) = r else { break };
+                        let now = epoch.elapsed();
+                        if n < 20 || tokio::time::Instant::now() < t_start {
+                            continue;
+                        }
+                        received += 1;
+                        if with_latency {
+                            let sent = u64::from_be_bytes(buf[12..20].try_into().unwrap());
+                            let now = now.as_nanos() as u64;
+                            if sent <= now {
+                                lat.push((now - sent) as f64 / 1000.0);
+                            }
+                        }
+                    }
+                }
+            }
+            (received, lat)
+        });
+        receivers.push(receiver);
+    }
+    tokio::time::sleep_until(t_start).await;
+    let cpu0 = cpu_us();
+    let w0 = Instant::now();
+    tokio::time::sleep_until(t_end).await;
+    let cpu = cpu_us() - cpu0;
+    let wall = w0.elapsed().as_secs_f64();
+    let mut m = Measured {
+        sent: 0,
+        received: 0,
+        secs: wall,
+        cpu_us: cpu,
+        latency: Vec::new(),
+    };
+    m.sent = sender.await.unwrap_or(0);
+    for receiver in receivers {
+        let (r, lat) = receiver.await.unwrap_or_default();
+        m.received += r;
+        m.latency.extend(lat);
+    }
+    m
+}
+
+/// N bridged calls through a fresh pivotd whose callee answers `codec`; returns set-up times
+/// (µs) and the total set-up wall time, and the steady-period figures.
+async fn relay_run(n: usize, secs: u64, codec: u8) -> (Vec<f64>, f64, Measured) {
+    let callee_sip = Arc::new(UdpSocket::bind("127.0.0.1:0").await.unwrap());
+    let gateway = callee_sip.local_addr().unwrap();
+    let (tx, mut rx) = mpsc::unbounded_channel();
+    let callee_task = tokio::spawn(callee(callee_sip, codec, tx));
+    let toml = format!(
+        r#"
+[sip]
+udp = ["127.0.0.1:0"]
+tcp = []
+max_calls_per_second = 100000
+# The bench is a load generator: trusted, held to the global limits only.
+trusted_sources = ["127.0.0.1"]
+[api]
+listen = "127.0.0.1:0"
+[store]
+sqlite = ":memory:"
+[media]
+ip = "127.0.0.1"
+port_min = 20000
+port_max = 40000
+rtp_timeout_s = 0
+[pivot]
+blacklist_cidrs = []
+[[accounts]]
+id = "4b6e1d0c2f6a4e0f9a1b2c3d4e5f6a7b"
+realm = "bench.test"
+[[accounts.callflows]]
+numbers = ["6000"]
+flow = {{ module = "resources", data = {{ to_did = "5551234" }} }}
+[[accounts.resources]]
+id = "carrier1"
+gateway = "sip:{gateway}"
+"#
+    );
+    let cfg = Config::from_toml_str(&toml, std::path::Path::new(env!("CARGO_MANIFEST_DIR")))
+        .expect("bench config");
+    let server = pivotd::server::start(Arc::new(cfg)).await.expect("server");
+    let addr = server.udp[0];
+
+    let t0 = Instant::now();
+    let placing: Vec<_> = (0..n).map(|i| tokio::spawn(place(addr, i))).collect();
+    let mut calls = Vec::new();
+    for p in placing {
+        if let Ok(Some(c)) = p.await {
+            calls.push(c);
+        }
+    }
+    let setup_wall = t0.elapsed().as_secs_f64();
+    let setup: Vec<f64> = calls.iter().map(|c| c.setup_us).collect();
+    let mut legs: Vec<Leg> = Vec::new();
+    while legs.len() < calls.len() {
+        match tokio::time::timeout(Duration::from_secs(2), rx.recv()).await {
+            Ok(Some(l)) => legs.push(l),
+            _ => break,
+        }
+    }
+    if calls.len() < n || legs.len() < n {
+        eprintln!(
+            "only {} of {n} calls answered ({} callee legs)",
+            calls.len(),
+            legs.len()
+        );
+    }
+    legs.extend(calls.iter().map(|c| Leg {
+        socket: c.leg.socket.clone(),
+        peer: c.leg.peer,
+        pt: 0,
+    }));
+    let m = measure(legs, secs, codec == 0).await;
+    // The BYE is sent twice (500 ms apart) as this UAC does not retransmit: a burst of N
+    // BYEs may lose some on loopback.
+    for round in 0..2 {
+        for c in &calls {
+            bye(c).await;
+        }
+        if round == 0 {
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
+    }
+    // What each call's BYE got (the first answer of CSeq 2 BYE on its SIP socket).
+    let mut answers: std::collections::BTreeMap<String, usize> = Default::default();
+    let mut buf = vec![0u8; 65536];
+    for c in &calls {
+        let mut got = "none".to_string();
+        while let Ok(Ok((n, _))) =
+            tokio::time::timeout(Duration::from_millis(2), c.sip.recv_from(&mut buf)).await
+        {
+            let m = String::from_utf8_lossy(&buf[..n]);
+            if m.starts_with("SIP/2.0 ") && header(&m, "CSeq").is_some_and(|x| x.ends_with("BYE")) {
+                got = m[8..11].to_string();
+                break;
+            }
+        }
+        *answers.entry(got).or_default() += 1;
+    }
+    eprintln!("answers to BYE: {answers:?}");
+    // Wait (at most 3 s) for every call to end, and report what is left.
+    let ending = Instant::now();
+    while server.active_calls() > 0 && ending.elapsed() < Duration::from_secs(3) {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    eprintln!(
+        "calls left {:.1} s after BYE: {}",
+        ending.elapsed().as_secs_f64(),
+        server.active_calls()
+    );
+    drop(server);
+    callee_task.abort();
+    (setup, setup_wall, m)
+}
+
+/// The same senders, N pairs of sockets sending to each other directly.
+async fn baseline(n: usize, secs: u64) -> Measured {
+    let mut legs = Vec::new();
+    for _ in 0..n {
+        let a = Arc::new(UdpSocket::bind("127.0.0.1:0").await.unwrap());
+        let b = Arc::new(UdpSocket::bind("127.0.0.1:0").await.unwrap());
+        let (pa, pb) = (a.local_addr().unwrap(), b.local_addr().unwrap());
+        legs.push(Leg {
+            socket: a,
+            peer: pb,
+            pt: 0,
+        });
+        legs.push(Leg {
+            socket: b,
+            peer: pa,
+            pt: 0,
+        });
+    }
+    measure(legs, secs, true).await
+}
+
+fn pct(v: &mut [f64], p: usize) -> f64 {
+    if v.is_empty() {
+        return f64::NAN;
+    }
+    v.sort_by(|a, b| a.total_cmp(b));
+    v[(v.len() * p / 100).min(v.len() - 1)]
+}
+
+fn row(name: &str, m: &mut Measured, base_cpu_per_pkt: Option<f64>) -> f64 {
+    let per_pkt = m.cpu_us / m.received.max(1) as f64;
+    let lat = if m.latency.is_empty() {
+        "            -          -          -".to_string()
+    } else {
+        let max = m.latency.iter().cloned().fold(0.0, f64::max);
+        format!(
+            "{:>13.0} {:>10.0} {:>10.0}",
+            pct(&mut m.latency, 50),
+            pct(&mut m.latency, 99),
+            max
+        )
+    };
+    let added = base_cpu_per_pkt
+        .map(|b| format!("{:>10.2}", per_pkt - b))
+        .unwrap_or_else(|| format!("{:>10}", "-"));
+    println!(
+        "{name:<14} {:>9} {:>9} {:>9.0} {lat} {:>8.1} {:>8.2} {added}",
+        m.sent,
+        m.received,
+        m.received as f64 / m.secs,
+        m.cpu_us / m.secs / 1e4,
+        per_pkt,
+    );
+    per_pkt
+}
+
+#[tokio::main]
+async fn main() {
+    // `cargo bench` passes --bench; `cargo test --all-targets` runs this binary without it,
+    // and a measurement is not a test.
+    if !std::env::args().any(|a| a == "--bench") {
+        println!("bridge_relay: a benchmark; run it with cargo bench --bench bridge_relay");
+        return;
+    }
+    let args: Vec<String> = std::env::args().filter(|a| !a.starts_with("--")).collect();
+    let n: usize = args.get(1).and_then(|a| a.parse().ok()).unwrap_or(100);
+    let secs: u64 = args.get(2).and_then(|a| a.parse().ok()).unwrap_or(10);
+    let codec: u8 = match args.get(3).map(String::as_str) {
+        Some("pcmu") => 0,
+        Some("pcma") => 8,
+        _ => {
+            // Each relay run in a process of its own: calls a run leaves in pivotd (see the
+            // report after BYE) must not share the next run's CPU.
+            println!(
+                "{n} bridged calls, 50 packets/s per call per direction, {secs} s steady after {} s warm-up",
+                WARMUP.as_secs()
+            );
+            for mode in ["pcmu", "pcma"] {
+                let status = std::process::Command::new(std::env::current_exe().unwrap())
+                    .args(["--bench", &n.to_string(), &secs.to_string(), mode])
+                    .status()
+                    .expect("run the bench in a child process");
+                assert!(status.success(), "{mode} run failed");
+            }
+            println!(
+                "latency is receive − send time (same clock); CPU is the whole process (pivotd + \
+                 load generator) per packet received; 'minus base' is the relay's own cost per \
+                 relayed packet (the baseline is measured again in each run's process)"
+            );
+            return;
+        }
+    };
+    let name = if codec == 8 { "PCMA" } else { "PCMU" };
+
+    let mut base = baseline(n, secs).await;
+    let (setup, wall, mut relay) = relay_run(n, secs, codec).await;
+
+    println!("--- callee answers {name}");
+    if setup.is_empty() {
+        println!("set-up: no call answered");
+    } else {
+        let s = stats(setup);
+        println!(
+            "set-up: {} of {n} answered in {:.1} ms; INVITE -> 200 per call µs: mean={:.0} p50={:.0} p99={:.0}",
+            s.0,
+            wall * 1e3,
+            s.1,
+            s.2,
+            s.3
+        );
+    }
+    println!(
+        "{:<14} {:>9} {:>9} {:>9} {:>13} {:>10} {:>10} {:>8} {:>8} {:>10}",
+        "run",
+        "sent",
+        "received",
+        "pkts/s",
+        "lat p50 µs",
+        "p99 µs",
+        "max µs",
+        "CPU %",
+        "CPU µs/p",
+        "minus base"
+    );
+    let b = row("direct (base)", &mut base, None);
+    row(&format!("relay {name}"), &mut relay, Some(b));
+}
