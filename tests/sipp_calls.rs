@@ -194,25 +194,7 @@ flow = { module = "play", data = { id = "digit-1" }, children = { _ = { module =
         assert!(run.ok, "sipp (tcp={tcp}) failed:\n{}", run.output);
     }
     assert_eq!(server.handle.stats.total.load(Ordering::Relaxed), 120);
-    let stats = &server.handle.endpoint.stats;
-    let drained = eventually(15, || {
-        server.handle.active_calls() == 0
-            && stats.live_server_transactions.load(Ordering::Relaxed) == 0
-            && stats.live_client_transactions.load(Ordering::Relaxed) == 0
-            && stats.live_dialogs.load(Ordering::Relaxed) == 0
-            && server.handle.media_use() == before
-    })
-    .await;
-    assert!(
-        drained,
-        "left behind: calls {}, server tx {}, client tx {}, dialogs {}, media {:?} (was {:?})",
-        server.handle.active_calls(),
-        stats.live_server_transactions.load(Ordering::Relaxed),
-        stats.live_client_transactions.load(Ordering::Relaxed),
-        stats.live_dialogs.load(Ordering::Relaxed),
-        server.handle.media_use(),
-        before
-    );
+    assert_drained(&server, before).await;
 }
 
 // ---------------------------------------------------------------------------------------

@@ -13,11 +13,6 @@ use pivotd::sip::transport::{Peer, Proto};
 use pivotd::sip::uac::{InviteSpec, OutboundInvite};
 use tokio::sync::mpsc;
 
-fn free_udp_port() -> u16 {
-    let s = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
-    s.local_addr().unwrap().port()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_outbound_invite_rings_is_answered_acked_and_hung_up() {
     let server = start(&config_toml("", "", "")).await;

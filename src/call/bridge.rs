@@ -32,8 +32,6 @@ use crate::media::tone;
 use crate::sip::endpoint::DialogEvent;
 use crate::sip::uac::InviteSpec;
 
-/// The telephone-event payload type pivotd offers.
-const EVENT_PT: u8 = 101;
 /// How long cancelled forks are waited for after the bridge (their 487, or a 2xx that
 /// crossed the CANCEL and must be hung up): Timer B's 64·T1.
 const SETTLE: Duration = Duration::from_secs(32);
@@ -81,7 +79,11 @@ struct Bridge {
 
 /// What every fork's INVITE shares.
 struct SpecBase {
-    from: String,
+    /// The caller ID the callee sees (the request's, else the caller's own), and the realm
+    /// of the From URI.
+    caller_name: Option<String>,
+    caller_number: String,
+    realm: String,
     offer: String,
     /// Our outbound session description, its version raised for each new offer.
     local: LocalSession,
@@ -186,7 +188,7 @@ impl Call {
             session_id: u64::from(rand::random::<u32>()),
             version: 1,
         };
-        let offer = sdp::offer(&local, EVENT_PT);
+        let offer = sdp::offer(&local, sdp::OFFERED_EVENT_PT);
         let (events_tx, events) = mpsc::unbounded_channel();
         let caller = request.caller_id.clone().unwrap_or_default();
         let name = caller.name.or_else(|| self.info.caller_id_name.clone());
@@ -210,7 +212,9 @@ impl Call {
             started: Instant::now(),
             answered_at: None,
             spec: SpecBase {
-                from: from_value(name.as_deref(), &number, &self.info.request_realm),
+                caller_name: name,
+                caller_number: number,
+                realm: self.info.request_realm.clone(),
                 offer,
                 local,
                 callee_held: None,
@@ -230,8 +234,8 @@ impl Call {
         let ring_deadline = Instant::now() + request.timeout;
         let mut tick = tokio::time::interval(Duration::from_secs(1));
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        let mut answered_at: Option<Instant> = None;
         loop {
+            let answered_at = b.answered_at;
             if self.leg.phase() == Phase::Ended {
                 tracing::info!("bridge: the caller left");
                 return Err(CallEnded);
@@ -284,9 +288,7 @@ impl Call {
                     if let Some(i) = b.forks.iter().position(|f| f.owns(&ev)) {
                         let news = b.forks.get_mut(i).map(|f| f.on_event(ev));
                         if let Some(news) = news {
-                            if self.on_fork_news(b, i, news, request).is_some() {
-                                answered_at = Some(Instant::now());
-                            }
+                            self.on_fork_news(b, i, news, request);
                         }
                     }
                 }
@@ -310,19 +312,13 @@ impl Call {
         }
     }
 
-    /// What a fork's news changes; `Some(())` when the bridge was just answered.
-    fn on_fork_news(
-        &mut self,
-        b: &mut Bridge,
-        i: usize,
-        news: ForkNews,
-        request: &BridgeRequest,
-    ) -> Option<()> {
+    /// What a fork's news changes (an answer sets `b.answered_at`).
+    fn on_fork_news(&mut self, b: &mut Bridge, i: usize, news: ForkNews, request: &BridgeRequest) {
         match news {
-            ForkNews::Nothing => None,
+            ForkNews::Nothing => {}
             ForkNews::Ringing { early } => {
                 if b.winner.is_some() {
-                    return None;
+                    return;
                 }
                 match early {
                     Some(n) if request.ringback.is_none() && b.early_from.is_none() => {
@@ -345,7 +341,6 @@ impl Call {
                     }
                     _ => {}
                 }
-                None
             }
             ForkNews::Answered { answer } => {
                 if b.winner.is_some() {
@@ -353,7 +348,7 @@ impl Call {
                     if let Some(f) = b.forks.get_mut(i) {
                         f.stop();
                     }
-                    return None;
+                    return;
                 }
                 let Some(answer) = answer else {
                     tracing::warn!("bridge: the callee answered without usable SDP");
@@ -361,7 +356,7 @@ impl Call {
                         f.stop();
                     }
                     b.codes.push(488);
-                    return None;
+                    return;
                 };
                 b.winner = Some(i);
                 b.answered_at = Some(Instant::now());
@@ -386,7 +381,6 @@ impl Call {
                     self.leg.answer();
                     self.ctx.stats.answered.fetch_add(1, Ordering::Relaxed);
                 }
-                Some(())
             }
             ForkNews::Failed(code) => {
                 tracing::info!(code, "bridge: a fork failed");
@@ -399,19 +393,15 @@ impl Call {
                     b.relay = None;
                 }
                 b.next_stage_after(self, i, code);
-                None
             }
-            ForkNews::HungUp => None,
             ForkNews::Digit(d) => {
                 // SIP INFO from the callee: the caller gets RFC 4733 only, relayed as RTP.
                 tracing::debug!(digit = %d, "bridge: a key from the callee by SIP INFO, not passed on");
-                None
             }
             ForkNews::Media(n) => {
                 if b.winner == Some(i) {
                     b.set_b_media(&n);
                 }
-                None
             }
         }
     }
@@ -448,7 +438,10 @@ impl Call {
         store.write(crate::store::Write::Cdr(crate::store::Cdr {
             call_id: b_call_id,
             account_id: self.info.account_id.clone(),
-            from: from_host_user(&b.spec.from),
+            from: {
+                let (user, host) = from_user_host(&b.spec.caller_number, &b.spec.realm);
+                format!("{user}@{host}")
+            },
             to,
             start,
             answer: Some(answer),
@@ -630,7 +623,7 @@ impl Bridge {
         } else {
             Direction::SendRecv
         };
-        let sdp = sdp::offer_with_direction(&self.spec.local, EVENT_PT, direction);
+        let sdp = sdp::offer_with_direction(&self.spec.local, sdp::OFFERED_EVENT_PT, direction);
         if fork.reinvite(sdp) {
             tracing::info!(
                 held = caller_held,
@@ -744,54 +737,43 @@ fn best_code(codes: &[u16]) -> Option<u16> {
 /// From the caller ID a carrier's `caller_id_type` asks for, else the bridge's.
 fn fork_from(spec: &SpecBase, fork: &Fork) -> String {
     match (&fork.from_number, &fork.from_name) {
-        (None, None) => spec.from.clone(),
-        (number, name) => {
-            let host = from_host(&spec.from);
-            from_value(
-                name.as_deref(),
-                number.as_deref().unwrap_or("anonymous"),
-                host,
-            )
-        }
+        (None, None) => from_value(
+            spec.caller_name.as_deref(),
+            &spec.caller_number,
+            &spec.realm,
+        ),
+        (number, name) => from_value(
+            name.as_deref(),
+            number.as_deref().unwrap_or("anonymous"),
+            &spec.realm,
+        ),
     }
 }
 
-/// `user@host` of a From value, as CDRs write it.
-fn from_host_user(from: &str) -> String {
-    from.rsplit_once("<sip:")
-        .and_then(|(_, rest)| rest.strip_suffix('>'))
-        .unwrap_or(from)
-        .to_string()
+/// The caller ID's user part and the realm as they may stand in a From URI. Both come from
+/// the caller's INVITE or a pivot answer, so only safe characters are kept (a quote or a line
+/// break must not reach the header).
+fn from_user_host(number: &str, realm: &str) -> (String, String) {
+    let keep = |text: &str, extra: &str, empty: &str| {
+        let kept: String = text
+            .chars()
+            .filter(|c| c.is_ascii_alphanumeric() || extra.contains(*c))
+            .collect();
+        if kept.is_empty() {
+            empty.to_string()
+        } else {
+            kept
+        }
+    };
+    (
+        keep(number, "+-_.!~*'()", "anonymous"),
+        keep(realm, "-.:[]", "invalid"),
+    )
 }
 
-fn from_host(from: &str) -> &str {
-    from.rsplit_once('@')
-        .and_then(|(_, rest)| rest.strip_suffix('>'))
-        .unwrap_or("invalid")
-}
-
-/// A From value for the callee: the caller ID as the display name and user part. Both come
-/// from the caller's INVITE or a pivot answer, so only safe characters are kept (a quote or a
-/// line break must not reach the header).
+/// A From value for the callee: the caller ID as the display name and user part.
 fn from_value(name: Option<&str>, number: &str, realm: &str) -> String {
-    let user: String = number
-        .chars()
-        .filter(|c| c.is_ascii_alphanumeric() || "+-_.!~*'()".contains(*c))
-        .collect();
-    let user = if user.is_empty() {
-        "anonymous".to_string()
-    } else {
-        user
-    };
-    let host: String = realm
-        .chars()
-        .filter(|c| c.is_ascii_alphanumeric() || "-.:[]".contains(*c))
-        .collect();
-    let host = if host.is_empty() {
-        "invalid".to_string()
-    } else {
-        host
-    };
+    let (user, host) = from_user_host(number, realm);
     let display: String = name
         .unwrap_or("")
         .chars()
@@ -813,7 +795,6 @@ mod tests {
         let v = from_value(Some("Eve\"\r\nX-Evil: 1"), "12\r\n34", "pbx.test");
         assert_eq!(v, "\"EveX-Evil: 1\" <sip:1234@pbx.test>");
         assert_eq!(from_value(None, "", ""), "<sip:anonymous@invalid>");
-        assert_eq!(from_host(&v), "pbx.test");
     }
 
     #[test]

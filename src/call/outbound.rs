@@ -47,8 +47,6 @@ pub(super) enum ForkNews {
     },
     /// A final failure with its SIP code (408 for a timeout).
     Failed(u16),
-    /// The callee hung up the answered call (its BYE, answered 200).
-    HungUp,
     /// A DTMF key the callee sent by SIP INFO.
     Digit(char),
     /// The callee's re-INVITE changed its media (address, codec, direction).
@@ -252,9 +250,10 @@ impl OutboundLeg {
         }
         match req.method {
             rsip::Method::Bye => {
+                // The callee hung up: the fork is done, which the bridge reads as the end.
                 reply(200, &[], None);
                 self.end();
-                ForkNews::HungUp
+                ForkNews::Nothing
             }
             rsip::Method::Invite => {
                 // A re-INVITE (hold, a codec change): answered locally with our side as it

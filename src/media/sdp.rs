@@ -535,6 +535,10 @@ pub fn answer_to_offer(local: &LocalSession, offer: &Sdp, neg: &Negotiated) -> S
     out
 }
 
+/// The telephone-event payload type pivotd offers (a late offer's answer, a bridge's
+/// outbound INVITE): one choice for every offer it makes.
+pub const OFFERED_EVENT_PT: u8 = 101;
+
 /// Our offer when the INVITE came without one (late offer, RFC 3264 §5): PCMU, PCMA,
 /// telephone-event/8000 0-16 on `dtmf_pt`, sendrecv, ptime 20. A `dtmf_pt` that is not a
 /// free RTP payload type (0, 8, or above 127) leaves telephone-event out.

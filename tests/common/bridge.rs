@@ -407,6 +407,20 @@ impl Caller {
         }
     }
 
+    /// Calls `number` (offering `codecs`) and expects it answered within `ms`: the 200 is
+    /// acknowledged and returned with the provisional codes seen before it.
+    pub async fn answered(&mut self, number: &str, codecs: &[u8], ms: u64) -> (String, Vec<u16>) {
+        self.invite(number, codecs, "").await;
+        let mut seen = Vec::new();
+        let ok = self
+            .final_response(ms, &mut seen)
+            .await
+            .unwrap_or_else(|| panic!("no final response; seen {seen:?}"));
+        assert_eq!(status(&ok), 200, "{ok}\nseen {seen:?}");
+        self.ack(&ok).await;
+        (ok, seen)
+    }
+
     /// ACK of a 2xx (to the Contact's address, which is pivotd's own here).
     pub async fn ack(&mut self, ok: &str) {
         let local = self.sip.local();

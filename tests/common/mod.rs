@@ -390,6 +390,37 @@ pub fn path_str(p: &Path) -> String {
     p.to_string_lossy().into_owned()
 }
 
+/// A UDP port on 127.0.0.1 free a moment ago (for a peer process such as SIPp to bind).
+pub fn free_udp_port() -> u16 {
+    let s = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    s.local_addr().unwrap().port()
+}
+
+/// Waits up to 15 s for the server to be back to idle after calls — no call, server or client
+/// transaction or dialog left, and the media use as `before` — and fails with what is left.
+pub async fn assert_drained(server: &TestServer, before: pivotd::server::MediaUse) {
+    use std::sync::atomic::Ordering;
+    let stats = &server.handle.endpoint.stats;
+    let drained = eventually(15, || {
+        server.handle.active_calls() == 0
+            && stats.live_server_transactions.load(Ordering::Relaxed) == 0
+            && stats.live_client_transactions.load(Ordering::Relaxed) == 0
+            && stats.live_dialogs.load(Ordering::Relaxed) == 0
+            && server.handle.media_use() == before
+    })
+    .await;
+    assert!(
+        drained,
+        "left behind: calls {}, server tx {}, client tx {}, dialogs {}, media {:?} (was {:?})",
+        server.handle.active_calls(),
+        stats.live_server_transactions.load(Ordering::Relaxed),
+        stats.live_client_transactions.load(Ordering::Relaxed),
+        stats.live_dialogs.load(Ordering::Relaxed),
+        server.handle.media_use(),
+        before
+    );
+}
+
 /// A random token for Call-IDs and tags.
 pub fn token() -> String {
     format!("{:016x}", rand::random::<u64>())

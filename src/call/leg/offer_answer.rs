@@ -51,8 +51,8 @@ impl Leg {
                 None => sdp::answer(&leg.local_sdp, n),
             },
             _ => match &leg.offer {
-                Some(o) => sdp::offer_keeping_lines(&leg.local_sdp, o, 101),
-                None => sdp::offer(&leg.local_sdp, 101),
+                Some(o) => sdp::offer_keeping_lines(&leg.local_sdp, o, sdp::OFFERED_EVENT_PT),
+                None => sdp::offer(&leg.local_sdp, sdp::OFFERED_EVENT_PT),
             },
         };
         let mut sdp = render(self);

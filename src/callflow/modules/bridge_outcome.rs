@@ -60,6 +60,21 @@ pub async fn bridge(
     Ok(outcome)
 }
 
+/// Rings `request` and goes on as its outcome says: the whole of `device`, `user` and
+/// `resources`/`offnet` once their request is built.
+pub async fn run(
+    request: &BridgeRequest,
+    when_unmatched: WhenUnmatched,
+    children: &Children,
+    call: &mut dyn CallControl,
+    rt: &Runtime,
+    state: &mut FlowState,
+) -> Result<Next, CallEnded> {
+    let outcome = bridge(request, call, state).await?;
+    let verdict = verdict(&outcome, children);
+    next(verdict, when_unmatched, &outcome, children, call, rt).await
+}
+
 /// Whether the bridge was answered, or which child names its failure: the cause first, then
 /// `sip:NNN` (Kazoo tries them in that order).
 pub fn verdict(outcome: &BridgeOutcome, children: &Children) -> Verdict {

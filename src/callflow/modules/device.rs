@@ -23,31 +23,36 @@ pub async fn run(
         tracing::info!("device: no device id, nothing to ring");
         return Ok(Next::Default);
     };
-    let outcome = bridge_outcome::bridge(&request, call, state).await?;
-    let verdict = bridge_outcome::verdict(&outcome, children);
-    bridge_outcome::next(
-        verdict,
-        WhenUnmatched::Continue,
-        &outcome,
-        children,
-        call,
-        rt,
-    )
-    .await
+    bridge_outcome::run(&request, WhenUnmatched::Continue, children, call, rt, state).await
 }
 
 /// The bridge a device node asks for; None without a device id.
 pub fn request(data: &Device) -> Option<BridgeRequest> {
     let id = data.id.clone()?;
+    Some(ring_one(
+        Target::Device { id },
+        data.delay_s,
+        data.timeout_s,
+        data.can_call_self,
+    ))
+}
+
+/// One target rung after `delay_s` for `timeout_s` (a device, a user).
+pub(super) fn ring_one(
+    target: Target,
+    delay_s: u32,
+    timeout_s: u32,
+    can_call_self: bool,
+) -> BridgeRequest {
     let endpoint = BridgeEndpoint {
-        delay: Duration::from_secs(u64::from(data.delay_s)),
-        ..BridgeEndpoint::now(Target::Device { id })
+        delay: Duration::from_secs(u64::from(delay_s)),
+        ..BridgeEndpoint::now(target)
     };
-    Some(BridgeRequest {
-        timeout: ring_timeout(data.timeout_s),
-        can_call_self: data.can_call_self,
+    BridgeRequest {
+        timeout: ring_timeout(timeout_s),
+        can_call_self,
         ..BridgeRequest::to(vec![endpoint])
-    })
+    }
 }
 
 #[cfg(test)]

@@ -23,15 +23,13 @@ pub async fn run(
     state: &mut FlowState,
 ) -> Result<Next, CallEnded> {
     let request = request(data, call.info());
-    let outcome = bridge_outcome::bridge(&request, call, state).await?;
-    let verdict = bridge_outcome::verdict(&outcome, children);
-    bridge_outcome::next(
-        verdict,
+    bridge_outcome::run(
+        &request,
         WhenUnmatched::DefaultResponse,
-        &outcome,
         children,
         call,
         rt,
+        state,
     )
     .await
 }

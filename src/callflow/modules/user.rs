@@ -4,13 +4,11 @@
 //! flow stops. Failed: the child named by the cause or `sip:NNN`, else `_`
 //! (`bridge_outcome`). A node without an `id` rings nothing and continues to `_`.
 
-use std::time::Duration;
-
 use super::bridge_outcome::{self, Children, WhenUnmatched};
 use crate::callflow::runtime::{Next, Runtime};
 use crate::callflow::state::FlowState;
 use crate::callflow::{CallControl, CallEnded};
-use crate::flow::bridge::{ring_timeout, BridgeEndpoint, BridgeRequest, Target};
+use crate::flow::bridge::{BridgeRequest, Target};
 use crate::flow::modules::user::User;
 
 pub async fn run(
@@ -24,40 +22,28 @@ pub async fn run(
         tracing::info!("user: no user id, nothing to ring");
         return Ok(Next::Default);
     };
-    let outcome = bridge_outcome::bridge(&request, call, state).await?;
-    let verdict = bridge_outcome::verdict(&outcome, children);
-    bridge_outcome::next(
-        verdict,
-        WhenUnmatched::Continue,
-        &outcome,
-        children,
-        call,
-        rt,
-    )
-    .await
+    bridge_outcome::run(&request, WhenUnmatched::Continue, children, call, rt, state).await
 }
 
 /// The bridge a user node asks for; None without a user id.
 pub fn request(data: &User) -> Option<BridgeRequest> {
     let id = data.id.clone()?;
-    let endpoint = BridgeEndpoint {
-        delay: Duration::from_secs(u64::from(data.delay_s)),
-        ..BridgeEndpoint::now(Target::User { id })
-    };
-    Some(BridgeRequest {
-        timeout: ring_timeout(data.timeout_s),
-        can_call_self: data.can_call_self,
-        ..BridgeRequest::to(vec![endpoint])
-    })
+    Some(super::device::ring_one(
+        Target::User { id },
+        data.delay_s,
+        data.timeout_s,
+        data.can_call_self,
+    ))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::callflow::fake::{FakeCall, Op};
-    use crate::flow::bridge::BridgeOutcome;
+    use crate::flow::bridge::{BridgeEndpoint, BridgeOutcome};
     use crate::flow::{ModuleData, Node};
     use serde_json::json;
+    use std::time::Duration;
 
     async fn run_node(v: serde_json::Value, outcome: BridgeOutcome) -> (Next, FakeCall) {
         let n = Node::from_json(&v).unwrap();

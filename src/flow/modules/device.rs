@@ -65,19 +65,34 @@ impl Device {
     }
 
     pub fn to_json(&self) -> Map<String, Value> {
-        let mut m = Map::new();
-        if let Some(id) = &self.id {
-            m.insert("id".into(), Value::String(id.clone()));
-        }
-        m.insert("timeout".into(), Value::from(self.timeout_s));
-        m.insert("delay".into(), Value::from(self.delay_s));
-        m.insert(
-            "dial_strategy".into(),
-            Value::String(self.dial_strategy.as_str().into()),
-        );
-        m.insert("can_call_self".into(), Value::Bool(self.can_call_self));
-        m
+        ring_json(
+            self.id.as_deref(),
+            self.timeout_s,
+            self.delay_s,
+            ("dial_strategy", self.dial_strategy),
+            self.can_call_self,
+        )
     }
+}
+
+/// The data of a node that rings one target (`device`, `user`): its strategy under the
+/// module's own key (`dial_strategy`, `strategy`).
+pub(crate) fn ring_json(
+    id: Option<&str>,
+    timeout_s: u32,
+    delay_s: u32,
+    (strategy_key, strategy): (&str, DialStrategy),
+    can_call_self: bool,
+) -> Map<String, Value> {
+    let mut m = Map::new();
+    if let Some(id) = id {
+        m.insert("id".into(), Value::String(id.to_string()));
+    }
+    m.insert("timeout".into(), Value::from(timeout_s));
+    m.insert("delay".into(), Value::from(delay_s));
+    m.insert(strategy_key.into(), Value::String(strategy.as_str().into()));
+    m.insert("can_call_self".into(), Value::Bool(can_call_self));
+    m
 }
 
 /// `id` of a device or user node; an empty one counts as absent (Kazoo reads it with

@@ -4,7 +4,7 @@
 
 use serde_json::{Map, Value};
 
-use super::device::{opt_id, ring_seconds, DialStrategy};
+use super::device::{opt_id, ring_json, ring_seconds, DialStrategy};
 use crate::flow::node::{Data, ValidationError};
 
 /// Kazoo's `timeout` default for a user (`callflows.user.json`), s.
@@ -38,18 +38,13 @@ impl User {
     }
 
     pub fn to_json(&self) -> Map<String, Value> {
-        let mut m = Map::new();
-        if let Some(id) = &self.id {
-            m.insert("id".into(), Value::String(id.clone()));
-        }
-        m.insert("timeout".into(), Value::from(self.timeout_s));
-        m.insert("delay".into(), Value::from(self.delay_s));
-        m.insert(
-            "strategy".into(),
-            Value::String(self.strategy.as_str().into()),
-        );
-        m.insert("can_call_self".into(), Value::Bool(self.can_call_self));
-        m
+        ring_json(
+            self.id.as_deref(),
+            self.timeout_s,
+            self.delay_s,
+            ("strategy", self.strategy),
+            self.can_call_self,
+        )
     }
 }
 
