@@ -286,6 +286,14 @@ pub fn rtp_dtmf(data: &[u8]) -> Vec<char> {
     digits
 }
 
+/// A FreeSWITCH tone stream as a `ringback` or `play` id names it (UTF-8 checked first, as
+/// a JSON string would be): the tone made must last as long as its cadence says.
+pub fn tone_spec(data: &[u8]) -> Result<std::time::Duration, crate::media::tone::ToneSpecError> {
+    let text = std::str::from_utf8(data).map_err(|_| crate::media::tone::ToneSpecError::Syntax)?;
+    let tone = crate::media::tone::from_spec(text)?;
+    Ok(tone.duration())
+}
+
 /// A TwiML document: parse, then resolve every URL it names against the document's URL as
 /// the runtime does.
 pub fn twiml(data: &[u8]) -> Result<usize, twiml::TwimlError> {

@@ -11,6 +11,7 @@
 use std::collections::BTreeSet;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use pivotd::fuzzing;
 
@@ -320,6 +321,27 @@ fn mutated_rtp_and_telephone_events_never_panic() {
     });
     assert!(with_digits > 100, "{with_digits}");
     eprintln!("rtp_dtmf: {inputs} inputs, {mutations} mutations");
+    assert!(mutations > 30_000, "{mutations}");
+}
+
+#[test]
+fn mutated_tone_streams_never_panic() {
+    let (mut ok, mut err) = (0, 0);
+    let (inputs, mutations) = campaign(
+        "tone_spec",
+        0x440,
+        15_000,
+        &fuzzing::tone_spec,
+        |r| match r {
+            Ok(d) => {
+                assert!(*d <= Duration::from_secs(120), "{d:?}");
+                ok += 1
+            }
+            Err(_) => err += 1,
+        },
+    );
+    assert!(ok > 100 && err > 100, "{ok} {err}");
+    eprintln!("tone_spec: {inputs} inputs, {mutations} mutations");
     assert!(mutations > 30_000, "{mutations}");
 }
 

@@ -25,6 +25,7 @@ use super::{Call, Phase};
 use crate::callflow::CallEnded;
 use crate::flow::bridge::{BridgeOutcome, BridgeRequest, DialStatus};
 use crate::media::player::PlayResult;
+use crate::media::prompt::Prompt;
 use crate::media::relay::{LegFormat, Relay};
 use crate::media::rtp::RtpSession;
 use crate::media::sdp::{self, Direction, LocalSession, Negotiated};
@@ -66,6 +67,9 @@ struct Bridge {
     /// The caller's format the relay was started with (a re-INVITE may change it).
     relayed_a_format: Option<LegFormat>,
     ringback: Option<Playing>,
+    /// What the caller hears while it rings, when the request names it (else the ring tone
+    /// once the caller hears our media, or its own phone's ring on a 180).
+    ringback_prompt: Option<Arc<Prompt>>,
     /// The fork whose early media the caller hears.
     early_from: Option<usize>,
     winner: Option<usize>,
@@ -97,6 +101,7 @@ impl Call {
     pub(super) async fn run_bridge(
         &mut self,
         request: &BridgeRequest,
+        ringback: Option<Arc<Prompt>>,
     ) -> Result<BridgeOutcome, CallEnded> {
         if self.leg.phase() == Phase::Ended {
             return Err(CallEnded);
@@ -114,6 +119,7 @@ impl Call {
             Ok(b) => b,
             Err(outcome) => return Ok(outcome),
         };
+        bridge.ringback_prompt = ringback;
         let result = self.ring_and_talk(&mut bridge, request).await;
         self.write_b_leg_cdr(&bridge, &result);
         bridge.finish();
@@ -206,6 +212,7 @@ impl Call {
             relay: None,
             relayed_a_format: None,
             ringback: None,
+            ringback_prompt: None,
             early_from: None,
             winner: None,
             codes: Vec::new(),
@@ -288,7 +295,7 @@ impl Call {
                     if let Some(i) = b.forks.iter().position(|f| f.owns(&ev)) {
                         let news = b.forks.get_mut(i).map(|f| f.on_event(ev));
                         if let Some(news) = news {
-                            self.on_fork_news(b, i, news, request);
+                            self.on_fork_news(b, i, news);
                         }
                     }
                 }
@@ -313,15 +320,20 @@ impl Call {
     }
 
     /// What a fork's news changes (an answer sets `b.answered_at`).
-    fn on_fork_news(&mut self, b: &mut Bridge, i: usize, news: ForkNews, request: &BridgeRequest) {
+    fn on_fork_news(&mut self, b: &mut Bridge, i: usize, news: ForkNews) {
         match news {
             ForkNews::Nothing => {}
             ForkNews::Ringing { early } => {
                 if b.winner.is_some() {
                     return;
                 }
+                if b.early_from.is_some() {
+                    return;
+                }
                 match early {
-                    Some(n) if request.ringback.is_none() && b.early_from.is_none() => {
+                    // The callee's own early media (a carrier's announcement) wins over any
+                    // ringback of ours.
+                    Some(n) => {
                         if self.leg.open_early_media() {
                             b.early_from = Some(i);
                             b.stop_ringback(self);
@@ -330,16 +342,15 @@ impl Call {
                             self.leg.ringing();
                         }
                     }
-                    _ if b.early_from.is_none() => {
-                        if self.leg.hears_our_media() {
-                            if b.ringback.is_none() {
-                                self.start_ringback(b);
-                            }
-                        } else {
-                            self.leg.ringing();
-                        }
+                    None if b.ringback.is_some() => {}
+                    // A named ringback is heard as early media (183); the ring tone only
+                    // once the caller already hears us, else its phone rings by itself (180).
+                    None if self.leg.hears_our_media()
+                        || (b.ringback_prompt.is_some() && self.leg.open_early_media()) =>
+                    {
+                        self.start_ringback(b);
                     }
-                    _ => {}
+                    None => self.leg.ringing(),
                 }
             }
             ForkNews::Answered { answer } => {
@@ -455,7 +466,8 @@ impl Call {
     }
 
     fn start_ringback(&mut self, b: &mut Bridge) {
-        let (rtp, payload) = self.leg.start_prompt(tone::ringback());
+        let prompt = b.ringback_prompt.clone().unwrap_or_else(tone::ringback);
+        let (rtp, payload) = self.leg.start_prompt(prompt);
         b.ringback = Some(Box::pin(rtp.play(payload)));
     }
 }

@@ -150,8 +150,12 @@ impl CallControl for Call {
         Ok(())
     }
 
-    async fn bridge(&mut self, request: &BridgeRequest) -> Result<BridgeOutcome, CallEnded> {
-        self.run_bridge(request).await
+    async fn bridge(
+        &mut self,
+        request: &BridgeRequest,
+        ringback: Option<Arc<Prompt>>,
+    ) -> Result<BridgeOutcome, CallEnded> {
+        self.run_bridge(request, ringback).await
     }
 
     async fn send_dtmf(&mut self, digits: &str, duration: Duration) -> Result<(), CallEnded> {

@@ -112,7 +112,14 @@ pub fn check_node_urls(node: &Node, path: &str, guard: &UrlGuard, out: &mut Vec<
 fn check_node_media(node: &Node, path: &str, lib: &PromptLibrary, out: &mut Vec<ConfigProblem>) {
     let key = node.module.media_key();
     for id in node.module.media_ids() {
-        if !is_http_url(id) && !lib.exists(id) {
+        if crate::media::tone::is_tone_spec(id) {
+            if let Err(e) = crate::media::tone::from_spec(id) {
+                out.push(ConfigProblem {
+                    key: format!("{path}.data.{key}"),
+                    message: format!("tone {id:?}: {e}"),
+                });
+            }
+        } else if !is_http_url(id) && !lib.exists(id) {
             out.push(ConfigProblem {
                 key: format!("{path}.data.{key}"),
                 message: format!("no prompt {id:?} in the media dir or the built-in prompts"),
@@ -214,6 +221,17 @@ flow = { module = "ring_group", data = { endpoints = [{ endpoint_type = "device"
         let e = from_toml_str(text, Path::new("/x")).unwrap_err();
         assert_eq!(keys(&e), ["accounts[0].callflows[0].flow.data.ringback"]);
         assert!(e.0[0].message.contains("no-such-ringback"), "{e}");
+
+        // A tone stream is made, not looked up: a malformed one is refused with the reason.
+        let tones = text
+            .replace("no-such-ringback", "tone_stream://%(2000,4000,440,480)")
+            .replace("\"welcome\"", "\"%(100,100,99999)\"");
+        let e = from_toml_str(&tones, Path::new("/x")).unwrap_err();
+        assert_eq!(
+            keys(&e),
+            ["accounts[0].callflows[0].flow.children._.data.ringback"]
+        );
+        assert!(e.0[0].message.contains("frequencies"), "{e}");
     }
 
     #[test]

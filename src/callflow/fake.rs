@@ -34,6 +34,8 @@ pub struct FakeCall {
     /// How the bridges this call is asked for end, in order; when none is left a bridge fails
     /// with `NORMAL_TEMPORARY_FAILURE`.
     pub bridge_outcomes: std::collections::VecDeque<BridgeOutcome>,
+    /// The name of the ringback prompt each bridge was given, in order.
+    pub ringbacks: Vec<Option<String>>,
 }
 
 impl FakeCall {
@@ -45,6 +47,7 @@ impl FakeCall {
             end_at: None,
             digits: Default::default(),
             bridge_outcomes: Default::default(),
+            ringbacks: Vec::new(),
         }
     }
 
@@ -119,7 +122,12 @@ impl CallControl for FakeCall {
     async fn hangup(&mut self) -> Result<(), CallEnded> {
         self.record(Op::Hangup)
     }
-    async fn bridge(&mut self, request: &BridgeRequest) -> Result<BridgeOutcome, CallEnded> {
+    async fn bridge(
+        &mut self,
+        request: &BridgeRequest,
+        ringback: Option<Arc<Prompt>>,
+    ) -> Result<BridgeOutcome, CallEnded> {
+        self.ringbacks.push(ringback.map(|p| p.name.clone()));
         self.record(Op::Bridge(request.clone()))?;
         let outcome = self
             .bridge_outcomes

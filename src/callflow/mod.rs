@@ -64,7 +64,11 @@ pub trait CallControl: Send {
     /// either side hangs up. Returns how it ended while the caller is still on the line; a
     /// caller who hangs up (or cancels while it rings) ends the run with `CallEnded`, and the
     /// other leg is cancelled or hung up.
-    async fn bridge(&mut self, request: &BridgeRequest) -> Result<BridgeOutcome, CallEnded>;
+    async fn bridge(
+        &mut self,
+        request: &BridgeRequest,
+        ringback: Option<Arc<Prompt>>,
+    ) -> Result<BridgeOutcome, CallEnded>;
     /// Sends `digits` as RFC 4733 events, each lasting `duration`: to the bridged leg while a
     /// bridge is up, else to the caller.
     async fn send_dtmf(&mut self, digits: &str, duration: Duration) -> Result<(), CallEnded>;

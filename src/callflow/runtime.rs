@@ -138,9 +138,18 @@ impl Runtime {
         }
     }
 
-    /// Resolves a play id to a prompt; an id that resolves to nothing is logged and gives
+    /// Resolves a play id (a prompt name, a URL, or a FreeSWITCH tone stream) to a prompt; an id that resolves to nothing is logged and gives
     /// `None`, and the module continues without it (Kazoo: the node just continues).
     pub async fn resolve_prompt(&self, id: &str) -> Option<Arc<Prompt>> {
+        if crate::media::tone::is_tone_spec(id) {
+            return match crate::media::tone::from_spec(id) {
+                Ok(p) => Some(p),
+                Err(e) => {
+                    tracing::warn!(id = %wire(id), reason = %e, "play: tone not played");
+                    None
+                }
+            };
+        }
         if is_http_url(id) {
             let Some(svc) = self.pivot.as_ref() else {
                 tracing::warn!(id = %wire(id), reason = "no HTTP client", "play: media not played");

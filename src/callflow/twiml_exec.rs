@@ -312,7 +312,7 @@ async fn run_dial(
         tracing::warn!(reason = %wire(&ignored.to_string()), "TwiML Dial: dialling without it");
     }
     answer(call).await?;
-    let outcome = call.bridge(&dial.bridge_request()).await?;
+    let outcome = call.bridge(&dial.bridge_request(), None).await?;
     tracing::debug!(
         status = outcome.status.as_str(),
         cause = outcome.cause,

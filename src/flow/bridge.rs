@@ -82,8 +82,10 @@ pub struct BridgeRequest {
     /// `*` from the caller ends the bridge, and the caller's flow goes on (TwiML
     /// `hangupOnStar`).
     pub hangup_on_star: bool,
-    /// Media played to the caller while the callee rings (a prompt id or URL); None: the
-    /// caller's phone rings by itself (180), or pivotd's ring tone once early media is open.
+    /// Media played to the caller while the callee rings, as early media (a prompt id, a URL
+    /// or a `tone_stream://%(on,off,freq…)`); the callee's own early media wins over it.
+    /// None: the caller's phone rings by itself (180), or pivotd's ring tone once early
+    /// media is open.
     pub ringback: Option<String>,
 }
 

@@ -47,9 +47,16 @@ pub enum Verdict {
 pub async fn bridge(
     request: &BridgeRequest,
     call: &mut dyn CallControl,
+    rt: &Runtime,
     state: &mut FlowState,
 ) -> Result<BridgeOutcome, CallEnded> {
-    let outcome = call.bridge(request).await?;
+    // A ringback that resolves to nothing is logged; the caller then hears the ring as if
+    // none had been named.
+    let ringback = match &request.ringback {
+        Some(id) => rt.resolve_prompt(id).await,
+        None => None,
+    };
+    let outcome = call.bridge(request, ringback).await?;
     tracing::info!(
         status = outcome.status.as_str(),
         cause = outcome.cause,
@@ -70,7 +77,7 @@ pub async fn run(
     rt: &Runtime,
     state: &mut FlowState,
 ) -> Result<Next, CallEnded> {
-    let outcome = bridge(request, call, state).await?;
+    let outcome = bridge(request, call, rt, state).await?;
     let verdict = verdict(&outcome, children);
     next(verdict, when_unmatched, &outcome, children, call, rt).await
 }
@@ -385,12 +392,32 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_ringback_is_resolved_like_play_media_and_a_missing_one_is_none() {
+        let rt = Runtime::for_tests();
+        let mut call = FakeCall::new();
+        let mut state = FlowState::default();
+        for ringback in ["tone_stream://%(1000,1000,1004)", "no-such-prompt"] {
+            let request = BridgeRequest {
+                ringback: Some(ringback.into()),
+                ..BridgeRequest::to(vec![])
+            };
+            bridge(&request, &mut call, &rt, &mut state).await.unwrap();
+        }
+        assert_eq!(
+            call.ringbacks,
+            [Some("tone_stream://%(1000,1000,1004)".into()), None]
+        );
+    }
+
+    #[tokio::test]
     async fn the_outcome_is_remembered_for_the_next_pivot_request() {
         let mut call = FakeCall::new();
         call.bridge_outcomes.push_back(answered());
         let mut state = FlowState::default();
         let request = BridgeRequest::to(vec![]);
-        let outcome = bridge(&request, &mut call, &mut state).await.unwrap();
+        let outcome = bridge(&request, &mut call, &Runtime::for_tests(), &mut state)
+            .await
+            .unwrap();
         assert_eq!(state.last_bridge, Some(outcome));
     }
 }

@@ -44,7 +44,7 @@ pub async fn run(
     }
     let mut round = 1;
     loop {
-        let outcome = ring_round(data, &members, call, state).await?;
+        let outcome = ring_round(data, &members, call, rt, state).await?;
         let verdict = bridge_outcome::verdict(&outcome, children);
         if verdict == Verdict::Unmatched && round < data.repeats {
             round += 1;
@@ -67,12 +67,13 @@ async fn ring_round(
     data: &RingGroup,
     members: &[(&Member, BridgeEndpoint)],
     call: &mut dyn CallControl,
+    rt: &Runtime,
     state: &mut FlowState,
 ) -> Result<BridgeOutcome, CallEnded> {
     let in_order: Vec<&BridgeEndpoint> = match data.strategy {
         Strategy::Simultaneous => {
             let all = members.iter().map(|(_, e)| e.clone()).collect();
-            return bridge_outcome::bridge(&together(data, all), call, state).await;
+            return bridge_outcome::bridge(&together(data, all), call, rt, state).await;
         }
         Strategy::Single => members.iter().map(|(_, e)| e).collect(),
         Strategy::WeightedRandom => {
@@ -86,7 +87,7 @@ async fn ring_round(
     };
     let mut last = None;
     for endpoint in in_order {
-        let outcome = bridge_outcome::bridge(&one_by_one(data, endpoint), call, state).await?;
+        let outcome = bridge_outcome::bridge(&one_by_one(data, endpoint), call, rt, state).await?;
         if outcome.answered() {
             return Ok(outcome);
         }
