@@ -125,9 +125,12 @@ pub(crate) enum NotResolved {
     DeviceNotRegistered(String),
     #[error("no device of user {} is registered", wire(.0))]
     UserNotRegistered(String),
-    /// The target is the calling device (or a user whose only device it is).
+    /// The target is the calling device.
     #[error("device {} is the calling device and can_call_self is off", wire(.0))]
     CalledSelf(String),
+    /// The target is the calling device's owner, or another device of that owner.
+    #[error("the caller's owner {} would ring itself and can_call_self is off", wire(.0))]
+    OwnerCalledSelf(String),
     #[error("no carrier to send the number to")]
     NoCarriers,
     #[error("{} is not a number that can be dialled", wire(.0))]
@@ -163,6 +166,7 @@ impl NotResolved {
             }
             // Kazoo's `cf_user` continues with the upper-cased build error.
             NotResolved::CalledSelf(_) => "ENDPOINT_CALLED_SELF",
+            NotResolved::OwnerCalledSelf(_) => "OWNER_CALLED_SELF",
             NotResolved::SipNotAllowed { .. } => "CALL_REJECTED",
             NotResolved::InvalidNumber(_) | NotResolved::InvalidUri(_) => "INVALID_NUMBER_FORMAT",
             NotResolved::NoCarriers
@@ -188,8 +192,30 @@ pub(crate) async fn resolve(
     Ok(Resolved { stages })
 }
 
-fn is_calling_device(ctx: &ResolveContext<'_>, device_id: &str) -> bool {
-    !ctx.can_call_self && ctx.calling_device == Some(device_id)
+/// Kazoo's self-call rule (`kz_endpoint`): without `can_call_self` a call rings neither the
+/// device placing it (`endpoint_called_self`) nor anything of that device's owner — the user
+/// or the user's other devices (`owner_called_self`).
+fn refuse_self_call(
+    ctx: &ResolveContext<'_>,
+    device_id: Option<&str>,
+    owner_id: Option<&str>,
+) -> Result<(), NotResolved> {
+    if ctx.can_call_self {
+        return Ok(());
+    }
+    if let Some(d) = device_id.filter(|d| ctx.calling_device == Some(*d)) {
+        return Err(NotResolved::CalledSelf(d.to_string()));
+    }
+    let caller_owner = ctx
+        .calling_device
+        .and_then(|d| ctx.registrar.directory().device(ctx.account_id, d))
+        .and_then(|d| d.owner_id.clone());
+    match (caller_owner, owner_id) {
+        (Some(caller), Some(owner)) if caller == owner => {
+            Err(NotResolved::OwnerCalledSelf(owner.to_string()))
+        }
+        _ => Ok(()),
+    }
 }
 
 /// Every binding of one device.
@@ -205,9 +231,10 @@ fn device_stage(ctx: &ResolveContext<'_>, id: &str) -> Result<Vec<Fork>, NotReso
     if !known {
         return Err(NotResolved::UnknownDevice(id.to_string()));
     }
-    if is_calling_device(ctx, id) {
-        return Err(NotResolved::CalledSelf(id.to_string()));
-    }
+    let owner = directory
+        .device(ctx.account_id, id)
+        .and_then(|d| d.owner_id.clone());
+    refuse_self_call(ctx, Some(id), owner.as_deref())?;
     let forks = device_forks(ctx, id);
     if forks.is_empty() {
         return Err(NotResolved::DeviceNotRegistered(id.to_string()));
@@ -215,7 +242,7 @@ fn device_stage(ctx: &ResolveContext<'_>, id: &str) -> Result<Vec<Fork>, NotReso
     Ok(forks)
 }
 
-/// Every binding of every device a user owns (the calling device left out).
+/// Every binding of every device a user owns.
 fn user_stage(ctx: &ResolveContext<'_>, id: &str) -> Result<Vec<Fork>, NotResolved> {
     let owned = |owner: &Option<String>| owner.as_deref() == Some(id);
     let mut devices: Vec<String> = ctx
@@ -237,17 +264,12 @@ fn user_stage(ctx: &ResolveContext<'_>, id: &str) -> Result<Vec<Fork>, NotResolv
     if !known {
         return Err(NotResolved::UnknownUser(id.to_string()));
     }
-    let others: Vec<&String> = devices
-        .iter()
-        .filter(|d| !is_calling_device(ctx, d))
-        .collect();
-    let forks: Vec<Fork> = others.iter().flat_map(|d| device_forks(ctx, d)).collect();
-    match (forks.is_empty(), others.is_empty(), devices.len()) {
-        (false, _, _) => Ok(forks),
-        // The user's only device is the one calling.
-        (true, true, 1..) => Err(NotResolved::CalledSelf(devices.remove(0))),
-        (true, _, _) => Err(NotResolved::UserNotRegistered(id.to_string())),
+    refuse_self_call(ctx, None, Some(id))?;
+    let forks: Vec<Fork> = devices.iter().flat_map(|d| device_forks(ctx, d)).collect();
+    if forks.is_empty() {
+        return Err(NotResolved::UserNotRegistered(id.to_string()));
     }
+    Ok(forks)
 }
 
 /// One fork per unexpired binding of a device.

@@ -238,15 +238,24 @@ async fn the_calling_device_is_left_out_unless_it_may_call_itself() {
         .unwrap_err();
     assert_eq!(e, NotResolved::CalledSelf("d1".into()));
     assert_eq!(e.cause(), "ENDPOINT_CALLED_SELF");
+    // d2 has d1's owner: Kazoo's owner_called_self.
+    let e = resolve(&w.ctx(Some("d1")), &device("d2"))
+        .await
+        .unwrap_err();
+    assert_eq!(e, NotResolved::OwnerCalledSelf("u1".into()));
+    assert_eq!(e.cause(), "OWNER_CALLED_SELF");
+    // Another owner's device rings.
+    assert!(resolve(&w.ctx(Some("d3")), &device("d1")).await.is_ok());
 
     let mut ctx = w.ctx(Some("d1"));
     ctx.can_call_self = true;
     let r = resolve(&ctx, &device("d1")).await.unwrap();
     assert_eq!(r.stages[0].len(), 2);
+    assert!(resolve(&ctx, &device("d2")).await.is_ok());
 }
 
 #[tokio::test]
-async fn a_user_rings_all_its_devices_but_the_calling_one() {
+async fn a_user_rings_all_its_devices_unless_the_caller_is_one_of_them() {
     let w = World::standard();
     let r = resolve(&w.ctx(Some("d3")), &user("u1")).await.unwrap();
     assert_eq!(r.stages.len(), 1);
@@ -256,17 +265,17 @@ async fn a_user_rings_all_its_devices_but_the_calling_one() {
         .collect();
     assert_eq!(devices, ["d1", "d1", "d2"]);
 
-    let r = resolve(&w.ctx(Some("d1")), &user("u1")).await.unwrap();
-    assert_eq!(request_uris(&r), [["sip:2002@192.168.1.21"]]);
+    // Its own owner calling: Kazoo's owner_called_self, the other devices included.
+    let e = resolve(&w.ctx(Some("d1")), &user("u1")).await.unwrap_err();
+    assert_eq!(e, NotResolved::OwnerCalledSelf("u1".into()));
 
     let mut ctx = w.ctx(Some("d1"));
     ctx.can_call_self = true;
     let r = resolve(&ctx, &user("u1")).await.unwrap();
     assert_eq!(r.stages[0].len(), 3);
 
-    // u3's only device is the one calling.
     let e = resolve(&w.ctx(Some("d5")), &user("u3")).await.unwrap_err();
-    assert_eq!(e, NotResolved::CalledSelf("d5".into()));
+    assert_eq!(e, NotResolved::OwnerCalledSelf("u3".into()));
 }
 
 #[tokio::test]
