@@ -279,7 +279,7 @@ impl Call {
             if answered_at.is_some() {
                 b.reflect_hold(self.leg.is_held());
             }
-            let wake = b.next_wake(ring_deadline, answered_at.is_some());
+            let wake = b.next_wake(ring_deadline, answered_at, request.time_limit);
             tokio::select! {
                 digit = self.leg.next() => {
                     if let Some(d) = digit {
@@ -589,10 +589,19 @@ impl Bridge {
     }
 
     /// When the loop must look again at the clock: the next delayed endpoint, the next
-    /// endpoint timeout, or the ring deadline.
-    fn next_wake(&self, ring_deadline: Instant, answered: bool) -> Instant {
-        if answered {
-            return Instant::now() + Duration::from_secs(3600);
+    /// endpoint timeout, or the ring deadline; once answered, the time limit (else it is only
+    /// seen at the once-a-second tick, up to a second late).
+    fn next_wake(
+        &self,
+        ring_deadline: Instant,
+        answered_at: Option<Instant>,
+        time_limit: Option<Duration>,
+    ) -> Instant {
+        if let Some(at) = answered_at {
+            let far = Instant::now() + Duration::from_secs(3600);
+            return time_limit
+                .and_then(|limit| at.checked_add(limit))
+                .map_or(far, |end| end.min(far));
         }
         self.endpoints
             .iter()
