@@ -2,16 +2,27 @@
 //! through pivotd and can dial, headless, on loopback. A missing binary fails the test.
 
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::Duration;
 
+use super::bridge::wav_pcm_8k;
 use super::{repo, tempdir};
 
 pub struct Baresip {
     child: tokio::process::Child,
     dir: PathBuf,
     pub sip_port: u16,
+}
+
+/// How a phone is set up: its registration interval, commands to run at start, account
+/// parameters, the audio it sends and whether it records what it hears.
+struct Setup<'a> {
+    regint: Duration,
+    commands: &'a [&'a str],
+    account_params: &'a str,
+    prompt: PathBuf,
+    record: bool,
 }
 
 /// A free UDP port whose next one is free too (baresip binds both).
@@ -83,22 +94,66 @@ impl Baresip {
         commands: &[&str],
         account_params: &str,
     ) -> Baresip {
+        let setup = Setup {
+            regint,
+            commands,
+            account_params,
+            prompt: repo().join("media/tone-1khz.wav"),
+            record: false,
+        };
+        Baresip::launch(server, user, password, realm, setup)
+    }
+
+    /// A phone that answers by itself, sending `prompt` (an 8 kHz WAV, long enough for the
+    /// call: baresip hangs up when its audio file ends) and recording what it hears
+    /// ([`Baresip::heard`]).
+    pub async fn start_recording(
+        server: SocketAddr,
+        user: &str,
+        password: &str,
+        realm: &str,
+        prompt: &Path,
+    ) -> Baresip {
+        let setup = Setup {
+            regint: Duration::from_secs(600),
+            commands: &[],
+            account_params: ";answermode=auto",
+            prompt: prompt.to_path_buf(),
+            record: true,
+        };
+        Baresip::launch(server, user, password, realm, setup)
+    }
+
+    fn launch(
+        server: SocketAddr,
+        user: &str,
+        password: &str,
+        realm: &str,
+        setup: Setup<'_>,
+    ) -> Baresip {
         let dir = tempdir();
         let sip_port = free_pair();
-        let prompt = repo().join("media/tone-1khz.wav");
-        let config = format!(
+        let mut config = format!(
             "poll_method\tepoll\nsip_listen\t127.0.0.1:{sip_port}\nnet_interface\t127.0.0.1\n\
              audio_player\talsa,null\naudio_source\taufile,{}\naudio_alert\talsa,null\n\
              module_path\t/usr/lib/baresip/modules\nmodule\tstdio.so\nmodule\tg711.so\n\
              module\taufile.so\nmodule\taccount.so\nmodule_app\tmenu.so\n",
-            prompt.display()
+            setup.prompt.display()
         );
+        if setup.record {
+            // sndfile dumps each call's audio: `dump-…-dec.wav` is what the phone hears.
+            config.push_str(&format!(
+                "module\tsndfile.so\nsnd_path\t{}\n",
+                dir.display()
+            ));
+        }
         std::fs::write(dir.join("config"), config).unwrap();
         std::fs::write(
             dir.join("accounts"),
             format!(
-                "<sip:{user}@{realm};transport=udp>;auth_pass={password};outbound=\"sip:{server};transport=udp\";regint={}{account_params}\n",
-                regint.as_secs()
+                "<sip:{user}@{realm};transport=udp>;auth_pass={password};outbound=\"sip:{server};transport=udp\";regint={}{}\n",
+                setup.regint.as_secs(),
+                setup.account_params
             ),
         )
         .unwrap();
@@ -106,7 +161,7 @@ impl Baresip {
         let log = std::fs::File::create(dir.join("out.log")).unwrap();
         let mut cmd = tokio::process::Command::new("baresip");
         cmd.arg("-f").arg(&dir).arg("-s");
-        for c in commands {
+        for c in setup.commands {
             cmd.arg("-e").arg(c);
         }
         let child = cmd
@@ -121,6 +176,18 @@ impl Baresip {
             dir,
             sip_port,
         }
+    }
+
+    /// What the phone heard in its call, at 8 kHz, once the call has ended (sndfile writes the
+    /// WAV's lengths when it closes the file); None before that.
+    pub fn heard(&self) -> Option<Vec<i16>> {
+        let entries = std::fs::read_dir(&self.dir).ok()?;
+        let dump = entries
+            .flatten()
+            .map(|e| e.path())
+            .find(|p| p.to_string_lossy().ends_with("-dec.wav"))?;
+        let pcm = wav_pcm_8k(&dump)?;
+        (!pcm.is_empty()).then_some(pcm)
     }
 
     /// What baresip printed so far (its SIP trace included).

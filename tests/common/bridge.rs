@@ -2,9 +2,10 @@
 //! packet can be checked: a [`Caller`] (UAC towards pivotd) and a scripted [`Callee`] (the UAS
 //! pivotd's second leg reaches: a carrier, a phone), each with its own RTP socket; and audio
 //! tones sent and recognised by frequency, so audio is compared by content across μ-law ↔
-//! A-law transcoding.
+//! A-law transcoding; tone WAVs for real phones to play (sox) and the WAVs they record.
 
 use std::net::SocketAddr;
+use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -582,4 +583,58 @@ pub fn received_pcm(sink: &RtpSink) -> Vec<i16> {
 /// The To tag and SDP of a response, for checks.
 pub fn answer_parts(resp: &str) -> (Option<String>, String) {
     (to_tag(resp), body(resp).to_string())
+}
+
+/// Sends one RFC 4733 key (`code`: 0–9, 10 `*`, 11 `#`) from `socket` to `to`, as a phone
+/// does: the start with the marker, updates every 20 ms, the end packet three times.
+pub async fn send_key(socket: &UdpSocket, to: SocketAddr, code: u8) {
+    let seq: u16 = rand::random();
+    let ts: u32 = rand::random();
+    let steps = [
+        (false, 160u16),
+        (false, 320),
+        (true, 480),
+        (true, 480),
+        (true, 480),
+    ];
+    for (i, (end, duration)) in steps.into_iter().enumerate() {
+        let p = super::dtmf_packet(seq.wrapping_add(i as u16), ts, i == 0, code, end, duration);
+        let _ = socket.send_to(&p, to).await;
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// Writes `secs` seconds of a `freq` Hz sine as an 8 kHz 16-bit mono WAV with sox, for a
+/// phone to play. sox is a required tool: a missing binary fails the test.
+pub fn sox_tone(path: &Path, freq: f32, secs: u32) {
+    let out = std::process::Command::new("sox")
+        .args(["-n", "-r", "8000", "-c", "1", "-b", "16"])
+        .arg(path)
+        .args([
+            "synth",
+            &secs.to_string(),
+            "sine",
+            &freq.to_string(),
+            "vol",
+            "0.3",
+        ])
+        .output()
+        .unwrap_or_else(|e| panic!("sox is not installed (apt-get install sox): {e}"));
+    assert!(
+        out.status.success(),
+        "sox failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// A 16-bit PCM WAV's first channel at 8 kHz (a rate that is a multiple of 8 kHz is
+/// decimated, enough for a tone well below 4 kHz); None when the file cannot be read (yet).
+pub fn wav_pcm_8k(path: &Path) -> Option<Vec<i16>> {
+    let reader = hound::WavReader::open(path).ok()?;
+    let spec = reader.spec();
+    assert_eq!(spec.bits_per_sample, 16, "{}: {spec:?}", path.display());
+    assert_eq!(spec.sample_rate % 8000, 0, "{}: {spec:?}", path.display());
+    let step = (spec.sample_rate / 8000 * u32::from(spec.channels)) as usize;
+    let samples: Vec<i16> = reader.into_samples::<i16>().map_while(Result::ok).collect();
+    Some(samples.into_iter().step_by(step).collect())
 }

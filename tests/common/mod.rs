@@ -6,6 +6,7 @@ pub mod baresip;
 pub mod bridge;
 pub mod digest;
 pub mod http;
+pub mod pjsua;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -233,6 +234,76 @@ pub async fn sipp_calls_from(
     SippRun {
         ok: out.status.success(),
         output,
+    }
+}
+
+/// A SIPp UAS running one call of a scenario in the background, on its own port: the far
+/// end pivotd dials (a carrier). Its messages are traced for the test to read.
+pub struct SippUas {
+    pub port: u16,
+    child: tokio::process::Child,
+    dir: PathBuf,
+}
+
+impl SippUas {
+    /// Starts `scenario` (a path) for one call, with more SIPp arguments (`-key NAME VALUE`).
+    pub fn start(scenario: &Path, args: &[&str]) -> SippUas {
+        let dir = tempdir();
+        let port = free_udp_port();
+        // Its screen goes to a file: a pipe nobody reads would stall it once full.
+        let screen = std::fs::File::create(dir.join("screen.log")).unwrap();
+        let child = tokio::process::Command::new("timeout")
+            .args(["30", "sipp", "-sf"])
+            .arg(scenario)
+            .args(["-m", "1", "-i", "127.0.0.1", "-t", "u1", "-nostdin"])
+            .args([
+                "-p",
+                &port.to_string(),
+                "-mp",
+                &free_media_port().to_string(),
+            ])
+            .args(["-trace_err", "-trace_msg", "-message_file", "messages.log"])
+            .args(args)
+            .current_dir(&dir)
+            .stdin(Stdio::null())
+            .stdout(screen.try_clone().unwrap())
+            .stderr(screen)
+            .kill_on_drop(true)
+            .spawn()
+            .expect("run timeout");
+        SippUas { port, child, dir }
+    }
+
+    /// The messages SIPp sent and received so far.
+    pub fn messages(&self) -> String {
+        std::fs::read_to_string(self.dir.join("messages.log")).unwrap_or_default()
+    }
+
+    /// Waits for the call to end: whether SIPp's scenario passed, and what it printed.
+    pub async fn finish(mut self) -> SippRun {
+        let status = self.child.wait().await.expect("sipp ran");
+        let mut output = std::fs::read_to_string(self.dir.join("screen.log")).unwrap_or_default();
+        if status.code() == Some(127) {
+            panic!("sipp is not installed (apt-get install sip-tester): {output}");
+        }
+        if let Ok(entries) = std::fs::read_dir(&self.dir) {
+            for e in entries.flatten() {
+                if e.file_name().to_string_lossy().contains("errors") {
+                    output.push_str(&std::fs::read_to_string(e.path()).unwrap_or_default());
+                }
+            }
+        }
+        SippRun {
+            ok: status.success(),
+            output,
+        }
+    }
+}
+
+impl Drop for SippUas {
+    fn drop(&mut self) {
+        let _ = self.child.start_kill();
+        let _ = std::fs::remove_dir_all(&self.dir);
     }
 }
 
