@@ -199,7 +199,7 @@ fn server_side(req: &rsip::Request) {
         }
     }
     if let Ok(mut d) = Dialog::from_invite(req, &call_id, "lt", peer(), "127.0.0.1:5060".into()) {
-        d.refresh_target(req);
+        d.refresh_target(&req.headers);
         if let Some((n, m)) = message::cseq(req) {
             let _ = d.accept_remote_cseq(n, &m);
         }
@@ -224,7 +224,7 @@ pub fn sdp(data: &[u8]) -> Option<sdp::Negotiated> {
         session_id: 1,
         version: 1,
     };
-    let _ = sdp::offer_keeping_lines(&local, &offer, 101);
+    let _ = sdp::offer_keeping_lines(&local, &offer, 101, sdp::Direction::SendOnly);
     let _ = sdp::negotiate_answer(&offer);
     let neg = sdp::negotiate(&offer).ok()?;
     let _ = sdp::answer(&local, &neg);

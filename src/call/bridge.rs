@@ -21,14 +21,14 @@ use tokio::time::Instant;
 
 use super::outbound::{ForkNews, OutboundLeg};
 use super::targets::{self, Fork, LocalSockets, ResolveContext};
-use super::{Call, Phase};
+use super::{Call, Leg, Phase};
 use crate::callflow::CallEnded;
 use crate::flow::bridge::{BridgeOutcome, BridgeRequest, DialStatus};
 use crate::media::player::PlayResult;
 use crate::media::prompt::Prompt;
 use crate::media::relay::{LegFormat, Relay};
 use crate::media::rtp::RtpSession;
-use crate::media::sdp::{self, Direction, LocalSession, Negotiated};
+use crate::media::sdp::{self, LocalSession, Negotiated};
 use crate::media::tone;
 use crate::sip::endpoint::DialogEvent;
 use crate::sip::uac::InviteSpec;
@@ -89,10 +89,9 @@ struct SpecBase {
     caller_number: String,
     realm: String,
     offer: String,
-    /// Our outbound session description, its version raised for each new offer.
+    /// Our outbound side (address, o= line) the offer was made of: each fork versions its
+    /// own descriptions from it.
     local: LocalSession,
-    /// The hold state the callee was last told of (None before the answer).
-    callee_held: Option<bool>,
     max_forwards: u32,
     contact_user: String,
 }
@@ -123,6 +122,8 @@ impl Call {
         let result = self.ring_and_talk(&mut bridge, request).await;
         self.write_b_leg_cdr(&bridge, &result);
         bridge.finish();
+        // A caller held for the callee's sake is taken off hold for what follows.
+        self.leg.hold_peer(false);
         result
     }
 
@@ -224,7 +225,6 @@ impl Call {
                 realm: self.info.request_realm.clone(),
                 offer,
                 local,
-                callee_held: None,
                 max_forwards,
                 contact_user: "pivotd".into(),
             },
@@ -277,7 +277,7 @@ impl Call {
             }
             b.keep_relay(self);
             if answered_at.is_some() {
-                b.reflect_hold(self.leg.is_held());
+                b.pass_holds(&mut self.leg);
             }
             let wake = b.next_wake(ring_deadline, answered_at, request.time_limit);
             tokio::select! {
@@ -518,6 +518,7 @@ impl Bridge {
                 call.ctx.endpoint.clone(),
                 fork,
                 spec,
+                self.spec.local.clone(),
                 self.events_tx.clone(),
             );
             live.push(self.forks.len());
@@ -590,7 +591,8 @@ impl Bridge {
 
     /// When the loop must look again at the clock: the next delayed endpoint, the next
     /// endpoint timeout, or the ring deadline; once answered, the time limit (else it is only
-    /// seen at the once-a-second tick, up to a second late).
+    /// seen at the once-a-second tick, up to a second late) or the end of a 491's wait before
+    /// our re-INVITE to the callee goes again.
     fn next_wake(
         &self,
         ring_deadline: Instant,
@@ -599,9 +601,15 @@ impl Bridge {
     ) -> Instant {
         if let Some(at) = answered_at {
             let far = Instant::now() + Duration::from_secs(3600);
-            return time_limit
+            let limit_end = time_limit
                 .and_then(|limit| at.checked_add(limit))
-                .map_or(far, |end| end.min(far));
+                .unwrap_or(far);
+            let retry = self
+                .winner
+                .and_then(|w| self.forks.get(w))
+                .and_then(OutboundLeg::hold_retry_at)
+                .unwrap_or(far);
+            return limit_end.min(retry).min(far);
         }
         self.endpoints
             .iter()
@@ -610,9 +618,12 @@ impl Bridge {
             .fold(ring_deadline, Instant::min)
     }
 
-    /// The callee's media as its SDP says: where to send, and the relay's format.
+    /// The callee's media as its SDP says: where to send, whether we may (not while it
+    /// holds), and the relay's format. A relay whose formats stay keeps running through a
+    /// hold: what the callee does not send is not relayed, and its media after is.
     fn set_b_media(&mut self, n: &Negotiated) {
         self.b_rtp.set_remote(n.remote);
+        self.b_rtp.set_sending(n.direction.we_send());
         self.b_rtp.set_payload_type(n.codec_pt);
         self.b_rtp.set_event_payload_type(n.dtmf_pt);
         let format = LegFormat {
@@ -627,31 +638,16 @@ impl Bridge {
         self.b_format = Some(format);
     }
 
-    /// The caller's hold reaches the callee: a re-INVITE with `sendonly` when the caller
-    /// holds, `sendrecv` when it resumes (RFC 3264 §8.4), so the callee's phone shows it and
-    /// stops sending into a held call. One re-INVITE at a time; a change meanwhile waits.
-    fn reflect_hold(&mut self, caller_held: bool) {
+    /// Each side's hold reaches the other (RFC 3264 §8.4): a re-INVITE with `sendonly` to
+    /// the callee when the caller holds, to the caller when the callee holds, `sendrecv`
+    /// when it resumes, so each phone shows it and stops sending into a held call. Each leg
+    /// sends one re-INVITE at a time; a change meanwhile goes after (`reinvite.rs`).
+    fn pass_holds(&mut self, caller: &mut Leg) {
         let Some(fork) = self.winner.and_then(|w| self.forks.get_mut(w)) else {
             return;
         };
-        let told = *self.spec.callee_held.get_or_insert(false);
-        if told == caller_held || fork.reinviting() {
-            return;
-        }
-        self.spec.local.version += 1;
-        let direction = if caller_held {
-            Direction::SendOnly
-        } else {
-            Direction::SendRecv
-        };
-        let sdp = sdp::offer_with_direction(&self.spec.local, sdp::OFFERED_EVENT_PT, direction);
-        if fork.reinvite(sdp) {
-            tracing::info!(
-                held = caller_held,
-                "bridge: the caller's hold passed to the callee"
-            );
-            self.spec.callee_held = Some(caller_held);
-        }
+        fork.hold_peer(caller.is_held());
+        caller.hold_peer(fork.peer_holds());
     }
 
     /// Keeps a relay running between the caller and the callee whose media we take, with

@@ -2,10 +2,11 @@
 //! media session (the RTP session, the negotiated SDP, offer/answer versioning). The leg
 //! answers what the far end does inside the dialog — BYE, CANCEL, re-INVITE, OPTIONS, INFO,
 //! the ACK — and decides what may be sent to it and when. Offer/answer (the SDP we send,
-//! re-INVITEs, an answer in an ACK) is in `leg/offer_answer.rs`.
+//! re-INVITEs both ways, an answer in an ACK) is in `leg/offer_answer.rs`.
 //!
-//! Today the only leg is the caller's (we are its UAS). The bridge adds an outbound leg (a
-//! UAC) beside it, owned by the same [`Call`](super::Call).
+//! This is the caller's leg (we are its UAS). A bridge adds outbound legs (we are their UAC,
+//! `outbound.rs`) beside it, owned by the same [`Call`](super::Call); each tells its far end
+//! of the other's hold by re-INVITE (`reinvite.rs`).
 //!
 //! Towards a source that is not trusted, nothing is sent that the caller has not asked for:
 //! RTP starts once its address proved it takes part (the ACK of our 2xx, or its first RTP
@@ -24,7 +25,7 @@ use crate::media::dtmf::{info_digit, DtmfReceiver};
 use crate::media::prompt::Prompt;
 use crate::media::relay::LegFormat;
 use crate::media::rtp::{ReceivedRtp, RtpSession};
-use crate::media::sdp::{LocalSession, Negotiated, Sdp};
+use crate::media::sdp::{Direction, LocalSession, Negotiated, OurDescription, Sdp};
 use crate::sip::dialog::Dialog;
 use crate::sip::endpoint::{DialogEvent, Endpoint, NewRequest, ServerTx};
 use crate::sip::message;
@@ -32,6 +33,8 @@ use crate::sip::outgoing::response_bytes;
 use crate::sip::{ALLOW, CAPABILITY_HEADERS, SUPPORTED};
 
 mod offer_answer;
+
+use super::reinvite::HoldReinvites;
 
 /// Where the leg's INVITE stands.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -70,6 +73,9 @@ pub(super) struct Leg {
     dialog: Dialog,
     contact_user: String,
     events: mpsc::UnboundedReceiver<DialogEvent>,
+    /// The sender of `events`, for the responses to our own requests (re-INVITEs). Weak:
+    /// `events` still ends when the endpoint drops the dialog.
+    events_tx: mpsc::WeakUnboundedSender<DialogEvent>,
     phase: Phase,
     early_media_sent: bool,
     /// 180 went out (a bridge's callee rings).
@@ -79,19 +85,20 @@ pub(super) struct Leg {
     /// The caller's last description (its offer, or its answer in an ACK): our answers and
     /// later offers keep its m= lines, the ones we do not use at port 0 (RFC 3264 §6, §8).
     offer: Option<Sdp>,
-    local_sdp: LocalSession,
+    /// Our side: its address and o= line, and the last description we sent (an unchanged
+    /// description keeps its version).
+    ours: OurDescription,
     /// The prompt playing now, to re-encode it when a re-INVITE or the ACK changes the codec.
     playing: Option<Arc<Prompt>>,
     /// Woken when the answer to our offer arrives in an ACK.
     answer_arrived: Arc<Notify>,
-    /// The SDP we last sent, to answer a re-INVITE that changes nothing with the same version.
-    last_sdp: Option<String>,
     /// We sent an offer (late offer) and wait for the answer in the ACK.
     /// The CSeq of that INVITE: only its ACK carries the answer (an earlier INVITE's ACK may
     /// arrive after it over UDP and has nothing to say about this offer).
     awaiting_answer: Option<u32>,
-    /// The caller put us on hold (sendonly/inactive): no RTP is expected from them.
-    held: bool,
+    /// The other leg of a bridge holds: the caller is to be held too (our re-INVITEs).
+    hold_wanted: bool,
+    hold: HoldReinvites,
     answered_at: Option<Instant>,
     /// RFC 4733 packets from the RTP session, and their decoder.
     dtmf_events: Option<mpsc::Receiver<ReceivedRtp>>,
@@ -108,11 +115,13 @@ pub(super) struct Leg {
 }
 
 impl Leg {
-    /// The caller's leg for `invite`, its dialog already registered to send `events` here.
+    /// The caller's leg for `invite`, its dialog already registered to send `events_tx`'s
+    /// events to `events`.
     pub(super) fn new(
         endpoint: Arc<Endpoint>,
         invite: NewRequest,
         setup: LegSetup,
+        events_tx: mpsc::UnboundedSender<DialogEvent>,
         events: mpsc::UnboundedReceiver<DialogEvent>,
     ) -> Leg {
         let mut leg = Leg {
@@ -122,18 +131,20 @@ impl Leg {
             dialog: setup.dialog,
             contact_user: setup.contact_user,
             events,
+            events_tx: events_tx.downgrade(),
             phase: Phase::Early,
             early_media_sent: false,
             ringing_sent: false,
             rtp: setup.rtp,
             negotiated: setup.negotiated,
             offer: setup.offer,
-            local_sdp: setup.local_sdp,
+            ours: OurDescription::new(setup.local_sdp, None),
             playing: None,
             answer_arrived: Arc::new(Notify::new()),
-            last_sdp: None,
             awaiting_answer: None,
-            held: false,
+            hold_wanted: false,
+            // The caller chose the Call-ID: after a 491 we wait 0–2 s (RFC 3261 §14.1).
+            hold: HoldReinvites::new("caller", false),
             answered_at: None,
             dtmf_events: None,
             dtmf: DtmfReceiver::new(),
@@ -180,9 +191,11 @@ impl Leg {
         self.hangup_cause.get_or_insert(cause);
     }
 
-    /// Waits for what the caller does next — a dialog event or an RFC 4733 packet — and
-    /// handles it. Returns the DTMF key it carried, if any. Cancel-safe.
+    /// Waits for what the caller does next — a dialog event or an RFC 4733 packet — or for
+    /// the end of a 491's wait before our re-INVITE goes again, and handles it. Returns the
+    /// DTMF key it carried, if any. Cancel-safe.
     pub(super) async fn next(&mut self) -> Option<char> {
+        let retry_at = self.hold.retry_at();
         tokio::select! {
             ev = self.events.recv() => match ev {
                 Some(ev) => self.on_event(ev),
@@ -193,6 +206,10 @@ impl Leg {
             },
             Some(pkt) = recv_event(&mut self.dtmf_events) => {
                 self.dtmf.on_packet(pkt.ssrc, pkt.timestamp, pkt.marker, &pkt.payload)
+            }
+            () = sleep_until(retry_at) => {
+                self.sync_hold();
+                None
             }
         }
     }
@@ -239,9 +256,10 @@ impl Leg {
         self.early_media_sent || self.phase == Phase::Answered
     }
 
-    /// The caller put us on hold (its last SDP: sendonly or inactive).
+    /// The caller put us on hold: its last offer or answer said sendonly or inactive (or
+    /// c=0.0.0.0), so we may not send (RFC 3264 §8.4).
     pub(super) fn is_held(&self) -> bool {
-        self.held
+        self.negotiated.as_ref().is_some_and(|n| n.direction.held())
     }
 
     /// The caller's RTP session.
@@ -309,10 +327,15 @@ impl Leg {
         self.rtp.stop_playing();
     }
 
-    /// Since when the caller has been silent, when silence counts: answered and not on hold.
+    /// Since when the caller has been silent, when silence counts: answered and not on hold
+    /// either way (on hold the caller may send nothing, RFC 3264 §8.4).
     pub(super) fn silent_since(&self) -> Option<Instant> {
         let answered = self.answered_at?;
-        if self.held {
+        if self
+            .negotiated
+            .as_ref()
+            .is_some_and(|n| n.direction != Direction::SendRecv)
+        {
             return None;
         }
         Some(
@@ -425,7 +448,11 @@ impl Leg {
             }
             DialogEvent::Ack { req } => self.on_ack(req),
             DialogEvent::Request { req, tx } => return self.on_request(req, tx),
-            DialogEvent::Response { .. } | DialogEvent::Timeout { .. } => {}
+            DialogEvent::Response { id, resp } => self.on_hold_response(id, &resp),
+            DialogEvent::Timeout { id } => {
+                let _ = self.hold.on_timeout(id);
+                self.sync_hold();
+            }
         }
         None
     }
@@ -518,6 +545,14 @@ impl Leg {
             tracing::info!("call ended before the caller's ACK: no BYE");
             self.bye_after_ack = false;
         }
+    }
+}
+
+/// `at`, or never.
+async fn sleep_until(at: Option<Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
     }
 }
 

@@ -44,6 +44,7 @@ mod dtmf_out;
 pub mod info;
 mod leg;
 mod outbound;
+mod reinvite;
 mod targets;
 
 pub use leg::LegSetup;
@@ -132,7 +133,7 @@ impl Call {
         let (ev_tx, ev_rx) = mpsc::unbounded_channel();
         let dialog = setup.leg.dialog.id.clone();
         ctx.endpoint
-            .register_dialog(dialog.clone(), ev_tx, Some(&invite.tx));
+            .register_dialog(dialog.clone(), ev_tx.clone(), Some(&invite.tx));
         // Declared before the call, so it is dropped after it, also when a panic unwinds.
         let admitted = Admitted {
             ctx: ctx.clone(),
@@ -145,7 +146,7 @@ impl Call {
             force_end: ctx.force_end.clone(),
             ctx: ctx.clone(),
             info: setup.info,
-            leg: Leg::new(ctx.endpoint.clone(), invite, setup.leg, ev_rx),
+            leg: Leg::new(ctx.endpoint.clone(), invite, setup.leg, ev_tx, ev_rx),
             started: Instant::now(),
             digits: VecDeque::new(),
             stop_on: Vec::new(),

@@ -1,8 +1,9 @@
 //! One outbound INVITE of a bridge (a fork): pivotd as the UAC towards one destination — a
 //! registered contact of a device, a carrier, an allowed SIP URI. It follows the INVITE from
 //! Trying to a final answer, answers a 401/407 once with the carrier's credentials, ACKs its
-//! 2xx, and once answered serves what the callee does in the dialog (BYE, re-INVITE, INFO).
-//! The bridge (`bridge.rs`) owns several of these and decides which one wins.
+//! 2xx, and once answered serves what the callee does in the dialog (BYE, re-INVITE, INFO)
+//! and tells the callee of the caller's hold by re-INVITE (`reinvite.rs`). The bridge
+//! (`bridge.rs`) owns several of these and decides which one wins.
 //!
 //! Every fork of a bridge shares one event channel: responses are told apart by their client
 //! transaction id, requests by their Call-ID (each fork has its own).
@@ -10,10 +11,12 @@
 use std::sync::Arc;
 
 use tokio::sync::mpsc;
+use tokio::time::Instant;
 
+use super::reinvite::{HoldReinvites, Reply};
 use super::targets::Fork;
 use crate::media::dtmf::info_digit;
-use crate::media::sdp::{self, Negotiated};
+use crate::media::sdp::{self, Direction, LocalSession, Negotiated, OurDescription};
 use crate::sip::endpoint::{DialogEvent, DialogId, Endpoint, OutgoingRequest, ServerTx};
 use crate::sip::message;
 use crate::sip::outgoing::response_bytes;
@@ -49,7 +52,8 @@ pub(super) enum ForkNews {
     Failed(u16),
     /// A DTMF key the callee sent by SIP INFO.
     Digit(char),
-    /// The callee's re-INVITE changed its media (address, codec, direction).
+    /// The callee's media changed (address, codec, direction): its re-INVITE, or its answer
+    /// to ours. Our direction in it says whether the callee holds.
     Media(Negotiated),
 }
 
@@ -63,29 +67,35 @@ pub(super) struct OutboundLeg {
     pub(super) state: ForkState,
     /// CANCEL asked for before any provisional response: sent when one arrives (§9.1).
     cancel_pending: bool,
-    /// Our SDP offer, also our answer to a callee's re-INVITE.
-    offer: String,
+    /// Our side of the session: the INVITE's offer, then our answers and re-offers.
+    ours: OurDescription,
+    /// Our direction as last negotiated with the callee (its hold, RFC 3264 §8.4).
+    direction: Direction,
     /// The ACK of the 2xx, resent when the 2xx is retransmitted (§13.2.2.4).
     ack: Option<OutgoingRequest>,
     /// The last CSeq the callee used in the dialog.
     remote_cseq: Option<u32>,
     /// The CSeq of our last request in the dialog (the INVITE's, then BYE, re-INVITEs).
     local_cseq: u32,
-    /// Our re-INVITE in flight (hold, unhold), by client transaction id and CSeq.
-    reinvite: Option<(u64, u32)>,
+    /// The caller holds: the callee is to be held too.
+    hold_wanted: bool,
+    /// Our hold re-INVITEs.
+    hold: HoldReinvites,
     events: mpsc::UnboundedSender<DialogEvent>,
     registered: bool,
 }
 
 impl OutboundLeg {
-    /// Sends the INVITE of `fork` with `offer`; its events go to `events`.
+    /// Sends the INVITE of `fork` with `spec`'s offer, made of `local`; its events go to
+    /// `events`.
     pub(super) fn start(
         endpoint: Arc<Endpoint>,
         fork: Fork,
         spec: InviteSpec,
+        local: LocalSession,
         events: mpsc::UnboundedSender<DialogEvent>,
     ) -> OutboundLeg {
-        let offer = spec.sdp.clone().unwrap_or_default();
+        let ours = OurDescription::new(local, spec.sdp.clone());
         let invite = OutboundInvite::new(spec);
         // The callee's in-dialog requests (its BYE) name our From tag as their To tag.
         endpoint.register_dialog(
@@ -105,11 +115,14 @@ impl OutboundLeg {
             tx_id,
             state: ForkState::Calling,
             cancel_pending: false,
-            offer,
+            ours,
+            direction: Direction::SendRecv,
             ack: None,
             remote_cseq: None,
             local_cseq: 1,
-            reinvite: None,
+            hold_wanted: false,
+            // We chose the Call-ID: after a 491 we wait 2.1–4 s (RFC 3261 §14.1).
+            hold: HoldReinvites::new("callee", true),
             events,
             registered: true,
         }
@@ -123,7 +136,7 @@ impl OutboundLeg {
     pub(super) fn owns(&self, ev: &DialogEvent) -> bool {
         match ev {
             DialogEvent::Response { id, .. } | DialogEvent::Timeout { id } => {
-                *id == self.tx_id || self.reinvite.is_some_and(|(r, _)| r == *id)
+                *id == self.tx_id || self.hold.owns(*id)
             }
             DialogEvent::Request { req, .. } => {
                 message::header_str(req, "Call-ID") == Some(self.invite.call_id.as_str())
@@ -143,12 +156,12 @@ impl OutboundLeg {
     /// One of this fork's events.
     pub(super) fn on_event(&mut self, ev: DialogEvent) -> ForkNews {
         match ev {
-            DialogEvent::Response { id, resp } if self.reinvite.is_some_and(|(r, _)| r == id) => {
-                self.on_reinvite_response(&resp);
-                ForkNews::Nothing
+            DialogEvent::Response { id, resp } if self.hold.owns(id) => {
+                self.on_hold_response(id, &resp)
             }
-            DialogEvent::Timeout { id } if self.reinvite.is_some_and(|(r, _)| r == id) => {
-                self.reinvite = None;
+            DialogEvent::Timeout { id } if self.hold.owns(id) => {
+                let _ = self.hold.on_timeout(id);
+                self.sync_hold();
                 ForkNews::Nothing
             }
             DialogEvent::Response { resp, .. } => self.on_response(resp),
@@ -182,7 +195,7 @@ impl OutboundLeg {
             (200..=299, ForkState::Answered(_)) => {
                 // A retransmitted 2xx: our ACK was lost.
                 if let Some(ack) = &self.ack {
-                    self.send_as_is(ack);
+                    self.endpoint.send_as_is(ack);
                 }
                 ForkNews::Nothing
             }
@@ -192,10 +205,13 @@ impl OutboundLeg {
                     self.end();
                     return ForkNews::Failed(502);
                 };
-                self.send_as_is(&ack);
+                self.endpoint.send_as_is(&ack);
                 self.ack = Some(ack);
                 self.local_cseq = self.invite.cseq();
                 let answer = negotiated(&resp);
+                if let Some(n) = &answer {
+                    self.direction = n.direction;
+                }
                 self.state = ForkState::Answered(Box::new(resp));
                 if self.cancel_pending {
                     // The CANCEL crossed the 2xx: the call was answered, so hang it up.
@@ -256,21 +272,48 @@ impl OutboundLeg {
                 ForkNews::Nothing
             }
             rsip::Method::Invite => {
-                // A re-INVITE (hold, a codec change): answered locally with our side as it
-                // stands; the bridge follows what changed.
-                let news = message::sdp_body(&req)
-                    .ok()
-                    .flatten()
-                    .and_then(|b| std::str::from_utf8(b).ok())
-                    .and_then(|b| sdp::parse(b).ok())
-                    .and_then(|o| sdp::negotiate(&o).ok());
+                // A re-INVITE (hold, a codec change): answered here, the bridge follows what
+                // changed (and passes a hold to the caller).
+                if self.hold.in_progress() {
+                    // §14.2: ours is in progress.
+                    reply(491, &[], None);
+                    return ForkNews::Nothing;
+                }
+                let Ok(body) = message::sdp_body(&req) else {
+                    reply(415, &[("Accept", "application/sdp")], None);
+                    return ForkNews::Nothing;
+                };
                 let contact = self.contact();
+                let ok_headers = [("Contact", contact.as_str()), ("Allow", ALLOW)];
+                let Some(body) = body else {
+                    // No offer: ours in the 200 (its answer, in the ACK, changes nothing here).
+                    let direction = Direction::hold_offer(self.hold.told(), self.direction.held());
+                    let offer = self.ours.describe(|l| {
+                        sdp::offer_with_direction(l, sdp::OFFERED_EVENT_PT, direction)
+                    });
+                    reply(
+                        200,
+                        &ok_headers,
+                        Some(("application/sdp", offer.as_bytes())),
+                    );
+                    return ForkNews::Nothing;
+                };
+                let Some((offer, mut n)) = sdp::read(body) else {
+                    // §14.2: refused, the session stays as it was.
+                    reply(488, &[], None);
+                    return ForkNews::Nothing;
+                };
+                // RFC 3264 §6.1 (recvonly to sendonly, inactive to inactive), and while the
+                // caller holds, the callee stays held.
+                n.direction = n.direction.holding(self.hold.told());
+                let answer = self.ours.describe(|l| sdp::answer_to_offer(l, &offer, &n));
                 reply(
                     200,
-                    &[("Contact", &contact), ("Allow", ALLOW)],
-                    Some(("application/sdp", self.offer.as_bytes())),
+                    &ok_headers,
+                    Some(("application/sdp", answer.as_bytes())),
                 );
-                news.map_or(ForkNews::Nothing, ForkNews::Media)
+                self.direction = n.direction;
+                ForkNews::Media(n)
             }
             rsip::Method::Info => {
                 let ctype = message::header_value(&req, "Content-Type").unwrap_or_default();
@@ -338,66 +381,76 @@ impl OutboundLeg {
         self.end();
     }
 
-    /// A re-INVITE with `sdp` (our offer with a new direction: hold, unhold), once answered;
-    /// it also becomes our answer to the callee's own re-INVITEs. One at a time (RFC 3261
-    /// §14.1): a change asked while one is in flight is sent when it ends.
-    pub(super) fn reinvite(&mut self, sdp: String) -> bool {
-        if self.reinvite.is_some() {
-            return false;
+    /// Whether the callee is to be held because the caller holds (RFC 3264 §8.4): told by
+    /// re-INVITE once answered, one at a time.
+    pub(super) fn hold_peer(&mut self, hold: bool) {
+        self.hold_wanted = hold;
+        self.sync_hold();
+    }
+
+    /// Whether the callee holds us (its last offer or answer: sendonly or inactive).
+    pub(super) fn peer_holds(&self) -> bool {
+        self.direction.held()
+    }
+
+    /// When a 491's wait ends and our re-INVITE may go again.
+    pub(super) fn hold_retry_at(&self) -> Option<Instant> {
+        self.hold.retry_at()
+    }
+
+    /// Sends the re-INVITE that tells the callee what is wished, when one is due.
+    fn sync_hold(&mut self) {
+        let hold = self.hold_wanted;
+        if !self.hold.due(hold, Instant::now()) {
+            return;
         }
         let ForkState::Answered(resp) = &self.state else {
-            return false;
+            return;
         };
+        let direction = Direction::hold_offer(hold, self.direction.held());
+        let offer = self
+            .ours
+            .describe(|l| sdp::offer_with_direction(l, sdp::OFFERED_EVENT_PT, direction));
         let cseq = self.local_cseq + 1;
         let Some(req) = self
             .invite
-            .dialog_request(rsip::Method::Invite, cseq, resp, Some(&sdp))
+            .dialog_request(rsip::Method::Invite, cseq, resp, Some(&offer))
         else {
-            return false;
+            return;
         };
         self.local_cseq = cseq;
         let id = self
             .endpoint
             .send_request(&self.invite.call_id, req, Some(self.events.clone()));
-        self.reinvite = Some((id, cseq));
-        self.offer = sdp;
-        true
+        self.hold.sent(id, cseq, hold);
+        tracing::info!(hold, "bridge: the caller's hold passed to the callee");
     }
 
-    /// The answer to our re-INVITE: a 2xx is acknowledged (its own ACK, §13.2.2.4); a
-    /// failure leaves the media as it was (the transaction ACKs it).
-    fn on_reinvite_response(&mut self, resp: &rsip::Response) {
-        let code = resp.status_code.code();
-        if code < 200 {
-            return;
-        }
-        let Some((_, cseq)) = self.reinvite.take() else {
-            return;
+    /// A response to our re-INVITE: a 2xx is acknowledged (its own ACK, §13.2.2.4) and its
+    /// answer is the callee's media now; a failure leaves the media as it was (the
+    /// transaction ACKs it). A change wished meanwhile goes next.
+    fn on_hold_response(&mut self, id: u64, resp: &rsip::Response) -> ForkNews {
+        let ForkState::Answered(first) = &self.state else {
+            return ForkNews::Nothing;
         };
-        if code < 300 {
-            if let ForkState::Answered(first) = &self.state {
-                if let Some(ack) = self
-                    .invite
-                    .dialog_request(rsip::Method::Ack, cseq, first, None)
-                {
-                    self.send_as_is(&ack);
-                }
+        let invite = &self.invite;
+        let reply = self
+            .hold
+            .on_response(id, resp.status_code.code(), Instant::now(), |cseq| {
+                invite.dialog_request(rsip::Method::Ack, cseq, first, None)
+            });
+        let mut news = ForkNews::Nothing;
+        if let Reply::Accepted { ack, first } = reply {
+            if let Some(ack) = &ack {
+                self.endpoint.send_as_is(ack);
             }
-        } else {
-            tracing::info!(code, "bridge: the callee refused our re-INVITE");
+            if let Some(n) = negotiated(resp).filter(|_| first) {
+                self.direction = n.direction;
+                news = ForkNews::Media(n);
+            }
         }
-    }
-
-    /// Whether a re-INVITE of ours is in flight.
-    pub(super) fn reinviting(&self) -> bool {
-        self.reinvite.is_some()
-    }
-
-    /// A request without a transaction of its own (the ACK of a 2xx).
-    fn send_as_is(&self, req: &OutgoingRequest) {
-        self.endpoint
-            .transport()
-            .send(req.proto, req.to, req.conn, req.bytes.clone());
+        self.sync_hold();
+        news
     }
 
     fn end(&mut self) {
@@ -425,6 +478,5 @@ impl Drop for OutboundLeg {
 /// The callee's session description in a response, negotiated as an answer to our offer.
 fn negotiated(resp: &rsip::Response) -> Option<Negotiated> {
     let body = message::response_sdp_body(resp).ok()??;
-    let text = std::str::from_utf8(body).ok()?;
-    sdp::negotiate_answer(&sdp::parse(text).ok()?).ok()
+    sdp::read(body).map(|(_, n)| n)
 }

@@ -47,6 +47,36 @@ impl Direction {
         matches!(self, Direction::SendRecv | Direction::RecvOnly)
     }
 
+    /// The direction of our offer that holds the other side (`hold`) or takes it off hold
+    /// (RFC 3264 §8.4), given whether it holds us (`held`): sendonly to hold, inactive to
+    /// hold a side that holds us; sendrecv to resume, recvonly while it still holds us.
+    pub fn hold_offer(hold: bool, held: bool) -> Direction {
+        match (hold, held) {
+            (false, false) => Direction::SendRecv,
+            (true, false) => Direction::SendOnly,
+            (true, true) => Direction::Inactive,
+            (false, true) => Direction::RecvOnly,
+        }
+    }
+
+    /// Our direction in an answer (this, from [`Direction::answer_to`]) while we hold the
+    /// other side (`holding`): a sendrecv offer gets sendonly, so the hold we offered stays;
+    /// every other offer keeps its RFC 3264 §6.1 answer (recvonly to sendonly, inactive to
+    /// inactive, sendonly to recvonly).
+    pub fn holding(self, holding: bool) -> Direction {
+        if holding && self == Direction::SendRecv {
+            Direction::SendOnly
+        } else {
+            self
+        }
+    }
+
+    /// Whether this, our negotiated direction, means the other side holds us: it offered or
+    /// answered sendonly or inactive (or c=0.0.0.0), so we may not send (RFC 3264 §8.4).
+    pub fn held(self) -> bool {
+        !self.we_send()
+    }
+
     /// The attribute name (`sendrecv`, …).
     pub fn as_str(self) -> &'static str {
         match self {
@@ -452,6 +482,15 @@ pub fn negotiate_answer(answer: &Sdp) -> Result<Negotiated, SdpError> {
     negotiate_sdp(answer)
 }
 
+/// A peer's description in a message body, parsed and negotiated (an offer or an answer:
+/// the rules are the same from our side). None when it is not UTF-8, does not parse or has
+/// nothing we can use.
+pub fn read(body: &[u8]) -> Option<(Sdp, Negotiated)> {
+    let sdp = parse(std::str::from_utf8(body).ok()?).ok()?;
+    let n = negotiate_sdp(&sdp).ok()?;
+    Some((sdp, n))
+}
+
 /// What we say about ourselves in the o= and c= lines and the m= port.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct LocalSession {
@@ -460,6 +499,34 @@ pub struct LocalSession {
     pub session_id: u64,
     /// Bumped by the caller whenever the description changes (RFC 3264 §8).
     pub version: u64,
+}
+
+/// What we say about ourselves in one session over its life: the o= version is raised when
+/// a description differs from the last one we sent and kept when it does not (RFC 3264 §8).
+#[derive(Clone, Debug)]
+pub struct OurDescription {
+    pub local: LocalSession,
+    /// The description we last sent.
+    last: Option<String>,
+}
+
+impl OurDescription {
+    /// `sent`: the description already sent with `local`'s version, if any.
+    pub fn new(local: LocalSession, sent: Option<String>) -> OurDescription {
+        OurDescription { local, last: sent }
+    }
+
+    /// The description `render` makes of our side, with the version it needs; it becomes the
+    /// last one sent.
+    pub fn describe(&mut self, render: impl Fn(&LocalSession) -> String) -> String {
+        let mut sdp = render(&self.local);
+        if self.last.as_ref().is_some_and(|last| *last != sdp) {
+            self.local.version += 1;
+            sdp = render(&self.local);
+        }
+        self.last = Some(sdp.clone());
+        sdp
+    }
 }
 
 fn ip_type(ip: IpAddr) -> &'static str {
@@ -555,23 +622,29 @@ pub fn offer_with_direction(local: &LocalSession, dtmf_pt: u8, direction: Direct
     out
 }
 
-/// Like [`offer`], for a new offer in a session whose last offer was `previous` (a
-/// re-INVITE without SDP): RFC 3264 §8 forbids fewer m= lines than before, so every m= line
-/// of `previous` is kept in its place, the audio one offered anew, the others at port 0.
-pub fn offer_keeping_lines(local: &LocalSession, previous: &Sdp, dtmf_pt: u8) -> String {
+/// Like [`offer_with_direction`], for a new offer in a session whose last description was
+/// `previous` (a re-INVITE without SDP, our hold re-INVITE): RFC 3264 §8 forbids fewer m=
+/// lines than before, so every m= line of `previous` is kept in its place, the audio one
+/// offered anew, the others at port 0.
+pub fn offer_keeping_lines(
+    local: &LocalSession,
+    previous: &Sdp,
+    dtmf_pt: u8,
+    direction: Direction,
+) -> String {
     let chosen = previous.audio_index();
     let mut out = String::with_capacity(256);
     write_session(&mut out, local);
     for (i, m) in previous.media.iter().enumerate() {
         if Some(i) == chosen {
-            write_offer_audio(&mut out, local, dtmf_pt, Direction::SendRecv);
+            write_offer_audio(&mut out, local, dtmf_pt, direction);
         } else {
             let fmt = m.formats.first().map(String::as_str).unwrap_or("0");
             let _ = write!(out, "m={} 0 {} {fmt}\r\n", m.kind, m.proto);
         }
     }
     if chosen.is_none() {
-        write_offer_audio(&mut out, local, dtmf_pt, Direction::SendRecv);
+        write_offer_audio(&mut out, local, dtmf_pt, direction);
     }
     out
 }

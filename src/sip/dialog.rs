@@ -117,9 +117,10 @@ impl Dialog {
         true
     }
 
-    /// The target refresh of a re-INVITE (§12.2.2): a new Contact replaces the remote target.
-    pub fn refresh_target(&mut self, req: &rsip::Request) {
-        for h in req.headers.iter() {
+    /// A target refresh (§12.2): the Contact of a re-INVITE, or of the 2xx to ours
+    /// (§12.2.1.2), replaces the remote target.
+    pub fn refresh_target(&mut self, headers: &rsip::Headers) {
+        for h in headers.iter() {
             if let rsip::Header::Contact(v) = h {
                 self.remote_target = strip_angle(v.value()).to_string();
                 return;
@@ -132,7 +133,7 @@ impl Dialog {
         contact_value(user, &self.local_host, &self.peer)
     }
 
-    /// A request inside the dialog (§12.2.1.1): BYE, INFO, re-INVITE.
+    /// A request inside the dialog (§12.2.1.1) with the next CSeq: BYE, INFO, re-INVITE.
     pub fn request(
         &mut self,
         method: rsip::Method,
@@ -140,6 +141,23 @@ impl Dialog {
         body: Option<(&str, &[u8])>,
     ) -> OutgoingRequest {
         self.local_cseq += 1;
+        self.request_at(method, self.local_cseq, extra, body)
+    }
+
+    /// The CSeq number of our last request in the dialog.
+    pub fn local_cseq(&self) -> u32 {
+        self.local_cseq
+    }
+
+    /// A request inside the dialog with CSeq `cseq`: the ACK of a 2xx to our re-INVITE
+    /// carries that INVITE's number (§13.2.2.4).
+    pub fn request_at(
+        &self,
+        method: rsip::Method,
+        cseq: u32,
+        extra: &[(&str, &str)],
+        body: Option<(&str, &[u8])>,
+    ) -> OutgoingRequest {
         let branch = new_branch();
         let route: Vec<&str> = self.route_set.iter().map(String::as_str).collect();
         let method_name = method.to_string();
@@ -155,21 +173,13 @@ impl Dialog {
             local_tag: &self.id.local_tag,
             to: &self.remote_uri,
             call_id: &self.id.call_id,
-            cseq: self.local_cseq,
+            cseq,
             route: &route,
         }
         .write();
         let _ = write!(out, "User-Agent: pivotd\r\n");
         let bytes = finish(out, extra, body);
-        OutgoingRequest {
-            method,
-            branch,
-            bytes,
-            proto: self.peer.proto,
-            to: self.peer.remote,
-            conn: self.peer.conn,
-            request: None,
-        }
+        OutgoingRequest::new(method, branch, bytes, &self.peer)
     }
 }
 

@@ -88,12 +88,7 @@ impl OutboundInvite {
         );
         let body = s.sdp.as_deref().map(|b| ("application/sdp", b.as_bytes()));
         let bytes = finish(out, extra, body);
-        // The transaction builds the ACK of a non-2xx from the request as a message.
-        let request = match message::parse(&bytes) {
-            Ok(rsip::SipMessage::Request(r)) => Some(r),
-            _ => None,
-        };
-        self.outgoing(rsip::Method::Invite, self.branch.clone(), bytes, request)
+        self.outgoing(rsip::Method::Invite, self.branch.clone(), bytes)
     }
 
     /// Start line, Via, Max-Forwards, From, To, Call-ID, CSeq and Route, shared by INVITE
@@ -122,7 +117,7 @@ impl OutboundInvite {
     /// Call-ID, CSeq number and Route.
     pub fn cancel(&self) -> OutgoingRequest {
         let bytes = finish(self.head("CANCEL", self.cseq), &[], None);
-        self.outgoing(rsip::Method::Cancel, self.branch.clone(), bytes, None)
+        self.outgoing(rsip::Method::Cancel, self.branch.clone(), bytes)
     }
 
     /// The INVITE again after a 401/407 (§22.2): a new branch and CSeq, the credentials for
@@ -232,16 +227,7 @@ impl OutboundInvite {
         }
         let body = sdp.map(|b| ("application/sdp", b.as_bytes()));
         let bytes = finish(out, &extra, body);
-        // The transaction builds the ACK of a re-INVITE's non-2xx from the request.
-        let request = if is_invite {
-            match message::parse(&bytes) {
-                Ok(rsip::SipMessage::Request(r)) => Some(r),
-                _ => None,
-            }
-        } else {
-            None
-        };
-        Some(self.outgoing(method, branch, bytes, request))
+        Some(self.outgoing(method, branch, bytes))
     }
 
     fn outgoing(
@@ -249,17 +235,8 @@ impl OutboundInvite {
         method: rsip::Method,
         branch: String,
         bytes: bytes::Bytes,
-        request: Option<rsip::Request>,
     ) -> OutgoingRequest {
-        OutgoingRequest {
-            method,
-            branch,
-            bytes,
-            proto: self.spec.peer.proto,
-            to: self.spec.peer.remote,
-            conn: self.spec.peer.conn,
-            request,
-        }
+        OutgoingRequest::new(method, branch, bytes, &self.spec.peer)
     }
 }
 

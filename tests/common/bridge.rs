@@ -3,16 +3,20 @@
 //! pivotd's second leg reaches: a carrier, a phone), each with its own RTP socket; and audio
 //! tones sent and recognised by frequency, so audio is compared by content across μ-law ↔
 //! A-law transcoding; tone WAVs for real phones to play (sox) and the WAVs they record.
+//! Either side can hold: the callee by a re-INVITE in its dialog ([`Callee::reinvite`]), the
+//! caller by one in its own ([`Caller::reinvite`]); the caller sees and answers pivotd's
+//! re-INVITEs ([`Caller::next_reinvite`], [`Caller::respond`]).
 
 use std::net::SocketAddr;
 use std::path::Path;
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use pivotd::media::codec::Codec;
 use tokio::net::UdpSocket;
 
-use super::{body, header, status, to_tag, token, RawSip, RtpSink};
+use super::{body, header, status, to_tag, token, RawSip, RtpPacket, RtpSink, TestServer};
 
 /// What the callee does with an INVITE.
 #[derive(Clone, Debug)]
@@ -40,6 +44,8 @@ pub struct Callee {
     responses: Arc<Mutex<Vec<String>>>,
     /// The INVITE answered 200 and our To tag.
     dialog: Arc<Mutex<Option<(String, String, SocketAddr)>>>,
+    /// The CSeq of our last request in that dialog.
+    cseq: AtomicU32,
     task: tokio::task::JoinHandle<()>,
 }
 
@@ -66,6 +72,7 @@ impl Callee {
             requests,
             responses,
             dialog,
+            cseq: AtomicU32::new(0),
             task,
         }
     }
@@ -104,22 +111,10 @@ impl Callee {
                 t = token(),
             );
             self.socket.send_to(msg.as_bytes(), server).await.unwrap();
-            let want = format!("{cseq} REGISTER");
-            let mut answer = None;
-            for _ in 0..150 {
-                answer = self
-                    .responses
-                    .lock()
-                    .unwrap()
-                    .iter()
-                    .find(|r| header(r, "CSeq").as_deref() == Some(want.as_str()))
-                    .cloned();
-                if answer.is_some() {
-                    break;
-                }
-                tokio::time::sleep(Duration::from_millis(20)).await;
-            }
-            let answer = answer.expect("an answer to REGISTER");
+            let answer = self
+                .final_response(&format!("{cseq} REGISTER"))
+                .await
+                .expect("an answer to REGISTER");
             if status(&answer) != 401 {
                 return answer;
             }
@@ -148,6 +143,31 @@ impl Callee {
 
     /// Hangs up the answered call with a BYE.
     pub async fn hang_up(&self) {
+        let cseq = self.cseq.fetch_add(1, Ordering::Relaxed) + 1;
+        self.send_in_dialog("BYE", cseq, "", None).await;
+    }
+
+    /// Sends a re-INVITE in the answered dialog offering `codec` with `direction`
+    /// (`sendonly` or `inactive` holds pivotd, `sendrecv` resumes), waits for pivotd's final
+    /// answer and ACKs a 2xx; returns the answer.
+    pub async fn reinvite(&self, codec: u8, direction: &str) -> String {
+        let cseq = self.cseq.fetch_add(1, Ordering::Relaxed) + 1;
+        let sdp = sdp_with(self.media.addr, codec, cseq + 1, direction);
+        let contact = format!("Contact: <sip:callee@{}>\r\n", self.addr);
+        self.send_in_dialog("INVITE", cseq, &contact, Some(&sdp))
+            .await;
+        let answer = self
+            .final_response(&format!("{cseq} INVITE"))
+            .await
+            .expect("an answer to the re-INVITE");
+        if (200..300).contains(&status(&answer)) {
+            self.send_in_dialog("ACK", cseq, "", None).await;
+        }
+        answer
+    }
+
+    /// A request of ours in the answered dialog, to pivotd's Contact.
+    async fn send_in_dialog(&self, method: &str, cseq: u32, extra: &str, sdp: Option<&str>) {
         let (invite, tag, from) = self.dialog.lock().unwrap().clone().expect("answered");
         let contact = header(&invite, "Contact").expect("Contact in the INVITE");
         let target = contact
@@ -157,16 +177,40 @@ impl Callee {
             .next()
             .unwrap()
             .to_string();
-        let bye = format!(
-            "BYE {target} SIP/2.0\r\nVia: SIP/2.0/UDP {};branch=z9hG4bK{}\r\nMax-Forwards: 70\r\n\
-             From: {};tag={tag}\r\nTo: {}\r\nCall-ID: {}\r\nCSeq: 1 BYE\r\nContent-Length: 0\r\n\r\n",
+        let body = sdp.map_or("Content-Length: 0\r\n\r\n".to_string(), |b| {
+            format!(
+                "Content-Type: application/sdp\r\nContent-Length: {}\r\n\r\n{b}",
+                b.len()
+            )
+        });
+        let msg = format!(
+            "{method} {target} SIP/2.0\r\nVia: SIP/2.0/UDP {};branch=z9hG4bK{}\r\nMax-Forwards: 70\r\n\
+             From: {};tag={tag}\r\nTo: {}\r\nCall-ID: {}\r\nCSeq: {cseq} {method}\r\n{extra}{body}",
             self.addr,
             token(),
             header(&invite, "To").unwrap(),
             header(&invite, "From").unwrap(),
             header(&invite, "Call-ID").unwrap(),
         );
-        self.socket.send_to(bye.as_bytes(), from).await.unwrap();
+        self.socket.send_to(msg.as_bytes(), from).await.unwrap();
+    }
+
+    /// The final response with this CSeq value (`"2 INVITE"`), within 3 s.
+    async fn final_response(&self, cseq: &str) -> Option<String> {
+        for _ in 0..150 {
+            let found = self
+                .responses
+                .lock()
+                .unwrap()
+                .iter()
+                .find(|r| header(r, "CSeq").as_deref() == Some(cseq) && status(r) >= 200)
+                .cloned();
+            if found.is_some() {
+                return found;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        None
     }
 
     /// pivotd's media address for this callee (from the INVITE's SDP).
@@ -183,11 +227,17 @@ impl Drop for Callee {
 }
 
 fn sdp(media: SocketAddr, codec: u8) -> String {
+    sdp_with(media, codec, 1, "sendrecv")
+}
+
+/// An SDP offering `codec` (0 PCMU, 8 PCMA) and telephone-event at `media`, with o= version
+/// `version` and the media `direction`.
+fn sdp_with(media: SocketAddr, codec: u8, version: u32, direction: &str) -> String {
     let name = if codec == 8 { "PCMA" } else { "PCMU" };
     format!(
-        "v=0\r\no=callee 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\n\
+        "v=0\r\no=callee 1 {version} IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\n\
          m=audio {} RTP/AVP {codec} 101\r\na=rtpmap:{codec} {name}/8000\r\n\
-         a=rtpmap:101 telephone-event/8000\r\na=fmtp:101 0-16\r\na=sendrecv\r\n",
+         a=rtpmap:101 telephone-event/8000\r\na=fmtp:101 0-16\r\na={direction}\r\n",
         media.port()
     )
 }
@@ -262,7 +312,17 @@ async fn serve(
         let in_dialog = header(&msg, "To").is_some_and(|t| t.contains("tag="));
         match method.as_str() {
             "INVITE" if in_dialog => {
-                let body = sdp(media, 0);
+                // pivotd's re-INVITE: the direction its offer asks for (RFC 3264 §6.1).
+                let offered = ["sendonly", "recvonly", "inactive"]
+                    .into_iter()
+                    .find(|d| body(&msg).contains(&format!("a={d}")));
+                let answer = match offered {
+                    Some("sendonly") => "recvonly",
+                    Some("recvonly") => "sendonly",
+                    Some(d) => d,
+                    None => "sendrecv",
+                };
+                let body = sdp_with(media, 0, 1, answer);
                 send(response(&msg, 200, None, me, Some(&body))).await;
             }
             "INVITE" => {
@@ -347,6 +407,11 @@ pub struct Caller {
     pub invite: String,
     /// The CSeq of our last request.
     cseq: u32,
+    /// The codecs of our INVITE, and the o= version of our last description.
+    codecs: Vec<u8>,
+    sdp_version: u32,
+    /// The CSeq of pivotd's last re-INVITE seen (its retransmissions are skipped).
+    their_cseq: u32,
 }
 
 impl Caller {
@@ -358,16 +423,20 @@ impl Caller {
             tag: token(),
             invite: String::new(),
             cseq: 1,
+            codecs: Vec::new(),
+            sdp_version: 0,
+            their_cseq: 0,
         }
     }
 
-    /// Sends an INVITE for `number` offering `codecs` (payload types) and telephone-event.
-    pub async fn invite(&mut self, number: &str, codecs: &[u8], extra: &str) {
-        let local = self.sip.local();
+    /// Our next description: `codecs` and telephone-event at our media port, `direction`.
+    fn sdp(&mut self, codecs: &[u8], direction: &str) -> String {
+        self.sdp_version += 1;
         let fmts: Vec<String> = codecs.iter().map(u8::to_string).collect();
         let mut sdp = format!(
-            "v=0\r\no=caller 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\n\
+            "v=0\r\no=caller 1 {} IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\n\
              m=audio {} RTP/AVP {} 101\r\n",
+            self.sdp_version,
             self.media.addr.port(),
             fmts.join(" ")
         );
@@ -375,7 +444,17 @@ impl Caller {
             let name = if *c == 8 { "PCMA" } else { "PCMU" };
             sdp.push_str(&format!("a=rtpmap:{c} {name}/8000\r\n"));
         }
-        sdp.push_str("a=rtpmap:101 telephone-event/8000\r\na=fmtp:101 0-16\r\na=sendrecv\r\n");
+        sdp.push_str(&format!(
+            "a=rtpmap:101 telephone-event/8000\r\na=fmtp:101 0-16\r\na={direction}\r\n"
+        ));
+        sdp
+    }
+
+    /// Sends an INVITE for `number` offering `codecs` (payload types) and telephone-event.
+    pub async fn invite(&mut self, number: &str, codecs: &[u8], extra: &str) {
+        let local = self.sip.local();
+        self.codecs = codecs.to_vec();
+        let sdp = self.sdp(codecs, "sendrecv");
         self.invite = format!(
             "INVITE sip:{number}@pivotd.test SIP/2.0\r\nVia: SIP/2.0/UDP {local};branch=z9hG4bK{}\r\n\
              Max-Forwards: 70\r\nFrom: \"Alice\" <sip:1000@pivotd.test>;tag={}\r\nTo: <sip:{number}@pivotd.test>\r\n\
@@ -442,20 +521,13 @@ impl Caller {
     pub async fn reinvite(&mut self, ok: &str, codec: u8, direction: &str) -> String {
         self.cseq += 1;
         let local = self.sip.local();
-        let name = if codec == 8 { "PCMA" } else { "PCMU" };
-        let sdp = format!(
-            "v=0\r\no=caller 1 {} IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\n\
-             m=audio {} RTP/AVP {codec} 101\r\na=rtpmap:{codec} {name}/8000\r\n\
-             a=rtpmap:101 telephone-event/8000\r\na={direction}\r\n",
-            self.cseq,
-            self.media.addr.port()
-        );
+        let sdp = self.sdp(&[codec], direction);
+        let branch = format!("z9hG4bK{}", token());
         let msg = format!(
-            "INVITE sip:pivotd@127.0.0.1 SIP/2.0\r\nVia: SIP/2.0/UDP {local};branch=z9hG4bK{}\r\n\
+            "INVITE sip:pivotd@127.0.0.1 SIP/2.0\r\nVia: SIP/2.0/UDP {local};branch={branch}\r\n\
              Max-Forwards: 70\r\nFrom: \"Alice\" <sip:1000@pivotd.test>;tag={}\r\nTo: {}\r\n\
              Call-ID: {}\r\nCSeq: {} INVITE\r\nContact: <sip:1000@{local}>\r\n\
              Content-Type: application/sdp\r\nContent-Length: {}\r\n\r\n{sdp}",
-            token(),
             self.tag,
             header(ok, "To").unwrap(),
             self.call_id,
@@ -477,11 +549,17 @@ impl Caller {
                 break m;
             }
         };
+        // A 2xx's ACK is a transaction of its own; a failure's belongs to the INVITE's
+        // (its branch, RFC 3261 §17.1.1.3).
+        let ack_branch = if status(&resp) >= 300 {
+            branch
+        } else {
+            format!("z9hG4bK{}", token())
+        };
         let ack = format!(
-            "ACK sip:pivotd@127.0.0.1 SIP/2.0\r\nVia: SIP/2.0/UDP {local};branch=z9hG4bK{}\r\n\
+            "ACK sip:pivotd@127.0.0.1 SIP/2.0\r\nVia: SIP/2.0/UDP {local};branch={ack_branch}\r\n\
              Max-Forwards: 70\r\nFrom: \"Alice\" <sip:1000@pivotd.test>;tag={}\r\nTo: {}\r\n\
              Call-ID: {}\r\nCSeq: {} ACK\r\nContent-Length: 0\r\n\r\n",
-            token(),
             self.tag,
             header(ok, "To").unwrap(),
             self.call_id,
@@ -489,6 +567,35 @@ impl Caller {
         );
         self.sip.send(ack.as_bytes()).await;
         resp
+    }
+
+    /// The next re-INVITE pivotd sends in our dialog within `ms` (retransmissions of one
+    /// already seen, and any other message meanwhile, are skipped).
+    pub async fn next_reinvite(&mut self, ms: u64) -> Option<String> {
+        let deadline = tokio::time::Instant::now() + Duration::from_millis(ms);
+        loop {
+            let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+            if left.is_zero() {
+                return None;
+            }
+            let m = self.sip.expect("INVITE ", left.as_millis() as u64).await?;
+            let cseq: u32 = header(&m, "CSeq")
+                .and_then(|c| c.split_whitespace().next()?.parse().ok())
+                .unwrap_or(0);
+            if cseq > self.their_cseq {
+                self.their_cseq = cseq;
+                return Some(m);
+            }
+        }
+    }
+
+    /// Answers pivotd's request `req` with `code`; with `direction`, an SDP answer of our
+    /// first codec with that direction (`recvonly` to a hold, `sendrecv` to a resume).
+    pub async fn respond(&mut self, req: &str, code: u16, direction: Option<&str>) {
+        let codecs = self.codecs.first().map_or(vec![0], |c| vec![*c]);
+        let sdp = direction.map(|d| self.sdp(&codecs, d));
+        let text = response(req, code, None, self.sip.local(), sdp.as_deref());
+        self.sip.send(text.as_bytes()).await;
     }
 
     pub async fn bye(&mut self, ok: &str) {
@@ -570,7 +677,12 @@ pub fn tone_share(pcm: &[i16], freq: f32) -> f32 {
 
 /// The audio a sink received, decoded by each packet's payload type.
 pub fn received_pcm(sink: &RtpSink) -> Vec<i16> {
-    sink.packets()
+    pcm_of(&sink.packets())
+}
+
+/// The audio of `packets`, decoded by each packet's payload type.
+pub fn pcm_of(packets: &[RtpPacket]) -> Vec<i16> {
+    packets
         .iter()
         .filter(|p| p.pt == 0 || p.pt == 8)
         .flat_map(|p| {
@@ -637,4 +749,70 @@ pub fn wav_pcm_8k(path: &Path) -> Option<Vec<i16>> {
     let step = (spec.sample_rate / 8000 * u32::from(spec.channels)) as usize;
     let samples: Vec<i16> = reader.into_samples::<i16>().map_while(Result::ok).collect();
     Some(samples.into_iter().step_by(step).collect())
+}
+
+/// A server whose number 6000 bridges (the `resources` module) to `callee` as the account's
+/// carrier; `sip_extra`: more `[sip]` keys.
+pub async fn carrier_server(callee: &Callee, sip_extra: &str) -> TestServer {
+    let callflows = format!(
+        r#"
+[[accounts.callflows]]
+numbers = ["6000"]
+flow = {{ module = "resources", data = {{ to_did = "5551234" }} }}
+[[accounts.resources]]
+id = "carrier1"
+gateway = "sip:{}"
+[pivot]
+blacklist_cidrs = []
+"#,
+        callee.addr
+    );
+    super::start(&super::config_toml(&callflows, sip_extra, "")).await
+}
+
+/// For `ms`, the caller sends a `a_freq` Hz tone (payload type `a_pt`) to pivotd at
+/// `pivotd_a` and the callee a `b_freq` Hz tone (`b_pt`) to pivotd's media for it; each must
+/// hear the other's tone in what it received meanwhile (compared by content, so a stale or
+/// foreign stream fails).
+pub async fn hear_each_other(
+    caller: &Caller,
+    callee: &Callee,
+    pivotd_a: SocketAddr,
+    (a_pt, a_freq): (u8, f32),
+    (b_pt, b_freq): (u8, f32),
+    ms: u32,
+) {
+    let (a_seen, b_seen) = (caller.media.packets().len(), callee.media.packets().len());
+    tokio::join!(
+        send_tone(&caller.media.socket, pivotd_a, a_pt, a_freq, ms),
+        send_tone(
+            &callee.media.socket,
+            callee.pivotd_media(),
+            b_pt,
+            b_freq,
+            ms
+        ),
+    );
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let at_caller = pcm_of(caller.media.packets().get(a_seen..).unwrap_or(&[]));
+    let at_callee = pcm_of(callee.media.packets().get(b_seen..).unwrap_or(&[]));
+    let least = (ms as usize * 8) * 2 / 3;
+    assert!(
+        at_caller.len() >= least && at_callee.len() >= least,
+        "samples heard: caller {}, callee {} (want {least})",
+        at_caller.len(),
+        at_callee.len()
+    );
+    let (share_caller, share_callee) = (
+        tone_share(&at_caller, b_freq),
+        tone_share(&at_callee, a_freq),
+    );
+    assert!(
+        share_caller > 0.8,
+        "the caller hears the callee's {b_freq} Hz: {share_caller}"
+    );
+    assert!(
+        share_callee > 0.8,
+        "the callee hears the caller's {a_freq} Hz: {share_callee}"
+    );
 }

@@ -470,9 +470,19 @@ pub fn free_udp_port() -> u16 {
 /// Waits up to 15 s for the server to be back to idle after calls — no call, server or client
 /// transaction or dialog left, and the media use as `before` — and fails with what is left.
 pub async fn assert_drained(server: &TestServer, before: pivotd::server::MediaUse) {
+    assert_drained_within(server, before, 15).await;
+}
+
+/// [`assert_drained`] waiting up to `secs` (an INVITE client transaction answered with a
+/// failure over UDP lingers Timer D, at least 32 s, RFC 3261 §17.1.1.2).
+pub async fn assert_drained_within(
+    server: &TestServer,
+    before: pivotd::server::MediaUse,
+    secs: u64,
+) {
     use std::sync::atomic::Ordering;
     let stats = &server.handle.endpoint.stats;
-    let drained = eventually(15, || {
+    let drained = eventually(secs, || {
         server.handle.active_calls() == 0
             && stats.live_server_transactions.load(Ordering::Relaxed) == 0
             && stats.live_client_transactions.load(Ordering::Relaxed) == 0

@@ -1,7 +1,11 @@
 //! Offer/answer on one leg (RFC 3264): applying a negotiated session to the RTP session, the
-//! SDP we send and its o= version, the answer that comes in an ACK, and re-INVITEs.
+//! SDP we send and its o= version, the answer that comes in an ACK, the caller's re-INVITEs,
+//! and ours, which hold the caller while the other leg of a bridge holds (RFC 3264 §8.4).
+
+use tokio::time::Instant;
 
 use super::{Leg, Phase};
+use crate::call::reinvite::Reply;
 use crate::media::sdp::{self, Direction, Negotiated};
 use crate::sip::endpoint::ServerTx;
 use crate::sip::message;
@@ -26,9 +30,6 @@ impl Leg {
         }
         self.rtp.set_sending(n.direction.we_send());
         self.rtp.set_event_payload_type(n.dtmf_pt);
-        // On hold (they offered sendonly or inactive, or recvonly) the caller sends no RTP:
-        // no RTP timeout then. Only sendrecv means we should hear from them.
-        self.held = n.direction != Direction::SendRecv;
         self.negotiated = Some(n);
     }
 
@@ -36,32 +37,34 @@ impl Leg {
     pub(super) fn current_sdp(&mut self) -> String {
         if self.negotiated.is_none() {
             self.awaiting_answer = Some(cseq_of(&self.invite));
+            return self.versioned_sdp(Some(Direction::SendRecv));
         }
-        let make_offer = self.negotiated.is_none();
-        self.versioned_sdp(make_offer)
+        self.versioned_sdp(None)
     }
 
-    /// Our description (`offer` true: a fresh offer; else the answer to the current
-    /// session), with the o= version raised only when it differs from the last one we sent
-    /// (RFC 3264 §8: a changed description carries a higher version, an unchanged one keeps it).
-    fn versioned_sdp(&mut self, offer: bool) -> String {
-        let render = |leg: &Leg| match (&leg.negotiated, offer) {
-            (Some(n), false) => match &leg.offer {
-                Some(o) => sdp::answer_to_offer(&leg.local_sdp, o, n),
-                None => sdp::answer(&leg.local_sdp, n),
+    /// Our description: an offer with `offer`'s direction, or (None) the answer to the
+    /// current session, its o= version raised only when it differs from the last one we sent
+    /// (RFC 3264 §8).
+    fn versioned_sdp(&mut self, offer: Option<Direction>) -> String {
+        let (negotiated, previous) = (&self.negotiated, &self.offer);
+        self.ours.describe(|local| match (negotiated, offer) {
+            (Some(n), None) => match previous {
+                Some(o) => sdp::answer_to_offer(local, o, n),
+                None => sdp::answer(local, n),
             },
-            _ => match &leg.offer {
-                Some(o) => sdp::offer_keeping_lines(&leg.local_sdp, o, sdp::OFFERED_EVENT_PT),
-                None => sdp::offer(&leg.local_sdp, sdp::OFFERED_EVENT_PT),
-            },
-        };
-        let mut sdp = render(self);
-        if self.last_sdp.as_ref().is_some_and(|last| *last != sdp) {
-            self.local_sdp.version += 1;
-            sdp = render(self);
-        }
-        self.last_sdp = Some(sdp.clone());
-        sdp
+            (_, direction) => {
+                let direction = direction.unwrap_or(Direction::SendRecv);
+                match previous {
+                    Some(o) => sdp::offer_keeping_lines(local, o, sdp::OFFERED_EVENT_PT, direction),
+                    None => sdp::offer_with_direction(local, sdp::OFFERED_EVENT_PT, direction),
+                }
+            }
+        })
+    }
+
+    /// The direction of an offer of ours now: the hold the caller accepted, and its own.
+    fn offer_direction(&self, hold: bool) -> Direction {
+        Direction::hold_offer(hold, self.is_held())
     }
 
     /// The caller's answer to our offer (a late offer, an offerless re-INVITE), carried by
@@ -72,12 +75,7 @@ impl Leg {
         }
         self.awaiting_answer = None;
         // An answer is an SDP body; anything else (none, another type) is no answer.
-        let answer = message::sdp_body(req)
-            .ok()
-            .flatten()
-            .and_then(|b| std::str::from_utf8(b).ok())
-            .and_then(|s| sdp::parse(s).ok())
-            .and_then(|s| sdp::negotiate_answer(&s).ok().map(|n| (s, n)));
+        let answer = message::sdp_body(req).ok().flatten().and_then(sdp::read);
         match answer {
             Some((remote, n)) => {
                 // Its m= lines mirror our offer's: the template of our next description.
@@ -125,7 +123,8 @@ impl Leg {
             respond(self, 500, &[], None);
             return;
         }
-        if self.awaiting_answer.is_some() {
+        if self.awaiting_answer.is_some() || self.hold.in_progress() {
+            // §14.2: an offer of ours is open (our re-INVITE, or our offer awaiting its ACK).
             respond(self, 491, &[], None);
             return;
         }
@@ -134,29 +133,103 @@ impl Leg {
             return;
         };
         if let Some(body) = offer {
-            let neg = std::str::from_utf8(body)
-                .ok()
-                .and_then(|s| sdp::parse(s).ok())
-                .ok_or(())
-                .and_then(|o| sdp::negotiate(&o).map(|n| (o, n)).map_err(|_| ()));
-            match neg {
-                Ok((offer, n)) => {
-                    self.dialog.refresh_target(&req);
+            match sdp::read(body) {
+                Some((offer, mut n)) => {
+                    self.dialog.refresh_target(&req.headers);
                     self.offer = Some(offer);
+                    // While we hold the caller for the other leg, the hold stays.
+                    n.direction = n.direction.holding(self.hold.told());
                     self.apply_negotiated(n);
                     let body = self.current_sdp();
                     respond(self, 200, &[], Some(body));
                 }
                 // §14.2: a re-INVITE we cannot accept leaves the session as it was.
-                Err(()) => respond(self, 488, &[], None),
+                None => respond(self, 488, &[], None),
             }
         } else {
             // An offerless re-INVITE: we offer in the 200, the answer comes in the ACK.
-            self.dialog.refresh_target(&req);
-            let offer = self.versioned_sdp(true);
+            self.dialog.refresh_target(&req.headers);
+            let offer = self.versioned_sdp(Some(self.offer_direction(self.hold.told())));
             self.awaiting_answer = Some(cseq_of(&req));
             respond(self, 200, &[], Some(offer));
         }
+    }
+}
+
+impl Leg {
+    /// Whether the caller is to be held because the other leg of a bridge holds
+    /// (RFC 3264 §8.4): told by re-INVITE once the call is up, one at a time.
+    pub(in crate::call) fn hold_peer(&mut self, hold: bool) {
+        self.hold_wanted = hold;
+        self.sync_hold();
+    }
+
+    /// Sends the re-INVITE that tells the caller what is wished, when one is due and may go:
+    /// answered and acknowledged, and no offer of ours open (RFC 3261 §14.1).
+    pub(super) fn sync_hold(&mut self) {
+        let hold = self.hold_wanted;
+        if !self.hold.due(hold, Instant::now()) {
+            return;
+        }
+        if self.phase != Phase::Answered
+            || !self.acked
+            || self.awaiting_answer.is_some()
+            || self.negotiated.is_none()
+        {
+            return;
+        }
+        let body = self.versioned_sdp(Some(self.offer_direction(hold)));
+        let contact = self.dialog.contact(&self.contact_user);
+        let req = self.dialog.request(
+            rsip::Method::Invite,
+            &[
+                ("Contact", &contact),
+                ("Allow", ALLOW),
+                ("Supported", SUPPORTED),
+            ],
+            Some(("application/sdp", body.as_bytes())),
+        );
+        let cseq = self.dialog.local_cseq();
+        let id = self
+            .endpoint
+            .send_request(&self.dialog.id.call_id, req, self.events_tx.upgrade());
+        self.hold.sent(id, cseq, hold);
+        tracing::info!(hold, "bridge: the callee's hold passed to the caller");
+    }
+
+    /// A response to a request of ours: our re-INVITE's answer (a 2xx: ACK it, take its
+    /// SDP answer and its Contact) and whether a change wished meanwhile goes now.
+    pub(super) fn on_hold_response(&mut self, id: u64, resp: &rsip::Response) {
+        let code = resp.status_code.code();
+        let dialog = &mut self.dialog;
+        let reply = self.hold.on_response(id, code, Instant::now(), |cseq| {
+            // §12.2.1.2: the 2xx's Contact is the target of the ACK and what follows.
+            dialog.refresh_target(&resp.headers);
+            Some(dialog.request_at(rsip::Method::Ack, cseq, &[], None))
+        });
+        if let Reply::Accepted { ack, first } = reply {
+            if let Some(ack) = &ack {
+                self.endpoint.send_as_is(ack);
+            }
+            if first {
+                match message::response_sdp_body(resp)
+                    .ok()
+                    .flatten()
+                    .and_then(sdp::read)
+                {
+                    Some((remote, n)) => {
+                        // Its m= lines mirror our offer's: the template of our next one.
+                        self.offer = Some(remote);
+                        self.apply_negotiated(n);
+                    }
+                    None => tracing::warn!(
+                        "the caller's 2xx to our re-INVITE had no usable SDP answer: media \
+                         unchanged"
+                    ),
+                }
+            }
+        }
+        self.sync_hold();
     }
 }
 

@@ -17,6 +17,9 @@ const HEADER: usize = 12;
 const CN_PT: u8 = 13;
 /// As large as the receive task's buffer: any datagram it read fits.
 const BUF: usize = 2048;
+/// A source silent this long paused (a hold, a phone's own silence): what it sends next is
+/// timed from our clock, not from its timestamps, which a phone may not have moved on.
+const PAUSE: std::time::Duration = std::time::Duration::from_secs(1);
 
 pub(super) struct Forward {
     owner: u16,
@@ -34,6 +37,8 @@ pub(super) struct Forward {
     written: Option<u64>,
     /// A packet was held back by a gate: the next one sent starts a talkspurt.
     gap: bool,
+    /// When the last packet was sent.
+    sent_at: Option<Instant>,
     buf: [u8; BUF],
 }
 
@@ -56,6 +61,7 @@ impl Forward {
             ts_offset: 0,
             written: None,
             gap: false,
+            sent_at: None,
             buf: [0; BUF],
         }
     }
@@ -106,9 +112,13 @@ impl Forward {
             body.copy_from_slice(payload);
         }
         let mut marker = p.mark() || self.gap;
-        if self.source_ssrc != Some(p.ssrc()) || self.written != Some(word) {
-            // The first packet, a new source stream, or the pacer sent meanwhile: carry on
-            // from the destination's last timestamp, keeping the source's deltas from here.
+        let paused = self
+            .sent_at
+            .is_some_and(|t| now.saturating_duration_since(t) >= PAUSE);
+        if self.source_ssrc != Some(p.ssrc()) || self.written != Some(word) || paused {
+            // The first packet, a new source stream, the pacer sent meanwhile, or the source
+            // paused: carry on from the destination's last timestamp plus the time since,
+            // keeping the source's deltas from here.
             let ts = clock.continue_ts(state.ts, now);
             self.ts_offset = ts.wrapping_sub(p.timestamp());
             self.source_ssrc = Some(p.ssrc());
@@ -133,6 +143,7 @@ impl Forward {
         // Claimed before sending, as the pacer does: a change of owner right now wins.
         self.written = Some(clock.advance(word, next, now).ok_or(DropReason::NotOwner)?);
         self.gap = false;
+        self.sent_at = Some(now);
         let packet = self.buf.get(..len).ok_or(DropReason::TooLong)?;
         self.out
             .send(packet, to)

@@ -278,6 +278,34 @@ async fn the_destination_sees_one_stream_across_prompt_relay_ssrc_change_and_pro
     assert!(parse(&got[12]).payload().iter().all(|&x| x == 0x66));
 }
 
+/// A source that pauses (a callee's hold) and comes back with its timestamps where it left
+/// them: the relay goes on, and what it sends after is timed by the pause, with a marker, so
+/// the destination does not take it for late audio of before.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn after_a_pause_the_timestamps_follow_the_time_passed() {
+    let pacer = Pacer::start(1);
+    let (a, b) = (Leg::new(&pacer, 0).await, Leg::new(&pacer, 0).await);
+    let _relay = Relay::start(&a.session, PCMU, &b.session, PCMU).unwrap();
+    talk(&a, 0, 0x3333, 1, 1000, 3).await;
+    tokio::time::sleep(Duration::from_millis(1300)).await;
+    // Its clock did not move on: the next timestamp is the last one plus 160.
+    talk(&a, 0, 0x3333, 4, 1000 + 3 * 160, 2).await;
+    let got = b.recv_n(5).await;
+    assert_one_stream(&got, b.session.ssrc());
+    let step = |i: usize| {
+        parse(&got[i])
+            .timestamp()
+            .wrapping_sub(parse(&got[i - 1]).timestamp())
+    };
+    assert_eq!((step(1), step(2), step(4)), (160, 160, 160));
+    assert!(
+        (8000..8000 * 3).contains(&step(3)),
+        "the pause of about 1.3 s: {}",
+        step(3)
+    );
+    assert!(parse(&got[3]).mark(), "a new talkspurt after the pause");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn hold_stops_relayed_packets_to_the_held_leg_only() {
     let pacer = Pacer::start(1);

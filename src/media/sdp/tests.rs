@@ -119,7 +119,7 @@ fn linphone_offer_picks_first_g711_and_8k_dtmf() {
     assert_eq!(back.media.len(), 2);
     assert_eq!(back.media[1].port, 0);
     // A later offer of ours keeps both lines, audio offered anew, video still refused.
-    let again = offer_keeping_lines(&local(), &sdp, 101);
+    let again = offer_keeping_lines(&local(), &sdp, 101, Direction::SendRecv);
     let back = parse(&again).unwrap();
     assert_eq!(back.media.len(), 2);
     assert_eq!(back.media[0].formats, ["0", "8", "101"]);
@@ -322,6 +322,46 @@ fn direction_helpers() {
     assert_eq!(Inactive.answer_to(), Inactive);
     assert!(SendRecv.we_send() && SendRecv.we_receive());
     assert!(SendOnly.we_send() && !SendOnly.we_receive());
+}
+
+#[test]
+fn hold_offers_and_answers_follow_rfc_3264() {
+    use Direction::*;
+    // §8.4: sendonly holds; inactive holds a side that holds us; resuming undoes each.
+    assert_eq!(Direction::hold_offer(true, false), SendOnly);
+    assert_eq!(Direction::hold_offer(true, true), Inactive);
+    assert_eq!(Direction::hold_offer(false, false), SendRecv);
+    assert_eq!(Direction::hold_offer(false, true), RecvOnly);
+    // §6.1 while we hold the other side: only sendrecv changes (the hold stays).
+    for offered in [SendRecv, SendOnly, RecvOnly, Inactive] {
+        assert_eq!(offered.answer_to().holding(false), offered.answer_to());
+    }
+    assert_eq!(SendRecv.answer_to().holding(true), SendOnly);
+    assert_eq!(SendOnly.answer_to().holding(true), RecvOnly);
+    assert_eq!(Inactive.answer_to().holding(true), Inactive);
+    assert_eq!(RecvOnly.answer_to().holding(true), SendOnly);
+    // Who holds, read from our negotiated direction.
+    assert!(RecvOnly.held() && Inactive.held());
+    assert!(!SendRecv.held() && !SendOnly.held());
+    // A hold offer keeps the m= lines of the last description, with the new direction.
+    let two = parse(&format!("{SIPP}m=video 6002 RTP/AVP 31\r\n")).unwrap();
+    let held = offer_keeping_lines(&local(), &two, 101, SendOnly);
+    let back = parse(&held).unwrap();
+    assert_eq!(back.media.len(), 2);
+    assert_eq!(back.audio().unwrap().direction, Some(SendOnly));
+}
+
+#[test]
+fn our_description_raises_its_version_only_on_a_change() {
+    let mut ours = OurDescription::new(local(), Some(offer(&local(), 101)));
+    let same = ours.describe(|l| offer(l, 101));
+    assert_eq!(same, offer(&local(), 101), "unchanged: the same version");
+    let held = ours.describe(|l| offer_with_direction(l, 101, Direction::SendOnly));
+    let o = parse(&held).unwrap().origin.unwrap();
+    assert_eq!(o.version, (local().version + 1).to_string());
+    assert_eq!(o.session_id, local().session_id.to_string());
+    let again = ours.describe(|l| offer_with_direction(l, 101, Direction::SendOnly));
+    assert_eq!(again, held);
 }
 
 #[test]

@@ -110,7 +110,7 @@ impl ServerTx {
 }
 
 /// A request pivotd originates, already serialised with its own Via branch.
-#[derive(Debug)]
+#[derive(Clone, Debug)]
 pub struct OutgoingRequest {
     pub method: rsip::Method,
     pub branch: String,
@@ -120,6 +120,31 @@ pub struct OutgoingRequest {
     pub conn: Option<u64>,
     /// The request as a message, for building the ACK of a non-2xx (INVITE only).
     pub request: Option<rsip::Request>,
+}
+
+impl OutgoingRequest {
+    /// `bytes` (a request of `method` with Via `branch`) for `peer`'s transport, address and
+    /// connection. An INVITE keeps itself as a message too: its transaction builds the ACK of
+    /// a non-2xx from it (RFC 3261 §17.1.1.3).
+    pub fn new(method: rsip::Method, branch: String, bytes: Bytes, peer: &Peer) -> Self {
+        let request = if method == rsip::Method::Invite {
+            match super::message::parse(&bytes) {
+                Ok(rsip::SipMessage::Request(r)) => Some(r),
+                _ => None,
+            }
+        } else {
+            None
+        };
+        OutgoingRequest {
+            method,
+            branch,
+            bytes,
+            proto: peer.proto,
+            to: peer.remote,
+            conn: peer.conn,
+            request,
+        }
+    }
 }
 
 /// The SIP endpoint.
@@ -203,6 +228,13 @@ impl Endpoint {
         if let Some(s) = self.shard(&id.call_id) {
             let _ = s.send(ShardCmd::Unregister { id });
         }
+    }
+
+    /// Sends a request that has no transaction of its own (the ACK of a 2xx, §13.2.2.4):
+    /// once, as it is; the 2xx's retransmissions are answered by sending it again.
+    pub fn send_as_is(&self, req: &OutgoingRequest) {
+        self.transport
+            .send(req.proto, req.to, req.conn, req.bytes.clone());
     }
 
     /// Sends a request in a client transaction; its final response (or timeout) goes to
