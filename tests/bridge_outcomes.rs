@@ -416,6 +416,55 @@ async fn an_unreachable_first_carrier_fails_over_to_the_next_after_timer_b() {
     assert_eq!(busy.field("DialCallSid"), Some(b_call_id(&second)));
 }
 
+/// With the default T1 (Timer B 32 s, past the ring timeout), a carrier that sends nothing at
+/// all — not even 100 Trying — is given up after `invite_response_timeout_ms` and counted as
+/// 408, and the next carrier is tried long before the ring timeout.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_silent_first_carrier_is_given_up_after_the_invite_response_timeout() {
+    let start = format!(
+        r#"{{"module":"resources","data":{{"to_did":"5551234"}},
+            "children":{{"USER_BUSY":{}}}}}"#,
+        pivot_to("/busy")
+    );
+    let web = web(&[
+        ("/start", HttpResp::json(&start)),
+        ("/busy", HttpResp::json(AFTER)),
+    ])
+    .await;
+    // Bound and silent: it gets the INVITEs and never answers.
+    let silent = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let second = Callee::start(Script::Reject {
+        ring_ms: 100,
+        code: 486,
+    })
+    .await;
+    let server = server_with_carriers(
+        &web,
+        "kazoo",
+        &[silent.local_addr().unwrap(), second.addr],
+        "invite_response_timeout_ms = 1000",
+    )
+    .await;
+    let mut caller = Caller::new(server.udp).await;
+    let began = Instant::now();
+    caller.invite("6000", &[0], "").await;
+    let mut buf = vec![0u8; 65536];
+    let (n, _) = tokio::time::timeout(Duration::from_secs(3), silent.recv_from(&mut buf))
+        .await
+        .expect("the first carrier got an INVITE")
+        .unwrap();
+    assert!(buf[..n].starts_with(b"INVITE "));
+    let tried_at = invited(&second).await.duration_since(began);
+    assert!(
+        tried_at >= Duration::from_millis(900) && tried_at < Duration::from_millis(2500),
+        "the second carrier is tried 1 s after the first INVITE: {tried_at:?}"
+    );
+    let last = final_answer(&mut caller, 5000).await;
+    assert_eq!(status(&last), 410, "{last}");
+    let busy = request_to(&web, "/busy", 1).await;
+    assert_kazoo_outcome(&busy, "USER_BUSY", Some("sip:486"), "busy");
+}
+
 /// `resources` whose failure no child names, without `_`: the flow stops and the caller gets
 /// Kazoo's default response for the cause.
 async fn default_response_reaches_the_caller(

@@ -70,6 +70,8 @@ struct Bridge {
     /// What the caller hears while it rings, when the request names it (else the ring tone
     /// once the caller hears our media, or its own phone's ring on a 180).
     ringback_prompt: Option<Arc<Prompt>>,
+    /// `invite_response_timeout_ms`: a fork that hears nothing for this long counts as 408.
+    silent_limit: Duration,
     /// The fork whose early media the caller hears.
     early_from: Option<usize>,
     winner: Option<usize>,
@@ -214,6 +216,7 @@ impl Call {
             relayed_a_format: None,
             ringback: None,
             ringback_prompt: None,
+            silent_limit: Duration::from_millis(ctx.cfg.sip.invite_response_timeout_ms),
             early_from: None,
             winner: None,
             codes: Vec::new(),
@@ -251,6 +254,7 @@ impl Call {
             if answered_at.is_none() {
                 b.start_due(self, now);
                 b.give_up_late(now);
+                b.give_up_silent(self, now);
                 if let Some(outcome) = b.failed_outcome() {
                     return Ok(outcome);
                 }
@@ -556,6 +560,26 @@ impl Bridge {
         }
     }
 
+    /// Forks that heard nothing at all within `invite_response_timeout_ms` count as 408, so
+    /// the next carrier is tried long before Timer B (a carrier that is down, a phone gone
+    /// from its registered address).
+    fn give_up_silent(&mut self, call: &Call, now: Instant) {
+        for i in 0..self.forks.len() {
+            let due = self
+                .forks
+                .get(i)
+                .and_then(|f| f.silent_until(self.silent_limit))
+                .is_some_and(|at| now >= at);
+            if due {
+                if let Some(f) = self.forks.get_mut(i) {
+                    f.give_up_silent();
+                }
+                self.codes.push(408);
+                self.next_stage_after(call, i, 408);
+            }
+        }
+    }
+
     /// Endpoints past their own timeout stop ringing.
     fn give_up_late(&mut self, now: Instant) {
         for ep in &mut self.endpoints {
@@ -615,6 +639,11 @@ impl Bridge {
             .iter()
             .filter(|e| !e.finished)
             .map(|e| if e.started { e.give_up_at } else { e.start_at })
+            .chain(
+                self.forks
+                    .iter()
+                    .filter_map(|f| f.silent_until(self.silent_limit)),
+            )
             .fold(ring_deadline, Instant::min)
     }
 

@@ -9,6 +9,7 @@
 //! transaction id, requests by their Call-ID (each fork has its own).
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use tokio::sync::mpsc;
 use tokio::time::Instant;
@@ -83,6 +84,12 @@ pub(super) struct OutboundLeg {
     hold: HoldReinvites,
     events: mpsc::UnboundedSender<DialogEvent>,
     registered: bool,
+    /// When the INVITE went, and whether anything at all (even 100) came back since.
+    sent_at: Instant,
+    heard: bool,
+    /// Given up for its silence ([`OutboundLeg::give_up_silent`]): done for the bridge, still
+    /// settling for a late answer.
+    abandoned: bool,
 }
 
 impl OutboundLeg {
@@ -125,6 +132,9 @@ impl OutboundLeg {
             hold: HoldReinvites::new("callee", true),
             events,
             registered: true,
+            sent_at: Instant::now(),
+            heard: false,
+            abandoned: false,
         }
     }
 
@@ -146,7 +156,22 @@ impl OutboundLeg {
     }
 
     pub(super) fn is_done(&self) -> bool {
-        self.state == ForkState::Done
+        self.state == ForkState::Done || self.abandoned
+    }
+
+    /// When a fork that has heard nothing is to be given up (None once anything came back).
+    pub(super) fn silent_until(&self, limit: Duration) -> Option<Instant> {
+        (!self.heard && !self.abandoned && self.state == ForkState::Calling)
+            .then(|| self.sent_at + limit)
+    }
+
+    /// Gives up a fork nothing answered: the bridge counts it as 408 and moves on. Its INVITE
+    /// is not CANCELled before a provisional response (RFC 3261 §9.1): a late one gets the
+    /// CANCEL, a late 2xx is acknowledged and hung up, as for any stopped fork.
+    pub(super) fn give_up_silent(&mut self) {
+        tracing::info!(fork = %self.fork.label, "bridge: no response to the INVITE; trying elsewhere");
+        self.abandoned = true;
+        self.stop();
     }
 
     pub(super) fn is_answered(&self) -> bool {
@@ -168,6 +193,10 @@ impl OutboundLeg {
             DialogEvent::Timeout { .. } => {
                 if matches!(self.state, ForkState::Calling | ForkState::Ringing) {
                     self.end();
+                    if self.abandoned {
+                        // Already counted as 408 when it was given up.
+                        return ForkNews::Nothing;
+                    }
                     ForkNews::Failed(408)
                 } else {
                     ForkNews::Nothing
@@ -179,7 +208,17 @@ impl OutboundLeg {
     }
 
     fn on_response(&mut self, resp: rsip::Response) -> ForkNews {
+        self.heard = true;
         let code = resp.status_code.code();
+        if self.abandoned {
+            // The bridge has moved on: only the settling (CANCEL, hang up a 2xx) is left.
+            let _ = self.on_response_inner(resp, code);
+            return ForkNews::Nothing;
+        }
+        self.on_response_inner(resp, code)
+    }
+
+    fn on_response_inner(&mut self, resp: rsip::Response, code: u16) -> ForkNews {
         match (code, &self.state) {
             (100, _) => ForkNews::Nothing,
             (101..=199, ForkState::Calling | ForkState::Ringing) => {

@@ -87,6 +87,10 @@ pub struct SipConfig {
     pub timer_t2_ms: u64,
     /// `timer_t4_ms`: RFC 3261 T4, how long a message may linger in the network. Default 5000.
     pub timer_t4_ms: u64,
+    /// `invite_response_timeout_ms`: how long a bridge's INVITE may go without any response
+    /// (not even 100 Trying) before the bridge counts that destination as 408 and tries the
+    /// next carrier, rather than waiting for Timer B. Default 5000, 100..=120000.
+    pub invite_response_timeout_ms: u64,
     /// Per-source limits: `trusted_sources` (CIDRs held to the global limits only, default
     /// none), `source_requests_per_second` (200), `source_calls_per_second` (20),
     /// `source_max_calls` (100), `source_tcp_connections` (20), `source_failures_per_minute`

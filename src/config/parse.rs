@@ -96,6 +96,7 @@ fn read_sip(r: &mut Reader, t: &Table) -> SipConfig {
             "timer_t1_ms",
             "timer_t2_ms",
             "timer_t4_ms",
+            "invite_response_timeout_ms",
             "trusted_sources",
             "source_requests_per_second",
             "source_calls_per_second",
@@ -135,6 +136,14 @@ fn read_sip(r: &mut Reader, t: &Table) -> SipConfig {
         timer_t1_ms: r.int_or(t, p, "timer_t1_ms", 10, 10_000, 500),
         timer_t2_ms: r.int_or(t, p, "timer_t2_ms", 10, 60_000, 4000),
         timer_t4_ms: r.int_or(t, p, "timer_t4_ms", 10, 60_000, 5000),
+        invite_response_timeout_ms: r.int_or(
+            t,
+            p,
+            "invite_response_timeout_ms",
+            100,
+            120_000,
+            5000,
+        ),
         sources: read_source_limits(r, t, p),
         auth: read_auth(r, t, p),
     }
