@@ -198,7 +198,7 @@ fn server_side(req: &rsip::Request) {
             let _ = request::build(&url, Method::Post, BodyFormat::Json, &params).signature(b"k");
         }
     }
-    if let Ok(mut d) = Dialog::from_invite(req, &call_id, "lt", peer(), "127.0.0.1:5060".into()) {
+    if let Ok(mut d) = Dialog::from_request(req, &call_id, "lt", peer(), "127.0.0.1:5060".into()) {
         d.refresh_target(req);
         if let Some((n, m)) = message::cseq(req) {
             let _ = d.accept_remote_cseq(n, &m);

@@ -6,6 +6,7 @@ pub mod baresip;
 pub mod bridge;
 pub mod digest;
 pub mod http;
+pub mod presence;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
