@@ -376,3 +376,52 @@ async fn subscriptions_and_lamps_survive_a_restart() {
     s.notify().await;
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// SIPp's `subscribe.xml` for each package: 407, 200, the state at once, the lamp a pivot
+/// answer lights, unsubscribe and the last NOTIFY.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sipp_subscribes_sees_the_lamp_lit_by_a_call_and_unsubscribes() {
+    let web = web().await;
+    let server = start(&config(&web, "")).await;
+    let presence = server.handle.presence.clone();
+    for event in ["dialog", "presence"] {
+        let sent = presence.stats.notifies.load(Ordering::Relaxed);
+        let target = server.udp;
+        let run = tokio::spawn(async move {
+            sipp(
+                "subscribe.xml",
+                false,
+                target,
+                &[
+                    "-s",
+                    "username",
+                    "-au",
+                    "2001",
+                    "-ap",
+                    "pass-2001",
+                    "-key",
+                    "from",
+                    "2001",
+                    "-key",
+                    "domain",
+                    REALM,
+                    "-key",
+                    "event",
+                    event,
+                ],
+            )
+            .await
+        });
+        // Once SIPp holds its subscription and has had the first NOTIFY, the lamp is lit.
+        let subscribed = eventually(15, || {
+            presence.subscriptions() == 1 && presence.stats.notifies.load(Ordering::Relaxed) > sent
+        })
+        .await;
+        assert!(subscribed, "SIPp did not subscribe ({event})");
+        call(&server, "5002").await;
+        let run = run.await.unwrap();
+        assert!(run.ok, "{event}: {}", run.output);
+        call(&server, "5003").await;
+        assert!(eventually(3, || presence.subscriptions() == 0).await);
+    }
+}

@@ -28,7 +28,6 @@ pub mod subscription;
 use std::future::Future;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use tokio::sync::{mpsc, Notify};
 
@@ -37,7 +36,7 @@ use crate::logsafe::wire;
 use crate::sip::dialog::{host_port, DialogSnapshot};
 use crate::sip::endpoint::{Endpoint, ServerTx};
 use crate::sip::outgoing::{random_token, response_bytes};
-use crate::store::{Store, StoredPresence, Write};
+use crate::store::{unix_now, Store, StoredPresence, Write};
 
 pub use notifier::NewSubscription;
 pub use state::{Lamp, LampError, Lamps, Origin, PresenceId, Status};
@@ -83,13 +82,6 @@ impl Shared {
         // operation), so a poisoned lock is still usable.
         self.lamps.lock().unwrap_or_else(|e| e.into_inner())
     }
-}
-
-/// Unix seconds now (subscription expiry, store rows).
-pub(crate) fn unix_now() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs())
 }
 
 /// What presence needs from the server.

@@ -23,14 +23,14 @@ use super::state::PresenceId;
 use super::subscription::{
     read, EndReason, SubscribeRefusal, SubscribeRequest, Subscription, Watcher,
 };
-use super::{reply_refusal, unix_now, PresenceStats, Shared};
+use super::{reply_refusal, PresenceStats, Shared};
 use crate::config::Config;
 use crate::logsafe::wire;
-use crate::sip::dialog::host_port;
+use crate::sip::dialog::{host_port, Dialog, DialogError};
 use crate::sip::endpoint::{DialogEvent, DialogId, Endpoint, ServerTx};
 use crate::sip::message;
 use crate::sip::outgoing::{random_token, response_bytes};
-use crate::store::{Store, Write};
+use crate::store::{unix_now, Store, Write};
 
 /// A SUBSCRIBE admission accepted (authenticated, valid, watching an id of the device's
 /// account), for the task to answer.
@@ -298,8 +298,16 @@ impl Notifier {
             reply_refusal(&req, &tx, &SubscribeRefusal::NoSubscription);
             return;
         }
-        // SUBSCRIBE is a target refresh request (RFC 6665 §4.1.2.2).
+        if Dialog::contact_target(&req).is_some_and(|t| !message::is_request_target(&t)) {
+            let bad = SubscribeRefusal::BadDialog(DialogError::Bad("Contact"));
+            reply_refusal(&req, &tx, &bad);
+            return;
+        }
+        // SUBSCRIBE is a target refresh request (RFC 6665 §4.1.2.2); and NOTIFYs follow the
+        // subscriber to where its refresh came from (a NAT that moved it, a new TCP
+        // connection), as they go where its requests come from.
         live.sub.dialog.refresh_target(&req);
+        live.sub.dialog.peer = tx.peer().clone();
         let now = unix_now();
         live.sub.expires_at = now + u64::from(asked.expires);
         let headers = live.sub.ok_headers(now);

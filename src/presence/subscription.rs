@@ -427,6 +427,10 @@ impl Subscription {
         now: u64,
     ) -> Result<Subscription, DialogError> {
         let dialog = Dialog::from_request(req, call_id, local_tag, peer, local_host)?;
+        // Every NOTIFY goes to this URI: one pivotd could not read back is refused now.
+        if !message::is_request_target(dialog.remote_target()) {
+            return Err(DialogError::Bad("Contact"));
+        }
         Ok(Subscription {
             dialog,
             event: asked.event.clone(),

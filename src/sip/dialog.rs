@@ -120,14 +120,25 @@ impl Dialog {
         true
     }
 
-    /// The target refresh of a re-INVITE (§12.2.2): a new Contact replaces the remote target.
+    /// The target refresh of a re-INVITE or a SUBSCRIBE (§12.2.2): a new Contact replaces
+    /// the remote target.
     pub fn refresh_target(&mut self, req: &rsip::Request) {
-        for h in req.headers.iter() {
-            if let rsip::Header::Contact(v) = h {
-                self.remote_target = strip_angle(v.value()).to_string();
-                return;
-            }
+        if let Some(t) = Dialog::contact_target(req) {
+            self.remote_target = t;
         }
+    }
+
+    /// The URI of a request's first Contact: the remote target it asks for.
+    pub fn contact_target(req: &rsip::Request) -> Option<String> {
+        req.headers.iter().find_map(|h| match h {
+            rsip::Header::Contact(v) => Some(strip_angle(v.value()).to_string()),
+            _ => None,
+        })
+    }
+
+    /// Where requests in the dialog go (the Request-URI).
+    pub fn remote_target(&self) -> &str {
+        &self.remote_target
     }
 
     /// Our Contact header value.

@@ -47,6 +47,14 @@ pub fn unix_to_gregorian(unix: i64) -> i64 {
     unix.saturating_add(GREGORIAN_OFFSET)
 }
 
+/// Now, in Unix seconds (the times registrations and subscriptions are kept in). A clock
+/// before 1970 counts as 1970.
+pub fn unix_now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
 /// Now, in Gregorian seconds. A clock before 1970 counts as 1970.
 pub fn gregorian_now() -> i64 {
     let unix = SystemTime::now()

@@ -15,6 +15,17 @@ fn rules() -> PresenceConfig {
 
 /// A SUBSCRIBE as the endpoint hands it over: parsed by the same parser.
 fn subscribe(uri: &str, extra: &[&str], body: &str) -> rsip::Request {
+    parsed(&raw_subscribe(uri, extra, body))
+}
+
+fn parsed(raw: &str) -> rsip::Request {
+    match message::parse(raw.as_bytes()) {
+        Ok(rsip::SipMessage::Request(r)) => r,
+        other => panic!("not a request: {other:?}"),
+    }
+}
+
+fn raw_subscribe(uri: &str, extra: &[&str], body: &str) -> String {
     let mut raw = format!(
         "SUBSCRIBE {uri} SIP/2.0\r\n\
          Via: SIP/2.0/UDP 192.0.2.1:5062;branch=z9hG4bK1\r\n\
@@ -30,10 +41,7 @@ fn subscribe(uri: &str, extra: &[&str], body: &str) -> rsip::Request {
         raw.push_str("\r\n");
     }
     raw.push_str(&format!("Content-Length: {}\r\n\r\n{body}", body.len()));
-    match message::parse(raw.as_bytes()) {
-        Ok(rsip::SipMessage::Request(r)) => r,
-        other => panic!("not a request: {other:?}"),
-    }
+    raw
 }
 
 fn read_with(extra: &[&str]) -> Result<SubscribeRequest, SubscribeRefusal> {
@@ -193,7 +201,10 @@ fn a_device_watches_its_own_accounts_ids_only() {
 }
 
 fn new_sub(extra: &[&str]) -> Subscription {
-    let req = subscribe("sip:2002@pbx.test", extra, "");
+    try_sub(subscribe("sip:2002@pbx.test", extra, "")).unwrap()
+}
+
+fn try_sub(req: rsip::Request) -> Result<Subscription, DialogError> {
     let asked = read(&req, &rules()).unwrap();
     let peer = Peer {
         proto: Proto::Udp,
@@ -215,7 +226,6 @@ fn new_sub(extra: &[&str]) -> Subscription {
         },
         1000,
     )
-    .unwrap()
 }
 
 fn text(r: &OutgoingRequest) -> String {
@@ -327,4 +337,34 @@ fn a_stored_subscription_comes_back_ahead_of_what_it_sent() {
         Subscription::restore(bad, |_| Some((local, String::new()))),
         Err(RestoreError::State(_))
     ));
+}
+
+#[test]
+fn a_contact_pivotd_could_not_send_notify_to_is_refused() {
+    let raw = raw_subscribe("sip:2002@pbx.test", &["Event: dialog"], "");
+    let mut checked = 0;
+    for contact in [
+        "<sip:2001@192.0.2.1:507\u{20ac}0>",
+        "<sip:2001@192.0.2.1?Subject=x>",
+        "<tel:+15551234>",
+        "<sip:2001@bad host>",
+    ] {
+        let odd = raw.replace("<sip:2001@192.0.2.1:5062>", contact);
+        let Ok(rsip::SipMessage::Request(req)) = message::parse(odd.as_bytes()) else {
+            continue;
+        };
+        assert_eq!(
+            try_sub(req).unwrap_err(),
+            DialogError::Bad("Contact"),
+            "{contact}"
+        );
+        checked += 1;
+    }
+    // The parser lets these through; what it refuses never reaches presence.
+    assert!(checked >= 2, "{checked}");
+    let ok = raw.replace(
+        "<sip:2001@192.0.2.1:5062>",
+        "\"Desk\" <sip:2001;x=y@[2001:db8::1]:5062;transport=tcp>",
+    );
+    assert!(try_sub(parsed(&ok)).is_ok());
 }

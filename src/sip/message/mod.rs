@@ -26,7 +26,7 @@ pub use headers::{
 };
 pub(in crate::sip) use parse::clean_reason;
 pub use parse::{parse, ParseError, Unsupported};
-pub use uri::{is_sip_scheme, parse_sip_uri, scheme_supported, RequestUriError};
+pub use uri::{is_request_target, is_sip_scheme, parse_sip_uri, scheme_supported, RequestUriError};
 pub use uri_eq::{percent_decode, uri_equivalent};
 
 #[cfg(test)]
