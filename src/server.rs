@@ -125,6 +125,12 @@ impl ServerHandle {
         }
         // Give the last BYEs a moment to leave the sockets.
         tokio::time::sleep(Duration::from_millis(100)).await;
+        // What is queued for the store (CDRs, the subscriptions' last CSeqs) is written
+        // before the process goes.
+        let store = self.store.clone();
+        if let Ok(Err(e)) = tokio::task::spawn_blocking(move || store.flush()).await {
+            tracing::warn!(error = %e, "store: last writes not flushed");
+        }
     }
 }
 

@@ -22,9 +22,9 @@ const ALLOWED: &[(&str, &[&str])] = &[
     ("sip", &["config", "logsafe", "health"]),
     ("media", &["config", "logsafe", "health"]),
     ("store", &["config", "flow", "logsafe"]),
-    // Lamps and SUBSCRIBE/NOTIFY, beside the registrar (whose digest checks
-    // admission runs before handing a SUBSCRIBE over); the runtime sets lamps through
-    // `presence::PresenceControl`, the call layer through `presence::Presence`.
+    // Lamps and SUBSCRIBE/NOTIFY, beside the registrar and below the runtime: admission runs
+    // the registrar's digest check on a SUBSCRIBE, then hands it over; the runtime sets lamps
+    // through `presence::PresenceControl`, the call layer through `presence::Presence`.
     (
         "presence",
         &["flow", "config", "sip", "store", "logsafe", "health"],

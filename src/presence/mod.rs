@@ -258,7 +258,10 @@ fn restore_subscriptions(
     cfg: &Config,
     endpoint: &Endpoint,
 ) -> Vec<subscription::Subscription> {
-    let rows = match store.subscriptions(unix_now()) {
+    let now = unix_now();
+    // Rows of subscriptions that expired while pivotd was down go.
+    store.write(Write::ExpireSubscriptions(now));
+    let rows = match store.subscriptions(now) {
         Ok(rows) => rows,
         Err(e) => {
             tracing::warn!(error = %e, "cannot read presence subscriptions from the store");
