@@ -323,6 +323,21 @@ gateway = "sip:gw.example"
 """)
 put("config", "empty.toml", "")
 put("config", "bad.toml", "[sip]\nmax_calls = 0\nudp = []\ntcp = []\n[media]\nport_min = 5\nport_max = 4\n[oops]\n")
+# --- subscribe ---------------------------------------------------------------------------
+def subscribe(uri, extra=(), body=b""):
+    h = [("Contact", "<sip:2001@127.0.0.1:5070>"), ("From", "<sip:2001@pivotd.test>;tag=sub-1"),
+         ("To", f"<{uri}>")]
+    return req("SUBSCRIBE", uri, h + list(extra), body, cseq="1 SUBSCRIBE")
+
+
+put("subscribe", "dialog.sip", subscribe("sip:2002@pivotd.test", [("Event", "dialog"), ("Expires", "3600"), ("Accept", "application/dialog-info+xml")]))
+put("subscribe", "presence_id.sip", subscribe("sip:2002@pivotd.test", [("Event", "presence;id=42"), ("Expires", "600"), ("Accept", "application/pidf+xml, */*")]))
+put("subscribe", "compact_park.sip", subscribe("sip:%2A3101@127.0.0.1:5060", [("o", 'dialog;sla;x="a;b"'), ("Expires", "0")]))
+put("subscribe", "other_account.sip", subscribe("sip:3001@other.test", [("Event", "dialog")]))
+put("subscribe", "message_summary.sip", subscribe("sip:2001@pivotd.test", [("Event", "message-summary")]))
+put("subscribe", "no_event.sip", subscribe("sip:2002@pivotd.test", [("Expires", "60")]))
+put("subscribe", "filter_body.sip", subscribe("sip:2002@pivotd.test", [("Event", "dialog"), ("Content-Type", "application/simple-filter+xml")], b"<filter-set/>"))
+put("subscribe", "refresh.sip", subscribe("sip:2002@pivotd.test", [("Event", "dialog"), ("To", "<sip:2002@pivotd.test>;tag=ours"), ("Expires", "1")]))
 # --- media_file (needs sox; skipped without it) -----------------------------------------
 import shutil
 import subprocess

@@ -198,7 +198,7 @@ fn server_side(req: &rsip::Request) {
             let _ = request::build(&url, Method::Post, BodyFormat::Json, &params).signature(b"k");
         }
     }
-    if let Ok(mut d) = Dialog::from_invite(req, &call_id, "lt", peer(), "127.0.0.1:5060".into()) {
+    if let Ok(mut d) = Dialog::from_request(req, &call_id, "lt", peer(), "127.0.0.1:5060".into()) {
         d.refresh_target(&req.headers);
         if let Some((n, m)) = message::cseq(req) {
             let _ = d.accept_remote_cseq(n, &m);
@@ -413,4 +413,108 @@ pub fn digest_credentials(data: &[u8]) -> bool {
         let _ = c.verify(&ha1, "REGISTER");
     }
     true
+}
+
+/// What [`subscribe`] made of its input (the mutation test checks both are reached).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum SubscribeOutcome {
+    /// A SUBSCRIBE presence would serve: its NOTIFYs were built and read back.
+    Accepted,
+    /// Refused with a code (or not a request the parser passes).
+    Refused,
+}
+
+/// A SUBSCRIBE (or any message): the parser, then what admission and the presence task do
+/// with it — `subscription::read` (Event, Accept, body, Expires), `subscription::watched`
+/// (the Request-URI as a presence id in the device's account), a subscription and its
+/// NOTIFYs in both packages for each lamp. Invariants: each NOTIFY parses again, and its
+/// body is well-formed XML whatever the ids carried. The bytes are also read as a
+/// `manual_presence` id.
+pub fn subscribe(data: &[u8]) -> SubscribeOutcome {
+    use crate::config::{Config, PresenceConfig};
+    use crate::presence::state::{Lamp, PresenceId, Status};
+    use crate::presence::subscription::{self, Event, Package, Subscription, Watcher};
+
+    if let Ok(text) = std::str::from_utf8(data) {
+        let _ = PresenceId::parse(text, "pivotd.test");
+    }
+    let _ = subscription::parse_event(data);
+    let Ok(SipMessage::Request(req)) = message::parse(data) else {
+        return SubscribeOutcome::Refused;
+    };
+    let rules = PresenceConfig {
+        min_expires: 2,
+        ..PresenceConfig::default()
+    };
+    let asked = match subscription::read(&req, &rules) {
+        Ok(a) => a,
+        Err(e) => {
+            let _ = (e.code(), e.reason(), e.headers());
+            return SubscribeOutcome::Refused;
+        }
+    };
+    let toml = "[[accounts]]\nid = \"a1\"\nrealm = \"pivotd.test\"\n\
+                [[accounts]]\nid = \"a2\"\nrealm = \"other.test\"\n";
+    let Ok(cfg) = Config::from_toml_str(toml, Path::new("/nonexistent")) else {
+        return SubscribeOutcome::Refused;
+    };
+    let watched = match subscription::watched(&req, &cfg, "a1") {
+        Ok(w) => w,
+        Err(e) => {
+            let _ = (e.code(), e.reason(), e.headers());
+            return SubscribeOutcome::Refused;
+        }
+    };
+    let watcher = Watcher {
+        account_id: "a1".into(),
+        device_id: "d1".into(),
+    };
+    let call_id = message::call_id(&req).unwrap_or_default();
+    for package in Package::ALL {
+        let asked = subscription::SubscribeRequest {
+            event: Event {
+                package,
+                id: asked.event.id.clone(),
+            },
+            ..asked.clone()
+        };
+        let Ok(mut sub) = Subscription::new(
+            &req,
+            &call_id,
+            "lt",
+            peer(),
+            "127.0.0.1:5060".into(),
+            &asked,
+            watched.clone(),
+            watcher.clone(),
+            1000,
+        ) else {
+            return SubscribeOutcome::Refused;
+        };
+        let id = PresenceId::parse(watched.user(), watched.realm()).ok();
+        for status in Status::ALL {
+            let lamp = id
+                .as_ref()
+                .map_or_else(Lamp::idle, |id| Lamp::manual(id, status));
+            let notify = sub.notify(&lamp, 1000, None);
+            let sent = match message::parse(&notify.bytes) {
+                Ok(SipMessage::Request(r)) => r,
+                other => panic!(
+                    "a NOTIFY pivotd built does not parse ({other:?}):\n{}",
+                    String::from_utf8_lossy(&notify.bytes)
+                ),
+            };
+            let text = std::str::from_utf8(&sent.body).expect("bodies are UTF-8");
+            let mut r = quick_xml::Reader::from_str(text);
+            loop {
+                match r.read_event() {
+                    Ok(quick_xml::events::Event::Eof) => break,
+                    Ok(_) => {}
+                    Err(e) => panic!("a NOTIFY body is not XML ({e}):\n{text}"),
+                }
+            }
+        }
+        let _ = sub.stored(1000);
+    }
+    SubscribeOutcome::Accepted
 }

@@ -15,6 +15,7 @@ pub mod health;
 pub mod logsafe;
 pub mod media;
 pub mod pivot;
+pub mod presence;
 pub mod registrar;
 pub mod routing;
 pub mod server;

@@ -24,6 +24,7 @@ use crate::pivot::client::{HttpError, PivotHttp};
 use crate::pivot::debug::DebugSink;
 use crate::pivot::fetch::{FetchOptions, UrlPrompts};
 use crate::pivot::guard::{SystemResolver, UrlGuard};
+use crate::presence::{Presence, PresenceParts};
 use crate::registrar::directory::Directory;
 use crate::registrar::Registrar;
 use crate::routing::Routes;
@@ -76,6 +77,8 @@ pub struct ServerHandle {
     /// Dropping the handle stops the API server and the retention task.
     /// Devices' bindings and the authenticator.
     pub registrar: Arc<Registrar>,
+    /// Lamps and subscriptions.
+    pub presence: Arc<Presence>,
     _background: watch::Sender<()>,
 }
 
@@ -122,6 +125,12 @@ impl ServerHandle {
         }
         // Give the last BYEs a moment to leave the sockets.
         tokio::time::sleep(Duration::from_millis(100)).await;
+        // What is queued for the store (CDRs, the subscriptions' last CSeqs) is written
+        // before the process goes.
+        let store = self.store.clone();
+        if let Ok(Err(e)) = tokio::task::spawn_blocking(move || store.flush()).await {
+            tracing::warn!(error = %e, "store: last writes not flushed");
+        }
     }
 }
 
@@ -166,6 +175,14 @@ pub async fn start(cfg: Arc<Config>) -> Result<ServerHandle, StartError> {
         app_queue: 16384,
     })
     .await?;
+    // Subscriptions kept in the store are restored here and get their NOTIFY as soon as the
+    // task runs.
+    let (presence, presence_task) = Presence::start(PresenceParts {
+        cfg: cfg.clone(),
+        endpoint: endpoint.clone(),
+        store: Some(store.clone()),
+    });
+    health.watch("presence", presence_task);
     let (draining_tx, draining_rx) = watch::channel(false);
     let (force_tx, force_rx) = watch::channel(false);
     let active = Arc::new(AtomicUsize::new(0));
@@ -191,6 +208,7 @@ pub async fn start(cfg: Arc<Config>) -> Result<ServerHandle, StartError> {
                     ..TtsLimits::default()
                 },
             )))),
+            presence: Some(presence.clone()),
         }),
         rtp_timeout: secs(cfg.media.rtp_timeout_s),
         max_duration: secs(cfg.sip.max_call_duration_s),
@@ -248,6 +266,7 @@ pub async fn start(cfg: Arc<Config>) -> Result<ServerHandle, StartError> {
         routes: routes.clone(),
         pivot_stats,
         registrar: registrar.clone(),
+        presence: presence.clone(),
         _background: background,
     };
     let admission = Admission::new(AdmissionParts {
@@ -260,6 +279,7 @@ pub async fn start(cfg: Arc<Config>) -> Result<ServerHandle, StartError> {
         sources: sources.clone(),
         overload,
         registrar: registrar.clone(),
+        presence,
     });
     health.watch("sip admission", admission.run(app_rx));
     // Expired registrations leave memory and the store.

@@ -835,12 +835,19 @@ async fn out_of_dialog_errors_each_get_their_response() {
         } else {
             Ua::udp(&server, "1000").await
         };
-        let r = ua.transact("SUBSCRIBE", &["Event: presence"], None).await;
+        let r = ua
+            .transact("MESSAGE", &[], Some(("text/plain", "hi")))
+            .await;
         assert_eq!(status(&r), 405, "{r}");
         assert!(
-            header(&r, "Allow").is_some_and(|a| a.contains("INVITE") && a.contains("REGISTER")),
+            header(&r, "Allow").is_some_and(|a| a.contains("INVITE")
+                && a.contains("REGISTER")
+                && a.contains("SUBSCRIBE")),
             "{r}"
         );
+        // SUBSCRIBE is served (presence): only a device may subscribe, so it is challenged.
+        let r = ua.transact("SUBSCRIBE", &["Event: presence"], None).await;
+        assert_eq!(status(&r), 407, "{r}");
         // The registrar challenges (no device exists here, so no answer will do).
         let r = ua.transact("REGISTER", &[], None).await;
         assert_eq!(status(&r), 401, "{r}");

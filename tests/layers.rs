@@ -22,12 +22,21 @@ const ALLOWED: &[(&str, &[&str])] = &[
     ("sip", &["config", "logsafe", "health"]),
     ("media", &["config", "logsafe", "health"]),
     ("store", &["config", "flow", "logsafe"]),
+    // Lamps and SUBSCRIBE/NOTIFY, beside the registrar and below the runtime: admission runs
+    // the registrar's digest check on a SUBSCRIBE, then hands it over; the runtime sets lamps
+    // through `presence::PresenceControl`, the call layer through `presence::Presence`.
+    (
+        "presence",
+        &["flow", "config", "sip", "store", "logsafe", "health"],
+    ),
     ("pivot", &["flow", "config", "media", "store", "logsafe"]),
     // The runtime and its modules; the `pivot` module node and the TwiML executor drive the
     // pivot client (never the other way round).
     (
         "callflow",
-        &["flow", "config", "media", "pivot", "store", "logsafe"],
+        &[
+            "flow", "config", "media", "pivot", "store", "presence", "logsafe",
+        ],
     ),
     ("routing", &["flow", "config", "logsafe"]),
     // Devices, digest authentication and bindings: REGISTER's answers, INVITE's credentials.
@@ -43,6 +52,7 @@ const ALLOWED: &[(&str, &[&str])] = &[
             "callflow",
             "routing",
             "registrar",
+            "presence",
             "logsafe",
             "health",
         ],
@@ -59,6 +69,7 @@ const ALLOWED: &[(&str, &[&str])] = &[
             "pivot",
             "routing",
             "registrar",
+            "presence",
             "call",
             "logsafe",
             "health",
@@ -76,6 +87,7 @@ const ALLOWED: &[(&str, &[&str])] = &[
             "pivot",
             "routing",
             "registrar",
+            "presence",
             "call",
             "api",
             "logsafe",
@@ -96,6 +108,7 @@ const ALLOWED: &[(&str, &[&str])] = &[
             "pivot",
             "routing",
             "registrar",
+            "presence",
             "call",
             "api",
             "server",

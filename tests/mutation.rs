@@ -403,3 +403,21 @@ fn mutated_media_files_never_panic() {
     assert!(ok > 10 && err > 100, "{ok} {err}");
     eprintln!("media_file: {inputs} inputs, {mutations} mutations");
 }
+
+#[test]
+fn mutated_subscribes_never_panic() {
+    let (mut accepted, mut refused) = (0, 0);
+    let (inputs, mutations) = campaign(
+        "subscribe",
+        0x6665,
+        12_000,
+        &fuzzing::subscribe,
+        |o| match o {
+            fuzzing::SubscribeOutcome::Accepted => accepted += 1,
+            fuzzing::SubscribeOutcome::Refused => refused += 1,
+        },
+    );
+    assert!(accepted > 100 && refused > 100, "{accepted} {refused}");
+    eprintln!("subscribe: {inputs} inputs, {mutations} mutations");
+    assert!(mutations > 10_000, "{mutations}");
+}

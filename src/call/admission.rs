@@ -1,5 +1,7 @@
 //! Admission: whether and how a new request outside any dialog is answered. An INVITE
-//! becomes a [`CallSetup`] or a [`Refusal`]; every other method gets its answer here too
+//! becomes a [`CallSetup`] or a [`Refusal`]; a REGISTER goes to the registrar; a SUBSCRIBE is
+//! checked (`presence::subscription`), authenticated as an INVITE is and handed to the
+//! presence task without waiting for it; every other method gets its answer here too
 //! (OPTIONS 200, 481, 405). "Which code for this INVITE?" is answered by [`Refusal`] alone.
 //!
 //! Admission runs as one task, so its state (the rate limiter) needs no lock. It checks, in
@@ -29,6 +31,8 @@ use crate::logsafe::wire;
 use crate::media::player::Pacer;
 use crate::media::rtp::{PortPool, RtpSession};
 use crate::media::sdp::{self, LocalSession, SdpError};
+use crate::presence::subscription::{self, SubscribeRefusal};
+use crate::presence::{NewSubscription, Presence, Watcher};
 use crate::registrar::Registrar;
 use crate::routing::Routes;
 use crate::sip::dialog::{host_port, Dialog, DialogError};
@@ -91,6 +95,10 @@ pub enum Refusal {
     /// 403: no credentials, and unauthenticated callers are not served (a source failure).
     #[error("unauthenticated callers are not served")]
     Unauthenticated,
+    /// A SUBSCRIBE refused for what it asks (400, 489, 406, 415, 423, 404, 403): its
+    /// response is presence's, decided once in `presence::subscription`.
+    #[error("subscription refused: {0}")]
+    Subscription(SubscribeRefusal),
 }
 
 impl Refusal {
@@ -109,6 +117,7 @@ impl Refusal {
             Refusal::NotAllowed => 405,
             Refusal::AuthRequired(_) => 407,
             Refusal::AuthFailed | Refusal::Unauthenticated => 403,
+            Refusal::Subscription(r) => r.code(),
         }
     }
 
@@ -119,6 +128,7 @@ impl Refusal {
             Refusal::ShuttingDown => Some("Shutting Down".into()),
             Refusal::Overload(why) => Some(why.response().0.into()),
             Refusal::BadDialog(e) => Some(e.to_string().into()),
+            Refusal::Subscription(r) => r.reason(),
             _ => None,
         }
     }
@@ -145,6 +155,7 @@ impl Refusal {
                 .iter()
                 .map(|c| ("Proxy-Authenticate", c.as_str().into()))
                 .collect(),
+            Refusal::Subscription(r) => r.headers(),
             _ => Vec::new(),
         }
     }
@@ -152,14 +163,17 @@ impl Refusal {
     /// Whether the source guard counts it against the source: what a scanner probing for
     /// numbers or extensions collects.
     pub fn is_source_failure(&self) -> bool {
-        matches!(
-            self,
-            Refusal::NoCallflow
-                | Refusal::NoDialog
-                | Refusal::NotAllowed
-                | Refusal::AuthFailed
-                | Refusal::Unauthenticated
-        )
+        match self {
+            Refusal::Subscription(r) => r.is_source_failure(),
+            _ => matches!(
+                self,
+                Refusal::NoCallflow
+                    | Refusal::NoDialog
+                    | Refusal::NotAllowed
+                    | Refusal::AuthFailed
+                    | Refusal::Unauthenticated
+            ),
+        }
     }
 }
 
@@ -309,6 +323,8 @@ pub struct AdmissionParts {
     pub overload: Arc<OverloadStats>,
     /// REGISTER's answers and the credentials of INVITEs.
     pub registrar: Arc<Registrar>,
+    /// Where accepted SUBSCRIBEs go.
+    pub presence: Arc<Presence>,
 }
 
 /// Decides on every new request; runs as one task so its state needs no lock.
@@ -323,6 +339,7 @@ pub struct Admission {
     sources: Arc<SourceGuard>,
     overload: Arc<OverloadStats>,
     registrar: Arc<Registrar>,
+    presence: Arc<Presence>,
 }
 
 impl Admission {
@@ -338,6 +355,7 @@ impl Admission {
             sources: p.sources,
             overload: p.overload,
             registrar: p.registrar,
+            presence: p.presence,
         }
     }
 
@@ -359,6 +377,21 @@ impl Admission {
             rsip::Method::Register if message::scheme_supported(&req.uri) => {
                 match check_require(&req) {
                     Ok(()) => return self.register(&req, &tx),
+                    Err(refusal) => Err(refusal),
+                }
+            }
+            rsip::Method::Subscribe if message::scheme_supported(&req.uri) => {
+                match check_require(&req).and_then(|()| self.admit_subscribe(&req, tx.peer())) {
+                    Ok((asked, watched, watcher)) => {
+                        return self.presence.submit(NewSubscription {
+                            req,
+                            tx,
+                            call_id,
+                            asked,
+                            watched,
+                            watcher,
+                        })
+                    }
                     Err(refusal) => Err(refusal),
                 }
             }
@@ -444,7 +477,7 @@ impl Admission {
         };
         let local_host = host_port(self.cfg.sip.advertise, peer.local);
         let local_tag = random_token(10);
-        let dialog = Dialog::from_invite(req, call_id, &local_tag, peer.clone(), local_host)
+        let dialog = Dialog::from_request(req, call_id, &local_tag, peer.clone(), local_host)
             .map_err(Refusal::BadDialog)?;
         let media_ip: IpAddr = self.cfg.sip.advertise.unwrap_or(self.cfg.media.ip);
         let local_sdp = LocalSession {
@@ -471,6 +504,37 @@ impl Admission {
             },
             slot,
         })
+    }
+
+    /// A SUBSCRIBE: what it asks (checked before the challenge, which then is not wasted on
+    /// a request that cannot be served), the device's credentials (407, 403, as an INVITE's),
+    /// and what it watches, in the device's own account (403 otherwise). Nothing here waits
+    /// on the presence task.
+    fn admit_subscribe(
+        &self,
+        req: &rsip::Request,
+        peer: &Peer,
+    ) -> Result<
+        (
+            subscription::SubscribeRequest,
+            crate::presence::PresenceId,
+            Watcher,
+        ),
+        Refusal,
+    > {
+        let asked =
+            subscription::read(req, self.presence.rules()).map_err(Refusal::Subscription)?;
+        let device = caller::device(&self.cfg, self.registrar.authenticator(), req, peer.remote)?;
+        let watched = subscription::watched(req, &self.cfg, &device.account_id)
+            .map_err(Refusal::Subscription)?;
+        Ok((
+            asked,
+            watched,
+            Watcher {
+                account_id: device.account_id.clone(),
+                device_id: device.device_id.clone(),
+            },
+        ))
     }
 
     /// REGISTER: the registrar answers; a refusal of credentials counts against the source.
@@ -519,7 +583,8 @@ fn answer_other(req: &rsip::Request) -> Result<Answer, Refusal> {
         rsip::Method::Bye | rsip::Method::Info | rsip::Method::PRack | rsip::Method::Update => {
             Err(Refusal::NoDialog)
         }
-        // REGISTER, SUBSCRIBE, MESSAGE, PUBLISH, REFER, NOTIFY (the endpoint answers CANCEL).
+        // MESSAGE, PUBLISH, REFER, NOTIFY (the endpoint answers CANCEL; REGISTER and
+        // SUBSCRIBE with a served scheme do not come here).
         _ => Err(Refusal::NotAllowed),
     }
 }

@@ -74,15 +74,7 @@ pub fn identify(
         .allow_unauthenticated
         .unwrap_or_else(|| auth.directory().is_empty());
     let from = message::header_aor(req, "From");
-    // The realm whose credentials we ask for: the caller's own domain, else the one called.
-    let account = from
-        .as_ref()
-        .and_then(|(_, host)| {
-            cfg.accounts
-                .iter()
-                .find(|a| a.realm.eq_ignore_ascii_case(host))
-        })
-        .or_else(|| cfg.account_for_realm(&req.uri.host_with_port.host.to_string()));
+    let account = challenge_account(cfg, req, from.as_ref());
     let Some(account) = account else {
         return if allow_anonymous {
             Ok(Caller::Anonymous)
@@ -99,8 +91,46 @@ pub fn identify(
     if allow_anonymous && !has_credentials && !known_device {
         return Ok(Caller::Anonymous);
     }
+    check(auth, req, account, source).map(Caller::Device)
+}
+
+/// The device whose credentials a request carries, for what only devices may do (SUBSCRIBE):
+/// challenged (407) and checked as an INVITE's, never anonymous, never a carrier's.
+pub fn device(
+    cfg: &Config,
+    auth: &Authenticator,
+    req: &rsip::Request,
+    source: SocketAddr,
+) -> Result<Arc<DeviceEntry>, Refusal> {
+    let from = message::header_aor(req, "From");
+    let account = challenge_account(cfg, req, from.as_ref()).ok_or(Refusal::Unauthenticated)?;
+    check(auth, req, account, source)
+}
+
+/// The account whose realm credentials are asked in: the caller's own domain (From), else
+/// the one the Request-URI names.
+fn challenge_account<'c>(
+    cfg: &'c Config,
+    req: &rsip::Request,
+    from: Option<&(String, String)>,
+) -> Option<&'c Account> {
+    from.and_then(|(_, host)| {
+        cfg.accounts
+            .iter()
+            .find(|a| a.realm.eq_ignore_ascii_case(host))
+    })
+    .or_else(|| cfg.account_for_realm(&req.uri.host_with_port.host.to_string()))
+}
+
+/// The verdict on a request's Proxy-Authorization in `account`'s realm (RFC 3261 §22.3).
+fn check(
+    auth: &Authenticator,
+    req: &rsip::Request,
+    account: &Account,
+    source: SocketAddr,
+) -> Result<Arc<DeviceEntry>, Refusal> {
     match auth.check(req, Scheme::Proxy, &account.realm, source) {
-        Verdict::Authenticated(d) => Ok(Caller::Device(d)),
+        Verdict::Authenticated(d) => Ok(d),
         Verdict::Challenge { stale } => Err(Refusal::AuthRequired(auth.challenges(
             req,
             &account.realm,

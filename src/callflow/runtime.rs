@@ -10,6 +10,7 @@ use super::{CallControl, CallEnded, CallTiming};
 use crate::flow::{is_http_url, CallInfo, Node};
 use crate::logsafe::wire;
 use crate::media::prompt::{Prompt, PromptLibrary};
+use crate::presence::PresenceControl;
 
 /// Where the walk goes after a module.
 #[derive(Clone, Debug, PartialEq)]
@@ -51,6 +52,8 @@ pub struct Runtime {
     pub pivot: Option<Arc<PivotServices>>,
     /// None: tts and TwiML Say are skipped with a log.
     pub tts: Option<Arc<dyn Speaker>>,
+    /// Presence, for `manual_presence`. None: the module answers and goes on with a log.
+    pub presence: Option<Arc<dyn PresenceControl>>,
 }
 
 impl Runtime {
@@ -59,6 +62,7 @@ impl Runtime {
             prompts,
             pivot: None,
             tts: None,
+            presence: None,
         }
     }
 

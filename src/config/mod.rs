@@ -45,6 +45,7 @@ pub struct Config {
     pub api: ApiConfig,
     pub store: StoreConfig,
     pub pivot: PivotConfig,
+    pub presence: PresenceConfig,
     /// A file with `[[accounts]]` has exactly those; with none, the demo account.
     pub accounts: Vec<Account>,
     /// `[[resources]]`: the system's carriers (Kazoo's global resources), tried for a number
@@ -352,6 +353,38 @@ pub struct PivotConfig {
     /// `ca_file`: extra trusted CA certificates (PEM) for https web servers, beside the
     /// built-in roots.
     pub ca_file: Option<PathBuf>,
+}
+
+/// `[presence]`: SUBSCRIBE/NOTIFY (RFC 6665) for the `dialog` and `presence` packages.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PresenceConfig {
+    /// `min_expires`: a SUBSCRIBE asking for less (but not 0) gets 423 with Min-Expires.
+    /// Default 60, 1..=86400.
+    pub min_expires: u32,
+    /// `max_expires`: longer subscriptions are cut to this. Default 3600, 1..=604800.
+    pub max_expires: u32,
+    /// `default_expires`: when a SUBSCRIBE names none (RFC 4235 §3.4 and RFC 3856 §6.4 suggest
+    /// 3600), kept within min..=max. Default 3600.
+    pub default_expires: u32,
+    /// `max_notifies_in_flight`: NOTIFY transactions pending at once across all subscribers;
+    /// the rest wait their turn (each subscription has at most one in flight and is sent the
+    /// latest state when its turn comes). Default 256, 1..=100000.
+    pub max_notifies_in_flight: u32,
+    /// `max_subscriptions_per_device`: a device with this many live subscriptions gets 403
+    /// for another. Default 200 (a desk phone with sidecars watches ~100 keys), 1..=100000.
+    pub max_subscriptions_per_device: u32,
+}
+
+impl Default for PresenceConfig {
+    fn default() -> Self {
+        PresenceConfig {
+            min_expires: 60,
+            max_expires: 3600,
+            default_expires: 3600,
+            max_notifies_in_flight: 256,
+            max_subscriptions_per_device: 200,
+        }
+    }
 }
 
 /// [`DEFAULT_BLACKLIST_CIDRS`] as address blocks.

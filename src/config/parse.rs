@@ -11,7 +11,8 @@ use toml::{Table, Value};
 use super::reader::{ip_addr, join, parse_cidr, resolve, socket_addr, Reader};
 use super::{
     accounts, checks, default_blacklist, ApiConfig, AuthConfig, Config, ConfigProblem, MediaConfig,
-    PivotConfig, SipConfig, SourceLimits, StoreConfig, TtsConfig, DIGEST_ALGORITHMS,
+    PivotConfig, PresenceConfig, SipConfig, SourceLimits, StoreConfig, TtsConfig,
+    DIGEST_ALGORITHMS,
 };
 
 /// Parses without touching the file system; returns the config (defaults where a value was
@@ -44,6 +45,7 @@ pub(super) fn parse(s: &str, base: &Path) -> (Config, Vec<ConfigProblem>) {
             "api",
             "store",
             "pivot",
+            "presence",
             "accounts",
             "resources",
         ],
@@ -61,6 +63,8 @@ pub(super) fn parse(s: &str, base: &Path) -> (Config, Vec<ConfigProblem>) {
     let store = read_store(&mut r, t, base);
     let t = r.table(&root, "", "pivot").unwrap_or(&empty);
     let pivot = read_pivot(&mut r, t, base);
+    let t = r.table(&root, "", "presence").unwrap_or(&empty);
+    let presence = read_presence(&mut r, t);
     let accounts = accounts::read_accounts(&mut r, &root);
     let resources = accounts::read_resources(&mut r, &root, "");
     (
@@ -71,6 +75,7 @@ pub(super) fn parse(s: &str, base: &Path) -> (Config, Vec<ConfigProblem>) {
             api,
             store,
             pivot,
+            presence,
             accounts,
             resources,
         },
@@ -383,5 +388,53 @@ fn read_pivot(r: &mut Reader, t: &Table, base: &Path) -> PivotConfig {
         max_req_timeout_ms: r.int_or(t, "pivot", "max_req_timeout_ms", 100, 60_000, 5000),
         max_requests_per_call: r.int_or(t, "pivot", "max_requests_per_call", 1, 100_000, 100),
         ca_file: r.string(t, "pivot", "ca_file").map(|f| resolve(base, &f)),
+    }
+}
+
+fn read_presence(r: &mut Reader, t: &Table) -> PresenceConfig {
+    let p = "presence";
+    r.check_keys(
+        t,
+        p,
+        &[
+            "min_expires",
+            "max_expires",
+            "default_expires",
+            "max_notifies_in_flight",
+            "max_subscriptions_per_device",
+        ],
+    );
+    let d = PresenceConfig::default();
+    let day = 86_400;
+    let min = r.int_or(t, p, "min_expires", 1, day, d.min_expires);
+    let max = r.int_or(t, p, "max_expires", 1, day * 7, d.max_expires);
+    if min > max {
+        r.problem(
+            join(p, "min_expires"),
+            format!("{min} is above max_expires ({max})"),
+        );
+    }
+    PresenceConfig {
+        min_expires: min,
+        max_expires: max,
+        default_expires: r
+            .int_or(t, p, "default_expires", 1, day * 7, d.default_expires)
+            .clamp(min.min(max), max),
+        max_notifies_in_flight: r.int_or(
+            t,
+            p,
+            "max_notifies_in_flight",
+            1,
+            100_000,
+            d.max_notifies_in_flight,
+        ),
+        max_subscriptions_per_device: r.int_or(
+            t,
+            p,
+            "max_subscriptions_per_device",
+            1,
+            100_000,
+            d.max_subscriptions_per_device,
+        ),
     }
 }

@@ -5,7 +5,7 @@
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use super::directory::{DeviceEntry, Directory};
 use crate::logsafe::wire;
@@ -122,11 +122,7 @@ pub struct Authenticator {
     pub stats: AuthStats,
 }
 
-pub(crate) fn unix_now() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs())
-}
+pub(crate) use crate::store::unix_now;
 
 impl Authenticator {
     /// `algorithms`: offered in this order (never empty: MD5 is used when it is);

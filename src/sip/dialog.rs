@@ -1,17 +1,20 @@
 //! The UAS side of a dialog (RFC 3261 §12): its identity, CSeq spaces, route set and remote
-//! target, and the requests pivotd sends inside it (BYE).
+//! target, and the requests pivotd sends inside it (BYE, NOTIFY). A dialog is created by
+//! answering an INVITE (a call) or a SUBSCRIBE (a presence subscription: RFC 6665 dialogs
+//! follow the same §12.1.1 rules), and can be written down ([`DialogSnapshot`]) to outlive a
+//! restart.
 
 use std::fmt::Write;
-use std::net::IpAddr;
+use std::net::{IpAddr, SocketAddr};
 
 use rsip::headers::UntypedHeader;
 
 use super::endpoint::{DialogId, OutgoingRequest};
 use super::outgoing::{finish, new_branch, RequestHead};
-use super::transport::Peer;
+use super::transport::{Peer, Proto};
 
 /// Why a dialog could not be formed from a request.
-#[derive(Debug, thiserror::Error)]
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 pub enum DialogError {
     #[error("missing {0} header")]
     Missing(&'static str),
@@ -19,7 +22,7 @@ pub enum DialogError {
     Bad(&'static str),
 }
 
-/// A dialog created by answering an INVITE.
+/// A dialog created by answering an INVITE or a SUBSCRIBE.
 #[derive(Debug, Clone)]
 pub struct Dialog {
     pub id: DialogId,
@@ -49,8 +52,8 @@ fn strip_angle(uri: &str) -> &str {
 }
 
 impl Dialog {
-    /// Builds the dialog state from the INVITE we answer (§12.1.1).
-    pub fn from_invite(
+    /// Builds the dialog state from the INVITE or SUBSCRIBE we answer (§12.1.1).
+    pub fn from_request(
         req: &rsip::Request,
         call_id: &str,
         local_tag: &str,
@@ -117,15 +120,22 @@ impl Dialog {
         true
     }
 
-    /// A target refresh (§12.2): the Contact of a re-INVITE, or of the 2xx to ours
-    /// (§12.2.1.2), replaces the remote target.
+    /// A target refresh (§12.2): the Contact of a re-INVITE or a SUBSCRIBE, or of the 2xx to
+    /// ours (§12.2.1.2), replaces the remote target.
     pub fn refresh_target(&mut self, headers: &rsip::Headers) {
-        for h in headers.iter() {
-            if let rsip::Header::Contact(v) = h {
-                self.remote_target = strip_angle(v.value()).to_string();
-                return;
-            }
+        if let Some(t) = contact_of(headers) {
+            self.remote_target = t;
         }
+    }
+
+    /// The URI of a request's first Contact: the remote target it asks for.
+    pub fn contact_target(req: &rsip::Request) -> Option<String> {
+        contact_of(&req.headers)
+    }
+
+    /// Where requests in the dialog go (the Request-URI).
+    pub fn remote_target(&self) -> &str {
+        &self.remote_target
     }
 
     /// Our Contact header value.
@@ -183,6 +193,79 @@ impl Dialog {
     }
 }
 
+/// What a dialog needs to go on in another process (a stored subscription): everything but
+/// the TCP connection and our own address, which are the new process's
+/// ([`Dialog::restore`]).
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct DialogSnapshot {
+    pub call_id: String,
+    pub local_tag: String,
+    pub local_uri: String,
+    pub remote_uri: String,
+    pub remote_target: String,
+    pub route_set: Vec<String>,
+    pub local_cseq: u32,
+    pub remote_cseq: u32,
+    /// `UDP` or `TCP`.
+    pub transport: String,
+    /// Where the peer's requests came from: ours go there.
+    pub remote: SocketAddr,
+}
+
+impl Dialog {
+    /// The dialog written down.
+    pub fn snapshot(&self) -> DialogSnapshot {
+        DialogSnapshot {
+            call_id: self.id.call_id.clone(),
+            local_tag: self.id.local_tag.clone(),
+            local_uri: self.local_uri.clone(),
+            remote_uri: self.remote_uri.clone(),
+            remote_target: self.remote_target.clone(),
+            route_set: self.route_set.clone(),
+            local_cseq: self.local_cseq,
+            remote_cseq: self.remote_cseq,
+            transport: self.peer.proto.via_token().to_string(),
+            remote: self.peer.remote,
+        }
+    }
+
+    /// A dialog written down by [`Dialog::snapshot`], going on from our socket `local`
+    /// (advertised as `local_host`). Our CSeq jumps by `cseq_margin`: requests sent after the
+    /// snapshot was last written must not be outnumbered by the next one (§12.2.1.1 wants it
+    /// higher than every earlier one; gaps are allowed). `None` for an unknown transport.
+    pub fn restore(
+        s: DialogSnapshot,
+        local: SocketAddr,
+        local_host: String,
+        cseq_margin: u32,
+    ) -> Option<Dialog> {
+        let proto = match s.transport.as_str() {
+            "UDP" => Proto::Udp,
+            "TCP" => Proto::Tcp,
+            _ => return None,
+        };
+        Some(Dialog {
+            id: DialogId {
+                call_id: s.call_id,
+                local_tag: s.local_tag,
+            },
+            local_uri: s.local_uri,
+            remote_uri: s.remote_uri,
+            remote_target: s.remote_target,
+            route_set: s.route_set,
+            local_cseq: s.local_cseq.saturating_add(cseq_margin),
+            remote_cseq: s.remote_cseq,
+            peer: Peer {
+                proto,
+                remote: s.remote,
+                local,
+                conn: None,
+            },
+            local_host,
+        })
+    }
+}
+
 /// A Contact value naming us on the transport a peer uses.
 pub fn contact_value(user: &str, local_host: &str, peer: &Peer) -> String {
     let user: String = user
@@ -197,12 +280,20 @@ pub fn contact_value(user: &str, local_host: &str, peer: &Peer) -> String {
 }
 
 /// `host:port` for Via/Contact: the advertised address if set, else the socket's.
-pub fn host_port(advertise: Option<IpAddr>, local: std::net::SocketAddr) -> String {
+pub fn host_port(advertise: Option<IpAddr>, local: SocketAddr) -> String {
     let ip = advertise.unwrap_or(local.ip());
     match ip {
         IpAddr::V4(v4) => format!("{v4}:{}", local.port()),
         IpAddr::V6(v6) => format!("[{v6}]:{}", local.port()),
     }
+}
+
+/// The first Contact's URI, without its angle brackets.
+fn contact_of(headers: &rsip::Headers) -> Option<String> {
+    headers.iter().find_map(|h| match h {
+        rsip::Header::Contact(v) => Some(strip_angle(v.value()).to_string()),
+        _ => None,
+    })
 }
 
 #[cfg(test)]
@@ -235,7 +326,7 @@ Content-Length: 0\r\n\r\n";
 
     #[test]
     fn bye_is_built_from_the_dialog() {
-        let mut d = Dialog::from_invite(
+        let mut d = Dialog::from_request(
             &invite(),
             "c1@a.test",
             "lt",
@@ -267,8 +358,43 @@ Content-Length: 0\r\n\r\n";
     }
 
     #[test]
+    fn a_snapshot_restores_the_dialog_from_a_new_socket_with_a_higher_cseq() {
+        let mut d = Dialog::from_request(
+            &invite(),
+            "c1@a.test",
+            "lt",
+            peer(),
+            "127.0.0.1:5060".into(),
+        )
+        .unwrap();
+        let before = d.request(rsip::Method::Notify, &[], None);
+        let snap = d.snapshot();
+        let json = serde_json::to_string(&snap).unwrap();
+        let back: DialogSnapshot = serde_json::from_str(&json).unwrap();
+        assert_eq!(back, snap);
+        let local: SocketAddr = "127.0.0.1:5099".parse().unwrap();
+        let mut r = Dialog::restore(back, local, "127.0.0.1:5099".into(), 100).unwrap();
+        assert_eq!(r.id, d.id);
+        assert_eq!(r.peer.remote, peer().remote);
+        assert_eq!(r.peer.local, local);
+        assert_eq!(r.peer.conn, None);
+        let after = r.request(rsip::Method::Notify, &[], None);
+        let cseq = |o: &OutgoingRequest| {
+            let m = crate::sip::message::parse(&o.bytes).unwrap();
+            crate::sip::message::cseq(&m).unwrap().0
+        };
+        assert_eq!(cseq(&after), cseq(&before) + 101);
+        let text = String::from_utf8(after.bytes.to_vec()).unwrap();
+        assert!(text.contains("Via: SIP/2.0/UDP 127.0.0.1:5099;"), "{text}");
+        assert!(text.contains("Route: <sip:p1.test;lr>\r\n"), "{text}");
+        let mut odd = d.snapshot();
+        odd.transport = "SCTP".into();
+        assert!(Dialog::restore(odd, local, String::new(), 0).is_none());
+    }
+
+    #[test]
     fn remote_cseq_must_increase() {
-        let mut d = Dialog::from_invite(&invite(), "c1@a.test", "lt", peer(), "h".into()).unwrap();
+        let mut d = Dialog::from_request(&invite(), "c1@a.test", "lt", peer(), "h".into()).unwrap();
         assert!(!d.accept_remote_cseq(7, &rsip::Method::Bye));
         assert!(d.accept_remote_cseq(8, &rsip::Method::Bye));
         assert!(!d.accept_remote_cseq(8, &rsip::Method::Invite));

@@ -13,7 +13,7 @@ pub mod transport;
 pub mod uac;
 
 /// Methods pivotd accepts (RFC 3261 §20.5 Allow).
-pub const ALLOW: &str = "INVITE, ACK, CANCEL, BYE, OPTIONS, INFO, REGISTER";
+pub const ALLOW: &str = "INVITE, ACK, CANCEL, BYE, OPTIONS, INFO, REGISTER, SUBSCRIBE";
 /// Bodies pivotd understands (RFC 3261 §20.1 Accept).
 pub const ACCEPT: &str = "application/sdp, application/dtmf-relay";
 /// Option tags pivotd supports: none yet, so any Require gets 420.

@@ -1,5 +1,5 @@
 //! The embedded store (SQLite through rusqlite, bundled): pivot debug records, callflows,
-//! CDRs, registrations, and the API's users and devices, in one file with a versioned schema
+//! CDRs, registrations, presence subscriptions and lamps, and the API's users and devices, in one file with a versioned schema
 //! (`schema.rs`) in WAL mode.
 //!
 //! Writes from calls never wait for the disk: [`Store::write`] puts the record on a bounded
@@ -12,6 +12,7 @@ mod callflows;
 mod cdrs;
 mod debug;
 mod devices;
+mod presence;
 mod registrations;
 mod schema;
 mod users;
@@ -21,6 +22,7 @@ pub use callflows::{CallflowConflict, StoredCallflow};
 pub use cdrs::{CallDirection, Cdr, CdrQuery};
 pub use debug::{CallSummary, DebugRecord, RecordKind};
 pub use devices::{SipCredentials, StoredDevice, UsernameTaken};
+pub use presence::{StoredPresence, StoredSubscription};
 pub use registrations::{DeviceBindings, Registration};
 pub use users::StoredUser;
 pub use writer::Write;
@@ -43,6 +45,14 @@ pub const GREGORIAN_OFFSET: i64 = 62_167_219_200;
 /// Unix seconds to Gregorian seconds.
 pub fn unix_to_gregorian(unix: i64) -> i64 {
     unix.saturating_add(GREGORIAN_OFFSET)
+}
+
+/// Now, in Unix seconds (the times registrations and subscriptions are kept in). A clock
+/// before 1970 counts as 1970.
+pub fn unix_now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
 }
 
 /// Now, in Gregorian seconds. A clock before 1970 counts as 1970.

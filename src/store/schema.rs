@@ -116,6 +116,28 @@ pub(crate) const MIGRATIONS: &[&str] = &[
         CHECK (call_direction IN ('inbound', 'outbound'));
     ALTER TABLE cdrs ADD COLUMN other_leg_call_id TEXT;  -- NULL: never bridged
     "#,
+    // 6: presence (issue 11): the subscriptions (RFC 6665 dialogs pivotd is the notifier of)
+    // and the lamps a flow set, so that both outlive a restart.
+    r#"
+    CREATE TABLE presence_subscriptions (
+        call_id     TEXT    NOT NULL,
+        local_tag   TEXT    NOT NULL,                 -- our tag: with the Call-ID, the dialog
+        account_id  TEXT    NOT NULL,                 -- the watching device's
+        device_id   TEXT    NOT NULL,
+        presence_id TEXT    NOT NULL,                 -- user@realm watched
+        package     TEXT    NOT NULL,                 -- the Event package (dialog, presence)
+        expires_at  INTEGER NOT NULL,                 -- Unix seconds
+        state       TEXT    NOT NULL,                 -- JSON: the dialog state, Event id, version
+        updated     INTEGER NOT NULL,
+        PRIMARY KEY (call_id, local_tag)
+    );
+    CREATE INDEX presence_subscriptions_by_expiry ON presence_subscriptions (expires_at);
+    CREATE TABLE presence_states (
+        presence_id TEXT    NOT NULL PRIMARY KEY,     -- user@realm
+        status      TEXT    NOT NULL,                 -- ringing or busy (idle is no row)
+        updated     INTEGER NOT NULL
+    );
+    "#,
 ];
 
 /// The schema version this build writes.

@@ -109,7 +109,7 @@ fn migrations_apply_on_fresh_file_and_reopen_keeps_data() {
     {
         let store = Store::open(dir.db()).unwrap();
         assert_eq!(store.schema_version().unwrap(), SCHEMA_VERSION);
-        assert_eq!(SCHEMA_VERSION, 5);
+        assert_eq!(SCHEMA_VERSION, 6);
         assert_eq!(
             table_names(&store),
             [
@@ -118,6 +118,8 @@ fn migrations_apply_on_fresh_file_and_reopen_keeps_data() {
                 "cdrs",
                 "devices",
                 "pivot_debug",
+                "presence_states",
+                "presence_subscriptions",
                 "registrations",
                 "users"
             ]
@@ -173,7 +175,7 @@ fn migration_from_schema_4_keeps_old_cdrs_readable() {
         tx.commit().unwrap();
     }
     let store = Store::open(dir.db()).unwrap();
-    assert_eq!(store.schema_version().unwrap(), 5);
+    assert_eq!(store.schema_version().unwrap(), SCHEMA_VERSION);
     let old = Cdr {
         call_id: "old@host".into(),
         account_id: "acc".into(),
@@ -206,7 +208,7 @@ fn migration_from_schema_4_keeps_old_cdrs_readable() {
     drop(store);
     // Reopened: not migrated twice, both rows as written.
     let store = Store::open(dir.db()).unwrap();
-    assert_eq!(store.schema_version().unwrap(), 5);
+    assert_eq!(store.schema_version().unwrap(), SCHEMA_VERSION);
     assert_eq!(store.cdrs("acc", &q).unwrap(), [new, old]);
 }
 

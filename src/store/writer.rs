@@ -7,8 +7,10 @@ use std::sync::Mutex;
 
 use rusqlite::{params, Connection};
 
-use super::{cdrs, debug, lock, registrations};
-use super::{Cdr, DebugRecord, DeviceBindings, Store, StoreError};
+use super::{cdrs, debug, lock, presence, registrations};
+use super::{
+    Cdr, DebugRecord, DeviceBindings, Store, StoreError, StoredPresence, StoredSubscription,
+};
 
 /// What the call path hands to the writer.
 #[derive(Clone, Debug, PartialEq)]
@@ -20,6 +22,19 @@ pub enum Write {
     Registrations(DeviceBindings),
     /// Bindings that expired before `.0` (Unix seconds) go.
     ExpireRegistrations(u64),
+    /// A presence subscription as it stands (created, refreshed, or after a NOTIFY).
+    Subscription(StoredSubscription),
+    /// A presence subscription that ended.
+    EndSubscription {
+        call_id: String,
+        local_tag: String,
+    },
+    /// Subscriptions that expired before `.0` (Unix seconds) go.
+    ExpireSubscriptions(u64),
+    /// A lamp a flow set to ringing or busy.
+    PresenceState(StoredPresence),
+    /// A lamp back to idle (the presence id).
+    ClearPresenceState(String),
 }
 
 pub(super) enum Msg {
@@ -180,5 +195,12 @@ fn insert(conn: &Connection, w: &Write) -> Result<(), rusqlite::Error> {
         }
         Write::Debug(r) => debug::insert(conn, r),
         Write::Cdr(c) => cdrs::insert(conn, c),
+        Write::Subscription(s) => presence::upsert_subscription(conn, s),
+        Write::EndSubscription { call_id, local_tag } => {
+            presence::delete_subscription(conn, call_id, local_tag)
+        }
+        Write::ExpireSubscriptions(before) => presence::expire_subscriptions(conn, *before),
+        Write::PresenceState(p) => presence::upsert_state(conn, p),
+        Write::ClearPresenceState(id) => presence::delete_state(conn, id),
     }
 }

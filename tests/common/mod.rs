@@ -7,6 +7,7 @@ pub mod bridge;
 pub mod digest;
 pub mod http;
 pub mod pjsua;
+pub mod presence;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};

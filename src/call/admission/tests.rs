@@ -266,3 +266,25 @@ fn overload_counts_source_refusals_once() {
     }
     assert_eq!(guard.stats.refused(SourceRefusal::Calls), 1);
 }
+
+/// A SUBSCRIBE's refusals are presence's: admission answers them with presence's code,
+/// reason and headers, and counts only a probe of another account against the source.
+#[test]
+fn subscription_refusals_answer_as_presence_decides() {
+    let bad = Refusal::Subscription(SubscribeRefusal::BadEvent("foo".into()));
+    assert_eq!(bad.code(), 489);
+    assert_eq!(bad.reason().as_deref(), Some("Bad Event"));
+    assert_eq!(
+        bad.headers(),
+        vec![("Allow-Events", Cow::from("dialog, presence"))]
+    );
+    assert!(!bad.is_source_failure());
+    let brief = Refusal::Subscription(SubscribeRefusal::IntervalTooBrief { min: 60 });
+    assert_eq!(brief.code(), 423);
+    assert_eq!(brief.headers(), vec![("Min-Expires", Cow::from("60"))]);
+    let other = Refusal::Subscription(SubscribeRefusal::OtherAccount);
+    assert_eq!(other.code(), 403);
+    assert!(other.is_source_failure());
+    // SUBSCRIBE is served now: it is in Allow.
+    assert!(ALLOW.split(", ").any(|m| m == "SUBSCRIBE"));
+}

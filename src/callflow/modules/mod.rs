@@ -6,6 +6,7 @@ pub mod bridge_outcome;
 pub mod collect_dtmf;
 pub mod device;
 pub mod hangup;
+pub mod manual_presence;
 pub mod pivot;
 pub mod play;
 pub mod resources;
@@ -48,6 +49,7 @@ pub async fn run(
         ModuleData::RingGroup(d) => ring_group::run(d, children, call, rt, state).await,
         ModuleData::Resources(d) => resources::run(d, children, call, rt, state).await,
         ModuleData::SendDtmf(d) => send_dtmf::run(d, call, rt).await,
+        ModuleData::ManualPresence(d) => manual_presence::run(d, call, rt).await,
     }
 }
 

@@ -4,6 +4,7 @@
 
 pub mod collect_dtmf;
 pub mod device;
+pub mod manual_presence;
 pub mod pivot;
 pub mod play;
 pub mod resources;
@@ -37,6 +38,7 @@ pub enum ModuleData {
     /// `resources`, or `offnet` when its `offnet` flag is set (one schema, one behaviour).
     Resources(resources::Resources),
     SendDtmf(send_dtmf::SendDtmf),
+    ManualPresence(manual_presence::ManualPresence),
 }
 
 /// Every module this build knows, in Kazoo's names.
@@ -55,6 +57,7 @@ pub const MODULES: &[&str] = &[
     "resources",
     "offnet",
     "send_dtmf",
+    "manual_presence",
 ];
 
 impl ModuleData {
@@ -75,6 +78,7 @@ impl ModuleData {
             ModuleData::Resources(r) if r.offnet => "offnet",
             ModuleData::Resources(_) => "resources",
             ModuleData::SendDtmf(_) => "send_dtmf",
+            ModuleData::ManualPresence(_) => "manual_presence",
         }
     }
 
@@ -99,6 +103,9 @@ impl ModuleData {
             "resources" => ModuleData::Resources(resources::Resources::from_data(data, false)?),
             "offnet" => ModuleData::Resources(resources::Resources::from_data(data, true)?),
             "send_dtmf" => ModuleData::SendDtmf(send_dtmf::SendDtmf::from_data(data)?),
+            "manual_presence" => {
+                ModuleData::ManualPresence(manual_presence::ManualPresence::from_data(data)?)
+            }
             other => {
                 return Err(ValidationError::new(
                     module_path,
@@ -127,6 +134,7 @@ impl ModuleData {
             ModuleData::RingGroup(d) => d.to_json(),
             ModuleData::Resources(d) => d.to_json(),
             ModuleData::SendDtmf(d) => d.to_json(),
+            ModuleData::ManualPresence(d) => d.to_json(),
         }
     }
 
@@ -145,7 +153,8 @@ impl ModuleData {
             | ModuleData::Say(_)
             | ModuleData::Device(_)
             | ModuleData::User(_)
-            | ModuleData::SendDtmf(_) => vec![],
+            | ModuleData::SendDtmf(_)
+            | ModuleData::ManualPresence(_) => vec![],
         }
     }
 
@@ -164,7 +173,8 @@ impl ModuleData {
             | ModuleData::Say(_)
             | ModuleData::Device(_)
             | ModuleData::User(_)
-            | ModuleData::SendDtmf(_) => "id",
+            | ModuleData::SendDtmf(_)
+            | ModuleData::ManualPresence(_) => "id",
         }
     }
 }

@@ -506,6 +506,11 @@ pub fn max_forwards(req: &Request) -> Option<u32> {
     parse_u32(values(req.headers(), "Max-Forwards").next()?)
 }
 
+/// Expires as delta-seconds (RFC 3261 §20.19); a malformed one never gets past the parser.
+pub fn expires(msg: &impl rsip::message::HasHeaders) -> Option<u32> {
+    parse_u32(values(headers_of_msg(msg), "Expires").next()?)
+}
+
 /// First value of a header; `name` is matched case-insensitively, full or compact form.
 pub fn header_value(msg: &impl rsip::message::HasHeaders, name: &str) -> Option<String> {
     header_str(msg, name).map(str::to_string)

@@ -21,12 +21,12 @@ pub use body::{media_type_is, response_sdp_body, sdp_body, NotSdp};
 pub use contact::{addr_uri, contacts, header_aor, ContactError, ContactValue, Contacts};
 pub(in crate::sip) use headers::tag_of;
 pub use headers::{
-    call_id, cseq, from_tag, header_name_value, header_str, header_value, header_values,
+    call_id, cseq, expires, from_tag, header_name_value, header_str, header_value, header_values,
     max_forwards, to_tag, top_via, GrammarError, HeaderError, TopVia,
 };
 pub(in crate::sip) use parse::clean_reason;
 pub use parse::{parse, ParseError, Unsupported};
-pub use uri::{is_sip_scheme, parse_sip_uri, scheme_supported, RequestUriError};
+pub use uri::{is_request_target, is_sip_scheme, parse_sip_uri, scheme_supported, RequestUriError};
 pub use uri_eq::{percent_decode, uri_equivalent};
 
 #[cfg(test)]

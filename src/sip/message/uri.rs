@@ -22,6 +22,15 @@ pub(super) fn check_request_uri(uri: &str) -> Result<(), RequestUriError> {
     Ok(())
 }
 
+/// Whether pivotd can write `uri` as the Request-URI of a request it sends (a Contact that
+/// becomes a dialog's remote target): a sip/sips URI of printable ASCII that passes the
+/// checks a received Request-URI passes, so that what pivotd sends it could read itself.
+pub fn is_request_target(uri: &str) -> bool {
+    uri.bytes().all(|b| b.is_ascii_graphic())
+        && check_request_uri(uri).is_ok()
+        && parse_sip_uri(uri).is_some()
+}
+
 /// A sip/sips URI read by hand (RFC 3261 §25.1 `SIP-URI`), for the URIs rsip 0.4 misreads
 /// or refuses: `;` or `.` in the user part, IPv6 references. Parameters are parsed by rsip.
 pub fn parse_sip_uri(text: &str) -> Option<rsip::Uri> {

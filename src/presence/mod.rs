@@ -1,0 +1,293 @@
+//! Presence (issue 11): what each presence id shows (idle, ringing, busy) and the phones
+//! watching it, told by SIP NOTIFY (RFC 6665) in the `dialog` (RFC 4235, busy lamp fields)
+//! and `presence` (RFC 3856, PIDF) packages.
+//!
+//! - `state.rs`: presence ids, the lamp of each ([`Lamp`]), the table of lit lamps;
+//! - `body.rs`: the NOTIFY bodies, as Kazoo's Kamailio writes them;
+//! - `subscription.rs`: what a SUBSCRIBE asks and every code it gets; one subscription,
+//!   its dialog and its NOTIFY;
+//! - `notifier.rs`: the task that owns the subscriptions and sends the NOTIFYs;
+//! - this file: the handle the rest of pivotd holds ([`Presence`]), and
+//!   [`PresenceControl`], the slice of it the callflow runtime sees.
+//!
+//! Who sets a lamp: a flow's `manual_presence` (through [`PresenceControl`], so the runtime's
+//! modules are tested without this), and — the call layer, through [`Presence::set`] — a
+//! call's own progress. SUBSCRIBE reaches the task through admission (`call::admission`),
+//! which checks it ([`subscription::read`]), authenticates the device as for an INVITE and
+//! resolves what it watches ([`subscription::watched`]) without waiting on the task.
+//!
+//! Subscriptions and the lamps flows set are kept in the store: after a restart each
+//! subscription gets a NOTIFY with the current state in its old dialog, and the lamps are lit
+//! as they were.
+
+pub mod body;
+pub mod notifier;
+pub mod state;
+pub mod subscription;
+
+use std::future::Future;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use tokio::sync::{mpsc, Notify};
+
+use crate::config::Config;
+use crate::logsafe::wire;
+use crate::sip::dialog::{host_port, DialogSnapshot};
+use crate::sip::endpoint::{Endpoint, ServerTx};
+use crate::sip::outgoing::{random_token, response_bytes};
+use crate::store::{unix_now, Store, StoredPresence, Write};
+
+pub use notifier::NewSubscription;
+pub use state::{Lamp, LampError, Lamps, Origin, PresenceId, Status};
+pub use subscription::{SubscribeRefusal, SubscribeRequest, Watcher};
+
+/// New SUBSCRIBEs waiting for the task; beyond, 503.
+const QUEUE: usize = 4096;
+
+/// What the callflow runtime may do to presence: `manual_presence` (spec c.7, g).
+pub trait PresenceControl: Send + Sync {
+    /// Sets `presence_id`'s lamp (a bare name takes the account's realm, spec j.16) and tells
+    /// its watchers. An id of another realm than the account's is refused: a flow lights the
+    /// lamps of its own account only.
+    fn set_manual(
+        &self,
+        account_id: &str,
+        presence_id: &str,
+        status: Status,
+    ) -> Result<PresenceId, LampError>;
+}
+
+/// Counters for /metrics and the tests.
+#[derive(Debug, Default)]
+pub struct PresenceStats {
+    /// Live subscriptions (ending ones until their last NOTIFY is answered).
+    pub subscriptions: AtomicUsize,
+    /// NOTIFYs sent.
+    pub notifies: AtomicU64,
+    /// NOTIFYs answered with an error or not at all.
+    pub notify_failures: AtomicU64,
+}
+
+/// The lamps, shared by the handle (which sets them) and the task (which reads them).
+pub(crate) struct Shared {
+    lamps: Mutex<Lamps>,
+    /// Rung when a lamp changed.
+    wake: Notify,
+}
+
+impl Shared {
+    fn lock(&self) -> MutexGuard<'_, Lamps> {
+        // A panic while holding the lock leaves a consistent table (each change is one map
+        // operation), so a poisoned lock is still usable.
+        self.lamps.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+/// What presence needs from the server.
+pub struct PresenceParts {
+    pub cfg: Arc<Config>,
+    pub endpoint: Arc<Endpoint>,
+    pub store: Option<Store>,
+}
+
+/// The handle: sets lamps, hands SUBSCRIBEs to the task.
+pub struct Presence {
+    cfg: Arc<Config>,
+    shared: Arc<Shared>,
+    cmds: mpsc::Sender<NewSubscription>,
+    store: Option<Store>,
+    pub stats: Arc<PresenceStats>,
+}
+
+impl Presence {
+    /// The handle, and the task to run (the server watches it). With a store, the lamps flows
+    /// left lit and the subscriptions come back (read here, before anything is served).
+    pub fn start(p: PresenceParts) -> (Arc<Presence>, impl Future<Output = ()> + Send + 'static) {
+        let mut lamps = Lamps::default();
+        let mut restored = Vec::new();
+        if let Some(store) = &p.store {
+            restore_lamps(store, &mut lamps);
+            restored = restore_subscriptions(store, &p.cfg, &p.endpoint);
+        }
+        let shared = Arc::new(Shared {
+            lamps: Mutex::new(lamps),
+            wake: Notify::new(),
+        });
+        let stats = Arc::new(PresenceStats::default());
+        let (cmd_tx, cmd_rx) = mpsc::channel(QUEUE);
+        let (ev_tx, ev_rx) = mpsc::unbounded_channel();
+        let notifier = notifier::Notifier::new(
+            p.endpoint,
+            p.cfg.clone(),
+            p.store.clone(),
+            shared.clone(),
+            stats.clone(),
+            ev_tx,
+        );
+        let task = notifier.run(restored, cmd_rx, ev_rx);
+        let handle = Arc::new(Presence {
+            cfg: p.cfg,
+            shared,
+            cmds: cmd_tx,
+            store: p.store,
+            stats,
+        });
+        (handle, task)
+    }
+
+    /// Hands an accepted SUBSCRIBE to the task, without waiting: when its queue is full the
+    /// SUBSCRIBE gets 503 here.
+    pub fn submit(&self, n: NewSubscription) {
+        if let Err(e) = self.cmds.try_send(n) {
+            let n = match e {
+                mpsc::error::TrySendError::Full(n) | mpsc::error::TrySendError::Closed(n) => n,
+            };
+            tracing::warn!("presence: queue full, SUBSCRIBE refused");
+            reply_refusal(&n.req, &n.tx, &SubscribeRefusal::Busy);
+        }
+    }
+
+    /// Sets `id`'s lamp; its watchers are told if it changed. A lamp a flow set is kept in the
+    /// store (and one it no longer holds taken out).
+    pub fn set(&self, id: &PresenceId, lamp: Lamp) -> Result<(), LampError> {
+        let kept = |l: &Lamp| l.origin == Origin::Manual && !l.is_idle();
+        let now_kept = kept(&lamp).then_some(lamp.status);
+        let old = self.shared.lock().set(id, lamp)?;
+        let Some(old) = old else {
+            return Ok(());
+        };
+        self.shared.wake.notify_one();
+        if let Some(store) = &self.store {
+            match now_kept {
+                Some(status) => {
+                    store.write(Write::PresenceState(StoredPresence {
+                        presence_id: id.to_string(),
+                        status: status.as_str().to_string(),
+                        updated: unix_now(),
+                    }));
+                }
+                None if kept(&old) => {
+                    store.write(Write::ClearPresenceState(id.to_string()));
+                }
+                None => {}
+            }
+        }
+        Ok(())
+    }
+
+    /// What `id` shows now.
+    pub fn lamp(&self, id: &PresenceId) -> Lamp {
+        self.shared.lock().get(id)
+    }
+
+    /// Every lit lamp.
+    pub fn lit(&self) -> Vec<(PresenceId, Lamp)> {
+        self.shared.lock().lit()
+    }
+
+    /// Live subscriptions.
+    pub fn subscriptions(&self) -> usize {
+        self.stats.subscriptions.load(Ordering::Relaxed)
+    }
+
+    /// The `[presence]` keys.
+    pub fn rules(&self) -> &crate::config::PresenceConfig {
+        &self.cfg.presence
+    }
+}
+
+impl PresenceControl for Presence {
+    fn set_manual(
+        &self,
+        account_id: &str,
+        presence_id: &str,
+        status: Status,
+    ) -> Result<PresenceId, LampError> {
+        let account = self
+            .cfg
+            .account(account_id)
+            .ok_or_else(|| LampError::NoAccount(account_id.to_string()))?;
+        let id = PresenceId::parse(presence_id, &account.realm)?;
+        if !id.realm().eq_ignore_ascii_case(&account.realm) {
+            return Err(LampError::OtherRealm {
+                realm: id.realm().to_string(),
+            });
+        }
+        self.set(&id, Lamp::manual(&id, status))?;
+        Ok(id)
+    }
+}
+
+/// Answers a SUBSCRIBE with a refusal (a fresh To tag out of a dialog, RFC 3261 §8.2.6.2).
+pub(crate) fn reply_refusal(req: &rsip::Request, tx: &ServerTx, refusal: &SubscribeRefusal) {
+    let code = refusal.code();
+    let reason = refusal.reason();
+    let headers = refusal.headers();
+    let extra: Vec<(&str, &str)> = headers.iter().map(|(n, v)| (*n, v.as_ref())).collect();
+    let tag = random_token(10);
+    let bytes = response_bytes(req, code, reason.as_deref(), Some(&tag), &extra, None);
+    tx.respond(code, bytes);
+}
+
+/// The lamps flows left lit.
+fn restore_lamps(store: &Store, lamps: &mut Lamps) {
+    match store.presence_states() {
+        Ok(rows) => {
+            for row in rows {
+                let (Ok(id), Some(status)) = (
+                    PresenceId::parse(&row.presence_id, ""),
+                    Status::parse(&row.status),
+                ) else {
+                    tracing::warn!(id = %wire(&row.presence_id), "store: an unreadable lamp skipped");
+                    continue;
+                };
+                let _ = lamps.set(&id, Lamp::manual(&id, status));
+            }
+            // Restored, not changed: no watcher is owed anything for them yet.
+            let _ = lamps.take_changed();
+        }
+        Err(e) => tracing::warn!(error = %e, "cannot read presence states from the store"),
+    }
+}
+
+/// The stored subscriptions, each going on from this process's socket of its transport (and
+/// address family).
+fn restore_subscriptions(
+    store: &Store,
+    cfg: &Config,
+    endpoint: &Endpoint,
+) -> Vec<subscription::Subscription> {
+    let now = unix_now();
+    // Rows of subscriptions that expired while pivotd was down go.
+    store.write(Write::ExpireSubscriptions(now));
+    let rows = match store.subscriptions(now) {
+        Ok(rows) => rows,
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot read presence subscriptions from the store");
+            return Vec::new();
+        }
+    };
+    let transport = endpoint.transport();
+    let (udp, tcp) = (transport.udp_addrs(), transport.tcp_addrs());
+    let local_for = |d: &DialogSnapshot| {
+        let list = if d.transport == "TCP" { &tcp } else { &udp };
+        let local = list
+            .iter()
+            .find(|a| a.is_ipv4() == d.remote.is_ipv4())
+            .or(list.first())
+            .copied()?;
+        Some((local, host_port(cfg.sip.advertise, local)))
+    };
+    rows.into_iter()
+        .filter_map(
+            |row| match subscription::Subscription::restore(row, local_for) {
+                Ok(s) => Some(s),
+                Err(e) => {
+                    tracing::warn!(error = %e, "store: a presence subscription skipped");
+                    None
+                }
+            },
+        )
+        .collect()
+}
