@@ -19,21 +19,31 @@
 //! the calls pivotd still holds 3 s later are printed on stderr. Separate processes because
 //! calls left over from one run were seen to take the next run's CPU.
 //!
+//! Where the calls go (CPU is then that server's process alone, from /proc/PID/stat, and the
+//! load generator's CPU is left out):
+//! - `--process`: the built pivotd binary in a child process (the same configuration);
+//! - `--target ADDR --pid PID --callee-port PORT`: a SIP server already running at ADDR (the
+//!   Asterisk of `bench/asterisk_dial.sh`) that bridges number 6000 to the callee, which then
+//!   listens on 127.0.0.1:PORT so that the server's configuration can name it.
+//!
 //! Run it (N concurrent calls, default 100; SECONDS of steady period, default 10; a third
 //! argument `pcmu` or `pcma` runs only that half in this process):
 //!
-//! cargo bench --bench bridge_relay -- [N] [SECONDS]      (defaults 100 and 10)
+//! cargo bench --bench bridge_relay -- [N] [SECONDS] [pcmu|pcma] [--process | --target ADDR --pid PID --callee-port PORT]
 
 #[allow(dead_code)]
 #[path = "calls_common.rs"]
 mod calls_common;
+#[allow(dead_code)]
+#[path = "flood_common.rs"]
+mod flood_common;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use calls_common::{header, invite, stats};
-use pivotd::config::Config;
+use clap::{Parser, ValueEnum};
 use tokio::net::UdpSocket;
 use tokio::sync::mpsc;
 
@@ -48,13 +58,33 @@ struct Leg {
     pt: u8,
 }
 
-/// The process CPU time (user + system) in µs.
-fn cpu_us() -> f64 {
-    let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
-    // SAFETY: getrusage writes into the struct it is given.
-    unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut ru) };
-    let tv = |t: libc::timeval| t.tv_sec as f64 * 1e6 + t.tv_usec as f64;
-    tv(ru.ru_utime) + tv(ru.ru_stime)
+/// The CPU time (user + system) in µs of this process (None) or of process `pid` (all its
+/// threads, from /proc/PID/stat, in clock ticks: 10 ms steps).
+fn cpu_us(pid: Option<u32>) -> f64 {
+    let Some(pid) = pid else {
+        let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
+        // SAFETY: getrusage writes into the struct it is given.
+        unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut ru) };
+        let tv = |t: libc::timeval| t.tv_sec as f64 * 1e6 + t.tv_usec as f64;
+        return tv(ru.ru_utime) + tv(ru.ru_stime);
+    };
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .unwrap_or_else(|e| panic!("/proc/{pid}/stat: {e}"));
+    // The command name (field 2) is in parentheses and may hold spaces; after it come field 3
+    // (state) onwards, so utime (14) and stime (15) are the 12th and 13th.
+    let fields: Vec<&str> = stat
+        .rsplit_once(')')
+        .map(|(_, rest)| rest.split_whitespace().collect())
+        .unwrap_or_default();
+    let ticks = |i: usize| -> f64 {
+        fields
+            .get(i)
+            .and_then(|f| f.parse().ok())
+            .unwrap_or_else(|| panic!("no field {} in /proc/{pid}/stat", i + 3))
+    };
+    // SAFETY: sysconf only reads a constant.
+    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64;
+    (ticks(11) + ticks(12)) / hz * 1e6
 }
 
 /// The media address of an SDP body (c= and m=audio).
@@ -237,14 +267,15 @@ struct Measured {
     sent: u64,
     received: u64,
     secs: f64,
+    /// CPU of the process measured (this one, or the server's).
     cpu_us: f64,
     /// One-way latencies in µs (empty when payloads are transcoded).
     latency: Vec<f64>,
 }
 
-/// Every leg sends 50 packets/s to its peer and receives; counts and latencies are taken over
-/// the steady period after WARMUP.
-async fn measure(legs: Vec<Leg>, secs: u64, with_latency: bool) -> Measured {
+/// Every leg sends 50 packets/s to its peer and receives; counts, latencies and the CPU of
+/// `cpu_of` (None: this process) are taken over the steady period after WARMUP.
+async fn measure(legs: Vec<Leg>, secs: u64, with_latency: bool, cpu_of: Option<u32>) -> Measured {
     let epoch = Instant::now();
     let t_start = tokio::time::Instant::from_std(epoch) + WARMUP;
     let t_end = t_start + Duration::from_secs(secs);
@@ -300,7 +331,12 @@ async fn measure(legs: Vec<Leg>, secs: u64, with_latency: bool) -> Measured {
                     r = s.recv_from(&mut buf) => {
                         let Ok((n, _)) = r else { break };
                         let now = epoch.elapsed();
-                        if n < 20 || tokio::time::Instant::now() < t_start {
+                        // RTP of PCMU or PCMA only: a server's RTCP (to the RTP port + 1, which
+                        // may be another leg's socket) is not a relayed packet.
+                        if n < 20
+                            || !matches!(buf[1] & 0x7f, 0 | 8)
+                            || tokio::time::Instant::now() < t_start
+                        {
                             continue;
                         }
                         received += 1;
@@ -319,10 +355,10 @@ async fn measure(legs: Vec<Leg>, secs: u64, with_latency: bool) -> Measured {
         receivers.push(receiver);
     }
     tokio::time::sleep_until(t_start).await;
-    let cpu0 = cpu_us();
+    let cpu0 = cpu_us(cpu_of);
     let w0 = Instant::now();
     tokio::time::sleep_until(t_end).await;
-    let cpu = cpu_us() - cpu0;
+    let cpu = cpu_us(cpu_of) - cpu0;
     let wall = w0.elapsed().as_secs_f64();
     let mut m = Measured {
         sent: 0,
@@ -340,35 +376,68 @@ async fn measure(legs: Vec<Leg>, secs: u64, with_latency: bool) -> Measured {
     m
 }
 
-/// N bridged calls through a fresh pivotd whose callee answers `codec`; returns set-up times
-/// (µs) and the total set-up wall time, and the steady-period figures.
-async fn relay_run(n: usize, secs: u64, codec: u8) -> (Vec<f64>, f64, Measured) {
-    let callee_sip = Arc::new(UdpSocket::bind("127.0.0.1:0").await.unwrap());
-    let gateway = callee_sip.local_addr().unwrap();
-    let (tx, mut rx) = mpsc::unbounded_channel();
-    let callee_task = tokio::spawn(callee(callee_sip, codec, tx));
-    let toml = format!(
+/// Where the calls go (from the command line).
+enum Target {
+    /// pivotd in this process.
+    InProcess,
+    /// The built pivotd binary in a child process.
+    Process,
+    /// A SIP server already running: where it listens, its pid, the callee port it dials.
+    External {
+        sip: SocketAddr,
+        pid: u32,
+        callee_port: u16,
+    },
+}
+
+/// The server of one run.
+enum Server {
+    InProcess(pivotd::server::ServerHandle),
+    /// The child pivotd (killed when dropped, also on a panic) and its API address.
+    Process(Killed, SocketAddr),
+    External(u32),
+}
+
+/// A child process killed when dropped.
+struct Killed(std::process::Child);
+
+impl Drop for Killed {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+impl Server {
+    /// The process whose CPU is measured (None: this one).
+    fn pid(&self) -> Option<u32> {
+        match self {
+            Server::InProcess(_) => None,
+            Server::Process(child, _) => Some(child.0.id()),
+            Server::External(pid) => Some(*pid),
+        }
+    }
+
+    /// The calls it still holds, where it can tell.
+    fn active_calls(&self) -> Option<usize> {
+        match self {
+            Server::InProcess(s) => Some(s.active_calls()),
+            Server::Process(_, api) => {
+                flood_common::metric(*api, "pivotd_calls_active").map(|v| v as usize)
+            }
+            Server::External(_) => None,
+        }
+    }
+}
+
+/// The pivotd configuration of the bench: number 6000 bridges (`resources`) to `gateway`.
+/// Media ports 50000-59999, away from the tests' 20000-29999 (and from Asterisk's 40000-49999
+/// in asterisk_dial.sh).
+fn pivotd_config(dir: &std::path::Path, gateway: SocketAddr) -> std::path::PathBuf {
+    // The bench is a load generator: trusted, held to the global limits only.
+    let sip = "max_calls_per_second = 100000\ntrusted_sources = [\"127.0.0.1\"]";
+    let callflows = format!(
         r#"
-[sip]
-udp = ["127.0.0.1:0"]
-tcp = []
-max_calls_per_second = 100000
-# The bench is a load generator: trusted, held to the global limits only.
-trusted_sources = ["127.0.0.1"]
-[api]
-listen = "127.0.0.1:0"
-[store]
-sqlite = ":memory:"
-[media]
-ip = "127.0.0.1"
-port_min = 20000
-port_max = 40000
-rtp_timeout_s = 0
-[pivot]
-blacklist_cidrs = []
-[[accounts]]
-id = "4b6e1d0c2f6a4e0f9a1b2c3d4e5f6a7b"
-realm = "bench.test"
 [[accounts.callflows]]
 numbers = ["6000"]
 flow = {{ module = "resources", data = {{ to_did = "5551234" }} }}
@@ -377,10 +446,41 @@ id = "carrier1"
 gateway = "sip:{gateway}"
 "#
     );
-    let cfg = Config::from_toml_str(&toml, std::path::Path::new(env!("CARGO_MANIFEST_DIR")))
-        .expect("bench config");
-    let server = pivotd::server::start(Arc::new(cfg)).await.expect("server");
-    let addr = server.udp[0];
+    flood_common::write_config(dir, sip, "rtp_timeout_s = 0", &callflows)
+}
+
+/// N bridged calls through `target` (a fresh pivotd unless external) whose callee answers
+/// `codec`; returns set-up times (µs), the total set-up wall time, and the steady-period
+/// figures.
+async fn relay_run(n: usize, secs: u64, codec: u8, target: &Target) -> (Vec<f64>, f64, Measured) {
+    let callee_port = match target {
+        Target::External { callee_port, .. } => *callee_port,
+        _ => 0,
+    };
+    let callee_sip = Arc::new(
+        UdpSocket::bind(("127.0.0.1", callee_port))
+            .await
+            .unwrap_or_else(|e| panic!("callee on 127.0.0.1:{callee_port}: {e}")),
+    );
+    let gateway = callee_sip.local_addr().unwrap();
+    let (tx, mut rx) = mpsc::unbounded_channel();
+    let callee_task = tokio::spawn(callee(callee_sip, codec, tx));
+    let dir = std::env::temp_dir().join(format!("pivotd-bridge-relay-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    let (server, addr) = match target {
+        Target::InProcess => {
+            let cfg =
+                pivotd::callflow::check::load(&pivotd_config(&dir, gateway)).expect("bench config");
+            let server = pivotd::server::start(Arc::new(cfg)).await.expect("server");
+            let addr = server.udp[0];
+            (Server::InProcess(server), addr)
+        }
+        Target::Process => {
+            let (child, udp, api) = flood_common::start(&pivotd_config(&dir, gateway));
+            (Server::Process(Killed(child), api), udp)
+        }
+        Target::External { sip, pid, .. } => (Server::External(*pid), *sip),
+    };
 
     let t0 = Instant::now();
     let placing: Vec<_> = (0..n).map(|i| tokio::spawn(place(addr, i))).collect();
@@ -411,7 +511,7 @@ gateway = "sip:{gateway}"
         peer: c.leg.peer,
         pt: 0,
     }));
-    let m = measure(legs, secs, codec == 0).await;
+    let m = measure(legs, secs, codec == 0, server.pid()).await;
     // The BYE is sent twice (500 ms apart) as this UAC does not retransmit: a burst of N
     // BYEs may lose some on loopback.
     for round in 0..2 {
@@ -441,16 +541,21 @@ gateway = "sip:{gateway}"
     eprintln!("answers to BYE: {answers:?}");
     // Wait (at most 3 s) for every call to end, and report what is left.
     let ending = Instant::now();
-    while server.active_calls() > 0 && ending.elapsed() < Duration::from_secs(3) {
-        tokio::time::sleep(Duration::from_millis(100)).await;
+    if server.active_calls().is_some() {
+        while server.active_calls().unwrap_or(0) > 0 && ending.elapsed() < Duration::from_secs(3) {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        eprintln!(
+            "calls left {:.1} s after BYE: {}",
+            ending.elapsed().as_secs_f64(),
+            server
+                .active_calls()
+                .map_or("?".to_string(), |c| c.to_string())
+        );
     }
-    eprintln!(
-        "calls left {:.1} s after BYE: {}",
-        ending.elapsed().as_secs_f64(),
-        server.active_calls()
-    );
     drop(server);
     callee_task.abort();
+    let _ = std::fs::remove_dir_all(&dir);
     (setup, setup_wall, m)
 }
 
@@ -472,7 +577,7 @@ async fn baseline(n: usize, secs: u64) -> Measured {
             pt: 0,
         });
     }
-    measure(legs, secs, true).await
+    measure(legs, secs, true, None).await
 }
 
 fn pct(v: &mut [f64], p: usize) -> f64 {
@@ -510,6 +615,74 @@ fn row(name: &str, m: &mut Measured, base_cpu_per_pkt: Option<f64>) -> f64 {
     per_pkt
 }
 
+#[derive(Clone, Copy, ValueEnum)]
+enum Codec {
+    Pcmu,
+    Pcma,
+}
+
+#[derive(Parser)]
+#[command(about = "N bridged calls with RTP both ways through pivotd or another server")]
+struct Args {
+    /// Concurrent calls.
+    #[arg(default_value_t = 100)]
+    n: usize,
+    /// Seconds of steady period.
+    #[arg(default_value_t = 10)]
+    secs: u64,
+    /// The callee's codec; without it each codec runs in a child process of its own.
+    #[arg(value_enum)]
+    codec: Option<Codec>,
+    /// Passed by cargo bench.
+    #[arg(long, hide = true)]
+    bench: bool,
+    /// Calls go to the built pivotd binary in a child process.
+    #[arg(long, conflicts_with = "target")]
+    process: bool,
+    /// Calls go to the SIP server at this address, which bridges 6000 to the callee.
+    #[arg(long, requires_all = ["pid", "callee_port"])]
+    target: Option<SocketAddr>,
+    /// The process id of the server at --target (its CPU is measured).
+    #[arg(long, requires = "target")]
+    pid: Option<u32>,
+    /// The callee's UDP port on 127.0.0.1 (the one --target dials).
+    #[arg(long, requires = "target")]
+    callee_port: Option<u16>,
+}
+
+impl Args {
+    fn target(&self) -> Target {
+        match (self.target, self.pid, self.callee_port) {
+            (Some(sip), Some(pid), Some(callee_port)) => Target::External {
+                sip,
+                pid,
+                callee_port,
+            },
+            _ if self.process => Target::Process,
+            _ => Target::InProcess,
+        }
+    }
+
+    /// The options that choose the target, for the child processes.
+    fn target_args(&self) -> Vec<String> {
+        let mut out = Vec::new();
+        if self.process {
+            out.push("--process".to_string());
+        }
+        if let (Some(sip), Some(pid), Some(port)) = (self.target, self.pid, self.callee_port) {
+            out.extend([
+                "--target".to_string(),
+                sip.to_string(),
+                "--pid".to_string(),
+                pid.to_string(),
+                "--callee-port".to_string(),
+                port.to_string(),
+            ]);
+        }
+        out
+    }
+}
+
 #[tokio::main]
 async fn main() {
     // `cargo bench` passes --bench; `cargo test --all-targets` runs this binary without it,
@@ -518,13 +691,13 @@ async fn main() {
         println!("bridge_relay: a benchmark; run it with cargo bench --bench bridge_relay");
         return;
     }
-    let args: Vec<String> = std::env::args().filter(|a| !a.starts_with("--")).collect();
-    let n: usize = args.get(1).and_then(|a| a.parse().ok()).unwrap_or(100);
-    let secs: u64 = args.get(2).and_then(|a| a.parse().ok()).unwrap_or(10);
-    let codec: u8 = match args.get(3).map(String::as_str) {
-        Some("pcmu") => 0,
-        Some("pcma") => 8,
-        _ => {
+    let args = Args::parse();
+    let (n, secs) = (args.n, args.secs);
+    let target = args.target();
+    let codec: u8 = match args.codec {
+        Some(Codec::Pcmu) => 0,
+        Some(Codec::Pcma) => 8,
+        None => {
             // Each relay run in a process of its own: calls a run leaves in pivotd (see the
             // report after BYE) must not share the next run's CPU.
             println!(
@@ -534,22 +707,30 @@ async fn main() {
             for mode in ["pcmu", "pcma"] {
                 let status = std::process::Command::new(std::env::current_exe().unwrap())
                     .args(["--bench", &n.to_string(), &secs.to_string(), mode])
+                    .args(args.target_args())
                     .status()
                     .expect("run the bench in a child process");
                 assert!(status.success(), "{mode} run failed");
             }
-            println!(
-                "latency is receive − send time (same clock); CPU is the whole process (pivotd + \
-                 load generator) per packet received; 'minus base' is the relay's own cost per \
-                 relayed packet (the baseline is measured again in each run's process)"
-            );
+            match target {
+                Target::InProcess => println!(
+                    "latency is receive − send time (same clock); CPU is the whole process (pivotd + \
+                     load generator) per packet received; 'minus base' is the relay's own cost per \
+                     relayed packet (the baseline is measured again in each run's process)"
+                ),
+                _ => println!(
+                    "latency is receive − send time (same clock); the relay rows' CPU is the \
+                     server process's alone (/proc/PID/stat, 10 ms ticks) per packet received; \
+                     the base row's is the load generator's"
+                ),
+            }
             return;
         }
     };
     let name = if codec == 8 { "PCMA" } else { "PCMU" };
 
     let mut base = baseline(n, secs).await;
-    let (setup, wall, mut relay) = relay_run(n, secs, codec).await;
+    let (setup, wall, mut relay) = relay_run(n, secs, codec, &target).await;
 
     println!("--- callee answers {name}");
     if setup.is_empty() {
@@ -579,5 +760,17 @@ async fn main() {
         "minus base"
     );
     let b = row("direct (base)", &mut base, None);
-    row(&format!("relay {name}"), &mut relay, Some(b));
+    let (label, minus_base) = match target {
+        Target::InProcess => ("relay", Some(b)),
+        Target::Process => ("pivotd", None),
+        Target::External { .. } => ("target", None),
+    };
+    row(&format!("{label} {name}"), &mut relay, minus_base);
+    if !relay.latency.is_empty() && !base.latency.is_empty() {
+        println!(
+            "added latency (relay − direct): p50 {:.0} µs, p99 {:.0} µs",
+            pct(&mut relay.latency, 50) - pct(&mut base.latency, 50),
+            pct(&mut relay.latency, 99) - pct(&mut base.latency, 99)
+        );
+    }
 }

@@ -1,10 +1,11 @@
-//! What the flood benches share: the built pivotd started on loopback with a config of their
-//! own, and the INVITE they send.
+//! What the benches that run the built pivotd share (the floods, bridge_relay): the binary
+//! started on loopback with a config of their own, its /metrics, and the flood's INVITE.
 
-use std::io::{BufRead, BufReader};
-use std::net::SocketAddr;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
+use std::time::Duration;
 
 /// Writes `pivotd.toml` into `dir`: SIP on an ephemeral UDP port, the API on another, an
 /// in-memory store, the shipped prompts, one account (realm `bench.test`) with `callflows`;
@@ -77,4 +78,26 @@ Contact: <sip:b@{from}>\r\nMax-Forwards: 70\r\nContent-Type: application/sdp\r\n
         sdp.len()
     )
     .into_bytes()
+}
+
+/// The sum of the samples of /metrics whose line starts with `name` (all label sets).
+pub fn metric(api: SocketAddr, name: &str) -> Option<f64> {
+    let mut s = TcpStream::connect(api).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+    write!(
+        s,
+        "GET /metrics HTTP/1.1\r\nHost: {api}\r\nConnection: close\r\n\r\n"
+    )
+    .ok()?;
+    let mut text = String::new();
+    s.read_to_string(&mut text).ok()?;
+    let values: Vec<f64> = text
+        .lines()
+        .filter(|l| {
+            l.strip_prefix(name)
+                .is_some_and(|r| r.starts_with(' ') || r.starts_with('{'))
+        })
+        .filter_map(|l| l.rsplit(' ').next()?.parse().ok())
+        .collect();
+    (!values.is_empty()).then(|| values.iter().sum())
 }

@@ -8,8 +8,7 @@
 //!
 //! cargo bench --bench flood_memory -- [RATE] [SECONDS] [SETTLE]   (defaults 3000 2 10)
 
-use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpStream, UdpSocket};
+use std::net::{SocketAddr, UdpSocket};
 use std::time::{Duration, Instant};
 
 use rand::{Rng, SeedableRng};
@@ -22,7 +21,7 @@ const QUIET_TIMEOUT: Duration = Duration::from_secs(120);
 
 #[path = "flood_common.rs"]
 mod flood_common;
-use flood_common::{invite, start, write_config};
+use flood_common::{invite, metric, start, write_config};
 
 /// The worst case for memory: the flooding address is trusted, so the per-source limits do
 /// not turn the flood away and every INVITE becomes a transaction (most become calls).
@@ -45,28 +44,6 @@ fn status_kb(pid: u32, field: &str) -> u64 {
 
 fn mb(kb: u64) -> f64 {
     kb as f64 / 1024.0
-}
-
-/// The sum of the samples of /metrics whose line starts with `name` (all label sets).
-fn metric(api: SocketAddr, name: &str) -> Option<f64> {
-    let mut s = TcpStream::connect(api).ok()?;
-    s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
-    write!(
-        s,
-        "GET /metrics HTTP/1.1\r\nHost: {api}\r\nConnection: close\r\n\r\n"
-    )
-    .ok()?;
-    let mut text = String::new();
-    s.read_to_string(&mut text).ok()?;
-    let values: Vec<f64> = text
-        .lines()
-        .filter(|l| {
-            l.strip_prefix(name)
-                .is_some_and(|r| r.starts_with(' ') || r.starts_with('{'))
-        })
-        .filter_map(|l| l.rsplit(' ').next()?.parse().ok())
-        .collect();
-    (!values.is_empty()).then(|| values.iter().sum())
 }
 
 /// Calls, transactions and dialogs still alive (None if /metrics did not answer).

@@ -13,6 +13,7 @@ use std::net::{SocketAddr, UdpSocket};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+#[allow(dead_code)]
 #[path = "flood_common.rs"]
 mod flood_common;
 use flood_common::{invite, start, write_config};
