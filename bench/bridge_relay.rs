@@ -15,14 +15,22 @@
 //! getrusage(RUSAGE_SELF) over the steady period, so it includes the load generator; the
 //! relay's own cost per packet is the run's figure minus the baseline's.
 //!
-//! After the run every caller sends BYE (twice, 500 ms apart); the answers to those BYEs and
-//! the calls pivotd still holds 3 s later are printed on stderr. Separate processes because
-//! calls left over from one run were seen to take the next run's CPU.
+//! After the run every caller hangs up at once, each BYE a client transaction retransmitted
+//! as RFC 3261 says (T1, 2·T1, … capped at T2, until Timer F). Printed on stderr: the answers
+//! to the BYEs and how many times each was sent, the calls pivotd still holds 3 s later, the
+//! BYEs and ACKs pivotd's endpoint read, its SIP socket's receive buffer and the datagrams
+//! the kernel dropped there (and at the callee's and callers' sockets) for a full buffer.
+//! Separate processes because calls left over from one run were seen to take the next run's
+//! CPU.
 //!
 //! Run it (N concurrent calls, default 100; SECONDS of steady period, default 10; a third
 //! argument `pcmu` or `pcma` runs only that half in this process):
 //!
 //! cargo bench --bench bridge_relay -- [N] [SECONDS]      (defaults 100 and 10)
+//!
+//! pivotd's RTP ports are 40000-60000 (`BRIDGE_RELAY_PORTS=MIN-MAX` to change them), away
+//! from the 20000-29999 the tests use. `BRIDGE_RELAY_SIP_RCVBUF=BYTES` sets pivotd's
+//! `[sip] udp_receive_buffer_bytes` (0: the kernel's default).
 
 #[allow(dead_code)]
 #[path = "calls_common.rs"]
@@ -34,6 +42,8 @@ use std::time::{Duration, Instant};
 
 use calls_common::{header, invite, stats};
 use pivotd::config::Config;
+use pivotd::sip::endpoint::Direction;
+use pivotd::sip::transport::set_receive_buffer;
 use tokio::net::UdpSocket;
 use tokio::sync::mpsc;
 
@@ -192,12 +202,7 @@ async fn place(server: SocketAddr, i: usize) -> Option<Call> {
                         return None;
                     }
                     let setup_us = t0.elapsed().as_secs_f64() * 1e6;
-                    let ack = format!(
-                        "ACK sip:x@bench.test SIP/2.0\r\nVia: SIP/2.0/UDP {local};branch=z9hG4bKa{id};rport\r\n\
-            From: <sip:bench@127.0.0.1>;tag=f{id}\r\nTo: {}\r\nCall-ID: {id}\r\nCSeq: 1 ACK\r\nMax-Forwards: 70\r\nContent-Length: 0\r\n\r\n",
-                        header(&msg, "To").unwrap_or("")
-                    );
-                    sip.send_to(ack.as_bytes(), from).await.ok()?;
+                    sip.send_to(ack(local, &id, &msg).as_bytes(), from).await.ok()?;
                     let peer = sdp_addr(&msg)?;
                     return Some(Call {
                         sip,
@@ -218,15 +223,62 @@ async fn place(server: SocketAddr, i: usize) -> Option<Call> {
     None
 }
 
-async fn bye(call: &Call) {
-    let local = call.sip.local_addr().unwrap();
+/// The ACK of the INVITE's 2xx `ok`.
+fn ack(local: SocketAddr, id: &str, ok: &str) -> String {
+    format!(
+        "ACK sip:x@bench.test SIP/2.0\r\nVia: SIP/2.0/UDP {local};branch=z9hG4bKa{id};rport\r\n\
+From: <sip:bench@127.0.0.1>;tag=f{id}\r\nTo: {}\r\nCall-ID: {id}\r\nCSeq: 1 ACK\r\nMax-Forwards: 70\r\nContent-Length: 0\r\n\r\n",
+        header(ok, "To").unwrap_or("")
+    )
+}
+
+/// RFC 3261 T1 and T2, and Timer F (64·T1): how a UAC retransmits a non-INVITE request.
+const T1: Duration = Duration::from_millis(500);
+const T2: Duration = Duration::from_secs(4);
+const TIMER_F: Duration = Duration::from_secs(32);
+
+/// Hangs up like a UAC (RFC 3261 §17.1.2.2): the BYE is retransmitted after T1, 2·T1, …
+/// capped at T2, until a final answer or Timer F. A retransmitted 2xx of the INVITE (our ACK
+/// was lost) is acknowledged again. Returns the answer's code ("none" at Timer F) and how
+/// many times the BYE was sent.
+async fn hang_up(call: Arc<Call>) -> (String, u32) {
+    let Ok(local) = call.sip.local_addr() else {
+        return ("no socket".into(), 0);
+    };
     let id = &call.id;
     let bye = format!(
         "BYE sip:x@bench.test SIP/2.0\r\nVia: SIP/2.0/UDP {local};branch=z9hG4bKb{id};rport\r\n\
 From: <sip:bench@127.0.0.1>;tag=f{id}\r\nTo: {}\r\nCall-ID: {id}\r\nCSeq: 2 BYE\r\nMax-Forwards: 70\r\nContent-Length: 0\r\n\r\n",
         header(&call.ok, "To").unwrap_or("")
     );
-    let _ = call.sip.send_to(bye.as_bytes(), call.from).await;
+    let started = Instant::now();
+    let mut interval = T1;
+    let mut sent = 0;
+    let mut buf = vec![0u8; 65536];
+    while started.elapsed() < TIMER_F {
+        let _ = call.sip.send_to(bye.as_bytes(), call.from).await;
+        sent += 1;
+        let wait = tokio::time::sleep(interval.min(TIMER_F.saturating_sub(started.elapsed())));
+        tokio::pin!(wait);
+        loop {
+            tokio::select! {
+                _ = &mut wait => break,
+                r = call.sip.recv_from(&mut buf) => {
+                    let Ok((n, from)) = r else { continue };
+                    let msg = String::from_utf8_lossy(&buf[..n]);
+                    let Some(cseq) = header(&msg, "CSeq") else { continue };
+                    let code = msg.strip_prefix("SIP/2.0 ").and_then(|r| r.get(..3)).unwrap_or("");
+                    if cseq.ends_with("INVITE") && code.starts_with('2') {
+                        let _ = call.sip.send_to(ack(local, id, &call.ok).as_bytes(), from).await;
+                    } else if cseq.ends_with("BYE") && !code.starts_with('1') && !code.is_empty() {
+                        return (code.to_string(), sent);
+                    }
+                }
+            }
+        }
+        interval = (interval * 2).min(T2);
+    }
+    ("none".into(), sent)
 }
 
 /// A sending leg: socket, destination, payload type, SSRC.
@@ -343,7 +395,22 @@ async fn measure(legs: Vec<Leg>, secs: u64, with_latency: bool) -> Measured {
 /// N bridged calls through a fresh pivotd whose callee answers `codec`; returns set-up times
 /// (µs) and the total set-up wall time, and the steady-period figures.
 async fn relay_run(n: usize, secs: u64, codec: u8) -> (Vec<f64>, f64, Measured) {
+    let (port_min, port_max) = media_ports();
+    // BRIDGE_RELAY_SIP_RCVBUF=BYTES sets pivotd's `udp_receive_buffer_bytes` (0: the kernel's
+    // default, as pivotd had before the key); unset, pivotd's default.
+    let sip_rcvbuf = match std::env::var("BRIDGE_RELAY_SIP_RCVBUF") {
+        Ok(v) => format!(
+            "udp_receive_buffer_bytes = {}",
+            v.trim()
+                .parse::<u64>()
+                .expect("BRIDGE_RELAY_SIP_RCVBUF: a number of bytes")
+        ),
+        Err(_) => String::new(),
+    };
     let callee_sip = Arc::new(UdpSocket::bind("127.0.0.1:0").await.unwrap());
+    // The load generator's one SIP socket takes pivotd's N INVITEs and N BYEs at once: a
+    // buffer as large as pivotd's, so the generator is not where datagrams are lost.
+    let _ = set_receive_buffer(callee_sip.as_ref(), 4 << 20);
     let gateway = callee_sip.local_addr().unwrap();
     let (tx, mut rx) = mpsc::unbounded_channel();
     let callee_task = tokio::spawn(callee(callee_sip, codec, tx));
@@ -355,14 +422,15 @@ tcp = []
 max_calls_per_second = 100000
 # The bench is a load generator: trusted, held to the global limits only.
 trusted_sources = ["127.0.0.1"]
+{sip_rcvbuf}
 [api]
 listen = "127.0.0.1:0"
 [store]
 sqlite = ":memory:"
 [media]
 ip = "127.0.0.1"
-port_min = 20000
-port_max = 40000
+port_min = {port_min}
+port_max = {port_max}
 rtp_timeout_s = 0
 [pivot]
 blacklist_cidrs = []
@@ -412,33 +480,21 @@ gateway = "sip:{gateway}"
         pt: 0,
     }));
     let m = measure(legs, secs, codec == 0).await;
-    // The BYE is sent twice (500 ms apart) as this UAC does not retransmit: a burst of N
-    // BYEs may lose some on loopback.
-    for round in 0..2 {
-        for c in &calls {
-            bye(c).await;
-        }
-        if round == 0 {
-            tokio::time::sleep(Duration::from_millis(500)).await;
-        }
-    }
-    // What each call's BYE got (the first answer of CSeq 2 BYE on its SIP socket).
+    // Every caller hangs up at once (the first BYEs leave in one burst), each BYE its own
+    // client transaction.
+    let calls: Vec<Arc<Call>> = calls.into_iter().map(Arc::new).collect();
+    let hanging_up: Vec<_> = calls
+        .iter()
+        .map(|c| tokio::spawn(hang_up(c.clone())))
+        .collect();
     let mut answers: std::collections::BTreeMap<String, usize> = Default::default();
-    let mut buf = vec![0u8; 65536];
-    for c in &calls {
-        let mut got = "none".to_string();
-        while let Ok(Ok((n, _))) =
-            tokio::time::timeout(Duration::from_millis(2), c.sip.recv_from(&mut buf)).await
-        {
-            let m = String::from_utf8_lossy(&buf[..n]);
-            if m.starts_with("SIP/2.0 ") && header(&m, "CSeq").is_some_and(|x| x.ends_with("BYE")) {
-                got = m[8..11].to_string();
-                break;
-            }
-        }
-        *answers.entry(got).or_default() += 1;
+    let mut sends: std::collections::BTreeMap<u32, usize> = Default::default();
+    for h in hanging_up {
+        let (code, sent) = h.await.unwrap_or_else(|_| ("panic".into(), 0));
+        *answers.entry(code).or_default() += 1;
+        *sends.entry(sent).or_default() += 1;
     }
-    eprintln!("answers to BYE: {answers:?}");
+    eprintln!("BYEs answered: {answers:?}; calls by times their BYE was sent: {sends:?}");
     // Wait (at most 3 s) for every call to end, and report what is left.
     let ending = Instant::now();
     while server.active_calls() > 0 && ending.elapsed() < Duration::from_secs(3) {
@@ -449,9 +505,72 @@ gateway = "sip:{gateway}"
         ending.elapsed().as_secs_f64(),
         server.active_calls()
     );
+    // Where BYEs were lost: the kernel's drops on each socket (a full receive buffer), and
+    // what pivotd's endpoint read.
+    let read = |method: rsip::Method| {
+        server
+            .endpoint
+            .stats
+            .messages
+            .requests()
+            .into_iter()
+            .find(|(d, m, _)| *d == Direction::In && *m == method)
+            .map_or(0, |(_, _, n)| n)
+    };
+    let caller_drops: u64 = calls
+        .iter()
+        .filter_map(|c| c.sip.local_addr().ok().and_then(udp_drops))
+        .sum();
+    let byes_sent: usize = sends.iter().map(|(k, v)| *k as usize * v).sum();
+    eprintln!(
+        "BYEs sent {byes_sent}, read by pivotd {}; ACKs read {} of {}; pivotd's SIP socket: \
+         receive buffer {:?} bytes, datagrams dropped by the kernel {}; dropped at the \
+         callee's socket {}, at the callers' {caller_drops}",
+        read(rsip::Method::Bye),
+        read(rsip::Method::Ack),
+        calls.len(),
+        server.endpoint.transport().udp_receive_buffers(),
+        udp_drops(addr).map_or("?".into(), |d| d.to_string()),
+        udp_drops(gateway).map_or("?".into(), |d| d.to_string()),
+    );
     drop(server);
     callee_task.abort();
     (setup, setup_wall, m)
+}
+
+/// Datagrams the kernel dropped for the UDP socket bound to `addr` because its receive
+/// buffer was full: the `drops` column of /proc/net/udp (None when not found).
+fn udp_drops(addr: SocketAddr) -> Option<u64> {
+    let SocketAddr::V4(a) = addr else {
+        return None;
+    };
+    // The kernel prints the address as the in-memory u32 (little-endian here) and the port.
+    let want = format!(
+        "{:08X}:{:04X}",
+        u32::from_le_bytes(a.ip().octets()),
+        a.port()
+    );
+    let table = std::fs::read_to_string("/proc/self/net/udp").ok()?;
+    table.lines().skip(1).find_map(|l| {
+        let f: Vec<&str> = l.split_whitespace().collect();
+        if f.get(1) == Some(&want.as_str()) {
+            f.last()?.parse().ok()
+        } else {
+            None
+        }
+    })
+}
+
+/// pivotd's RTP port range: `BRIDGE_RELAY_PORTS=MIN-MAX`, by default 40000-60000, away from
+/// the 20000-29999 the tests take their windows from (a bench run beside `cargo test` must
+/// not take their ports). Each call holds two pairs (caller's and callee's session).
+fn media_ports() -> (u16, u16) {
+    let range = std::env::var("BRIDGE_RELAY_PORTS").unwrap_or_else(|_| "40000-60000".into());
+    range
+        .split_once('-')
+        .and_then(|(a, b)| Some((a.trim().parse().ok()?, b.trim().parse().ok()?)))
+        .filter(|(a, b)| a < b)
+        .unwrap_or_else(|| panic!("BRIDGE_RELAY_PORTS={range}: expected MIN-MAX"))
 }
 
 /// The same senders, N pairs of sockets sending to each other directly.
