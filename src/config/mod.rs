@@ -81,6 +81,11 @@ pub struct SipConfig {
     /// `max_message_bytes`: largest SIP message accepted (TCP framing cap); larger ones are
     /// refused. Default 65536, 1024..=1048576.
     pub max_message_bytes: usize,
+    /// `udp_receive_buffer_bytes`: the receive buffer asked of the kernel for each UDP socket
+    /// (0 = the kernel's default, about 166 datagrams). A burst beyond it (hundreds of
+    /// callers hanging up at once) is dropped before pivotd reads it. Default 4194304,
+    /// 0..=1073741824.
+    pub udp_receive_buffer_bytes: usize,
     /// `timer_t1_ms`: RFC 3261 T1, the round-trip estimate every retransmission timer derives
     /// from (Timer H, which ends an unacknowledged call, is 64*T1). Default 500, 10..=10000.
     pub timer_t1_ms: u64,

@@ -134,6 +134,7 @@ fn embedded_default_matches_the_design() {
     assert_eq!(cfg.sip.shutdown_grace(), Duration::from_secs(30));
     assert_eq!(cfg.sip.tcp_idle_timeout(), Duration::from_secs(300));
     assert_eq!(cfg.sip.max_message_bytes, 65536);
+    assert_eq!(cfg.sip.udp_receive_buffer_bytes, 4 << 20);
     assert_eq!(cfg.media.rtp_timeout(), Some(Duration::from_secs(60)));
     assert_eq!(
         cfg.pivot.blacklist_cidrs.len(),
@@ -188,6 +189,10 @@ fn each_bad_value_reports_its_key() {
         ("[sip]\nmax_call_duration_s = -1", "sip.max_call_duration_s"),
         ("[sip]\nmax_message_bytes = 10", "sip.max_message_bytes"),
         ("[sip]\ntcp_idle_timeout_s = 0", "sip.tcp_idle_timeout_s"),
+        (
+            "[sip]\nudp_receive_buffer_bytes = -1",
+            "sip.udp_receive_buffer_bytes",
+        ),
         ("[sip]\nudp = []\ntcp = []", "sip"),
         ("[media]\nip = \"nope\"", "media.ip"),
         (

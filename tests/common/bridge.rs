@@ -599,9 +599,15 @@ impl Caller {
     }
 
     pub async fn bye(&mut self, ok: &str) {
+        let bye = self.bye_request(ok);
+        self.sip.send(bye.as_bytes()).await;
+    }
+
+    /// The BYE of the answered dialog (`ok` its 200), not sent yet.
+    pub fn bye_request(&mut self, ok: &str) -> String {
         self.cseq += 1;
         let local = self.sip.local();
-        let bye = format!(
+        format!(
             "BYE sip:pivotd@127.0.0.1 SIP/2.0\r\nVia: SIP/2.0/UDP {local};branch=z9hG4bK{}\r\n\
              Max-Forwards: 70\r\nFrom: \"Alice\" <sip:1000@pivotd.test>;tag={}\r\nTo: {}\r\n\
              Call-ID: {}\r\nCSeq: {} BYE\r\nContent-Length: 0\r\n\r\n",
@@ -610,8 +616,7 @@ impl Caller {
             header(ok, "To").unwrap(),
             self.call_id,
             self.cseq
-        );
-        self.sip.send(bye.as_bytes()).await;
+        )
     }
 
     pub async fn cancel(&mut self) {

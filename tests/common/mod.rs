@@ -374,6 +374,17 @@ impl RawSip {
         }
     }
 
+    /// Sends over UDP at once, without giving the runtime a turn: on a current-thread
+    /// runtime nothing else (pivotd's receive task included) runs meanwhile.
+    pub fn send_now(&self, bytes: &[u8]) {
+        match self {
+            RawSip::Udp(s, t) => {
+                s.try_send_to(bytes, *t).expect("a UDP send on loopback");
+            }
+            RawSip::Tcp(..) => panic!("send_now is for UDP"),
+        }
+    }
+
     /// The next SIP message, or None after `ms` milliseconds.
     pub async fn recv(&mut self, ms: u64) -> Option<String> {
         let fut = async {

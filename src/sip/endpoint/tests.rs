@@ -20,6 +20,7 @@ async fn endpoint() -> (Arc<Endpoint>, mpsc::Receiver<NewRequest>, SocketAddr) {
             tcp: Vec::new(),
             max_message_bytes: 65536,
             tcp_idle_timeout: Duration::from_secs(30),
+            udp_receive_buffer: 0,
             sources: SourceGuard::new(SourceLimits::default()),
             health: TaskHealth::new(),
         },

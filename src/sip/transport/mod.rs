@@ -6,8 +6,10 @@
 //!
 //! - this file: the types, start-up, UDP, the hand-off of what is read, sending;
 //! - `tcp.rs`: TCP connections, their framing by Content-Length, the stream that cannot be framed;
-//! - `via.rs`: the Via stamping and the response address.
+//! - `via.rs`: the Via stamping and the response address;
+//! - `rcvbuf.rs`: the UDP sockets' receive buffer.
 
+mod rcvbuf;
 mod tcp;
 mod via;
 
@@ -25,6 +27,7 @@ use super::source::{SourceGuard, SourceRefusal};
 use crate::health::TaskHealth;
 use tcp::Connections;
 
+pub use rcvbuf::{receive_buffer, set_receive_buffer};
 pub use via::{split_host_port, stamp_via, stamp_via_value};
 
 /// Transport protocol of a message or a target.
@@ -144,6 +147,8 @@ pub struct TransportConfig {
     pub tcp: Vec<SocketAddr>,
     pub max_message_bytes: usize,
     pub tcp_idle_timeout: Duration,
+    /// The receive buffer asked for each UDP socket, in bytes (0: the kernel's default).
+    pub udp_receive_buffer: usize,
     /// Per-source limits, checked for every message before it is parsed.
     pub sources: Arc<SourceGuard>,
     /// Where the receive loops are watched (and restarted after a panic).
@@ -186,6 +191,7 @@ impl Transport {
                     addr: *addr,
                     source,
                 })?;
+            apply_receive_buffer(&sock, *addr, cfg.udp_receive_buffer);
             udp.push(Arc::new(sock));
         }
         let mut listeners = Vec::new();
@@ -238,6 +244,15 @@ impl Transport {
         self.udp
             .iter()
             .filter_map(|s| s.local_addr().ok())
+            .collect()
+    }
+
+    /// The receive buffer the kernel gives each UDP socket, in bytes (as asked, unless the
+    /// kernel capped it).
+    pub fn udp_receive_buffers(&self) -> Vec<usize> {
+        self.udp
+            .iter()
+            .filter_map(|s| rcvbuf::receive_buffer(s.as_ref()).ok())
             .collect()
     }
 
@@ -402,6 +417,23 @@ impl Transport {
             })
             .or_else(|| self.udp.first())
             .cloned()
+    }
+}
+
+/// Gives a UDP socket the receive buffer `bytes` (0: leaves the kernel's) and says when the
+/// kernel granted less: a burst larger than the buffer is dropped before pivotd reads it.
+fn apply_receive_buffer(sock: &UdpSocket, addr: SocketAddr, bytes: usize) {
+    if bytes == 0 {
+        return;
+    }
+    match rcvbuf::set_receive_buffer(sock, bytes) {
+        Ok(got) if got < bytes => tracing::warn!(
+            "sip udp {addr}: receive buffer {got} bytes, not the {bytes} asked \
+             ([sip] udp_receive_buffer_bytes): the kernel caps it at net.core.rmem_max; \
+             raise that sysctl, or a burst of requests may be dropped unread"
+        ),
+        Ok(got) => tracing::debug!("sip udp {addr}: receive buffer {got} bytes"),
+        Err(e) => tracing::warn!("sip udp {addr}: cannot set the receive buffer: {e}"),
     }
 }
 
