@@ -15,21 +15,31 @@
 //! getrusage(RUSAGE_SELF) over the steady period, so it includes the load generator; the
 //! relay's own cost per packet is the run's figure minus the baseline's.
 //!
-//! After the run every caller sends BYE (twice, 500 ms apart); the answers to those BYEs and
-//! the calls pivotd still holds 3 s later are printed on stderr. Separate processes because
-//! calls left over from one run were seen to take the next run's CPU.
+//! After the run every caller hangs up at once, each BYE a client transaction retransmitted
+//! as RFC 3261 says (T1, 2·T1, … capped at T2, until Timer F). Printed on stderr: the answers
+//! to the BYEs and how many times each was sent, the calls pivotd still holds 3 s later, the
+//! BYEs and ACKs pivotd's endpoint read, its SIP socket's receive buffer and the datagrams
+//! the kernel dropped there (and at the callee's and callers' sockets) for a full buffer.
+//! Separate processes because calls left over from one run were seen to take the next run's
+//! CPU.
 //!
 //! Where the calls go (CPU is then that server's process alone, from /proc/PID/stat, and the
 //! load generator's CPU is left out):
 //! - `--process`: the built pivotd binary in a child process (the same configuration);
 //! - `--target ADDR --pid PID --callee-port PORT`: a SIP server already running at ADDR (the
 //!   Asterisk of `bench/asterisk_dial.sh`) that bridges number 6000 to the callee, which then
-//!   listens on 127.0.0.1:PORT so that the server's configuration can name it.
+//!   listens on 127.0.0.1:PORT so that the server's configuration can name it. Of the
+//!   report after BYE, what the caller and callee see and the kernel's drops at the server's
+//!   socket are known; the calls it holds and what its endpoint read are not.
 //!
 //! Run it (N concurrent calls, default 100; SECONDS of steady period, default 10; a third
 //! argument `pcmu` or `pcma` runs only that half in this process):
 //!
 //! cargo bench --bench bridge_relay -- [N] [SECONDS] [pcmu|pcma] [--process | --target ADDR --pid PID --callee-port PORT]
+//!
+//! pivotd's RTP ports are 50000-59999 (`BRIDGE_RELAY_PORTS=MIN-MAX` to change them), away
+//! from the 20000-29999 the tests use. `BRIDGE_RELAY_SIP_RCVBUF=BYTES` sets pivotd's
+//! `[sip] udp_receive_buffer_bytes` (0: the kernel's default), in-process and `--process`.
 
 #[allow(dead_code)]
 #[path = "calls_common.rs"]
@@ -44,6 +54,8 @@ use std::time::{Duration, Instant};
 
 use calls_common::{header, invite, stats};
 use clap::{Parser, ValueEnum};
+use pivotd::sip::endpoint::Direction;
+use pivotd::sip::transport::set_receive_buffer;
 use tokio::net::UdpSocket;
 use tokio::sync::mpsc;
 
@@ -222,12 +234,7 @@ async fn place(server: SocketAddr, i: usize) -> Option<Call> {
                         return None;
                     }
                     let setup_us = t0.elapsed().as_secs_f64() * 1e6;
-                    let ack = format!(
-                        "ACK sip:x@bench.test SIP/2.0\r\nVia: SIP/2.0/UDP {local};branch=z9hG4bKa{id};rport\r\n\
-            From: <sip:bench@127.0.0.1>;tag=f{id}\r\nTo: {}\r\nCall-ID: {id}\r\nCSeq: 1 ACK\r\nMax-Forwards: 70\r\nContent-Length: 0\r\n\r\n",
-                        header(&msg, "To").unwrap_or("")
-                    );
-                    sip.send_to(ack.as_bytes(), from).await.ok()?;
+                    sip.send_to(ack(local, &id, &msg).as_bytes(), from).await.ok()?;
                     let peer = sdp_addr(&msg)?;
                     return Some(Call {
                         sip,
@@ -248,15 +255,62 @@ async fn place(server: SocketAddr, i: usize) -> Option<Call> {
     None
 }
 
-async fn bye(call: &Call) {
-    let local = call.sip.local_addr().unwrap();
+/// The ACK of the INVITE's 2xx `ok`.
+fn ack(local: SocketAddr, id: &str, ok: &str) -> String {
+    format!(
+        "ACK sip:x@bench.test SIP/2.0\r\nVia: SIP/2.0/UDP {local};branch=z9hG4bKa{id};rport\r\n\
+From: <sip:bench@127.0.0.1>;tag=f{id}\r\nTo: {}\r\nCall-ID: {id}\r\nCSeq: 1 ACK\r\nMax-Forwards: 70\r\nContent-Length: 0\r\n\r\n",
+        header(ok, "To").unwrap_or("")
+    )
+}
+
+/// RFC 3261 T1 and T2, and Timer F (64·T1): how a UAC retransmits a non-INVITE request.
+const T1: Duration = Duration::from_millis(500);
+const T2: Duration = Duration::from_secs(4);
+const TIMER_F: Duration = Duration::from_secs(32);
+
+/// Hangs up like a UAC (RFC 3261 §17.1.2.2): the BYE is retransmitted after T1, 2·T1, …
+/// capped at T2, until a final answer or Timer F. A retransmitted 2xx of the INVITE (our ACK
+/// was lost) is acknowledged again. Returns the answer's code ("none" at Timer F) and how
+/// many times the BYE was sent.
+async fn hang_up(call: Arc<Call>) -> (String, u32) {
+    let Ok(local) = call.sip.local_addr() else {
+        return ("no socket".into(), 0);
+    };
     let id = &call.id;
     let bye = format!(
         "BYE sip:x@bench.test SIP/2.0\r\nVia: SIP/2.0/UDP {local};branch=z9hG4bKb{id};rport\r\n\
 From: <sip:bench@127.0.0.1>;tag=f{id}\r\nTo: {}\r\nCall-ID: {id}\r\nCSeq: 2 BYE\r\nMax-Forwards: 70\r\nContent-Length: 0\r\n\r\n",
         header(&call.ok, "To").unwrap_or("")
     );
-    let _ = call.sip.send_to(bye.as_bytes(), call.from).await;
+    let started = Instant::now();
+    let mut interval = T1;
+    let mut sent = 0;
+    let mut buf = vec![0u8; 65536];
+    while started.elapsed() < TIMER_F {
+        let _ = call.sip.send_to(bye.as_bytes(), call.from).await;
+        sent += 1;
+        let wait = tokio::time::sleep(interval.min(TIMER_F.saturating_sub(started.elapsed())));
+        tokio::pin!(wait);
+        loop {
+            tokio::select! {
+                _ = &mut wait => break,
+                r = call.sip.recv_from(&mut buf) => {
+                    let Ok((n, from)) = r else { continue };
+                    let msg = String::from_utf8_lossy(&buf[..n]);
+                    let Some(cseq) = header(&msg, "CSeq") else { continue };
+                    let code = msg.strip_prefix("SIP/2.0 ").and_then(|r| r.get(..3)).unwrap_or("");
+                    if cseq.ends_with("INVITE") && code.starts_with('2') {
+                        let _ = call.sip.send_to(ack(local, id, &call.ok).as_bytes(), from).await;
+                    } else if cseq.ends_with("BYE") && !code.starts_with('1') && !code.is_empty() {
+                        return (code.to_string(), sent);
+                    }
+                }
+            }
+        }
+        interval = (interval * 2).min(T2);
+    }
+    ("none".into(), sent)
 }
 
 /// A sending leg: socket, destination, payload type, SSRC.
@@ -428,14 +482,58 @@ impl Server {
             Server::External(_) => None,
         }
     }
+
+    /// The requests of `method` its endpoint read (retransmissions not counted), where it
+    /// can tell.
+    fn requests_read(&self, method: rsip::Method) -> Option<u64> {
+        match self {
+            Server::InProcess(s) => Some(
+                s.endpoint
+                    .stats
+                    .messages
+                    .requests()
+                    .into_iter()
+                    .find(|(d, m, _)| *d == Direction::In && *m == method)
+                    .map_or(0, |(_, _, n)| n),
+            ),
+            Server::Process(_, api) => flood_common::metric_labelled(
+                *api,
+                "pivotd_sip_requests_total",
+                &["direction=\"in\"", &format!("method=\"{method}\"")],
+            )
+            .map(|v| v as u64),
+            Server::External(_) => None,
+        }
+    }
+
+    /// Its SIP socket's receive buffer: what the kernel gave in this process; for a child
+    /// pivotd, what its configuration asked (`asked`: the key, None for pivotd's default).
+    fn sip_receive_buffer(&self, asked: Option<u64>) -> String {
+        match self {
+            Server::InProcess(s) => {
+                format!("{:?} bytes", s.endpoint.transport().udp_receive_buffers())
+            }
+            Server::Process(..) => match asked {
+                Some(b) => format!("asked {b} bytes"),
+                None => "asked pivotd's default".to_string(),
+            },
+            Server::External(_) => "?".to_string(),
+        }
+    }
 }
 
-/// The pivotd configuration of the bench: number 6000 bridges (`resources`) to `gateway`.
-/// Media ports 50000-59999, away from the tests' 20000-29999 (and from Asterisk's 40000-49999
-/// in asterisk_dial.sh).
-fn pivotd_config(dir: &std::path::Path, gateway: SocketAddr) -> std::path::PathBuf {
+/// The pivotd configuration of the bench: number 6000 bridges (`resources`) to `gateway`;
+/// media ports from `media_ports()`; `[sip] udp_receive_buffer_bytes` = `rcvbuf` when given.
+fn pivotd_config(
+    dir: &std::path::Path,
+    gateway: SocketAddr,
+    rcvbuf: Option<u64>,
+) -> std::path::PathBuf {
     // The bench is a load generator: trusted, held to the global limits only.
-    let sip = "max_calls_per_second = 100000\ntrusted_sources = [\"127.0.0.1\"]";
+    let mut sip = "max_calls_per_second = 100000\ntrusted_sources = [\"127.0.0.1\"]".to_string();
+    if let Some(bytes) = rcvbuf {
+        sip.push_str(&format!("\nudp_receive_buffer_bytes = {bytes}"));
+    }
     let callflows = format!(
         r#"
 [[accounts.callflows]]
@@ -446,7 +544,54 @@ id = "carrier1"
 gateway = "sip:{gateway}"
 "#
     );
-    flood_common::write_config(dir, sip, "rtp_timeout_s = 0", &callflows)
+    flood_common::write_config(dir, &sip, media_ports(), "rtp_timeout_s = 0", &callflows)
+}
+
+/// pivotd's RTP port range: `BRIDGE_RELAY_PORTS=MIN-MAX`, by default the benches' 50000-59999
+/// (`flood_common::MEDIA_PORTS`). Each call holds two pairs (caller's and callee's session).
+fn media_ports() -> (u16, u16) {
+    let Ok(range) = std::env::var("BRIDGE_RELAY_PORTS") else {
+        return flood_common::MEDIA_PORTS;
+    };
+    range
+        .split_once('-')
+        .and_then(|(a, b)| Some((a.trim().parse().ok()?, b.trim().parse().ok()?)))
+        .filter(|(a, b)| a < b)
+        .unwrap_or_else(|| panic!("BRIDGE_RELAY_PORTS={range}: expected MIN-MAX"))
+}
+
+/// `BRIDGE_RELAY_SIP_RCVBUF=BYTES`: pivotd's `udp_receive_buffer_bytes` (0: the kernel's
+/// default, as pivotd had before the key); unset, None (pivotd's default).
+fn sip_rcvbuf() -> Option<u64> {
+    let v = std::env::var("BRIDGE_RELAY_SIP_RCVBUF").ok()?;
+    Some(
+        v.trim()
+            .parse()
+            .unwrap_or_else(|_| panic!("BRIDGE_RELAY_SIP_RCVBUF={v}: a number of bytes")),
+    )
+}
+
+/// Datagrams the kernel dropped for the UDP socket bound to `addr` (or to 0.0.0.0 on its
+/// port) because its receive buffer was full: the `drops` column of /proc/net/udp, which
+/// lists every socket of the network namespace, another process's too (None when not found).
+fn udp_drops(addr: SocketAddr) -> Option<u64> {
+    let SocketAddr::V4(a) = addr else {
+        return None;
+    };
+    let table = std::fs::read_to_string("/proc/self/net/udp").ok()?;
+    // The kernel prints the address as the in-memory u32 (little-endian here) and the port.
+    let drops = |ip: [u8; 4]| {
+        let want = format!("{:08X}:{:04X}", u32::from_le_bytes(ip), a.port());
+        table.lines().skip(1).find_map(|l| {
+            let f: Vec<&str> = l.split_whitespace().collect();
+            if f.get(1) == Some(&want.as_str()) {
+                f.last()?.parse().ok()
+            } else {
+                None
+            }
+        })
+    };
+    drops(a.ip().octets()).or_else(|| drops([0; 4]))
 }
 
 /// N bridged calls through `target` (a fresh pivotd unless external) whose callee answers
@@ -457,11 +602,18 @@ async fn relay_run(n: usize, secs: u64, codec: u8, target: &Target) -> (Vec<f64>
         Target::External { callee_port, .. } => *callee_port,
         _ => 0,
     };
+    let rcvbuf = sip_rcvbuf();
+    if rcvbuf.is_some() && matches!(target, Target::External { .. }) {
+        eprintln!("BRIDGE_RELAY_SIP_RCVBUF is for pivotd: ignored with --target");
+    }
     let callee_sip = Arc::new(
         UdpSocket::bind(("127.0.0.1", callee_port))
             .await
             .unwrap_or_else(|e| panic!("callee on 127.0.0.1:{callee_port}: {e}")),
     );
+    // The load generator's one SIP socket takes the server's N INVITEs and N BYEs at once: a
+    // buffer as large as pivotd's, so the generator is not where datagrams are lost.
+    let _ = set_receive_buffer(callee_sip.as_ref(), 4 << 20);
     let gateway = callee_sip.local_addr().unwrap();
     let (tx, mut rx) = mpsc::unbounded_channel();
     let callee_task = tokio::spawn(callee(callee_sip, codec, tx));
@@ -469,14 +621,14 @@ async fn relay_run(n: usize, secs: u64, codec: u8, target: &Target) -> (Vec<f64>
     std::fs::create_dir_all(&dir).expect("temp dir");
     let (server, addr) = match target {
         Target::InProcess => {
-            let cfg =
-                pivotd::callflow::check::load(&pivotd_config(&dir, gateway)).expect("bench config");
+            let cfg = pivotd::callflow::check::load(&pivotd_config(&dir, gateway, rcvbuf))
+                .expect("bench config");
             let server = pivotd::server::start(Arc::new(cfg)).await.expect("server");
             let addr = server.udp[0];
             (Server::InProcess(server), addr)
         }
         Target::Process => {
-            let (child, udp, api) = flood_common::start(&pivotd_config(&dir, gateway));
+            let (child, udp, api) = flood_common::start(&pivotd_config(&dir, gateway, rcvbuf));
             (Server::Process(Killed(child), api), udp)
         }
         Target::External { sip, pid, .. } => (Server::External(*pid), *sip),
@@ -512,33 +664,21 @@ async fn relay_run(n: usize, secs: u64, codec: u8, target: &Target) -> (Vec<f64>
         pt: 0,
     }));
     let m = measure(legs, secs, codec == 0, server.pid()).await;
-    // The BYE is sent twice (500 ms apart) as this UAC does not retransmit: a burst of N
-    // BYEs may lose some on loopback.
-    for round in 0..2 {
-        for c in &calls {
-            bye(c).await;
-        }
-        if round == 0 {
-            tokio::time::sleep(Duration::from_millis(500)).await;
-        }
-    }
-    // What each call's BYE got (the first answer of CSeq 2 BYE on its SIP socket).
+    // Every caller hangs up at once (the first BYEs leave in one burst), each BYE its own
+    // client transaction.
+    let calls: Vec<Arc<Call>> = calls.into_iter().map(Arc::new).collect();
+    let hanging_up: Vec<_> = calls
+        .iter()
+        .map(|c| tokio::spawn(hang_up(c.clone())))
+        .collect();
     let mut answers: std::collections::BTreeMap<String, usize> = Default::default();
-    let mut buf = vec![0u8; 65536];
-    for c in &calls {
-        let mut got = "none".to_string();
-        while let Ok(Ok((n, _))) =
-            tokio::time::timeout(Duration::from_millis(2), c.sip.recv_from(&mut buf)).await
-        {
-            let m = String::from_utf8_lossy(&buf[..n]);
-            if m.starts_with("SIP/2.0 ") && header(&m, "CSeq").is_some_and(|x| x.ends_with("BYE")) {
-                got = m[8..11].to_string();
-                break;
-            }
-        }
-        *answers.entry(got).or_default() += 1;
+    let mut sends: std::collections::BTreeMap<u32, usize> = Default::default();
+    for h in hanging_up {
+        let (code, sent) = h.await.unwrap_or_else(|_| ("panic".into(), 0));
+        *answers.entry(code).or_default() += 1;
+        *sends.entry(sent).or_default() += 1;
     }
-    eprintln!("answers to BYE: {answers:?}");
+    eprintln!("BYEs answered: {answers:?}; calls by times their BYE was sent: {sends:?}");
     // Wait (at most 3 s) for every call to end, and report what is left.
     let ending = Instant::now();
     if server.active_calls().is_some() {
@@ -553,6 +693,35 @@ async fn relay_run(n: usize, secs: u64, codec: u8, target: &Target) -> (Vec<f64>
                 .map_or("?".to_string(), |c| c.to_string())
         );
     }
+    // Where BYEs were lost: the kernel's drops on each socket (a full receive buffer), and
+    // what the server's endpoint read (pivotd only).
+    let known = |v: Option<u64>| v.map_or("?".to_string(), |v| v.to_string());
+    let caller_drops: u64 = calls
+        .iter()
+        .filter_map(|c| c.sip.local_addr().ok().and_then(udp_drops))
+        .sum();
+    let byes_sent: usize = sends.iter().map(|(k, v)| *k as usize * v).sum();
+    let server_side = match &server {
+        Server::External(_) => format!(
+            "the server's endpoint: not known; its SIP socket {addr}: datagrams dropped by the \
+             kernel {}",
+            known(udp_drops(addr))
+        ),
+        _ => format!(
+            "read by pivotd {}; ACKs read {} of {}; pivotd's SIP socket: receive buffer {}, \
+             datagrams dropped by the kernel {}",
+            known(server.requests_read(rsip::Method::Bye)),
+            known(server.requests_read(rsip::Method::Ack)),
+            calls.len(),
+            server.sip_receive_buffer(rcvbuf),
+            known(udp_drops(addr)),
+        ),
+    };
+    eprintln!(
+        "BYEs sent {byes_sent}, {server_side}; dropped at the callee's socket {}, at the \
+         callers' {caller_drops}",
+        known(udp_drops(gateway)),
+    );
     drop(server);
     callee_task.abort();
     let _ = std::fs::remove_dir_all(&dir);

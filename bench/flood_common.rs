@@ -7,11 +7,24 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
+/// The benches' RTP ports: away from the tests' 20000-29999 (a bench run beside `cargo test`
+/// must not take their ports) and from the 40000-49999 of setup_latency, register_storm and
+/// the Asterisk of asterisk_dial.sh.
+pub const MEDIA_PORTS: (u16, u16) = (50000, 59999);
+
 /// Writes `pivotd.toml` into `dir`: SIP on an ephemeral UDP port, the API on another, an
-/// in-memory store, the shipped prompts, one account (realm `bench.test`) with `callflows`;
-/// `sip_extra` and `media_extra` are added to their sections.
-pub fn write_config(dir: &Path, sip_extra: &str, media_extra: &str, callflows: &str) -> PathBuf {
+/// in-memory store, the shipped prompts, RTP ports `media_ports` (MIN, MAX), one account
+/// (realm `bench.test`) with `callflows`; `sip_extra` and `media_extra` are added to their
+/// sections.
+pub fn write_config(
+    dir: &Path,
+    sip_extra: &str,
+    media_ports: (u16, u16),
+    media_extra: &str,
+    callflows: &str,
+) -> PathBuf {
     let media = concat!(env!("CARGO_MANIFEST_DIR"), "/media");
+    let (port_min, port_max) = media_ports;
     let text = format!(
         r#"
 [sip]
@@ -25,8 +38,8 @@ sqlite = ":memory:"
 [media]
 dir = "{media}"
 ip = "127.0.0.1"
-port_min = 50000
-port_max = 59999
+port_min = {port_min}
+port_max = {port_max}
 {media_extra}
 [[accounts]]
 id = "4b6e1d0c2f6a4e0f9a1b2c3d4e5f6a7b"
@@ -80,8 +93,24 @@ Contact: <sip:b@{from}>\r\nMax-Forwards: 70\r\nContent-Type: application/sdp\r\n
     .into_bytes()
 }
 
-/// The sum of the samples of /metrics whose line starts with `name` (all label sets).
+/// The sum of the samples of /metrics whose line starts with `name` (all label sets); None
+/// when /metrics could not be read or has no such sample.
 pub fn metric(api: SocketAddr, name: &str) -> Option<f64> {
+    samples(api, name, &[])
+        .filter(|v| !v.is_empty())
+        .map(|v| v.iter().sum())
+}
+
+/// The sum of the samples of `name` whose label set holds every `key="value"` of `labels`;
+/// 0 when there is none (pivotd lists only the counters above 0 of a labelled family), None
+/// when /metrics could not be read.
+pub fn metric_labelled(api: SocketAddr, name: &str, labels: &[&str]) -> Option<f64> {
+    samples(api, name, labels).map(|v| v.iter().sum())
+}
+
+/// The values of the samples of `name` in /metrics whose label set holds all of `labels`
+/// (every sample when `labels` is empty); None when /metrics could not be read.
+fn samples(api: SocketAddr, name: &str, labels: &[&str]) -> Option<Vec<f64>> {
     let mut s = TcpStream::connect(api).ok()?;
     s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
     write!(
@@ -91,13 +120,24 @@ pub fn metric(api: SocketAddr, name: &str) -> Option<f64> {
     .ok()?;
     let mut text = String::new();
     s.read_to_string(&mut text).ok()?;
-    let values: Vec<f64> = text
+    if !text.starts_with("HTTP/1.1 200") {
+        return None;
+    }
+    let values = text
         .lines()
         .filter(|l| {
-            l.strip_prefix(name)
-                .is_some_and(|r| r.starts_with(' ') || r.starts_with('{'))
+            let Some(rest) = l.strip_prefix(name) else {
+                return false;
+            };
+            if rest.starts_with(' ') {
+                return labels.is_empty();
+            }
+            let Some((set, _)) = rest.strip_prefix('{').and_then(|r| r.split_once('}')) else {
+                return false;
+            };
+            labels.iter().all(|want| set.split(',').any(|l| l == *want))
         })
         .filter_map(|l| l.rsplit(' ').next()?.parse().ok())
         .collect();
-    (!values.is_empty()).then(|| values.iter().sum())
+    Some(values)
 }

@@ -19,9 +19,10 @@ const GARBAGE_PER_INVITE: usize = 1;
 /// for the unacknowledged 2xx and unanswered BYEs, plus slack).
 const QUIET_TIMEOUT: Duration = Duration::from_secs(120);
 
+#[allow(dead_code)]
 #[path = "flood_common.rs"]
 mod flood_common;
-use flood_common::{invite, metric, start, write_config};
+use flood_common::{invite, metric, start, write_config, MEDIA_PORTS};
 
 /// The worst case for memory: the flooding address is trusted, so the per-source limits do
 /// not turn the flood away and every INVITE becomes a transaction (most become calls).
@@ -104,7 +105,13 @@ fn main() {
 
     let dir = std::env::temp_dir().join(format!("pivotd-flood-memory-{}", std::process::id()));
     std::fs::create_dir_all(&dir).expect("temp dir");
-    let (mut child, udp, api) = start(&write_config(&dir, SIP, "rtp_timeout_s = 0", CALLFLOWS));
+    let (mut child, udp, api) = start(&write_config(
+        &dir,
+        SIP,
+        MEDIA_PORTS,
+        "rtp_timeout_s = 0",
+        CALLFLOWS,
+    ));
     let pid = child.id();
     std::thread::sleep(Duration::from_secs(1));
     let idle = status_kb(pid, "VmRSS");

@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 #[allow(dead_code)]
 #[path = "flood_common.rs"]
 mod flood_common;
-use flood_common::{invite, start, write_config};
+use flood_common::{invite, start, write_config, MEDIA_PORTS};
 
 /// 7000: a short prompt then BYE (what the flood calls); 7001: the measured call, a tone
 /// looping for far longer than the bench.
@@ -107,7 +107,7 @@ fn main() {
     let quiet = args.get(2).copied().unwrap_or(3);
     let dir = std::env::temp_dir().join(format!("pivotd-pacing-{}", std::process::id()));
     std::fs::create_dir_all(&dir).expect("temp dir");
-    let (mut child, server, _) = start(&write_config(&dir, "", "", CALLFLOWS));
+    let (mut child, server, _) = start(&write_config(&dir, "", MEDIA_PORTS, "", CALLFLOWS));
     let (arrivals, _sip) = measured_call(server);
     std::thread::sleep(Duration::from_millis(300));
     let quiet_from = Instant::now();
