@@ -80,6 +80,8 @@ pub fn device_entry(
         name: string(&d.doc, "name"),
         ha1,
         caller_id: merged_caller_id(&caller_ids(&d.doc), owner),
+        presence_id: string(&d.doc, "presence_id"),
+        owner_presence_id: owner.and_then(|u| u.presence_id.clone()),
     })
 }
 
