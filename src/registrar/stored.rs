@@ -181,6 +181,24 @@ caller_id = { internal = { name = "Boss", number = "100" } }
     }
 
     #[test]
+    fn a_stored_device_carries_its_presence_id_and_its_owners() {
+        let a = account();
+        let owner = User {
+            presence_id: Some("boss".into()),
+            ..find_owner(&a, &[], "boss").unwrap().clone()
+        };
+        let d = device(
+            json!({"owner_id": "boss", "presence_id": "desk-1"}),
+            "r.test",
+        );
+        let e = device_entry(&a, &d, Some(&owner)).unwrap();
+        assert_eq!(e.presence_id.as_deref(), Some("desk-1"));
+        assert_eq!(e.owner_presence_id.as_deref(), Some("boss"));
+        let e = device_entry(&a, &device(json!({}), "r.test"), None).unwrap();
+        assert_eq!((e.presence_id, e.owner_presence_id), (None, None));
+    }
+
+    #[test]
     fn disabled_other_realm_and_no_credentials_are_not_listed() {
         let a = account();
         let off = device(json!({"enabled": false}), "r.test");
