@@ -221,6 +221,7 @@ pub async fn start(cfg: Arc<Config>) -> Result<ServerHandle, StartError> {
         registrar: registrar.clone(),
         pool: pool.clone(),
         pacer: pacer.clone(),
+        presence: Some(presence.clone()),
     });
     let (background, stop) = watch::channel(());
     let api = crate::api::start(

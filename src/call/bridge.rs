@@ -518,13 +518,17 @@ impl Bridge {
                 contact_user: self.spec.contact_user.clone(),
                 sdp: Some(self.spec.offer.clone()),
             };
-            let leg = OutboundLeg::start(
+            let caller = caller_uri(&self.spec, &fork);
+            let mut leg = OutboundLeg::start(
                 call.ctx.endpoint.clone(),
                 fork,
                 spec,
                 self.spec.local.clone(),
                 self.events_tx.clone(),
             );
+            if let Some(presence) = &call.ctx.presence {
+                leg.light(presence, caller);
+            }
             live.push(self.forks.len());
             self.forks.push(leg);
         }
@@ -794,6 +798,13 @@ fn fork_from(spec: &SpecBase, fork: &Fork) -> String {
             &spec.realm,
         ),
     }
+}
+
+/// The From URI the callee sees: its rung device's lamp names it as the remote party.
+fn caller_uri(spec: &SpecBase, fork: &Fork) -> String {
+    let number = fork.from_number.as_deref().unwrap_or(&spec.caller_number);
+    let (user, host) = from_user_host(number, &spec.realm);
+    format!("sip:{user}@{host}")
 }
 
 /// The caller ID's user part and the realm as they may stand in a From URI. Both come from

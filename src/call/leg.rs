@@ -26,6 +26,7 @@ use crate::media::prompt::Prompt;
 use crate::media::relay::LegFormat;
 use crate::media::rtp::{ReceivedRtp, RtpSession};
 use crate::media::sdp::{Direction, LocalSession, Negotiated, OurDescription, Sdp};
+use crate::presence::CallLamp;
 use crate::sip::dialog::Dialog;
 use crate::sip::endpoint::{DialogEvent, Endpoint, NewRequest, ServerTx};
 use crate::sip::message;
@@ -112,6 +113,9 @@ pub(super) struct Leg {
     acked: bool,
     /// We hung up before the ACK: the BYE goes when it arrives.
     bye_after_ack: bool,
+    /// The calling device's lamp (`call/lamps.rs`): early while the INVITE is unanswered,
+    /// confirmed once answered, out when the leg ends (or the leg is dropped).
+    lamp: Option<CallLamp>,
 }
 
 impl Leg {
@@ -153,6 +157,7 @@ impl Leg {
             early_media_unproven: setup.early_media_unproven,
             acked: false,
             bye_after_ack: false,
+            lamp: None,
         };
         if setup.source_trusted {
             // A carrier or a proxy in front has nothing to prove.
@@ -170,6 +175,25 @@ impl Leg {
 
     pub(super) fn phase(&self) -> Phase {
         self.phase
+    }
+
+    /// The one place the phase changes: the calling device's lamp follows it.
+    fn set_phase(&mut self, phase: Phase) {
+        self.phase = phase;
+        match phase {
+            Phase::Early => {}
+            Phase::Answered => {
+                if let Some(l) = &mut self.lamp {
+                    l.confirm(None);
+                }
+            }
+            Phase::Ended => self.lamp = None,
+        }
+    }
+
+    /// Gives the leg the calling device's lamp, lit early.
+    pub(super) fn set_lamp(&mut self, lamp: Option<CallLamp>) {
+        self.lamp = lamp;
     }
 
     pub(super) fn answered_at(&self) -> Option<Instant> {
@@ -200,7 +224,7 @@ impl Leg {
             ev = self.events.recv() => match ev {
                 Some(ev) => self.on_event(ev),
                 None => {
-                    self.phase = Phase::Ended;
+                    self.set_phase(Phase::Ended);
                     None
                 }
             },
@@ -217,7 +241,7 @@ impl Leg {
     /// Sends our 200 with the SDP (an answer, or our offer for a late offer).
     pub(super) fn answer(&mut self) {
         self.respond_invite(200, None, true);
-        self.phase = Phase::Answered;
+        self.set_phase(Phase::Answered);
         // Answered, the address proves itself by the ACK or its RTP: no more unproven early
         // audio meanwhile (nothing to close for a proven address).
         self.rtp.end_unproven();
@@ -287,7 +311,7 @@ impl Leg {
     /// Refuses the INVITE with a final response (before it is answered).
     pub(super) fn refuse(&mut self, code: u16, reason: Option<&str>) {
         self.respond_invite(code, reason, false);
-        self.phase = Phase::Ended;
+        self.set_phase(Phase::Ended);
     }
 
     /// The answer to our late offer, while it is still awaited: a late offer's 200 carried
@@ -389,7 +413,7 @@ impl Leg {
             Phase::Early => self.respond_invite(code, Some(reason), false),
             Phase::Ended => {}
         }
-        self.phase = Phase::Ended;
+        self.set_phase(Phase::Ended);
         self.rtp.stop_playing();
     }
 
@@ -424,7 +448,7 @@ impl Leg {
                     tracing::info!("cancelled by the caller");
                     self.set_cause("ORIGINATOR_CANCEL");
                     self.respond_invite(487, None, false);
-                    self.phase = Phase::Ended;
+                    self.set_phase(Phase::Ended);
                 }
             }
             DialogEvent::AckTimeout => {
@@ -444,7 +468,7 @@ impl Leg {
                     }
                 }
                 self.bye_after_ack = false;
-                self.phase = Phase::Ended;
+                self.set_phase(Phase::Ended);
             }
             DialogEvent::Ack { req } => self.on_ack(req),
             DialogEvent::Request { req, tx } => return self.on_request(req, tx),
@@ -486,7 +510,7 @@ impl Leg {
                 tracing::info!("caller hung up");
                 self.set_cause("NORMAL_CLEARING");
                 reply(200, &[], None);
-                self.phase = Phase::Ended;
+                self.set_phase(Phase::Ended);
                 // The dialog is over: no BYE of ours is owed any more.
                 self.bye_after_ack = false;
                 self.rtp.stop_playing();
@@ -511,11 +535,11 @@ impl Leg {
         match self.phase {
             Phase::Answered => {
                 self.bye_when_acked();
-                self.phase = Phase::Ended;
+                self.set_phase(Phase::Ended);
             }
             Phase::Early => {
                 self.respond_invite(480, None, false);
-                self.phase = Phase::Ended;
+                self.set_phase(Phase::Ended);
             }
             Phase::Ended => {}
         }

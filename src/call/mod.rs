@@ -6,6 +6,8 @@
 //! - `leg` is one SIP leg: the dialog, the INVITE transaction, the media session and what
 //!   the far end may do in the dialog. A [`Call`] owns the caller's leg.
 //! - `control` implements [`CallControl`], what the callflow runtime asks of the call.
+//! - `lamps` says which presence ids a call lights and with what dialog: the calling
+//!   device's lamp is held by the leg, a rung device's by its fork (`outbound.rs`).
 //! - This file: the call task ([`Call::run`]), the state the callflow sees (digits, the keys
 //!   that stop a prompt, the CDR facts), the limits (maximum duration, RTP timeout) and
 //!   shutdown.
@@ -31,6 +33,7 @@ use crate::flow::CallInfo;
 use crate::flow::Node;
 use crate::media::player::Pacer;
 use crate::media::rtp::PortPool;
+use crate::presence::{self, Presence};
 use crate::registrar::Registrar;
 use crate::sip::endpoint::{Endpoint, NewRequest};
 use crate::sip::source::CallSlot;
@@ -42,6 +45,7 @@ pub mod caller;
 mod control;
 mod dtmf_out;
 pub mod info;
+mod lamps;
 mod leg;
 mod outbound;
 mod reinvite;
@@ -68,6 +72,8 @@ pub struct CallContext {
     pub registrar: Arc<Registrar>,
     pub pool: Arc<PortPool>,
     pub pacer: Pacer,
+    /// The lamps calls light (`lamps.rs`); None: no presence.
+    pub presence: Option<Arc<Presence>>,
 }
 
 /// Counters across calls.
@@ -142,6 +148,12 @@ impl Call {
         };
         ctx.stats.total.fetch_add(1, Ordering::Relaxed);
         let span = tracing::info_span!("call", call_id = %setup.info.call_id);
+        let lamp = calling_lamp(
+            &ctx,
+            &setup.info,
+            &setup.leg.dialog.id.local_tag,
+            &invite.req,
+        );
         let mut call = Call {
             force_end: ctx.force_end.clone(),
             ctx: ctx.clone(),
@@ -154,6 +166,7 @@ impl Call {
             digit_arrived: Arc::new(Notify::new()),
             other_leg: None,
         };
+        call.leg.set_lamp(lamp);
         let flow = setup.flow;
         let runtime = ctx.runtime.clone();
         tracing::Instrument::instrument(
@@ -272,4 +285,26 @@ impl Call {
             }
         }
     }
+}
+
+/// The calling device's lamp, lit early now (a call no device places lights none).
+fn calling_lamp(
+    ctx: &CallContext,
+    info: &CallInfo,
+    our_tag: &str,
+    invite: &rsip::Request,
+) -> Option<presence::CallLamp> {
+    let presence = ctx.presence.as_ref()?;
+    let device_id = info.device_id.as_deref()?;
+    let device = ctx
+        .registrar
+        .directory()
+        .device(&info.account_id, device_id)?;
+    lamps::calling_device(
+        presence,
+        &device,
+        info,
+        crate::sip::message::from_tag(invite),
+        our_tag,
+    )
 }

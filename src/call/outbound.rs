@@ -14,10 +14,12 @@ use std::time::Duration;
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 
+use super::lamps;
 use super::reinvite::{HoldReinvites, Reply};
 use super::targets::Fork;
 use crate::media::dtmf::info_digit;
 use crate::media::sdp::{self, Direction, LocalSession, Negotiated, OurDescription};
+use crate::presence::{CallLamp, Presence};
 use crate::sip::endpoint::{DialogEvent, DialogId, Endpoint, OutgoingRequest, ServerTx};
 use crate::sip::message;
 use crate::sip::outgoing::response_bytes;
@@ -90,6 +92,9 @@ pub(super) struct OutboundLeg {
     /// Given up for its silence ([`OutboundLeg::give_up_silent`]): done for the bridge, still
     /// settling for a late answer.
     abandoned: bool,
+    /// The rung device's lamps: ringing while the INVITE is out, confirmed once answered, out
+    /// once the fork is stopped or ends.
+    lamp: Option<CallLamp>,
 }
 
 impl OutboundLeg {
@@ -135,7 +140,19 @@ impl OutboundLeg {
             sent_at: Instant::now(),
             heard: false,
             abandoned: false,
+            lamp: None,
         }
+    }
+
+    /// Lights the rung device's lamps (`lamps.rs`), `caller` its remote party.
+    pub(super) fn light(&mut self, presence: &Presence, caller: String) {
+        self.lamp = lamps::rung_device(
+            presence,
+            self.fork.presence_ids.clone(),
+            &self.invite.call_id,
+            &self.invite.local_tag,
+            caller,
+        );
     }
 
     pub(super) fn call_id(&self) -> &str {
@@ -250,6 +267,9 @@ impl OutboundLeg {
                 let answer = negotiated(&resp);
                 if let Some(n) = &answer {
                     self.direction = n.direction;
+                }
+                if let Some(lamp) = &mut self.lamp {
+                    lamp.confirm(message::to_tag(&resp).as_deref());
                 }
                 self.state = ForkState::Answered(Box::new(resp));
                 if self.cancel_pending {
@@ -383,6 +403,8 @@ impl OutboundLeg {
     /// Stops the fork: CANCEL while it rings (after a provisional response, §9.1), BYE once
     /// answered.
     pub(super) fn stop(&mut self) {
+        // No longer ringing nor talking for the bridge, whatever it still waits for.
+        self.lamp = None;
         match self.state {
             ForkState::Calling => self.cancel_pending = true,
             ForkState::Ringing => {
@@ -494,6 +516,7 @@ impl OutboundLeg {
 
     fn end(&mut self) {
         self.state = ForkState::Done;
+        self.lamp = None;
         self.unregister();
     }
 

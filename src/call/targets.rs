@@ -27,11 +27,14 @@ use crate::config::{
 };
 use crate::flow::bridge::Target;
 use crate::logsafe::wire;
+use crate::presence::PresenceId;
 use crate::registrar::Registrar;
 use crate::sip::dialog::host_port;
 use crate::sip::message::parse_sip_uri;
 use crate::sip::transport::{Peer, Proto};
 use crate::store::Registration;
+
+use super::lamps::device_ids;
 
 /// How long a carrier's or a SIP target's host name may take to look up.
 const LOOKUP_TIMEOUT: Duration = Duration::from_secs(5);
@@ -64,6 +67,8 @@ pub(crate) struct Fork {
     pub label: String,
     /// The device rung, when it is one.
     pub device_id: Option<String>,
+    /// The presence ids its ringing lights (`call/lamps.rs`): the device's, its owner's.
+    pub presence_ids: Vec<PresenceId>,
 }
 
 /// An endpoint resolved: stages tried one after another, the forks of a stage rung at once.
@@ -299,9 +304,20 @@ fn device_forks(ctx: &ResolveContext<'_>, device_id: &str) -> Vec<Fork> {
                 from_name: None,
                 label: format!("device {} at {}", wire(device_id), wire(&b.contact)),
                 device_id: Some(device_id.to_string()),
+                presence_ids: entry.as_deref().map(device_ids).unwrap_or_default(),
             })
         })
         .collect()
+}
+
+/// The presence ids a rung device lights (`call/lamps.rs`); none for what is no device.
+fn lamp_ids(ctx: &ResolveContext<'_>, device_id: &Option<String>) -> Vec<PresenceId> {
+    device_id
+        .as_deref()
+        .and_then(|d| ctx.registrar.directory().device(ctx.account_id, d))
+        .as_deref()
+        .map(device_ids)
+        .unwrap_or_default()
 }
 
 /// Where requests to a binding go: its REGISTER's source, on the socket it came in on.
@@ -402,6 +418,7 @@ async fn carrier_fork(
         from_name: caller_id.name,
         label: format!("carrier {} ({gateway})", wire(&carrier.id)),
         device_id: None,
+        presence_ids: Vec::new(),
     })
 }
 
@@ -484,6 +501,7 @@ async fn sip_fork(ctx: &ResolveContext<'_>, text: &str) -> Result<Fork, NotResol
         .account(ctx.account_id)
         .ok_or_else(|| NotResolved::UnknownAccount(ctx.account_id.to_string()))?;
     let fork = |peer: Peer, route: Vec<String>, credentials, label: String, device_id| Fork {
+        presence_ids: lamp_ids(ctx, &device_id),
         request_uri: text.to_string(),
         to: format!("<{text}>"),
         local_host: host_port(ctx.config.sip.advertise, peer.local),

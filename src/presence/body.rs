@@ -9,7 +9,9 @@
 //! The status of a lamp maps to a dialog state as Kazoo's does (`cf_manual_presence.erl`):
 //! idle → `terminated`, ringing → `early`, busy → `confirmed`. An idle id with no dialog
 //! behind it is a `full` document with no dialog (RFC 4235 §4.1: no dialogs, nothing in
-//! progress).
+//! progress). An id several calls light gets one `<dialog>`, the one it shows (`state.rs`):
+//! RFC 4235 allows several, but Kamailio's `presence_dialoginfo` with `force_single_dialog`
+//! sends one, for the phones that read only the first.
 
 use std::borrow::Cow;
 use std::io;

@@ -11,14 +11,20 @@
 //!   [`PresenceControl`], the slice of it the callflow runtime sees.
 //!
 //! Who sets a lamp: a flow's `manual_presence` (through [`PresenceControl`], so the runtime's
-//! modules are tested without this), and — the call layer, through [`Presence::set`] — a
-//! call's own progress. SUBSCRIBE reaches the task through admission (`call::admission`),
-//! which checks it ([`subscription::read`]), authenticates the device as for an INVITE and
-//! resolves what it watches ([`subscription::watched`]) without waiting on the task.
+//! modules are tested without this), and the call layer, for a call's own progress, through
+//! [`Presence::call_lamp`]: a [`CallLamp`] guard the call holds, which puts its dialog out
+//! when dropped (the call ended, by any path, a panic included). SUBSCRIBE reaches the task
+//! through admission (`call::admission`), which checks it ([`subscription::read`]),
+//! authenticates the device as for an INVITE and resolves what it watches
+//! ([`subscription::watched`]) without waiting on the task.
 //!
 //! Subscriptions and the lamps flows set are kept in the store: after a restart each
 //! subscription gets a NOTIFY with the current state in its old dialog, and the lamps are lit
-//! as they were.
+//! as they were. Call lamps are not kept: no call outlives a restart, so they start idle.
+//!
+//! Setting a lamp never waits on the task: it is one map operation under the table's mutex
+//! (never held across I/O or an await; the task holds it only to read a lamp or take the
+//! changed ids) and a `Notify` rung.
 
 pub mod body;
 pub mod notifier;
@@ -39,7 +45,9 @@ use crate::sip::outgoing::{random_token, response_bytes};
 use crate::store::{unix_now, Store, StoredPresence, Write};
 
 pub use notifier::NewSubscription;
-pub use state::{Lamp, LampError, Lamps, Origin, PresenceId, Status};
+pub use state::{
+    CallKey, DialogInfo, Direction, Lamp, LampError, Lamps, Origin, PresenceId, Status,
+};
 pub use subscription::{SubscribeRefusal, SubscribeRequest, Watcher};
 
 /// New SUBSCRIBEs waiting for the task; beyond, 503.
@@ -148,8 +156,10 @@ impl Presence {
         }
     }
 
-    /// Sets `id`'s lamp; its watchers are told if it changed. A lamp a flow set is kept in the
-    /// store (and one it no longer holds taken out).
+    /// Sets `id`'s lamp as a whole (a flow's `manual_presence`: each replaces the last; the
+    /// calls' dialogs on the id stay, see [`Presence::call_lamp`]); its watchers are told if
+    /// what it shows changed. A manual lamp is kept in the store (and one no longer lit taken
+    /// out).
     pub fn set(&self, id: &PresenceId, lamp: Lamp) -> Result<(), LampError> {
         let kept = |l: &Lamp| l.origin == Origin::Manual && !l.is_idle();
         let now_kept = kept(&lamp).then_some(lamp.status);
@@ -174,6 +184,13 @@ impl Presence {
             }
         }
         Ok(())
+    }
+
+    /// Lights `ids` for a call with `status` and its `dialog` (Origin::Call, never stored);
+    /// the guard changes them as the call goes and puts them out when dropped. Another
+    /// call's dialog on the same ids is left alone: each id shows the highest of its calls.
+    pub fn call_lamp(&self, ids: Vec<PresenceId>, status: Status, dialog: DialogInfo) -> CallLamp {
+        CallLamp::light(self.shared.clone(), ids, status, dialog)
     }
 
     /// What `id` shows now.
@@ -216,6 +233,71 @@ impl PresenceControl for Presence {
         }
         self.set(&id, Lamp::manual(&id, status))?;
         Ok(id)
+    }
+}
+
+/// A call's part in the lamps of its presence ids ([`Presence::call_lamp`]). Dropping it
+/// puts the call's dialog out on each id, so no lamp stays lit after its call, whatever ended
+/// it.
+pub struct CallLamp {
+    shared: Arc<Shared>,
+    key: CallKey,
+    ids: Vec<PresenceId>,
+    lamp: Lamp,
+}
+
+impl CallLamp {
+    fn light(
+        shared: Arc<Shared>,
+        ids: Vec<PresenceId>,
+        status: Status,
+        dialog: DialogInfo,
+    ) -> CallLamp {
+        let key = shared.lock().call_key();
+        let lamp = CallLamp {
+            shared,
+            key,
+            ids,
+            lamp: Lamp {
+                status,
+                dialog: Some(dialog),
+                origin: Origin::Call,
+            },
+        };
+        lamp.show();
+        lamp
+    }
+
+    /// The call is answered: busy (RFC 4235 `confirmed`), with the presentity's own tag when
+    /// it is learnt only now (a callee's To tag).
+    pub fn confirm(&mut self, local_tag: Option<&str>) {
+        self.lamp.status = Status::Busy;
+        if let (Some(d), Some(tag)) = (&mut self.lamp.dialog, local_tag) {
+            d.local_tag = Some(tag.to_string());
+        }
+        self.show();
+    }
+
+    fn show(&self) {
+        let mut lamps = self.shared.lock();
+        for id in &self.ids {
+            if let Err(e) = lamps.set_call(id, self.key, self.lamp.clone()) {
+                tracing::warn!(id = %wire(&id.to_string()), error = %e, "presence: a call's lamp not lit");
+            }
+        }
+        drop(lamps);
+        self.shared.wake.notify_one();
+    }
+}
+
+impl Drop for CallLamp {
+    fn drop(&mut self) {
+        let mut lamps = self.shared.lock();
+        for id in &self.ids {
+            lamps.put_out_call(id, self.key);
+        }
+        drop(lamps);
+        self.shared.wake.notify_one();
     }
 }
 
@@ -290,4 +372,54 @@ fn restore_subscriptions(
             },
         )
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn dialog(call_id: &str) -> DialogInfo {
+        DialogInfo {
+            id: call_id.into(),
+            call_id: call_id.into(),
+            local_tag: None,
+            remote_tag: None,
+            direction: Some(Direction::Recipient),
+            remote: None,
+        }
+    }
+
+    #[test]
+    fn a_call_lamp_follows_its_call_and_goes_out_when_dropped_even_by_a_panic() {
+        let shared = Arc::new(Shared {
+            lamps: Mutex::new(Lamps::default()),
+            wake: Notify::new(),
+        });
+        let a = PresenceId::parse("2001", "pbx.test").unwrap();
+        let b = PresenceId::parse("alice", "pbx.test").unwrap();
+        let mut one = CallLamp::light(
+            shared.clone(),
+            vec![a.clone(), b.clone()],
+            Status::Ringing,
+            dialog("c1"),
+        );
+        assert_eq!(shared.lock().get(&a).status, Status::Ringing);
+        assert_eq!(shared.lock().get(&b).origin, Origin::Call);
+        one.confirm(Some("tag-a"));
+        let shown = shared.lock().get(&a);
+        assert_eq!(shown.status, Status::Busy);
+        assert_eq!(shown.dialog.unwrap().local_tag.as_deref(), Some("tag-a"));
+        // A second call on `a`, ended by a panic in its task: its guard still puts it out.
+        let s2 = shared.clone();
+        let a2 = a.clone();
+        let unwound = std::panic::catch_unwind(move || {
+            let _two = CallLamp::light(s2, vec![a2], Status::Ringing, dialog("c2"));
+            panic!("the call task fails");
+        });
+        assert!(unwound.is_err());
+        // The busy call still shows; nothing of the second is left.
+        assert_eq!(shared.lock().get(&a).status, Status::Busy);
+        drop(one);
+        assert!(shared.lock().lit().is_empty());
+    }
 }

@@ -1,6 +1,8 @@
 //! Presence ids and the lamp each one shows: what is known of an id (idle, ringing, busy, and
-//! the dialog when known), kept until changed. No I/O here: the [`Lamps`] table records which
-//! ids changed, and the notifier (`notifier.rs`) tells their watchers.
+//! the dialog when known), kept until changed. An id is lit by a lamp set as a whole (a flow's
+//! `manual_presence`) and by the dialogs of the calls on it, each call under its own
+//! [`CallKey`]; it shows the highest (busy > ringing > idle). No I/O here: the [`Lamps`]
+//! table records which ids changed, and the notifier (`notifier.rs`) tells their watchers.
 //!
 //! A presence id is `name@realm` (Kazoo's `presence_id`, spec c.7): a bare `name` takes the
 //! account's realm (spec j.16). Ids arrive from the network (a SUBSCRIBE's Request-URI, a
@@ -232,37 +234,154 @@ pub enum LampError {
     Full,
 }
 
-/// Every lit lamp, and the ids whose lamp changed since the notifier last looked. An id not
-/// in the table is idle: idle lamps are dropped, so the table holds only what is lit.
+/// One call's dialog on a presence id, handed out by [`Lamps::call_key`]: a call lights an
+/// id under its key, changes it and puts it out, without touching another call's dialog on
+/// the same id.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct CallKey(u64);
+
+/// The rank of a status among an id's dialogs: what the lamp shows is the highest.
+fn rank(status: Status) -> u8 {
+    match status {
+        Status::Idle => 0,
+        Status::Ringing => 1,
+        Status::Busy => 2,
+    }
+}
+
+/// One lit part of an id, and when it last changed (newer wins a tie).
+#[derive(Debug)]
+struct Part {
+    lamp: Lamp,
+    seq: u64,
+}
+
+/// What lights one id: the lamp set as a whole (a flow's `manual_presence`, one per id, each
+/// replacing the last) and the dialogs of the calls in progress on it, each under its own
+/// key — two calls on one phone, two phones sharing a `presence_id`, the forks of a call to a
+/// user. The id shows the highest of them (busy > ringing), the newest among equals, and is
+/// idle only when every part is out.
+#[derive(Debug, Default)]
+struct Entry {
+    set: Option<Part>,
+    calls: HashMap<CallKey, Part>,
+}
+
+impl Entry {
+    fn shown(&self) -> Lamp {
+        self.set
+            .iter()
+            .chain(self.calls.values())
+            .max_by_key(|p| (rank(p.lamp.status), p.seq))
+            .map_or_else(Lamp::idle, |p| p.lamp.clone())
+    }
+
+    fn is_empty(&self) -> bool {
+        self.set.is_none() && self.calls.is_empty()
+    }
+}
+
+/// Every lit id, and the ids whose lamp changed since the notifier last looked. An id not in
+/// the table is idle: ids go when their last part is out, so the table holds only what is
+/// lit.
 #[derive(Debug, Default)]
 pub struct Lamps {
-    lit: HashMap<PresenceId, Lamp>,
+    lit: HashMap<PresenceId, Entry>,
     changed: HashSet<PresenceId>,
+    /// Counts every change, for the newest-wins tie; also the source of call keys.
+    seq: u64,
 }
 
 impl Lamps {
     /// What `id` shows now.
     pub fn get(&self, id: &PresenceId) -> Lamp {
-        self.lit.get(id).cloned().unwrap_or_else(Lamp::idle)
+        self.lit.get(id).map_or_else(Lamp::idle, Entry::shown)
     }
 
-    /// Sets `id`'s lamp; returns the lamp it replaces when it changed (its watchers are then
-    /// owed a NOTIFY), `None` when it is the same.
+    /// Sets the lamp of `id` set as a whole (a flow's, kept in the store when manual): it
+    /// replaces the last one set, and leaves the calls' dialogs on the id alone. Returns the
+    /// lamp it replaces when it is another (idle when none was set), `None` when the same.
+    /// The watchers are owed a NOTIFY when what the id shows changed.
     pub fn set(&mut self, id: &PresenceId, lamp: Lamp) -> Result<Option<Lamp>, LampError> {
-        let old = self.get(id);
+        let old = self
+            .lit
+            .get(id)
+            .and_then(|e| e.set.as_ref())
+            .map_or_else(Lamp::idle, |p| p.lamp.clone());
         if old == lamp {
             return Ok(None);
         }
-        if lamp.is_idle() {
-            self.lit.remove(id);
-        } else {
-            if old.is_idle() && self.lit.len() >= MAX_LIT_LAMPS {
-                return Err(LampError::Full);
-            }
-            self.lit.insert(id.clone(), lamp);
-        }
-        self.changed.insert(id.clone());
+        let part = (!lamp.is_idle()).then(|| Part {
+            lamp,
+            seq: self.tick(),
+        });
+        self.change(id, |e| e.set = part)?;
         Ok(Some(old))
+    }
+
+    /// A key for a new call's dialog.
+    pub fn call_key(&mut self) -> CallKey {
+        CallKey(self.tick())
+    }
+
+    /// Lights (or changes) `key`'s dialog on `id`; an idle lamp puts it out.
+    pub fn set_call(&mut self, id: &PresenceId, key: CallKey, lamp: Lamp) -> Result<(), LampError> {
+        if lamp.is_idle() {
+            self.put_out_call(id, key);
+            return Ok(());
+        }
+        let seq = self.tick();
+        self.change(id, |e| {
+            e.calls.insert(key, Part { lamp, seq });
+        })
+    }
+
+    /// Puts out `key`'s dialog on `id` (nothing when it is not lit).
+    pub fn put_out_call(&mut self, id: &PresenceId, key: CallKey) {
+        if self.lit.get(id).is_some_and(|e| e.calls.contains_key(&key)) {
+            // Removing never needs room.
+            let _ = self.change(id, |e| {
+                e.calls.remove(&key);
+            });
+        }
+    }
+
+    /// Applies `f` to `id`'s entry; notes the id as changed when what it shows changed, and
+    /// drops the entry once nothing lights it. A new id needs room under [`MAX_LIT_LAMPS`].
+    fn change(&mut self, id: &PresenceId, f: impl FnOnce(&mut Entry)) -> Result<(), LampError> {
+        let before = self.get(id);
+        let now = match self.lit.get_mut(id) {
+            Some(entry) => {
+                f(entry);
+                let now = entry.shown();
+                if entry.is_empty() {
+                    self.lit.remove(id);
+                }
+                now
+            }
+            None => {
+                let mut entry = Entry::default();
+                f(&mut entry);
+                if entry.is_empty() {
+                    return Ok(());
+                }
+                if self.lit.len() >= MAX_LIT_LAMPS {
+                    return Err(LampError::Full);
+                }
+                let now = entry.shown();
+                self.lit.insert(id.clone(), entry);
+                now
+            }
+        };
+        if now != before {
+            self.changed.insert(id.clone());
+        }
+        Ok(())
+    }
+
+    fn tick(&mut self) -> u64 {
+        self.seq += 1;
+        self.seq
     }
 
     /// The ids changed since the last call.
@@ -275,7 +394,7 @@ impl Lamps {
         let mut v: Vec<_> = self
             .lit
             .iter()
-            .map(|(k, l)| (k.clone(), l.clone()))
+            .map(|(k, e)| (k.clone(), e.shown()))
             .collect();
         v.sort_by(|a, b| a.0.cmp(&b.0));
         v
@@ -383,5 +502,76 @@ mod tests {
         assert!(t.set(&a, Lamp::idle()).unwrap().is_some());
         assert_eq!(t.take_changed(), std::slice::from_ref(&a));
         assert_eq!(t.lit().len(), 1);
+    }
+
+    fn call(status: Status, call_id: &str) -> Lamp {
+        Lamp {
+            status,
+            dialog: Some(DialogInfo {
+                id: call_id.into(),
+                call_id: call_id.into(),
+                local_tag: None,
+                remote_tag: None,
+                direction: Some(Direction::Recipient),
+                remote: None,
+            }),
+            origin: Origin::Call,
+        }
+    }
+
+    #[test]
+    fn several_calls_on_one_id_show_the_highest_and_go_idle_with_the_last() {
+        let mut t = Lamps::default();
+        let a = id("2001").unwrap();
+        let (k1, k2) = (t.call_key(), t.call_key());
+        assert_ne!(k1, k2);
+        t.set_call(&a, k1, call(Status::Ringing, "c1")).unwrap();
+        assert_eq!(t.take_changed(), std::slice::from_ref(&a));
+        t.set_call(&a, k2, call(Status::Busy, "c2")).unwrap();
+        assert_eq!(t.get(&a), call(Status::Busy, "c2"));
+        assert_eq!(t.take_changed().len(), 1);
+        // A second call ringing under a busy one changes nothing seen.
+        t.set_call(&a, k1, call(Status::Ringing, "c1")).unwrap();
+        assert!(t.take_changed().is_empty());
+        // The busy call ends: the ringing one shows.
+        t.put_out_call(&a, k2);
+        assert_eq!(t.get(&a), call(Status::Ringing, "c1"));
+        assert_eq!(t.take_changed().len(), 1);
+        // Putting out what is not lit is nothing.
+        t.put_out_call(&a, k2);
+        assert!(t.take_changed().is_empty());
+        // Among equals, the newest shows.
+        t.set_call(&a, k2, call(Status::Ringing, "c2")).unwrap();
+        assert_eq!(t.get(&a), call(Status::Ringing, "c2"));
+        t.set_call(&a, k1, call(Status::Idle, "c1")).unwrap();
+        t.put_out_call(&a, k2);
+        assert!(t.get(&a).is_idle());
+        assert!(t.lit().is_empty(), "an id goes with its last part");
+        assert_eq!(t.take_changed(), std::slice::from_ref(&a));
+    }
+
+    #[test]
+    fn a_lamp_set_by_hand_and_calls_share_an_id() {
+        let mut t = Lamps::default();
+        let a = id("2001").unwrap();
+        let k = t.call_key();
+        t.set_call(&a, k, call(Status::Busy, "c1")).unwrap();
+        // A flow's ringing under a call: the call still shows, the flow's is kept.
+        assert_eq!(
+            t.set(&a, Lamp::manual(&a, Status::Ringing)),
+            Ok(Some(Lamp::idle()))
+        );
+        assert_eq!(t.get(&a).origin, Origin::Call);
+        t.put_out_call(&a, k);
+        assert_eq!(t.get(&a), Lamp::manual(&a, Status::Ringing));
+        // The flow's idle puts out its own lamp only.
+        t.set_call(&a, k, call(Status::Ringing, "c1")).unwrap();
+        let _ = t.set(&a, Lamp::manual(&a, Status::Busy)).unwrap();
+        assert_eq!(t.get(&a).origin, Origin::Manual);
+        assert_eq!(
+            t.set(&a, Lamp::idle()),
+            Ok(Some(Lamp::manual(&a, Status::Busy)))
+        );
+        assert_eq!(t.get(&a), call(Status::Ringing, "c1"));
     }
 }

@@ -21,6 +21,10 @@ pub struct DeviceEntry {
     pub ha1: Vec<(Algorithm, String)>,
     /// The device's caller IDs, its owner's filling what the device leaves out.
     pub caller_id: CallerIds,
+    /// The device's own `presence_id` (`name` or `name@realm`), as written.
+    pub presence_id: Option<String>,
+    /// Its owner's `presence_id`, as written.
+    pub owner_presence_id: Option<String>,
 }
 
 impl DeviceEntry {
@@ -75,6 +79,8 @@ impl Directory {
                     name: dev.name.clone(),
                     ha1: DeviceEntry::ha1s(username, &a.realm, password),
                     caller_id: merged_caller_id(&dev.caller_id, owner),
+                    presence_id: dev.presence_id.clone(),
+                    owner_presence_id: owner.and_then(|u| u.presence_id.clone()),
                 });
             }
         }

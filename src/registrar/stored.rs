@@ -80,6 +80,8 @@ pub fn device_entry(
         name: string(&d.doc, "name"),
         ha1,
         caller_id: merged_caller_id(&caller_ids(&d.doc), owner),
+        presence_id: string(&d.doc, "presence_id"),
+        owner_presence_id: owner.and_then(|u| u.presence_id.clone()),
     })
 }
 
@@ -176,6 +178,24 @@ caller_id = { internal = { name = "Boss", number = "100" } }
             (e.name.as_deref(), e.owner_id.as_deref()),
             (Some("desk"), Some("boss"))
         );
+    }
+
+    #[test]
+    fn a_stored_device_carries_its_presence_id_and_its_owners() {
+        let a = account();
+        let owner = User {
+            presence_id: Some("boss".into()),
+            ..find_owner(&a, &[], "boss").unwrap().clone()
+        };
+        let d = device(
+            json!({"owner_id": "boss", "presence_id": "desk-1"}),
+            "r.test",
+        );
+        let e = device_entry(&a, &d, Some(&owner)).unwrap();
+        assert_eq!(e.presence_id.as_deref(), Some("desk-1"));
+        assert_eq!(e.owner_presence_id.as_deref(), Some("boss"));
+        let e = device_entry(&a, &device(json!({}), "r.test"), None).unwrap();
+        assert_eq!((e.presence_id, e.owner_presence_id), (None, None));
     }
 
     #[test]

@@ -23,6 +23,10 @@ struct Setup<'a> {
     account_params: &'a str,
     prompt: PathBuf,
     record: bool,
+    /// The `contacts` file (the address book the `presence` module subscribes from).
+    contacts: String,
+    /// More application modules, loaded in order after `menu.so`.
+    app_modules: &'a [&'a str],
 }
 
 /// A free UDP port whose next one is free too (baresip binds both).
@@ -100,6 +104,31 @@ impl Baresip {
             account_params,
             prompt: repo().join("media/tone-1khz.wav"),
             record: false,
+            contacts: String::new(),
+            app_modules: &[],
+        };
+        Baresip::launch(server, user, password, realm, setup)
+    }
+
+    /// A phone whose `presence` module watches `watched` (a SIP URI): its address book holds
+    /// that one contact with `;presence=p2p`, so it sends `SUBSCRIBE` with `Event: presence`
+    /// (through `server`, answering the challenge with the account's credentials) and logs
+    /// `<URI> changed status from X to Y` when a NOTIFY changes what it knew.
+    pub async fn start_watching(
+        server: SocketAddr,
+        user: &str,
+        password: &str,
+        realm: &str,
+        watched: &str,
+    ) -> Baresip {
+        let setup = Setup {
+            regint: Duration::from_secs(600),
+            commands: &[],
+            account_params: "",
+            prompt: repo().join("media/tone-1khz.wav"),
+            record: false,
+            contacts: format!("\"Watched\" <{watched}>;presence=p2p\n"),
+            app_modules: &["contact.so", "presence.so"],
         };
         Baresip::launch(server, user, password, realm, setup)
     }
@@ -120,6 +149,8 @@ impl Baresip {
             account_params: ";answermode=auto",
             prompt: prompt.to_path_buf(),
             record: true,
+            contacts: String::new(),
+            app_modules: &[],
         };
         Baresip::launch(server, user, password, realm, setup)
     }
@@ -147,6 +178,9 @@ impl Baresip {
                 dir.display()
             ));
         }
+        for m in setup.app_modules {
+            config.push_str(&format!("module_app\t{m}\n"));
+        }
         std::fs::write(dir.join("config"), config).unwrap();
         std::fs::write(
             dir.join("accounts"),
@@ -157,7 +191,7 @@ impl Baresip {
             ),
         )
         .unwrap();
-        std::fs::write(dir.join("contacts"), "").unwrap();
+        std::fs::write(dir.join("contacts"), &setup.contacts).unwrap();
         let log = std::fs::File::create(dir.join("out.log")).unwrap();
         let mut cmd = tokio::process::Command::new("baresip");
         cmd.arg("-f").arg(&dir).arg("-s");

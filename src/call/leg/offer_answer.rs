@@ -87,7 +87,7 @@ impl Leg {
                 // RFC 3261 §13.3.1.4 leaves a bad answer in the ACK to the UAS: end the call.
                 tracing::warn!("the ACK carried no usable SDP answer to our offer: hanging up");
                 self.send_bye();
-                self.phase = Phase::Ended;
+                self.set_phase(Phase::Ended);
             }
         }
     }
