@@ -19,6 +19,7 @@ const GARBAGE_PER_INVITE: usize = 1;
 /// for the unacknowledged 2xx and unanswered BYEs, plus slack).
 const QUIET_TIMEOUT: Duration = Duration::from_secs(120);
 
+#[allow(dead_code)]
 #[path = "flood_common.rs"]
 mod flood_common;
 use flood_common::{invite, metric, start, write_config};
