@@ -141,3 +141,51 @@ fn samples(api: SocketAddr, name: &str, labels: &[&str]) -> Option<Vec<f64>> {
         .collect();
     Some(values)
 }
+
+/// One request to the API (HTTP/1.1, `Connection: close`): the status and the body.
+pub fn api_request(
+    api: SocketAddr,
+    method: &str,
+    path: &str,
+    token: Option<&str>,
+    body: Option<&str>,
+) -> (u16, String) {
+    let mut s = TcpStream::connect(api).expect("connect to the API");
+    s.set_read_timeout(Some(Duration::from_secs(10)))
+        .expect("timeout");
+    let auth = token.map_or(String::new(), |t| format!("X-Auth-Token: {t}\r\n"));
+    let body = body.unwrap_or("");
+    write!(
+        s,
+        "{method} {path} HTTP/1.1\r\nHost: {api}\r\nConnection: close\r\n{auth}\
+         Content-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    )
+    .expect("send the request");
+    let mut text = String::new();
+    s.read_to_string(&mut text).expect("read the answer");
+    let status = text
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    let body = text
+        .split_once("\r\n\r\n")
+        .map_or("", |(_, b)| b)
+        .to_string();
+    (status, body)
+}
+
+/// A token for the account whose `api_key` is `key` (`PUT /v2/api_auth`).
+pub fn api_token(api: SocketAddr, key: &str) -> String {
+    let (status, body) = api_request(
+        api,
+        "PUT",
+        "/v2/api_auth",
+        None,
+        Some(&format!(r#"{{"data": {{"api_key": "{key}"}}}}"#)),
+    );
+    assert_eq!(status, 201, "api_auth: {body}");
+    let v: serde_json::Value = serde_json::from_str(&body).expect("api_auth answer");
+    v["auth_token"].as_str().expect("a token").to_string()
+}

@@ -239,6 +239,7 @@ pub async fn start(cfg: Arc<Config>) -> Result<ServerHandle, StartError> {
             health: health.clone(),
             overload: overload.clone(),
             registrar: registrar.clone(),
+            presence: presence.clone(),
         }),
         stop.clone(),
     )

@@ -1,5 +1,5 @@
 //! The HTTP API: a Crossbar-compatible subset (spec e) on axum: callflows, devices, users,
-//! registrations, pivot debug records, CDRs. Every answer but `/healthz` and `/metrics` is a
+//! registrations, presence, pivot debug records, CDRs. Every answer but `/healthz` and `/metrics` is a
 //! Crossbar envelope:
 //! `{"data":…, "status":"success", "request_id":…, "auth_token":…, "revision":…, …}`, or on
 //! failure `{"status":"error", "error":"400", "message":…, "data":{…}}`.
@@ -17,6 +17,7 @@ mod docs;
 mod health;
 mod paging;
 mod pivot_debug;
+mod presence;
 mod registrations;
 mod users;
 
@@ -65,6 +66,8 @@ pub struct ApiParts {
     pub overload: Arc<crate::call::admission::OverloadStats>,
     /// Devices' bindings and the directory the API's device and user changes update.
     pub registrar: Arc<Registrar>,
+    /// Lamps: listed and reset by the presence resource.
+    pub presence: Arc<crate::presence::Presence>,
 }
 
 /// Shared by all requests.
@@ -142,6 +145,11 @@ pub fn router(state: Shared) -> Router {
         .route(
             "/v2/accounts/{account_id}/registrations",
             get(registrations::list),
+        )
+        .route("/v2/accounts/{account_id}/presence", get(presence::list))
+        .route(
+            "/v2/accounts/{account_id}/presence/{id}",
+            get(presence::get_one).post(presence::post_one),
         )
         .route_layer(middleware::from_fn_with_state(
             state.clone(),
@@ -226,6 +234,14 @@ impl Reply {
     pub(crate) fn created(data: Value) -> Reply {
         Reply {
             status: StatusCode::CREATED,
+            ..Reply::ok(data)
+        }
+    }
+
+    /// 202: Crossbar's answer to a command carried out after the answer (a presence reset).
+    pub(crate) fn accepted(data: Value) -> Reply {
+        Reply {
+            status: StatusCode::ACCEPTED,
             ..Reply::ok(data)
         }
     }

@@ -31,6 +31,7 @@ pub mod notifier;
 pub mod state;
 pub mod subscription;
 
+use std::collections::HashSet;
 use std::future::Future;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -80,6 +81,8 @@ pub struct PresenceStats {
 /// The lamps, shared by the handle (which sets them) and the task (which reads them).
 pub(crate) struct Shared {
     lamps: Mutex<Lamps>,
+    /// Ids whose watchers are owed the state again though it may not have changed (a reset).
+    refresh: Mutex<HashSet<PresenceId>>,
     /// Rung when a lamp changed.
     wake: Notify,
 }
@@ -89,6 +92,14 @@ impl Shared {
         // A panic while holding the lock leaves a consistent table (each change is one map
         // operation), so a poisoned lock is still usable.
         self.lamps.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The ids whose watchers are owed a NOTIFY: those changed and those to refresh.
+    fn take_owed(&self) -> HashSet<PresenceId> {
+        let mut owed: HashSet<PresenceId> = self.lock().take_changed().into_iter().collect();
+        let mut refresh = self.refresh.lock().unwrap_or_else(|e| e.into_inner());
+        owed.extend(refresh.drain());
+        owed
     }
 }
 
@@ -120,6 +131,7 @@ impl Presence {
         }
         let shared = Arc::new(Shared {
             lamps: Mutex::new(lamps),
+            refresh: Mutex::new(HashSet::new()),
             wake: Notify::new(),
         });
         let stats = Arc::new(PresenceStats::default());
@@ -193,6 +205,36 @@ impl Presence {
         CallLamp::light(self.shared.clone(), ids, status, dialog)
     }
 
+    /// Kazoo's presence reset (the API's): `id` goes idle and every watcher of it is sent the
+    /// state again, even when nothing changed — a phone whose lamp is stuck is put right.
+    pub fn reset(&self, id: &PresenceId) -> Result<(), LampError> {
+        // Marked before the lamp changes: the task then takes both in one turn (one NOTIFY).
+        self.shared
+            .refresh
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(id.clone());
+        let set = self.set(id, Lamp::idle());
+        self.shared.wake.notify_one();
+        set
+    }
+
+    /// `text` (`name` or `name@realm`) as a presence id of the account: a bare name takes its
+    /// realm; another realm is refused, for an account's ids are in its realm only.
+    pub fn account_id(&self, account_id: &str, text: &str) -> Result<PresenceId, LampError> {
+        let account = self
+            .cfg
+            .account(account_id)
+            .ok_or_else(|| LampError::NoAccount(account_id.to_string()))?;
+        let id = PresenceId::parse(text, &account.realm)?;
+        if !id.realm().eq_ignore_ascii_case(&account.realm) {
+            return Err(LampError::OtherRealm {
+                realm: id.realm().to_string(),
+            });
+        }
+        Ok(id)
+    }
+
     /// What `id` shows now.
     pub fn lamp(&self, id: &PresenceId) -> Lamp {
         self.shared.lock().get(id)
@@ -221,16 +263,7 @@ impl PresenceControl for Presence {
         presence_id: &str,
         status: Status,
     ) -> Result<PresenceId, LampError> {
-        let account = self
-            .cfg
-            .account(account_id)
-            .ok_or_else(|| LampError::NoAccount(account_id.to_string()))?;
-        let id = PresenceId::parse(presence_id, &account.realm)?;
-        if !id.realm().eq_ignore_ascii_case(&account.realm) {
-            return Err(LampError::OtherRealm {
-                realm: id.realm().to_string(),
-            });
-        }
+        let id = self.account_id(account_id, presence_id)?;
         self.set(&id, Lamp::manual(&id, status))?;
         Ok(id)
     }
@@ -393,6 +426,7 @@ mod tests {
     fn a_call_lamp_follows_its_call_and_goes_out_when_dropped_even_by_a_panic() {
         let shared = Arc::new(Shared {
             lamps: Mutex::new(Lamps::default()),
+            refresh: Mutex::new(HashSet::new()),
             wake: Notify::new(),
         });
         let a = PresenceId::parse("2001", "pbx.test").unwrap();

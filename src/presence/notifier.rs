@@ -372,9 +372,9 @@ impl Notifier {
         }
     }
 
-    /// Lamps changed: every watcher of each is owed a NOTIFY.
+    /// Lamps changed (or were reset): every watcher of each is owed a NOTIFY.
     fn on_changes(&mut self) {
-        let changed = self.shared.lock().take_changed();
+        let changed = self.shared.take_owed();
         for pid in changed {
             let Some(ids) = self.watchers.get(&pid) else {
                 continue;

@@ -529,5 +529,57 @@ impl Subscription {
     }
 }
 
+/// What an operator is shown of a subscription (the presence API): read from its stored
+/// row, whose state only this file writes and reads.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SubscriptionView {
+    pub call_id: String,
+    pub watched: PresenceId,
+    pub package: Package,
+    /// The subscriber's address of record (its From URI's `user@host`), when readable.
+    pub from: Option<String>,
+    /// Where its NOTIFYs go: the dialog's remote target.
+    pub contact: String,
+    /// `UDP` or `TCP`, and the address its requests came from.
+    pub transport: String,
+    pub remote: std::net::SocketAddr,
+    pub account_id: String,
+    pub device_id: String,
+    /// Unix seconds.
+    pub expires_at: u64,
+    /// NOTIFYs sent (the next dialog-info `version`).
+    pub version: u32,
+    /// Unix seconds of the row's last write.
+    pub updated: u64,
+}
+
+impl SubscriptionView {
+    pub fn of(row: &StoredSubscription) -> Result<SubscriptionView, RestoreError> {
+        let w: Written = serde_json::from_str(&row.state)?;
+        let package =
+            Package::from_name(&row.package).ok_or(RestoreError::Package(row.package.clone()))?;
+        let from = message::addr_uri(&w.dialog.remote_uri)
+            .and_then(message::parse_sip_uri)
+            .map(|u| match u.user() {
+                Some(user) => format!("{user}@{}", u.host_with_port.host),
+                None => u.host_with_port.host.to_string(),
+            });
+        Ok(SubscriptionView {
+            call_id: row.call_id.clone(),
+            watched: PresenceId::parse(&row.presence_id, "")?,
+            package,
+            from,
+            contact: w.dialog.remote_target,
+            transport: w.dialog.transport,
+            remote: w.dialog.remote,
+            account_id: row.account_id.clone(),
+            device_id: row.device_id.clone(),
+            expires_at: row.expires_at,
+            version: w.version,
+            updated: row.updated,
+        })
+    }
+}
+
 #[cfg(test)]
 mod tests;

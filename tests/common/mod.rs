@@ -2,6 +2,7 @@
 //! caller's media port, SIPp runs, and a raw SIP socket for hand-written messages.
 #![allow(dead_code)]
 
+pub mod api;
 pub mod baresip;
 pub mod bridge;
 pub mod digest;

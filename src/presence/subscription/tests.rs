@@ -368,3 +368,27 @@ fn a_contact_pivotd_could_not_send_notify_to_is_refused() {
     );
     assert!(try_sub(parsed(&ok)).is_ok());
 }
+
+#[test]
+fn the_view_of_a_stored_subscription_names_its_subscriber_and_counts() {
+    let mut s = new_sub(&["Event: dialog", "Expires: 600"]);
+    s.notify(&Lamp::idle(), 1000, None);
+    s.notify(&Lamp::idle(), 1001, None);
+    let row = s.stored(1001);
+    let v = SubscriptionView::of(&row).unwrap();
+    assert_eq!(v.call_id, "s1@192.0.2.1");
+    assert_eq!(v.watched.to_string(), "2002@pbx.test");
+    assert_eq!(v.package, Package::Dialog);
+    assert_eq!(v.from.as_deref(), Some("2001@pbx.test"));
+    assert_eq!(v.contact, "sip:2001@192.0.2.1:5062");
+    assert_eq!(v.transport, "UDP");
+    assert_eq!(v.remote, "192.0.2.1:5062".parse().unwrap());
+    assert_eq!((v.account_id.as_str(), v.device_id.as_str()), ("a1", "d1"));
+    assert_eq!((v.expires_at, v.version, v.updated), (1600, 2, 1001));
+    let mut bad = row;
+    bad.package = "message-summary".into();
+    assert!(matches!(
+        SubscriptionView::of(&bad),
+        Err(RestoreError::Package(_))
+    ));
+}
