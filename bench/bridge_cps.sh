@@ -8,8 +8,8 @@
 #
 # Usage:  bench/bridge_cps.sh [SECONDS] [RATE ...]     (defaults: 20 s per step, 50 100 200 400 800)
 # Environment: HOLD_MS (1000), SIP_PORT (5090; the UAS 5091, the UAC 5092). Loopback only.
-# Prints per step: calls offered, successful, failed, achieved calls/s, INVITE->200 average
-# (SIPp's "Response Time 1"), pivotd's CPU per call (/proc/PID/stat) and its RSS after.
+# Prints per step: calls offered, successful, failed, achieved calls/s, INVITE->200 p50/p99
+# (SIPp's rtt trace, whole ms), pivotd's CPU per call (/proc/PID/stat) and its RSS after.
 set -euo pipefail
 
 SECS=${1:-20}
@@ -77,21 +77,25 @@ rss_kb() { awk '/VmRSS/ {print $2}' "/proc/$PIVOTD/status"; }
 tick_hz=$(getconf CLK_TCK)
 
 printf '%s, %s s per step, calls held %s ms, load: %s\n' "$(date -u +%FT%TZ)" "$SECS" "$HOLD_MS" "$(cut -d' ' -f1-3 /proc/loadavg)"
-printf '%8s %8s %8s %8s %10s %14s %14s %10s\n' rate offered ok failed "calls/s" "INVITE->200" "CPU/call" "RSS MB"
+printf '%8s %8s %8s %8s %10s %14s %14s %10s\n' rate offered ok failed "calls/s" "200 p50/p99" "CPU/call" "RSS MB"
 for rate in "${RATES[@]}"; do
     calls=$((rate * SECS))
     before=$(cpu_ticks)
     start=$(date +%s.%N)
-    (cd "$TMP" && rm -f uac_*_screen.log && timeout $((SECS * 3 + 60)) sipp -sn uac -s 6000 \
+    (cd "$TMP" && rm -f uac_*_screen.log uac_*_rtt.csv && timeout $((SECS * 3 + 60)) sipp -sn uac -s 6000 \
         -r "$rate" -m "$calls" -l $((rate * 4 + 100)) -d "$HOLD_MS" -i 127.0.0.1 \
         -p "$UAC_PORT" -mp 46000 -nostdin -buff_size 4194304 -timeout $((SECS * 3 + 30))s \
-        -timeout_error -trace_screen -trace_err "127.0.0.1:$SIP_PORT" > uac.out 2>&1) || true
+        -timeout_error -trace_screen -trace_rtt -rtt_freq 1 -trace_err "127.0.0.1:$SIP_PORT" > uac.out 2>&1) || true
     end=$(date +%s.%N)
     after=$(cpu_ticks)
     screen=$(ls "$TMP"/uac_*_screen.log 2>/dev/null | head -1)
     ok=$(awk '/Successful call/ {print $(NF)}' "$screen" 2>/dev/null | tail -1)
     failed=$(awk '/Failed call/ {print $(NF)}' "$screen" 2>/dev/null | tail -1)
-    rt=$(awk '/Response Time 1/ {print $(NF)}' "$screen" 2>/dev/null | tail -1)
+    # INVITE -> 200 per call from SIPp's rtt file (whole milliseconds: SIPp's resolution).
+    rtt=$(ls "$TMP"/uac_*_rtt.csv 2>/dev/null | head -1)
+    rt=$( (tail -n +2 "$rtt" 2>/dev/null | cut -d';' -f2 | sort -n) | awk '{v[NR]=$1} END {
+        if (NR == 0) { print "?"; exit }
+        printf "%d/%d ms", v[int((NR - 1) * 0.5) + 1], v[int((NR - 1) * 0.99) + 1] }')
     ok=${ok:-0}
     failed=${failed:-?}
     awk -v r="$rate" -v c="$calls" -v ok="$ok" -v f="$failed" -v rt="${rt:-?}" \
