@@ -118,7 +118,7 @@ pub struct OverloadConfig {
     /// 0..=10000.
     pub queue_delay_ms: u64,
     /// `overload_queue_delay_exit_ms`: while overloaded, a new INVITE that waited this long is
-    /// refused; overload ends after a second below it. Default 5, 1..=10000, below
+    /// refused; overload ends after a second below it. Default 10, 1..=10000, below
     /// `overload_queue_delay_ms`.
     pub queue_delay_exit_ms: u64,
     /// `overload_pacer_lateness_ms`: overload also starts when every RTP packet of an interval
@@ -133,7 +133,7 @@ impl Default for OverloadConfig {
     fn default() -> Self {
         OverloadConfig {
             queue_delay_ms: 20,
-            queue_delay_exit_ms: 5,
+            queue_delay_exit_ms: 10,
             pacer_lateness_ms: 10,
             retry_after_s: 1,
         }
