@@ -29,6 +29,7 @@ use crate::registrar::directory::Directory;
 use crate::registrar::Registrar;
 use crate::routing::Routes;
 use crate::sip::endpoint::{Endpoint, EndpointConfig};
+use crate::sip::overload::{LoadGate, LoadLimits, LoadMonitor};
 use crate::sip::source::SourceGuard;
 use crate::sip::transport::{TransportConfig, TransportError};
 use crate::store::Store;
@@ -161,6 +162,7 @@ pub async fn start(cfg: Arc<Config>) -> Result<ServerHandle, StartError> {
     let directory = Arc::new(Directory::from_config(&cfg));
     crate::api::load_devices(&cfg, &store, &directory).await;
     let registrar = Arc::new(Registrar::new(cfg.clone(), directory, Some(store.clone())));
+    let load = Arc::new(LoadGate::new(LoadLimits::from_config(&cfg.sip.overload)));
     let (endpoint, app_rx) = Endpoint::start(EndpointConfig {
         transport: TransportConfig {
             udp: cfg.sip.udp.clone(),
@@ -174,6 +176,7 @@ pub async fn start(cfg: Arc<Config>) -> Result<ServerHandle, StartError> {
         timers: cfg.sip.timers(),
         shards: cores,
         app_queue: 16384,
+        load: load.clone(),
     })
     .await?;
     // Subscriptions kept in the store are restored here and get their NOTIFY as soon as the
@@ -238,6 +241,7 @@ pub async fn start(cfg: Arc<Config>) -> Result<ServerHandle, StartError> {
             pool: pool.clone(),
             health: health.clone(),
             overload: overload.clone(),
+            load: load.clone(),
             registrar: registrar.clone(),
             presence: presence.clone(),
         }),
@@ -285,6 +289,21 @@ pub async fn start(cfg: Arc<Config>) -> Result<ServerHandle, StartError> {
         presence,
     });
     health.watch("sip admission", admission.run(app_rx));
+    // The load signals sampled and the overload state decided (`sip::overload`); the pacer's
+    // lateness is handed over here, as `sip` does not know the pacer.
+    let load_pacer = handle.pacer.clone();
+    health.supervise("overload monitor", move || {
+        let (load, pacer) = (load.clone(), load_pacer.clone());
+        async move {
+            let mut monitor = LoadMonitor::new(load);
+            let mut tick = tokio::time::interval(crate::sip::overload::INTERVAL);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tick.tick().await;
+                monitor.tick(pacer.take_standing_lateness());
+            }
+        }
+    });
     // Expired registrations leave memory and the store.
     health.supervise("registration sweeper", move || {
         let registrar = registrar.clone();

@@ -14,6 +14,9 @@ use crate::registrar::auth::AuthFailure;
 
 /// 200 when the store answers a query, every configured SIP socket is bound and every SIP
 /// task (receive loops, shards, admission) is alive; else 503, naming the dead tasks.
+/// Overload (new calls refused for load) is reported in `sip.overloaded` and stays 200: this
+/// is a liveness check, and a load balancer that took an overloaded node out would only move
+/// its load onto the others.
 pub(crate) async fn healthz(State(st): State<Shared>) -> Response {
     let store = st.parts.store.clone();
     let store_ok = match tokio::task::spawn_blocking(move || store.ping()).await {
@@ -37,6 +40,7 @@ pub(crate) async fn healthz(State(st): State<Shared>) -> Response {
             "udp": udp.iter().map(|a| a.to_string()).collect::<Vec<_>>(),
             "tcp": tcp.iter().map(|a| a.to_string()).collect::<Vec<_>>(),
             "degraded": degraded,
+            "overloaded": st.parts.load.overloaded(),
         },
         "panics": crate::health::panics_total(),
         "calls_active": st.parts.active.load(Ordering::Relaxed),
@@ -216,12 +220,35 @@ pub(crate) async fn metrics(State(st): State<Shared>) -> Response {
         "reason=\"queue_full\"",
         get(&es.overload_503),
     );
+    m.value(
+        "sip_overload_503_total",
+        "reason=\"load\"",
+        p.load.refused(),
+    );
     let sources = p.endpoint.transport().sources();
     for why in crate::call::admission::Overload::ALL {
         let label = format!("reason=\"{}\"", why.label());
         let n = p.overload.get(why, &sources.stats);
         m.value("sip_overload_503_total", &label, n);
     }
+    m.one(
+        "sip_overloaded",
+        "gauge",
+        "1 while new calls that come late are refused for load (sip_queue_delay_seconds, rtp_pacer_lateness_seconds), else 0.",
+        u8::from(p.load.overloaded()),
+    );
+    m.one(
+        "sip_queue_delay_seconds",
+        "gauge",
+        "The least time a SIP message waited between its arrival and its handling, over the last 100 ms.",
+        p.load.queue_delay().as_secs_f64(),
+    );
+    m.one(
+        "rtp_pacer_lateness_seconds",
+        "gauge",
+        "The least lateness of the RTP pacer's sends over the last 100 ms.",
+        p.load.pacer_lateness().as_secs_f64(),
+    );
     m.family(
         "sip_source_refused_total",
         "counter",

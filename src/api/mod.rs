@@ -64,6 +64,8 @@ pub struct ApiParts {
     /// The SIP service's tasks: `/healthz` is 503 while any is dead or restarting.
     pub health: Arc<crate::health::TaskHealth>,
     pub overload: Arc<crate::call::admission::OverloadStats>,
+    /// Whether the box is overloaded, its signals and the 503s it sent.
+    pub load: Arc<crate::sip::overload::LoadGate>,
     /// Devices' bindings and the directory the API's device and user changes update.
     pub registrar: Arc<Registrar>,
     /// Lamps: listed and reset by the presence resource.

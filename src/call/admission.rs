@@ -11,7 +11,8 @@
 //!
 //! Decided before admission (not here): what the parser refuses (400, and 416/501/505 for
 //! what rsip cannot read: `sip::message::Unsupported`, whose 416 [`Refusal::UnsupportedScheme`]
-//! reuses), 400/513 for a TCP stream that cannot be framed (`sip/transport/tcp.rs`), a full
+//! reuses), 400/513 for a TCP stream that cannot be framed (`sip/transport/tcp.rs`), a new
+//! INVITE refused for the measured load (503, `sip::overload`, answered in the shard), a full
 //! application queue (503), CANCEL and in-dialog requests without a dialog (481) in
 //! `sip/endpoint/`.
 

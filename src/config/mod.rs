@@ -97,6 +97,8 @@ pub struct SipConfig {
     /// (not even 100 Trying) before the bridge counts that destination as 408 and tries the
     /// next carrier, rather than waiting for Timer B. Default 5000, 100..=120000.
     pub invite_response_timeout_ms: u64,
+    /// Admission that follows the measured load (`overload_*` keys).
+    pub overload: OverloadConfig,
     /// Per-source limits: `trusted_sources` (CIDRs held to the global limits only, default
     /// none), `source_requests_per_second` (200), `source_calls_per_second` (20),
     /// `source_max_calls` (100), `source_tcp_connections` (20), `source_failures_per_minute`
@@ -105,6 +107,37 @@ pub struct SipConfig {
     pub sources: SourceLimits,
     /// Registrar and digest authentication keys.
     pub auth: AuthConfig,
+}
+
+/// `[sip] overload_*`: when the box is overloaded, new INVITEs get 503 with Retry-After
+/// before they cost a call (`sip::overload` decides, the SIP shards refuse).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct OverloadConfig {
+    /// `overload_queue_delay_ms`: overload starts when every SIP message of an interval waited
+    /// at least this long between its arrival and its handling. Default 20, 0 = off,
+    /// 0..=10000.
+    pub queue_delay_ms: u64,
+    /// `overload_queue_delay_exit_ms`: while overloaded, a new INVITE that waited this long is
+    /// refused; overload ends after a second below it. Default 10, 1..=10000, below
+    /// `overload_queue_delay_ms`.
+    pub queue_delay_exit_ms: u64,
+    /// `overload_pacer_lateness_ms`: overload also starts when every RTP packet of an interval
+    /// went out at least this late (the pacer lacks CPU); it ends below half of it. Default
+    /// 10, 0 = off, 0..=1000.
+    pub pacer_lateness_ms: u64,
+    /// `overload_retry_after_s`: the Retry-After of these 503s. Default 1, 1..=600.
+    pub retry_after_s: u32,
+}
+
+impl Default for OverloadConfig {
+    fn default() -> Self {
+        OverloadConfig {
+            queue_delay_ms: 20,
+            queue_delay_exit_ms: 10,
+            pacer_lateness_ms: 10,
+            retry_after_s: 1,
+        }
+    }
 }
 
 /// `[sip]` keys of the registrar and of digest authentication.

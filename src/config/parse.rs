@@ -11,7 +11,7 @@ use toml::{Table, Value};
 use super::reader::{ip_addr, join, parse_cidr, resolve, socket_addr, Reader};
 use super::{
     accounts, checks, default_blacklist, ApiConfig, AuthConfig, Config, ConfigProblem, MediaConfig,
-    PivotConfig, PresenceConfig, SipConfig, SourceLimits, StoreConfig, TtsConfig,
+    OverloadConfig, PivotConfig, PresenceConfig, SipConfig, SourceLimits, StoreConfig, TtsConfig,
     DIGEST_ALGORITHMS,
 };
 
@@ -103,6 +103,10 @@ fn read_sip(r: &mut Reader, t: &Table) -> SipConfig {
             "timer_t2_ms",
             "timer_t4_ms",
             "invite_response_timeout_ms",
+            "overload_queue_delay_ms",
+            "overload_queue_delay_exit_ms",
+            "overload_pacer_lateness_ms",
+            "overload_retry_after_s",
             "trusted_sources",
             "source_requests_per_second",
             "source_calls_per_second",
@@ -151,8 +155,42 @@ fn read_sip(r: &mut Reader, t: &Table) -> SipConfig {
             120_000,
             5000,
         ),
+        overload: read_overload(r, t, p),
         sources: read_source_limits(r, t, p),
         auth: read_auth(r, t, p),
+    }
+}
+
+/// The `[sip] overload_*` keys; the exit level must lie below the entry level.
+fn read_overload(r: &mut Reader, t: &Table, p: &str) -> OverloadConfig {
+    let d = OverloadConfig::default();
+    let enter = r.int_or(t, p, "overload_queue_delay_ms", 0, 10_000, d.queue_delay_ms);
+    let exit = r.int_or(
+        t,
+        p,
+        "overload_queue_delay_exit_ms",
+        1,
+        10_000,
+        d.queue_delay_exit_ms,
+    );
+    if enter > 0 && exit >= enter {
+        r.problem(
+            join(p, "overload_queue_delay_exit_ms"),
+            format!("{exit} is not below overload_queue_delay_ms ({enter})"),
+        );
+    }
+    OverloadConfig {
+        queue_delay_ms: enter,
+        queue_delay_exit_ms: exit,
+        pacer_lateness_ms: r.int_or(
+            t,
+            p,
+            "overload_pacer_lateness_ms",
+            0,
+            1000,
+            d.pacer_lateness_ms,
+        ),
+        retry_after_s: r.int_or(t, p, "overload_retry_after_s", 1, 600, d.retry_after_s),
     }
 }
 

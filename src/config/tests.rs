@@ -135,6 +135,8 @@ fn embedded_default_matches_the_design() {
     assert_eq!(cfg.sip.tcp_idle_timeout(), Duration::from_secs(300));
     assert_eq!(cfg.sip.max_message_bytes, 65536);
     assert_eq!(cfg.sip.udp_receive_buffer_bytes, 4 << 20);
+    assert_eq!(cfg.sip.overload, crate::config::OverloadConfig::default());
+    assert_eq!(cfg.sip.overload.queue_delay_ms, 20);
     assert_eq!(cfg.media.rtp_timeout(), Some(Duration::from_secs(60)));
     assert_eq!(
         cfg.pivot.blacklist_cidrs.len(),
@@ -192,6 +194,26 @@ fn each_bad_value_reports_its_key() {
         (
             "[sip]\nudp_receive_buffer_bytes = -1",
             "sip.udp_receive_buffer_bytes",
+        ),
+        (
+            "[sip]\noverload_queue_delay_ms = -1",
+            "sip.overload_queue_delay_ms",
+        ),
+        (
+            "[sip]\noverload_queue_delay_ms = 10\noverload_queue_delay_exit_ms = 10",
+            "sip.overload_queue_delay_exit_ms",
+        ),
+        (
+            "[sip]\noverload_queue_delay_exit_ms = 0",
+            "sip.overload_queue_delay_exit_ms",
+        ),
+        (
+            "[sip]\noverload_pacer_lateness_ms = 5000",
+            "sip.overload_pacer_lateness_ms",
+        ),
+        (
+            "[sip]\noverload_retry_after_s = 0",
+            "sip.overload_retry_after_s",
         ),
         ("[sip]\nudp = []\ntcp = []", "sip"),
         ("[media]\nip = \"nope\"", "media.ip"),

@@ -6,6 +6,7 @@ pub mod endpoint;
 pub mod message;
 pub mod normalize;
 pub mod outgoing;
+pub mod overload;
 pub mod source;
 pub mod timer;
 pub mod transaction;

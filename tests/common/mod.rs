@@ -64,6 +64,40 @@ realm = "pivotd.test"
     )
 }
 
+/// `toml` (a [`config_toml`]) with the media port range `lo..=hi` instead of the usual
+/// 100-port window: for tests that hold more calls at once than 50 port pairs allow.
+pub fn with_port_range(toml: &str, lo: u16, hi: u16) -> String {
+    toml.lines()
+        .map(|l| {
+            if l.starts_with("port_min = ") {
+                format!("port_min = {lo}")
+            } else if l.starts_with("port_max = ") {
+                format!("port_max = {hi}")
+            } else {
+                l.to_string()
+            }
+        })
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+/// A raw INVITE from `from` for `number` whose SDP sends media to `media`; its Via branch is
+/// `z9hG4bK{call_id}` and its From tag `f{call_id}` (an ACK of a failure reuses them).
+pub fn raw_invite(from: SocketAddr, number: &str, call_id: &str, media: SocketAddr) -> String {
+    let sdp = format!(
+        "v=0\r\no=- 1 1 IN IP4 {ip}\r\ns=-\r\nc=IN IP4 {ip}\r\nt=0 0\r\nm=audio {port} RTP/AVP 0\r\n",
+        ip = media.ip(),
+        port = media.port()
+    );
+    format!(
+        "INVITE sip:{number}@pivotd.test SIP/2.0\r\nVia: SIP/2.0/UDP {from};branch=z9hG4bK{call_id};rport\r\n\
+         From: <sip:caller@{from}>;tag=f{call_id}\r\nTo: <sip:{number}@pivotd.test>\r\nCall-ID: {call_id}\r\n\
+         CSeq: 1 INVITE\r\nContact: <sip:caller@{from}>\r\nMax-Forwards: 70\r\n\
+         Content-Type: application/sdp\r\nContent-Length: {}\r\n\r\n{sdp}",
+        sdp.len()
+    )
+}
+
 pub struct TestServer {
     pub handle: ServerHandle,
     pub udp: SocketAddr,

@@ -16,6 +16,23 @@ pub(super) struct ShardStats {
     pub(super) late_packets: AtomicU64,
     pub(super) skipped_slots: AtomicU64,
     pub(super) max_lateness_ns: AtomicU64,
+    /// The least lateness of a subtick with streams since [`Pacer::take_standing_lateness`]
+    /// last read it, in ns plus one (0: none yet).
+    pub(super) standing_lateness: AtomicU64,
+}
+
+impl ShardStats {
+    /// A subtick with streams began `late` after its due time.
+    pub(super) fn subtick_late(&self, late: Duration) {
+        let v = u64::try_from(late.as_nanos())
+            .unwrap_or(u64::MAX - 1)
+            .saturating_add(1);
+        let cur = self.standing_lateness.load(Ordering::Relaxed);
+        // The only writer besides the reader's reset: a plain store is enough.
+        if cur == 0 || v < cur {
+            self.standing_lateness.store(v, Ordering::Relaxed);
+        }
+    }
 }
 
 /// Counters summed over all shards, for the load benchmark ("every packet within 2 ms").
@@ -123,6 +140,20 @@ impl Pacer {
     /// Largest lateness of any packet sent so far (actual send − due time).
     pub fn max_lateness(&self) -> Duration {
         self.stats().max_lateness
+    }
+
+    /// The least lateness of any shard's subticks since the last call, the largest over the
+    /// shards: how far behind a shard stayed all along (a load signal for admission,
+    /// `sip::overload`), not one late burst. Zero when nothing was sent.
+    pub fn take_standing_lateness(&self) -> Duration {
+        let mut out = Duration::ZERO;
+        for (_, s) in &self.inner.shards {
+            let v = s.standing_lateness.swap(0, Ordering::Relaxed);
+            if v > 0 {
+                out = out.max(Duration::from_nanos(v - 1));
+            }
+        }
+        out
     }
 
     /// Zeroes the counters (not `streams`), e.g. after a benchmark's warm-up.

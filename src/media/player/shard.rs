@@ -120,6 +120,10 @@ impl Shard {
         let due = grid.due(k);
         let mut totals = TickTotals::default();
         if let Some(list) = self.slots.get_mut(slot) {
+            if !list.is_empty() {
+                self.stats
+                    .subtick_late(Instant::now().saturating_duration_since(due));
+            }
             for s in list.iter_mut() {
                 s.on_tick(tick, due, buf, &mut totals);
             }
@@ -269,6 +273,26 @@ mod tests {
         want.resize(160, 0xD5);
         assert_eq!(p.payload(), &want[..]);
         assert_eq!(shard.stats.packets_sent.load(Ordering::Relaxed), 2);
+    }
+
+    #[test]
+    fn a_late_subtick_sets_the_standing_lateness() {
+        let sock = Arc::new(UdpSocket::bind("127.0.0.1:0").unwrap());
+        let to = sock.local_addr().unwrap();
+        let stats = Arc::new(ShardStats::default());
+        let mut shard = Shard::new(1, stats.clone());
+        let mut buf = [0u8; 172];
+        // An empty shard's subticks say nothing.
+        let grid = Grid::new(Instant::now() - Duration::from_millis(100), 1);
+        shard.run_subtick(&grid, 0, &mut buf);
+        assert_eq!(stats.standing_lateness.load(Ordering::Relaxed), 0);
+        shard.handle(Command::Add(stream(1, sock, to)));
+        shard.run_subtick(&grid, 0, &mut buf);
+        shard.run_subtick(&grid, 4, &mut buf);
+        // The least of the two: subtick 4 was due 80 ms after subtick 0.
+        let least = Duration::from_nanos(stats.standing_lateness.load(Ordering::Relaxed) - 1);
+        assert!(least >= Duration::from_millis(20), "{least:?}");
+        assert!(least < Duration::from_millis(90), "{least:?}");
     }
 
     #[test]

@@ -44,6 +44,8 @@ pub struct EndpointConfig {
     pub shards: usize,
     /// Queue of new requests for the application; beyond it requests get 503.
     pub app_queue: usize,
+    /// Whether the box is overloaded (new INVITEs then get 503 in the shard).
+    pub load: Arc<super::overload::LoadGate>,
 }
 
 /// A request that starts something: out of dialog (INVITE, OPTIONS, REGISTER …).
@@ -182,6 +184,7 @@ impl Endpoint {
                 cfg.timers,
                 app_tx.clone(),
                 stats.clone(),
+                cfg.load.clone(),
             );
             cfg.transport
                 .health

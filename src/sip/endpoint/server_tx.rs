@@ -12,7 +12,7 @@ use super::key::{ServerKey, ServerKeyRef};
 use super::shard::{Shard, TimerRef};
 use super::{DialogEvent, DialogId, Direction, NewRequest, ServerTx};
 use crate::sip::message;
-use crate::sip::outgoing::response_bytes;
+use crate::sip::outgoing::{random_token, response_bytes};
 use crate::sip::timer::TimerKind;
 use crate::sip::transaction::server_inv::ServerInvite;
 use crate::sip::transaction::server_noninv::ServerNonInvite;
@@ -38,15 +38,17 @@ pub(super) struct ServerEntry {
 }
 
 impl Shard {
-    /// A request in, `call_id` its Call-ID: a retransmission is absorbed, an ACK or a CANCEL
-    /// matched, an in-dialog request passed to the dialog's owner, a new one queued for the
-    /// application (or answered 503 when the queue is full).
+    /// A request in, `call_id` its Call-ID, `received` when it arrived: a retransmission is
+    /// absorbed, an ACK or a CANCEL matched, an in-dialog request passed to the dialog's
+    /// owner, a new one queued for the application (or answered 503 when the box is
+    /// overloaded or the queue is full).
     pub(super) fn on_request(
         &mut self,
         req: rsip::Request,
         call_id: String,
         peer: Peer,
         reply_to: SocketAddr,
+        received: std::time::Instant,
     ) {
         let method = req.method;
         self.stats.messages.request(Direction::In, method);
@@ -117,6 +119,26 @@ impl Shard {
             peer: peer.clone(),
             reply_to,
         };
+
+        // A new call while the box is overloaded (`sip::overload` decides): 503 here, before
+        // the 100 Trying, admission's queue, a call task or an RTP port. Its transaction
+        // answers the INVITE's retransmissions with the same 503 and absorbs the ACK.
+        if method == rsip::Method::Invite
+            && to_tag.is_none()
+            && self.load.refuse_invite(received.elapsed())
+        {
+            let tag = random_token(10);
+            let bytes = response_bytes(
+                &req,
+                503,
+                Some("Overloaded"),
+                Some(&tag),
+                &[("Retry-After", self.load.retry_after())],
+                None,
+            );
+            self.respond(key, 503, bytes);
+            return;
+        }
 
         if method == rsip::Method::Invite {
             // §17.2.1: a 100 Trying at once stops the client's retransmissions.

@@ -18,6 +18,7 @@ use super::server_tx::{ServerEntry, ServerMachine};
 use super::{DialogEvent, DialogId, Direction, EndpointStats, NewRequest, OutgoingRequest};
 use crate::sip::message;
 use crate::sip::outgoing::response_bytes;
+use crate::sip::overload::LoadGate;
 use crate::sip::timer::{TimerKind, TimerQueue, Timers};
 use crate::sip::transport::{Incoming, IncomingHandler, Peer, Refused, Transport};
 
@@ -30,6 +31,8 @@ pub(super) struct Inbound {
     pub(super) peer: Peer,
     /// Where responses go (RFC 3261 §18.2.2 with RFC 3581 rport).
     pub(super) reply_to: SocketAddr,
+    /// When it arrived (its queue delay decides whether a new INVITE is refused for load).
+    pub(super) received: std::time::Instant,
 }
 
 /// What a shard's task is asked to do.
@@ -39,6 +42,7 @@ pub(super) enum ShardCmd {
     Raw {
         data: Bytes,
         peer: Peer,
+        received: std::time::Instant,
     },
     /// A parsed message (forwarded by the shard that parsed it, when it belongs here).
     Inbound(Inbound),
@@ -66,7 +70,7 @@ pub(super) enum ShardCmd {
 
 impl ShardCmd {
     /// What the transport parsed, with the Call-ID of a message read here, once.
-    fn parsed(incoming: Incoming) -> ShardCmd {
+    fn parsed(incoming: Incoming, received: std::time::Instant) -> ShardCmd {
         match incoming {
             Incoming::Message {
                 msg,
@@ -77,6 +81,7 @@ impl ShardCmd {
                 msg,
                 peer,
                 reply_to,
+                received,
             }),
             Incoming::Refused(r) => ShardCmd::Refused(r),
         }
@@ -109,10 +114,14 @@ impl IncomingHandler for Dispatcher {
     /// also reads a folded one (continued on the next line), so the shard reads the Call-ID
     /// again once the message is parsed, sends the rare message the scan misplaced to its
     /// right shard, and carries that Call-ID from there on.
-    fn incoming_raw(&self, data: Bytes, peer: Peer) {
+    fn incoming_raw(&self, data: Bytes, peer: Peer, received: std::time::Instant) {
         let idx = shard_of(Transport::quick_call_id(&data), self.shards.len());
         if let Some(s) = self.shards.get(idx) {
-            let _ = s.send(ShardCmd::Raw { data, peer });
+            let _ = s.send(ShardCmd::Raw {
+                data,
+                peer,
+                received,
+            });
         }
     }
 }
@@ -147,6 +156,8 @@ pub(super) struct Shard {
     pub(super) dialogs: HashMap<DialogId, DialogEntry>,
     pub(super) queue: TimerQueue<TimerRef>,
     pub(super) stats: Arc<EndpointStats>,
+    /// Whether the box is overloaded; fed with each message's queue delay.
+    pub(super) load: Arc<LoadGate>,
 }
 
 impl Shard {
@@ -158,6 +169,7 @@ impl Shard {
         timers: Timers,
         app: mpsc::Sender<NewRequest>,
         stats: Arc<EndpointStats>,
+        load: Arc<LoadGate>,
     ) -> Shard {
         Shard {
             me: all[index].clone(),
@@ -171,6 +183,7 @@ impl Shard {
             dialogs: HashMap::new(),
             queue: TimerQueue::default(),
             stats,
+            load,
         }
     }
 
@@ -212,11 +225,16 @@ impl Shard {
     /// One command, on the shard's task.
     fn handle(&mut self, cmd: ShardCmd) {
         match cmd {
-            ShardCmd::Raw { data, peer } => {
+            ShardCmd::Raw {
+                data,
+                peer,
+                received,
+            } => {
+                self.load.observe(received.elapsed());
                 let Some(incoming) = self.transport.parse_incoming(&data, peer) else {
                     return;
                 };
-                let cmd = ShardCmd::parsed(incoming);
+                let cmd = ShardCmd::parsed(incoming, received);
                 // The light Call-ID scan and the parser disagree only on odd messages (a
                 // folded Call-ID): send those where the rest of their call lives.
                 if let ShardCmd::Inbound(m) = &cmd {
@@ -235,7 +253,8 @@ impl Shard {
                 call_id,
                 peer,
                 reply_to,
-            }) => self.on_request(req, call_id, peer, reply_to),
+                received,
+            }) => self.on_request(req, call_id, peer, reply_to, received),
             ShardCmd::Inbound(Inbound {
                 msg: rsip::SipMessage::Response(resp),
                 ..

@@ -27,6 +27,7 @@ async fn endpoint() -> (Arc<Endpoint>, mpsc::Receiver<NewRequest>, SocketAddr) {
         timers: Timers::default(),
         shards: SHARDS,
         app_queue: 16,
+        load: Arc::new(crate::sip::overload::LoadGate::off()),
     };
     let (ep, rx) = Endpoint::start(cfg).await.expect("endpoint starts");
     let addr = ep.transport().udp_addrs()[0];

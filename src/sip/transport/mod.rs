@@ -7,9 +7,11 @@
 //! - this file: the types, start-up, UDP, the hand-off of what is read, sending;
 //! - `tcp.rs`: TCP connections, their framing by Content-Length, the stream that cannot be framed;
 //! - `via.rs`: the Via stamping and the response address;
-//! - `rcvbuf.rs`: the UDP sockets' receive buffer.
+//! - `rcvbuf.rs`: the UDP sockets' receive buffer;
+//! - `stamp.rs`: when a datagram arrived (the kernel's receive timestamp).
 
 mod rcvbuf;
+mod stamp;
 mod tcp;
 mod via;
 
@@ -17,7 +19,7 @@ use std::borrow::Cow;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use tokio::net::{TcpListener, UdpSocket};
@@ -117,10 +119,11 @@ pub trait IncomingHandler: Send + Sync + 'static {
     /// A request refused before parsing finished (a TCP stream that cannot be framed).
     fn refused(&self, refused: Refused);
 
-    /// One framed message, not parsed yet: the handler parses it with
+    /// One framed message, not parsed yet, and when it arrived (for UDP the kernel's stamp,
+    /// so the wait in the socket buffer counts): the handler parses it with
     /// [`Transport::parse_incoming`] where it suits it (so parsing can run in parallel while
     /// messages of one call keep their order).
-    fn incoming_raw(&self, data: Bytes, peer: Peer);
+    fn incoming_raw(&self, data: Bytes, peer: Peer, received: Instant);
 }
 
 /// Start-up problems, each one clear line.
@@ -192,6 +195,11 @@ impl Transport {
                     source,
                 })?;
             apply_receive_buffer(&sock, *addr, cfg.udp_receive_buffer);
+            if let Err(e) = stamp::enable(&sock) {
+                // The queue delay then starts when the datagram is read: overload is seen
+                // later, not missed.
+                tracing::warn!("sip udp {addr}: no kernel receive timestamps: {e}");
+            }
             udp.push(Arc::new(sock));
         }
         let mut listeners = Vec::new();
@@ -291,7 +299,7 @@ impl Transport {
         };
         let mut buf = vec![0u8; 65536];
         loop {
-            let (n, remote) = match sock.recv_from(&mut buf).await {
+            let (n, remote, received) = match stamp::recv_from(&sock, &mut buf).await {
                 Ok(v) => v,
                 Err(e) => {
                     // ICMP port unreachable surfaces as ECONNREFUSED on some systems: not fatal.
@@ -313,7 +321,7 @@ impl Transport {
                 conn: None,
             };
             self.handler
-                .incoming_raw(Bytes::copy_from_slice(data), peer);
+                .incoming_raw(Bytes::copy_from_slice(data), peer, received);
         }
     }
 

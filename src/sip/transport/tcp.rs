@@ -6,7 +6,7 @@ use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -173,7 +173,7 @@ impl Transport {
                     Frame::Complete(n) => {
                         let msg = buf.split_to(n).freeze();
                         match self.admit(remote.ip()) {
-                            Ok(()) => self.handler.incoming_raw(msg, peer.clone()),
+                            Ok(()) => self.handler.incoming_raw(msg, peer.clone(), Instant::now()),
                             Err(SourceRefusal::Blocked) => break 'conn,
                             Err(_) => {}
                         }
