@@ -371,7 +371,7 @@ fn pivotd_step(
         idle_kb,
         after_kb,
     );
-    figures.overload_503 = refused0.zip(refused1).map(|(a, b)| b.saturating_sub(a));
+    figures.overload_503 = refused0.zip(refused1).map(|(a, b)| pivotd::delta(&a, &b));
     std::thread::sleep(Duration::from_secs(1));
     Step::new(
         scen.to_string(),
@@ -510,6 +510,6 @@ fn overload(opts: &Opts, work: &Path, web: &web::PivotWeb, rate: u32) -> Overloa
         idle_kb,
         after_kb,
     );
-    figures.overload_503 = refused0.zip(refused1).map(|(a, b)| b.saturating_sub(a));
+    figures.overload_503 = refused0.zip(refused1).map(|(a, b)| pivotd::delta(&a, &b));
     Overload::new(rate, secs, phases, figures)
 }

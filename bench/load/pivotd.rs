@@ -1,6 +1,7 @@
 //! The pivotd under load: the built binary in a child process (`flood_common::start`) with
 //! a configuration of the harness's own, and the 1 s prompt it plays.
 
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::Path;
 use std::process::Child;
@@ -14,6 +15,34 @@ pub const NUMBER_PIVOT: &str = "7001";
 /// What A runs and what P's web server answers: the same flow.
 pub const FLOW: &str =
     r#"{"module": "play", "data": {"id": "bench-1s"}, "children": {"_": {"module": "hangup"}}}"#;
+
+/// The reasons of `pivotd_sip_overload_503_total` (README, "Health and metrics").
+const OVERLOAD_REASONS: [&str; 7] = [
+    "queue_full",
+    "max_calls",
+    "call_rate",
+    "source_calls",
+    "source_call_rate",
+    "source_table_full",
+    "media_ports",
+];
+
+/// The counts of `after` minus those of `before`, the non-zero ones.
+pub fn delta(
+    before: &BTreeMap<String, u64>,
+    after: &BTreeMap<String, u64>,
+) -> BTreeMap<String, u64> {
+    after
+        .iter()
+        .map(|(k, v)| {
+            (
+                k.clone(),
+                v.saturating_sub(before.get(k).copied().unwrap_or(0)),
+            )
+        })
+        .filter(|(_, v)| *v > 0)
+        .collect()
+}
 
 /// Writes `bench-1s.wav` into `dir`: 1 s of a 440 Hz tone, 8 kHz mono 16-bit PCM (the
 /// format pivotd uses as it is).
@@ -110,10 +139,22 @@ flow = {{ module = "pivot", data = {{ voice_url = "http://{web}/ivr" }} }}
         flood_common::metric(self.api, "pivotd_calls_active").map(|v| v as u64)
     }
 
-    /// 503s pivotd sent for overload (`pivotd_sip_overload_503_total`, all reasons).
-    pub fn overload_503s(&self) -> Option<u64> {
-        flood_common::metric_labelled(self.api, "pivotd_sip_overload_503_total", &[])
-            .map(|v| v as u64)
+    /// 503s pivotd sent for overload (`pivotd_sip_overload_503_total`), by reason, the
+    /// non-zero ones; None when /metrics did not answer.
+    pub fn overload_503s(&self) -> Option<BTreeMap<String, u64>> {
+        let mut by_reason = BTreeMap::new();
+        for reason in OVERLOAD_REASONS {
+            let label = format!("reason=\"{reason}\"");
+            let n = flood_common::metric_labelled(
+                self.api,
+                "pivotd_sip_overload_503_total",
+                &[label.as_str()],
+            )? as u64;
+            if n > 0 {
+                by_reason.insert(reason.to_string(), n);
+            }
+        }
+        Some(by_reason)
     }
 
     /// Waits (at most `limit`) until pivotd holds no call.

@@ -1,6 +1,7 @@
 //! The harness's figures: per step (one SIPp caller at one rate), the overload run, the table
 //! on stdout and the JSON file. Column meanings are in bench/README.md ("bench/run").
 
+use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::time::Duration;
 
@@ -181,8 +182,9 @@ pub struct ServerFigures {
     pub live_calls_peak: Option<u64>,
     /// (RSS − idle RSS) / live calls at the sample with the most live calls.
     pub rss_per_live_call_kb: Option<f64>,
-    /// 503s pivotd counted as sent for overload (`pivotd_sip_overload_503_total`) in the step.
-    pub overload_503: Option<u64>,
+    /// 503s pivotd counted as sent for overload (`pivotd_sip_overload_503_total`) in the
+    /// step, by its reason.
+    pub overload_503: Option<BTreeMap<String, u64>>,
 }
 
 impl ServerFigures {
@@ -523,7 +525,14 @@ pub fn print_table(run: &Run) {
              completed {}; p99 of answered {} ms; first 503 {} after the overload began",
             o.answered,
             o.refused_503,
-            opt(o.server.overload_503),
+            o.server.overload_503.as_ref().map_or("-".to_string(), |m| {
+                let all: Vec<String> = m.iter().map(|(k, v)| format!("{k}: {v}")).collect();
+                if all.is_empty() {
+                    "0".to_string()
+                } else {
+                    all.join(", ")
+                }
+            }),
             o.failed,
             o.answered_not_completed,
             opt(o.answered_p99_ms),
