@@ -1,0 +1,515 @@
+//! `bench/run`'s orchestrator: SIPp against pivotd at stepped call rates, one SIPp caller per
+//! step, with pivotd's CPU and memory read from /proc. Scenarios (bench/README.md, "bench/run"):
+//!
+//! - S: SIPp caller -> SIPp stand-in (answers, 1 s, BYE): the load generator's own ceiling;
+//! - A: pivotd answers, plays a 1 s 8 kHz WAV, hangs up (a static callflow);
+//! - P: the same, but a pivot node asks a local web server, which answers that flow;
+//! - O: twice the highest clean rate of A for a while, then half of that;
+//! - B: not in this harness (another bench).
+//!
+//! cargo bench --bench load -- [--scenarios S,A,P,O] [--rates 250,500,...] [--step-seconds N]
+//!     [--json FILE] [--transport u1|un] [--overload-rate N] [--overload-seconds N]
+//!     [--media-ports MIN-MAX] [--base-port N] [--pivotd-max-cps N]
+
+#[allow(dead_code)]
+#[path = "../flood_common.rs"]
+mod flood_common;
+mod pivotd;
+mod procfs;
+mod report;
+mod sipp;
+mod web;
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use pivotd::{Pivotd, Setup};
+use report::{Overload, Run, ServerFigures, Step};
+use sipp::{Caller, Transport};
+
+/// Bad command-line arguments.
+#[derive(Debug, thiserror::Error)]
+enum ArgError {
+    #[error("{0} needs a value")]
+    Missing(String),
+    #[error("{flag}: {value:?} is not valid")]
+    Invalid { flag: String, value: String },
+    #[error("unknown argument {0:?}")]
+    Unknown(String),
+}
+
+struct Opts {
+    scenarios: Vec<char>,
+    rates: Vec<u32>,
+    step_seconds: u32,
+    json: PathBuf,
+    transport: Transport,
+    overload_rate: Option<u32>,
+    overload_seconds: u32,
+    media_ports: (u16, u16),
+    base_port: u16,
+    pivotd_max_cps: u32,
+}
+
+const USAGE: &str = "\
+usage: bench/run [--scenarios S,A,P,O] [--rates 250,500,1000,2000,3200,4000,6400]
+                 [--step-seconds 20] [--json target/bench-load.json] [--transport u1|un]
+                 [--overload-rate N] [--overload-seconds 20] [--media-ports 40000-59999]
+                 [--base-port 16000] [--pivotd-max-cps 1000000]";
+
+fn parse_args(args: &[String]) -> Result<Opts, ArgError> {
+    let mut o = Opts {
+        scenarios: vec!['S', 'A', 'P', 'O'],
+        rates: vec![250, 500, 1000, 2000, 3200, 4000, 6400],
+        step_seconds: 20,
+        json: PathBuf::from(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/target/bench-load.json"
+        )),
+        transport: Transport::U1,
+        overload_rate: None,
+        overload_seconds: 20,
+        media_ports: (40000, 59999),
+        base_port: 16000,
+        pivotd_max_cps: 1_000_000,
+    };
+    let mut it = args.iter();
+    while let Some(flag) = it.next() {
+        if flag == "--bench" {
+            continue;
+        }
+        let mut value = || it.next().cloned().ok_or(ArgError::Missing(flag.clone()));
+        let invalid = |value: &str| ArgError::Invalid {
+            flag: flag.clone(),
+            value: value.to_string(),
+        };
+        match flag.as_str() {
+            "--scenarios" => {
+                let v = value()?;
+                o.scenarios = v
+                    .split(',')
+                    .map(|s| match s.trim() {
+                        "S" | "A" | "P" | "O" | "B" => Ok(s.trim().chars().next().unwrap_or('?')),
+                        _ => Err(invalid(&v)),
+                    })
+                    .collect::<Result<_, _>>()?;
+            }
+            "--rates" => {
+                let v = value()?;
+                o.rates = v
+                    .split(',')
+                    .map(|r| r.trim().parse().ok().filter(|&r: &u32| r > 0))
+                    .collect::<Option<_>>()
+                    .ok_or_else(|| invalid(&v))?;
+            }
+            "--step-seconds" | "--overload-seconds" | "--overload-rate" | "--pivotd-max-cps" => {
+                let v = value()?;
+                let n = positive(&v).ok_or_else(|| invalid(&v))?;
+                match flag.as_str() {
+                    "--step-seconds" => o.step_seconds = n,
+                    "--overload-seconds" => o.overload_seconds = n,
+                    "--overload-rate" => o.overload_rate = Some(n),
+                    _ => o.pivotd_max_cps = n,
+                }
+            }
+            "--json" => o.json = PathBuf::from(value()?),
+            "--transport" => {
+                let v = value()?;
+                o.transport = match v.as_str() {
+                    "u1" => Transport::U1,
+                    "un" => Transport::Un,
+                    _ => return Err(invalid(&v)),
+                };
+            }
+            "--media-ports" => {
+                let v = value()?;
+                o.media_ports = v
+                    .split_once('-')
+                    .and_then(|(a, b)| Some((a.parse().ok()?, b.parse().ok()?)))
+                    .filter(|(a, b): &(u16, u16)| a < b)
+                    .ok_or_else(|| invalid(&v))?;
+            }
+            "--base-port" => {
+                let v = value()?;
+                o.base_port = v
+                    .parse()
+                    .ok()
+                    .filter(|p: &u16| (1024..=65000).contains(p))
+                    .ok_or_else(|| invalid(&v))?;
+            }
+            _ => return Err(ArgError::Unknown(flag.clone())),
+        }
+    }
+    Ok(o)
+}
+
+fn positive(v: &str) -> Option<u32> {
+    v.parse().ok().filter(|&n| n > 0)
+}
+
+fn main() {
+    // `cargo bench` passes --bench; `cargo test --all-targets` runs this binary without it,
+    // and a measurement is not a test.
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    if !args.iter().any(|a| a == "--bench") {
+        println!("load: a benchmark; run it with bench/run (cargo bench --bench load -- ARGS)");
+        println!("{USAGE}");
+        return;
+    }
+    let opts = match parse_args(&args) {
+        Ok(o) => o,
+        Err(e) => {
+            eprintln!("load: {e}\n{USAGE}");
+            std::process::exit(2);
+        }
+    };
+    let which = std::process::Command::new("sipp").arg("-v").output();
+    if which.is_err() {
+        eprintln!("load: sipp is missing (apt-get install sip-tester)");
+        std::process::exit(1);
+    }
+    let work = PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/target/bench-load"));
+    let _ = std::fs::remove_dir_all(&work);
+    std::fs::create_dir_all(&work).expect("work directory");
+    pivotd::write_prompt(&work);
+    let web = web::PivotWeb::start(pivotd::FLOW);
+
+    let mut run = Run::new(&opts.rates, opts.step_seconds, opts.transport);
+    eprintln!(
+        "load: {} at {:?} calls/s, {} s per step, -t {}; files in {}",
+        opts.scenarios.iter().collect::<String>(),
+        opts.rates,
+        opts.step_seconds,
+        opts.transport.flag(),
+        work.display()
+    );
+    // S first (the generator's ceiling the others are compared with), O last (it needs A).
+    for scen in ['S', 'A', 'P', 'O', 'B'] {
+        if !opts.scenarios.contains(&scen) {
+            continue;
+        }
+        match scen {
+            'S' => {
+                for &rate in &opts.rates {
+                    let step = standin_step(&opts, &work, rate);
+                    report::print_step(&step, None);
+                    run.steps.push(step);
+                }
+            }
+            'A' | 'P' => {
+                let number = if scen == 'A' {
+                    pivotd::NUMBER_STATIC
+                } else {
+                    pivotd::NUMBER_PIVOT
+                };
+                let server = start_pivotd(&opts, &work, &web, scen);
+                let idle = procfs::rss_kb(server.pid()).unwrap_or(0);
+                warm_up(&opts, &work, &server, number);
+                web.take();
+                for &rate in &opts.rates {
+                    let mut step = pivotd_step(&opts, &work, &server, scen, number, rate, idle);
+                    if scen == 'P' {
+                        step.pivot = Some(report::pivot_figures(web.take()));
+                    }
+                    report::print_step(&step, run.standin(rate));
+                    run.steps.push(step);
+                }
+                run.rss.push(report::Rss {
+                    scenario: scen.to_string(),
+                    idle_kb: idle,
+                    after_kb: procfs::rss_kb(server.pid()).unwrap_or(0),
+                });
+            }
+            'O' => {
+                let rate = opts
+                    .overload_rate
+                    .or_else(|| run.highest_clean("A").map(|r| r * 2));
+                match rate {
+                    Some(rate) => {
+                        let o = overload(&opts, &work, &web, rate);
+                        report::print_overload(&o);
+                        run.overload = Some(o);
+                    }
+                    None => {
+                        let msg = "O: no rate: A found no clean rate in this run and no \
+                                   --overload-rate was given";
+                        eprintln!("{msg}");
+                        run.notes.push(msg.to_string());
+                    }
+                }
+            }
+            _ => {
+                let msg = "B: not in this harness yet (long playing calls with a lateness \
+                           receiver are a separate bench)";
+                println!("{msg}");
+                run.notes.push(msg.to_string());
+            }
+        }
+    }
+    if std::env::var_os("PEER_ASTERISK").is_some() {
+        let msg = "PEER_ASTERISK: scenario A against Asterisk is not in this harness yet";
+        println!("{msg}");
+        run.notes.push(msg.to_string());
+    }
+    run.finish();
+    report::print_table(&run);
+    let json = serde_json::to_string_pretty(&run).expect("JSON");
+    if let Some(parent) = opts.json.parent() {
+        let _ = std::fs::create_dir_all(parent);
+    }
+    std::fs::write(&opts.json, json).expect("write the JSON report");
+    println!("JSON: {}", opts.json.display());
+}
+
+fn start_pivotd(opts: &Opts, work: &Path, _web: &web::PivotWeb, scen: char) -> Pivotd {
+    let dir = work.join(format!("pivotd-{scen}"));
+    std::fs::create_dir_all(&dir).expect("pivotd directory");
+    std::fs::copy(work.join("bench-1s.wav"), dir.join("bench-1s.wav")).expect("prompt");
+    let server = Pivotd::start(&Setup {
+        dir: &dir,
+        web: _web.addr,
+        media_ports: opts.media_ports,
+        max_calls_per_second: opts.pivotd_max_cps,
+    });
+    // Let it settle before its idle RSS is read.
+    std::thread::sleep(Duration::from_millis(500));
+    server
+}
+
+/// A few calls before the measured steps (the prompt's first load, the pivot connection).
+fn warm_up(opts: &Opts, work: &Path, server: &Pivotd, number: &str) {
+    let caller = Caller {
+        dir: &work.join(format!("warmup-{number}")),
+        target: server.sip,
+        number,
+        rate: 20,
+        calls: 20,
+        port: opts.base_port,
+        media_port: opts.base_port + 10,
+        transport: opts.transport,
+    };
+    let p = caller.spawn();
+    p.wait(Instant::now() + Duration::from_secs(30));
+    server.drain(Duration::from_secs(10));
+}
+
+/// Samples a server's RSS (and pivotd's live calls) every 200 ms until stopped.
+struct Sampler {
+    stop: Arc<AtomicBool>,
+    handle: std::thread::JoinHandle<Vec<(u64, Option<u64>)>>,
+}
+
+impl Sampler {
+    fn start(pid: u32, api: Option<std::net::SocketAddr>) -> Sampler {
+        let stop = Arc::new(AtomicBool::new(false));
+        let flag = stop.clone();
+        let handle = std::thread::spawn(move || {
+            let mut samples = Vec::new();
+            while !flag.load(Ordering::Relaxed) {
+                let live = api
+                    .and_then(|a| flood_common::metric(a, "pivotd_calls_active"))
+                    .map(|v| v as u64);
+                samples.push((procfs::rss_kb(pid).unwrap_or(0), live));
+                std::thread::sleep(Duration::from_millis(200));
+            }
+            samples
+        });
+        Sampler { stop, handle }
+    }
+
+    fn stop(self) -> Vec<(u64, Option<u64>)> {
+        self.stop.store(true, Ordering::Relaxed);
+        self.handle.join().unwrap_or_default()
+    }
+}
+
+fn deadline(seconds: u32) -> Instant {
+    // The calls' own time (1 s), SIPp's 10 s receive timeout, and room for a slow machine.
+    Instant::now() + Duration::from_secs(u64::from(seconds) + 40)
+}
+
+fn pivotd_step(
+    opts: &Opts,
+    work: &Path,
+    server: &Pivotd,
+    scen: char,
+    number: &str,
+    rate: u32,
+    idle_kb: u64,
+) -> Step {
+    let dir = work.join(format!("{scen}-{rate}"));
+    let caller = Caller {
+        dir: &dir,
+        target: server.sip,
+        number,
+        rate,
+        calls: u64::from(rate) * u64::from(opts.step_seconds),
+        port: opts.base_port,
+        media_port: opts.base_port + 10,
+        transport: opts.transport,
+    };
+    let load = procfs::loadavg();
+    let cpu0 = procfs::cpu_ticks(server.pid()).unwrap_or(0);
+    let refused0 = server.overload_503s();
+    let sampler = Sampler::start(server.pid(), Some(server.api));
+    let p = caller.spawn();
+    let ended = p.wait(deadline(opts.step_seconds));
+    let cpu1 = procfs::cpu_ticks(server.pid()).unwrap_or(0);
+    let samples = sampler.stop();
+    server.drain(Duration::from_secs(15));
+    let after_kb = procfs::rss_kb(server.pid()).unwrap_or(0);
+    let refused1 = server.overload_503s();
+    let stats = sipp::caller_stats(&dir);
+    let mut figures = ServerFigures::new(
+        "pivotd",
+        procfs::ticks_to_duration(cpu1.saturating_sub(cpu0)),
+        ended.wall,
+        stats.answered,
+        &samples,
+        idle_kb,
+        after_kb,
+    );
+    figures.overload_503 = refused0.zip(refused1).map(|(a, b)| pivotd::delta(&a, &b));
+    std::thread::sleep(Duration::from_secs(1));
+    Step::new(
+        scen.to_string(),
+        rate,
+        opts.step_seconds,
+        opts.transport,
+        stats,
+        Some(figures),
+        &ended,
+        load,
+    )
+}
+
+fn standin_step(opts: &Opts, work: &Path, rate: u32) -> Step {
+    let dir = work.join(format!("S-{rate}"));
+    let uas_dir = dir.join("standin");
+    let uas_port = opts.base_port + 20;
+    let uas = sipp::spawn_standin(&uas_dir, uas_port, opts.base_port + 30);
+    std::thread::sleep(Duration::from_millis(500));
+    let caller = Caller {
+        dir: &dir,
+        target: std::net::SocketAddr::from(([127, 0, 0, 1], uas_port)),
+        number: pivotd::NUMBER_STATIC,
+        rate,
+        calls: u64::from(rate) * u64::from(opts.step_seconds),
+        port: opts.base_port,
+        media_port: opts.base_port + 10,
+        transport: opts.transport,
+    };
+    let load = procfs::loadavg();
+    let idle_kb = procfs::rss_kb(uas.pid).unwrap_or(0);
+    let cpu0 = uas.cpu_ticks().unwrap_or(0);
+    let sampler = Sampler::start(uas.pid, None);
+    let p = caller.spawn();
+    let ended = p.wait(deadline(opts.step_seconds));
+    // The stand-in's last BYEs were answered before the caller could end.
+    let cpu1 = uas.cpu_ticks().unwrap_or(cpu0);
+    let samples = sampler.stop();
+    let after_kb = procfs::rss_kb(uas.pid).unwrap_or(0);
+    uas.kill();
+    uas.wait(Instant::now());
+    let stats = sipp::caller_stats(&dir);
+    let figures = ServerFigures::new(
+        "sipp stand-in",
+        procfs::ticks_to_duration(cpu1.saturating_sub(cpu0)),
+        ended.wall,
+        stats.answered,
+        &samples,
+        idle_kb,
+        after_kb,
+    );
+    std::thread::sleep(Duration::from_secs(1));
+    Step::new(
+        "S".to_string(),
+        rate,
+        opts.step_seconds,
+        opts.transport,
+        stats,
+        Some(figures),
+        &ended,
+        load,
+    )
+}
+
+/// O: `rate` for the overload period, then `rate / 2` for as long, from a second SIPp started
+/// when the first stops creating calls (its calls still in progress), against a fresh pivotd.
+fn overload(opts: &Opts, work: &Path, web: &web::PivotWeb, rate: u32) -> Overload {
+    let server = start_pivotd(opts, work, web, 'O');
+    let idle_kb = procfs::rss_kb(server.pid()).unwrap_or(0);
+    warm_up(opts, work, &server, pivotd::NUMBER_STATIC);
+    let secs = opts.overload_seconds;
+    let half = (rate / 2).max(1);
+    let callers = [
+        (work.join(format!("O-{rate}")), rate, opts.base_port),
+        (
+            work.join(format!("O-{half}-after")),
+            half,
+            opts.base_port + 40,
+        ),
+    ];
+    let load = procfs::loadavg();
+    let cpu0 = procfs::cpu_ticks(server.pid()).unwrap_or(0);
+    let refused0 = server.overload_503s();
+    let sampler = Sampler::start(server.pid(), Some(server.api));
+    let started = Instant::now();
+    let mut procs = Vec::new();
+    for (i, (dir, r, port)) in callers.iter().enumerate() {
+        if i == 1 {
+            let at = started + Duration::from_secs(u64::from(secs));
+            std::thread::sleep(at.saturating_duration_since(Instant::now()));
+        }
+        let caller = Caller {
+            dir,
+            target: server.sip,
+            number: pivotd::NUMBER_STATIC,
+            rate: *r,
+            calls: u64::from(*r) * u64::from(secs),
+            port: *port,
+            media_port: port + 10,
+            transport: opts.transport,
+        };
+        procs.push(caller.spawn());
+    }
+    let ended: Vec<sipp::Ended> = procs.iter().map(|p| p.wait(deadline(2 * secs))).collect();
+    let cpu1 = procfs::cpu_ticks(server.pid()).unwrap_or(0);
+    let samples = sampler.stop();
+    server.drain(Duration::from_secs(15));
+    let after_kb = procfs::rss_kb(server.pid()).unwrap_or(0);
+    let refused1 = server.overload_503s();
+    let wall = started.elapsed();
+    let phases: Vec<Step> = callers
+        .iter()
+        .zip(&ended)
+        .map(|((dir, r, _), e)| {
+            let name = if *r == rate { "O overload" } else { "O after" };
+            let stats = sipp::caller_stats(dir);
+            Step::new(
+                name.to_string(),
+                *r,
+                secs,
+                opts.transport,
+                stats,
+                None,
+                e,
+                load.clone(),
+            )
+        })
+        .collect();
+    let answered = phases.iter().map(|p| p.caller.answered).sum();
+    let mut figures = ServerFigures::new(
+        "pivotd",
+        procfs::ticks_to_duration(cpu1.saturating_sub(cpu0)),
+        wall,
+        answered,
+        &samples,
+        idle_kb,
+        after_kb,
+    );
+    figures.overload_503 = refused0.zip(refused1).map(|(a, b)| pivotd::delta(&a, &b));
+    Overload::new(rate, secs, phases, figures)
+}

@@ -1,0 +1,549 @@
+//! The harness's figures: per step (one SIPp caller at one rate), the overload run, the table
+//! on stdout and the JSON file. Column meanings are in bench/README.md ("bench/run").
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::time::Duration;
+
+use serde::Serialize;
+
+use crate::procfs;
+use crate::sipp::{self, CallerStats, Ended, Transport};
+use crate::web::WebSample;
+
+#[derive(Serialize)]
+pub struct Run {
+    pub started_utc: String,
+    pub finished_utc: String,
+    pub commit: String,
+    pub loadavg_start: String,
+    pub loadavg_end: String,
+    pub cpus: usize,
+    pub rates: Vec<u32>,
+    pub step_seconds: u32,
+    pub transport: Transport,
+    pub steps: Vec<Step>,
+    pub overload: Option<Overload>,
+    /// pivotd's RSS after start (before any call) and after its scenario's last step.
+    pub rss: Vec<Rss>,
+    pub notes: Vec<String>,
+}
+
+#[derive(Serialize)]
+pub struct Rss {
+    pub scenario: String,
+    pub idle_kb: u64,
+    pub after_kb: u64,
+}
+
+impl Run {
+    pub fn new(rates: &[u32], step_seconds: u32, transport: Transport) -> Run {
+        Run {
+            started_utc: utc_now(),
+            finished_utc: String::new(),
+            commit: commit(),
+            loadavg_start: procfs::loadavg(),
+            loadavg_end: String::new(),
+            cpus: std::thread::available_parallelism().map_or(0, |n| n.get()),
+            rates: rates.to_vec(),
+            step_seconds,
+            transport,
+            steps: Vec::new(),
+            overload: None,
+            rss: Vec::new(),
+            notes: Vec::new(),
+        }
+    }
+
+    pub fn finish(&mut self) {
+        self.finished_utc = utc_now();
+        self.loadavg_end = procfs::loadavg();
+    }
+
+    /// Scenario S's step at `rate`, if it ran.
+    pub fn standin(&self, rate: u32) -> Option<&Step> {
+        self.steps
+            .iter()
+            .find(|s| s.scenario == "S" && s.rate == rate)
+    }
+
+    /// The highest rate at which `scenario` was clean (see `Step::clean`).
+    pub fn highest_clean(&self, scenario: &str) -> Option<u32> {
+        self.steps
+            .iter()
+            .filter(|s| s.scenario == scenario && s.clean)
+            .map(|s| s.rate)
+            .max()
+    }
+}
+
+/// One SIPp caller at one rate.
+#[derive(Serialize)]
+pub struct Step {
+    pub scenario: String,
+    /// Offered calls per second (SIPp's -r).
+    pub rate: u32,
+    pub seconds: u32,
+    pub transport: Transport,
+    /// Calls offered: rate × seconds (SIPp's -m).
+    pub offered_calls: u64,
+    pub caller: CallerStats,
+    /// Calls SIPp created per second while it created them (below `rate`: SIPp fell behind).
+    pub generated_cps: f64,
+    /// Completed calls (BYE received and answered) per second of that same period.
+    pub achieved_cps: f64,
+    pub invite_200_p50_ms: Option<u32>,
+    pub invite_200_p99_ms: Option<u32>,
+    pub invite_200_max_ms: Option<u32>,
+    /// Ms after the caller started of its first 503.
+    pub first_503_ms: Option<u64>,
+    /// Every offered call created, answered and completed, none failed or refused.
+    pub clean: bool,
+    pub server: Option<ServerFigures>,
+    /// The caller SIPp's own CPU (wait4's rusage) over its run.
+    pub sipp_cpu_percent: f64,
+    pub sipp_exit_code: Option<i32>,
+    pub wall_seconds: f64,
+    pub pivot: Option<PivotFigures>,
+    pub loadavg: String,
+}
+
+impl Step {
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(
+        scenario: String,
+        rate: u32,
+        seconds: u32,
+        transport: Transport,
+        mut caller: CallerStats,
+        server: Option<ServerFigures>,
+        ended: &Ended,
+        loadavg: String,
+    ) -> Step {
+        let offered_calls = u64::from(rate) * u64::from(seconds);
+        let per_s = |n: u64| {
+            if caller.creation_seconds > 0.0 {
+                n as f64 / caller.creation_seconds
+            } else {
+                0.0
+            }
+        };
+        let generated_cps = per_s(caller.created);
+        let achieved_cps = per_s(caller.completed);
+        let mut rtt = std::mem::take(&mut caller.rtt_ms);
+        let invite_200_p50_ms = sipp::quantile(&mut rtt, 0.5);
+        let invite_200_p99_ms = sipp::quantile(&mut rtt, 0.99);
+        let invite_200_max_ms = rtt.last().copied();
+        let first_503_ms = caller.refused_at_ms.iter().min().copied();
+        let clean = caller.created == offered_calls
+            && caller.completed == offered_calls
+            && caller.failed == 0
+            && caller.refused_503 == 0;
+        let wall = ended.wall.as_secs_f64();
+        Step {
+            scenario,
+            rate,
+            seconds,
+            transport,
+            offered_calls,
+            generated_cps,
+            achieved_cps,
+            invite_200_p50_ms,
+            invite_200_p99_ms,
+            invite_200_max_ms,
+            first_503_ms,
+            clean,
+            server,
+            sipp_cpu_percent: percent(ended.cpu, ended.wall),
+            sipp_exit_code: ended.code,
+            wall_seconds: wall,
+            pivot: None,
+            loadavg,
+            caller,
+        }
+    }
+}
+
+/// The server's side of a step: pivotd, or scenario S's SIPp stand-in.
+#[derive(Serialize)]
+pub struct ServerFigures {
+    pub name: String,
+    pub cpu_ms: f64,
+    /// CPU time over the caller's wall time (100 = one core).
+    pub cpu_percent: f64,
+    /// CPU time per call answered.
+    pub cpu_ms_per_call: Option<f64>,
+    /// RSS before its first call (pivotd: its start; the stand-in: this step's start).
+    pub rss_idle_kb: u64,
+    pub rss_peak_kb: u64,
+    /// RSS once the step's calls ended.
+    pub rss_after_kb: u64,
+    /// pivotd's `pivotd_calls_active`, highest sample (every 200 ms).
+    pub live_calls_peak: Option<u64>,
+    /// (RSS − idle RSS) / live calls at the sample with the most live calls.
+    pub rss_per_live_call_kb: Option<f64>,
+    /// 503s pivotd counted as sent for overload (`pivotd_sip_overload_503_total`) in the
+    /// step, by its reason.
+    pub overload_503: Option<BTreeMap<String, u64>>,
+}
+
+impl ServerFigures {
+    pub fn new(
+        name: &str,
+        cpu: Duration,
+        wall: Duration,
+        calls: u64,
+        samples: &[(u64, Option<u64>)],
+        idle_kb: u64,
+        after_kb: u64,
+    ) -> ServerFigures {
+        let cpu_ms = cpu.as_secs_f64() * 1000.0;
+        let peak_live = samples
+            .iter()
+            .filter_map(|&(rss, live)| Some((live?, rss)))
+            .max_by_key(|&(live, _)| live);
+        ServerFigures {
+            name: name.to_string(),
+            cpu_ms,
+            cpu_percent: percent(cpu, wall),
+            cpu_ms_per_call: (calls > 0).then(|| cpu_ms / calls as f64),
+            rss_idle_kb: idle_kb,
+            rss_peak_kb: samples.iter().map(|s| s.0).max().unwrap_or(0),
+            rss_after_kb: after_kb,
+            live_calls_peak: peak_live.map(|p| p.0),
+            rss_per_live_call_kb: peak_live
+                .filter(|p| p.0 > 0)
+                .map(|(live, rss)| rss.saturating_sub(idle_kb) as f64 / live as f64),
+            overload_503: None,
+        }
+    }
+}
+
+/// Scenario P's web server: requests it answered, and its own handling time.
+#[derive(Serialize)]
+pub struct PivotFigures {
+    pub requests: u64,
+    pub service_p50_us: Option<f64>,
+    pub service_p99_us: Option<f64>,
+}
+
+pub fn pivot_figures(mut s: WebSample) -> PivotFigures {
+    s.service_ns.sort_unstable();
+    let q = |q: f64| -> Option<f64> {
+        let n = s.service_ns.len();
+        (n > 0).then(|| s.service_ns[((n as f64 - 1.0) * q).round() as usize] as f64 / 1000.0)
+    };
+    PivotFigures {
+        requests: s.requests,
+        service_p50_us: q(0.5),
+        service_p99_us: q(0.99),
+    }
+}
+
+/// Scenario O: `rate` for `seconds`, then half of it for as long.
+#[derive(Serialize)]
+pub struct Overload {
+    pub rate: u32,
+    pub seconds: u32,
+    /// The overload phase, then the one after.
+    pub phases: Vec<Step>,
+    /// pivotd over both phases (CPU per call: per call answered in either).
+    pub server: ServerFigures,
+    pub answered: u64,
+    pub refused_503: u64,
+    pub failed: u64,
+    /// Answered calls that did not complete (no BYE from pivotd received and answered).
+    pub answered_not_completed: u64,
+    /// INVITE -> 200 p99 of the answered calls of both phases.
+    pub answered_p99_ms: Option<u32>,
+    /// Ms after the overload began of the first 503.
+    pub first_503_ms: Option<u64>,
+}
+
+impl Overload {
+    pub fn new(rate: u32, seconds: u32, phases: Vec<Step>, server: ServerFigures) -> Overload {
+        let sum = |f: fn(&CallerStats) -> u64| phases.iter().map(|p| f(&p.caller)).sum::<u64>();
+        let answered = sum(|c| c.answered);
+        let completed = sum(|c| c.completed);
+        Overload {
+            rate,
+            seconds,
+            answered,
+            refused_503: sum(|c| c.refused_503),
+            failed: sum(|c| c.failed),
+            answered_not_completed: answered.saturating_sub(completed),
+            answered_p99_ms: phases.iter().filter_map(|p| p.invite_200_p99_ms).max(),
+            // The second phase starts `seconds` later; its 503s count from the overload's start.
+            first_503_ms: phases
+                .iter()
+                .enumerate()
+                .filter_map(|(i, p)| Some(p.first_503_ms? + i as u64 * u64::from(seconds) * 1000))
+                .min(),
+            phases,
+            server,
+        }
+    }
+}
+
+fn percent(cpu: Duration, wall: Duration) -> f64 {
+    if wall.is_zero() {
+        0.0
+    } else {
+        cpu.as_secs_f64() / wall.as_secs_f64() * 100.0
+    }
+}
+
+fn utc_now() -> String {
+    std::process::Command::new("date")
+        .args(["-u", "+%Y-%m-%dT%H:%M:%SZ"])
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+        .unwrap_or_default()
+}
+
+fn commit() -> String {
+    std::process::Command::new("git")
+        .args([
+            "-C",
+            env!("CARGO_MANIFEST_DIR"),
+            "rev-parse",
+            "--short",
+            "HEAD",
+        ])
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+        .unwrap_or_default()
+}
+
+fn opt<T: std::fmt::Display>(v: Option<T>) -> String {
+    v.map_or("-".to_string(), |v| v.to_string())
+}
+
+fn ratio(a: Option<f64>, b: Option<f64>) -> String {
+    match (a, b) {
+        (Some(a), Some(b)) if b > 0.0 => format!("{:.2}", a / b),
+        _ => "-".to_string(),
+    }
+}
+
+/// SIPp's failure reasons, short: `TimeoutOnRecv:3 MaxUDPRetrans:1`.
+fn reasons(c: &CallerStats) -> String {
+    if c.failed_by_reason.is_empty() {
+        return "-".to_string();
+    }
+    c.failed_by_reason
+        .iter()
+        .map(|(k, v)| format!("{k}:{v}"))
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+/// A progress line on stderr as each step ends.
+pub fn print_step(s: &Step, standin: Option<&Step>) {
+    if let Some(e) = &s.caller.sipp_error {
+        eprintln!("{} {}/s: SIPp created no call: {e}", s.scenario, s.rate);
+    }
+    let srv = s.server.as_ref();
+    eprintln!(
+        "{} {}/s: {} created, {} answered, {} completed, {} 503, {} failed; INVITE->200 \
+         p50/p99 {}/{} ms; {} CPU {:.0} % {} ms/call{}",
+        s.scenario,
+        s.rate,
+        s.caller.created,
+        s.caller.answered,
+        s.caller.completed,
+        s.caller.refused_503,
+        s.caller.failed,
+        opt(s.invite_200_p50_ms),
+        opt(s.invite_200_p99_ms),
+        srv.map_or("-", |f| f.name.as_str()),
+        srv.map_or(0.0, |f| f.cpu_percent),
+        opt(srv
+            .and_then(|f| f.cpu_ms_per_call)
+            .map(|v| format!("{v:.3}"))),
+        standin.map_or(String::new(), |st| format!(
+            " (S: {:.0} calls/s)",
+            st.achieved_cps
+        )),
+    );
+}
+
+pub fn print_overload(o: &Overload) {
+    eprintln!(
+        "O {}/s for {} s then {}/s: {} answered, {} refused 503, {} failed, {} answered not \
+         completed; p99 {} ms; first 503 at {} ms",
+        o.rate,
+        o.seconds,
+        o.rate / 2,
+        o.answered,
+        o.refused_503,
+        o.failed,
+        o.answered_not_completed,
+        opt(o.answered_p99_ms),
+        opt(o.first_503_ms)
+    );
+}
+
+/// The whole run as a table on stdout.
+pub fn print_table(run: &Run) {
+    let mut t = String::new();
+    let _ = writeln!(
+        t,
+        "bench/run {} -> {} UTC, commit {}, {} CPUs, load {} -> {}, {} s per step, -t {}",
+        run.started_utc,
+        run.finished_utc,
+        run.commit,
+        run.cpus,
+        run.loadavg_start,
+        run.loadavg_end,
+        run.step_seconds,
+        run.transport.flag()
+    );
+    if !run.steps.is_empty() {
+        let _ = writeln!(
+        t,
+        "{:<4} {:>5} {:>6} {:>7} {:>7} {:>6} {:>5} {:>6} {:>9} {:>6} {:>7} {:>6} {:>6} {:>6} {:>6} {:>6} | {:>6} {:>6} {:>7}  failed by reason",
+        "scen", "rate", "calls", "gen/s", "ok/s", "done", "503", "failed", "p50/p99", "CPU%",
+        "ms/call", "RSS MB", "live", "KB/cl", "sipp%", "exit", "xS ok/s", "xS p99", "xS ms/c"
+    );
+    }
+    for s in &run.steps {
+        let srv = s.server.as_ref();
+        let st = if s.scenario == "S" {
+            None
+        } else {
+            run.standin(s.rate)
+        };
+        let st_srv = st.and_then(|st| st.server.as_ref());
+        let _ = writeln!(
+            t,
+            "{:<4} {:>5} {:>6} {:>7.0} {:>7.0} {:>6} {:>5} {:>6} {:>9} {:>6.0} {:>7} {:>6.1} {:>6} {:>6} {:>6.0} {:>6} | {:>6} {:>6} {:>7}  {}",
+            s.scenario,
+            s.rate,
+            s.offered_calls,
+            s.generated_cps,
+            s.achieved_cps,
+            s.caller.completed,
+            s.caller.refused_503,
+            s.caller.failed,
+            format!("{}/{}", opt(s.invite_200_p50_ms), opt(s.invite_200_p99_ms)),
+            srv.map_or(0.0, |f| f.cpu_percent),
+            opt(srv.and_then(|f| f.cpu_ms_per_call).map(|v| format!("{v:.3}"))),
+            srv.map_or(0.0, |f| f.rss_peak_kb as f64 / 1024.0),
+            opt(srv.and_then(|f| f.live_calls_peak)),
+            opt(srv.and_then(|f| f.rss_per_live_call_kb).map(|v| format!("{v:.1}"))),
+            s.sipp_cpu_percent,
+            opt(s.sipp_exit_code),
+            ratio(Some(s.achieved_cps), st.map(|st| st.achieved_cps)),
+            ratio(
+                s.invite_200_p99_ms.map(f64::from),
+                st.and_then(|st| st.invite_200_p99_ms).map(f64::from)
+            ),
+            ratio(
+                srv.and_then(|f| f.cpu_ms_per_call),
+                st_srv.and_then(|f| f.cpu_ms_per_call)
+            ),
+            reasons(&s.caller),
+        );
+        if let Some(p) = &s.pivot {
+            // pivotd has no pivot latency histogram: the round trip shows as P's INVITE->200
+            // minus A's at the same rate (1 ms resolution).
+            let a = run
+                .steps
+                .iter()
+                .find(|a| a.scenario == "A" && a.rate == s.rate);
+            let diff = |f: fn(&Step) -> Option<u32>| -> String {
+                match (f(s), a.and_then(f)) {
+                    (Some(p), Some(a)) => format!("{:+}", i64::from(p) - i64::from(a)),
+                    _ => "-".to_string(),
+                }
+            };
+            let _ = writeln!(
+                t,
+                "     pivot: {} requests; P - A INVITE->200 p50/p99 {}/{} ms; web server \
+                 handling p50/p99 {}/{} µs",
+                p.requests,
+                diff(|x| x.invite_200_p50_ms),
+                diff(|x| x.invite_200_p99_ms),
+                opt(p.service_p50_us.map(|v| format!("{v:.2}"))),
+                opt(p.service_p99_us.map(|v| format!("{v:.2}")))
+            );
+        }
+    }
+    for r in &run.rss {
+        let _ = writeln!(
+            t,
+            "pivotd RSS, scenario {}: idle {:.1} MB, after its last step {:.1} MB",
+            r.scenario,
+            r.idle_kb as f64 / 1024.0,
+            r.after_kb as f64 / 1024.0
+        );
+    }
+    if let Some(o) = &run.overload {
+        let _ = writeln!(
+            t,
+            "O: {}/s for {} s, then {}/s for {} s (pivotd CPU {:.0} %, {} ms/call answered)",
+            o.rate,
+            o.seconds,
+            o.rate / 2,
+            o.seconds,
+            o.server.cpu_percent,
+            opt(o.server.cpu_ms_per_call.map(|v| format!("{v:.3}")))
+        );
+        let _ = writeln!(
+            t,
+            "  {:<11} {:>5} {:>7} {:>8} {:>6} {:>6} {:>9} {:>9} {:>10}  failed by reason",
+            "phase",
+            "rate",
+            "created",
+            "answered",
+            "503",
+            "failed",
+            "completed",
+            "p50/p99",
+            "first 503"
+        );
+        for p in &o.phases {
+            let _ = writeln!(
+                t,
+                "  {:<11} {:>5} {:>7} {:>8} {:>6} {:>6} {:>9} {:>9} {:>10}  {}",
+                p.scenario,
+                p.rate,
+                p.caller.created,
+                p.caller.answered,
+                p.caller.refused_503,
+                p.caller.failed,
+                p.caller.completed,
+                format!("{}/{}", opt(p.invite_200_p50_ms), opt(p.invite_200_p99_ms)),
+                opt(p.first_503_ms.map(|v| format!("{v} ms"))),
+                reasons(&p.caller)
+            );
+        }
+        let _ = writeln!(
+            t,
+            "  answered {}, refused with 503 {} (pivotd counted {}), failed {}, answered but not \
+             completed {}; p99 of answered {} ms; first 503 {} after the overload began",
+            o.answered,
+            o.refused_503,
+            o.server.overload_503.as_ref().map_or("-".to_string(), |m| {
+                let all: Vec<String> = m.iter().map(|(k, v)| format!("{k}: {v}")).collect();
+                if all.is_empty() {
+                    "0".to_string()
+                } else {
+                    all.join(", ")
+                }
+            }),
+            o.failed,
+            o.answered_not_completed,
+            opt(o.answered_p99_ms),
+            opt(o.first_503_ms.map(|v| format!("{v} ms")))
+        );
+        if o.refused_503 == 0 {
+            let _ = writeln!(t, "  pivotd sent no 503 under this overload");
+        }
+    }
+    for n in &run.notes {
+        let _ = writeln!(t, "note: {n}");
+    }
+    print!("{t}");
+}
