@@ -54,7 +54,10 @@ realm = "bench.test"
 
 /// Starts the built pivotd; returns it with its SIP UDP and API addresses from the ready line.
 pub fn start(config: &Path) -> (Child, SocketAddr, SocketAddr) {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_pivotd"))
+    // PIVOTD_BIN: another build (say, main's before a change) for a before/after in one run.
+    let bin = std::env::var_os("PIVOTD_BIN")
+        .unwrap_or_else(|| std::ffi::OsString::from(env!("CARGO_BIN_EXE_pivotd")));
+    let mut child = Command::new(bin)
         .arg("--config")
         .arg(config)
         .env("RUST_LOG", "error")
