@@ -17,7 +17,8 @@ pub const FLOW: &str =
     r#"{"module": "play", "data": {"id": "bench-1s"}, "children": {"_": {"module": "hangup"}}}"#;
 
 /// The reasons of `pivotd_sip_overload_503_total` (README, "Health and metrics").
-const OVERLOAD_REASONS: [&str; 7] = [
+const OVERLOAD_REASONS: [&str; 8] = [
+    "load",
     "queue_full",
     "max_calls",
     "call_rate",
