@@ -15,7 +15,8 @@
 //! the datagram reached the socket, so the receiver thread's own delays do not count; on
 //! loopback that is pivotd's sendto). Packets of a stream's first second are left out.
 //! Sequence gaps (missing numbers), timestamp errors (a step that is not 160 × the sequence
-//! step) and the packets/s received against 50/s per live call are counted too.
+//! step, and the packets' worth of audio such steps skip) and the packets/s received
+//! against 50/s per live call are counted too.
 //!
 //! Per step: live calls (pivotd_calls_active), pivotd's CPU over the hold (/proc/PID/stat)
 //! and per playing call, RSS and its slope per call from the step before; then RSS idle, at
@@ -75,6 +76,8 @@ const PACKETS_PER_S: f64 = 50.0;
 const WARMUP_NS: i64 = 1_000_000_000;
 /// Before a hold starts, after the last call of its ramp was answered.
 const SETTLE: Duration = Duration::from_secs(1);
+/// After the hang-up, once pivotd has no call left, before RSS is read again.
+const AFTER_SETTLE: Duration = Duration::from_secs(5);
 /// The receive buffer of each sink and sampled socket.
 const RX_BUFFER: usize = 4 << 20;
 /// Datagrams read per recvmmsg.
@@ -444,6 +447,9 @@ struct Phase {
     /// stamp, datagrams that are not RTP.
     gaps: u64,
     ts_errors: u64,
+    /// Packets' worth of audio the timestamps jumped over beyond the sequence step (a
+    /// sender that skipped to the present after a stall keeps its sequence consecutive).
+    ts_skipped: u64,
     reordered: u64,
     ssrc_changes: u64,
     unstamped: u64,
@@ -678,6 +684,8 @@ fn packet(s: &mut Stream, p: &mut Phase, d: &[u8], kernel: Option<i64>, read: i6
     let ts_step = i64::from(ts.wrapping_sub(s.ts) as i32);
     if ts_step != TS_PER_PACKET * step {
         p.ts_errors += 1;
+        let skipped = (ts_step - TS_PER_PACKET * step) / TS_PER_PACKET;
+        p.ts_skipped += u64::try_from(skipped).unwrap_or(0);
     }
     s.seq = seq;
     s.ts = ts;
@@ -850,7 +858,7 @@ fn main() {
         std::thread::sleep(Duration::from_millis(200));
         live_after = metric(api, "pivotd_calls_active");
     }
-    std::thread::sleep(Duration::from_secs(2));
+    std::thread::sleep(AFTER_SETTLE);
     let after_rss = status_kb(pid, "VmRSS");
     let drops: u64 = udp_drops(&rx_addrs).iter().flatten().sum();
     let offset_moved_us = (realtime_offset() - offset) as f64 / 1e3;
@@ -916,7 +924,7 @@ fn report(o: &Options, steps: &[Step], rx: &mut [Phase], s: Summary) {
     println!();
     println!("media over each hold (lateness in ms from the kernel's receive stamp; `read` from the receiver thread's clock):");
     println!(
-        "{:>6} {:>6} {:>10} {:>10} {:>6} {:>7} {:>7} {:>7} {:>7} {:>6} {:>6} {:>8} {:>9} {:>9}",
+        "{:>6} {:>6} {:>10} {:>10} {:>6} {:>7} {:>7} {:>7} {:>7} {:>6} {:>6} {:>7} {:>8} {:>9} {:>9}",
         "calls",
         "live",
         "pkts/s",
@@ -928,6 +936,7 @@ fn report(o: &Options, steps: &[Step], rx: &mut [Phase], s: Summary) {
         ">2ms",
         "gaps",
         "ts_err",
+        "skipped",
         "read p99",
         "ramp p99",
         "ramp max"
@@ -942,6 +951,8 @@ fn report(o: &Options, steps: &[Step], rx: &mut [Phase], s: Summary) {
         };
         let h = &mut rx[2 * k + 1];
         let over_2ms = h.late_kernel.iter().filter(|&&l| l > 2_000_000).count();
+        // Early packets mean a stream's first packet (its anchor) was itself late.
+        let early_2ms = h.late_kernel.iter().filter(|&&l| l < -2_000_000).count();
         let measured = h.late_kernel.len();
         let (p50, p99, max) = quantiles(&mut h.late_kernel);
         let (u50, u99, umax) = quantiles(&mut h.late_user);
@@ -950,7 +961,7 @@ fn report(o: &Options, steps: &[Step], rx: &mut [Phase], s: Summary) {
         let live = st.live_gauge.map_or(st.answered as f64, |g| g);
         let expected = st.answered as f64 * PACKETS_PER_S;
         println!(
-            "{:>6} {:>6} {:>10.0} {:>10.0} {:>6.3} {:>7.2} {:>7.2} {:>7.2} {:>7} {:>6} {:>6} {:>8.2} {:>9.2} {:>9.2}",
+            "{:>6} {:>6} {:>10.0} {:>10.0} {:>6.3} {:>7.2} {:>7.2} {:>7.2} {:>7} {:>6} {:>6} {:>7} {:>8.2} {:>9.2} {:>9.2}",
             st.target,
             opt(st.live_gauge),
             received,
@@ -962,6 +973,7 @@ fn report(o: &Options, steps: &[Step], rx: &mut [Phase], s: Summary) {
             over_2ms,
             h.gaps,
             h.ts_errors,
+            h.ts_skipped,
             read99,
             ramp_p99,
             ramp_max
@@ -981,12 +993,13 @@ fn report(o: &Options, steps: &[Step], rx: &mut [Phase], s: Summary) {
             "hold_seconds": st.hold_s,
             "packets_per_second": received,
             "expected_packets_per_second": expected,
-            "lateness_ms": {"p50": p50, "p99": p99, "max": max, "packets": measured, "over_2ms": over_2ms},
+            "lateness_ms": {"p50": p50, "p99": p99, "max": max, "packets": measured, "over_2ms": over_2ms, "early_over_2ms": early_2ms},
             "lateness_read_ms": {"p50": u50, "p99": u99, "max": umax},
             "receiver_read_delay_ms": {"p99": read99, "max": readmax},
             "ramp_lateness_ms": {"p99": ramp_p99, "max": ramp_max},
             "sequence_gaps": h.gaps,
             "timestamp_errors": h.ts_errors,
+            "timestamp_skipped_packets": h.ts_skipped,
             "reordered": h.reordered,
             "ssrc_changes": h.ssrc_changes,
             "unstamped": h.unstamped,
