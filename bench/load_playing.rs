@@ -429,6 +429,8 @@ struct Stream {
     seq: u16,
     ts: u32,
     rel_ts: i64,
+    /// Its slot in the receiver's earliest offsets (a new one after an SSRC change).
+    slot: usize,
 }
 
 /// What the receiver saw in one phase (a ramp, a hold, the hang-up).
@@ -438,6 +440,12 @@ struct Phase {
     /// receiver thread read it.
     late_kernel: Vec<i64>,
     late_user: Vec<i64>,
+    /// The stream slot of each `late_kernel` value, and that lateness measured from the
+    /// stream's earliest packet instead of its first: a first packet that was itself late
+    /// makes the packets after it look early, and a packet cannot leave before its time, so
+    /// the earliest (arrival − due) is the stream's true anchor. Filled at the end.
+    late_slot: Vec<u32>,
+    late_earliest: Vec<i64>,
     /// Receiver thread's delay: read − kernel stamp (ns).
     read_delay: Vec<i64>,
     sampled_packets: u64,
@@ -606,6 +614,8 @@ impl Receiver {
         }
         let mut events = vec![libc::epoll_event { events: 0, u64: 0 }; 256];
         let mut batch = Batch::new();
+        // Per stream slot, the lowest lateness seen from its first packet (0: the first).
+        let mut earliest: Vec<i64> = Vec::new();
         while !stop.load(Ordering::Relaxed) {
             // SAFETY: the kernel writes at most events.len() events into the vector.
             let n = unsafe { libc::epoll_wait(ep, events.as_mut_ptr(), events.len() as i32, 100) };
@@ -630,7 +640,8 @@ impl Receiver {
                     let read = clock_ns(libc::CLOCK_MONOTONIC);
                     for k in 0..got {
                         let stamp = batch.stamp(k).map(|s| s - offset);
-                        packet(&mut streams[i], &mut out[p], batch.datagram(k), stamp, read);
+                        let d = batch.datagram(k);
+                        packet(&mut streams[i], &mut earliest, &mut out[p], d, stamp, read);
                     }
                     if got < BATCH {
                         break;
@@ -640,13 +651,25 @@ impl Receiver {
         }
         // SAFETY: closes the descriptor made above, once.
         unsafe { libc::close(ep) };
+        for p in &mut out {
+            p.late_earliest = (p.late_kernel.iter().zip(&p.late_slot))
+                .map(|(l, &slot)| l - earliest[slot as usize])
+                .collect();
+        }
         out
     }
 }
 
 /// One datagram of a sampled stream: `kernel` its receive stamp, `read` when the receiver
 /// read it (monotonic ns).
-fn packet(s: &mut Stream, p: &mut Phase, d: &[u8], kernel: Option<i64>, read: i64) {
+fn packet(
+    s: &mut Stream,
+    earliest: &mut Vec<i64>,
+    p: &mut Phase,
+    d: &[u8],
+    kernel: Option<i64>,
+    read: i64,
+) {
     if d.len() < 12 || d[0] >> 6 != 2 {
         p.not_rtp += 1;
         return;
@@ -672,7 +695,9 @@ fn packet(s: &mut Stream, p: &mut Phase, d: &[u8], kernel: Option<i64>, read: i6
             seq,
             ts,
             rel_ts: 0,
+            slot: earliest.len(),
         };
+        earliest.push(0);
         return;
     }
     let step = i64::from(seq.wrapping_sub(s.seq) as i16);
@@ -691,8 +716,11 @@ fn packet(s: &mut Stream, p: &mut Phase, d: &[u8], kernel: Option<i64>, read: i6
     s.ts = ts;
     s.rel_ts += ts_step;
     let due = s.rel_ts * NS_PER_TS;
+    let late = kernel - (s.anchor_kernel + due);
+    earliest[s.slot] = earliest[s.slot].min(late);
     if kernel - s.anchor_kernel >= WARMUP_NS {
-        p.late_kernel.push(kernel - (s.anchor_kernel + due));
+        p.late_kernel.push(late);
+        p.late_slot.push(s.slot as u32);
         p.late_user.push(read - (s.anchor_user + due));
         p.read_delay.push(read - kernel);
     }
@@ -922,9 +950,13 @@ fn report(o: &Options, steps: &[Step], rx: &mut [Phase], s: Summary) {
         s.loadavg
     );
     println!();
-    println!("media over each hold (lateness in ms from the kernel's receive stamp; `read` from the receiver thread's clock):");
     println!(
-        "{:>6} {:>6} {:>10} {:>10} {:>6} {:>7} {:>7} {:>7} {:>7} {:>6} {:>6} {:>7} {:>8} {:>9} {:>9}",
+        "media over each hold: lateness in ms from the kernel's receive stamp against each stream's \
+         first packet (p50 p99 max, >2ms packets), and (*) against its earliest packet; `read p99` \
+         the receiver thread's delay; `ramp p99*` over the ramp before the hold"
+    );
+    println!(
+        "{:>6} {:>6} {:>10} {:>10} {:>6} {:>7} {:>7} {:>7} {:>7} {:>7} {:>7} {:>6} {:>6} {:>7} {:>8} {:>9}",
         "calls",
         "live",
         "pkts/s",
@@ -934,19 +966,20 @@ fn report(o: &Options, steps: &[Step], rx: &mut [Phase], s: Summary) {
         "p99",
         "max",
         ">2ms",
+        "p99*",
+        "max*",
         "gaps",
         "ts_err",
         "skipped",
         "read p99",
-        "ramp p99",
-        "ramp max"
+        "ramp p99*"
     );
     let mut json_steps = Vec::new();
     let mut prev = (0usize, s.idle_rss, s.idle_cpu);
     let mut cost_rows = Vec::new();
     for (k, st) in steps.iter().enumerate() {
         let (ramp_p99, ramp_max) = {
-            let (_, p99, max) = quantiles(&mut rx[2 * k].late_kernel);
+            let (_, p99, max) = quantiles(&mut rx[2 * k].late_earliest);
             (p99, max)
         };
         let h = &mut rx[2 * k + 1];
@@ -955,13 +988,15 @@ fn report(o: &Options, steps: &[Step], rx: &mut [Phase], s: Summary) {
         let early_2ms = h.late_kernel.iter().filter(|&&l| l < -2_000_000).count();
         let measured = h.late_kernel.len();
         let (p50, p99, max) = quantiles(&mut h.late_kernel);
+        let over_2ms_earliest = h.late_earliest.iter().filter(|&&l| l > 2_000_000).count();
+        let (e50, e99, emax) = quantiles(&mut h.late_earliest);
         let (u50, u99, umax) = quantiles(&mut h.late_user);
         let (_, read99, readmax) = quantiles(&mut h.read_delay);
         let received = (h.sampled_packets + h.sink_packets) as f64 / st.hold_s;
         let live = st.live_gauge.map_or(st.answered as f64, |g| g);
         let expected = st.answered as f64 * PACKETS_PER_S;
         println!(
-            "{:>6} {:>6} {:>10.0} {:>10.0} {:>6.3} {:>7.2} {:>7.2} {:>7.2} {:>7} {:>6} {:>6} {:>7} {:>8.2} {:>9.2} {:>9.2}",
+            "{:>6} {:>6} {:>10.0} {:>10.0} {:>6.3} {:>7.2} {:>7.2} {:>7.2} {:>7} {:>7.2} {:>7.2} {:>6} {:>6} {:>7} {:>8.2} {:>9.2}",
             st.target,
             opt(st.live_gauge),
             received,
@@ -971,12 +1006,13 @@ fn report(o: &Options, steps: &[Step], rx: &mut [Phase], s: Summary) {
             p99,
             max,
             over_2ms,
+            e99,
+            emax,
             h.gaps,
             h.ts_errors,
             h.ts_skipped,
             read99,
             ramp_p99,
-            ramp_max
         );
         let per_call = st.cpu_pct / live.max(1.0);
         let marginal = (st.cpu_pct - prev.2) / (live - prev.0 as f64).max(1.0);
@@ -994,9 +1030,10 @@ fn report(o: &Options, steps: &[Step], rx: &mut [Phase], s: Summary) {
             "packets_per_second": received,
             "expected_packets_per_second": expected,
             "lateness_ms": {"p50": p50, "p99": p99, "max": max, "packets": measured, "over_2ms": over_2ms, "early_over_2ms": early_2ms},
+            "lateness_from_earliest_ms": {"p50": e50, "p99": e99, "max": emax, "over_2ms": over_2ms_earliest},
             "lateness_read_ms": {"p50": u50, "p99": u99, "max": umax},
             "receiver_read_delay_ms": {"p99": read99, "max": readmax},
-            "ramp_lateness_ms": {"p99": ramp_p99, "max": ramp_max},
+            "ramp_lateness_from_earliest_ms": {"p99": ramp_p99, "max": ramp_max},
             "sequence_gaps": h.gaps,
             "timestamp_errors": h.ts_errors,
             "timestamp_skipped_packets": h.ts_skipped,
