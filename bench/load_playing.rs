@@ -757,6 +757,9 @@ struct Step {
     rss_kb: u64,
     late_packets: Option<f64>,
     send_errors: Option<f64>,
+    /// pivotd_rtp_packets_sent_total over the hold: what pivotd says it sent, against what
+    /// arrived.
+    sent_packets: Option<f64>,
 }
 
 fn main() {
@@ -841,6 +844,7 @@ fn main() {
         std::thread::sleep(SETTLE);
         let late0 = metric(api, "pivotd_rtp_late_packets_total");
         let errors0 = metric(api, "pivotd_rtp_send_errors_total");
+        let sent0 = metric(api, "pivotd_rtp_packets_sent_total");
         phase.store(2 * k + 1, Ordering::Relaxed);
         let (h0, cpu0, bench0) = (
             Instant::now(),
@@ -870,6 +874,7 @@ fn main() {
             rss_kb: status_kb(pid, "VmRSS"),
             late_packets: delta(late0, metric(api, "pivotd_rtp_late_packets_total")),
             send_errors: delta(errors0, metric(api, "pivotd_rtp_send_errors_total")),
+            sent_packets: delta(sent0, metric(api, "pivotd_rtp_packets_sent_total")),
         };
         eprintln!(
             "step {target}: {} answered, ramp {ramp_s:.1} s, pivotd CPU {:.1} %, RSS {:.1} MB",
@@ -1053,6 +1058,7 @@ fn report(o: &Options, steps: &[Step], rx: &mut [Phase], s: Summary) {
             "ramp_timestamp_errors": rx[2 * k].ts_errors,
             "pivotd_rtp_late_packets": st.late_packets,
             "pivotd_rtp_send_errors": st.send_errors,
+            "pivotd_rtp_packets_sent_per_second": st.sent_packets.map(|n| n / st.hold_s),
             "pivotd_cpu_percent": st.cpu_pct,
             "pivotd_cpu_percent_per_call": per_call,
             "pivotd_cpu_percent_per_added_call": marginal,
