@@ -80,23 +80,7 @@ fn cpu_us(pid: Option<u32>) -> f64 {
         let tv = |t: libc::timeval| t.tv_sec as f64 * 1e6 + t.tv_usec as f64;
         return tv(ru.ru_utime) + tv(ru.ru_stime);
     };
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))
-        .unwrap_or_else(|e| panic!("/proc/{pid}/stat: {e}"));
-    // The command name (field 2) is in parentheses and may hold spaces; after it come field 3
-    // (state) onwards, so utime (14) and stime (15) are the 12th and 13th.
-    let fields: Vec<&str> = stat
-        .rsplit_once(')')
-        .map(|(_, rest)| rest.split_whitespace().collect())
-        .unwrap_or_default();
-    let ticks = |i: usize| -> f64 {
-        fields
-            .get(i)
-            .and_then(|f| f.parse().ok())
-            .unwrap_or_else(|| panic!("no field {} in /proc/{pid}/stat", i + 3))
-    };
-    // SAFETY: sysconf only reads a constant.
-    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64;
-    (ticks(11) + ticks(12)) / hz * 1e6
+    flood_common::cpu_seconds(pid) * 1e6
 }
 
 /// The media address of an SDP body (c= and m=audio).
@@ -571,27 +555,10 @@ fn sip_rcvbuf() -> Option<u64> {
     )
 }
 
-/// Datagrams the kernel dropped for the UDP socket bound to `addr` (or to 0.0.0.0 on its
-/// port) because its receive buffer was full: the `drops` column of /proc/net/udp, which
-/// lists every socket of the network namespace, another process's too (None when not found).
+/// Datagrams the kernel dropped for the UDP socket bound to `addr` because its receive
+/// buffer was full (None when not found).
 fn udp_drops(addr: SocketAddr) -> Option<u64> {
-    let SocketAddr::V4(a) = addr else {
-        return None;
-    };
-    let table = std::fs::read_to_string("/proc/self/net/udp").ok()?;
-    // The kernel prints the address as the in-memory u32 (little-endian here) and the port.
-    let drops = |ip: [u8; 4]| {
-        let want = format!("{:08X}:{:04X}", u32::from_le_bytes(ip), a.port());
-        table.lines().skip(1).find_map(|l| {
-            let f: Vec<&str> = l.split_whitespace().collect();
-            if f.get(1) == Some(&want.as_str()) {
-                f.last()?.parse().ok()
-            } else {
-                None
-            }
-        })
-    };
-    drops(a.ip().octets()).or_else(|| drops([0; 4]))
+    flood_common::udp_drops(&[addr]).pop().flatten()
 }
 
 /// N bridged calls through `target` (a fresh pivotd unless external) whose callee answers

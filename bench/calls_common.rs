@@ -26,6 +26,20 @@ pub fn header<'a>(msg: &'a str, name: &str) -> Option<&'a str> {
     })
 }
 
+/// The 200 OK to request `msg` (its Via, From, To, Call-ID and CSeq copied).
+pub fn ok_for(msg: &str) -> String {
+    let mut ok = String::from("SIP/2.0 200 OK\r\n");
+    for l in msg.lines().filter(|l| {
+        let n = l.split(':').next().unwrap_or("").to_ascii_lowercase();
+        matches!(n.as_str(), "via" | "from" | "to" | "call-id" | "cseq")
+    }) {
+        ok.push_str(l);
+        ok.push_str("\r\n");
+    }
+    ok.push_str("Content-Length: 0\r\n\r\n");
+    ok
+}
+
 /// Places `calls` calls to `number` at `rate`/s; returns INVITE->200 times in microseconds.
 pub async fn place(server: SocketAddr, number: &str, rate: u32, calls: u32) -> Vec<f64> {
     let sock = Arc::new(UdpSocket::bind("127.0.0.1:0").await.unwrap());
@@ -62,16 +76,7 @@ From: <sip:bench@127.0.0.1>;tag=f{id}\r\nTo: {to}\r\nCall-ID: {id}\r\nCSeq: 1 AC
                     let _ = s.send_to(ack.as_bytes(), from).await;
                 }
             } else if msg.starts_with("BYE ") {
-                let mut ok = String::from("SIP/2.0 200 OK\r\n");
-                for l in msg.lines().filter(|l| {
-                    let n = l.split(':').next().unwrap_or("").to_ascii_lowercase();
-                    matches!(n.as_str(), "via" | "from" | "to" | "call-id" | "cseq")
-                }) {
-                    ok.push_str(l);
-                    ok.push_str("\r\n");
-                }
-                ok.push_str("Content-Length: 0\r\n\r\n");
-                let _ = s.send_to(ok.as_bytes(), from).await;
+                let _ = s.send_to(ok_for(&msg).as_bytes(), from).await;
                 done += 1;
             }
         }

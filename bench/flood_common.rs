@@ -192,3 +192,86 @@ pub fn api_token(api: SocketAddr, key: &str) -> String {
     let v: serde_json::Value = serde_json::from_str(&body).expect("api_auth answer");
     v["auth_token"].as_str().expect("a token").to_string()
 }
+
+/// A request in the dialog of [`invite`]'s INVITE `id` sent from `from` (the same From and
+/// Call-ID): `method` to `uri` with CSeq `cseq`, Via branch `z9hG4bK{branch}`, `to` the To
+/// header of pivotd's answer (with its tag). An ACK of a 2xx takes a branch of its own, the
+/// ACK of a non-2xx the INVITE's (`id`), RFC 3261 §17.1.1.3.
+pub fn in_dialog(
+    method: &str,
+    uri: &str,
+    from: SocketAddr,
+    id: &str,
+    to: &str,
+    cseq: u32,
+    branch: &str,
+) -> Vec<u8> {
+    format!(
+        "{method} {uri} SIP/2.0\r\nVia: SIP/2.0/UDP {from};branch=z9hG4bK{branch};rport\r\n\
+From: <sip:b@{from}>;tag=f{id}\r\nTo: {to}\r\nCall-ID: {id}\r\nCSeq: {cseq} {method}\r\n\
+Max-Forwards: 70\r\nContent-Length: 0\r\n\r\n"
+    )
+    .into_bytes()
+}
+
+/// A field of /proc/PID/status in kB (VmRSS, VmHWM); 0 when it cannot be read.
+pub fn status_kb(pid: u32, field: &str) -> u64 {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    text.lines()
+        .find_map(|l| l.strip_prefix(field)?.strip_prefix(':'))
+        .and_then(|v| v.split_whitespace().next()?.parse().ok())
+        .unwrap_or(0)
+}
+
+/// The CPU time (user + system) in seconds of process `pid`, all its threads, from
+/// /proc/PID/stat (in clock ticks: 10 ms steps).
+pub fn cpu_seconds(pid: u32) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .unwrap_or_else(|e| panic!("/proc/{pid}/stat: {e}"));
+    // The command name (field 2) is in parentheses and may hold spaces; after it come field 3
+    // (state) onwards, so utime (14) and stime (15) are the 12th and 13th.
+    let fields: Vec<&str> = stat
+        .rsplit_once(')')
+        .map(|(_, rest)| rest.split_whitespace().collect())
+        .unwrap_or_default();
+    let ticks = |i: usize| -> f64 {
+        fields
+            .get(i)
+            .and_then(|f| f.parse().ok())
+            .unwrap_or_else(|| panic!("no field {} in /proc/{pid}/stat", i + 3))
+    };
+    // SAFETY: sysconf only reads a constant.
+    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64;
+    (ticks(11) + ticks(12)) / hz
+}
+
+/// Datagrams the kernel dropped for each UDP socket bound to one of `addrs` (or to 0.0.0.0
+/// on its port) because its receive buffer was full: the `drops` column of /proc/net/udp,
+/// which lists every socket of the network namespace, another process's too (None when not
+/// found). The table is read once for all of `addrs`.
+pub fn udp_drops(addrs: &[SocketAddr]) -> Vec<Option<u64>> {
+    let table = std::fs::read_to_string("/proc/self/net/udp").unwrap_or_default();
+    // local address column -> drops; the kernel prints the address as the in-memory u32
+    // (little-endian here) and the port, both in hex.
+    let drops: std::collections::HashMap<&str, u64> = table
+        .lines()
+        .skip(1)
+        .filter_map(|l| {
+            let f: Vec<&str> = l.split_whitespace().collect();
+            Some((*f.get(1)?, f.last()?.parse().ok()?))
+        })
+        .collect();
+    let key = |ip: [u8; 4], port: u16| format!("{:08X}:{:04X}", u32::from_le_bytes(ip), port);
+    addrs
+        .iter()
+        .map(|addr| {
+            let SocketAddr::V4(a) = addr else {
+                return None;
+            };
+            drops
+                .get(key(a.ip().octets(), a.port()).as_str())
+                .or_else(|| drops.get(key([0; 4], a.port()).as_str()))
+                .copied()
+        })
+        .collect()
+}

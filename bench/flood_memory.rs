@@ -22,7 +22,7 @@ const QUIET_TIMEOUT: Duration = Duration::from_secs(120);
 #[allow(dead_code)]
 #[path = "flood_common.rs"]
 mod flood_common;
-use flood_common::{invite, metric, start, write_config, MEDIA_PORTS};
+use flood_common::{invite, metric, start, status_kb, write_config, MEDIA_PORTS};
 
 /// The worst case for memory: the flooding address is trusted, so the per-source limits do
 /// not turn the flood away and every INVITE becomes a transaction (most become calls).
@@ -33,15 +33,6 @@ const CALLFLOWS: &str = r#"
 numbers = ["7000"]
 flow = { module = "play", data = { id = "digit-1", answer = true }, children = { _ = { module = "hangup" } } }
 "#;
-
-/// A field of /proc/PID/status in kB (VmRSS, VmHWM).
-fn status_kb(pid: u32, field: &str) -> u64 {
-    let text = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("status");
-    text.lines()
-        .find_map(|l| l.strip_prefix(field)?.strip_prefix(':'))
-        .and_then(|v| v.split_whitespace().next()?.parse().ok())
-        .unwrap_or(0)
-}
 
 fn mb(kb: u64) -> f64 {
     kb as f64 / 1024.0
