@@ -5,9 +5,9 @@
 //! - A: pivotd answers, plays a 1 s 8 kHz WAV, hangs up (a static callflow);
 //! - P: the same, but a pivot node asks a local web server, which answers that flow;
 //! - O: twice the highest clean rate of A for a while, then half of that;
-//! - B: not in this harness (another bench).
+//! - B: run by `bench/load_playing.rs` (its own bench, started from here).
 //!
-//! cargo bench --bench load -- [--scenarios S,A,P,O] [--rates 250,500,...] [--step-seconds N]
+//! cargo bench --bench load -- [--scenarios S,A,P,O,B] [--rates 250,500,...] [--step-seconds N]
 //!     [--json FILE] [--transport u1|un] [--overload-rate N] [--overload-seconds N]
 //!     [--media-ports MIN-MAX] [--base-port N] [--pivotd-max-cps N]
 
@@ -54,14 +54,14 @@ struct Opts {
 }
 
 const USAGE: &str = "\
-usage: bench/run [--scenarios S,A,P,O] [--rates 250,500,1000,2000,3200,4000,6400]
+usage: bench/run [--scenarios S,A,P,O,B] [--rates 250,500,1000,2000,3200,4000,6400]
                  [--step-seconds 20] [--json target/bench-load.json] [--transport u1|un]
                  [--overload-rate N] [--overload-seconds 20] [--media-ports 40000-59999]
                  [--base-port 16000] [--pivotd-max-cps 1000000]";
 
 fn parse_args(args: &[String]) -> Result<Opts, ArgError> {
     let mut o = Opts {
-        scenarios: vec!['S', 'A', 'P', 'O'],
+        scenarios: vec!['S', 'A', 'P', 'O', 'B'],
         rates: vec![250, 500, 1000, 2000, 3200, 4000, 6400],
         step_seconds: 20,
         json: PathBuf::from(concat!(
@@ -241,10 +241,27 @@ fn main() {
                 }
             }
             _ => {
-                let msg = "B: not in this harness yet (long playing calls with a lateness \
-                           receiver are a separate bench)";
+                // B is its own bench (one receiver thread, its own pivotd); run it here so
+                // one command gives every scenario. Its table goes to stdout, its JSON beside ours.
+                let json = opts.json.with_file_name("bench-load-playing.json");
+                let status = std::process::Command::new("cargo")
+                    .args([
+                        "bench",
+                        "--quiet",
+                        "--bench",
+                        "load_playing",
+                        "--",
+                        "--json",
+                    ])
+                    .arg(&json)
+                    .status();
+                let msg = match status {
+                    Ok(s) if s.success() => format!("B: see {}", json.display()),
+                    Ok(s) => format!("B: load_playing exited with {s}"),
+                    Err(e) => format!("B: could not start load_playing: {e}"),
+                };
                 println!("{msg}");
-                run.notes.push(msg.to_string());
+                run.notes.push(msg);
             }
         }
     }
