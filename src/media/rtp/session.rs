@@ -14,6 +14,7 @@ use super::events_out::{self, SendDigitsError};
 use super::latch::Latch;
 use super::outbound::{Outbound, ToReceiver};
 use super::ports::RtpPorts;
+use super::readable::ReadableSocket;
 use super::receive::{
     epoch, epoch_ns, receive, ReceivedRtp, Receiver, RecvSockets, Shared, EVENT_QUEUE, NO_EVENT_PT,
 };
@@ -83,8 +84,8 @@ impl RtpSession {
         let send_socket = Arc::new(rtp.try_clone()?);
         let _enter = runtime.enter();
         let sockets = RecvSockets {
-            rtp: tokio::net::UdpSocket::from_std(rtp)?,
-            rtcp: tokio::net::UdpSocket::from_std(rtcp)?,
+            rtp: ReadableSocket::new(rtp)?,
+            rtcp: ReadableSocket::new(rtcp)?,
             _lease: lease.clone(),
         };
         let id = NEXT_ID.fetch_add(1, Ordering::Relaxed);
