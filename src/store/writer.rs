@@ -55,6 +55,8 @@ pub(super) struct Stats {
     dropped: AtomicU64,
     written: AtomicU64,
     failed: AtomicU64,
+    /// Transactions committed (tests: how the writes were batched).
+    commits: AtomicU64,
 }
 
 /// Messages committed in one transaction at most: large enough to amortise the commit, small
@@ -111,6 +113,11 @@ impl Store {
         tx.send(Msg::Flush(ack_tx))
             .map_err(|_| StoreError::Closed)?;
         ack_rx.recv().map_err(|_| StoreError::Closed)
+    }
+
+    #[cfg(test)]
+    pub(super) fn commits(&self) -> u64 {
+        self.inner.stats.commits.load(Ordering::Relaxed)
     }
 
     #[cfg(test)]
@@ -198,6 +205,7 @@ fn commit(conn: &Mutex<Connection>, pending: &mut Vec<Write>, stats: &Stats) {
     match result {
         Ok(ok) => {
             stats.written.fetch_add(ok, Ordering::Relaxed);
+            stats.commits.fetch_add(1, Ordering::Relaxed);
         }
         Err(e) => {
             stats.failed.fetch_add(n, Ordering::Relaxed);

@@ -10,19 +10,21 @@
 
 use std::io;
 use std::net::{SocketAddr, UdpSocket};
+use std::sync::Arc;
 
 use tokio::io::unix::AsyncFd;
 use tokio::io::Interest;
 
+/// Shares its descriptor with the pacer's sending (one socket, no `dup`).
 pub(super) struct ReadableSocket {
-    fd: AsyncFd<UdpSocket>,
+    fd: AsyncFd<Arc<UdpSocket>>,
 }
 
 impl ReadableSocket {
-    /// `socket` must be non-blocking (the port pool's are). Needs a tokio runtime.
-    pub(super) fn new(socket: UdpSocket) -> io::Result<ReadableSocket> {
-        socket.set_nonblocking(true)?;
-        // SAFETY: the AsyncFd owns the socket, which owns its descriptor: it stays open and
+    /// `socket` must be non-blocking already (the port pool's are: no `fcntl` here). Needs a
+    /// tokio runtime.
+    pub(super) fn new(socket: Arc<UdpSocket>) -> io::Result<ReadableSocket> {
+        // SAFETY: the AsyncFd holds the socket, which owns its descriptor: it stays open and
         // `as_raw_fd` returns the same one until the AsyncFd is dropped (tokio's condition).
         let fd = unsafe { AsyncFd::register_with_interest(socket, Interest::READABLE) }
             .map_err(io::Error::from)?;
