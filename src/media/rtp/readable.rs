@@ -4,9 +4,10 @@
 //! sent on a socket frees its buffer (at once over loopback) and calls the socket's
 //! write-space callback, which, with an epoll entry asking for EPOLLOUT, queues an event and
 //! wakes the runtime's poller. The pacer sends ~50 packets per second per call on the same
-//! socket (a second descriptor of it), so each packet cost a wake-up and an event the runtime
+//! socket, so each packet cost a wake-up and an event the runtime
 //! then dispatched to nobody. Registered for reads only, the callback finds no interest and
-//! returns. The session never sends through the runtime, so it needs no write readiness.
+//! returns. Nothing sends through the runtime (the pacer, a relay and DTMF use plain
+//! non-blocking `sendto`), so no write readiness is needed.
 
 use std::io;
 use std::net::{SocketAddr, UdpSocket};
