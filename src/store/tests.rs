@@ -530,6 +530,31 @@ fn purge_removes_old_records_only() {
 }
 
 #[test]
+fn writes_arriving_together_share_one_commit() {
+    let store = Store::open(":memory:").unwrap();
+    let now = gregorian_now();
+    // 40 writes in far less than the writer's linger after the first: one transaction (two
+    // if the writer was slow to wake), where it used to wake and commit per write.
+    for i in 0..40 {
+        assert!(store.write(Write::Debug(rec(
+            "burst",
+            &format!("c{i}"),
+            1,
+            RecordKind::Request,
+            now,
+            json!({})
+        ))));
+    }
+    store.flush().unwrap();
+    assert_eq!(store.debug_record_count("burst").unwrap(), 40);
+    let commits = store.commits();
+    assert!((1..=2).contains(&commits), "{commits} commits");
+    // Nothing queued: a flush commits nothing.
+    store.flush().unwrap();
+    assert_eq!(store.commits(), commits);
+}
+
+#[test]
 fn drop_commits_what_is_queued() {
     let dir = TempDir::new("drop");
     {

@@ -4,6 +4,7 @@
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::{self, Receiver, TrySendError};
 use std::sync::Mutex;
+use std::time::Duration;
 
 use rusqlite::{params, Connection};
 
@@ -54,11 +55,18 @@ pub(super) struct Stats {
     dropped: AtomicU64,
     written: AtomicU64,
     failed: AtomicU64,
+    /// Transactions committed (tests: how the writes were batched).
+    commits: AtomicU64,
 }
 
 /// Messages committed in one transaction at most: large enough to amortise the commit, small
 /// enough that a flush waits little.
 const BATCH: usize = 256;
+
+/// How long the writer waits after a write arrives on an empty queue before committing: a
+/// write is visible to readers up to this much later (and a [`Store::flush`] sent meanwhile
+/// waits as long), and under load (one CDR per call) a commit carries many writes, not one.
+const LINGER: Duration = Duration::from_millis(20);
 
 impl Store {
     /// Queues a write; never blocks. Returns false when the write was dropped (queue full,
@@ -108,6 +116,11 @@ impl Store {
     }
 
     #[cfg(test)]
+    pub(super) fn commits(&self) -> u64 {
+        self.inner.stats.commits.load(Ordering::Relaxed)
+    }
+
+    #[cfg(test)]
     pub(super) fn hold_writer(&self) -> mpsc::Sender<()> {
         let (entered_tx, entered_rx) = mpsc::channel();
         let (release_tx, release_rx) = mpsc::channel();
@@ -124,7 +137,23 @@ impl Store {
 
 pub(super) fn writer_loop(conn: &Mutex<Connection>, rx: &Receiver<Msg>, stats: &Stats) {
     let mut pending: Vec<Write> = Vec::with_capacity(BATCH);
-    while let Ok(first) = rx.recv() {
+    loop {
+        let first = match rx.try_recv() {
+            // A backlog: commit it now.
+            Ok(msg) => msg,
+            Err(mpsc::TryRecvError::Disconnected) => break,
+            Err(mpsc::TryRecvError::Empty) => match rx.recv() {
+                Ok(msg) => {
+                    if matches!(msg, Msg::Write(_)) {
+                        // Let the writes of the next moments queue up behind this one: one
+                        // transaction for them all, and no wake-up of this thread per write.
+                        std::thread::sleep(LINGER);
+                    }
+                    msg
+                }
+                Err(_) => break,
+            },
+        };
         let mut next = Some(first);
         let mut taken = 0;
         while let Some(msg) = next.take() {
@@ -176,6 +205,7 @@ fn commit(conn: &Mutex<Connection>, pending: &mut Vec<Write>, stats: &Stats) {
     match result {
         Ok(ok) => {
             stats.written.fetch_add(ok, Ordering::Relaxed);
+            stats.commits.fetch_add(1, Ordering::Relaxed);
         }
         Err(e) => {
             stats.failed.fetch_add(n, Ordering::Relaxed);

@@ -8,7 +8,8 @@
 //! its pacer shard; `receive.rs`: the receive task (RTCP demux, proof by RTP, event packets);
 //! `latch.rs`: the strict symmetric-RTP latch; `outbound.rs`: a session's sending side as a
 //! relay (`media/relay/`) uses it, and the tap through which a relay reads its packets;
-//! `events_out.rs`: DTMF sent as RFC 4733 telephone-events on that same sending side.
+//! `events_out.rs`: DTMF sent as RFC 4733 telephone-events on that same sending side;
+//! `readable.rs`: the receive task's sockets, watched by the runtime for reads only.
 //!
 //! [`Pacer`]: super::player::Pacer
 
@@ -19,6 +20,7 @@ mod events_out;
 mod latch;
 mod outbound;
 mod ports;
+mod readable;
 mod receive;
 mod session;
 #[cfg(test)]

@@ -13,6 +13,7 @@ use tokio::sync::{mpsc, Notify};
 use super::latch::{Latch, Verdict};
 use super::outbound::{Tap, ToReceiver};
 use super::ports::Lease;
+use super::readable::ReadableSocket;
 
 /// One received RTP packet of the event payload type (RFC 4733 telephone-event), for DTMF.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -114,8 +115,8 @@ pub(super) fn epoch_ns(t: Instant) -> u64 {
 
 pub(super) struct RecvSockets {
     // Sockets before the lease (drop order: declaration order).
-    pub(super) rtp: tokio::net::UdpSocket,
-    pub(super) rtcp: tokio::net::UdpSocket,
+    pub(super) rtp: ReadableSocket,
+    pub(super) rtcp: ReadableSocket,
     pub(super) _lease: Arc<Lease>,
 }
 

@@ -14,6 +14,7 @@ use super::events_out::{self, SendDigitsError};
 use super::latch::Latch;
 use super::outbound::{Outbound, ToReceiver};
 use super::ports::RtpPorts;
+use super::readable::ReadableSocket;
 use super::receive::{
     epoch, epoch_ns, receive, ReceivedRtp, Receiver, RecvSockets, Shared, EVENT_QUEUE, NO_EVENT_PT,
 };
@@ -78,13 +79,13 @@ impl RtpSession {
         let shard = pacer.pick().ok_or(RtpError::PacerStopped)?;
         let local_port = ports.rtp_port();
         let RtpPorts { rtp, rtcp, lease } = ports;
-        // A second descriptor of the same socket for the pacer thread: plain non-blocking
-        // sendto, independent of the runtime's readiness tracking.
-        let send_socket = Arc::new(rtp.try_clone()?);
+        // The pacer thread sends on the same descriptor (plain non-blocking sendto); the
+        // runtime watches it for reads only (`readable.rs`).
+        let send_socket = Arc::new(rtp);
         let _enter = runtime.enter();
         let sockets = RecvSockets {
-            rtp: tokio::net::UdpSocket::from_std(rtp)?,
-            rtcp: tokio::net::UdpSocket::from_std(rtcp)?,
+            rtp: ReadableSocket::new(send_socket.clone())?,
+            rtcp: ReadableSocket::new(Arc::new(rtcp))?,
             _lease: lease.clone(),
         };
         let id = NEXT_ID.fetch_add(1, Ordering::Relaxed);
