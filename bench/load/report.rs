@@ -124,9 +124,10 @@ impl Run {
                 scenario: base.to_string(),
                 rate: a.rate,
                 ok_per_s: quotient(Some(p.achieved_cps), Some(a.achieved_cps)),
+                // 0 ms is under SIPp's 1 ms resolution: no ratio of it.
                 invite_200_p99: quotient(
-                    p.invite_200_p99_ms.map(f64::from),
-                    a.invite_200_p99_ms.map(f64::from),
+                    p.invite_200_p99_ms.filter(|&v| v > 0).map(f64::from),
+                    a.invite_200_p99_ms.filter(|&v| v > 0).map(f64::from),
                 ),
                 cpu_ms_per_call: quotient(cpu(p), cpu(a)),
             });
