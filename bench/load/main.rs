@@ -62,7 +62,7 @@ struct Opts {
 }
 
 const USAGE: &str = "\
-usage: bench/run [--scenarios S,A,P,O,B] [--rates 250,500,1000,2000,3200,4000,6400]
+usage: [PEER_ASTERISK=PEERS] bench/run [--scenarios S,A,P,O,B] [--rates 250,500,1000,2000,3200,4000,6400]
                  [--step-seconds 20] [--json target/bench-load.json] [--transport u1|un]
                  [--overload-rate N] [--overload-seconds 20] [--media-ports 40000-59999]
                  [--base-port 16000] [--pivotd-max-cps 1000000]";
