@@ -28,20 +28,15 @@ shift || true
 NS=("$@")
 [ ${#NS[@]} -gt 0 ] || NS=(100 400)
 PEERS=${PEERS:-$HOME/peers}
-PEERS=${PEERS%/}
 CALLEE_PORT=${CALLEE_PORT:-5081}
-SIP=127.0.0.1:5080
-P=$PEERS/asterisk
-ETC=$P/etc/asterisk
-AST_CONF=$ETC/asterisk.conf
 REPO=$(cd "$(dirname "$0")/.." && pwd)
-
+# Asterisk's configuration, start and CLI: peer_init sets P, ETC, AST_CONF, SIP.
+# shellcheck source=bench/asterisk_peer.sh
+. "$REPO/bench/asterisk_peer.sh"
+peer_init "$PEERS"
 die() { printf 'asterisk_dial.sh: %s\n' "$*" >&2; exit 1; }
-[ -x "$P/sbin/asterisk" ] && [ -f "$AST_CONF" ] \
-    || die "no Asterisk in $P: build it with /work/shared/peers/build-asterisk.sh (see bench/README.md)"
-export LD_LIBRARY_PATH=$P/lib
-cli() { "$P/sbin/asterisk" -C "$AST_CONF" -rx "$1"; }
-udp_busy() { [ -n "$(ss -Hlun "sport = :$1")" ]; }
+cli() { peer_cli "$1"; }
+udp_busy() { peer_udp_busy "$1"; }
 
 # ---------------------------------------------------------------- configuration
 cat > "$ETC/bench-dial-sip.conf" <<EOF
@@ -73,32 +68,17 @@ load => app_dial.so
 load => bridge_native_rtp.so
 load => bridge_simple.so
 EOF
-grep -qxF '#include bench-dial-modules.conf' "$ETC/modules.conf" \
-    || printf '\n#include bench-dial-modules.conf\n' >> "$ETC/modules.conf"
-grep -qxF '#include bench-dial-sip.conf' "$ETC/sip.conf" \
-    || printf '\n#include bench-dial-sip.conf\n' >> "$ETC/sip.conf"
-grep -qxF '#include bench-dial-extensions.conf' "$ETC/extensions.conf" \
-    || printf '\n#include bench-dial-extensions.conf\n' >> "$ETC/extensions.conf"
-cat > "$ETC/rtp.conf" <<'EOF'
-[general]
-; Away from the tests' RTP ports (20000-29999) and from the bench's pivotd (50000-59999).
-rtpstart=40000
-rtpend=49999
-EOF
+peer_include bench-dial-modules.conf modules.conf
+peer_include bench-dial-sip.conf sip.conf
+peer_include bench-dial-extensions.conf extensions.conf
+peer_rtp_conf
 
 # ---------------------------------------------------------------- Asterisk start/stop
 AST_PID=
 start_asterisk() {
-    [ -S "$P/var/run/asterisk/asterisk.ctl" ] && cli "core show version" >/dev/null 2>&1 \
-        && die "an Asterisk from $P is already running; stop it: $P/sbin/asterisk -C $AST_CONF -rx 'core stop now'"
-    udp_busy 5080 && die "UDP $SIP is taken"
-    "$P/sbin/asterisk" -f -n -C "$AST_CONF" </dev/null >>"$P/var/log/asterisk/bench-dial-stdout.log" 2>&1 &
+    ( peer_exec ) &
     AST_PID=$!
-    for _ in $(seq 60); do
-        cli "core waitfullybooted" >/dev/null 2>&1 && break
-        kill -0 "$AST_PID" 2>/dev/null || die "Asterisk exited (see $P/var/log/asterisk/messages.log)"
-        sleep 0.5
-    done
+    peer_booted "$AST_PID"
     # Output captured first: grep -q in a pipe can end the CLI with SIGPIPE (pipefail).
     local plan peer mods
     plan=$(cli "dialplan show 6000@ivr")

@@ -7,10 +7,15 @@
 //! - O: twice the highest clean rate of A for a while, then half of that;
 //! - B: run by `bench/load_playing.rs` (its own bench, started from here).
 //!
+//! With `PEER_ASTERISK=PEERS` (where build-asterisk.sh put Asterisk), A, P and O also run
+//! against that Asterisk (rows `A*`, `P*`, `O*`), each right after pivotd's, and the table
+//! gives pivotd / Asterisk per rate.
+//!
 //! cargo bench --bench load -- [--scenarios S,A,P,O,B] [--rates 250,500,...] [--step-seconds N]
 //!     [--json FILE] [--transport u1|un] [--overload-rate N] [--overload-seconds N]
 //!     [--media-ports MIN-MAX] [--base-port N] [--pivotd-max-cps N]
 
+mod asterisk;
 #[allow(dead_code)]
 #[path = "../flood_common.rs"]
 mod flood_common;
@@ -20,11 +25,14 @@ mod report;
 mod sipp;
 mod web;
 
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use asterisk::Asterisk;
 use pivotd::{Pivotd, Setup};
 use report::{Overload, Run, ServerFigures, Step};
 use sipp::{Caller, Transport};
@@ -54,7 +62,7 @@ struct Opts {
 }
 
 const USAGE: &str = "\
-usage: bench/run [--scenarios S,A,P,O,B] [--rates 250,500,1000,2000,3200,4000,6400]
+usage: [PEER_ASTERISK=PEERS] bench/run [--scenarios S,A,P,O,B] [--rates 250,500,1000,2000,3200,4000,6400]
                  [--step-seconds 20] [--json target/bench-load.json] [--transport u1|un]
                  [--overload-rate N] [--overload-seconds 20] [--media-ports 40000-59999]
                  [--base-port 16000] [--pivotd-max-cps 1000000]";
@@ -177,6 +185,22 @@ fn main() {
     let web = web::PivotWeb::start(pivotd::FLOW);
 
     let mut run = Run::new(&opts.rates, opts.step_seconds, opts.transport);
+    // The comparison peer: configured once (its dialplan plays this run's prompt and asks
+    // this run's web server), started fresh for each scenario.
+    let peer = std::env::var_os("PEER_ASTERISK")
+        .map(PathBuf::from)
+        .and_then(
+            |peers| match asterisk::configure(&peers, &work.join("bench-1s"), web.addr) {
+                Ok(()) => Some(peers),
+                Err(e) => {
+                    let msg = format!("PEER_ASTERISK: {e}; no Asterisk rows");
+                    eprintln!("{msg}");
+                    run.notes.push(msg);
+                    None
+                }
+            },
+        );
+    run.peer = peer.as_ref().map(|p| p.display().to_string());
     eprintln!(
         "load: {} at {:?} calls/s, {} s per step, -t {}; files in {}",
         opts.scenarios.iter().collect::<String>(),
@@ -204,23 +228,19 @@ fn main() {
                 } else {
                     pivotd::NUMBER_PIVOT
                 };
-                let server = start_pivotd(&opts, &work, &web, scen);
-                let idle = procfs::rss_kb(server.pid()).unwrap_or(0);
-                warm_up(&opts, &work, &server, number);
-                web.take();
-                for &rate in &opts.rates {
-                    let mut step = pivotd_step(&opts, &work, &server, scen, number, rate, idle);
-                    if scen == 'P' {
-                        step.pivot = Some(report::pivot_figures(web.take()));
-                    }
-                    report::print_step(&step, run.standin(rate));
-                    run.steps.push(step);
+                {
+                    let server = start_pivotd(&opts, &work, &web, scen);
+                    scenario_steps(&opts, &work, &web, &server, scen, number, &mut run);
                 }
-                run.rss.push(report::Rss {
-                    scenario: scen.to_string(),
-                    idle_kb: idle,
-                    after_kb: procfs::rss_kb(server.pid()).unwrap_or(0),
-                });
+                // Asterisk right after pivotd (pivotd stopped: the same RTP ports are free).
+                if let Some(peers) = &peer {
+                    match Asterisk::start(peers) {
+                        Ok(server) => {
+                            scenario_steps(&opts, &work, &web, &server, scen, number, &mut run)
+                        }
+                        Err(e) => peer_failed(&mut run, scen, &e),
+                    }
+                }
             }
             'O' => {
                 let rate = opts
@@ -228,7 +248,9 @@ fn main() {
                     .or_else(|| run.highest_clean("A").map(|r| r * 2));
                 match rate {
                     Some(rate) => {
-                        let o = overload(&opts, &work, &web, rate);
+                        let server = start_pivotd(&opts, &work, &web, 'O');
+                        let o = overload(&opts, &work, &server, "O", rate);
+                        drop(server);
                         report::print_overload(&o);
                         run.overload = Some(o);
                     }
@@ -237,6 +259,25 @@ fn main() {
                                    --overload-rate was given";
                         eprintln!("{msg}");
                         run.notes.push(msg.to_string());
+                    }
+                }
+                // Asterisk at twice its own highest clean rate of A.
+                if let Some(peers) = &peer {
+                    match run.highest_clean("A*").map(|r| r * 2) {
+                        Some(rate) => match Asterisk::start(peers) {
+                            Ok(server) => {
+                                let o = overload(&opts, &work, &server, "O*", rate);
+                                drop(server);
+                                report::print_overload(&o);
+                                run.peer_overload = Some(o);
+                            }
+                            Err(e) => peer_failed(&mut run, scen, &e),
+                        },
+                        None => {
+                            let msg = "O*: no rate: A* (Asterisk) found no clean rate in this run";
+                            eprintln!("{msg}");
+                            run.notes.push(msg.to_string());
+                        }
                     }
                 }
             }
@@ -265,10 +306,9 @@ fn main() {
             }
         }
     }
-    if std::env::var_os("PEER_ASTERISK").is_some() {
-        let msg = "PEER_ASTERISK: scenario A against Asterisk is not in this harness yet";
-        println!("{msg}");
-        run.notes.push(msg.to_string());
+    if peer.is_some() && opts.scenarios.contains(&'B') {
+        run.notes
+            .push("PEER_ASTERISK: B (long playing calls) runs against pivotd only".to_string());
     }
     run.finish();
     report::print_table(&run);
@@ -295,11 +335,116 @@ fn start_pivotd(opts: &Opts, work: &Path, _web: &web::PivotWeb, scen: char) -> P
     server
 }
 
+/// A server under load: pivotd or the comparison Asterisk.
+trait Server {
+    /// The name in the figures ("pivotd", "asterisk").
+    fn name(&self) -> &'static str;
+    /// Appended to the scenario's name in the rows ("", "*").
+    fn mark(&self) -> &'static str;
+    fn sip(&self) -> SocketAddr;
+    fn pid(&self) -> u32;
+    /// Where the sampler reads live calls (pivotd's API); None: not sampled.
+    fn api(&self) -> Option<SocketAddr>;
+    /// 503s it counted as sent for overload, by reason; None when it does not count them.
+    fn overload_503s(&self) -> Option<BTreeMap<String, u64>>;
+    /// Waits (at most `limit`) until it holds no call.
+    fn drain(&self, limit: Duration);
+}
+
+impl Server for Pivotd {
+    fn name(&self) -> &'static str {
+        "pivotd"
+    }
+    fn mark(&self) -> &'static str {
+        ""
+    }
+    fn sip(&self) -> SocketAddr {
+        self.sip
+    }
+    fn pid(&self) -> u32 {
+        Pivotd::pid(self)
+    }
+    fn api(&self) -> Option<SocketAddr> {
+        Some(self.api)
+    }
+    fn overload_503s(&self) -> Option<BTreeMap<String, u64>> {
+        Pivotd::overload_503s(self)
+    }
+    fn drain(&self, limit: Duration) {
+        Pivotd::drain(self, limit)
+    }
+}
+
+impl Server for Asterisk {
+    fn name(&self) -> &'static str {
+        "asterisk"
+    }
+    fn mark(&self) -> &'static str {
+        "*"
+    }
+    fn sip(&self) -> SocketAddr {
+        asterisk::SIP
+    }
+    fn pid(&self) -> u32 {
+        Asterisk::pid(self)
+    }
+    fn api(&self) -> Option<SocketAddr> {
+        None
+    }
+    fn overload_503s(&self) -> Option<BTreeMap<String, u64>> {
+        None
+    }
+    fn drain(&self, limit: Duration) {
+        Asterisk::drain(self, limit)
+    }
+}
+
+fn peer_failed(run: &mut Run, scen: char, e: &asterisk::AsteriskError) {
+    let msg = format!("{scen}*: Asterisk did not start: {e}");
+    eprintln!("{msg}");
+    run.notes.push(msg);
+}
+
+/// The directory name of a scenario's files ("A*" -> "A-asterisk").
+fn dir_name(scenario: &str) -> String {
+    scenario.replace('*', "-asterisk")
+}
+
+/// A or P against `server`: warm-up, then one step per rate.
+fn scenario_steps(
+    opts: &Opts,
+    work: &Path,
+    web: &web::PivotWeb,
+    server: &dyn Server,
+    scen: char,
+    number: &str,
+    run: &mut Run,
+) {
+    let name = format!("{scen}{}", server.mark());
+    let idle = procfs::rss_kb(server.pid()).unwrap_or(0);
+    warm_up(opts, work, server, number);
+    web.take();
+    for &rate in &opts.rates {
+        let mut step = server_step(opts, work, server, &name, number, rate, idle);
+        if scen == 'P' {
+            step.pivot = Some(report::pivot_figures(web.take()));
+        }
+        report::print_step(&step, run.standin(rate));
+        run.steps.push(step);
+    }
+    run.rss.push(report::Rss {
+        scenario: name,
+        server: server.name().to_string(),
+        idle_kb: idle,
+        after_kb: procfs::rss_kb(server.pid()).unwrap_or(0),
+    });
+}
+
 /// A few calls before the measured steps (the prompt's first load, the pivot connection).
-fn warm_up(opts: &Opts, work: &Path, server: &Pivotd, number: &str) {
+fn warm_up(opts: &Opts, work: &Path, server: &dyn Server, number: &str) {
     let caller = Caller {
-        dir: &work.join(format!("warmup-{number}")),
-        target: server.sip,
+        dir: &work.join(format!("warmup-{number}{}", dir_name(server.mark()))),
+        target: server.sip(),
         number,
         rate: 20,
         calls: 20,
@@ -347,19 +492,19 @@ fn deadline(seconds: u32) -> Instant {
     Instant::now() + Duration::from_secs(u64::from(seconds) + 40)
 }
 
-fn pivotd_step(
+fn server_step(
     opts: &Opts,
     work: &Path,
-    server: &Pivotd,
-    scen: char,
+    server: &dyn Server,
+    scen: &str,
     number: &str,
     rate: u32,
     idle_kb: u64,
 ) -> Step {
-    let dir = work.join(format!("{scen}-{rate}"));
+    let dir = work.join(format!("{}-{rate}", dir_name(scen)));
     let caller = Caller {
         dir: &dir,
-        target: server.sip,
+        target: server.sip(),
         number,
         rate,
         calls: u64::from(rate) * u64::from(opts.step_seconds),
@@ -370,7 +515,7 @@ fn pivotd_step(
     let load = procfs::loadavg();
     let cpu0 = procfs::cpu_ticks(server.pid()).unwrap_or(0);
     let refused0 = server.overload_503s();
-    let sampler = Sampler::start(server.pid(), Some(server.api));
+    let sampler = Sampler::start(server.pid(), server.api());
     let p = caller.spawn();
     let ended = p.wait(deadline(opts.step_seconds));
     let cpu1 = procfs::cpu_ticks(server.pid()).unwrap_or(0);
@@ -380,7 +525,7 @@ fn pivotd_step(
     let refused1 = server.overload_503s();
     let stats = sipp::caller_stats(&dir);
     let mut figures = ServerFigures::new(
-        "pivotd",
+        server.name(),
         procfs::ticks_to_duration(cpu1.saturating_sub(cpu0)),
         ended.wall,
         stats.answered,
@@ -454,17 +599,21 @@ fn standin_step(opts: &Opts, work: &Path, rate: u32) -> Step {
 }
 
 /// O: `rate` for the overload period, then `rate / 2` for as long, from a second SIPp started
-/// when the first stops creating calls (its calls still in progress), against a fresh pivotd.
-fn overload(opts: &Opts, work: &Path, web: &web::PivotWeb, rate: u32) -> Overload {
-    let server = start_pivotd(opts, work, web, 'O');
+/// when the first stops creating calls (its calls still in progress), against a fresh server
+/// (`scen`: "O", or "O*" for Asterisk).
+fn overload(opts: &Opts, work: &Path, server: &dyn Server, scen: &str, rate: u32) -> Overload {
     let idle_kb = procfs::rss_kb(server.pid()).unwrap_or(0);
-    warm_up(opts, work, &server, pivotd::NUMBER_STATIC);
+    warm_up(opts, work, server, pivotd::NUMBER_STATIC);
     let secs = opts.overload_seconds;
     let half = (rate / 2).max(1);
     let callers = [
-        (work.join(format!("O-{rate}")), rate, opts.base_port),
         (
-            work.join(format!("O-{half}-after")),
+            work.join(format!("{}-{rate}", dir_name(scen))),
+            rate,
+            opts.base_port,
+        ),
+        (
+            work.join(format!("{}-{half}-after", dir_name(scen))),
             half,
             opts.base_port + 40,
         ),
@@ -472,7 +621,7 @@ fn overload(opts: &Opts, work: &Path, web: &web::PivotWeb, rate: u32) -> Overloa
     let load = procfs::loadavg();
     let cpu0 = procfs::cpu_ticks(server.pid()).unwrap_or(0);
     let refused0 = server.overload_503s();
-    let sampler = Sampler::start(server.pid(), Some(server.api));
+    let sampler = Sampler::start(server.pid(), server.api());
     let started = Instant::now();
     let mut procs = Vec::new();
     for (i, (dir, r, port)) in callers.iter().enumerate() {
@@ -482,7 +631,7 @@ fn overload(opts: &Opts, work: &Path, web: &web::PivotWeb, rate: u32) -> Overloa
         }
         let caller = Caller {
             dir,
-            target: server.sip,
+            target: server.sip(),
             number: pivotd::NUMBER_STATIC,
             rate: *r,
             calls: u64::from(*r) * u64::from(secs),
@@ -503,10 +652,10 @@ fn overload(opts: &Opts, work: &Path, web: &web::PivotWeb, rate: u32) -> Overloa
         .iter()
         .zip(&ended)
         .map(|((dir, r, _), e)| {
-            let name = if *r == rate { "O overload" } else { "O after" };
+            let phase = if *r == rate { "overload" } else { "after" };
             let stats = sipp::caller_stats(dir);
             Step::new(
-                name.to_string(),
+                format!("{scen} {phase}"),
                 *r,
                 secs,
                 opts.transport,
@@ -519,7 +668,7 @@ fn overload(opts: &Opts, work: &Path, web: &web::PivotWeb, rate: u32) -> Overloa
         .collect();
     let answered = phases.iter().map(|p| p.caller.answered).sum();
     let mut figures = ServerFigures::new(
-        "pivotd",
+        server.name(),
         procfs::ticks_to_duration(cpu1.saturating_sub(cpu0)),
         wall,
         answered,

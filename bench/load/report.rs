@@ -24,14 +24,42 @@ pub struct Run {
     pub transport: Transport,
     pub steps: Vec<Step>,
     pub overload: Option<Overload>,
-    /// pivotd's RSS after start (before any call) and after its scenario's last step.
+    /// The server's RSS after start (before any call) and after its scenario's last step.
     pub rss: Vec<Rss>,
+    /// `PEER_ASTERISK`: where the comparison Asterisk is (its rows are `A*`, `P*`, `O*`).
+    pub peer: Option<String>,
+    /// O against Asterisk, at twice A*'s highest clean rate.
+    pub peer_overload: Option<Overload>,
+    /// pivotd / Asterisk, per scenario and rate both ran.
+    pub peer_ratios: Vec<PeerRatio>,
+    /// The highest clean rate of each scenario both ran.
+    pub peer_clean: Vec<PeerClean>,
     pub notes: Vec<String>,
+}
+
+/// One scenario at one rate: pivotd's figure divided by Asterisk's.
+#[derive(Serialize)]
+pub struct PeerRatio {
+    pub scenario: String,
+    pub rate: u32,
+    pub ok_per_s: Option<f64>,
+    pub invite_200_p99: Option<f64>,
+    pub cpu_ms_per_call: Option<f64>,
+}
+
+/// The highest rate at which each server was clean in a scenario.
+#[derive(Serialize)]
+pub struct PeerClean {
+    pub scenario: String,
+    pub pivotd: Option<u32>,
+    pub asterisk: Option<u32>,
+    pub ratio: Option<f64>,
 }
 
 #[derive(Serialize)]
 pub struct Rss {
     pub scenario: String,
+    pub server: String,
     pub idle_kb: u64,
     pub after_kb: u64,
 }
@@ -51,6 +79,10 @@ impl Run {
             steps: Vec::new(),
             overload: None,
             rss: Vec::new(),
+            peer: None,
+            peer_overload: None,
+            peer_ratios: Vec::new(),
+            peer_clean: Vec::new(),
             notes: Vec::new(),
         }
     }
@@ -58,6 +90,49 @@ impl Run {
     pub fn finish(&mut self) {
         self.finished_utc = utc_now();
         self.loadavg_end = procfs::loadavg();
+        self.peer_ratios = self.compare_peer();
+        self.peer_clean = ["A", "P"]
+            .into_iter()
+            .filter(|sc| self.steps.iter().any(|s| s.scenario == format!("{sc}*")))
+            .map(|sc| {
+                let pivotd = self.highest_clean(sc);
+                let asterisk = self.highest_clean(&format!("{sc}*"));
+                PeerClean {
+                    scenario: sc.to_string(),
+                    pivotd,
+                    asterisk,
+                    ratio: quotient(pivotd.map(f64::from), asterisk.map(f64::from)),
+                }
+            })
+            .collect();
+    }
+
+    /// pivotd's row over Asterisk's (`X*`) at the same scenario and rate.
+    fn compare_peer(&self) -> Vec<PeerRatio> {
+        let mut out = Vec::new();
+        for a in self.steps.iter().filter(|s| s.scenario.ends_with('*')) {
+            let base = a.scenario.trim_end_matches('*');
+            let Some(p) = self
+                .steps
+                .iter()
+                .find(|p| p.scenario == base && p.rate == a.rate)
+            else {
+                continue;
+            };
+            let cpu = |s: &Step| s.server.as_ref().and_then(|f| f.cpu_ms_per_call);
+            out.push(PeerRatio {
+                scenario: base.to_string(),
+                rate: a.rate,
+                ok_per_s: quotient(Some(p.achieved_cps), Some(a.achieved_cps)),
+                // 0 ms is under SIPp's 1 ms resolution: no ratio of it.
+                invite_200_p99: quotient(
+                    p.invite_200_p99_ms.filter(|&v| v > 0).map(f64::from),
+                    a.invite_200_p99_ms.filter(|&v| v > 0).map(f64::from),
+                ),
+                cpu_ms_per_call: quotient(cpu(p), cpu(a)),
+            });
+        }
+        out
     }
 
     /// Scenario S's step at `rate`, if it ran.
@@ -261,6 +336,14 @@ pub struct Overload {
 }
 
 impl Overload {
+    /// "O", or "O*" against Asterisk (its phases are named "O* overload", "O* after").
+    pub fn name(&self) -> &str {
+        self.phases
+            .first()
+            .and_then(|p| p.scenario.split(' ').next())
+            .unwrap_or("O")
+    }
+
     pub fn new(rate: u32, seconds: u32, phases: Vec<Step>, server: ServerFigures) -> Overload {
         let sum = |f: fn(&CallerStats) -> u64| phases.iter().map(|p| f(&p.caller)).sum::<u64>();
         let answered = sum(|c| c.answered);
@@ -319,11 +402,15 @@ fn opt<T: std::fmt::Display>(v: Option<T>) -> String {
     v.map_or("-".to_string(), |v| v.to_string())
 }
 
-fn ratio(a: Option<f64>, b: Option<f64>) -> String {
+fn quotient(a: Option<f64>, b: Option<f64>) -> Option<f64> {
     match (a, b) {
-        (Some(a), Some(b)) if b > 0.0 => format!("{:.2}", a / b),
-        _ => "-".to_string(),
+        (Some(a), Some(b)) if b > 0.0 => Some(a / b),
+        _ => None,
     }
+}
+
+fn ratio(a: Option<f64>, b: Option<f64>) -> String {
+    opt(quotient(a, b).map(|r| format!("{r:.2}")))
 }
 
 /// SIPp's failure reasons, short: `TimeoutOnRecv:3 MaxUDPRetrans:1`.
@@ -370,8 +457,9 @@ pub fn print_step(s: &Step, standin: Option<&Step>) {
 
 pub fn print_overload(o: &Overload) {
     eprintln!(
-        "O {}/s for {} s then {}/s: {} answered, {} refused 503, {} failed, {} answered not \
+        "{} {}/s for {} s then {}/s: {} answered, {} refused 503, {} failed, {} answered not \
          completed; p99 {} ms; first 503 at {} ms",
+        o.name(),
         o.rate,
         o.seconds,
         o.rate / 2,
@@ -447,11 +535,12 @@ pub fn print_table(run: &Run) {
         );
         if let Some(p) = &s.pivot {
             // pivotd has no pivot latency histogram: the round trip shows as P's INVITE->200
-            // minus A's at the same rate (1 ms resolution).
+            // minus A's at the same rate (1 ms resolution); P*'s minus A*'s for Asterisk.
+            let a_name = s.scenario.replace('P', "A");
             let a = run
                 .steps
                 .iter()
-                .find(|a| a.scenario == "A" && a.rate == s.rate);
+                .find(|a| a.scenario == a_name && a.rate == s.rate);
             let diff = |f: fn(&Step) -> Option<u32>| -> String {
                 match (f(s), a.and_then(f)) {
                     (Some(p), Some(a)) => format!("{:+}", i64::from(p) - i64::from(a)),
@@ -460,9 +549,11 @@ pub fn print_table(run: &Run) {
             };
             let _ = writeln!(
                 t,
-                "     pivot: {} requests; P - A INVITE->200 p50/p99 {}/{} ms; web server \
+                "     pivot: {} requests; {} - {} INVITE->200 p50/p99 {}/{} ms; web server \
                  handling p50/p99 {}/{} µs",
                 p.requests,
+                s.scenario,
+                a_name,
                 diff(|x| x.invite_200_p50_ms),
                 diff(|x| x.invite_200_p99_ms),
                 opt(p.service_p50_us.map(|v| format!("{v:.2}"))),
@@ -470,23 +561,60 @@ pub fn print_table(run: &Run) {
             );
         }
     }
+    if !run.peer_ratios.is_empty() {
+        let _ = writeln!(
+            t,
+            "pivotd / Asterisk at the same rate (ok/s: above 1 is pivotd better; p99 and \
+             ms/call: below 1 is)"
+        );
+        let _ = writeln!(
+            t,
+            "{:<4} {:>5} {:>7} {:>7} {:>8}",
+            "scen", "rate", "ok/s", "p99", "ms/call"
+        );
+        for r in &run.peer_ratios {
+            let f = |v: Option<f64>| opt(v.map(|v| format!("{v:.2}")));
+            let _ = writeln!(
+                t,
+                "{:<4} {:>5} {:>7} {:>7} {:>8}",
+                r.scenario,
+                r.rate,
+                f(r.ok_per_s),
+                f(r.invite_200_p99),
+                f(r.cpu_ms_per_call)
+            );
+        }
+        for c in &run.peer_clean {
+            let _ = writeln!(
+                t,
+                "highest clean rate, {}: pivotd {} / Asterisk {} = {}",
+                c.scenario,
+                opt(c.pivotd),
+                opt(c.asterisk),
+                opt(c.ratio.map(|v| format!("{v:.2}")))
+            );
+        }
+    }
     for r in &run.rss {
         let _ = writeln!(
             t,
-            "pivotd RSS, scenario {}: idle {:.1} MB, after its last step {:.1} MB",
+            "{} RSS, scenario {}: idle {:.1} MB, after its last step {:.1} MB",
+            r.server,
             r.scenario,
             r.idle_kb as f64 / 1024.0,
             r.after_kb as f64 / 1024.0
         );
     }
-    if let Some(o) = &run.overload {
+    for o in run.overload.iter().chain(&run.peer_overload) {
         let _ = writeln!(
             t,
-            "O: {}/s for {} s, then {}/s for {} s (pivotd CPU {:.0} %, {} ms/call answered)",
+            "{}: {}/s for {} s, then {}/s for {} s ({} CPU {:.0} %, {} ms/call answered)",
+            o.name(),
             o.rate,
             o.seconds,
             o.rate / 2,
             o.seconds,
+            o.server.name,
             o.server.cpu_percent,
             opt(o.server.cpu_ms_per_call.map(|v| format!("{v:.3}")))
         );
@@ -521,10 +649,11 @@ pub fn print_table(run: &Run) {
         }
         let _ = writeln!(
             t,
-            "  answered {}, refused with 503 {} (pivotd counted {}), failed {}, answered but not \
+            "  answered {}, refused with 503 {} ({} counted {}), failed {}, answered but not \
              completed {}; p99 of answered {} ms; first 503 {} after the overload began",
             o.answered,
             o.refused_503,
+            o.server.name,
             o.server.overload_503.as_ref().map_or("-".to_string(), |m| {
                 let all: Vec<String> = m.iter().map(|(k, v)| format!("{k}: {v}")).collect();
                 if all.is_empty() {
@@ -539,7 +668,7 @@ pub fn print_table(run: &Run) {
             opt(o.first_503_ms.map(|v| format!("{v} ms")))
         );
         if o.refused_503 == 0 {
-            let _ = writeln!(t, "  pivotd sent no 503 under this overload");
+            let _ = writeln!(t, "  {} sent no 503 under this overload", o.server.name);
         }
     }
     for n in &run.notes {
