@@ -922,6 +922,24 @@ async fn healthz_and_metrics_need_no_token_and_count_calls_and_pivots() {
         value("pivotd_pivot_requests_total{outcome=\"http_error\"}"),
         0.0
     );
+    // The round trip of that request, in the histogram of its outcome.
+    assert_eq!(
+        value("pivotd_pivot_request_seconds_count{outcome=\"ok\"}"),
+        1.0
+    );
+    assert_eq!(
+        value("pivotd_pivot_request_seconds_bucket{outcome=\"ok\",le=\"+Inf\"}"),
+        1.0
+    );
+    assert_eq!(
+        value("pivotd_pivot_request_seconds_bucket{outcome=\"ok\",le=\"5\"}"),
+        1.0
+    );
+    assert!(value("pivotd_pivot_request_seconds_sum{outcome=\"ok\"}") > 0.0);
+    assert_eq!(
+        value("pivotd_pivot_request_seconds_count{outcome=\"failed\"}"),
+        0.0
+    );
     assert!(value("pivotd_sip_messages_total{direction=\"in\"}") >= 3.0);
     assert!(value("pivotd_sip_messages_total{direction=\"out\"}") >= 2.0);
     // One call: INVITE and ACK in, our BYE out and the caller's 200 for it in.

@@ -10,6 +10,7 @@ use axum::response::{IntoResponse, Response};
 use serde_json::json;
 
 use super::Shared;
+use crate::callflow::modules::pivot::ROUND_TRIP_BUCKETS;
 use crate::registrar::auth::AuthFailure;
 
 /// 200 when the store answers a query, every configured SIP socket is bound and every SIP
@@ -121,6 +122,28 @@ pub(crate) async fn metrics(State(st): State<Shared>) -> Response {
     );
     for (outcome, n) in p.pivot.outcomes() {
         m.value("pivot_requests_total", &format!("outcome=\"{outcome}\""), n);
+    }
+    m.family(
+        "pivot_request_seconds",
+        "histogram",
+        "Pivot requests' round trip by outcome: the URL check, the HTTP exchange (redirects included) and decoding the answer.",
+    );
+    for (outcome, h) in p.pivot.round_trips() {
+        for (le, n) in ROUND_TRIP_BUCKETS.iter().zip(h.cumulative) {
+            m.value(
+                "pivot_request_seconds_bucket",
+                &format!("outcome=\"{outcome}\",le=\"{le}\""),
+                n,
+            );
+        }
+        m.value(
+            "pivot_request_seconds_bucket",
+            &format!("outcome=\"{outcome}\",le=\"+Inf\""),
+            h.count,
+        );
+        let label = format!("outcome=\"{outcome}\"");
+        m.value("pivot_request_seconds_sum", &label, h.sum_seconds);
+        m.value("pivot_request_seconds_count", &label, h.count);
     }
     let ts = &p.endpoint.transport().stats;
     m.family(

@@ -10,7 +10,7 @@ mod cdr;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use url::Url;
 
@@ -57,27 +57,84 @@ pub struct PivotStats {
     pub http_error: AtomicU64,
     /// A 2xx answer that was neither valid Kazoo JSON nor TwiML.
     pub invalid: AtomicU64,
+    /// Round-trip times per outcome, in [`Outcome::COUNTED`]'s order.
+    round_trips: [RoundTrips; 5],
+}
+
+/// Upper bounds (seconds) of the round-trip histogram's buckets: a loopback web server answers
+/// in well under a millisecond, a distant one in tens, a slow one hits `req_timeout_ms`.
+pub const ROUND_TRIP_BUCKETS: [f64; 12] = [
+    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 5.0,
+];
+
+/// One outcome's round trips: counts per bucket (not cumulative; the last one is above every
+/// bound) and the sum. Relaxed atomics: a scrape may see a request in the count but not yet in
+/// the sum, which Prometheus tolerates.
+#[derive(Debug, Default)]
+struct RoundTrips {
+    buckets: [AtomicU64; ROUND_TRIP_BUCKETS.len() + 1],
+    sum_nanos: AtomicU64,
+}
+
+/// A histogram as `/metrics` prints it: cumulative counts per bound of
+/// [`ROUND_TRIP_BUCKETS`], then the total (`+Inf`), and the sum in seconds.
+#[derive(Clone, Debug, PartialEq)]
+pub struct RoundTripSnapshot {
+    pub cumulative: [u64; ROUND_TRIP_BUCKETS.len()],
+    pub count: u64,
+    pub sum_seconds: f64,
+}
+
+impl RoundTrips {
+    fn observe(&self, elapsed: Duration) {
+        let secs = elapsed.as_secs_f64();
+        let i = ROUND_TRIP_BUCKETS
+            .iter()
+            .position(|&le| secs <= le)
+            .unwrap_or(ROUND_TRIP_BUCKETS.len());
+        self.buckets[i].fetch_add(1, Ordering::Relaxed);
+        let nanos = u64::try_from(elapsed.as_nanos()).unwrap_or(u64::MAX);
+        self.sum_nanos.fetch_add(nanos, Ordering::Relaxed);
+    }
+
+    fn snapshot(&self) -> RoundTripSnapshot {
+        let mut cumulative = [0; ROUND_TRIP_BUCKETS.len()];
+        let mut running = 0;
+        for (c, b) in cumulative.iter_mut().zip(&self.buckets) {
+            running += b.load(Ordering::Relaxed);
+            *c = running;
+        }
+        // The bucket above every bound counts in the total only.
+        running += self.buckets[ROUND_TRIP_BUCKETS.len()].load(Ordering::Relaxed);
+        RoundTripSnapshot {
+            cumulative,
+            count: running,
+            sum_seconds: self.sum_nanos.load(Ordering::Relaxed) as f64 / 1e9,
+        }
+    }
 }
 
 impl PivotStats {
     /// `(outcome label, count)` pairs, in a fixed order.
     pub fn outcomes(&self) -> [(&'static str, u64); 5] {
-        [
-            Outcome::Ok,
-            Outcome::Refused,
-            Outcome::Failed,
-            Outcome::HttpError,
-            Outcome::Invalid,
-        ]
-        .map(|o| {
+        Outcome::COUNTED.map(|o| {
             let n = self.counter(o).map_or(0, |c| c.load(Ordering::Relaxed));
             (o.label(), n)
         })
     }
 
-    fn count(&self, o: Outcome) {
+    /// `(outcome label, round trips)` pairs, in the order of [`PivotStats::outcomes`].
+    pub fn round_trips(&self) -> [(&'static str, RoundTripSnapshot); 5] {
+        std::array::from_fn(|i| (Outcome::COUNTED[i].label(), self.round_trips[i].snapshot()))
+    }
+
+    /// Counts one request under its outcome, with the time from its start to its outcome.
+    fn record(&self, o: Outcome, elapsed: Duration) {
         if let Some(c) = self.counter(o) {
             c.fetch_add(1, Ordering::Relaxed);
+        }
+        if let Some(i) = Outcome::COUNTED.iter().position(|&c| c == o) {
+            self.round_trips[i].observe(elapsed);
         }
     }
 
@@ -107,6 +164,15 @@ pub enum Outcome {
 }
 
 impl Outcome {
+    /// The outcomes `/metrics` counts (every one but `not_configured`), in its order.
+    pub const COUNTED: [Outcome; 5] = [
+        Outcome::Ok,
+        Outcome::Refused,
+        Outcome::Failed,
+        Outcome::HttpError,
+        Outcome::Invalid,
+    ];
+
     pub fn label(self) -> &'static str {
         match self {
             Outcome::Ok => "ok",
@@ -195,6 +261,7 @@ pub(crate) async fn ask(
             failure: PivotFailure::NotConfigured,
         }));
     };
+    let started = Instant::now();
     state.pivot_requests += 1;
     if state.pivot_requests > svc.max_requests_per_call {
         tracing::warn!(
@@ -242,11 +309,11 @@ pub(crate) async fn ask(
     };
     Ok(match result {
         Ok(answered) => {
-            svc.stats.count(Outcome::Ok);
+            svc.stats.record(Outcome::Ok, started.elapsed());
             Ok(answered)
         }
         Err(failure) => {
-            svc.stats.count(failure.outcome());
+            svc.stats.record(failure.outcome(), started.elapsed());
             Err(Failed {
                 url: ctx.node,
                 iteration: ctx.iteration,
@@ -448,7 +515,7 @@ mod tests {
             PivotFailure::Answer(AnswerError::Empty),
         ] {
             let stats = PivotStats::default();
-            stats.count(f.outcome());
+            stats.record(f.outcome(), Duration::from_millis(3));
             let counted: Vec<&str> = stats
                 .outcomes()
                 .into_iter()
@@ -457,5 +524,34 @@ mod tests {
                 .collect();
             assert_eq!(counted, [f.outcome().label()], "{f:?}");
         }
+    }
+
+    /// Each request lands in the first bucket whose bound holds it, the buckets are
+    /// cumulative, the count matches the outcome's counter and the sum adds up.
+    #[test]
+    fn round_trips_are_bucketed_per_outcome() {
+        let stats = PivotStats::default();
+        stats.record(Outcome::Ok, Duration::from_micros(300));
+        stats.record(Outcome::Ok, Duration::from_micros(1000));
+        stats.record(Outcome::Ok, Duration::from_millis(40));
+        stats.record(Outcome::Ok, Duration::from_secs(9));
+        stats.record(Outcome::Failed, Duration::from_millis(2));
+        stats.record(Outcome::NotConfigured, Duration::from_millis(2));
+        let trips = stats.round_trips();
+        let (label, ok) = &trips[0];
+        assert_eq!(*label, "ok");
+        // Bounds: 0.5, 1, 2.5, 5, 10, 25, 50, 100, 250, 500 ms, 1 s, 5 s.
+        assert_eq!(ok.cumulative, [1, 2, 2, 2, 2, 2, 3, 3, 3, 3, 3, 3]);
+        assert_eq!(ok.count, 4);
+        assert!((ok.sum_seconds - 9.0413).abs() < 1e-9, "{}", ok.sum_seconds);
+        let failed = &trips[2];
+        assert_eq!(failed.0, "failed");
+        assert_eq!(failed.1.cumulative[2], 1);
+        assert_eq!(failed.1.cumulative[1], 0);
+        assert_eq!(failed.1.count, 1);
+        let counts: Vec<u64> = trips.iter().map(|(_, h)| h.count).collect();
+        let counters: Vec<u64> = stats.outcomes().iter().map(|(_, n)| *n).collect();
+        assert_eq!(counts, counters);
+        assert_eq!(counters, [4, 0, 1, 0, 0]);
     }
 }
