@@ -12,7 +12,9 @@ use pivotd::fdlimit;
 // mimalloc gives emptied pages back to the system a second later, where glibc's malloc kept a
 // flood's peak for good (bench/flood_memory gives both figures). Built without transparent huge
 // pages (feature no_thp): a purge inside a huge page gives nothing back. The binary only: the
-// library's tests keep the system allocator.
+// library's tests keep the system allocator. `--features system-alloc` builds with the system's
+// malloc, which heap profilers (valgrind's dhat, heaptrack) can see into.
+#[cfg(not(feature = "system-alloc"))]
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
