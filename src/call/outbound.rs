@@ -166,7 +166,7 @@ impl OutboundLeg {
                 *id == self.tx_id || self.hold.owns(*id)
             }
             DialogEvent::Request { req, .. } => {
-                message::header_str(req, "Call-ID") == Some(self.invite.call_id.as_str())
+                message::header_str(&**req, "Call-ID") == Some(self.invite.call_id.as_str())
             }
             _ => false,
         }
@@ -206,7 +206,7 @@ impl OutboundLeg {
                 self.sync_hold();
                 ForkNews::Nothing
             }
-            DialogEvent::Response { resp, .. } => self.on_response(resp),
+            DialogEvent::Response { resp, .. } => self.on_response(*resp),
             DialogEvent::Timeout { .. } => {
                 if matches!(self.state, ForkState::Calling | ForkState::Ringing) {
                     self.end();
@@ -219,7 +219,7 @@ impl OutboundLeg {
                     ForkNews::Nothing
                 }
             }
-            DialogEvent::Request { req, tx } => self.on_request(req, tx),
+            DialogEvent::Request { req, tx } => self.on_request(*req, tx),
             _ => ForkNews::Nothing,
         }
     }

@@ -121,7 +121,10 @@ impl Shard {
             match out.notice {
                 Some(TxNotice::Response) if out.pass_up => {
                     if let Some(resp) = resp {
-                        let _ = owner.send(DialogEvent::Response { id: e.id, resp });
+                        let _ = owner.send(DialogEvent::Response {
+                            id: e.id,
+                            resp: Box::new(resp),
+                        });
                     }
                 }
                 Some(TxNotice::Timeout) => {

@@ -182,8 +182,11 @@ impl Shard {
                         e.owner = Some(owner.clone());
                         e.dialog = Some(id.clone());
                     }
-                    if let Err(mpsc::error::SendError(DialogEvent::Request { req, .. })) =
-                        owner.send(DialogEvent::Request { req, tx })
+                    if let Err(mpsc::error::SendError(DialogEvent::Request { req, .. })) = owner
+                        .send(DialogEvent::Request {
+                            req: Box::new(req),
+                            tx,
+                        })
                     {
                         // The call ended between its last event and its unregistering.
                         self.remove_dialog(&id);
@@ -257,7 +260,7 @@ impl Shard {
                 m.on_2xx_ack();
             }
         }
-        let _ = owner.send(DialogEvent::Ack { req });
+        let _ = owner.send(DialogEvent::Ack { req: Box::new(req) });
     }
 
     /// A response from the transaction user, through its transaction (which retransmits it).
