@@ -24,21 +24,11 @@ const BURST: usize = 1000;
 /// A server whose 6000 bridges to `callee`, with `sip_extra` in `[sip]`. The burst comes from
 /// 127.0.0.1: trusted, or the per-source request rate would drop it first.
 async fn server(callee: &Callee, sip_extra: &str) -> TestServer {
-    let callflows = format!(
-        r#"
-[[accounts.callflows]]
-numbers = ["6000"]
-flow = {{ module = "resources", data = {{ to_did = "5551234" }} }}
-[[accounts.resources]]
-id = "carrier1"
-gateway = "sip:{}"
-[pivot]
-blacklist_cidrs = []
-"#,
-        callee.addr
-    );
-    let sip = format!("trusted_sources = [\"127.0.0.1\"]\n{sip_extra}");
-    start(&config_toml(&callflows, &sip, "")).await
+    carrier_server(
+        callee,
+        &format!("trusted_sources = [\"127.0.0.1\"]\n{sip_extra}"),
+    )
+    .await
 }
 
 /// The BYE of a call pivotd no longer has (another caller of the same moment).
