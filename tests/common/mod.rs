@@ -109,6 +109,9 @@ pub async fn start(toml: &str) -> TestServer {
         Ok(c) => c,
         Err(e) => panic!("test config refused: {e}\n{toml}"),
     };
+    // The binary raises the open-files soft limit at start (`main`); an in-process server
+    // must too, or a shell's 1024 caps a test's calls at a few hundred.
+    pivotd::fdlimit::raise().expect("open-files limit raised");
     let handle = server::start(Arc::new(cfg)).await.expect("server starts");
     let udp = handle.udp[0];
     let tcp = handle.tcp[0];
