@@ -114,6 +114,11 @@ pub fn metric_labelled(api: SocketAddr, name: &str, labels: &[&str]) -> Option<f
 /// The values of the samples of `name` in /metrics whose label set holds all of `labels`
 /// (every sample when `labels` is empty); None when /metrics could not be read.
 fn samples(api: SocketAddr, name: &str, labels: &[&str]) -> Option<Vec<f64>> {
+    Some(samples_in(&metrics_text(api)?, name, labels))
+}
+
+/// pivotd's /metrics page (one request), None when it could not be read.
+pub fn metrics_text(api: SocketAddr) -> Option<String> {
     let mut s = TcpStream::connect(api).ok()?;
     s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
     write!(
@@ -123,11 +128,13 @@ fn samples(api: SocketAddr, name: &str, labels: &[&str]) -> Option<Vec<f64>> {
     .ok()?;
     let mut text = String::new();
     s.read_to_string(&mut text).ok()?;
-    if !text.starts_with("HTTP/1.1 200") {
-        return None;
-    }
-    let values = text
-        .lines()
+    text.starts_with("HTTP/1.1 200").then_some(text)
+}
+
+/// The values of the samples of `name` in a /metrics page whose label set holds all of
+/// `labels` (every sample when `labels` is empty).
+pub fn samples_in(text: &str, name: &str, labels: &[&str]) -> Vec<f64> {
+    text.lines()
         .filter(|l| {
             let Some(rest) = l.strip_prefix(name) else {
                 return false;
@@ -141,8 +148,7 @@ fn samples(api: SocketAddr, name: &str, labels: &[&str]) -> Option<Vec<f64>> {
             labels.iter().all(|want| set.split(',').any(|l| l == *want))
         })
         .filter_map(|l| l.rsplit(' ').next()?.parse().ok())
-        .collect();
-    Some(values)
+        .collect()
 }
 
 /// One request to the API (HTTP/1.1, `Connection: close`): the status and the body.

@@ -34,7 +34,7 @@ use std::time::{Duration, Instant};
 
 use asterisk::Asterisk;
 use pivotd::{Pivotd, Setup};
-use report::{Overload, Run, ServerFigures, Step};
+use report::{Overload, Probe, Run, ServerFigures, Step};
 use sipp::{Caller, Transport};
 
 /// Bad command-line arguments.
@@ -460,28 +460,40 @@ fn warm_up(opts: &Opts, work: &Path, server: &dyn Server, number: &str) {
 /// Samples a server's RSS (and pivotd's live calls) every 200 ms until stopped.
 struct Sampler {
     stop: Arc<AtomicBool>,
-    handle: std::thread::JoinHandle<Vec<(u64, Option<u64>)>>,
+    handle: std::thread::JoinHandle<Vec<Probe>>,
 }
 
 impl Sampler {
+    /// Every 100 ms: RSS, and pivotd's live calls and load signals when it has an API.
     fn start(pid: u32, api: Option<std::net::SocketAddr>) -> Sampler {
         let stop = Arc::new(AtomicBool::new(false));
         let flag = stop.clone();
         let handle = std::thread::spawn(move || {
+            let started = Instant::now();
             let mut samples = Vec::new();
             while !flag.load(Ordering::Relaxed) {
-                let live = api
-                    .and_then(|a| flood_common::metric(a, "pivotd_calls_active"))
-                    .map(|v| v as u64);
-                samples.push((procfs::rss_kb(pid).unwrap_or(0), live));
-                std::thread::sleep(Duration::from_millis(200));
+                let at = Instant::now();
+                let page = api.and_then(flood_common::metrics_text);
+                let one = |name: &str| {
+                    let v = flood_common::samples_in(page.as_deref()?, name, &[]);
+                    (!v.is_empty()).then(|| v.iter().sum::<f64>())
+                };
+                samples.push(Probe {
+                    at_ms: at.duration_since(started).as_millis() as u64,
+                    rss_kb: procfs::rss_kb(pid).unwrap_or(0),
+                    live: one("pivotd_calls_active").map(|v| v as u64),
+                    queue_delay_ms: one("pivotd_sip_queue_delay_seconds").map(|v| v * 1000.0),
+                    pacer_lateness_ms: one("pivotd_rtp_pacer_lateness_seconds").map(|v| v * 1000.0),
+                    overloaded: one("pivotd_sip_overloaded").map(|v| v > 0.0),
+                });
+                std::thread::sleep(Duration::from_millis(100).saturating_sub(at.elapsed()));
             }
             samples
         });
         Sampler { stop, handle }
     }
 
-    fn stop(self) -> Vec<(u64, Option<u64>)> {
+    fn stop(self) -> Vec<Probe> {
         self.stop.store(true, Ordering::Relaxed);
         self.handle.join().unwrap_or_default()
     }
@@ -677,5 +689,5 @@ fn overload(opts: &Opts, work: &Path, server: &dyn Server, scen: &str, rate: u32
         after_kb,
     );
     figures.overload_503 = refused0.zip(refused1).map(|(a, b)| pivotd::delta(&a, &b));
-    Overload::new(rate, secs, phases, figures)
+    Overload::new(rate, secs, phases, figures, &samples)
 }

@@ -239,6 +239,26 @@ impl Step {
     }
 }
 
+/// One look at the server while a step runs (every 100 ms).
+#[derive(Clone, Copy, Debug, Default, Serialize)]
+pub struct Probe {
+    /// Ms after the step's callers started.
+    pub at_ms: u64,
+    pub rss_kb: u64,
+    /// pivotd's `pivotd_calls_active`.
+    pub live: Option<u64>,
+    /// pivotd's last 100 ms interval's least SIP queue delay (`pivotd_sip_queue_delay_seconds`).
+    pub queue_delay_ms: Option<f64>,
+    /// pivotd's last interval's least pacer lateness (`pivotd_rtp_pacer_lateness_seconds`).
+    pub pacer_lateness_ms: Option<f64>,
+    /// `pivotd_sip_overloaded`.
+    pub overloaded: Option<bool>,
+}
+
+/// A standing queue this long (every message of a 100 ms interval waited at least this) means
+/// the server no longer keeps up with what arrives: the overload has begun.
+pub const BEHIND_MS: f64 = 1.0;
+
 /// The server's side of a step: pivotd, or scenario S's SIPp stand-in.
 #[derive(Serialize)]
 pub struct ServerFigures {
@@ -268,14 +288,14 @@ impl ServerFigures {
         cpu: Duration,
         wall: Duration,
         calls: u64,
-        samples: &[(u64, Option<u64>)],
+        samples: &[Probe],
         idle_kb: u64,
         after_kb: u64,
     ) -> ServerFigures {
         let cpu_ms = cpu.as_secs_f64() * 1000.0;
         let peak_live = samples
             .iter()
-            .filter_map(|&(rss, live)| Some((live?, rss)))
+            .filter_map(|p| Some((p.live?, p.rss_kb)))
             .max_by_key(|&(live, _)| live);
         ServerFigures {
             name: name.to_string(),
@@ -283,7 +303,7 @@ impl ServerFigures {
             cpu_percent: percent(cpu, wall),
             cpu_ms_per_call: (calls > 0).then(|| cpu_ms / calls as f64),
             rss_idle_kb: idle_kb,
-            rss_peak_kb: samples.iter().map(|s| s.0).max().unwrap_or(0),
+            rss_peak_kb: samples.iter().map(|s| s.rss_kb).max().unwrap_or(0),
             rss_after_kb: after_kb,
             live_calls_peak: peak_live.map(|p| p.0),
             rss_per_live_call_kb: peak_live
@@ -331,8 +351,15 @@ pub struct Overload {
     pub answered_not_completed: u64,
     /// INVITE -> 200 p99 of the answered calls of both phases.
     pub answered_p99_ms: Option<u32>,
-    /// Ms after the overload began of the first 503.
+    /// Ms after the offered rate doubled of the first 503.
     pub first_503_ms: Option<u64>,
+    /// Ms after the offered rate doubled when pivotd first fell behind: the first probe whose
+    /// least SIP queue delay or pacer lateness over an interval was [`BEHIND_MS`] or more.
+    pub behind_ms: Option<u64>,
+    /// Ms after the offered rate doubled when pivotd's gate first said overloaded.
+    pub gate_ms: Option<u64>,
+    /// The probes of both phases (every 100 ms).
+    pub probes: Vec<Probe>,
 }
 
 impl Overload {
@@ -344,7 +371,13 @@ impl Overload {
             .unwrap_or("O")
     }
 
-    pub fn new(rate: u32, seconds: u32, phases: Vec<Step>, server: ServerFigures) -> Overload {
+    pub fn new(
+        rate: u32,
+        seconds: u32,
+        phases: Vec<Step>,
+        server: ServerFigures,
+        probes: &[Probe],
+    ) -> Overload {
         let sum = |f: fn(&CallerStats) -> u64| phases.iter().map(|p| f(&p.caller)).sum::<u64>();
         let answered = sum(|c| c.answered);
         let completed = sum(|c| c.completed);
@@ -362,6 +395,18 @@ impl Overload {
                 .enumerate()
                 .filter_map(|(i, p)| Some(p.first_503_ms? + i as u64 * u64::from(seconds) * 1000))
                 .min(),
+            behind_ms: probes
+                .iter()
+                .find(|p| {
+                    p.queue_delay_ms.unwrap_or(0.0) >= BEHIND_MS
+                        || p.pacer_lateness_ms.unwrap_or(0.0) >= BEHIND_MS
+                })
+                .map(|p| p.at_ms),
+            gate_ms: probes
+                .iter()
+                .find(|p| p.overloaded == Some(true))
+                .map(|p| p.at_ms),
+            probes: probes.to_vec(),
             phases,
             server,
         }
@@ -458,7 +503,7 @@ pub fn print_step(s: &Step, standin: Option<&Step>) {
 pub fn print_overload(o: &Overload) {
     eprintln!(
         "{} {}/s for {} s then {}/s: {} answered, {} refused 503, {} failed, {} answered not \
-         completed; p99 {} ms; first 503 at {} ms",
+         completed; p99 {} ms; behind at {} ms, overloaded at {} ms, first 503 at {} ms",
         o.name(),
         o.rate,
         o.seconds,
@@ -468,6 +513,8 @@ pub fn print_overload(o: &Overload) {
         o.failed,
         o.answered_not_completed,
         opt(o.answered_p99_ms),
+        opt(o.behind_ms),
+        opt(o.gate_ms),
         opt(o.first_503_ms)
     );
 }
@@ -650,7 +697,7 @@ pub fn print_table(run: &Run) {
         let _ = writeln!(
             t,
             "  answered {}, refused with 503 {} ({} counted {}), failed {}, answered but not \
-             completed {}; p99 of answered {} ms; first 503 {} after the overload began",
+             completed {}; p99 of answered {} ms; first 503 {} after the rate doubled",
             o.answered,
             o.refused_503,
             o.server.name,
@@ -669,6 +716,17 @@ pub fn print_table(run: &Run) {
         );
         if o.refused_503 == 0 {
             let _ = writeln!(t, "  {} sent no 503 under this overload", o.server.name);
+        }
+        if let Some(behind) = o.behind_ms {
+            let _ = writeln!(
+                t,
+                "  behind (a standing queue of {BEHIND_MS} ms or more) at {behind} ms, its gate \
+                 overloaded at {}, first 503 {} after falling behind",
+                opt(o.gate_ms.map(|v| format!("{v} ms"))),
+                opt(o
+                    .first_503_ms
+                    .map(|v| format!("{} ms", v as i64 - behind as i64)))
+            );
         }
     }
     for n in &run.notes {
