@@ -7,6 +7,9 @@
 #   asterisk_peer.sh PEERS configure-load PROMPT WEB   bench-load-*.conf and rtp.conf (below);
 #                                                     PROMPT: a WAV path without ".wav";
 #                                                     WEB: host:port of the harness's web server
+#   asterisk_peer.sh PEERS configure-playing PROMPT    bench-playing-extensions.conf and rtp.conf:
+#                                                     7100 answers and plays PROMPT (a WAV
+#                                                     path without ".wav") over and over
 #   asterisk_peer.sh PEERS exec                        checks nothing holds 5080, then execs
 #                                                     Asterisk in the foreground (same pid)
 #   asterisk_peer.sh PEERS booted PID                  waits until Asterisk PID is fully booted
@@ -103,15 +106,34 @@ EOF
     peer_rtp_conf
 }
 
+# bench/run's scenario B (load_playing --asterisk): long calls that play until the caller hangs up.
+peer_configure_playing() {
+    local prompt=$1
+    cat > "$ETC/bench-playing-extensions.conf" <<EOF
+; Written by pivotd's bench/asterisk_peer.sh for load_playing --asterisk: 7100 answers and
+; plays the prompt again and again until the caller's BYE (pivotd's endless_playback).
+[bench-playing]
+exten => 7100,1,Answer()
+ same => n(loop),Playback($prompt)
+ same => n,Goto(loop)
+
+[ivr](+)
+exten => 7100,1,Goto(bench-playing,7100,1)
+EOF
+    peer_include bench-playing-extensions.conf extensions.conf
+    peer_rtp_conf
+}
+
 # As a command (not when sourced).
 if [ "${BASH_SOURCE[0]}" = "$0" ]; then
     set -euo pipefail
-    [ $# -ge 2 ] || peer_die "usage: asterisk_peer.sh PEERS configure-load PROMPT WEB | exec | booted PID | cli COMMAND"
+    [ $# -ge 2 ] || peer_die "usage: asterisk_peer.sh PEERS configure-load PROMPT WEB | configure-playing PROMPT | exec | booted PID | cli COMMAND"
     peer_init "$1"
     cmd=$2
     shift 2
     case $cmd in
         configure-load) [ $# -eq 2 ] || peer_die "configure-load PROMPT WEB"; peer_configure_load "$1" "$2" ;;
+        configure-playing) [ $# -eq 1 ] || peer_die "configure-playing PROMPT"; peer_configure_playing "$1" ;;
         exec) peer_exec ;;
         booted) [ $# -eq 1 ] || peer_die "booted PID"; peer_booted "$1" ;;
         cli) [ $# -eq 1 ] || peer_die "cli COMMAND"; peer_cli "$1" ;;

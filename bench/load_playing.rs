@@ -23,9 +23,18 @@
 //! its peak (VmHWM) and after the hang-up. A table on stdout and JSON (default
 //! target/bench-load-playing.json). Asserts nothing.
 //!
+//! With `--asterisk PEERS` (the directory build-asterisk.sh filled) the same calls go to the
+//! comparison Asterisk instead (bench/asterisk_peer.sh `configure-playing`: extension 7100
+//! answers and plays a 10 s 1 kHz tone over and over); its CPU and RSS are measured the same
+//! way, and the figures only pivotd's /metrics has are left out.
+//!
 //! cargo bench --bench load_playing -- [--steps 1000,2500,5000] [--hold-seconds 10]
 //!     [--sample 200] [--rate 500] [--sip-sockets 4] [--sinks 4] [--json FILE]
+//!     [--asterisk PEERS]
 
+#[allow(dead_code)]
+#[path = "load/asterisk.rs"]
+mod asterisk;
 #[allow(dead_code)]
 #[path = "calls_common.rs"]
 mod calls_common;
@@ -47,7 +56,8 @@ use pivotd::sip::transport::set_receive_buffer;
 
 const USAGE: &str = "load_playing: scenario B of the load benchmark (long playing calls, RTP \
 lateness); run it with\n  cargo bench --bench load_playing -- [--steps 1000,2500,5000] \
-[--hold-seconds 10] [--sample 200] [--rate 500] [--sip-sockets 4] [--sinks 4] [--json FILE]";
+[--hold-seconds 10] [--sample 200] [--rate 500] [--sip-sockets 4] [--sinks 4] [--json FILE] \
+[--asterisk PEERS]";
 
 /// 20,000 ports: 10,000 even/odd pairs, so 5,000 calls fit with room for pairs that other
 /// programs hold (pivotd skips those). Away from the tests' 20000-29999; it overlaps the
@@ -100,6 +110,8 @@ struct Options {
     sip_sockets: usize,
     sinks: usize,
     json: PathBuf,
+    /// Call the comparison Asterisk built in this directory instead of pivotd.
+    asterisk: Option<PathBuf>,
 }
 
 fn options() -> Options {
@@ -114,6 +126,7 @@ fn options() -> Options {
             env!("CARGO_MANIFEST_DIR"),
             "/target/bench-load-playing.json"
         )),
+        asterisk: None,
     };
     let mut args = std::env::args().skip(1).filter(|a| a != "--bench");
     let bad = |what: &str| -> ! { panic!("{what}\n{USAGE}") };
@@ -135,6 +148,7 @@ fn options() -> Options {
             "--sip-sockets" => o.sip_sockets = number(&value) as usize,
             "--sinks" => o.sinks = number(&value) as usize,
             "--json" => o.json = PathBuf::from(value),
+            "--asterisk" => o.asterisk = Some(PathBuf::from(value)),
             _ => bad(&format!("unknown option {flag}")),
         }
     }
@@ -142,6 +156,95 @@ fn options() -> Options {
         bad("--steps must rise");
     }
     o
+}
+
+/// The server under test: pivotd (with its /metrics), or the comparison Asterisk.
+enum Server {
+    Pivotd {
+        child: std::process::Child,
+        api: SocketAddr,
+    },
+    Asterisk(asterisk::Asterisk),
+}
+
+impl Server {
+    fn name(&self) -> &'static str {
+        match self {
+            Server::Pivotd { .. } => "pivotd",
+            Server::Asterisk(_) => "asterisk",
+        }
+    }
+
+    fn pid(&self) -> u32 {
+        match self {
+            Server::Pivotd { child, .. } => child.id(),
+            Server::Asterisk(a) => a.pid(),
+        }
+    }
+
+    /// A pivotd metric; None for Asterisk.
+    fn metric(&self, name: &str) -> Option<f64> {
+        match self {
+            Server::Pivotd { api, .. } => metric(*api, name),
+            Server::Asterisk(_) => None,
+        }
+    }
+
+    /// Its calls in progress.
+    fn live(&self) -> Option<f64> {
+        match self {
+            Server::Pivotd { api, .. } => metric(*api, "pivotd_calls_active"),
+            Server::Asterisk(a) => a.live_calls().map(|n| n as f64),
+        }
+    }
+
+    fn stop(self) {
+        match self {
+            Server::Pivotd { mut child, .. } => {
+                let _ = child.kill();
+                let _ = child.wait();
+            }
+            // Dropping it stops it.
+            Server::Asterisk(a) => drop(a),
+        }
+    }
+}
+
+/// Starts the server under test: pivotd with this bench's configuration in `dir`, or the
+/// Asterisk in `peers` with extension 7100 playing a tone written into `dir`.
+fn start_server(o: &Options, dir: &std::path::Path) -> (Server, SocketAddr) {
+    match &o.asterisk {
+        None => {
+            let config = flood_common::write_config(dir, SIP, MEDIA_PORTS, MEDIA, CALLFLOWS);
+            let (child, sip, api) = start(&config);
+            (Server::Pivotd { child, api }, sip)
+        }
+        Some(peers) => {
+            let prompt = dir.join("tone-10s");
+            write_tone(&prompt.with_extension("wav"), 10);
+            asterisk::configure_playing(peers, &prompt)
+                .unwrap_or_else(|e| panic!("configuring Asterisk: {e}"));
+            let a = asterisk::Asterisk::start(peers)
+                .unwrap_or_else(|e| panic!("starting Asterisk: {e}"));
+            (Server::Asterisk(a), asterisk::SIP)
+        }
+    }
+}
+
+/// `seconds` of a 1 kHz tone at -6 dBFS, 8 kHz mono 16-bit PCM (what pivotd's `tone-1khz` plays).
+fn write_tone(path: &std::path::Path, seconds: u32) {
+    let spec = hound::WavSpec {
+        channels: 1,
+        sample_rate: 8000,
+        bits_per_sample: 16,
+        sample_format: hound::SampleFormat::Int,
+    };
+    let mut w = hound::WavWriter::create(path, spec).expect("write tone");
+    for n in 0..8000 * seconds {
+        let v = (2.0 * std::f64::consts::PI * 1000.0 * f64::from(n) / 8000.0).sin() * 16384.0;
+        w.write_sample(v as i16).expect("write tone");
+    }
+    w.finalize().expect("write tone");
 }
 
 /// Where a call is in its life, as the bench sees it.
@@ -775,9 +878,8 @@ fn main() {
 
     let dir = std::env::temp_dir().join(format!("pivotd-load-playing-{}", std::process::id()));
     std::fs::create_dir_all(&dir).expect("temp dir");
-    let config = flood_common::write_config(&dir, SIP, MEDIA_PORTS, MEDIA, CALLFLOWS);
-    let (mut child, server, api) = start(&config);
-    let pid = child.id();
+    let (srv, server) = start_server(&o, &dir);
+    let pid = srv.pid();
 
     // Every STRIDE-th call is sampled: the sample spreads evenly over the ramp.
     let samples = o.sample.min(total);
@@ -842,9 +944,9 @@ fn main() {
         let ramp_s = t0.elapsed().as_secs_f64();
         placed = target;
         std::thread::sleep(SETTLE);
-        let late0 = metric(api, "pivotd_rtp_late_packets_total");
-        let errors0 = metric(api, "pivotd_rtp_send_errors_total");
-        let sent0 = metric(api, "pivotd_rtp_packets_sent_total");
+        let late0 = srv.metric("pivotd_rtp_late_packets_total");
+        let errors0 = srv.metric("pivotd_rtp_send_errors_total");
+        let sent0 = srv.metric("pivotd_rtp_packets_sent_total");
         phase.store(2 * k + 1, Ordering::Relaxed);
         let (h0, cpu0, bench0) = (
             Instant::now(),
@@ -865,19 +967,19 @@ fn main() {
                 .filter(|c| matches!(c.state, State::Refused(_)))
                 .count(),
             unanswered,
-            live_gauge: metric(api, "pivotd_calls_active"),
-            rtp_streams: metric(api, "pivotd_rtp_streams"),
+            live_gauge: srv.live(),
+            rtp_streams: srv.metric("pivotd_rtp_streams"),
             ramp_s,
             hold_s,
             cpu_pct: (cpu1 - cpu0) / hold_s * 100.0,
             bench_cpu_pct: (bench1 - bench0) / hold_s * 100.0,
             rss_kb: status_kb(pid, "VmRSS"),
-            late_packets: delta(late0, metric(api, "pivotd_rtp_late_packets_total")),
-            send_errors: delta(errors0, metric(api, "pivotd_rtp_send_errors_total")),
-            sent_packets: delta(sent0, metric(api, "pivotd_rtp_packets_sent_total")),
+            late_packets: delta(late0, srv.metric("pivotd_rtp_late_packets_total")),
+            send_errors: delta(errors0, srv.metric("pivotd_rtp_send_errors_total")),
+            sent_packets: delta(sent0, srv.metric("pivotd_rtp_packets_sent_total")),
         };
         eprintln!(
-            "step {target}: {} answered, ramp {ramp_s:.1} s, pivotd CPU {:.1} %, RSS {:.1} MB",
+            "step {target}: {} answered, ramp {ramp_s:.1} s, server CPU {:.1} %, RSS {:.1} MB",
             step.answered,
             step.cpu_pct,
             step.rss_kb as f64 / 1024.0
@@ -892,10 +994,10 @@ fn main() {
     let bye_unanswered = hang_up(&calls, o.rate.max(1000.0));
     let hangup_s = t0.elapsed().as_secs_f64();
     let idle_wait = Instant::now();
-    let mut live_after = metric(api, "pivotd_calls_active");
+    let mut live_after = srv.live();
     while live_after != Some(0.0) && idle_wait.elapsed() < IDLE_TIMEOUT {
         std::thread::sleep(Duration::from_millis(200));
-        live_after = metric(api, "pivotd_calls_active");
+        live_after = srv.live();
     }
     std::thread::sleep(AFTER_SETTLE);
     let after_rss = status_kb(pid, "VmRSS");
@@ -906,8 +1008,8 @@ fn main() {
     for r in readers {
         r.join().expect("sip reader");
     }
-    let _ = child.kill();
-    let _ = child.wait();
+    let name = srv.name();
+    srv.stop();
     let _ = std::fs::remove_dir_all(&dir);
 
     report(
@@ -915,6 +1017,7 @@ fn main() {
         &steps,
         &mut rx_phases,
         Summary {
+            server: name,
             loadavg: loadavg.trim().to_string(),
             samples,
             stride,
@@ -934,6 +1037,8 @@ fn main() {
 
 /// The run's figures besides the steps.
 struct Summary {
+    /// "pivotd" or "asterisk".
+    server: &'static str,
     loadavg: String,
     samples: usize,
     stride: usize,
@@ -952,7 +1057,8 @@ struct Summary {
 fn report(o: &Options, steps: &[Step], rx: &mut [Phase], s: Summary) {
     let opt = |v: Option<f64>| v.map_or("-".to_string(), |v| format!("{v:.0}"));
     println!(
-        "load_playing: steps {:?}, hold {:.0} s, {} sampled streams (every {}th call), ramp {}/s; loadavg at start {}",
+        "load_playing against {}: steps {:?}, hold {:.0} s, {} sampled streams (every {}th call), ramp {}/s; loadavg at start {}",
+        s.server,
         o.steps,
         o.hold.as_secs_f64(),
         s.samples,
@@ -1059,10 +1165,10 @@ fn report(o: &Options, steps: &[Step], rx: &mut [Phase], s: Summary) {
             "pivotd_rtp_late_packets": st.late_packets,
             "pivotd_rtp_send_errors": st.send_errors,
             "pivotd_rtp_packets_sent_per_second": st.sent_packets.map(|n| n / st.hold_s),
-            "pivotd_cpu_percent": st.cpu_pct,
-            "pivotd_cpu_percent_per_call": per_call,
-            "pivotd_cpu_percent_per_added_call": marginal,
-            "pivotd_cpu_us_per_packet_received": us_per_packet,
+            "server_cpu_percent": st.cpu_pct,
+            "server_cpu_percent_per_call": per_call,
+            "server_cpu_percent_per_added_call": marginal,
+            "server_cpu_us_per_packet_received": us_per_packet,
             "bench_cpu_percent": st.bench_cpu_pct,
             "rss_kb": st.rss_kb,
             "rss_kb_per_added_call": rss_slope,
@@ -1072,7 +1178,7 @@ fn report(o: &Options, steps: &[Step], rx: &mut [Phase], s: Summary) {
     println!();
     println!(
         "cost over each hold (CPU % of one core; per call = total / live, per added call = change \
-         from the step before / calls added; µs of pivotd CPU per packet received; late(pvd) = \
+         from the step before / calls added; µs of the server's CPU per packet received; late(pvd) = \
          pivotd_rtp_late_packets_total over the hold; KB / add = RSS change / calls added)"
     );
     println!(
@@ -1080,7 +1186,7 @@ fn report(o: &Options, steps: &[Step], rx: &mut [Phase], s: Summary) {
         "calls",
         "answered",
         "refused",
-        "pivotd %",
+        "server %",
         "% / call",
         "% / add",
         "µs/pkt",
@@ -1115,7 +1221,7 @@ fn report(o: &Options, steps: &[Step], rx: &mut [Phase], s: Summary) {
         s.idle_cpu
     );
     println!(
-        "hang-up: {:.1} s, {} BYEs unanswered, live calls after {}; {} calls ended by pivotd; receiver sockets' kernel drops {}; wall clock moved {:.0} µs against monotonic",
+        "hang-up: {:.1} s, {} BYEs unanswered, live calls after {}; {} calls ended by the server; receiver sockets' kernel drops {}; wall clock moved {:.0} µs against monotonic",
         s.hangup_s,
         s.bye_unanswered,
         opt(s.live_after),
@@ -1125,6 +1231,7 @@ fn report(o: &Options, steps: &[Step], rx: &mut [Phase], s: Summary) {
     );
     let json = serde_json::json!({
         "scenario": "B",
+        "server": s.server,
         "loadavg_at_start": s.loadavg,
         "steps_requested": o.steps,
         "hold_seconds": o.hold.as_secs_f64(),
@@ -1136,7 +1243,7 @@ fn report(o: &Options, steps: &[Step], rx: &mut [Phase], s: Summary) {
         "hangup_seconds": s.hangup_s,
         "bye_unanswered": s.bye_unanswered,
         "live_calls_after": s.live_after,
-        "ended_by_pivotd": s.ended_by_server,
+        "ended_by_server": s.ended_by_server,
         "receiver_kernel_drops": s.receiver_drops,
         "wall_clock_moved_us": s.offset_moved_us,
     });

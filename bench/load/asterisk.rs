@@ -58,6 +58,14 @@ pub fn configure(peers: &Path, prompt: &Path, web: SocketAddr) -> Result<(), Ast
     .map(|_| ())
 }
 
+/// Writes the dialplan of B (7100): answer, then play `prompt` (the WAV without ".wav") over
+/// and over until the caller hangs up. (Used by load_playing, which includes this file.)
+#[allow(dead_code)]
+pub fn configure_playing(peers: &Path, prompt: &Path) -> Result<(), AsteriskError> {
+    let prompt = prompt.to_string_lossy();
+    script(peers, &["configure-playing", prompt.as_ref()]).map(|_| ())
+}
+
 /// A running Asterisk the harness started.
 pub struct Asterisk {
     peers: PathBuf,

@@ -285,30 +285,17 @@ fn main() {
                 // B is its own bench (one receiver thread, its own pivotd); run it here so
                 // one command gives every scenario. Its table goes to stdout, its JSON beside ours.
                 let json = opts.json.with_file_name("bench-load-playing.json");
-                let status = std::process::Command::new("cargo")
-                    .args([
-                        "bench",
-                        "--quiet",
-                        "--bench",
-                        "load_playing",
-                        "--",
-                        "--json",
-                    ])
-                    .arg(&json)
-                    .status();
-                let msg = match status {
-                    Ok(s) if s.success() => format!("B: see {}", json.display()),
-                    Ok(s) => format!("B: load_playing exited with {s}"),
-                    Err(e) => format!("B: could not start load_playing: {e}"),
-                };
-                println!("{msg}");
-                run.notes.push(msg);
+                run.notes.push(playing(&json, &[]));
+                if let Some(peers) = &peer {
+                    // Asterisk saturates both cores near 1,000 playing calls (bench/README.md):
+                    // one step there, ramped at the rate it answers cleanly.
+                    let json = opts.json.with_file_name("bench-load-playing-asterisk.json");
+                    let peers = peers.to_string_lossy();
+                    let args = ["--asterisk", &peers, "--steps", "1000", "--rate", "100"];
+                    run.notes.push(playing(&json, &args));
+                }
             }
         }
-    }
-    if peer.is_some() && opts.scenarios.contains(&'B') {
-        run.notes
-            .push("PEER_ASTERISK: B (long playing calls) runs against pivotd only".to_string());
     }
     run.finish();
     report::print_table(&run);
@@ -438,6 +425,30 @@ fn scenario_steps(
         idle_kb: idle,
         after_kb: procfs::rss_kb(server.pid()).unwrap_or(0),
     });
+}
+
+/// Runs scenario B (`load_playing`, its own bench) with `args`, its JSON to `json`; the line
+/// for the run's notes.
+fn playing(json: &Path, args: &[&str]) -> String {
+    let status = std::process::Command::new("cargo")
+        .args([
+            "bench",
+            "--quiet",
+            "--bench",
+            "load_playing",
+            "--",
+            "--json",
+        ])
+        .arg(json)
+        .args(args)
+        .status();
+    let msg = match status {
+        Ok(s) if s.success() => format!("B: see {}", json.display()),
+        Ok(s) => format!("B: load_playing exited with {s}"),
+        Err(e) => format!("B: could not start load_playing: {e}"),
+    };
+    println!("{msg}");
+    msg
 }
 
 /// A few calls before the measured steps (the prompt's first load, the pivot connection).
