@@ -412,9 +412,15 @@ fn scenario_steps(
     warm_up(opts, work, server, number);
     web.take();
     for &rate in &opts.rates {
+        let trips0 = server.api().and_then(pivotd::pivot_round_trips);
         let mut step = server_step(opts, work, server, &name, number, rate, idle);
         if scen == 'P' {
-            step.pivot = Some(report::pivot_figures(web.take()));
+            let trips1 = server.api().and_then(pivotd::pivot_round_trips);
+            let q = |q: f64| {
+                let (a, b) = (trips0.as_deref()?, trips1.as_deref()?);
+                pivotd::round_trip_quantile_ms(a, b, q)
+            };
+            step.pivot = Some(report::pivot_figures(web.take(), q(0.5), q(0.99)));
         }
         report::print_step(&step, run.standin(rate));
         run.steps.push(step);

@@ -176,3 +176,56 @@ impl Drop for Pivotd {
         let _ = self.child.wait();
     }
 }
+
+/// pivotd's histogram of pivot round trips (`pivotd_pivot_request_seconds_bucket`, every
+/// outcome summed): (upper bound in seconds, cumulative count) per bound, `+Inf` last; None
+/// when /metrics could not be read.
+pub fn pivot_round_trips(api: SocketAddr) -> Option<Vec<(f64, u64)>> {
+    let page = flood_common::metrics_text(api)?;
+    let mut buckets: Vec<(f64, u64)> = Vec::new();
+    for line in page.lines() {
+        let Some(rest) = line.strip_prefix("pivotd_pivot_request_seconds_bucket{") else {
+            continue;
+        };
+        let Some((labels, value)) = rest.split_once('}') else {
+            continue;
+        };
+        let le = labels
+            .split(',')
+            .find_map(|l| l.strip_prefix("le=\"")?.strip_suffix('"'));
+        let le = match le {
+            Some("+Inf") => f64::INFINITY,
+            Some(v) => match v.parse() {
+                Ok(v) => v,
+                Err(_) => continue,
+            },
+            None => continue,
+        };
+        let Ok(n) = value.trim().parse::<f64>() else {
+            continue;
+        };
+        match buckets.iter_mut().find(|b| b.0 == le) {
+            Some(b) => b.1 += n as u64,
+            None => buckets.push((le, n as u64)),
+        }
+    }
+    buckets.sort_by(|a, b| a.0.total_cmp(&b.0));
+    Some(buckets)
+}
+
+/// The bucket bound (ms) under which `q` of the round trips between two readings of
+/// [`pivot_round_trips`] fell; None when none happened in between.
+pub fn round_trip_quantile_ms(before: &[(f64, u64)], after: &[(f64, u64)], q: f64) -> Option<f64> {
+    let count = |h: &[(f64, u64)], le: f64| h.iter().find(|b| b.0 == le).map_or(0, |b| b.1);
+    let total = after
+        .last()?
+        .1
+        .saturating_sub(before.last().map_or(0, |b| b.1));
+    if total == 0 {
+        return None;
+    }
+    after
+        .iter()
+        .find(|&&(le, n)| n.saturating_sub(count(before, le)) as f64 >= q * total as f64)
+        .map(|&(le, _)| le * 1000.0)
+}

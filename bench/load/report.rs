@@ -314,15 +314,23 @@ impl ServerFigures {
     }
 }
 
-/// Scenario P's web server: requests it answered, and its own handling time.
+/// Scenario P's web server: requests it answered, and its own handling time; and the round
+/// trip as pivotd measured it (its `pivotd_pivot_request_seconds` histogram: the bound of the
+/// bucket the quantile falls in).
 #[derive(Serialize)]
 pub struct PivotFigures {
     pub requests: u64,
     pub service_p50_us: Option<f64>,
     pub service_p99_us: Option<f64>,
+    pub round_trip_p50_ms_at_most: Option<f64>,
+    pub round_trip_p99_ms_at_most: Option<f64>,
 }
 
-pub fn pivot_figures(mut s: WebSample) -> PivotFigures {
+pub fn pivot_figures(
+    mut s: WebSample,
+    round_trip_p50_ms: Option<f64>,
+    round_trip_p99_ms: Option<f64>,
+) -> PivotFigures {
     s.service_ns.sort_unstable();
     let q = |q: f64| -> Option<f64> {
         let n = s.service_ns.len();
@@ -332,6 +340,8 @@ pub fn pivot_figures(mut s: WebSample) -> PivotFigures {
         requests: s.requests,
         service_p50_us: q(0.5),
         service_p99_us: q(0.99),
+        round_trip_p50_ms_at_most: round_trip_p50_ms,
+        round_trip_p99_ms_at_most: round_trip_p99_ms,
     }
 }
 
@@ -596,9 +606,11 @@ pub fn print_table(run: &Run) {
             };
             let _ = writeln!(
                 t,
-                "     pivot: {} requests; {} - {} INVITE->200 p50/p99 {}/{} ms; web server \
-                 handling p50/p99 {}/{} µs",
+                "     pivot: {} requests; round trip (pivotd's histogram) p50/p99 <= {}/{} ms; \
+                 {} - {} INVITE->200 p50/p99 {}/{} ms; web server handling p50/p99 {}/{} µs",
                 p.requests,
+                opt(p.round_trip_p50_ms_at_most),
+                opt(p.round_trip_p99_ms_at_most),
                 s.scenario,
                 a_name,
                 diff(|x| x.invite_200_p50_ms),
