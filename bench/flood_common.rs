@@ -23,8 +23,43 @@ pub fn write_config(
     media_extra: &str,
     callflows: &str,
 ) -> PathBuf {
-    let media = concat!(env!("CARGO_MANIFEST_DIR"), "/media");
-    let (port_min, port_max) = media_ports;
+    write_config_parts(
+        dir,
+        &ConfigParts {
+            sip_extra,
+            media_ports,
+            media_extra,
+            callflows,
+            ..ConfigParts::default()
+        },
+    )
+}
+
+/// What a bench sets in [`write_config_parts`]'s configuration.
+#[derive(Default)]
+pub struct ConfigParts<'a> {
+    pub sip_extra: &'a str,
+    pub media_ports: (u16, u16),
+    pub media_extra: &'a str,
+    pub callflows: &'a str,
+    /// The prompts' directory; None: the shipped prompts (the repo's `media/`).
+    pub media_dir: Option<&'a Path>,
+    /// Whole sections (e.g. `[pivot]`) before the account.
+    pub sections: &'a str,
+}
+
+/// Writes `pivotd.toml` into `dir` (see [`write_config`]) from `parts`.
+pub fn write_config_parts(dir: &Path, parts: &ConfigParts) -> PathBuf {
+    let shipped = Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/media"));
+    let media = parts.media_dir.unwrap_or(shipped).display();
+    let ConfigParts {
+        sip_extra,
+        media_ports: (port_min, port_max),
+        media_extra,
+        callflows,
+        sections,
+        ..
+    } = parts;
     let text = format!(
         r#"
 [sip]
@@ -41,6 +76,7 @@ ip = "127.0.0.1"
 port_min = {port_min}
 port_max = {port_max}
 {media_extra}
+{sections}
 [[accounts]]
 id = "4b6e1d0c2f6a4e0f9a1b2c3d4e5f6a7b"
 realm = "bench.test"

@@ -87,46 +87,35 @@ impl Pivotd {
             media_ports: (port_min, port_max),
             max_calls_per_second,
         } = setup;
-        let media = dir.display();
         // Limits high enough not to be what is measured: the load generator is trusted (no
         // per-source limits), and the global static ones are far above any offered rate, so
         // overload shows as pivotd's own behaviour.
-        let text = format!(
-            r#"
-[sip]
-udp = ["127.0.0.1:0"]
-tcp = []
-trusted_sources = ["127.0.0.1"]
-max_calls = 1000000
-max_calls_per_second = {max_calls_per_second}
-udp_receive_buffer_bytes = 4194304
-[api]
-listen = "127.0.0.1:0"
-[store]
-sqlite = ":memory:"
-[media]
-dir = "{media}"
-ip = "127.0.0.1"
-port_min = {port_min}
-port_max = {port_max}
-# SIPp sends no RTP.
-rtp_timeout_s = 0
-[pivot]
-# The web server is on loopback.
-blacklist_cidrs = []
-[[accounts]]
-id = "4b6e1d0c2f6a4e0f9a1b2c3d4e5f6a7b"
-realm = "bench.test"
-[[accounts.callflows]]
+        let sip_extra = format!(
+            "trusted_sources = [\"127.0.0.1\"]\nmax_calls = 1000000\n\
+             max_calls_per_second = {max_calls_per_second}\nudp_receive_buffer_bytes = 4194304"
+        );
+        let callflows = format!(
+            r#"[[accounts.callflows]]
 numbers = ["{NUMBER_STATIC}"]
 flow = '{FLOW}'
 [[accounts.callflows]]
 numbers = ["{NUMBER_PIVOT}"]
-flow = {{ module = "pivot", data = {{ voice_url = "http://{web}/ivr" }} }}
-"#
+flow = {{ module = "pivot", data = {{ voice_url = "http://{web}/ivr" }} }}"#
         );
-        let path = dir.join("pivotd.toml");
-        std::fs::write(&path, text).expect("write pivotd.toml");
+        let path = flood_common::write_config_parts(
+            dir,
+            &flood_common::ConfigParts {
+                sip_extra: &sip_extra,
+                media_ports: (*port_min, *port_max),
+                // SIPp sends no RTP.
+                media_extra: "rtp_timeout_s = 0",
+                callflows: &callflows,
+                // The generated 1 s prompt.
+                media_dir: Some(dir),
+                // The web server is on loopback.
+                sections: "[pivot]\nblacklist_cidrs = []",
+            },
+        );
         let (child, sip, api) = flood_common::start(&path);
         Pivotd { child, sip, api }
     }
