@@ -25,6 +25,7 @@
 //!
 //! cargo bench --bench load_playing -- [--steps 1000,2500,5000] [--hold-seconds 10]
 //!     [--sample 200] [--rate 500] [--sip-sockets 4] [--sinks 4] [--json FILE]
+//!     [--media-ports 40000-59999] [--rss-until SECONDS]
 
 #[allow(dead_code)]
 #[path = "calls_common.rs"]
@@ -47,7 +48,8 @@ use pivotd::sip::transport::set_receive_buffer;
 
 const USAGE: &str = "load_playing: scenario B of the load benchmark (long playing calls, RTP \
 lateness); run it with\n  cargo bench --bench load_playing -- [--steps 1000,2500,5000] \
-[--hold-seconds 10] [--sample 200] [--rate 500] [--sip-sockets 4] [--sinks 4] [--json FILE]";
+[--hold-seconds 10] [--sample 200] [--rate 500] [--sip-sockets 4] [--sinks 4] [--json FILE] \
+[--media-ports 40000-59999] [--rss-until SECONDS]";
 
 /// 20,000 ports: 10,000 even/odd pairs, so 5,000 calls fit with room for pairs that other
 /// programs hold (pivotd skips those). Away from the tests' 20000-29999; it overlaps the
@@ -100,6 +102,11 @@ struct Options {
     sip_sockets: usize,
     sinks: usize,
     json: PathBuf,
+    /// pivotd's RTP ports (two per call): another range keeps two runs at once apart.
+    media_ports: (u16, u16),
+    /// RSS read again every 5 s after the hang-up's first reading, up to this many seconds
+    /// after the last call ended (the ended calls' transactions live up to 32 s longer).
+    rss_until: Option<Duration>,
 }
 
 fn options() -> Options {
@@ -114,6 +121,8 @@ fn options() -> Options {
             env!("CARGO_MANIFEST_DIR"),
             "/target/bench-load-playing.json"
         )),
+        media_ports: MEDIA_PORTS,
+        rss_until: None,
     };
     let mut args = std::env::args().skip(1).filter(|a| a != "--bench");
     let bad = |what: &str| -> ! { panic!("{what}\n{USAGE}") };
@@ -135,6 +144,14 @@ fn options() -> Options {
             "--sip-sockets" => o.sip_sockets = number(&value) as usize,
             "--sinks" => o.sinks = number(&value) as usize,
             "--json" => o.json = PathBuf::from(value),
+            "--rss-until" => o.rss_until = Some(Duration::from_secs_f64(number(&value))),
+            "--media-ports" => {
+                o.media_ports = value
+                    .split_once('-')
+                    .and_then(|(a, b)| Some((a.parse().ok()?, b.parse().ok()?)))
+                    .filter(|(a, b)| a < b)
+                    .unwrap_or_else(|| bad(&format!("--media-ports {value}: MIN-MAX")))
+            }
             _ => bad(&format!("unknown option {flag}")),
         }
     }
@@ -775,7 +792,7 @@ fn main() {
 
     let dir = std::env::temp_dir().join(format!("pivotd-load-playing-{}", std::process::id()));
     std::fs::create_dir_all(&dir).expect("temp dir");
-    let config = flood_common::write_config(&dir, SIP, MEDIA_PORTS, MEDIA, CALLFLOWS);
+    let config = flood_common::write_config(&dir, SIP, o.media_ports, MEDIA, CALLFLOWS);
     let (mut child, server, api) = start(&config);
     let pid = child.id();
 
@@ -897,8 +914,16 @@ fn main() {
         std::thread::sleep(Duration::from_millis(200));
         live_after = metric(api, "pivotd_calls_active");
     }
+    let idle_since = Instant::now();
     std::thread::sleep(AFTER_SETTLE);
     let after_rss = status_kb(pid, "VmRSS");
+    let mut later_rss = Vec::new();
+    let mut at = AFTER_SETTLE;
+    while o.rss_until.is_some_and(|until| at < until) {
+        at += AFTER_SETTLE;
+        std::thread::sleep(at.saturating_sub(idle_since.elapsed()));
+        later_rss.push((at.as_secs(), status_kb(pid, "VmRSS")));
+    }
     let drops: u64 = udp_drops(&rx_addrs).iter().flatten().sum();
     let offset_moved_us = (realtime_offset() - offset) as f64 / 1e3;
     stop.store(true, Ordering::Relaxed);
@@ -922,6 +947,7 @@ fn main() {
             idle_cpu,
             peak_rss,
             after_rss,
+            later_rss,
             live_after,
             hangup_s,
             bye_unanswered,
@@ -941,6 +967,8 @@ struct Summary {
     idle_cpu: f64,
     peak_rss: u64,
     after_rss: u64,
+    /// (seconds after the last call ended, RSS KB), with `--rss-until`.
+    later_rss: Vec<(u64, u64)>,
     live_after: Option<f64>,
     hangup_s: f64,
     bye_unanswered: usize,
@@ -1114,6 +1142,19 @@ fn report(o: &Options, steps: &[Step], rx: &mut [Phase], s: Summary) {
         s.after_rss as f64 / s.idle_rss.max(1) as f64,
         s.idle_cpu
     );
+    if !s.later_rss.is_empty() {
+        let later: Vec<String> = s
+            .later_rss
+            .iter()
+            .map(|(t, kb)| format!("{t} s {:.1} MB", *kb as f64 / 1024.0))
+            .collect();
+        println!(
+            "RSS after the last call ended: {} s {:.1} MB, {}",
+            AFTER_SETTLE.as_secs(),
+            s.after_rss as f64 / 1024.0,
+            later.join(", ")
+        );
+    }
     println!(
         "hang-up: {:.1} s, {} BYEs unanswered, live calls after {}; {} calls ended by pivotd; receiver sockets' kernel drops {}; wall clock moved {:.0} µs against monotonic",
         s.hangup_s,
@@ -1131,7 +1172,7 @@ fn report(o: &Options, steps: &[Step], rx: &mut [Phase], s: Summary) {
         "rate": o.rate,
         "sampled_streams": s.samples,
         "steps": json_steps,
-        "rss_kb": {"idle": s.idle_rss, "peak": s.peak_rss, "after": s.after_rss},
+        "rss_kb": {"idle": s.idle_rss, "peak": s.peak_rss, "after": s.after_rss, "later": s.later_rss},
         "idle_cpu_percent": s.idle_cpu,
         "hangup_seconds": s.hangup_s,
         "bye_unanswered": s.bye_unanswered,
