@@ -30,7 +30,7 @@
 //!
 //! cargo bench --bench load_playing -- [--steps 1000,2500,5000] [--hold-seconds 10]
 //!     [--sample 200] [--rate 500] [--sip-sockets 4] [--sinks 4] [--json FILE]
-//!     [--asterisk PEERS]
+//!     [--media-ports 40000-59999] [--rss-until SECONDS] [--asterisk PEERS]
 
 #[allow(dead_code)]
 #[path = "load/asterisk.rs"]
@@ -57,7 +57,7 @@ use pivotd::sip::transport::set_receive_buffer;
 const USAGE: &str = "load_playing: scenario B of the load benchmark (long playing calls, RTP \
 lateness); run it with\n  cargo bench --bench load_playing -- [--steps 1000,2500,5000] \
 [--hold-seconds 10] [--sample 200] [--rate 500] [--sip-sockets 4] [--sinks 4] [--json FILE] \
-[--asterisk PEERS]";
+[--media-ports 40000-59999] [--rss-until SECONDS] [--asterisk PEERS]";
 
 /// 20,000 ports: 10,000 even/odd pairs, so 5,000 calls fit with room for pairs that other
 /// programs hold (pivotd skips those). Away from the tests' 20000-29999; it overlaps the
@@ -112,6 +112,11 @@ struct Options {
     json: PathBuf,
     /// Call the comparison Asterisk built in this directory instead of pivotd.
     asterisk: Option<PathBuf>,
+    /// pivotd's RTP ports (two per call): another range keeps two runs at once apart.
+    media_ports: (u16, u16),
+    /// RSS read again every 5 s after the hang-up's first reading, up to this many seconds
+    /// after the last call ended (the ended calls' transactions live up to 32 s longer).
+    rss_until: Option<Duration>,
 }
 
 fn options() -> Options {
@@ -127,6 +132,8 @@ fn options() -> Options {
             "/target/bench-load-playing.json"
         )),
         asterisk: None,
+        media_ports: MEDIA_PORTS,
+        rss_until: None,
     };
     let mut args = std::env::args().skip(1).filter(|a| a != "--bench");
     let bad = |what: &str| -> ! { panic!("{what}\n{USAGE}") };
@@ -149,6 +156,14 @@ fn options() -> Options {
             "--sinks" => o.sinks = number(&value) as usize,
             "--json" => o.json = PathBuf::from(value),
             "--asterisk" => o.asterisk = Some(PathBuf::from(value)),
+            "--rss-until" => o.rss_until = Some(Duration::from_secs_f64(number(&value))),
+            "--media-ports" => {
+                o.media_ports = value
+                    .split_once('-')
+                    .and_then(|(a, b)| Some((a.parse().ok()?, b.parse().ok()?)))
+                    .filter(|(a, b)| a < b)
+                    .unwrap_or_else(|| bad(&format!("--media-ports {value}: MIN-MAX")))
+            }
             _ => bad(&format!("unknown option {flag}")),
         }
     }
@@ -215,7 +230,7 @@ impl Server {
 fn start_server(o: &Options, dir: &std::path::Path) -> (Server, SocketAddr) {
     match &o.asterisk {
         None => {
-            let config = flood_common::write_config(dir, SIP, MEDIA_PORTS, MEDIA, CALLFLOWS);
+            let config = flood_common::write_config(dir, SIP, o.media_ports, MEDIA, CALLFLOWS);
             let (child, sip, api) = start(&config);
             (Server::Pivotd { child, api }, sip)
         }
@@ -999,8 +1014,16 @@ fn main() {
         std::thread::sleep(Duration::from_millis(200));
         live_after = srv.live();
     }
+    let idle_since = Instant::now();
     std::thread::sleep(AFTER_SETTLE);
     let after_rss = status_kb(pid, "VmRSS");
+    let mut later_rss = Vec::new();
+    let mut at = AFTER_SETTLE;
+    while o.rss_until.is_some_and(|until| at < until) {
+        at += AFTER_SETTLE;
+        std::thread::sleep(at.saturating_sub(idle_since.elapsed()));
+        later_rss.push((at.as_secs(), status_kb(pid, "VmRSS")));
+    }
     let drops: u64 = udp_drops(&rx_addrs).iter().flatten().sum();
     let offset_moved_us = (realtime_offset() - offset) as f64 / 1e3;
     stop.store(true, Ordering::Relaxed);
@@ -1025,6 +1048,7 @@ fn main() {
             idle_cpu,
             peak_rss,
             after_rss,
+            later_rss,
             live_after,
             hangup_s,
             bye_unanswered,
@@ -1046,6 +1070,8 @@ struct Summary {
     idle_cpu: f64,
     peak_rss: u64,
     after_rss: u64,
+    /// (seconds after the last call ended, RSS KB), with `--rss-until`.
+    later_rss: Vec<(u64, u64)>,
     live_after: Option<f64>,
     hangup_s: f64,
     bye_unanswered: usize,
@@ -1220,6 +1246,19 @@ fn report(o: &Options, steps: &[Step], rx: &mut [Phase], s: Summary) {
         s.after_rss as f64 / s.idle_rss.max(1) as f64,
         s.idle_cpu
     );
+    if !s.later_rss.is_empty() {
+        let later: Vec<String> = s
+            .later_rss
+            .iter()
+            .map(|(t, kb)| format!("{t} s {:.1} MB", *kb as f64 / 1024.0))
+            .collect();
+        println!(
+            "RSS after the last call ended: {} s {:.1} MB, {}",
+            AFTER_SETTLE.as_secs(),
+            s.after_rss as f64 / 1024.0,
+            later.join(", ")
+        );
+    }
     println!(
         "hang-up: {:.1} s, {} BYEs unanswered, live calls after {}; {} calls ended by the server; receiver sockets' kernel drops {}; wall clock moved {:.0} µs against monotonic",
         s.hangup_s,
@@ -1238,7 +1277,7 @@ fn report(o: &Options, steps: &[Step], rx: &mut [Phase], s: Summary) {
         "rate": o.rate,
         "sampled_streams": s.samples,
         "steps": json_steps,
-        "rss_kb": {"idle": s.idle_rss, "peak": s.peak_rss, "after": s.after_rss},
+        "rss_kb": {"idle": s.idle_rss, "peak": s.peak_rss, "after": s.after_rss, "later": s.later_rss},
         "idle_cpu_percent": s.idle_cpu,
         "hangup_seconds": s.hangup_s,
         "bye_unanswered": s.bye_unanswered,

@@ -471,7 +471,7 @@ impl Leg {
                 self.set_phase(Phase::Ended);
             }
             DialogEvent::Ack { req } => self.on_ack(*req),
-            DialogEvent::Request { req, tx } => return self.on_request(*req, tx),
+            DialogEvent::Request { req, tx } => return self.on_request(*req, *tx),
             DialogEvent::Response { id, resp } => self.on_hold_response(id, &resp),
             DialogEvent::Timeout { id } => {
                 let _ = self.hold.on_timeout(id);

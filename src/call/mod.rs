@@ -114,6 +114,44 @@ impl Drop for Admitted {
     }
 }
 
+/// A started call and what its task holds while it lives.
+struct Live {
+    /// Fields drop in order, also when a panic unwinds: the call (its RTP session, whose
+    /// ports go back to the pool) before the admission is undone, so a call admitted because
+    /// this one ended finds its ports.
+    call: Call,
+    _admitted: Admitted,
+    flow: Arc<Node>,
+    span: tracing::Span,
+}
+
+impl Live {
+    /// Runs the flow, then hangs up what is still up and writes the CDR. Not an async fn:
+    /// its future holds `self` where it was moved to, not in a second copy.
+    #[allow(clippy::manual_async_fn)]
+    fn live(mut self) -> impl Future<Output = ()> + Send + 'static {
+        async move {
+            let runtime = self.call.ctx.runtime.clone();
+            let span = std::mem::replace(&mut self.span, tracing::Span::none());
+            let call = &mut self.call;
+            let flow = &self.flow;
+            tracing::Instrument::instrument(
+                async {
+                    runtime.run(flow, call).await;
+                    call.leg.finish(&mut call.force_end).await;
+                },
+                span,
+            )
+            .await;
+            if let Some(store) = &self.call.ctx.cdrs {
+                // Through the non-blocking queue: a full queue drops the CDR, never the call.
+                store.write(Write::Cdr(self.call.cdr()));
+            }
+            drop(self);
+        }
+    }
+}
+
 /// A live call: the caller's leg, and what the callflow sees of it. (The bridge's outbound
 /// leg will sit beside `leg`.)
 pub struct Call {
@@ -135,12 +173,31 @@ pub struct Call {
 
 impl Call {
     /// Registers the INVITE's dialog and runs the call to its end.
-    pub async fn run(ctx: Arc<CallContext>, invite: NewRequest, setup: CallSetup) {
+    ///
+    /// The INVITE and the setup come in a box the call task empties when it starts: an async
+    /// fn's arguments keep their room in its future for its whole life, even once moved into
+    /// the call (bench/README.md "Memory per call").
+    pub fn run(
+        ctx: Arc<CallContext>,
+        invite: NewRequest,
+        setup: CallSetup,
+    ) -> impl Future<Output = ()> + Send + 'static {
+        let args = Box::new((invite, setup));
+        async move {
+            // Emptied and freed here: moving out of `*args` in place would free the box only
+            // when the task ends.
+            let (invite, setup) = unbox(args);
+            Call::start(ctx, invite, setup).live().await
+        }
+    }
+
+    /// The call's set-up, before anything waits.
+    fn start(ctx: Arc<CallContext>, invite: NewRequest, setup: CallSetup) -> Live {
         let (ev_tx, ev_rx) = mpsc::unbounded_channel();
         let dialog = setup.leg.dialog.id.clone();
         ctx.endpoint
             .register_dialog(dialog.clone(), ev_tx.clone(), Some(&invite.tx));
-        // Declared before the call, so it is dropped after it, also when a panic unwinds.
+        // Made before the call, so that a panic unwinding from here still undoes it.
         let admitted = Admitted {
             ctx: ctx.clone(),
             dialog,
@@ -167,26 +224,13 @@ impl Call {
             other_leg: None,
         };
         call.leg.set_lamp(lamp);
-        let flow = setup.flow;
-        let runtime = ctx.runtime.clone();
-        tracing::Instrument::instrument(
-            async {
-                runtime.run(&flow, &mut call).await;
-                call.leg.finish(&mut call.force_end).await;
-            },
+        Live {
+            call,
+            _admitted: admitted,
+            flow: setup.flow,
             span,
-        )
-        .await;
-        if let Some(store) = &ctx.cdrs {
-            // Through the non-blocking queue: a full queue drops the CDR, never the call.
-            store.write(Write::Cdr(call.cdr()));
         }
-        // The RTP session goes first (its ports start back to the pool), then the call
-        // stops counting: a call admitted because this one ended should find its ports.
-        drop(call);
-        drop(admitted);
     }
-
     /// Serves the leg while `fut` runs; returns its output, or CallEnded if the call ended
     /// first.
     async fn serve<F: Future>(&mut self, fut: F) -> Result<F::Output, CallEnded> {
@@ -285,6 +329,13 @@ impl Call {
             }
         }
     }
+}
+
+/// A box's contents, the box freed now (the point of taking it boxed, which clippy cannot
+/// see).
+#[allow(clippy::boxed_local)]
+fn unbox<T>(b: Box<T>) -> T {
+    *b
 }
 
 /// The calling device's lamp, lit early now (a call no device places lights none).

@@ -219,7 +219,7 @@ impl OutboundLeg {
                     ForkNews::Nothing
                 }
             }
-            DialogEvent::Request { req, tx } => self.on_request(*req, tx),
+            DialogEvent::Request { req, tx } => self.on_request(*req, *tx),
             _ => ForkNews::Nothing,
         }
     }

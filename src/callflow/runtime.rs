@@ -159,7 +159,9 @@ impl Runtime {
                 tracing::warn!(id = %wire(id), reason = "no HTTP client", "play: media not played");
                 return None;
             };
-            return match svc.url_prompts.get(id).await {
+            // Boxed: inlined, the HTTP fetch's state would sit in every module future that
+            // resolves a prompt, for as long as that module runs (a prompt playing).
+            return match Box::pin(svc.url_prompts.get(id)).await {
                 Ok(p) => Some(p),
                 Err(e) => {
                     tracing::warn!(id = %wire(id), reason = %wire(&e.to_string()), "play: media not played");

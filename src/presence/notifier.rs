@@ -254,7 +254,7 @@ impl Notifier {
 
     fn on_event(&mut self, ev: DialogEvent) {
         match ev {
-            DialogEvent::Request { req, tx } => self.in_dialog(*req, tx),
+            DialogEvent::Request { req, tx } => self.in_dialog(*req, *tx),
             DialogEvent::Response { id, resp } => self.answered(id, Some(resp.status_code.code())),
             DialogEvent::Timeout { id } => self.answered(id, None),
             // No INVITE in these dialogs.

@@ -28,6 +28,11 @@ use crate::flow::{ModuleData, DEFAULT_COLLECTION};
 
 /// Runs one node's module on the call. `children` are the node's: the bridging modules choose
 /// among them by the bridge's outcome (`bridge_outcome`).
+///
+/// Each module's future is boxed: inlined, every call's task would hold the largest of them
+/// (a pivot request, a bridge) for its whole life, whichever module runs; boxed, it holds the
+/// one running, for as long as it runs (one allocation per node, bench/README.md "Memory per
+/// call").
 pub async fn run(
     module: &ModuleData,
     children: &bridge_outcome::Children,
@@ -36,20 +41,20 @@ pub async fn run(
     state: &mut FlowState,
 ) -> Result<Next, CallEnded> {
     match module {
-        ModuleData::Play(d) => play::run(d, call, rt, state).await,
-        ModuleData::Sleep(d) => sleep::run(d, call, rt).await,
-        ModuleData::Response(d) => response::run(d, call, rt).await,
-        ModuleData::Hangup => hangup::run(call, rt).await,
-        ModuleData::CollectDtmf(d) => collect_dtmf::run(d, call, rt, state).await,
-        ModuleData::Pivot(d) => pivot::run(d, call, rt, state).await,
-        ModuleData::Tts(d) => tts::run(d, call, rt, state).await,
-        ModuleData::Say(d) => say::run(d, call, rt, state).await,
-        ModuleData::Device(d) => device::run(d, children, call, rt, state).await,
-        ModuleData::User(d) => user::run(d, children, call, rt, state).await,
-        ModuleData::RingGroup(d) => ring_group::run(d, children, call, rt, state).await,
-        ModuleData::Resources(d) => resources::run(d, children, call, rt, state).await,
-        ModuleData::SendDtmf(d) => send_dtmf::run(d, call, rt).await,
-        ModuleData::ManualPresence(d) => manual_presence::run(d, call, rt).await,
+        ModuleData::Play(d) => Box::pin(play::run(d, call, rt, state)).await,
+        ModuleData::Sleep(d) => Box::pin(sleep::run(d, call, rt)).await,
+        ModuleData::Response(d) => Box::pin(response::run(d, call, rt)).await,
+        ModuleData::Hangup => Box::pin(hangup::run(call, rt)).await,
+        ModuleData::CollectDtmf(d) => Box::pin(collect_dtmf::run(d, call, rt, state)).await,
+        ModuleData::Pivot(d) => Box::pin(pivot::run(d, call, rt, state)).await,
+        ModuleData::Tts(d) => Box::pin(tts::run(d, call, rt, state)).await,
+        ModuleData::Say(d) => Box::pin(say::run(d, call, rt, state)).await,
+        ModuleData::Device(d) => Box::pin(device::run(d, children, call, rt, state)).await,
+        ModuleData::User(d) => Box::pin(user::run(d, children, call, rt, state)).await,
+        ModuleData::RingGroup(d) => Box::pin(ring_group::run(d, children, call, rt, state)).await,
+        ModuleData::Resources(d) => Box::pin(resources::run(d, children, call, rt, state)).await,
+        ModuleData::SendDtmf(d) => Box::pin(send_dtmf::run(d, call, rt)).await,
+        ModuleData::ManualPresence(d) => Box::pin(manual_presence::run(d, call, rt)).await,
     }
 }
 

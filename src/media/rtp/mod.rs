@@ -35,7 +35,7 @@ pub use events_out::{
 pub use latch::LEARNING_WINDOW;
 pub(crate) use outbound::{Outbound, Tap, ToReceiver};
 pub use ports::{PortPool, RtpPorts};
-pub use receive::{is_rtcp, ReceivedRtp};
+pub use receive::{is_rtcp, EventPacket, ReceivedRtp};
 pub use session::{silence_byte_for, RtpSession};
 
 /// Errors of port allocation and session start.

@@ -13,7 +13,7 @@ use std::io;
 use std::net::{SocketAddr, UdpSocket};
 use std::sync::Arc;
 
-use tokio::io::unix::AsyncFd;
+use tokio::io::unix::{AsyncFd, AsyncFdReadyGuard};
 use tokio::io::Interest;
 
 /// Shares its descriptor with the pacer's sending (one socket, no `dup`).
@@ -32,15 +32,20 @@ impl ReadableSocket {
         Ok(ReadableSocket { fd })
     }
 
-    /// The next datagram, as `tokio::net::UdpSocket::recv_from`.
-    pub(super) async fn recv_from(&self, buf: &mut [u8]) -> io::Result<(usize, SocketAddr)> {
-        loop {
-            let mut ready = self.fd.readable().await?;
-            match ready.try_io(|s| s.get_ref().recv_from(buf)) {
-                Ok(result) => return result,
-                // Drained since the readiness event: wait for the next one.
-                Err(_would_block) => continue,
-            }
-        }
+    /// Waits until a datagram may be waiting. The read is [`Ready::recv_from`]'s, into a
+    /// buffer the caller lends only then: a task waiting here holds no buffer.
+    pub(super) async fn readable(&self) -> io::Result<Ready<'_>> {
+        Ok(Ready(self.fd.readable().await?))
+    }
+}
+
+/// The socket was found readable.
+pub(super) struct Ready<'a>(AsyncFdReadyGuard<'a, Arc<UdpSocket>>);
+
+impl Ready<'_> {
+    /// The next datagram, as `UdpSocket::recv_from`; None when there was none after all
+    /// (drained since the readiness event, which is cleared: wait for the next one).
+    pub(super) fn recv_from(&mut self, buf: &mut [u8]) -> Option<io::Result<(usize, SocketAddr)>> {
+        self.0.try_io(|s| s.get_ref().recv_from(buf)).ok()
     }
 }

@@ -2,6 +2,8 @@
 //! ignored, the latch applied, the last-received time and the proof by RTP recorded, event
 //! packets queued for DTMF.
 
+use std::cell::RefCell;
+use std::io;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
@@ -13,11 +15,26 @@ use tokio::sync::{mpsc, Notify};
 use super::latch::{Latch, Verdict};
 use super::outbound::{Tap, ToReceiver};
 use super::ports::Lease;
-use super::readable::ReadableSocket;
+use super::readable::{ReadableSocket, Ready};
 
-/// One received RTP packet of the event payload type (RFC 4733 telephone-event), for DTMF.
+/// One received RTP packet of the event payload type (RFC 4733 telephone-event), for DTMF;
+/// its fields are [`EventPacket`]'s. Boxed: the session's queue of them allocates its first
+/// block of 32 slots with the session, a pointer each instead of a packet (2.3 KB per call),
+/// and only a key press fills any.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct ReceivedRtp {
+pub struct ReceivedRtp(Box<EventPacket>);
+
+impl std::ops::Deref for ReceivedRtp {
+    type Target = EventPacket;
+
+    fn deref(&self) -> &EventPacket {
+        &self.0
+    }
+}
+
+/// What [`ReceivedRtp`] carries.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct EventPacket {
     pub payload_type: u8,
     pub marker: bool,
     pub sequence: u16,
@@ -135,40 +152,69 @@ pub(super) struct Receiver {
     pub(super) tap: Option<Box<dyn Tap>>,
 }
 
+/// The largest datagram read whole; a longer one is cut (and then fails to parse as RTP).
+const DATAGRAM_MAX: usize = 2048;
+
+thread_local! {
+    /// One receive buffer per runtime thread, lent for one datagram while a receive task runs
+    /// and given back before it waits again: the thousands of receive tasks' futures hold no
+    /// buffer of their own (bench/README.md "Memory per call").
+    static RECV_BUF: RefCell<[u8; DATAGRAM_MAX]> = const { RefCell::new([0; DATAGRAM_MAX]) };
+}
+
+/// Reads one datagram from a socket found readable into the thread's buffer and hands it to
+/// `f` (which must not read another). None: there was none after all.
+fn read_one<R>(
+    ready: io::Result<Ready<'_>>,
+    f: impl FnOnce(&[u8], SocketAddr) -> R,
+) -> Option<io::Result<R>> {
+    let mut ready = match ready {
+        Ok(r) => r,
+        Err(e) => return Some(Err(e)),
+    };
+    RECV_BUF.with_borrow_mut(|buf| {
+        Some(
+            ready
+                .recv_from(buf)?
+                .map(|(n, from)| f(buf.get(..n).unwrap_or(&[]), from)),
+        )
+    })
+}
+
 pub(super) async fn receive(
     sockets: RecvSockets,
     mut rx: Receiver,
     mut control: mpsc::UnboundedReceiver<ToReceiver>,
 ) {
-    let mut buf = [0u8; 2048];
-    let mut rtcp_buf = [0u8; 2048];
     let mut errors: u32 = 0;
     let mut session_alive = true;
     loop {
         tokio::select! {
-            r = sockets.rtp.recv_from(&mut buf) => match r {
-                Ok((n, from)) => {
-                    errors = 0;
+            r = sockets.rtp.readable() => {
+                let read = read_one(r, |data, from| {
                     // What was sent before this datagram arrived applies to it (a relay
                     // started, an SDP change): select! alone could take the datagram first.
                     while let Ok(c) = control.try_recv() {
                         rx.on_control(c);
                     }
-                    let data = buf.get(..n).unwrap_or(&[]);
                     rx.on_datagram(data, from);
-                }
-                Err(e) => {
-                    // Transient on Linux (e.g. ICMP-induced); back off if it persists.
-                    errors = errors.saturating_add(1);
-                    tracing::debug!(error = %e, "RTP receive error");
-                    if errors > 100 {
-                        tokio::time::sleep(Duration::from_millis(10)).await;
+                });
+                match read {
+                    None => {}
+                    Some(Ok(())) => errors = 0,
+                    Some(Err(e)) => {
+                        // Transient on Linux (e.g. ICMP-induced); back off if it persists.
+                        errors = errors.saturating_add(1);
+                        tracing::debug!(error = %e, "RTP receive error");
+                        if errors > 100 {
+                            tokio::time::sleep(Duration::from_millis(10)).await;
+                        }
                     }
                 }
-            },
+            }
             // RTCP reports are not used yet: read them so the kernel buffer never fills.
-            r = sockets.rtcp.recv_from(&mut rtcp_buf) => {
-                if r.is_err() {
+            r = sockets.rtcp.readable() => {
+                if let Some(Err(_)) = read_one(r, |_, _| ()) {
                     errors = errors.saturating_add(1);
                     if errors > 100 {
                         tokio::time::sleep(Duration::from_millis(10)).await;
@@ -242,7 +288,7 @@ impl Receiver {
         let pt = packet.payload_type();
         if pt == shared.event_pt.load(Ordering::Relaxed) {
             // Only event packets are copied (a handful per key press), never the audio.
-            let _ = self.events.try_send(ReceivedRtp {
+            let _ = self.events.try_send(ReceivedRtp(Box::new(EventPacket {
                 payload_type: pt,
                 marker: packet.mark(),
                 sequence: packet.sequence_number().into(),
@@ -250,7 +296,7 @@ impl Receiver {
                 ssrc: packet.ssrc(),
                 payload: packet.payload().to_vec(),
                 from,
-            });
+            })));
         }
     }
 }

@@ -185,7 +185,7 @@ impl Shard {
                     if let Err(mpsc::error::SendError(DialogEvent::Request { req, .. })) = owner
                         .send(DialogEvent::Request {
                             req: Box::new(req),
-                            tx,
+                            tx: Box::new(tx),
                         })
                     {
                         // The call ended between its last event and its unregistering.
