@@ -312,6 +312,17 @@ impl Shard {
             self.stats
                 .live_server_transactions
                 .fetch_sub(1, Ordering::Relaxed);
+        } else if let Some(e) = self.server.get_mut(key) {
+            // A finished transaction lingers (Timers J, I, L: up to 64·T1) to answer
+            // retransmissions; it lets go of the call's channel at once, so an ended call's
+            // memory is not held that long.
+            let may_notify = match &e.machine {
+                ServerMachine::Invite(m) => m.may_notify(),
+                ServerMachine::NonInvite(m) => m.may_notify(),
+            };
+            if !may_notify {
+                e.owner = None;
+            }
         }
     }
 

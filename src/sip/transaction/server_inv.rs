@@ -59,6 +59,15 @@ impl ServerInvite {
         matches!(self.state, State::Terminated)
     }
 
+    /// Whether its owner may still hear from it: a CANCEL before the final response, an ACK
+    /// timeout after a 2xx. Past that it only answers retransmissions.
+    pub fn may_notify(&self) -> bool {
+        matches!(
+            self.state,
+            State::Proceeding { .. } | State::Accepted { .. }
+        )
+    }
+
     /// A retransmission of the INVITE: §17.2.1 says resend the last response.
     pub fn on_retransmission(&self) -> Out {
         match &self.state {
@@ -173,6 +182,22 @@ mod tests {
 
     fn b(s: &'static str) -> Bytes {
         Bytes::from_static(s.as_bytes())
+    }
+
+    #[test]
+    fn the_owner_is_needed_until_the_final_or_the_2xx_ack() {
+        let mut tx = ServerInvite::new(false, Timers::default());
+        assert!(tx.may_notify(), "a CANCEL may come");
+        tx.respond(180, b("180"));
+        assert!(tx.may_notify());
+        tx.respond(200, b("200"));
+        assert!(tx.may_notify(), "the ACK may time out");
+        tx.on_2xx_ack();
+        assert!(!tx.may_notify());
+
+        let mut tx = ServerInvite::new(false, Timers::default());
+        tx.respond(486, b("486"));
+        assert!(!tx.may_notify(), "a non-2xx's ACK is the transaction's own");
     }
 
     #[test]

@@ -43,6 +43,11 @@ impl ServerNonInvite {
         matches!(self.state, State::Completed { .. } | State::Terminated)
     }
 
+    /// Whether its owner may still hear from it (a CANCEL before the final response).
+    pub fn may_notify(&self) -> bool {
+        !self.has_final()
+    }
+
     /// A retransmitted request: absorbed in Trying, answered with the last response otherwise.
     pub fn on_retransmission(&self) -> Out {
         match &self.state {
@@ -89,6 +94,14 @@ impl ServerNonInvite {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_owner_is_needed_until_the_final() {
+        let mut tx = ServerNonInvite::new(false, Timers::default());
+        assert!(tx.may_notify());
+        tx.respond(200, Bytes::from_static(b"200"));
+        assert!(!tx.may_notify());
+    }
 
     #[test]
     fn final_is_resent_on_retransmission_until_timer_j() {
