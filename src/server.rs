@@ -170,6 +170,7 @@ pub async fn start(cfg: Arc<Config>) -> Result<ServerHandle, StartError> {
             max_message_bytes: cfg.sip.max_message_bytes,
             tcp_idle_timeout: Duration::from_secs(cfg.sip.tcp_idle_timeout_s.max(1)),
             udp_receive_buffer: cfg.sip.udp_receive_buffer_bytes,
+            udp_readers: cfg.sip.udp_readers,
             sources: sources.clone(),
             health: health.clone(),
         },

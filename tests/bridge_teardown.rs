@@ -1,5 +1,5 @@
 //! Bridged calls ending together. When hundreds of callers hang up at once (the bridge_relay
-//! bench at 400 calls), their BYEs and the callees' answers to pivotd's own BYEs reach one UDP
+//! bench at 400 calls), their BYEs and the callees' answers to pivotd's own BYEs reach a UDP
 //! socket faster than its receive task reads them; what the kernel's buffer cannot hold is
 //! dropped unread, and a caller whose BYE (and its retransmissions) met a full buffer stays
 //! in a bridged call pivotd never heard the end of. `[sip] udp_receive_buffer_bytes` sizes
@@ -22,11 +22,13 @@ use common::*;
 const BURST: usize = 1000;
 
 /// A server whose 6000 bridges to `callee`, with `sip_extra` in `[sip]`. The burst comes from
-/// 127.0.0.1: trusted, or the per-source request rate would drop it first.
+/// 127.0.0.1: trusted, or the per-source request rate would drop it first. One UDP reader: with
+/// several (`udp_readers`), the caller's socket and the burst's may hash to different sockets,
+/// and the caller's BYE would not queue behind the burst.
 async fn server(callee: &Callee, sip_extra: &str) -> TestServer {
     carrier_server(
         callee,
-        &format!("trusted_sources = [\"127.0.0.1\"]\n{sip_extra}"),
+        &format!("trusted_sources = [\"127.0.0.1\"]\nudp_readers = 1\n{sip_extra}"),
     )
     .await
 }

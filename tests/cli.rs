@@ -75,6 +75,18 @@ flow = { module = "play", data = { id = "no-such-prompt" } }
 }
 
 #[test]
+fn zero_udp_readers_is_refused_with_its_key_and_range() {
+    let path = write_config("[sip]\nudp = [\"127.0.0.1:0\"]\ntcp = []\nudp_readers = 0\n");
+    let out = pivotd().arg("check-config").arg(&path).output().unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("sip.udp_readers") && err.contains("0 is out of range 1..=256"),
+        "{err}"
+    );
+}
+
+#[test]
 fn a_listen_address_in_use_is_one_clear_line_not_a_panic() {
     let taken = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
     let addr = taken.local_addr().unwrap();

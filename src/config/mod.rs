@@ -86,6 +86,10 @@ pub struct SipConfig {
     /// callers hanging up at once) is dropped before pivotd reads it. Default 4194304,
     /// 0..=1073741824.
     pub udp_receive_buffer_bytes: usize,
+    /// `udp_readers`: sockets bound to each UDP address with `SO_REUSEPORT`, each read by its
+    /// own task (the kernel keeps one source's datagrams on one socket, in order). 1 = one
+    /// plain socket. Default: the number of available cores, 1..=256.
+    pub udp_readers: usize,
     /// `timer_t1_ms`: RFC 3261 T1, the round-trip estimate every retransmission timer derives
     /// from (Timer H, which ends an unacknowledged call, is 64*T1). Default 500, 10..=10000.
     pub timer_t1_ms: u64,

@@ -99,6 +99,7 @@ fn read_sip(r: &mut Reader, t: &Table) -> SipConfig {
             "tcp_idle_timeout_s",
             "max_message_bytes",
             "udp_receive_buffer_bytes",
+            "udp_readers",
             "timer_t1_ms",
             "timer_t2_ms",
             "timer_t4_ms",
@@ -144,6 +145,7 @@ fn read_sip(r: &mut Reader, t: &Table) -> SipConfig {
         tcp_idle_timeout_s: r.int_or(t, p, "tcp_idle_timeout_s", 1, 86400, 300),
         max_message_bytes: r.int_or(t, p, "max_message_bytes", 1024, 1_048_576, 65536),
         udp_receive_buffer_bytes: r.int_or(t, p, "udp_receive_buffer_bytes", 0, 1 << 30, 4 << 20),
+        udp_readers: r.int_or(t, p, "udp_readers", 1, 256, available_cores()),
         timer_t1_ms: r.int_or(t, p, "timer_t1_ms", 10, 10_000, 500),
         timer_t2_ms: r.int_or(t, p, "timer_t2_ms", 10, 60_000, 4000),
         timer_t4_ms: r.int_or(t, p, "timer_t4_ms", 10, 60_000, 5000),
@@ -477,4 +479,9 @@ fn read_presence(r: &mut Reader, t: &Table) -> PresenceConfig {
             d.max_subscriptions_per_device,
         ),
     }
+}
+
+/// The default of `[sip] udp_readers`: one reader per core the process may use.
+fn available_cores() -> usize {
+    std::thread::available_parallelism().map_or(1, usize::from)
 }

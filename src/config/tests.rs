@@ -135,6 +135,10 @@ fn embedded_default_matches_the_design() {
     assert_eq!(cfg.sip.tcp_idle_timeout(), Duration::from_secs(300));
     assert_eq!(cfg.sip.max_message_bytes, 65536);
     assert_eq!(cfg.sip.udp_receive_buffer_bytes, 4 << 20);
+    assert_eq!(
+        cfg.sip.udp_readers,
+        std::thread::available_parallelism().unwrap().get()
+    );
     assert_eq!(cfg.sip.overload, crate::config::OverloadConfig::default());
     assert_eq!(cfg.sip.overload.queue_delay_ms, 20);
     assert_eq!(cfg.media.rtp_timeout(), Some(Duration::from_secs(60)));
@@ -195,6 +199,8 @@ fn each_bad_value_reports_its_key() {
             "[sip]\nudp_receive_buffer_bytes = -1",
             "sip.udp_receive_buffer_bytes",
         ),
+        ("[sip]\nudp_readers = 0", "sip.udp_readers"),
+        ("[sip]\nudp_readers = 1000", "sip.udp_readers"),
         (
             "[sip]\noverload_queue_delay_ms = -1",
             "sip.overload_queue_delay_ms",

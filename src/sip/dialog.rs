@@ -10,6 +10,7 @@ use std::net::{IpAddr, SocketAddr};
 use rsip::headers::UntypedHeader;
 
 use super::endpoint::{DialogId, OutgoingRequest};
+use super::message::method_name;
 use super::outgoing::{finish, new_branch, RequestHead};
 use super::transport::{Peer, Proto};
 
@@ -170,10 +171,9 @@ impl Dialog {
     ) -> OutgoingRequest {
         let branch = new_branch();
         let route: Vec<&str> = self.route_set.iter().map(String::as_str).collect();
-        let method_name = method.to_string();
         // The UAS keeps the Record-Route order of the request (§12.1.1): the nearest hop first.
         let mut out = RequestHead {
-            method: &method_name,
+            method: method_name(method),
             uri: &self.remote_target,
             proto: self.peer.proto,
             local_host: &self.local_host,

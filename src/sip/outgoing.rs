@@ -1,6 +1,7 @@
 //! Serialising what pivotd sends: responses built from a request, and requests it originates.
 //! Content-Length is always computed here, never copied.
 
+use std::borrow::Cow;
 use std::fmt::Write;
 
 use bytes::Bytes;
@@ -70,6 +71,7 @@ fn clean_reason(r: &str) -> String {
 
 /// A response to `req`: Via, From, To (with `to_tag` added if it has none), Call-ID and CSeq
 /// copied; then `extra` header lines; then the body with Content-Type and Content-Length.
+/// Written straight from the request's headers: no [`Response`] is built for it.
 pub fn response_bytes(
     req: &rsip::Request,
     code: u16,
@@ -78,21 +80,14 @@ pub fn response_bytes(
     extra: &[(&str, &str)],
     body: Option<(&str, &[u8])>,
 ) -> Bytes {
-    let resp = response(req, code, reason, to_tag);
-    let reason = reason
-        .map(clean_reason)
-        .unwrap_or_else(|| reason_phrase(code).to_string());
+    let reason = reason.map_or(Cow::Borrowed(reason_phrase(code)), |r| {
+        Cow::Owned(clean_reason(r))
+    });
     let mut out = String::with_capacity(512 + body.map(|b| b.1.len()).unwrap_or(0));
     let _ = write!(out, "SIP/2.0 {code} {reason}\r\n");
-    for h in resp.headers.iter() {
-        if matches!(
-            h,
-            rsip::Header::ContentLength(_) | rsip::Header::ContentType(_)
-        ) {
-            continue;
-        }
+    copied_headers(req, to_tag, |h| {
         let _ = write!(out, "{h}\r\n");
-    }
+    });
     finish(out, extra, body)
 }
 
@@ -108,40 +103,51 @@ pub fn response(req: &Request, code: u16, reason: Option<&str>, to_tag: Option<&
         _ => default,
     };
     let mut headers = Headers::default();
-    let (mut from, mut to, mut call_id, mut cseq) = (false, false, false, false);
-    for h in req.headers().iter() {
-        match h {
-            Header::Via(_) => headers.push(h.clone()),
-            Header::From(_) if !from => {
-                from = true;
-                headers.push(h.clone());
-            }
-            Header::To(t) if !to => {
-                to = true;
-                match to_tag {
-                    Some(tag) if message::tag_of(t.value()).is_none() => headers.push(Header::To(
-                        untyped::To::new(format!("{};tag={tag}", t.value().trim())),
-                    )),
-                    _ => headers.push(h.clone()),
-                }
-            }
-            Header::CallId(_) if !call_id => {
-                call_id = true;
-                headers.push(h.clone());
-            }
-            Header::CSeq(_) if !cseq => {
-                cseq = true;
-                headers.push(h.clone());
-            }
-            _ => {}
-        }
-    }
+    copied_headers(req, to_tag, |h| headers.push(h.into_owned()));
     headers.push(Header::ContentLength(untyped::ContentLength::new("0")));
     Response {
         status_code,
         version: Version::V2,
         headers,
         body: Vec::new(),
+    }
+}
+
+/// The request's headers a response copies (RFC 3261 §8.2.6.2), in the request's order, to
+/// `each`: every Via, the first From, To, Call-ID and CSeq; the To with `to_tag` added when
+/// it has no tag.
+fn copied_headers<'r>(
+    req: &'r Request,
+    to_tag: Option<&str>,
+    mut each: impl FnMut(Cow<'r, Header>),
+) {
+    let (mut from, mut to, mut call_id, mut cseq) = (false, false, false, false);
+    for h in req.headers().iter() {
+        match h {
+            Header::Via(_) => each(Cow::Borrowed(h)),
+            Header::From(_) if !from => {
+                from = true;
+                each(Cow::Borrowed(h));
+            }
+            Header::To(t) if !to => {
+                to = true;
+                match to_tag {
+                    Some(tag) if message::tag_of(t.value()).is_none() => each(Cow::Owned(
+                        Header::To(untyped::To::new(format!("{};tag={tag}", t.value().trim()))),
+                    )),
+                    _ => each(Cow::Borrowed(h)),
+                }
+            }
+            Header::CallId(_) if !call_id => {
+                call_id = true;
+                each(Cow::Borrowed(h));
+            }
+            Header::CSeq(_) if !cseq => {
+                cseq = true;
+                each(Cow::Borrowed(h));
+            }
+            _ => {}
+        }
     }
 }
 

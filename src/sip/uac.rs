@@ -201,9 +201,8 @@ impl OutboundInvite {
         let branch = new_branch();
         let mut route: Vec<&str> = message::header_values(resp, "Record-Route").collect();
         route.reverse();
-        let method_name = method.to_string();
         let out = RequestHead {
-            method: &method_name,
+            method: message::method_name(method),
             uri: target,
             proto: s.peer.proto,
             local_host: &s.local_host,

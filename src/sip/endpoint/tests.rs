@@ -21,6 +21,7 @@ async fn endpoint() -> (Arc<Endpoint>, mpsc::Receiver<NewRequest>, SocketAddr) {
             max_message_bytes: 65536,
             tcp_idle_timeout: Duration::from_secs(30),
             udp_receive_buffer: 0,
+            udp_readers: 1,
             sources: SourceGuard::new(SourceLimits::default()),
             health: TaskHealth::new(),
         },

@@ -73,7 +73,46 @@ pub enum GrammarError {
 
 /// rsip's methods, matched case-sensitively (RFC 3261 §7.1: methods are case-sensitive).
 pub(super) fn known_method(text: &str) -> Option<Method> {
-    Method::all().into_iter().find(|m| m.to_string() == text)
+    METHODS.into_iter().find(|m| method_name(*m) == text)
+}
+
+/// Every method rsip 0.4 knows ([`Method::all`] without its Vec).
+const METHODS: [Method; 14] = [
+    Method::Ack,
+    Method::Bye,
+    Method::Cancel,
+    Method::Info,
+    Method::Invite,
+    Method::Message,
+    Method::Notify,
+    Method::Options,
+    Method::PRack,
+    Method::Publish,
+    Method::Refer,
+    Method::Register,
+    Method::Subscribe,
+    Method::Update,
+];
+
+/// A method's name as on the wire (what rsip's `Display` writes, without the two allocations
+/// each of its writes costs: it upper-cases the variant's name every time).
+pub fn method_name(m: Method) -> &'static str {
+    match m {
+        Method::Ack => "ACK",
+        Method::Bye => "BYE",
+        Method::Cancel => "CANCEL",
+        Method::Info => "INFO",
+        Method::Invite => "INVITE",
+        Method::Message => "MESSAGE",
+        Method::Notify => "NOTIFY",
+        Method::Options => "OPTIONS",
+        Method::PRack => "PRACK",
+        Method::Publish => "PUBLISH",
+        Method::Refer => "REFER",
+        Method::Register => "REGISTER",
+        Method::Subscribe => "SUBSCRIBE",
+        Method::Update => "UPDATE",
+    }
 }
 
 /// Name and value of any rsip header.
@@ -124,8 +163,7 @@ fn value_if_named<'h>(h: &'h rsip::Header, name: &str) -> Option<&'h str> {
 pub(super) fn validate(msg: &SipMessage) -> Result<(), HeaderError> {
     match msg {
         SipMessage::Request(req) => {
-            let method = req.method().to_string();
-            validate_headers(req.headers(), Some(&method))
+            validate_headers(req.headers(), Some(method_name(*req.method())))
         }
         SipMessage::Response(resp) => validate_headers(resp.headers(), None),
     }
@@ -138,7 +176,7 @@ pub(super) fn validate_headers(
 ) -> Result<(), HeaderError> {
     let mut vias = 0;
     for v in values(headers, "Via") {
-        parse_via(v).map_err(|e| HeaderError::Malformed("Via", e))?;
+        parse_via_ref(v, true).map_err(|e| HeaderError::Malformed("Via", e))?;
         vias += 1;
     }
     if vias == 0 {
@@ -210,7 +248,7 @@ pub(super) fn parse_u32(v: &str) -> Option<u32> {
 }
 
 /// `CSeq: 1*DIGIT LWS Method` (RFC 3261 §20.16): number within 32 bits.
-pub(super) fn parse_cseq(v: &str) -> Result<(u32, String), GrammarError> {
+pub(super) fn parse_cseq(v: &str) -> Result<(u32, &str), GrammarError> {
     let v = v.trim();
     let sp = v.find([' ', '\t']).ok_or(GrammarError::CSeq)?;
     let (n, m) = v.split_at(sp);
@@ -219,7 +257,7 @@ pub(super) fn parse_cseq(v: &str) -> Result<(u32, String), GrammarError> {
     if m.is_empty() || !m.bytes().all(is_token) {
         return Err(GrammarError::CSeqMethod);
     }
-    Ok((n, m.to_string()))
+    Ok((n, m))
 }
 
 /// Splits at `;` outside quoted strings; the first piece is what comes before any `;`.
@@ -376,6 +414,32 @@ pub(super) fn parse_via(v: &str) -> Result<TopVia, GrammarError> {
 
 /// `strict`: empty parameters are an error (validation); otherwise skipped (answering).
 fn parse_via_with(v: &str, strict: bool) -> Result<TopVia, GrammarError> {
+    let via = parse_via_ref(v, strict)?;
+    Ok(TopVia {
+        branch: via.branch.map(str::to_string),
+        host: via.host.to_string(),
+        port: via.port,
+        transport: via.transport.to_ascii_uppercase(),
+        rport: via.rport,
+        received: via.received.map(str::to_string),
+        sent_by: via.sent_by.to_string(),
+    })
+}
+
+/// A Via value read in place: [`TopVia`]'s fields borrowed from the value, `transport` as
+/// written. Validation reads every Via of every message with it, and keeps nothing.
+struct ViaRef<'a> {
+    branch: Option<&'a str>,
+    host: &'a str,
+    port: Option<u16>,
+    transport: &'a str,
+    rport: Option<Option<u16>>,
+    received: Option<&'a str>,
+    sent_by: &'a str,
+}
+
+/// The Via grammar (see [`parse_via_with`]).
+fn parse_via_ref(v: &str, strict: bool) -> Result<ViaRef<'_>, GrammarError> {
     let v = v.trim();
     let sp = v.find([' ', '\t']).ok_or(GrammarError::NoSentBy)?;
     let (proto, rest) = v.split_at(sp);
@@ -418,14 +482,14 @@ fn parse_via_with(v: &str, strict: bool) -> Result<TopVia, GrammarError> {
         Some(p) => Some(p.trim().parse::<u16>().map_err(|_| GrammarError::Port)?),
         None => None,
     };
-    let mut via = TopVia {
+    let mut via = ViaRef {
         branch: None,
-        host: host.to_string(),
+        host,
         port,
-        transport: transport.to_ascii_uppercase(),
+        transport,
         rport: None,
         received: None,
-        sent_by: sent_by.to_string(),
+        sent_by,
     };
     let params = if strict {
         parse_params(params)?
@@ -444,14 +508,14 @@ fn parse_via_with(v: &str, strict: bool) -> Result<TopVia, GrammarError> {
     };
     for (n, val) in params {
         if n.eq_ignore_ascii_case("branch") {
-            via.branch = val.map(str::to_string);
+            via.branch = val;
         } else if n.eq_ignore_ascii_case("rport") {
             via.rport = Some(match val {
                 Some(p) if !p.is_empty() => Some(p.parse().map_err(|_| GrammarError::Rport)?),
                 _ => None,
             });
         } else if n.eq_ignore_ascii_case("received") {
-            via.received = val.map(str::to_string);
+            via.received = val;
         }
     }
     Ok(via)
@@ -483,7 +547,7 @@ pub fn call_id(msg: &impl rsip::message::HasHeaders) -> Option<String> {
 /// CSeq number and method (None when the method is one rsip does not know).
 pub fn cseq(msg: &impl rsip::message::HasHeaders) -> Option<(u32, Method)> {
     let (n, m) = parse_cseq(values(headers_of_msg(msg), "CSeq").next()?).ok()?;
-    Some((n, known_method(&m)?))
+    Some((n, known_method(m)?))
 }
 
 /// The From tag.

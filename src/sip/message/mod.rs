@@ -22,7 +22,7 @@ pub use contact::{addr_uri, contacts, header_aor, ContactError, ContactValue, Co
 pub(in crate::sip) use headers::tag_of;
 pub use headers::{
     call_id, cseq, expires, from_tag, header_name_value, header_str, header_value, header_values,
-    max_forwards, to_tag, top_via, GrammarError, HeaderError, TopVia,
+    max_forwards, method_name, to_tag, top_via, GrammarError, HeaderError, TopVia,
 };
 pub(in crate::sip) use parse::clean_reason;
 pub use parse::{parse, ParseError, Unsupported};

@@ -94,7 +94,7 @@ pub fn parse(raw: &[u8]) -> Result<SipMessage, ParseError> {
         Ok(n) => n,
         Err(e) => return Err(fallback(raw, e.to_string(), true)),
     };
-    let mut msg = match SipMessage::try_from(&norm[..]) {
+    let mut msg = match tokenize(&norm) {
         Ok(m) => m,
         Err(_) => match reparse_with_own_uri(&norm) {
             Some(req) => SipMessage::Request(req),
@@ -132,6 +132,19 @@ pub fn parse(raw: &[u8]) -> Result<SipMessage, ParseError> {
                 request: None,
             },
         }),
+    }
+}
+
+/// rsip's own reading of a message, without its costliest step for a request: rsip tries the
+/// response grammar first, and the failed try formats the whole message into an error string
+/// (a copy of every byte, char by char). Only a message starting with `SIP/` can be a
+/// response (its version comes first), so anything else goes straight to the request grammar:
+/// the same result, as the response try fails at once on it.
+fn tokenize(norm: &[u8]) -> Result<SipMessage, rsip::Error> {
+    if norm.starts_with(b"SIP/") {
+        SipMessage::try_from(norm)
+    } else {
+        Request::try_from(norm).map(SipMessage::Request)
     }
 }
 
@@ -178,8 +191,7 @@ fn fallback(raw: &[u8], reason: String, normalizer_failed: bool) -> ParseError {
     let method_text = String::from_utf8_lossy(parts.first().copied().unwrap_or_default());
     let start_method = known_method(&method_text);
     let cseq_method = headers_of(&head, "CSeq")
-        .and_then(|v| parse_cseq(&v).ok())
-        .and_then(|(_, m)| known_method(&m));
+        .and_then(|v| parse_cseq(&v).ok().and_then(|(_, m)| known_method(m)));
     let placeholder = start_method.or(cseq_method).unwrap_or(Method::Options);
     let mut bytes = format!("{placeholder} {PLACEHOLDER_URI} SIP/2.0\r\n").into_bytes();
     bytes.extend_from_slice(&head);

@@ -528,6 +528,40 @@ fn header_errors_read_as_reason_phrases() {
     );
 }
 
+#[test]
+fn method_names_are_rsips_own() {
+    // `method_name` stands in for rsip's Display on the wire: the same text for every method
+    // rsip knows, and `known_method` reads each back (case-sensitively).
+    for m in Method::all() {
+        assert_eq!(method_name(m), m.to_string());
+        assert_eq!(super::headers::known_method(&m.to_string()), Some(m));
+    }
+    assert_eq!(super::headers::known_method("invite"), None);
+    assert_eq!(super::headers::known_method("FOO"), None);
+}
+
+#[test]
+fn response_bytes_write_what_the_built_response_holds() {
+    // The bytes are written from the request's headers; the built Response copies the same
+    // ones: the two agree, a To without a tag gets ours, and a second From is not copied.
+    let raw = "INVITE sip:a@b SIP/2.0\r\nVia: SIP/2.0/UDP h1;branch=z9hG4bK1\r\n\
+               Via: SIP/2.0/UDP h2;branch=z9hG4bK2\r\nFrom: <sip:x@y>;tag=f\r\n\
+               To: <sip:a@b> \r\nCall-ID: c1\r\nCSeq: 7 INVITE\r\nMax-Forwards: 70\r\n\
+               Content-Length: 0\r\n\r\n";
+    let req = Request::try_from(raw.as_bytes()).expect("parse");
+    let bytes = crate::sip::outgoing::response_bytes(&req, 180, None, Some("t9"), &[], None);
+    let text = String::from_utf8(bytes.to_vec()).unwrap();
+    let built = response(&req, 180, None, Some("t9"));
+    let mut expected = "SIP/2.0 180 Ringing\r\n".to_string();
+    for h in built.headers.iter() {
+        expected.push_str(&format!("{h}\r\n"));
+    }
+    expected.push_str("\r\n");
+    assert_eq!(text, expected);
+    assert!(text.contains("\r\nTo: <sip:a@b>;tag=t9\r\n"), "{text}");
+    assert_eq!(text.matches("Via: ").count(), 2, "{text}");
+}
+
 mod request_uri {
     use super::*;
 

@@ -8,9 +8,11 @@
 //! - `tcp.rs`: TCP connections, their framing by Content-Length, the stream that cannot be framed;
 //! - `via.rs`: the Via stamping and the response address;
 //! - `rcvbuf.rs`: the UDP sockets' receive buffer;
+//! - `reuseport.rs`: the sockets of one UDP address, one per reader (`SO_REUSEPORT`);
 //! - `stamp.rs`: when a datagram arrived (the kernel's receive timestamp).
 
 mod rcvbuf;
+mod reuseport;
 mod stamp;
 mod tcp;
 mod via;
@@ -152,6 +154,9 @@ pub struct TransportConfig {
     pub tcp_idle_timeout: Duration,
     /// The receive buffer asked for each UDP socket, in bytes (0: the kernel's default).
     pub udp_receive_buffer: usize,
+    /// Sockets, each with its reader task, bound to each UDP address (`SO_REUSEPORT` when
+    /// more than one); at least 1.
+    pub udp_readers: usize,
     /// Per-source limits, checked for every message before it is parsed.
     pub sources: Arc<SourceGuard>,
     /// Where the receive loops are watched (and restarted after a panic).
@@ -168,9 +173,31 @@ pub struct TransportStats {
     pub tcp_open: AtomicU64,
 }
 
+/// One configured UDP address: the address bound (port 0 resolved) and its sockets, one per
+/// reader. The kernel hashes each datagram's source and destination to one socket of the
+/// group, so a caller's datagrams all reach one reader, in order (an INVITE before its
+/// CANCEL).
+struct UdpAddr {
+    local: SocketAddr,
+    socks: Vec<Arc<UdpSocket>>,
+}
+
+impl UdpAddr {
+    /// The socket to send to `to` from: any of them has the same local address, so the peer
+    /// sees the same source; spreading peers over them spreads the sockets' send locks.
+    fn sock_for(&self, to: SocketAddr) -> Option<&Arc<UdpSocket>> {
+        let n = self.socks.len().max(1);
+        let spread = match to {
+            SocketAddr::V4(a) => u32::from(*a.ip()) as usize,
+            SocketAddr::V6(a) => u128::from(*a.ip()) as usize,
+        } ^ usize::from(to.port());
+        self.socks.get(spread % n)
+    }
+}
+
 /// The bound sockets and the open TCP connections.
 pub struct Transport {
-    udp: Vec<Arc<UdpSocket>>,
+    udp: Vec<UdpAddr>,
     tcp_local: Vec<SocketAddr>,
     conns: Mutex<Connections>,
     next_conn: AtomicU64,
@@ -188,19 +215,28 @@ impl Transport {
     ) -> Result<Arc<Transport>, TransportError> {
         let mut udp = Vec::new();
         for addr in &cfg.udp {
-            let sock = UdpSocket::bind(addr)
-                .await
-                .map_err(|source| TransportError::BindUdp {
-                    addr: *addr,
-                    source,
-                })?;
-            apply_receive_buffer(&sock, *addr, cfg.udp_receive_buffer);
-            if let Err(e) = stamp::enable(&sock) {
-                // The queue delay then starts when the datagram is read: overload is seen
-                // later, not missed.
-                tracing::warn!("sip udp {addr}: no kernel receive timestamps: {e}");
+            let bind_err = |source| TransportError::BindUdp {
+                addr: *addr,
+                source,
+            };
+            let socks = reuseport::bind(*addr, cfg.udp_readers).map_err(bind_err)?;
+            let mut local = *addr;
+            let mut tokio_socks = Vec::with_capacity(socks.len());
+            for sock in socks {
+                let sock = UdpSocket::from_std(sock).map_err(bind_err)?;
+                local = sock.local_addr().map_err(bind_err)?;
+                apply_receive_buffer(&sock, *addr, cfg.udp_receive_buffer);
+                if let Err(e) = stamp::enable(&sock) {
+                    // The queue delay then starts when the datagram is read: overload is seen
+                    // later, not missed.
+                    tracing::warn!("sip udp {addr}: no kernel receive timestamps: {e}");
+                }
+                tokio_socks.push(Arc::new(sock));
             }
-            udp.push(Arc::new(sock));
+            udp.push(UdpAddr {
+                local,
+                socks: tokio_socks,
+            });
         }
         let mut listeners = Vec::new();
         for addr in &cfg.tcp {
@@ -226,15 +262,19 @@ impl Transport {
             stats: TransportStats::default(),
         });
         let health = transport.cfg.health.clone();
-        for sock in &transport.udp {
+        for addr in &transport.udp {
             // One reader per socket keeps the datagrams of a caller in order (an INVITE before
-            // its CANCEL); parsing happens after the hand-off, in parallel across shards.
-            let (t, s) = (transport.clone(), sock.clone());
-            let name = format!(
-                "sip udp {}",
-                s.local_addr().map_or(String::new(), |a| a.to_string())
-            );
-            health.supervise(name, move || t.clone().udp_loop(s.clone()));
+            // its CANCEL: the kernel sends one 5-tuple to one socket); parsing happens after
+            // the hand-off, in parallel across shards.
+            for (i, sock) in addr.socks.iter().enumerate() {
+                let (t, s, local) = (transport.clone(), sock.clone(), addr.local);
+                let name = if addr.socks.len() == 1 {
+                    format!("sip udp {local}")
+                } else {
+                    format!("sip udp {local} reader {}", i + 1)
+                };
+                health.supervise(name, move || t.clone().udp_loop(s.clone(), local));
+            }
         }
         for l in listeners {
             let (t, l) = (transport.clone(), Arc::new(l));
@@ -249,17 +289,15 @@ impl Transport {
 
     /// Local UDP addresses actually bound (port 0 resolved).
     pub fn udp_addrs(&self) -> Vec<SocketAddr> {
-        self.udp
-            .iter()
-            .filter_map(|s| s.local_addr().ok())
-            .collect()
+        self.udp.iter().map(|a| a.local).collect()
     }
 
-    /// The receive buffer the kernel gives each UDP socket, in bytes (as asked, unless the
-    /// kernel capped it).
+    /// The receive buffer the kernel gives each UDP socket (every reader's of every address),
+    /// in bytes (as asked, unless the kernel capped it).
     pub fn udp_receive_buffers(&self) -> Vec<usize> {
         self.udp
             .iter()
+            .flat_map(|a| &a.socks)
             .filter_map(|s| rcvbuf::receive_buffer(s.as_ref()).ok())
             .collect()
     }
@@ -287,16 +325,12 @@ impl Transport {
     /// first bound one.
     pub fn local_for(&self, proto: Proto) -> Option<SocketAddr> {
         match proto {
-            Proto::Udp => self.udp_addrs().into_iter().next(),
+            Proto::Udp => self.udp.first().map(|a| a.local),
             Proto::Tcp => self.tcp_local.first().copied(),
         }
     }
 
-    async fn udp_loop(self: Arc<Self>, sock: Arc<UdpSocket>) {
-        let local = match sock.local_addr() {
-            Ok(a) => a,
-            Err(_) => return,
-        };
+    async fn udp_loop(self: Arc<Self>, sock: Arc<UdpSocket>, local: SocketAddr) {
         let mut buf = vec![0u8; 65536];
         loop {
             let (n, remote, received) = match stamp::recv_from(&sock, &mut buf).await {
@@ -415,15 +449,12 @@ impl Transport {
     }
 
     fn udp_socket_for(&self, to: SocketAddr) -> Option<Arc<UdpSocket>> {
-        // Prefer a socket of the same address family.
+        // Prefer an address of the same family.
         self.udp
             .iter()
-            .find(|s| {
-                s.local_addr()
-                    .map(|a| a.is_ipv4() == to.is_ipv4())
-                    .unwrap_or(false)
-            })
+            .find(|a| a.local.is_ipv4() == to.is_ipv4())
             .or_else(|| self.udp.first())
+            .and_then(|a| a.sock_for(to))
             .cloned()
     }
 }

@@ -1,8 +1,9 @@
 //! The receive buffer of a SIP UDP socket (`[sip] udp_receive_buffer_bytes`).
 //!
-//! One socket takes every caller's requests and every callee's answers. What arrives while
-//! the receive task is not reading (a burst: hundreds of callers hanging up at once, and the
-//! callees' answers to our BYEs) waits in the kernel's buffer; when it is full the kernel
+//! An address's sockets (`[sip] udp_readers`, each source hashed to one) take every caller's
+//! requests and every callee's answers. What arrives while a receive task is not reading (a
+//! burst: hundreds of callers hanging up at once, and the callees' answers to our BYEs) waits
+//! in the kernel's buffer; when it is full the kernel
 //! drops the datagram silently. Linux's default (`net.core.rmem_default`, 212992 bytes)
 //! holds about 166 datagrams, whatever their size, as each is charged about 1280 bytes.
 

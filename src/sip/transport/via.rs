@@ -1,6 +1,7 @@
 //! The top Via of a request received over UDP: `received` and `rport` stamped (RFC 3581), and
 //! the address its responses go to (RFC 3261 §18.2.2).
 
+use std::fmt::Write;
 use std::net::{IpAddr, SocketAddr};
 
 use rsip::headers::UntypedHeader;
@@ -48,10 +49,10 @@ pub fn stamp_via_value(value: &str, src: SocketAddr) -> (String, u16) {
         let name = p.split('=').next().unwrap_or("").trim();
         if name.eq_ignore_ascii_case("rport") {
             has_rport = true;
-            out.push_str(&format!(";rport={}", src.port()));
+            let _ = write!(out, ";rport={}", src.port());
         } else if name.eq_ignore_ascii_case("received") {
             has_received = true;
-            out.push_str(&format!(";received={}", src.ip()));
+            let _ = write!(out, ";received={}", src.ip());
         } else {
             out.push(';');
             out.push_str(p);
@@ -64,7 +65,7 @@ pub fn stamp_via_value(value: &str, src: SocketAddr) -> (String, u16) {
         .map(|ip| ip == src.ip())
         .unwrap_or(false);
     if !host_is_src && !has_received {
-        out.push_str(&format!(";received={}", src.ip()));
+        let _ = write!(out, ";received={}", src.ip());
     }
     let reply_port = if has_rport {
         src.port()
