@@ -138,7 +138,7 @@ impl ServerHandle {
 /// Starts everything the configuration describes.
 pub async fn start(cfg: Arc<Config>) -> Result<ServerHandle, StartError> {
     let prompts = Arc::new(crate::callflow::check::prompt_library(&cfg));
-    let store = Store::open(&cfg.store.sqlite)?;
+    let store = Store::from_config(&cfg.store)?;
     prompts.check_dir()?;
     let media_ip = cfg.media.ip;
     let pool = PortPool::new(media_ip, cfg.media.port_min, cfg.media.port_max)?;
