@@ -1,0 +1,220 @@
+//! pivotd on a PostgreSQL store (`[store] postgres`), over real sockets: the test binary's
+//! own PostgreSQL (password authentication, scram-sha-256), the HTTP API creating a user, a
+//! device and a callflow, SIPp registering the device and calling the callflow, and every
+//! row in the database, none in a SQLite file. A second node started on the same database
+//! routes the callflow and knows the device and its binding.
+
+mod common;
+
+use std::sync::Arc;
+
+use common::api::Api;
+use common::http::{HttpResp, HttpServer};
+use common::*;
+use pivotd::config::Config;
+use pivotd::server::{self, ServerHandle};
+use serde_json::{json, Value};
+
+const KEY: &str = "0f1e2d3c4b5a69788796a5b4c3d2e1f00f1e2d3c4b5a69788796a5b4c3d2e1f0";
+const PASS: &str = "Pg-unique-s3cret";
+const PLAY_TONE: &str = r#"{"module": "play", "data": {"id": "tone-1khz"}}"#;
+
+/// One account, realm 127.0.0.1 (SIPp's Request-URI host), on the PostgreSQL at `url`.
+fn config(url: &str) -> String {
+    let base = 20000 + 2 * (rand::random::<u16>() % 4500);
+    format!(
+        r#"
+[sip]
+udp = ["127.0.0.1:0"]
+tcp = ["127.0.0.1:0"]
+# SIPp calls as no device; the account has one.
+allow_unauthenticated = true
+[api]
+listen = "127.0.0.1:0"
+[store]
+postgres = "{url}"
+[media]
+ip = "127.0.0.1"
+port_min = {base}
+port_max = {}
+[pivot]
+blacklist_cidrs = []
+[[accounts]]
+id = "{ACCOUNT}"
+realm = "127.0.0.1"
+api_key = "{KEY}"
+"#,
+        base + 99
+    )
+}
+
+async fn boot(toml: &str) -> ServerHandle {
+    let cfg = Config::from_toml_str(toml, &repo()).unwrap_or_else(|e| panic!("{e}\n{toml}"));
+    server::start(Arc::new(cfg)).await.expect("server starts")
+}
+
+async fn put(api: &Api, path: &str, data: Value) -> Value {
+    let a = api
+        .send(
+            reqwest::Method::PUT,
+            path,
+            Some(&json!({ "data": data }).to_string()),
+        )
+        .await;
+    assert_eq!(a.status, 201, "{path}: {}", a.body);
+    a.data().clone()
+}
+
+fn path(kind: &str) -> String {
+    format!("/v2/accounts/{ACCOUNT}/{kind}")
+}
+
+async fn call(server: &ServerHandle, number: &str) -> SippRun {
+    let sink = RtpSink::bind().await;
+    let port = sink.addr.port().to_string();
+    sipp(
+        "basic_call.xml",
+        false,
+        server.udp[0],
+        &["-s", number, "-key", "rtp_port", &port],
+    )
+    .await
+}
+
+async fn register(server: &ServerHandle, user: &str) -> SippRun {
+    sipp(
+        "register.xml",
+        false,
+        server.udp[0],
+        &[
+            "-s",
+            user,
+            "-au",
+            user,
+            "-ap",
+            PASS,
+            "-key",
+            "domain",
+            "127.0.0.1",
+            "-key",
+            "expires",
+            "600",
+        ],
+    )
+    .await
+}
+
+/// What the database holds, counted with the superuser's own connection.
+fn count(db: &str, table: &str) -> u64 {
+    common::postgres::server()
+        .sql(db, &format!("SELECT count(*) FROM {table}"))
+        .parse()
+        .expect("a count")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn api_and_calls_on_postgres_and_a_second_node_on_the_same_database() {
+    let url = tokio::task::spawn_blocking(common::postgres::database)
+        .await
+        .unwrap();
+    let db = url.rsplit('/').next().unwrap().to_string();
+    let web = HttpServer::start(|_| HttpResp::json(PLAY_TONE)).await;
+    let toml = config(&url);
+
+    let (callflow_id, device_id, call_id) = {
+        let server = boot(&toml).await;
+        assert!(server.store.is_postgres());
+        let api = Api::login(&server, KEY).await;
+        let user = put(&api, &path("users"), json!({"first_name": "Ada", "last_name": "Lovelace"})).await;
+        let user_id = user["id"].as_str().unwrap().to_string();
+        let device = put(
+            &api,
+            &path("devices"),
+            json!({"name": "desk", "owner_id": user_id,
+                   "sip": {"username": "pg2001", "password": PASS}}),
+        )
+        .await;
+        let device_id = device["id"].as_str().unwrap().to_string();
+        let flow = put(
+            &api,
+            &path("callflows"),
+            json!({"numbers": ["12345"], "flow": {
+                "module": "pivot", "data": {"voice_url": web.url("/p"), "debug": true}}}),
+        )
+        .await;
+        let callflow_id = flow["id"].as_str().unwrap().to_string();
+
+        // The device registers, and the callflow answers the next call, without a restart.
+        let reg = register(&server, "pg2001").await;
+        assert!(reg.ok, "{}", reg.output);
+        let run = call(&server, "12345").await;
+        assert!(run.ok, "{}", run.output);
+        assert_eq!(web.requests().len(), 1);
+        let call_id = web.requests()[0].field("Call-ID").unwrap();
+
+        let s = server.store.clone();
+        tokio::task::spawn_blocking(move || s.flush())
+            .await
+            .unwrap()
+            .unwrap();
+        let cdrs = api.get(&path("cdrs")).await;
+        assert_eq!(cdrs.status, 200, "{}", cdrs.body);
+        assert_eq!(cdrs.data()[0]["call_id"], call_id.as_str(), "{}", cdrs.body);
+        let debug = api.get(&path("pivot/debug")).await;
+        assert_eq!(
+            debug.data()[0]["call_id"],
+            call_id.as_str(),
+            "{}",
+            debug.body
+        );
+        let regs = api.get(&path("registrations")).await;
+        assert_eq!(regs.data()[0]["username"], "pg2001", "{}", regs.body);
+        let health = api.get("/healthz").await;
+        assert_eq!(health.body["store"], "ok", "{}", health.body);
+        (callflow_id, device_id, call_id)
+    };
+
+    // Every row is in PostgreSQL; the password nowhere; no SQLite file was made.
+    let pg = common::postgres::server();
+    for (table, n) in [
+        ("users", 1),
+        ("devices", 1),
+        ("callflows", 1),
+        ("callflow_numbers", 1),
+        ("registrations", 1),
+        ("cdrs", 1),
+    ] {
+        assert_eq!(count(&db, table), n, "{table}");
+    }
+    assert!(count(&db, "pivot_debug") >= 2);
+    let dump = pg.sql(&db, "SELECT doc || coalesce(ha1, '') FROM devices");
+    assert!(!dump.contains(PASS), "{dump}");
+    assert_eq!(
+        pg.sql(&db, "SELECT call_id FROM cdrs"),
+        call_id.as_str()
+    );
+    assert!(
+        !repo().join("pivotd.db").exists(),
+        "a SQLite file was made beside the config"
+    );
+
+    // A second node on the same database: the callflow routes, the device and its binding
+    // are known, the first node's records are listed.
+    let server = boot(&toml).await;
+    let api = Api::login(&server, KEY).await;
+    let got = api
+        .get(&format!("{}/{callflow_id}", path("callflows")))
+        .await;
+    assert_eq!(got.status, 200, "{}", got.body);
+    let got = api.get(&format!("{}/{device_id}", path("devices"))).await;
+    assert_eq!(got.data()["sip"]["username"], "pg2001", "{}", got.body);
+    let regs = api.get(&path("registrations")).await;
+    assert_eq!(regs.data()[0]["username"], "pg2001", "{}", regs.body);
+    let cdrs = api.get(&path("cdrs")).await;
+    assert_eq!(cdrs.data()[0]["call_id"], call_id.as_str(), "{}", cdrs.body);
+    let run = call(&server, "12345").await;
+    assert!(run.ok, "{}", run.output);
+    assert_eq!(web.requests().len(), 2);
+    let reg = register(&server, "pg2001").await;
+    assert!(reg.ok, "{}", reg.output);
+}
