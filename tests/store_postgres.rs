@@ -125,7 +125,12 @@ async fn api_and_calls_on_postgres_and_a_second_node_on_the_same_database() {
         let server = boot(&toml).await;
         assert!(server.store.is_postgres());
         let api = Api::login(&server, KEY).await;
-        let user = put(&api, &path("users"), json!({"first_name": "Ada", "last_name": "Lovelace"})).await;
+        let user = put(
+            &api,
+            &path("users"),
+            json!({"first_name": "Ada", "last_name": "Lovelace"}),
+        )
+        .await;
         let user_id = user["id"].as_str().unwrap().to_string();
         let device = put(
             &api,
@@ -189,10 +194,7 @@ async fn api_and_calls_on_postgres_and_a_second_node_on_the_same_database() {
     assert!(count(&db, "pivot_debug") >= 2);
     let dump = pg.sql(&db, "SELECT doc || coalesce(ha1, '') FROM devices");
     assert!(!dump.contains(PASS), "{dump}");
-    assert_eq!(
-        pg.sql(&db, "SELECT call_id FROM cdrs"),
-        call_id.as_str()
-    );
+    assert_eq!(pg.sql(&db, "SELECT call_id FROM cdrs"), call_id.as_str());
     assert!(
         !repo().join("pivotd.db").exists(),
         "a SQLite file was made beside the config"
