@@ -1,5 +1,6 @@
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use serde_json::{json, Value};
@@ -892,4 +893,123 @@ fn postgres_wrong_password_is_refused() {
         ),
         Ok(_) => panic!("a wrong password was accepted"),
     }
+}
+
+/// A TCP forwarder between the store and the test PostgreSQL that can be cut (open
+/// connections shut, new ones closed at once) and restored: a database that went away.
+struct Cuttable {
+    port: u16,
+    up: Arc<std::sync::atomic::AtomicBool>,
+    open: Arc<Mutex<Vec<std::net::TcpStream>>>,
+}
+
+impl Cuttable {
+    fn start(target: u16) -> Cuttable {
+        use std::net::{TcpListener, TcpStream};
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let up = Arc::new(std::sync::atomic::AtomicBool::new(true));
+        let open: Arc<Mutex<Vec<TcpStream>>> = Arc::default();
+        let (up2, open2) = (Arc::clone(&up), Arc::clone(&open));
+        std::thread::spawn(move || {
+            for client in listener.incoming().flatten() {
+                if !up2.load(Ordering::SeqCst) {
+                    continue; // dropped: closed at once
+                }
+                let Ok(server) = TcpStream::connect(("127.0.0.1", target)) else {
+                    continue;
+                };
+                let mut conns = open2.lock().unwrap();
+                for s in [&client, &server] {
+                    conns.push(s.try_clone().unwrap());
+                }
+                for (mut from, mut to) in [
+                    (client.try_clone().unwrap(), server.try_clone().unwrap()),
+                    (server, client),
+                ] {
+                    std::thread::spawn(move || {
+                        let _ = std::io::copy(&mut from, &mut to);
+                        let _ = to.shutdown(std::net::Shutdown::Both);
+                    });
+                }
+            }
+        });
+        Cuttable { port, up, open }
+    }
+
+    fn cut(&self) {
+        self.up.store(false, Ordering::SeqCst);
+        for s in self.open.lock().unwrap().drain(..) {
+            let _ = s.shutdown(std::net::Shutdown::Both);
+        }
+    }
+
+    fn restore(&self) {
+        self.up.store(true, Ordering::SeqCst);
+    }
+}
+
+/// PostgreSQL going away mid-run: writes still return at once (queued, then dropped and
+/// counted when the queue is full), the writer keeps its batch and retries, and once the
+/// database is back every write it accepted is committed, none failed.
+#[test]
+fn postgres_unreachable_writes_never_wait_and_are_retried() {
+    let TestDb::Postgres { url, .. } = TestDb::postgres() else {
+        unreachable!()
+    };
+    let pg_port = test_postgres::server().port;
+    let proxy = Cuttable::start(pg_port);
+    let via = url
+        .as_str()
+        .replace(&format!(":{pg_port}/"), &format!(":{}/", proxy.port));
+    let store = Store::open_postgres_with_queue(&PostgresUrl::parse(&via).unwrap(), 16).unwrap();
+    let now = gregorian_now();
+    let write = |i: usize| {
+        let t0 = Instant::now();
+        let accepted = store.write(Write::Debug(rec(
+            "gone",
+            &format!("c{i}"),
+            1,
+            RecordKind::Request,
+            now,
+            json!({}),
+        )));
+        assert!(
+            t0.elapsed() < Duration::from_millis(50),
+            "{:?}",
+            t0.elapsed()
+        );
+        accepted
+    };
+    assert!(write(0));
+    store.flush().unwrap();
+    assert_eq!(store.written(), 1);
+
+    proxy.cut();
+    let mut accepted = 1;
+    for i in 1..5 {
+        accepted += usize::from(write(i));
+    }
+    let t0 = Instant::now();
+    while store.retried() < 2 {
+        assert!(t0.elapsed() < Duration::from_secs(20), "no retry seen");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert_eq!(
+        store.written(),
+        1,
+        "nothing is written while the database is away"
+    );
+    // The writer is held by its retries: the queue fills, then drops, never waiting.
+    for i in 5..100 {
+        accepted += usize::from(write(i));
+    }
+    assert!(store.dropped() > 0);
+    assert_eq!(accepted as u64 + store.dropped(), 100);
+
+    proxy.restore();
+    store.flush().unwrap();
+    assert_eq!(store.failed(), 0);
+    assert_eq!(store.written(), accepted as u64);
+    assert_eq!(store.debug_record_count("gone").unwrap(), accepted as u64);
 }
