@@ -220,3 +220,30 @@ async fn api_and_calls_on_postgres_and_a_second_node_on_the_same_database() {
     let reg = register(&server, "pg2001").await;
     assert!(reg.ok, "{}", reg.output);
 }
+
+/// Two nodes running at once on one database: a token either issued works on the other,
+/// for its account only; an unknown token is refused by both.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_nodes_share_api_tokens() {
+    let url = tokio::task::spawn_blocking(common::postgres::database)
+        .await
+        .unwrap();
+    let toml = config(&url);
+    let a = boot(&toml).await;
+    let b = boot(&toml).await;
+    let from_a = Api::login(&a, KEY).await;
+    let from_b = Api::login(&b, KEY).await;
+    for (issued, other) in [(&from_a, &b), (&from_b, &a)] {
+        let mut on_other = Api::new(other);
+        on_other.token = issued.token.clone();
+        let r = on_other.get(&path("callflows")).await;
+        assert_eq!(r.status, 200, "{}", r.body);
+        let r = on_other
+            .get("/v2/accounts/ffffffffffffffffffffffffffffffff/callflows")
+            .await;
+        assert_eq!(r.status, 403, "{}", r.body);
+        on_other.token = "0".repeat(64);
+        let r = on_other.get(&path("callflows")).await;
+        assert_eq!(r.status, 401, "{}", r.body);
+    }
+}

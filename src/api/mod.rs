@@ -89,7 +89,7 @@ impl ApiState {
         let lifetime = Duration::from_secs(parts.cfg.api.token_lifetime_s);
         let failures = parts.cfg.api.auth_failures_per_minute;
         Arc::new(ApiState {
-            tokens: auth::Tokens::new(lifetime, failures),
+            tokens: auth::Tokens::new(parts.store.clone(), lifetime, failures),
             callflow_lock: tokio::sync::Mutex::new(()),
             directory_lock: tokio::sync::Mutex::new(()),
             parts,

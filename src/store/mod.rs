@@ -20,6 +20,7 @@ mod pg;
 mod presence;
 mod registrations;
 mod schema;
+mod tokens;
 mod users;
 mod writer;
 

@@ -217,11 +217,12 @@ fn migrations_apply_on_fresh_file_and_reopen_keeps_data(kind) {
     {
         let store = dir.open();
         assert_eq!(store.schema_version().unwrap(), SCHEMA_VERSION);
-        assert_eq!(SCHEMA_VERSION, 6);
+        assert_eq!(SCHEMA_VERSION, 7);
         assert_eq!(store.is_postgres(), kind == Kind::Postgres);
         assert_eq!(
             dir.tables(&store),
             [
+                "api_tokens",
                 "callflow_numbers",
                 "callflows",
                 "cdrs",

@@ -16,6 +16,7 @@ mod devices;
 mod presence;
 mod registrations;
 pub(super) mod schema;
+mod tokens;
 mod users;
 mod writer;
 

@@ -148,6 +148,15 @@ pub(crate) const MIGRATIONS: &[&str] = &[
         updated     BIGINT  NOT NULL
     );
     "#,
+    // 7: API tokens (their SHA-256), shared by the nodes.
+    r#"
+    CREATE TABLE api_tokens (
+        digest     TEXT    NOT NULL PRIMARY KEY,
+        account_id TEXT    NOT NULL,
+        expires_at BIGINT  NOT NULL
+    );
+    CREATE INDEX api_tokens_by_expiry ON api_tokens (expires_at);
+    "#,
 ];
 
 // Both backends number their schemas alike.
