@@ -247,3 +247,77 @@ async fn two_nodes_share_api_tokens() {
         assert_eq!(r.status, 401, "{}", r.body);
     }
 }
+
+/// Polls `f` every 10 ms for up to 2 s; how long it took to hold.
+async fn within_2s(what: &str, mut f: impl FnMut() -> bool) -> std::time::Duration {
+    let t0 = std::time::Instant::now();
+    while !f() {
+        assert!(
+            t0.elapsed() < std::time::Duration::from_secs(2),
+            "{what}: not within 2 s"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    t0.elapsed()
+}
+
+/// Two nodes running at once on one database: a callflow or device created, then deleted,
+/// through node A's API reaches node B's routing table and directory within 2 s (LISTEN/
+/// NOTIFY, no restart, no polling), and B answers the call and the REGISTER.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_change_on_node_a_routes_the_next_call_on_node_b_within_2_s() {
+    let url = tokio::task::spawn_blocking(common::postgres::database)
+        .await
+        .unwrap();
+    let web = HttpServer::start(|_| HttpResp::json(PLAY_TONE)).await;
+    let toml = config(&url);
+    let cfg = Config::from_toml_str(&toml, &repo()).unwrap();
+    let a = boot(&toml).await;
+    let b = boot(&toml).await;
+    let api = Api::login(&a, KEY).await;
+    let routed_on_b = || b.routes.route(&cfg, "22222", "127.0.0.1").is_some();
+    assert!(!routed_on_b());
+
+    let flow = put(
+        &api,
+        &path("callflows"),
+        json!({"numbers": ["22222"], "flow": {
+            "module": "pivot", "data": {"voice_url": web.url("/b")}}}),
+    )
+    .await;
+    let took = within_2s("the callflow on node B", routed_on_b).await;
+    eprintln!("callflow reached node B after {took:?}");
+    let run = call(&b, "22222").await;
+    assert!(run.ok, "{}", run.output);
+    assert_eq!(web.requests().len(), 1);
+
+    let device = put(
+        &api,
+        &path("devices"),
+        json!({"name": "b", "sip": {"username": "pgb3001", "password": PASS}}),
+    )
+    .await;
+    let known_on_b = || {
+        b.registrar
+            .directory()
+            .find("127.0.0.1", "pgb3001")
+            .is_some()
+    };
+    within_2s("the device on node B", known_on_b).await;
+    let reg = register(&b, "pgb3001").await;
+    assert!(reg.ok, "{}", reg.output);
+
+    // Deletions travel too.
+    for (kind, id) in [("callflows", &flow["id"]), ("devices", &device["id"])] {
+        let r = api
+            .send(
+                reqwest::Method::DELETE,
+                &format!("{}/{}", path(kind), id.as_str().unwrap()),
+                None,
+            )
+            .await;
+        assert_eq!(r.status, 200, "{}", r.body);
+    }
+    within_2s("the callflow gone from node B", || !routed_on_b()).await;
+    within_2s("the device gone from node B", || !known_on_b()).await;
+}

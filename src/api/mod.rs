@@ -12,6 +12,7 @@
 mod auth;
 mod callflows;
 mod cdrs;
+mod changes;
 mod devices;
 mod docs;
 mod health;
@@ -175,6 +176,7 @@ pub async fn start(
 ) -> Result<SocketAddr, std::io::Error> {
     let listener = tokio::net::TcpListener::bind(addr).await?;
     let local = listener.local_addr()?;
+    changes::follow(state.clone(), stop.clone());
     let app = router(state).into_make_service_with_connect_info::<SocketAddr>();
     tokio::spawn(async move {
         let served = axum::serve(listener, app)

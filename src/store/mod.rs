@@ -28,6 +28,7 @@ pub use callflows::{CallflowConflict, StoredCallflow};
 pub use cdrs::{CallDirection, Cdr, CdrQuery};
 pub use debug::{CallSummary, DebugRecord, RecordKind};
 pub use devices::{SipCredentials, StoredDevice, UsernameTaken};
+pub use pg::listen::Change;
 pub use presence::{StoredPresence, StoredSubscription};
 pub use registrations::{DeviceBindings, Registration};
 pub use users::StoredUser;
@@ -272,6 +273,15 @@ impl Store {
                 capacity,
             }),
         })
+    }
+
+    /// The API changes every node sharing this PostgreSQL store announces (its own
+    /// included), for caches to reload; `None` for SQLite, which one node owns.
+    pub fn subscribe_changes(&self) -> Option<tokio::sync::broadcast::Receiver<Change>> {
+        match &self.inner.backend {
+            Backend::Sqlite(_) => None,
+            Backend::Postgres(pg) => Some(pg.subscribe()),
+        }
     }
 
     /// Whether this store is a PostgreSQL database (`[store] postgres`).

@@ -3,6 +3,7 @@
 use serde_json::Value;
 use tokio_postgres::Row;
 
+use super::listen::{notify, Change};
 use super::Pg;
 use crate::store::callflows::decode;
 use crate::store::{gregorian_now, CallflowConflict, StoreError, StoredCallflow};
@@ -103,6 +104,7 @@ impl Pg {
             }
             let sql = format!("{SELECT} WHERE account_id = $1 AND id = $2");
             let stored = read(&tx.query_one(&sql, &[&account_id, &id]).await?)?;
+            notify(&*tx, &Change::Callflows(account_id.to_owned())).await?;
             tx.commit().await?;
             Ok(Ok(stored))
         })
@@ -120,6 +122,7 @@ impl Pg {
                     &[&account_id, &id],
                 )
                 .await?;
+            notify(&***c, &Change::Callflows(account_id.to_owned())).await?;
             Ok(n > 0)
         })
     }

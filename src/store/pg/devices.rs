@@ -3,6 +3,7 @@
 use serde_json::Value;
 use tokio_postgres::Row;
 
+use super::listen::{notify, Change};
 use super::Pg;
 use crate::store::devices::{decode, Row as DeviceRow};
 use crate::store::{gregorian_now, SipCredentials, StoreError, StoredDevice, UsernameTaken};
@@ -99,6 +100,7 @@ impl Pg {
                 )
                 .await?;
             let stored = read(&row)?;
+            notify(&*tx, &Change::Directory(account_id.to_owned())).await?;
             tx.commit().await?;
             Ok(Ok(stored))
         })
@@ -122,6 +124,7 @@ impl Pg {
                 &[&account_id, &id],
             )
             .await?;
+            notify(&*tx, &Change::Directory(account_id.to_owned())).await?;
             tx.commit().await?;
             Ok(n > 0)
         })

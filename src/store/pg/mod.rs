@@ -13,6 +13,7 @@ mod callflows;
 mod cdrs;
 mod debug;
 mod devices;
+pub(super) mod listen;
 mod presence;
 mod registrations;
 pub(super) mod schema;
@@ -29,6 +30,7 @@ use std::time::Duration;
 
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};
 use tokio::runtime::{Handle, Runtime};
+use tokio::sync::broadcast;
 use tokio_postgres::NoTls;
 
 use super::StoreError;
@@ -48,6 +50,8 @@ pub(super) type Client = deadpool_postgres::Client;
 
 pub(super) struct Pg {
     pool: Pool,
+    /// What the listener heard (see `listen.rs`).
+    changes: broadcast::Sender<listen::Change>,
     handle: Handle,
     /// `Option` only so that `Drop` can shut it down without waiting for it: a runtime
     /// dropped the ordinary way inside async code panics.
@@ -77,6 +81,7 @@ impl Pg {
             .enable_all()
             .build()
             .map_err(StoreError::Thread)?;
+        let listen_cfg = cfg.clone();
         let manager = Manager::from_config(
             cfg,
             NoTls,
@@ -92,13 +97,22 @@ impl Pg {
             .create_timeout(Some(CONNECT_TIMEOUT))
             .wait_timeout(Some(CONNECT_TIMEOUT))
             .build()?;
+        // A burst larger than this makes a slow receiver lag, which it takes as a resync.
+        let (changes, _) = broadcast::channel(256);
         let pg = Pg {
             pool,
+            changes: changes.clone(),
             handle: rt.handle().clone(),
             rt: Some(rt),
         };
         pg.run(async |c| schema::migrate(c).await)?;
+        pg.handle.spawn(listen::listen(listen_cfg, changes));
         Ok(pg)
+    }
+
+    /// A receiver of the changes the nodes announce.
+    pub(super) fn subscribe(&self) -> broadcast::Receiver<listen::Change> {
+        self.changes.subscribe()
     }
 
     /// Runs `f` on a pooled connection and waits for it (see the module's note).

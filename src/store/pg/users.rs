@@ -3,6 +3,7 @@
 use serde_json::Value;
 use tokio_postgres::Row;
 
+use super::listen::{notify, Change};
 use super::Pg;
 use crate::store::users::decode;
 use crate::store::{gregorian_now, StoreError, StoredUser};
@@ -64,10 +65,12 @@ impl Pg {
                  ON CONFLICT (account_id, id) DO UPDATE SET doc = EXCLUDED.doc,
                     modified = EXCLUDED.modified, rev = users.rev + 1
                  RETURNING account_id, id, doc, rev, created, modified";
-            read(
+            let stored = read(
                 &c.query_one(sql, &[&account_id, &id, &doc, &gregorian_now()])
                     .await?,
-            )
+            )?;
+            notify(&***c, &Change::Directory(account_id.to_owned())).await?;
+            Ok(stored)
         })
     }
 
@@ -83,6 +86,7 @@ impl Pg {
                     &[&account_id, &id],
                 )
                 .await?;
+            notify(&***c, &Change::Directory(account_id.to_owned())).await?;
             Ok(n > 0)
         })
     }
