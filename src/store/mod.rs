@@ -99,6 +99,8 @@ pub enum StoreError {
     Json(#[from] serde_json::Error),
     #[error("the store's writer has stopped")]
     Closed,
+    #[error("the store's writes were not all committed within {0:?}")]
+    FlushTimedOut(Duration),
     #[error("cannot start the store's threads: {0}")]
     Thread(#[source] std::io::Error),
 }

@@ -1008,6 +1008,12 @@ fn postgres_unreachable_writes_never_wait_and_are_retried() {
     assert!(store.dropped() > 0);
     assert_eq!(accepted as u64 + store.dropped(), 100);
 
+    // A shutdown's flush does not wait for the database for ever.
+    match store.flush_within(Duration::from_millis(300)) {
+        Err(StoreError::FlushTimedOut(_)) => {}
+        other => panic!("flush_within while the database is away: {other:?}"),
+    }
+
     proxy.restore();
     store.flush().unwrap();
     assert_eq!(store.failed(), 0);

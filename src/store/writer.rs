@@ -155,6 +155,36 @@ impl Store {
         ack_rx.recv().map_err(|_| StoreError::Closed)
     }
 
+    /// [`Store::flush`] that gives up after `limit` (shutdown: a database that cannot be
+    /// reached must not hold the process). The writes stay queued; [`Store::dropped`] and
+    /// [`Store::failed`] count what is lost when the store then closes.
+    pub fn flush_within(&self, limit: Duration) -> Result<(), StoreError> {
+        let tx = self.inner.tx.as_ref().ok_or(StoreError::Closed)?;
+        let (ack_tx, ack_rx) = mpsc::channel();
+        let deadline = std::time::Instant::now() + limit;
+        let mut msg = Msg::Flush(ack_tx);
+        // The queue may be full while the writer retries: wait for room, not past the limit.
+        loop {
+            match tx.try_send(msg) {
+                Ok(()) => break,
+                Err(TrySendError::Disconnected(_)) => return Err(StoreError::Closed),
+                Err(TrySendError::Full(m)) => {
+                    if std::time::Instant::now() >= deadline {
+                        return Err(StoreError::FlushTimedOut(limit));
+                    }
+                    msg = m;
+                    std::thread::sleep(Duration::from_millis(10));
+                }
+            }
+        }
+        let left = deadline.saturating_duration_since(std::time::Instant::now());
+        match ack_rx.recv_timeout(left) {
+            Ok(()) => Ok(()),
+            Err(mpsc::RecvTimeoutError::Timeout) => Err(StoreError::FlushTimedOut(limit)),
+            Err(mpsc::RecvTimeoutError::Disconnected) => Err(StoreError::Closed),
+        }
+    }
+
     #[cfg(test)]
     pub(super) fn commits(&self) -> u64 {
         self.inner.stats.commits.load(Ordering::Relaxed)
