@@ -263,7 +263,8 @@ async fn within_2s(what: &str, mut f: impl FnMut() -> bool) -> std::time::Durati
 
 /// Two nodes running at once on one database: a callflow or device created, then deleted,
 /// through node A's API reaches node B's routing table and directory within 2 s (LISTEN/
-/// NOTIFY, no restart, no polling), and B answers the call and the REGISTER.
+/// NOTIFY, no restart, no polling), B answers the call and the REGISTER, and the binding B
+/// took reaches node A.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_change_on_node_a_routes_the_next_call_on_node_b_within_2_s() {
     let url = tokio::task::spawn_blocking(common::postgres::database)
@@ -306,6 +307,15 @@ async fn a_change_on_node_a_routes_the_next_call_on_node_b_within_2_s() {
     within_2s("the device on node B", known_on_b).await;
     let reg = register(&b, "pgb3001").await;
     assert!(reg.ok, "{}", reg.output);
+    // The REGISTER node B took is node A's binding too (A would reach the phone).
+    let device_id = device["id"].as_str().unwrap().to_string();
+    within_2s("node B's REGISTER on node A", || {
+        a.registrar
+            .bindings_of(ACCOUNT, &device_id)
+            .iter()
+            .any(|r| r.contact.starts_with("sip:pgb3001@127.0.0.1:"))
+    })
+    .await;
 
     // Deletions travel too.
     for (kind, id) in [("callflows", &flow["id"]), ("devices", &device["id"])] {
@@ -320,4 +330,8 @@ async fn a_change_on_node_a_routes_the_next_call_on_node_b_within_2_s() {
     }
     within_2s("the callflow gone from node B", || !routed_on_b()).await;
     within_2s("the device gone from node B", || !known_on_b()).await;
+    within_2s("its binding gone from node B", || {
+        b.registrar.bindings_of(ACCOUNT, &device_id).is_empty()
+    })
+    .await;
 }

@@ -76,16 +76,38 @@ impl Store {
     /// The bindings that have not expired at `now` (Unix seconds). A row whose addresses
     /// cannot be read back (edited by hand) is skipped with a warning.
     pub fn registrations(&self, now: u64) -> Result<Vec<Registration>, StoreError> {
+        self.registrations_where(None, now)
+    }
+
+    /// One device's bindings that have not expired at `now` (another node's REGISTER, heard
+    /// through [`Store::subscribe_changes`]).
+    pub fn device_registrations(
+        &self,
+        account_id: &str,
+        device_id: &str,
+        now: u64,
+    ) -> Result<Vec<Registration>, StoreError> {
+        self.registrations_where(Some((account_id, device_id)), now)
+    }
+
+    fn registrations_where(
+        &self,
+        device: Option<(&str, &str)>,
+        now: u64,
+    ) -> Result<Vec<Registration>, StoreError> {
+        let (account_id, device_id) = device.unzip();
         let conn = match self.db() {
             Db::Sqlite(c) => c,
-            Db::Postgres(pg) => return pg.registrations(now),
+            Db::Postgres(pg) => return pg.registrations(account_id, device_id, now),
         };
         let mut stmt = conn.prepare(
             "SELECT account_id, device_id, contact, expires_at, call_id, cseq, path, source,
                     local, transport, user_agent, instance, q, updated
-             FROM registrations WHERE expires_at > ?1 ORDER BY account_id, device_id, contact",
+             FROM registrations WHERE expires_at > ?1
+               AND (?2 IS NULL OR (account_id = ?2 AND device_id = ?3))
+             ORDER BY account_id, device_id, contact",
         )?;
-        let rows = stmt.query_map(params![now as i64], |row| {
+        let rows = stmt.query_map(params![now as i64, account_id, device_id], |row| {
             Ok(RegistrationRow {
                 account_id: row.get(0)?,
                 device_id: row.get(1)?,

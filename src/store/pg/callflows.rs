@@ -104,7 +104,7 @@ impl Pg {
             }
             let sql = format!("{SELECT} WHERE account_id = $1 AND id = $2");
             let stored = read(&tx.query_one(&sql, &[&account_id, &id]).await?)?;
-            notify(&*tx, &Change::Callflows(account_id.to_owned())).await?;
+            notify(&*tx, &self.node, &Change::Callflows(account_id.to_owned())).await?;
             tx.commit().await?;
             Ok(Ok(stored))
         })
@@ -122,7 +122,7 @@ impl Pg {
                     &[&account_id, &id],
                 )
                 .await?;
-            notify(&***c, &Change::Callflows(account_id.to_owned())).await?;
+            notify(&***c, &self.node, &Change::Callflows(account_id.to_owned())).await?;
             Ok(n > 0)
         })
     }

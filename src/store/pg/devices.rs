@@ -100,7 +100,7 @@ impl Pg {
                 )
                 .await?;
             let stored = read(&row)?;
-            notify(&*tx, &Change::Directory(account_id.to_owned())).await?;
+            notify(&*tx, &self.node, &Change::Directory(account_id.to_owned())).await?;
             tx.commit().await?;
             Ok(Ok(stored))
         })
@@ -124,7 +124,7 @@ impl Pg {
                 &[&account_id, &id],
             )
             .await?;
-            notify(&*tx, &Change::Directory(account_id.to_owned())).await?;
+            notify(&*tx, &self.node, &Change::Directory(account_id.to_owned())).await?;
             tx.commit().await?;
             Ok(n > 0)
         })

@@ -25,41 +25,71 @@ pub enum Change {
     Callflows(String),
     /// The account's API devices or users (users give their devices caller IDs).
     Directory(String),
+    /// A device's bindings, after a REGISTER (or an expiry, a deletion) on another node.
+    /// A node does not hear its own: its memory is ahead of what it has committed.
+    Registrations {
+        account_id: String,
+        device_id: String,
+    },
     /// The listener (re)connected: changes made meanwhile were not heard, reload everything.
     Resync,
 }
 
 impl Change {
-    fn payload(&self) -> String {
+    /// `kind:origin:…` (ids are 32 hex digits, no `:`; a device id comes last, whole).
+    fn payload(&self, origin: &str) -> String {
         match self {
-            Change::Callflows(a) => format!("callflows:{a}"),
-            Change::Directory(a) => format!("directory:{a}"),
-            Change::Resync => "resync".into(),
+            Change::Callflows(a) => format!("callflows:{origin}:{a}"),
+            Change::Directory(a) => format!("directory:{origin}:{a}"),
+            Change::Registrations {
+                account_id,
+                device_id,
+            } => format!("registrations:{origin}:{account_id}:{device_id}"),
+            Change::Resync => format!("resync:{origin}"),
         }
     }
 
-    fn parse(payload: &str) -> Option<Change> {
-        match payload.split_once(':') {
-            Some(("callflows", a)) => Some(Change::Callflows(a.to_owned())),
-            Some(("directory", a)) => Some(Change::Directory(a.to_owned())),
-            _ => None,
-        }
+    /// The change and the node that announced it.
+    fn parse(payload: &str) -> Option<(&str, Change)> {
+        let (kind, rest) = payload.split_once(':')?;
+        let (origin, rest) = rest.split_once(':')?;
+        let change = match kind {
+            "callflows" => Change::Callflows(rest.to_owned()),
+            "directory" => Change::Directory(rest.to_owned()),
+            "registrations" => {
+                let (account_id, device_id) = rest.split_once(':')?;
+                Change::Registrations {
+                    account_id: account_id.to_owned(),
+                    device_id: device_id.to_owned(),
+                }
+            }
+            _ => return None,
+        };
+        Some((origin, change))
     }
 }
 
 /// Tells every node (on commit, when `c` is a transaction) that `change` happened.
 pub(super) async fn notify(
     c: &impl GenericClient,
+    node: &str,
     change: &Change,
 ) -> Result<(), tokio_postgres::Error> {
-    c.execute("SELECT pg_notify($1, $2)", &[&CHANNEL, &change.payload()])
-        .await?;
+    c.execute(
+        "SELECT pg_notify($1, $2)",
+        &[&CHANNEL, &change.payload(node)],
+    )
+    .await?;
     Ok(())
 }
 
 /// Listens for ever (until the store's runtime stops), connecting again when the
-/// connection is lost.
-pub(super) async fn listen(cfg: tokio_postgres::Config, out: broadcast::Sender<Change>) {
+/// connection is lost. `node` is this store's name in the payloads.
+pub(super) async fn listen(
+    cfg: tokio_postgres::Config,
+    node: String,
+    out: broadcast::Sender<Change>,
+) {
     loop {
         match cfg.connect(NoTls).await {
             Ok((client, mut conn)) => {
@@ -79,8 +109,12 @@ pub(super) async fn listen(cfg: tokio_postgres::Config, out: broadcast::Sender<C
                     Ok(()) => {
                         let _ = out.send(Change::Resync);
                         while let Some(p) = rx.recv().await {
-                            if let Some(c) = Change::parse(&p) {
-                                let _ = out.send(c);
+                            match Change::parse(&p) {
+                                Some((origin, Change::Registrations { .. })) if origin == node => {}
+                                Some((_, c)) => {
+                                    let _ = out.send(c);
+                                }
+                                None => {}
                             }
                         }
                         tracing::warn!("store: lost the connection listening for changes");
@@ -106,10 +140,15 @@ mod tests {
         for c in [
             Change::Callflows("acc".into()),
             Change::Directory("acc".into()),
+            Change::Registrations {
+                account_id: "acc".into(),
+                device_id: "dev:with:colons".into(),
+            },
         ] {
-            assert_eq!(Change::parse(&c.payload()), Some(c));
+            assert_eq!(Change::parse(&c.payload("n1")), Some(("n1", c)));
         }
-        assert_eq!(Change::parse("resync"), None);
-        assert_eq!(Change::parse("other:x"), None);
+        assert_eq!(Change::parse("resync:n1"), None);
+        assert_eq!(Change::parse("other:n1:x"), None);
+        assert_eq!(Change::parse("callflows"), None);
     }
 }

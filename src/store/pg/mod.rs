@@ -50,6 +50,8 @@ pub(super) type Client = deadpool_postgres::Client;
 
 pub(super) struct Pg {
     pool: Pool,
+    /// This store's name in the changes it announces, to know its own when it hears them.
+    node: String,
     /// What the listener heard (see `listen.rs`).
     changes: broadcast::Sender<listen::Change>,
     handle: Handle,
@@ -99,14 +101,16 @@ impl Pg {
             .build()?;
         // A burst larger than this makes a slow receiver lag, which it takes as a resync.
         let (changes, _) = broadcast::channel(256);
+        let node = format!("{:016x}", rand::random::<u64>());
         let pg = Pg {
+            node: node.clone(),
             pool,
             changes: changes.clone(),
             handle: rt.handle().clone(),
             rt: Some(rt),
         };
         pg.run(async |c| schema::migrate(c).await)?;
-        pg.handle.spawn(listen::listen(listen_cfg, changes));
+        pg.handle.spawn(listen::listen(listen_cfg, node, changes));
         Ok(pg)
     }
 

@@ -2,18 +2,26 @@
 
 use deadpool_postgres::Transaction;
 
+use super::listen::{notify, Change};
 use super::Pg;
 use crate::store::registrations::{decode_all, RegistrationRow};
 use crate::store::{DeviceBindings, Registration, StoreError};
 
+/// Replaces a device's bindings, and tells the other nodes (`node` is this one).
 pub(super) async fn replace(
     tx: &Transaction<'_>,
     d: &DeviceBindings,
+    node: &str,
 ) -> Result<(), tokio_postgres::Error> {
     let delete = tx
         .prepare_cached("DELETE FROM registrations WHERE account_id = $1 AND device_id = $2")
         .await?;
     tx.execute(&delete, &[&d.account_id, &d.device_id]).await?;
+    let change = Change::Registrations {
+        account_id: d.account_id.clone(),
+        device_id: d.device_id.clone(),
+    };
+    notify(&**tx, node, &change).await?;
     let insert = tx
         .prepare_cached(
             "INSERT INTO registrations (account_id, device_id, contact, expires_at,
@@ -65,6 +73,8 @@ pub(super) async fn expire(tx: &Transaction<'_>, before: u64) -> Result<(), toki
 impl Pg {
     pub(in crate::store) fn registrations(
         &self,
+        account_id: Option<&str>,
+        device_id: Option<&str>,
         now: u64,
     ) -> Result<Vec<Registration>, StoreError> {
         self.run(async |c| {
@@ -73,8 +83,9 @@ impl Pg {
                     "SELECT account_id, device_id, contact, expires_at, call_id, cseq, path,
                             source, local, transport, user_agent, instance, q, updated
                      FROM registrations WHERE expires_at > $1
+                       AND ($2::TEXT IS NULL OR (account_id = $2 AND device_id = $3::TEXT))
                      ORDER BY account_id, device_id, contact",
-                    &[&(now as i64)],
+                    &[&(now as i64), &account_id, &device_id],
                 )
                 .await?;
             let mut out = Vec::with_capacity(rows.len());

@@ -69,7 +69,7 @@ impl Pg {
                 &c.query_one(sql, &[&account_id, &id, &doc, &gregorian_now()])
                     .await?,
             )?;
-            notify(&***c, &Change::Directory(account_id.to_owned())).await?;
+            notify(&***c, &self.node, &Change::Directory(account_id.to_owned())).await?;
             Ok(stored)
         })
     }
@@ -86,7 +86,7 @@ impl Pg {
                     &[&account_id, &id],
                 )
                 .await?;
-            notify(&***c, &Change::Directory(account_id.to_owned())).await?;
+            notify(&***c, &self.node, &Change::Directory(account_id.to_owned())).await?;
             Ok(n > 0)
         })
     }

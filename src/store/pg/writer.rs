@@ -17,7 +17,7 @@ pub(in crate::store) fn commit(pg: &Pg, pending: &[Write], stats: &Stats) -> Com
         let mut ok = 0;
         for w in pending {
             let sp = tx.transaction().await?;
-            match insert(&sp, w).await {
+            match insert(&sp, w, &pg.node).await {
                 Ok(()) => {
                     sp.commit().await?;
                     ok += 1;
@@ -53,9 +53,9 @@ pub(in crate::store) fn commit(pg: &Pg, pending: &[Write], stats: &Stats) -> Com
     }
 }
 
-async fn insert(tx: &Transaction<'_>, w: &Write) -> Result<(), tokio_postgres::Error> {
+async fn insert(tx: &Transaction<'_>, w: &Write, node: &str) -> Result<(), tokio_postgres::Error> {
     match w {
-        Write::Registrations(d) => registrations::replace(tx, d).await,
+        Write::Registrations(d) => registrations::replace(tx, d, node).await,
         Write::ExpireRegistrations(before) => registrations::expire(tx, *before).await,
         Write::Debug(r) => debug::insert(tx, r).await,
         Write::Cdr(c) => cdrs::insert(tx, c).await,
