@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The whole test suite, from a fresh Debian 12 machine: installs the tools the tests drive
-# (SIPp, sox, espeak-ng, baresip, pjsua2) when they are missing, then checks formatting and lints and runs
-# every test. Usage: scripts/test.sh   (as root, or with the tools already installed)
+# (SIPp, sox, espeak-ng, baresip, pjsua2, PostgreSQL) when they are missing, then checks
+# formatting and lints and runs every test. Usage: scripts/test.sh   (as root, or with the tools already installed)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -17,6 +17,9 @@ command -v python3 >/dev/null 2>&1 || need+=(python3)
 command -v baresip >/dev/null 2>&1 || need+=(baresip)
 python3 -c "import pjsua2" >/dev/null 2>&1 || python3 -m pip --version >/dev/null 2>&1 ||
   need+=(python3-pip)
+# The PostgreSQL store's tests start their own server from Debian's binaries
+# (/usr/lib/postgresql/N/bin: initdb, pg_ctl, psql).
+compgen -G '/usr/lib/postgresql/*/bin/initdb' >/dev/null || need+=(postgresql)
 if [ ${#need[@]} -gt 0 ]; then
   echo "installing: ${need[*]}"
   if [ "$(id -u)" -ne 0 ]; then

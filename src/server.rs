@@ -129,16 +129,20 @@ impl ServerHandle {
         // What is queued for the store (CDRs, the subscriptions' last CSeqs) is written
         // before the process goes.
         let store = self.store.clone();
-        if let Ok(Err(e)) = tokio::task::spawn_blocking(move || store.flush()).await {
+        // Not for ever: a PostgreSQL that cannot be reached must not hold the shutdown.
+        let flushed = tokio::task::spawn_blocking(move || store.flush_within(STORE_FLUSH)).await;
+        if let Ok(Err(e)) = flushed {
             tracing::warn!(error = %e, "store: last writes not flushed");
         }
     }
 }
 
+/// How long shutdown waits for the store's last writes.
+const STORE_FLUSH: Duration = Duration::from_secs(10);
 /// Starts everything the configuration describes.
 pub async fn start(cfg: Arc<Config>) -> Result<ServerHandle, StartError> {
     let prompts = Arc::new(crate::callflow::check::prompt_library(&cfg));
-    let store = Store::open(&cfg.store.sqlite)?;
+    let store = Store::from_config(&cfg.store)?;
     prompts.check_dir()?;
     let media_ip = cfg.media.ip;
     let pool = PortPool::new(media_ip, cfg.media.port_min, cfg.media.port_max)?;

@@ -1,7 +1,9 @@
 //! `PUT /v2/api_auth` (spec e.4) and the token check in front of every account resource.
 //! Tokens are 32 random bytes (64 hex digits) given once to the client; the server keeps only
-//! their SHA-256, in memory, with the account and the expiry. Failed `api_auth` attempts are
-//! counted per source address; past the limit in a minute the address gets 429.
+//! their SHA-256, with the account and the expiry: in the store (so that every node sharing
+//! a PostgreSQL store accepts a token any of them issued, and a token outlives a restart) and
+//! in memory, where a token is looked up first. Failed `api_auth` attempts are counted per
+//! source address; past the limit in a minute the address gets 429.
 
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
@@ -16,7 +18,8 @@ use axum::response::{IntoResponse, Response};
 use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
 
-use super::{hex, request_data, request_token, ApiError, Reply, Shared};
+use super::{blocking, hex, request_data, request_token, ApiError, Reply, Shared};
+use crate::store::{unix_now, Store};
 
 /// The account a request's token belongs to; put in the request's extensions.
 #[derive(Clone, Debug)]
@@ -27,9 +30,11 @@ pub(crate) struct Authed {
 const WINDOW: Duration = Duration::from_secs(60);
 
 pub(crate) struct Tokens {
+    store: Store,
     lifetime: Duration,
     failures_allowed: u32,
-    /// SHA-256 of the token -> (account id, expiry).
+    /// SHA-256 of the token -> (account id, expiry): the tokens this node issued or has
+    /// already found in the store.
     live: Mutex<HashMap<[u8; 32], (String, Instant)>>,
     /// Source address -> (window start, failures in it).
     failures: Mutex<HashMap<IpAddr, (Instant, u32)>>,
@@ -40,8 +45,9 @@ fn digest(token: &str) -> [u8; 32] {
 }
 
 impl Tokens {
-    pub(crate) fn new(lifetime: Duration, failures_allowed: u32) -> Tokens {
+    pub(crate) fn new(store: Store, lifetime: Duration, failures_allowed: u32) -> Tokens {
         Tokens {
+            store,
             lifetime,
             failures_allowed,
             live: Mutex::new(HashMap::new()),
@@ -49,32 +55,48 @@ impl Tokens {
         }
     }
 
-    pub(crate) fn issue(&self, account_id: &str) -> String {
+    /// A new token for the account, written to the store before it is given out.
+    pub(crate) async fn issue(&self, account_id: &str) -> Result<String, ApiError> {
         let raw: [u8; 32] = rand::random();
         let token = hex(&raw);
+        let key = digest(&token);
+        let unix = unix_now();
+        let expires_at = unix.saturating_add(self.lifetime.as_secs());
+        let (store, d, acc) = (self.store.clone(), hex(&key), account_id.to_string());
+        blocking(move || store.put_api_token(&d, &acc, expires_at, unix)).await?;
         let now = Instant::now();
         let mut live = self.live.lock().unwrap_or_else(|e| e.into_inner());
         // Forget the expired ones now and then: the map stays the size of the live tokens.
         live.retain(|_, (_, exp)| *exp > now);
-        live.insert(
-            digest(&token),
-            (account_id.to_string(), now + self.lifetime),
-        );
-        token
+        live.insert(key, (account_id.to_string(), now + self.lifetime));
+        Ok(token)
     }
 
-    /// The account of a live token.
-    pub(crate) fn check(&self, token: &str) -> Option<String> {
+    /// The account of a live token: from memory, else from the store (a token another node
+    /// issued, or this one before a restart), then remembered until it expires.
+    pub(crate) async fn check(&self, token: &str) -> Result<Option<String>, ApiError> {
         let key = digest(token);
-        let mut live = self.live.lock().unwrap_or_else(|e| e.into_inner());
-        match live.get(&key) {
-            Some((acc, exp)) if *exp > Instant::now() => Some(acc.clone()),
-            Some(_) => {
-                live.remove(&key);
-                None
+        {
+            let mut live = self.live.lock().unwrap_or_else(|e| e.into_inner());
+            match live.get(&key) {
+                Some((acc, exp)) if *exp > Instant::now() => return Ok(Some(acc.clone())),
+                Some(_) => {
+                    live.remove(&key);
+                    return Ok(None);
+                }
+                None => {}
             }
-            None => None,
         }
+        let unix = unix_now();
+        let (store, d) = (self.store.clone(), hex(&key));
+        let Some((account_id, expires_at)) = blocking(move || store.api_token(&d, unix)).await?
+        else {
+            return Ok(None);
+        };
+        let left = Duration::from_secs(expires_at.saturating_sub(unix));
+        let mut live = self.live.lock().unwrap_or_else(|e| e.into_inner());
+        live.insert(key, (account_id.clone(), Instant::now() + left));
+        Ok(Some(account_id))
     }
 
     /// Whether the address has used up its failures for this minute.
@@ -170,7 +192,7 @@ pub(crate) async fn api_auth(
                 .data(json!({"message": "invalid credentials"})),
         );
     };
-    let token = st.tokens.issue(&account.id);
+    let token = st.tokens.issue(&account.id).await?;
     let mut reply = Reply::created(json!({
         "account_id": account.id,
         "apps": [],
@@ -195,10 +217,14 @@ pub(crate) async fn require_token(
             .data(json!({"message": "an X-Auth-Token is required"}))
             .into_response();
     };
-    let Some(account_id) = st.tokens.check(&token) else {
-        return ApiError::new(StatusCode::UNAUTHORIZED, "invalid credentials")
-            .data(json!({"message": "the auth token is unknown or has expired"}))
-            .into_response();
+    let account_id = match st.tokens.check(&token).await {
+        Ok(Some(account_id)) => account_id,
+        Ok(None) => {
+            return ApiError::new(StatusCode::UNAUTHORIZED, "invalid credentials")
+                .data(json!({"message": "the auth token is unknown or has expired"}))
+                .into_response()
+        }
+        Err(e) => return e.into_response(),
     };
     let path_account = req
         .uri()
@@ -219,25 +245,52 @@ pub(crate) async fn require_token(
 mod tests {
     use super::*;
 
-    #[test]
-    fn tokens_expire_and_are_kept_hashed() {
-        let t = Tokens::new(Duration::from_millis(50), 3);
-        let tok = t.issue("acc");
+    fn store() -> Store {
+        Store::open(":memory:").unwrap()
+    }
+
+    #[tokio::test]
+    async fn tokens_expire_and_are_kept_hashed() {
+        let store = store();
+        let t = Tokens::new(store.clone(), Duration::from_millis(50), 3);
+        let tok = t.issue("acc").await.unwrap();
         assert_eq!(tok.len(), 64);
-        assert_eq!(t.check(&tok).as_deref(), Some("acc"));
-        assert_eq!(t.check("nope"), None);
+        assert_eq!(t.check(&tok).await.unwrap().as_deref(), Some("acc"));
+        assert_eq!(t.check("nope").await.unwrap(), None);
         {
             let live = t.live.lock().unwrap();
             assert!(live.contains_key(&digest(&tok)));
             assert!(live.values().all(|(a, _)| a == "acc"));
         }
-        std::thread::sleep(Duration::from_millis(80));
-        assert_eq!(t.check(&tok), None);
+        // The store keeps the digest, never the token.
+        let d = hex(&digest(&tok));
+        assert!(store.api_token(&d, 0).unwrap().is_some());
+        assert!(store.api_token(&tok, 0).unwrap().is_none());
+        tokio::time::sleep(Duration::from_millis(80)).await;
+        assert_eq!(t.check(&tok).await.unwrap(), None);
+    }
+
+    /// Another node on the same store (here: another `Tokens`) accepts a token it did not
+    /// issue, for its account, until it expires.
+    #[tokio::test]
+    async fn a_token_issued_elsewhere_is_found_in_the_store() {
+        let store = store();
+        let a = Tokens::new(store.clone(), Duration::from_secs(60), 3);
+        let b = Tokens::new(store.clone(), Duration::from_secs(60), 3);
+        let tok = a.issue("acc").await.unwrap();
+        assert_eq!(b.check(&tok).await.unwrap().as_deref(), Some("acc"));
+        // Remembered: found again without the store's row.
+        store
+            .put_api_token(&hex(&digest(&tok)), "acc", 1, unix_now())
+            .unwrap();
+        assert_eq!(b.check(&tok).await.unwrap().as_deref(), Some("acc"));
+        let c = Tokens::new(store, Duration::from_secs(60), 3);
+        assert_eq!(c.check(&tok).await.unwrap(), None, "expired in the store");
     }
 
     #[test]
     fn failures_limit_per_address() {
-        let t = Tokens::new(Duration::from_secs(60), 2);
+        let t = Tokens::new(store(), Duration::from_secs(60), 2);
         let a: IpAddr = "127.0.0.1".parse().unwrap();
         let b: IpAddr = "127.0.0.2".parse().unwrap();
         assert!(!t.limited(a));

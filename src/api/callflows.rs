@@ -355,6 +355,18 @@ async fn save(
     Ok(saved)
 }
 
+/// Another node changed the account's callflows (or this one: the same table again):
+/// rebuilds its routes from the store. An account not in this node's config is not routed.
+pub(super) async fn follow(st: &Shared, account_id: &str) {
+    if !st.parts.cfg.accounts.iter().any(|a| a.id == account_id) {
+        return;
+    }
+    let _one_at_a_time = st.callflow_lock.lock().await;
+    if let Err(e) = reroute(st, account_id).await {
+        tracing::warn!(account = %account_id, "cannot reload the API callflows: {e:?}");
+    }
+}
+
 /// Rebuilds the account's API routes from the store.
 async fn reroute(st: &Shared, account_id: &str) -> Result<(), ApiError> {
     let store = st.parts.store.clone();

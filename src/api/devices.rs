@@ -270,6 +270,41 @@ fn refresh(st: &Shared, account: &Account, d: &StoredDevice, owners: &[User]) {
     }
 }
 
+/// Another node changed the account's devices or users (or this one): every API device's
+/// directory entry is recomputed from the store, and those deleted go (with their bindings).
+pub(super) async fn follow(st: &Shared, account_id: &str) {
+    let Some(account) = st.parts.cfg.accounts.iter().find(|a| a.id == account_id) else {
+        return;
+    };
+    let _one_at_a_time = st.directory_lock.lock().await;
+    let store = st.parts.store.clone();
+    let acc = account.id.clone();
+    let read = async {
+        let devices = blocking(move || store.devices(Some(&acc))).await?;
+        Ok::<_, ApiError>((devices, owners(st, &account.id).await?))
+    };
+    let (devices, owners) = match read.await {
+        Ok(v) => v,
+        Err(e) => {
+            tracing::warn!(account = %account.id, "cannot reload the API devices: {e:?}");
+            return;
+        }
+    };
+    for d in &devices {
+        refresh(st, account, d, &owners);
+    }
+    let registrar = &st.parts.registrar;
+    for e in registrar.directory().devices_of(&account.id) {
+        let id = &e.device_id;
+        let kept =
+            account.devices.iter().any(|c| &c.id == id) || devices.iter().any(|d| &d.id == id);
+        if !kept {
+            registrar.directory().set_device(&account.id, id, None);
+            registrar.drop_device(&account.id, id);
+        }
+    }
+}
+
 /// Validates, stores and updates the directory. Callers hold `directory_lock`.
 async fn save(
     st: &Shared,

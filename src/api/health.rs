@@ -392,8 +392,14 @@ pub(crate) async fn metrics(State(st): State<Shared>) -> Response {
     m.one(
         "store_failed_total",
         "counter",
-        "Store writes that failed in SQLite.",
+        "Store writes that failed in the database.",
         p.store.failed(),
+    );
+    m.one(
+        "store_retried_total",
+        "counter",
+        "Store commits tried again because the database could not be reached.",
+        p.store.retried(),
     );
     (
         StatusCode::OK,

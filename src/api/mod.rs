@@ -12,6 +12,7 @@
 mod auth;
 mod callflows;
 mod cdrs;
+mod changes;
 mod devices;
 mod docs;
 mod health;
@@ -89,7 +90,7 @@ impl ApiState {
         let lifetime = Duration::from_secs(parts.cfg.api.token_lifetime_s);
         let failures = parts.cfg.api.auth_failures_per_minute;
         Arc::new(ApiState {
-            tokens: auth::Tokens::new(lifetime, failures),
+            tokens: auth::Tokens::new(parts.store.clone(), lifetime, failures),
             callflow_lock: tokio::sync::Mutex::new(()),
             directory_lock: tokio::sync::Mutex::new(()),
             parts,
@@ -175,6 +176,7 @@ pub async fn start(
 ) -> Result<SocketAddr, std::io::Error> {
     let listener = tokio::net::TcpListener::bind(addr).await?;
     let local = listener.local_addr()?;
+    changes::follow(state.clone(), stop.clone());
     let app = router(state).into_make_service_with_connect_info::<SocketAddr>();
     tokio::spawn(async move {
         let served = axum::serve(listener, app)

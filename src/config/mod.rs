@@ -371,11 +371,64 @@ pub struct ApiConfig {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct StoreConfig {
     /// `sqlite`: database file, resolved against the config file's folder (`:memory:` kept
-    /// as is). Default `pivotd.db`.
+    /// as is). Default `pivotd.db`; not opened when `postgres` is given.
     pub sqlite: PathBuf,
+    /// `postgres`: a `postgres://user:password@host:port/dbname` URL. Given, the store is that
+    /// PostgreSQL database (shared by several pivotd nodes) instead of the SQLite file; giving
+    /// `sqlite` too is a problem. Default none.
+    pub postgres: Option<PostgresUrl>,
     /// `debug_retention_s`: pivot debug records older than this are purged (checked every
     /// few minutes). Default 604800 (7 days), 60..=31622400.
     pub debug_retention_s: u64,
+}
+
+/// A PostgreSQL connection URL that parses (`postgres://` or `postgresql://`, at least one
+/// host). Its `Debug` hides the password, so a logged config does not leak it.
+#[derive(Clone, PartialEq, Eq)]
+pub struct PostgresUrl(String);
+
+impl PostgresUrl {
+    /// Checks `url`: the reason it is refused otherwise (which never quotes the URL: it
+    /// may hold a password).
+    pub fn parse(url: &str) -> Result<PostgresUrl, PostgresUrlError> {
+        if !(url.starts_with("postgres://") || url.starts_with("postgresql://")) {
+            return Err(PostgresUrlError::Scheme);
+        }
+        let cfg: tokio_postgres::Config = url.parse().map_err(PostgresUrlError::Invalid)?;
+        if cfg.get_hosts().is_empty() {
+            return Err(PostgresUrlError::NoHost);
+        }
+        Ok(PostgresUrl(url.to_owned()))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+/// Why `[store] postgres` is refused.
+#[derive(Debug, thiserror::Error)]
+pub enum PostgresUrlError {
+    #[error("must be a postgres:// or postgresql:// URL")]
+    Scheme,
+    #[error("not a PostgreSQL URL: {0}")]
+    Invalid(#[source] tokio_postgres::Error),
+    #[error("names no host")]
+    NoHost,
+}
+
+impl fmt::Debug for PostgresUrl {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // `postgres://user:secret@host` → `postgres://user:***@host`.
+        let shown = match (self.0.find("://"), self.0.rfind('@')) {
+            (Some(s), Some(at)) if at > s => match self.0[s + 3..at].find(':') {
+                Some(c) => format!("{}:***{}", &self.0[..s + 3 + c], &self.0[at..]),
+                None => self.0.clone(),
+            },
+            _ => self.0.clone(),
+        };
+        write!(f, "PostgresUrl({shown:?})")
+    }
 }
 
 /// `[pivot]`: the URL guard's lists (spec j.10).

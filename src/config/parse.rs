@@ -11,8 +11,8 @@ use toml::{Table, Value};
 use super::reader::{ip_addr, join, parse_cidr, resolve, socket_addr, Reader};
 use super::{
     accounts, checks, default_blacklist, ApiConfig, AuthConfig, Config, ConfigProblem, MediaConfig,
-    OverloadConfig, PivotConfig, PresenceConfig, SipConfig, SourceLimits, StoreConfig, TtsConfig,
-    DIGEST_ALGORITHMS,
+    OverloadConfig, PivotConfig, PostgresUrl, PresenceConfig, SipConfig, SourceLimits, StoreConfig,
+    TtsConfig, DIGEST_ALGORITHMS,
 };
 
 /// Parses without touching the file system; returns the config (defaults where a value was
@@ -395,13 +395,21 @@ fn read_api(r: &mut Reader, t: &Table) -> ApiConfig {
 }
 
 fn read_store(r: &mut Reader, t: &Table, base: &Path) -> StoreConfig {
-    r.check_keys(t, "store", &["sqlite", "debug_retention_s"]);
+    r.check_keys(t, "store", &["sqlite", "postgres", "debug_retention_s"]);
     let sqlite = r.string(t, "store", "sqlite");
     if sqlite.as_deref() == Some("") {
         r.problem("store.sqlite", "must not be empty");
     }
+    let postgres = r.parsed(t, "store", "postgres", PostgresUrl::parse);
+    if postgres.is_some() && sqlite.is_some() {
+        r.problem(
+            "store.sqlite",
+            "not used with store.postgres: give one store, not both",
+        );
+    }
     let store = StoreConfig {
         sqlite: resolve(base, sqlite.as_deref().unwrap_or("pivotd.db")),
+        postgres,
         debug_retention_s: r.int_or(t, "store", "debug_retention_s", 60, 31_622_400, 604_800),
     };
     store

@@ -860,3 +860,55 @@ fn gateways_take_any_case_and_ipv6() {
         Err(ValueError::BadPort("x".into()))
     );
 }
+
+#[test]
+fn store_postgres_is_a_checked_url_that_replaces_sqlite() {
+    let dir = temp_dir("postgres");
+    let url = "postgres://pivotd:s3cret@127.0.0.1:5432/pivotd";
+    let (cfg, problems) = parse(&format!("[store]\npostgres = \"{url}\""), &dir);
+    assert!(problems.is_empty(), "{problems:?}");
+    let pg = cfg.store.postgres.expect("postgres kept");
+    assert_eq!(pg.as_str(), url);
+    // A logged config does not show the password.
+    let shown = format!("{pg:?}");
+    assert!(
+        !shown.contains("s3cret") && shown.contains("pivotd:***@127.0.0.1"),
+        "{shown}"
+    );
+    // Without it, SQLite as before.
+    let (cfg, _) = parse("", &dir);
+    assert_eq!(cfg.store.postgres, None);
+
+    for (toml, key, says) in [
+        (
+            "[store]\npostgres = \"mysql://h/db\"",
+            "store.postgres",
+            "postgres://",
+        ),
+        (
+            "[store]\npostgres = \"postgres://h:notaport/db\"",
+            "store.postgres",
+            "not a PostgreSQL URL",
+        ),
+        ("[store]\npostgres = 5", "store.postgres", ""),
+        (
+            "[store]\nsqlite = \"p.db\"\npostgres = \"postgres://h/db\"",
+            "store.sqlite",
+            "not both",
+        ),
+    ] {
+        let (_, problems) = parse(toml, &dir);
+        assert!(
+            problems
+                .iter()
+                .any(|p| p.key == key && p.message.contains(says)),
+            "{toml}: {problems:?}"
+        );
+        // The refusal never quotes the URL (it may carry a password).
+        assert!(
+            problems.iter().all(|p| !p.message.contains("postgres://h")),
+            "{problems:?}"
+        );
+    }
+    let _ = std::fs::remove_dir_all(dir);
+}

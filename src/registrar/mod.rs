@@ -23,7 +23,7 @@ use directory::Directory;
 
 use crate::config::Config;
 use crate::sip::auth::digest::Algorithm;
-use crate::store::{DeviceBindings, Registration, Store, Write};
+use crate::store::{DeviceBindings, Registration, Store, StoreError, Write};
 
 pub struct Registrar {
     cfg: Arc<Config>,
@@ -112,6 +112,37 @@ impl Registrar {
             }));
         }
         gone
+    }
+
+    /// Takes a device's bindings from the store, in place of those held here: another node
+    /// sharing the store took a REGISTER for it. Blocks on the store.
+    pub fn reload_device(&self, account_id: &str, device_id: &str) -> Result<(), StoreError> {
+        let Some(s) = &self.store else {
+            return Ok(());
+        };
+        let rows = s.device_registrations(account_id, device_id, auth::unix_now())?;
+        let key = DeviceKey {
+            account_id: account_id.to_string(),
+            device_id: device_id.to_string(),
+        };
+        let mut b = self.lock_bindings();
+        b.remove(&key);
+        rows.into_iter().for_each(|r| b.load(r));
+        Ok(())
+    }
+
+    /// Takes every binding from the store, in place of those held here (after changes may
+    /// have been missed). Blocks on the store.
+    pub fn reload_all(&self) -> Result<(), StoreError> {
+        let Some(s) = &self.store else {
+            return Ok(());
+        };
+        let mut fresh = Bindings::default();
+        s.registrations(auth::unix_now())?
+            .into_iter()
+            .for_each(|r| fresh.load(r));
+        *self.lock_bindings() = fresh;
+        Ok(())
     }
 
     /// How many unexpired bindings there are.

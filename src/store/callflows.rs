@@ -5,7 +5,7 @@
 use rusqlite::{params, OptionalExtension};
 use serde_json::Value;
 
-use super::{gregorian_now, Store, StoreError};
+use super::{gregorian_now, Db, Store, StoreError};
 
 /// One stored callflow document.
 #[derive(Clone, Debug, PartialEq)]
@@ -39,7 +39,7 @@ fn row(r: &rusqlite::Row<'_>) -> rusqlite::Result<(String, String, String, i64, 
     ))
 }
 
-fn decode(
+pub(super) fn decode(
     (account_id, id, doc, rev, created, modified): (String, String, String, i64, i64, i64),
 ) -> Result<StoredCallflow, StoreError> {
     Ok(StoredCallflow {
@@ -57,7 +57,10 @@ const COLUMNS: &str = "account_id, id, doc, rev, created, modified";
 impl Store {
     /// Every API callflow (of one account, or of all with `None`), oldest first.
     pub fn callflows(&self, account_id: Option<&str>) -> Result<Vec<StoredCallflow>, StoreError> {
-        let conn = self.reader();
+        let conn = match self.db() {
+            Db::Sqlite(c) => c,
+            Db::Postgres(pg) => return pg.callflows(account_id),
+        };
         let mut stmt = conn.prepare_cached(&format!(
             "SELECT {COLUMNS} FROM callflows WHERE ?1 IS NULL OR account_id = ?1
              ORDER BY created, rowid"
@@ -73,7 +76,10 @@ impl Store {
         account_id: &str,
         id: &str,
     ) -> Result<Option<StoredCallflow>, StoreError> {
-        let conn = self.reader();
+        let conn = match self.db() {
+            Db::Sqlite(c) => c,
+            Db::Postgres(pg) => return pg.callflow(account_id, id),
+        };
         let found = conn
             .prepare_cached(&format!(
                 "SELECT {COLUMNS} FROM callflows WHERE account_id = ?1 AND id = ?2"
@@ -93,7 +99,10 @@ impl Store {
         numbers: &[String],
         patterns: &[String],
     ) -> Result<Result<StoredCallflow, CallflowConflict>, StoreError> {
-        let mut conn = self.reader();
+        let mut conn = match self.db() {
+            Db::Sqlite(c) => c,
+            Db::Postgres(pg) => return pg.put_callflow(account_id, id, doc, numbers, patterns),
+        };
         let tx = conn.transaction()?;
         {
             let mut taken = tx.prepare_cached(
@@ -150,7 +159,11 @@ impl Store {
 
     /// Deletes a callflow (its numbers go with it). Returns whether it existed.
     pub fn delete_callflow(&self, account_id: &str, id: &str) -> Result<bool, StoreError> {
-        let n = self.reader().execute(
+        let conn = match self.db() {
+            Db::Sqlite(c) => c,
+            Db::Postgres(pg) => return pg.delete_callflow(account_id, id),
+        };
+        let n = conn.execute(
             "DELETE FROM callflows WHERE account_id = ?1 AND id = ?2",
             params![account_id, id],
         )?;
@@ -161,11 +174,12 @@ impl Store {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::store::tests::{both_backends, fresh};
     use serde_json::json;
 
-    #[test]
-    fn put_get_replace_conflict_delete() {
-        let store = Store::open(":memory:").unwrap();
+    both_backends! {
+    fn put_get_replace_conflict_delete(kind) {
+        let store = fresh(kind);
         let n = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
         let a = store
             .put_callflow(
@@ -221,5 +235,6 @@ mod tests {
             .put_callflow("acc", "c1", &json!({}), &n(&["2"]), &[])
             .unwrap()
             .is_ok());
+    }
     }
 }

@@ -5,7 +5,7 @@
 use rusqlite::types::{FromSql, FromSqlError, FromSqlResult, ToSql, ToSqlOutput, ValueRef};
 use rusqlite::{params, Connection};
 
-use super::{Store, StoreError};
+use super::{Db, Store, StoreError};
 
 /// Which way a leg goes, relative to pivotd (Kazoo's `call_direction`, relative to the media
 /// switch): the caller's leg is inbound, a leg pivotd originates (a bridge) is outbound.
@@ -113,7 +113,10 @@ pub struct CdrQuery<'a> {
 impl Store {
     /// The account's CDRs, newest first.
     pub fn cdrs(&self, account_id: &str, q: &CdrQuery<'_>) -> Result<Vec<Cdr>, StoreError> {
-        let conn = self.reader();
+        let conn = match self.db() {
+            Db::Sqlite(c) => c,
+            Db::Postgres(pg) => return pg.cdrs(account_id, q),
+        };
         let (after_start, after_call) = match q.after {
             Some((s, c)) => (Some(s), Some(c)),
             None => (None, None),
@@ -163,6 +166,7 @@ impl Store {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::store::tests::{both_backends, fresh};
     use crate::store::Write;
 
     fn cdr(call: &str, start: i64) -> Cdr {
@@ -182,9 +186,9 @@ mod tests {
         }
     }
 
-    #[test]
-    fn written_through_the_queue_listed_newest_first_with_paging_and_range() {
-        let store = Store::open(":memory:").unwrap();
+    both_backends! {
+    fn written_through_the_queue_listed_newest_first_with_paging_and_range(kind) {
+        let store = fresh(kind);
         for (i, c) in ["a", "b", "c", "d"].iter().enumerate() {
             assert!(store.write(Write::Cdr(cdr(c, 1000 + i as i64))));
         }
@@ -212,10 +216,11 @@ mod tests {
         assert_eq!(ids(store.cdrs("acc", &range).unwrap()), ["c", "b"]);
         assert!(store.cdrs("other", &q).unwrap().is_empty());
     }
+    }
 
-    #[test]
-    fn both_legs_of_a_bridge_round_trip_with_direction_and_other_leg() {
-        let store = Store::open(":memory:").unwrap();
+    both_backends! {
+    fn both_legs_of_a_bridge_round_trip_with_direction_and_other_leg(kind) {
+        let store = fresh(kind);
         let inbound = Cdr {
             other_leg_call_id: Some("b-leg@pivotd".into()),
             ..cdr("a-leg@caller", 2000)
@@ -243,6 +248,7 @@ mod tests {
             ..CdrQuery::default()
         };
         assert_eq!(store.cdrs("acc", &q).unwrap(), [outbound, inbound, alone]);
+    }
     }
 
     #[test]

@@ -6,7 +6,7 @@ use std::time::Duration;
 use rusqlite::{params, Connection};
 use serde_json::{Map, Value};
 
-use super::{gregorian_now, lock, Store, StoreError};
+use super::{gregorian_now, Db, Store, StoreError};
 
 /// Which of Kazoo's pivot_debug documents a record is (spec e.1).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -117,7 +117,11 @@ impl CallSummary {
 impl Store {
     /// How many debug records the account has.
     pub fn debug_record_count(&self, account_id: &str) -> Result<u64, StoreError> {
-        let n: i64 = lock(&self.inner.reader).query_row(
+        let conn = match self.db() {
+            Db::Sqlite(c) => c,
+            Db::Postgres(pg) => return pg.debug_record_count(account_id),
+        };
+        let n: i64 = conn.query_row(
             "SELECT COUNT(*) FROM pivot_debug WHERE account_id = ?1",
             [account_id],
             |r| r.get(0),
@@ -131,7 +135,11 @@ impl Store {
         account_id: &str,
         call_id: &str,
     ) -> Result<Vec<DebugRecord>, StoreError> {
-        records_of_call(&lock(&self.inner.reader), account_id, call_id)
+        let conn = match self.db() {
+            Db::Sqlite(c) => c,
+            Db::Postgres(pg) => return pg.debug_records(account_id, call_id),
+        };
+        records_of_call(&conn, account_id, call_id)
     }
 
     /// The account's calls with debug records, newest first, at most `limit`.
@@ -151,7 +159,10 @@ impl Store {
         after: Option<(i64, &str)>,
         limit: usize,
     ) -> Result<Vec<CallSummary>, StoreError> {
-        let conn = lock(&self.inner.reader);
+        let conn = match self.db() {
+            Db::Sqlite(c) => c,
+            Db::Postgres(pg) => return pg.debug_calls_after(account_id, after, limit),
+        };
         let limit = i64::try_from(limit).unwrap_or(i64::MAX);
         let (after_created, after_call) = match after {
             Some((c, id)) => (Some(c), Some(id)),
@@ -188,8 +199,11 @@ impl Store {
 
     /// Deletes the debug records created before `cutoff` (Gregorian seconds).
     pub fn purge_debug_before(&self, cutoff: i64) -> Result<usize, StoreError> {
-        let n = lock(&self.inner.reader)
-            .execute("DELETE FROM pivot_debug WHERE created < ?1", [cutoff])?;
+        let conn = match self.db() {
+            Db::Sqlite(c) => c,
+            Db::Postgres(pg) => return pg.purge_debug_before(cutoff),
+        };
+        let n = conn.execute("DELETE FROM pivot_debug WHERE created < ?1", [cutoff])?;
         Ok(n)
     }
 }
@@ -217,26 +231,32 @@ fn records_of_call(
             ))
         })?
         .collect::<Result<Vec<_>, _>>()?;
-    let mut out = Vec::with_capacity(rows.len());
-    for (id, account_id, call_id, iteration, node, kind, created, doc) in rows {
-        // The CHECK constraint keeps `kind` valid; a file edited by hand falls back to error.
-        let kind = RecordKind::parse(&kind).unwrap_or(RecordKind::Error);
-        out.push(DebugRecord {
-            id,
-            account_id,
-            call_id,
-            iteration,
-            node,
-            kind,
-            created,
-            doc: serde_json::from_str(&doc)?,
-        });
-    }
-    Ok(out)
+    rows.into_iter().map(decode).collect()
+}
+
+/// A record's columns as both backends read them: id, account, call, iteration, node, kind,
+/// created, doc.
+pub(super) type RecordRow = (String, String, String, u32, String, String, i64, String);
+
+pub(super) fn decode(
+    (id, account_id, call_id, iteration, node, kind, created, doc): RecordRow,
+) -> Result<DebugRecord, StoreError> {
+    // The CHECK constraint keeps `kind` valid; a row edited by hand falls back to error.
+    let kind = RecordKind::parse(&kind).unwrap_or(RecordKind::Error);
+    Ok(DebugRecord {
+        id,
+        account_id,
+        call_id,
+        iteration,
+        node,
+        kind,
+        created,
+        doc: serde_json::from_str(&doc)?,
+    })
 }
 
 /// Spec e.2 / j.14: the call described by its first iteration's request and response.
-fn summarize(recs: &[DebugRecord]) -> Option<CallSummary> {
+pub(super) fn summarize(recs: &[DebugRecord]) -> Option<CallSummary> {
     let first_iter = recs.iter().map(|r| r.iteration).min()?;
     let first = recs.iter().find(|r| r.iteration == first_iter)?;
     let field = |kind: RecordKind, name: &str| {

@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 use rusqlite::{params, OptionalExtension};
 use serde_json::Value;
 
-use super::{gregorian_now, Store, StoreError};
+use super::{gregorian_now, Db, Store, StoreError};
 
 /// What a device authenticates with: its username and, for each algorithm (by its name, as
 /// `MD5`, `SHA-256`), H(username:realm:password).
@@ -41,16 +41,17 @@ pub struct UsernameTaken {
     pub device_id: String,
 }
 
-struct Row {
-    account_id: String,
-    id: String,
-    doc: String,
-    username: Option<String>,
-    realm: Option<String>,
-    ha1: Option<String>,
-    rev: i64,
-    created: i64,
-    modified: i64,
+/// A row as both backends read it.
+pub(super) struct Row {
+    pub(super) account_id: String,
+    pub(super) id: String,
+    pub(super) doc: String,
+    pub(super) username: Option<String>,
+    pub(super) realm: Option<String>,
+    pub(super) ha1: Option<String>,
+    pub(super) rev: i64,
+    pub(super) created: i64,
+    pub(super) modified: i64,
 }
 
 fn row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Row> {
@@ -67,7 +68,7 @@ fn row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Row> {
     })
 }
 
-fn decode(r: Row) -> Result<StoredDevice, StoreError> {
+pub(super) fn decode(r: Row) -> Result<StoredDevice, StoreError> {
     let sip = match (r.username, r.realm, r.ha1) {
         (Some(username), Some(realm), Some(ha1)) => Some(SipCredentials {
             username,
@@ -92,7 +93,10 @@ const COLUMNS: &str = "account_id, id, doc, username, realm, ha1, rev, created, 
 impl Store {
     /// Every API device (of one account, or of all with `None`), oldest first.
     pub fn devices(&self, account_id: Option<&str>) -> Result<Vec<StoredDevice>, StoreError> {
-        let conn = self.reader();
+        let conn = match self.db() {
+            Db::Sqlite(c) => c,
+            Db::Postgres(pg) => return pg.devices(account_id),
+        };
         let mut stmt = conn.prepare_cached(&format!(
             "SELECT {COLUMNS} FROM devices WHERE ?1 IS NULL OR account_id = ?1
              ORDER BY created, rowid"
@@ -104,7 +108,10 @@ impl Store {
     }
 
     pub fn device(&self, account_id: &str, id: &str) -> Result<Option<StoredDevice>, StoreError> {
-        let conn = self.reader();
+        let conn = match self.db() {
+            Db::Sqlite(c) => c,
+            Db::Postgres(pg) => return pg.device(account_id, id),
+        };
         let found = conn
             .prepare_cached(&format!(
                 "SELECT {COLUMNS} FROM devices WHERE account_id = ?1 AND id = ?2"
@@ -123,7 +130,10 @@ impl Store {
         doc: &Value,
         sip: Option<&SipCredentials>,
     ) -> Result<Result<StoredDevice, UsernameTaken>, StoreError> {
-        let mut conn = self.reader();
+        let mut conn = match self.db() {
+            Db::Sqlite(c) => c,
+            Db::Postgres(pg) => return pg.put_device(account_id, id, doc, sip),
+        };
         let tx = conn.transaction()?;
         if let Some(s) = sip {
             let holder: Option<String> = tx
@@ -168,7 +178,10 @@ impl Store {
 
     /// Deletes a device and its registrations. Returns whether it existed.
     pub fn delete_device(&self, account_id: &str, id: &str) -> Result<bool, StoreError> {
-        let mut conn = self.reader();
+        let mut conn = match self.db() {
+            Db::Sqlite(c) => c,
+            Db::Postgres(pg) => return pg.delete_device(account_id, id),
+        };
         let tx = conn.transaction()?;
         let n = tx.execute(
             "DELETE FROM devices WHERE account_id = ?1 AND id = ?2",
@@ -186,6 +199,7 @@ impl Store {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::store::tests::{both_backends, fresh};
     use serde_json::json;
 
     fn creds(username: &str) -> SipCredentials {
@@ -196,9 +210,9 @@ mod tests {
         }
     }
 
-    #[test]
-    fn put_get_conflict_delete() {
-        let store = Store::open(":memory:").unwrap();
+    both_backends! {
+    fn put_get_conflict_delete(kind) {
+        let store = fresh(kind);
         let d = store
             .put_device("acc", "d1", &json!({"name": "desk"}), Some(&creds("2001")))
             .unwrap()
@@ -252,5 +266,6 @@ mod tests {
             .put_device("acc", "d2", &json!({}), Some(&creds("2001")))
             .unwrap()
             .is_ok());
+    }
     }
 }

@@ -5,7 +5,7 @@
 
 use rusqlite::{params, Connection};
 
-use super::{lock, Store, StoreError};
+use super::{Db, Store, StoreError};
 
 /// One subscription: the dialog it lives in and what it watches (times are Unix seconds).
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -92,7 +92,10 @@ pub(super) fn delete_state(conn: &Connection, presence_id: &str) -> Result<(), r
 impl Store {
     /// The subscriptions that have not expired at `now` (Unix seconds).
     pub fn subscriptions(&self, now: u64) -> Result<Vec<StoredSubscription>, StoreError> {
-        let conn = lock(&self.inner.reader);
+        let conn = match self.db() {
+            Db::Sqlite(c) => c,
+            Db::Postgres(pg) => return pg.subscriptions(now),
+        };
         let mut stmt = conn.prepare(
             "SELECT call_id, local_tag, account_id, device_id, presence_id, package,
                     expires_at, state, updated
@@ -116,7 +119,10 @@ impl Store {
 
     /// Every lamp a flow left ringing or busy.
     pub fn presence_states(&self) -> Result<Vec<StoredPresence>, StoreError> {
-        let conn = lock(&self.inner.reader);
+        let conn = match self.db() {
+            Db::Sqlite(c) => c,
+            Db::Postgres(pg) => return pg.presence_states(),
+        };
         let mut stmt = conn.prepare(
             "SELECT presence_id, status, updated FROM presence_states ORDER BY presence_id",
         )?;
@@ -134,6 +140,7 @@ impl Store {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::store::tests::{both_backends, fresh};
     use crate::store::Write;
 
     fn sub(call_id: &str, expires_at: u64) -> StoredSubscription {
@@ -150,9 +157,9 @@ mod tests {
         }
     }
 
-    #[test]
-    fn subscriptions_are_replaced_ended_and_expired() {
-        let store = Store::open(":memory:").unwrap();
+    both_backends! {
+    fn subscriptions_are_replaced_ended_and_expired(kind) {
+        let store = fresh(kind);
         store.write(Write::Subscription(sub("a", 100)));
         store.write(Write::Subscription(sub("b", 200)));
         let mut a = sub("a", 300);
@@ -170,10 +177,11 @@ mod tests {
         store.flush().unwrap();
         assert!(store.subscriptions(0).unwrap().is_empty());
     }
+    }
 
-    #[test]
-    fn lamps_are_set_and_cleared() {
-        let store = Store::open(":memory:").unwrap();
+    both_backends! {
+    fn lamps_are_set_and_cleared(kind) {
+        let store = fresh(kind);
         let busy = StoredPresence {
             presence_id: "2001@pbx.test".into(),
             status: "busy".into(),
@@ -185,5 +193,6 @@ mod tests {
         store.write(Write::ClearPresenceState("2001@pbx.test".into()));
         store.flush().unwrap();
         assert!(store.presence_states().unwrap().is_empty());
+    }
     }
 }

@@ -138,6 +138,16 @@ pub(crate) const MIGRATIONS: &[&str] = &[
         updated     INTEGER NOT NULL
     );
     "#,
+    // 7: API tokens (issue 13), so that a token from one node works on another sharing the
+    // database. Only the token's SHA-256 is kept.
+    r#"
+    CREATE TABLE api_tokens (
+        digest     TEXT    NOT NULL PRIMARY KEY,      -- hex SHA-256 of the token
+        account_id TEXT    NOT NULL,
+        expires_at INTEGER NOT NULL                   -- Unix seconds
+    );
+    CREATE INDEX api_tokens_by_expiry ON api_tokens (expires_at);
+    "#,
 ];
 
 /// The schema version this build writes.

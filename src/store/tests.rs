@@ -1,13 +1,134 @@
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use serde_json::{json, Value};
 
 use super::*;
 
+/// The test binary's own PostgreSQL (the same harness the integration tests use).
+#[path = "../../tests/common/postgres.rs"]
+pub(super) mod test_postgres;
+
+/// Which backend a test runs on: each store test runs on both (`both_backends!`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum Kind {
+    Sqlite,
+    Postgres,
+}
+
+/// Declares `mod NAME { sqlite, postgres }`: the body once per backend, given as `kind`.
+macro_rules! both_backends {
+    ($(#[$attr:meta])* fn $name:ident($kind:ident) $body:block) => {
+        $(#[$attr])*
+        mod $name {
+            #[allow(unused_imports)]
+            use super::*;
+            fn run($kind: $crate::store::tests::Kind) $body
+            #[test]
+            fn sqlite() {
+                run($crate::store::tests::Kind::Sqlite)
+            }
+            #[test]
+            fn postgres() {
+                run($crate::store::tests::Kind::Postgres)
+            }
+        }
+    };
+}
+pub(super) use both_backends;
+
+/// A fresh, empty store: SQLite in memory, or a new database on the test PostgreSQL.
+pub(super) fn fresh(kind: Kind) -> Store {
+    TestDb::new(kind, "fresh").open()
+}
+
+/// Where a test's store lives, to open it (again): a SQLite file in a temp dir, or a
+/// database of its own on the test PostgreSQL.
+pub(super) enum TestDb {
+    Memory,
+    File(TempDir),
+    Postgres { db: String, url: PostgresUrl },
+}
+
+impl TestDb {
+    /// SQLite in memory, or a new database.
+    pub(super) fn new(kind: Kind, _tag: &str) -> TestDb {
+        match kind {
+            Kind::Sqlite => TestDb::Memory,
+            Kind::Postgres => TestDb::postgres(),
+        }
+    }
+
+    /// A SQLite file (it outlives a store, as a database does), or a new database.
+    pub(super) fn lasting(kind: Kind, tag: &str) -> TestDb {
+        match kind {
+            Kind::Sqlite => TestDb::File(TempDir::new(tag)),
+            Kind::Postgres => TestDb::postgres(),
+        }
+    }
+
+    fn postgres() -> TestDb {
+        let url = test_postgres::database();
+        let db = url.rsplit('/').next().unwrap_or_default().to_string();
+        TestDb::Postgres {
+            db,
+            url: PostgresUrl::parse(&url).expect("the harness's URL parses"),
+        }
+    }
+
+    pub(super) fn open(&self) -> Store {
+        self.open_with_queue(Store::DEFAULT_QUEUE)
+    }
+
+    pub(super) fn open_with_queue(&self, capacity: usize) -> Store {
+        self.try_open(capacity).expect("the store opens")
+    }
+
+    fn try_open(&self, capacity: usize) -> Result<Store, StoreError> {
+        match self {
+            TestDb::Memory => Store::open_with_queue(":memory:", capacity),
+            TestDb::File(dir) => Store::open_with_queue(dir.db(), capacity),
+            TestDb::Postgres { url, .. } => Store::open_postgres_with_queue(url, capacity),
+        }
+    }
+
+    /// The user tables, by name (without the schema's bookkeeping).
+    fn tables(&self, store: &Store) -> Vec<String> {
+        match self {
+            TestDb::Postgres { db, .. } => test_postgres::server()
+                .sql(
+                    db,
+                    "SELECT tablename FROM pg_tables WHERE schemaname = 'public'
+                     AND tablename <> 'pivotd_schema' ORDER BY tablename",
+                )
+                .lines()
+                .map(str::to_owned)
+                .collect(),
+            _ => {
+                let Db::Sqlite(conn) = store.db() else {
+                    unreachable!("a SQLite store")
+                };
+                let mut stmt = conn
+                    .prepare(
+                        "SELECT name FROM sqlite_master WHERE type = 'table'
+                         AND name NOT LIKE 'sqlite_%' ORDER BY name",
+                    )
+                    .unwrap();
+                let names = stmt
+                    .query_map([], |r| r.get::<_, String>(0))
+                    .unwrap()
+                    .collect::<Result<Vec<_>, _>>()
+                    .unwrap();
+                names
+            }
+        }
+    }
+}
+
 /// A fresh directory under the system temp dir, removed on drop (tests run in parallel).
-struct TempDir(PathBuf);
+pub(super) struct TempDir(PathBuf);
 
 impl TempDir {
     fn new(tag: &str) -> TempDir {
@@ -65,19 +186,6 @@ fn response_doc(call: &str, iteration: u32, code: &str) -> Value {
            "resp_headers": {"content-type": "application/json"}, "resp_body": "{}"})
 }
 
-fn table_names(store: &Store) -> Vec<String> {
-    let conn = lock(&store.inner.reader);
-    let mut stmt = conn
-        .prepare("SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%' ORDER BY name")
-        .unwrap();
-    let names = stmt
-        .query_map([], |r| r.get::<_, String>(0))
-        .unwrap()
-        .collect::<Result<Vec<_>, _>>()
-        .unwrap();
-    names
-}
-
 #[test]
 fn gregorian_seconds() {
     // The seed's 63635231906 is 1468012706 Unix seconds (2016-07-08T21:18:26Z).
@@ -94,9 +202,9 @@ fn gregorian_seconds() {
     );
 }
 
-#[test]
-fn migrations_apply_on_fresh_file_and_reopen_keeps_data() {
-    let dir = TempDir::new("reopen");
+both_backends! {
+fn migrations_apply_on_fresh_file_and_reopen_keeps_data(kind) {
+    let dir = TestDb::lasting(kind, "reopen");
     let created = gregorian_now();
     let r = rec(
         "acc1",
@@ -107,12 +215,14 @@ fn migrations_apply_on_fresh_file_and_reopen_keeps_data() {
         request_doc("call-1@host", 1, "http://x/a?b=c"),
     );
     {
-        let store = Store::open(dir.db()).unwrap();
+        let store = dir.open();
         assert_eq!(store.schema_version().unwrap(), SCHEMA_VERSION);
-        assert_eq!(SCHEMA_VERSION, 6);
+        assert_eq!(SCHEMA_VERSION, 7);
+        assert_eq!(store.is_postgres(), kind == Kind::Postgres);
         assert_eq!(
-            table_names(&store),
+            dir.tables(&store),
             [
+                "api_tokens",
                 "callflow_numbers",
                 "callflows",
                 "cdrs",
@@ -129,9 +239,10 @@ fn migrations_apply_on_fresh_file_and_reopen_keeps_data() {
         assert_eq!(store.written(), 1);
     }
     // Restart: the migrations are not applied twice and the record is still there.
-    let store = Store::open(dir.db()).unwrap();
+    let store = dir.open();
     assert_eq!(store.schema_version().unwrap(), SCHEMA_VERSION);
     assert_eq!(store.debug_records("acc1", "call-1@host").unwrap(), vec![r]);
+}
 }
 
 #[test]
@@ -212,14 +323,21 @@ fn migration_from_schema_4_keeps_old_cdrs_readable() {
     assert_eq!(store.cdrs("acc", &q).unwrap(), [new, old]);
 }
 
-#[test]
-fn newer_schema_is_refused() {
-    let dir = TempDir::new("newer");
-    {
-        let raw = Connection::open(dir.db()).unwrap();
-        raw.pragma_update(None, "user_version", 99).unwrap();
+both_backends! {
+fn newer_schema_is_refused(kind) {
+    let dir = TestDb::lasting(kind, "newer");
+    match &dir {
+        TestDb::File(f) => {
+            let raw = Connection::open(f.db()).unwrap();
+            raw.pragma_update(None, "user_version", 99).unwrap();
+        }
+        TestDb::Postgres { db, .. } => {
+            drop(dir.open());
+            test_postgres::server().sql(db, "UPDATE pivotd_schema SET version = 99");
+        }
+        TestDb::Memory => unreachable!("a lasting store"),
     }
-    match Store::open(dir.db()) {
+    match dir.try_open(4) {
         Err(StoreError::SchemaTooNew {
             found: 99,
             supported,
@@ -229,6 +347,7 @@ fn newer_schema_is_refused() {
         Err(e) => panic!("unexpected error {e}"),
         Ok(_) => panic!("a newer schema was accepted"),
     }
+}
 }
 
 #[test]
@@ -242,9 +361,9 @@ fn missing_directory_is_an_open_error() {
     }
 }
 
-#[test]
-fn full_queue_drops_and_counts() {
-    let store = Store::open_with_queue(":memory:", 4).unwrap();
+both_backends! {
+fn full_queue_drops_and_counts(kind) {
+    let store = TestDb::new(kind, "full").open_with_queue(4);
     let release = store.hold_writer();
     let now = gregorian_now();
     let accepted = (0..100)
@@ -267,11 +386,23 @@ fn full_queue_drops_and_counts() {
     assert_eq!(store.debug_record_count("a").unwrap(), 4);
     assert_eq!(store.failed(), 0);
 }
+}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn many_tasks_never_block_on_a_tiny_queue() {
-    let dir = TempDir::new("flood");
-    let store = Store::open_with_queue(dir.db(), 2).unwrap();
+async fn many_tasks_never_block_on_a_tiny_queue_sqlite() {
+    many_tasks_never_block_on_a_tiny_queue(Kind::Sqlite).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn many_tasks_never_block_on_a_tiny_queue_postgres() {
+    many_tasks_never_block_on_a_tiny_queue(Kind::Postgres).await
+}
+
+async fn many_tasks_never_block_on_a_tiny_queue(kind: Kind) {
+    let dir = tokio::task::spawn_blocking(move || TestDb::lasting(kind, "flood"))
+        .await
+        .unwrap();
+    let store = dir.open_with_queue(2);
     let now = gregorian_now();
     let started = Instant::now();
     let mut tasks = Vec::new();
@@ -318,14 +449,18 @@ async fn many_tasks_never_block_on_a_tiny_queue() {
         .await
         .unwrap()
         .unwrap();
-    let stored = store.debug_record_count("flood").unwrap();
+    let s = store.clone();
+    let stored = tokio::task::spawn_blocking(move || s.debug_record_count("flood"))
+        .await
+        .unwrap()
+        .unwrap();
     assert_eq!(stored, store.written());
     assert_eq!(stored + store.dropped(), 10_000);
 }
 
-#[test]
-fn records_read_back_with_their_fields_in_order() {
-    let store = Store::open(":memory:").unwrap();
+both_backends! {
+fn records_read_back_with_their_fields_in_order(kind) {
+    let store = fresh(kind);
     let t = unix_to_gregorian(1_700_000_000);
     let a = rec(
         "acc",
@@ -378,10 +513,11 @@ fn records_read_back_with_their_fields_in_order() {
     assert_eq!(api["node"], "pivotd@test");
     assert_eq!(api["method"], "get");
 }
+}
 
-#[test]
-fn listing_newest_first_with_paging_and_summary_fields() {
-    let store = Store::open(":memory:").unwrap();
+both_backends! {
+fn listing_newest_first_with_paging_and_summary_fields(kind) {
+    let store = fresh(kind);
     let base = unix_to_gregorian(1_700_000_000);
     // call-a: request + 404 at iteration 1.
     store.write(Write::Debug(rec(
@@ -475,10 +611,11 @@ fn listing_newest_first_with_paging_and_summary_fields() {
     assert_eq!(store.debug_calls("other", 10).unwrap().len(), 1);
     assert!(store.debug_calls("nobody", 10).unwrap().is_empty());
 }
+}
 
-#[test]
-fn purge_removes_old_records_only() {
-    let store = Store::open(":memory:").unwrap();
+both_backends! {
+fn purge_removes_old_records_only(kind) {
+    let store = fresh(kind);
     let now = gregorian_now();
     let day = 86_400;
     store.write(Write::Debug(rec(
@@ -528,10 +665,11 @@ fn purge_removes_old_records_only() {
         0
     );
 }
+}
 
-#[test]
-fn writes_arriving_together_share_one_commit() {
-    let store = Store::open(":memory:").unwrap();
+both_backends! {
+fn writes_arriving_together_share_one_commit(kind) {
+    let store = fresh(kind);
     let now = gregorian_now();
     // 40 writes in far less than the writer's linger after the first: one transaction (two
     // if the writer was slow to wake), where it used to wake and commit per write.
@@ -553,12 +691,13 @@ fn writes_arriving_together_share_one_commit() {
     store.flush().unwrap();
     assert_eq!(store.commits(), commits);
 }
+}
 
-#[test]
-fn drop_commits_what_is_queued() {
-    let dir = TempDir::new("drop");
+both_backends! {
+fn drop_commits_what_is_queued(kind) {
+    let dir = TestDb::lasting(kind, "drop");
     {
-        let store = Store::open(dir.db()).unwrap();
+        let store = dir.open();
         let now = gregorian_now();
         for i in 0..50 {
             assert!(store.write(Write::Debug(rec(
@@ -572,8 +711,9 @@ fn drop_commits_what_is_queued() {
         }
         // No flush: dropping the last handle drains the queue before the writer stops.
     }
-    let store = Store::open(dir.db()).unwrap();
+    let store = dir.open();
     assert_eq!(store.debug_record_count("acc").unwrap(), 50);
+}
 }
 
 fn binding(device: &str, contact: &str, expires_at: u64) -> Registration {
@@ -595,14 +735,14 @@ fn binding(device: &str, contact: &str, expires_at: u64) -> Registration {
     }
 }
 
-#[test]
-fn registrations_replace_per_device_survive_reopening_and_expire() {
-    let dir = TempDir::new("registrations");
+both_backends! {
+fn registrations_replace_per_device_survive_reopening_and_expire(kind) {
+    let dir = TestDb::lasting(kind, "registrations");
     let a = binding("d1", "sip:2001@192.0.2.10:40000", 5_000);
     let b = binding("d1", "sip:2001@192.0.2.11", 2_000);
     let c = binding("d2", "sip:2002@192.0.2.12", 5_000);
     {
-        let store = Store::open(dir.db()).unwrap();
+        let store = dir.open();
         let put = |device: &str, bindings: Vec<Registration>| {
             assert!(store.write(Write::Registrations(DeviceBindings {
                 account_id: "acc1".into(),
@@ -624,7 +764,7 @@ fn registrations_replace_per_device_survive_reopening_and_expire() {
         put("d1", vec![a.clone(), b.clone()]);
         store.flush().unwrap();
     }
-    let store = Store::open(dir.db()).unwrap();
+    let store = dir.open();
     assert_eq!(
         store.registrations(1_000).unwrap(),
         [a.clone(), b, c.clone()]
@@ -633,8 +773,250 @@ fn registrations_replace_per_device_survive_reopening_and_expire() {
     assert_eq!(store.registrations(3_000).unwrap(), [a.clone(), c.clone()]);
     assert!(store.write(Write::ExpireRegistrations(3_000)));
     store.flush().unwrap();
-    let n: i64 = lock(&store.inner.reader)
-        .query_row("SELECT count(*) FROM registrations", [], |r| r.get(0))
-        .unwrap();
-    assert_eq!(n, 2);
+    // Only the two live ones are left (expired rows included in a read from 0).
+    assert_eq!(store.registrations(0).unwrap(), [a, c]);
+}
+}
+
+/// A PostgreSQL database left at schema 4 (before CDRs had a direction) migrates as the
+/// SQLite file does: old CDRs read as inbound legs never bridged.
+#[test]
+fn postgres_migration_from_schema_4_keeps_old_cdrs_readable() {
+    let TestDb::Postgres { db, url } = TestDb::postgres() else {
+        unreachable!()
+    };
+    let pg = test_postgres::server();
+    // As the role pivotd connects as, which owns the tables it migrates.
+    let mut sql = String::from("SET ROLE pivotd; BEGIN;");
+    for m in &pg::schema::MIGRATIONS[..4] {
+        sql.push_str(m);
+    }
+    sql.push_str(
+        "CREATE TABLE pivotd_schema (version BIGINT NOT NULL);
+         INSERT INTO pivotd_schema VALUES (4);
+         INSERT INTO cdrs (call_id, account_id, from_uri, to_uri, start_time, answer_time,
+            end_time, duration_s, hangup_cause, sip_code)
+         VALUES ('old@host', 'acc', 'sipp@127.0.0.1', '6000@pivotd.test', 1000, NULL,
+            1004, 4, 'ORIGINATOR_CANCEL', 487);
+         COMMIT;",
+    );
+    pg.sql(&db, &sql);
+    let store = Store::open_postgres(&url).unwrap();
+    assert_eq!(store.schema_version().unwrap(), SCHEMA_VERSION);
+    let q = CdrQuery {
+        limit: 10,
+        ..CdrQuery::default()
+    };
+    let got = store.cdrs("acc", &q).unwrap();
+    assert_eq!(got.len(), 1);
+    assert_eq!(
+        (
+            got[0].call_direction,
+            got[0].other_leg_call_id.clone(),
+            got[0].sip_code
+        ),
+        (CallDirection::Inbound, None, Some(487))
+    );
+    assert_eq!(
+        pg.sql(
+            &db,
+            "SELECT rolpassword LIKE 'SCRAM-SHA-256$%' FROM pg_authid WHERE rolname = 'pivotd'"
+        ),
+        "t",
+        "the role's password is kept as a SCRAM secret"
+    );
+}
+
+/// Several nodes starting at once on an empty database: one applies the migrations, the
+/// others wait for its advisory lock and find them applied.
+#[test]
+fn postgres_nodes_starting_together_migrate_once() {
+    let TestDb::Postgres { db, url } = TestDb::postgres() else {
+        unreachable!()
+    };
+    let nodes: Vec<_> = (0..4)
+        .map(|_| {
+            let url = url.clone();
+            std::thread::spawn(move || Store::open_postgres(&url).map(|s| s.schema_version()))
+        })
+        .collect();
+    for n in nodes {
+        assert_eq!(n.join().unwrap().unwrap().unwrap(), SCHEMA_VERSION);
+    }
+    assert_eq!(
+        test_postgres::server().sql(
+            &db,
+            "SELECT count(*) || ':' || max(version) FROM pivotd_schema"
+        ),
+        format!("1:{SCHEMA_VERSION}")
+    );
+}
+
+/// A server that is not there fails the start with a connection error, soon; and a
+/// PostgreSQL store has no SQLite journal mode.
+#[test]
+fn postgres_unreachable_is_an_open_error() {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let url = PostgresUrl::parse(&format!("postgres://pivotd:x@127.0.0.1:{port}/none")).unwrap();
+    let t0 = Instant::now();
+    match Store::open_postgres(&url) {
+        Err(StoreError::Pool(_)) => {}
+        Err(e) => panic!("unexpected error {e}"),
+        Ok(_) => panic!("opened a database nobody serves"),
+    }
+    assert!(t0.elapsed() < Duration::from_secs(10), "{:?}", t0.elapsed());
+
+    let store = fresh(Kind::Postgres);
+    store.ping().unwrap();
+    assert!(matches!(
+        store.journal_mode(),
+        Err(StoreError::NotSqlite(_))
+    ));
+}
+
+/// A wrong password is refused by the server (scram-sha-256), not let in.
+#[test]
+fn postgres_wrong_password_is_refused() {
+    let TestDb::Postgres { url, .. } = TestDb::postgres() else {
+        unreachable!()
+    };
+    let pw = &test_postgres::server().password;
+    let wrong = PostgresUrl::parse(&url.as_str().replace(pw.as_str(), "not-the-password")).unwrap();
+    match Store::open_postgres(&wrong) {
+        Err(e) => assert!(
+            e.to_string()
+                .contains("password authentication failed for user \"pivotd\""),
+            "{e}"
+        ),
+        Ok(_) => panic!("a wrong password was accepted"),
+    }
+}
+
+/// A TCP forwarder between the store and the test PostgreSQL that can be cut (open
+/// connections shut, new ones closed at once) and restored: a database that went away.
+struct Cuttable {
+    port: u16,
+    up: Arc<std::sync::atomic::AtomicBool>,
+    open: Arc<Mutex<Vec<std::net::TcpStream>>>,
+}
+
+impl Cuttable {
+    fn start(target: u16) -> Cuttable {
+        use std::net::{TcpListener, TcpStream};
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let up = Arc::new(std::sync::atomic::AtomicBool::new(true));
+        let open: Arc<Mutex<Vec<TcpStream>>> = Arc::default();
+        let (up2, open2) = (Arc::clone(&up), Arc::clone(&open));
+        std::thread::spawn(move || {
+            for client in listener.incoming().flatten() {
+                if !up2.load(Ordering::SeqCst) {
+                    continue; // dropped: closed at once
+                }
+                let Ok(server) = TcpStream::connect(("127.0.0.1", target)) else {
+                    continue;
+                };
+                let mut conns = open2.lock().unwrap();
+                for s in [&client, &server] {
+                    conns.push(s.try_clone().unwrap());
+                }
+                for (mut from, mut to) in [
+                    (client.try_clone().unwrap(), server.try_clone().unwrap()),
+                    (server, client),
+                ] {
+                    std::thread::spawn(move || {
+                        let _ = std::io::copy(&mut from, &mut to);
+                        let _ = to.shutdown(std::net::Shutdown::Both);
+                    });
+                }
+            }
+        });
+        Cuttable { port, up, open }
+    }
+
+    fn cut(&self) {
+        self.up.store(false, Ordering::SeqCst);
+        for s in self.open.lock().unwrap().drain(..) {
+            let _ = s.shutdown(std::net::Shutdown::Both);
+        }
+    }
+
+    fn restore(&self) {
+        self.up.store(true, Ordering::SeqCst);
+    }
+}
+
+/// PostgreSQL going away mid-run: writes still return at once (queued, then dropped and
+/// counted when the queue is full), the writer keeps its batch and retries, and once the
+/// database is back every write it accepted is committed, none failed.
+#[test]
+fn postgres_unreachable_writes_never_wait_and_are_retried() {
+    let TestDb::Postgres { url, .. } = TestDb::postgres() else {
+        unreachable!()
+    };
+    let pg_port = test_postgres::server().port;
+    let proxy = Cuttable::start(pg_port);
+    let via = url
+        .as_str()
+        .replace(&format!(":{pg_port}/"), &format!(":{}/", proxy.port));
+    let store = Store::open_postgres_with_queue(&PostgresUrl::parse(&via).unwrap(), 16).unwrap();
+    let now = gregorian_now();
+    let write = |i: usize| {
+        let t0 = Instant::now();
+        let accepted = store.write(Write::Debug(rec(
+            "gone",
+            &format!("c{i}"),
+            1,
+            RecordKind::Request,
+            now,
+            json!({}),
+        )));
+        assert!(
+            t0.elapsed() < Duration::from_millis(50),
+            "{:?}",
+            t0.elapsed()
+        );
+        accepted
+    };
+    assert!(write(0));
+    store.flush().unwrap();
+    assert_eq!(store.written(), 1);
+
+    proxy.cut();
+    let mut accepted = 1;
+    for i in 1..5 {
+        accepted += usize::from(write(i));
+    }
+    let t0 = Instant::now();
+    while store.retried() < 2 {
+        assert!(t0.elapsed() < Duration::from_secs(20), "no retry seen");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert_eq!(
+        store.written(),
+        1,
+        "nothing is written while the database is away"
+    );
+    // The writer is held by its retries: the queue fills, then drops, never waiting.
+    for i in 5..100 {
+        accepted += usize::from(write(i));
+    }
+    assert!(store.dropped() > 0);
+    assert_eq!(accepted as u64 + store.dropped(), 100);
+
+    // A shutdown's flush does not wait for the database for ever.
+    match store.flush_within(Duration::from_millis(300)) {
+        Err(StoreError::FlushTimedOut(_)) => {}
+        other => panic!("flush_within while the database is away: {other:?}"),
+    }
+
+    proxy.restore();
+    store.flush().unwrap();
+    assert_eq!(store.failed(), 0);
+    assert_eq!(store.written(), accepted as u64);
+    assert_eq!(store.debug_record_count("gone").unwrap(), accepted as u64);
 }

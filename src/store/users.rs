@@ -5,7 +5,7 @@
 use rusqlite::{params, OptionalExtension};
 use serde_json::Value;
 
-use super::{gregorian_now, Store, StoreError};
+use super::{gregorian_now, Db, Store, StoreError};
 
 /// One stored user document.
 #[derive(Clone, Debug, PartialEq)]
@@ -21,7 +21,7 @@ pub struct StoredUser {
     pub modified: i64,
 }
 
-type Row = (String, String, String, i64, i64, i64);
+pub(super) type Row = (String, String, String, i64, i64, i64);
 
 fn row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Row> {
     Ok((
@@ -34,7 +34,9 @@ fn row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Row> {
     ))
 }
 
-fn decode((account_id, id, doc, rev, created, modified): Row) -> Result<StoredUser, StoreError> {
+pub(super) fn decode(
+    (account_id, id, doc, rev, created, modified): Row,
+) -> Result<StoredUser, StoreError> {
     Ok(StoredUser {
         account_id,
         id,
@@ -50,7 +52,10 @@ const COLUMNS: &str = "account_id, id, doc, rev, created, modified";
 impl Store {
     /// Every API user (of one account, or of all with `None`), oldest first.
     pub fn users(&self, account_id: Option<&str>) -> Result<Vec<StoredUser>, StoreError> {
-        let conn = self.reader();
+        let conn = match self.db() {
+            Db::Sqlite(c) => c,
+            Db::Postgres(pg) => return pg.users(account_id),
+        };
         let mut stmt = conn.prepare_cached(&format!(
             "SELECT {COLUMNS} FROM users WHERE ?1 IS NULL OR account_id = ?1
              ORDER BY created, rowid"
@@ -62,7 +67,10 @@ impl Store {
     }
 
     pub fn user(&self, account_id: &str, id: &str) -> Result<Option<StoredUser>, StoreError> {
-        let conn = self.reader();
+        let conn = match self.db() {
+            Db::Sqlite(c) => c,
+            Db::Postgres(pg) => return pg.user(account_id, id),
+        };
         let found = conn
             .prepare_cached(&format!(
                 "SELECT {COLUMNS} FROM users WHERE account_id = ?1 AND id = ?2"
@@ -79,7 +87,10 @@ impl Store {
         id: &str,
         doc: &Value,
     ) -> Result<StoredUser, StoreError> {
-        let mut conn = self.reader();
+        let mut conn = match self.db() {
+            Db::Sqlite(c) => c,
+            Db::Postgres(pg) => return pg.put_user(account_id, id, doc),
+        };
         let tx = conn.transaction()?;
         tx.execute(
             "INSERT INTO users (account_id, id, doc, created, modified, rev)
@@ -99,7 +110,11 @@ impl Store {
 
     /// Deletes a user. Returns whether it existed.
     pub fn delete_user(&self, account_id: &str, id: &str) -> Result<bool, StoreError> {
-        let n = self.reader().execute(
+        let conn = match self.db() {
+            Db::Sqlite(c) => c,
+            Db::Postgres(pg) => return pg.delete_user(account_id, id),
+        };
+        let n = conn.execute(
             "DELETE FROM users WHERE account_id = ?1 AND id = ?2",
             params![account_id, id],
         )?;
@@ -109,12 +124,12 @@ impl Store {
 
 #[cfg(test)]
 mod tests {
-    use super::*;
+    use crate::store::tests::{both_backends, fresh};
     use serde_json::json;
 
-    #[test]
-    fn put_get_replace_delete() {
-        let store = Store::open(":memory:").unwrap();
+    both_backends! {
+    fn put_get_replace_delete(kind) {
+        let store = fresh(kind);
         let a = store
             .put_user("acc", "u1", &json!({"first_name": "Ada"}))
             .unwrap();
@@ -137,5 +152,6 @@ mod tests {
         assert!(store.delete_user("acc", "u1").unwrap());
         assert!(!store.delete_user("acc", "u1").unwrap());
         assert!(store.user("acc", "u1").unwrap().is_none());
+    }
     }
 }

@@ -1,13 +1,15 @@
 //! The writer: the bounded queue the call path writes to without waiting, and the one thread
-//! that drains it and commits in batches on the write connection.
+//! that drains it and commits in batches on the write connection (SQLite) or a pooled
+//! connection (PostgreSQL).
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc::{self, Receiver, TrySendError};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use rusqlite::{params, Connection};
 
+use super::pg::{self, Pg};
 use super::{cdrs, debug, lock, presence, registrations};
 use super::{
     Cdr, DebugRecord, DeviceBindings, Store, StoreError, StoredPresence, StoredSubscription,
@@ -50,13 +52,32 @@ pub(super) enum Msg {
     },
 }
 
+/// Where the writer commits.
+pub(super) enum Sink {
+    Sqlite(Arc<Mutex<Connection>>),
+    Postgres(Arc<Pg>),
+}
+
 #[derive(Default)]
 pub(super) struct Stats {
     dropped: AtomicU64,
     written: AtomicU64,
-    failed: AtomicU64,
+    pub(super) failed: AtomicU64,
+    /// Commits tried again because the database could not be reached.
+    retried: AtomicU64,
     /// Transactions committed (tests: how the writes were batched).
-    commits: AtomicU64,
+    pub(super) commits: AtomicU64,
+    /// Set when the last handle goes: a database that cannot be reached is then given up
+    /// on rather than retried.
+    pub(super) closing: AtomicBool,
+}
+
+/// What a commit came to.
+pub(super) enum Committed {
+    /// Written, or failed for good (counted in `failed`).
+    Done,
+    /// The database could not be reached: nothing was written, the batch is still pending.
+    Unreachable,
 }
 
 /// Messages committed in one transaction at most: large enough to amortise the commit, small
@@ -67,6 +88,19 @@ const BATCH: usize = 256;
 /// write is visible to readers up to this much later (and a [`Store::flush`] sent meanwhile
 /// waits as long), and under load (one CDR per call) a commit carries many writes, not one.
 const LINGER: Duration = Duration::from_millis(20);
+
+/// How long the writer waits before trying a database it could not reach again. Meanwhile
+/// the queue takes new writes until it is full (then drops them, counted): the call path
+/// never waits.
+const RETRY_PAUSE: Duration = Duration::from_millis(500);
+
+impl Stats {
+    /// One transaction committed with `ok` writes.
+    pub(super) fn committed(&self, ok: u64) {
+        self.written.fetch_add(ok, Ordering::Relaxed);
+        self.commits.fetch_add(1, Ordering::Relaxed);
+    }
+}
 
 impl Store {
     /// Queues a write; never blocks. Returns false when the write was dropped (queue full,
@@ -95,9 +129,15 @@ impl Store {
         self.inner.stats.written.load(Ordering::Relaxed)
     }
 
-    /// Writes that reached the writer but failed in SQLite (logged).
+    /// Writes that reached the writer but failed in the database (logged), or that were
+    /// still waiting for an unreachable database when the store closed.
     pub fn failed(&self) -> u64 {
         self.inner.stats.failed.load(Ordering::Relaxed)
+    }
+
+    /// Commits tried again because the database could not be reached (PostgreSQL).
+    pub fn retried(&self) -> u64 {
+        self.inner.stats.retried.load(Ordering::Relaxed)
     }
 
     /// The queue's capacity.
@@ -113,6 +153,36 @@ impl Store {
         tx.send(Msg::Flush(ack_tx))
             .map_err(|_| StoreError::Closed)?;
         ack_rx.recv().map_err(|_| StoreError::Closed)
+    }
+
+    /// [`Store::flush`] that gives up after `limit` (shutdown: a database that cannot be
+    /// reached must not hold the process). The writes stay queued; [`Store::dropped`] and
+    /// [`Store::failed`] count what is lost when the store then closes.
+    pub fn flush_within(&self, limit: Duration) -> Result<(), StoreError> {
+        let tx = self.inner.tx.as_ref().ok_or(StoreError::Closed)?;
+        let (ack_tx, ack_rx) = mpsc::channel();
+        let deadline = std::time::Instant::now() + limit;
+        let mut msg = Msg::Flush(ack_tx);
+        // The queue may be full while the writer retries: wait for room, not past the limit.
+        loop {
+            match tx.try_send(msg) {
+                Ok(()) => break,
+                Err(TrySendError::Disconnected(_)) => return Err(StoreError::Closed),
+                Err(TrySendError::Full(m)) => {
+                    if std::time::Instant::now() >= deadline {
+                        return Err(StoreError::FlushTimedOut(limit));
+                    }
+                    msg = m;
+                    std::thread::sleep(Duration::from_millis(10));
+                }
+            }
+        }
+        let left = deadline.saturating_duration_since(std::time::Instant::now());
+        match ack_rx.recv_timeout(left) {
+            Ok(()) => Ok(()),
+            Err(mpsc::RecvTimeoutError::Timeout) => Err(StoreError::FlushTimedOut(limit)),
+            Err(mpsc::RecvTimeoutError::Disconnected) => Err(StoreError::Closed),
+        }
     }
 
     #[cfg(test)]
@@ -135,7 +205,7 @@ impl Store {
     }
 }
 
-pub(super) fn writer_loop(conn: &Mutex<Connection>, rx: &Receiver<Msg>, stats: &Stats) {
+pub(super) fn writer_loop(conn: &Sink, rx: &Receiver<Msg>, stats: &Stats) {
     let mut pending: Vec<Write> = Vec::with_capacity(BATCH);
     loop {
         let first = match rx.try_recv() {
@@ -179,12 +249,34 @@ pub(super) fn writer_loop(conn: &Mutex<Connection>, rx: &Receiver<Msg>, stats: &
     }
 }
 
-/// Commits the pending writes in one transaction; failures are logged and counted, never
-/// retried (the call path must not wait for them).
-fn commit(conn: &Mutex<Connection>, pending: &mut Vec<Write>, stats: &Stats) {
+/// Commits the pending writes in one transaction. A write the database refuses is logged
+/// and counted, never retried; a database that cannot be reached is tried again every
+/// [`RETRY_PAUSE`] with the same batch (this thread waits, the call path does not) until it
+/// answers or the store closes.
+fn commit(sink: &Sink, pending: &mut Vec<Write>, stats: &Stats) {
     if pending.is_empty() {
         return;
     }
+    let conn = match sink {
+        Sink::Sqlite(conn) => conn,
+        Sink::Postgres(pg) => {
+            while let Committed::Unreachable = pg::commit(pg, pending, stats) {
+                if stats.closing.load(Ordering::Relaxed) {
+                    let n = pending.len() as u64;
+                    stats.failed.fetch_add(n, Ordering::Relaxed);
+                    tracing::warn!(
+                        writes = n,
+                        "store: database unreachable at close, writes lost"
+                    );
+                    break;
+                }
+                stats.retried.fetch_add(1, Ordering::Relaxed);
+                std::thread::sleep(RETRY_PAUSE);
+            }
+            pending.clear();
+            return;
+        }
+    };
     let n = pending.len() as u64;
     let mut conn = lock(conn);
     let result = (|| -> Result<u64, rusqlite::Error> {
@@ -203,10 +295,7 @@ fn commit(conn: &Mutex<Connection>, pending: &mut Vec<Write>, stats: &Stats) {
         Ok(ok)
     })();
     match result {
-        Ok(ok) => {
-            stats.written.fetch_add(ok, Ordering::Relaxed);
-            stats.commits.fetch_add(1, Ordering::Relaxed);
-        }
+        Ok(ok) => stats.committed(ok),
         Err(e) => {
             stats.failed.fetch_add(n, Ordering::Relaxed);
             tracing::warn!(error = %e, writes = n, "store: commit failed");

@@ -8,6 +8,7 @@ pub mod bridge;
 pub mod digest;
 pub mod http;
 pub mod pjsua;
+pub mod postgres;
 pub mod presence;
 
 use std::net::SocketAddr;
