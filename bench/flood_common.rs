@@ -23,6 +23,26 @@ pub fn write_config(
     media_extra: &str,
     callflows: &str,
 ) -> PathBuf {
+    write_config_on(
+        dir,
+        sip_extra,
+        "127.0.0.1",
+        media_ports,
+        media_extra,
+        callflows,
+    )
+}
+
+/// [`write_config`] with RTP on `media_ip` (another loopback address gives a bench a port
+/// range of its own beside other runs on 127.0.0.1).
+pub fn write_config_on(
+    dir: &Path,
+    sip_extra: &str,
+    media_ip: &str,
+    media_ports: (u16, u16),
+    media_extra: &str,
+    callflows: &str,
+) -> PathBuf {
     let media = concat!(env!("CARGO_MANIFEST_DIR"), "/media");
     let (port_min, port_max) = media_ports;
     let text = format!(
@@ -37,7 +57,7 @@ listen = "127.0.0.1:0"
 sqlite = ":memory:"
 [media]
 dir = "{media}"
-ip = "127.0.0.1"
+ip = "{media_ip}"
 port_min = {port_min}
 port_max = {port_max}
 {media_extra}

@@ -25,6 +25,7 @@
 //!
 //! cargo bench --bench load_playing -- [--steps 1000,2500,5000] [--hold-seconds 10]
 //!     [--sample 200] [--rate 500] [--sip-sockets 4] [--sinks 4] [--json FILE]
+//!     [--media-ports 40000-59999] [--media-ip 127.0.0.1]
 
 #[allow(dead_code)]
 #[path = "calls_common.rs"]
@@ -47,11 +48,13 @@ use pivotd::sip::transport::set_receive_buffer;
 
 const USAGE: &str = "load_playing: scenario B of the load benchmark (long playing calls, RTP \
 lateness); run it with\n  cargo bench --bench load_playing -- [--steps 1000,2500,5000] \
-[--hold-seconds 10] [--sample 200] [--rate 500] [--sip-sockets 4] [--sinks 4] [--json FILE]";
+[--hold-seconds 10] [--sample 200] [--rate 500] [--sip-sockets 4] [--sinks 4] [--json FILE] \
+[--media-ports 40000-59999] [--media-ip 127.0.0.1]";
 
-/// 20,000 ports: 10,000 even/odd pairs, so 5,000 calls fit with room for pairs that other
-/// programs hold (pivotd skips those). Away from the tests' 20000-29999; it overlaps the
-/// ranges of the other benches, so run them one at a time.
+/// The default: 20,000 ports, 10,000 even/odd pairs, so 5,000 calls fit with room for pairs
+/// that other programs hold (pivotd skips those). Away from the tests' 20000-29999; it
+/// overlaps the ranges of the other benches, so run them one at a time (or give each its own
+/// `--media-ports`, or its own loopback address with `--media-ip`).
 const MEDIA_PORTS: (u16, u16) = (40000, 59999);
 /// Limits out of the way: what is measured is playing, not admission.
 const SIP: &str = r#"max_calls = 100000
@@ -100,6 +103,8 @@ struct Options {
     sip_sockets: usize,
     sinks: usize,
     json: PathBuf,
+    media_ports: (u16, u16),
+    media_ip: String,
 }
 
 fn options() -> Options {
@@ -114,6 +119,8 @@ fn options() -> Options {
             env!("CARGO_MANIFEST_DIR"),
             "/target/bench-load-playing.json"
         )),
+        media_ports: MEDIA_PORTS,
+        media_ip: "127.0.0.1".to_string(),
     };
     let mut args = std::env::args().skip(1).filter(|a| a != "--bench");
     let bad = |what: &str| -> ! { panic!("{what}\n{USAGE}") };
@@ -135,6 +142,19 @@ fn options() -> Options {
             "--sip-sockets" => o.sip_sockets = number(&value) as usize,
             "--sinks" => o.sinks = number(&value) as usize,
             "--json" => o.json = PathBuf::from(value),
+            "--media-ports" => {
+                o.media_ports = value
+                    .split_once('-')
+                    .and_then(|(a, b)| Some((a.parse().ok()?, b.parse().ok()?)))
+                    .filter(|(a, b)| a < b)
+                    .unwrap_or_else(|| bad(&format!("--media-ports {value}: MIN-MAX")))
+            }
+            "--media-ip" => {
+                let ip: std::net::IpAddr = value
+                    .parse()
+                    .unwrap_or_else(|_| bad(&format!("--media-ip {value}: an IP address")));
+                o.media_ip = ip.to_string();
+            }
             _ => bad(&format!("unknown option {flag}")),
         }
     }
@@ -775,7 +795,8 @@ fn main() {
 
     let dir = std::env::temp_dir().join(format!("pivotd-load-playing-{}", std::process::id()));
     std::fs::create_dir_all(&dir).expect("temp dir");
-    let config = flood_common::write_config(&dir, SIP, MEDIA_PORTS, MEDIA, CALLFLOWS);
+    let config =
+        flood_common::write_config_on(&dir, SIP, &o.media_ip, o.media_ports, MEDIA, CALLFLOWS);
     let (mut child, server, api) = start(&config);
     let pid = child.id();
 
