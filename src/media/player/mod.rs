@@ -3,8 +3,7 @@
 //! A [`Pacer`] runs a few shard threads. Each shard owns the send state of the streams assigned
 //! to it (round-robin across shards) and is driven by commands over its own channel, so the
 //! per-packet work touches no lock and allocates nothing: it writes the 12-byte header and the
-//! 160 payload bytes into one reused buffer and hands it to the shard's outbox (one io_uring
-//! submission per subtick, or a non-blocking `sendto`).
+//! 160 payload bytes into one reused buffer and hands it to a non-blocking `sendto`.
 //!
 //! Why threads and not tokio tasks: the budget is "every packet within 2 ms of its due time"
 //! with thousands of calls while the same two cores also run SIP. A tokio task shares its
@@ -19,8 +18,7 @@
 //!
 //! `pacer.rs`: the [`Pacer`] handle, its shard threads and summed counters; `command.rs`: what
 //! a session sends its shard; `shard.rs`: a shard's thread and its streams by phase slot;
-//! `stream.rs`: one stream's send state and the building of its packets; `outbox.rs`: the
-//! handing of a subtick's packets to the kernel (io_uring, else `sendto`); `grid.rs`: the
+//! `stream.rs`: one stream's send state and the building of its packets; `grid.rs`: the
 //! subtick timing; `gate.rs`: the send gates a stream asks the session; `clock.rs`: a stream's sequence and timestamp, shared with a relay
 //! (`media/relay/`) that takes the sending over while two legs are bridged.
 
@@ -30,7 +28,6 @@ mod clock;
 mod command;
 mod gate;
 mod grid;
-mod outbox;
 mod pacer;
 mod shard;
 mod stream;

@@ -1,6 +1,6 @@
 //! The [`Pacer`]: a few shard threads, a round-robin choice among them, counters summed.
 
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::mpsc;
 use std::sync::Arc;
 use std::time::Duration;
@@ -19,8 +19,6 @@ pub(super) struct ShardStats {
     /// The least lateness of a subtick with streams since [`Pacer::take_standing_lateness`]
     /// last read it, in ns plus one (0: none yet).
     pub(super) standing_lateness: AtomicU64,
-    /// The shard sends through io_uring (else `sendto`).
-    pub(super) io_uring: AtomicBool,
 }
 
 impl ShardStats {
@@ -41,8 +39,6 @@ impl ShardStats {
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct PacerStats {
     pub shards: usize,
-    /// Shards sending through io_uring; the others use `sendto` (no ring from the kernel).
-    pub io_uring_shards: usize,
     /// Streams currently registered (playing or not).
     pub streams: usize,
     pub packets_sent: u64,
@@ -131,7 +127,6 @@ impl Pacer {
         let mut max_ns = 0;
         for (_, s) in &self.inner.shards {
             out.streams += s.streams.load(Ordering::Relaxed);
-            out.io_uring_shards += usize::from(s.io_uring.load(Ordering::Relaxed));
             out.packets_sent += s.packets_sent.load(Ordering::Relaxed);
             out.send_errors += s.send_errors.load(Ordering::Relaxed);
             out.late_packets += s.late_packets.load(Ordering::Relaxed);

@@ -7,9 +7,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use super::grid::Grid;
-use super::outbox::Outbox;
 use super::pacer::ShardStats;
-use super::stream::{Playing, Stream, Tick, TickTotals, HEADER_BYTES, PAYLOAD_BYTES};
+use super::stream::{Playing, Stream, TickTotals, HEADER_BYTES, PAYLOAD_BYTES};
 use super::{Command, PlayResult};
 
 /// When a shard is this far behind, it jumps to the present instead of bursting the backlog.
@@ -28,17 +27,14 @@ struct Shard {
     /// Stream id -> (slot, index in that slot's Vec).
     index: HashMap<u64, (usize, usize)>,
     stats: Arc<ShardStats>,
-    out: Outbox,
 }
 
 impl Shard {
-    fn new(slots: u32, stats: Arc<ShardStats>, out: Outbox) -> Shard {
-        stats.io_uring.store(out.uses_ring(), Ordering::Relaxed);
+    fn new(slots: u32, stats: Arc<ShardStats>) -> Shard {
         Shard {
             slots: (0..slots.max(1)).map(|_| Vec::new()).collect(),
             index: HashMap::new(),
             stats,
-            out,
         }
     }
 
@@ -58,9 +54,7 @@ impl Shard {
                 self.remove(id);
                 let slot = self.slot_for_new();
                 if let Some(list) = self.slots.get_mut(slot) {
-                    let mut stream = Stream::from_new(*n);
-                    stream.file = self.out.register(stream.socket());
-                    list.push(stream);
+                    list.push(Stream::from_new(*n));
                     self.index.insert(id, (slot, list.len() - 1));
                 }
             }
@@ -139,10 +133,7 @@ impl Shard {
             return;
         };
         if i < list.len() {
-            let gone = list.swap_remove(i);
-            // The ring lets go of the socket before the stream does.
-            self.out.unregister(gone.file);
-            drop(gone);
+            drop(list.swap_remove(i));
             if let Some(moved) = list.get(i) {
                 self.index.insert(moved.id, (slot, i));
             }
@@ -159,33 +150,9 @@ impl Shard {
                 self.stats
                     .subtick_late(Instant::now().saturating_duration_since(due));
             }
-            let mut t = Tick {
-                tick,
-                due,
-                buf,
-                totals: &mut totals,
-                out: &mut self.out,
-            };
-            for i in 0..list.len() {
-                if t.out.is_full() {
-                    t.out.flush(due, t.totals, &mut |j, late| {
-                        if let Some(s) = list.get(j) {
-                            s.note_late(late);
-                        }
-                    });
-                }
-                if let Some(s) = list.get_mut(i) {
-                    s.on_tick(&mut t, i);
-                }
+            for s in list.iter_mut() {
+                s.on_tick(tick, due, buf, &mut totals);
             }
-            t.out.flush(due, t.totals, &mut |j, late| {
-                if let Some(s) = list.get(j) {
-                    s.note_late(late);
-                }
-            });
-            self.stats
-                .io_uring
-                .store(self.out.uses_ring(), Ordering::Relaxed);
         }
         if totals.sent + totals.errors > 0 {
             let st = &self.stats;
@@ -209,7 +176,7 @@ fn guarded(f: impl FnOnce()) {
 /// meanwhile, send, repeat.
 pub(super) fn run_shard(rx: Receiver<Command>, stats: Arc<ShardStats>, slots: u32) {
     let grid = Grid::new(Instant::now(), slots);
-    let mut shard = Shard::new(slots, stats.clone(), Outbox::new());
+    let mut shard = Shard::new(slots, stats.clone());
     let mut buf = [0u8; HEADER_BYTES + PAYLOAD_BYTES];
     let mut k: u64 = 0;
     loop {
@@ -296,7 +263,7 @@ mod tests {
             .set_read_timeout(Some(Duration::from_secs(2)))
             .unwrap();
         let tx_sock = Arc::new(UdpSocket::bind("127.0.0.1:0").unwrap());
-        let mut shard = Shard::new(4, Arc::new(ShardStats::default()), Outbox::plain());
+        let mut shard = Shard::new(4, Arc::new(ShardStats::default()));
         shard.handle(Command::Add(stream(
             7,
             tx_sock,
@@ -343,7 +310,7 @@ mod tests {
         let sock = Arc::new(UdpSocket::bind("127.0.0.1:0").unwrap());
         let to = sock.local_addr().unwrap();
         let stats = Arc::new(ShardStats::default());
-        let mut shard = Shard::new(1, stats.clone(), Outbox::plain());
+        let mut shard = Shard::new(1, stats.clone());
         let mut buf = [0u8; 172];
         // An empty shard's subticks say nothing.
         let grid = Grid::new(Instant::now() - Duration::from_millis(100), 1);
@@ -362,7 +329,7 @@ mod tests {
     fn streams_pack_into_few_slots_and_empty_slots_are_passed_over() {
         let sock = Arc::new(UdpSocket::bind("127.0.0.1:0").unwrap());
         let to = sock.local_addr().unwrap();
-        let mut shard = Shard::new(20, Arc::new(ShardStats::default()), Outbox::plain());
+        let mut shard = Shard::new(20, Arc::new(ShardStats::default()));
         let grid = Grid::new(Instant::now(), 20);
         let n = SLOT_FILL as u64 + 1;
         for id in 1..=n {
@@ -392,77 +359,10 @@ mod tests {
     }
 
     #[test]
-    fn a_ringed_shard_sends_a_full_slot_and_lets_go_of_removed_sockets() {
-        // Two receivers: 150 datagrams each fit a default receive buffer.
-        let rx: Vec<UdpSocket> = (0..2)
-            .map(|_| {
-                let s = UdpSocket::bind("127.0.0.1:0").unwrap();
-                s.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
-                s
-            })
-            .collect();
-        let out = Outbox::new();
-        assert!(
-            out.uses_ring(),
-            "io_uring is unavailable in this kernel or container"
-        );
-        let stats = Arc::new(ShardStats::default());
-        let mut shard = Shard::new(1, stats.clone(), out);
-        // More than one submission's worth in one slot.
-        const N: u64 = 300;
-        let mut senders = Vec::new();
-        let mut stream_stats = Vec::new();
-        let mut done = Vec::new();
-        for id in 1..=N {
-            let sock = Arc::new(UdpSocket::bind("127.0.0.1:0").unwrap());
-            senders.push(sock.local_addr().unwrap());
-            let to = rx[(id % 2) as usize].local_addr().unwrap();
-            let mut s = stream(id, sock, to);
-            stream_stats.push(s.stats.clone());
-            s.ssrc = id as u32;
-            shard.handle(Command::Add(s));
-            let (tx, rx) = oneshot::channel();
-            done.push(rx);
-            shard.handle(Command::Play {
-                id,
-                payload: Arc::from(&[1u8; 160][..]),
-                done: tx,
-            });
-        }
-        let grid = Grid::new(Instant::now(), 1);
-        let mut buf = [0u8; 172];
-        shard.run_subtick(&grid, 0, &mut buf);
-        assert_eq!(stats.packets_sent.load(Ordering::Relaxed), N);
-        assert!(stats.io_uring.load(Ordering::Relaxed));
-        for st in &stream_stats {
-            assert_eq!(st.packets_sent.load(Ordering::Relaxed), 1);
-            assert!(st.max_lateness_ns.load(Ordering::Relaxed) > 0);
-        }
-        let mut got = [0u8; 400];
-        let mut from = Vec::new();
-        for id in 1..=N {
-            let (n, a) = rx[(id % 2) as usize].recv_from(&mut got).unwrap();
-            let p = rtp_rs::RtpReader::new(&got[..n]).unwrap();
-            assert_eq!(senders[p.ssrc() as usize - 1], a);
-            from.push(a);
-        }
-        from.sort_unstable();
-        from.dedup();
-        assert_eq!(from.len() as u64, N);
-        // Removed, its socket is closed for real: the ring held no reference to it.
-        for id in 1..=N {
-            shard.handle(Command::Remove(id));
-        }
-        for a in senders {
-            UdpSocket::bind(a).unwrap_or_else(|e| panic!("{a} still bound: {e}"));
-        }
-    }
-
-    #[test]
     fn shard_remove_keeps_index_consistent() {
         let sock = Arc::new(UdpSocket::bind("127.0.0.1:0").unwrap());
         let to = sock.local_addr().unwrap();
-        let mut shard = Shard::new(1, Arc::new(ShardStats::default()), Outbox::plain());
+        let mut shard = Shard::new(1, Arc::new(ShardStats::default()));
         for id in 1..=3 {
             shard.handle(Command::Add(stream(id, sock.clone(), to)));
         }
@@ -490,7 +390,7 @@ mod tests {
             .set_read_timeout(Some(Duration::from_secs(2)))
             .unwrap();
         let tx_sock = Arc::new(UdpSocket::bind("127.0.0.1:0").unwrap());
-        let mut shard = Shard::new(1, Arc::new(ShardStats::default()), Outbox::plain());
+        let mut shard = Shard::new(1, Arc::new(ShardStats::default()));
         shard.handle(Command::Add(stream(
             3,
             tx_sock,

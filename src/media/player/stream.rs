@@ -11,8 +11,7 @@ use tokio::sync::oneshot;
 
 use super::clock::{ClockState, SendClock, PACER};
 use super::gate::{SendGate, TargetCache};
-use super::outbox::{Outbox, Route};
-use super::{NewStream, PlayResult, StreamStats, SAMPLES_PER_PACKET};
+use super::{NewStream, PlayResult, StreamStats, LATE_THRESHOLD, SAMPLES_PER_PACKET};
 
 pub(super) const PAYLOAD_BYTES: usize = SAMPLES_PER_PACKET as usize;
 pub(super) const HEADER_BYTES: usize = 12;
@@ -57,8 +56,6 @@ pub(super) struct Stream {
     last_sent_tick: Option<u64>,
     pub(super) playing: Option<Playing>,
     stats: Arc<StreamStats>,
-    /// The socket's slot in the shard's io_uring file table, if it got one.
-    pub(super) file: Option<u32>,
 }
 
 /// What one subtick did, summed into the shard counters once per subtick.
@@ -68,16 +65,6 @@ pub(super) struct TickTotals {
     pub(super) errors: u64,
     pub(super) late: u64,
     pub(super) max_late_ns: u64,
-}
-
-/// One subtick as its streams see it: the packet tick and due time, the packet buffer, the
-/// counters, the way out.
-pub(super) struct Tick<'a> {
-    pub(super) tick: u64,
-    pub(super) due: Instant,
-    pub(super) buf: &'a mut [u8; HEADER_BYTES + PAYLOAD_BYTES],
-    pub(super) totals: &'a mut TickTotals,
-    pub(super) out: &'a mut Outbox,
 }
 
 impl Stream {
@@ -97,24 +84,17 @@ impl Stream {
             last_sent_tick: None,
             playing: None,
             stats: n.stats,
-            file: None,
         }
     }
 
-    pub(super) fn socket(&self) -> &UdpSocket {
-        &self.socket
-    }
-
-    /// A packet of this stream reached the kernel `late_ns` after its due time.
-    pub(super) fn note_late(&self, late_ns: u64) {
-        self.stats
-            .max_lateness_ns
-            .fetch_max(late_ns, Ordering::Relaxed);
-    }
-
-    /// The hot path: at most one packet, built in the tick's buffer, sent without blocking
-    /// (or queued in the tick's outbox); `index` is this stream's place in its slot.
-    pub(super) fn on_tick(&mut self, t: &mut Tick<'_>, index: usize) {
+    /// The hot path: at most one packet, built in `buf`, sent without blocking.
+    pub(super) fn on_tick(
+        &mut self,
+        tick: u64,
+        due: Instant,
+        buf: &mut [u8; HEADER_BYTES + PAYLOAD_BYTES],
+        totals: &mut TickTotals,
+    ) {
         let Some(play) = self.playing.as_mut() else {
             return;
         };
@@ -128,8 +108,8 @@ impl Stream {
         let end = start.saturating_add(PAYLOAD_BYTES).min(len);
         play.offset = end;
         // Held, unproven or no address: the play keeps its time, the packet is not sent.
-        if let Ok(remote) = self.gate.check(t.due, &mut self.target) {
-            self.send(t, index, start..end, remote);
+        if let Ok(remote) = self.gate.check(due, &mut self.target) {
+            self.send(tick, due, start..end, remote, buf, totals);
         }
         if end >= len {
             if let Some(mut p) = self.playing.take() {
@@ -142,12 +122,13 @@ impl Stream {
     /// its time).
     fn send(
         &mut self,
-        t: &mut Tick<'_>,
-        index: usize,
+        tick: u64,
+        due: Instant,
         chunk: std::ops::Range<usize>,
         remote: SocketAddr,
+        buf: &mut [u8; HEADER_BYTES + PAYLOAD_BYTES],
+        totals: &mut TickTotals,
     ) {
-        let (tick, due) = (t.tick, t.due);
         let word = self.clock.load();
         let state = ClockState::unpack(word);
         if state.owner != PACER {
@@ -189,22 +170,28 @@ impl Stream {
             .as_ref()
             .and_then(|p| p.payload.get(chunk))
             .unwrap_or(&[]);
-        let (head, body) = t.buf.split_at_mut(HEADER_BYTES);
+        let (head, body) = buf.split_at_mut(HEADER_BYTES);
         if header.build_into(head).is_ok() {
             let (audio, pad) = body.split_at_mut(chunk.len().min(PAYLOAD_BYTES));
             audio.copy_from_slice(chunk.get(..audio.len()).unwrap_or(&[]));
             // A short last packet is padded with the codec's silence.
             pad.fill(self.silence);
+            match self.socket.send_to(&buf[..], remote) {
+                Ok(_) => totals.sent += 1,
+                Err(_) => totals.errors += 1,
+            }
             // A refused packet still used its number: to the receiver it is a lost packet.
             self.last_sent_tick = Some(tick);
-            self.stats.packets_sent.fetch_add(1, Ordering::Relaxed);
-            let route = Route {
-                socket: &self.socket,
-                file: self.file,
-            };
-            if let Some(late) = t.out.send(route, remote, t.buf, due, index, t.totals) {
-                self.note_late(late);
+            let late = u64::try_from(Instant::now().saturating_duration_since(due).as_nanos())
+                .unwrap_or(u64::MAX);
+            if late > LATE_THRESHOLD.as_nanos() as u64 {
+                totals.late += 1;
             }
+            totals.max_late_ns = totals.max_late_ns.max(late);
+            self.stats.packets_sent.fetch_add(1, Ordering::Relaxed);
+            self.stats
+                .max_lateness_ns
+                .fetch_max(late, Ordering::Relaxed);
         }
     }
 }
