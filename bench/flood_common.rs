@@ -46,6 +46,9 @@ pub struct ConfigParts<'a> {
     pub media_dir: Option<&'a Path>,
     /// Whole sections (e.g. `[pivot]`) before the account.
     pub sections: &'a str,
+    /// RTP's address; None: 127.0.0.1 (another loopback address gives a bench a port range
+    /// of its own beside other runs on 127.0.0.1).
+    pub media_ip: Option<&'a str>,
 }
 
 /// Writes `pivotd.toml` into `dir` (see [`write_config`]) from `parts`.
@@ -60,6 +63,7 @@ pub fn write_config_parts(dir: &Path, parts: &ConfigParts) -> PathBuf {
         sections,
         ..
     } = parts;
+    let media_ip = parts.media_ip.unwrap_or("127.0.0.1");
     let text = format!(
         r#"
 [sip]
@@ -72,7 +76,7 @@ listen = "127.0.0.1:0"
 sqlite = ":memory:"
 [media]
 dir = "{media}"
-ip = "127.0.0.1"
+ip = "{media_ip}"
 port_min = {port_min}
 port_max = {port_max}
 {media_extra}

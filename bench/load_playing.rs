@@ -30,7 +30,8 @@
 //!
 //! cargo bench --bench load_playing -- [--steps 1000,2500,5000] [--hold-seconds 10]
 //!     [--sample 200] [--rate 500] [--sip-sockets 4] [--sinks 4] [--json FILE]
-//!     [--media-ports 40000-59999] [--rss-until SECONDS] [--asterisk PEERS]
+//!     [--media-ports 40000-59999] [--media-ip 127.0.0.1] [--rss-until SECONDS]
+//!     [--asterisk PEERS]
 
 #[allow(dead_code)]
 #[path = "load/asterisk.rs"]
@@ -57,11 +58,12 @@ use pivotd::sip::transport::set_receive_buffer;
 const USAGE: &str = "load_playing: scenario B of the load benchmark (long playing calls, RTP \
 lateness); run it with\n  cargo bench --bench load_playing -- [--steps 1000,2500,5000] \
 [--hold-seconds 10] [--sample 200] [--rate 500] [--sip-sockets 4] [--sinks 4] [--json FILE] \
-[--media-ports 40000-59999] [--rss-until SECONDS] [--asterisk PEERS]";
+[--media-ports 40000-59999] [--media-ip 127.0.0.1] [--rss-until SECONDS] [--asterisk PEERS]";
 
-/// 20,000 ports: 10,000 even/odd pairs, so 5,000 calls fit with room for pairs that other
-/// programs hold (pivotd skips those). Away from the tests' 20000-29999; it overlaps the
-/// ranges of the other benches, so run them one at a time.
+/// The default: 20,000 ports, 10,000 even/odd pairs, so 5,000 calls fit with room for pairs
+/// that other programs hold (pivotd skips those). Away from the tests' 20000-29999; it
+/// overlaps the ranges of the other benches, so run them one at a time (or give each its own
+/// `--media-ports`, or its own loopback address with `--media-ip`).
 const MEDIA_PORTS: (u16, u16) = (40000, 59999);
 /// Limits out of the way: what is measured is playing, not admission.
 const SIP: &str = r#"max_calls = 100000
@@ -117,6 +119,8 @@ struct Options {
     /// RSS read again every 5 s after the hang-up's first reading, up to this many seconds
     /// after the last call ended (the ended calls' transactions live up to 32 s longer).
     rss_until: Option<Duration>,
+    /// pivotd's RTP address (another loopback address: a port range of its own).
+    media_ip: String,
 }
 
 fn options() -> Options {
@@ -134,6 +138,7 @@ fn options() -> Options {
         asterisk: None,
         media_ports: MEDIA_PORTS,
         rss_until: None,
+        media_ip: "127.0.0.1".to_string(),
     };
     let mut args = std::env::args().skip(1).filter(|a| a != "--bench");
     let bad = |what: &str| -> ! { panic!("{what}\n{USAGE}") };
@@ -163,6 +168,12 @@ fn options() -> Options {
                     .and_then(|(a, b)| Some((a.parse().ok()?, b.parse().ok()?)))
                     .filter(|(a, b)| a < b)
                     .unwrap_or_else(|| bad(&format!("--media-ports {value}: MIN-MAX")))
+            }
+            "--media-ip" => {
+                let ip: std::net::IpAddr = value
+                    .parse()
+                    .unwrap_or_else(|_| bad(&format!("--media-ip {value}: an IP address")));
+                o.media_ip = ip.to_string();
             }
             _ => bad(&format!("unknown option {flag}")),
         }
@@ -230,7 +241,17 @@ impl Server {
 fn start_server(o: &Options, dir: &std::path::Path) -> (Server, SocketAddr) {
     match &o.asterisk {
         None => {
-            let config = flood_common::write_config(dir, SIP, o.media_ports, MEDIA, CALLFLOWS);
+            let config = flood_common::write_config_parts(
+                dir,
+                &flood_common::ConfigParts {
+                    sip_extra: SIP,
+                    media_ports: o.media_ports,
+                    media_extra: MEDIA,
+                    callflows: CALLFLOWS,
+                    media_ip: Some(&o.media_ip),
+                    ..Default::default()
+                },
+            );
             let (child, sip, api) = start(&config);
             (Server::Pivotd { child, api }, sip)
         }

@@ -114,6 +114,7 @@ flow = {{ module = "pivot", data = {{ voice_url = "http://{web}/ivr" }} }}"#
                 media_dir: Some(dir),
                 // The web server is on loopback.
                 sections: "[pivot]\nblacklist_cidrs = []",
+                media_ip: None,
             },
         );
         let (child, sip, api) = flood_common::start(&path);

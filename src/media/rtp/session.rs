@@ -81,11 +81,11 @@ impl RtpSession {
         let RtpPorts { rtp, rtcp, lease } = ports;
         // The pacer thread sends on the same descriptor (plain non-blocking sendto); the
         // runtime watches it for reads only (`readable.rs`).
-        let send_socket = Arc::new(rtp);
+        let send_socket = rtp;
         let _enter = runtime.enter();
         let sockets = RecvSockets {
             rtp: ReadableSocket::new(send_socket.clone())?,
-            rtcp: ReadableSocket::new(Arc::new(rtcp))?,
+            rtcp: ReadableSocket::new(rtcp)?,
             _lease: lease.clone(),
         };
         let id = NEXT_ID.fetch_add(1, Ordering::Relaxed);

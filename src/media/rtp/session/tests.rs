@@ -327,3 +327,22 @@ async fn unproven_early_audio_stops_when_its_window_closes() {
     let n = got.await.unwrap().len();
     assert!((5..=14).contains(&n), "{n} packets in a 200 ms window");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_kept_pair_starts_session_after_session() {
+    let (min, max) = free_range(2);
+    let pool = PortPool::new(LOCAL, min, max).unwrap();
+    let pacer = Pacer::start(1);
+    let (_rx, to) = receiver().await;
+    for round in 0..50 {
+        let ports = pool
+            .allocate()
+            .unwrap_or_else(|e| panic!("round {round}: {e}"));
+        let s = RtpSession::start(ports, &pacer, Some(to), 0)
+            .unwrap_or_else(|e| panic!("round {round}: {e}"));
+        drop(s);
+        assert!(wait_for(|| pool.available() == 2).await, "round {round}");
+    }
+    // One pair served every call, kept bound between them.
+    assert_eq!(pool.kept_bound(), 1);
+}
