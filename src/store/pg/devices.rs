@@ -29,17 +29,7 @@ impl Pg {
         &self,
         account_id: Option<&str>,
     ) -> Result<Vec<StoredDevice>, StoreError> {
-        self.run(async |c| {
-            let sql = format!(
-                "SELECT {COLUMNS} FROM devices WHERE $1::TEXT IS NULL OR account_id = $1
-                 ORDER BY created, seq"
-            );
-            c.query(&sql, &[&account_id])
-                .await?
-                .iter()
-                .map(read)
-                .collect()
-        })
+        self.rows_of_account(&format!("SELECT {COLUMNS} FROM devices"), account_id, read)
     }
 
     pub(in crate::store) fn device(
@@ -47,14 +37,8 @@ impl Pg {
         account_id: &str,
         id: &str,
     ) -> Result<Option<StoredDevice>, StoreError> {
-        self.run(async |c| {
-            let sql = format!("SELECT {COLUMNS} FROM devices WHERE account_id = $1 AND id = $2");
-            c.query_opt(&sql, &[&account_id, &id])
-                .await?
-                .as_ref()
-                .map(read)
-                .transpose()
-        })
+        let select = format!("SELECT {COLUMNS} FROM devices");
+        self.row_of_account(&select, account_id, id, read)
     }
 
     pub(in crate::store) fn put_device(

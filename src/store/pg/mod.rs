@@ -48,6 +48,19 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 /// A pooled connection.
 pub(super) type Client = deadpool_postgres::Client;
 
+/// A document table's row in its column order (account_id, id, doc, rev, created, modified):
+/// callflows and users, as `store/users.rs`'s `Row`.
+pub(super) fn doc_row(r: &tokio_postgres::Row) -> Result<super::users::Row, StoreError> {
+    Ok((
+        r.try_get(0)?,
+        r.try_get(1)?,
+        r.try_get(2)?,
+        r.try_get(3)?,
+        r.try_get(4)?,
+        r.try_get(5)?,
+    ))
+}
+
 pub(super) struct Pg {
     pool: Pool,
     /// This store's name in the changes it announces, to know its own when it hears them.
@@ -120,6 +133,43 @@ impl Pg {
     }
 
     /// Runs `f` on a pooled connection and waits for it (see the module's note).
+    /// The rows `select` (a `SELECT … FROM table` with `account_id`, `created` and `seq`)
+    /// gives for one account, or every account with `None`, oldest first.
+    pub(super) fn rows_of_account<T>(
+        &self,
+        select: &str,
+        account_id: Option<&str>,
+        read: fn(&tokio_postgres::Row) -> Result<T, StoreError>,
+    ) -> Result<Vec<T>, StoreError> {
+        self.run(async |c| {
+            let sql =
+                format!("{select} WHERE $1::TEXT IS NULL OR account_id = $1 ORDER BY created, seq");
+            c.query(&sql, &[&account_id])
+                .await?
+                .iter()
+                .map(read)
+                .collect()
+        })
+    }
+
+    /// The row `select` gives for an account's `id`, if any.
+    pub(super) fn row_of_account<T>(
+        &self,
+        select: &str,
+        account_id: &str,
+        id: &str,
+        read: fn(&tokio_postgres::Row) -> Result<T, StoreError>,
+    ) -> Result<Option<T>, StoreError> {
+        self.run(async |c| {
+            let sql = format!("{select} WHERE account_id = $1 AND id = $2");
+            c.query_opt(&sql, &[&account_id, &id])
+                .await?
+                .as_ref()
+                .map(read)
+                .transpose()
+        })
+    }
+
     pub(super) fn run<T>(
         &self,
         f: impl AsyncFnOnce(&mut Client) -> Result<T, StoreError>,

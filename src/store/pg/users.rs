@@ -11,14 +11,7 @@ use crate::store::{gregorian_now, StoreError, StoredUser};
 const SELECT: &str = "SELECT account_id, id, doc, rev, created, modified FROM users";
 
 fn read(r: &Row) -> Result<StoredUser, StoreError> {
-    decode((
-        r.try_get(0)?,
-        r.try_get(1)?,
-        r.try_get(2)?,
-        r.try_get(3)?,
-        r.try_get(4)?,
-        r.try_get(5)?,
-    ))
+    decode(super::doc_row(r)?)
 }
 
 impl Pg {
@@ -26,15 +19,7 @@ impl Pg {
         &self,
         account_id: Option<&str>,
     ) -> Result<Vec<StoredUser>, StoreError> {
-        self.run(async |c| {
-            let sql =
-                format!("{SELECT} WHERE $1::TEXT IS NULL OR account_id = $1 ORDER BY created, seq");
-            c.query(&sql, &[&account_id])
-                .await?
-                .iter()
-                .map(read)
-                .collect()
-        })
+        self.rows_of_account(SELECT, account_id, read)
     }
 
     pub(in crate::store) fn user(
@@ -42,14 +27,7 @@ impl Pg {
         account_id: &str,
         id: &str,
     ) -> Result<Option<StoredUser>, StoreError> {
-        self.run(async |c| {
-            let sql = format!("{SELECT} WHERE account_id = $1 AND id = $2");
-            c.query_opt(&sql, &[&account_id, &id])
-                .await?
-                .as_ref()
-                .map(read)
-                .transpose()
-        })
+        self.row_of_account(SELECT, account_id, id, read)
     }
 
     pub(in crate::store) fn put_user(
