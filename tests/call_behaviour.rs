@@ -1230,6 +1230,11 @@ async fn shutdown_refuses_new_calls_then_byes_the_live_one() {
     assert_eq!(status(&r), 503, "{r}");
     assert!(header(&r, "Retry-After").is_some());
     late.ack(None).await;
+    // A proxy's OPTIONS probe hears the same: take this node out of the set.
+    let mut probe = Ua::udp_to(server.udp, "1000").await;
+    let r = probe.transact("OPTIONS", &[], None).await;
+    assert_eq!(status(&r), 503, "{r}");
+    assert_eq!(header(&r, "Retry-After").as_deref(), Some("30"), "{r}");
     assert_eq!(handle.active_calls(), 1, "the live call is still up");
     let bye = ua
         .sip

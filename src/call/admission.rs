@@ -396,7 +396,7 @@ impl Admission {
                     Err(refusal) => Err(refusal),
                 }
             }
-            _ => answer_other(&req),
+            _ => answer_other(&req, *self.draining.borrow()),
         };
         match answer {
             Ok(Answer::Capabilities) => reply(&req, &tx, 200, None, &CAPABILITY_HEADERS),
@@ -570,8 +570,10 @@ impl Admission {
     }
 }
 
-/// The answer to a request outside any dialog other than an INVITE.
-fn answer_other(req: &rsip::Request) -> Result<Answer, Refusal> {
+/// The answer to a request outside any dialog other than an INVITE; `draining`: pivotd is
+/// shutting down (an OPTIONS probe then gets the INVITE's 503, so a proxy in front, such as
+/// Kamailio's dispatcher, stops sending calls here).
+fn answer_other(req: &rsip::Request, draining: bool) -> Result<Answer, Refusal> {
     if req.method == rsip::Method::Ack {
         return Ok(Answer::Nothing);
     }
@@ -579,6 +581,7 @@ fn answer_other(req: &rsip::Request) -> Result<Answer, Refusal> {
         return Err(Refusal::UnsupportedScheme);
     }
     match req.method {
+        rsip::Method::Options if draining => Err(Refusal::ShuttingDown),
         rsip::Method::Options => check_require(req).map(|()| Answer::Capabilities),
         // Requests that only exist inside a dialog, arriving without one.
         rsip::Method::Bye | rsip::Method::Info | rsip::Method::PRack | rsip::Method::Update => {
