@@ -544,7 +544,7 @@ impl Admission {
 
     /// REGISTER: the registrar answers; a refusal of credentials counts against the source.
     fn register(&self, req: &rsip::Request, tx: &ServerTx, caller: SocketAddr) {
-        let a = self.registrar.register(req, tx.peer());
+        let a = self.registrar.register(req, tx.peer(), caller);
         if a.code == 403 {
             self.sources.failure(caller.ip());
         }
