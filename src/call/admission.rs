@@ -17,7 +17,7 @@
 //! `sip/endpoint/`.
 
 use std::borrow::Cow;
-use std::net::IpAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -370,19 +370,21 @@ impl Admission {
     }
 
     fn on_request(&mut self, req: rsip::Request, tx: ServerTx, call_id: String) {
+        // Who sent it: behind a trusted proxy, the hop before the proxy.
+        let caller = self.sources.caller(&req, tx.peer().remote);
         let answer = match req.method {
-            rsip::Method::Invite => match self.admit_invite(&req, tx.peer(), &call_id) {
+            rsip::Method::Invite => match self.admit_invite(&req, tx.peer(), caller, &call_id) {
                 Ok(setup) => return self.start_call(NewRequest { req, tx, call_id }, setup),
                 Err(refusal) => Err(refusal),
             },
             rsip::Method::Register if message::scheme_supported(&req.uri) => {
                 match check_require(&req) {
-                    Ok(()) => return self.register(&req, &tx),
+                    Ok(()) => return self.register(&req, &tx, caller),
                     Err(refusal) => Err(refusal),
                 }
             }
             rsip::Method::Subscribe if message::scheme_supported(&req.uri) => {
-                match check_require(&req).and_then(|()| self.admit_subscribe(&req, tx.peer())) {
+                match check_require(&req).and_then(|()| self.admit_subscribe(&req, caller)) {
                     Ok((asked, watched, watcher)) => {
                         return self.presence.submit(NewSubscription {
                             req,
@@ -401,16 +403,18 @@ impl Admission {
         match answer {
             Ok(Answer::Capabilities) => reply(&req, &tx, 200, None, &CAPABILITY_HEADERS),
             Ok(Answer::Nothing) => {}
-            Err(refusal) => self.refuse(&req, &tx, refusal),
+            Err(refusal) => self.refuse(&req, &tx, caller, refusal),
         }
     }
 
     /// Whether an INVITE becomes a call, and with what: its route, its media, its dialog.
     /// A refused INVITE gives back what it took (the source's call slot, RTP ports).
+    /// `caller`: who sent it ([`SourceGuard::caller`]); `peer`: where it came from.
     fn admit_invite(
         &mut self,
         req: &rsip::Request,
         peer: &Peer,
+        caller_addr: SocketAddr,
         call_id: &str,
     ) -> Result<CallSetup, Refusal> {
         if !message::scheme_supported(&req.uri) {
@@ -422,11 +426,11 @@ impl Admission {
         check_require(req)?;
         let offer = check_content(req)?;
         // Before any limit: a challenge must not use up the caller's call slots.
-        let caller = caller::identify(&self.cfg, self.registrar.authenticator(), req, peer.remote)?;
+        let caller = caller::identify(&self.cfg, self.registrar.authenticator(), req, caller_addr)?;
         // The source's own limits first: a flooding source must not use up the global ones.
         let slot = self
             .sources
-            .admit_call(peer.remote.ip())
+            .admit_call(caller_addr.ip())
             .map_err(|why| Refusal::Overload(Overload::of_source(why)))?;
         let max_calls = self.cfg.sip.max_calls;
         if max_calls > 0 && self.ctx.active.load(Ordering::Relaxed) >= max_calls as usize {
@@ -514,7 +518,7 @@ impl Admission {
     fn admit_subscribe(
         &self,
         req: &rsip::Request,
-        peer: &Peer,
+        caller: SocketAddr,
     ) -> Result<
         (
             subscription::SubscribeRequest,
@@ -525,7 +529,7 @@ impl Admission {
     > {
         let asked =
             subscription::read(req, self.presence.rules()).map_err(Refusal::Subscription)?;
-        let device = caller::device(&self.cfg, self.registrar.authenticator(), req, peer.remote)?;
+        let device = caller::device(&self.cfg, self.registrar.authenticator(), req, caller)?;
         let watched = subscription::watched(req, &self.cfg, &device.account_id)
             .map_err(Refusal::Subscription)?;
         Ok((
@@ -539,10 +543,10 @@ impl Admission {
     }
 
     /// REGISTER: the registrar answers; a refusal of credentials counts against the source.
-    fn register(&self, req: &rsip::Request, tx: &ServerTx) {
-        let a = self.registrar.register(req, tx.peer());
+    fn register(&self, req: &rsip::Request, tx: &ServerTx, caller: SocketAddr) {
+        let a = self.registrar.register(req, tx.peer(), caller);
         if a.code == 403 {
-            self.sources.failure(tx.peer().remote.ip());
+            self.sources.failure(caller.ip());
         }
         let extra: Vec<(&str, &str)> = a.headers.iter().map(|(n, v)| (*n, v.as_str())).collect();
         reply(req, tx, a.code, a.reason.as_deref(), &extra);
@@ -556,12 +560,12 @@ impl Admission {
     }
 
     /// Answers a refused request, counting what the refusal implies.
-    fn refuse(&self, req: &rsip::Request, tx: &ServerTx, refusal: Refusal) {
+    fn refuse(&self, req: &rsip::Request, tx: &ServerTx, caller: SocketAddr, refusal: Refusal) {
         if let Refusal::Overload(why) = refusal {
             self.overload.count(why);
         }
         if refusal.is_source_failure() {
-            self.sources.failure(tx.peer().remote.ip());
+            self.sources.failure(caller.ip());
         }
         let reason = refusal.reason();
         let headers = refusal.headers();

@@ -104,7 +104,8 @@ pub struct SipConfig {
     /// Admission that follows the measured load (`overload_*` keys).
     pub overload: OverloadConfig,
     /// Per-source limits: `trusted_sources` (CIDRs held to the global limits only, default
-    /// none), `source_requests_per_second` (200), `source_calls_per_second` (20),
+    /// none), `trusted_proxies` (CIDRs of proxies in front, default none),
+    /// `source_requests_per_second` (200), `source_calls_per_second` (20),
     /// `source_max_calls` (100), `source_tcp_connections` (20), `source_failures_per_minute`
     /// (20), `source_block_s` (300), `scanner_user_agents` (a list replacing the default
     /// list; `[]` = none). A limit of 0 is off.
@@ -238,6 +239,9 @@ impl Default for Timers {
 pub struct SourceLimits {
     /// Sources held only to the global limits.
     pub trusted: Vec<IpNet>,
+    /// `trusted_proxies`: proxies in front (Kamailio) whose requests are not limited as a
+    /// whole; the caller's address is read from the Via of the hop before them.
+    pub proxies: Vec<IpNet>,
     /// SIP messages per second from one address (token bucket, two seconds of burst).
     pub requests_per_second: u32,
     /// New calls per second from one address (one second of burst).
@@ -278,6 +282,7 @@ impl Default for SourceLimits {
     fn default() -> Self {
         SourceLimits {
             trusted: Vec::new(),
+            proxies: Vec::new(),
             requests_per_second: 200,
             calls_per_second: 20,
             max_calls: 100,

@@ -109,6 +109,7 @@ fn read_sip(r: &mut Reader, t: &Table) -> SipConfig {
             "overload_pacer_lateness_ms",
             "overload_retry_after_s",
             "trusted_sources",
+            "trusted_proxies",
             "source_requests_per_second",
             "source_calls_per_second",
             "source_max_calls",
@@ -292,6 +293,9 @@ fn read_source_limits(r: &mut Reader, t: &Table, p: &str) -> SourceLimits {
     SourceLimits {
         trusted: r
             .parsed_list(t, p, "trusted_sources", parse_cidr)
+            .unwrap_or_default(),
+        proxies: r
+            .parsed_list(t, p, "trusted_proxies", parse_cidr)
             .unwrap_or_default(),
         requests_per_second,
         calls_per_second,

@@ -246,6 +246,10 @@ fn each_bad_value_reports_its_key() {
             "[sip]\ntrusted_sources = [\"nope\"]",
             "sip.trusted_sources[0]",
         ),
+        (
+            "[sip]\ntrusted_proxies = [\"10.0.0.0/40\"]",
+            "sip.trusted_proxies[0]",
+        ),
         ("[sip]\nsource_max_calls = -1", "sip.source_max_calls"),
         (
             "[sip]\nsource_requests_per_second = \"many\"",
@@ -576,6 +580,7 @@ fn both_cidr_keys_accept_and_refuse_the_same_inputs() {
 fn per_source_keys_are_read() {
     let (cfg, problems) = parse(
         "[sip]\ntrusted_sources = [\"203.0.113.10\", \"10.0.0.0/8\"]\nsource_max_calls = 7\n\
+         trusted_proxies = [\"192.0.2.5\"]\n\
          source_block_s = 0\nscanner_user_agents = [\"EvilScan\"]\n[media]\nearly_media_unproven_s = 0",
         Path::new("/x"),
     );
@@ -583,6 +588,8 @@ fn per_source_keys_are_read() {
     let s = &cfg.sip.sources;
     let nets: Vec<String> = s.trusted.iter().map(|n| n.to_string()).collect();
     assert_eq!(nets, ["203.0.113.10/32", "10.0.0.0/8"]);
+    let proxies: Vec<String> = s.proxies.iter().map(|n| n.to_string()).collect();
+    assert_eq!(proxies, ["192.0.2.5/32"]);
     assert_eq!(s.max_calls, 7);
     assert_eq!(s.block, Duration::ZERO);
     assert_eq!(s.scanner_user_agents, ["evilscan"]);

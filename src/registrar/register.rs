@@ -2,6 +2,7 @@
 //! REGISTER?" is decided here and nowhere else.
 
 use std::borrow::Cow;
+use std::net::SocketAddr;
 
 use super::auth::{Scheme, Verdict};
 use super::bindings::{BindingError, DeviceKey, Update};
@@ -34,8 +35,10 @@ impl Answer {
 }
 
 impl Registrar {
-    /// Authenticates a REGISTER and applies it to the device's bindings.
-    pub fn register(&self, req: &rsip::Request, peer: &Peer) -> Answer {
+    /// Authenticates a REGISTER and applies it to the device's bindings. `caller`: who sent
+    /// it (behind a trusted proxy, the hop before it), named in the authentication log; the
+    /// binding is reached through `peer`, where it came from.
+    pub fn register(&self, req: &rsip::Request, peer: &Peer, caller: SocketAddr) -> Answer {
         let Some((to_user, to_host)) = message::header_aor(req, "To") else {
             // RFC 4475 §3.3.4: an address-of-record in a scheme other than sip/sips is 416.
             let foreign = message::header_str(req, "To")
@@ -52,10 +55,7 @@ impl Registrar {
         let Some(account) = self.cfg.account_for_realm(&to_host) else {
             return Answer::new(404).reason("Domain Not Served");
         };
-        let device = match self
-            .auth
-            .check(req, Scheme::Www, &account.realm, peer.remote)
-        {
+        let device = match self.auth.check(req, Scheme::Www, &account.realm, caller) {
             Verdict::Authenticated(d) => d,
             Verdict::Challenge { stale } => {
                 let mut a = Answer::new(401);
@@ -71,8 +71,8 @@ impl Registrar {
             tracing::warn!(
                 target: "pivotd::auth",
                 "authentication failed source={} port={} method=REGISTER realm=\"{}\" user=\"{}\" reason=\"registers another AOR ({})\"",
-                peer.remote.ip(),
-                peer.remote.port(),
+                caller.ip(),
+                caller.port(),
                 wire(&account.realm),
                 wire(&device.username),
                 wire(&to_user)

@@ -15,11 +15,12 @@
 use std::collections::hash_map::RandomState;
 use std::collections::HashMap;
 use std::hash::BuildHasher;
-use std::net::IpAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
+use super::transport;
 use crate::config::SourceLimits;
 
 /// Why a source's message or call was refused: one counter each.
@@ -229,6 +230,23 @@ impl SourceGuard {
         self.limits.trusted.iter().any(|n| n.contains(&ip))
     }
 
+    /// Whether an address (canonical form) is one of `trusted_proxies`.
+    fn proxy(&self, ip: IpAddr) -> bool {
+        self.limits.proxies.iter().any(|n| n.contains(&ip))
+    }
+
+    /// Who sent a request that arrived from `remote`, for every per-source decision (limits,
+    /// blocking, carrier, credentials, logs): from a trusted proxy, the hop before it (its
+    /// Via as the proxy stamped it), or the proxy itself when it originated the request (one
+    /// Via); from anyone else, `remote` — a second Via is never believed from them. Responses
+    /// still go to `remote` (the top Via).
+    pub fn caller(&self, req: &rsip::Request, remote: SocketAddr) -> SocketAddr {
+        if !self.proxy(remote.ip().to_canonical()) {
+            return remote;
+        }
+        transport::previous_hop(req).unwrap_or(remote)
+    }
+
     fn shard(&self, ip: &IpAddr) -> MutexGuard<'_, Shard> {
         let i = (self.shard_of.hash_one(ip) as usize) % SHARDS;
         self.shards[i].lock().unwrap_or_else(|p| p.into_inner())
@@ -267,7 +285,8 @@ impl SourceGuard {
     /// One framed message (request or response) from `ip`, before parsing: whether to go on.
     pub fn admit_message(&self, ip: IpAddr) -> Result<(), SourceRefusal> {
         let ip = ip.to_canonical();
-        if self.trusted(ip) {
+        // A proxy's messages carry many callers: they are limited per caller after parsing.
+        if self.trusted(ip) || self.proxy(ip) {
             return Ok(());
         }
         let now = Instant::now();
@@ -336,7 +355,8 @@ impl SourceGuard {
         take: impl FnOnce(&mut Entry, Instant) -> Result<(), SourceRefusal>,
     ) -> Result<Slot, SourceRefusal> {
         let ip = ip.to_canonical();
-        if self.trusted(ip) {
+        // A proxy's TCP connection carries many callers; its calls are the callers' own.
+        if self.trusted(ip) || (kind == SlotKind::Connection && self.proxy(ip)) {
             return Ok(Slot {
                 guard: None,
                 ip,
@@ -412,7 +432,8 @@ impl SourceGuard {
 
     /// Blocks `ip` (canonical form) for the configured time.
     fn block(&self, ip: IpAddr) {
-        if self.trusted(ip) || self.limits.block.is_zero() {
+        // A proxy is never blocked: that would cut off every caller behind it.
+        if self.trusted(ip) || self.proxy(ip) || self.limits.block.is_zero() {
             return;
         }
         let now = Instant::now();
@@ -527,6 +548,47 @@ mod tests {
         let mut p = SourceLimits::default();
         f(&mut p);
         SourceGuard::new(p)
+    }
+
+    /// A request of `vias` (top first) from whoever sends it.
+    fn request(vias: &[&str]) -> rsip::Request {
+        let vias: String = vias
+            .iter()
+            .map(|v| format!("Via: SIP/2.0/UDP {v}\r\n"))
+            .collect();
+        let text = format!(
+            "INVITE sip:5000@x SIP/2.0\r\n{vias}From: <sip:a@x>;tag=1\r\nTo: <sip:5000@x>\r\n\
+             Call-ID: c\r\nCSeq: 1 INVITE\r\nMax-Forwards: 70\r\nContent-Length: 0\r\n\r\n"
+        );
+        rsip::Request::try_from(text.as_bytes()).unwrap()
+    }
+
+    #[test]
+    fn a_trusted_proxy_is_not_limited_and_names_its_caller() {
+        let g = guard(|p| {
+            p.requests_per_second = 1;
+            p.proxies = vec!["192.0.2.5/32".parse().unwrap()];
+        });
+        let proxy: SocketAddr = "192.0.2.5:5060".parse().unwrap();
+        assert!((0..50).all(|_| g.admit_message(proxy.ip()).is_ok()));
+        // Never blocked, or every caller behind it would be cut off.
+        (0..100).for_each(|_| g.failure(proxy.ip()));
+        g.screen_scanner(proxy.ip(), "friendly-scanner");
+        assert!(g.admit_message(proxy.ip()).is_ok());
+        let forwarded = request(&[
+            "192.0.2.5;branch=z9hG4bKp",
+            "10.0.0.1:5070;branch=z9hG4bK1;received=203.0.113.7;rport=4000",
+        ]);
+        assert_eq!(
+            g.caller(&forwarded, proxy),
+            "203.0.113.7:4000".parse().unwrap()
+        );
+        // Its own request (one Via) is its own.
+        let own = request(&["192.0.2.5;branch=z9hG4bKo"]);
+        assert_eq!(g.caller(&own, proxy), proxy);
+        // Anyone else's second Via is not believed.
+        let other: SocketAddr = "198.51.100.1:5060".parse().unwrap();
+        assert_eq!(g.caller(&forwarded, other), other);
     }
 
     #[test]

@@ -380,7 +380,14 @@ pub enum RawSip {
 
 impl RawSip {
     pub async fn udp(target: SocketAddr) -> RawSip {
-        let s = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+        RawSip::udp_from("127.0.0.1", target).await
+    }
+
+    /// Over UDP from a loopback address of its own (`"127.0.0.4"`).
+    pub async fn udp_from(ip: &str, target: SocketAddr) -> RawSip {
+        let s = UdpSocket::bind((ip.parse::<std::net::IpAddr>().unwrap(), 0))
+            .await
+            .unwrap();
         RawSip::Udp(s, target)
     }
 

@@ -52,15 +52,19 @@ impl Shard {
     ) {
         let method = req.method;
         self.stats.messages.request(Direction::In, method);
+        let sources = self.transport.sources();
+        let caller = sources.caller(&req, peer.remote);
+        // Through a trusted proxy the transport let the message pass unlimited: the caller's
+        // own rate and block apply here, once its address is known.
+        if caller != peer.remote && sources.admit_message(caller.ip()).is_err() {
+            tracing::debug!(source = %caller, proxy = %peer.remote, "request dropped for its caller");
+            return;
+        }
         // A scanner is not answered at all, and its address is blocked at the transport.
         let user_agent = message::header_str(&req, "User-Agent");
         if let Some(ua) = user_agent {
-            if self
-                .transport
-                .sources()
-                .screen_scanner(peer.remote.ip(), ua)
-            {
-                tracing::debug!(source = %peer.remote, "scanner request dropped");
+            if sources.screen_scanner(caller.ip(), ua) {
+                tracing::debug!(source = %caller, "scanner request dropped");
                 return;
             }
         }

@@ -32,7 +32,7 @@ use crate::health::TaskHealth;
 use tcp::Connections;
 
 pub use rcvbuf::{receive_buffer, set_receive_buffer};
-pub use via::{split_host_port, stamp_via, stamp_via_value};
+pub use via::{previous_hop, split_host_port, stamp_via, stamp_via_value};
 
 /// Transport protocol of a message or a target.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
