@@ -362,19 +362,32 @@ impl Admission {
 
     /// Answers the endpoint's new requests until it stops.
     pub async fn run(mut self, mut rx: mpsc::Receiver<NewRequest>) {
-        while let Some(NewRequest { req, tx, call_id }) = rx.recv().await {
+        while let Some(request) = rx.recv().await {
             // A panic costs this request (its transaction times out), never the admission
             // task, whose death would refuse every later call.
-            let _ = crate::health::catch(|| self.on_request(req, tx, call_id));
+            let _ = crate::health::catch(|| self.on_request(request));
         }
     }
 
-    fn on_request(&mut self, req: rsip::Request, tx: ServerTx, call_id: String) {
-        // Who sent it: behind a trusted proxy, the hop before the proxy.
-        let caller = self.sources.caller(&req, tx.peer().remote);
+    fn on_request(&mut self, request: NewRequest) {
+        // Who sent it (behind a trusted proxy, the hop before it): the shard decided.
+        let NewRequest {
+            req,
+            tx,
+            call_id,
+            caller,
+        } = request;
         let answer = match req.method {
             rsip::Method::Invite => match self.admit_invite(&req, tx.peer(), caller, &call_id) {
-                Ok(setup) => return self.start_call(NewRequest { req, tx, call_id }, setup),
+                Ok(setup) => {
+                    let invite = NewRequest {
+                        req,
+                        tx,
+                        call_id,
+                        caller,
+                    };
+                    return self.start_call(invite, setup);
+                }
                 Err(refusal) => Err(refusal),
             },
             rsip::Method::Register if message::scheme_supported(&req.uri) => {

@@ -55,6 +55,9 @@ pub struct NewRequest {
     pub tx: ServerTx,
     /// The Call-ID, read once by the shard when the message was parsed.
     pub call_id: String,
+    /// Who sent it (`SourceGuard::caller`: behind a trusted proxy, the hop before it),
+    /// decided once by the shard.
+    pub caller: SocketAddr,
 }
 
 /// What a dialog's owner (a call) hears from the endpoint.

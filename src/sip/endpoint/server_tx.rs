@@ -206,7 +206,12 @@ impl Shard {
             return;
         }
 
-        match self.app.try_send(NewRequest { req, tx, call_id }) {
+        match self.app.try_send(NewRequest {
+            req,
+            tx,
+            call_id,
+            caller,
+        }) {
             Ok(()) => {}
             Err(mpsc::error::TrySendError::Full(nr))
             | Err(mpsc::error::TrySendError::Closed(nr)) => {
