@@ -177,3 +177,34 @@ pub(super) fn unique_resource(r: &mut Reader, rp: &str, resources: &[Resource], 
         );
     }
 }
+
+/// A `sip.trusted_proxies` block may not overlap a carrier's `inbound_cidrs` or
+/// `sip.trusted_sources`: from a proxy the caller is the hop before it, so the same address
+/// cannot also be a carrier (its own requests would pass as the carrier's) or a source held
+/// only to the global limits (which a proxy already is) — one of the two lines is a mistake.
+pub(super) fn proxies_apart(r: &mut Reader, sources: &super::SourceLimits, accounts: &[Account]) {
+    let overlap =
+        |a: &ipnet::IpNet, b: &ipnet::IpNet| a.contains(&b.network()) || b.contains(&a.network());
+    for (i, proxy) in sources.proxies.iter().enumerate() {
+        let key = format!("sip.trusted_proxies[{i}]");
+        if let Some(t) = sources.trusted.iter().find(|t| overlap(proxy, t)) {
+            r.problem(
+                key.clone(),
+                format!("{proxy} overlaps sip.trusted_sources entry {t}: a trusted proxy is already held to the global limits only"),
+            );
+        }
+        for a in accounts {
+            for c in &a.resources {
+                if let Some(n) = c.inbound_cidrs.iter().find(|n| overlap(proxy, n)) {
+                    r.problem(
+                        key.clone(),
+                        format!(
+                            "{proxy} overlaps inbound_cidrs entry {n} of carrier {:?} of account {:?}: behind a trusted proxy a carrier is known by its own address, and the proxy's own requests would pass as the carrier's",
+                            c.id, a.id
+                        ),
+                    );
+                }
+            }
+        }
+    }
+}

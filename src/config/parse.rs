@@ -67,6 +67,7 @@ pub(super) fn parse(s: &str, base: &Path) -> (Config, Vec<ConfigProblem>) {
     let presence = read_presence(&mut r, t);
     let accounts = accounts::read_accounts(&mut r, &root);
     let resources = accounts::read_resources(&mut r, &root, "");
+    checks::proxies_apart(&mut r, &sip.sources, &accounts);
     (
         Config {
             sip,

@@ -919,3 +919,30 @@ fn store_postgres_is_a_checked_url_that_replaces_sqlite() {
     }
     let _ = std::fs::remove_dir_all(dir);
 }
+
+#[test]
+fn a_trusted_proxy_may_not_also_be_a_carrier_or_a_trusted_source() {
+    let (_, problems) = parse(
+        r#"
+[sip]
+trusted_proxies = ["192.0.2.4", "198.51.100.0/24", "203.0.113.9"]
+trusted_sources = ["198.51.100.7"]
+[[accounts]]
+id = "a"
+realm = "r"
+[[accounts.resources]]
+id = "trunk"
+gateway = "sip:gw.test"
+inbound_cidrs = ["192.0.2.0/24"]
+"#,
+        Path::new("/x"),
+    );
+    let k: Vec<&str> = problems.iter().map(|p| p.key.as_str()).collect();
+    assert_eq!(
+        k,
+        ["sip.trusted_proxies[0]", "sip.trusted_proxies[1]"],
+        "{problems:?}"
+    );
+    assert!(problems[0].message.contains("\"trunk\""), "{problems:?}");
+    assert!(problems[1].message.contains("trusted_sources"), "{problems:?}");
+}
