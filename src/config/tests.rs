@@ -944,5 +944,8 @@ inbound_cidrs = ["192.0.2.0/24"]
         "{problems:?}"
     );
     assert!(problems[0].message.contains("\"trunk\""), "{problems:?}");
-    assert!(problems[1].message.contains("trusted_sources"), "{problems:?}");
+    assert!(
+        problems[1].message.contains("trusted_sources"),
+        "{problems:?}"
+    );
 }

@@ -1020,3 +1020,30 @@ fn postgres_unreachable_writes_never_wait_and_are_retried() {
     assert_eq!(store.written(), accepted as u64);
     assert_eq!(store.debug_record_count("gone").unwrap(), accepted as u64);
 }
+
+/// Every pooled connection runs with a statement timeout, so a stuck database fails a
+/// statement (and the API request or the writer's batch behind it) instead of holding it;
+/// a URL's own `options` setting wins.
+#[test]
+fn postgres_connections_have_a_statement_timeout() {
+    let shown = |store: &Store| {
+        let Db::Postgres(pg) = store.db() else {
+            unreachable!("a PostgreSQL store")
+        };
+        pg.run(async |c| {
+            let row = c.query_one("SHOW statement_timeout", &[]).await?;
+            Ok(row.try_get::<_, String>(0)?)
+        })
+        .unwrap()
+    };
+    assert_eq!(shown(&fresh(Kind::Postgres)), "10s");
+    let TestDb::Postgres { url, .. } = TestDb::postgres() else {
+        unreachable!()
+    };
+    let own = PostgresUrl::parse(&format!(
+        "{}?options=-c%20statement_timeout%3D3s",
+        url.as_str()
+    ))
+    .unwrap();
+    assert_eq!(shown(&Store::open_postgres(&own).unwrap()), "3s");
+}

@@ -45,6 +45,9 @@ const POOL_SIZE: usize = 8;
 /// not hold an API request or the writer for long).
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 
+/// How long one statement may run on the server before it cancels it.
+const STATEMENT_TIMEOUT: Duration = Duration::from_secs(10);
+
 /// A pooled connection.
 pub(super) type Client = deadpool_postgres::Client;
 
@@ -89,6 +92,19 @@ impl Pg {
         cfg.connect_timeout(CONNECT_TIMEOUT);
         if cfg.get_application_name().is_none() {
             cfg.application_name("pivotd");
+        }
+        // A database that is connected but stuck (locks, I/O) must not hold an API request or
+        // the writer without end: the server cancels a statement after this. The URL's own
+        // `options=-c statement_timeout=…` wins.
+        let options = cfg.get_options().unwrap_or("").to_owned();
+        if !options.contains("statement_timeout") {
+            cfg.options(
+                format!(
+                    "{options} -c statement_timeout={}",
+                    STATEMENT_TIMEOUT.as_millis()
+                )
+                .trim(),
+            );
         }
         let rt = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(1)
