@@ -1047,3 +1047,50 @@ fn postgres_connections_have_a_statement_timeout() {
     .unwrap();
     assert_eq!(shown(&Store::open_postgres(&own).unwrap()), "3s");
 }
+
+/// Two nodes giving one username to two devices at once: both checks run before either
+/// insert commits, the unique index refuses the second insert, and that is answered as the
+/// check would have (the holder named), not as a store fault (the API's 400, not a 500).
+#[test]
+fn postgres_a_username_taken_by_a_concurrent_insert_is_refused_as_taken() {
+    let t = TestDb::postgres();
+    let TestDb::Postgres { db, .. } = &t else {
+        unreachable!()
+    };
+    let store = t.open();
+    store.ping().unwrap();
+    let other_node = {
+        let db = db.clone();
+        std::thread::spawn(move || {
+            test_postgres::server().sql(
+                &db,
+                "BEGIN;
+                 INSERT INTO devices (account_id, id, doc, username, realm, ha1, created, modified, rev)
+                 VALUES ('acc', 'first', '{}', 'desk', 'r.test', '{}', 1, 1, 1);
+                 SELECT pg_sleep(1.5);
+                 COMMIT;",
+            )
+        })
+    };
+    // The other transaction holds its row (uncommitted) by now: this check sees no holder,
+    // and the insert waits on the index until the other commits.
+    std::thread::sleep(Duration::from_millis(500));
+    let creds = devices::SipCredentials {
+        username: "Desk".into(),
+        realm: "r.test".into(),
+        ha1: [("MD5".to_string(), "00ff".to_string())].into(),
+    };
+    let t0 = Instant::now();
+    let answer = store.put_device("acc", "second", &json!({}), Some(&creds));
+    other_node.join().unwrap();
+    assert!(
+        t0.elapsed() > Duration::from_millis(500),
+        "did not wait on the index"
+    );
+    let taken = answer.expect("not a store fault").unwrap_err();
+    assert_eq!(
+        (taken.device_id.as_str(), taken.username.as_str()),
+        ("first", "Desk")
+    );
+    assert!(store.device("acc", "second").unwrap().is_none());
+}

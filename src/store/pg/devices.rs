@@ -24,6 +24,10 @@ fn read(r: &Row) -> Result<StoredDevice, StoreError> {
     })
 }
 
+/// The other device of the account holding a username (compared as the unique index does).
+const USERNAME_HOLDER: &str = "SELECT id FROM devices WHERE account_id = $1 AND id <> $2
+     AND lower(username) = lower($3)";
+
 impl Pg {
     pub(in crate::store) fn devices(
         &self,
@@ -57,8 +61,7 @@ impl Pg {
             if let Some(username) = username {
                 let holder = tx
                     .query_opt(
-                        "SELECT id FROM devices WHERE account_id = $1 AND id <> $2
-                         AND lower(username) = lower($3)",
+                        USERNAME_HOLDER,
                         &[&account_id, &id, &username],
                     )
                     .await?;
@@ -77,12 +80,37 @@ impl Pg {
                     modified = EXCLUDED.modified, rev = devices.rev + 1
                  RETURNING {COLUMNS}"
             );
-            let row = tx
+            let inserted = tx
                 .query_one(
                     &sql,
                     &[&account_id, &id, &doc, &username, &realm, &ha1, &gregorian_now()],
                 )
-                .await?;
+                .await;
+            let row = match (inserted, username) {
+                (Ok(row), _) => row,
+                // Another node's transaction took the username after the check above (both
+                // read before either committed): the index refused this one, which is the
+                // same answer as the check's, not a store fault.
+                (Err(e), Some(username))
+                    if e.code() == Some(&tokio_postgres::error::SqlState::UNIQUE_VIOLATION) =>
+                {
+                    drop(tx);
+                    let holder = c
+                        .query_opt(
+                            USERNAME_HOLDER,
+                            &[&account_id, &id, &username],
+                        )
+                        .await?;
+                    return match holder {
+                        Some(r) => Ok(Err(UsernameTaken {
+                            username: username.to_owned(),
+                            device_id: r.try_get(0)?,
+                        })),
+                        None => Err(e.into()),
+                    };
+                }
+                (Err(e), _) => return Err(e.into()),
+            };
             let stored = read(&row)?;
             notify(&*tx, &self.node, &Change::Directory(account_id.to_owned())).await?;
             tx.commit().await?;
