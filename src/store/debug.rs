@@ -285,7 +285,8 @@ pub(super) fn insert(conn: &Connection, r: &DebugRecord) -> Result<(), rusqlite:
     let doc = r.doc.to_string();
     conn.prepare_cached(
         "INSERT INTO pivot_debug (id, account_id, call_id, iteration, node, kind, created, doc)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)
+         ON CONFLICT (id) DO NOTHING",
     )?
     .execute(params![
         r.id,

@@ -148,6 +148,12 @@ pub(crate) const MIGRATIONS: &[&str] = &[
     );
     CREATE INDEX api_tokens_by_expiry ON api_tokens (expires_at);
     "#,
+    // 8: a debug record's id is unique, so a batch written again (its commit's answer lost)
+    // adds no second copy.
+    r#"
+    DELETE FROM pivot_debug WHERE seq NOT IN (SELECT MIN(seq) FROM pivot_debug GROUP BY id);
+    CREATE UNIQUE INDEX pivot_debug_by_id ON pivot_debug (id);
+    "#,
 ];
 
 /// The schema version this build writes.

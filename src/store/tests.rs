@@ -217,7 +217,7 @@ fn migrations_apply_on_fresh_file_and_reopen_keeps_data(kind) {
     {
         let store = dir.open();
         assert_eq!(store.schema_version().unwrap(), SCHEMA_VERSION);
-        assert_eq!(SCHEMA_VERSION, 7);
+        assert_eq!(SCHEMA_VERSION, 8);
         assert_eq!(store.is_postgres(), kind == Kind::Postgres);
         assert_eq!(
             dir.tables(&store),
@@ -1093,4 +1093,25 @@ fn postgres_a_username_taken_by_a_concurrent_insert_is_refused_as_taken() {
         ("first", "Desk")
     );
     assert!(store.device("acc", "second").unwrap().is_none());
+}
+
+both_backends! {
+/// A debug record written again (the writer's retry of a batch whose commit did land) is kept
+/// once: its id is unique (migration 8).
+fn a_debug_record_written_twice_is_kept_once(kind) {
+    let store = fresh(kind);
+    let r = rec(
+        "acc",
+        "again@h",
+        1,
+        RecordKind::Request,
+        gregorian_now(),
+        request_doc("again@h", 1, "http://w/"),
+    );
+    assert!(store.write(Write::Debug(r.clone())));
+    store.flush().unwrap();
+    assert!(store.write(Write::Debug(r.clone())));
+    store.flush().unwrap();
+    assert_eq!(store.debug_records("acc", "again@h").unwrap(), vec![r]);
+}
 }

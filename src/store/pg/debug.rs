@@ -14,7 +14,8 @@ pub(super) async fn insert(
     let stmt = tx
         .prepare_cached(
             "INSERT INTO pivot_debug (id, account_id, call_id, iteration, node, kind, created, doc)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
+             ON CONFLICT (id) DO NOTHING",
         )
         .await?;
     tx.execute(

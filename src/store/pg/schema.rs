@@ -157,6 +157,12 @@ pub(crate) const MIGRATIONS: &[&str] = &[
     );
     CREATE INDEX api_tokens_by_expiry ON api_tokens (expires_at);
     "#,
+    // 8: a debug record's id is unique: the writer tries a batch again when the database
+    // went away mid-commit, and a commit that did land must not leave a second copy.
+    r#"
+    DELETE FROM pivot_debug a USING pivot_debug b WHERE a.id = b.id AND a.seq > b.seq;
+    CREATE UNIQUE INDEX pivot_debug_by_id ON pivot_debug (id);
+    "#,
 ];
 
 // Both backends number their schemas alike.
