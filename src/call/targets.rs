@@ -284,7 +284,7 @@ fn device_forks(ctx: &ResolveContext<'_>, device_id: &str) -> Vec<Fork> {
         .bindings_of(ctx.account_id, device_id)
         .iter()
         .filter_map(|b| {
-            let Some(peer) = binding_peer(b) else {
+            let Some(peer) = binding_peer(ctx.local, b) else {
                 tracing::warn!(device = %wire(device_id), transport = %wire(&b.transport),
                     "binding over an unknown transport skipped");
                 return None;
@@ -321,7 +321,7 @@ fn lamp_ids(ctx: &ResolveContext<'_>, device_id: &Option<String>) -> Vec<Presenc
 }
 
 /// Where requests to a binding go: its REGISTER's source, on the socket it came in on.
-fn binding_peer(b: &Registration) -> Option<Peer> {
+fn binding_peer(local: &LocalSockets, b: &Registration) -> Option<Peer> {
     let proto = if b.transport.eq_ignore_ascii_case("UDP") {
         Proto::Udp
     } else if b.transport.eq_ignore_ascii_case("TCP") {
@@ -329,10 +329,21 @@ fn binding_peer(b: &Registration) -> Option<Peer> {
     } else {
         return None;
     };
+    // A binding another node took (shared store) names that node's socket: this node sends
+    // from, and names in its Via and Contact, a socket of its own, or the answers go there.
+    let ours = match proto {
+        Proto::Udp => &local.udp,
+        Proto::Tcp => &local.tcp,
+    };
+    let local = if ours.contains(&b.local) {
+        b.local
+    } else {
+        local.for_remote(proto, b.source.ip())?
+    };
     Some(Peer {
         proto,
         remote: b.source,
-        local: b.local,
+        local,
         conn: None,
     })
 }
@@ -520,7 +531,7 @@ async fn sip_fork(ctx: &ResolveContext<'_>, text: &str) -> Result<Fork, NotResol
         .into_iter()
         .find(|b| binding_matches(b, &host, port))
     {
-        if let Some(peer) = binding_peer(&b) {
+        if let Some(peer) = binding_peer(ctx.local, &b) {
             let label = format!("sip target {} (device {})", wire(text), wire(&b.device_id));
             return Ok(fork(peer, b.path.clone(), None, label, Some(b.device_id)));
         }

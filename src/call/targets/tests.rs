@@ -544,3 +544,17 @@ fn local_sockets_match_the_family_and_prefer_a_reachable_one() {
         None
     );
 }
+
+/// A binding another node took (the store is shared) names that node's socket: the fork
+/// leaves from, and its Via/Contact name, this node's own, or the phone would answer the
+/// other node.
+#[tokio::test]
+async fn a_binding_another_node_took_is_rung_from_this_nodes_socket() {
+    let mut b = binding("d2", "sip:2002@192.168.1.21", "198.51.100.8:5060", "UDP");
+    b.local = "127.0.0.3:5071".parse().unwrap();
+    let w = World::new(CONFIG, vec![b]);
+    let r = resolve(&w.ctx(None), &device("d2")).await.unwrap();
+    let fork = &r.stages[0][0];
+    assert_eq!(fork.peer.local, "127.0.0.1:5060".parse().unwrap());
+    assert!(fork.local_host.ends_with(":5060"), "{}", fork.local_host);
+}
