@@ -196,3 +196,107 @@ flow = {{ module = "pivot", data = {{ voice_url = "{}", debug = true }} }}
     assert!(numbers.contains(&json!("7000")), "{}", flows.body);
     eprintln!("test took {:?}", started.elapsed());
 }
+
+/// Calls of about four seconds: a short prompt answers, three seconds pass, the node hangs up.
+const LONG_CALL: &str = r#"
+[[accounts.callflows]]
+numbers = ["6100"]
+flow = { module = "play", data = { id = "digit-7" }, children = { _ = { module = "sleep", data = { duration = 3 }, children = { _ = { module = "hangup" } } } } }
+"#;
+
+/// 10 calls/s of four-second calls through the proxy for 15 s (about 40 live at once).
+const LOAD_CALLS: u32 = 150;
+const LOAD_RATE: u32 = 10;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_killed_mid_load_costs_only_its_live_calls() {
+    let started = Instant::now();
+    let url = database().await;
+    let mut nodes = start_nodes(3, &url, LONG_CALL, "").await;
+    let proxy = Kamailio::start(&sips(&nodes), &[]).await;
+    let addr = proxy.addr;
+    let load =
+        tokio::spawn(async move { calls_through(addr, "6100", LOAD_CALLS, LOAD_RATE).await });
+
+    tokio::time::sleep(Duration::from_secs(6)).await;
+    // What node 2 holds just before it dies: only those calls may fail (and one whose 200
+    // went out between this read and the kill).
+    let live = nodes[1].metric("pivotd_calls_active").await;
+    let done_on_2 = nodes[1].metric("pivotd_calls_total").await - live;
+    nodes[1].kill();
+    let killed_at = started.elapsed();
+    assert!(live > 0, "node 2 held no call when killed");
+
+    let run = load.await.unwrap();
+    let (ok, failed) = outcome(&run);
+    let on1 = nodes[0].metric("pivotd_calls_total").await;
+    let on3 = nodes[2].metric("pivotd_calls_total").await;
+    eprintln!(
+        "node 2 killed at {killed_at:?} with {live} live calls ({done_on_2} done); \
+         SIPp: {ok} ok, {failed} failed; nodes 1 and 3 took {on1} and {on3}; test {:?}",
+        started.elapsed()
+    );
+    assert_eq!(ok + failed, LOAD_CALLS, "{}", run.output);
+    assert!(
+        failed as u64 <= live + 1,
+        "{failed} calls failed, node 2 held {live}:\n{}\n{}",
+        run.output,
+        proxy.log()
+    );
+    // Every call that did not end on node 2 before the kill was (or was moved to) nodes 1
+    // and 3, and every call there succeeded.
+    assert!(
+        ok as u64 >= on1 + on3 + done_on_2,
+        "ok {ok} < {on1} + {on3} + {done_on_2}: a call on a surviving node failed\n{}",
+        run.output
+    );
+    assert!(
+        on1 + on3 + done_on_2 + live >= LOAD_CALLS as u64,
+        "calls lost: {on1} + {on3} + {done_on_2} + {live}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_draining_mid_load_loses_no_call() {
+    let started = Instant::now();
+    let url = database().await;
+    let mut nodes = start_nodes(3, &url, LONG_CALL, "shutdown_grace_s = 20").await;
+    let proxy = Kamailio::start(&sips(&nodes), &[]).await;
+    let addr = proxy.addr;
+    let load =
+        tokio::spawn(async move { calls_through(addr, "6100", LOAD_CALLS, LOAD_RATE).await });
+
+    tokio::time::sleep(Duration::from_secs(6)).await;
+    let live = nodes[1].metric("pivotd_calls_active").await;
+    nodes[1].terminate();
+    let term_at = started.elapsed();
+    assert!(live > 0, "node 2 held no call when told to stop");
+
+    // Its live calls finish (about four seconds each), then it exits 0.
+    let exited = nodes[1].exited(15).await;
+    let exit_after = started.elapsed() - term_at;
+    assert!(
+        exited.is_some_and(|s| s.success()),
+        "node 2: {exited:?}\n{}",
+        nodes[1].log()
+    );
+
+    let run = load.await.unwrap();
+    let (ok, failed) = outcome(&run);
+    let on1 = nodes[0].metric("pivotd_calls_total").await;
+    let on3 = nodes[2].metric("pivotd_calls_total").await;
+    let refused = proxy.log().matches("failed (503)").count();
+    eprintln!(
+        "node 2 told to stop at {term_at:?} with {live} live calls, exited {exit_after:?} later; \
+         kamailio moved {refused} refused INVITEs; SIPp: {ok} ok, {failed} failed; \
+         nodes 1 and 3 took {on1} and {on3}; test {:?}",
+        started.elapsed()
+    );
+    assert_eq!(
+        (ok, failed),
+        (LOAD_CALLS, 0),
+        "{}\n{}",
+        run.output,
+        proxy.log()
+    );
+}
