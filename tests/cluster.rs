@@ -300,3 +300,115 @@ async fn a_node_draining_mid_load_loses_no_call() {
         proxy.log()
     );
 }
+
+/// The device a phone registers as, and the number that rings it.
+const PHONE: &str = r#"
+[[accounts.devices]]
+id = "d2001"
+username = "2001"
+password = "phone-s3cret"
+[[accounts.callflows]]
+numbers = ["7100"]
+flow = { module = "device", data = { id = "d2001" } }
+"#;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_phone_registered_through_kamailio_is_rung_by_another_node_through_it() {
+    use common::bridge::{Callee, Caller, Script};
+    let url = database().await;
+    let nodes = start_nodes(3, &url, PHONE, "").await;
+    let proxy = Kamailio::start(&sips(&nodes), &[]).await;
+
+    // The phone registers through the proxy; one node takes it, with the proxy's Path.
+    let phone = Callee::start(Script::Answer {
+        ring_ms: 0,
+        codec: 0,
+    })
+    .await;
+    let ok = phone
+        .register(proxy.addr, "2001", "pivotd.test", "phone-s3cret")
+        .await;
+    assert_eq!(status(&ok), 200, "{ok}\n{}", proxy.log());
+    let api = Api::login_at(nodes[0].api, KEY).await;
+    let regs = api
+        .get(&format!("/v2/accounts/{ACCOUNT}/registrations"))
+        .await;
+    let reg = &regs.data()[0];
+    let took: SocketAddr = format!(
+        "{}:{}",
+        reg["proxy_ip"].as_str().unwrap_or_default(),
+        reg["proxy_port"].as_str().unwrap_or_default()
+    )
+    .parse()
+    .unwrap_or_else(|e| panic!("{e}: {}", regs.body));
+    let registrar = nodes
+        .iter()
+        .position(|n| n.sip == took)
+        .expect("a node took it");
+    let other = &nodes[(registrar + 1) % nodes.len()];
+    eprintln!(
+        "node {} took the REGISTER; node {} calls",
+        registrar + 1,
+        other.index
+    );
+    assert_eq!(reg["source_ip"], "127.0.0.4", "{}", regs.body);
+
+    // The other node knows the binding (through the database) and rings the phone through
+    // the proxy: the INVITE and the BYE reach the phone from the proxy's address.
+    let knows = {
+        let mut ok = false;
+        for _ in 0..100 {
+            if other.metric("pivotd_registrations").await >= 1 {
+                ok = true;
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        ok
+    };
+    assert!(knows, "node {} never heard of the binding", other.index);
+    let mut caller = Caller::new(other.sip).await;
+    caller.invite("7100", &[0], "").await;
+    let answer = caller.final_response(5000, &mut Vec::new()).await;
+    let answer = answer.unwrap_or_default();
+    assert_eq!(
+        status(&answer),
+        200,
+        "{answer}\nphone got {:?}\nnode {}:\n{}\nkamailio:\n{}",
+        phone.requests(),
+        other.index,
+        other.log(),
+        proxy.log()
+    );
+    caller.ack(&answer).await;
+    let invites = phone.received("INVITE");
+    assert_eq!(invites.len(), 1, "{:?}\n{}", phone.requests(), proxy.log());
+    let invite = &invites[0];
+    assert!(
+        invite
+            .lines()
+            .filter(|l| l.starts_with("Via:"))
+            .any(|l| l.contains(&proxy.addr.to_string())),
+        "the INVITE did not come through the proxy:\n{invite}"
+    );
+    assert!(
+        invite
+            .lines()
+            .any(|l| l.starts_with("Via:") && l.contains(&other.sip.to_string())),
+        "the INVITE is not node {}'s:\n{invite}",
+        other.index
+    );
+    let acked = eventually(5, || !phone.received("ACK").is_empty()).await;
+    assert!(
+        acked,
+        "the phone's 200 was not acknowledged through the proxy"
+    );
+    caller.bye(&answer).await;
+    let bye = eventually(5, || !phone.received("BYE").is_empty()).await;
+    assert!(
+        bye,
+        "the phone got no BYE: {:?}\n{}",
+        phone.requests(),
+        proxy.log()
+    );
+}

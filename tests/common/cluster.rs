@@ -101,7 +101,11 @@ impl Node {
         let child = Command::new(env!("CARGO_BIN_EXE_pivotd"))
             .arg("--config")
             .arg(&config)
-            .env("RUST_LOG", "warn")
+            // CLUSTER_LOG=debug to see more of a failing run.
+            .env(
+                "RUST_LOG",
+                std::env::var("CLUSTER_LOG").unwrap_or_else(|_| "warn".into()),
+            )
             .stdin(Stdio::null())
             .stdout(out)
             .stderr(err)
@@ -186,7 +190,7 @@ impl Node {
         None
     }
 
-    /// What the node logged (stderr, RUST_LOG=warn).
+    /// What the node logged (stderr, RUST_LOG=warn or `CLUSTER_LOG`).
     pub fn log(&self) -> String {
         std::fs::read_to_string(self.dir.join("stderr")).unwrap_or_default()
     }
