@@ -231,9 +231,11 @@ async fn a_node_killed_mid_load_costs_only_its_live_calls() {
     let (ok, failed) = outcome(&run);
     let on1 = nodes[0].metric("pivotd_calls_total").await;
     let on3 = nodes[2].metric("pivotd_calls_total").await;
+    let moved = proxy.log().matches("failed (408)").count();
     eprintln!(
         "node 2 killed at {killed_at:?} with {live} live calls ({done_on_2} done); \
-         SIPp: {ok} ok, {failed} failed; nodes 1 and 3 took {on1} and {on3}; test {:?}",
+         kamailio moved {moved} INVITEs it timed out; SIPp: {ok} ok, {failed} failed; \
+         nodes 1 and 3 took {on1} and {on3}; test {:?}",
         started.elapsed()
     );
     assert_eq!(ok + failed, LOAD_CALLS, "{}", run.output);
