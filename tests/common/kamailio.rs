@@ -33,8 +33,8 @@ pub const TEST_DEFINES: &[(&str, &str)] = &[
 ];
 
 impl Kamailio {
-    /// Starts Kamailio dispatching to `nodes` (set 1, in this order), with [`TEST_DEFINES`]
-    /// and then `defines`; returns once it answers an OPTIONS.
+    /// Starts Kamailio dispatching to `nodes` (set 1, in this order), with `defines` and
+    /// those of [`TEST_DEFINES`] it does not name; returns once it answers an OPTIONS.
     pub async fn start(nodes: &[SocketAddr], defines: &[(&str, &str)]) -> Kamailio {
         let found = Command::new("kamailio")
             .arg("-v")
@@ -71,7 +71,11 @@ impl Kamailio {
                 .arg(format!("LISTEN=udp:{addr}"))
                 .arg("-A")
                 .arg(format!("DISPATCHER_LIST=\"{}\"", list_path.display()));
-            for (name, value) in TEST_DEFINES.iter().chain(defines) {
+            // A define given twice is refused: the caller's win over the tests' defaults.
+            let defaults = TEST_DEFINES
+                .iter()
+                .filter(|(n, _)| !defines.iter().any(|(d, _)| d == n));
+            for (name, value) in defaults.chain(defines) {
                 cmd.arg("-A").arg(format!("{name}={value}"));
             }
             // Its own process group, so dropping it stops its children too.
