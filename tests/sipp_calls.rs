@@ -206,16 +206,6 @@ flow = { module = "play", data = { id = "digit-1" }, children = { _ = { module =
 
 const LOSSY_CALLS: u32 = 50;
 
-/// The cumulative count of one of SIPp's closing statistics rows ("Successful call" …).
-fn sipp_stat(output: &str, row: &str) -> Option<u32> {
-    output
-        .lines()
-        .rev()
-        .find(|l| l.trim_start().starts_with(row))
-        .and_then(|l| l.rsplit('|').next())
-        .and_then(|n| n.trim().parse().ok())
-}
-
 /// SIPp exited 0 and its statistics count every call successful, none failed.
 fn assert_all_calls_completed(run: &SippRun, calls: u32) {
     assert!(run.ok, "sipp failed:\n{}", run.output);

@@ -284,9 +284,9 @@ fn device_forks(ctx: &ResolveContext<'_>, device_id: &str) -> Vec<Fork> {
         .bindings_of(ctx.account_id, device_id)
         .iter()
         .filter_map(|b| {
-            let Some(peer) = binding_peer(ctx.local, b) else {
+            let Some(peer) = binding_peer(b, ctx.local) else {
                 tracing::warn!(device = %wire(device_id), transport = %wire(&b.transport),
-                    "binding over an unknown transport skipped");
+                    "binding skipped: an unknown transport, or no socket of ours for it");
                 return None;
             };
             let to = match &entry {
@@ -321,7 +321,7 @@ fn lamp_ids(ctx: &ResolveContext<'_>, device_id: &Option<String>) -> Vec<Presenc
 }
 
 /// Where requests to a binding go: its REGISTER's source, on the socket it came in on.
-fn binding_peer(local: &LocalSockets, b: &Registration) -> Option<Peer> {
+fn binding_peer(b: &Registration, local: &LocalSockets) -> Option<Peer> {
     let proto = if b.transport.eq_ignore_ascii_case("UDP") {
         Proto::Udp
     } else if b.transport.eq_ignore_ascii_case("TCP") {
@@ -329,12 +329,13 @@ fn binding_peer(local: &LocalSockets, b: &Registration) -> Option<Peer> {
     } else {
         return None;
     };
-    // A binding another node took (shared store) names that node's socket: this node sends
-    // from, and names in its Via and Contact, a socket of its own, or the answers go there.
     let ours = match proto {
         Proto::Udp => &local.udp,
         Proto::Tcp => &local.tcp,
     };
+    // The socket the REGISTER reached, when it is ours. A binding another node took (a store
+    // shared by several nodes) names that node's socket: our Via and Contact must name one of
+    // ours, or the device's answers and in-dialog requests go to the other node.
     let local = if ours.contains(&b.local) {
         b.local
     } else {
@@ -531,7 +532,7 @@ async fn sip_fork(ctx: &ResolveContext<'_>, text: &str) -> Result<Fork, NotResol
         .into_iter()
         .find(|b| binding_matches(b, &host, port))
     {
-        if let Some(peer) = binding_peer(ctx.local, &b) {
+        if let Some(peer) = binding_peer(&b, ctx.local) {
             let label = format!("sip target {} (device {})", wire(text), wire(&b.device_id));
             return Ok(fork(peer, b.path.clone(), None, label, Some(b.device_id)));
         }

@@ -1,6 +1,8 @@
 //! A client of pivotd's HTTP API (reqwest over loopback): `api_auth` with an account's key,
 //! then requests carrying the token; each answer's status and JSON envelope.
 
+use std::net::SocketAddr;
+
 use pivotd::server::ServerHandle;
 use serde_json::{json, Value};
 
@@ -26,8 +28,13 @@ impl Answer {
 impl Api {
     /// A client without a token yet.
     pub fn new(server: &ServerHandle) -> Api {
+        Api::at(server.api.expect("the API listens"))
+    }
+
+    /// A client without a token of the API at `addr` (a pivotd process).
+    pub fn at(addr: SocketAddr) -> Api {
         Api {
-            base: format!("http://{}", server.api.expect("the API listens")),
+            base: format!("http://{addr}"),
             token: String::new(),
             http: reqwest::Client::new(),
         }
@@ -35,7 +42,12 @@ impl Api {
 
     /// A client with a token for the account whose `api_key` is `key`.
     pub async fn login(server: &ServerHandle, key: &str) -> Api {
-        let mut api = Api::new(server);
+        Api::login_at(server.api.expect("the API listens"), key).await
+    }
+
+    /// [`Api::login`] to the API at `addr`.
+    pub async fn login_at(addr: SocketAddr, key: &str) -> Api {
+        let mut api = Api::at(addr);
         let a = api
             .send(
                 reqwest::Method::PUT,

@@ -5,8 +5,10 @@
 pub mod api;
 pub mod baresip;
 pub mod bridge;
+pub mod cluster;
 pub mod digest;
 pub mod http;
+pub mod kamailio;
 pub mod pjsua;
 pub mod postgres;
 pub mod presence;
@@ -198,6 +200,16 @@ impl Drop for RtpSink {
 pub struct SippRun {
     pub ok: bool,
     pub output: String,
+}
+
+/// The cumulative count of one of SIPp's closing statistics rows ("Successful call" …).
+pub fn sipp_stat(output: &str, row: &str) -> Option<u32> {
+    output
+        .lines()
+        .rev()
+        .find(|l| l.trim_start().starts_with(row))
+        .and_then(|l| l.rsplit('|').next())
+        .and_then(|n| n.trim().parse().ok())
 }
 
 /// A free UDP port pair for SIPp's media sockets (it binds N and N+2).
@@ -613,8 +625,13 @@ pub fn dtmf_packet(seq: u16, ts: u32, marker: bool, code: u8, end: bool, duratio
 
 /// GET `path` on the server's API over a fresh connection: the status and the whole response.
 pub async fn api_get(server: &TestServer, path: &str) -> (u16, String) {
-    let api = server.handle.api.expect("the API listens");
-    let mut s = TcpStream::connect(api).await.unwrap();
+    http_get(server.handle.api.expect("the API listens"), path).await
+}
+
+/// GET `path` on an HTTP server at `addr` (a pivotd API) over a fresh connection: the status
+/// and the whole response.
+pub async fn http_get(addr: SocketAddr, path: &str) -> (u16, String) {
+    let mut s = TcpStream::connect(addr).await.unwrap();
     let req = format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
     s.write_all(req.as_bytes()).await.unwrap();
     let mut out = String::new();

@@ -39,18 +39,57 @@ pub fn server() -> &'static TestPostgres {
 
 /// A new, empty database owned by [`ROLE`] on the binary's server, and its URL.
 pub fn database() -> String {
-    static N: AtomicUsize = AtomicUsize::new(0);
-    let pg = server();
-    let name = format!(
-        "t_{}_{}",
-        std::process::id(),
-        N.fetch_add(1, Ordering::Relaxed)
-    );
-    pg.sql("postgres", &format!("CREATE DATABASE {name} OWNER {ROLE}"));
-    pg.url(&name)
+    server().database()
+}
+
+/// A server of the caller's own, beside the binary's: for a test that stops and starts it
+/// ([`TestPostgres::stop`], [`TestPostgres::start_again`]). Stopped with the binary, as the
+/// shared one.
+pub fn private_server() -> TestPostgres {
+    start()
 }
 
 impl TestPostgres {
+    /// A new, empty database owned by [`ROLE`] on this server, and its URL.
+    pub fn database(&self) -> String {
+        static N: AtomicUsize = AtomicUsize::new(0);
+        let name = format!(
+            "t_{}_{}",
+            std::process::id(),
+            N.fetch_add(1, Ordering::Relaxed)
+        );
+        self.sql("postgres", &format!("CREATE DATABASE {name} OWNER {ROLE}"));
+        self.url(&name)
+    }
+
+    /// Stops the server (`pg_ctl stop -m fast`: clients are disconnected at once).
+    pub fn stop(&self) {
+        self.pg_ctl(&["stop", "-m", "fast", "-w", "-t", "30"]);
+    }
+
+    /// Starts the stopped server again, on the same data directory and port.
+    pub fn start_again(&self) {
+        let log = self.dir.join("log");
+        self.pg_ctl(&["start", "-w", "-t", "30", "-l", &log.to_string_lossy()]);
+    }
+
+    fn pg_ctl(&self, args: &[&str]) {
+        let out = as_server_user(&self.bin.join("pg_ctl"))
+            .args(args)
+            .arg("-D")
+            .arg(self.dir.join("data"))
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .output()
+            .expect("pg_ctl runs");
+        assert!(
+            out.status.success(),
+            "pg_ctl {args:?}: {}\n{}",
+            String::from_utf8_lossy(&out.stderr),
+            std::fs::read_to_string(self.dir.join("log")).unwrap_or_default()
+        );
+    }
+
     /// `postgres://pivotd:…@127.0.0.1:PORT/db`.
     pub fn url(&self, db: &str) -> String {
         format!(
