@@ -21,9 +21,9 @@ const KEY: &str = "5a1e2d3c4b5a69788796a5b4c3d2e1f00f1e2d3c4b5a69788796a5b4c3d2e
 /// Within what a change on one node must reach the other's subscribers.
 const ASKED_MS: u64 = 2000;
 
-/// 6002 rings device d2 (2002); w1 (2009) only watches. Announcing every second: a node's
-/// call lamps are believed for 3 s on the other.
-fn config(url: &str) -> String {
+/// 6002 rings device d2 (2002); w1 (2009) only watches. Announcing every `announce_s`
+/// seconds: a node's call lamps are believed for three times that on the other.
+fn config(url: &str, announce_s: u32) -> String {
     let account = format!(
         r#"api_key = "{KEY}"
 [[accounts.callflows]]
@@ -42,20 +42,49 @@ password = "pass-2009"
     config_toml(
         &account,
         "allow_unauthenticated = true",
-        "[presence]\nannounce_interval_s = 1",
+        &format!("[presence]\nannounce_interval_s = {announce_s}"),
     )
     .replace("sqlite = \":memory:\"", &format!("postgres = \"{url}\""))
 }
 
-/// Two nodes on a new database, and the database's name.
-async fn two_nodes() -> (TestServer, TestServer, String) {
+/// A new database's URL and name.
+async fn database() -> (String, String) {
     let url = tokio::task::spawn_blocking(common::postgres::database)
         .await
         .unwrap();
     let db = url.rsplit('/').next().unwrap().to_string();
-    let a = start(&config(&url)).await;
-    let b = start(&config(&url)).await;
+    (url, db)
+}
+
+/// Two nodes on a new database announcing every second, and the database's name.
+async fn two_nodes() -> (TestServer, TestServer, String) {
+    let (url, db) = database().await;
+    let a = start(&config(&url, 1)).await;
+    let b = start(&config(&url, 1)).await;
     (a, b, db)
+}
+
+/// Runs `sql` on database `db` as the superuser; what it printed.
+async fn sql(db: &str, sql: &str) -> String {
+    let (db, sql) = (db.to_string(), sql.to_string());
+    tokio::task::spawn_blocking(move || common::postgres::server().sql(&db, &sql))
+        .await
+        .unwrap()
+}
+
+/// A call to 6002 on node A, ringing phone 2002 registered there (it answers after 1 s):
+/// the phone and the caller, its INVITE sent.
+async fn call_on(a: &TestServer) -> (Callee, Caller) {
+    let callee = Callee::start(Script::Answer {
+        ring_ms: 1000,
+        codec: 0,
+    })
+    .await;
+    let r = callee.register(a.udp, "2002", REALM, "pass-2002").await;
+    assert_eq!(status(&r), 200, "{r}");
+    let mut caller = Caller::new(a.udp).await;
+    caller.invite("6002", &[0], "").await;
+    (callee, caller)
 }
 
 /// A subscriber (device w1) on `server` of `user@pivotd.test` to `event`, its first NOTIFY
@@ -152,15 +181,7 @@ async fn a_call_on_one_node_lights_the_lamp_on_another_until_it_ends() {
     let (a, b, _db) = two_nodes().await;
     let mut blf = watch(&b, "2002", "dialog").await;
     let mut pres = watch(&b, "2002", "presence").await;
-    let callee = Callee::start(Script::Answer {
-        ring_ms: 1000,
-        codec: 0,
-    })
-    .await;
-    let r = callee.register(a.udp, "2002", REALM, "pass-2002").await;
-    assert_eq!(status(&r), 200, "{r}");
-    let mut caller = Caller::new(a.udp).await;
-    caller.invite("6002", &[0], "").await;
+    let (callee, mut caller) = call_on(&a).await;
 
     let (d, p) = tokio::join!(soon(&mut blf), soon(&mut pres));
     let (state, call_id, direction) = shown(&d);
@@ -228,10 +249,11 @@ async fn the_lamps_of_a_node_that_stops_announcing_go_out() {
     let (_a, b, db) = two_nodes().await;
     let mut blf = watch(&b, "2100", "dialog").await;
     let payload = r#"presence:0000dead0000dead:{"v":1,"ttl":2,"items":[{"id":"2100@pivotd.test","k":"calls","status":"busy","dialog":{"id":"gone-1","call_id":"gone-1","direction":"initiator"}}]}"#;
-    let sql = format!("SELECT pg_notify('pivotd_changes', '{payload}')");
-    tokio::task::spawn_blocking(move || common::postgres::server().sql(&db, &sql))
-        .await
-        .unwrap();
+    sql(
+        &db,
+        &format!("SELECT pg_notify('pivotd_changes', '{payload}')"),
+    )
+    .await;
     let lit = soon(&mut blf).await;
     let heard = Instant::now();
     assert_eq!(
@@ -247,4 +269,76 @@ async fn the_lamps_of_a_node_that_stops_announcing_go_out() {
         "{after:?}"
     );
     assert!(b.handle.presence.lit().is_empty());
+}
+
+/// A node starting while another carries a call hears that call's lamp at once (it asks
+/// the others), not at the other's next periodic announcement (30 s here).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_starting_hears_the_lamps_of_calls_already_up() {
+    let (url, _db) = database().await;
+    let a = start(&config(&url, 30)).await;
+    let (_callee, mut caller) = call_on(&a).await;
+    let ok = caller
+        .final_response(5000, &mut Vec::new())
+        .await
+        .expect("answered");
+    assert_eq!(status(&ok), 200, "{ok}");
+    caller.ack(&ok).await;
+    assert!(
+        eventually(3, || a.handle.presence.lamp(&id("2002")).status
+            == Status::Busy)
+        .await
+    );
+
+    let b = start(&config(&url, 30)).await;
+    let started = Instant::now();
+    let lit = eventually(3, || {
+        b.handle.presence.lamp(&id("2002")).status == Status::Busy
+    })
+    .await;
+    assert!(
+        lit && started.elapsed() <= Duration::from_millis(ASKED_MS),
+        "{:?}",
+        started.elapsed()
+    );
+    // A phone subscribing on B is told at once.
+    let mut blf = Subscriber::new(
+        b.udp,
+        "2009",
+        "pass-2009",
+        REALM,
+        &format!("sip:2002@{REALM}"),
+        "dialog",
+    )
+    .await;
+    let r = blf.subscribe(Some(600), "").await;
+    assert_eq!(status(&r), 200, "{r}");
+    assert_eq!(shown(&blf.notify().await).0, "confirmed");
+    caller.bye(&ok).await;
+    assert_eq!(shown(&soon(&mut blf).await).0, "idle");
+}
+
+/// A node whose listening connection was cut misses what was said meanwhile: once it is
+/// back, it reads the lamps set as a whole from the store again, and its watchers see a lamp
+/// set on another node while it was away.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_that_missed_messages_reads_the_lamps_again_when_back() {
+    let (a, b, db) = two_nodes().await;
+    let mut blf = watch(&b, "2100", "dialog").await;
+    let listeners = "FROM pg_stat_activity WHERE datname = current_database() \
+                     AND query LIKE 'LISTEN%' AND pid <> pg_backend_pid()";
+    sql(
+        &db,
+        &format!("SELECT count(pg_terminate_backend(pid)) {listeners}"),
+    )
+    .await;
+    // Gone (both nodes'); they come back after a second.
+    let deadline = Instant::now() + Duration::from_secs(2);
+    while sql(&db, &format!("SELECT count(*) {listeners}")).await != "0" {
+        assert!(Instant::now() < deadline, "the listeners did not go");
+    }
+    presence_post(&a, "2100", json!({"action": "set", "state": "confirmed"})).await;
+    let n = blf.next_notify(5000).await.expect("told once back");
+    assert_eq!(shown(&n).0, "confirmed", "{}", n.body);
+    assert_eq!(b.handle.presence.lamp(&id("2100")).status, Status::Busy);
 }

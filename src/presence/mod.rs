@@ -374,23 +374,36 @@ pub(crate) fn reply_refusal(req: &rsip::Request, tx: &ServerTx, refusal: &Subscr
 
 /// The lamps flows left lit.
 fn restore_lamps(store: &Store, lamps: &mut Lamps) {
-    match store.presence_states() {
-        Ok(rows) => {
-            for row in rows {
-                let (Ok(id), Some(status)) = (
-                    PresenceId::parse(&row.presence_id, ""),
-                    Status::parse(&row.status),
-                ) else {
-                    tracing::warn!(id = %wire(&row.presence_id), "store: an unreadable lamp skipped");
-                    continue;
-                };
-                let _ = lamps.set(&id, Lamp::manual(&id, status));
-            }
-            // Restored, not changed: no watcher is owed anything for them yet.
-            let _ = lamps.take_changed();
-        }
-        Err(e) => tracing::warn!(error = %e, "cannot read presence states from the store"),
+    if let Some(stored) = stored_lamps(store) {
+        lamps.set_all(stored);
+        // Restored, not changed: no watcher is owed anything for them yet.
+        let _ = lamps.take_changed();
     }
+}
+
+/// The lamps set as a whole the store keeps (every node's, with PostgreSQL); `None` when it
+/// cannot be read (logged).
+pub(crate) fn stored_lamps(store: &Store) -> Option<Vec<(PresenceId, Status)>> {
+    let rows = match store.presence_states() {
+        Ok(rows) => rows,
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot read presence states from the store");
+            return None;
+        }
+    };
+    let read = rows.into_iter().filter_map(|row| {
+        match (
+            PresenceId::parse(&row.presence_id, ""),
+            Status::parse(&row.status),
+        ) {
+            (Ok(id), Some(status)) => Some((id, status)),
+            _ => {
+                tracing::warn!(id = %wire(&row.presence_id), "store: an unreadable lamp skipped");
+                None
+            }
+        }
+    });
+    Some(read.collect())
 }
 
 /// The stored subscriptions, each going on from this process's socket of its transport (and

@@ -21,7 +21,8 @@
 //! with calls up leaves no lamp lit. What it hears from the others goes into the table
 //! (`Lamps::hear`), and their watchers here are told as for a local change. A node starting,
 //! or whose listener reconnected (it may have missed messages), asks the others to say
-//! their call lamps again.
+//! their call lamps again; after a reconnection it also reads the lamps set as a whole from
+//! the store again.
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::atomic::Ordering;
@@ -203,7 +204,10 @@ impl Notifier {
                     FromNodes::Message { node, body } => {
                         let _ = crate::health::catch(|| self.hear(&node, &body));
                     }
-                    FromNodes::Missed => self.ask_nodes(),
+                    FromNodes::Missed => {
+                        self.ask_nodes();
+                        self.reload_set().await;
+                    }
                     FromNodes::Closed => nodes = None,
                 },
             }
@@ -480,6 +484,20 @@ impl Notifier {
             refresh.extend(heard.reset);
         }
         self.on_changes();
+    }
+
+    /// The lamps set as a whole, read again from the store after messages may have been
+    /// missed (a change made meanwhile on another node). Messages heard during the read wait
+    /// in the channel and are applied after it, so the newest still wins.
+    async fn reload_set(&mut self) {
+        let Some(store) = self.store.clone() else {
+            return;
+        };
+        let read = tokio::task::spawn_blocking(move || super::stored_lamps(&store)).await;
+        if let Ok(Some(stored)) = read {
+            self.shared.lock().set_all(stored);
+            self.on_changes();
+        }
     }
 
     /// Forgets the other nodes' call lamps not said again in time.

@@ -408,6 +408,28 @@ impl Lamps {
         Ok((old != lamp).then_some(old))
     }
 
+    /// The lamps set as a whole become `stored` (the store's rows: at start, and after
+    /// messages from other nodes may have been missed); one not among them goes out. Not
+    /// owed to the other nodes: the store is theirs too.
+    pub fn set_all(&mut self, stored: Vec<(PresenceId, Status)>) {
+        let stored: HashMap<PresenceId, Status> = stored.into_iter().collect();
+        let gone: Vec<PresenceId> = self
+            .lit
+            .iter()
+            .filter(|(id, e)| e.set.is_some() && !stored.contains_key(*id))
+            .map(|(id, _)| id.clone())
+            .collect();
+        for id in gone {
+            let _ = self.set_part(&id, Lamp::idle(), false);
+        }
+        for (id, status) in stored {
+            let lamp = Lamp::manual(&id, status);
+            if self.set_part(&id, lamp, false).is_err() {
+                tracing::warn!(id = %crate::logsafe::wire(&id.to_string()), "presence: a stored lamp not lit, no room");
+            }
+        }
+    }
+
     /// A key for a new call's dialog.
     pub fn call_key(&mut self) -> CallKey {
         CallKey(self.tick())
@@ -1416,5 +1438,35 @@ mod tests {
         );
         assert_eq!(heard.refused, 1);
         assert!(t.lit().is_empty());
+    }
+
+    #[test]
+    fn the_stored_lamps_replace_the_lamps_set_and_leave_the_calls() {
+        let mut t = Lamps::default();
+        t.share();
+        let (a, b, c) = (id("a").unwrap(), id("b").unwrap(), id("c").unwrap());
+        let _ = t.set(&a, Lamp::manual(&a, Status::Busy));
+        let _ = t.set(&b, Lamp::manual(&b, Status::Busy));
+        let k = t.call_key();
+        t.set_call(&b, k, call(Status::Ringing, "c1")).unwrap();
+        let _ = (t.take_changed(), t.take_outbox());
+        t.set_all(vec![
+            (c.clone(), Status::Ringing),
+            (a.clone(), Status::Busy),
+        ]);
+        assert_eq!(t.get(&a), Lamp::manual(&a, Status::Busy));
+        assert_eq!(
+            t.get(&b),
+            call(Status::Ringing, "c1"),
+            "its set lamp gone, not its call"
+        );
+        assert_eq!(t.get(&c), Lamp::manual(&c, Status::Ringing));
+        let mut changed = t.take_changed();
+        changed.sort();
+        assert_eq!(changed, [b, c]);
+        assert!(
+            t.take_outbox().is_empty(),
+            "the store is every node's: nothing owed"
+        );
     }
 }
