@@ -127,15 +127,16 @@ impl Presence {
     /// The handle, and the task to run (the server watches it). With a store, the lamps flows
     /// left lit and the subscriptions come back (read here, before anything is served).
     pub fn start(p: PresenceParts) -> (Arc<Presence>, impl Future<Output = ()> + Send + 'static) {
+        // Other nodes on the same PostgreSQL database: the task hears theirs and tells them
+        // ours (what was restored they read from the store themselves). Heard from before
+        // the store is read, so that a change made meanwhile is not lost between the two.
+        let nodes = p.store.as_ref().and_then(Store::subscribe_presence);
         let mut lamps = Lamps::default();
         let mut restored = Vec::new();
         if let Some(store) = &p.store {
             restore_lamps(store, &mut lamps);
             restored = restore_subscriptions(store, &p.cfg, &p.endpoint);
         }
-        // Other nodes on the same PostgreSQL database: the task hears theirs and tells them
-        // ours (what was restored they read from the store themselves).
-        let nodes = p.store.as_ref().and_then(Store::subscribe_presence);
         if nodes.is_some() {
             lamps.share();
         }
