@@ -338,6 +338,10 @@ put("subscribe", "message_summary.sip", subscribe("sip:2001@pivotd.test", [("Eve
 put("subscribe", "no_event.sip", subscribe("sip:2002@pivotd.test", [("Expires", "60")]))
 put("subscribe", "filter_body.sip", subscribe("sip:2002@pivotd.test", [("Event", "dialog"), ("Content-Type", "application/simple-filter+xml")], b"<filter-set/>"))
 put("subscribe", "refresh.sip", subscribe("sip:2002@pivotd.test", [("Event", "dialog"), ("To", "<sip:2002@pivotd.test>;tag=ours"), ("Expires", "1")]))
+# --- presence_message (another node's, src/presence/state.rs) ----------------------------
+put("presence_message", "calls.json", '{"v":1,"ttl":90,"items":[{"id":"2002@pivotd.test","k":"calls","status":"busy","dialog":{"id":"c1@h","call_id":"c1@h","local_tag":"a1","remote_tag":"b2","direction":"recipient","remote":"sip:1000@pivotd.test"}},{"id":"2001@pivotd.test","k":"calls","status":"ringing","dialog":{"id":"c2","call_id":"c2","direction":"initiator"}}]}')
+put("presence_message", "manual_reset.json", '{"v":1,"ttl":3,"items":[{"id":"%2A3101@pivotd.test","k":"reset"},{"id":"2100@pivotd.test","k":"manual","status":"ringing"},{"id":"2100@pivotd.test","k":"calls","status":"idle"}]}')
+put("presence_message", "ask.json", '{"v":1,"ask":true}')
 # --- media_file (needs sox; skipped without it) -----------------------------------------
 import shutil
 import subprocess

@@ -518,3 +518,56 @@ pub fn subscribe(data: &[u8]) -> SubscribeOutcome {
     }
     SubscribeOutcome::Accepted
 }
+
+/// What [`presence_message`] made of its input (the mutation test checks both are reached).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum NodeMessageOutcome {
+    /// A message read (its bad items left out), applied to a lamps table and written again.
+    Read,
+    /// Not a message (too long, not JSON, another version).
+    Unreadable,
+}
+
+/// Another node's presence message (`Change::Presence`'s body, as the listener hands it:
+/// text), read by `presence::state::parse`, applied to a lamps table as the presence task
+/// does (`Lamps::hear`, `expire`, what is owed back), each lamp it shows rendered as both
+/// NOTIFY bodies. Invariant: what was read, written again by `encode`, reads back the same
+/// items, each message within the size limit.
+pub fn presence_message(data: &[u8]) -> NodeMessageOutcome {
+    use crate::presence::body;
+    use crate::presence::state::{self, Lamps, NodeMessage, Origin};
+    use std::time::{Duration, Instant};
+
+    let text = String::from_utf8_lossy(data);
+    let Some(message) = state::parse(&text) else {
+        return NodeMessageOutcome::Unreadable;
+    };
+    if let NodeMessage::News { ttl, items } = &message {
+        let mut again = Vec::new();
+        for m in state::encode(items, *ttl) {
+            assert!(m.len() <= state::MAX_MESSAGE_BYTES, "{} bytes", m.len());
+            match state::parse(&m) {
+                Some(NodeMessage::News { items, .. }) => again.extend(items),
+                other => panic!("our own message not read back: {other:?}\n{m}"),
+            }
+        }
+        assert_eq!(&again, items, "read back otherwise");
+    }
+    let mut lamps = Lamps::default();
+    lamps.share();
+    let now = Instant::now();
+    let _ = lamps.hear("0123456789abcdef", message, now);
+    for (id, lamp) in lamps.lit() {
+        let _ = body::dialog_info(&id, 1, &lamp);
+        let _ = body::pidf(&id, &lamp);
+    }
+    let _ = state::encode(&lamps.take_outbox(), Duration::from_secs(90));
+    lamps.expire(now + state::MAX_TTL);
+    // Lamps set as a whole stay (the store keeps them); a node's calls do not.
+    let calls_left = lamps
+        .lit()
+        .into_iter()
+        .any(|(_, l)| l.origin == Origin::Call);
+    assert!(!calls_left, "a node's call lamps outlive the longest ttl");
+    NodeMessageOutcome::Read
+}

@@ -421,3 +421,20 @@ fn mutated_subscribes_never_panic() {
     eprintln!("subscribe: {inputs} inputs, {mutations} mutations");
     assert!(mutations > 10_000, "{mutations}");
 }
+
+#[test]
+fn mutated_presence_messages_never_panic() {
+    let (mut read, mut unreadable) = (0, 0);
+    let (inputs, mutations) = campaign(
+        "presence_message",
+        0x13,
+        20_000,
+        &fuzzing::presence_message,
+        |o| match o {
+            fuzzing::NodeMessageOutcome::Read => read += 1,
+            fuzzing::NodeMessageOutcome::Unreadable => unreadable += 1,
+        },
+    );
+    assert!(read > 100 && unreadable > 100, "{read} {unreadable}");
+    eprintln!("presence_message: {inputs} inputs, {mutations} mutations");
+}

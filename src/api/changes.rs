@@ -53,6 +53,9 @@ pub(super) fn follow(st: Shared, mut stop: watch::Receiver<()>) {
                         devices::follow(&st, &account).await;
                     }
                 }
+                // The presence task follows these (`Store::subscribe_presence`); they never
+                // come on this channel.
+                Ok(Change::Presence { .. }) => {}
                 Err(RecvError::Closed) => break,
             }
         }

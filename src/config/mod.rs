@@ -473,6 +473,10 @@ pub struct PresenceConfig {
     /// `max_subscriptions_per_device`: a device with this many live subscriptions gets 403
     /// for another. Default 200 (a desk phone with sidecars watches ~100 keys), 1..=100000.
     pub max_subscriptions_per_device: u32,
+    /// `announce_interval_s`: with a PostgreSQL store, how often a node tells the others
+    /// again what its calls light (only lit ids); they forget it after three intervals
+    /// without hearing it (a node that stopped). Default 30, 1..=3600.
+    pub announce_interval_s: u32,
 }
 
 impl Default for PresenceConfig {
@@ -483,6 +487,7 @@ impl Default for PresenceConfig {
             default_expires: 3600,
             max_notifies_in_flight: 256,
             max_subscriptions_per_device: 200,
+            announce_interval_s: 30,
         }
     }
 }

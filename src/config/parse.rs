@@ -457,6 +457,7 @@ fn read_presence(r: &mut Reader, t: &Table) -> PresenceConfig {
             "default_expires",
             "max_notifies_in_flight",
             "max_subscriptions_per_device",
+            "announce_interval_s",
         ],
     );
     let d = PresenceConfig::default();
@@ -491,6 +492,7 @@ fn read_presence(r: &mut Reader, t: &Table) -> PresenceConfig {
             100_000,
             d.max_subscriptions_per_device,
         ),
+        announce_interval_s: r.int_or(t, p, "announce_interval_s", 1, 3600, d.announce_interval_s),
     }
 }
 

@@ -264,6 +264,14 @@ fn each_bad_value_reports_its_key() {
             "[media]\nearly_media_unproven_s = 4000",
             "media.early_media_unproven_s",
         ),
+        (
+            "[presence]\nannounce_interval_s = 0",
+            "presence.announce_interval_s",
+        ),
+        (
+            "[presence]\nannounce_interval_s = 3601",
+            "presence.announce_interval_s",
+        ),
         ("sip = 5", "sip"),
         ("[[accounts]]\nrealm = \"r\"", "accounts[0].id"),
         (
@@ -278,6 +286,16 @@ fn each_bad_value_reports_its_key() {
             "{text:?}: wanted {key}, got {problems:?}"
         );
     }
+}
+
+#[test]
+fn presence_announce_interval_is_read_with_its_default() {
+    let (cfg, problems) = parse("", Path::new("/x"));
+    assert!(problems.is_empty(), "{problems:?}");
+    assert_eq!(cfg.presence.announce_interval_s, 30);
+    let (cfg, problems) = parse("[presence]\nannounce_interval_s = 1", Path::new("/x"));
+    assert!(problems.is_empty(), "{problems:?}");
+    assert_eq!(cfg.presence.announce_interval_s, 1);
 }
 
 #[test]

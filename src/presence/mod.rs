@@ -22,6 +22,10 @@
 //! subscription gets a NOTIFY with the current state in its old dialog, and the lamps are lit
 //! as they were. Call lamps are not kept: no call outlives a restart, so they start idle.
 //!
+//! With a PostgreSQL store several nodes share the lamps (issue 13): the task tells the
+//! others what changed here and hears what changed there, on the store's channel (see
+//! `notifier.rs`; what is shared and what expires, in `state.rs`).
+//!
 //! Setting a lamp never waits on the task: it is one map operation under the table's mutex
 //! (never held across I/O or an await; the task holds it only to read a lamp or take the
 //! changed ids) and a `Notify` rung.
@@ -123,11 +127,18 @@ impl Presence {
     /// The handle, and the task to run (the server watches it). With a store, the lamps flows
     /// left lit and the subscriptions come back (read here, before anything is served).
     pub fn start(p: PresenceParts) -> (Arc<Presence>, impl Future<Output = ()> + Send + 'static) {
+        // Other nodes on the same PostgreSQL database: the task hears theirs and tells them
+        // ours (what was restored they read from the store themselves). Heard from before
+        // the store is read, so that a change made meanwhile is not lost between the two.
+        let nodes = p.store.as_ref().and_then(Store::subscribe_presence);
         let mut lamps = Lamps::default();
         let mut restored = Vec::new();
         if let Some(store) = &p.store {
             restore_lamps(store, &mut lamps);
             restored = restore_subscriptions(store, &p.cfg, &p.endpoint);
+        }
+        if nodes.is_some() {
+            lamps.share();
         }
         let shared = Arc::new(Shared {
             lamps: Mutex::new(lamps),
@@ -145,7 +156,7 @@ impl Presence {
             stats.clone(),
             ev_tx,
         );
-        let task = notifier.run(restored, cmd_rx, ev_rx);
+        let task = notifier.run(restored, cmd_rx, ev_rx, nodes);
         let handle = Arc::new(Presence {
             cfg: p.cfg,
             shared,
@@ -173,13 +184,27 @@ impl Presence {
     /// what it shows changed. A manual lamp is kept in the store (and one no longer lit taken
     /// out).
     pub fn set(&self, id: &PresenceId, lamp: Lamp) -> Result<(), LampError> {
+        self.set_or_reset(id, lamp, false)
+    }
+
+    /// [`Presence::set`], or with `reset` the lamps table's reset (which also forgets what
+    /// other nodes said of the id, and tells them).
+    fn set_or_reset(&self, id: &PresenceId, lamp: Lamp, reset: bool) -> Result<(), LampError> {
         let kept = |l: &Lamp| l.origin == Origin::Manual && !l.is_idle();
         let now_kept = kept(&lamp).then_some(lamp.status);
-        let old = self.shared.lock().set(id, lamp)?;
+        let old = {
+            let mut lamps = self.shared.lock();
+            if reset {
+                lamps.reset(id)?
+            } else {
+                lamps.set(id, lamp)?
+            }
+        };
         let Some(old) = old else {
             return Ok(());
         };
-        self.shared.wake.notify_one();
+        // Stored before the task is woken, which announces it to the other nodes: a node
+        // starting meanwhile reads it from the store or hears it.
         if let Some(store) = &self.store {
             match now_kept {
                 Some(status) => {
@@ -195,6 +220,7 @@ impl Presence {
                 None => {}
             }
         }
+        self.shared.wake.notify_one();
         Ok(())
     }
 
@@ -207,6 +233,8 @@ impl Presence {
 
     /// Kazoo's presence reset (the API's): `id` goes idle and every watcher of it is sent the
     /// state again, even when nothing changed — a phone whose lamp is stuck is put right.
+    /// With other nodes, on every node: what they said of the id is forgotten, and a node
+    /// whose calls light it says so again (a live call keeps its lamp, as here).
     pub fn reset(&self, id: &PresenceId) -> Result<(), LampError> {
         // Marked before the lamp changes: the task then takes both in one turn (one NOTIFY).
         self.shared
@@ -214,7 +242,7 @@ impl Presence {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .insert(id.clone());
-        let set = self.set(id, Lamp::idle());
+        let set = self.set_or_reset(id, Lamp::idle(), true);
         self.shared.wake.notify_one();
         set
     }
@@ -347,23 +375,36 @@ pub(crate) fn reply_refusal(req: &rsip::Request, tx: &ServerTx, refusal: &Subscr
 
 /// The lamps flows left lit.
 fn restore_lamps(store: &Store, lamps: &mut Lamps) {
-    match store.presence_states() {
-        Ok(rows) => {
-            for row in rows {
-                let (Ok(id), Some(status)) = (
-                    PresenceId::parse(&row.presence_id, ""),
-                    Status::parse(&row.status),
-                ) else {
-                    tracing::warn!(id = %wire(&row.presence_id), "store: an unreadable lamp skipped");
-                    continue;
-                };
-                let _ = lamps.set(&id, Lamp::manual(&id, status));
-            }
-            // Restored, not changed: no watcher is owed anything for them yet.
-            let _ = lamps.take_changed();
-        }
-        Err(e) => tracing::warn!(error = %e, "cannot read presence states from the store"),
+    if let Some(stored) = stored_lamps(store) {
+        lamps.set_all(stored);
+        // Restored, not changed: no watcher is owed anything for them yet.
+        let _ = lamps.take_changed();
     }
+}
+
+/// The lamps set as a whole the store keeps (every node's, with PostgreSQL); `None` when it
+/// cannot be read (logged).
+pub(crate) fn stored_lamps(store: &Store) -> Option<Vec<(PresenceId, Status)>> {
+    let rows = match store.presence_states() {
+        Ok(rows) => rows,
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot read presence states from the store");
+            return None;
+        }
+    };
+    let read = rows.into_iter().filter_map(|row| {
+        match (
+            PresenceId::parse(&row.presence_id, ""),
+            Status::parse(&row.status),
+        ) {
+            (Ok(id), Some(status)) => Some((id, status)),
+            _ => {
+                tracing::warn!(id = %wire(&row.presence_id), "store: an unreadable lamp skipped");
+                None
+            }
+        }
+    });
+    Some(read.collect())
 }
 
 /// The stored subscriptions, each going on from this process's socket of its transport (and

@@ -11,15 +11,28 @@
 //!
 //! A subscriber that answers 481, 408 or one of RFC 5057's other dialog-usage killers, or
 //! does not answer at all (Timer F), is removed without a further NOTIFY.
+//!
+//! With other nodes on the same PostgreSQL database (issue 13) the task also carries the
+//! lamps between them, on the store's channel (`Change::Presence`): it announces what the
+//! lamps table says this node owes them (a lamp a flow or the API set, a reset, what its own
+//! calls light on an id when that changed), and every `[presence] announce_interval_s` the
+//! ids its calls light again; the others believe a node's call lamps for three intervals
+//! (the `ttl` it sends) and the sweep forgets what was not said again, so a node that died
+//! with calls up leaves no lamp lit. What it hears from the others goes into the table
+//! (`Lamps::hear`), and their watchers here are told as for a local change. A node starting,
+//! or whose listener reconnected (it may have missed messages), asks the others to say
+//! their call lamps again; after a reconnection it also reads the lamps set as a whole from
+//! the store again.
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
+use tokio::sync::broadcast::{self, error::RecvError};
 use tokio::sync::mpsc;
 
-use super::state::PresenceId;
+use super::state::{self, PresenceId};
 use super::subscription::{
     read, EndReason, SubscribeRefusal, SubscribeRequest, Subscription, Watcher,
 };
@@ -30,7 +43,30 @@ use crate::sip::dialog::{host_port, Dialog, DialogError};
 use crate::sip::endpoint::{DialogEvent, DialogId, Endpoint, ServerTx};
 use crate::sip::message;
 use crate::sip::outgoing::{random_token, response_bytes};
-use crate::store::{unix_now, Store, Write};
+use crate::store::{unix_now, Change, Store, Write};
+
+/// What the other nodes said, or that something may have been missed.
+enum FromNodes {
+    Message { node: String, body: String },
+    Missed,
+    Closed,
+}
+
+/// The next thing heard from the other nodes; never, without them.
+async fn from_nodes(rx: &mut Option<broadcast::Receiver<Change>>) -> FromNodes {
+    let Some(r) = rx else {
+        return std::future::pending().await;
+    };
+    loop {
+        return match r.recv().await {
+            Ok(Change::Presence { node, body }) => FromNodes::Message { node, body },
+            Ok(Change::Resync) | Err(RecvError::Lagged(_)) => FromNodes::Missed,
+            // The presence channel carries nothing else.
+            Ok(_) => continue,
+            Err(RecvError::Closed) => FromNodes::Closed,
+        };
+    }
+}
 
 /// A SUBSCRIBE admission accepted (authenticated, valid, watching an id of the device's
 /// account), for the task to answer.
@@ -118,6 +154,7 @@ impl Notifier {
         restored: Vec<Subscription>,
         mut cmds: mpsc::Receiver<NewSubscription>,
         mut events: mpsc::UnboundedReceiver<DialogEvent>,
+        mut nodes: Option<broadcast::Receiver<Change>>,
     ) {
         let n = restored.len();
         for sub in restored {
@@ -132,6 +169,14 @@ impl Notifier {
         self.pump();
         let mut sweep = tokio::time::interval(Duration::from_secs(1));
         sweep.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let every = self.announce_interval();
+        let mut announce = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
+        announce.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        if nodes.is_some() {
+            // What the others' calls light now: our listener may have connected before this
+            // task subscribed, so its first resync went unheard.
+            self.ask_nodes();
+        }
         loop {
             // A panic costs the one event that caused it, never the task.
             tokio::select! {
@@ -149,7 +194,22 @@ impl Notifier {
                 }
                 _ = sweep.tick() => {
                     let _ = crate::health::catch(|| self.sweep(unix_now()));
+                    let _ = crate::health::catch(|| self.expire_nodes(Instant::now()));
                 }
+                _ = announce.tick(), if nodes.is_some() => {
+                    self.shared.lock().announce_own_calls();
+                    let _ = crate::health::catch(|| self.announce());
+                }
+                heard = from_nodes(&mut nodes) => match heard {
+                    FromNodes::Message { node, body } => {
+                        let _ = crate::health::catch(|| self.hear(&node, &body));
+                    }
+                    FromNodes::Missed => {
+                        self.ask_nodes();
+                        self.reload_set().await;
+                    }
+                    FromNodes::Closed => nodes = None,
+                },
             }
             let _ = crate::health::catch(|| self.pump());
         }
@@ -372,8 +432,84 @@ impl Notifier {
         }
     }
 
-    /// Lamps changed (or were reset): every watcher of each is owed a NOTIFY.
+    /// How often this node says again what its calls light.
+    fn announce_interval(&self) -> Duration {
+        Duration::from_secs(u64::from(self.cfg.presence.announce_interval_s.max(1)))
+    }
+
+    /// Tells the other nodes what the lamps table says they are owed (nothing without
+    /// them: the table notes nothing then). Through the store's writer queue: never waits.
+    fn announce(&self) {
+        let news = self.shared.lock().take_outbox();
+        if news.is_empty() {
+            return;
+        }
+        let Some(store) = &self.store else {
+            return;
+        };
+        // Believed for three intervals: one lost message does not put a lamp out.
+        let ttl = self.announce_interval() * 3;
+        for body in state::encode(&news, ttl) {
+            store.announce(body);
+        }
+    }
+
+    /// Asks every node to say again what its calls light, and says ours (they may have
+    /// missed it too).
+    fn ask_nodes(&self) {
+        if let Some(store) = &self.store {
+            store.announce(state::encode_ask());
+        }
+        self.shared.lock().announce_own_calls();
+        self.announce();
+    }
+
+    /// A message from node `node`: into the lamps table; the watchers of what changed (or
+    /// was reset) are told.
+    fn hear(&mut self, node: &str, body: &str) {
+        let Some(message) = state::parse(body) else {
+            tracing::debug!(node = %wire(node), "presence: an unreadable message from a node ignored");
+            return;
+        };
+        let heard = self.shared.lock().hear(node, message, Instant::now());
+        if heard.refused > 0 {
+            tracing::warn!(node = %wire(node), refused = heard.refused, "presence: lamps of a node not kept");
+        }
+        if !heard.reset.is_empty() {
+            let mut refresh = self
+                .shared
+                .refresh
+                .lock()
+                .unwrap_or_else(|e| e.into_inner());
+            refresh.extend(heard.reset);
+        }
+        self.on_changes();
+    }
+
+    /// The lamps set as a whole, read again from the store after messages may have been
+    /// missed (a change made meanwhile on another node). Messages heard during the read wait
+    /// in the channel and are applied after it, so the newest still wins.
+    async fn reload_set(&mut self) {
+        let Some(store) = self.store.clone() else {
+            return;
+        };
+        let read = tokio::task::spawn_blocking(move || super::stored_lamps(&store)).await;
+        if let Ok(Some(stored)) = read {
+            self.shared.lock().set_all(stored);
+            self.on_changes();
+        }
+    }
+
+    /// Forgets the other nodes' call lamps not said again in time.
+    fn expire_nodes(&mut self, now: Instant) {
+        self.shared.lock().expire(now);
+        self.on_changes();
+    }
+
+    /// Lamps changed (or were reset): every watcher of each is owed a NOTIFY, and the other
+    /// nodes what concerns them.
     fn on_changes(&mut self) {
+        self.announce();
         let changed = self.shared.take_owed();
         for pid in changed {
             let Some(ids) = self.watchers.get(&pid) else {

@@ -47,6 +47,10 @@ use pg::Pg;
 pub use schema::SCHEMA_VERSION;
 use writer::{writer_loop, Msg, Sink, Stats};
 
+/// Longest presence message [`Store::announce`] sends: PostgreSQL's NOTIFY payload is under
+/// 8000 bytes, and the channel's name and the `presence:<node>:` prefix come with it.
+pub const MAX_ANNOUNCE_BYTES: usize = 7600;
+
 /// Seconds from 0000-01-01 (proleptic Gregorian, Erlang's `calendar` epoch) to 1970-01-01.
 /// Kazoo stamps documents in Gregorian seconds (spec j.15: `63635231906`).
 pub const GREGORIAN_OFFSET: i64 = 62_167_219_200;
@@ -284,6 +288,34 @@ impl Store {
             Backend::Sqlite(_) => None,
             Backend::Postgres(pg) => Some(pg.subscribe()),
         }
+    }
+
+    /// The other nodes' presence messages (`Change::Presence`) and the listener's resyncs,
+    /// on a channel of their own; `None` for SQLite.
+    pub fn subscribe_presence(&self) -> Option<tokio::sync::broadcast::Receiver<Change>> {
+        match &self.inner.backend {
+            Backend::Sqlite(_) => None,
+            Backend::Postgres(pg) => Some(pg.subscribe_presence()),
+        }
+    }
+
+    /// Tells the other nodes a presence message (`body`, the presence layer's text) through
+    /// the writer queue: never blocks, sent when its batch commits, in order with the writes
+    /// queued before it (a flow's lamp is stored before it is announced). Nothing on SQLite;
+    /// a body too long for a PostgreSQL `NOTIFY` is dropped (logged): the sender keeps under
+    /// [`MAX_ANNOUNCE_BYTES`].
+    pub fn announce(&self, body: String) -> bool {
+        if !self.is_postgres() {
+            return false;
+        }
+        if body.len() > MAX_ANNOUNCE_BYTES {
+            tracing::warn!(
+                bytes = body.len(),
+                "store: a presence message too long, dropped"
+            );
+            return false;
+        }
+        self.write(Write::Announce(body))
     }
 
     /// Whether this store is a PostgreSQL database (`[store] postgres`).

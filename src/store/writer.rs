@@ -38,6 +38,9 @@ pub enum Write {
     PresenceState(StoredPresence),
     /// A lamp back to idle (the presence id).
     ClearPresenceState(String),
+    /// A presence message for the other nodes (PostgreSQL's `pivotd_changes`, sent when the
+    /// batch commits, so after the writes queued before it); see [`Store::announce`].
+    Announce(String),
 }
 
 pub(super) enum Msg {
@@ -321,5 +324,7 @@ fn insert(conn: &Connection, w: &Write) -> Result<(), rusqlite::Error> {
         Write::ExpireSubscriptions(before) => presence::expire_subscriptions(conn, *before),
         Write::PresenceState(p) => presence::upsert_state(conn, p),
         Write::ClearPresenceState(id) => presence::delete_state(conn, id),
+        // No other node shares a SQLite file (`Store::announce` queues none there).
+        Write::Announce(_) => Ok(()),
     }
 }

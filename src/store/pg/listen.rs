@@ -31,6 +31,11 @@ pub enum Change {
         account_id: String,
         device_id: String,
     },
+    /// What another node's presence lamps show (issue 13): `body` is the presence layer's
+    /// own message (`presence/state.rs` reads it; another node's text, so hostile input),
+    /// `node` the name of the node that sent it. A node does not hear its own. Handed out by
+    /// [`Store::subscribe_presence`](crate::store::Store::subscribe_presence) only.
+    Presence { node: String, body: String },
     /// The listener (re)connected: changes made meanwhile were not heard, reload everything.
     Resync,
 }
@@ -45,6 +50,7 @@ impl Change {
                 account_id,
                 device_id,
             } => format!("registrations:{origin}:{account_id}:{device_id}"),
+            Change::Presence { body, .. } => format!("presence:{origin}:{body}"),
             Change::Resync => format!("resync:{origin}"),
         }
     }
@@ -63,6 +69,10 @@ impl Change {
                     device_id: device_id.to_owned(),
                 }
             }
+            "presence" => Change::Presence {
+                node: origin.to_owned(),
+                body: rest.to_owned(),
+            },
             _ => return None,
         };
         Some((origin, change))
@@ -83,13 +93,35 @@ pub(super) async fn notify(
     Ok(())
 }
 
+/// Where the listener hands what it hears: presence messages have a channel of their own,
+/// for they come in bursts (every lit lamp of a node, periodically) that would make the
+/// API's follower lag, which it takes as a full reload.
+pub(super) struct Outlets {
+    pub(super) changes: broadcast::Sender<Change>,
+    pub(super) presence: broadcast::Sender<Change>,
+}
+
+impl Outlets {
+    fn send(&self, c: Change) {
+        // No receiver (yet) is no error: a node without an API or presence task.
+        match c {
+            Change::Presence { .. } => {
+                let _ = self.presence.send(c);
+            }
+            Change::Resync => {
+                let _ = self.presence.send(Change::Resync);
+                let _ = self.changes.send(Change::Resync);
+            }
+            c => {
+                let _ = self.changes.send(c);
+            }
+        }
+    }
+}
+
 /// Listens for ever (until the store's runtime stops), connecting again when the
 /// connection is lost. `node` is this store's name in the payloads.
-pub(super) async fn listen(
-    cfg: tokio_postgres::Config,
-    node: String,
-    out: broadcast::Sender<Change>,
-) {
+pub(super) async fn listen(cfg: tokio_postgres::Config, node: String, out: Outlets) {
     loop {
         match cfg.connect(NoTls).await {
             Ok((client, mut conn)) => {
@@ -107,13 +139,14 @@ pub(super) async fn listen(
                 });
                 match client.batch_execute(&format!("LISTEN {CHANNEL}")).await {
                     Ok(()) => {
-                        let _ = out.send(Change::Resync);
+                        out.send(Change::Resync);
                         while let Some(p) = rx.recv().await {
                             match Change::parse(&p) {
-                                Some((origin, Change::Registrations { .. })) if origin == node => {}
-                                Some((_, c)) => {
-                                    let _ = out.send(c);
-                                }
+                                Some((
+                                    origin,
+                                    Change::Registrations { .. } | Change::Presence { .. },
+                                )) if origin == node => {}
+                                Some((_, c)) => out.send(c),
                                 None => {}
                             }
                         }
@@ -143,6 +176,10 @@ mod tests {
             Change::Registrations {
                 account_id: "acc".into(),
                 device_id: "dev:with:colons".into(),
+            },
+            Change::Presence {
+                node: "n1".into(),
+                body: r#"{"v":1,"items":[{"id":"a:b@x"}]}"#.into(),
             },
         ] {
             assert_eq!(Change::parse(&c.payload("n1")), Some(("n1", c)));

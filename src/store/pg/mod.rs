@@ -70,6 +70,8 @@ pub(super) struct Pg {
     node: String,
     /// What the listener heard (see `listen.rs`).
     changes: broadcast::Sender<listen::Change>,
+    /// What it heard of the other nodes' presence lamps.
+    presence: broadcast::Sender<listen::Change>,
     handle: Handle,
     /// `Option` only so that `Drop` can shut it down without waiting for it: a runtime
     /// dropped the ordinary way inside async code panics.
@@ -130,22 +132,32 @@ impl Pg {
             .build()?;
         // A burst larger than this makes a slow receiver lag, which it takes as a resync.
         let (changes, _) = broadcast::channel(256);
+        // Presence comes in bursts (a node's periodic announcement of its lit lamps, in
+        // messages of many ids each): room for several nodes' at once.
+        let (presence, _) = broadcast::channel(1024);
         let node = format!("{:016x}", rand::random::<u64>());
         let pg = Pg {
             node: node.clone(),
             pool,
             changes: changes.clone(),
+            presence: presence.clone(),
             handle: rt.handle().clone(),
             rt: Some(rt),
         };
         pg.run(async |c| schema::migrate(c).await)?;
-        pg.handle.spawn(listen::listen(listen_cfg, node, changes));
+        let outlets = listen::Outlets { changes, presence };
+        pg.handle.spawn(listen::listen(listen_cfg, node, outlets));
         Ok(pg)
     }
 
     /// A receiver of the changes the nodes announce.
     pub(super) fn subscribe(&self) -> broadcast::Receiver<listen::Change> {
         self.changes.subscribe()
+    }
+
+    /// A receiver of the other nodes' presence messages (and of resyncs).
+    pub(super) fn subscribe_presence(&self) -> broadcast::Receiver<listen::Change> {
+        self.presence.subscribe()
     }
 
     /// Runs `f` on a pooled connection and waits for it (see the module's note).

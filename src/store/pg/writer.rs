@@ -6,6 +6,7 @@ use std::sync::atomic::Ordering;
 
 use deadpool_postgres::Transaction;
 
+use super::listen::{notify, Change};
 use super::{cdrs, debug, presence, registrations, unreachable, Pg};
 use crate::store::writer::{Committed, Stats};
 use crate::store::{StoreError, Write};
@@ -66,5 +67,12 @@ async fn insert(tx: &Transaction<'_>, w: &Write, node: &str) -> Result<(), tokio
         Write::ExpireSubscriptions(before) => presence::expire_subscriptions(tx, *before).await,
         Write::PresenceState(p) => presence::upsert_state(tx, p).await,
         Write::ClearPresenceState(id) => presence::delete_state(tx, id).await,
+        Write::Announce(body) => {
+            let change = Change::Presence {
+                node: node.to_owned(),
+                body: body.clone(),
+            };
+            notify(&**tx, node, &change).await
+        }
     }
 }
