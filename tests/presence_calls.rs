@@ -10,7 +10,7 @@ mod common;
 use common::baresip::Baresip;
 use common::bridge::{Callee, Caller, Script};
 use common::digest::{challenges, credentials};
-use common::presence::{dialog_info, pidf, xml, Notify, Subscriber};
+use common::presence::{self, dialog_info, pidf, shown, Shown, Subscriber};
 use common::*;
 use pivotd::presence::{PresenceId, Status};
 
@@ -55,26 +55,9 @@ password = "pass-2009"
     config_toml(flows, sip_extra, "")
 }
 
-/// A subscriber (device w1) of `user@pivotd.test` to `event`, subscribed, its first NOTIFY
-/// (idle) taken.
+/// The watcher w1 (2009) on `server` of `user@pivotd.test`, its first NOTIFY taken.
 async fn watch(server: &TestServer, user: &str, event: &str) -> Subscriber {
-    let mut s = Subscriber::new(
-        server.udp,
-        "2009",
-        "pass-2009",
-        REALM,
-        &format!("sip:{user}@{REALM}"),
-        event,
-    )
-    .await;
-    let r = s.subscribe(Some(600), "").await;
-    assert_eq!(status(&r), 200, "{r}");
-    let first = s.notify().await;
-    match event {
-        "dialog" => assert!(dialog_info(&first).is_idle(), "{}", first.body),
-        _ => assert_eq!(pidf(&first).note, "Available", "{}", first.body),
-    }
-    s
+    presence::watch(server.udp, REALM, user, event).await
 }
 
 /// A callee registered as `user` (password `pass-<user>`).
@@ -85,39 +68,6 @@ async fn phone(server: &TestServer, user: &str, script: Script) -> Callee {
         .await;
     assert_eq!(status(&r), 200, "{r}");
     callee
-}
-
-/// The one `<dialog>` of a dialog-info NOTIFY: its state, direction and Call-ID, the local
-/// tag and the remote identity.
-#[derive(Debug)]
-struct Shown {
-    state: String,
-    direction: String,
-    call_id: String,
-    local_tag: Option<String>,
-    remote: String,
-}
-
-fn shown(n: &Notify) -> Shown {
-    let d = dialog_info(n);
-    assert_eq!(d.dialogs.len(), 1, "one dialog: {}", n.body);
-    let els = xml(&n.body);
-    let dialog = els
-        .iter()
-        .find(|e| e.path == "dialog-info/dialog")
-        .expect("a dialog");
-    let remote = els
-        .iter()
-        .find(|e| e.path == "dialog-info/dialog/remote/identity")
-        .map(|e| e.text.clone())
-        .unwrap_or_default();
-    Shown {
-        state: d.dialogs[0].clone(),
-        direction: dialog.attr("direction").unwrap_or_default().into(),
-        call_id: dialog.attr("call-id").unwrap_or_default().into(),
-        local_tag: dialog.attr("local-tag").map(str::to_string),
-        remote,
-    }
 }
 
 /// The next NOTIFYs of a dialog watcher and a presence watcher: the dialog's state and the

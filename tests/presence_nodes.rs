@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use common::api::Api;
 use common::bridge::{Callee, Caller, Script};
-use common::presence::{dialog_info, pidf, xml, Notify, Subscriber};
+use common::presence::{self, pidf, Notify, Subscriber};
 use common::*;
 use pivotd::presence::{PresenceId, Status};
 use serde_json::json;
@@ -87,26 +87,9 @@ async fn call_on(a: &TestServer) -> (Callee, Caller) {
     (callee, caller)
 }
 
-/// A subscriber (device w1) on `server` of `user@pivotd.test` to `event`, its first NOTIFY
-/// (idle) taken.
+/// The watcher w1 (2009) on `server` of `user@pivotd.test`, its first NOTIFY taken.
 async fn watch(server: &TestServer, user: &str, event: &str) -> Subscriber {
-    let mut s = Subscriber::new(
-        server.udp,
-        "2009",
-        "pass-2009",
-        REALM,
-        &format!("sip:{user}@{REALM}"),
-        event,
-    )
-    .await;
-    let r = s.subscribe(Some(600), "").await;
-    assert_eq!(status(&r), 200, "{r}");
-    let first = s.notify().await;
-    match event {
-        "dialog" => assert!(dialog_info(&first).is_idle(), "{}", first.body),
-        _ => assert_eq!(pidf(&first).note, "Available", "{}", first.body),
-    }
-    s
+    presence::watch(server.udp, REALM, user, event).await
 }
 
 /// The next NOTIFY, which must come within the 2 s asked.
@@ -119,18 +102,8 @@ async fn soon(s: &mut Subscriber) -> Notify {
 /// The state of the one `<dialog>` a dialog-info NOTIFY shows (`idle` when none), and its
 /// `call-id` and `direction`.
 fn shown(n: &Notify) -> (String, String, String) {
-    let d = dialog_info(n);
-    if d.is_idle() {
-        return ("idle".into(), String::new(), String::new());
-    }
-    assert_eq!(d.dialogs.len(), 1, "one dialog: {}", n.body);
-    let els = xml(&n.body);
-    let dialog = els
-        .iter()
-        .find(|e| e.path == "dialog-info/dialog")
-        .expect("a dialog");
-    let attr = |k: &str| dialog.attr(k).unwrap_or_default().to_string();
-    (d.dialogs[0].clone(), attr("call-id"), attr("direction"))
+    let s = presence::shown(n);
+    (s.state, s.call_id, s.direction)
 }
 
 fn id(user: &str) -> PresenceId {

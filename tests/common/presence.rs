@@ -425,3 +425,67 @@ pub fn pidf(n: &Notify) -> Pidf {
             .collect(),
     }
 }
+
+/// The one `<dialog>` of a dialog-info NOTIFY: its state, direction and Call-ID, the local
+/// tag and the remote identity; `state` "idle" and the rest empty when it shows none.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Shown {
+    pub state: String,
+    pub direction: String,
+    pub call_id: String,
+    pub local_tag: Option<String>,
+    pub remote: String,
+}
+
+pub fn shown(n: &Notify) -> Shown {
+    let d = dialog_info(n);
+    if d.is_idle() {
+        return Shown {
+            state: "idle".into(),
+            direction: String::new(),
+            call_id: String::new(),
+            local_tag: None,
+            remote: String::new(),
+        };
+    }
+    assert_eq!(d.dialogs.len(), 1, "one dialog: {}", n.body);
+    let els = xml(&n.body);
+    let dialog = els
+        .iter()
+        .find(|e| e.path == "dialog-info/dialog")
+        .expect("a dialog");
+    let remote = els
+        .iter()
+        .find(|e| e.path == "dialog-info/dialog/remote/identity")
+        .map(|e| e.text.clone())
+        .unwrap_or_default();
+    Shown {
+        state: d.dialogs[0].clone(),
+        direction: dialog.attr("direction").unwrap_or_default().into(),
+        call_id: dialog.attr("call-id").unwrap_or_default().into(),
+        local_tag: dialog.attr("local-tag").map(str::to_string),
+        remote,
+    }
+}
+
+/// The presence tests' watcher (device w1: `2009`, password `pass-2009`, in `realm`)
+/// subscribed at `server` to `event` for `user@realm`, its first NOTIFY (idle) taken.
+pub async fn watch(server: SocketAddr, realm: &str, user: &str, event: &str) -> Subscriber {
+    let mut s = Subscriber::new(
+        server,
+        "2009",
+        "pass-2009",
+        realm,
+        &format!("sip:{user}@{realm}"),
+        event,
+    )
+    .await;
+    let r = s.subscribe(Some(600), "").await;
+    assert_eq!(status(&r), 200, "{r}");
+    let first = s.notify().await;
+    match event {
+        "dialog" => assert!(dialog_info(&first).is_idle(), "{}", first.body),
+        _ => assert_eq!(pidf(&first).note, "Available", "{}", first.body),
+    }
+    s
+}
