@@ -10,7 +10,7 @@ use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use common::api::Api;
-use common::cluster::{start_nodes, Node, KEY};
+use common::cluster::{start_nodes, start_nodes_each, Node, KEY};
 use common::http::{HttpResp, HttpServer};
 use common::kamailio::Kamailio;
 use common::*;
@@ -464,4 +464,81 @@ async fn kamailio_drops_a_flooding_source_and_serves_the_others() {
         .log()
         .contains("pike: dropping requests from 127.0.0.5"));
     assert!(served.is_some(), "another source was not served");
+}
+
+/// Node 1 takes at most one new call a second (`max_calls_per_second`, `503` with
+/// `Retry-After` above it), node 2 any number. Offered 4 a second, node 1 refuses about half
+/// of its share: Kamailio must hand each refused call to node 2 *and leave node 1 in*, so it
+/// keeps taking its one a second to the end. Were a node taken out on a 503 for load (as on
+/// `503 Shutting Down`), node 1 would take no call after its first refusal until the next
+/// probe (30 s here).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_refusing_for_load_hands_the_call_on_and_stays_in() {
+    let url = database().await;
+    let nodes = start_nodes_each(&url, LONG_CALL, &["max_calls_per_second = 1", ""]).await;
+    let proxy = Kamailio::start(&sips(&nodes), &[("PROBE_INTERVAL", "30")]).await;
+    let run = calls_through(proxy.addr, "6100", 48, 4).await;
+    let (ok, failed) = outcome(&run);
+    let moved = proxy.log().matches("trying the next").count();
+    let taken = calls_per_node(&nodes).await;
+    eprintln!("SIPp {ok} ok, {failed} failed; nodes took {taken:?}; kamailio moved {moved}");
+    assert_eq!((ok, failed), (48, 0), "{}\n{}", run.output, proxy.log());
+    assert!(moved > 0, "node 1 refused nothing: {taken:?}");
+    // About one a second for the 12 s of the run; 2 or 3 if it had been taken out.
+    assert!(taken[0] >= 6, "{taken:?}\n{}", proxy.log());
+    assert!(
+        !proxy.log().contains("out until it answers a probe"),
+        "{}",
+        proxy.log()
+    );
+}
+
+/// A watcher of the presence id `2100` and the device it subscribes as.
+const WATCHER: &str = r#"
+[[accounts.devices]]
+id = "w1"
+username = "2009"
+password = "pass-2009"
+"#;
+
+/// A SUBSCRIBE through Kamailio lands on one node (its dialog Record-Routed through the
+/// proxy); a lamp set through either node's API reaches the watcher, the NOTIFYs coming back
+/// through Kamailio — one of the two changes is made on the node that does not hold the
+/// subscription.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_subscription_through_kamailio_hears_lamps_set_on_any_node() {
+    use common::presence::{shown, watch};
+    let url = database().await;
+    let nodes = start_nodes(2, &url, WATCHER, "").await;
+    let proxy = Kamailio::start(&sips(&nodes), &[]).await;
+    let mut blf = watch(proxy.addr, "pivotd.test", "2100", "dialog").await;
+    assert!(
+        blf.sip.local().ip().is_loopback(),
+        "the watcher is on loopback"
+    );
+
+    for (node, state) in [(&nodes[0], "confirmed"), (&nodes[1], "terminated")] {
+        let api = Api::login_at(node.api, KEY).await;
+        let a = api
+            .post(
+                &format!("/v2/accounts/{ACCOUNT}/presence/2100"),
+                json!({"action": "set", "state": state}),
+            )
+            .await;
+        assert_eq!(a.status, 202, "{}", a.body);
+        let n = blf.next_notify(3000).await.unwrap_or_else(|| {
+            panic!(
+                "no NOTIFY after the set on node {}\n{}",
+                node.index,
+                proxy.log()
+            )
+        });
+        let want = if state == "terminated" { "idle" } else { state };
+        assert_eq!(shown(&n).state, want, "{}", n.body);
+        assert!(
+            n.raw.contains(&format!("Via: SIP/2.0/UDP {}", proxy.addr)),
+            "the NOTIFY came through the proxy: {}",
+            n.raw
+        );
+    }
 }

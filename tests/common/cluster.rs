@@ -50,9 +50,14 @@ pub async fn start_nodes(
     callflows: &str,
     sip_extra: &str,
 ) -> Vec<Node> {
-    let windows = media_windows(count);
+    start_nodes_each(db_url, callflows, &vec![sip_extra; count]).await
+}
+
+/// As [`start_nodes`], one node per entry of `sip_extras`, each with its own `[sip]` keys.
+pub async fn start_nodes_each(db_url: &str, callflows: &str, sip_extras: &[&str]) -> Vec<Node> {
+    let windows = media_windows(sip_extras.len());
     let mut nodes = Vec::new();
-    for (i, base) in windows.into_iter().enumerate() {
+    for ((i, base), sip_extra) in windows.into_iter().enumerate().zip(sip_extras) {
         let ip: IpAddr = format!("127.0.0.{}", i + 1).parse().unwrap();
         let toml = format!(
             r#"
