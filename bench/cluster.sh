@@ -5,12 +5,17 @@
 # Each call: SIPp (tests/sipp/uac_rr.xml, following Record-Route) -> Kamailio -> a node, which
 # answers, plays a 1 s prompt and hangs up (BYE back through Kamailio). For every node count
 # and rate: calls offered, successful, failed, achieved calls/s, INVITE->200 p50/p99 (SIPp's
-# rtt trace, whole ms), CPU per call of the pivotd nodes together and of Kamailio (all its
-# processes), and each node's share of the calls. The row "direct" sends the same calls to
+# rtt trace, whole ms), the 503s the nodes sent for load or limits (through Kamailio one
+# call's 503 may be counted on two nodes: it is handed on), CPU per call of the pivotd nodes
+# together and of Kamailio (all its processes), and each node's share of the calls (its
+# pivotd_calls_total). SIPp counts a call refused 503 as failed through Kamailio; straight to a
+# node its caller ends one "successfully", so the direct row counts what the node answered. The row "direct" sends the same calls to
 # one node without Kamailio: the difference is what the proxy adds.
 #
 # Usage:  bench/cluster.sh [SECONDS] [RATE ...]     (defaults: 10 s per step, 100 200 400)
-# Environment: NODES ("1 2 3": the node counts to run), CHILDREN (Kamailio's UDP workers, 4).
+# Environment: NODES ("1 2 3": the node counts to run), CHILDREN (Kamailio's UDP workers, 4),
+# KAMAILIO_OPTS (more options for kamailio; default "-x tlsf": the TLSF allocator, half the CPU
+# per call of the default q_malloc, whose debugging bookkeeping Debian's build keeps on).
 # Loopback only: the nodes on 127.0.0.1-3, Kamailio on 127.0.0.4, SIPp on 127.0.0.1; media
 # ports 40000-45999. Needs root (PostgreSQL runs as the `postgres` user), sipp, kamailio,
 # sox and Debian's postgresql.
@@ -118,7 +123,7 @@ start_kamailio() {
     local n=$1
     : > "$TMP/dispatcher.list"
     for i in $(seq "$n"); do echo "1 sip:$(cat "$TMP/node$i.addr")" >> "$TMP/dispatcher.list"; done
-    kamailio -DD -E -f "$REPO/deploy/kamailio/kamailio.cfg" -P "$TMP/kamailio.pid" -m 128 -M 16 \
+    kamailio -DD -E -f "$REPO/deploy/kamailio/kamailio.cfg" -P "$TMP/kamailio.pid" -m 128 -M 16 ${KAMAILIO_OPTS--x tlsf} \
         -A "LISTEN=udp:127.0.0.4:$KPORT" -A "DISPATCHER_LIST=\"$TMP/dispatcher.list\"" \
         -A PROBE_INTERVAL=1 -A PIKE_DENSITY=1000000 -A "CHILDREN=$CHILDREN" -A LOG_LEVEL=1 \
         > "$TMP/kamailio.log" 2>&1 &
@@ -140,8 +145,15 @@ ticks() {
     done
     echo "$total"
 }
-calls_of() { curl -s "http://$(grep -o '127.0.0.[0-9]:[0-9]*' "$TMP/node$1.toml" | sed -n 2p)/metrics" |
-    awk '/^pivotd_calls_total/ {s += $2} END {print s + 0}'; }
+# A node's count of a metric (summed over its labels).
+metric_of() { curl -s "http://$(grep -o '127.0.0.[0-9]:[0-9]*' "$TMP/node$1.toml" | sed -n 2p)/metrics" |
+    awk -v m="$2" '$1 == m || index($1, m "{") == 1 {s += $2} END {print s + 0}'; }
+calls_of() { metric_of "$1" pivotd_calls_total; }
+refused_by_nodes() {
+    local total=0 i
+    for i in $(seq "$1"); do total=$((total + $(metric_of "$i" pivotd_sip_overload_503_total))); done
+    echo "$total"
+}
 tick_hz=$(getconf CLK_TCK)
 
 # One step: $1 label, $2 target, $3 rate, $4 node count, $5 SIPp scenario (a name without the
@@ -150,6 +162,8 @@ step() {
     local label=$1 target=$2 rate=$3 n=$4 sf=$5 calls=$(($3 * SECS)) before_n before_k start end ok failed rt shares=""
     local -a before_calls=()
     for i in $(seq "$n"); do before_calls+=("$(calls_of "$i")"); done
+    local before_503
+    before_503=$(refused_by_nodes "$n")
     before_n=$(ticks "${PIDS[@]}")
     before_k=$( [ -n "$KAM" ] && ticks "$KAM" || echo 0)
     start=$(date +%s.%N)
@@ -163,6 +177,7 @@ step() {
     after_n=$(ticks "${PIDS[@]}")
     after_k=$( [ -n "$KAM" ] && ticks "$KAM" || echo 0)
     for i in $(seq "$n"); do shares+="$(( $(calls_of "$i") - before_calls[i - 1] ))/"; done
+    local refused=$(( $(refused_by_nodes "$n") - before_503 ))
     local screen rtt
     screen=$(ls "$TMP"/*_screen.log 2>/dev/null | head -1)
     ok=$(awk '/Successful call/ {print $(NF)}' "$screen" 2>/dev/null | tail -1)
@@ -179,10 +194,10 @@ step() {
     fi
     awk -v l="$label" -v r="$rate" -v c="$calls" -v ok="${ok:-0}" -v f="${failed:-?}" -v rt="${rt:-?}" \
         -v s="$start" -v e="$end" -v cn=$((after_n - before_n)) -v ck=$((after_k - before_k)) \
-        -v hz="$tick_hz" -v sh="${shares%/}" \
+        -v hz="$tick_hz" -v sh="${shares%/}" -v rf="$refused" \
         'BEGIN {
             wall = e - s - 1.0;
-            printf "%-8s %6d %7d %7d %6s %9.0f %13s %10.3f %10.3f  %s\n", l, r, c, ok, f,
+            printf "%-8s %6d %7d %7d %6s %6d %9.0f %13s %10.3f %10.3f  %s\n", l, r, c, ok, f, rf,
                 (wall > 0 ? ok / wall : 0), rt, (ok > 0 ? cn * 1000.0 / hz / ok : 0),
                 (ok > 0 ? ck * 1000.0 / hz / ok : 0), sh
         }'
@@ -190,7 +205,7 @@ step() {
 }
 
 printf '%s, %s s per step, Kamailio %s workers, load: %s\n' "$(date -u +%FT%TZ)" "$SECS" "$CHILDREN" "$(cut -d' ' -f1-3 /proc/loadavg)"
-printf '%-8s %6s %7s %7s %6s %9s %13s %10s %10s  %s\n' nodes rate offered ok failed "calls/s" "200 p50/p99" "pivotd ms" "kam ms" "calls per node"
+printf '%-8s %6s %7s %7s %6s %6s %9s %13s %10s %10s  %s\n' nodes rate offered ok failed 503s "calls/s" "200 p50/p99" "pivotd ms" "kam ms" "calls per node"
 for n in "${COUNTS[@]}"; do
     for i in $(seq "$n"); do start_node "$i"; done
     if [ "$n" = "${COUNTS[0]}" ]; then
