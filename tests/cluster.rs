@@ -208,17 +208,25 @@ flow = { module = "play", data = { id = "digit-7" }, children = { _ = { module =
 const LOAD_CALLS: u32 = 150;
 const LOAD_RATE: u32 = 10;
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_node_killed_mid_load_costs_only_its_live_calls() {
-    let started = Instant::now();
+/// Three nodes (with `sip_extra`) behind Kamailio, SIPp's load through it running, 6 s in
+/// (about 40 calls live); the load's outcome comes from the handle.
+async fn three_nodes_under_load(
+    sip_extra: &str,
+) -> (Vec<Node>, Kamailio, tokio::task::JoinHandle<SippRun>) {
     let url = database().await;
-    let mut nodes = start_nodes(3, &url, LONG_CALL, "").await;
+    let nodes = start_nodes(3, &url, LONG_CALL, sip_extra).await;
     let proxy = Kamailio::start(&sips(&nodes), &[]).await;
     let addr = proxy.addr;
     let load =
         tokio::spawn(async move { calls_through(addr, "6100", LOAD_CALLS, LOAD_RATE).await });
-
     tokio::time::sleep(Duration::from_secs(6)).await;
+    (nodes, proxy, load)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_killed_mid_load_costs_only_its_live_calls() {
+    let started = Instant::now();
+    let (mut nodes, proxy, load) = three_nodes_under_load("").await;
     // What node 2 holds just before it dies: only those calls may fail (and one whose 200
     // went out between this read and the kill).
     let live = nodes[1].metric("pivotd_calls_active").await;
@@ -261,14 +269,7 @@ async fn a_node_killed_mid_load_costs_only_its_live_calls() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_node_draining_mid_load_loses_no_call() {
     let started = Instant::now();
-    let url = database().await;
-    let mut nodes = start_nodes(3, &url, LONG_CALL, "shutdown_grace_s = 20").await;
-    let proxy = Kamailio::start(&sips(&nodes), &[]).await;
-    let addr = proxy.addr;
-    let load =
-        tokio::spawn(async move { calls_through(addr, "6100", LOAD_CALLS, LOAD_RATE).await });
-
-    tokio::time::sleep(Duration::from_secs(6)).await;
+    let (mut nodes, proxy, load) = three_nodes_under_load("shutdown_grace_s = 20").await;
     let live = nodes[1].metric("pivotd_calls_active").await;
     nodes[1].terminate();
     let term_at = started.elapsed();
