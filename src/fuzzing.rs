@@ -248,14 +248,16 @@ pub fn sdp(data: &[u8]) -> Option<sdp::Negotiated> {
     Some(neg)
 }
 
-/// The RTP receive path and RFC 4733 events. The input is a list of datagrams, each preceded
-/// by its length (one byte); the first byte is the telephone-event payload type. Every
-/// datagram is also read as a SIP INFO DTMF body. Returns the digits recognised.
+/// The RTP receive path: RFC 4733 events, and in-band keys in the other packets' audio. The
+/// input is a list of datagrams, each preceded by its length (one byte); the first byte is
+/// the telephone-event payload type. Every datagram is also read as a SIP INFO DTMF body.
+/// Returns the digits recognised.
 pub fn rtp_dtmf(data: &[u8]) -> Vec<char> {
     let Some((&event_pt, mut rest)) = data.split_first() else {
         return Vec::new();
     };
     let mut receiver = DtmfReceiver::new();
+    let mut inband = crate::media::inband_dtmf::InbandDtmf::new();
     let mut digits = Vec::new();
     while let Some((&len, tail)) = rest.split_first() {
         let n = usize::from(len).min(tail.len());
@@ -277,10 +279,14 @@ pub fn rtp_dtmf(data: &[u8]) -> Vec<char> {
             p.padding(),
         );
         let payload = p.payload();
-        let _ = Codec::Pcmu.decode(payload);
         let _ = Codec::Pcma.decode(payload);
         if p.payload_type() == event_pt & 0x7f {
             digits.extend(receiver.on_packet(p.ssrc(), p.timestamp(), p.mark(), payload));
+        } else {
+            // What a caller without telephone-event sends: its keys are tones in the audio.
+            let mut keys = Vec::new();
+            inband.push(&Codec::Pcmu.decode(payload), p.timestamp(), &mut keys);
+            digits.extend(keys.into_iter().map(|(k, _)| k));
         }
     }
     digits

@@ -986,3 +986,114 @@ async fn a_nested_pivots_failed_follow_up_takes_its_own_underscore_branch() {
         .collect();
     assert_eq!(paths, ["/start", "/inner", "/broken"]);
 }
+
+// ---------------------------------------------------------------------------------------
+// In-band DTMF (keys as tones in the audio, for callers without telephone-event)
+
+/// `keys` as μ-law RTP packets (20 ms each, from `seq`/`ts`): per key 100 ms of its two
+/// tones, then 100 ms of silence.
+fn tone_packets(keys: &str, seq: &mut u16, ts: &mut u32) -> Vec<Vec<u8>> {
+    use pivotd::media::codec::Codec;
+    let freqs = |k: char| -> (f32, f32) {
+        let rows = [697.0, 770.0, 852.0, 941.0];
+        let cols = [1209.0, 1336.0, 1477.0];
+        let i = "123456789*0#".find(k).expect("a key");
+        (rows[i / 3], cols[i % 3])
+    };
+    let mut pcm: Vec<i16> = Vec::new();
+    for k in keys.chars() {
+        let (r, c) = freqs(k);
+        for n in 0..800 {
+            let t = n as f32 / 8000.0;
+            let v = 6000.0 * (std::f32::consts::TAU * r * t).sin()
+                + 6000.0 * (std::f32::consts::TAU * c * t).sin();
+            pcm.push(v as i16);
+        }
+        pcm.extend([0i16; 800]);
+    }
+    Codec::Pcmu
+        .encode(&pcm)
+        .chunks(160)
+        .map(|payload| {
+            *seq = seq.wrapping_add(1);
+            *ts = ts.wrapping_add(160);
+            let mut p = vec![0x80, 0];
+            p.extend(seq.to_be_bytes());
+            p.extend(ts.to_be_bytes());
+            p.extend(0x5eed_u32.to_be_bytes());
+            p.extend(payload);
+            p
+        })
+        .collect()
+}
+
+/// A Gather of three keys whose action request comes back; the flow then hangs up.
+async fn gather_server() -> HttpServer {
+    HttpServer::start(|r: &HttpReq| match r.path() {
+        "/app/ivr" => HttpResp::xml(
+            r#"<Response><Gather numDigits="3" action="done" timeout="2"><Pause length="5"/></Gather><Hangup/></Response>"#,
+        ),
+        _ => HttpResp::xml("<Response><Hangup/></Response>"),
+    })
+    .await
+}
+
+/// A caller offering PCMU alone (no telephone-event) presses 4, 2, 7 as tones in its audio:
+/// pivotd hears them (Goertzel, `media/inband_dtmf.rs`) and the Gather's action gets
+/// Digits=427.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn keys_sent_as_tones_by_a_caller_without_telephone_event_are_gathered() {
+    let web = gather_server().await;
+    let server = twiml_server(&web.url("/app/ivr"), "").await;
+    let sink = RtpSink::bind().await;
+    let mut ua = Ua::new(&server).await;
+    ua.cseq += 1;
+    let offer = format!(
+        "v=0\r\no=caller 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\n\
+         m=audio {} RTP/AVP 0\r\na=rtpmap:0 PCMU/8000\r\na=sendrecv\r\n",
+        sink.addr.port()
+    );
+    let invite = ua.request("INVITE", ua.cseq, Some(&offer));
+    ua.sip.send(invite.as_bytes()).await;
+    let ok = ua.final_response(5000).await;
+    assert_eq!(status(&ok), 200, "{ok}");
+    assert!(
+        !ok.contains("telephone-event"),
+        "no RFC 4733 in the answer: {ok}"
+    );
+    ua.to_tag = to_tag(&ok);
+    ua.ack().await;
+    let media = media_addr(&ok);
+
+    let (mut seq, mut ts) = (100u16, 8000u32);
+    for p in tone_packets("427", &mut seq, &mut ts) {
+        sink.socket.send_to(&p, media).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    ua.bye(8000).await;
+    let reqs = requests(&web, 2).await;
+    assert_eq!(reqs.len(), 2, "{reqs:?}");
+    assert_eq!(
+        reqs[1].field("Digits").as_deref(),
+        Some("427"),
+        "{:?}",
+        reqs[1]
+    );
+}
+
+/// A caller that offered telephone-event sends its keys that way: tones in its audio are
+/// audio, not keys (the Gather times out with nothing and the document's Hangup runs).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tones_from_a_caller_with_telephone_event_are_not_keys() {
+    let web = gather_server().await;
+    let server = twiml_server(&web.url("/app/ivr"), "").await;
+    let mut call = Call::answered(&server, 5000).await;
+    let (mut seq, mut ts) = (call.seq, call.ts);
+    for p in tone_packets("427", &mut seq, &mut ts) {
+        call.sink.socket.send_to(&p, call.media).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    call.ua.bye(8000).await;
+    let reqs = web.requests();
+    assert_eq!(reqs.len(), 1, "no action request: {reqs:?}");
+}

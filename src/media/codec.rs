@@ -57,11 +57,23 @@ impl Codec {
 
     /// Decodes G.711 bytes to 16-bit linear samples.
     pub fn decode(self, g711: &[u8]) -> Vec<i16> {
+        g711.iter().map(|&b| self.decode_one(b)).collect()
+    }
+
+    /// One G.711 byte as a 16-bit linear sample.
+    pub fn decode_one(self, b: u8) -> i16 {
         let table = match self {
             Codec::Pcmu => &ULAW_TABLE,
             Codec::Pcma => &ALAW_TABLE,
         };
-        g711.iter().map(|&b| table[usize::from(b)]).collect()
+        table[usize::from(b)]
+    }
+
+    /// The codec of a static RTP payload type (0, 8); None for any other.
+    pub fn from_payload_type(pt: u8) -> Option<Codec> {
+        [Codec::Pcmu, Codec::Pcma]
+            .into_iter()
+            .find(|c| c.payload_type() == pt)
     }
 
     /// The byte that encodes linear 0 (what to send as silence).

@@ -3,6 +3,7 @@
 
 pub mod codec;
 pub mod dtmf;
+pub mod inband_dtmf;
 pub mod player;
 pub mod prompt;
 pub mod relay;

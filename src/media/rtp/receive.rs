@@ -16,6 +16,9 @@ use super::latch::{Latch, Verdict};
 use super::outbound::{Tap, ToReceiver};
 use super::ports::Lease;
 use super::readable::{ReadableSocket, Ready};
+use crate::media::codec::Codec;
+use crate::media::dtmf::event_code;
+use crate::media::inband_dtmf::InbandDtmf;
 
 /// One received RTP packet of the event payload type (RFC 4733 telephone-event), for DTMF;
 /// its fields are [`EventPacket`]'s. Boxed: the session's queue of them allocates its first
@@ -150,6 +153,9 @@ pub(super) struct Receiver {
     pub(super) latch: Latch,
     /// A relay's direction out of this session, fed every accepted packet.
     pub(super) tap: Option<Box<dyn Tap>>,
+    /// Keys heard as tones in the audio, made at the first G.711 packet of a session that
+    /// negotiated no telephone-event (`media/inband_dtmf.rs`).
+    pub(super) inband: Option<Box<InbandDtmf>>,
 }
 
 /// The largest datagram read whole; a longer one is cut (and then fails to parse as RTP).
@@ -295,6 +301,45 @@ impl Receiver {
                 timestamp: packet.timestamp(),
                 ssrc: packet.ssrc(),
                 payload: packet.payload().to_vec(),
+                from,
+            })));
+        } else if self.tap.is_none() && shared.event_pt.load(Ordering::Relaxed) == NO_EVENT_PT {
+            // No RFC 4733 from this caller: its keys are tones in the audio. Not while a
+            // relay forwards it: the other leg hears the tones themselves.
+            self.hear_keys(&packet, from);
+        }
+    }
+
+    /// Runs the in-band detector over a G.711 packet; each key it hears is queued as one
+    /// telephone-event packet (its tone's start as the timestamp, ended), so the leg's one
+    /// DTMF path takes it as it takes RFC 4733.
+    fn hear_keys(&mut self, packet: &RtpReader<'_>, from: SocketAddr) {
+        let Some(codec) = Codec::from_payload_type(packet.payload_type()) else {
+            return;
+        };
+        let detector = self.inband.get_or_insert_with(Box::default);
+        let mut pcm = [0i16; 160];
+        let mut keys = Vec::new();
+        for (i, chunk) in packet.payload().chunks(160).enumerate() {
+            for (out, b) in pcm.iter_mut().zip(chunk) {
+                *out = codec.decode_one(*b);
+            }
+            let ts = packet.timestamp().wrapping_add(160 * i as u32);
+            detector.push(&pcm[..chunk.len()], ts, &mut keys);
+        }
+        for (key, start) in keys {
+            let Some(code) = event_code(key) else {
+                continue;
+            };
+            // End bit, volume 10, 100 ms: a whole event in one packet.
+            let payload = vec![code, 0x80 | 10, 0x03, 0x20];
+            let _ = self.events.try_send(ReceivedRtp(Box::new(EventPacket {
+                payload_type: NO_EVENT_PT,
+                marker: true,
+                sequence: packet.sequence_number().into(),
+                timestamp: start,
+                ssrc: packet.ssrc(),
+                payload,
                 from,
             })));
         }

@@ -123,6 +123,7 @@ impl RtpSession {
                 events: events_tx,
                 latch: Latch::new(remote),
                 tap: None,
+                inband: None,
             },
             sdp_changes,
         ));
