@@ -131,6 +131,7 @@ fn node(voice_url: String, req_format: ReqFormat) -> Pivot {
         req_timeout_ms: 5000,
         debug: false,
         cdr_url: None,
+        fallback_url: None,
     }
 }
 
