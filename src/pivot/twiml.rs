@@ -39,8 +39,7 @@ pub const MAX_CALLER_ID_CHARS: usize = 64;
 /// Characters of a refused value a reason quotes.
 const MAX_QUOTED_CHARS: usize = 40;
 
-/// Voice of `<Say>` when none is given (Kazoo's `speech.tts_voice`).
-pub const DEFAULT_VOICE: &str = "male";
+pub use voice::DEFAULT_VOICE;
 /// Language of `<Say>` when none is given (Kazoo's `speech.tts_language`).
 pub const DEFAULT_LANGUAGE: &str = "en-US";
 
@@ -57,9 +56,10 @@ pub enum RejectReason {
 /// of the document (spec j.11).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Verb {
-    /// Text to speak; whitespace runs collapsed, cut at [`MAX_SAY_CHARS`]. `voice` is
-    /// `male`/`female` for Twilio's `man`/`woman` too, else as written; `language` has
-    /// Kazoo's `en` → `en-US`, `en-gb` → `en-GB`. `loop_count` 0 = forever.
+    /// Text to speak; whitespace runs collapsed, cut at [`MAX_SAY_CHARS`]. `voice` is `male`
+    /// or `female`, Twilio's names mapped by [`voice::resolve`]; `language` has Kazoo's
+    /// `en` → `en-US`, `en-gb` → `en-GB`, else a Polly or Google voice's. `loop_count` 0 =
+    /// forever.
     Say {
         text: String,
         voice: String,
@@ -405,14 +405,12 @@ fn verb(el: &Element) -> Verb {
 fn say(el: &Element) -> Result<Verb, VerbError> {
     let collapsed = el.text.split_whitespace().collect::<Vec<_>>().join(" ");
     let text: String = collapsed.chars().take(MAX_SAY_CHARS).collect();
-    let voice = match el.attr("voice").map(str::trim) {
-        None | Some("") => DEFAULT_VOICE.to_string(),
-        Some("man" | "male") => "male".to_string(),
-        Some("woman" | "female") => "female".to_string(),
-        Some(other) => other.to_string(),
-    };
+    let voice = voice::resolve(el.attr("voice"));
+    // The author's `language` wins over the one a Polly or Google voice implies.
     let language = match el.attr("language").map(str::trim) {
-        None | Some("") => DEFAULT_LANGUAGE.to_string(),
+        None | Some("") => voice
+            .language
+            .unwrap_or_else(|| DEFAULT_LANGUAGE.to_string()),
         Some(l) if l.eq_ignore_ascii_case("en") || l.eq_ignore_ascii_case("en-us") => {
             "en-US".to_string()
         }
@@ -421,7 +419,7 @@ fn say(el: &Element) -> Result<Verb, VerbError> {
     };
     Ok(Verb::Say {
         text,
-        voice,
+        voice: voice.voice.to_string(),
         language,
         loop_count: loop_count(el)?,
     })
@@ -758,3 +756,4 @@ pub fn resolve_url(base: &url::Url, reference: &str) -> Result<url::Url, Resolve
 
 #[cfg(test)]
 mod tests;
+pub mod voice;

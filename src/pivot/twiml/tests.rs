@@ -597,3 +597,37 @@ fn url_resolution() {
         Err(ResolveError::Invalid { .. })
     ));
 }
+
+/// Twilio's voices reach the verb mapped (`voice.rs`); the author's `language` wins over the
+/// one a voice implies.
+#[test]
+fn say_voices_are_mapped_and_an_explicit_language_wins() {
+    let v = verbs(
+        r#"<Response>
+             <Say voice="Polly.Joanna">a</Say>
+             <Say voice="Google.de-DE-Standard-A">b</Say>
+             <Say voice="Polly.Hans" language="en-gb">c</Say>
+             <Say voice="alice">d</Say>
+             <Say voice="nonsense">e</Say>
+           </Response>"#,
+    );
+    let said: Vec<(&str, &str)> = v
+        .iter()
+        .map(|verb| match verb {
+            Verb::Say {
+                voice, language, ..
+            } => (voice.as_str(), language.as_str()),
+            other => panic!("{other:?}"),
+        })
+        .collect();
+    assert_eq!(
+        said,
+        [
+            ("female", "en-US"),
+            ("male", "de-DE"),
+            ("male", "en-GB"),
+            ("female", "en-US"),
+            ("male", "en-US"),
+        ]
+    );
+}
