@@ -448,10 +448,14 @@ pub async fn run(
         twiml_digits: None,
         debug: data.debug,
     };
+    // A sent request clears the bridge's outcome (it goes on one request only); the fallback's
+    // request is the same request, so it carries it again.
+    let bridge = state.last_bridge.clone();
     let mut asked = ask(first(&data.voice_url), call, rt, state).await?;
     // Twilio's `fallback_url`: the same request, once, when `voice_url` failed in any of the
     // ways that would take `_` (what `ask` returns as `Failed`), its answer used alike.
     if let (Err(failed), Some(fallback)) = (&asked, &data.fallback_url) {
+        state.last_bridge = bridge;
         tracing::warn!(
             url = %wire(&failed.url),
             iteration = failed.iteration,
