@@ -610,9 +610,10 @@ async fn a_named_collection_switches_to_the_object_form_and_collections_accumula
 }
 
 /// Issue 14: Twilio's voice names are spoken, not skipped. `Polly.Joanna` reaches the hook as
-/// the female voice in en-US, an unknown name as the default (male) voice; both are heard
-/// before the document's tone. A wrapper around espeak-ng writes down the voice and language
-/// each synthesis was asked for.
+/// the female voice in en-US, an unknown name as the default (male) voice, a name the
+/// operator's `[tts] voices` holds as that voice (in the language its name implies); all are
+/// heard before the document's tone. A wrapper around espeak-ng writes down the voice and
+/// language each synthesis was asked for.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn twilio_voice_names_are_spoken_and_an_unknown_one_with_the_default_voice() {
     let dir = tempdir();
@@ -630,6 +631,7 @@ async fn twilio_voice_names_are_spoken_and_an_unknown_one_with_the_default_voice
             r#"<Response>
                  <Say voice="Polly.Joanna">Hello there.</Say>
                  <Say voice="nonsense">Goodbye now.</Say>
+                 <Say voice="Polly.Brian">Cheerio.</Say>
                  <Play>/media/tone.wav</Play>
                  <Hangup/>
                </Response>"#,
@@ -641,7 +643,8 @@ async fn twilio_voice_names_are_spoken_and_an_unknown_one_with_the_default_voice
     let server = twiml_server(
         &web.url("/ivr"),
         &format!(
-            "[tts]\ncommand = [\"{hook}\", \"{{voice}}\", \"{{language}}\", \"{{out}}\", \"--\", \"{{text}}\"]\n"
+            "[tts]\ncommand = [\"{hook}\", \"{{voice}}\", \"{{language}}\", \"{{out}}\", \"--\", \"{{text}}\"]\n\
+             voices = {{ female = \"en+f3\", male = \"en+m3\", \"Polly.Brian\" = \"en+m1\" }}\n"
         ),
     )
     .await;
@@ -652,7 +655,7 @@ async fn twilio_voice_names_are_spoken_and_an_unknown_one_with_the_default_voice
     let asked = std::fs::read_to_string(&asked).unwrap_or_default();
     assert_eq!(
         asked.lines().collect::<Vec<_>>(),
-        ["en+f3 en-US", "en+m3 en-US"],
+        ["en+f3 en-US", "en+m3 en-US", "en+m1 en-GB"],
         "the hook's voice and language for each Say"
     );
     // μ-law silence is 0xFF / 0x7F: speech before the tone, over half a second of it.

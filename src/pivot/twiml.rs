@@ -39,7 +39,6 @@ pub const MAX_CALLER_ID_CHARS: usize = 64;
 /// Characters of a refused value a reason quotes.
 const MAX_QUOTED_CHARS: usize = 40;
 
-pub use voice::DEFAULT_VOICE;
 /// Language of `<Say>` when none is given (Kazoo's `speech.tts_language`).
 pub const DEFAULT_LANGUAGE: &str = "en-US";
 
@@ -56,10 +55,9 @@ pub enum RejectReason {
 /// of the document (spec j.11).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Verb {
-    /// Text to speak; whitespace runs collapsed, cut at [`MAX_SAY_CHARS`]. `voice` is `male`
-    /// or `female`, Twilio's names mapped by [`voice::resolve`]; `language` has Kazoo's
-    /// `en` → `en-US`, `en-gb` → `en-GB`, else a Polly or Google voice's. `loop_count` 0 =
-    /// forever.
+    /// Text to speak; whitespace runs collapsed, cut at [`MAX_SAY_CHARS`]. `voice` as written
+    /// (empty: none), for [`voice::hook_voice`]; `language` has Kazoo's `en` → `en-US`,
+    /// `en-gb` → `en-GB`, else a Polly or Google voice's. `loop_count` 0 = forever.
     Say {
         text: String,
         voice: String,
@@ -405,12 +403,13 @@ fn verb(el: &Element) -> Verb {
 fn say(el: &Element) -> Result<Verb, VerbError> {
     let collapsed = el.text.split_whitespace().collect::<Vec<_>>().join(" ");
     let text: String = collapsed.chars().take(MAX_SAY_CHARS).collect();
-    let voice = voice::resolve(el.attr("voice"));
+    // Mapped when spoken (`voice::hook_voice`): the operator's `[tts] voices` come first.
+    let voice = el.attr("voice").map(str::trim).unwrap_or_default();
     // The author's `language` wins over the one a Polly or Google voice implies.
     let language = match el.attr("language").map(str::trim) {
-        None | Some("") => voice
-            .language
-            .unwrap_or_else(|| DEFAULT_LANGUAGE.to_string()),
+        None | Some("") => {
+            voice::implied_language(voice).unwrap_or_else(|| DEFAULT_LANGUAGE.to_string())
+        }
         Some(l) if l.eq_ignore_ascii_case("en") || l.eq_ignore_ascii_case("en-us") => {
             "en-US".to_string()
         }
@@ -419,7 +418,7 @@ fn say(el: &Element) -> Result<Verb, VerbError> {
     };
     Ok(Verb::Say {
         text,
-        voice: voice.voice.to_string(),
+        voice: voice.to_string(),
         language,
         loop_count: loop_count(el)?,
     })

@@ -1,8 +1,10 @@
 //! The voice of a TwiML `<Say>` (issue 14): TwiML written for Twilio names Twilio's voices,
-//! which no TTS hook knows. They are mapped here onto the hook's Kazoo voices (`male`,
-//! `female`, which `[tts] voices` turns into the engine's) and, for Polly and Google names, the
-//! language they imply; any other name speaks with the default voice, logged once per name
-//! (an unknown voice used to make the engine fail, and the `<Say>` was skipped).
+//! which no TTS hook knows. A name the operator's `[tts] voices` holds is used as it is; else
+//! Twilio's are mapped here onto the hook's Kazoo voices (`male`, `female`, which `[tts]
+//! voices` turns into the engine's) and, for Polly and Google names, the language they imply;
+//! any other name speaks with the default voice, logged once per name (an unknown voice used
+//! to make the engine fail, and the `<Say>` was skipped). The parser asks for the language
+//! ([`implied_language`]), the executor for the voice ([`hook_voice`]), which needs the hook.
 
 use std::collections::BTreeSet;
 use std::sync::Mutex;
@@ -14,13 +16,12 @@ pub const DEFAULT_VOICE: &str = "male";
 const MALE: &str = "male";
 const FEMALE: &str = "female";
 
-/// A `<Say voice>` as the TTS hook takes it.
+/// A Twilio voice name mapped: the Kazoo voice and the language it implies (Polly, Google).
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct SayVoice {
+struct SayVoice {
     /// A Kazoo voice name: `male` or `female`.
-    pub voice: &'static str,
-    /// The language the name implies (Polly, Google), used when `<Say>` has no `language`.
-    pub language: Option<String>,
+    voice: &'static str,
+    language: Option<String>,
 }
 
 /// Amazon Polly's voices as Twilio names them (`Polly.<Name>`, also with `-Neural`,
@@ -134,22 +135,34 @@ const MAX_NAME_CHARS: usize = 64;
 
 static WARNED: Mutex<BTreeSet<String>> = Mutex::new(BTreeSet::new());
 
-/// The voice for `<Say voice=name>` (`None`: no attribute, or an empty one).
-pub fn resolve(name: Option<&str>) -> SayVoice {
-    let name = name.map(str::trim).unwrap_or_default();
+/// The language a `<Say voice=name>` implies (`Polly.Joanna` → `en-US`), for a `<Say>` with
+/// no `language`.
+pub fn implied_language(name: &str) -> Option<String> {
+    known(name.trim()).and_then(|v| v.language)
+}
+
+/// The voice the TTS hook is asked for, for `<Say voice=name>` (empty: none given):
+/// `configured` names (the operator's `[tts] voices`) as they are, Twilio's and Kazoo's names
+/// mapped, anything else the default voice.
+pub fn hook_voice(name: &str, configured: impl Fn(&str) -> bool) -> String {
+    let name = name.trim();
     if name.is_empty() {
-        return plain(DEFAULT_VOICE);
+        return DEFAULT_VOICE.to_string();
     }
-    known(name).unwrap_or_else(|| {
-        if first_sighting(&WARNED, name) {
-            tracing::warn!(
-                voice = %wire(name),
-                default = DEFAULT_VOICE,
-                "TwiML Say: unknown voice, speaking with the default voice (logged once per name)"
-            );
-        }
-        plain(DEFAULT_VOICE)
-    })
+    if configured(name) {
+        return name.to_string();
+    }
+    if let Some(v) = known(name) {
+        return v.voice.to_string();
+    }
+    if first_sighting(&WARNED, name) {
+        tracing::warn!(
+            voice = %wire(name),
+            default = DEFAULT_VOICE,
+            "TwiML Say: unknown voice, speaking with the default voice (logged once per name)"
+        );
+    }
+    DEFAULT_VOICE.to_string()
 }
 
 fn plain(voice: &'static str) -> SayVoice {
@@ -237,11 +250,14 @@ fn first_sighting(seen: &Mutex<BTreeSet<String>>, name: &str) -> bool {
 mod tests {
     use super::*;
 
-    fn v(voice: &'static str, language: Option<&str>) -> SayVoice {
-        SayVoice {
-            voice,
-            language: language.map(String::from),
-        }
+    /// The hook's voice and the implied language, with only Kazoo's names configured.
+    fn v(name: &str) -> (String, Option<String>) {
+        let kazoo = |n: &str| n == "male" || n == "female";
+        (hook_voice(name, kazoo), implied_language(name))
+    }
+
+    fn want(voice: &str, language: Option<&str>) -> (String, Option<String>) {
+        (voice.to_string(), language.map(String::from))
     }
 
     #[test]
@@ -254,11 +270,11 @@ mod tests {
             ("female", "female"),
             ("alice", "female"),
             (" Alice ", "female"),
+            ("", DEFAULT_VOICE),
+            ("  ", DEFAULT_VOICE),
         ] {
-            assert_eq!(resolve(Some(name)), v(voice, None), "{name}");
+            assert_eq!(v(name), want(voice, None), "{name:?}");
         }
-        assert_eq!(resolve(None), v(DEFAULT_VOICE, None));
-        assert_eq!(resolve(Some("  ")), v(DEFAULT_VOICE, None));
     }
 
     #[test]
@@ -274,7 +290,7 @@ mod tests {
             ("Polly.Lea", "female", "fr-FR"),
             ("Polly.Mizuki", "female", "ja-JP"),
         ] {
-            assert_eq!(resolve(Some(name)), v(voice, Some(lang)), "{name}");
+            assert_eq!(v(name), want(voice, Some(lang)), "{name}");
         }
     }
 
@@ -287,7 +303,7 @@ mod tests {
             ("Google.cmn-CN-Wavenet-B", "cmn-CN"),
             ("Google.es-419-Standard-A", "es-419"),
         ] {
-            assert_eq!(resolve(Some(name)), v(DEFAULT_VOICE, Some(lang)), "{name}");
+            assert_eq!(v(name), want(DEFAULT_VOICE, Some(lang)), "{name}");
         }
     }
 
@@ -306,8 +322,19 @@ mod tests {
             "Pollyanna",
             "x\u{1b}[31m\nvoice",
         ] {
-            assert_eq!(resolve(Some(name)), v(DEFAULT_VOICE, None), "{name:?}");
+            assert_eq!(v(name), want(DEFAULT_VOICE, None), "{name:?}");
         }
+    }
+
+    /// A name in the operator's `[tts] voices` wins over the mapping (the language a Polly
+    /// name implies still holds).
+    #[test]
+    fn configured_names_are_used_as_they_are() {
+        let configured = |n: &str| n == "Polly.Joanna" || n == "amy-custom";
+        assert_eq!(hook_voice("Polly.Joanna", configured), "Polly.Joanna");
+        assert_eq!(hook_voice("amy-custom", configured), "amy-custom");
+        assert_eq!(hook_voice("Polly.Hans", configured), "male");
+        assert_eq!(implied_language("Polly.Joanna").as_deref(), Some("en-US"));
     }
 
     /// One warning per distinct name, and a bounded memory of names.
