@@ -156,8 +156,9 @@ pub fn hook_voice(name: &str, configured: impl Fn(&str) -> bool) -> String {
         return v.voice.to_string();
     }
     if first_sighting(&WARNED, name) {
+        let shown: String = name.chars().take(MAX_NAME_CHARS).collect();
         tracing::warn!(
-            voice = %wire(name),
+            voice = %wire(&shown),
             default = DEFAULT_VOICE,
             "TwiML Say: unknown voice, speaking with the default voice (logged once per name)"
         );
