@@ -350,6 +350,10 @@ impl Speaker for TtsSpeaker {
             .speak_max(text, voice, language, crate::pivot::twiml::MAX_SAY_CHARS)
             .await
     }
+
+    fn has_voice(&self, voice: &str) -> bool {
+        self.0.has_voice(voice)
+    }
 }
 
 /// The guarded HTTP client and what goes with it, from `[pivot]` and the accounts.

@@ -497,6 +497,48 @@ async fn tokens_accounts_and_the_auth_rate_limit() {
     assert_eq!(limited.body["error"], "429");
 }
 
+/// Issue 14: a pivot node's `fallback_url` is kept (the API used to drop unknown pivot keys)
+/// and checked as `voice_url` is: an http(s) URL that passes the save-time URL guard.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pivot_fallback_url_is_kept_and_checked_like_voice_url() {
+    let (_dir, db) = temp_db();
+    let server = boot(&api_config(&db, "")).await;
+    let api = Api::new(&server);
+    let t = api.auth(KEY_A).await;
+    let path = callflows(ACCOUNT);
+    let pivot = |fallback: &str| {
+        format!(
+            r#"{{"data": {{"numbers": ["302"], "flow": {{"module": "pivot", "data": {{"voice_url": "http://ivr.example/a", "fallback_url": "{fallback}"}}}}}}}}"#
+        )
+    };
+    let created = api.put(&path, &t, &pivot("https://backup.example/b")).await;
+    assert_eq!(created.status, 201, "{}", created.body);
+    let id = created.data()["id"].as_str().unwrap().to_string();
+    let got = api.get(&format!("{path}/{id}"), &t).await;
+    assert_eq!(
+        got.data()["flow"]["data"]["fallback_url"],
+        "https://backup.example/b"
+    );
+
+    let r = api.put(&path, &t, &pivot("ftp://backup.example/b")).await;
+    assert_eq!(r.status, 400, "{}", r.body);
+    assert!(
+        r.body["data"]["flow.data.fallback_url"].is_object(),
+        "{}",
+        r.body
+    );
+    let r = api.put(&path, &t, &pivot("http://localhost/b")).await;
+    assert_eq!(r.status, 400, "{}", r.body);
+    assert!(
+        r.body["data"]["flow.data.fallback_url"]["invalid_url"]["message"]
+            .as_str()
+            .unwrap_or_default()
+            .starts_with("invalid client URL"),
+        "{}",
+        r.body
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bad_bodies_get_400_with_the_reason_and_unknown_ids_404() {
     let (_dir, db) = temp_db();

@@ -477,3 +477,136 @@ blacklist_cidrs = []
         );
     }
 }
+
+/// A closed port on 127.0.0.1: a URL nobody answers.
+fn unreachable_url(path: &str) -> String {
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}{path}", closed.local_addr().unwrap());
+    drop(closed);
+    url
+}
+
+/// Twilio's `fallback_url`: when `voice_url` answers 500 the same request (method, fields)
+/// goes to the fallback, whose answer is run; with `debug` both requests are recorded.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_voice_url_answering_500_is_followed_by_the_fallback_url() {
+    let web = HttpServer::start(|r| match r.path() {
+        "/fallback" => HttpResp::json(PLAY_TONE),
+        _ => HttpResp::status(500),
+    })
+    .await;
+    let server = pivot_server(
+        &format!(
+            "voice_url = \"{}\", fallback_url = \"{}\", method = \"post\", debug = true",
+            web.url("/ivr"),
+            web.url("/fallback")
+        ),
+        "blacklist_cidrs = []",
+    )
+    .await;
+    let audio = call(&server).await;
+    assert!(
+        starts_with_prompt(&audio, "tone-1khz"),
+        "the fallback's answer was not run: {} bytes of audio",
+        audio.len()
+    );
+    let reqs = web.requests();
+    let asked: Vec<(&str, &str)> = reqs.iter().map(|r| (r.method.as_str(), r.path())).collect();
+    assert_eq!(asked, [("POST", "/ivr"), ("POST", "/fallback")]);
+    assert_eq!(reqs[0].form(), reqs[1].form(), "the same fields");
+    let call_id = reqs[0].field("Call-ID").unwrap();
+    let records = stored_records(&server, &call_id).await;
+    use pivotd::store::RecordKind::{Request, Response};
+    let seen: Vec<_> = records.iter().map(|r| (r.kind, r.iteration)).collect();
+    assert_eq!(
+        seen,
+        [(Request, 1), (Response, 1), (Request, 2), (Response, 2)],
+        "{records:?}"
+    );
+    assert!(records[2].doc["uri"]
+        .as_str()
+        .unwrap()
+        .ends_with("/fallback"));
+    assert_eq!(records[1].doc["resp_status_code"], "500");
+    assert_eq!(records[3].doc["resp_status_code"], "200");
+}
+
+/// An unreachable `voice_url` is a failure like a 500: the fallback's TwiML is carried out.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unreachable_voice_url_is_followed_by_the_fallback_url() {
+    let tone = std::fs::read(repo().join("media/tone-1khz.wav")).unwrap();
+    let web = HttpServer::start(move |r: &HttpReq| match r.path() {
+        "/fb/twiml" => HttpResp::xml("<Response><Play>tone.wav</Play><Hangup/></Response>"),
+        "/fb/tone.wav" => HttpResp {
+            body: tone.clone(),
+            ..HttpResp::with("audio/wav", "")
+        },
+        _ => HttpResp::status(404),
+    })
+    .await;
+    let server = pivot_server(
+        &format!(
+            "voice_url = \"{}\", fallback_url = \"{}\", req_format = \"twiml\"",
+            unreachable_url("/ivr"),
+            web.url("/fb/twiml")
+        ),
+        "blacklist_cidrs = []",
+    )
+    .await;
+    let audio = call(&server).await;
+    assert!(
+        starts_with_prompt(&audio, "tone-1khz"),
+        "the fallback's TwiML was not run: {} bytes of audio",
+        audio.len()
+    );
+    let reqs = web.requests();
+    let paths: Vec<&str> = reqs.iter().map(|r| r.path()).collect();
+    // The relative Play resolves against the fallback's URL, the document's own.
+    assert_eq!(paths, ["/fb/twiml", "/fb/tone.wav"]);
+    assert!(
+        reqs[0].field("CallSid").is_some(),
+        "TwiML names: {}",
+        reqs[0].query()
+    );
+}
+
+/// Both fail → `_`; a fallback the URL guard refuses (every address of `localhost` is in the
+/// blacklist) fails without being contacted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn when_the_fallback_url_fails_too_the_underscore_branch_runs() {
+    let web = HttpServer::start(|_| HttpResp::status(503)).await;
+    let server = pivot_server(
+        &format!(
+            "voice_url = \"{}\", fallback_url = \"{}\"",
+            web.url("/ivr"),
+            web.url("/fallback")
+        ),
+        "blacklist_cidrs = []",
+    )
+    .await;
+    assert!(starts_with_prompt(&call(&server).await, "digit-1"));
+    let paths: Vec<String> = web
+        .requests()
+        .iter()
+        .map(|r| r.path().to_string())
+        .collect();
+    assert_eq!(paths, ["/ivr", "/fallback"]);
+
+    let guarded = HttpServer::start(|_| HttpResp::json(PLAY_TONE)).await;
+    let server =
+        pivot_server(
+            &format!(
+            "voice_url = \"http://[::1]:{}/ivr\", fallback_url = \"http://localhost:{}/fallback\"",
+            unreachable_url("/").rsplit(':').next().unwrap().trim_end_matches('/'),
+            guarded.addr.port()
+        ),
+            "blacklist_cidrs = [\"127.0.0.0/8\"]\nblacklist_hosts = []",
+        )
+        .await;
+    assert!(starts_with_prompt(&call(&server).await, "digit-1"));
+    assert_eq!(
+        guarded.connection_count(),
+        0,
+        "the refused fallback was contacted"
+    );
+}

@@ -609,6 +609,67 @@ async fn a_named_collection_switches_to_the_object_form_and_collections_accumula
     assert!(last.field("Digits").is_none());
 }
 
+/// Issue 14: Twilio's voice names are spoken, not skipped. `Polly.Joanna` reaches the hook as
+/// the female voice in en-US, an unknown name as the default (male) voice, a name the
+/// operator's `[tts] voices` holds as that voice (in the language its name implies); all are
+/// heard before the document's tone. A wrapper around espeak-ng writes down the voice and
+/// language each synthesis was asked for.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn twilio_voice_names_are_spoken_and_an_unknown_one_with_the_default_voice() {
+    let dir = tempdir();
+    let asked = dir.join("asked");
+    let hook = script(
+        &dir,
+        "hook.sh",
+        &format!(
+            r#"echo "$1 $2" >> '{}'; exec espeak-ng -v "$1" -w "$3" -- "$5""#,
+            path_str(&asked)
+        ),
+    );
+    let web = HttpServer::start(|r: &HttpReq| match r.path() {
+        "/ivr" => HttpResp::xml(
+            r#"<Response>
+                 <Say voice="Polly.Joanna">Hello there.</Say>
+                 <Say voice="nonsense">Goodbye now.</Say>
+                 <Say voice="Polly.Brian">Cheerio.</Say>
+                 <Play>/media/tone.wav</Play>
+                 <Hangup/>
+               </Response>"#,
+        ),
+        "/media/tone.wav" => wav("tone-1khz.wav"),
+        _ => HttpResp::status(404),
+    })
+    .await;
+    let server = twiml_server(
+        &web.url("/ivr"),
+        &format!(
+            "[tts]\ncommand = [\"{hook}\", \"{{voice}}\", \"{{language}}\", \"{{out}}\", \"--\", \"{{text}}\"]\n\
+             voices = {{ female = \"en+f3\", male = \"en+m3\", \"Polly.Brian\" = \"en+m1\" }}\n"
+        ),
+    )
+    .await;
+    let mut call = Call::answered(&server, 5000).await;
+    let audio = call.audio_after_bye(10_000).await;
+    let before_tone = ends_with_prompt(&audio, "tone-1khz")
+        .unwrap_or_else(|| panic!("the tone did not end the audio ({} bytes)", audio.len()));
+    let asked = std::fs::read_to_string(&asked).unwrap_or_default();
+    assert_eq!(
+        asked.lines().collect::<Vec<_>>(),
+        ["en+f3 en-US", "en+m3 en-US", "en+m1 en-GB"],
+        "the hook's voice and language for each Say"
+    );
+    // μ-law silence is 0xFF / 0x7F: speech before the tone, over half a second of it.
+    let speech = audio[..before_tone]
+        .iter()
+        .filter(|&&b| b != 0xFF && b != 0x7F)
+        .count();
+    assert!(
+        speech > 4000,
+        "{speech} bytes of speech in {before_tone} before the tone"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
 // ---------------------------------------------------------------------------------------
 // TTS failures take `_`
 

@@ -87,13 +87,15 @@ fn check_urls(cfg: &Config, problems: &mut Vec<ConfigProblem>) {
     }
 }
 
-/// The save-time URL check of one flow (spec j.10): every `voice_url` and `cdr_url` of its
-/// pivot nodes through [`UrlGuard::check_url_static`]. The API runs it on each callflow it saves.
+/// The save-time URL check of one flow (spec j.10): every `voice_url`, `cdr_url` and
+/// `fallback_url` of its pivot nodes through [`UrlGuard::check_url_static`]. The API runs it
+/// on each callflow it saves.
 pub fn check_node_urls(node: &Node, path: &str, guard: &UrlGuard, out: &mut Vec<ConfigProblem>) {
     if let ModuleData::Pivot(p) = &node.module {
         let urls = [
             ("voice_url", Some(&p.voice_url)),
             ("cdr_url", p.cdr_url.as_ref()),
+            ("fallback_url", p.fallback_url.as_ref()),
         ];
         for (key, url) in urls {
             if let Some(Err(e)) = url.map(|u| guard.check_url_static(u)) {
@@ -246,7 +248,7 @@ id = "a"
 realm = "a.test"
 [[accounts.callflows]]
 numbers = ["1"]
-flow = { module = "pivot", data = { voice_url = "http://127.0.0.1/x", cdr_url = "http://localhost/c" } }
+flow = { module = "pivot", data = { voice_url = "http://127.0.0.1/x", cdr_url = "http://localhost/c", fallback_url = "http://10.0.0.1/f" } }
 "#;
         let e = from_toml_str(text, Path::new("/x")).unwrap_err();
         assert_eq!(
@@ -255,6 +257,7 @@ flow = { module = "pivot", data = { voice_url = "http://127.0.0.1/x", cdr_url = 
                 "sip.max_calls",
                 "accounts[0].callflows[0].flow.data.voice_url",
                 "accounts[0].callflows[0].flow.data.cdr_url",
+                "accounts[0].callflows[0].flow.data.fallback_url",
                 "tts.command"
             ]
         );

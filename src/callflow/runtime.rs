@@ -36,6 +36,12 @@ pub trait Speaker: Send + Sync {
         voice: &str,
         language: Option<&str>,
     ) -> Result<Arc<Prompt>, crate::media::tts::TtsError>;
+
+    /// Whether `voice` is one of the operator's named voices (`[tts] voices`): a TwiML
+    /// `<Say>` uses such a name as it is rather than mapping it as Twilio's.
+    fn has_voice(&self, _voice: &str) -> bool {
+        false
+    }
 }
 
 /// Work a module leaves for the end of the call, whatever ends it (a TwiML pivot's CDR

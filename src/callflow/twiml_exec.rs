@@ -96,11 +96,12 @@ async fn play_times(
 }
 
 async fn say_prompt(rt: &Runtime, text: &str, voice: &str, language: &str) -> Option<Arc<Prompt>> {
-    if rt.tts.is_none() {
+    let Some(tts) = rt.tts.as_ref() else {
         tracing::warn!("TwiML Say skipped: no TTS engine");
         return None;
-    }
-    rt.speak(text, voice, Some(language), "TwiML Say skipped")
+    };
+    let voice = crate::pivot::twiml::voice::hook_voice(voice, |v| tts.has_voice(v));
+    rt.speak(text, &voice, Some(language), "TwiML Say skipped")
         .await
 }
 

@@ -39,8 +39,6 @@ pub const MAX_CALLER_ID_CHARS: usize = 64;
 /// Characters of a refused value a reason quotes.
 const MAX_QUOTED_CHARS: usize = 40;
 
-/// Voice of `<Say>` when none is given (Kazoo's `speech.tts_voice`).
-pub const DEFAULT_VOICE: &str = "male";
 /// Language of `<Say>` when none is given (Kazoo's `speech.tts_language`).
 pub const DEFAULT_LANGUAGE: &str = "en-US";
 
@@ -57,9 +55,9 @@ pub enum RejectReason {
 /// of the document (spec j.11).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Verb {
-    /// Text to speak; whitespace runs collapsed, cut at [`MAX_SAY_CHARS`]. `voice` is
-    /// `male`/`female` for Twilio's `man`/`woman` too, else as written; `language` has
-    /// Kazoo's `en` → `en-US`, `en-gb` → `en-GB`. `loop_count` 0 = forever.
+    /// Text to speak; whitespace runs collapsed, cut at [`MAX_SAY_CHARS`]. `voice` as written
+    /// (empty: none), for [`voice::hook_voice`]; `language` has Kazoo's `en` → `en-US`,
+    /// `en-gb` → `en-GB`, else a Polly or Google voice's. `loop_count` 0 = forever.
     Say {
         text: String,
         voice: String,
@@ -405,14 +403,13 @@ fn verb(el: &Element) -> Verb {
 fn say(el: &Element) -> Result<Verb, VerbError> {
     let collapsed = el.text.split_whitespace().collect::<Vec<_>>().join(" ");
     let text: String = collapsed.chars().take(MAX_SAY_CHARS).collect();
-    let voice = match el.attr("voice").map(str::trim) {
-        None | Some("") => DEFAULT_VOICE.to_string(),
-        Some("man" | "male") => "male".to_string(),
-        Some("woman" | "female") => "female".to_string(),
-        Some(other) => other.to_string(),
-    };
+    // Mapped when spoken (`voice::hook_voice`): the operator's `[tts] voices` come first.
+    let voice = el.attr("voice").map(str::trim).unwrap_or_default();
+    // The author's `language` wins over the one a Polly or Google voice implies.
     let language = match el.attr("language").map(str::trim) {
-        None | Some("") => DEFAULT_LANGUAGE.to_string(),
+        None | Some("") => {
+            voice::implied_language(voice).unwrap_or_else(|| DEFAULT_LANGUAGE.to_string())
+        }
         Some(l) if l.eq_ignore_ascii_case("en") || l.eq_ignore_ascii_case("en-us") => {
             "en-US".to_string()
         }
@@ -421,7 +418,7 @@ fn say(el: &Element) -> Result<Verb, VerbError> {
     };
     Ok(Verb::Say {
         text,
-        voice,
+        voice: voice.to_string(),
         language,
         loop_count: loop_count(el)?,
     })
@@ -758,3 +755,4 @@ pub fn resolve_url(base: &url::Url, reference: &str) -> Result<url::Url, Resolve
 
 #[cfg(test)]
 mod tests;
+pub mod voice;

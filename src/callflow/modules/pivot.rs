@@ -3,7 +3,8 @@
 //! (`callflow::twiml_exec`). Any failure — the URL refused, DNS, connection, TLS, timeout, a
 //! non-2xx status, an empty or unreadable body, a flow that fails validation — is logged with
 //! its reason and the flow goes on with the node's `_` child (spec j.4), whether it was the
-//! first request or a TwiML follow-up of the same node (see [`take_underscore`]).
+//! first request or a TwiML follow-up of the same node (see [`take_underscore`]). A node with
+//! a `fallback_url` asks it the same request when the first one fails, before `_`.
 
 mod cdr;
 
@@ -437,22 +438,34 @@ pub async fn run(
     rt: &Runtime,
     state: &mut FlowState,
 ) -> Result<Next, CallEnded> {
-    let asked = ask(
-        PivotCall {
-            url: &data.voice_url,
-            base: None,
-            method: data.method,
-            req_format: data.req_format,
-            body_format: data.req_body_format,
-            timeout: Duration::from_millis(data.req_timeout_ms),
-            twiml_digits: None,
-            debug: data.debug,
-        },
-        call,
-        rt,
-        state,
-    )
-    .await?;
+    let first = |url| PivotCall {
+        url,
+        base: None,
+        method: data.method,
+        req_format: data.req_format,
+        body_format: data.req_body_format,
+        timeout: Duration::from_millis(data.req_timeout_ms),
+        twiml_digits: None,
+        debug: data.debug,
+    };
+    // A sent request clears the bridge's outcome (it goes on one request only); the fallback's
+    // request is the same request, so it carries it again.
+    let bridge = state.last_bridge.clone();
+    let mut asked = ask(first(&data.voice_url), call, rt, state).await?;
+    // Twilio's `fallback_url`: the same request, once, when `voice_url` failed in any of the
+    // ways that would take `_` (what `ask` returns as `Failed`), its answer used alike.
+    if let (Err(failed), Some(fallback)) = (&asked, &data.fallback_url) {
+        state.last_bridge = bridge;
+        tracing::warn!(
+            url = %wire(&failed.url),
+            iteration = failed.iteration,
+            outcome = failed.failure.outcome().label(),
+            reason = %wire(&failed.failure.to_string()),
+            fallback = %wire(fallback),
+            "pivot voice_url failed: asking the fallback_url"
+        );
+        asked = ask(first(fallback), call, rt, state).await?;
+    }
     match asked {
         Ok((Answer::Flow(flow), _)) => Ok(Next::Replace(flow)),
         Ok((Answer::Twiml(verbs), base)) => {
@@ -469,7 +482,14 @@ pub async fn run(
                 twiml_exec::TwimlEnd::Failed(failed) => Ok(take_underscore(&failed, "follow-up")),
             }
         }
-        Err(failed) => Ok(take_underscore(&failed, "voice_url")),
+        Err(failed) => {
+            let request = if data.fallback_url.is_some() {
+                "fallback_url"
+            } else {
+                "voice_url"
+            };
+            Ok(take_underscore(&failed, request))
+        }
     }
 }
 

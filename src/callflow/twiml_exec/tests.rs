@@ -1,6 +1,6 @@
 //! The TwiML executor on a fake call against a real local web server: what `<Dial>` asks the
 //! call for, where its outcome goes (the `action` request, else the next verb and the next
-//! request), and a caller who hangs up while it rings.
+//! request), a caller who hangs up while it rings, and what a `fallback_url` is asked.
 
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
@@ -131,6 +131,7 @@ fn node(voice_url: String, req_format: ReqFormat) -> Pivot {
         req_timeout_ms: 5000,
         debug: false,
         cdr_url: None,
+        fallback_url: None,
     }
 }
 
@@ -371,5 +372,28 @@ async fn a_kazoo_request_after_a_bridge_carries_its_cause() {
     assert_eq!(seen[0].param("DialCallStatus"), Some("busy"));
     assert_eq!(seen[0].param("Hangup-Cause"), Some("USER_BUSY"));
     assert_eq!(seen[0].param("Hangup-Code"), Some("sip:486"));
+    assert_eq!(state.last_bridge, None);
+}
+
+/// `fallback_url` gets the same request as the failed `voice_url` (here a 404), bridge
+/// outcome included, and its answer runs.
+#[tokio::test]
+async fn the_fallback_url_gets_the_same_request_bridge_outcome_included() {
+    let web = Web::start(&[("/fallback", "<Response><Hangup/></Response>")]).await;
+    let mut state = FlowState {
+        last_bridge: Some(busy()),
+        ..FlowState::default()
+    };
+    let mut data = node(web.url("/gone"), ReqFormat::Twiml);
+    data.fallback_url = Some(web.url("/fallback"));
+    let next = pivot::run(&data, &mut FakeCall::new(), &runtime(), &mut state)
+        .await
+        .unwrap();
+    assert!(matches!(next, Next::Stop), "the fallback's TwiML ran");
+    assert_eq!(web.paths(), ["/gone", "/fallback"]);
+    let seen = web.seen();
+    assert_eq!(seen[0].method, seen[1].method);
+    assert_eq!(seen[0].params, seen[1].params);
+    assert_eq!(seen[1].param("DialCallStatus"), Some("busy"));
     assert_eq!(state.last_bridge, None);
 }

@@ -1,6 +1,6 @@
 //! `pivot` data (spec a, b, j; `callflows.pivot.json`): the web server's `voice_url`, how to
 //! ask it (`method`, `req_format`, `req_body_format`, `req_timeout_ms`), whether to keep debug
-//! records, and a TwiML call's `cdr_url`.
+//! records, a TwiML call's `cdr_url`, and the `fallback_url` asked when `voice_url` fails.
 
 use serde_json::{Map, Value};
 
@@ -19,6 +19,9 @@ pub struct Pivot {
     pub req_timeout_ms: u64,
     pub debug: bool,
     pub cdr_url: Option<String>,
+    /// Twilio's pattern: asked the same request when the first request to `voice_url` fails,
+    /// before the `_` child.
+    pub fallback_url: Option<String>,
 }
 
 fn http_url(d: &Data<'_>, key: &str, v: String) -> Result<String, ValidationError> {
@@ -60,6 +63,10 @@ impl Pivot {
             Some(u) => Some(http_url(d, "cdr_url", u)?),
             None => None,
         };
+        let fallback_url = match d.opt_str("fallback_url")? {
+            Some(u) => Some(http_url(d, "fallback_url", u)?),
+            None => None,
+        };
         Ok(Pivot {
             voice_url,
             method,
@@ -68,6 +75,7 @@ impl Pivot {
             req_timeout_ms,
             debug: d.opt_bool("debug")?.unwrap_or(false),
             cdr_url,
+            fallback_url,
         })
     }
 
@@ -90,6 +98,9 @@ impl Pivot {
         m.insert("debug".into(), Value::Bool(self.debug));
         if let Some(u) = &self.cdr_url {
             m.insert("cdr_url".into(), Value::String(u.clone()));
+        }
+        if let Some(u) = &self.fallback_url {
+            m.insert("fallback_url".into(), Value::String(u.clone()));
         }
         m
     }
@@ -192,5 +203,31 @@ mod tests {
         assert_eq!(ReqFormat::parse("TwiML"), Some(ReqFormat::Twiml));
         assert_eq!(BodyFormat::parse("json"), Some(BodyFormat::Json));
         assert_eq!(BodyFormat::parse("xml"), None);
+    }
+
+    /// `fallback_url` is kept (the API saves `to_json`, which dropped unknown keys) and
+    /// refused, with its path, when it is not an http(s) URL, as `voice_url` is.
+    #[test]
+    fn fallback_url_is_kept_and_checked_like_voice_url() {
+        let read = |data: Value| {
+            let m = data.as_object().cloned().unwrap_or_default();
+            Pivot::from_data(&Data::new(&m, "flow.data"))
+        };
+        let p = read(serde_json::json!({"voice_url": "http://a/", "fallback_url": "https://b/f"}))
+            .expect("valid");
+        assert_eq!(p.fallback_url.as_deref(), Some("https://b/f"));
+        assert_eq!(p.to_json()["fallback_url"], "https://b/f");
+        assert_eq!(read(Value::Object(p.to_json())).expect("round trip"), p);
+        let none = read(serde_json::json!({"voice_url": "http://a/"})).expect("valid");
+        assert_eq!(none.fallback_url, None);
+        assert!(!none.to_json().contains_key("fallback_url"));
+        let e = read(serde_json::json!({"voice_url": "http://a/", "fallback_url": "ftp://b/"}))
+            .unwrap_err();
+        assert_eq!(e.path, "flow.data.fallback_url");
+        assert!(
+            e.message.contains("is not an http:// or https:// URL"),
+            "{}",
+            e.message
+        );
     }
 }

@@ -32,7 +32,7 @@ mod text;
 
 use cache::{Cache, Key};
 use hook::{command_plan, run, substitute, TextVia};
-use text::{check_language, check_text, engine_voice};
+use text::{check_language, check_text, configured_voice, engine_voice};
 
 /// Language given to a `{language}` placeholder when the caller has none (spec h: system
 /// `speech.tts_language`).
@@ -195,6 +195,11 @@ impl TtsEngine {
     /// Audio bytes held by the cache now.
     pub fn cached_bytes(&self) -> usize {
         lock(&self.inner.cache).bytes
+    }
+
+    /// Whether `voice` is named in `[tts] voices` (as [`TtsEngine::speak`] looks it up).
+    pub fn has_voice(&self, voice: &str) -> bool {
+        configured_voice(&self.inner.voices, voice).is_some()
     }
 
     /// Speech for `text` in the Kazoo `voice` (`female`, `male`, or an engine voice token;

@@ -441,6 +441,9 @@ async fn voices_are_mapped_or_passed_through_when_plain() {
     assert_eq!(voice_arg(&dir), "en+f3");
     engine.speak("four", "fr+m1", None).await.unwrap();
     assert_eq!(voice_arg(&dir), "fr+m1");
+    // The names `[tts] voices` holds, as `speak` looks them up (TwiML asks before mapping).
+    assert!(engine.has_voice("male") && engine.has_voice("Female"));
+    assert!(!engine.has_voice("fr+m1") && !engine.has_voice("alice"));
 }
 
 #[test]

@@ -43,10 +43,7 @@ pub(super) fn engine_voice(
     } else {
         voice
     };
-    if let Some(v) = voices
-        .get(voice)
-        .or_else(|| voices.get(&voice.to_ascii_lowercase()))
-    {
+    if let Some(v) = configured_voice(voices, voice) {
         return Ok(v.clone());
     }
     if is_token(voice) {
@@ -54,6 +51,16 @@ pub(super) fn engine_voice(
     } else {
         Err(TtsError::BadVoice(voice.to_string()))
     }
+}
+
+/// The engine's voice for a name in `[tts] voices`, as written or in lower case.
+pub(super) fn configured_voice<'a>(
+    voices: &'a BTreeMap<String, String>,
+    voice: &str,
+) -> Option<&'a String> {
+    voices
+        .get(voice)
+        .or_else(|| voices.get(&voice.to_ascii_lowercase()))
 }
 
 /// A plain engine voice / language token: `[A-Za-z0-9_+.-]`, not starting with '-'.

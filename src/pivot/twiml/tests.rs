@@ -13,7 +13,7 @@ fn verbs(doc: &str) -> Vec<Verb> {
 fn say(text: &str) -> Verb {
     Verb::Say {
         text: text.into(),
-        voice: "male".into(),
+        voice: "".into(),
         language: "en-US".into(),
         loop_count: 1,
     }
@@ -46,7 +46,7 @@ fn gather_with_nested_say_and_relative_action() {
                 nested: vec![
                     Verb::Say {
                         text: "Please enter your PIN".into(),
-                        voice: "female".into(),
+                        voice: "woman".into(),
                         language: "en-GB".into(),
                         loop_count: 1,
                     },
@@ -596,4 +596,36 @@ fn url_resolution() {
         resolve_url(&base, "http://[::1"),
         Err(ResolveError::Invalid { .. })
     ));
+}
+
+/// The voice stays as written (mapped when spoken, `voice.rs`); the language is the author's,
+/// else the one a Polly or Google voice implies, else en-US.
+#[test]
+fn say_languages_come_from_the_attribute_then_the_voice() {
+    let v = verbs(
+        r#"<Response>
+             <Say voice="Polly.Joanna">a</Say>
+             <Say voice=" Google.de-DE-Standard-A ">b</Say>
+             <Say voice="Polly.Hans" language="en-gb">c</Say>
+             <Say voice="nonsense">d</Say>
+           </Response>"#,
+    );
+    let said: Vec<(&str, &str)> = v
+        .iter()
+        .map(|verb| match verb {
+            Verb::Say {
+                voice, language, ..
+            } => (voice.as_str(), language.as_str()),
+            other => panic!("{other:?}"),
+        })
+        .collect();
+    assert_eq!(
+        said,
+        [
+            ("Polly.Joanna", "en-US"),
+            ("Google.de-DE-Standard-A", "de-DE"),
+            ("Polly.Hans", "en-GB"),
+            ("nonsense", "en-US"),
+        ]
+    );
 }
