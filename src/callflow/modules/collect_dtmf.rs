@@ -12,6 +12,8 @@ use crate::callflow::{CallControl, CallEnded};
 use crate::flow::modules::collect_dtmf::CollectDtmf;
 use crate::flow::DEFAULT_COLLECTION;
 use crate::logsafe::wire;
+use crate::pivot::fields::kazoo::DIGITS;
+use crate::store::{trim_value, CallEvent};
 
 pub async fn run(
     data: &CollectDtmf,
@@ -64,6 +66,15 @@ pub async fn run(
         .as_deref()
         .unwrap_or(DEFAULT_COLLECTION);
     tracing::debug!(collection = %wire(name), digits = %wire(&digits), "collect_dtmf");
+    call.record(CallEvent::Digits {
+        // The request field the next pivot request sends them in (spec j.3).
+        into: if name == DEFAULT_COLLECTION {
+            DIGITS.to_string()
+        } else {
+            format!("{DIGITS}[{}]", trim_value(name))
+        },
+        digits: trim_value(&digits),
+    });
     state.collections.set(name, &digits);
     Ok(Next::Default)
 }
