@@ -109,13 +109,28 @@ mod tests {
         let data = of(json!({"max_digits": 4, "collection_name": "pin"})).unwrap();
         let call = collect(data, "123456", &mut state).await;
         assert_eq!(state.collections.get("pin"), Some("1234"));
+        // The event log says what was collected and the field it goes out as.
+        assert_eq!(
+            call.events,
+            [CallEvent::Digits {
+                digits: "1234".into(),
+                into: "Digits[pin]".into()
+            }]
+        );
         assert!(
             call.digits.is_empty(),
             "typed-ahead keys are dropped, as in Kazoo"
         );
         let data = of(json!({"max_digits": 4})).unwrap();
-        collect(data, "12#9", &mut state).await;
+        let call = collect(data, "12#9", &mut state).await;
         assert_eq!(state.collections.get("default"), Some("12"));
+        assert_eq!(
+            call.events,
+            [CallEvent::Digits {
+                digits: "12".into(),
+                into: "Digits".into()
+            }]
+        );
     }
 
     #[tokio::test]
