@@ -219,4 +219,11 @@ async fn a_refused_call_says_its_code_and_an_unknown_call_is_404() {
     assert_eq!(unknown.body["status"], "error");
     assert_eq!(unknown.body["error"], "404");
     assert_eq!(unknown.body["data"]["cause"], "no-such-call@127.0.0.1");
+    // The same auth as the other account APIs: no token, no events.
+    let path = format!(
+        "/v2/accounts/{ACCOUNT}/calls/{}/events",
+        cid.replace('@', "%40")
+    );
+    let anonymous = Api::new(&server.handle).get(&path).await;
+    assert_eq!(anonymous.status, 401, "{}", anonymous.body);
 }
