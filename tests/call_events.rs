@@ -227,3 +227,35 @@ async fn a_refused_call_says_its_code_and_an_unknown_call_is_404() {
     let anonymous = Api::new(&server.handle).get(&path).await;
     assert_eq!(anonymous.status, 401, "{}", anonymous.body);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_call_cancelled_before_the_answer_ends_with_cancel_from_caller() {
+    let web =
+        HttpServer::start(|_| HttpResp::json(r#"{"module": "sleep", "data": {"duration": 20}}"#))
+            .await;
+    let server = pivot_server(&web.url("/wait")).await;
+    let cid = call_id("cancel");
+    let run = sipp(
+        "cancel.xml",
+        false,
+        server.udp,
+        &["-s", "6000", "-cid_str", &cid],
+    )
+    .await;
+    assert!(run.ok, "sipp failed:\n{}", run.output);
+    assert!(eventually(5, || server.handle.active_calls() == 0).await);
+    let lines = lines(&events(&server, &cid).await);
+    let texts: Vec<&str> = lines.iter().map(|l| text(l)).collect();
+    assert!(texts[0].starts_with("INVITE "), "{lines:#?}");
+    assert!(
+        texts[1].starts_with(&format!("pivot GET {} 200 (", web.url("/wait")))
+            && texts[1].ends_with("kazoo: sleep"),
+        "{lines:#?}"
+    );
+    assert!(!texts.iter().any(|t| t.starts_with("→ 200")), "{lines:#?}");
+    assert_eq!(
+        texts.last().copied(),
+        Some("CANCEL from caller"),
+        "{lines:#?}"
+    );
+}
