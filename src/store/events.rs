@@ -221,11 +221,6 @@ impl CallEvents {
         }
     }
 
-    /// A recorder that records nothing (tests, calls with no account).
-    pub fn none() -> Self {
-        CallEvents::new(None, "", "", Instant::now())
-    }
-
     /// Records `ev` now; past [`MAX_EVENTS_PER_CALL`] one `truncated`, then nothing.
     pub fn record(&mut self, ev: CallEvent) {
         let Some(store) = &self.store else {
