@@ -252,6 +252,7 @@ async fn a_call_cancelled_before_the_answer_ends_with_cancel_from_caller() {
             && texts[1].ends_with("kazoo: sleep"),
         "{lines:#?}"
     );
+    assert_eq!(texts[2], "sleep 20.0 s", "{lines:#?}");
     assert!(!texts.iter().any(|t| t.starts_with("→ 200")), "{lines:#?}");
     assert_eq!(
         texts.last().copied(),

@@ -57,6 +57,9 @@ pub enum CallEvent {
     Digits { digits: String, into: String },
     /// One DTMF key received (RFC 4733 or SIP INFO).
     Dtmf { digit: String },
+    /// A module with no kind of its own (`sleep`, `send_dtmf`, `manual_presence`) and what
+    /// it did.
+    Module { module: String, summary: String },
     /// A bridge: what was rung and how it ended (`answered`, a hangup cause).
     Bridge { target: String, outcome: String },
     /// How the call ended and who ended it: `how` is `BYE`, `CANCEL` or the final code;
@@ -89,6 +92,7 @@ impl CallEvent {
             CallEvent::Play { .. } => "play",
             CallEvent::Digits { .. } => "digits",
             CallEvent::Dtmf { .. } => "dtmf",
+            CallEvent::Module { .. } => "module",
             CallEvent::Bridge { .. } => "bridge",
             CallEvent::End { .. } => "end",
             CallEvent::Truncated => "truncated",
@@ -144,6 +148,7 @@ impl CallEvent {
             }
             CallEvent::Digits { digits, into } => format!("digits {digits} collected as {into}"),
             CallEvent::Dtmf { digit } => format!("DTMF {digit}"),
+            CallEvent::Module { module, summary } => format!("{module} {summary}"),
             CallEvent::Bridge { target, outcome } => format!("bridge {target}: {outcome}"),
             CallEvent::End { by, how, why } => match why {
                 Some(w) => format!("{how} from {by} ({w})"),
