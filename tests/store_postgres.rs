@@ -192,6 +192,7 @@ async fn api_and_calls_on_postgres_and_a_second_node_on_the_same_database() {
         assert_eq!(count(&db, table), n, "{table}");
     }
     assert!(count(&db, "pivot_debug") >= 2);
+    assert!(count(&db, "call_events") >= 3);
     let dump = pg.sql(&db, "SELECT doc || coalesce(ha1, '') FROM devices");
     assert!(!dump.contains(PASS), "{dump}");
     assert_eq!(pg.sql(&db, "SELECT call_id FROM cdrs"), call_id.as_str());
@@ -214,6 +215,25 @@ async fn api_and_calls_on_postgres_and_a_second_node_on_the_same_database() {
     assert_eq!(regs.data()[0]["username"], "pg2001", "{}", regs.body);
     let cdrs = api.get(&path("cdrs")).await;
     assert_eq!(cdrs.data()[0]["call_id"], call_id.as_str(), "{}", cdrs.body);
+    // The first node's call events, from PostgreSQL: its timeline, ended.
+    let events = api
+        .get(&format!(
+            "{}/{}/events",
+            path("calls"),
+            call_id.replace('@', "%40")
+        ))
+        .await;
+    assert_eq!(events.status, 200, "{}", events.body);
+    let kinds: Vec<&str> = events
+        .data()
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["kind"].as_str().unwrap())
+        .collect();
+    assert_eq!(kinds.first(), Some(&"invite"), "{}", events.body);
+    assert!(kinds.contains(&"pivot"), "{}", events.body);
+    assert_eq!(kinds.last(), Some(&"end"), "{}", events.body);
     let run = call(&server, "12345").await;
     assert!(run.ok, "{}", run.output);
     assert_eq!(web.requests().len(), 2);

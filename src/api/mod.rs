@@ -10,6 +10,7 @@
 //! method 405, body too large 413) get the error envelope there too.
 
 mod auth;
+mod call_events;
 mod callflows;
 mod cdrs;
 mod changes;
@@ -123,6 +124,10 @@ pub fn router(state: Shared) -> Router {
             get(pivot_debug::get_call),
         )
         .route("/v2/accounts/{account_id}/cdrs", get(cdrs::list))
+        .route(
+            "/v2/accounts/{account_id}/calls/{call_id}/events",
+            get(call_events::get_call),
+        )
         .route(
             "/v2/accounts/{account_id}/devices",
             get(devices::list).put(devices::create),

@@ -26,7 +26,7 @@ use tokio::sync::{mpsc, watch};
 
 use super::caller;
 use super::info::call_info;
-use super::{Call, CallContext, CallSetup, LegSetup};
+use super::{invite_event, Call, CallContext, CallSetup, LegSetup};
 use crate::config::Config;
 use crate::logsafe::wire;
 use crate::media::player::Pacer;
@@ -43,6 +43,7 @@ use crate::sip::outgoing::{random_token, response_bytes};
 use crate::sip::source::{SourceGuard, SourceRefusal, SourceStats, TokenBucket};
 use crate::sip::transport::Peer;
 use crate::sip::{ALLOW, CAPABILITY_HEADERS};
+use crate::store::{trim_value, CallEvent, CallEvents};
 
 #[cfg(test)]
 mod tests;
@@ -461,7 +462,18 @@ impl Admission {
         let Some((account, flow)) = routed else {
             // DEBUG: a scanner draws thousands of these; the source guard counts them.
             tracing::debug!(number = %wire(&user), realm = %wire(&host), "no callflow for the number");
+            let known = caller
+                .account(&self.cfg)
+                .or_else(|| self.cfg.account_for_realm(&host));
+            if let Some(acc) = known {
+                self.log_refusal(&acc.id, req, call_id, &user, &host, &Refusal::NoCallflow);
+            }
             return Err(Refusal::NoCallflow);
+        };
+        // From here the INVITE is the account's: a refusal goes in its event log too.
+        let refused = |r: Refusal| {
+            self.log_refusal(&account.id, req, call_id, &user, &host, &r);
+            r
         };
         let (offer, negotiated) = if let Some(body) = offer {
             let offer = std::str::from_utf8(body)
@@ -474,7 +486,7 @@ impl Admission {
                 Ok((o, n)) => (Some(o), Some(n)),
                 Err(e) => {
                     tracing::debug!(reason = %wire(&e.to_string()), "offer refused");
-                    return Err(Refusal::IncompatibleOffer);
+                    return Err(refused(Refusal::IncompatibleOffer));
                 }
             }
         } else {
@@ -482,7 +494,7 @@ impl Admission {
         };
         let ports = self.pool.allocate().map_err(|e| {
             tracing::warn!("no RTP ports: {e}");
-            Refusal::Overload(Overload::MediaPorts)
+            refused(Refusal::Overload(Overload::MediaPorts))
         })?;
         let remote = negotiated.as_ref().and_then(|n| n.remote);
         let pt = negotiated.as_ref().map(|n| n.codec_pt).unwrap_or(0);
@@ -490,13 +502,13 @@ impl Admission {
             Ok(r) => Arc::new(r),
             Err(e) => {
                 tracing::warn!("cannot start RTP: {e}");
-                return Err(Refusal::Overload(Overload::MediaPorts));
+                return Err(refused(Refusal::Overload(Overload::MediaPorts)));
             }
         };
         let local_host = host_port(self.cfg.sip.advertise, peer.local);
         let local_tag = random_token(10);
         let dialog = Dialog::from_request(req, call_id, &local_tag, peer.clone(), local_host)
-            .map_err(Refusal::BadDialog)?;
+            .map_err(|e| refused(Refusal::BadDialog(e)))?;
         let media_ip: IpAddr = self.cfg.sip.advertise.unwrap_or(self.cfg.media.ip);
         let local_sdp = LocalSession {
             ip: media_ip,
@@ -522,6 +534,29 @@ impl Admission {
             },
             slot,
         })
+    }
+
+    /// An INVITE of `account_id` refused: its event log, the INVITE and the refusal, so
+    /// that the account sees why its call never started (a call's own log starts in
+    /// `Call::start`).
+    fn log_refusal(
+        &self,
+        account_id: &str,
+        req: &rsip::Request,
+        call_id: &str,
+        user: &str,
+        host: &str,
+        refusal: &Refusal,
+    ) {
+        let mut log = CallEvents::new(self.ctx.cdrs.clone(), account_id, call_id, Instant::now());
+        log.record(invite_event(&call_info(
+            req, call_id, account_id, user, host,
+        )));
+        log.record(CallEvent::End {
+            by: "server".into(),
+            how: refusal.code().to_string(),
+            why: Some(trim_value(&refusal.to_string())),
+        });
     }
 
     /// A SUBSCRIBE: what it asks (checked before the challenge, which then is not wasted on

@@ -316,7 +316,7 @@ impl Call {
                     if *self.force_end.borrow() {
                         tracing::info!("shutdown grace period over: ending the bridged call");
                         self.leg.set_cause("SYSTEM_SHUTDOWN");
-                        self.leg.end_now(503, "Service Unavailable");
+                        self.leg.end_now(503, "Service Unavailable", "shutdown");
                     }
                 }
             }

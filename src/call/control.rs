@@ -12,10 +12,30 @@ use tokio::time::Instant;
 
 use super::{Call, Phase};
 use crate::callflow::{CallControl, CallEnded, CallTiming};
-use crate::flow::bridge::{BridgeOutcome, BridgeRequest};
+use crate::flow::bridge::{BridgeOutcome, BridgeRequest, Target};
 use crate::flow::CallInfo;
 use crate::media::prompt::Prompt;
 use crate::media::rtp::PlayResult;
+use crate::store::{trim_value, CallEvent};
+
+/// What a bridge rang, for the event log: `device d1, user u2` (wire values trimmed).
+fn bridge_targets(request: &BridgeRequest) -> String {
+    let names: Vec<String> = request
+        .endpoints
+        .iter()
+        .map(|e| match &e.target {
+            Target::Device { id } => format!("device {id}"),
+            Target::User { id } => format!("user {id}"),
+            Target::Number { number, .. } => format!("number {number}"),
+            Target::Sip { uri } => format!("sip {uri}"),
+        })
+        .collect();
+    if names.is_empty() {
+        "nothing".to_string()
+    } else {
+        trim_value(&names.join(", "))
+    }
+}
 
 #[async_trait]
 impl CallControl for Call {
@@ -146,7 +166,8 @@ impl CallControl for Call {
     }
 
     async fn hangup(&mut self) -> Result<(), CallEnded> {
-        self.leg.end_now(480, "Temporarily Unavailable");
+        self.leg
+            .end_now(480, "Temporarily Unavailable", "flow ended");
         Ok(())
     }
 
@@ -155,7 +176,25 @@ impl CallControl for Call {
         request: &BridgeRequest,
         ringback: Option<Arc<Prompt>>,
     ) -> Result<BridgeOutcome, CallEnded> {
-        self.run_bridge(request, ringback).await
+        let outcome = self.run_bridge(request, ringback).await;
+        let target = bridge_targets(request);
+        let outcome_text = match &outcome {
+            Ok(o) if o.duration > Duration::ZERO => format!("answered, {} s", o.duration.as_secs()),
+            Ok(o) => match o.sip_code {
+                Some(code) => format!("{} ({code})", o.cause),
+                None => o.cause.to_string(),
+            },
+            Err(CallEnded) => "the caller hung up".to_string(),
+        };
+        self.leg.log.record(CallEvent::Bridge {
+            target,
+            outcome: outcome_text,
+        });
+        outcome
+    }
+
+    fn record(&mut self, event: CallEvent) {
+        self.leg.log.record(event);
     }
 
     async fn send_dtmf(&mut self, digits: &str, duration: Duration) -> Result<(), CallEnded> {

@@ -32,6 +32,7 @@ use crate::sip::endpoint::{DialogEvent, Endpoint, NewRequest, ServerTx};
 use crate::sip::message;
 use crate::sip::outgoing::response_bytes;
 use crate::sip::{ALLOW, CAPABILITY_HEADERS, SUPPORTED};
+use crate::store::{CallEvent, CallEvents};
 
 mod offer_answer;
 
@@ -116,6 +117,11 @@ pub(super) struct Leg {
     /// The calling device's lamp (`call/lamps.rs`): early while the INVITE is unanswered,
     /// confirmed once answered, out when the leg ends (or the leg is dropped).
     lamp: Option<CallLamp>,
+    /// The call's event log: the responses to the INVITE and how the leg ended go there
+    /// from here, where they happen.
+    pub(super) log: CallEvents,
+    /// The `end` event is recorded (the first way the leg ended wins).
+    end_recorded: bool,
 }
 
 impl Leg {
@@ -127,6 +133,7 @@ impl Leg {
         setup: LegSetup,
         events_tx: mpsc::UnboundedSender<DialogEvent>,
         events: mpsc::UnboundedReceiver<DialogEvent>,
+        log: CallEvents,
     ) -> Leg {
         let mut leg = Leg {
             endpoint,
@@ -158,6 +165,8 @@ impl Leg {
             acked: false,
             bye_after_ack: false,
             lamp: None,
+            log,
+            end_recorded: false,
         };
         if setup.source_trusted {
             // A carrier or a proxy in front has nothing to prove.
@@ -210,6 +219,29 @@ impl Leg {
         self.hangup_cause
     }
 
+    /// Records in the event log how the leg ended and who ended it (`by`: `caller` or
+    /// `server`; `how`: `BYE`, `CANCEL` or the final code), unless an earlier end is known.
+    fn record_end(&mut self, by: &str, how: &str, why: Option<&str>) {
+        if std::mem::replace(&mut self.end_recorded, true) {
+            return;
+        }
+        self.log.record(CallEvent::End {
+            by: by.to_string(),
+            how: how.to_string(),
+            why: why.map(str::to_string),
+        });
+    }
+
+    /// Ended from our side: a BYE when answered, else the final `code`.
+    fn record_server_end(&mut self, code: u16, why: &str) {
+        let how = if self.phase == Phase::Answered {
+            "BYE".to_string()
+        } else {
+            code.to_string()
+        };
+        self.record_end("server", &how, Some(why));
+    }
+
     /// Records why the leg ends, unless an earlier cause is known.
     pub(super) fn set_cause(&mut self, cause: &'static str) {
         self.hangup_cause.get_or_insert(cause);
@@ -224,6 +256,7 @@ impl Leg {
             ev = self.events.recv() => match ev {
                 Some(ev) => self.on_event(ev),
                 None => {
+                    self.record_end("server", "end", Some("dialog gone"));
                     self.set_phase(Phase::Ended);
                     None
                 }
@@ -308,8 +341,9 @@ impl Leg {
             .unwrap_or(70)
     }
 
-    /// Refuses the INVITE with a final response (before it is answered).
+    /// Refuses the INVITE with a final response (before it is answered), as the flow asked.
     pub(super) fn refuse(&mut self, code: u16, reason: Option<&str>) {
+        self.record_server_end(code, "flow response");
         self.respond_invite(code, reason, false);
         self.set_phase(Phase::Ended);
     }
@@ -371,6 +405,10 @@ impl Leg {
     }
 
     fn respond_invite(&mut self, code: u16, reason: Option<&str>, with_sdp: bool) {
+        if (101..300).contains(&code) {
+            // A final refusal is the `end` event, recorded with who decided it.
+            self.log.record(CallEvent::Answer { code });
+        }
         if code >= 200 && self.final_code.is_none() {
             self.final_code = Some(code);
             if code >= 300 {
@@ -406,8 +444,12 @@ impl Leg {
         self.invite_tx.respond(code, bytes);
     }
 
-    /// Ends the leg from our side: BYE when answered, else a final response.
-    pub(super) fn end_now(&mut self, code: u16, reason: &str) {
+    /// Ends the leg from our side: BYE when answered, else a final response; `why` is what
+    /// made us (the event log's words: `flow ended`, `max duration`, …).
+    pub(super) fn end_now(&mut self, code: u16, reason: &str, why: &str) {
+        if self.phase != Phase::Ended {
+            self.record_server_end(code, why);
+        }
         match self.phase {
             Phase::Answered => self.bye_when_acked(),
             Phase::Early => self.respond_invite(code, Some(reason), false),
@@ -446,6 +488,7 @@ impl Leg {
             DialogEvent::Cancelled => {
                 if self.phase == Phase::Early {
                     tracing::info!("cancelled by the caller");
+                    self.record_end("caller", "CANCEL", None);
                     self.set_cause("ORIGINATOR_CANCEL");
                     self.respond_invite(487, None, false);
                     self.set_phase(Phase::Ended);
@@ -453,6 +496,12 @@ impl Leg {
             }
             DialogEvent::AckTimeout => {
                 self.set_cause("RECOVERY_ON_TIMER_EXPIRE");
+                let how = if self.caller_proven() {
+                    "BYE"
+                } else {
+                    "no BYE"
+                };
+                self.record_end("server", how, Some("no ACK for our 200"));
                 if self.phase == Phase::Answered || self.bye_after_ack {
                     // §13.3.1.4 says SHOULD send BYE; we do so only to a caller that proved
                     // it takes part: a BYE (and its retransmissions) to a forged INVITE's
@@ -508,6 +557,7 @@ impl Leg {
         match req.method {
             rsip::Method::Bye => {
                 tracing::info!("caller hung up");
+                self.record_end("caller", "BYE", None);
                 self.set_cause("NORMAL_CLEARING");
                 reply(200, &[], None);
                 self.set_phase(Phase::Ended);
@@ -532,6 +582,9 @@ impl Leg {
     /// After the flow: hang up what is still up; a BYE owed before the ACK waits for it
     /// (or for `force_end`).
     pub(super) async fn finish(&mut self, force_end: &mut watch::Receiver<bool>) {
+        if self.phase != Phase::Ended {
+            self.record_server_end(480, "flow ended");
+        }
         match self.phase {
             Phase::Answered => {
                 self.bye_when_acked();

@@ -37,7 +37,7 @@ use crate::presence::{self, Presence};
 use crate::registrar::Registrar;
 use crate::sip::endpoint::{Endpoint, NewRequest};
 use crate::sip::source::CallSlot;
-use crate::store::{CallDirection, Cdr, Store, Write};
+use crate::store::{trim_value, CallDirection, CallEvent, CallEvents, Cdr, Store, Write};
 
 pub mod admission;
 mod bridge;
@@ -64,7 +64,7 @@ pub struct CallContext {
     pub force_end: watch::Receiver<bool>,
     pub active: Arc<AtomicUsize>,
     pub stats: Arc<CallStats>,
-    /// Where the call's CDR goes when it ends (None: no CDRs).
+    /// Where the call's CDR goes when it ends, and its event log as it goes (None: neither).
     pub cdrs: Option<Store>,
     /// What a bridge needs: the config (accounts, carriers, advertised address), the
     /// registrar (bindings), RTP ports and the pacer for the second leg's media.
@@ -211,12 +211,21 @@ impl Call {
             &setup.leg.dialog.id.local_tag,
             &invite.req,
         );
+        // The INVITE was taken a moment ago (admission decides without waiting).
+        let started = Instant::now();
+        let mut log = CallEvents::new(
+            ctx.cdrs.clone(),
+            &setup.info.account_id,
+            &setup.info.call_id,
+            started.into_std(),
+        );
+        log.record(invite_event(&setup.info));
         let mut call = Call {
             force_end: ctx.force_end.clone(),
             ctx: ctx.clone(),
             info: setup.info,
-            leg: Leg::new(ctx.endpoint.clone(), invite, setup.leg, ev_tx, ev_rx),
-            started: Instant::now(),
+            leg: Leg::new(ctx.endpoint.clone(), invite, setup.leg, ev_tx, ev_rx, log),
+            started,
             digits: VecDeque::new(),
             stop_on: Vec::new(),
             stopped_by: None,
@@ -253,7 +262,7 @@ impl Call {
                     if *self.force_end.borrow() {
                         tracing::info!("shutdown grace period over: ending the call");
                         self.leg.set_cause("SYSTEM_SHUTDOWN");
-                        self.leg.end_now(503, "Service Unavailable");
+                        self.leg.end_now(503, "Service Unavailable", "shutdown");
                     }
                 }
             }
@@ -263,6 +272,9 @@ impl Call {
     /// A DTMF key from RTP or SIP INFO: queued for the flow; a terminator stops the prompt.
     fn on_digit(&mut self, d: char) {
         tracing::debug!(digit = %d, "DTMF");
+        self.leg.log.record(CallEvent::Dtmf {
+            digit: d.to_string(),
+        });
         self.digits.push_back(d);
         if self.stop_on.contains(&d) && self.stopped_by.is_none() {
             self.stopped_by = Some(d);
@@ -316,7 +328,7 @@ impl Call {
             if now.duration_since(self.started) >= max {
                 tracing::info!("maximum call duration reached");
                 self.leg.set_cause("ALLOTTED_TIMEOUT");
-                self.leg.end_now(480, "Maximum Duration");
+                self.leg.end_now(480, "Maximum Duration", "max duration");
                 return;
             }
         }
@@ -325,7 +337,7 @@ impl Call {
                 tracing::info!("no RTP from the caller for {timeout:?}: hanging up");
                 self.ctx.stats.rtp_timeouts.fetch_add(1, Ordering::Relaxed);
                 self.leg.set_cause("MEDIA_TIMEOUT");
-                self.leg.end_now(408, "Request Timeout");
+                self.leg.end_now(408, "Request Timeout", "RTP timeout");
             }
         }
     }
@@ -336,6 +348,19 @@ impl Call {
 #[allow(clippy::boxed_local)]
 fn unbox<T>(b: Box<T>) -> T {
     *b
+}
+
+/// The event an INVITE starts a call's log with: who calls (`user@realm`) and the number.
+pub(crate) fn invite_event(info: &CallInfo) -> CallEvent {
+    let from = if info.from_user.is_empty() {
+        info.from_realm.clone()
+    } else {
+        format!("{}@{}", info.from_user, info.from_realm)
+    };
+    CallEvent::Invite {
+        from: trim_value(&from),
+        to: trim_value(&info.request_user),
+    }
 }
 
 /// The calling device's lamp, lit early now (a call no device places lights none).

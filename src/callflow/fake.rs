@@ -8,6 +8,7 @@ use super::{CallControl, CallEnded};
 use crate::flow::bridge::{BridgeOutcome, BridgeRequest};
 use crate::flow::CallInfo;
 use crate::media::prompt::Prompt;
+use crate::store::CallEvent;
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Op {
@@ -36,6 +37,8 @@ pub struct FakeCall {
     pub bridge_outcomes: std::collections::VecDeque<BridgeOutcome>,
     /// The name of the ringback prompt each bridge was given, in order.
     pub ringbacks: Vec<Option<String>>,
+    /// What the modules recorded in the call's event log, in order.
+    pub events: Vec<CallEvent>,
 }
 
 impl FakeCall {
@@ -48,6 +51,7 @@ impl FakeCall {
             digits: Default::default(),
             bridge_outcomes: Default::default(),
             ringbacks: Vec::new(),
+            events: Vec::new(),
         }
     }
 
@@ -58,7 +62,7 @@ impl FakeCall {
         }
     }
 
-    fn record(&mut self, op: Op) -> Result<(), CallEnded> {
+    fn op(&mut self, op: Op) -> Result<(), CallEnded> {
         self.ops.push(op);
         match self.end_at {
             Some(n) if self.ops.len() >= n => Err(CallEnded),
@@ -76,12 +80,12 @@ impl CallControl for FakeCall {
         self.answered
     }
     async fn answer(&mut self) -> Result<(), CallEnded> {
-        self.record(Op::Answer)?;
+        self.op(Op::Answer)?;
         self.answered = true;
         Ok(())
     }
     async fn early_media(&mut self) -> Result<(), CallEnded> {
-        self.record(Op::EarlyMedia)
+        self.op(Op::EarlyMedia)
     }
     async fn play(
         &mut self,
@@ -94,7 +98,7 @@ impl CallControl for FakeCall {
             .strip_suffix(".wav")
             .or_else(|| name.strip_suffix(".mp3"))
             .unwrap_or(name);
-        self.record(Op::Play(stem.to_string()))?;
+        self.op(Op::Play(stem.to_string()))?;
         Ok(self
             .digits
             .iter()
@@ -108,19 +112,19 @@ impl CallControl for FakeCall {
         match self.digits.pop_front() {
             Some(d) => Ok(Some(d)),
             None => {
-                self.record(Op::Sleep(timeout))?;
+                self.op(Op::Sleep(timeout))?;
                 Ok(None)
             }
         }
     }
     async fn sleep(&mut self, d: Duration) -> Result<(), CallEnded> {
-        self.record(Op::Sleep(d))
+        self.op(Op::Sleep(d))
     }
     async fn respond(&mut self, code: u16, reason: Option<String>) -> Result<(), CallEnded> {
-        self.record(Op::Respond(code, reason))
+        self.op(Op::Respond(code, reason))
     }
     async fn hangup(&mut self) -> Result<(), CallEnded> {
-        self.record(Op::Hangup)
+        self.op(Op::Hangup)
     }
     async fn bridge(
         &mut self,
@@ -128,7 +132,7 @@ impl CallControl for FakeCall {
         ringback: Option<Arc<Prompt>>,
     ) -> Result<BridgeOutcome, CallEnded> {
         self.ringbacks.push(ringback.map(|p| p.name.clone()));
-        self.record(Op::Bridge(request.clone()))?;
+        self.op(Op::Bridge(request.clone()))?;
         let outcome = self
             .bridge_outcomes
             .pop_front()
@@ -139,6 +143,9 @@ impl CallControl for FakeCall {
         Ok(outcome)
     }
     async fn send_dtmf(&mut self, digits: &str, duration: Duration) -> Result<(), CallEnded> {
-        self.record(Op::SendDtmf(digits.to_string(), duration))
+        self.op(Op::SendDtmf(digits.to_string(), duration))
+    }
+    fn record(&mut self, event: CallEvent) {
+        self.events.push(event);
     }
 }

@@ -15,6 +15,7 @@ use std::time::Duration;
 use crate::flow::bridge::{BridgeOutcome, BridgeRequest};
 use crate::flow::CallInfo;
 use crate::media::prompt::Prompt;
+use crate::store::CallEvent;
 
 pub use runtime::{Next, Runtime};
 
@@ -72,6 +73,8 @@ pub trait CallControl: Send {
     /// Sends `digits` as RFC 4733 events, each lasting `duration`: to the bridged leg while a
     /// bridge is up, else to the caller.
     async fn send_dtmf(&mut self, digits: &str, duration: Duration) -> Result<(), CallEnded>;
+    /// Adds `event` to the call's event log (a non-blocking push; nothing without a log).
+    fn record(&mut self, _event: CallEvent) {}
 }
 
 #[cfg(test)]

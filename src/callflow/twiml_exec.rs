@@ -11,6 +11,7 @@ use std::time::Duration;
 use url::Url;
 
 use crate::callflow::modules::pivot::{ask, Failed, PivotCall};
+use crate::callflow::modules::{record_played, Played};
 use crate::callflow::runtime::Runtime;
 use crate::callflow::state::FlowState;
 use crate::callflow::{CallControl, CallEnded};
@@ -19,8 +20,10 @@ use crate::flow::modules::pivot::{Method, Pivot, ReqFormat};
 use crate::flow::node::{Node, ALL_KEYS};
 use crate::logsafe::wire;
 use crate::media::prompt::Prompt;
+use crate::pivot::fields;
 use crate::pivot::kazoo::Answer;
 use crate::pivot::twiml::{resolve_url, Dial, RejectReason, Verb};
+use crate::store::{trim_value, CallEvent};
 
 /// How a TwiML run ended.
 pub enum TwimlEnd {
@@ -82,10 +85,15 @@ async fn play_times(
     prompt: Arc<Prompt>,
     times: u32,
     terminators: &[char],
+    played: Played<'_>,
 ) -> Result<bool, CallEnded> {
     let times = if times == 0 { u32::MAX } else { times };
-    for _ in 0..times {
-        if call.play(prompt.clone(), terminators).await?.is_some() {
+    for i in 0..times {
+        let stopped = call.play(prompt.clone(), terminators).await?;
+        if i == 0 {
+            record_played(call, played, &prompt, stopped);
+        }
+        if stopped.is_some() {
             return Ok(true);
         }
         if prompt.duration().is_zero() {
@@ -93,6 +101,21 @@ async fn play_times(
         }
     }
     Ok(false)
+}
+
+/// A `<Say>`'s text and a `<Play>`'s URL, as the event log names what played.
+fn say(text: &str) -> Played<'_> {
+    Played {
+        what: "tts",
+        id: text,
+    }
+}
+
+fn media(url: &str) -> Played<'_> {
+    Played {
+        what: "media",
+        id: url,
+    }
 }
 
 async fn say_prompt(rt: &Runtime, text: &str, voice: &str, language: &str) -> Option<Arc<Prompt>> {
@@ -175,13 +198,13 @@ async fn run_verb(
         } => {
             answer(call).await?;
             if let Some(p) = say_prompt(rt, &text, &voice, &language).await {
-                play_times(call, p, loop_count, &[]).await?;
+                play_times(call, p, loop_count, &[], say(&text)).await?;
             }
         }
         Verb::Play { url, loop_count } => {
             answer(call).await?;
             if let Some(p) = play_prompt(rt, base, &url).await {
-                play_times(call, p, loop_count, &[]).await?;
+                play_times(call, p, loop_count, &[], media(&url)).await?;
             }
         }
         Verb::Pause { length_s } => {
@@ -207,11 +230,11 @@ async fn run_verb(
                         language,
                         loop_count,
                     } => match say_prompt(rt, &text, &voice, &language).await {
-                        Some(p) => play_times(call, p, loop_count, &ALL_KEYS).await?,
+                        Some(p) => play_times(call, p, loop_count, &ALL_KEYS, say(&text)).await?,
                         None => false,
                     },
                     Verb::Play { url, loop_count } => match play_prompt(rt, base, &url).await {
-                        Some(p) => play_times(call, p, loop_count, &ALL_KEYS).await?,
+                        Some(p) => play_times(call, p, loop_count, &ALL_KEYS, media(&url)).await?,
                         None => false,
                     },
                     Verb::Pause { length_s } => {
@@ -247,6 +270,10 @@ async fn run_verb(
             if digits.is_empty() {
                 return Ok(Step::Next);
             }
+            call.record(CallEvent::Digits {
+                digits: trim_value(&digits),
+                into: fields::twiml::DIGITS.to_string(),
+            });
             // Twilio: without an action the same document is requested again (an empty
             // reference resolves to the document itself).
             let f = FollowUp {
@@ -334,7 +361,7 @@ async fn run_dial(
 }
 
 /// A verb's element name for a log line (a nested verb's text and URLs stay out of it).
-fn verb_name(verb: &Verb) -> &str {
+pub(crate) fn verb_name(verb: &Verb) -> &str {
     match verb {
         Verb::Say { .. } => "Say",
         Verb::Play { .. } => "Play",

@@ -191,10 +191,12 @@ impl Store {
         Ok(out)
     }
 
-    /// Retention: deletes the debug records older than `age`. Returns how many went.
+    /// Retention: deletes the debug records and call events older than `age`. Returns how
+    /// many went.
     pub fn purge_older_than(&self, age: Duration) -> Result<usize, StoreError> {
         let age = i64::try_from(age.as_secs()).unwrap_or(i64::MAX);
-        self.purge_debug_before(gregorian_now().saturating_sub(age))
+        let cutoff = gregorian_now().saturating_sub(age);
+        Ok(self.purge_debug_before(cutoff)? + self.purge_events_before(cutoff)?)
     }
 
     /// Deletes the debug records created before `cutoff` (Gregorian seconds).

@@ -1,4 +1,4 @@
-//! The store: pivot debug records, callflows, CDRs, registrations, presence subscriptions
+//! The store: pivot debug records, per-call event logs, callflows, CDRs, registrations, presence subscriptions
 //! and lamps, and the API's users and devices, behind one blocking interface ([`Store`])
 //! with two backends: an embedded SQLite file (rusqlite, bundled; the default) in WAL mode,
 //! or a PostgreSQL database several nodes share (`[store] postgres`, `pg/`). Both have the
@@ -16,6 +16,7 @@ mod callflows;
 mod cdrs;
 mod debug;
 mod devices;
+mod events;
 mod pg;
 mod presence;
 mod registrations;
@@ -28,6 +29,7 @@ pub use callflows::{CallflowConflict, StoredCallflow};
 pub use cdrs::{CallDirection, Cdr, CdrQuery};
 pub use debug::{CallSummary, DebugRecord, RecordKind};
 pub use devices::{SipCredentials, StoredDevice, UsernameTaken};
+pub use events::{trim_value, CallEvent, CallEvents, StoredEvent, MAX_EVENTS_PER_CALL};
 pub use pg::listen::Change;
 pub use presence::{StoredPresence, StoredSubscription};
 pub use registrations::{DeviceBindings, Registration};

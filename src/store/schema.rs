@@ -154,6 +154,21 @@ pub(crate) const MIGRATIONS: &[&str] = &[
     DELETE FROM pivot_debug WHERE seq NOT IN (SELECT MIN(seq) FROM pivot_debug GROUP BY id);
     CREATE UNIQUE INDEX pivot_debug_by_id ON pivot_debug (id);
     "#,
+    // 9: the per-call event log (issue 14), recorded for every call, purged with the debug
+    // records. (account, call, seq) is unique, so a batch written again adds no copy.
+    r#"
+    CREATE TABLE call_events (
+        account_id TEXT    NOT NULL,
+        call_id    TEXT    NOT NULL,
+        seq        INTEGER NOT NULL,                  -- order within the call, from 0
+        at_ms      INTEGER NOT NULL,                  -- ms since the INVITE arrived
+        kind       TEXT    NOT NULL,
+        created    INTEGER NOT NULL,                  -- Gregorian seconds (retention)
+        doc        TEXT    NOT NULL,                  -- the event (JSON: kind and fields)
+        PRIMARY KEY (account_id, call_id, seq)
+    );
+    CREATE INDEX call_events_by_created ON call_events (created);
+    "#,
 ];
 
 /// The schema version this build writes.

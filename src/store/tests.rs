@@ -217,12 +217,13 @@ fn migrations_apply_on_fresh_file_and_reopen_keeps_data(kind) {
     {
         let store = dir.open();
         assert_eq!(store.schema_version().unwrap(), SCHEMA_VERSION);
-        assert_eq!(SCHEMA_VERSION, 8);
+        assert_eq!(SCHEMA_VERSION, 9);
         assert_eq!(store.is_postgres(), kind == Kind::Postgres);
         assert_eq!(
             dir.tables(&store),
             [
                 "api_tokens",
+                "call_events",
                 "callflow_numbers",
                 "callflows",
                 "cdrs",
@@ -1115,3 +1116,99 @@ fn a_debug_record_written_twice_is_kept_once(kind) {
     assert_eq!(store.debug_records("acc", "again@h").unwrap(), vec![r]);
 }
 }
+
+/// A stored event written straight to the queue, for the tests that set its time.
+fn event(account: &str, call: &str, seq: u32, created: i64, ev: &CallEvent) -> StoredEvent {
+    StoredEvent {
+        account_id: account.into(),
+        call_id: call.into(),
+        seq,
+        at_ms: u64::from(seq) * 10,
+        created,
+        doc: serde_json::to_value(ev).unwrap(),
+    }
+}
+
+both_backends! {
+fn call_events_read_back_in_order_per_call(kind) {
+    let store = fresh(kind);
+    let started = Instant::now() - Duration::from_millis(1500);
+    let mut rec = CallEvents::new(Some(store.clone()), "acc", "c1@host", started);
+    let mut other = CallEvents::new(Some(store.clone()), "acc", "c2@host", Instant::now());
+    rec.record(CallEvent::Invite { from: "alice".into(), to: "6000".into() });
+    other.record(CallEvent::Dtmf { digit: "9".into() });
+    rec.record(CallEvent::Digits { digits: "12#".into(), into: "Digits[pin]".into() });
+    rec.record(CallEvent::End { by: "server".into(), how: "BYE".into(), why: Some("flow ended".into()) });
+    store.flush().unwrap();
+    let evs = store.call_events("acc", "c1@host").unwrap();
+    let kinds: Vec<&str> = evs.iter().map(StoredEvent::kind).collect();
+    assert_eq!(kinds, ["invite", "digits", "end"]);
+    assert_eq!(evs.iter().map(|e| e.seq).collect::<Vec<_>>(), [0, 1, 2]);
+    // Times count from the INVITE's arrival, not from the recorder's making.
+    assert!(evs[0].at_ms >= 1500 && evs[0].at_ms < 60_000, "{}", evs[0].at_ms);
+    assert!(evs.windows(2).all(|w| w[0].at_ms <= w[1].at_ms));
+    let api = evs[1].to_api_json();
+    assert_eq!(api["kind"], "digits");
+    assert_eq!(api["into"], "Digits[pin]");
+    let line = api["line"].as_str().unwrap();
+    assert!(line.ends_with(" digits 12# collected as Digits[pin]"), "{line}");
+    assert_eq!(
+        evs[2].to_api_json()["line"].as_str().unwrap().split_once(' ').unwrap().1,
+        "BYE from server (flow ended)"
+    );
+    // Another call, another account: not mixed in.
+    assert_eq!(store.call_events("acc", "c2@host").unwrap().len(), 1);
+    assert!(store.call_events("other", "c1@host").unwrap().is_empty());
+    // The same event written again (a batch retried) adds no copy.
+    let again = event("acc", "c1@host", 0, gregorian_now(), &CallEvent::Truncated);
+    assert!(store.write(Write::CallEvent(again)));
+    store.flush().unwrap();
+    let evs = store.call_events("acc", "c1@host").unwrap();
+    assert_eq!(evs.len(), 3);
+    assert_eq!(evs[0].kind(), "invite");
+}
+}
+
+both_backends! {
+fn call_events_stop_after_the_cap_with_one_truncated(kind) {
+    let store = fresh(kind);
+    let mut rec = CallEvents::new(Some(store.clone()), "acc", "loop", Instant::now());
+    for _ in 0..MAX_EVENTS_PER_CALL + 20 {
+        rec.record(CallEvent::Dtmf { digit: "1".into() });
+    }
+    store.flush().unwrap();
+    let evs = store.call_events("acc", "loop").unwrap();
+    assert_eq!(evs.len(), MAX_EVENTS_PER_CALL as usize + 1);
+    assert!(evs[..MAX_EVENTS_PER_CALL as usize].iter().all(|e| e.kind() == "dtmf"));
+    assert_eq!(evs.last().unwrap().kind(), "truncated");
+}
+}
+
+both_backends! {
+fn call_events_are_purged_with_the_debug_records(kind) {
+    let store = fresh(kind);
+    let now = gregorian_now();
+    let day = 86_400;
+    let ev = CallEvent::Answer { code: 200 };
+    store.write(Write::CallEvent(event("acc", "old", 0, now - 8 * day, &ev)));
+    store.write(Write::CallEvent(event("acc", "old", 1, now - 8 * day, &ev)));
+    store.write(Write::CallEvent(event("acc", "new", 0, now, &ev)));
+    store.write(Write::Debug(rec("acc", "old", 1, RecordKind::Request, now - 8 * day, json!({}))));
+    store.flush().unwrap();
+    let purged = store.purge_older_than(Duration::from_secs(7 * day as u64)).unwrap();
+    assert_eq!(purged, 3);
+    assert!(store.call_events("acc", "old").unwrap().is_empty());
+    assert_eq!(store.call_events("acc", "new").unwrap().len(), 1);
+}
+}
+
+#[test]
+fn wire_values_are_trimmed_to_a_sane_length() {
+    let long = "é".repeat(MAX_VALUE_CHARS_TEST + 50);
+    let t = trim_value(&long);
+    assert_eq!(t.chars().count(), MAX_VALUE_CHARS_TEST + 1);
+    assert!(t.ends_with('…'));
+    assert_eq!(trim_value("short"), "short");
+}
+
+const MAX_VALUE_CHARS_TEST: usize = super::events::MAX_VALUE_CHARS;

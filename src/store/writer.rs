@@ -10,15 +10,18 @@ use std::time::Duration;
 use rusqlite::{params, Connection};
 
 use super::pg::{self, Pg};
-use super::{cdrs, debug, lock, presence, registrations};
+use super::{cdrs, debug, events, lock, presence, registrations};
 use super::{
-    Cdr, DebugRecord, DeviceBindings, Store, StoreError, StoredPresence, StoredSubscription,
+    Cdr, DebugRecord, DeviceBindings, Store, StoreError, StoredEvent, StoredPresence,
+    StoredSubscription,
 };
 
 /// What the call path hands to the writer.
 #[derive(Clone, Debug, PartialEq)]
 pub enum Write {
     Debug(DebugRecord),
+    /// One event of a call's log (`events.rs`).
+    CallEvent(StoredEvent),
     /// One call's record, written when the call ends.
     Cdr(Cdr),
     /// A device's bindings after a REGISTER changed them (they replace the stored ones).
@@ -316,6 +319,7 @@ fn insert(conn: &Connection, w: &Write) -> Result<(), rusqlite::Error> {
             Ok(())
         }
         Write::Debug(r) => debug::insert(conn, r),
+        Write::CallEvent(e) => events::insert(conn, e),
         Write::Cdr(c) => cdrs::insert(conn, c),
         Write::Subscription(s) => presence::upsert_subscription(conn, s),
         Write::EndSubscription { call_id, local_tag } => {

@@ -12,6 +12,8 @@ use crate::callflow::{CallControl, CallEnded};
 use crate::flow::modules::collect_dtmf::CollectDtmf;
 use crate::flow::DEFAULT_COLLECTION;
 use crate::logsafe::wire;
+use crate::pivot::fields::kazoo::DIGITS;
+use crate::store::{trim_value, CallEvent};
 
 pub async fn run(
     data: &CollectDtmf,
@@ -64,6 +66,15 @@ pub async fn run(
         .as_deref()
         .unwrap_or(DEFAULT_COLLECTION);
     tracing::debug!(collection = %wire(name), digits = %wire(&digits), "collect_dtmf");
+    call.record(CallEvent::Digits {
+        // The request field the next pivot request sends them in (spec j.3).
+        into: if name == DEFAULT_COLLECTION {
+            DIGITS.to_string()
+        } else {
+            format!("{DIGITS}[{}]", trim_value(name))
+        },
+        digits: trim_value(&digits),
+    });
     state.collections.set(name, &digits);
     Ok(Next::Default)
 }
@@ -98,13 +109,28 @@ mod tests {
         let data = of(json!({"max_digits": 4, "collection_name": "pin"})).unwrap();
         let call = collect(data, "123456", &mut state).await;
         assert_eq!(state.collections.get("pin"), Some("1234"));
+        // The event log says what was collected and the field it goes out as.
+        assert_eq!(
+            call.events,
+            [CallEvent::Digits {
+                digits: "1234".into(),
+                into: "Digits[pin]".into()
+            }]
+        );
         assert!(
             call.digits.is_empty(),
             "typed-ahead keys are dropped, as in Kazoo"
         );
         let data = of(json!({"max_digits": 4})).unwrap();
-        collect(data, "12#9", &mut state).await;
+        let call = collect(data, "12#9", &mut state).await;
         assert_eq!(state.collections.get("default"), Some("12"));
+        assert_eq!(
+            call.events,
+            [CallEvent::Digits {
+                digits: "12".into(),
+                into: "Digits".into()
+            }]
+        );
     }
 
     #[tokio::test]

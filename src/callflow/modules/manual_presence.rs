@@ -8,6 +8,7 @@ use crate::callflow::runtime::{Next, Runtime};
 use crate::callflow::{CallControl, CallEnded};
 use crate::flow::modules::manual_presence::ManualPresence;
 use crate::logsafe::wire;
+use crate::store::{trim_value, CallEvent};
 
 pub async fn run(
     data: &ManualPresence,
@@ -19,18 +20,33 @@ pub async fn run(
         tracing::warn!("manual_presence: no presence service, lamp not set");
         return Ok(Next::Default);
     };
-    match presence.set_manual(&call.info().account_id, &data.presence_id, data.status) {
-        Ok(id) => tracing::info!(
-            presence_id = %wire(&id.to_string()),
-            status = data.status.as_str(),
-            "manual_presence"
-        ),
-        Err(e) => tracing::warn!(
-            presence_id = %wire(&data.presence_id),
-            reason = %wire(&e.to_string()),
-            "manual_presence: lamp not set"
-        ),
-    }
+    let summary = match presence.set_manual(&call.info().account_id, &data.presence_id, data.status)
+    {
+        Ok(id) => {
+            tracing::info!(
+                presence_id = %wire(&id.to_string()),
+                status = data.status.as_str(),
+                "manual_presence"
+            );
+            format!("{} {}", trim_value(&id.to_string()), data.status.as_str())
+        }
+        Err(e) => {
+            tracing::warn!(
+                presence_id = %wire(&data.presence_id),
+                reason = %wire(&e.to_string()),
+                "manual_presence: lamp not set"
+            );
+            format!(
+                "{} not set: {}",
+                trim_value(&data.presence_id),
+                trim_value(&e.to_string())
+            )
+        }
+    };
+    call.record(CallEvent::Module {
+        module: "manual_presence".into(),
+        summary,
+    });
     Ok(Next::Default)
 }
 

@@ -25,6 +25,7 @@ use super::runtime::{Next, Runtime};
 use super::state::FlowState;
 use super::{CallControl, CallEnded};
 use crate::flow::{ModuleData, DEFAULT_COLLECTION};
+use crate::store::{trim_value, CallEvent};
 
 /// Runs one node's module on the call. `children` are the node's: the bridging modules choose
 /// among them by the bridge's outcome (`bridge_outcome`).
@@ -58,17 +59,46 @@ pub async fn run(
     }
 }
 
+/// What a prompt played is, for the call's event log: `what` is `media` (`id` a prompt id,
+/// URL or tone), `tts` or `say` (`id` the text or the prompt said).
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Played<'a> {
+    pub what: &'static str,
+    pub id: &'a str,
+}
+
+/// Records one prompt played (its length, the key that stopped it) in the event log.
+pub(crate) fn record_played(
+    call: &mut dyn CallControl,
+    played: Played<'_>,
+    prompt: &crate::media::prompt::Prompt,
+    stopped: Option<char>,
+) {
+    call.record(CallEvent::Play {
+        what: played.what.to_string(),
+        id: trim_value(played.id),
+        ms: u64::try_from(prompt.duration().as_millis()).unwrap_or(u64::MAX),
+        stopped_by: stopped.map(String::from),
+    });
+}
+
 /// Plays a prompt `times` times (or until a key in `terminators` stops it); every key pressed
 /// meanwhile goes to the `default` collection (spec a.6). Returns the key that stopped it.
+/// Recorded once in the event log, not per loop.
 pub(crate) async fn play_collecting(
     call: &mut dyn CallControl,
     prompt: &std::sync::Arc<crate::media::prompt::Prompt>,
     times: u32,
     terminators: &[char],
     state: &mut FlowState,
+    played: Played<'_>,
 ) -> Result<Option<char>, CallEnded> {
-    for _ in 0..times {
-        let stopped = call.play(prompt.clone(), terminators).await?;
+    let mut stopped = None;
+    for i in 0..times {
+        stopped = call.play(prompt.clone(), terminators).await?;
+        if i == 0 {
+            record_played(call, played, prompt, stopped);
+        }
         state
             .collections
             .append(DEFAULT_COLLECTION, &call.take_digits());
@@ -77,5 +107,5 @@ pub(crate) async fn play_collecting(
             return Ok(stopped);
         }
     }
-    Ok(None)
+    Ok(stopped)
 }

@@ -27,6 +27,7 @@ use crate::pivot::guard::GuardError;
 use crate::pivot::kazoo::{self, Answer, AnswerError};
 use crate::pivot::request::{self, PivotState};
 use crate::pivot::twiml::{resolve_url, ResolveError};
+use crate::store::{trim_value, CallEvent};
 
 /// What pivot needs: the guarded HTTP client, the played-URL cache and the limits. One per
 /// server, in [`Runtime::pivot`].
@@ -308,10 +309,11 @@ pub(crate) async fn ask(
             Err(failure)
         }
     };
+    call.record(pivot_event(&p, &ctx.node, &result, started.elapsed()));
     Ok(match result {
-        Ok(answered) => {
+        Ok((answer, base, _)) => {
             svc.stats.record(Outcome::Ok, started.elapsed());
-            Ok(answered)
+            Ok((answer, base))
         }
         Err(failure) => {
             svc.stats.record(failure.outcome(), started.elapsed());
@@ -333,7 +335,7 @@ async fn send(
     // `&mut`: a `&dyn CallControl` would not be Send (the trait is not Sync).
     call: &mut dyn CallControl,
     state: &FlowState,
-) -> Result<(Answer, Url), PivotFailure> {
+) -> Result<(Answer, Url, u16), PivotFailure> {
     let status = if call.is_answered() {
         "in-progress"
     } else {
@@ -401,11 +403,43 @@ async fn send(
         resp.final_url
     };
     match kazoo::decode(resp.content_type.as_deref(), &resp.body) {
-        Ok(answer) => Ok((answer, base)),
+        Ok(answer) => Ok((answer, base, resp.status)),
         Err(e) => {
             svc.debug.record_error(ctx, &e, &resp.body);
             Err(PivotFailure::Answer(e))
         }
+    }
+}
+
+/// A pivot request as the call's event log shows it: the URL asked, its status or failure,
+/// and what the answer starts with.
+fn pivot_event(
+    p: &PivotCall<'_>,
+    url: &str,
+    result: &Result<(Answer, Url, u16), PivotFailure>,
+    elapsed: Duration,
+) -> CallEvent {
+    let (status, format, first, error) = match result {
+        Ok((Answer::Flow(node), _, st)) => {
+            (Some(*st), Some("kazoo"), Some(node.module.name()), None)
+        }
+        Ok((Answer::Twiml(verbs), _, st)) => (
+            Some(*st),
+            Some("twiml"),
+            verbs.first().map(twiml_exec::verb_name),
+            None,
+        ),
+        Err(PivotFailure::Status(st)) => (Some(*st), None, None, None),
+        Err(e) => (None, None, None, Some(trim_value(&e.to_string()))),
+    };
+    CallEvent::Pivot {
+        method: p.method.as_str().to_ascii_uppercase(),
+        url: trim_value(url),
+        status,
+        ms: u64::try_from(elapsed.as_millis()).unwrap_or(u64::MAX),
+        format: format.map(str::to_string),
+        first: first.map(str::to_string),
+        error,
     }
 }
 

@@ -28,7 +28,11 @@ pub async fn run(
     } else {
         data.loop_count.unwrap_or(1)
     };
-    super::play_collecting(call, &prompt, times, &data.terminators, state).await?;
+    let played = super::Played {
+        what: "media",
+        id: &data.id,
+    };
+    super::play_collecting(call, &prompt, times, &data.terminators, state, played).await?;
     Ok(Next::Default)
 }
 

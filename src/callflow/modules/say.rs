@@ -154,7 +154,12 @@ async fn play(
     state: &mut FlowState,
     prompt: Arc<Prompt>,
 ) -> Result<bool, CallEnded> {
-    let stopped = super::play_collecting(call, &prompt, 1, &data.terminators, state).await?;
+    let played = super::Played {
+        what: "say",
+        id: &prompt.name,
+    };
+    let stopped =
+        super::play_collecting(call, &prompt, 1, &data.terminators, state, played).await?;
     Ok(stopped.is_some())
 }
 

@@ -8,6 +8,7 @@ use crate::callflow::runtime::{Next, Runtime};
 use crate::callflow::{CallControl, CallEnded};
 use crate::flow::modules::send_dtmf::SendDtmf;
 use crate::logsafe::wire;
+use crate::store::{trim_value, CallEvent};
 
 pub async fn run(
     data: &SendDtmf,
@@ -15,6 +16,10 @@ pub async fn run(
     _rt: &Runtime,
 ) -> Result<Next, CallEnded> {
     tracing::debug!(digits = %wire(&data.digits), duration_ms = data.duration_ms, "send_dtmf");
+    call.record(CallEvent::Module {
+        module: "send_dtmf".into(),
+        summary: trim_value(&data.digits),
+    });
     call.send_dtmf(
         &data.digits,
         Duration::from_millis(u64::from(data.duration_ms)),

@@ -4,13 +4,19 @@
 use crate::callflow::runtime::{Next, Runtime};
 use crate::callflow::{CallControl, CallEnded};
 use crate::flow::modules::sleep::Sleep;
+use crate::store::CallEvent;
 
 pub async fn run(
     data: &Sleep,
     call: &mut dyn CallControl,
     _rt: &Runtime,
 ) -> Result<Next, CallEnded> {
-    call.sleep(data.wait()).await?;
+    let wait = data.wait();
+    call.record(CallEvent::Module {
+        module: "sleep".into(),
+        summary: format!("{:.1} s", wait.as_secs_f64()),
+    });
+    call.sleep(wait).await?;
     Ok(Next::Default)
 }
 
@@ -31,6 +37,13 @@ mod tests {
         };
         assert_eq!(run(&s, &mut call, &rt).await, Ok(Next::Default));
         assert_eq!(call.ops, [Op::Sleep(Duration::from_millis(1500))]);
+        assert_eq!(
+            call.events,
+            [CallEvent::Module {
+                module: "sleep".into(),
+                summary: "1.5 s".into()
+            }]
+        );
         assert!(!call.answered);
     }
 }

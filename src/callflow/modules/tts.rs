@@ -28,6 +28,10 @@ pub async fn run(
         return Ok(Next::Default);
     };
     let times = if data.endless_playback { u32::MAX } else { 1 };
-    play_collecting(call, &prompt, times, &data.terminators, state).await?;
+    let played = super::Played {
+        what: "tts",
+        id: &data.text,
+    };
+    play_collecting(call, &prompt, times, &data.terminators, state, played).await?;
     Ok(Next::Default)
 }

@@ -13,6 +13,7 @@ mod callflows;
 mod cdrs;
 mod debug;
 mod devices;
+mod events;
 pub(super) mod listen;
 mod presence;
 mod registrations;

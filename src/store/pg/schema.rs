@@ -163,6 +163,20 @@ pub(crate) const MIGRATIONS: &[&str] = &[
     DELETE FROM pivot_debug a USING pivot_debug b WHERE a.id = b.id AND a.seq > b.seq;
     CREATE UNIQUE INDEX pivot_debug_by_id ON pivot_debug (id);
     "#,
+    // 9: the per-call event log.
+    r#"
+    CREATE TABLE call_events (
+        account_id TEXT    NOT NULL,
+        call_id    TEXT    COLLATE "C" NOT NULL,
+        seq        BIGINT  NOT NULL,
+        at_ms      BIGINT  NOT NULL,
+        kind       TEXT    NOT NULL,
+        created    BIGINT  NOT NULL,
+        doc        TEXT    NOT NULL,
+        PRIMARY KEY (account_id, call_id, seq)
+    );
+    CREATE INDEX call_events_by_created ON call_events (created);
+    "#,
 ];
 
 // Both backends number their schemas alike.

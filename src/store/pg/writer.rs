@@ -7,7 +7,7 @@ use std::sync::atomic::Ordering;
 use deadpool_postgres::Transaction;
 
 use super::listen::{notify, Change};
-use super::{cdrs, debug, presence, registrations, unreachable, Pg};
+use super::{cdrs, debug, events, presence, registrations, unreachable, Pg};
 use crate::store::writer::{Committed, Stats};
 use crate::store::{StoreError, Write};
 
@@ -59,6 +59,7 @@ async fn insert(tx: &Transaction<'_>, w: &Write, node: &str) -> Result<(), tokio
         Write::Registrations(d) => registrations::replace(tx, d, node).await,
         Write::ExpireRegistrations(before) => registrations::expire(tx, *before).await,
         Write::Debug(r) => debug::insert(tx, r).await,
+        Write::CallEvent(e) => events::insert(tx, e).await,
         Write::Cdr(c) => cdrs::insert(tx, c).await,
         Write::Subscription(s) => presence::upsert_subscription(tx, s).await,
         Write::EndSubscription { call_id, local_tag } => {
