@@ -33,6 +33,20 @@ pub struct Registrar {
     rules: ExpiryRules,
 }
 
+/// How long a reload waits for this node's own queued writes.
+const SETTLE: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// Lets this node's queued writes reach the store before a reload reads it: a binding taken
+/// here moments ago (its commit still queued, the writer lingers 20 ms) would otherwise be
+/// replaced by the store's older view and lost from memory — as at start, when the listener's
+/// first connection asks for a reload while the first REGISTERs are being taken. A store that
+/// cannot be reached is not waited for longer than [`SETTLE`].
+fn settle(s: &Store) {
+    if let Err(e) = s.flush_within(SETTLE) {
+        tracing::debug!("registrations reloaded before this node's writes were committed: {e}");
+    }
+}
+
 impl Registrar {
     /// The registrar of `cfg`'s devices; with a store, the bindings it holds come back.
     pub fn new(cfg: Arc<Config>, directory: Arc<Directory>, store: Option<Store>) -> Registrar {
@@ -120,6 +134,7 @@ impl Registrar {
         let Some(s) = &self.store else {
             return Ok(());
         };
+        settle(s);
         let rows = s.device_registrations(account_id, device_id, auth::unix_now())?;
         let key = DeviceKey {
             account_id: account_id.to_string(),
@@ -137,6 +152,7 @@ impl Registrar {
         let Some(s) = &self.store else {
             return Ok(());
         };
+        settle(s);
         let mut fresh = Bindings::default();
         s.registrations(auth::unix_now())?
             .into_iter()
@@ -192,6 +208,35 @@ mod tests {
             instance: None,
             q: None,
             updated: auth::unix_now(),
+        }
+    }
+
+    /// A REGISTER taken here moments before a reload (its write still queued: the writer
+    /// lingers 20 ms) is kept: the reload waits for this node's writes first.
+    #[test]
+    fn a_reload_keeps_a_binding_whose_write_is_still_queued() {
+        let store = Store::open(":memory:").unwrap();
+        let cfg = Arc::new(Config::embedded_default());
+        let r = Registrar::new(cfg, Arc::new(Directory::default()), Some(store.clone()));
+        for (reload, contact) in [("all", "sip:a@h"), ("device", "sip:b@h")] {
+            let b = binding("d1", contact);
+            let mut held = r.bindings_of("acc", "d1");
+            held.push(b.clone());
+            r.lock_bindings().load(b);
+            store.write(Write::Registrations(DeviceBindings {
+                account_id: "acc".into(),
+                device_id: "d1".into(),
+                bindings: held,
+            }));
+            match reload {
+                "all" => r.reload_all().unwrap(),
+                _ => r.reload_device("acc", "d1").unwrap(),
+            }
+            let contacts: Vec<String> = r.all_bindings().into_iter().map(|b| b.contact).collect();
+            assert!(
+                contacts.contains(&contact.to_string()),
+                "{reload}: {contacts:?}"
+            );
         }
     }
 
