@@ -149,15 +149,7 @@ fn callflows(account: &str) -> String {
 
 /// One SIPp call to `number`; returns whether SIPp saw the call through.
 async fn call(server: &ServerHandle, number: &str) -> SippRun {
-    let sink = RtpSink::bind().await;
-    let port = sink.addr.port().to_string();
-    sipp(
-        "basic_call.xml",
-        false,
-        server.udp[0],
-        &["-s", number, "-key", "rtp_port", &port],
-    )
-    .await
+    basic_call(server.udp[0], number).await
 }
 
 fn temp_db() -> (PathBuf, PathBuf) {

@@ -122,13 +122,9 @@ async fn post_form_and_post_json_carry_the_same_fields() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn twiml_request_names_and_a_relative_play_url() {
-    let tone = std::fs::read(repo().join("media/tone-1khz.wav")).unwrap();
-    let web = HttpServer::start(move |r: &HttpReq| match r.path() {
+    let web = HttpServer::start(|r: &HttpReq| match r.path() {
         "/twiml" => HttpResp::xml("<Response><Play>media/tone.wav</Play><Hangup/></Response>"),
-        "/media/tone.wav" => HttpResp {
-            body: tone.clone(),
-            ..HttpResp::with("audio/wav", "")
-        },
+        "/media/tone.wav" => HttpResp::wav("tone-1khz.wav"),
         _ => HttpResp::status(404),
     })
     .await;
@@ -534,13 +530,9 @@ async fn a_voice_url_answering_500_is_followed_by_the_fallback_url() {
 /// An unreachable `voice_url` is a failure like a 500: the fallback's TwiML is carried out.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_unreachable_voice_url_is_followed_by_the_fallback_url() {
-    let tone = std::fs::read(repo().join("media/tone-1khz.wav")).unwrap();
-    let web = HttpServer::start(move |r: &HttpReq| match r.path() {
+    let web = HttpServer::start(|r: &HttpReq| match r.path() {
         "/fb/twiml" => HttpResp::xml("<Response><Play>tone.wav</Play><Hangup/></Response>"),
-        "/fb/tone.wav" => HttpResp {
-            body: tone.clone(),
-            ..HttpResp::with("audio/wav", "")
-        },
+        "/fb/tone.wav" => HttpResp::wav("tone-1khz.wav"),
         _ => HttpResp::status(404),
     })
     .await;

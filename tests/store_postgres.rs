@@ -70,15 +70,7 @@ fn path(kind: &str) -> String {
 }
 
 async fn call(server: &ServerHandle, number: &str) -> SippRun {
-    let sink = RtpSink::bind().await;
-    let port = sink.addr.port().to_string();
-    sipp(
-        "basic_call.xml",
-        false,
-        server.udp[0],
-        &["-s", number, "-key", "rtp_port", &port],
-    )
-    .await
+    basic_call(server.udp[0], number).await
 }
 
 async fn register(server: &ServerHandle, user: &str) -> SippRun {

@@ -40,13 +40,6 @@ async fn twiml_server(voice_url: &str, extra: &str) -> TestServer {
     .await
 }
 
-fn wav(name: &str) -> HttpResp {
-    HttpResp {
-        body: std::fs::read(repo().join("media").join(name)).unwrap(),
-        ..HttpResp::with("audio/wav", "")
-    }
-}
-
 // ---------------------------------------------------------------------------------------
 // The caller (after tests/call_behaviour.rs's `Ua`)
 
@@ -275,7 +268,7 @@ async fn gather_with_say_posts_the_digits_to_the_action_and_runs_its_answer() {
         "/app/done" => {
             HttpResp::xml("<Response><Play>/media/tone.wav</Play><Hangup/></Response>")
         }
-        "/media/tone.wav" => wav("tone-1khz.wav"),
+        "/media/tone.wav" => HttpResp::wav("tone-1khz.wav"),
         _ => HttpResp::status(404),
     })
     .await;
@@ -351,7 +344,7 @@ async fn redirect_fetches_the_relative_url_and_runs_the_new_document() {
         "/flows/b" => {
             HttpResp::xml("<Response><Play>../media/three.wav</Play><Hangup/></Response>")
         }
-        "/media/three.wav" => wav("digit-3.wav"),
+        "/media/three.wav" => HttpResp::wav("digit-3.wav"),
         _ => HttpResp::status(404),
     })
     .await;
@@ -423,7 +416,7 @@ async fn gather_without_input_goes_on_with_the_next_verb() {
         "/ivr" => HttpResp::xml(
             r#"<Response><Gather timeout="1"><Say>x</Say></Gather><Play>tone.wav</Play></Response>"#,
         ),
-        "/tone.wav" => wav("tone-1khz.wav"),
+        "/tone.wav" => HttpResp::wav("tone-1khz.wav"),
         _ => HttpResp::status(404),
     })
     .await;
@@ -473,7 +466,7 @@ async fn a_failed_dial_and_unknown_verbs_go_on_with_the_next_verb() {
         "/ivr" => HttpResp::xml(
             "<Response><Dial>123</Dial><Foo/><Sms>hi</Sms><Play>tone.wav</Play></Response>",
         ),
-        "/tone.wav" => wav("tone-1khz.wav"),
+        "/tone.wav" => HttpResp::wav("tone-1khz.wav"),
         _ => HttpResp::status(404),
     })
     .await;
@@ -636,7 +629,7 @@ async fn twilio_voice_names_are_spoken_and_an_unknown_one_with_the_default_voice
                  <Hangup/>
                </Response>"#,
         ),
-        "/media/tone.wav" => wav("tone-1khz.wav"),
+        "/media/tone.wav" => HttpResp::wav("tone-1khz.wav"),
         _ => HttpResp::status(404),
     })
     .await;
@@ -751,7 +744,7 @@ async fn a_slow_tts_hook_is_killed_at_the_timeout_and_takes_the_underscore_branc
 async fn cdr_url_gets_the_cdr_when_the_call_ends() {
     let web = HttpServer::start(|r: &HttpReq| match r.path() {
         "/ivr" => HttpResp::xml("<Response><Play>tone.wav</Play><Hangup/></Response>"),
-        "/tone.wav" => wav("tone-1khz.wav"),
+        "/tone.wav" => HttpResp::wav("tone-1khz.wav"),
         "/cdr" => HttpResp::status(200),
         _ => HttpResp::status(404),
     })

@@ -107,6 +107,13 @@ impl HttpResp {
         HttpResp::with("text/xml", body)
     }
 
+    /// The repo's `media/NAME` served as `audio/wav`.
+    pub fn wav(name: &str) -> HttpResp {
+        let media = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("media");
+        let body = std::fs::read(media.join(name)).expect("a shipped WAV");
+        HttpResp::with("audio/wav", body)
+    }
+
     pub fn with(content_type: &str, body: impl Into<Vec<u8>>) -> HttpResp {
         HttpResp {
             content_type: Some(content_type.to_string()),

@@ -231,6 +231,20 @@ pub async fn sipp(scenario_file: &str, tcp: bool, target: SocketAddr, args: &[&s
     sipp_calls(scenario_file, tcp, target, 1, args).await
 }
 
+/// One SIPp `basic_call.xml` call to `number` at `target`, its audio sent to a sink the
+/// test does not read.
+pub async fn basic_call(target: SocketAddr, number: &str) -> SippRun {
+    let sink = RtpSink::bind().await;
+    let port = sink.addr.port().to_string();
+    sipp(
+        "basic_call.xml",
+        false,
+        target,
+        &["-s", number, "-key", "rtp_port", &port],
+    )
+    .await
+}
+
 /// Runs `calls` calls of a SIPp scenario (pass `-r` in `args` for the rate).
 pub async fn sipp_calls(
     scenario_file: &str,

@@ -292,7 +292,8 @@ impl Receiver {
             tap.on_rtp(&packet, now);
         }
         let pt = packet.payload_type();
-        if pt == shared.event_pt.load(Ordering::Relaxed) {
+        let event_pt = shared.event_pt.load(Ordering::Relaxed);
+        if pt == event_pt {
             // Only event packets are copied (a handful per key press), never the audio.
             let _ = self.events.try_send(ReceivedRtp(Box::new(EventPacket {
                 payload_type: pt,
@@ -303,7 +304,7 @@ impl Receiver {
                 payload: packet.payload().to_vec(),
                 from,
             })));
-        } else if self.tap.is_none() && shared.event_pt.load(Ordering::Relaxed) == NO_EVENT_PT {
+        } else if self.tap.is_none() && event_pt == NO_EVENT_PT {
             // No RFC 4733 from this caller: its keys are tones in the audio. Not while a
             // relay forwards it: the other leg hears the tones themselves.
             self.hear_keys(&packet, from);
