@@ -247,6 +247,14 @@ async fn a_busy_device_goes_on_at_underscore_whose_request_says_user_busy() {
         eventually(3, || !callee.received("ACK").is_empty()).await,
         "the 486 was acknowledged"
     );
+    // The caller's timeline names what was rung and how the bridge ended.
+    let lines = event_lines(&server, &caller.call_id).await;
+    assert!(
+        lines
+            .iter()
+            .any(|l| l.ends_with("bridge device d1: USER_BUSY (486)")),
+        "{lines:#?}"
+    );
 }
 
 /// `device` to a phone that only rings, `timeout` 2: it is CANCELled at 2 s (it answers 487)

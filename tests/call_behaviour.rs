@@ -982,6 +982,11 @@ async fn max_call_duration_ends_the_call_with_bye() {
     );
     assert_bye_in_dialog(&ua, &bye);
     assert!(eventually(3, || server.handle.active_calls() == 0).await);
+    let lines = event_lines(&server, &ua.call_id).await;
+    assert!(
+        ends_with_line(&lines, "BYE from server (max duration)"),
+        "{lines:#?}"
+    );
 }
 
 /// pivotd's BYE belongs to the dialog (RFC 3261 §12.2.1.1): our Contact as Request-URI,
@@ -1019,6 +1024,12 @@ async fn a_silent_caller_is_hung_up_after_rtp_timeout() {
         Some(ua.call_id.as_str())
     );
     assert_eq!(server.handle.stats.rtp_timeouts.load(Ordering::Relaxed), 1);
+    assert!(eventually(3, || server.handle.active_calls() == 0).await);
+    let lines = event_lines(&server, &ua.call_id).await;
+    assert!(
+        ends_with_line(&lines, "BYE from server (RTP timeout)"),
+        "{lines:#?}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -1133,6 +1133,27 @@ async fn keys_sent_as_tones_by_a_caller_without_telephone_event_are_gathered() {
         "{:?}",
         reqs[1]
     );
+    // The timeline: each key heard, then the Gather's digits and where they went.
+    let lines = event_lines(&server, &ua.call_id).await;
+    let texts: Vec<&str> = lines
+        .iter()
+        .filter_map(|l| l.split_once(' '))
+        .map(|(_, t)| t)
+        .collect();
+    let keys: Vec<&str> = texts
+        .iter()
+        .filter_map(|t| t.strip_prefix("DTMF "))
+        .collect();
+    assert_eq!(keys, ["4", "2", "7"], "{lines:#?}");
+    assert!(
+        texts.contains(&"digits 427 collected as Digits"),
+        "{lines:#?}"
+    );
+    // The action's answer is a Hangup.
+    assert!(
+        ends_with_line(&lines, "BYE from server (flow ended)"),
+        "{lines:#?}"
+    );
 }
 
 /// A caller that offered telephone-event sends its keys that way: tones in its audio are

@@ -661,6 +661,35 @@ pub fn metric(text: &str, sample: &str) -> u64 {
         .unwrap_or_else(|| panic!("no {sample} in\n{text}"))
 }
 
+/// The timeline lines (`at` and text) of a call's event log, once the writer queue is flushed,
+/// read from the store as the events API reads them.
+pub async fn event_lines(server: &TestServer, call_id: &str) -> Vec<String> {
+    let store = server.handle.store.clone();
+    let call_id = call_id.to_string();
+    tokio::task::spawn_blocking(move || {
+        store.flush().unwrap();
+        store.call_events(ACCOUNT, &call_id).unwrap()
+    })
+    .await
+    .unwrap()
+    .iter()
+    .map(|e| {
+        e.to_api_json()["line"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string()
+    })
+    .collect()
+}
+
+/// Whether the last of a call's timeline `lines` reads `text` after its time.
+pub fn ends_with_line(lines: &[String], text: &str) -> bool {
+    lines
+        .last()
+        .and_then(|l| l.split_once(' '))
+        .is_some_and(|(_, t)| t == text)
+}
+
 /// The debug records the server stored for a call, once its writer queue is flushed (the
 /// store's reads block: off the async threads).
 pub async fn stored_records(server: &TestServer, call_id: &str) -> Vec<pivotd::store::DebugRecord> {
