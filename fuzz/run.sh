@@ -6,7 +6,7 @@ set -eu
 cd "$(dirname "$0")/.."
 secs=${2:-600}
 targets=$1
-[ "$targets" = all ] && targets="sip_message sdp rtp_dtmf twiml kazoo_json config media_file digest tone_spec subscribe presence_message"
+[ "$targets" = all ] && targets="sip_message sdp rtp_dtmf twiml kazoo_json config media_file digest tone_spec subscribe presence_message srtp"
 mkdir -p fuzz/logs
 for t in $targets; do
     mkdir -p "fuzz/corpus/$t"

@@ -300,6 +300,38 @@ pub fn tone_spec(data: &[u8]) -> Result<std::time::Duration, crate::media::tone:
     Ok(tone.duration())
 }
 
+/// An SDES `a=crypto` value, then (after the first newline) a packet as it arrives on an SRTP
+/// leg: the value parsed as an offer's line is; if it gives a key, the packet is checked and
+/// decrypted with it, then protected back. What comes back says how far it got.
+pub fn srtp(data: &[u8]) -> SrtpOutcome {
+    use crate::media::srtp::{sdes, SrtpReceiver, SrtpSender};
+    let (value, packet) = match data.iter().position(|&b| b == b'\n') {
+        Some(i) => (
+            data.get(..i).unwrap_or_default(),
+            data.get(i + 1..).unwrap_or_default(),
+        ),
+        None => (data, &[][..]),
+    };
+    let Ok(line) = sdes::parse_value(value) else {
+        return SrtpOutcome::Refused;
+    };
+    let (Ok(mut rx), Ok(mut tx)) = (SrtpReceiver::new(&line.key), SrtpSender::new(&line.key))
+    else {
+        return SrtpOutcome::Refused;
+    };
+    let opened = rx.unprotect(packet).is_ok();
+    let _ = rx.unprotect_rtcp(packet);
+    let _ = tx.protect(packet);
+    SrtpOutcome::Keyed { opened }
+}
+
+/// What [`srtp`] got to.
+#[derive(Debug, PartialEq, Eq)]
+pub enum SrtpOutcome {
+    Refused,
+    Keyed { opened: bool },
+}
+
 /// A TwiML document: parse, then resolve every URL it names against the document's URL as
 /// the runtime does.
 pub fn twiml(data: &[u8]) -> Result<usize, twiml::TwimlError> {

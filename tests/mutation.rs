@@ -346,6 +346,18 @@ fn mutated_tone_streams_never_panic() {
 }
 
 #[test]
+fn mutated_srtp_crypto_lines_and_packets_never_panic() {
+    let (mut keyed, mut refused) = (0, 0);
+    let (inputs, mutations) = campaign("srtp", 0x5e5, 15_000, &fuzzing::srtp, |r| match r {
+        fuzzing::SrtpOutcome::Keyed { .. } => keyed += 1,
+        fuzzing::SrtpOutcome::Refused => refused += 1,
+    });
+    assert!(keyed > 100 && refused > 100, "{keyed} {refused}");
+    eprintln!("srtp: {inputs} inputs, {mutations} mutations");
+    assert!(mutations > 30_000, "{mutations}");
+}
+
+#[test]
 fn mutated_twiml_never_panics() {
     let (mut ok, mut err) = (0, 0);
     let (inputs, mutations) = campaign("twiml", 0x7E1, 15_000, &fuzzing::twiml, |r| match r {

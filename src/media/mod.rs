@@ -9,5 +9,6 @@ pub mod prompt;
 pub mod relay;
 pub mod rtp;
 pub mod sdp;
+pub mod srtp;
 pub mod tone;
 pub mod tts;

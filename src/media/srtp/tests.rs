@@ -1,0 +1,183 @@
+use super::sdes::{choose, offer, parse_value, CryptoLineError};
+use super::*;
+
+/// An RTP packet: PCMU, `seq`, 160 bytes of audio.
+fn rtp(seq: u16) -> Vec<u8> {
+    let mut p = vec![0x80, 0x00];
+    p.extend_from_slice(&seq.to_be_bytes());
+    p.extend_from_slice(&(u32::from(seq) * 160).to_be_bytes());
+    p.extend_from_slice(&0x1234_5678u32.to_be_bytes());
+    p.extend((0..160u32).map(|i| (i * 7 % 251) as u8));
+    p
+}
+
+fn pair(suite: Suite) -> (SrtpSender, SrtpReceiver) {
+    let key = SrtpKey::generate(suite);
+    (
+        SrtpSender::new(&key).unwrap(),
+        SrtpReceiver::new(&key).unwrap(),
+    )
+}
+
+#[test]
+fn every_suite_round_trips_and_hides_the_audio() {
+    for suite in Suite::ALL {
+        let (mut tx, mut rx) = pair(suite);
+        // Across the sequence number wrap (the rollover counter, RFC 3711 §3.3.1).
+        for seq in [65532u16, 65533, 65534, 65535, 0, 1, 2] {
+            let plain = rtp(seq);
+            let sealed = tx.protect(&plain).unwrap();
+            assert_eq!(sealed.len(), plain.len() + suite.overhead(), "{suite:?}");
+            assert_eq!(sealed[..12], plain[..12], "the header stays clear");
+            assert_ne!(sealed[12..172], plain[12..], "{suite:?}: audio encrypted");
+            assert_eq!(&rx.unprotect(&sealed).unwrap()[..], &plain[..], "{suite:?}");
+        }
+    }
+}
+
+#[test]
+fn the_tag_lengths_are_the_suites() {
+    assert_eq!(Suite::AesCm128HmacSha1_80.overhead(), 10);
+    assert_eq!(Suite::AesCm128HmacSha1_32.overhead(), 4);
+    assert_eq!(Suite::AeadAes128Gcm.overhead(), 16);
+    assert_eq!(
+        Suite::AeadAes128Gcm.key_len() + Suite::AeadAes128Gcm.salt_len(),
+        28
+    );
+}
+
+#[test]
+fn a_bad_tag_a_replay_and_another_key_are_refused() {
+    for suite in Suite::ALL {
+        let (mut tx, mut rx) = pair(suite);
+        let sealed = tx.protect(&rtp(10)).unwrap();
+        let mut bad = sealed.to_vec();
+        let last = bad.len() - 1;
+        bad[last] ^= 0x01;
+        assert_eq!(
+            rx.unprotect(&bad),
+            Err(SrtpError::Authentication),
+            "{suite:?}"
+        );
+        let mut flipped = sealed.to_vec();
+        flipped[20] ^= 0x80;
+        assert_eq!(
+            rx.unprotect(&flipped),
+            Err(SrtpError::Authentication),
+            "{suite:?}"
+        );
+        // The refused copies did not use up the sequence number: the real one passes once.
+        assert!(rx.unprotect(&sealed).is_ok(), "{suite:?}");
+        assert_eq!(rx.unprotect(&sealed), Err(SrtpError::Replay), "{suite:?}");
+        // Within the window, an older packet not seen yet still passes.
+        let (mut tx2, mut rx2) = pair(suite);
+        let old = tx2.protect(&rtp(100)).unwrap();
+        let new = tx2.protect(&rtp(101)).unwrap();
+        assert!(rx2.unprotect(&new).is_ok());
+        assert!(rx2.unprotect(&old).is_ok());
+        // Another leg's key cannot open it.
+        let (_, mut stranger) = pair(suite);
+        assert_eq!(
+            stranger.unprotect(&tx.protect(&rtp(11)).unwrap()),
+            Err(SrtpError::Authentication)
+        );
+    }
+}
+
+#[test]
+fn short_and_non_rtp_input_is_refused_without_panic() {
+    let (mut tx, mut rx) = pair(Suite::AesCm128HmacSha1_80);
+    for junk in [
+        &[][..],
+        &[0x80],
+        &[0x80, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0, 1],
+        &[0xff; 20],
+    ] {
+        assert!(rx.unprotect(junk).is_err());
+        let _ = tx.protect(junk);
+    }
+}
+
+#[test]
+fn rfc4568_example_lines_parse_and_what_pivotd_cannot_honour_is_refused() {
+    // RFC 4568 §4's example, without its MKI.
+    let line = parse_value(
+        b"1 AES_CM_128_HMAC_SHA1_80 inline:PS1uQCVeeCFCanVmcjkpPywjNWhcYD0mXXtxaVBR|2^20",
+    )
+    .unwrap();
+    assert_eq!(line.tag, 1);
+    assert_eq!(line.key.suite, Suite::AesCm128HmacSha1_80);
+    assert_eq!(line.key.material().len(), 30);
+    assert_eq!(
+        parse_value(
+            b"1 AES_CM_128_HMAC_SHA1_80 inline:PS1uQCVeeCFCanVmcjkpPywjNWhcYD0mXXtxaVBR|2^20|1:32"
+        ),
+        Err(CryptoLineError::Mki)
+    );
+    let cases: &[(&[u8], CryptoLineError)] = &[
+        (b"", CryptoLineError::Shape),
+        (b"1 AES_CM_128_HMAC_SHA1_80", CryptoLineError::Shape),
+        (b"x AES_CM_128_HMAC_SHA1_80 inline:PS1uQCVeeCFCanVmcjkpPywjNWhcYD0mXXtxaVBR", CryptoLineError::Tag),
+        (b"1234567890 AES_CM_128_HMAC_SHA1_80 inline:PS1uQCVeeCFCanVmcjkpPywjNWhcYD0mXXtxaVBR", CryptoLineError::Tag),
+        (b"1 F8_128_HMAC_SHA1_80 inline:PS1uQCVeeCFCanVmcjkpPywjNWhcYD0mXXtxaVBR", CryptoLineError::Suite),
+        (b"1 aes_cm_128_hmac_sha1_80 inline:PS1uQCVeeCFCanVmcjkpPywjNWhcYD0mXXtxaVBR", CryptoLineError::Suite),
+        (b"1 AES_CM_128_HMAC_SHA1_80 uri:http://x/", CryptoLineError::KeyMethod),
+        (b"1 AES_CM_128_HMAC_SHA1_80 inline:PS1uQCVeeCFC", CryptoLineError::Key),
+        (b"1 AES_CM_128_HMAC_SHA1_80 inline:!!!!", CryptoLineError::Key),
+        (b"1 AEAD_AES_128_GCM inline:PS1uQCVeeCFCanVmcjkpPywjNWhcYD0mXXtxaVBR", CryptoLineError::Key),
+        (b"1 AES_CM_128_HMAC_SHA1_80 inline:PS1uQCVeeCFCanVmcjkpPywjNWhcYD0mXXtxaVBR|2^x", CryptoLineError::Lifetime),
+        (b"1 AES_CM_128_HMAC_SHA1_80 inline:PS1uQCVeeCFCanVmcjkpPywjNWhcYD0mXXtxaVBR KDR=1", CryptoLineError::SessionParams),
+        (b"1 AES_CM_128_HMAC_SHA1_80 inline:PS1uQCVeeCFCanVmcjkpPywjNWhcYD0mXXtxaVBR;inline:PS1uQCVeeCFCanVmcjkpPywjNWhcYD0mXXtxaVBR", CryptoLineError::SeveralKeys),
+    ];
+    for (value, want) in cases {
+        assert_eq!(
+            parse_value(value).as_ref().map(|_| ()),
+            Err(want),
+            "{}",
+            String::from_utf8_lossy(value)
+        );
+    }
+}
+
+#[test]
+fn the_answer_takes_the_first_usable_offered_line_with_its_tag_and_a_key_of_ours() {
+    let offered: Vec<&[u8]> = vec![
+        b"1 AES_256_CM_HMAC_SHA1_80 inline:d2VsbCB0aGlzIGlzIG5vdCBhIGtleSB3ZSBrbm93IGFib3V0IGF0IGFsbA==",
+        b"2 AES_CM_128_HMAC_SHA1_32 inline:PS1uQCVeeCFCanVmcjkpPywjNWhcYD0mXXtxaVBR",
+        b"3 AES_CM_128_HMAC_SHA1_80 inline:PS1uQCVeeCFCanVmcjkpPywjNWhcYD0mXXtxaVBR",
+    ];
+    let (theirs, ours) = choose(offered.iter().copied()).unwrap();
+    assert_eq!(theirs.tag, 2);
+    assert_eq!(ours.tag, 2);
+    assert_eq!(ours.key.suite, Suite::AesCm128HmacSha1_32);
+    assert_ne!(ours.key, theirs.key);
+    // What we write reads back as the same line.
+    let value = ours.to_value();
+    assert!(
+        value.starts_with("2 AES_CM_128_HMAC_SHA1_32 inline:"),
+        "{value}"
+    );
+    assert_eq!(parse_value(value.as_bytes()).unwrap(), ours);
+    assert!(choose([&b"1 F8_128_HMAC_SHA1_80 inline:AAAA"[..]]).is_none());
+}
+
+#[test]
+fn our_offer_lists_every_suite_with_its_own_key() {
+    let lines = offer();
+    let suites: Vec<Suite> = lines.iter().map(|l| l.key.suite).collect();
+    assert_eq!(suites, Suite::ALL);
+    let tags: Vec<u32> = lines.iter().map(|l| l.tag).collect();
+    assert_eq!(tags, [1, 2, 3]);
+    assert_ne!(lines[0].key.material(), lines[1].key.material());
+    for l in &lines {
+        assert_eq!(parse_value(l.to_value().as_bytes()).unwrap(), *l);
+    }
+    // A key never reaches a log through Debug.
+    let shown = format!("{:?}", lines[0]);
+    assert!(!shown.contains(&l0_b64(&lines)), "{shown}");
+}
+
+fn l0_b64(lines: &[sdes::CryptoLine]) -> String {
+    use base64::Engine;
+    base64::engine::general_purpose::STANDARD.encode(lines[0].key.material())
+}
