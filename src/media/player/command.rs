@@ -33,6 +33,8 @@ pub(crate) struct NewStream {
     /// Next sequence number and timestamp, shared with a relay (see `clock.rs`).
     pub(crate) clock: Arc<SendClock>,
     pub(crate) stats: Arc<StreamStats>,
+    /// The leg's SRTP sending side (plain RTP until keys are set).
+    pub(crate) srtp: Arc<crate::media::srtp::SrtpOut>,
 }
 
 /// Messages from sessions (and their receive tasks) to the shard owning their stream.

@@ -253,6 +253,7 @@ mod tests {
             ssrc: 0x1234_5678,
             clock: Arc::new(SendClock::new(0xFFFF, 1000)),
             stats: Arc::new(StreamStats::default()),
+            srtp: Arc::default(),
         })
     }
 

@@ -12,6 +12,7 @@ use tokio::sync::oneshot;
 use super::clock::{ClockState, SendClock, PACER};
 use super::gate::{SendGate, TargetCache};
 use super::{NewStream, PlayResult, StreamStats, LATE_THRESHOLD, SAMPLES_PER_PACKET};
+use crate::media::srtp::SrtpOut;
 
 pub(super) const PAYLOAD_BYTES: usize = SAMPLES_PER_PACKET as usize;
 pub(super) const HEADER_BYTES: usize = 12;
@@ -56,6 +57,7 @@ pub(super) struct Stream {
     last_sent_tick: Option<u64>,
     pub(super) playing: Option<Playing>,
     stats: Arc<StreamStats>,
+    srtp: Arc<SrtpOut>,
 }
 
 /// What one subtick did, summed into the shard counters once per subtick.
@@ -84,6 +86,7 @@ impl Stream {
             last_sent_tick: None,
             playing: None,
             stats: n.stats,
+            srtp: n.srtp,
         }
     }
 
@@ -176,7 +179,7 @@ impl Stream {
             audio.copy_from_slice(chunk.get(..audio.len()).unwrap_or(&[]));
             // A short last packet is padded with the codec's silence.
             pad.fill(self.silence);
-            match self.socket.send_to(&buf[..], remote) {
+            match self.srtp.send_to(&self.socket, &buf[..], remote) {
                 Ok(_) => totals.sent += 1,
                 Err(_) => totals.errors += 1,
             }

@@ -13,6 +13,7 @@ use rtp_rs::RtpReader;
 use super::ports::Lease;
 use super::receive::{epoch_ns, Shared};
 use crate::media::player::{Blocked, SendClock, SendGate, TargetCache};
+use crate::media::srtp::{SrtpOut, SrtpReceiver};
 
 /// One relay direction, run by the receive task of the session the packets come from.
 pub(crate) trait Tap: Send {
@@ -29,6 +30,8 @@ pub(crate) enum ToReceiver {
     Tap(Box<dyn Tap>),
     /// Removes the tap if the relay `owner` installed it.
     Untap(u16),
+    /// From now on, only SRTP packets authentic under this key are taken (RFC 3711).
+    Srtp(Box<SrtpReceiver>),
 }
 
 /// A session's sending side, shared with a relay (`RtpSession::outbound`).
@@ -39,6 +42,7 @@ pub(crate) struct Outbound {
     ssrc: u32,
     clock: Arc<SendClock>,
     shared: Arc<Shared>,
+    srtp: Arc<SrtpOut>,
 }
 
 impl Outbound {
@@ -48,6 +52,7 @@ impl Outbound {
         ssrc: u32,
         clock: Arc<SendClock>,
         shared: Arc<Shared>,
+        srtp: Arc<SrtpOut>,
     ) -> Outbound {
         Outbound {
             socket,
@@ -55,6 +60,7 @@ impl Outbound {
             ssrc,
             clock,
             shared,
+            srtp,
         }
     }
 
@@ -75,9 +81,10 @@ impl Outbound {
         self.shared.check(now, cache)
     }
 
-    /// Non-blocking `sendto` on the session's RTP socket (the descriptor its pacer uses).
+    /// Non-blocking `sendto` on the session's RTP socket (the descriptor its pacer uses),
+    /// protected when the leg negotiated SRTP.
     pub(crate) fn send(&self, packet: &[u8], to: SocketAddr) -> io::Result<usize> {
-        self.socket.send_to(packet, to)
+        self.srtp.send_to(&self.socket, packet, to)
     }
 }
 

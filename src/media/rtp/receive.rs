@@ -19,6 +19,7 @@ use super::readable::{ReadableSocket, Ready};
 use crate::media::codec::Codec;
 use crate::media::dtmf::event_code;
 use crate::media::inband_dtmf::InbandDtmf;
+use crate::media::srtp::{SrtpError, SrtpReceiver};
 
 /// One received RTP packet of the event payload type (RFC 4733 telephone-event), for DTMF;
 /// its fields are [`EventPacket`]'s. Boxed: the session's queue of them allocates its first
@@ -65,6 +66,10 @@ pub(super) struct Shared {
     pub(super) ignored: AtomicU64,
     /// RTP packets from a source other than the latched one, dropped.
     pub(super) foreign: AtomicU64,
+    /// SRTP packets dropped before anything else looked at them: a tag that did not match,
+    /// and replays.
+    pub(super) srtp_unauthentic: AtomicU64,
+    pub(super) srtp_replayed: AtomicU64,
     pub(super) event_pt: AtomicU8,
     /// The learnt source, for readers; written only when the latch moves.
     pub(super) latched: Mutex<Option<SocketAddr>>,
@@ -98,6 +103,8 @@ impl Shared {
             received: AtomicU64::new(0),
             ignored: AtomicU64::new(0),
             foreign: AtomicU64::new(0),
+            srtp_unauthentic: AtomicU64::new(0),
+            srtp_replayed: AtomicU64::new(0),
             event_pt: AtomicU8::new(NO_EVENT_PT),
             latched: Mutex::new(None),
             proven: AtomicBool::new(false),
@@ -156,6 +163,8 @@ pub(super) struct Receiver {
     /// Keys heard as tones in the audio, made at the first G.711 packet of a session that
     /// negotiated no telephone-event (`media/inband_dtmf.rs`).
     pub(super) inband: Option<Box<InbandDtmf>>,
+    /// Once the leg is keyed: every datagram is checked and decrypted first.
+    pub(super) srtp: Option<Box<SrtpReceiver>>,
 }
 
 /// The largest datagram read whole; a longer one is cut (and then fails to parse as RTP).
@@ -241,6 +250,7 @@ impl Receiver {
         match c {
             ToReceiver::Sdp(sdp) => self.on_sdp(sdp),
             ToReceiver::Tap(tap) => self.tap = Some(tap),
+            ToReceiver::Srtp(srtp) => self.srtp = Some(srtp),
             // Only the relay that installed it removes it: a late removal from an earlier
             // relay leaves a newer one alone.
             ToReceiver::Untap(owner) => {
@@ -259,6 +269,30 @@ impl Receiver {
     }
 
     fn on_datagram(&mut self, data: &[u8], from: SocketAddr) {
+        let Some(srtp) = self.srtp.as_mut() else {
+            return self.on_plain(data, from);
+        };
+        // Before the latch, the clock of the last packet or DTMF: a packet that is not
+        // authentic cannot move, keep alive or press keys in a call.
+        if is_rtcp(data) {
+            // SRTCP: checked (its replay window kept), then ignored as RTCP is.
+            let _ = srtp.unprotect_rtcp(data);
+            self.shared.ignored.fetch_add(1, Ordering::Relaxed);
+            return;
+        }
+        match srtp.unprotect(data) {
+            Ok(plain) => self.on_plain(&plain, from),
+            Err(SrtpError::Replay) => {
+                self.shared.srtp_replayed.fetch_add(1, Ordering::Relaxed);
+            }
+            Err(_) => {
+                self.shared.srtp_unauthentic.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+    }
+
+    /// An RTP or RTCP datagram in clear (as received, or decrypted).
+    fn on_plain(&mut self, data: &[u8], from: SocketAddr) {
         let shared = &self.shared;
         if is_rtcp(data) {
             shared.ignored.fetch_add(1, Ordering::Relaxed);

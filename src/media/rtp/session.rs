@@ -20,6 +20,7 @@ use super::receive::{
 };
 use super::{PlayResult, RtpError};
 use crate::media::player::{Command, NewStream, Pacer, SendClock, ShardHandle, StreamStats};
+use crate::media::srtp::{SrtpError, SrtpKey, SrtpOut, SrtpReceiver, SrtpSender};
 
 /// Silence of the static G.711 payload types (RFC 3551 §6: 0 PCMU, 8 PCMA).
 pub fn silence_byte_for(payload_type: u8) -> u8 {
@@ -53,6 +54,8 @@ pub struct RtpSession {
     to_receiver: mpsc::UnboundedSender<ToReceiver>,
     /// The sending side a relay uses; its clock is shared with the pacer stream.
     outbound: Arc<Outbound>,
+    /// SRTP for what this session sends (the pacer, a relay, DTMF), once keyed.
+    srtp: Arc<SrtpOut>,
 }
 
 impl RtpSession {
@@ -93,12 +96,14 @@ impl RtpSession {
         let stats = Arc::new(StreamStats::default());
         let shared = Arc::new(Shared::new(remote));
         let clock = Arc::new(SendClock::new(seq, rand::random()));
+        let srtp = Arc::new(SrtpOut::default());
         let outbound = Arc::new(Outbound::new(
             send_socket.clone(),
             lease.clone(),
             ssrc,
             clock.clone(),
             shared.clone(),
+            srtp.clone(),
         ));
         let added = shard.send(Command::Add(Box::new(NewStream {
             id,
@@ -110,6 +115,7 @@ impl RtpSession {
             ssrc,
             clock,
             stats: stats.clone(),
+            srtp: srtp.clone(),
         })));
         if !added {
             return Err(RtpError::PacerStopped);
@@ -124,6 +130,7 @@ impl RtpSession {
                 latch: Latch::new(remote),
                 tap: None,
                 inband: None,
+                srtp: None,
             },
             sdp_changes,
         ));
@@ -138,6 +145,7 @@ impl RtpSession {
             events: Mutex::new(Some(events_rx)),
             to_receiver,
             outbound,
+            srtp,
         })
     }
 
@@ -247,6 +255,32 @@ impl RtpSession {
     }
 
     /// RTP packets dropped because they came from another source than the latched one.
+    /// Keys this session with SRTP (RFC 3711): what it sends is protected with `ours`
+    /// (the key in our SDP), what it receives must be authentic under `theirs` (the far
+    /// end's key); a new pair (a re-INVITE's new keys) replaces the old. Never undone: a leg
+    /// that negotiated SRTP sends nothing in clear.
+    pub fn set_srtp(&self, ours: &SrtpKey, theirs: &SrtpKey) -> Result<(), SrtpError> {
+        let sender = SrtpSender::new(ours)?;
+        let receiver = SrtpReceiver::new(theirs)?;
+        let _ = self.to_receiver.send(ToReceiver::Srtp(Box::new(receiver)));
+        self.srtp.set(sender);
+        Ok(())
+    }
+
+    /// Whether what this session sends is SRTP.
+    pub fn is_srtp(&self) -> bool {
+        self.srtp.is_on()
+    }
+
+    /// SRTP packets dropped: their authentication tag did not match (forged, corrupted, or
+    /// another key), and packets already received (replays).
+    pub fn srtp_refused_packets(&self) -> (u64, u64) {
+        (
+            self.shared.srtp_unauthentic.load(Ordering::Relaxed),
+            self.shared.srtp_replayed.load(Ordering::Relaxed),
+        )
+    }
+
     pub fn foreign_packets(&self) -> u64 {
         self.shared.foreign.load(Ordering::Relaxed)
     }

@@ -9,10 +9,12 @@
 //! a relay's forwarded packets and RFC 4733 events all continue one sequence, so they share
 //! one sender), [`SrtpReceiver`] for what the far end sends (with its replay window).
 
+mod out;
 pub mod sdes;
 #[cfg(test)]
 mod tests;
 
+pub use out::SrtpOut;
 use rtc_srtp::context::Context;
 use rtc_srtp::crypto::providers::RingCrypto;
 use rtc_srtp::option::{srtcp_replay_protection, srtp_replay_protection};

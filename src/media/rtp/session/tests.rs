@@ -346,3 +346,81 @@ async fn a_kept_pair_starts_session_after_session() {
     // One pair served every call, kept bound between them.
     assert_eq!(pool.kept_bound(), 1);
 }
+
+// ---------------------------------------------------------------------------------------
+// SRTP (RFC 3711): what a keyed session sends and takes.
+
+/// An RTP packet from the far end: PCMU, `seq`, audio bytes of `fill`.
+fn far_end_rtp(seq: u16, fill: u8) -> Vec<u8> {
+    let mut p = vec![0x80, 0x00];
+    p.extend_from_slice(&seq.to_be_bytes());
+    p.extend_from_slice(&(u32::from(seq) * 160).to_be_bytes());
+    p.extend_from_slice(&0xfeed_f00du32.to_be_bytes());
+    p.extend(std::iter::repeat_n(fill, 160));
+    p
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_keyed_session_sends_srtp_only_and_takes_only_authentic_packets_once() {
+    use crate::media::srtp::{SrtpKey, SrtpReceiver, SrtpSender, Suite};
+    for suite in Suite::ALL {
+        let pacer = Pacer::start(1);
+        let (rx, to) = receiver().await;
+        let s = session(&pacer, Some(to));
+        let (ours, theirs) = (SrtpKey::generate(suite), SrtpKey::generate(suite));
+        s.set_srtp(&ours, &theirs).unwrap();
+        assert!(s.is_srtp());
+
+        // What the session plays leaves as SRTP under our key: the far end opens every
+        // packet to the prompt's bytes, and nothing is readable without the key.
+        let prompt: Vec<u8> = (0..1600u32).map(|i| (i % 199) as u8).collect();
+        let got = collect(rx.clone(), Duration::from_millis(300));
+        assert_eq!(
+            s.play(Arc::from(prompt.clone())).await,
+            PlayResult::Finished
+        );
+        let got = got.await.unwrap();
+        assert_eq!(got.len(), 10, "{suite:?}");
+        let mut far = SrtpReceiver::new(&ours).unwrap();
+        let mut audio = Vec::new();
+        for g in &got {
+            assert_eq!(g.data.len(), 12 + 160 + suite.overhead(), "{suite:?}");
+            assert!(!g
+                .data
+                .windows(16)
+                .any(|w| prompt.windows(16).any(|p| p == w)));
+            let plain = far.unprotect(&g.data).unwrap();
+            audio.extend_from_slice(RtpReader::new(&plain).unwrap().payload());
+        }
+        assert_eq!(audio, prompt, "{suite:?}");
+
+        // The far end's packets: authentic ones count, a forged or corrupted one and a replay
+        // are dropped and counted, and a plain RTP packet is no longer taken at all.
+        let far_sock = tokio::net::UdpSocket::bind((LOCAL, 0)).await.unwrap();
+        let ours_addr = std::net::SocketAddr::new(LOCAL, s.local_port());
+        let mut far_tx = SrtpSender::new(&theirs).unwrap();
+        let first = far_tx.protect(&far_end_rtp(1, 0x55)).unwrap();
+        far_sock.send_to(&first, ours_addr).await.unwrap();
+        assert!(wait_for(|| s.received_packets() == 1).await, "{suite:?}");
+        let mut forged = far_tx.protect(&far_end_rtp(2, 0x55)).unwrap().to_vec();
+        forged[30] ^= 0x01;
+        far_sock.send_to(&forged, ours_addr).await.unwrap();
+        far_sock.send_to(&first, ours_addr).await.unwrap();
+        far_sock
+            .send_to(&far_end_rtp(3, 0x55), ours_addr)
+            .await
+            .unwrap();
+        let mut stranger = SrtpSender::new(&SrtpKey::generate(suite)).unwrap();
+        let other = stranger.protect(&far_end_rtp(4, 0x55)).unwrap();
+        far_sock.send_to(&other, ours_addr).await.unwrap();
+        assert!(
+            wait_for(|| s.srtp_refused_packets() == (3, 1)).await,
+            "{suite:?}: {:?}",
+            s.srtp_refused_packets()
+        );
+        assert_eq!(s.received_packets(), 1, "{suite:?}");
+        let next = far_tx.protect(&far_end_rtp(5, 0x55)).unwrap();
+        far_sock.send_to(&next, ours_addr).await.unwrap();
+        assert!(wait_for(|| s.received_packets() == 2).await, "{suite:?}");
+    }
+}
