@@ -1,5 +1,6 @@
 //! The HTTP API: a Crossbar-compatible subset (spec e) on axum: callflows, devices, users,
-//! registrations, presence, pivot debug records, CDRs. Every answer but `/healthz` and `/metrics` is a
+//! registrations, presence, pivot debug records, CDRs, and the debug page (`/ui`, HTML). Every
+//! answer but `/healthz`, `/metrics` and `/ui` is a
 //! Crossbar envelope:
 //! `{"data":…, "status":"success", "request_id":…, "auth_token":…, "revision":…, …}`, or on
 //! failure `{"status":"error", "error":"400", "message":…, "data":{…}}`.
@@ -21,6 +22,7 @@ mod paging;
 mod pivot_debug;
 mod presence;
 mod registrations;
+mod ui;
 mod users;
 
 use std::net::SocketAddr;
@@ -169,6 +171,8 @@ pub fn router(state: Shared) -> Router {
         .route("/healthz", get(health::healthz))
         .route("/metrics", get(health::metrics))
         .layer(middleware::from_fn(envelope))
+        // After the envelope layer: the debug page answers HTML, its errors too.
+        .merge(ui::router(state.clone()))
         .with_state(state)
 }
 
