@@ -5,7 +5,7 @@
 //! This file decides the routes, the session and the page's security: a session is an API
 //! token (from the login form's API key, checked by `auth::exchange_key` like `api_auth`, or
 //! from `?auth_token=`) kept in an HttpOnly, SameSite=Strict cookie scoped to `/ui`; a POST
-//! whose `Origin` (or `Sec-Fetch-Site`) says another site is refused; every answer carries
+//! whose `Sec-Fetch-Site` (or else `Origin`) says another site is refused; every answer carries
 //! the CSP and no-store headers. What the pages show is decided in `ui/calls.rs` and
 //! `ui/call.rs`, the HTML pieces and escaping in `ui/html.rs`.
 
@@ -189,15 +189,14 @@ async fn index(
     }
 }
 
-/// Whether a POST comes from this site: refused when the browser says otherwise
-/// (`Sec-Fetch-Site`, or an `Origin` that is not this host). Without either (an old browser,
-/// a script) the SameSite=Strict cookie is the defence.
+/// Whether a POST comes from this site. A browser that sends `Sec-Fetch-Site` says so
+/// itself (its `Origin` is `null` here: the page's `Referrer-Policy: no-referrer` makes
+/// Chromium send that on a form POST); else an `Origin` must be this host. Without either
+/// (an old browser, a script) the SameSite=Strict cookie is the defence.
 fn same_origin(headers: &HeaderMap) -> bool {
     let h = |n: &str| headers.get(n).and_then(|v| v.to_str().ok());
     if let Some(site) = h("sec-fetch-site") {
-        if !matches!(site, "same-origin" | "none") {
-            return false;
-        }
+        return matches!(site, "same-origin" | "none");
     }
     match h("origin") {
         None => true,
@@ -356,5 +355,16 @@ mod tests {
             ("sec-fetch-site", "cross-site")
         ])));
         assert!(!same_origin(&headers(&[("origin", "http://x")])));
+        // Chromium's form POST under `Referrer-Policy: no-referrer`.
+        assert!(same_origin(&headers(&[
+            ("host", "127.0.0.1:8000"),
+            ("origin", "null"),
+            ("sec-fetch-site", "same-origin")
+        ])));
+        assert!(!same_origin(&headers(&[
+            ("host", "127.0.0.1:8000"),
+            ("origin", "http://127.0.0.1:8000"),
+            ("sec-fetch-site", "same-site")
+        ])));
     }
 }
