@@ -377,7 +377,10 @@ async fn a_pivot_answer_with_markup_is_shown_as_text_under_the_security_headers(
     let css = ui(&server, "/ui/style.css", None, None, None).await;
     assert_eq!(css.status, 200);
     assert!(css.header("content-type").starts_with("text/css"));
-    for p in [&page, &login_form, &css] {
+    let missing = ui(&server, "/ui/no/such/page", Some(&cookie), None, None).await;
+    assert_eq!(missing.status, 404);
+    assert!(missing.header("content-type").starts_with("text/html"));
+    for p in [&page, &login_form, &css, &missing] {
         let csp = p.header("content-security-policy");
         assert!(csp.starts_with("default-src 'self'"), "{csp}");
         assert!(csp.contains("script-src 'none'"), "{csp}");

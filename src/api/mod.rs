@@ -170,9 +170,8 @@ pub fn router(state: Shared) -> Router {
         .merge(accounts)
         .route("/healthz", get(health::healthz))
         .route("/metrics", get(health::metrics))
-        .layer(middleware::from_fn(envelope))
-        // After the envelope layer: the debug page answers HTML, its errors too.
         .merge(ui::router(state.clone()))
+        .layer(middleware::from_fn(envelope))
         .with_state(state)
 }
 
@@ -454,6 +453,10 @@ pub(crate) fn hex(bytes: &[u8]) -> String {
 async fn envelope(req: Request, next: Next) -> Response {
     let token = request_token(&req).unwrap_or_default();
     let mut resp = next.run(req).await;
+    if resp.extensions().get::<ui::Html>().is_some() {
+        // The debug page's own answers (HTML, its errors too).
+        return resp;
+    }
     let pending = match resp.extensions_mut().remove::<Pending>() {
         Some(p) => p,
         None => {

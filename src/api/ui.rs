@@ -44,14 +44,19 @@ pub(crate) fn router(state: Shared) -> Router<Shared> {
         .route("/ui/calls/{call_id}", get(call_page))
         .route("/ui/style.css", get(style))
         .route("/ui/{*rest}", get(not_found))
-        .layer(middleware::from_fn(security_headers))
+        .route_layer(middleware::from_fn(security_headers))
         .with_state(state)
 }
+
+/// Marks the page's answers, which the API's envelope leaves as they are.
+#[derive(Clone, Copy)]
+pub(crate) struct Html;
 
 /// CSP: the page loads its stylesheet and nothing else (no script, no frame, no form target
 /// elsewhere); plus no MIME sniffing, no caching of call data, no Referer carrying a Call-ID.
 async fn security_headers(req: Request, next: Next) -> Response {
     let mut resp = next.run(req).await;
+    resp.extensions_mut().insert(Html);
     let h = resp.headers_mut();
     h.insert(
         header::CONTENT_SECURITY_POLICY,
