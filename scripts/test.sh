@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The whole test suite, from a fresh Debian 12 machine: installs the tools the tests drive
-# (SIPp, sox, espeak-ng, baresip, pjsua2, PostgreSQL, Kamailio) when they are missing, then checks
+# (SIPp, sox, espeak-ng, baresip, pjsua2, PostgreSQL, Kamailio, Chromium) when they are missing, then checks
 # formatting and lints and runs every test. Usage: scripts/test.sh   (as root, or with the tools already installed)
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -22,6 +22,8 @@ python3 -c "import pjsua2" >/dev/null 2>&1 || python3 -m pip --version >/dev/nul
 compgen -G '/usr/lib/postgresql/*/bin/initdb' >/dev/null || need+=(postgresql)
 # The several-nodes tests put Debian's Kamailio (dispatcher, pike, path) in front of pivotd.
 command -v kamailio >/dev/null 2>&1 || need+=(kamailio)
+# The debug page's test drives Debian's headless Chromium (tests/ui/browse.py).
+command -v chromium >/dev/null 2>&1 || need+=(chromium)
 if [ ${#need[@]} -gt 0 ]; then
   echo "installing: ${need[*]}"
   if [ "$(id -u)" -ne 0 ]; then

@@ -18,7 +18,7 @@ use axum::response::{IntoResponse, Response};
 use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
 
-use super::{blocking, hex, request_data, request_token, ApiError, Reply, Shared};
+use super::{blocking, hex, request_data, request_token, ApiError, ApiState, Reply, Shared};
 use crate::store::{unix_now, Store};
 
 /// The account a request's token belongs to; put in the request's extensions.
@@ -99,8 +99,33 @@ impl Tokens {
         Ok(Some(account_id))
     }
 
+    /// Ends a token before its time (the debug page's logout): gone from memory, and
+    /// expired in the store, so this node and any that has not met it yet refuse it. Another
+    /// node that already holds it in memory accepts it until its expiry.
+    pub(crate) async fn revoke(&self, token: &str) -> Result<(), ApiError> {
+        let key = digest(token);
+        let known = {
+            let mut live = self.live.lock().unwrap_or_else(|e| e.into_inner());
+            live.remove(&key).map(|(acc, _)| acc)
+        };
+        let unix = unix_now();
+        let (store, d) = (self.store.clone(), hex(&key));
+        blocking(move || {
+            let account = match known {
+                Some(a) => Some(a),
+                None => store.api_token(&d, unix)?.map(|(a, _)| a),
+            };
+            match account {
+                // An expiry of now: `api_token` wants one after now.
+                Some(acc) => store.put_api_token(&d, &acc, unix, unix),
+                None => Ok(()),
+            }
+        })
+        .await
+    }
+
     /// Whether the address has used up its failures for this minute.
-    fn limited(&self, ip: IpAddr) -> bool {
+    pub(crate) fn limited(&self, ip: IpAddr) -> bool {
         let f = self.failures.lock().unwrap_or_else(|e| e.into_inner());
         f.get(&ip)
             .is_some_and(|(start, n)| start.elapsed() < WINDOW && *n >= self.failures_allowed)
@@ -124,6 +149,29 @@ impl Tokens {
 fn same(a: &str, b: &str) -> bool {
     let (a, b) = (a.as_bytes(), b.as_bytes());
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+/// An API key for a token: the account whose key it is and a new token for it, or `None`
+/// (the failure counted against `ip`). The one key check of `api_auth` and the debug page's
+/// login; each asks [`Tokens::limited`] first.
+pub(crate) async fn exchange_key(
+    st: &ApiState,
+    ip: IpAddr,
+    key: &str,
+) -> Result<Option<(String, String)>, ApiError> {
+    let account = st
+        .parts
+        .cfg
+        .accounts
+        .iter()
+        .find(|a| a.api_key.as_deref().is_some_and(|k| same(k, key)));
+    let Some(account) = account else {
+        st.tokens.failed(ip);
+        tracing::info!(%ip, "api_auth: unknown api_key");
+        return Ok(None);
+    };
+    let token = st.tokens.issue(&account.id).await?;
+    Ok(Some((account.id.clone(), token)))
 }
 
 /// `PUT /v2/api_auth` `{"data": {"api_key": "<64 chars>"}}` → 201 with the token in the
@@ -178,23 +226,14 @@ pub(crate) async fn api_auth(
             "api_key must be 64 characters long",
         ));
     }
-    let account = st
-        .parts
-        .cfg
-        .accounts
-        .iter()
-        .find(|a| a.api_key.as_deref().is_some_and(|k| same(k, key)));
-    let Some(account) = account else {
-        st.tokens.failed(ip);
-        tracing::info!(%ip, "api_auth: unknown api_key");
+    let Some((account_id, token)) = exchange_key(&st, ip, key).await? else {
         return Err(
             ApiError::new(StatusCode::UNAUTHORIZED, "invalid credentials")
                 .data(json!({"message": "invalid credentials"})),
         );
     };
-    let token = st.tokens.issue(&account.id).await?;
     let mut reply = Reply::created(json!({
-        "account_id": account.id,
+        "account_id": account_id,
         "apps": [],
         "is_reseller": false,
         "language": "en-us",
@@ -286,6 +325,20 @@ mod tests {
         assert_eq!(b.check(&tok).await.unwrap().as_deref(), Some("acc"));
         let c = Tokens::new(store, Duration::from_secs(60), 3);
         assert_eq!(c.check(&tok).await.unwrap(), None, "expired in the store");
+    }
+
+    #[tokio::test]
+    async fn a_revoked_token_is_refused_here_and_by_a_node_that_had_not_met_it() {
+        let store = store();
+        let a = Tokens::new(store.clone(), Duration::from_secs(60), 3);
+        let tok = a.issue("acc").await.unwrap();
+        let keep = a.issue("acc").await.unwrap();
+        a.revoke(&tok).await.unwrap();
+        assert_eq!(a.check(&tok).await.unwrap(), None);
+        let b = Tokens::new(store, Duration::from_secs(60), 3);
+        assert_eq!(b.check(&tok).await.unwrap(), None);
+        assert_eq!(b.check(&keep).await.unwrap().as_deref(), Some("acc"));
+        a.revoke("never-issued").await.unwrap();
     }
 
     #[test]

@@ -1,5 +1,6 @@
 //! The HTTP API: a Crossbar-compatible subset (spec e) on axum: callflows, devices, users,
-//! registrations, presence, pivot debug records, CDRs. Every answer but `/healthz` and `/metrics` is a
+//! registrations, presence, pivot debug records, CDRs, and the debug page (`/ui`, HTML). Every
+//! answer but `/healthz`, `/metrics` and `/ui` is a
 //! Crossbar envelope:
 //! `{"data":…, "status":"success", "request_id":…, "auth_token":…, "revision":…, …}`, or on
 //! failure `{"status":"error", "error":"400", "message":…, "data":{…}}`.
@@ -21,6 +22,7 @@ mod paging;
 mod pivot_debug;
 mod presence;
 mod registrations;
+mod ui;
 mod users;
 
 use std::net::SocketAddr;
@@ -168,6 +170,7 @@ pub fn router(state: Shared) -> Router {
         .merge(accounts)
         .route("/healthz", get(health::healthz))
         .route("/metrics", get(health::metrics))
+        .merge(ui::router(state.clone()))
         .layer(middleware::from_fn(envelope))
         .with_state(state)
 }
@@ -450,6 +453,10 @@ pub(crate) fn hex(bytes: &[u8]) -> String {
 async fn envelope(req: Request, next: Next) -> Response {
     let token = request_token(&req).unwrap_or_default();
     let mut resp = next.run(req).await;
+    if resp.extensions().get::<ui::Html>().is_some() {
+        // The debug page's own answers (HTML, its errors too).
+        return resp;
+    }
     let pending = match resp.extensions_mut().remove::<Pending>() {
         Some(p) => p,
         None => {

@@ -280,6 +280,41 @@ impl Store {
             .collect()
     }
 
+    /// The account's calls that have an event log, newest first (by their first event's
+    /// time, then Call-ID, both descending), after the keyset `after` (the `(created,
+    /// call_id)` of the previous page's last row): each with its first event and its `end`
+    /// event (none while the call lasts, or when the log was cut).
+    pub fn recent_calls(
+        &self,
+        account_id: &str,
+        after: Option<(i64, &str)>,
+        limit: usize,
+    ) -> Result<Vec<RecentCall>, StoreError> {
+        let conn = match self.db() {
+            Db::Sqlite(c) => c,
+            Db::Postgres(pg) => return pg.recent_calls(account_id, after, limit),
+        };
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        let (after_created, after_call) = match after {
+            Some((c, id)) => (Some(c), Some(id)),
+            None => (None, None),
+        };
+        let mut stmt =
+            conn.prepare_cached(&format!("{RECENT_CALLS} LIMIT ?4").replace('$', "?"))?;
+        let rows = stmt
+            .query_map(params![account_id, after_created, after_call, limit], |r| {
+                Ok((
+                    r.get::<_, String>(0)?,
+                    r.get::<_, i64>(1)?,
+                    r.get::<_, String>(2)?,
+                    r.get::<_, Option<i64>>(3)?,
+                    r.get::<_, Option<String>>(4)?,
+                ))
+            })?
+            .collect::<Result<Vec<_>, _>>()?;
+        rows.into_iter().map(recent_call).collect()
+    }
+
     /// Deletes the events recorded before `cutoff` (Gregorian seconds).
     pub(super) fn purge_events_before(&self, cutoff: i64) -> Result<usize, StoreError> {
         let conn = match self.db() {
@@ -288,6 +323,48 @@ impl Store {
         };
         Ok(conn.execute("DELETE FROM call_events WHERE created < ?1", [cutoff])?)
     }
+}
+
+/// One call of [`Store::recent_calls`].
+#[derive(Clone, Debug, PartialEq)]
+pub struct RecentCall {
+    pub call_id: String,
+    /// Gregorian seconds of the call's first event (its INVITE).
+    pub created: i64,
+    /// The first event (`invite` for every call recorded whole).
+    pub first: Value,
+    /// The `end` event and its milliseconds since the INVITE.
+    pub end: Option<(u64, Value)>,
+}
+
+/// The page query of [`Store::recent_calls`], the one text for both backends (`$n`
+/// parameters; SQLite reads them as `?n`): a call's first event is its seq 0, its end the
+/// first `end` (the call layer records one; the first wins should two ever be there).
+pub(super) const RECENT_CALLS: &str = "SELECT s.call_id, s.created, s.doc, e.at_ms, e.doc
+     FROM call_events s
+     LEFT JOIN call_events e ON e.account_id = s.account_id AND e.call_id = s.call_id
+        AND e.seq = (SELECT MIN(x.seq) FROM call_events x WHERE x.account_id = s.account_id
+                     AND x.call_id = s.call_id AND x.kind = 'end')
+     WHERE s.account_id = $1 AND s.seq = 0
+       AND ($2 IS NULL OR s.created < $2 OR (s.created = $2 AND s.call_id < $3))
+     ORDER BY s.created DESC, s.call_id DESC";
+
+/// A [`RecentCall`] from its columns as both backends read them.
+pub(super) fn recent_call(
+    (call_id, created, first, end_at, end): (String, i64, String, Option<i64>, Option<String>),
+) -> Result<RecentCall, StoreError> {
+    let end = match (end_at, end) {
+        (Some(at), Some(doc)) => {
+            Some((u64::try_from(at).unwrap_or(0), serde_json::from_str(&doc)?))
+        }
+        _ => None,
+    };
+    Ok(RecentCall {
+        call_id,
+        created,
+        first: serde_json::from_str(&first)?,
+        end,
+    })
 }
 
 /// An event's columns as both backends read them: seq, at_ms, created, doc.

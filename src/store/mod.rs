@@ -29,7 +29,7 @@ pub use callflows::{CallflowConflict, StoredCallflow};
 pub use cdrs::{CallDirection, Cdr, CdrQuery};
 pub use debug::{CallSummary, DebugRecord, RecordKind};
 pub use devices::{SipCredentials, StoredDevice, UsernameTaken};
-pub use events::{trim_value, CallEvent, CallEvents, StoredEvent, MAX_EVENTS_PER_CALL};
+pub use events::{trim_value, CallEvent, CallEvents, RecentCall, StoredEvent, MAX_EVENTS_PER_CALL};
 pub use pg::listen::Change;
 pub use presence::{StoredPresence, StoredSubscription};
 pub use registrations::{DeviceBindings, Registration};

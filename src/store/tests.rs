@@ -1170,6 +1170,43 @@ fn call_events_read_back_in_order_per_call(kind) {
 }
 
 both_backends! {
+/// The debug page's list: one row per call of the account, newest first, with its INVITE
+/// and its end (none while it lasts), paged by (created, call id).
+fn recent_calls_list_each_call_once_newest_first(kind) {
+    let store = fresh(kind);
+    let now = gregorian_now();
+    let invite = CallEvent::Invite { from: "a".into(), to: "6000".into() };
+    let end = CallEvent::End { by: "caller".into(), how: "BYE".into(), why: None };
+    let w = |call: &str, seq: u32, created: i64, ev: &CallEvent| {
+        assert!(store.write(Write::CallEvent(event("acc", call, seq, created, ev))));
+    };
+    w("old", 0, now - 10, &invite);
+    w("old", 1, now - 10, &CallEvent::Answer { code: 200 });
+    w("old", 2, now - 9, &end);
+    w("live", 0, now, &invite);
+    w("live", 1, now, &CallEvent::Answer { code: 200 });
+    w("b-same-second", 0, now, &invite);
+    w("b-same-second", 1, now, &end);
+    store.write(Write::CallEvent(event("other", "theirs", 0, now, &invite)));
+    store.flush().unwrap();
+    let all = store.recent_calls("acc", None, 10).unwrap();
+    let ids: Vec<&str> = all.iter().map(|c| c.call_id.as_str()).collect();
+    assert_eq!(ids, ["live", "b-same-second", "old"]);
+    assert_eq!(all[0].end, None);
+    assert_eq!(all[0].first["kind"], "invite");
+    assert_eq!(all[0].created, now);
+    let (at, doc) = all[2].end.clone().unwrap();
+    assert_eq!(at, 20);
+    assert_eq!(doc["how"], "BYE");
+    let page = store.recent_calls("acc", Some((now, "live")), 1).unwrap();
+    assert_eq!(page.len(), 1);
+    assert_eq!(page[0].call_id, "b-same-second");
+    let rest = store.recent_calls("acc", Some((now, "b-same-second")), 10).unwrap();
+    assert_eq!(rest.iter().map(|c| c.call_id.as_str()).collect::<Vec<_>>(), ["old"]);
+}
+}
+
+both_backends! {
 fn call_events_stop_after_the_cap_with_one_truncated(kind) {
     let store = fresh(kind);
     let mut rec = CallEvents::new(Some(store.clone()), "acc", "loop", Instant::now());

@@ -3,8 +3,8 @@
 use deadpool_postgres::Transaction;
 
 use super::Pg;
-use crate::store::events::decode;
-use crate::store::{StoreError, StoredEvent};
+use crate::store::events::{decode, recent_call, RECENT_CALLS};
+use crate::store::{RecentCall, StoreError, StoredEvent};
 
 pub(super) async fn insert(
     tx: &Transaction<'_>,
@@ -54,6 +54,39 @@ impl Pg {
                     call_id,
                     (r.try_get(0)?, r.try_get(1)?, r.try_get(2)?, r.try_get(3)?),
                 )?);
+            }
+            Ok(out)
+        })
+    }
+
+    pub(in crate::store) fn recent_calls(
+        &self,
+        account_id: &str,
+        after: Option<(i64, &str)>,
+        limit: usize,
+    ) -> Result<Vec<RecentCall>, StoreError> {
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        let (after_created, after_call) = match after {
+            Some((c, id)) => (Some(c), Some(id)),
+            None => (None, None),
+        };
+        // The parameters typed: PostgreSQL cannot infer `$2 IS NULL`'s.
+        let sql = format!("{RECENT_CALLS} LIMIT $4")
+            .replace("$2 IS NULL", "$2::BIGINT IS NULL")
+            .replace("s.call_id < $3", "s.call_id < $3::TEXT");
+        self.run(async |c| {
+            let rows = c
+                .query(&sql, &[&account_id, &after_created, &after_call, &limit])
+                .await?;
+            let mut out = Vec::with_capacity(rows.len());
+            for r in rows {
+                out.push(recent_call((
+                    r.try_get(0)?,
+                    r.try_get(1)?,
+                    r.try_get(2)?,
+                    r.try_get(3)?,
+                    r.try_get(4)?,
+                ))?);
             }
             Ok(out)
         })
