@@ -223,6 +223,7 @@ pub fn sdp(data: &[u8]) -> Option<sdp::Negotiated> {
         port: 20000,
         session_id: 1,
         version: 1,
+        crypto: Vec::new(),
     };
     let _ = sdp::offer_keeping_lines(&local, &offer, 101, sdp::Direction::SendOnly);
     let _ = sdp::negotiate_answer(&offer);

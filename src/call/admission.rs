@@ -27,11 +27,12 @@ use tokio::sync::{mpsc, watch};
 use super::caller;
 use super::info::call_info;
 use super::{invite_event, Call, CallContext, CallSetup, LegSetup};
-use crate::config::Config;
+use crate::config::{Config, MediaEncryption};
 use crate::logsafe::wire;
 use crate::media::player::Pacer;
 use crate::media::rtp::{PortPool, RtpSession};
 use crate::media::sdp::{self, LocalSession, SdpError};
+use crate::media::srtp::policy::{self, MediaSecurity, SrtpRefusal};
 use crate::presence::subscription::{self, SubscribeRefusal};
 use crate::presence::{NewSubscription, Presence, Watcher};
 use crate::registrar::Registrar;
@@ -78,6 +79,9 @@ pub enum Refusal {
     /// 488: an offer we cannot answer (RFC 3261 §13.3.1.3).
     #[error("incompatible offer")]
     IncompatibleOffer,
+    /// 488: the call's audio cannot be what its `encryption` mode asks (SRTP required).
+    #[error("{0}")]
+    Srtp(SrtpRefusal),
     /// 400: no dialog can be formed from the INVITE.
     #[error("no dialog: {0}")]
     BadDialog(#[source] DialogError),
@@ -113,7 +117,7 @@ impl Refusal {
             Refusal::NotSdp => 415,
             Refusal::SdpNotAccepted => 406,
             Refusal::NoCallflow => 404,
-            Refusal::IncompatibleOffer => 488,
+            Refusal::IncompatibleOffer | Refusal::Srtp(_) => 488,
             Refusal::BadDialog(_) => 400,
             Refusal::NoDialog => 481,
             Refusal::NotAllowed => 405,
@@ -152,6 +156,7 @@ impl Refusal {
             Refusal::IncompatibleOffer => {
                 vec![("Warning", "305 pivotd \"Incompatible media format\"".into())]
             }
+            Refusal::Srtp(_) => vec![("Warning", "399 pivotd \"SRTP required\"".into())],
             Refusal::NotAllowed => vec![("Allow", ALLOW.into())],
             Refusal::AuthRequired(challenges) => challenges
                 .iter()
@@ -492,6 +497,16 @@ impl Admission {
         } else {
             (None, None)
         };
+        // SRTP or plain RTP for this leg (media/srtp/policy.rs): the account's mode, whether
+        // the INVITE came over TLS, the offer's stream.
+        let mode = account.encryption.unwrap_or(self.cfg.media.encryption);
+        let security = match offer.as_ref().and_then(|o| o.audio()) {
+            Some(stream) => policy::answer(mode, peer.proto.is_secure(), stream),
+            // A late offer: ours goes in the 200, plain RTP/AVP.
+            None if mode == MediaEncryption::Required => Err(SrtpRefusal::LateOffer),
+            None => Ok(MediaSecurity::Plain),
+        }
+        .map_err(|why| refused(Refusal::Srtp(why)))?;
         let ports = self.pool.allocate().map_err(|e| {
             tracing::warn!("no RTP ports: {e}");
             refused(Refusal::Overload(Overload::MediaPorts))
@@ -515,7 +530,18 @@ impl Admission {
             port: rtp.local_port(),
             session_id: rand::random::<u32>() as u64,
             version: 1,
+            crypto: Vec::new(),
         };
+        let mut local_sdp = local_sdp;
+        let mut srtp_theirs = None;
+        if let MediaSecurity::Srtp { theirs, ours } = security {
+            if let Err(e) = rtp.set_srtp(&ours.key, &theirs.key) {
+                tracing::warn!("cannot key SRTP: {e}");
+                return Err(refused(Refusal::Srtp(SrtpRefusal::NoUsableKey)));
+            }
+            local_sdp.crypto.push(ours);
+            srtp_theirs = Some(theirs);
+        }
         let mut info = call_info(req, call_id, &account.id, &user, &host);
         caller.fill(&mut info);
         Ok(CallSetup {
@@ -528,6 +554,7 @@ impl Admission {
                 negotiated,
                 offer,
                 local_sdp,
+                srtp_theirs,
                 // A trusted source (`[sip] trusted_sources`) skips the proof RTP waits for.
                 source_trusted: slot.trusted(),
                 early_media_unproven: Duration::from_secs(self.cfg.media.early_media_unproven_s),

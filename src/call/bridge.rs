@@ -196,6 +196,7 @@ impl Call {
             port: b_rtp.local_port(),
             session_id: u64::from(rand::random::<u32>()),
             version: 1,
+            crypto: Vec::new(),
         };
         let offer = sdp::offer(&local, sdp::OFFERED_EVENT_PT);
         let (events_tx, events) = mpsc::unbounded_channel();

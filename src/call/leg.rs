@@ -26,6 +26,7 @@ use crate::media::prompt::Prompt;
 use crate::media::relay::LegFormat;
 use crate::media::rtp::{ReceivedRtp, RtpSession};
 use crate::media::sdp::{Direction, LocalSession, Negotiated, OurDescription, Sdp};
+use crate::media::srtp::sdes::CryptoLine;
 use crate::presence::CallLamp;
 use crate::sip::dialog::Dialog;
 use crate::sip::endpoint::{DialogEvent, Endpoint, NewRequest, ServerTx};
@@ -60,6 +61,9 @@ pub struct LegSetup {
     /// The INVITE's offer, parsed: the answer mirrors its m= lines (RFC 3264 §6).
     pub offer: Option<Sdp>,
     pub local_sdp: LocalSession,
+    /// On an SRTP leg, the caller's `a=crypto` line whose key we receive with (ours is in
+    /// `local_sdp`).
+    pub srtp_theirs: Option<CryptoLine>,
     /// The INVITE came from a trusted source (a carrier, a proxy in front): its media address
     /// need not prove itself before RTP goes there, nor is its early media capped.
     pub source_trusted: bool,
@@ -90,6 +94,9 @@ pub(super) struct Leg {
     /// Our side: its address and o= line, and the last description we sent (an unchanged
     /// description keeps its version).
     ours: OurDescription,
+    /// On an SRTP leg, the caller's line we receive with: a new key in its re-offer or
+    /// answer rekeys (`offer_answer.rs`); a plain one is refused (no downgrade to clear).
+    srtp_theirs: Option<CryptoLine>,
     /// The prompt playing now, to re-encode it when a re-INVITE or the ACK changes the codec.
     playing: Option<Arc<Prompt>>,
     /// Woken when the answer to our offer arrives in an ACK.
@@ -150,6 +157,7 @@ impl Leg {
             negotiated: setup.negotiated,
             offer: setup.offer,
             ours: OurDescription::new(setup.local_sdp, None),
+            srtp_theirs: setup.srtp_theirs,
             playing: None,
             answer_arrived: Arc::new(Notify::new()),
             awaiting_answer: None,

@@ -9,7 +9,7 @@ use regex::Regex;
 use toml::{Table, Value};
 
 use super::reader::{
-    dial_affix, join, parse_cidr, parse_gateway, parse_sip_target, pattern, Reader,
+    dial_affix, encryption, join, parse_cidr, parse_gateway, parse_sip_target, pattern, Reader,
 };
 use super::{
     checks, demo, Account, CallerId, CallerIdType, CallerIds, CallflowEntry, Device, Resource, User,
@@ -47,6 +47,7 @@ fn read_account(r: &mut Reader, t: &Table, p: &str) -> Option<Account> {
             "resources",
             "caller_id",
             "sip_targets",
+            "encryption",
         ],
     );
     let id = r.required(t, p, "id");
@@ -75,6 +76,7 @@ fn read_account(r: &mut Reader, t: &Table, p: &str) -> Option<Account> {
     let sip_targets = r
         .parsed_list(t, p, "sip_targets", parse_sip_target)
         .unwrap_or_default();
+    let encryption = r.parsed(t, p, "encryption", encryption);
 
     Some(Account {
         id: id?,
@@ -87,6 +89,7 @@ fn read_account(r: &mut Reader, t: &Table, p: &str) -> Option<Account> {
         resources,
         caller_id,
         sip_targets,
+        encryption,
     })
 }
 

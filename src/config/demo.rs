@@ -43,6 +43,7 @@ pub(super) fn demo_account() -> Account {
         devices: vec![],
         resources: vec![],
         caller_id: Default::default(),
+        encryption: None,
         sip_targets: vec![],
     }
 }

@@ -321,6 +321,21 @@ pub struct MediaConfig {
     /// unless the caller's RTP arrives. It bounds what one forged INVITE can make pivotd send
     /// to a third party. 0..=3600; 0 = no early audio until the caller's RTP. Default 5.
     pub early_media_unproven_s: u64,
+    /// `encryption`: SRTP (SDES keys, which travel only over TLS): `off`, `optional` (SRTP when
+    /// a caller over TLS offers it) or `required` (a call that cannot have it gets 488).
+    /// Default `optional`; an account may set its own.
+    pub encryption: MediaEncryption,
+}
+
+/// Whether a call's audio is SRTP (`[media] encryption`, `[[accounts]] encryption`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum MediaEncryption {
+    /// Plain RTP always (an SRTP offer is answered with RTP/AVP).
+    Off,
+    /// SRTP when the caller offers it over TLS, plain RTP otherwise.
+    Optional,
+    /// SRTP or no call: 488 for a plain offer or one not over TLS.
+    Required,
 }
 
 impl MediaConfig {
@@ -538,6 +553,8 @@ pub struct Account {
     /// devices and carriers: address blocks holding the target's address, or host names
     /// the URI must name exactly. Empty by default (a guard against toll fraud).
     pub sip_targets: Vec<SipTarget>,
+    /// `encryption`: the account's own `[media] encryption`, for its calls.
+    pub encryption: Option<MediaEncryption>,
 }
 
 /// One entry of `sip_targets`.

@@ -8,11 +8,11 @@ use std::time::Duration;
 
 use toml::{Table, Value};
 
-use super::reader::{ip_addr, join, parse_cidr, resolve, socket_addr, Reader};
+use super::reader::{encryption, ip_addr, join, parse_cidr, resolve, socket_addr, Reader};
 use super::{
     accounts, checks, default_blacklist, ApiConfig, AuthConfig, Config, ConfigProblem, MediaConfig,
-    OverloadConfig, PivotConfig, PostgresUrl, PresenceConfig, SipConfig, SourceLimits, StoreConfig,
-    TtsConfig, DIGEST_ALGORITHMS,
+    MediaEncryption, OverloadConfig, PivotConfig, PostgresUrl, PresenceConfig, SipConfig,
+    SourceLimits, StoreConfig, TtsConfig, DIGEST_ALGORITHMS,
 };
 
 /// Parses without touching the file system; returns the config (defaults where a value was
@@ -330,6 +330,7 @@ fn read_media(r: &mut Reader, t: &Table, base: &Path) -> MediaConfig {
             "dir",
             "rtp_timeout_s",
             "early_media_unproven_s",
+            "encryption",
         ],
     );
     let dir = r.string(t, p, "dir");
@@ -346,6 +347,9 @@ fn read_media(r: &mut Reader, t: &Table, base: &Path) -> MediaConfig {
         dir: resolve(base, dir.as_deref().unwrap_or("media")),
         rtp_timeout_s: r.int_or(t, p, "rtp_timeout_s", 0, 86400, 60),
         early_media_unproven_s: r.int_or(t, p, "early_media_unproven_s", 0, 3600, 5),
+        encryption: r
+            .parsed(t, p, "encryption", encryption)
+            .unwrap_or(MediaEncryption::Optional),
     };
     checks::port_range(r, &media);
     media

@@ -10,7 +10,7 @@ use ipnet::IpNet;
 use regex::Regex;
 use toml::{Table, Value};
 
-use super::{ConfigProblem, Gateway, GatewayHost, GatewayTransport, SipTarget};
+use super::{ConfigProblem, Gateway, GatewayHost, GatewayTransport, MediaEncryption, SipTarget};
 
 pub(super) struct Reader {
     pub(super) problems: Vec<ConfigProblem>,
@@ -210,6 +210,8 @@ impl Reader {
 /// the value as written; the reader puts its key in front.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 pub enum ValueError {
+    #[error("{0:?} is not one of \"off\", \"optional\", \"required\"")]
+    NotEncryption(String),
     #[error("{0:?} is not an IP address with a port (like \"127.0.0.1:5060\" or \"[::1]:5060\")")]
     NotSocketAddr(String),
     #[error("{0:?} is not an IP address")]
@@ -247,6 +249,15 @@ pub enum ValueError {
 pub(super) fn socket_addr(s: &str) -> Result<SocketAddr, ValueError> {
     s.parse()
         .map_err(|_| ValueError::NotSocketAddr(s.to_string()))
+}
+
+pub(super) fn encryption(s: &str) -> Result<MediaEncryption, ValueError> {
+    match s {
+        "off" => Ok(MediaEncryption::Off),
+        "optional" => Ok(MediaEncryption::Optional),
+        "required" => Ok(MediaEncryption::Required),
+        _ => Err(ValueError::NotEncryption(s.to_string())),
+    }
 }
 
 pub(super) fn ip_addr(s: &str) -> Result<IpAddr, ValueError> {

@@ -264,6 +264,11 @@ fn each_bad_value_reports_its_key() {
             "[media]\nearly_media_unproven_s = 4000",
             "media.early_media_unproven_s",
         ),
+        ("[media]\nencryption = \"yes\"", "media.encryption"),
+        (
+            "[[accounts]]\nid = \"a\"\nrealm = \"r\"\nencryption = \"SRTP\"",
+            "accounts[0].encryption",
+        ),
         (
             "[presence]\nannounce_interval_s = 0",
             "presence.announce_interval_s",
@@ -614,6 +619,23 @@ fn per_source_keys_are_read() {
     assert_eq!(cfg.media.early_media_unproven_s, 0);
     let (default, _) = parse("", Path::new("/x"));
     assert_eq!(default.sip.sources, crate::config::SourceLimits::default());
+}
+
+#[test]
+fn encryption_is_optional_unless_the_media_or_an_account_says_otherwise() {
+    use crate::config::MediaEncryption;
+    let (cfg, problems) = parse(
+        "[media]\nencryption = \"required\"\n\
+         [[accounts]]\nid = \"a\"\nrealm = \"a.example\"\nencryption = \"off\"\n\
+         [[accounts]]\nid = \"b\"\nrealm = \"b.example\"",
+        Path::new("/x"),
+    );
+    assert!(problems.is_empty(), "{problems:?}");
+    assert_eq!(cfg.media.encryption, MediaEncryption::Required);
+    assert_eq!(cfg.accounts[0].encryption, Some(MediaEncryption::Off));
+    assert_eq!(cfg.accounts[1].encryption, None);
+    let (default, _) = parse("", Path::new("/x"));
+    assert_eq!(default.media.encryption, MediaEncryption::Optional);
 }
 
 const CARRIERS: &str = r##"

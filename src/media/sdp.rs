@@ -10,6 +10,7 @@ use std::fmt::Write as _;
 use std::net::{IpAddr, SocketAddr};
 
 use super::codec::Codec;
+use super::srtp::sdes::CryptoLine;
 
 /// The RTP clock rate of the telephone-event we use with G.711 (RFC 4733 §2.1).
 const DTMF_CLOCK: u32 = 8000;
@@ -104,8 +105,8 @@ pub enum SdpError {
     /// A line breaks RFC 4566 syntax (1-based line number).
     #[error("malformed SDP at line {line}: {reason}")]
     Malformed { line: usize, reason: String },
-    /// No `m=audio` stream with a non-zero port over plain RTP/AVP.
-    #[error("no usable audio stream (m=audio, non-zero port, RTP/AVP)")]
+    /// No `m=audio` stream with a non-zero port over RTP/AVP or RTP/SAVP.
+    #[error("no usable audio stream (m=audio, non-zero port, RTP/AVP or RTP/SAVP)")]
     NoAudio,
     /// The audio stream offers neither PCMU nor PCMA (SIP answers 488).
     #[error("no common codec (PCMU or PCMA) offered")]
@@ -148,9 +149,15 @@ pub struct Media {
     pub ptime: Option<u32>,
     /// Media-level direction attribute.
     pub direction: Option<Direction>,
+    /// `a=crypto` values as written (SDES keys, RFC 4568), at most [`MAX_CRYPTO_LINES`];
+    /// read by `media/srtp/sdes.rs`.
+    pub crypto: Vec<String>,
     /// 1-based line number of the `m=` line (for error messages).
     pub line: usize,
 }
+
+/// `a=crypto` lines kept per stream: an offer lists one per suite it speaks; more is noise.
+pub const MAX_CRYPTO_LINES: usize = 16;
 
 impl Media {
     /// The encoding of payload type `pt`: its rtpmap, else the RFC 3551 static assignment
@@ -174,7 +181,12 @@ impl Media {
     fn usable_audio(&self) -> bool {
         self.kind.eq_ignore_ascii_case("audio")
             && self.port != 0
-            && self.proto.eq_ignore_ascii_case("RTP/AVP")
+            && (self.proto.eq_ignore_ascii_case("RTP/AVP") || self.is_savp())
+    }
+
+    /// SRTP's profile (RFC 3711 §12): the far end asks for encrypted media on this stream.
+    pub fn is_savp(&self) -> bool {
+        self.proto.eq_ignore_ascii_case("RTP/SAVP")
     }
 }
 
@@ -191,7 +203,8 @@ pub struct Sdp {
 }
 
 impl Sdp {
-    /// Index of the stream pivotd uses: the first `m=audio` with a non-zero port over RTP/AVP.
+    /// Index of the stream pivotd uses: the first `m=audio` with a non-zero port over RTP/AVP
+    /// or RTP/SAVP (whether SRTP is then used is `media/srtp/policy.rs`'s decision).
     pub fn audio_index(&self) -> Option<usize> {
         self.media.iter().position(Media::usable_audio)
     }
@@ -290,6 +303,9 @@ pub fn parse(body: &str) -> Result<Sdp, SdpError> {
                         let (fmt, params) = v.split_once(' ').unwrap_or((v, ""));
                         m.fmtps.push((fmt.to_string(), params.trim().to_string()));
                     }
+                    ("crypto", Some(v)) if m.crypto.len() < MAX_CRYPTO_LINES => {
+                        m.crypto.push(v.trim().to_string());
+                    }
                     ("ptime", Some(v)) => {
                         let p: f64 = v
                             .trim()
@@ -374,6 +390,7 @@ fn parse_media(value: &str, n: usize) -> Result<Media, SdpError> {
         fmtps: Vec::new(),
         ptime: None,
         direction: None,
+        crypto: Vec::new(),
         line: n,
     })
 }
@@ -499,6 +516,25 @@ pub struct LocalSession {
     pub session_id: u64,
     /// Bumped by the caller whenever the description changes (RFC 3264 §8).
     pub version: u64,
+    /// SDES lines we send (RFC 4568): none for plain RTP/AVP; in an answer the one line
+    /// chosen, in an offer one per suite. Any makes the stream RTP/SAVP.
+    pub crypto: Vec<CryptoLine>,
+}
+
+impl LocalSession {
+    fn proto(&self) -> &'static str {
+        if self.crypto.is_empty() {
+            "RTP/AVP"
+        } else {
+            "RTP/SAVP"
+        }
+    }
+
+    fn write_crypto(&self, out: &mut String) {
+        for line in &self.crypto {
+            let _ = write!(out, "a=crypto:{}\r\n", line.to_value());
+        }
+    }
 }
 
 /// What we say about ourselves in one session over its life: the o= version is raised when
@@ -546,7 +582,13 @@ fn write_session(out: &mut String, local: &LocalSession) {
 }
 
 fn write_audio(out: &mut String, local: &LocalSession, neg: &Negotiated) {
-    let _ = write!(out, "m=audio {} RTP/AVP {}", local.port, neg.codec_pt);
+    let _ = write!(
+        out,
+        "m=audio {} {} {}",
+        local.port,
+        local.proto(),
+        neg.codec_pt
+    );
     if let Some(d) = neg.dtmf_pt {
         let _ = write!(out, " {d}");
     }
@@ -568,6 +610,7 @@ fn write_audio(out: &mut String, local: &LocalSession, neg: &Negotiated) {
         neg.ptime_ms,
         neg.direction.as_str()
     );
+    local.write_crypto(out);
 }
 
 /// Our answer for one audio stream: exactly one codec (with the offerer's PT, RFC 3264 §6.1)
@@ -651,7 +694,7 @@ pub fn offer_keeping_lines(
 
 fn write_offer_audio(out: &mut String, local: &LocalSession, dtmf_pt: u8, direction: Direction) {
     let dtmf = (dtmf_pt != 0 && dtmf_pt != 8 && dtmf_pt <= 127).then_some(dtmf_pt);
-    let _ = write!(out, "m=audio {} RTP/AVP 0 8", local.port);
+    let _ = write!(out, "m=audio {} {} 0 8", local.port, local.proto());
     if let Some(d) = dtmf {
         let _ = write!(out, " {d}");
     }
@@ -663,6 +706,7 @@ fn write_offer_audio(out: &mut String, local: &LocalSession, dtmf_pt: u8, direct
         );
     }
     let _ = write!(out, "a=ptime:{PTIME_MS}\r\na={}\r\n", direction.as_str());
+    local.write_crypto(out);
 }
 
 #[cfg(test)]

@@ -6,7 +6,9 @@ use tokio::time::Instant;
 
 use super::{Leg, Phase};
 use crate::call::reinvite::Reply;
-use crate::media::sdp::{self, Direction, Negotiated};
+use crate::config::MediaEncryption;
+use crate::media::sdp::{self, Direction, Negotiated, Sdp};
+use crate::media::srtp::policy::{self, MediaSecurity};
 use crate::sip::endpoint::ServerTx;
 use crate::sip::message;
 use crate::sip::outgoing::response_bytes;
@@ -31,6 +33,53 @@ impl Leg {
         self.rtp.set_sending(n.direction.we_send());
         self.rtp.set_event_payload_type(n.dtmf_pt);
         self.negotiated = Some(n);
+    }
+
+    /// On an SRTP leg, the caller's new offer must be SRTP too (never a downgrade to audio
+    /// in clear); a line other than the one we receive with rekeys both directions, ours
+    /// with a fresh key (a context is never restarted on a key it used, RFC 3711 §9.1).
+    /// `false`: the offer is refused (488). A plain leg stays plain.
+    fn follow_srtp_offer(&mut self, offer: &Sdp) -> bool {
+        let Some(current) = self.srtp_theirs.clone() else {
+            return true;
+        };
+        let Some(stream) = offer.audio() else {
+            return false;
+        };
+        // The leg is keyed, so it came over TLS.
+        match policy::answer(MediaEncryption::Required, true, stream) {
+            Ok(MediaSecurity::Srtp { theirs, .. }) if theirs == current => true,
+            Ok(MediaSecurity::Srtp { theirs, ours }) => {
+                if let Err(e) = self.rtp.set_srtp(&ours.key, &theirs.key) {
+                    tracing::warn!("cannot rekey SRTP: {e}");
+                    return false;
+                }
+                self.ours.local.crypto = vec![ours];
+                self.srtp_theirs = Some(theirs);
+                true
+            }
+            _ => false,
+        }
+    }
+
+    /// On an SRTP leg, the caller's answer to an offer of ours (which repeated our line) must
+    /// name our line; a new key of its own rekeys what we receive. `false`: it does not.
+    fn follow_srtp_answer(&mut self, answer: &Sdp) -> bool {
+        let Some(current) = self.srtp_theirs.clone() else {
+            return true;
+        };
+        let Some(stream) = answer.audio() else {
+            return false;
+        };
+        match policy::answered(MediaEncryption::Required, &self.ours.local.crypto, stream) {
+            Ok(MediaSecurity::Srtp { theirs, .. }) if theirs == current => true,
+            Ok(MediaSecurity::Srtp { theirs, .. }) => {
+                let keyed = self.rtp.set_srtp_receive(&theirs.key).is_ok();
+                self.srtp_theirs = Some(theirs);
+                keyed
+            }
+            _ => false,
+        }
     }
 
     /// The SDP for our side now: an answer to what was negotiated, or an offer (late offer).
@@ -77,13 +126,13 @@ impl Leg {
         // An answer is an SDP body; anything else (none, another type) is no answer.
         let answer = message::sdp_body(req).ok().flatten().and_then(sdp::read);
         match answer {
-            Some((remote, n)) => {
+            Some((remote, n)) if self.follow_srtp_answer(&remote) => {
                 // Its m= lines mirror our offer's: the template of our next description.
                 self.offer = Some(remote);
                 self.apply_negotiated(n);
                 self.answer_arrived.notify_one();
             }
-            None => {
+            _ => {
                 // RFC 3261 §13.3.1.4 leaves a bad answer in the ACK to the UAS: end the call.
                 tracing::warn!("the ACK carried no usable SDP answer to our offer: hanging up");
                 self.send_bye();
@@ -134,7 +183,7 @@ impl Leg {
         };
         if let Some(body) = offer {
             match sdp::read(body) {
-                Some((offer, mut n)) => {
+                Some((offer, mut n)) if self.follow_srtp_offer(&offer) => {
                     self.dialog.refresh_target(&req.headers);
                     self.offer = Some(offer);
                     // While we hold the caller for the other leg, the hold stays.
@@ -144,7 +193,7 @@ impl Leg {
                     respond(self, 200, &[], Some(body));
                 }
                 // §14.2: a re-INVITE we cannot accept leaves the session as it was.
-                None => respond(self, 488, &[], None),
+                _ => respond(self, 488, &[], None),
             }
         } else {
             // An offerless re-INVITE: we offer in the 200, the answer comes in the ACK.
@@ -217,12 +266,12 @@ impl Leg {
                     .flatten()
                     .and_then(sdp::read)
                 {
-                    Some((remote, n)) => {
+                    Some((remote, n)) if self.follow_srtp_answer(&remote) => {
                         // Its m= lines mirror our offer's: the template of our next one.
                         self.offer = Some(remote);
                         self.apply_negotiated(n);
                     }
-                    None => tracing::warn!(
+                    _ => tracing::warn!(
                         "the caller's 2xx to our re-INVITE had no usable SDP answer: media \
                          unchanged"
                     ),

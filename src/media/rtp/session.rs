@@ -267,6 +267,14 @@ impl RtpSession {
         Ok(())
     }
 
+    /// A new key for what the far end sends (its new `a=crypto` line in an answer to our
+    /// re-offer); ours, and our sending context, stay.
+    pub fn set_srtp_receive(&self, theirs: &SrtpKey) -> Result<(), SrtpError> {
+        let receiver = SrtpReceiver::new(theirs)?;
+        let _ = self.to_receiver.send(ToReceiver::Srtp(Box::new(receiver)));
+        Ok(())
+    }
+
     /// Whether what this session sends is SRTP.
     pub fn is_srtp(&self) -> bool {
         self.srtp.is_on()

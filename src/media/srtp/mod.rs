@@ -2,6 +2,8 @@
 //! one direction of one leg, and protecting and unprotecting packets with them.
 //!
 //! - `sdes.rs`: the `a=crypto` attribute — reading an offer's lines, choosing one, writing ours;
+//! - `policy.rs`: whether a leg's audio is SRTP (the mode, TLS, the far end's stream);
+//! - `out.rs`: the sending side of a keyed leg, shared by everything that sends on it;
 //! - this file: the suites and the per-direction contexts over `rtc-srtp` (webrtc-rs's
 //!   sans-I/O SRTP; pivotd writes no cipher code).
 //!
@@ -10,6 +12,7 @@
 //! one sender), [`SrtpReceiver`] for what the far end sends (with its replay window).
 
 mod out;
+pub mod policy;
 pub mod sdes;
 #[cfg(test)]
 mod tests;

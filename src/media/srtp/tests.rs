@@ -181,3 +181,116 @@ fn l0_b64(lines: &[sdes::CryptoLine]) -> String {
     use base64::Engine;
     base64::engine::general_purpose::STANDARD.encode(lines[0].key.material())
 }
+
+mod policy_tests {
+    use super::super::policy::{answer, answered, offer, MediaSecurity, SrtpRefusal};
+    use crate::config::MediaEncryption::{self, Off, Optional, Required};
+    use crate::media::sdp::{parse, Media};
+
+    const KEY: &str = "PS1uQCVeeCFCanVmcjkpPywjNWhcYD0mXXtxaVBR";
+
+    fn stream(proto: &str, crypto: &[String]) -> Media {
+        let mut body = format!(
+            "v=0\r\no=- 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\n\
+             m=audio 4000 {proto} 0\r\n"
+        );
+        for c in crypto {
+            body.push_str(&format!("a=crypto:{c}\r\n"));
+        }
+        let sdp = parse(&body).unwrap();
+        sdp.audio().expect("a usable audio stream").clone()
+    }
+
+    fn savp() -> Media {
+        stream(
+            "RTP/SAVP",
+            &[
+                format!("1 AES_CM_128_HMAC_SHA1_80 inline:{KEY}"),
+                format!("2 AES_CM_128_HMAC_SHA1_32 inline:{KEY}"),
+            ],
+        )
+    }
+
+    fn is_srtp(r: &Result<MediaSecurity, SrtpRefusal>) -> bool {
+        matches!(r, Ok(MediaSecurity::Srtp { .. }))
+    }
+
+    #[test]
+    fn an_answer_follows_the_mode_the_transport_and_the_offer() {
+        let plain = stream("RTP/AVP", &[]);
+        let table: &[(MediaEncryption, bool, &Media, Result<bool, SrtpRefusal>)] = &[
+            (Optional, true, &savp(), Ok(true)),
+            (Required, true, &savp(), Ok(true)),
+            (Off, true, &savp(), Ok(false)),
+            // SDES keys never over a transport anyone can read.
+            (Optional, false, &savp(), Ok(false)),
+            (Required, false, &savp(), Err(SrtpRefusal::NotOverTls)),
+            (Optional, true, &plain, Ok(false)),
+            (Required, true, &plain, Err(SrtpRefusal::PlainOffered)),
+            (Off, false, &plain, Ok(false)),
+        ];
+        for (mode, tls, media, want) in table {
+            let got = answer(*mode, *tls, media);
+            match want {
+                Ok(srtp) => assert_eq!(is_srtp(&got), *srtp, "{mode:?} tls={tls}: {got:?}"),
+                Err(e) => assert_eq!(got.as_ref().err(), Some(e), "{mode:?} tls={tls}"),
+            }
+        }
+        let unusable = stream("RTP/SAVP", &[format!("1 F8_128_HMAC_SHA1_80 inline:{KEY}")]);
+        assert_eq!(answer(Optional, true, &unusable), Ok(MediaSecurity::Plain));
+        assert_eq!(
+            answer(Required, true, &unusable),
+            Err(SrtpRefusal::NoUsableKey)
+        );
+        // The first usable line is taken, answered with its tag.
+        let Ok(MediaSecurity::Srtp { theirs, ours }) = answer(Optional, true, &savp()) else {
+            panic!()
+        };
+        assert_eq!((theirs.tag, ours.tag), (1, 1));
+        assert_ne!(theirs.key, ours.key);
+    }
+
+    #[test]
+    fn our_offer_and_the_answer_to_it() {
+        assert!(offer(Optional, false).is_empty());
+        assert!(offer(Off, true).is_empty());
+        let lines = offer(Optional, true);
+        assert_eq!(lines.len(), 3);
+        // The far end picks our second line and answers with its own key on that tag.
+        let pick = &lines[1];
+        let reply = stream(
+            "RTP/SAVP",
+            &[format!(
+                "{} {} inline:{KEY}",
+                pick.tag,
+                pick.key.suite.name()
+            )],
+        );
+        let Ok(MediaSecurity::Srtp { theirs, ours }) = answered(Optional, &lines, &reply) else {
+            panic!()
+        };
+        assert_eq!(ours, *pick);
+        assert_eq!(theirs.tag, pick.tag);
+        // A tag we did not offer, or a suite that does not match its tag, is not an answer.
+        let stray = stream(
+            "RTP/SAVP",
+            &[format!("9 AES_CM_128_HMAC_SHA1_80 inline:{KEY}")],
+        );
+        assert_eq!(answered(Optional, &lines, &stray), Ok(MediaSecurity::Plain));
+        let crossed = stream(
+            "RTP/SAVP",
+            &[format!("1 AES_CM_128_HMAC_SHA1_32 inline:{KEY}")],
+        );
+        assert_eq!(
+            answered(Required, &lines, &crossed),
+            Err(SrtpRefusal::PlainAnswer)
+        );
+        let plain = stream("RTP/AVP", &[]);
+        assert_eq!(answered(Optional, &lines, &plain), Ok(MediaSecurity::Plain));
+        assert_eq!(
+            answered(Required, &lines, &plain),
+            Err(SrtpRefusal::PlainAnswer)
+        );
+        assert_eq!(answered(Optional, &[], &reply), Ok(MediaSecurity::Plain));
+    }
+}

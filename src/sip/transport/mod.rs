@@ -50,6 +50,12 @@ impl Proto {
         }
     }
 
+    /// Whether what travels on it is private: SDES keys (RFC 4568 §8.3) go only where it is.
+    /// No such transport yet (SIP over TLS is to come).
+    pub fn is_secure(self) -> bool {
+        false
+    }
+
     /// Reliable transports need no retransmissions (RFC 3261 §17.1.1.2, §17.2.1).
     pub fn is_reliable(self) -> bool {
         matches!(self, Proto::Tcp)

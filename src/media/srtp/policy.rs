@@ -1,0 +1,106 @@
+//! Whether a leg's audio is SRTP: the one place that decides, from the configured mode
+//! (`[media] encryption`, an account's own), whether the leg's signalling came over TLS
+//! (SDES keys are in the SDP in clear, so over UDP or TCP anyone on the path could read
+//! them: RFC 4568 §8.3), and what the far end's stream says.
+
+use super::sdes::{self, CryptoLine};
+use crate::config::MediaEncryption;
+use crate::media::sdp::Media;
+
+/// What a leg's audio is, once decided.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum MediaSecurity {
+    Plain,
+    /// SRTP: `theirs` keys what the far end sends, `ours` what we send (the line in our SDP).
+    Srtp {
+        theirs: CryptoLine,
+        ours: CryptoLine,
+    },
+}
+
+/// Why a call cannot have the audio its mode asks for (SIP 488, the reason in the log).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum SrtpRefusal {
+    #[error("SRTP is required and the offer is plain RTP/AVP")]
+    PlainOffered,
+    #[error(
+        "SRTP is required and the call did not come over TLS (SDES keys would travel in clear)"
+    )]
+    NotOverTls,
+    #[error("SRTP is required and no offered a=crypto line is one pivotd can use")]
+    NoUsableKey,
+    #[error("SRTP is required and the answer is plain RTP/AVP or names none of our keys")]
+    PlainAnswer,
+    #[error("SRTP is required and the INVITE has no offer (pivotd's offer in a 200 is plain RTP)")]
+    LateOffer,
+}
+
+/// Our answer's media security to a far end's `offered` stream. An RTP/SAVP offer is
+/// answered with SRTP when the mode allows it, the call came over TLS and one of its lines
+/// is usable; otherwise as plain RTP/AVP, unless the mode is `required` (then 488).
+pub fn answer(
+    mode: MediaEncryption,
+    over_tls: bool,
+    offered: &Media,
+) -> Result<MediaSecurity, SrtpRefusal> {
+    let required = mode == MediaEncryption::Required;
+    if !offered.is_savp() {
+        return if required {
+            Err(SrtpRefusal::PlainOffered)
+        } else {
+            Ok(MediaSecurity::Plain)
+        };
+    }
+    if mode == MediaEncryption::Off {
+        return Ok(MediaSecurity::Plain);
+    }
+    if !over_tls {
+        return if required {
+            Err(SrtpRefusal::NotOverTls)
+        } else {
+            Ok(MediaSecurity::Plain)
+        };
+    }
+    match sdes::choose(offered.crypto.iter().map(|v| v.as_bytes())) {
+        Some((theirs, ours)) => Ok(MediaSecurity::Srtp { theirs, ours }),
+        None if required => Err(SrtpRefusal::NoUsableKey),
+        None => Ok(MediaSecurity::Plain),
+    }
+}
+
+/// The lines of an offer we make on a leg (the bridge's INVITE, our re-offers): one per suite
+/// when the mode allows SRTP and the leg is TLS, none (plain RTP/AVP) otherwise.
+pub fn offer(mode: MediaEncryption, over_tls: bool) -> Vec<CryptoLine> {
+    if mode != MediaEncryption::Off && over_tls {
+        sdes::offer()
+    } else {
+        Vec::new()
+    }
+}
+
+/// What the far end's `answered` stream makes of the lines we `offered`: SRTP when it is
+/// RTP/SAVP and names one of our tags with its suite (its own key on it); plain otherwise,
+/// which a `required` mode refuses.
+pub fn answered(
+    mode: MediaEncryption,
+    offered: &[CryptoLine],
+    answered: &Media,
+) -> Result<MediaSecurity, SrtpRefusal> {
+    let chosen = answered
+        .is_savp()
+        .then(|| {
+            answered.crypto.iter().find_map(|v| {
+                let theirs = sdes::parse_value(v.as_bytes()).ok()?;
+                let ours = offered
+                    .iter()
+                    .find(|o| o.tag == theirs.tag && o.key.suite == theirs.key.suite)?;
+                Some((theirs, ours.clone()))
+            })
+        })
+        .flatten();
+    match chosen {
+        Some((theirs, ours)) if !offered.is_empty() => Ok(MediaSecurity::Srtp { theirs, ours }),
+        _ if mode == MediaEncryption::Required => Err(SrtpRefusal::PlainAnswer),
+        _ => Ok(MediaSecurity::Plain),
+    }
+}
