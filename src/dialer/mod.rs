@@ -38,7 +38,7 @@ pub use server_log::ApiError;
 pub struct CallArgs {
     /// The number to call: NUMBER, or NUMBER@DOMAIN to name the domain (default: the
     /// server's address).
-    #[arg(required_unless_present = "show", conflicts_with = "show")]
+    #[arg(required_unless_present = "show", conflicts_with = "show", value_parser = parse_number)]
     pub number: Option<String>,
     /// Print the stored timeline of a call (any call the server took) instead of calling;
     /// needs --api and --api-key.
@@ -64,10 +64,10 @@ pub struct CallArgs {
     #[arg(long, value_name = "FILE")]
     pub record: Option<PathBuf>,
     /// The caller's user in From (default: --user, else "pivotd").
-    #[arg(long, value_name = "USER")]
+    #[arg(long, value_name = "USER", value_parser = parse_user)]
     pub from: Option<String>,
     /// Digest username for a 401/407 challenge (a device's).
-    #[arg(long, requires = "password")]
+    #[arg(long, requires = "password", value_parser = parse_user)]
     pub user: Option<String>,
     /// Digest password.
     #[arg(long, requires = "user")]
@@ -184,6 +184,36 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
     Ok(Duration::from_secs_f64(secs))
 }
 
+/// A SIP URI's user part as typed (RFC 3261 §25.1 `user`, without escapes): it goes into
+/// the INVITE's Request-URI, To and From as it is.
+pub fn parse_user(text: &str) -> Result<String, String> {
+    let ok = |c: char| c.is_ascii_alphanumeric() || "-_.!~*'()&=+$,;?/#".contains(c);
+    if text.is_empty() || !text.chars().all(ok) {
+        return Err(format!(
+            "{text:?} is not a SIP user part (letters, digits, -_.!~*'()&=+$,;?/#)"
+        ));
+    }
+    Ok(text.to_string())
+}
+
+/// `NUMBER` or `NUMBER@DOMAIN` (a host name or address, and a port).
+pub fn parse_number(text: &str) -> Result<String, String> {
+    let (user, domain) = match text.split_once('@') {
+        Some((u, d)) => (u, Some(d)),
+        None => (text, None),
+    };
+    parse_user(user)?;
+    if let Some(d) = domain {
+        let ok = |c: char| c.is_ascii_alphanumeric() || ".-:[]".contains(c);
+        if d.is_empty() || !d.chars().all(ok) {
+            return Err(format!(
+                "{d:?} is not a domain (a host name or address, :port)"
+            ));
+        }
+    }
+    Ok(text.to_string())
+}
+
 /// Keys RFC 4733 carries (`media/dtmf.rs`), at most as many as one send takes.
 pub fn parse_digits(text: &str) -> Result<String, String> {
     use crate::media::dtmf::event_code;
@@ -213,6 +243,18 @@ mod tests {
         assert!(parse_duration("soon").is_err());
         assert!(parse_duration("-1s").is_err());
         assert!(parse_duration("NaN").is_err());
+    }
+
+    #[test]
+    fn numbers_and_users_are_what_a_sip_uri_holds() {
+        assert!(parse_number("6000").is_ok());
+        assert!(parse_number("+4930123@pivotd.test").is_ok());
+        assert!(parse_number("5000@[::1]:5070").is_ok());
+        assert!(parse_number("60 00").is_err());
+        assert!(parse_number("6000\r\nX: y").is_err());
+        assert!(parse_number("6000@").is_err());
+        assert!(parse_number("@pivotd.test").is_err());
+        assert!(parse_user("alice<").is_err());
     }
 
     #[test]
