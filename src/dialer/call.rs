@@ -41,6 +41,9 @@ const CLOSE_WAIT: Duration = Duration::from_secs(4);
 /// How long a line is held back for the server's events (read every 300 ms, written by its
 /// store a moment after they happen) to take their place before it.
 const HOLD_BACK: Duration = Duration::from_millis(1000);
+/// Audio that arrives this soon after the end still counts: the server's last packets and its
+/// BYE leave together and may be read in either order.
+const LATE_AUDIO: Duration = Duration::from_millis(150);
 /// Timers and the progress line.
 const TICK: Duration = Duration::from_millis(50);
 
@@ -248,6 +251,7 @@ struct Call<'a> {
     local_cseq: u32,
     remote_cseq: Option<u32>,
     ending: Option<Ending>,
+    ended_at: Option<Instant>,
     /// Our BYE's transaction, while its answer is awaited.
     bye_tx: Option<u64>,
     cancelled: bool,
@@ -287,6 +291,7 @@ impl<'a> Call<'a> {
             local_cseq: 1,
             remote_cseq: None,
             ending: None,
+            ended_at: None,
             bye_tx: None,
             cancelled: false,
             closing_until: None,
@@ -361,7 +366,14 @@ impl<'a> Call<'a> {
                 _ = tick.tick() => self.on_tick(),
             }
         }
-        // The call is over: no more media; the server's last events, then the summary.
+        // The call is over: its last audio, no more media; the server's last events, then
+        // the summary.
+        if let (Some(rx), Some(end)) = (heard.as_mut(), self.ended_at) {
+            let until = end + LATE_AUDIO;
+            while let Ok(Some(p)) = tokio::time::timeout_at(until, rx.recv()).await {
+                self.on_heard(&p)?;
+            }
+        }
         if let Some(t) = self.digits_task.take() {
             t.abort();
         }
@@ -411,6 +423,7 @@ impl<'a> Call<'a> {
     fn end(&mut self, ending: Ending) {
         if self.ending.is_none() {
             self.ending = Some(ending);
+            self.ended_at = Some(Instant::now());
             self.closing_until = Some(Instant::now() + CLOSE_WAIT);
         }
     }
@@ -648,7 +661,10 @@ impl<'a> Call<'a> {
         let Some((answered_at, _)) = &self.answered else {
             return Ok(());
         };
-        if p.at < answered_at.into_std() || self.ending.is_some() {
+        let late = self
+            .ended_at
+            .is_some_and(|end| p.at > (end + LATE_AUDIO).into_std());
+        if p.at < answered_at.into_std() || late {
             return Ok(());
         }
         let Some(codec) = self.media.codec_of(p.payload_type) else {
