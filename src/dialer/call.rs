@@ -19,7 +19,6 @@ use super::timeline::{ServerEnd, Style, Summary, Timeline};
 use super::{CallArgs, DialerError, EXIT_CALL_FAILED, EXIT_OK};
 use crate::config::SourceLimits;
 use crate::health::TaskHealth;
-use crate::logsafe::wire;
 use crate::media::rtp::{HeardPacket, SendDigitsError};
 use crate::media::sdp;
 use crate::sip::endpoint::{
@@ -758,7 +757,7 @@ impl<'a> Call<'a> {
                 .as_ref()
                 .filter(|e| e.by == Some(by) && e.how == how)
                 .and_then(|e| e.why.clone())
-                .map_or(String::new(), |w| format!(" ({})", wire(&w)))
+                .map_or(String::new(), |w| format!(" ({w})"))
         };
         let answered = self.answered.is_some();
         let (ended_by, reason, code, exit_status) = match &ending {

@@ -71,6 +71,7 @@ pub struct Summary {
 /// The lines waiting to be printed, in time order.
 pub struct Timeline {
     style: Style,
+    out: Box<dyn Write + Send>,
     pending: BTreeMap<(u64, u64), Entry>,
     order: u64,
     status_shown: bool,
@@ -82,8 +83,14 @@ fn seconds(ms: u64) -> String {
 
 impl Timeline {
     pub fn new(style: Style) -> Timeline {
+        Timeline::to(style, Box::new(std::io::stdout()))
+    }
+
+    /// A timeline written to `out` instead of stdout.
+    fn to(style: Style, out: Box<dyn Write + Send>) -> Timeline {
         Timeline {
             style,
+            out,
             pending: BTreeMap::new(),
             order: 0,
             status_shown: false,
@@ -141,27 +148,26 @@ impl Timeline {
         if self.style != Style::Terminal {
             return;
         }
-        let mut out = std::io::stdout().lock();
-        let _ = write!(out, "\r\x1b[K\x1b[2m… {text}\x1b[0m");
-        let _ = out.flush();
+        let _ = write!(self.out, "\r\x1b[K\x1b[2m… {text}\x1b[0m");
+        let _ = self.out.flush();
         self.status_shown = true;
     }
 
-    fn clear_status(&mut self, out: &mut impl Write) {
+    fn clear_status(&mut self) {
         if self.status_shown {
-            let _ = write!(out, "\r\x1b[K");
+            let _ = write!(self.out, "\r\x1b[K");
             self.status_shown = false;
         }
     }
 
     fn print(&mut self, entries: impl Iterator<Item = Entry>) {
-        let mut out = std::io::stdout().lock();
         let mut any = false;
         for e in entries {
             if !any {
-                self.clear_status(&mut out);
+                self.clear_status();
                 any = true;
             }
+            let out = &mut self.out;
             let at = seconds(e.at_ms);
             let _ = match self.style {
                 Style::Json => {
@@ -191,15 +197,15 @@ impl Timeline {
                 }
             };
         }
-        let _ = out.flush();
+        let _ = self.out.flush();
     }
 
     /// The last line: how the call ended and who ended it.
     pub fn summary(&mut self, s: &Summary) {
         self.flush_all();
-        let mut out = std::io::stdout().lock();
-        self.clear_status(&mut out);
+        self.clear_status();
         let at = seconds(s.at_ms);
+        let out = &mut self.out;
         let _ = match self.style {
             Style::Json => writeln!(
                 out,
@@ -229,7 +235,7 @@ impl Timeline {
                 )
             }
         };
-        let _ = out.flush();
+        let _ = self.out.flush();
     }
 }
 
@@ -306,4 +312,135 @@ pub async fn show(api: &EventsApi, call_id: &str, style: Style) -> Result<u8, Di
     };
     t.summary(&summary);
     Ok(exit_status)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::{Arc, Mutex};
+
+    /// A writer the test reads back.
+    #[derive(Clone, Default)]
+    struct Buf(Arc<Mutex<Vec<u8>>>);
+
+    impl Write for Buf {
+        fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(b);
+            Ok(b.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    impl Buf {
+        fn text(&self) -> String {
+            String::from_utf8(self.0.lock().unwrap().clone()).unwrap()
+        }
+    }
+
+    fn event(seq: u64, at: f64, kind: &str, line: &str) -> Value {
+        json!({"seq": seq, "at": at, "kind": kind, "line": line})
+    }
+
+    fn summary(reason: &str) -> Summary {
+        Summary {
+            call_id: "c1@pivotd".into(),
+            answered: true,
+            ended_by: Some("server"),
+            reason: reason.into(),
+            code: None,
+            at_ms: 1931,
+            exit_status: 0,
+        }
+    }
+
+    #[test]
+    fn lines_merge_in_time_order_and_wait_for_the_watermark() {
+        let buf = Buf::default();
+        let mut t = Timeline::to(Style::Plain, Box::new(buf.clone()));
+        t.caller(Duration::ZERO, "invite", "INVITE → 100 → 200".into());
+        t.caller(Duration::from_millis(851), "digits", "sent digits 1".into());
+        t.flush_before(500);
+        assert_eq!(buf.text(), "0.000 INVITE → 100 → 200\n");
+        // Read later, but earlier: goes before ours that came after it.
+        t.server(event(
+            0,
+            0.003,
+            "pivot",
+            "0.003 pivot GET http://a/ 200 (1 ms)",
+        ));
+        t.server(event(1, 0.85, "dtmf", "0.850 DTMF 1"));
+        t.flush_before(2000);
+        t.server(event(2, 1.92, "end", "1.920 BYE from server (flow ended)"));
+        t.summary(&summary("BYE from server (flow ended)"));
+        assert_eq!(
+            buf.text(),
+            "0.000 INVITE → 100 → 200\n\
+             0.003 pivot GET http://a/ 200 (1 ms)\n\
+             0.850 DTMF 1\n\
+             0.851 sent digits 1\n\
+             1.920 BYE from server (flow ended)\n\
+             1.931 ended: BYE from server (flow ended)\n"
+        );
+    }
+
+    #[test]
+    fn the_servers_text_is_escaped_and_json_keeps_its_fields() {
+        let buf = Buf::default();
+        let mut t = Timeline::to(Style::Plain, Box::new(buf.clone()));
+        t.server(event(
+            0,
+            0.1,
+            "play",
+            "0.100 playing tts \"a\x1b[2Jb\r\nX\" (1.0 s)",
+        ));
+        t.flush_all();
+        assert_eq!(
+            buf.text(),
+            "0.100 playing tts \"a\\x1B[2Jb\\x0D\\x0AX\" (1.0 s)\n"
+        );
+
+        let buf = Buf::default();
+        let mut t = Timeline::to(Style::Json, Box::new(buf.clone()));
+        t.caller(
+            Duration::from_millis(5),
+            "invite",
+            "INVITE → 100 → 200".into(),
+        );
+        t.server(event(
+            0,
+            0.003,
+            "pivot",
+            "0.003 pivot GET http://a/ 200 (1 ms)",
+        ));
+        t.summary(&summary("BYE from server"));
+        let lines: Vec<Value> = buf
+            .text()
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect();
+        assert_eq!(lines.len(), 3);
+        assert_eq!(lines[0]["source"], "server");
+        assert_eq!(lines[0]["seq"], 0);
+        assert_eq!(lines[0]["kind"], "pivot");
+        assert_eq!(lines[1]["source"], "caller");
+        assert_eq!(lines[1]["line"], "0.005 INVITE → 100 → 200");
+        assert_eq!(lines[2]["kind"], "summary");
+        assert_eq!(lines[2]["call_id"], "c1@pivotd");
+        assert_eq!(lines[2]["exit_status"], 0);
+    }
+
+    #[test]
+    fn the_server_end_event_says_who_and_how() {
+        let ev =
+            json!({"kind": "end", "by": "caller", "how": "BYE", "line": "2.000 BYE from caller"});
+        let end = ServerEnd::of(&ev).unwrap();
+        assert_eq!(
+            (end.by, end.how.as_str(), end.why),
+            (Some("caller"), "BYE", None)
+        );
+        assert_eq!(end.text, "BYE from caller");
+        assert!(ServerEnd::of(&json!({"kind": "dtmf"})).is_none());
+    }
 }
