@@ -8,6 +8,7 @@ pub mod api;
 pub mod call;
 pub mod callflow;
 pub mod config;
+pub mod dialer;
 pub mod fdlimit;
 pub mod flow;
 pub mod fuzzing;

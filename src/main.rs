@@ -1,4 +1,5 @@
-//! The pivotd command line: run (embedded default or `--config FILE`) and `check-config FILE`.
+//! The pivotd command line: run (embedded default or `--config FILE`), `check-config FILE`,
+//! and `call` (the built-in SIP caller, `pivotd::dialer`).
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -37,10 +38,15 @@ struct Cli {
 enum Command {
     /// Validate a configuration file: print every problem with its key, exit non-zero if any.
     CheckConfig { file: PathBuf },
+    /// Call a number at a SIP server and print the call's timeline.
+    Call(Box<pivotd::dialer::CallArgs>),
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    if let Some(Command::Call(args)) = cli.command {
+        return pivotd::dialer::main(*args);
+    }
     if let Some(Command::CheckConfig { file }) = cli.command {
         return match check::load(&file) {
             Ok(cfg) => {

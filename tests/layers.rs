@@ -39,6 +39,9 @@ const ALLOWED: &[(&str, &[&str])] = &[
         ],
     ),
     ("routing", &["flow", "config", "logsafe"]),
+    // `pivotd call`: a SIP caller on the endpoint and the media code; the server's side of the
+    // call only over its HTTP API, never through the call, runtime, API or store internals.
+    ("dialer", &["config", "sip", "media", "logsafe", "health"]),
     // Devices, digest authentication and bindings: REGISTER's answers, INVITE's credentials.
     ("registrar", &["config", "sip", "store", "logsafe"]),
     (

@@ -8,6 +8,7 @@
 //! its pacer shard; `receive.rs`: the receive task (RTCP demux, proof by RTP, event packets);
 //! `latch.rs`: the strict symmetric-RTP latch; `outbound.rs`: a session's sending side as a
 //! relay (`media/relay/`) uses it, and the tap through which a relay reads its packets;
+//! `listen.rs`: that tap used to hand the received audio to a listener (`pivotd call`);
 //! `events_out.rs`: DTMF sent as RFC 4733 telephone-events on that same sending side;
 //! `readable.rs`: the receive task's sockets, watched by the runtime for reads only.
 //!
@@ -18,6 +19,7 @@ use std::net::IpAddr;
 
 mod events_out;
 mod latch;
+mod listen;
 mod outbound;
 mod ports;
 mod readable;
@@ -33,6 +35,7 @@ pub use events_out::{
     MIN_EVENT_DURATION,
 };
 pub use latch::LEARNING_WINDOW;
+pub use listen::{HeardPacket, LISTEN_QUEUE};
 pub(crate) use outbound::{Outbound, Tap, ToReceiver};
 pub use ports::{PortPool, RtpPorts};
 pub use receive::{is_rtcp, EventPacket, ReceivedRtp};

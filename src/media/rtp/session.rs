@@ -12,6 +12,7 @@ use tokio::task::JoinHandle;
 
 use super::events_out::{self, SendDigitsError};
 use super::latch::Latch;
+use super::listen::{HeardPacket, Listener};
 use super::outbound::{Outbound, ToReceiver};
 use super::ports::RtpPorts;
 use super::readable::ReadableSocket;
@@ -390,6 +391,15 @@ impl RtpSession {
     /// The sending side and the receive task's control channel, for a relay.
     pub(crate) fn relay_end(&self) -> (Arc<Outbound>, mpsc::UnboundedSender<ToReceiver>) {
         (self.outbound.clone(), self.to_receiver.clone())
+    }
+
+    /// Every RTP packet received from now on (audio and events), on a bounded queue (full:
+    /// newer packets dropped). Uses the session's tap, so not for a session a relay joins:
+    /// for a session that only listens (`pivotd call`).
+    pub fn listen(&self) -> mpsc::Receiver<HeardPacket> {
+        let (listener, rx) = Listener::new();
+        let _ = self.to_receiver.send(ToReceiver::Tap(Box::new(listener)));
+        rx
     }
 
     /// The queue of received event packets (once; later calls get None). Bounded: packets

@@ -424,3 +424,34 @@ async fn a_keyed_session_sends_srtp_only_and_takes_only_authentic_packets_once()
         assert!(wait_for(|| s.received_packets() == 2).await, "{suite:?}");
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_listener_hears_every_packet_the_session_accepts() {
+    let pacer = Pacer::start(1);
+    let ear = RtpSession::start(RtpPorts::ephemeral(LOCAL).unwrap(), &pacer, None, 0).unwrap();
+    let mut heard = ear.listen();
+    let to = std::net::SocketAddr::new(LOCAL, ear.local_port());
+    let mouth =
+        RtpSession::start(RtpPorts::ephemeral(LOCAL).unwrap(), &pacer, Some(to), 0).unwrap();
+    let prompt: Vec<u8> = (0..1600u32).map(|i| (i % 251) as u8).collect();
+    assert_eq!(
+        mouth.play(Arc::from(prompt.clone())).await,
+        PlayResult::Finished
+    );
+    let mut got = Vec::new();
+    while got.len() < 10 {
+        let p = tokio::time::timeout(Duration::from_secs(2), heard.recv())
+            .await
+            .expect("the ten packets heard")
+            .expect("the listener stays while the session lives");
+        assert_eq!((p.payload_type, p.ssrc), (0, mouth.ssrc()));
+        got.push(p);
+    }
+    for w in got.windows(2) {
+        assert_eq!(w[1].sequence, w[0].sequence.wrapping_add(1));
+        assert_eq!(w[1].timestamp, w[0].timestamp.wrapping_add(160));
+    }
+    let audio: Vec<u8> = got.iter().flat_map(|p| p.payload.clone()).collect();
+    assert_eq!(audio, prompt);
+    assert_eq!(ear.received_packets(), 10);
+}
