@@ -22,6 +22,8 @@ python3 -c "import pjsua2" >/dev/null 2>&1 || python3 -m pip --version >/dev/nul
 compgen -G '/usr/lib/postgresql/*/bin/initdb' >/dev/null || need+=(postgresql)
 # The several-nodes tests put Debian's Kamailio (dispatcher, pike, path) in front of pivotd.
 command -v kamailio >/dev/null 2>&1 || need+=(kamailio)
+# tests/packaging.rs checks the systemd unit with systemd-analyze verify.
+command -v systemd-analyze >/dev/null 2>&1 || need+=(systemd)
 if [ ${#need[@]} -gt 0 ]; then
   echo "installing: ${need[*]}"
   if [ "$(id -u)" -ne 0 ]; then
