@@ -147,12 +147,34 @@ fn the_unit_runs_as_the_user_the_maintainer_script_creates() {
         postinst.contains("adduser --system"),
         "postinst creates no system user"
     );
-    assert!(
-        postinst.contains("#DEBHELPER#"),
-        "postinst has no #DEBHELPER# for the unit"
-    );
     assert_eq!(unit_value("User"), user);
     assert_eq!(unit_value("Group"), user);
+}
+
+#[test]
+fn the_maintainer_scripts_are_valid_sh_with_one_debhelper_token() {
+    let deb = deb();
+    let dir = repo().join(deb["maintainer-scripts"].as_str().unwrap());
+    for name in ["postinst", "postrm"] {
+        let path = dir.join(name);
+        let text = std::fs::read_to_string(&path).unwrap();
+        // cargo deb puts the unit's commands where the token is: anywhere else (a comment)
+        // it would land mid-line.
+        let tokens = text.matches("#DEBHELPER#").count();
+        let lines = text.lines().filter(|l| l.trim() == "#DEBHELPER#").count();
+        assert!(
+            tokens == 1 && lines == 1,
+            "{name}: #DEBHELPER# must be one line of its own"
+        );
+        let out = Command::new("sh").arg("-n").arg(&path).output().unwrap();
+        assert!(
+            out.status.success(),
+            "{name}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    let changelog = deb["changelog"].as_str().expect("changelog");
+    assert!(repo().join(changelog).is_file(), "{changelog}");
 }
 
 #[test]
