@@ -6,6 +6,7 @@
 mod common;
 
 use common::binary::{pivotd, spawn_config, write_config, LogLines};
+use common::digest::Registrant;
 use common::*;
 use std::process::{Child, Command, Stdio};
 
@@ -126,6 +127,50 @@ async fn sighup_follows_a_changed_callflow_names_what_needs_a_restart_and_refuse
     assert!(child.try_wait().unwrap().is_none(), "pivotd exited");
     child.kill().unwrap();
     child.wait().unwrap();
+}
+
+/// In process, through `ServerHandle::reload`: a device's new password and a per-source
+/// limit are in force for the next REGISTER; nothing needing a restart changed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reload_puts_devices_and_source_limits_in_force_for_the_next_request() {
+    let device = |password: &str| {
+        format!(
+            "[[accounts.devices]]\nid = \"d1\"\nusername = \"2001\"\npassword = \"{password}\"\n"
+        )
+    };
+    // The media dir absolute, so the file in its temp folder means what the test's text does.
+    let media = format!("dir = \"{}\"", repo().join("media").display());
+    let base = config_toml(&device("old"), "", &media);
+    let path = write_config(&base);
+    let server = start(&base).await;
+    let mut phone = Registrant::new(server.udp, "2001", "pivotd.test").await;
+    let contact = format!("Contact: <{}>\r\n", phone.contact);
+    let reply = phone.register("old", &contact, None).await;
+    assert_eq!(status(&reply), 200, "{reply}");
+
+    let changed = base.replace(&device("old"), &device("new")).replacen(
+        "[sip]\n",
+        "[sip]\nsource_failures_per_minute = 1\n",
+        1,
+    );
+    std::fs::write(&path, &changed).unwrap();
+    let kept = server.handle.reload(&path).await.expect("the file reloads");
+    assert!(kept.is_empty(), "{kept:?}");
+
+    let reply = phone.register("old", &contact, None).await;
+    assert_eq!(status(&reply), 403, "the old password still works: {reply}");
+    let reply = phone.register("new", &contact, None).await;
+    assert_eq!(status(&reply), 200, "the new password does not: {reply}");
+    // A second failure is over the reloaded limit of one a minute (the start's was 20).
+    let reply = phone.register("old", &contact, None).await;
+    assert_eq!(status(&reply), 403, "{reply}");
+    let (_, text) = api_get(&server, "/metrics").await;
+    assert_eq!(metric(&text, "pivotd_sip_sources_blocked"), 1, "{text}");
+
+    // A broken file changes nothing.
+    std::fs::write(&path, base.replace(&device("old"), BROKEN)).unwrap();
+    let refused = server.handle.reload(&path).await;
+    assert!(refused.is_err(), "a broken file was put in force");
 }
 
 #[test]
