@@ -188,6 +188,8 @@ fn open_files(cfg: &Config) {
 }
 
 async fn run(cfg: Arc<Config>, file: Option<PathBuf>) -> ExitCode {
+    // Caught from here on: a SIGHUP during start-up reloads once the server runs.
+    let hangups = pivotd::server::Hangups::listen();
     let server = match pivotd::server::start(cfg).await {
         Ok(s) => s,
         Err(e) => {
@@ -195,8 +197,7 @@ async fn run(cfg: Arc<Config>, file: Option<PathBuf>) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    // Before the ready line: a SIGHUP from then on reloads rather than ends the process.
-    server.reload_on_hangup(file);
+    server.reload_on_hangup(hangups, file);
     let list = |v: &[std::net::SocketAddr]| {
         v.iter()
             .map(|a| a.to_string())

@@ -5,7 +5,7 @@
 
 mod reload;
 
-pub use reload::ReloadError;
+pub use reload::{Hangups, ReloadError};
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};

@@ -85,14 +85,9 @@ impl ServerHandle {
 
     /// Reloads `config` on every SIGHUP, logging the outcome; without a file (the embedded
     /// default) a SIGHUP is logged and ignored rather than ending the process.
-    pub fn reload_on_hangup(&self, config: Option<PathBuf>) {
-        use tokio::signal::unix::{signal, SignalKind};
-        let mut hangups = match signal(SignalKind::hangup()) {
-            Ok(s) => s,
-            Err(e) => {
-                tracing::warn!("cannot listen for SIGHUP, no reloads: {e}");
-                return;
-            }
+    pub fn reload_on_hangup(&self, hangups: Option<Hangups>, config: Option<PathBuf>) {
+        let Some(Hangups(mut hangups)) = hangups else {
+            return;
         };
         let reloadable = self.reloadable.clone();
         tokio::spawn(async move {
@@ -103,6 +98,24 @@ impl ServerHandle {
                 }
             }
         });
+    }
+}
+
+/// SIGHUPs, caught from the moment this is made: made before the server starts, a SIGHUP
+/// during start-up is a reload once it runs, not the end of the process.
+pub struct Hangups(tokio::signal::unix::Signal);
+
+impl Hangups {
+    /// None (logged): no reloads.
+    pub fn listen() -> Option<Hangups> {
+        use tokio::signal::unix::{signal, SignalKind};
+        match signal(SignalKind::hangup()) {
+            Ok(s) => Some(Hangups(s)),
+            Err(e) => {
+                tracing::warn!("cannot listen for SIGHUP, no reloads: {e}");
+                None
+            }
+        }
     }
 }
 
