@@ -5,7 +5,7 @@
 
 mod common;
 
-use common::binary::{pivotd, spawn_config, write_config, LogLines};
+use common::binary::{pivotd, spawn_config, write_config, KillOnDrop, LogLines};
 use common::digest::Registrant;
 use common::*;
 use std::process::{Child, Command, Stdio};
@@ -45,7 +45,12 @@ fn spawn_logged(
     config: &str,
     extra: &[&str],
     env: &[(&str, &str)],
-) -> (Child, LogLines, std::net::SocketAddr, std::path::PathBuf) {
+) -> (
+    KillOnDrop,
+    LogLines,
+    std::net::SocketAddr,
+    std::path::PathBuf,
+) {
     let path = write_config(config);
     let mut cmd = pivotd();
     cmd.args(extra)
@@ -55,7 +60,7 @@ fn spawn_logged(
         .stderr(Stdio::piped());
     let (mut child, udp) = spawn_config(cmd, &path);
     let log = LogLines::collect(&mut child);
-    (child, log, udp, path)
+    (KillOnDrop(child), log, udp, path)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
