@@ -24,6 +24,8 @@ compgen -G '/usr/lib/postgresql/*/bin/initdb' >/dev/null || need+=(postgresql)
 command -v kamailio >/dev/null 2>&1 || need+=(kamailio)
 # The debug page's test drives Debian's headless Chromium (tests/ui/browse.py).
 command -v chromium >/dev/null 2>&1 || need+=(chromium)
+# tests/packaging.rs checks the systemd unit with systemd-analyze verify.
+command -v systemd-analyze >/dev/null 2>&1 || need+=(systemd)
 if [ ${#need[@]} -gt 0 ]; then
   echo "installing: ${need[*]}"
   if [ "$(id -u)" -ne 0 ]; then

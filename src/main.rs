@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
 
-use clap::{Parser, Subcommand};
+use clap::{Parser, Subcommand, ValueEnum};
 use pivotd::callflow::check;
 use pivotd::config::Config;
 use pivotd::fdlimit;
@@ -30,8 +30,18 @@ struct Cli {
     /// 127.0.0.1:5060 UDP+TCP and a demo IVR on any number).
     #[arg(long, short)]
     config: Option<PathBuf>,
+    /// Log lines as text (no colours and, under journald, no timestamps unless stderr is a
+    /// terminal) or as one JSON object per line, for log shippers.
+    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text)]
+    log_format: LogFormat,
     #[command(subcommand)]
     command: Option<Command>,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum LogFormat {
+    Text,
+    Json,
 }
 
 #[derive(Subcommand)]
@@ -71,13 +81,7 @@ fn main() -> ExitCode {
             }
         };
     }
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
-        )
-        .with_writer(std::io::stderr)
-        .init();
+    init_logging(cli.log_format);
     // A panic anywhere is counted and logged as one escaped line (the tasks recover).
     pivotd::health::install_panic_hook(true);
     let cfg = match &cli.config {
@@ -104,7 +108,27 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    rt.block_on(run(Arc::new(cfg)))
+    rt.block_on(run(Arc::new(cfg), cli.config))
+}
+
+/// One event per line on stderr. Colours only on a terminal; under systemd (`JOURNAL_STREAM`)
+/// journald stamps each line itself, so the text has no timestamp of its own.
+fn init_logging(format: LogFormat) {
+    use std::io::IsTerminal;
+    let journald = std::env::var_os("JOURNAL_STREAM").is_some();
+    let colour = std::io::stderr().is_terminal() && !journald;
+    let log = tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .with_ansi(colour);
+    match format {
+        LogFormat::Json => log.json().init(),
+        LogFormat::Text if journald => log.without_time().init(),
+        LogFormat::Text => log.init(),
+    }
 }
 
 /// Bumped by [`give_memory_back`]: each runtime worker then collects its heap in full when
@@ -169,7 +193,9 @@ fn open_files(cfg: &Config) {
     }
 }
 
-async fn run(cfg: Arc<Config>) -> ExitCode {
+async fn run(cfg: Arc<Config>, file: Option<PathBuf>) -> ExitCode {
+    // Caught from here on: a SIGHUP during start-up reloads once the server runs.
+    let hangups = pivotd::server::Hangups::listen();
     let server = match pivotd::server::start(cfg).await {
         Ok(s) => s,
         Err(e) => {
@@ -177,6 +203,7 @@ async fn run(cfg: Arc<Config>) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    server.reload_on_hangup(hangups, file);
     let list = |v: &[std::net::SocketAddr]| {
         v.iter()
             .map(|a| a.to_string())

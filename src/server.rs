@@ -1,6 +1,11 @@
 //! The server: wiring only. It starts the store, media, the SIP endpoint, the callflow
 //! runtime, the HTTP API and the admission task from a [`Config`], and shuts them down.
-//! Whether a request becomes a call is decided in [`crate::call::admission`].
+//! Whether a request becomes a call is decided in [`crate::call::admission`]. A reload
+//! (SIGHUP) is carried out in `reload.rs`.
+
+mod reload;
+
+pub use reload::{Hangups, ReloadError};
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -14,7 +19,8 @@ use crate::call::admission::{Admission, AdmissionParts, OverloadStats};
 use crate::call::{CallContext, CallStats};
 use crate::callflow::modules::pivot::{PivotServices, PivotStats};
 use crate::callflow::runtime::{Runtime, Speaker};
-use crate::config::Config;
+use crate::config::live::LiveConfig;
+use crate::config::{Config, SourceLimits};
 use crate::health::TaskHealth;
 use crate::media::player::Pacer;
 use crate::media::prompt::PromptError;
@@ -80,6 +86,8 @@ pub struct ServerHandle {
     pub registrar: Arc<Registrar>,
     /// Lamps and subscriptions.
     pub presence: Arc<Presence>,
+    /// What a reload changes.
+    reloadable: Arc<reload::Reloadable>,
     _background: watch::Sender<()>,
 }
 
@@ -153,19 +161,17 @@ pub async fn start(cfg: Arc<Config>) -> Result<ServerHandle, StartError> {
     // Counts panics for /metrics; the binary has already chosen to log them as one line.
     crate::health::install_panic_hook(false);
     let health = TaskHealth::new();
-    // Carriers' addresses (`inbound_cidrs`) are trusted sources of the front door too.
-    let mut limits = cfg.sip.sources.clone();
-    limits.trusted.extend(
-        cfg.accounts
-            .iter()
-            .flat_map(|a| &a.resources)
-            .flat_map(|r| r.inbound_cidrs.iter().copied()),
-    );
-    let sources = SourceGuard::new(limits);
+    let sources = SourceGuard::new(source_limits(&cfg));
+    // The config in force: a reload swaps it for those that read it per request.
+    let live = LiveConfig::new(cfg.clone());
     // The config's devices, then those created over the API (kept in the store).
     let directory = Arc::new(Directory::from_config(&cfg));
     crate::api::load_devices(&cfg, &store, &directory).await;
-    let registrar = Arc::new(Registrar::new(cfg.clone(), directory, Some(store.clone())));
+    let registrar = Arc::new(Registrar::new(
+        live.clone(),
+        directory.clone(),
+        Some(store.clone()),
+    ));
     let load = Arc::new(LoadGate::new(LoadLimits::from_config(&cfg.sip.overload)));
     let (endpoint, app_rx) = Endpoint::start(EndpointConfig {
         transport: TransportConfig {
@@ -200,23 +206,14 @@ pub async fn start(cfg: Arc<Config>) -> Result<ServerHandle, StartError> {
     let routes = Arc::new(Routes::new());
     let overload = Arc::new(OverloadStats::default());
     crate::api::load_callflows(&cfg, &store, &routes).await;
+    let pivot = Arc::new(pivot_services(&cfg, store.clone(), pivot_stats.clone())?);
+    let tts = Arc::new(TtsSpeaker(std::sync::RwLock::new(tts_engine(&cfg))));
     let ctx = Arc::new(CallContext {
         endpoint: endpoint.clone(),
         runtime: Arc::new(Runtime {
             prompts: prompts.clone(),
-            pivot: Some(Arc::new(pivot_services(
-                &cfg,
-                store.clone(),
-                pivot_stats.clone(),
-            )?)),
-            tts: Some(Arc::new(TtsSpeaker(TtsEngine::new(
-                cfg.tts.command.clone(),
-                cfg.tts.voices.clone(),
-                TtsLimits {
-                    timeout: Duration::from_millis(cfg.tts.timeout_ms),
-                    ..TtsLimits::default()
-                },
-            )))),
+            pivot: Some(pivot.clone()),
+            tts: Some(tts.clone()),
             presence: Some(presence.clone()),
         }),
         rtp_timeout: secs(cfg.media.rtp_timeout_s),
@@ -225,7 +222,7 @@ pub async fn start(cfg: Arc<Config>) -> Result<ServerHandle, StartError> {
         active: active.clone(),
         stats: stats.clone(),
         cdrs: Some(store.clone()),
-        cfg: cfg.clone(),
+        cfg: live.clone(),
         registrar: registrar.clone(),
         pool: pool.clone(),
         pacer: pacer.clone(),
@@ -279,11 +276,20 @@ pub async fn start(cfg: Arc<Config>) -> Result<ServerHandle, StartError> {
         pivot_stats,
         registrar: registrar.clone(),
         presence: presence.clone(),
+        reloadable: Arc::new(reload::Reloadable {
+            live: live.clone(),
+            sources: sources.clone(),
+            tts,
+            pivot,
+            directory,
+            store: store.clone(),
+            routes: routes.clone(),
+        }),
         _background: background,
     };
     let admission = Admission::new(AdmissionParts {
         routes,
-        cfg,
+        cfg: live,
         ctx,
         pool,
         pacer,
@@ -334,9 +340,53 @@ pub async fn start(cfg: Arc<Config>) -> Result<ServerHandle, StartError> {
     Ok(handle)
 }
 
+/// The per-source limits of `cfg`: carriers' addresses (`inbound_cidrs`) are trusted sources
+/// of the front door too.
+fn source_limits(cfg: &Config) -> SourceLimits {
+    let mut limits = cfg.sip.sources.clone();
+    limits.trusted.extend(
+        cfg.accounts
+            .iter()
+            .flat_map(|a| &a.resources)
+            .flat_map(|r| r.inbound_cidrs.iter().copied()),
+    );
+    limits
+}
+
+/// The TTS hook of `[tts]`.
+fn tts_engine(cfg: &Config) -> TtsEngine {
+    TtsEngine::new(
+        cfg.tts.command.clone(),
+        cfg.tts.voices.clone(),
+        TtsLimits {
+            timeout: Duration::from_millis(cfg.tts.timeout_ms),
+            ..TtsLimits::default()
+        },
+    )
+}
+
+/// Signing secret per account id.
+fn pivot_secrets(cfg: &Config) -> std::collections::HashMap<String, String> {
+    cfg.accounts
+        .iter()
+        .filter_map(|a| Some((a.id.clone(), a.pivot_secret.clone()?)))
+        .collect()
+}
+
 /// The TTS hook as the callflow runtime uses it. TwiML `<Say>` allows 4000 characters (spec
-/// a.1), the `tts` module 1000 (checked when its data is read).
-struct TtsSpeaker(TtsEngine);
+/// a.1), the `tts` module 1000 (checked when its data is read). A reload puts in a new engine
+/// (and cache); a `<Say>` under way finishes with the one it started with.
+struct TtsSpeaker(std::sync::RwLock<TtsEngine>);
+
+impl TtsSpeaker {
+    fn engine(&self) -> TtsEngine {
+        self.0.read().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    fn set(&self, engine: TtsEngine) {
+        *self.0.write().unwrap_or_else(|e| e.into_inner()) = engine;
+    }
+}
 
 #[async_trait::async_trait]
 impl Speaker for TtsSpeaker {
@@ -346,13 +396,13 @@ impl Speaker for TtsSpeaker {
         voice: &str,
         language: Option<&str>,
     ) -> Result<Arc<crate::media::prompt::Prompt>, crate::media::tts::TtsError> {
-        self.0
+        self.engine()
             .speak_max(text, voice, language, crate::pivot::twiml::MAX_SAY_CHARS)
             .await
     }
 
     fn has_voice(&self, voice: &str) -> bool {
-        self.0.has_voice(voice)
+        self.engine().has_voice(voice)
     }
 }
 
@@ -370,11 +420,7 @@ fn pivot_services(
         http,
         max_req_timeout: Duration::from_millis(cfg.pivot.max_req_timeout_ms),
         max_requests_per_call: cfg.pivot.max_requests_per_call,
-        secrets: cfg
-            .accounts
-            .iter()
-            .filter_map(|a| Some((a.id.clone(), a.pivot_secret.clone()?)))
-            .collect(),
+        secrets: std::sync::RwLock::new(pivot_secrets(cfg)),
         debug: DebugSink::new(store),
         stats,
     })

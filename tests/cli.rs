@@ -3,22 +3,11 @@
 
 mod common;
 
+use common::binary::{pivotd, spawn_config, write_config};
 use common::*;
-use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
 use std::process::{Command, Stdio};
 use std::time::Duration;
-
-fn pivotd() -> Command {
-    Command::new(env!("CARGO_BIN_EXE_pivotd"))
-}
-
-fn write_config(text: &str) -> std::path::PathBuf {
-    let dir = tempdir();
-    let path = dir.join("pivotd.toml");
-    std::fs::write(&path, text).unwrap();
-    path
-}
 
 #[test]
 fn check_config_accepts_a_good_file() {
@@ -126,24 +115,8 @@ fn spawn(config: &str) -> (std::process::Child, SocketAddr) {
 
 /// `spawn` with the command given (the binary itself, or a wrapper such as prlimit), whose
 /// environment and stderr the caller sets.
-fn spawn_with(mut cmd: Command, config: &str) -> (std::process::Child, SocketAddr) {
-    let path = write_config(config);
-    let mut child = cmd
-        .arg("--config")
-        .arg(&path)
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let stdout = child.stdout.take().unwrap();
-    let mut line = String::new();
-    BufReader::new(stdout).read_line(&mut line).unwrap();
-    let udp = line
-        .split_whitespace()
-        .find_map(|w| w.strip_prefix("udp="))
-        .and_then(|a| a.split(',').next())
-        .and_then(|a| a.parse().ok())
-        .unwrap_or_else(|| panic!("no ready line: {line:?}"));
-    (child, udp)
+fn spawn_with(cmd: Command, config: &str) -> (std::process::Child, SocketAddr) {
+    spawn_config(cmd, &write_config(config))
 }
 
 fn invite(local: SocketAddr, number: &str, call_id: &str, rtp_port: u16) -> String {

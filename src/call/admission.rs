@@ -27,7 +27,8 @@ use tokio::sync::{mpsc, watch};
 use super::caller;
 use super::info::call_info;
 use super::{invite_event, Call, CallContext, CallSetup, LegSetup};
-use crate::config::{Config, MediaEncryption};
+use crate::config::live::LiveConfig;
+use crate::config::MediaEncryption;
 use crate::logsafe::wire;
 use crate::media::player::Pacer;
 use crate::media::rtp::{PortPool, RtpSession};
@@ -311,6 +312,13 @@ impl RateLimiter {
         }
     }
 
+    /// Follows `[sip] max_calls_per_second` after a reload (a full bucket at the new rate).
+    fn set_rate(&mut self, per_second: u32) {
+        if self.rate != f64::from(per_second) {
+            *self = RateLimiter::new(per_second);
+        }
+    }
+
     fn allow(&mut self) -> bool {
         self.rate <= 0.0 || self.bucket.take(self.rate, self.rate, Instant::now())
     }
@@ -318,7 +326,8 @@ impl RateLimiter {
 
 /// What admission needs from the server.
 pub struct AdmissionParts {
-    pub cfg: Arc<Config>,
+    /// The config in force (a reload swaps it).
+    pub cfg: Arc<LiveConfig>,
     /// The routing table, read for every INVITE.
     pub routes: Arc<Routes>,
     pub ctx: Arc<CallContext>,
@@ -336,7 +345,7 @@ pub struct AdmissionParts {
 
 /// Decides on every new request; runs as one task so its state needs no lock.
 pub struct Admission {
-    cfg: Arc<Config>,
+    cfg: Arc<LiveConfig>,
     routes: Arc<Routes>,
     ctx: Arc<CallContext>,
     pool: Arc<PortPool>,
@@ -352,7 +361,7 @@ pub struct Admission {
 impl Admission {
     pub fn new(p: AdmissionParts) -> Admission {
         Admission {
-            limiter: RateLimiter::new(p.cfg.sip.max_calls_per_second),
+            limiter: RateLimiter::new(p.cfg.get().sip.max_calls_per_second),
             cfg: p.cfg,
             routes: p.routes,
             ctx: p.ctx,
@@ -444,32 +453,35 @@ impl Admission {
         }
         check_require(req)?;
         let offer = check_content(req)?;
+        // One snapshot for the whole decision: a reload meanwhile applies to the next INVITE.
+        let cfg = self.cfg.get();
         // Before any limit: a challenge must not use up the caller's call slots.
-        let caller = caller::identify(&self.cfg, self.registrar.authenticator(), req, caller_addr)?;
+        let caller = caller::identify(&cfg, self.registrar.authenticator(), req, caller_addr)?;
         // The source's own limits first: a flooding source must not use up the global ones.
         let slot = self
             .sources
             .admit_call(caller_addr.ip())
             .map_err(|why| Refusal::Overload(Overload::of_source(why)))?;
-        let max_calls = self.cfg.sip.max_calls;
+        let max_calls = cfg.sip.max_calls;
         if max_calls > 0 && self.ctx.active.load(Ordering::Relaxed) >= max_calls as usize {
             return Err(Refusal::Overload(Overload::MaxCalls));
         }
+        self.limiter.set_rate(cfg.sip.max_calls_per_second);
         if !self.limiter.allow() {
             return Err(Refusal::Overload(Overload::CallRate));
         }
         let user = message::percent_decode(req.uri.user().unwrap_or(""));
         let host = req.uri.host_with_port.host.to_string();
-        let routed = match caller.account(&self.cfg) {
+        let routed = match caller.account(&cfg) {
             Some(account) => self.routes.route_in(account, &user).map(|f| (account, f)),
-            None => self.routes.route(&self.cfg, &user, &host),
+            None => self.routes.route(&cfg, &user, &host),
         };
         let Some((account, flow)) = routed else {
             // DEBUG: a scanner draws thousands of these; the source guard counts them.
             tracing::debug!(number = %wire(&user), realm = %wire(&host), "no callflow for the number");
             let known = caller
-                .account(&self.cfg)
-                .or_else(|| self.cfg.account_for_realm(&host));
+                .account(&cfg)
+                .or_else(|| cfg.account_for_realm(&host));
             if let Some(acc) = known {
                 self.log_refusal(&acc.id, req, call_id, &user, &host, &Refusal::NoCallflow);
             }
@@ -499,7 +511,7 @@ impl Admission {
         };
         // SRTP or plain RTP for this leg (media/srtp/policy.rs): the account's mode, whether
         // the INVITE came over TLS, the offer's stream.
-        let mode = account.encryption.unwrap_or(self.cfg.media.encryption);
+        let mode = account.encryption.unwrap_or(cfg.media.encryption);
         let security = match offer.as_ref().and_then(|o| o.audio()) {
             Some(stream) => policy::answer(mode, peer.proto.is_secure(), stream),
             // A late offer: ours goes in the 200, plain RTP/AVP.
@@ -520,11 +532,11 @@ impl Admission {
                 return Err(refused(Refusal::Overload(Overload::MediaPorts)));
             }
         };
-        let local_host = host_port(self.cfg.sip.advertise, peer.local);
+        let local_host = host_port(cfg.sip.advertise, peer.local);
         let local_tag = random_token(10);
         let dialog = Dialog::from_request(req, call_id, &local_tag, peer.clone(), local_host)
             .map_err(|e| refused(Refusal::BadDialog(e)))?;
-        let media_ip: IpAddr = self.cfg.sip.advertise.unwrap_or(self.cfg.media.ip);
+        let media_ip: IpAddr = cfg.sip.advertise.unwrap_or(cfg.media.ip);
         let local_sdp = LocalSession {
             ip: media_ip,
             port: rtp.local_port(),
@@ -557,7 +569,7 @@ impl Admission {
                 srtp_theirs,
                 // A trusted source (`[sip] trusted_sources`) skips the proof RTP waits for.
                 source_trusted: slot.trusted(),
-                early_media_unproven: Duration::from_secs(self.cfg.media.early_media_unproven_s),
+                early_media_unproven: Duration::from_secs(cfg.media.early_media_unproven_s),
             },
             slot,
         })
@@ -604,9 +616,10 @@ impl Admission {
     > {
         let asked =
             subscription::read(req, self.presence.rules()).map_err(Refusal::Subscription)?;
-        let device = caller::device(&self.cfg, self.registrar.authenticator(), req, caller)?;
-        let watched = subscription::watched(req, &self.cfg, &device.account_id)
-            .map_err(Refusal::Subscription)?;
+        let cfg = self.cfg.get();
+        let device = caller::device(&cfg, self.registrar.authenticator(), req, caller)?;
+        let watched =
+            subscription::watched(req, &cfg, &device.account_id).map_err(Refusal::Subscription)?;
         Ok((
             asked,
             watched,

@@ -136,13 +136,15 @@ impl Call {
         max_forwards: u32,
     ) -> Result<Bridge, BridgeOutcome> {
         let ctx = self.ctx.clone();
+        // The config in force when the bridge starts, for all of it.
+        let cfg = ctx.cfg.get();
         let transport = ctx.endpoint.transport();
         let local = LocalSockets {
             udp: transport.udp_addrs(),
             tcp: transport.tcp_addrs(),
         };
         let resolve_ctx = ResolveContext {
-            config: &ctx.cfg,
+            config: &cfg,
             account_id: &self.info.account_id,
             registrar: &ctx.registrar,
             local: &local,
@@ -190,7 +192,7 @@ impl Call {
         // We chose to call this address: it has nothing to prove, and symmetric RTP latches
         // onto where the callee really sends from (a phone behind NAT).
         b_rtp.prove();
-        let media_ip = ctx.cfg.sip.advertise.unwrap_or(ctx.cfg.media.ip);
+        let media_ip = cfg.sip.advertise.unwrap_or(cfg.media.ip);
         let local = LocalSession {
             ip: media_ip,
             port: b_rtp.local_port(),
@@ -217,7 +219,7 @@ impl Call {
             relayed_a_format: None,
             ringback: None,
             ringback_prompt: None,
-            silent_limit: Duration::from_millis(ctx.cfg.sip.invite_response_timeout_ms),
+            silent_limit: Duration::from_millis(cfg.sip.invite_response_timeout_ms),
             early_from: None,
             winner: None,
             codes: Vec::new(),

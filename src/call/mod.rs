@@ -28,7 +28,7 @@ use tokio::time::Instant;
 
 use crate::callflow::runtime::Runtime;
 use crate::callflow::{CallControl, CallEnded};
-use crate::config::Config;
+use crate::config::live::LiveConfig;
 use crate::flow::CallInfo;
 use crate::flow::Node;
 use crate::media::player::Pacer;
@@ -66,9 +66,10 @@ pub struct CallContext {
     pub stats: Arc<CallStats>,
     /// Where the call's CDR goes when it ends, and its event log as it goes (None: neither).
     pub cdrs: Option<Store>,
-    /// What a bridge needs: the config (accounts, carriers, advertised address), the
-    /// registrar (bindings), RTP ports and the pacer for the second leg's media.
-    pub cfg: Arc<Config>,
+    /// What a bridge needs: the config in force (accounts, carriers, advertised address;
+    /// read when the bridge starts), the registrar (bindings), RTP ports and the pacer for
+    /// the second leg's media.
+    pub cfg: Arc<LiveConfig>,
     pub registrar: Arc<Registrar>,
     pub pool: Arc<PortPool>,
     pub pacer: Pacer,

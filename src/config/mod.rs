@@ -17,6 +17,7 @@
 mod accounts;
 mod checks;
 mod demo;
+pub mod live;
 mod parse;
 mod reader;
 #[cfg(test)]

@@ -2,7 +2,7 @@
 //! Passwords are not kept: each device carries its HA1 per algorithm, computed when it is
 //! loaded, and the API stores only those (an HA1 is itself a credential for its realm).
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, RwLock};
 
 use crate::config::{CallerIds, Config, User};
@@ -57,34 +57,60 @@ fn login(realm: &str, username: &str) -> Login {
     (realm.to_ascii_lowercase(), username.to_string())
 }
 
+/// The directory entries of the config's devices that have a username and password.
+fn config_entries(cfg: &Config) -> Vec<DeviceEntry> {
+    let mut out = Vec::new();
+    for a in &cfg.accounts {
+        for dev in &a.devices {
+            let (Some(username), Some(password)) = (&dev.username, &dev.password) else {
+                continue;
+            };
+            let owner = dev
+                .owner_id
+                .as_deref()
+                .and_then(|id| a.users.iter().find(|u| u.id == id));
+            out.push(DeviceEntry {
+                account_id: a.id.clone(),
+                realm: a.realm.clone(),
+                device_id: dev.id.clone(),
+                username: username.clone(),
+                owner_id: dev.owner_id.clone(),
+                name: dev.name.clone(),
+                ha1: DeviceEntry::ha1s(username, &a.realm, password),
+                caller_id: merged_caller_id(&dev.caller_id, owner),
+                presence_id: dev.presence_id.clone(),
+                owner_presence_id: owner.and_then(|u| u.presence_id.clone()),
+            });
+        }
+    }
+    out
+}
+
 impl Directory {
     /// The devices of the config that have a username and password.
     pub fn from_config(cfg: &Config) -> Directory {
         let d = Directory::default();
-        for a in &cfg.accounts {
-            for dev in &a.devices {
-                let (Some(username), Some(password)) = (&dev.username, &dev.password) else {
-                    continue;
-                };
-                let owner = dev
-                    .owner_id
-                    .as_deref()
-                    .and_then(|id| a.users.iter().find(|u| u.id == id));
-                d.insert(DeviceEntry {
-                    account_id: a.id.clone(),
-                    realm: a.realm.clone(),
-                    device_id: dev.id.clone(),
-                    username: username.clone(),
-                    owner_id: dev.owner_id.clone(),
-                    name: dev.name.clone(),
-                    ha1: DeviceEntry::ha1s(username, &a.realm, password),
-                    caller_id: merged_caller_id(&dev.caller_id, owner),
-                    presence_id: dev.presence_id.clone(),
-                    owner_presence_id: owner.and_then(|u| u.presence_id.clone()),
-                });
-            }
+        for e in config_entries(cfg) {
+            d.insert(e);
         }
         d
+    }
+
+    /// A reload: the config devices of `old` are replaced by those of `new` in one step
+    /// under the write lock, so a REGISTER never sees a kept device missing. The API's
+    /// devices stay: the API refuses the ids the config uses.
+    pub fn reload_config(&self, old: &Config, new: &Config) {
+        let now = config_entries(new);
+        let config_ids: HashSet<(String, String)> = config_entries(old)
+            .iter()
+            .chain(&now)
+            .map(|e| (e.account_id.clone(), e.device_id.clone()))
+            .collect();
+        let mut map = self.write();
+        map.retain(|_, e| !config_ids.contains(&(e.account_id.clone(), e.device_id.clone())));
+        for e in now {
+            map.insert(login(&e.realm, &e.username), Arc::new(e));
+        }
     }
 
     pub fn insert(&self, e: DeviceEntry) {
@@ -165,4 +191,37 @@ pub fn merged_caller_id(device: &CallerIds, owner: Option<&User>) -> CallerIds {
         }
     }
     c
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::path::Path;
+
+    fn cfg(devices: &str) -> Config {
+        let text = format!("[[accounts]]\nid = \"a\"\nrealm = \"a.test\"\n{devices}");
+        Config::from_toml_str(&text, Path::new("/x")).unwrap()
+    }
+
+    const D1: &str = "[[accounts.devices]]\nid = \"d1\"\nusername = \"u1\"\npassword = \"one\"\n";
+    const D1_NEW: &str =
+        "[[accounts.devices]]\nid = \"d1\"\nusername = \"u1\"\npassword = \"two\"\n";
+    const D2: &str = "[[accounts.devices]]\nid = \"d2\"\nusername = \"u2\"\npassword = \"x\"\n";
+
+    #[test]
+    fn a_reload_replaces_the_config_devices_and_keeps_the_api_ones() {
+        let old = cfg(&format!("{D1}{D2}"));
+        let d = Directory::from_config(&old);
+        let mut api = (*d.find("a.test", "u2").unwrap()).clone();
+        api.device_id = "api-device".into();
+        api.username = "api".into();
+        d.insert(api);
+        let new = cfg(D1_NEW);
+        d.reload_config(&old, &new);
+        let d1 = d.find("a.test", "u1").expect("d1 kept");
+        assert_eq!(d1.ha1, DeviceEntry::ha1s("u1", "a.test", "two"));
+        assert!(d.find("a.test", "u2").is_none(), "d2 left the file");
+        assert!(d.find("a.test", "api").is_some(), "an API device went");
+        assert_eq!(d.len(), 2);
+    }
 }

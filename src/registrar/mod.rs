@@ -21,12 +21,13 @@ use auth::Authenticator;
 use bindings::{Bindings, DeviceKey, ExpiryRules};
 use directory::Directory;
 
-use crate::config::Config;
+use crate::config::live::LiveConfig;
 use crate::sip::auth::digest::Algorithm;
 use crate::store::{DeviceBindings, Registration, Store, StoreError, Write};
 
 pub struct Registrar {
-    cfg: Arc<Config>,
+    /// The config in force: accounts by realm for each REGISTER.
+    cfg: Arc<LiveConfig>,
     auth: Arc<Authenticator>,
     bindings: Mutex<Bindings>,
     store: Option<Store>,
@@ -49,8 +50,11 @@ fn settle(s: &Store) {
 
 impl Registrar {
     /// The registrar of `cfg`'s devices; with a store, the bindings it holds come back.
-    pub fn new(cfg: Arc<Config>, directory: Arc<Directory>, store: Option<Store>) -> Registrar {
-        let a = &cfg.sip.auth;
+    /// The digest and expiry rules are read once, here (a reload does not change them:
+    /// `config::live`).
+    pub fn new(cfg: Arc<LiveConfig>, directory: Arc<Directory>, store: Option<Store>) -> Registrar {
+        let start = cfg.get();
+        let a = &start.sip.auth;
         let algorithms = a
             .digest_algorithms
             .iter()
@@ -191,6 +195,7 @@ impl Registrar {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::config::Config;
 
     fn binding(device_id: &str, contact: &str) -> Registration {
         Registration {
@@ -217,7 +222,11 @@ mod tests {
     fn a_reload_keeps_a_binding_whose_write_is_still_queued() {
         let store = Store::open(":memory:").unwrap();
         let cfg = Arc::new(Config::embedded_default());
-        let r = Registrar::new(cfg, Arc::new(Directory::default()), Some(store.clone()));
+        let r = Registrar::new(
+            LiveConfig::new(cfg),
+            Arc::new(Directory::default()),
+            Some(store.clone()),
+        );
         for (reload, contact) in [("all", "sip:a@h"), ("device", "sip:b@h")] {
             let b = binding("d1", contact);
             let mut held = r.bindings_of("acc", "d1");
@@ -258,7 +267,11 @@ mod tests {
             store.flush().unwrap();
         }
         let cfg = Arc::new(Config::embedded_default());
-        let r = Registrar::new(cfg, Arc::new(Directory::default()), Some(store.clone()));
+        let r = Registrar::new(
+            LiveConfig::new(cfg),
+            Arc::new(Directory::default()),
+            Some(store.clone()),
+        );
         assert_eq!(r.all_bindings().len(), 3);
         assert_eq!(r.drop_device("acc", "d1"), 2);
         assert_eq!(r.drop_device("acc", "d1"), 0);

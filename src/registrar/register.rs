@@ -52,7 +52,8 @@ impl Registrar {
                 Answer::new(400).reason("Bad To")
             };
         };
-        let Some(account) = self.cfg.account_for_realm(&to_host) else {
+        let cfg = self.cfg.get();
+        let Some(account) = cfg.account_for_realm(&to_host) else {
             return Answer::new(404).reason("Domain Not Served");
         };
         let device = match self.auth.check(req, Scheme::Www, &account.realm, caller) {

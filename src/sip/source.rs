@@ -17,7 +17,7 @@ use std::collections::HashMap;
 use std::hash::BuildHasher;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard, RwLock};
 use std::time::{Duration, Instant};
 
 use super::transport;
@@ -192,7 +192,8 @@ struct Shard {
 /// The per-source table, shared by the transport, the endpoint and admission.
 #[derive(Debug)]
 pub struct SourceGuard {
-    limits: SourceLimits,
+    /// Swapped whole by a reload; each decision reads one snapshot.
+    limits: RwLock<Arc<SourceLimits>>,
     shards: Vec<Mutex<Shard>>,
     /// Keyed, so an attacker cannot aim its addresses at one shard.
     shard_of: RandomState,
@@ -215,9 +216,23 @@ impl SourceGuard {
                 })
                 .collect(),
             shard_of: RandomState::new(),
-            limits,
+            limits: RwLock::new(Arc::new(limits)),
             stats: SourceStats::default(),
         })
+    }
+
+    /// The limits in force.
+    fn limits(&self) -> Arc<SourceLimits> {
+        self.limits
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    /// A reload's limits: the next message, call and connection are held to them; a
+    /// source's rate buckets keep the size they were made with until it goes idle.
+    pub fn set_limits(&self, limits: SourceLimits) {
+        *self.limits.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(limits);
     }
 
     /// Whether the address is one of `trusted` (IPv4-mapped IPv6 addresses compare as IPv4).
@@ -227,12 +242,12 @@ impl SourceGuard {
 
     /// [`SourceGuard::is_trusted`] of an address already in canonical form.
     fn trusted(&self, ip: IpAddr) -> bool {
-        self.limits.trusted.iter().any(|n| n.contains(&ip))
+        self.limits().trusted.iter().any(|n| n.contains(&ip))
     }
 
     /// Whether an address (canonical form) is one of `trusted_proxies`.
     fn proxy(&self, ip: IpAddr) -> bool {
-        self.limits.proxies.iter().any(|n| n.contains(&ip))
+        self.limits().proxies.iter().any(|n| n.contains(&ip))
     }
 
     /// Who sent a request that arrived from `remote`, for every per-source decision (limits,
@@ -278,24 +293,25 @@ impl SourceGuard {
         let e = shard
             .entries
             .entry(ip)
-            .or_insert_with(|| Entry::new(&self.limits, now));
+            .or_insert_with(|| Entry::new(&self.limits(), now));
         Some(f(e))
     }
 
     /// One framed message (request or response) from `ip`, before parsing: whether to go on.
     pub fn admit_message(&self, ip: IpAddr) -> Result<(), SourceRefusal> {
         let ip = ip.to_canonical();
+        // One snapshot per message (the hot path takes the lock once).
+        let p = self.limits();
         // A proxy's messages carry many callers: they are limited per caller after parsing.
-        if self.trusted(ip) || self.proxy(ip) {
+        if p.trusted.iter().any(|n| n.contains(&ip)) || p.proxies.iter().any(|n| n.contains(&ip)) {
             return Ok(());
         }
         let now = Instant::now();
-        let p = &self.limits;
         let rate = f64::from(p.requests_per_second);
         let verdict = self.with_entry(ip, now, |e| {
             if e.blocked(now) {
                 Err(SourceRefusal::Blocked)
-            } else if p.requests_per_second > 0 && !e.requests.take(rate, req_capacity(p), now) {
+            } else if p.requests_per_second > 0 && !e.requests.take(rate, req_capacity(&p), now) {
                 Err(SourceRefusal::RequestRate)
             } else {
                 Ok(())
@@ -303,7 +319,7 @@ impl SourceGuard {
         });
         let verdict = verdict.unwrap_or_else(|| {
             let mut b = self.overflow.lock().unwrap_or_else(|p| p.into_inner());
-            if p.requests_per_second == 0 || b.take(rate, req_capacity(p), now) {
+            if p.requests_per_second == 0 || b.take(rate, req_capacity(&p), now) {
                 Ok(())
             } else {
                 Err(SourceRefusal::TableFull)
@@ -317,7 +333,7 @@ impl SourceGuard {
 
     /// A new call from `ip`: its slot (held for the call's life), or why not (answer 503).
     pub fn admit_call(self: &Arc<Self>, ip: IpAddr) -> Result<CallSlot, SourceRefusal> {
-        let p = &self.limits;
+        let p = self.limits();
         let cps = f64::from(p.calls_per_second);
         self.take_slot(ip, SlotKind::Call, |e, now| {
             if p.max_calls > 0 && e.calls >= p.max_calls {
@@ -333,7 +349,7 @@ impl SourceGuard {
 
     /// A TCP connection accepted from `ip`: its slot, or why it must be closed.
     pub fn admit_connection(self: &Arc<Self>, ip: IpAddr) -> Result<ConnSlot, SourceRefusal> {
-        let p = &self.limits;
+        let p = self.limits();
         self.take_slot(ip, SlotKind::Connection, |e, now| {
             if e.blocked(now) {
                 Err(SourceRefusal::Blocked)
@@ -386,7 +402,7 @@ impl SourceGuard {
     /// Whether a User-Agent is a scanner's (the list holds lowercase substrings).
     pub fn is_scanner(&self, user_agent: &str) -> bool {
         let ua = user_agent.as_bytes();
-        self.limits.scanner_user_agents.iter().any(|s| {
+        self.limits().scanner_user_agents.iter().any(|s| {
             !s.is_empty()
                 && ua
                     .windows(s.len())
@@ -410,11 +426,11 @@ impl SourceGuard {
     /// too many in a minute block the address.
     pub fn failure(&self, ip: IpAddr) {
         let ip = ip.to_canonical();
-        if self.trusted(ip) || self.limits.failures_per_minute == 0 {
+        if self.trusted(ip) || self.limits().failures_per_minute == 0 {
             return;
         }
         let now = Instant::now();
-        let limit = self.limits.failures_per_minute;
+        let limit = self.limits().failures_per_minute;
         let over = self
             .with_entry(ip, now, |e| {
                 if now.saturating_duration_since(e.failures_since) >= Duration::from_secs(60) {
@@ -433,11 +449,11 @@ impl SourceGuard {
     /// Blocks `ip` (canonical form) for the configured time.
     fn block(&self, ip: IpAddr) {
         // A proxy is never blocked: that would cut off every caller behind it.
-        if self.trusted(ip) || self.proxy(ip) || self.limits.block.is_zero() {
+        if self.trusted(ip) || self.proxy(ip) || self.limits().block.is_zero() {
             return;
         }
         let now = Instant::now();
-        let until = now + self.limits.block;
+        let until = now + self.limits().block;
         let newly = self
             .with_entry(ip, now, |e| {
                 let newly = !e.blocked(now);
@@ -447,7 +463,7 @@ impl SourceGuard {
             .unwrap_or(false);
         if newly {
             self.stats.blocks.fetch_add(1, Ordering::Relaxed);
-            tracing::info!(source = %ip, seconds = self.limits.block.as_secs(), "source blocked");
+            tracing::info!(source = %ip, seconds = self.limits().block.as_secs(), "source blocked");
         }
     }
 

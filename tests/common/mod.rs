@@ -4,6 +4,7 @@
 
 pub mod api;
 pub mod baresip;
+pub mod binary;
 pub mod bridge;
 pub mod cluster;
 pub mod digest;

@@ -145,7 +145,11 @@ impl World {
         }
         store.flush().unwrap();
         let directory = Arc::new(Directory::from_config(&config));
-        let registrar = Registrar::new(config.clone(), directory, Some(store));
+        let registrar = Registrar::new(
+            crate::config::live::LiveConfig::new(config.clone()),
+            directory,
+            Some(store),
+        );
         let local = LocalSockets {
             udp: vec!["127.0.0.1:5060".parse().unwrap()],
             tcp: vec!["127.0.0.1:5060".parse().unwrap()],

@@ -10,7 +10,7 @@ mod cdr;
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
 use url::Url;
@@ -38,12 +38,24 @@ pub struct PivotServices {
     pub max_req_timeout: Duration,
     /// Pivot requests one call may make (spec j.18).
     pub max_requests_per_call: u32,
-    /// Signing secret per account id.
-    pub secrets: HashMap<String, String>,
+    /// Signing secret per account id (a reload replaces them: [`PivotServices::set_secrets`]).
+    pub secrets: RwLock<HashMap<String, String>>,
     /// Where debug records go (the store's writer queue: never blocks the call).
     pub debug: DebugSink,
     /// Requests by outcome, for `/metrics`.
     pub stats: Arc<PivotStats>,
+}
+
+impl PivotServices {
+    fn secret_of(&self, account_id: &str) -> Option<String> {
+        let secrets = self.secrets.read().unwrap_or_else(|e| e.into_inner());
+        secrets.get(account_id).cloned()
+    }
+
+    /// The accounts' signing secrets after a reload.
+    pub fn set_secrets(&self, secrets: HashMap<String, String>) {
+        *self.secrets.write().unwrap_or_else(|e| e.into_inner()) = secrets;
+    }
 }
 
 /// Pivot requests by outcome, across calls (for `/metrics`).
@@ -360,7 +372,7 @@ async fn send(
     if let Some(ct) = prepared.content_type {
         req = req.header("content-type", ct);
     }
-    if let Some(secret) = svc.secrets.get(&call.info().account_id) {
+    if let Some(secret) = svc.secret_of(&call.info().account_id) {
         req = req.header(
             request::SIGNATURE_HEADER,
             &prepared.signature(secret.as_bytes()),
