@@ -136,11 +136,7 @@ impl Call {
         max_forwards: u32,
     ) -> Result<Bridge, BridgeOutcome> {
         let ctx = self.ctx.clone();
-        let transport = ctx.endpoint.transport();
-        let local = LocalSockets {
-            udp: transport.udp_addrs(),
-            tcp: transport.tcp_addrs(),
-        };
+        let local = LocalSockets::of(ctx.endpoint.transport());
         let resolve_ctx = ResolveContext {
             config: &ctx.cfg,
             account_id: &self.info.account_id,

@@ -108,6 +108,12 @@ impl OutboundLeg {
         events: mpsc::UnboundedSender<DialogEvent>,
     ) -> OutboundLeg {
         let ours = OurDescription::new(local, spec.sdp.clone());
+        if let Some(name) = &fork.tls_name {
+            // The transport verifies the server's certificate for this name when it connects.
+            if let Err(e) = endpoint.transport().name_tls_server(spec.peer.remote, name) {
+                tracing::warn!(fork = %fork.label, error = %e, "bridge: tls server name");
+            }
+        }
         let invite = OutboundInvite::new(spec);
         // The callee's in-dialog requests (its BYE) name our From tag as their To tag.
         endpoint.register_dialog(
@@ -393,10 +399,12 @@ impl OutboundLeg {
     }
 
     fn contact(&self) -> String {
+        let spec = self.invite.spec();
         crate::sip::dialog::contact_value(
-            &self.invite.spec().contact_user,
-            &self.invite.spec().local_host,
-            &self.invite.spec().peer,
+            &spec.contact_user,
+            &spec.local_host,
+            &spec.peer,
+            crate::sip::dialog::uri_is_sips(&spec.request_uri),
         )
     }
 

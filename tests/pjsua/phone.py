@@ -7,7 +7,8 @@ usage: phone.py SERVER_PORT USER PASSWORD REALM PLAY_WAV RECORD_WAV ANSWER_MS
 
 It prints one line per event, flushed: `registered CODE` or `failed CODE REASON`,
 `incoming`, `confirmed`, `dtmf DIGIT`, `disconnected CODE`, then `recorded` once the WAV is
-closed. Lines on stdin are commands: `hangup` (BYE, or a reject while ringing), `quit`;
+closed. With PHONE_TLS_CA set (a CA file) it registers and calls over TLS, trusting that CA.
+Lines on stdin are commands: `hangup` (BYE, or a reject while ringing), `quit`;
 it quits when stdin closes too.
 Everything runs on the main thread (no pjsip or media worker threads), so the Python
 callbacks never run on a thread Python does not know.
@@ -21,6 +22,7 @@ import pjsua2 as pj
 
 port, user, password, realm, play, record, answer_ms = sys.argv[1:8]
 answer_ms = int(answer_ms)
+tls_ca = os.environ.get("PHONE_TLS_CA")
 
 
 def say(line):
@@ -122,15 +124,20 @@ ep.libInit(cfg)
 tcfg = pj.TransportConfig()
 tcfg.port = 0
 tcfg.boundAddress = "127.0.0.1"
-ep.transportCreate(pj.PJSIP_TRANSPORT_UDP, tcfg)
+if tls_ca:
+    tcfg.tlsConfig.CaListFile = tls_ca
+    ep.transportCreate(pj.PJSIP_TRANSPORT_TLS, tcfg)
+else:
+    ep.transportCreate(pj.PJSIP_TRANSPORT_UDP, tcfg)
 ep.audDevManager().setNullDev()
 ep.libStart()
 
 acfg = pj.AccountConfig()
 acfg.idUri = f"sip:{user}@{realm}"
-acfg.regConfig.registrarUri = f"sip:{realm}"
+transport = ";transport=tls" if tls_ca else ""
+acfg.regConfig.registrarUri = f"sip:{realm}{transport}"
 acfg.regConfig.timeoutSec = 600
-acfg.sipConfig.proxies.append(f"sip:127.0.0.1:{port};lr")
+acfg.sipConfig.proxies.append(f"sip:127.0.0.1:{port}{transport};lr")
 acfg.sipConfig.authCreds.append(pj.AuthCredInfo("digest", realm, user, 0, password))
 acfg.mediaConfig.transportConfig.boundAddress = "127.0.0.1"
 acc = Account()

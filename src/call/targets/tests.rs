@@ -149,6 +149,7 @@ impl World {
         let local = LocalSockets {
             udp: vec!["127.0.0.1:5060".parse().unwrap()],
             tcp: vec!["127.0.0.1:5060".parse().unwrap()],
+            tls: vec!["127.0.0.1:5061".parse().unwrap()],
         };
         World {
             config,
@@ -557,6 +558,7 @@ fn local_sockets_match_the_family_and_prefer_a_reachable_one() {
             "[::1]:5060".parse().unwrap(),
         ],
         tcp: vec![],
+        tls: vec![],
     };
     let pick = |ip: &str| local.for_remote(Proto::Udp, ip.parse().unwrap());
     assert_eq!(pick("10.0.0.1"), Some("192.0.2.1:5060".parse().unwrap()));
