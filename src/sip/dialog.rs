@@ -209,7 +209,7 @@ pub struct DialogSnapshot {
     pub route_set: Vec<String>,
     pub local_cseq: u32,
     pub remote_cseq: u32,
-    /// `UDP` or `TCP`.
+    /// `UDP`, `TCP` or `TLS` (a Via transport token).
     pub transport: String,
     /// Where the peer's requests came from: ours go there.
     pub remote: SocketAddr,

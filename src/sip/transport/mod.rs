@@ -258,8 +258,8 @@ pub struct Transport {
     udp: Vec<UdpAddr>,
     tcp_local: Vec<SocketAddr>,
     tls_local: Vec<SocketAddr>,
-    /// None when TLS is neither configured nor possible (no roots to trust).
-    tls: Option<tls::TlsState>,
+    /// What TLS presents and trusts (also without listeners: TLS carriers).
+    tls: tls::TlsState,
     conns: Mutex<Connections>,
     next_conn: AtomicU64,
     cfg: TransportConfig,

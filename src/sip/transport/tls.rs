@@ -38,14 +38,10 @@ pub enum TlsError {
     File(#[from] TlsFileError),
     #[error("tls: {0}")]
     Rustls(#[from] tokio_rustls::rustls::Error),
-    #[error("no trusted root certificate: neither the system's nor tls_ca_file's")]
-    NoRoots,
     #[error("a certificate from tls_ca_file cannot be a root: {0}")]
     BadRoot(tokio_rustls::rustls::Error),
     #[error("{0} is not a host name or address a certificate can name")]
     BadServerName(String),
-    #[error("this transport has no tls")]
-    NotSetUp,
 }
 
 /// The certificate we present, swapped whole on reload: handshakes under way keep the one
@@ -77,7 +73,8 @@ fn provider() -> Arc<CryptoProvider> {
     Arc::new(ring::default_provider())
 }
 
-/// Whom outbound connections trust: the system's roots and `ca_file`'s certificates.
+/// Whom outbound connections trust: the system's roots and `ca_file`'s certificates. With
+/// neither, every carrier's certificate fails to verify (said once here, and per call).
 fn connector(ca_file: Option<&Path>) -> Result<TlsConnector, TlsError> {
     let mut roots = RootCertStore::empty();
     let native = rustls_native_certs::load_native_certs();
@@ -91,7 +88,10 @@ fn connector(ca_file: Option<&Path>) -> Result<TlsConnector, TlsError> {
         }
     }
     if roots.is_empty() {
-        return Err(TlsError::NoRoots);
+        tracing::warn!(
+            "sip tls: no trusted root certificate (no system roots, no tls_ca_file): \
+             TLS carriers cannot be verified"
+        );
     }
     let config = ClientConfig::builder_with_provider(provider())
         .with_protocol_versions(&[&version::TLS13, &version::TLS12])?
@@ -132,26 +132,17 @@ impl TlsState {
 }
 
 impl Transport {
-    pub(super) fn tls_setup(cfg: &super::TlsConfig) -> Result<Option<TlsState>, TransportError> {
+    /// The TLS side as configured: a file that cannot be read, or listeners without a
+    /// certificate, fail start-up. TLS carriers need nothing configured (the system's roots).
+    pub(super) fn tls_setup(cfg: &super::TlsConfig) -> Result<TlsState, TransportError> {
         let cert = cfg.cert.as_deref().zip(cfg.key.as_deref());
-        // Without a listener, a certificate or a CA file nothing here is needed, but a TLS
-        // carrier still is reachable through the system's roots.
-        let state = TlsState::new(cert, cfg.ca_file.as_deref()).map_err(TransportError::Tls);
-        match state {
-            Ok(s) if !cfg.listen.is_empty() && !s.has_certificate() => Err(TransportError::Tls(
-                TlsError::File(TlsFileError::NoCertificate {
-                    path: cfg.cert.clone().unwrap_or_default(),
-                }),
-            )),
-            Ok(s) => Ok(Some(s)),
-            // Only a listener or an explicit file makes a TLS failure fatal: a box without
-            // system roots and without TLS configured still serves UDP and TCP.
-            Err(e) if cfg.listen.is_empty() && cert.is_none() && cfg.ca_file.is_none() => {
-                tracing::debug!("no outbound tls: {e}");
-                Ok(None)
-            }
-            Err(e) => Err(e),
+        let state = TlsState::new(cert, cfg.ca_file.as_deref()).map_err(TransportError::Tls)?;
+        if !cfg.listen.is_empty() && !state.has_certificate() {
+            let path = cfg.cert.clone().unwrap_or_default();
+            let missing = TlsError::File(TlsFileError::NoCertificate { path });
+            return Err(TransportError::Tls(missing));
         }
+        Ok(state)
     }
 
     /// Replaces the certificate the TLS listeners present, and the extra roots trusted for
@@ -163,9 +154,7 @@ impl Transport {
         key: &Path,
         ca_file: Option<&Path>,
     ) -> Result<(), TlsError> {
-        let Some(tls) = &self.tls else {
-            return Err(TlsError::NotSetUp);
-        };
+        let tls = &self.tls;
         let new_key = read_certified_key(cert, key)?;
         let new_connector = connector(ca_file)?;
         *tls.certificate.0.write().unwrap_or_else(|p| p.into_inner()) = Some(new_key);
@@ -179,25 +168,37 @@ impl Transport {
     pub fn name_tls_server(&self, remote: SocketAddr, name: &str) -> Result<(), TlsError> {
         let name = ServerName::try_from(name.to_string())
             .map_err(|_| TlsError::BadServerName(wire(name).to_string()))?;
-        if let Some(tls) = &self.tls {
-            tls.names
+        self.tls
+            .names
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(remote, name);
+        Ok(())
+    }
+
+    /// Whether a request to `to` over `proto` can leave: always over UDP and TCP; over TLS
+    /// when a connection to it is open or it is a server we may connect to.
+    pub fn can_reach(&self, proto: Proto, to: SocketAddr) -> bool {
+        proto != Proto::Tls
+            || self.connection_to(proto, to, None).is_some()
+            || self
+                .tls
+                .names
                 .lock()
                 .unwrap_or_else(|p| p.into_inner())
-                .insert(remote, name);
-        }
-        Ok(())
+                .contains_key(&to)
     }
 
     /// The name a TLS connection to `to` is verified by; None (logged) for an address no
     /// server was named at: a phone, reached only on its own connection.
     pub(super) fn tls_server_name(&self, to: SocketAddr) -> Option<ServerName<'static>> {
-        let name = self.tls.as_ref().and_then(|tls| {
-            tls.names
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .get(&to)
-                .cloned()
-        });
+        let name = self
+            .tls
+            .names
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&to)
+            .cloned();
         if name.is_none() {
             tracing::debug!(
                 "tls to {to}: its connection is closed and it is no server we may connect \
@@ -216,9 +217,7 @@ impl Transport {
         local: SocketAddr,
         slot: ConnSlot,
     ) {
-        let Some(acceptor) = self.tls.as_ref().map(|t| t.acceptor.clone()) else {
-            return;
-        };
+        let acceptor = self.tls.acceptor.clone();
         tokio::spawn(async move {
             let limit = self.cfg.tls.handshake_timeout;
             match tokio::time::timeout(limit, acceptor.accept(stream)).await {
@@ -252,8 +251,8 @@ impl Transport {
         to: SocketAddr,
         local: SocketAddr,
     ) -> Option<mpsc::Sender<Bytes>> {
-        let tls = self.tls.as_ref()?;
-        let connector = tls
+        let connector = self
+            .tls
             .connector
             .read()
             .unwrap_or_else(|p| p.into_inner())
