@@ -24,7 +24,7 @@ use crate::sip::source::{ConnSlot, SourceRefusal};
 const BROKEN_STREAM_LINGER: Duration = Duration::from_millis(1000);
 
 /// How long opening a connection to a peer may take.
-pub(super) const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// One open connection: its send queue.
 pub(super) struct Connection {
@@ -58,15 +58,8 @@ impl Transport {
                             self.clone().accept_tls(stream, remote, local, slot);
                         } else {
                             let (rd, wr) = stream.into_split();
-                            let (_, tx) = self.start_connection(
-                                rd,
-                                wr,
-                                Proto::Tcp,
-                                remote,
-                                local,
-                                Some(slot),
-                            );
-                            drop(tx);
+                            let slot = Some(slot);
+                            self.start_connection(rd, wr, Proto::Tcp, remote, local, slot);
                         }
                     }
                     Err(why) => {
@@ -112,7 +105,7 @@ impl Transport {
     }
 
     /// Registers a connection (its stream's two halves: a TCP socket's, or a TLS session's
-    /// after the handshake) and starts its reader and writer; returns its id and send queue.
+    /// after the handshake) and starts its reader and writer; returns its send queue.
     pub(super) fn start_connection<R, W>(
         self: &Arc<Self>,
         rd: R,
@@ -121,7 +114,7 @@ impl Transport {
         remote: SocketAddr,
         local: SocketAddr,
         slot: Option<ConnSlot>,
-    ) -> (u64, mpsc::Sender<Bytes>)
+    ) -> mpsc::Sender<Bytes>
     where
         R: AsyncRead + Unpin + Send + 'static,
         W: AsyncWrite + Unpin + Send + 'static,
@@ -141,7 +134,7 @@ impl Transport {
             let _slot = slot;
             t.serve_connection(rd, wr, peer, txc, rx).await
         });
-        (id, tx)
+        tx
     }
 
     /// Reads one connection, framing by Content-Length; a writer task sends what others
@@ -351,6 +344,6 @@ impl Transport {
             return self.connect_tls(stream, name, to, local).await;
         }
         let (rd, wr) = stream.into_split();
-        Some(self.start_connection(rd, wr, proto, to, local, None).1)
+        Some(self.start_connection(rd, wr, proto, to, local, None))
     }
 }

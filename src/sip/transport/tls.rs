@@ -223,7 +223,7 @@ impl Transport {
             match tokio::time::timeout(limit, acceptor.accept(stream)).await {
                 Ok(Ok(tls)) => {
                     let (rd, wr) = tokio::io::split(tls);
-                    drop(self.start_connection(rd, wr, Proto::Tls, remote, local, Some(slot)));
+                    self.start_connection(rd, wr, Proto::Tls, remote, local, Some(slot));
                 }
                 Ok(Err(e)) => {
                     self.stats
@@ -262,7 +262,7 @@ impl Transport {
         match tokio::time::timeout(limit, connector.connect(name, stream)).await {
             Ok(Ok(tls)) => {
                 let (rd, wr) = tokio::io::split(tls);
-                Some(self.start_connection(rd, wr, Proto::Tls, to, local, None).1)
+                Some(self.start_connection(rd, wr, Proto::Tls, to, local, None))
             }
             Ok(Err(e)) => {
                 self.stats
