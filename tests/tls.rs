@@ -98,11 +98,9 @@ fn share_after_start(pcm: &[i16], freq: f32, samples: usize) -> f32 {
     tone_share(&pcm[from..to], freq)
 }
 
-/// baresip registers over TLS, dials 5000 (answering the 407), hears the prompt of a TwiML
-/// `<Gather>` by its content, and the key it sends (RFC 4733) reaches the Gather's action.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn baresip_registers_and_calls_over_tls_hears_the_prompt_and_its_key_is_collected() {
-    let ca = TestCa::new("pivotd test CA");
+/// A server whose 5000 runs a TwiML `<Gather numDigits="1">` playing the 1 kHz tone (20 s at
+/// most), whose action hangs up; with device d1.
+async fn gather_server(ca: &TestCa) -> (HttpServer, TestServer) {
     let web = HttpServer::start(|r: &HttpReq| match r.path() {
         "/ivr" => HttpResp::xml(
             r#"<Response><Gather numDigits="1" action="/done" timeout="10">
@@ -125,7 +123,40 @@ blacklist_cidrs = []
 "#,
         web.url("/ivr")
     );
-    let server = tls_server(&ca, &callflows, "").await;
+    let server = tls_server(ca, &callflows, "").await;
+    (web, server)
+}
+
+/// Whether the web server is asked for `path` within 10 s.
+async fn asked(web: &HttpServer, path: &str) -> bool {
+    eventually(10, || web.requests().iter().any(|r| r.path() == path)).await
+}
+
+/// The Gather's action is asked, with `digits`.
+async fn assert_key_collected(web: &HttpServer, digits: &str, log: impl Fn() -> String) {
+    assert!(
+        asked(web, "/done").await,
+        "the Gather's action was not asked:\n{}",
+        log()
+    );
+    let action = web
+        .requests()
+        .into_iter()
+        .find(|r| r.path() == "/done")
+        .unwrap();
+    assert_eq!(
+        action.field("Digits").as_deref(),
+        Some(digits),
+        "{action:?}"
+    );
+}
+
+/// baresip registers over TLS, dials 5000 (answering the 407), hears the prompt of a TwiML
+/// `<Gather>` by its content, and the key it sends (RFC 4733) reaches the Gather's action.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn baresip_registers_and_calls_over_tls_hears_the_prompt_and_its_key_is_collected() {
+    let ca = TestCa::new("pivotd test CA");
+    let (web, server) = gather_server(&ca).await;
     let silence = Tone::new(0.0);
     let phone = Baresip::start_tls(
         tls_addr(&server),
@@ -140,19 +171,15 @@ blacklist_cidrs = []
     .await;
     let transport = registered(&server, "d1", || phone.log()).await;
     assert_eq!(transport, "TLS", "the binding's transport");
-    let asked = eventually(10, || web.requests().iter().any(|r| r.path() == "/ivr")).await;
-    assert!(asked, "no pivot request:\n{}", phone.log());
+    assert!(
+        asked(&web, "/ivr").await,
+        "no pivot request:\n{}",
+        phone.log()
+    );
     // The prompt plays for a while, then the key.
     tokio::time::sleep(Duration::from_millis(1500)).await;
     phone.send_keys("5").await;
-    let done = eventually(10, || web.requests().iter().any(|r| r.path() == "/done")).await;
-    assert!(done, "the Gather's action was not asked:\n{}", phone.log());
-    let action = web
-        .requests()
-        .into_iter()
-        .find(|r| r.path() == "/done")
-        .unwrap();
-    assert_eq!(action.field("Digits").as_deref(), Some("5"), "{action:?}");
+    assert_key_collected(&web, "5", || phone.log()).await;
     // <Hangup/>: the BYE reaches the phone on its TLS connection and its recording closes.
     let heard = eventually(10, || phone.heard().is_some()).await;
     assert!(heard, "baresip's call did not end:\n{}", phone.log());
@@ -693,6 +720,41 @@ flow = { module = "play", data = { id = "tone-1khz", loop_count = 20 } }
     sip.send(bye.as_bytes()).await;
     let answered = sip.expect("SIP/2.0 200", 3000).await;
     assert!(answered.is_some(), "the BYE answered on the old connection");
+}
+
+/// pjsua2 registers over TLS (its `PJSIP_TRANSPORT_TLS`, trusting the test CA), dials 5000
+/// (answering the 407), hears the Gather's prompt by its content, and its key (RFC 4733)
+/// reaches the Gather's action.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pjsua2_registers_and_calls_over_tls_hears_the_prompt_and_its_key_is_collected() {
+    let ca = TestCa::new("pivotd test CA");
+    let (web, server) = gather_server(&ca).await;
+    let silence = Tone::new(0.0);
+    let mut phone = Pjsua::register_tls(
+        tls_addr(&server),
+        "2001",
+        "s3cret",
+        REALM,
+        &silence.0,
+        None,
+        &ca.ca,
+    )
+    .await;
+    let transport = registered(&server, "d1", || format!("{:?}", phone.lines())).await;
+    assert_eq!(transport, "TLS");
+    phone.command(&format!("dial sip:5000@{REALM}")).await;
+    assert!(
+        asked(&web, "/ivr").await,
+        "no pivot request: {:?}",
+        phone.lines()
+    );
+    assert!(phone.expect("confirmed", 5).await.is_some());
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    phone.command("dtmf 5").await;
+    assert_key_collected(&web, "5", || format!("{:?}", phone.lines())).await;
+    let pcm = phone.heard(10).await;
+    let share = share_after_start(&pcm, 1000.0, 8000);
+    assert!(share > 0.5, "pjsua2 hears the 1 kHz prompt: {share}");
 }
 
 /// pjsua2 registers over TLS (its `PJSIP_TRANSPORT_TLS`, trusting the test CA) and a bridge

@@ -8,7 +8,8 @@ usage: phone.py SERVER_PORT USER PASSWORD REALM PLAY_WAV RECORD_WAV ANSWER_MS
 It prints one line per event, flushed: `registered CODE` or `failed CODE REASON`,
 `incoming`, `confirmed`, `dtmf DIGIT`, `disconnected CODE`, then `recorded` once the WAV is
 closed. With PHONE_TLS_CA set (a CA file) it registers and calls over TLS, trusting that CA.
-Lines on stdin are commands: `hangup` (BYE, or a reject while ringing), `quit`;
+Lines on stdin are commands: `dial URI` (a call of its own, through the server),
+`dtmf DIGITS` (RFC 4733 in the call), `hangup` (BYE, or a reject while ringing), `quit`;
 it quits when stdin closes too.
 Everything runs on the main thread (no pjsip or media worker threads), so the Python
 callbacks never run on a thread Python does not know.
@@ -161,7 +162,13 @@ while True:
     if not line:
         break  # the test is gone
     command = line.strip()
-    if command == "hangup" and call is not None and state.ended is None:
+    if command.startswith("dial ") and call is None:
+        call = Phone(acc, pj.PJSUA_INVALID_ID)
+        state.call = call
+        call.makeCall(command[5:].strip(), pj.CallOpParam(True))
+    elif command.startswith("dtmf ") and call is not None and state.ended is None:
+        call.dialDtmf(command[5:].strip())
+    elif command == "hangup" and call is not None and state.ended is None:
         op = pj.CallOpParam()
         op.statusCode = 603
         call.hangup(op)
