@@ -532,6 +532,26 @@ async fn a_silent_tls_client_is_dropped_after_the_handshake_timeout() {
     assert_eq!(status(&r), 200, "{r}");
 }
 
+/// A TLS connection that goes quiet after its handshake is closed after `tcp_idle_timeout_s`,
+/// as a TCP one is.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_idle_tls_connection_is_closed_like_a_tcp_one() {
+    let ca = TestCa::new("pivotd test CA");
+    let server = tls_server(&ca, "", "tcp_idle_timeout_s = 1").await;
+    let mut sip = RawSip::tls(tls_addr(&server), &ca).await;
+    assert_eq!(status(&options(&mut sip, "sip:pivotd.test").await), 200);
+    assert_eq!(stats(&server).tls_open.load(Ordering::Relaxed), 1);
+    let started = Instant::now();
+    assert!(sip.recv(5000).await.is_none(), "closed, nothing sent");
+    assert!(
+        started.elapsed() < Duration::from_secs(4),
+        "{:?}",
+        started.elapsed()
+    );
+    let closed = eventually(2, || stats(&server).tls_open.load(Ordering::Relaxed) == 0).await;
+    assert!(closed, "counted as closed");
+}
+
 /// Connections from one address beyond `source_tcp_connections` are closed at once, TLS ones
 /// as TCP ones, before any handshake.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
