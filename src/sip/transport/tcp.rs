@@ -294,17 +294,51 @@ impl Transport {
                     });
                 }
             }
-            None => {
-                // RFC 3261 §18.2.2: the connection is gone, open a new one to the
-                // same address.
-                let t = self.clone();
-                tokio::spawn(async move {
-                    if let Some(tx) = t.connect(proto, to).await {
-                        let _ = tx.send(bytes).await;
-                    }
-                });
-            }
+            None => self.open_and_send(proto, to, bytes),
         }
+    }
+
+    /// RFC 3261 §18.2.2: no connection to `to`, open a new one (over TLS only to a server
+    /// named beforehand). It is registered before it is open, so what is sent meanwhile (the
+    /// CANCEL of an INVITE) waits in its queue, in order, rather than opening another.
+    fn open_and_send(self: &Arc<Self>, proto: Proto, to: SocketAddr, bytes: Bytes) {
+        let server_name = match proto {
+            Proto::Tls => match self.tls_server_name(to) {
+                Some(name) => Some(name),
+                None => return,
+            },
+            _ => None,
+        };
+        let (tx, rx) = mpsc::channel::<Bytes>(256);
+        let id = self.register_conn(proto, to, tx.clone());
+        let _ = tx.try_send(bytes);
+        let t = self.clone();
+        tokio::spawn(async move {
+            let Some(stream) = t.connect(proto, to).await else {
+                t.unregister_conn(id);
+                return;
+            };
+            let local = stream.local_addr().unwrap_or(to);
+            let peer = Peer {
+                proto,
+                remote: to,
+                local,
+                conn: Some(id),
+            };
+            match server_name {
+                Some(name) => match t.tls_handshake(stream, name, to).await {
+                    Some(tls) => {
+                        let (rd, wr) = tokio::io::split(tls);
+                        t.serve_connection(rd, wr, peer, tx, rx).await;
+                    }
+                    None => t.unregister_conn(id),
+                },
+                None => {
+                    let (rd, wr) = stream.into_split();
+                    t.serve_connection(rd, wr, peer, tx, rx).await;
+                }
+            }
+        });
     }
 
     /// The send queue of connection `conn`, else of one open to `to` over `proto`.
@@ -321,29 +355,21 @@ impl Transport {
             .map(|c| c.tx.clone())
     }
 
-    /// Opens a connection to `to`: TCP, or TLS to a server named beforehand.
-    async fn connect(self: Arc<Self>, proto: Proto, to: SocketAddr) -> Option<mpsc::Sender<Bytes>> {
-        let server_name = match proto {
-            Proto::Tls => Some(self.tls_server_name(to)?),
-            _ => None,
-        };
-        let stream = match tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(to)).await {
-            Ok(Ok(s)) => s,
+    /// A TCP connection to `to` (for `proto`: in the log only).
+    async fn connect(&self, proto: Proto, to: SocketAddr) -> Option<TcpStream> {
+        match tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(to)).await {
+            Ok(Ok(s)) => {
+                let _ = s.set_nodelay(true);
+                Some(s)
+            }
             Ok(Err(e)) => {
                 tracing::debug!(?proto, "connect to {to}: {e}");
-                return None;
+                None
             }
             Err(_) => {
                 tracing::debug!(?proto, "connect to {to}: timed out");
-                return None;
+                None
             }
-        };
-        let _ = stream.set_nodelay(true);
-        let local = stream.local_addr().unwrap_or(to);
-        if let Some(name) = server_name {
-            return self.connect_tls(stream, name, to, local).await;
         }
-        let (rd, wr) = stream.into_split();
-        Some(self.start_connection(rd, wr, proto, to, local, None))
     }
 }

@@ -15,9 +15,7 @@ use std::path::Path;
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex, RwLock};
 
-use bytes::Bytes;
 use tokio::net::TcpStream;
-use tokio::sync::mpsc;
 use tokio_rustls::rustls::client::ClientConfig;
 use tokio_rustls::rustls::crypto::{ring, CryptoProvider};
 use tokio_rustls::rustls::pki_types::ServerName;
@@ -243,14 +241,13 @@ impl Transport {
     }
 
     /// The handshake of a connection we opened to a TLS server named `name`; a certificate
-    /// that does not verify fails it (logged with the reason).
-    pub(super) async fn connect_tls(
-        self: Arc<Self>,
+    /// that does not verify fails it (logged with the reason, counted).
+    pub(super) async fn tls_handshake(
+        &self,
         stream: TcpStream,
         name: ServerName<'static>,
         to: SocketAddr,
-        local: SocketAddr,
-    ) -> Option<mpsc::Sender<Bytes>> {
+    ) -> Option<tokio_rustls::client::TlsStream<TcpStream>> {
         let connector = self
             .tls
             .connector
@@ -259,26 +256,15 @@ impl Transport {
             .clone();
         let limit = self.cfg.tls.handshake_timeout;
         let shown = wire(name.to_str().as_ref()).to_string();
-        match tokio::time::timeout(limit, connector.connect(name, stream)).await {
-            Ok(Ok(tls)) => {
-                let (rd, wr) = tokio::io::split(tls);
-                Some(self.start_connection(rd, wr, Proto::Tls, to, local, None))
-            }
-            Ok(Err(e)) => {
-                self.stats
-                    .tls_handshake_failed
-                    .fetch_add(1, Ordering::Relaxed);
-                tracing::warn!(server = %shown, error = %wire(&e.to_string()),
-                    "tls connection to {to} failed");
-                None
-            }
-            Err(_) => {
-                self.stats
-                    .tls_handshake_failed
-                    .fetch_add(1, Ordering::Relaxed);
-                tracing::warn!(server = %shown, "tls connection to {to}: handshake timed out");
-                None
-            }
-        }
+        let failure = match tokio::time::timeout(limit, connector.connect(name, stream)).await {
+            Ok(Ok(tls)) => return Some(tls),
+            Ok(Err(e)) => wire(&e.to_string()).to_string(),
+            Err(_) => "the handshake timed out".to_string(),
+        };
+        self.stats
+            .tls_handshake_failed
+            .fetch_add(1, Ordering::Relaxed);
+        tracing::warn!(server = %shown, error = %failure, "tls connection to {to} failed");
+        None
     }
 }
