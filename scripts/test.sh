@@ -15,6 +15,8 @@ command -v espeak-ng >/dev/null 2>&1 || need+=(espeak-ng)
 command -v python3 >/dev/null 2>&1 || need+=(python3)
 # Real softphones: baresip (Debian's) and pjsua2 (PyPI wheel, needs pip) register and call.
 command -v baresip >/dev/null 2>&1 || need+=(baresip)
+# The TLS tests make their certificates with the openssl CLI.
+command -v openssl >/dev/null 2>&1 || need+=(openssl)
 python3 -c "import pjsua2" >/dev/null 2>&1 || python3 -m pip --version >/dev/null 2>&1 ||
   need+=(python3-pip)
 # The PostgreSQL store's tests start their own server from Debian's binaries

@@ -37,7 +37,7 @@ use crate::routing::Routes;
 use crate::sip::endpoint::{Endpoint, EndpointConfig};
 use crate::sip::overload::{LoadGate, LoadLimits, LoadMonitor};
 use crate::sip::source::SourceGuard;
-use crate::sip::transport::{TransportConfig, TransportError};
+use crate::sip::transport::{TlsConfig, TransportConfig, TransportError};
 use crate::store::Store;
 
 /// Why the server could not start: one clear line each.
@@ -65,6 +65,7 @@ pub enum StartError {
 pub struct ServerHandle {
     pub udp: Vec<SocketAddr>,
     pub tcp: Vec<SocketAddr>,
+    pub tls: Vec<SocketAddr>,
     draining: watch::Sender<bool>,
     force_end: watch::Sender<bool>,
     active: Arc<AtomicUsize>,
@@ -177,6 +178,13 @@ pub async fn start(cfg: Arc<Config>) -> Result<ServerHandle, StartError> {
         transport: TransportConfig {
             udp: cfg.sip.udp.clone(),
             tcp: cfg.sip.tcp.clone(),
+            tls: TlsConfig {
+                listen: cfg.sip.tls.clone(),
+                cert: cfg.sip.tls_cert.clone(),
+                key: cfg.sip.tls_key.clone(),
+                ca_file: cfg.sip.tls_ca_file.clone(),
+                handshake_timeout: cfg.sip.tls_handshake_timeout(),
+            },
             max_message_bytes: cfg.sip.max_message_bytes,
             tcp_idle_timeout: Duration::from_secs(cfg.sip.tcp_idle_timeout_s.max(1)),
             udp_receive_buffer: cfg.sip.udp_receive_buffer_bytes,
@@ -262,6 +270,7 @@ pub async fn start(cfg: Arc<Config>) -> Result<ServerHandle, StartError> {
     let handle = ServerHandle {
         udp: endpoint.transport().udp_addrs(),
         tcp: endpoint.transport().tcp_addrs(),
+        tls: endpoint.transport().tls_addrs(),
         draining: draining_tx,
         force_end: force_tx,
         active: active.clone(),
@@ -284,6 +293,7 @@ pub async fn start(cfg: Arc<Config>) -> Result<ServerHandle, StartError> {
             directory,
             store: store.clone(),
             routes: routes.clone(),
+            endpoint: endpoint.clone(),
         }),
         _background: background,
     };

@@ -26,11 +26,12 @@ pub(crate) async fn healthz(State(st): State<Shared>) -> Response {
         Err(e) => Err(e.to_string()),
     };
     let t = st.parts.endpoint.transport();
-    let (udp, tcp) = (t.udp_addrs(), t.tcp_addrs());
+    let (udp, tcp, tls) = (t.udp_addrs(), t.tcp_addrs(), t.tls_addrs());
     let degraded = st.parts.health.degraded();
     let sip_ok = udp.len() == st.parts.cfg.sip.udp.len()
         && tcp.len() == st.parts.cfg.sip.tcp.len()
-        && !(udp.is_empty() && tcp.is_empty())
+        && tls.len() == st.parts.cfg.sip.tls.len()
+        && !(udp.is_empty() && tcp.is_empty() && tls.is_empty())
         && degraded.is_empty();
     let ok = store_ok.is_ok() && sip_ok;
     let body = json!({
@@ -40,6 +41,7 @@ pub(crate) async fn healthz(State(st): State<Shared>) -> Response {
             "status": if sip_ok { "ok" } else { "error" },
             "udp": udp.iter().map(|a| a.to_string()).collect::<Vec<_>>(),
             "tcp": tcp.iter().map(|a| a.to_string()).collect::<Vec<_>>(),
+            "tls": tls.iter().map(|a| a.to_string()).collect::<Vec<_>>(),
             "degraded": degraded,
             "overloaded": st.parts.load.overloaded(),
         },
@@ -201,6 +203,19 @@ pub(crate) async fn metrics(State(st): State<Shared>) -> Response {
         "sip_messages_rejected_total",
         "reason=\"invalid\"",
         get(&ts.invalid),
+    );
+    m.family(
+        "sip_connections",
+        "gauge",
+        "SIP stream connections open now, by transport.",
+    );
+    m.value("sip_connections", "transport=\"tcp\"", get(&ts.tcp_open));
+    m.value("sip_connections", "transport=\"tls\"", get(&ts.tls_open));
+    m.one(
+        "sip_tls_handshakes_failed_total",
+        "counter",
+        "TLS handshakes that failed or timed out (clients', and ours to carriers).",
+        get(&ts.tls_handshake_failed),
     );
     let es = &p.endpoint.stats;
     m.family(

@@ -392,6 +392,7 @@ impl Admission {
             call_id,
             caller,
         } = request;
+        let secure = tx.peer().proto.is_secure();
         let answer = match req.method {
             rsip::Method::Invite => match self.admit_invite(&req, tx.peer(), caller, &call_id) {
                 Ok(setup) => {
@@ -405,13 +406,13 @@ impl Admission {
                 }
                 Err(refusal) => Err(refusal),
             },
-            rsip::Method::Register if message::scheme_supported(&req.uri) => {
+            rsip::Method::Register if message::scheme_supported(&req.uri, secure) => {
                 match check_require(&req) {
                     Ok(()) => return self.register(&req, &tx, caller),
                     Err(refusal) => Err(refusal),
                 }
             }
-            rsip::Method::Subscribe if message::scheme_supported(&req.uri) => {
+            rsip::Method::Subscribe if message::scheme_supported(&req.uri, secure) => {
                 match check_require(&req).and_then(|()| self.admit_subscribe(&req, caller)) {
                     Ok((asked, watched, watcher)) => {
                         return self.presence.submit(NewSubscription {
@@ -426,7 +427,7 @@ impl Admission {
                     Err(refusal) => Err(refusal),
                 }
             }
-            _ => answer_other(&req, *self.draining.borrow()),
+            _ => answer_other(&req, secure, *self.draining.borrow()),
         };
         match answer {
             Ok(Answer::Capabilities) => reply(&req, &tx, 200, None, &CAPABILITY_HEADERS),
@@ -445,7 +446,7 @@ impl Admission {
         caller_addr: SocketAddr,
         call_id: &str,
     ) -> Result<CallSetup, Refusal> {
-        if !message::scheme_supported(&req.uri) {
+        if !message::scheme_supported(&req.uri, peer.proto.is_secure()) {
             return Err(Refusal::UnsupportedScheme);
         }
         if *self.draining.borrow() {
@@ -664,12 +665,12 @@ impl Admission {
 
 /// The answer to a request outside any dialog other than an INVITE; `draining`: pivotd is
 /// shutting down (an OPTIONS probe then gets the INVITE's 503, so a proxy in front, such as
-/// Kamailio's dispatcher, stops sending calls here).
-fn answer_other(req: &rsip::Request, draining: bool) -> Result<Answer, Refusal> {
+/// Kamailio's dispatcher, stops sending calls here). `secure`: it came over TLS.
+fn answer_other(req: &rsip::Request, secure: bool, draining: bool) -> Result<Answer, Refusal> {
     if req.method == rsip::Method::Ack {
         return Ok(Answer::Nothing);
     }
-    if !message::scheme_supported(&req.uri) {
+    if !message::scheme_supported(&req.uri, secure) {
         return Err(Refusal::UnsupportedScheme);
     }
     match req.method {

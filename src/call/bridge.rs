@@ -138,11 +138,7 @@ impl Call {
         let ctx = self.ctx.clone();
         // The config in force when the bridge starts, for all of it.
         let cfg = ctx.cfg.get();
-        let transport = ctx.endpoint.transport();
-        let local = LocalSockets {
-            udp: transport.udp_addrs(),
-            tcp: transport.tcp_addrs(),
-        };
+        let local = LocalSockets::of(ctx.endpoint.transport());
         let resolve_ctx = ResolveContext {
             config: &cfg,
             account_id: &self.info.account_id,

@@ -108,6 +108,13 @@ impl OutboundLeg {
         events: mpsc::UnboundedSender<DialogEvent>,
     ) -> OutboundLeg {
         let ours = OurDescription::new(local, spec.sdp.clone());
+        if let Some(name) = &fork.tls_name {
+            // The transport verifies the server's certificate for this name when it connects.
+            if let Err(e) = endpoint.transport().name_tls_server(spec.peer.remote, name) {
+                tracing::warn!(fork = %fork.label, error = %e, "bridge: tls server name");
+            }
+        }
+        let spec_peer = spec.peer.clone();
         let invite = OutboundInvite::new(spec);
         // The callee's in-dialog requests (its BYE) name our From tag as their To tag.
         endpoint.register_dialog(
@@ -118,8 +125,19 @@ impl OutboundLeg {
             events.clone(),
             None,
         );
+        // A phone registered over TLS is reached on its own connection only: with it gone,
+        // the fork fails at once (as 408) instead of waiting for an answer that cannot come.
+        let reachable = endpoint
+            .transport()
+            .can_reach(spec_peer.proto, spec_peer.remote);
         let tx_id = endpoint.send_request(&invite.call_id, invite.request(), Some(events.clone()));
-        tracing::info!(fork = %fork.label, call_id = %invite.call_id, "bridge: INVITE sent");
+        if reachable {
+            tracing::info!(fork = %fork.label, call_id = %invite.call_id, "bridge: INVITE sent");
+        } else {
+            tracing::info!(fork = %fork.label, call_id = %invite.call_id,
+                "bridge: no TLS connection open to the phone, which is reached only on its own");
+            let _ = events.send(DialogEvent::Timeout { id: tx_id });
+        }
         OutboundLeg {
             endpoint,
             fork,
@@ -393,10 +411,12 @@ impl OutboundLeg {
     }
 
     fn contact(&self) -> String {
+        let spec = self.invite.spec();
         crate::sip::dialog::contact_value(
-            &self.invite.spec().contact_user,
-            &self.invite.spec().local_host,
-            &self.invite.spec().peer,
+            &spec.contact_user,
+            &spec.local_host,
+            &spec.peer,
+            crate::sip::dialog::uri_is_sips(&spec.request_uri),
         )
     }
 

@@ -6,12 +6,15 @@
 //!   bindings), each reached at the address its REGISTER came from (the phone is behind NAT)
 //!   over its transport, through its Path. Over TCP the INVITE leaves on the connection
 //!   still open to that address (the REGISTER's: the transport looks connections up by
-//!   remote address, as no connection id is stored with a binding), else on a new one.
+//!   remote address, as no connection id is stored with a binding), else on a new one. Over
+//!   TLS only on the open one: the transport never connects back to a phone, so with the
+//!   phone's connection gone the fork hears nothing and fails (408).
 //! - A user rings every device it owns, at once.
 //! - A number goes to the carriers, one stage each: the account's (`local`), else the
 //!   system's `[[resources]]` when there are any. A gateway's host name is looked up (A/AAAA
 //!   only: no SRV or NAPTR, RFC 3263's other steps) and its first address we have a socket
-//!   for is used.
+//!   for is used. A TLS carrier (`sips:`, `;transport=tls`) is verified by its host name
+//!   ([`Fork::tls_name`]).
 //! - A SIP URI (TwiML `<Sip>`) is dialled only when its host is one of the account's
 //!   registered devices, one of its carriers, or in its `sip_targets`: anything else would
 //!   let a web server that answers TwiML dial anywhere on the company's bill.
@@ -31,7 +34,7 @@ use crate::presence::PresenceId;
 use crate::registrar::Registrar;
 use crate::sip::dialog::host_port;
 use crate::sip::message::parse_sip_uri;
-use crate::sip::transport::{Peer, Proto};
+use crate::sip::transport::{Peer, Proto, Transport};
 use crate::store::Registration;
 
 use super::lamps::device_ids;
@@ -69,6 +72,9 @@ pub(crate) struct Fork {
     pub device_id: Option<String>,
     /// The presence ids its ringing lights (`call/lamps.rs`): the device's, its owner's.
     pub presence_ids: Vec<PresenceId>,
+    /// Over TLS to a server (a carrier, a `<Sip>` host): the name its certificate must show,
+    /// sent as SNI. None for a phone (reached on its own connection) and for UDP/TCP.
+    pub tls_name: Option<String>,
 }
 
 /// An endpoint resolved: stages tried one after another, the forks of a stage rung at once.
@@ -83,16 +89,32 @@ pub(crate) struct Resolved {
 pub(crate) struct LocalSockets {
     pub udp: Vec<SocketAddr>,
     pub tcp: Vec<SocketAddr>,
+    pub tls: Vec<SocketAddr>,
 }
 
 impl LocalSockets {
+    /// The sockets a transport has bound.
+    pub fn of(transport: &Transport) -> LocalSockets {
+        LocalSockets {
+            udp: transport.udp_addrs(),
+            tcp: transport.tcp_addrs(),
+            tls: transport.tls_addrs(),
+        }
+    }
+
+    /// Our sockets of one transport.
+    fn of_proto(&self, proto: Proto) -> &[SocketAddr] {
+        match proto {
+            Proto::Udp => &self.udp,
+            Proto::Tcp => &self.tcp,
+            Proto::Tls => &self.tls,
+        }
+    }
+
     /// Our socket of `proto` for a request to `remote`: one of its address family, preferably
     /// one that can reach it (bound to any address, or loopback to loopback).
     fn for_remote(&self, proto: Proto, remote: IpAddr) -> Option<SocketAddr> {
-        let sockets = match proto {
-            Proto::Udp => &self.udp,
-            Proto::Tcp => &self.tcp,
-        };
+        let sockets = self.of_proto(proto);
         let same_family = || {
             sockets
                 .iter()
@@ -145,7 +167,7 @@ pub(crate) enum NotResolved {
     /// Not a device, carrier or `sip_targets` entry of the account (toll-fraud guard).
     #[error("{} is not a device, carrier or sip_targets entry of the account", wire(.uri))]
     SipNotAllowed { uri: String },
-    /// `sips:` or a transport other than UDP and TCP.
+    /// A transport other than UDP, TCP and TLS.
     #[error("{} needs {transport}, which pivotd does not speak", wire(.uri))]
     UnsupportedTransport {
         uri: String,
@@ -305,6 +327,7 @@ fn device_forks(ctx: &ResolveContext<'_>, device_id: &str) -> Vec<Fork> {
                 label: format!("device {} at {}", wire(device_id), wire(&b.contact)),
                 device_id: Some(device_id.to_string()),
                 presence_ids: entry.as_deref().map(device_ids).unwrap_or_default(),
+                tls_name: None,
             })
         })
         .collect()
@@ -322,17 +345,8 @@ fn lamp_ids(ctx: &ResolveContext<'_>, device_id: &Option<String>) -> Vec<Presenc
 
 /// Where requests to a binding go: its REGISTER's source, on the socket it came in on.
 fn binding_peer(b: &Registration, local: &LocalSockets) -> Option<Peer> {
-    let proto = if b.transport.eq_ignore_ascii_case("UDP") {
-        Proto::Udp
-    } else if b.transport.eq_ignore_ascii_case("TCP") {
-        Proto::Tcp
-    } else {
-        return None;
-    };
-    let ours = match proto {
-        Proto::Udp => &local.udp,
-        Proto::Tcp => &local.tcp,
-    };
+    let proto = Proto::from_via_token(&b.transport)?;
+    let ours = local.of_proto(proto);
     // The socket the REGISTER reached, when it is ours. A binding another node took (a store
     // shared by several nodes) names that node's socket: our Via and Contact must name one of
     // ours, or the device's answers and in-dialog requests go to the other node.
@@ -359,8 +373,9 @@ fn carriers_for<'c>(cfg: &'c Config, account: Option<&'c Account>, local: bool) 
     }
 }
 
-/// One stage per carrier that can be reached, in order. A carrier that cannot (`sips:`, a
-/// host that does not resolve) is logged and left out; with none left, the last reason.
+/// One stage per carrier that can be reached, in order. A carrier that cannot (a host that
+/// does not resolve, no socket of ours for its transport) is logged and left out; with none
+/// left, the last reason.
 async fn carrier_stages(
     ctx: &ResolveContext<'_>,
     number: &str,
@@ -395,28 +410,22 @@ async fn carrier_fork(
     number: &str,
 ) -> Result<Fork, NotResolved> {
     let gateway = &carrier.gateway;
-    if gateway.secure {
-        return Err(NotResolved::UnsupportedTransport {
-            uri: gateway.to_string(),
-            transport: "TLS",
-        });
-    }
-    let proto = match gateway.transport {
-        GatewayTransport::Udp => Proto::Udp,
-        GatewayTransport::Tcp => Proto::Tcp,
-    };
+    let proto = gateway_proto(gateway.transport);
     let candidates = addresses(&gateway.host, gateway.port_or_default()).await?;
     let (remote, local) = first_reachable(ctx.local, proto, &candidates, |_| true)?;
     let user = uri_user(&format!("{}{number}{}", carrier.prefix, carrier.suffix));
     let host = gateway.host_port();
-    let transport = match proto {
-        Proto::Tcp => ";transport=tcp",
-        Proto::Udp => "",
+    // The gateway's own form: sips: stays sips: (RFC 5630), sip: names its transport.
+    let (scheme, transport) = match (gateway.secure, proto) {
+        (true, _) => ("sips", ""),
+        (false, Proto::Tcp) => ("sip", ";transport=tcp"),
+        (false, Proto::Tls) => ("sip", ";transport=tls"),
+        (false, Proto::Udp) => ("sip", ""),
     };
     let caller_id = carrier_caller_id(ctx, account, carrier);
     Ok(Fork {
-        request_uri: format!("sip:{user}@{host}{transport}"),
-        to: format!("<sip:{user}@{host}>"),
+        request_uri: format!("{scheme}:{user}@{host}{transport}"),
+        to: format!("<{scheme}:{user}@{host}>"),
         peer: Peer {
             proto,
             remote,
@@ -431,7 +440,17 @@ async fn carrier_fork(
         label: format!("carrier {} ({gateway})", wire(&carrier.id)),
         device_id: None,
         presence_ids: Vec::new(),
+        tls_name: (proto == Proto::Tls).then(|| gateway.host.to_string()),
     })
+}
+
+/// The transport of a gateway.
+fn gateway_proto(t: GatewayTransport) -> Proto {
+    match t {
+        GatewayTransport::Udp => Proto::Udp,
+        GatewayTransport::Tcp => Proto::Tcp,
+        GatewayTransport::Tls => Proto::Tls,
+    }
 }
 
 /// The caller ID a carrier sees, of the carrier's `caller_id_type`: the calling device's
@@ -475,21 +494,17 @@ async fn sip_fork(ctx: &ResolveContext<'_>, text: &str) -> Result<Fork, NotResol
         return Err(invalid());
     }
     let uri = parse_sip_uri(text).ok_or_else(invalid)?;
-    if matches!(uri.scheme, Some(rsip::Scheme::Sips)) {
-        return Err(NotResolved::UnsupportedTransport {
-            uri: text.to_string(),
-            transport: "TLS",
-        });
-    }
+    let sips = matches!(uri.scheme, Some(rsip::Scheme::Sips));
     let mut proto = None;
     for param in &uri.params {
         match param {
-            rsip::Param::Transport(rsip::Transport::Udp) => proto = Some(Proto::Udp),
+            rsip::Param::Transport(rsip::Transport::Udp) if !sips => proto = Some(Proto::Udp),
             rsip::Param::Transport(rsip::Transport::Tcp) => proto = Some(Proto::Tcp),
+            rsip::Param::Transport(rsip::Transport::Tls) => proto = Some(Proto::Tls),
             rsip::Param::Transport(_) => {
                 return Err(NotResolved::UnsupportedTransport {
                     uri: text.to_string(),
-                    transport: "a transport other than UDP or TCP",
+                    transport: "a transport other than UDP, TCP or TLS",
                 })
             }
             // maddr would send the request elsewhere than the host the checks below read.
@@ -497,23 +512,34 @@ async fn sip_fork(ctx: &ResolveContext<'_>, text: &str) -> Result<Fork, NotResol
             rsip::Param::Other(name, _) if name.to_string().eq_ignore_ascii_case("transport") => {
                 return Err(NotResolved::UnsupportedTransport {
                     uri: text.to_string(),
-                    transport: "a transport other than UDP or TCP",
+                    transport: "a transport other than UDP, TCP or TLS",
                 })
             }
             _ => {}
         }
     }
+    // sips: is TLS whatever the parameter says (RFC 5630: transport=tcp is TLS over TCP).
+    if sips {
+        proto = Some(Proto::Tls);
+    }
     let host = match &uri.host_with_port.host {
         rsip::Host::IpAddr(ip) => GatewayHost::Ip(*ip),
         rsip::Host::Domain(d) => GatewayHost::Name(d.to_string().to_ascii_lowercase()),
     };
-    let port = uri.host_with_port.port.map_or(5060, |p| *p.value());
+    let default_port = if proto == Some(Proto::Tls) {
+        5061
+    } else {
+        5060
+    };
+    let port = uri.host_with_port.port.map_or(default_port, |p| *p.value());
     let account = ctx
         .config
         .account(ctx.account_id)
         .ok_or_else(|| NotResolved::UnknownAccount(ctx.account_id.to_string()))?;
     let fork = |peer: Peer, route: Vec<String>, credentials, label: String, device_id| Fork {
         presence_ids: lamp_ids(ctx, &device_id),
+        // A device is reached on its own connection; any other host by its name.
+        tls_name: (peer.proto == Proto::Tls && device_id.is_none()).then(|| host.to_string()),
         request_uri: text.to_string(),
         to: format!("<{text}>"),
         local_host: host_port(ctx.config.sip.advertise, peer.local),
@@ -540,13 +566,11 @@ async fn sip_fork(ctx: &ResolveContext<'_>, text: &str) -> Result<Fork, NotResol
 
     // One of the account's carriers: with its credentials, over the URI's transport, else
     // the carrier's.
-    let carrier = account.resources.iter().find(|c| {
-        !c.gateway.secure && c.gateway.host == host && c.gateway.port_or_default() == port
-    });
-    let proto = proto.unwrap_or(match carrier.map(|c| c.gateway.transport) {
-        Some(GatewayTransport::Tcp) => Proto::Tcp,
-        _ => Proto::Udp,
-    });
+    let carrier = account
+        .resources
+        .iter()
+        .find(|c| c.gateway.host == host && c.gateway.port_or_default() == port);
+    let proto = proto.unwrap_or(carrier.map_or(Proto::Udp, |c| gateway_proto(c.gateway.transport)));
     let named = matches!(&host, GatewayHost::Name(n)
         if account.sip_targets.iter().any(|t| matches!(t, SipTarget::Host(h) if h == n)));
     let candidates = addresses(&host, port).await?;

@@ -1,26 +1,66 @@
-//! The checks across keys of one config: at least one listen socket, a port range with room
+//! The checks across keys of one config: at least one listen socket, the TLS files, a port range with room
 //! for RTP, account ids and realms unique, and within an account its numbers, users and
 //! devices. Each is called where the keys it needs have just been read, so problems come in
 //! file order.
 
 use std::collections::HashMap;
+use std::path::PathBuf;
 
 use toml::{Table, Value};
 
 use super::reader::{join, Reader};
-use super::{Account, Device, MediaConfig, Resource, User};
+use super::{Account, Device, MediaConfig, Resource, TlsFileError, User};
 
-/// `sip.udp` and `sip.tcp` may not both be given empty.
+/// `sip.udp`, `sip.tcp` and `sip.tls` may not all be empty.
 pub(super) fn some_listen_socket(r: &mut Reader, t: &Table) {
-    if t.get("udp")
-        .is_some_and(|v| v.as_array().is_some_and(|a| a.is_empty()))
-        && t.get("tcp")
-            .is_some_and(|v| v.as_array().is_some_and(|a| a.is_empty()))
-    {
+    let empty = |key| {
+        t.get(key)
+            .is_some_and(|v: &Value| v.as_array().is_some_and(|a| a.is_empty()))
+    };
+    let no_tls = t.get("tls").is_none() || empty("tls");
+    if empty("udp") && empty("tcp") && no_tls {
         r.problem(
             "sip",
-            "no listen socket: sip.udp and sip.tcp are both empty",
+            "no listen socket: sip.udp, sip.tcp and sip.tls are all empty",
         );
+    }
+}
+
+/// TLS listeners need a certificate and its key; every file named is read and checked as the
+/// transport will read it (`tls.rs`), each problem under its key.
+pub(super) fn tls_files(
+    r: &mut Reader,
+    listeners: &[std::net::SocketAddr],
+    cert: &Option<PathBuf>,
+    key: &Option<PathBuf>,
+    ca_file: &Option<PathBuf>,
+) {
+    if !listeners.is_empty() {
+        for (name, path) in [("tls_cert", cert), ("tls_key", key)] {
+            if path.is_none() {
+                r.problem(join("sip", name), "required when sip.tls has a listener");
+            }
+        }
+    }
+    match (cert, key) {
+        (Some(cert), Some(key)) => {
+            if let Err(e) = super::tls::read_certified_key(cert, key) {
+                let at = match &e {
+                    TlsFileError::Read { path, .. } if path == key => "tls_key",
+                    TlsFileError::BadKey { .. } | TlsFileError::Mismatch { .. } => "tls_key",
+                    _ => "tls_cert",
+                };
+                r.problem(join("sip", at), e.to_string());
+            }
+        }
+        (Some(_), None) => r.problem("sip.tls_key", "required with sip.tls_cert"),
+        (None, Some(_)) => r.problem("sip.tls_cert", "required with sip.tls_key"),
+        (None, None) => {}
+    }
+    if let Some(ca) = ca_file {
+        if let Err(e) = super::tls::read_certificates(ca) {
+            r.problem("sip.tls_ca_file", e.to_string());
+        }
     }
 }
 

@@ -4,7 +4,8 @@
 //! Live: `[[accounts]]` (devices, users, callflows, carriers, pivot secrets), `[[resources]]`,
 //! `[sip] max_calls`, `max_calls_per_second`, `invite_response_timeout_ms`, the per-source
 //! limits (`trusted_sources`, `trusted_proxies`, `source_*`, `scanner_user_agents`),
-//! `allow_unauthenticated`, `[media] early_media_unproven_s` and `encryption`, and `[tts]`. Everything else was
+//! `allow_unauthenticated`, `[media] early_media_unproven_s` and `encryption`, `[tts]`, and
+//! the TLS certificate, key and CA file (read again from their files: `server/reload.rs`). Everything else was
 //! built into sockets, tasks or pools at start: [`apply`] keeps its old value and names it, so
 //! the config in force never claims a setting the process does not follow.
 //!
@@ -67,6 +68,12 @@ pub fn apply(old: &Config, mut new: Config) -> (Config, Vec<NotApplied>) {
     }
     fixed!("sip.udp", "UDP listen addresses", sip.udp);
     fixed!("sip.tcp", "TCP listen addresses", sip.tcp);
+    fixed!("sip.tls", "TLS listen addresses", sip.tls);
+    fixed!(
+        "sip.tls_handshake_timeout_ms",
+        "TLS handshake timeout",
+        sip.tls_handshake_timeout_ms
+    );
     fixed!("sip.advertise", "advertised address", sip.advertise);
     fixed!(
         "sip.udp_readers",

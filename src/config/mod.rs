@@ -22,6 +22,7 @@ mod parse;
 mod reader;
 #[cfg(test)]
 mod tests;
+mod tls;
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -36,6 +37,7 @@ use crate::flow::Node;
 
 pub use demo::{DEMO_ACCOUNT_ID, DEMO_REALM};
 pub use reader::{is_host_name, parse_cidr, parse_gateway, parse_sip_target, ValueError};
+pub use tls::{read_certificates, read_certified_key, TlsFileError};
 
 /// The whole configuration.
 #[derive(Clone, Debug)]
@@ -62,6 +64,19 @@ pub struct SipConfig {
     pub udp: Vec<SocketAddr>,
     /// `tcp`: TCP listen sockets (`[]` = none). Default `["127.0.0.1:5060"]`.
     pub tcp: Vec<SocketAddr>,
+    /// `tls`: SIP over TLS listen sockets (RFC 3261 §26). Default `[]`; needs `tls_cert` and
+    /// `tls_key`.
+    pub tls: Vec<SocketAddr>,
+    /// `tls_cert`: the certificate chain (PEM, ours first) the TLS listeners present.
+    pub tls_cert: Option<PathBuf>,
+    /// `tls_key`: its private key (PEM), checked at load to belong to `tls_cert`.
+    pub tls_key: Option<PathBuf>,
+    /// `tls_ca_file`: extra trusted CA certificates (PEM) for TLS carriers, beside the
+    /// system's roots.
+    pub tls_ca_file: Option<PathBuf>,
+    /// `tls_handshake_timeout_ms`: a TLS client must finish its handshake within this, or its
+    /// connection is closed (a silent client holds no slot). Default 5000, 100..=60000.
+    pub tls_handshake_timeout_ms: u64,
     /// `advertise`: address written in Via/Contact/SDP when it differs from the bind address.
     pub advertise: Option<IpAddr>,
     /// `max_calls`: concurrent calls; above it new INVITEs get 503 with Retry-After.
@@ -210,6 +225,9 @@ impl SipConfig {
     }
     pub fn tcp_idle_timeout(&self) -> Duration {
         Duration::from_secs(self.tcp_idle_timeout_s)
+    }
+    pub fn tls_handshake_timeout(&self) -> Duration {
+        Duration::from_millis(self.tls_handshake_timeout_ms)
     }
 }
 
@@ -637,7 +655,8 @@ pub struct Device {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Resource {
     pub id: String,
-    /// `gateway`: where calls to numbers go, `sip:host[:port][;transport=tcp]`.
+    /// `gateway`: where calls to numbers go, `sip:host[:port][;transport=tcp|tls]` or
+    /// `sips:host[:port]` (TLS, port 5061 by default).
     pub gateway: Gateway,
     pub name: Option<String>,
     /// `inbound_cidrs`: the carrier's addresses; their INVITEs need no authentication and
@@ -683,11 +702,11 @@ impl CallerIdType {
 }
 
 /// A carrier's `gateway` URI, read at load: `sip:` or `sips:`, a host (an IP address or a
-/// name), an optional port, and `;transport=udp|tcp`. No user part (the dialled number goes
+/// name), an optional port, and `;transport=udp|tcp|tls`. No user part (the dialled number goes
 /// there) and no other parameters.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Gateway {
-    /// `sips:` (TLS, which pivotd does not speak: such a carrier is not dialled).
+    /// `sips:` (RFC 3261 §26: TLS, the Request-URI `sips:` too).
     pub secure: bool,
     pub host: GatewayHost,
     /// The port as written; [`Gateway::port_or_default`] fills in 5060 / 5061.
@@ -703,18 +722,25 @@ pub enum GatewayHost {
     Name(String),
 }
 
-/// The transport a gateway is reached on (`;transport=`), UDP unless it says TCP.
+/// The transport a gateway is reached on (`;transport=`), UDP unless it says TCP or TLS
+/// (`sips:` is always TLS).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub enum GatewayTransport {
     #[default]
     Udp,
     Tcp,
+    Tls,
 }
 
 impl Gateway {
-    /// The port written, else the scheme's default (RFC 3261 §19.1.2).
+    /// The port written, else the transport's default (RFC 3261 §19.1.2: 5061 for TLS).
     pub fn port_or_default(&self) -> u16 {
-        self.port.unwrap_or(if self.secure { 5061 } else { 5060 })
+        self.port
+            .unwrap_or(if self.transport == GatewayTransport::Tls {
+                5061
+            } else {
+                5060
+            })
     }
 
     /// `host` or `host:port` as it goes in a URI (an IPv6 address in brackets).
@@ -741,8 +767,10 @@ impl fmt::Display for Gateway {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let scheme = if self.secure { "sips" } else { "sip" };
         write!(f, "{scheme}:{}", self.host_port())?;
-        if self.transport == GatewayTransport::Tcp {
-            f.write_str(";transport=tcp")?;
+        match self.transport {
+            GatewayTransport::Tcp => f.write_str(";transport=tcp")?,
+            GatewayTransport::Tls if !self.secure => f.write_str(";transport=tls")?,
+            _ => {}
         }
         Ok(())
     }

@@ -52,7 +52,7 @@ pub(super) fn parse(s: &str, base: &Path) -> (Config, Vec<ConfigProblem>) {
     );
     let empty = Table::new();
     let t = r.table(&root, "", "sip").unwrap_or(&empty);
-    let sip = read_sip(&mut r, t);
+    let sip = read_sip(&mut r, t, base);
     let t = r.table(&root, "", "media").unwrap_or(&empty);
     let media = read_media(&mut r, t, base);
     let t = r.table(&root, "", "tts").unwrap_or(&empty);
@@ -84,7 +84,7 @@ pub(super) fn parse(s: &str, base: &Path) -> (Config, Vec<ConfigProblem>) {
     )
 }
 
-fn read_sip(r: &mut Reader, t: &Table) -> SipConfig {
+fn read_sip(r: &mut Reader, t: &Table, base: &Path) -> SipConfig {
     let p = "sip";
     r.check_keys(
         t,
@@ -92,6 +92,11 @@ fn read_sip(r: &mut Reader, t: &Table) -> SipConfig {
         &[
             "udp",
             "tcp",
+            "tls",
+            "tls_cert",
+            "tls_key",
+            "tls_ca_file",
+            "tls_handshake_timeout_ms",
             "advertise",
             "max_calls",
             "max_calls_per_second",
@@ -135,10 +140,20 @@ fn read_sip(r: &mut Reader, t: &Table) -> SipConfig {
     let tcp = r
         .parsed_list(t, p, "tcp", socket_addr)
         .unwrap_or_else(|| vec![default_sip]);
+    let tls = r.parsed_list(t, p, "tls", socket_addr).unwrap_or_default();
     checks::some_listen_socket(r, t);
+    let tls_cert = r.string(t, p, "tls_cert").map(|f| resolve(base, &f));
+    let tls_key = r.string(t, p, "tls_key").map(|f| resolve(base, &f));
+    let tls_ca_file = r.string(t, p, "tls_ca_file").map(|f| resolve(base, &f));
+    checks::tls_files(r, &tls, &tls_cert, &tls_key, &tls_ca_file);
     SipConfig {
         udp,
         tcp,
+        tls,
+        tls_cert,
+        tls_key,
+        tls_ca_file,
+        tls_handshake_timeout_ms: r.int_or(t, p, "tls_handshake_timeout_ms", 100, 60_000, 5000),
         advertise: r.parsed(t, p, "advertise", ip_addr),
         max_calls: r.int_or(t, p, "max_calls", 1, 1_000_000, 5000),
         max_calls_per_second: r.int_or(t, p, "max_calls_per_second", 1, 1_000_000, 4000),

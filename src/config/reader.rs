@@ -346,7 +346,7 @@ pub fn is_host_name(s: &str) -> bool {
 }
 
 /// A carrier's gateway: `sip:` or `sips:` (any case), an IP address (IPv6 in brackets) or a
-/// host name, an optional port, and at most `;transport=udp|tcp`. Read here by hand because
+/// host name, an optional port, and at most `;transport=udp|tcp|tls`. Read here by hand because
 /// the config layer sits below the SIP one.
 pub fn parse_gateway(s: &str) -> Result<Gateway, ValueError> {
     let not_sip = || ValueError::NotSipUri(s.to_string());
@@ -407,20 +407,28 @@ pub fn parse_gateway(s: &str) -> Result<Gateway, ValueError> {
             _ => return Err(ValueError::BadPort(p.to_string())),
         },
     };
-    let mut transport = GatewayTransport::Udp;
+    let mut transport = None;
     for param in parts {
         let (name, value) = param.split_once('=').unwrap_or((param, ""));
-        transport = match (name.eq_ignore_ascii_case("transport"), value) {
-            (true, v) if v.eq_ignore_ascii_case("udp") => GatewayTransport::Udp,
-            (true, v) if v.eq_ignore_ascii_case("tcp") => GatewayTransport::Tcp,
-            _ => {
-                return Err(ValueError::GatewayParam {
-                    uri: s.to_string(),
-                    param: param.to_string(),
-                })
-            }
+        let bad = || ValueError::GatewayParam {
+            uri: s.to_string(),
+            param: param.to_string(),
         };
+        transport = Some(match (name.eq_ignore_ascii_case("transport"), value) {
+            // RFC 5630 §3.1.3: sips: over UDP would be DTLS, which pivotd does not speak.
+            (true, v) if v.eq_ignore_ascii_case("udp") && !secure => GatewayTransport::Udp,
+            (true, v) if v.eq_ignore_ascii_case("tcp") => GatewayTransport::Tcp,
+            (true, v) if v.eq_ignore_ascii_case("tls") => GatewayTransport::Tls,
+            _ => return Err(bad()),
+        });
     }
+    // sips: is TLS whatever the transport parameter says (RFC 5630: `transport=tcp` on a
+    // sips: URI is TLS over TCP).
+    let transport = match transport {
+        _ if secure => GatewayTransport::Tls,
+        Some(t) => t,
+        None => GatewayTransport::Udp,
+    };
     Ok(Gateway {
         secure,
         host,

@@ -692,7 +692,13 @@ fn carrier_keys_are_read() {
     assert_eq!(c1.inbound_cidrs.len(), 1);
     let c2 = &a.resources[1];
     assert!(c2.gateway.secure);
+    assert_eq!(c2.gateway.transport, GatewayTransport::Tls);
     assert_eq!(c2.gateway.port_or_default(), 5061);
+    assert_eq!(c2.gateway.to_string(), "sips:198.51.100.9");
+    let tls = crate::config::parse_gateway("sip:gw.test;transport=TLS").unwrap();
+    assert_eq!((tls.secure, tls.transport), (false, GatewayTransport::Tls));
+    assert_eq!(tls.port_or_default(), 5061);
+    assert_eq!(tls.to_string(), "sip:gw.test;transport=tls");
     assert_eq!(c2.caller_id_type, CallerIdType::External);
     assert_eq!(c2.prefix, "");
     assert_eq!(a.caller_id.external.number.as_deref(), Some("+14155550100"));
@@ -746,9 +752,14 @@ fn each_bad_carrier_value_reports_its_key() {
         ),
         ("gateway = \"sip:gw.test;lr\"", "gateway", "not \"lr\""),
         (
-            "gateway = \"sip:gw.test;transport=tls\"",
+            "gateway = \"sip:gw.test;transport=sctp\"",
             "gateway",
-            "not \"transport=tls\"",
+            "not \"transport=sctp\"",
+        ),
+        (
+            "gateway = \"sips:gw.test;transport=udp\"",
+            "gateway",
+            "not \"transport=udp\"",
         ),
         ("gateway = \"sip:gw.test?X=1\"", "gateway", "not \"?X=1\""),
         ("gateway = \"sip:gw.test:0\"", "gateway", "port \"0\""),
@@ -988,4 +999,87 @@ inbound_cidrs = ["192.0.2.0/24"]
         problems[1].message.contains("trusted_sources"),
         "{problems:?}"
     );
+}
+
+/// A P-256 key and a self-signed certificate for it, made by the openssl CLI in `dir`.
+fn self_signed(dir: &Path, stem: &str) -> (PathBuf, PathBuf) {
+    let (cert, key) = (
+        dir.join(format!("{stem}.pem")),
+        dir.join(format!("{stem}.key")),
+    );
+    let out = std::process::Command::new("openssl")
+        .args(["req", "-x509", "-newkey", "ec", "-pkeyopt"])
+        .args(["ec_paramgen_curve:prime256v1", "-nodes", "-days", "1"])
+        .args(["-subj", "/CN=pivotd-test", "-keyout"])
+        .arg(&key)
+        .arg("-out")
+        .arg(&cert)
+        .output()
+        .unwrap_or_else(|e| panic!("openssl is not installed (apt-get install openssl): {e}"));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (cert, key)
+}
+
+#[test]
+fn tls_keys_are_read_and_their_files_checked() {
+    let dir = temp_dir("tls");
+    let (cert, key) = self_signed(&dir, "a");
+    let (_, other_key) = self_signed(&dir, "b");
+    let problems_of = |sip: String| {
+        let (cfg, problems) = parse(&format!("[sip]\n{sip}"), Path::new("/x"));
+        (cfg, problems)
+    };
+    let keys_of = |p: &[ConfigProblem]| p.iter().map(|p| p.key.clone()).collect::<Vec<_>>();
+
+    let (cfg, problems) = problems_of(format!(
+        "udp = []\ntcp = []\ntls = [\"127.0.0.1:5061\"]\ntls_cert = \"{}\"\ntls_key = \"{}\"\n\
+         tls_ca_file = \"{}\"\ntls_handshake_timeout_ms = 700",
+        cert.display(),
+        key.display(),
+        cert.display()
+    ));
+    assert!(problems.is_empty(), "{problems:?}");
+    assert_eq!(cfg.sip.tls, ["127.0.0.1:5061".parse().unwrap()]);
+    assert_eq!(cfg.sip.tls_cert.as_deref(), Some(cert.as_path()));
+    assert_eq!(cfg.sip.tls_handshake_timeout(), Duration::from_millis(700));
+    let (default, _) = parse("", Path::new("/x"));
+    assert!(default.sip.tls.is_empty());
+    assert_eq!(default.sip.tls_handshake_timeout_ms, 5000);
+
+    let (_, problems) = problems_of("tls = [\"127.0.0.1:5061\"]".into());
+    assert_eq!(keys_of(&problems), ["sip.tls_cert", "sip.tls_key"]);
+    let (_, problems) = problems_of(format!(
+        "tls_cert = \"{}\"\ntls_key = \"{}\"",
+        dir.join("missing.pem").display(),
+        key.display()
+    ));
+    assert_eq!(keys_of(&problems), ["sip.tls_cert"]);
+    assert!(problems[0].message.contains("cannot read"), "{problems:?}");
+    let (_, problems) = problems_of(format!(
+        "tls_cert = \"{}\"\ntls_key = \"{}\"",
+        cert.display(),
+        other_key.display()
+    ));
+    assert_eq!(keys_of(&problems), ["sip.tls_key"]);
+    assert!(
+        problems[0].message.contains("does not belong"),
+        "{problems:?}"
+    );
+    let (_, problems) = problems_of(format!(
+        "tls_cert = \"{}\"\ntls_key = \"{}\"",
+        cert.display(),
+        cert.display()
+    ));
+    assert_eq!(
+        keys_of(&problems),
+        ["sip.tls_key"],
+        "a certificate is no key"
+    );
+    let (_, problems) = problems_of(format!("tls_ca_file = \"{}\"", key.display()));
+    assert_eq!(keys_of(&problems), ["sip.tls_ca_file"]);
+    let _ = std::fs::remove_dir_all(&dir);
 }

@@ -29,7 +29,7 @@ use crate::sip::outgoing::{reason_phrase, response_bytes};
 use crate::sip::overload::LoadGate;
 use crate::sip::source::SourceGuard;
 use crate::sip::timer::Timers;
-use crate::sip::transport::{Peer, Proto, TransportConfig};
+use crate::sip::transport::{Peer, Proto, TlsConfig, TransportConfig};
 use crate::sip::uac::{InviteSpec, OutboundInvite, RetryError};
 use crate::sip::{ALLOW, CAPABILITY_HEADERS};
 
@@ -84,7 +84,8 @@ pub(super) async fn place(
     tokio::spawn(answer_strays(strays));
     let local = match proto {
         Proto::Udp => endpoint.transport().udp_addrs().first().copied(),
-        Proto::Tcp => endpoint.transport().tcp_addrs().first().copied(),
+        // No `--tls` yet: the caller speaks UDP or TCP.
+        Proto::Tcp | Proto::Tls => endpoint.transport().tcp_addrs().first().copied(),
     }
     .unwrap_or(SocketAddr::new(local_ip, 0));
     let (media, heard) = CallerMedia::start(local_ip)?;
@@ -172,12 +173,13 @@ async fn start_endpoint(
     let any = SocketAddr::new(ip, 0);
     let (udp, tcp) = match proto {
         Proto::Udp => (vec![any], Vec::new()),
-        Proto::Tcp => (Vec::new(), vec![any]),
+        Proto::Tcp | Proto::Tls => (Vec::new(), vec![any]),
     };
     let cfg = EndpointConfig {
         transport: TransportConfig {
             udp,
             tcp,
+            tls: TlsConfig::default(),
             max_message_bytes: 65_535,
             tcp_idle_timeout: Duration::from_secs(300),
             udp_receive_buffer: 0,
@@ -623,6 +625,7 @@ impl<'a> Call<'a> {
                     &spec.contact_user,
                     &spec.local_host,
                     &spec.peer,
+                    false,
                 );
                 let headers = [("Contact", contact.as_str()), ("Allow", ALLOW)];
                 match message::sdp_body(&req) {

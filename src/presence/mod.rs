@@ -47,6 +47,7 @@ use crate::logsafe::wire;
 use crate::sip::dialog::{host_port, DialogSnapshot};
 use crate::sip::endpoint::{Endpoint, ServerTx};
 use crate::sip::outgoing::{random_token, response_bytes};
+use crate::sip::transport::Proto;
 use crate::store::{unix_now, Store, StoredPresence, Write};
 
 pub use notifier::NewSubscription;
@@ -425,9 +426,9 @@ fn restore_subscriptions(
         }
     };
     let transport = endpoint.transport();
-    let (udp, tcp) = (transport.udp_addrs(), transport.tcp_addrs());
     let local_for = |d: &DialogSnapshot| {
-        let list = if d.transport == "TCP" { &tcp } else { &udp };
+        let proto = Proto::from_via_token(&d.transport).unwrap_or(Proto::Udp);
+        let list = transport.addrs(proto);
         let local = list
             .iter()
             .find(|a| a.is_ipv4() == d.remote.is_ipv4())

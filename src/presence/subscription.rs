@@ -540,7 +540,7 @@ pub struct SubscriptionView {
     pub from: Option<String>,
     /// Where its NOTIFYs go: the dialog's remote target.
     pub contact: String,
-    /// `UDP` or `TCP`, and the address its requests came from.
+    /// `UDP`, `TCP` or `TLS`, and the address its requests came from.
     pub transport: String,
     pub remote: std::net::SocketAddr,
     pub account_id: String,

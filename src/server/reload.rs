@@ -3,7 +3,9 @@
 //! may change live (decided in `config::live`) is put in force here, each setting that needs
 //! a restart is logged once, and calls in progress keep going on what they started with.
 //!
-//! TLS certificates, when pivotd has them, are re-read in [`Reloadable::apply`] too.
+//! The TLS certificate and key (and the extra CA file for carriers) are read again from their
+//! files on every reload, so a certificate renewed in place is served to the next connection;
+//! connections already up keep theirs.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -15,6 +17,7 @@ use crate::config::{Config, ConfigErrors};
 use crate::logsafe::wire;
 use crate::registrar::directory::Directory;
 use crate::routing::Routes;
+use crate::sip::endpoint::Endpoint;
 use crate::sip::source::SourceGuard;
 use crate::store::Store;
 
@@ -36,6 +39,7 @@ pub(super) struct Reloadable {
     pub(super) directory: Arc<Directory>,
     pub(super) store: Store,
     pub(super) routes: Arc<Routes>,
+    pub(super) endpoint: Arc<Endpoint>,
 }
 
 impl Reloadable {
@@ -50,6 +54,7 @@ impl Reloadable {
             self.tts.set(tts_engine(&new));
         }
         self.pivot.set_secrets(pivot_secrets(&new));
+        self.reload_certificates(&new);
         let accounts_changed = new.accounts.len() != old.accounts.len()
             || new
                 .accounts
@@ -73,6 +78,24 @@ impl Reloadable {
             }
         }
         kept
+    }
+}
+
+impl Reloadable {
+    /// The TLS listeners' certificate and key, and the CA file carriers are checked against,
+    /// read again (the config check has just read them too). A failure keeps the old ones.
+    fn reload_certificates(&self, cfg: &Config) {
+        let sip = &cfg.sip;
+        let (Some(cert), Some(key)) = (&sip.tls_cert, &sip.tls_key) else {
+            return;
+        };
+        if let Err(e) = self
+            .endpoint
+            .transport()
+            .reload_tls(cert, key, sip.tls_ca_file.as_deref())
+        {
+            tracing::warn!("reload: TLS certificate not reloaded, the old one stays: {e}");
+        }
     }
 }
 

@@ -42,6 +42,8 @@ pub struct Dialog {
     pub peer: Peer,
     /// The address we put in Via and Contact.
     pub local_host: String,
+    /// The INVITE's Request-URI was `sips:`: our Contact must be one too (RFC 3261 §12.1.1).
+    sips: bool,
 }
 
 fn strip_angle(uri: &str) -> &str {
@@ -105,6 +107,7 @@ impl Dialog {
             remote_cseq,
             peer,
             local_host,
+            sips: is_sips(&req.uri),
         })
     }
 
@@ -141,7 +144,7 @@ impl Dialog {
 
     /// Our Contact header value.
     pub fn contact(&self, user: &str) -> String {
-        contact_value(user, &self.local_host, &self.peer)
+        contact_value(user, &self.local_host, &self.peer, self.sips)
     }
 
     /// A request inside the dialog (§12.2.1.1) with the next CSeq: BYE, INFO, re-INVITE.
@@ -206,7 +209,7 @@ pub struct DialogSnapshot {
     pub route_set: Vec<String>,
     pub local_cseq: u32,
     pub remote_cseq: u32,
-    /// `UDP` or `TCP`.
+    /// `UDP`, `TCP` or `TLS` (a Via transport token).
     pub transport: String,
     /// Where the peer's requests came from: ours go there.
     pub remote: SocketAddr,
@@ -239,11 +242,8 @@ impl Dialog {
         local_host: String,
         cseq_margin: u32,
     ) -> Option<Dialog> {
-        let proto = match s.transport.as_str() {
-            "UDP" => Proto::Udp,
-            "TCP" => Proto::Tcp,
-            _ => return None,
-        };
+        let proto = Proto::from_via_token(&s.transport)?;
+        let sips = uri_is_sips(&s.remote_target);
         Some(Dialog {
             id: DialogId {
                 call_id: s.call_id,
@@ -262,20 +262,36 @@ impl Dialog {
                 conn: None,
             },
             local_host,
+            sips,
         })
     }
 }
 
-/// A Contact value naming us on the transport a peer uses.
-pub fn contact_value(user: &str, local_host: &str, peer: &Peer) -> String {
+/// Whether a parsed URI is `sips:`.
+pub fn is_sips(uri: &rsip::Uri) -> bool {
+    matches!(uri.scheme, Some(rsip::Scheme::Sips))
+}
+
+/// Whether a URI's text is `sips:` (any case).
+pub fn uri_is_sips(uri: &str) -> bool {
+    uri.trim_start_matches('<')
+        .get(..5)
+        .is_some_and(|s| s.eq_ignore_ascii_case("sips:"))
+}
+
+/// A Contact value naming us on the transport a peer uses. Over TLS it is `sips:` when the
+/// dialog's Request-URI is (`sips`, RFC 3261 §8.1.1.8, §12.1.1), else `;transport=tls`.
+pub fn contact_value(user: &str, local_host: &str, peer: &Peer, sips: bool) -> String {
     let user: String = user
         .chars()
         .filter(|c| c.is_ascii_alphanumeric() || "-_.!~*'()&=+$,;?/".contains(*c))
         .collect();
     let at = if user.is_empty() { "" } else { "@" };
     match peer.proto {
-        super::transport::Proto::Udp => format!("<sip:{user}{at}{local_host}>"),
-        super::transport::Proto::Tcp => format!("<sip:{user}{at}{local_host};transport=tcp>"),
+        Proto::Udp => format!("<sip:{user}{at}{local_host}>"),
+        Proto::Tcp => format!("<sip:{user}{at}{local_host};transport=tcp>"),
+        Proto::Tls if sips => format!("<sips:{user}{at}{local_host}>"),
+        Proto::Tls => format!("<sip:{user}{at}{local_host};transport=tls>"),
     }
 }
 

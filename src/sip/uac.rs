@@ -83,7 +83,12 @@ impl OutboundInvite {
         let _ = write!(
             out,
             "Contact: {}\r\nAllow: {}\r\nUser-Agent: pivotd\r\n",
-            super::dialog::contact_value(&s.contact_user, &s.local_host, &s.peer),
+            super::dialog::contact_value(
+                &s.contact_user,
+                &s.local_host,
+                &s.peer,
+                super::dialog::uri_is_sips(&s.request_uri),
+            ),
             super::ALLOW
         );
         let body = s.sdp.as_deref().map(|b| ("application/sdp", b.as_bytes()));
@@ -221,7 +226,12 @@ impl OutboundInvite {
         let mut extra: Vec<(&str, &str)> = Vec::new();
         if is_invite {
             // A re-INVITE names our Contact again (§12.2.1.1, a target refresh).
-            contact = super::dialog::contact_value(&s.contact_user, &s.local_host, &s.peer);
+            contact = super::dialog::contact_value(
+                &s.contact_user,
+                &s.local_host,
+                &s.peer,
+                super::dialog::uri_is_sips(&s.request_uri),
+            );
             extra.push(("Contact", contact.as_str()));
         }
         let body = sdp.map(|b| ("application/sdp", b.as_bytes()));

@@ -24,7 +24,7 @@ pub struct Registration {
     pub source: SocketAddr,
     /// Our socket it arrived on.
     pub local: SocketAddr,
-    /// "UDP" or "TCP".
+    /// "UDP", "TCP" or "TLS".
     pub transport: String,
     pub user_agent: Option<String>,
     /// `+sip.instance` (RFC 5626), when given.

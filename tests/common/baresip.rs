@@ -1,5 +1,6 @@
 //! baresip 1.0 (Debian 12) as a real softphone: an account with credentials that registers
-//! through pivotd and can dial, headless, on loopback. A missing binary fails the test.
+//! through pivotd (over UDP, or TLS trusting a test CA) and can dial, headless, on loopback.
+//! A missing binary fails the test.
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -13,6 +14,8 @@ pub struct Baresip {
     child: tokio::process::Child,
     dir: PathBuf,
     pub sip_port: u16,
+    /// Its `ctrl_tcp` port, for a TLS phone ([`Baresip::send_keys`]).
+    ctrl_port: Option<u16>,
 }
 
 /// How a phone is set up: its registration interval, commands to run at start, account
@@ -27,6 +30,8 @@ struct Setup<'a> {
     contacts: String,
     /// More application modules, loaded in order after `menu.so`.
     app_modules: &'a [&'a str],
+    /// Over TLS, trusting this CA file (`sip_cafile`); None: UDP.
+    tls_ca: Option<&'a Path>,
 }
 
 /// A free UDP port whose next one is free too (baresip binds both).
@@ -106,8 +111,54 @@ impl Baresip {
             record: false,
             contacts: String::new(),
             app_modules: &[],
+            tls_ca: None,
         };
         Baresip::launch(server, user, password, realm, setup)
+    }
+
+    /// A phone registering over TLS at `server` (pivotd's TLS socket), trusting `ca_file`,
+    /// running `commands` (`/dial …`), with more `account_params` (`;answermode=auto`); it
+    /// sends `prompt`, records what it hears ([`Baresip::heard`]) and takes keys
+    /// ([`Baresip::send_keys`]).
+    #[allow(clippy::too_many_arguments)]
+    pub async fn start_tls(
+        server: SocketAddr,
+        user: &str,
+        password: &str,
+        realm: &str,
+        ca_file: &Path,
+        prompt: &Path,
+        commands: &[&str],
+        account_params: &str,
+    ) -> Baresip {
+        let setup = Setup {
+            regint: Duration::from_secs(600),
+            commands,
+            account_params,
+            prompt: prompt.to_path_buf(),
+            record: true,
+            contacts: String::new(),
+            app_modules: &["ctrl_tcp.so"],
+            tls_ca: Some(ca_file),
+        };
+        Baresip::launch(server, user, password, realm, setup)
+    }
+
+    /// Sends `keys` as RFC 4733 events in its call, one after another, through `ctrl_tcp`
+    /// (`sndcode`).
+    pub async fn send_keys(&self, keys: &str) {
+        use tokio::io::AsyncWriteExt;
+        let port = self.ctrl_port.expect("a phone started with ctrl_tcp");
+        let mut ctrl = tokio::net::TcpStream::connect(("127.0.0.1", port))
+            .await
+            .expect("baresip's ctrl_tcp");
+        for key in keys.chars() {
+            let json = format!(r#"{{"command":"sndcode","params":"{key}","token":"k"}}"#);
+            let netstring = format!("{}:{json},", json.len());
+            ctrl.write_all(netstring.as_bytes()).await.unwrap();
+            // A key's event lasts about 100 ms; the next one after it ends.
+            tokio::time::sleep(Duration::from_millis(300)).await;
+        }
     }
 
     /// A phone whose `presence` module watches `watched` (a SIP URI): its address book holds
@@ -129,6 +180,7 @@ impl Baresip {
             record: false,
             contacts: format!("\"Watched\" <{watched}>;presence=p2p\n"),
             app_modules: &["contact.so", "presence.so"],
+            tls_ca: None,
         };
         Baresip::launch(server, user, password, realm, setup)
     }
@@ -151,6 +203,7 @@ impl Baresip {
             record: true,
             contacts: String::new(),
             app_modules: &[],
+            tls_ca: None,
         };
         Baresip::launch(server, user, password, realm, setup)
     }
@@ -181,11 +234,26 @@ impl Baresip {
         for m in setup.app_modules {
             config.push_str(&format!("module_app\t{m}\n"));
         }
+        let ctrl_port = setup.app_modules.contains(&"ctrl_tcp.so").then(|| {
+            let port = std::net::TcpListener::bind("127.0.0.1:0")
+                .and_then(|l| l.local_addr())
+                .expect("a free port")
+                .port();
+            config.push_str(&format!("ctrl_tcp_listen\t127.0.0.1:{port}\n"));
+            port
+        });
+        let transport = match setup.tls_ca {
+            Some(ca) => {
+                config.push_str(&format!("sip_cafile\t{}\n", ca.display()));
+                "tls"
+            }
+            None => "udp",
+        };
         std::fs::write(dir.join("config"), config).unwrap();
         std::fs::write(
             dir.join("accounts"),
             format!(
-                "<sip:{user}@{realm};transport=udp>;auth_pass={password};outbound=\"sip:{server};transport=udp\";regint={}{}\n",
+                "<sip:{user}@{realm};transport={transport}>;auth_pass={password};outbound=\"sip:{server};transport={transport}\";regint={}{}\n",
                 setup.regint.as_secs(),
                 setup.account_params
             ),
@@ -209,6 +277,7 @@ impl Baresip {
             child,
             dir,
             sip_port,
+            ctrl_port,
         }
     }
 

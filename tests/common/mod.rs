@@ -13,6 +13,7 @@ pub mod kamailio;
 pub mod pjsua;
 pub mod postgres;
 pub mod presence;
+pub mod tls;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -22,8 +23,9 @@ use std::time::Duration;
 
 use pivotd::config::Config;
 use pivotd::server::{self, ServerHandle};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpStream, UdpSocket};
+use tokio_rustls::client::TlsStream;
 
 pub const ACCOUNT: &str = "4b6e1d0c2f6a4e0f9a1b2c3d4e5f6a7b";
 
@@ -399,10 +401,11 @@ pub async fn eventually(secs: u64, mut f: impl FnMut() -> bool) -> bool {
     f()
 }
 
-/// A raw SIP peer over UDP or TCP, for messages SIPp cannot send.
+/// A raw SIP peer over UDP, TCP or TLS, for messages SIPp cannot send.
 pub enum RawSip {
     Udp(UdpSocket, SocketAddr),
     Tcp(TcpStream, Vec<u8>),
+    Tls(Box<TlsStream<TcpStream>>, Vec<u8>),
 }
 
 impl RawSip {
@@ -422,10 +425,28 @@ impl RawSip {
         RawSip::Tcp(TcpStream::connect(target).await.unwrap(), Vec::new())
     }
 
+    /// Over TLS to `target`, trusting `ca` (the server name is `localhost`).
+    pub async fn tls(target: SocketAddr, ca: &tls::TestCa) -> RawSip {
+        let tcp = TcpStream::connect(target).await.unwrap();
+        let connector = tokio_rustls::TlsConnector::from(ca.client_config());
+        let name = "localhost".try_into().unwrap();
+        let stream = connector.connect(name, tcp).await.expect("TLS handshake");
+        RawSip::Tls(Box::new(stream), Vec::new())
+    }
+
+    /// The certificate the TLS server presented (DER).
+    pub fn peer_certificate(&self) -> Option<Vec<u8>> {
+        match self {
+            RawSip::Tls(s, _) => Some(s.get_ref().1.peer_certificates()?.first()?.to_vec()),
+            _ => None,
+        }
+    }
+
     pub fn local(&self) -> SocketAddr {
         match self {
             RawSip::Udp(s, _) => s.local_addr().unwrap(),
             RawSip::Tcp(s, _) => s.local_addr().unwrap(),
+            RawSip::Tls(s, _) => s.get_ref().0.local_addr().unwrap(),
         }
     }
 
@@ -433,6 +454,7 @@ impl RawSip {
         match self {
             RawSip::Udp(..) => "UDP",
             RawSip::Tcp(..) => "TCP",
+            RawSip::Tls(..) => "TLS",
         }
     }
 
@@ -444,6 +466,10 @@ impl RawSip {
             RawSip::Tcp(s, _) => {
                 let _ = s.write_all(bytes).await;
             }
+            RawSip::Tls(s, _) => {
+                let _ = s.write_all(bytes).await;
+                let _ = s.flush().await;
+            }
         }
     }
 
@@ -454,7 +480,7 @@ impl RawSip {
             RawSip::Udp(s, t) => {
                 s.try_send_to(bytes, *t).expect("a UDP send on loopback");
             }
-            RawSip::Tcp(..) => panic!("send_now is for UDP"),
+            RawSip::Tcp(..) | RawSip::Tls(..) => panic!("send_now is for UDP"),
         }
     }
 
@@ -467,17 +493,8 @@ impl RawSip {
                     let (n, _) = s.recv_from(&mut buf).await.ok()?;
                     Some(String::from_utf8_lossy(&buf[..n]).into_owned())
                 }
-                RawSip::Tcp(s, buf) => loop {
-                    if let Some(msg) = take_message(buf) {
-                        return Some(msg);
-                    }
-                    let mut chunk = [0u8; 8192];
-                    let n = s.read(&mut chunk).await.ok()?;
-                    if n == 0 {
-                        return None;
-                    }
-                    buf.extend_from_slice(&chunk[..n]);
-                },
+                RawSip::Tcp(s, buf) => read_message(s, buf).await,
+                RawSip::Tls(s, buf) => read_message(s.as_mut(), buf).await,
             }
         };
         tokio::time::timeout(Duration::from_millis(ms), fut)
@@ -499,6 +516,21 @@ impl RawSip {
                 return Some(m);
             }
         }
+    }
+}
+
+/// The next whole message read from a stream into `buf`; None when it closes.
+pub async fn read_message<S: AsyncRead + Unpin>(s: &mut S, buf: &mut Vec<u8>) -> Option<String> {
+    loop {
+        if let Some(msg) = take_message(buf) {
+            return Some(msg);
+        }
+        let mut chunk = [0u8; 8192];
+        let n = s.read(&mut chunk).await.ok()?;
+        if n == 0 {
+            return None;
+        }
+        buf.extend_from_slice(&chunk[..n]);
     }
 }
 

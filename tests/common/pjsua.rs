@@ -32,10 +32,48 @@ impl Pjsua {
         play: &Path,
         answer_ms: Option<u64>,
     ) -> Pjsua {
+        Pjsua::launch(server, user, password, realm, play, answer_ms, None).await
+    }
+
+    /// [`Pjsua::register`] over TLS to `server` (pivotd's TLS socket), trusting `ca_file`.
+    pub async fn register_tls(
+        server: SocketAddr,
+        user: &str,
+        password: &str,
+        realm: &str,
+        play: &Path,
+        answer_ms: Option<u64>,
+        ca_file: &Path,
+    ) -> Pjsua {
+        Pjsua::launch(
+            server,
+            user,
+            password,
+            realm,
+            play,
+            answer_ms,
+            Some(ca_file),
+        )
+        .await
+    }
+
+    async fn launch(
+        server: SocketAddr,
+        user: &str,
+        password: &str,
+        realm: &str,
+        play: &Path,
+        answer_ms: Option<u64>,
+        tls_ca: Option<&Path>,
+    ) -> Pjsua {
         let dir = tempdir();
         let answer = answer_ms.map_or(-1, |ms| ms as i64).to_string();
         let stderr = std::fs::File::create(dir.join("stderr.log")).unwrap();
-        let mut child = tokio::process::Command::new("python3")
+        let mut command = tokio::process::Command::new("python3");
+        if let Some(ca) = tls_ca {
+            command.env("PHONE_TLS_CA", ca);
+        }
+        let mut child = command
             .arg(repo().join("tests/pjsua/phone.py"))
             .arg(server.port().to_string())
             .args([user, password, realm])

@@ -7,7 +7,9 @@ usage: phone.py SERVER_PORT USER PASSWORD REALM PLAY_WAV RECORD_WAV ANSWER_MS
 
 It prints one line per event, flushed: `registered CODE` or `failed CODE REASON`,
 `incoming`, `confirmed`, `dtmf DIGIT`, `disconnected CODE`, then `recorded` once the WAV is
-closed. Lines on stdin are commands: `hangup` (BYE, or a reject while ringing), `quit`;
+closed. With PHONE_TLS_CA set (a CA file) it registers and calls over TLS, trusting that CA.
+Lines on stdin are commands: `dial URI` (a call of its own, through the server),
+`dtmf DIGITS` (RFC 4733 in the call), `hangup` (BYE, or a reject while ringing), `quit`;
 it quits when stdin closes too.
 Everything runs on the main thread (no pjsip or media worker threads), so the Python
 callbacks never run on a thread Python does not know.
@@ -21,6 +23,7 @@ import pjsua2 as pj
 
 port, user, password, realm, play, record, answer_ms = sys.argv[1:8]
 answer_ms = int(answer_ms)
+tls_ca = os.environ.get("PHONE_TLS_CA")
 
 
 def say(line):
@@ -122,15 +125,20 @@ ep.libInit(cfg)
 tcfg = pj.TransportConfig()
 tcfg.port = 0
 tcfg.boundAddress = "127.0.0.1"
-ep.transportCreate(pj.PJSIP_TRANSPORT_UDP, tcfg)
+if tls_ca:
+    tcfg.tlsConfig.CaListFile = tls_ca
+    ep.transportCreate(pj.PJSIP_TRANSPORT_TLS, tcfg)
+else:
+    ep.transportCreate(pj.PJSIP_TRANSPORT_UDP, tcfg)
 ep.audDevManager().setNullDev()
 ep.libStart()
 
 acfg = pj.AccountConfig()
 acfg.idUri = f"sip:{user}@{realm}"
-acfg.regConfig.registrarUri = f"sip:{realm}"
+transport = ";transport=tls" if tls_ca else ""
+acfg.regConfig.registrarUri = f"sip:{realm}{transport}"
 acfg.regConfig.timeoutSec = 600
-acfg.sipConfig.proxies.append(f"sip:127.0.0.1:{port};lr")
+acfg.sipConfig.proxies.append(f"sip:127.0.0.1:{port}{transport};lr")
 acfg.sipConfig.authCreds.append(pj.AuthCredInfo("digest", realm, user, 0, password))
 acfg.mediaConfig.transportConfig.boundAddress = "127.0.0.1"
 acc = Account()
@@ -154,7 +162,13 @@ while True:
     if not line:
         break  # the test is gone
     command = line.strip()
-    if command == "hangup" and call is not None and state.ended is None:
+    if command.startswith("dial ") and call is None:
+        call = Phone(acc, pj.PJSUA_INVALID_ID)
+        state.call = call
+        call.makeCall(command[5:].strip(), pj.CallOpParam(True))
+    elif command.startswith("dtmf ") and call is not None and state.ended is None:
+        call.dialDtmf(command[5:].strip())
+    elif command == "hangup" and call is not None and state.ended is None:
         op = pj.CallOpParam()
         op.statusCode = 603
         call.hangup(op)

@@ -59,14 +59,22 @@ fn rate_limiter_at_zero_allows_everything() {
 #[test]
 fn uri_schemes_other_than_sip_and_sips_are_unsupported() {
     let mut uri = invite(&[], "").uri;
-    assert!(message::scheme_supported(&uri));
+    assert!(message::scheme_supported(&uri, false));
     uri.scheme = Some(rsip::Scheme::Sips);
-    assert!(message::scheme_supported(&uri));
+    assert!(message::scheme_supported(&uri, true));
+    // RFC 5630: a sips: Request-URI only over TLS.
+    assert!(!message::scheme_supported(&uri, false));
     uri.scheme = Some(rsip::Scheme::Other("tel".into()));
-    assert!(!message::scheme_supported(&uri));
+    assert!(!message::scheme_supported(&uri, true));
     // rsip turns a `foo:bar@host` URI into no scheme; the parser puts `foo` back.
     let req = request("OPTIONS", "foo:bar@example.com", &[], "");
-    assert_eq!(answer_other(&req, false).unwrap_err().code(), 416);
+    assert_eq!(answer_other(&req, true, false).unwrap_err().code(), 416);
+    let req = request("OPTIONS", "sips:pbx.test", &[], "");
+    assert_eq!(answer_other(&req, false, false).unwrap_err().code(), 416);
+    assert_eq!(
+        answer_other(&req, true, false).unwrap(),
+        Answer::Capabilities
+    );
 }
 
 /// The 416 admission sends and the one the parser's stateless answer sends are one decision.
@@ -139,15 +147,18 @@ fn an_accept_without_sdp_is_refused_406() {
 #[test]
 fn options_gets_capabilities_unless_it_requires_an_extension() {
     let req = request("OPTIONS", "sip:100@example.com", &[], "");
-    assert_eq!(answer_other(&req, false).unwrap(), Answer::Capabilities);
+    assert_eq!(
+        answer_other(&req, true, false).unwrap(),
+        Answer::Capabilities
+    );
     let req = request("OPTIONS", "sip:100@example.com", &["Require: foo"], "");
-    assert!(matches!(answer_other(&req, false), Err(Refusal::Extension(t)) if t == "foo"));
+    assert!(matches!(answer_other(&req, true, false), Err(Refusal::Extension(t)) if t == "foo"));
 }
 
 #[test]
 fn options_while_draining_gets_the_shutdown_refusal() {
     let req = request("OPTIONS", "sip:100@example.com", &[], "");
-    let refusal = answer_other(&req, true).unwrap_err();
+    let refusal = answer_other(&req, true, true).unwrap_err();
     assert_eq!(refusal.code(), 503);
     assert!(matches!(refusal, Refusal::ShuttingDown));
 }
@@ -156,7 +167,7 @@ fn options_while_draining_gets_the_shutdown_refusal() {
 fn in_dialog_methods_outside_a_dialog_get_481_and_count_against_the_source() {
     for method in ["BYE", "INFO", "PRACK", "UPDATE"] {
         let req = request(method, "sip:100@example.com", &[], "");
-        let refusal = answer_other(&req, false).unwrap_err();
+        let refusal = answer_other(&req, true, false).unwrap_err();
         assert!(matches!(refusal, Refusal::NoDialog), "{method}");
         assert_eq!(refusal.code(), 481);
         assert!(refusal.is_source_failure());
@@ -174,7 +185,7 @@ fn other_methods_get_405_with_allow_and_count_against_the_source() {
         "NOTIFY",
     ] {
         let req = request(method, "sip:100@example.com", &[], "");
-        let refusal = answer_other(&req, false).unwrap_err();
+        let refusal = answer_other(&req, true, false).unwrap_err();
         assert!(matches!(refusal, Refusal::NotAllowed), "{method}");
         assert_eq!(refusal.code(), 405);
         assert_eq!(refusal.headers(), vec![("Allow", Cow::from(ALLOW))]);
@@ -185,15 +196,15 @@ fn other_methods_get_405_with_allow_and_count_against_the_source() {
 #[test]
 fn a_stray_ack_gets_nothing_and_a_bad_scheme_416_first() {
     let req = request("ACK", "sip:100@example.com", &[], "");
-    assert_eq!(answer_other(&req, false).unwrap(), Answer::Nothing);
+    assert_eq!(answer_other(&req, true, false).unwrap(), Answer::Nothing);
     let mut req = request("REGISTER", "sip:example.com", &[], "");
     req.uri.scheme = Some(rsip::Scheme::Other("tel".into()));
-    let refusal = answer_other(&req, false).unwrap_err();
+    let refusal = answer_other(&req, true, false).unwrap_err();
     assert!(matches!(refusal, Refusal::UnsupportedScheme));
     // Refused for its scheme, it does not count against the source.
     assert!(!refusal.is_source_failure());
     req.method = rsip::Method::Ack;
-    assert_eq!(answer_other(&req, false).unwrap(), Answer::Nothing);
+    assert_eq!(answer_other(&req, true, false).unwrap(), Answer::Nothing);
 }
 
 #[test]

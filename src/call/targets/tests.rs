@@ -153,6 +153,7 @@ impl World {
         let local = LocalSockets {
             udp: vec!["127.0.0.1:5060".parse().unwrap()],
             tcp: vec!["127.0.0.1:5060".parse().unwrap()],
+            tls: vec!["127.0.0.1:5061".parse().unwrap()],
         };
         World {
             config,
@@ -441,6 +442,19 @@ async fn unreachable_carriers_are_left_out() {
     let mut w = World::new(toml, Vec::new());
     w.local.tcp.clear();
     let r = resolve(&w.ctx(None), &number("1", true)).await.unwrap();
+    // sips: stays sips: (RFC 5630), over TLS, verified by the gateway's host.
+    assert_eq!(
+        request_uris(&r),
+        [["sips:1@127.0.0.2"], ["sip:1@127.0.0.4"]]
+    );
+    let tls = &r.stages[0][0];
+    assert_eq!(tls.peer.proto, Proto::Tls);
+    assert_eq!(tls.peer.remote, "127.0.0.2:5061".parse().unwrap());
+    assert_eq!(tls.tls_name.as_deref(), Some("127.0.0.2"));
+    assert_eq!(tls.to, "<sips:1@127.0.0.2>");
+    assert_eq!(r.stages[1][0].tls_name, None);
+    w.local.tls.clear();
+    let r = resolve(&w.ctx(None), &number("1", true)).await.unwrap();
     assert_eq!(request_uris(&r), [["sip:1@127.0.0.4"]]);
     w.local.udp.clear();
     let e = resolve(&w.ctx(None), &number("1", true)).await.unwrap_err();
@@ -486,6 +500,15 @@ async fn a_sip_uri_in_sip_targets_is_dialled() {
     let f = &r.stages[0][0];
     assert_eq!(f.peer.remote, "127.0.0.1:5099".parse().unwrap());
     assert_eq!(f.peer.proto, Proto::Tcp);
+    assert_eq!(f.tls_name, None);
+    // sips: and transport=tls: TLS, port 5061 by default, verified by the URI's host.
+    for uri in ["sips:carol@localhost", "sip:carol@localhost;transport=tls"] {
+        let r = resolve(&w.ctx(None), &sip(uri)).await.unwrap();
+        let f = &r.stages[0][0];
+        assert_eq!(f.peer.proto, Proto::Tls, "{uri}");
+        assert_eq!(f.peer.remote, "127.0.0.1:5061".parse().unwrap(), "{uri}");
+        assert_eq!(f.tls_name.as_deref(), Some("localhost"), "{uri}");
+    }
 }
 
 #[tokio::test]
@@ -535,8 +558,8 @@ async fn other_sip_uris_are_refused() {
         ("sip:x\"@10.0.0.1", "INVALID_NUMBER_FORMAT"),
         ("sip:\u{e4}@10.0.0.1", "INVALID_NUMBER_FORMAT"),
         ("", "INVALID_NUMBER_FORMAT"),
-        ("sips:x@10.0.0.1", "NO_ROUTE_DESTINATION"),
-        ("sip:x@10.0.0.1;transport=tls", "NO_ROUTE_DESTINATION"),
+        ("sip:x@10.0.0.1;transport=sctp", "NO_ROUTE_DESTINATION"),
+        ("sips:x@10.0.0.1;transport=udp", "NO_ROUTE_DESTINATION"),
         ("sip:x@nothing.invalid", "NO_ROUTE_DESTINATION"),
     ] {
         let e = resolve(&w.ctx(None), &sip(uri)).await.unwrap_err();
@@ -561,6 +584,7 @@ fn local_sockets_match_the_family_and_prefer_a_reachable_one() {
             "[::1]:5060".parse().unwrap(),
         ],
         tcp: vec![],
+        tls: vec![],
     };
     let pick = |ip: &str| local.for_remote(Proto::Udp, ip.parse().unwrap());
     assert_eq!(pick("10.0.0.1"), Some("192.0.2.1:5060".parse().unwrap()));

@@ -18,6 +18,7 @@ async fn endpoint() -> (Arc<Endpoint>, mpsc::Receiver<NewRequest>, SocketAddr) {
         transport: TransportConfig {
             udp: vec!["127.0.0.1:0".parse().expect("addr")],
             tcp: Vec::new(),
+            tls: Default::default(),
             max_message_bytes: 65536,
             tcp_idle_timeout: Duration::from_secs(30),
             udp_receive_buffer: 0,

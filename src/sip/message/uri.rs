@@ -125,11 +125,15 @@ pub fn is_sip_scheme(scheme: &[u8]) -> bool {
     scheme.eq_ignore_ascii_case(b"sip") || scheme.eq_ignore_ascii_case(b"sips")
 }
 
-/// [`is_sip_scheme`] for a parsed Request-URI. No scheme is rsip's reading of a sip URI; the
-/// parser puts back a scheme rsip dropped ([`super::parse`]).
-pub fn scheme_supported(uri: &rsip::Uri) -> bool {
+/// [`is_sip_scheme`] for a parsed Request-URI that arrived over a `secure` (TLS) transport or
+/// not: a `sips:` one only over TLS (RFC 3261 §26.2.2, RFC 5630 §3.1.3: every hop is secured).
+/// No scheme is rsip's reading of a sip URI; the parser puts back a scheme rsip dropped
+/// ([`super::parse`]).
+pub fn scheme_supported(uri: &rsip::Uri, secure: bool) -> bool {
     match &uri.scheme {
-        None | Some(rsip::Scheme::Sip) | Some(rsip::Scheme::Sips) => true,
-        Some(rsip::Scheme::Other(s)) => is_sip_scheme(s.as_bytes()),
+        None | Some(rsip::Scheme::Sip) => true,
+        Some(rsip::Scheme::Sips) => secure,
+        Some(rsip::Scheme::Other(s)) if s.eq_ignore_ascii_case("sips") => secure,
+        Some(rsip::Scheme::Other(s)) => s.eq_ignore_ascii_case("sip"),
     }
 }

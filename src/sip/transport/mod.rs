@@ -1,11 +1,13 @@
-//! SIP transport: UDP and TCP sockets, TCP framing, Via `received`/`rport` stamping and the
+//! SIP transport: UDP, TCP and TLS sockets, stream framing, Via `received`/`rport` stamping and the
 //! response address of RFC 3261 §18.2.2 / RFC 3581.
 //!
 //! The transport parses what it receives (through [`super::message::parse`], which normalises
 //! first) and hands each message to an [`IncomingHandler`]; it knows nothing of transactions.
 //!
 //! - this file: the types, start-up, UDP, the hand-off of what is read, sending;
-//! - `tcp.rs`: TCP connections, their framing by Content-Length, the stream that cannot be framed;
+//! - `tcp.rs`: stream connections (TCP, and TLS after its handshake), their framing by
+//!   Content-Length, the stream that cannot be framed;
+//! - `tls.rs`: TLS handshakes (accepted, and to carriers), the certificate and its reload;
 //! - `via.rs`: the Via stamping and the response address;
 //! - `rcvbuf.rs`: the UDP sockets' receive buffer;
 //! - `reuseport.rs`: the sockets of one UDP address, one per reader (`SO_REUSEPORT`);
@@ -15,10 +17,12 @@ mod rcvbuf;
 mod reuseport;
 mod stamp;
 mod tcp;
+mod tls;
 mod via;
 
 use std::borrow::Cow;
 use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -32,6 +36,7 @@ use crate::health::TaskHealth;
 use tcp::Connections;
 
 pub use rcvbuf::{receive_buffer, set_receive_buffer};
+pub use tls::TlsError;
 pub use via::{previous_hop, split_host_port, stamp_via, stamp_via_value};
 
 /// Transport protocol of a message or a target.
@@ -39,6 +44,9 @@ pub use via::{previous_hop, split_host_port, stamp_via, stamp_via_value};
 pub enum Proto {
     Udp,
     Tcp,
+    /// TLS over TCP (RFC 3261 §26); the media layer asks this to know whether a call's
+    /// signalling was encrypted.
+    Tls,
 }
 
 impl Proto {
@@ -47,18 +55,26 @@ impl Proto {
         match self {
             Proto::Udp => "UDP",
             Proto::Tcp => "TCP",
+            Proto::Tls => "TLS",
         }
     }
 
-    /// Whether what travels on it is private: SDES keys (RFC 4568 §8.3) go only where it is.
-    /// No such transport yet (SIP over TLS is to come).
-    pub fn is_secure(self) -> bool {
-        false
+    /// The protocol of a Via transport token (any case), as [`Proto::via_token`] writes it.
+    pub fn from_via_token(token: &str) -> Option<Proto> {
+        [Proto::Udp, Proto::Tcp, Proto::Tls]
+            .into_iter()
+            .find(|p| token.eq_ignore_ascii_case(p.via_token()))
     }
 
     /// Reliable transports need no retransmissions (RFC 3261 §17.1.1.2, §17.2.1).
     pub fn is_reliable(self) -> bool {
-        matches!(self, Proto::Tcp)
+        matches!(self, Proto::Tcp | Proto::Tls)
+    }
+
+    /// Whether the transport is encrypted: a `sips:` Request-URI may only arrive on it, and
+    /// SDES keys (RFC 4568 §8.3) only travel on it.
+    pub fn is_secure(self) -> bool {
+        self == Proto::Tls
     }
 }
 
@@ -147,8 +163,41 @@ pub enum TransportError {
         addr: SocketAddr,
         source: std::io::Error,
     },
+    #[error("cannot listen on tls {addr}: {source}")]
+    BindTls {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+    #[error("sip tls: {0}")]
+    Tls(TlsError),
     #[error("no socket to send {proto:?} from")]
     NoSocket { proto: Proto },
+}
+
+/// SIP over TLS settings (`[sip] tls*`).
+#[derive(Clone, Debug)]
+pub struct TlsConfig {
+    /// Listen sockets.
+    pub listen: Vec<SocketAddr>,
+    /// The certificate chain and key the listeners present (PEM files).
+    pub cert: Option<PathBuf>,
+    pub key: Option<PathBuf>,
+    /// Extra roots trusted for carriers, beside the system's.
+    pub ca_file: Option<PathBuf>,
+    /// How long a handshake may take, either way.
+    pub handshake_timeout: Duration,
+}
+
+impl Default for TlsConfig {
+    fn default() -> Self {
+        TlsConfig {
+            listen: Vec::new(),
+            cert: None,
+            key: None,
+            ca_file: None,
+            handshake_timeout: Duration::from_secs(5),
+        }
+    }
 }
 
 /// Transport settings.
@@ -156,6 +205,7 @@ pub enum TransportError {
 pub struct TransportConfig {
     pub udp: Vec<SocketAddr>,
     pub tcp: Vec<SocketAddr>,
+    pub tls: TlsConfig,
     pub max_message_bytes: usize,
     pub tcp_idle_timeout: Duration,
     /// The receive buffer asked for each UDP socket, in bytes (0: the kernel's default).
@@ -177,6 +227,9 @@ pub struct TransportStats {
     pub invalid: AtomicU64,
     pub sent: AtomicU64,
     pub tcp_open: AtomicU64,
+    pub tls_open: AtomicU64,
+    /// TLS handshakes that failed or timed out, accepted ones and ours to carriers.
+    pub tls_handshake_failed: AtomicU64,
 }
 
 /// One configured UDP address: the address bound (port 0 resolved) and its sockets, one per
@@ -205,6 +258,9 @@ impl UdpAddr {
 pub struct Transport {
     udp: Vec<UdpAddr>,
     tcp_local: Vec<SocketAddr>,
+    tls_local: Vec<SocketAddr>,
+    /// What TLS presents and trusts (also without listeners: TLS carriers).
+    tls: tls::TlsState,
     conns: Mutex<Connections>,
     next_conn: AtomicU64,
     cfg: TransportConfig,
@@ -254,13 +310,25 @@ impl Transport {
                 })?;
             listeners.push(l);
         }
-        let tcp_local = listeners
-            .iter()
-            .filter_map(|l| l.local_addr().ok())
-            .collect();
+        let tls = Transport::tls_setup(&cfg.tls)?;
+        let mut tls_listeners = Vec::new();
+        for addr in &cfg.tls.listen {
+            let l = TcpListener::bind(addr)
+                .await
+                .map_err(|source| TransportError::BindTls {
+                    addr: *addr,
+                    source,
+                })?;
+            tls_listeners.push(l);
+        }
+        let local_of = |ls: &[TcpListener]| ls.iter().filter_map(|l| l.local_addr().ok()).collect();
+        let tcp_local = local_of(&listeners);
+        let tls_local = local_of(&tls_listeners);
         let transport = Arc::new(Transport {
             udp,
             tcp_local,
+            tls_local,
+            tls,
             conns: Mutex::new(Connections::default()),
             next_conn: AtomicU64::new(1),
             cfg,
@@ -282,13 +350,15 @@ impl Transport {
                 health.supervise(name, move || t.clone().udp_loop(s.clone(), local));
             }
         }
-        for l in listeners {
+        let all = listeners.into_iter().map(|l| (l, Proto::Tcp));
+        for (l, proto) in all.chain(tls_listeners.into_iter().map(|l| (l, Proto::Tls))) {
             let (t, l) = (transport.clone(), Arc::new(l));
             let name = format!(
-                "sip tcp {}",
+                "sip {} {}",
+                proto.via_token().to_ascii_lowercase(),
                 l.local_addr().map_or(String::new(), |a| a.to_string())
             );
-            health.supervise(name, move || t.clone().accept_loop(l.clone()));
+            health.supervise(name, move || t.clone().accept_loop(l.clone(), proto));
         }
         Ok(transport)
     }
@@ -313,6 +383,20 @@ impl Transport {
         self.tcp_local.clone()
     }
 
+    /// Local TLS listen addresses actually bound.
+    pub fn tls_addrs(&self) -> Vec<SocketAddr> {
+        self.tls_local.clone()
+    }
+
+    /// Our bound addresses of one transport.
+    pub fn addrs(&self, proto: Proto) -> Vec<SocketAddr> {
+        match proto {
+            Proto::Udp => self.udp_addrs(),
+            Proto::Tcp => self.tcp_addrs(),
+            Proto::Tls => self.tls_addrs(),
+        }
+    }
+
     /// The per-source limits every message passes.
     pub fn sources(&self) -> &Arc<SourceGuard> {
         &self.cfg.sources
@@ -333,6 +417,7 @@ impl Transport {
         match proto {
             Proto::Udp => self.udp.first().map(|a| a.local),
             Proto::Tcp => self.tcp_local.first().copied(),
+            Proto::Tls => self.tls_local.first().copied(),
         }
     }
 
@@ -430,8 +515,8 @@ impl Transport {
         b""
     }
 
-    /// Sends bytes to a peer: over TCP on its connection (or a new one to its address), over UDP
-    /// from the socket it used. Never blocks the caller.
+    /// Sends bytes to a peer: over TCP or TLS on its connection (or a new one to its address,
+    /// `tcp.rs`), over UDP from the socket it used. Never blocks the caller.
     pub fn send(self: &Arc<Self>, proto: Proto, to: SocketAddr, conn: Option<u64>, bytes: Bytes) {
         self.stats.sent.fetch_add(1, Ordering::Relaxed);
         match proto {
@@ -450,7 +535,7 @@ impl Transport {
                     Err(e) => tracing::debug!("udp send to {to}: {e}"),
                 }
             }
-            Proto::Tcp => self.send_tcp(to, conn, bytes),
+            Proto::Tcp | Proto::Tls => self.send_stream(proto, to, conn, bytes),
         }
     }
 

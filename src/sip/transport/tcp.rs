@@ -1,6 +1,7 @@
-//! TCP: accepting connections (each admitted per source), reading a stream framed by
-//! Content-Length (RFC 3261 §18.3), answering what cannot be framed, and sending on a
-//! connection or opening one (RFC 3261 §18.2.2).
+//! Stream connections, TCP and TLS alike: accepting TCP connections (each admitted per
+//! source), reading a stream framed by Content-Length (RFC 3261 §18.3), answering what cannot
+//! be framed, and sending on a connection or opening one (RFC 3261 §18.2.2). TLS (`tls.rs`)
+//! adds only its handshake: what is read and written after it goes through the same code.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -9,7 +10,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::mpsc;
 
@@ -22,21 +23,28 @@ use crate::sip::source::{ConnSlot, SourceRefusal};
 /// already owed on it.
 const BROKEN_STREAM_LINGER: Duration = Duration::from_millis(1000);
 
-/// One open TCP connection: its send queue.
+/// How long opening a connection to a peer may take.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// One open connection: its send queue.
 pub(super) struct Connection {
     tx: mpsc::Sender<Bytes>,
+    proto: Proto,
     remote: SocketAddr,
 }
 
-/// The open TCP connections, by id and by remote address.
+/// The open connections, by id and by transport and remote address (a TLS peer is never
+/// sent to on a plain TCP connection to the same address).
 #[derive(Default)]
 pub(super) struct Connections {
     by_id: HashMap<u64, Connection>,
-    by_remote: HashMap<SocketAddr, u64>,
+    by_remote: HashMap<(Proto, SocketAddr), u64>,
 }
 
 impl Transport {
-    pub(super) async fn accept_loop(self: Arc<Self>, listener: Arc<TcpListener>) {
+    /// Accepts the connections of a TCP or TLS listener, each held to its source's connection
+    /// limit before anything is read (a TLS handshake included).
+    pub(super) async fn accept_loop(self: Arc<Self>, listener: Arc<TcpListener>, proto: Proto) {
         let local = match listener.local_addr() {
             Ok(a) => a,
             Err(_) => return,
@@ -45,11 +53,19 @@ impl Transport {
             match listener.accept().await {
                 Ok((stream, remote)) => match self.cfg.sources.admit_connection(remote.ip()) {
                     Ok(slot) => {
-                        self.start_connection(stream, remote, local, Some(slot));
+                        let _ = stream.set_nodelay(true);
+                        if proto == Proto::Tls {
+                            self.clone().accept_tls(stream, remote, local, slot);
+                        } else {
+                            let (rd, wr) = stream.into_split();
+                            let slot = Some(slot);
+                            self.start_connection(rd, wr, Proto::Tcp, remote, local, slot);
+                        }
                     }
                     Err(why) => {
                         // Dropping the stream closes it: nothing is read or answered.
-                        tracing::debug!(%remote, reason = why.label(), "tcp connection refused");
+                        tracing::debug!(%remote, reason = why.label(), ?proto,
+                            "connection refused");
                     }
                 },
                 Err(e) => {
@@ -61,58 +77,80 @@ impl Transport {
         }
     }
 
-    fn register_conn(&self, remote: SocketAddr, tx: mpsc::Sender<Bytes>) -> u64 {
+    fn open_count(&self, proto: Proto) -> &AtomicU64 {
+        match proto {
+            Proto::Tls => &self.stats.tls_open,
+            _ => &self.stats.tcp_open,
+        }
+    }
+
+    fn register_conn(&self, proto: Proto, remote: SocketAddr, tx: mpsc::Sender<Bytes>) -> u64 {
         let id = self.next_conn.fetch_add(1, Ordering::Relaxed);
         let mut c = self.conns.lock().unwrap_or_else(|p| p.into_inner());
-        c.by_id.insert(id, Connection { tx, remote });
-        c.by_remote.insert(remote, id);
-        self.stats.tcp_open.fetch_add(1, Ordering::Relaxed);
+        c.by_id.insert(id, Connection { tx, proto, remote });
+        c.by_remote.insert((proto, remote), id);
+        self.open_count(proto).fetch_add(1, Ordering::Relaxed);
         id
     }
 
     fn unregister_conn(&self, id: u64) {
         let mut c = self.conns.lock().unwrap_or_else(|p| p.into_inner());
         if let Some(conn) = c.by_id.remove(&id) {
-            if c.by_remote.get(&conn.remote) == Some(&id) {
-                c.by_remote.remove(&conn.remote);
+            let key = (conn.proto, conn.remote);
+            if c.by_remote.get(&key) == Some(&id) {
+                c.by_remote.remove(&key);
             }
-            self.stats.tcp_open.fetch_sub(1, Ordering::Relaxed);
+            self.open_count(conn.proto).fetch_sub(1, Ordering::Relaxed);
         }
     }
 
-    /// Registers a TCP connection and starts its reader and writer; returns its send queue.
-    fn start_connection(
+    /// Registers a connection (its stream's two halves: a TCP socket's, or a TLS session's
+    /// after the handshake) and starts its reader and writer; returns its send queue.
+    pub(super) fn start_connection<R, W>(
         self: &Arc<Self>,
-        stream: TcpStream,
+        rd: R,
+        wr: W,
+        proto: Proto,
         remote: SocketAddr,
         local: SocketAddr,
         slot: Option<ConnSlot>,
-    ) -> mpsc::Sender<Bytes> {
+    ) -> mpsc::Sender<Bytes>
+    where
+        R: AsyncRead + Unpin + Send + 'static,
+        W: AsyncWrite + Unpin + Send + 'static,
+    {
         let (tx, rx) = mpsc::channel::<Bytes>(256);
-        let id = self.register_conn(remote, tx.clone());
+        let id = self.register_conn(proto, remote, tx.clone());
         let t = self.clone();
         let txc = tx.clone();
+        let peer = Peer {
+            proto,
+            remote,
+            local,
+            conn: Some(id),
+        };
         tokio::spawn(async move {
             // The slot counts the connection against its source until it closes.
             let _slot = slot;
-            t.serve_connection(stream, remote, local, id, txc, rx).await
+            t.serve_connection(rd, wr, peer, txc, rx).await
         });
         tx
     }
 
-    /// Reads one TCP connection, framing by Content-Length; a writer task sends what others
+    /// Reads one connection, framing by Content-Length; a writer task sends what others
     /// queue for it. Idle connections (nothing read or written for the idle timeout) are closed.
-    async fn serve_connection(
+    async fn serve_connection<R, W>(
         self: Arc<Self>,
-        stream: TcpStream,
-        remote: SocketAddr,
-        local: SocketAddr,
-        id: u64,
+        mut rd: R,
+        mut wr: W,
+        peer: Peer,
         tx: mpsc::Sender<Bytes>,
         mut rx: mpsc::Receiver<Bytes>,
-    ) {
-        let _ = stream.set_nodelay(true);
-        let (mut rd, mut wr) = stream.into_split();
+    ) where
+        R: AsyncRead + Unpin + Send + 'static,
+        W: AsyncWrite + Unpin + Send + 'static,
+    {
+        let (remote, id) = (peer.remote, peer.conn.unwrap_or_default());
         let last_write = Arc::new(AtomicU64::new(0));
         let epoch = tokio::time::Instant::now();
         let lw = last_write.clone();
@@ -125,12 +163,6 @@ impl Transport {
             }
             let _ = wr.shutdown().await;
         });
-        let peer = Peer {
-            proto: Proto::Tcp,
-            remote,
-            local,
-            conn: Some(id),
-        };
         let idle = self.cfg.tcp_idle_timeout;
         let max = self.cfg.max_message_bytes;
         let mut buf = BytesMut::with_capacity(8192);
@@ -147,7 +179,7 @@ impl Transport {
                             .load(Ordering::Relaxed)
                             .min(epoch.elapsed().as_millis() as u64);
                     if since_write >= idle.as_millis() as u64 {
-                        tracing::debug!("closing idle tcp connection from {remote}");
+                        tracing::debug!(proto = ?peer.proto, "closing idle connection from {remote}");
                         break;
                     }
                     continue;
@@ -245,15 +277,16 @@ impl Transport {
         }
     }
 
-    /// Sends on the peer's connection, or on any open to its address, or a new one.
-    pub(super) fn send_tcp(self: &Arc<Self>, to: SocketAddr, conn: Option<u64>, bytes: Bytes) {
-        let existing = {
-            let c = self.conns.lock().unwrap_or_else(|p| p.into_inner());
-            conn.and_then(|id| c.by_id.get(&id))
-                .or_else(|| c.by_remote.get(&to).and_then(|id| c.by_id.get(id)))
-                .map(|c| c.tx.clone())
-        };
-        match existing {
+    /// Sends on the peer's connection, or on any open to its address over the same
+    /// transport, or a new one (over TLS only to a server whose name we know, `tls.rs`).
+    pub(super) fn send_stream(
+        self: &Arc<Self>,
+        proto: Proto,
+        to: SocketAddr,
+        conn: Option<u64>,
+        bytes: Bytes,
+    ) {
+        match self.connection_to(proto, to, conn) {
             Some(tx) => {
                 if let Err(mpsc::error::TrySendError::Full(b)) = tx.try_send(bytes) {
                     tokio::spawn(async move {
@@ -261,30 +294,82 @@ impl Transport {
                     });
                 }
             }
-            None => {
-                // RFC 3261 §18.2.2: the connection is gone, open a new one to the
-                // same address.
-                let t = self.clone();
-                tokio::spawn(async move { t.connect_and_send(to, bytes).await });
-            }
+            None => self.open_and_send(proto, to, bytes),
         }
     }
 
-    async fn connect_and_send(self: Arc<Self>, to: SocketAddr, bytes: Bytes) {
-        let stream =
-            match tokio::time::timeout(Duration::from_secs(5), TcpStream::connect(to)).await {
-                Ok(Ok(s)) => s,
-                Ok(Err(e)) => {
-                    tracing::debug!("tcp connect to {to}: {e}");
-                    return;
-                }
-                Err(_) => {
-                    tracing::debug!("tcp connect to {to}: timed out");
-                    return;
-                }
+    /// RFC 3261 §18.2.2: no connection to `to`, open a new one (over TLS only to a server
+    /// named beforehand). It is registered before it is open, so what is sent meanwhile (the
+    /// CANCEL of an INVITE) waits in its queue, in order, rather than opening another.
+    fn open_and_send(self: &Arc<Self>, proto: Proto, to: SocketAddr, bytes: Bytes) {
+        let server_name = match proto {
+            Proto::Tls => match self.tls_server_name(to) {
+                Some(name) => Some(name),
+                None => return,
+            },
+            _ => None,
+        };
+        let (tx, rx) = mpsc::channel::<Bytes>(256);
+        let id = self.register_conn(proto, to, tx.clone());
+        let _ = tx.try_send(bytes);
+        let t = self.clone();
+        tokio::spawn(async move {
+            let Some(stream) = t.connect(proto, to).await else {
+                t.unregister_conn(id);
+                return;
             };
-        let local = stream.local_addr().unwrap_or(to);
-        let tx = self.start_connection(stream, to, local, None);
-        let _ = tx.send(bytes).await;
+            let local = stream.local_addr().unwrap_or(to);
+            let peer = Peer {
+                proto,
+                remote: to,
+                local,
+                conn: Some(id),
+            };
+            match server_name {
+                Some(name) => match t.tls_handshake(stream, name, to).await {
+                    Some(tls) => {
+                        let (rd, wr) = tokio::io::split(tls);
+                        t.serve_connection(rd, wr, peer, tx, rx).await;
+                    }
+                    None => t.unregister_conn(id),
+                },
+                None => {
+                    let (rd, wr) = stream.into_split();
+                    t.serve_connection(rd, wr, peer, tx, rx).await;
+                }
+            }
+        });
+    }
+
+    /// The send queue of connection `conn`, else of one open to `to` over `proto`.
+    pub(super) fn connection_to(
+        &self,
+        proto: Proto,
+        to: SocketAddr,
+        conn: Option<u64>,
+    ) -> Option<mpsc::Sender<Bytes>> {
+        let c = self.conns.lock().unwrap_or_else(|p| p.into_inner());
+        conn.and_then(|id| c.by_id.get(&id))
+            .filter(|c| c.proto == proto)
+            .or_else(|| c.by_remote.get(&(proto, to)).and_then(|id| c.by_id.get(id)))
+            .map(|c| c.tx.clone())
+    }
+
+    /// A TCP connection to `to` (for `proto`: in the log only).
+    async fn connect(&self, proto: Proto, to: SocketAddr) -> Option<TcpStream> {
+        match tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(to)).await {
+            Ok(Ok(s)) => {
+                let _ = s.set_nodelay(true);
+                Some(s)
+            }
+            Ok(Err(e)) => {
+                tracing::debug!(?proto, "connect to {to}: {e}");
+                None
+            }
+            Err(_) => {
+                tracing::debug!(?proto, "connect to {to}: timed out");
+                None
+            }
+        }
     }
 }

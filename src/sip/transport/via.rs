@@ -6,7 +6,7 @@ use std::net::{IpAddr, SocketAddr};
 
 use rsip::headers::UntypedHeader;
 
-use super::{Peer, Proto};
+use super::Peer;
 
 /// Adds `received` (when the sent-by host is not the source address) and fills `rport`
 /// (RFC 3581 §4) in the top Via, and returns where responses go (RFC 3261 §18.2.2): the source
@@ -16,7 +16,8 @@ use super::{Peer, Proto};
 /// anyone reflect traffic through pivotd.
 pub fn stamp_via(req: &mut rsip::Request, peer: &Peer) -> SocketAddr {
     let mut reply = peer.remote;
-    if peer.proto == Proto::Tcp {
+    // Over a stream the answer goes back on the connection: the sent-by is not used.
+    if peer.proto.is_reliable() {
         return reply;
     }
     for h in req.headers.iter_mut() {

@@ -1,0 +1,270 @@
+//! SIP over TLS (RFC 3261 §26): the handshake of an accepted connection (bounded by the
+//! handshake timeout, so a silent client cannot hold its source's connection slot), the
+//! handshake of a connection we open to a carrier (its certificate verified against the
+//! system roots and `[sip] tls_ca_file`, SNI its host name), and the certificate's reload.
+//! After the handshake a connection is served by `tcp.rs`, like any stream.
+//!
+//! A phone that registered over TLS is reached only on its own connection: we know no name
+//! to verify it by, and it is behind NAT. Only servers named through
+//! [`Transport::name_tls_server`] are connected to.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex, RwLock};
+
+use tokio::net::TcpStream;
+use tokio_rustls::rustls::client::ClientConfig;
+use tokio_rustls::rustls::crypto::{ring, CryptoProvider};
+use tokio_rustls::rustls::pki_types::ServerName;
+use tokio_rustls::rustls::server::{ClientHello, ResolvesServerCert, ServerConfig};
+use tokio_rustls::rustls::sign::CertifiedKey;
+use tokio_rustls::rustls::{version, RootCertStore};
+use tokio_rustls::{TlsAcceptor, TlsConnector};
+
+use super::{Proto, Transport, TransportError};
+use crate::config::{read_certificates, read_certified_key, TlsFileError};
+use crate::logsafe::wire;
+use crate::sip::source::ConnSlot;
+
+/// Why TLS cannot be set up, or a reload was refused (the old certificate then stays).
+#[derive(Debug, thiserror::Error)]
+pub enum TlsError {
+    #[error(transparent)]
+    File(#[from] TlsFileError),
+    #[error("tls: {0}")]
+    Rustls(#[from] tokio_rustls::rustls::Error),
+    #[error("a certificate from tls_ca_file cannot be a root: {0}")]
+    BadRoot(tokio_rustls::rustls::Error),
+    #[error("{0} is not a host name or address a certificate can name")]
+    BadServerName(String),
+}
+
+/// The certificate we present, swapped whole on reload: handshakes under way keep the one
+/// they started with.
+struct Certificate(RwLock<Option<Arc<CertifiedKey>>>);
+
+impl fmt::Debug for Certificate {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Certificate")
+    }
+}
+
+impl ResolvesServerCert for Certificate {
+    fn resolve(&self, _hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
+        self.0.read().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+}
+
+/// The transport's TLS side: what it presents, whom it trusts, the servers it may connect to.
+pub(super) struct TlsState {
+    certificate: Arc<Certificate>,
+    acceptor: TlsAcceptor,
+    connector: RwLock<TlsConnector>,
+    /// The name each TLS server we connect to is verified by (and sent as SNI), by address.
+    names: Mutex<HashMap<SocketAddr, ServerName<'static>>>,
+}
+
+fn provider() -> Arc<CryptoProvider> {
+    Arc::new(ring::default_provider())
+}
+
+/// Whom outbound connections trust: the system's roots and `ca_file`'s certificates. With
+/// neither, every carrier's certificate fails to verify (said once here, and per call).
+fn connector(ca_file: Option<&Path>) -> Result<TlsConnector, TlsError> {
+    let mut roots = RootCertStore::empty();
+    let native = rustls_native_certs::load_native_certs();
+    for e in &native.errors {
+        tracing::debug!("system root certificates: {e}");
+    }
+    let (_added, _ignored) = roots.add_parsable_certificates(native.certs);
+    if let Some(path) = ca_file {
+        for cert in read_certificates(path)? {
+            roots.add(cert).map_err(TlsError::BadRoot)?;
+        }
+    }
+    if roots.is_empty() {
+        tracing::warn!(
+            "sip tls: no trusted root certificate (no system roots, no tls_ca_file): \
+             TLS carriers cannot be verified"
+        );
+    }
+    let config = ClientConfig::builder_with_provider(provider())
+        .with_protocol_versions(&[&version::TLS13, &version::TLS12])?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    Ok(TlsConnector::from(Arc::new(config)))
+}
+
+impl TlsState {
+    /// `cert`/`key`: what the listeners present (none: no listener may be configured).
+    pub(super) fn new(
+        cert: Option<(&Path, &Path)>,
+        ca_file: Option<&Path>,
+    ) -> Result<TlsState, TlsError> {
+        let key = cert
+            .map(|(cert, key)| read_certified_key(cert, key))
+            .transpose()?;
+        let certificate = Arc::new(Certificate(RwLock::new(key)));
+        let server = ServerConfig::builder_with_provider(provider())
+            .with_protocol_versions(&[&version::TLS13, &version::TLS12])?
+            .with_no_client_auth()
+            .with_cert_resolver(certificate.clone());
+        Ok(TlsState {
+            certificate,
+            acceptor: TlsAcceptor::from(Arc::new(server)),
+            connector: RwLock::new(connector(ca_file)?),
+            names: Mutex::new(HashMap::new()),
+        })
+    }
+
+    fn has_certificate(&self) -> bool {
+        self.certificate
+            .0
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .is_some()
+    }
+}
+
+impl Transport {
+    /// The TLS side as configured: a file that cannot be read, or listeners without a
+    /// certificate, fail start-up. TLS carriers need nothing configured (the system's roots).
+    pub(super) fn tls_setup(cfg: &super::TlsConfig) -> Result<TlsState, TransportError> {
+        let cert = cfg.cert.as_deref().zip(cfg.key.as_deref());
+        let state = TlsState::new(cert, cfg.ca_file.as_deref()).map_err(TransportError::Tls)?;
+        if !cfg.listen.is_empty() && !state.has_certificate() {
+            let path = cfg.cert.clone().unwrap_or_default();
+            let missing = TlsError::File(TlsFileError::NoCertificate { path });
+            return Err(TransportError::Tls(missing));
+        }
+        Ok(state)
+    }
+
+    /// Replaces the certificate the TLS listeners present, and the extra roots trusted for
+    /// carriers (`ca_file`), with the files' contents now. New handshakes use them; open
+    /// connections and the calls on them go on. On an error nothing changes.
+    pub fn reload_tls(
+        &self,
+        cert: &Path,
+        key: &Path,
+        ca_file: Option<&Path>,
+    ) -> Result<(), TlsError> {
+        let tls = &self.tls;
+        let new_key = read_certified_key(cert, key)?;
+        let new_connector = connector(ca_file)?;
+        *tls.certificate.0.write().unwrap_or_else(|p| p.into_inner()) = Some(new_key);
+        *tls.connector.write().unwrap_or_else(|p| p.into_inner()) = new_connector;
+        tracing::info!(cert = %cert.display(), "sip tls: certificate reloaded");
+        Ok(())
+    }
+
+    /// Names the TLS server at `remote`: a connection we open to it verifies its certificate
+    /// for `name` (a host name or an IP address) and sends it as SNI.
+    pub fn name_tls_server(&self, remote: SocketAddr, name: &str) -> Result<(), TlsError> {
+        let name = ServerName::try_from(name.to_string())
+            .map_err(|_| TlsError::BadServerName(wire(name).to_string()))?;
+        self.tls
+            .names
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(remote, name);
+        Ok(())
+    }
+
+    /// Whether a request to `to` over `proto` can leave: always over UDP and TCP; over TLS
+    /// when a connection to it is open or it is a server we may connect to.
+    pub fn can_reach(&self, proto: Proto, to: SocketAddr) -> bool {
+        proto != Proto::Tls
+            || self.connection_to(proto, to, None).is_some()
+            || self
+                .tls
+                .names
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .contains_key(&to)
+    }
+
+    /// The name a TLS connection to `to` is verified by; None (logged) for an address no
+    /// server was named at: a phone, reached only on its own connection.
+    pub(super) fn tls_server_name(&self, to: SocketAddr) -> Option<ServerName<'static>> {
+        let name = self
+            .tls
+            .names
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&to)
+            .cloned();
+        if name.is_none() {
+            tracing::debug!(
+                "tls to {to}: its connection is closed and it is no server we may connect \
+                 to (a phone behind NAT is reached only on its own connection): not sent"
+            );
+        }
+        name
+    }
+
+    /// The handshake of an accepted TLS connection, on a task of its own; the connection
+    /// then goes to the stream code. A failure or a timeout closes it, counted.
+    pub(super) fn accept_tls(
+        self: Arc<Self>,
+        stream: TcpStream,
+        remote: SocketAddr,
+        local: SocketAddr,
+        slot: ConnSlot,
+    ) {
+        let acceptor = self.tls.acceptor.clone();
+        tokio::spawn(async move {
+            let limit = self.cfg.tls.handshake_timeout;
+            match tokio::time::timeout(limit, acceptor.accept(stream)).await {
+                Ok(Ok(tls)) => {
+                    let (rd, wr) = tokio::io::split(tls);
+                    self.start_connection(rd, wr, Proto::Tls, remote, local, Some(slot));
+                }
+                Ok(Err(e)) => {
+                    self.stats
+                        .tls_handshake_failed
+                        .fetch_add(1, Ordering::Relaxed);
+                    tracing::debug!(%remote, error = %wire(&e.to_string()),
+                        "tls handshake failed");
+                }
+                Err(_) => {
+                    self.stats
+                        .tls_handshake_failed
+                        .fetch_add(1, Ordering::Relaxed);
+                    tracing::debug!(%remote, "tls handshake timed out");
+                }
+            }
+        });
+    }
+
+    /// The handshake of a connection we opened to a TLS server named `name`; a certificate
+    /// that does not verify fails it (logged with the reason, counted).
+    pub(super) async fn tls_handshake(
+        &self,
+        stream: TcpStream,
+        name: ServerName<'static>,
+        to: SocketAddr,
+    ) -> Option<tokio_rustls::client::TlsStream<TcpStream>> {
+        let connector = self
+            .tls
+            .connector
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
+        let limit = self.cfg.tls.handshake_timeout;
+        let shown = wire(name.to_str().as_ref()).to_string();
+        let failure = match tokio::time::timeout(limit, connector.connect(name, stream)).await {
+            Ok(Ok(tls)) => return Some(tls),
+            Ok(Err(e)) => wire(&e.to_string()).to_string(),
+            Err(_) => "the handshake timed out".to_string(),
+        };
+        self.stats
+            .tls_handshake_failed
+            .fetch_add(1, Ordering::Relaxed);
+        tracing::warn!(server = %shown, error = %failure, "tls connection to {to} failed");
+        None
+    }
+}

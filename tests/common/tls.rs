@@ -1,0 +1,124 @@
+//! Certificates for the TLS tests, made with the openssl CLI (a missing binary fails the
+//! test): a test CA and server certificates it signs for `localhost` and 127.0.0.1, and a TLS
+//! client trusting that CA.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use tokio_rustls::rustls::pki_types::pem::PemObject;
+use tokio_rustls::rustls::pki_types::CertificateDer;
+use tokio_rustls::rustls::{ClientConfig, RootCertStore};
+
+use super::tempdir;
+
+/// A CA of its own in a temporary directory (removed on drop).
+pub struct TestCa {
+    pub dir: PathBuf,
+    /// The CA certificate (PEM): what `tls_ca_file` or a phone's CA list names.
+    pub ca: PathBuf,
+    key: PathBuf,
+}
+
+fn openssl(dir: &Path, args: &[&str]) {
+    let out = std::process::Command::new("openssl")
+        .args(args)
+        .current_dir(dir)
+        .output()
+        .unwrap_or_else(|e| panic!("openssl is not installed (apt-get install openssl): {e}"));
+    assert!(
+        out.status.success(),
+        "openssl {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// P-256 keys: quick to make, and every client here speaks ECDSA.
+const NEW_KEY: [&str; 5] = [
+    "-newkey",
+    "ec",
+    "-pkeyopt",
+    "ec_paramgen_curve:prime256v1",
+    "-nodes",
+];
+
+impl TestCa {
+    pub fn new(name: &str) -> TestCa {
+        let dir = tempdir();
+        let subject = format!("/CN={name}");
+        let mut args = vec!["req", "-x509"];
+        args.extend(NEW_KEY);
+        args.extend([
+            "-keyout", "ca.key", "-out", "ca.pem", "-days", "2", "-subj", &subject,
+        ]);
+        openssl(&dir, &args);
+        TestCa {
+            ca: dir.join("ca.pem"),
+            key: dir.join("ca.key"),
+            dir,
+        }
+    }
+
+    /// A server certificate with subject `cn` for `localhost` and 127.0.0.1, signed by this
+    /// CA: its certificate and key files, `{stem}.pem` and `{stem}.key`.
+    pub fn issue(&self, stem: &str, cn: &str) -> (PathBuf, PathBuf) {
+        let (cert, key) = (format!("{stem}.pem"), format!("{stem}.key"));
+        let subject = format!("/CN={cn}");
+        let (ca, ca_key) = (
+            self.ca.display().to_string(),
+            self.key.display().to_string(),
+        );
+        let mut args = vec!["req", "-x509"];
+        args.extend(NEW_KEY);
+        args.extend([
+            "-keyout",
+            &key,
+            "-out",
+            &cert,
+            "-days",
+            "2",
+            "-subj",
+            &subject,
+            "-CA",
+            &ca,
+            "-CAkey",
+            &ca_key,
+            "-addext",
+            "subjectAltName=DNS:localhost,IP:127.0.0.1",
+            "-addext",
+            "basicConstraints=critical,CA:FALSE",
+        ]);
+        openssl(&self.dir, &args);
+        (self.dir.join(cert), self.dir.join(key))
+    }
+
+    /// A TLS client configuration trusting this CA only.
+    pub fn client_config(&self) -> Arc<ClientConfig> {
+        let mut roots = RootCertStore::empty();
+        for cert in CertificateDer::pem_file_iter(&self.ca).expect("CA file") {
+            roots.add(cert.expect("CA certificate")).expect("a root");
+        }
+        let provider = Arc::new(tokio_rustls::rustls::crypto::ring::default_provider());
+        let config = ClientConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .expect("TLS versions")
+            .with_root_certificates(roots)
+            .with_no_client_auth();
+        Arc::new(config)
+    }
+}
+
+impl Drop for TestCa {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// The DER of the first certificate in a PEM file.
+pub fn cert_der(path: &Path) -> Vec<u8> {
+    CertificateDer::pem_file_iter(path)
+        .expect("certificate file")
+        .next()
+        .expect("a certificate")
+        .expect("PEM")
+        .to_vec()
+}
