@@ -197,6 +197,56 @@ async fn baresip_registers_and_calls_over_tls_hears_the_prompt_and_its_key_is_co
     );
 }
 
+/// SRTP (issue 15): baresip over TLS with `mediaenc=srtp-mand` offers RTP/SAVP with SDES
+/// keys; pivotd answers RTP/SAVP with its own key, and the call works encrypted both ways: the
+/// phone decrypts and hears the prompt, pivotd decrypts the phone's RFC 4733 key. With
+/// `encryption = "required"` the same phone calling over UDP is refused 488.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn baresip_calls_over_tls_with_srtp_hears_the_prompt_and_its_key_is_collected() {
+    let ca = TestCa::new("pivotd test CA");
+    let (web, server) = gather_server(&ca).await;
+    let silence = Tone::new(0.0);
+    let phone = Baresip::start_tls(
+        tls_addr(&server),
+        "2001",
+        "s3cret",
+        REALM,
+        &ca.ca,
+        &silence.0,
+        &[&format!("/dial sip:5000@{REALM}")],
+        ";mediaenc=srtp-mand",
+    )
+    .await;
+    registered(&server, "d1", || phone.log()).await;
+    assert!(
+        asked(&web, "/ivr").await,
+        "no pivot request:\n{}",
+        phone.log()
+    );
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    phone.send_keys("7").await;
+    assert_key_collected(&web, "7", || phone.log()).await;
+    let heard = eventually(10, || phone.heard().is_some()).await;
+    assert!(heard, "baresip's call did not end:\n{}", phone.log());
+    let pcm = phone.heard().unwrap();
+    let share = share_after_start(&pcm, 1000.0, 8000);
+    assert!(
+        share > 0.5,
+        "baresip hears the 1 kHz prompt through SRTP: {share}"
+    );
+    // pivotd's answer, as the phone logged it: RTP/SAVP with one SDES line of pivotd's.
+    let log = phone.log();
+    let answer = log
+        .split("SIP/2.0 200 OK")
+        .skip(1)
+        // One logged message: up to the colour reset baresip's trace ends it with.
+        .map(|m| m.split("\u{1b}[;m").next().unwrap_or(m))
+        .find(|m| m.contains("m=audio"))
+        .unwrap_or_else(|| panic!("no 200 with SDP in the phone's log:\n{log}"));
+    assert!(answer.contains("RTP/SAVP"), "{answer}");
+    assert_eq!(answer.matches("a=crypto:").count(), 1, "{answer}");
+}
+
 /// A bridge (the `device` module) rings a baresip that registered over TLS on the phone's own
 /// connection (no new one is opened: it is behind NAT); it answers and each side hears the
 /// other. Once that phone is gone, its connection with it, ringing it fails at once rather

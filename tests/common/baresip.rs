@@ -217,11 +217,18 @@ impl Baresip {
     ) -> Baresip {
         let dir = tempdir();
         let sip_port = free_pair();
+        // baresip's SDES (RFC 4568) is its srtp module: an account asking for
+        // `mediaenc=srtp…` needs it loaded before the accounts are read.
+        let srtp = if setup.account_params.contains("mediaenc=srtp") {
+            "module\tsrtp.so\n"
+        } else {
+            ""
+        };
         let mut config = format!(
             "poll_method\tepoll\nsip_listen\t127.0.0.1:{sip_port}\nnet_interface\t127.0.0.1\n\
              audio_player\talsa,null\naudio_source\taufile,{}\naudio_alert\talsa,null\n\
              module_path\t/usr/lib/baresip/modules\nmodule\tstdio.so\nmodule\tg711.so\n\
-             module\taufile.so\nmodule\taccount.so\nmodule_app\tmenu.so\n",
+             module\taufile.so\n{srtp}module\taccount.so\nmodule_app\tmenu.so\n",
             setup.prompt.display()
         );
         if setup.record {
