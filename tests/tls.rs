@@ -245,6 +245,24 @@ async fn baresip_calls_over_tls_with_srtp_hears_the_prompt_and_its_key_is_collec
         .unwrap_or_else(|| panic!("no 200 with SDP in the phone's log:\n{log}"));
     assert!(answer.contains("RTP/SAVP"), "{answer}");
     assert_eq!(answer.matches("a=crypto:").count(), 1, "{answer}");
+    // Counted once the call has ended, with no packet refused.
+    let mut counted = false;
+    for _ in 0..30 {
+        let (_, text) = api_get(&server, "/metrics").await;
+        if metric(&text, "pivotd_srtp_calls_total") == 1 {
+            assert_eq!(
+                metric(
+                    &text,
+                    "pivotd_srtp_packets_dropped_total{reason=\"unauthentic\"}"
+                ),
+                0
+            );
+            counted = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(counted, "the SRTP call is counted in /metrics");
 }
 
 /// A bridge (the `device` module) rings a baresip that registered over TLS on the phone's own

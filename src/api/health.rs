@@ -117,6 +117,27 @@ pub(crate) async fn metrics(State(st): State<Shared>) -> Response {
         "Calls ended because no RTP arrived.",
         get(&p.calls.rtp_timeouts),
     );
+    m.one(
+        "srtp_calls_total",
+        "counter",
+        "Ended calls whose caller's audio was SRTP.",
+        get(&p.calls.srtp_calls),
+    );
+    m.family(
+        "srtp_packets_dropped_total",
+        "counter",
+        "SRTP packets of ended calls dropped before use, by reason.",
+    );
+    m.value(
+        "srtp_packets_dropped_total",
+        "reason=\"unauthentic\"",
+        get(&p.calls.srtp_unauthentic),
+    );
+    m.value(
+        "srtp_packets_dropped_total",
+        "reason=\"replayed\"",
+        get(&p.calls.srtp_replayed),
+    );
     m.family(
         "pivot_requests_total",
         "counter",

@@ -32,7 +32,7 @@ use crate::config::live::LiveConfig;
 use crate::flow::CallInfo;
 use crate::flow::Node;
 use crate::media::player::Pacer;
-use crate::media::rtp::PortPool;
+use crate::media::rtp::{PortPool, RtpSession};
 use crate::presence::{self, Presence};
 use crate::registrar::Registrar;
 use crate::sip::endpoint::{Endpoint, NewRequest};
@@ -83,6 +83,25 @@ pub struct CallStats {
     pub total: AtomicU64,
     pub answered: AtomicU64,
     pub rtp_timeouts: AtomicU64,
+    /// Calls whose caller's audio was SRTP, and the SRTP packets they dropped (a tag that did
+    /// not match; a replay), added when each call ends.
+    pub srtp_calls: AtomicU64,
+    pub srtp_unauthentic: AtomicU64,
+    pub srtp_replayed: AtomicU64,
+}
+
+impl CallStats {
+    /// An ended call's SRTP counts.
+    fn add_srtp(&self, rtp: &RtpSession) {
+        if !rtp.is_srtp() {
+            return;
+        }
+        let (unauthentic, replayed) = rtp.srtp_refused_packets();
+        self.srtp_calls.fetch_add(1, Ordering::Relaxed);
+        self.srtp_unauthentic
+            .fetch_add(unauthentic, Ordering::Relaxed);
+        self.srtp_replayed.fetch_add(replayed, Ordering::Relaxed);
+    }
 }
 
 /// Everything admission decided before the call task starts.
@@ -140,6 +159,7 @@ impl Live {
                 async {
                     runtime.run(flow, call).await;
                     call.leg.finish(&mut call.force_end).await;
+                    call.ctx.stats.add_srtp(call.leg.rtp());
                 },
                 span,
             )
