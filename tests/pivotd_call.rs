@@ -341,10 +341,14 @@ async fn a_call_over_tcp() {
         "12#",
         "--digits-after",
         "1s",
+        "--from",
+        "1001",
     ])
     .await;
     assert_eq!(run.status, 0, "{run}");
     assert_eq!(run.texts()[0], "INVITE → 100 → 200", "{run}");
+    // `--from` is the caller the pivot server sees.
+    assert_eq!(web.requests()[0].field("From").as_deref(), Some("1001"));
     assert_eq!(
         web.requests()[1].field("Digits[pin]").as_deref(),
         Some("12#")
