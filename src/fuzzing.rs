@@ -224,6 +224,7 @@ pub fn sdp(data: &[u8]) -> Option<sdp::Negotiated> {
         session_id: 1,
         version: 1,
         crypto: Vec::new(),
+        savp: false,
     };
     let _ = sdp::offer_keeping_lines(&local, &offer, 101, sdp::Direction::SendOnly);
     let _ = sdp::negotiate_answer(&offer);

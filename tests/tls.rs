@@ -151,10 +151,11 @@ async fn assert_key_collected(web: &HttpServer, digits: &str, log: impl Fn() -> 
     );
 }
 
-/// baresip registers over TLS, dials 5000 (answering the 407), hears the prompt of a TwiML
-/// `<Gather>` by its content, and the key it sends (RFC 4733) reaches the Gather's action.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn baresip_registers_and_calls_over_tls_hears_the_prompt_and_its_key_is_collected() {
+/// baresip registers over TLS with `account_params`, dials 5000 (answering the 407), hears
+/// the prompt of a TwiML `<Gather>` by its content, and the key it sends (RFC 4733) reaches
+/// the Gather's action; `<Hangup/>` ends the call. The phone (its log) and the server, for
+/// what each test checks beside.
+async fn baresip_gather_call_over_tls(account_params: &str, key: &str) -> (Baresip, TestServer) {
     let ca = TestCa::new("pivotd test CA");
     let (web, server) = gather_server(&ca).await;
     let silence = Tone::new(0.0);
@@ -166,7 +167,7 @@ async fn baresip_registers_and_calls_over_tls_hears_the_prompt_and_its_key_is_co
         &ca.ca,
         &silence.0,
         &[&format!("/dial sip:5000@{REALM}")],
-        "",
+        account_params,
     )
     .await;
     let transport = registered(&server, "d1", || phone.log()).await;
@@ -178,14 +179,20 @@ async fn baresip_registers_and_calls_over_tls_hears_the_prompt_and_its_key_is_co
     );
     // The prompt plays for a while, then the key.
     tokio::time::sleep(Duration::from_millis(1500)).await;
-    phone.send_keys("5").await;
-    assert_key_collected(&web, "5", || phone.log()).await;
+    phone.send_keys(key).await;
+    assert_key_collected(&web, key, || phone.log()).await;
     // <Hangup/>: the BYE reaches the phone on its TLS connection and its recording closes.
     let heard = eventually(10, || phone.heard().is_some()).await;
     assert!(heard, "baresip's call did not end:\n{}", phone.log());
     let pcm = phone.heard().unwrap();
     let share = share_after_start(&pcm, 1000.0, 8000);
     assert!(share > 0.5, "baresip hears the 1 kHz prompt: {share}");
+    (phone, server)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn baresip_registers_and_calls_over_tls_hears_the_prompt_and_its_key_is_collected() {
+    let (phone, server) = baresip_gather_call_over_tls("", "5").await;
     let log = phone.log();
     assert!(log.contains("Via: SIP/2.0/TLS"), "{log}");
     assert!(
@@ -199,41 +206,11 @@ async fn baresip_registers_and_calls_over_tls_hears_the_prompt_and_its_key_is_co
 
 /// SRTP (issue 15): baresip over TLS with `mediaenc=srtp-mand` offers RTP/SAVP with SDES
 /// keys; pivotd answers RTP/SAVP with its own key, and the call works encrypted both ways: the
-/// phone decrypts and hears the prompt, pivotd decrypts the phone's RFC 4733 key. With
-/// `encryption = "required"` the same phone calling over UDP is refused 488.
+/// phone (which takes nothing but SRTP) decrypts and hears the prompt, pivotd decrypts the
+/// phone's RFC 4733 key. The call is counted in `/metrics`, no packet refused.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn baresip_calls_over_tls_with_srtp_hears_the_prompt_and_its_key_is_collected() {
-    let ca = TestCa::new("pivotd test CA");
-    let (web, server) = gather_server(&ca).await;
-    let silence = Tone::new(0.0);
-    let phone = Baresip::start_tls(
-        tls_addr(&server),
-        "2001",
-        "s3cret",
-        REALM,
-        &ca.ca,
-        &silence.0,
-        &[&format!("/dial sip:5000@{REALM}")],
-        ";mediaenc=srtp-mand",
-    )
-    .await;
-    registered(&server, "d1", || phone.log()).await;
-    assert!(
-        asked(&web, "/ivr").await,
-        "no pivot request:\n{}",
-        phone.log()
-    );
-    tokio::time::sleep(Duration::from_millis(1500)).await;
-    phone.send_keys("7").await;
-    assert_key_collected(&web, "7", || phone.log()).await;
-    let heard = eventually(10, || phone.heard().is_some()).await;
-    assert!(heard, "baresip's call did not end:\n{}", phone.log());
-    let pcm = phone.heard().unwrap();
-    let share = share_after_start(&pcm, 1000.0, 8000);
-    assert!(
-        share > 0.5,
-        "baresip hears the 1 kHz prompt through SRTP: {share}"
-    );
+    let (phone, server) = baresip_gather_call_over_tls(";mediaenc=srtp-mand", "7").await;
     // pivotd's answer, as the phone logged it: RTP/SAVP with one SDES line of pivotd's.
     let log = phone.log();
     let answer = log
@@ -263,6 +240,90 @@ async fn baresip_calls_over_tls_with_srtp_hears_the_prompt_and_its_key_is_collec
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     assert!(counted, "the SRTP call is counted in /metrics");
+}
+
+/// SRTP on the second leg: a bridge rings a baresip that registered over TLS with
+/// `mediaenc`, for an account whose `encryption` is `mode`; pivotd's INVITE carries SDES keys
+/// of its own (one line per suite) on `profile`, the phone answers with its key, and the relay
+/// carries the audio between a plain RTP caller (over UDP) and the SRTP callee, each way, by
+/// content.
+async fn bridged_srtp_phone(mode: &str, mediaenc: &str, profile: &str) {
+    let ca = TestCa::new("pivotd test CA");
+    let callflows = format!(
+        r#"encryption = "{mode}"
+[[accounts.callflows]]
+numbers = ["6002"]
+flow = {{ module = "device", data = {{ id = "d1", timeout = 10 }} }}
+{DEVICE}
+"#
+    );
+    let server = tls_server(&ca, &callflows, "allow_unauthenticated = true").await;
+    let tone = Tone::new(1000.0);
+    let phone = Baresip::start_tls(
+        tls_addr(&server),
+        "2001",
+        "s3cret",
+        REALM,
+        &ca.ca,
+        &tone.0,
+        &[],
+        &format!(";answermode=auto;mediaenc={mediaenc}"),
+    )
+    .await;
+    registered(&server, "d1", || phone.log()).await;
+    let mut caller = Caller::new(server.udp).await;
+    let (ok, _) = caller.answered("6002", &[0], 10_000).await;
+    assert!(
+        m_audio(&ok).contains("RTP/AVP"),
+        "the caller stays plain: {ok}"
+    );
+    send_tone(&caller.media.socket, media_addr(&ok), 0, 450.0, 1500).await;
+    let heard = received_pcm(&caller.media);
+    assert!(
+        heard.len() >= 4000,
+        "the caller got {} samples",
+        heard.len()
+    );
+    let share = tone_share(&heard[heard.len() / 2..], 1000.0);
+    assert!(
+        share > 0.5,
+        "the caller hears the SRTP phone's 1 kHz: {share}"
+    );
+    caller.bye(&ok).await;
+    let ended = eventually(10, || phone.heard().is_some()).await;
+    assert!(ended, "the phone's call did not end:\n{}", phone.log());
+    let pcm = phone.heard().unwrap();
+    let share = tone_share(&pcm[pcm.len() / 2..], 450.0);
+    assert!(
+        share > 0.3,
+        "the SRTP phone hears the caller's 450 Hz: {share}"
+    );
+    // What pivotd offered the phone, and what it answered.
+    let log = phone.log();
+    let invite = log
+        .split("INVITE sip:2001-")
+        .nth(1)
+        .map(|m| m.split("\u{1b}[;m").next().unwrap_or(m))
+        .unwrap_or_else(|| panic!("no INVITE in the phone's log:\n{log}"));
+    assert!(invite.contains(&format!(" {profile} ")), "{invite}");
+    assert_eq!(invite.matches("a=crypto:").count(), 3, "{invite}");
+    // The phone's 200 names one of our lines with its own key: the leg is SRTP both ways
+    // (the phone, keyed, takes no plain packet; it heard the caller's tone above).
+    let answer = log
+        .split("SIP/2.0 200 ")
+        .skip(1)
+        .map(|m| m.split("\u{1b}[;m").next().unwrap_or(m))
+        .find(|m| m.contains("m=audio"))
+        .unwrap_or_else(|| panic!("no 200 with SDP in the phone's log:\n{log}"));
+    assert_eq!(answer.matches("a=crypto:").count(), 1, "{answer}");
+    assert!(log.contains("SRTP is Enabled"), "{log}");
+}
+
+/// `optional` (the default): best-effort SRTP, the keys on RTP/AVP; a phone with SRTP
+/// (`mediaenc=srtp`) takes them, one without answers plain (the other TLS bridge tests).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_bridged_phone_over_tls_gets_best_effort_srtp_when_optional() {
+    bridged_srtp_phone("optional", "srtp", "RTP/AVP").await;
 }
 
 /// A bridge (the `device` module) rings a baresip that registered over TLS on the phone's own

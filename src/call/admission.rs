@@ -544,6 +544,7 @@ impl Admission {
             session_id: rand::random::<u32>() as u64,
             version: 1,
             crypto: Vec::new(),
+            savp: false,
         };
         let mut local_sdp = local_sdp;
         let mut srtp_theirs = None;
@@ -553,6 +554,11 @@ impl Admission {
                 return Err(refused(Refusal::Srtp(SrtpRefusal::NoUsableKey)));
             }
             local_sdp.crypto.push(ours);
+            // Our answer keeps the offer's profile (best-effort SRTP on RTP/AVP stays so).
+            local_sdp.savp = offer
+                .as_ref()
+                .and_then(|o| o.audio())
+                .is_some_and(|m| m.is_savp());
             srtp_theirs = Some(theirs);
         }
         let mut info = call_info(req, call_id, &account.id, &user, &host);

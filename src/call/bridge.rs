@@ -23,12 +23,15 @@ use super::outbound::{ForkNews, OutboundLeg};
 use super::targets::{self, Fork, LocalSockets, ResolveContext};
 use super::{Call, Leg, Phase};
 use crate::callflow::CallEnded;
+use crate::config::MediaEncryption;
 use crate::flow::bridge::{BridgeOutcome, BridgeRequest, DialStatus};
 use crate::media::player::PlayResult;
 use crate::media::prompt::Prompt;
 use crate::media::relay::{LegFormat, Relay};
 use crate::media::rtp::RtpSession;
 use crate::media::sdp::{self, LocalSession, Negotiated};
+use crate::media::srtp::policy;
+use crate::media::srtp::sdes::CryptoLine;
 use crate::media::tone;
 use crate::sip::endpoint::DialogEvent;
 use crate::sip::uac::InviteSpec;
@@ -80,6 +83,9 @@ struct Bridge {
     /// When the first INVITE went out, and when the winner answered (for its CDR).
     started: Instant,
     answered_at: Option<Instant>,
+    /// The keys `b_rtp` is SRTP with (ours, the callee's), once a fork's answer or early
+    /// media keyed it.
+    b_srtp: Option<(CryptoLine, CryptoLine)>,
     spec: SpecBase,
 }
 
@@ -96,6 +102,9 @@ struct SpecBase {
     local: LocalSession,
     max_forwards: u32,
     contact_user: String,
+    /// The account's SRTP mode: a fork over TLS is offered RTP/SAVP with SDES keys of its
+    /// own unless it is `off` (`media/srtp/policy.rs`).
+    encryption: MediaEncryption,
 }
 
 impl Call {
@@ -195,6 +204,7 @@ impl Call {
             session_id: u64::from(rand::random::<u32>()),
             version: 1,
             crypto: Vec::new(),
+            savp: false,
         };
         let offer = sdp::offer(&local, sdp::OFFERED_EVENT_PT);
         let (events_tx, events) = mpsc::unbounded_channel();
@@ -221,6 +231,7 @@ impl Call {
             codes: Vec::new(),
             started: Instant::now(),
             answered_at: None,
+            b_srtp: None,
             spec: SpecBase {
                 caller_name: name,
                 caller_number: number,
@@ -229,6 +240,10 @@ impl Call {
                 local,
                 max_forwards,
                 contact_user: "pivotd".into(),
+                encryption: cfg
+                    .account(&self.info.account_id)
+                    .and_then(|a| a.encryption)
+                    .unwrap_or(cfg.media.encryption),
             },
         })
     }
@@ -340,6 +355,7 @@ impl Call {
                         if self.leg.open_early_media() {
                             b.early_from = Some(i);
                             b.stop_ringback(self);
+                            b.key_b_media(i);
                             b.set_b_media(&n);
                         } else {
                             self.leg.ringing();
@@ -390,6 +406,7 @@ impl Call {
                 if b.early_from != Some(i) {
                     b.relay = None;
                 }
+                b.key_b_media(i);
                 b.set_b_media(&answer);
                 if self.leg.phase() == Phase::Early {
                     self.leg.answer();
@@ -414,6 +431,7 @@ impl Call {
             }
             ForkNews::Media(n) => {
                 if b.winner == Some(i) {
+                    b.key_b_media(i);
                     b.set_b_media(&n);
                 }
             }
@@ -506,6 +524,16 @@ impl Bridge {
         };
         let mut live = Vec::with_capacity(forks.len());
         for fork in forks {
+            // Over TLS, SRTP offered with keys of this fork's own (a fork that does not win
+            // never learns the winner's); elsewhere the plain offer every fork shares.
+            let mut local = self.spec.local.clone();
+            (local.crypto, local.savp) =
+                policy::offer(self.spec.encryption, fork.peer.proto.is_secure());
+            let offer = if local.crypto.is_empty() {
+                self.spec.offer.clone()
+            } else {
+                sdp::offer(&local, sdp::OFFERED_EVENT_PT)
+            };
             let spec = InviteSpec {
                 request_uri: fork.request_uri.clone(),
                 to: fork.to.clone(),
@@ -515,14 +543,15 @@ impl Bridge {
                 route: fork.route.clone(),
                 max_forwards: self.spec.max_forwards,
                 contact_user: self.spec.contact_user.clone(),
-                sdp: Some(self.spec.offer.clone()),
+                sdp: Some(offer),
             };
             let caller = caller_uri(&self.spec, &fork);
             let mut leg = OutboundLeg::start(
                 call.ctx.endpoint.clone(),
                 fork,
                 spec,
-                self.spec.local.clone(),
+                local,
+                self.spec.encryption,
                 self.events_tx.clone(),
             );
             if let Some(presence) = &call.ctx.presence {
@@ -648,6 +677,24 @@ impl Bridge {
                     .filter_map(|f| f.silent_until(self.silent_limit)),
             )
             .fold(ring_deadline, Instant::min)
+    }
+
+    /// Keys the outbound session with fork `i`'s SRTP, when its answer (or early media) made
+    /// one: a new key of the callee's alone rekeys receiving only (our sending context goes
+    /// on: a context is never restarted on a key it used).
+    fn key_b_media(&mut self, i: usize) {
+        let Some((ours, theirs)) = self.forks.get(i).and_then(|f| f.srtp.clone()) else {
+            return;
+        };
+        let keyed = match &self.b_srtp {
+            Some((o, t)) if *o == ours && *t == theirs => return,
+            Some((o, _)) if *o == ours => self.b_rtp.set_srtp_receive(&theirs.key),
+            _ => self.b_rtp.set_srtp(&ours.key, &theirs.key),
+        };
+        if let Err(e) = keyed {
+            tracing::warn!("bridge: cannot key SRTP: {e}");
+        }
+        self.b_srtp = Some((ours, theirs));
     }
 
     /// The callee's media as its SDP says: where to send, whether we may (not while it

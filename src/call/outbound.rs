@@ -17,8 +17,11 @@ use tokio::time::Instant;
 use super::lamps;
 use super::reinvite::{HoldReinvites, Reply};
 use super::targets::Fork;
+use crate::config::MediaEncryption;
 use crate::media::dtmf::info_digit;
 use crate::media::sdp::{self, Direction, LocalSession, Negotiated, OurDescription};
+use crate::media::srtp::policy::{self, MediaSecurity};
+use crate::media::srtp::sdes::CryptoLine;
 use crate::presence::{CallLamp, Presence};
 use crate::sip::endpoint::{DialogEvent, DialogId, Endpoint, OutgoingRequest, ServerTx};
 use crate::sip::message;
@@ -95,6 +98,11 @@ pub(super) struct OutboundLeg {
     /// The rung device's lamps: ringing while the INVITE is out, confirmed once answered, out
     /// once the fork is stopped or ends.
     lamp: Option<CallLamp>,
+    /// The account's SRTP mode, for what an answer to our SRTP offer may be.
+    encryption: MediaEncryption,
+    /// Our line and the callee's, once its answer (or early media) to our SRTP offer named
+    /// one: what the bridge keys the outbound session with.
+    pub(super) srtp: Option<(CryptoLine, CryptoLine)>,
 }
 
 impl OutboundLeg {
@@ -105,6 +113,7 @@ impl OutboundLeg {
         fork: Fork,
         spec: InviteSpec,
         local: LocalSession,
+        encryption: MediaEncryption,
         events: mpsc::UnboundedSender<DialogEvent>,
     ) -> OutboundLeg {
         let ours = OurDescription::new(local, spec.sdp.clone());
@@ -159,6 +168,8 @@ impl OutboundLeg {
             heard: false,
             abandoned: false,
             lamp: None,
+            encryption,
+            srtp: None,
         }
     }
 
@@ -263,7 +274,7 @@ impl OutboundLeg {
                     return ForkNews::Nothing;
                 }
                 ForkNews::Ringing {
-                    early: negotiated(&resp),
+                    early: self.answer_in(&resp),
                 }
             }
             (200..=299, ForkState::Answered(_)) => {
@@ -282,7 +293,7 @@ impl OutboundLeg {
                 self.endpoint.send_as_is(&ack);
                 self.ack = Some(ack);
                 self.local_cseq = self.invite.cseq();
-                let answer = negotiated(&resp);
+                let answer = self.answer_in(&resp);
                 if let Some(n) = &answer {
                     self.direction = n.direction;
                 }
@@ -525,7 +536,7 @@ impl OutboundLeg {
             if let Some(ack) = &ack {
                 self.endpoint.send_as_is(ack);
             }
-            if let Some(n) = negotiated(resp).filter(|_| first) {
+            if let Some(n) = self.answer_in(resp).filter(|_| first) {
                 self.direction = n.direction;
                 news = ForkNews::Media(n);
             }
@@ -557,8 +568,30 @@ impl Drop for OutboundLeg {
     }
 }
 
-/// The callee's session description in a response, negotiated as an answer to our offer.
-fn negotiated(resp: &rsip::Response) -> Option<Negotiated> {
-    let body = message::response_sdp_body(resp).ok()??;
-    sdp::read(body).map(|(_, n)| n)
+impl OutboundLeg {
+    /// The callee's session description in a response, negotiated as an answer to our
+    /// offer. When we offered SRTP, the line it names keys `self.srtp` (and our later offers
+    /// repeat only our line of it); a plain answer is taken unless SRTP is required, which
+    /// makes it no usable answer.
+    fn answer_in(&mut self, resp: &rsip::Response) -> Option<Negotiated> {
+        let body = message::response_sdp_body(resp).ok()??;
+        let (sdp, n) = sdp::read(body)?;
+        let offered = &self.ours.local.crypto;
+        if offered.is_empty() {
+            return Some(n);
+        }
+        match policy::answered(self.encryption, offered, sdp.audio()?) {
+            Ok(MediaSecurity::Srtp { theirs, ours }) => {
+                self.ours.local.crypto = vec![ours.clone()];
+                self.srtp = Some((ours, theirs));
+                Some(n)
+            }
+            Ok(MediaSecurity::Plain) if self.srtp.is_none() => Some(n),
+            // A leg that is SRTP stays SRTP; a required one must be.
+            Ok(MediaSecurity::Plain) | Err(_) => {
+                tracing::info!(fork = %self.fork.label, "bridge: the callee's answer is not the SRTP it must be");
+                None
+            }
+        }
+    }
 }

@@ -48,6 +48,7 @@ impl CallerMedia {
             session_id: u64::from(rand::random::<u32>()),
             version: 1,
             crypto: Vec::new(),
+            savp: false,
         };
         let offer = sdp::offer(&local, sdp::OFFERED_EVENT_PT);
         let media = CallerMedia {

@@ -516,17 +516,21 @@ pub struct LocalSession {
     pub session_id: u64,
     /// Bumped by the caller whenever the description changes (RFC 3264 §8).
     pub version: u64,
-    /// SDES lines we send (RFC 4568): none for plain RTP/AVP; in an answer the one line
-    /// chosen, in an offer one per suite. Any makes the stream RTP/SAVP.
+    /// SDES lines we send (RFC 4568): none for plain RTP; in an answer the one line chosen,
+    /// in an offer one per suite.
     pub crypto: Vec<CryptoLine>,
+    /// With `crypto`, the stream's profile is RTP/SAVP; without, RTP/AVP with the lines
+    /// (best-effort SRTP, as Asterisk's `media_encryption_optimistic`: a far end without
+    /// SRTP ignores them and talks plain RTP).
+    pub savp: bool,
 }
 
 impl LocalSession {
     fn proto(&self) -> &'static str {
-        if self.crypto.is_empty() {
-            "RTP/AVP"
-        } else {
+        if self.savp && !self.crypto.is_empty() {
             "RTP/SAVP"
+        } else {
+            "RTP/AVP"
         }
     }
 

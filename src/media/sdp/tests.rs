@@ -54,6 +54,7 @@ fn local() -> LocalSession {
         session_id: 42,
         version: 7,
         crypto: Vec::new(),
+        savp: false,
     }
 }
 

@@ -35,16 +35,17 @@ pub enum SrtpRefusal {
     LateOffer,
 }
 
-/// Our answer's media security to a far end's `offered` stream. An RTP/SAVP offer is
-/// answered with SRTP when the mode allows it, the call came over TLS and one of its lines
-/// is usable; otherwise as plain RTP/AVP, unless the mode is `required` (then 488).
+/// Our answer's media security to a far end's `offered` stream. An offer with `a=crypto`
+/// lines (RTP/SAVP, or best-effort on RTP/AVP) is answered with SRTP when the mode allows it,
+/// the call came over TLS and one of its lines is usable; otherwise as plain RTP, unless the
+/// mode is `required` (then 488). Our answer keeps the offer's profile (RFC 3264 §6).
 pub fn answer(
     mode: MediaEncryption,
     over_tls: bool,
     offered: &Media,
 ) -> Result<MediaSecurity, SrtpRefusal> {
     let required = mode == MediaEncryption::Required;
-    if !offered.is_savp() {
+    if !offered.is_savp() && offered.crypto.is_empty() {
         return if required {
             Err(SrtpRefusal::PlainOffered)
         } else {
@@ -68,36 +69,33 @@ pub fn answer(
     }
 }
 
-/// The lines of an offer we make on a leg (the bridge's INVITE, our re-offers): one per suite
-/// when the mode allows SRTP and the leg is TLS, none (plain RTP/AVP) otherwise.
-pub fn offer(mode: MediaEncryption, over_tls: bool) -> Vec<CryptoLine> {
-    if mode != MediaEncryption::Off && over_tls {
-        sdes::offer()
-    } else {
-        Vec::new()
+/// The lines of an offer we make on a leg (the bridge's INVITE), and whether its profile is
+/// RTP/SAVP: over TLS one line per suite, on RTP/SAVP when SRTP is `required`, on RTP/AVP
+/// (best-effort: a callee without SRTP answers plain) when `optional`; none otherwise.
+pub fn offer(mode: MediaEncryption, over_tls: bool) -> (Vec<CryptoLine>, bool) {
+    match mode {
+        MediaEncryption::Off => (Vec::new(), false),
+        _ if !over_tls => (Vec::new(), false),
+        MediaEncryption::Optional => (sdes::offer(), false),
+        MediaEncryption::Required => (sdes::offer(), true),
     }
 }
 
-/// What the far end's `answered` stream makes of the lines we `offered`: SRTP when it is
-/// RTP/SAVP and names one of our tags with its suite (its own key on it); plain otherwise,
-/// which a `required` mode refuses.
+/// What the far end's `answered` stream makes of the lines we `offered`: SRTP when it names
+/// one of our tags with its suite (its own key on it; RTP/SAVP, or RTP/AVP to a best-effort
+/// offer); plain otherwise, which a `required` mode refuses.
 pub fn answered(
     mode: MediaEncryption,
     offered: &[CryptoLine],
     answered: &Media,
 ) -> Result<MediaSecurity, SrtpRefusal> {
-    let chosen = answered
-        .is_savp()
-        .then(|| {
-            answered.crypto.iter().find_map(|v| {
-                let theirs = sdes::parse_value(v.as_bytes()).ok()?;
-                let ours = offered
-                    .iter()
-                    .find(|o| o.tag == theirs.tag && o.key.suite == theirs.key.suite)?;
-                Some((theirs, ours.clone()))
-            })
-        })
-        .flatten();
+    let chosen = answered.crypto.iter().find_map(|v| {
+        let theirs = sdes::parse_value(v.as_bytes()).ok()?;
+        let ours = offered
+            .iter()
+            .find(|o| o.tag == theirs.tag && o.key.suite == theirs.key.suite)?;
+        Some((theirs, ours.clone()))
+    });
     match chosen {
         Some((theirs, ours)) if !offered.is_empty() => Ok(MediaSecurity::Srtp { theirs, ours }),
         _ if mode == MediaEncryption::Required => Err(SrtpRefusal::PlainAnswer),

@@ -236,6 +236,22 @@ mod policy_tests {
                 Err(e) => assert_eq!(got.as_ref().err(), Some(e), "{mode:?} tls={tls}"),
             }
         }
+        // A best-effort offer (RTP/AVP with lines) over TLS is answered with SRTP too, and
+        // satisfies `required`; not over TLS it is plain (or refused when required).
+        let optimistic = stream(
+            "RTP/AVP",
+            &[format!("1 AES_CM_128_HMAC_SHA1_80 inline:{KEY}")],
+        );
+        assert!(is_srtp(&answer(Optional, true, &optimistic)));
+        assert!(is_srtp(&answer(Required, true, &optimistic)));
+        assert_eq!(
+            answer(Optional, false, &optimistic),
+            Ok(MediaSecurity::Plain)
+        );
+        assert_eq!(
+            answer(Required, false, &optimistic),
+            Err(SrtpRefusal::NotOverTls)
+        );
         let unusable = stream("RTP/SAVP", &[format!("1 F8_128_HMAC_SHA1_80 inline:{KEY}")]);
         assert_eq!(answer(Optional, true, &unusable), Ok(MediaSecurity::Plain));
         assert_eq!(
@@ -252,10 +268,14 @@ mod policy_tests {
 
     #[test]
     fn our_offer_and_the_answer_to_it() {
-        assert!(offer(Optional, false).is_empty());
-        assert!(offer(Off, true).is_empty());
-        let lines = offer(Optional, true);
-        assert_eq!(lines.len(), 3);
+        assert!(offer(Optional, false).0.is_empty());
+        assert!(offer(Required, false).0.is_empty());
+        assert!(offer(Off, true).0.is_empty());
+        // Optional: best-effort, the lines on RTP/AVP; required: RTP/SAVP.
+        let (lines, savp) = offer(Optional, true);
+        assert_eq!((lines.len(), savp), (3, false));
+        let (required, savp) = offer(Required, true);
+        assert_eq!((required.len(), savp), (3, true));
         // The far end picks our second line and answers with its own key on that tag.
         let pick = &lines[1];
         let reply = stream(
@@ -272,6 +292,19 @@ mod policy_tests {
         assert_eq!(ours, *pick);
         assert_eq!(theirs.tag, pick.tag);
         // A tag we did not offer, or a suite that does not match its tag, is not an answer.
+        // To a best-effort offer, an RTP/AVP answer with a line of ours is SRTP too.
+        let avp_reply = stream(
+            "RTP/AVP",
+            &[format!(
+                "{} {} inline:{KEY}",
+                pick.tag,
+                pick.key.suite.name()
+            )],
+        );
+        assert!(matches!(
+            answered(Optional, &lines, &avp_reply),
+            Ok(MediaSecurity::Srtp { .. })
+        ));
         let stray = stream(
             "RTP/SAVP",
             &[format!("9 AES_CM_128_HMAC_SHA1_80 inline:{KEY}")],
