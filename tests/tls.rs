@@ -55,6 +55,30 @@ async fn tls_server(ca: &TestCa, callflows: &str, sip_extra: &str) -> TestServer
     .await
 }
 
+/// A TLS server whose 6002 bridges to the device d1 (2001), the account's own keys first
+/// (`encryption = …`), unauthenticated callers allowed.
+async fn device_bridge_server(ca: &TestCa, account_keys: &str) -> TestServer {
+    let callflows = format!(
+        r#"{account_keys}
+[[accounts.callflows]]
+numbers = ["6002"]
+flow = {{ module = "device", data = {{ id = "d1", timeout = 10 }} }}
+{DEVICE}
+"#
+    );
+    tls_server(ca, &callflows, "allow_unauthenticated = true").await
+}
+
+/// The first 2xx with an SDP body in baresip's SIP trace (either way), up to the colour reset
+/// the trace ends each message with.
+fn logged_200_with_sdp(log: &str) -> &str {
+    log.split("SIP/2.0 200 ")
+        .skip(1)
+        .map(|m| m.split("\u{1b}[;m").next().unwrap_or(m))
+        .find(|m| m.contains("m=audio"))
+        .unwrap_or_else(|| panic!("no 200 with SDP in the phone's log:\n{log}"))
+}
+
 fn tls_addr(server: &TestServer) -> SocketAddr {
     server.handle.tls[0]
 }
@@ -213,13 +237,7 @@ async fn baresip_calls_over_tls_with_srtp_hears_the_prompt_and_its_key_is_collec
     let (phone, server) = baresip_gather_call_over_tls(";mediaenc=srtp-mand", "7").await;
     // pivotd's answer, as the phone logged it: RTP/SAVP with one SDES line of pivotd's.
     let log = phone.log();
-    let answer = log
-        .split("SIP/2.0 200 OK")
-        .skip(1)
-        // One logged message: up to the colour reset baresip's trace ends it with.
-        .map(|m| m.split("\u{1b}[;m").next().unwrap_or(m))
-        .find(|m| m.contains("m=audio"))
-        .unwrap_or_else(|| panic!("no 200 with SDP in the phone's log:\n{log}"));
+    let answer = logged_200_with_sdp(&log);
     assert!(answer.contains("RTP/SAVP"), "{answer}");
     assert_eq!(answer.matches("a=crypto:").count(), 1, "{answer}");
     // Counted once the call has ended, with no packet refused.
@@ -242,22 +260,15 @@ async fn baresip_calls_over_tls_with_srtp_hears_the_prompt_and_its_key_is_collec
     assert!(counted, "the SRTP call is counted in /metrics");
 }
 
-/// SRTP on the second leg: a bridge rings a baresip that registered over TLS with
-/// `mediaenc`, for an account whose `encryption` is `mode`; pivotd's INVITE carries SDES keys
-/// of its own (one line per suite) on `profile`, the phone answers with its key, and the relay
-/// carries the audio between a plain RTP caller (over UDP) and the SRTP callee, each way, by
-/// content.
-async fn bridged_srtp_phone(mode: &str, mediaenc: &str, profile: &str) {
+/// SRTP on the second leg, `encryption = "optional"` (the default): a bridge rings a baresip
+/// that registered over TLS with SRTP (`mediaenc=srtp`); pivotd's INVITE carries SDES keys of
+/// its own (one line per suite) on RTP/AVP (best-effort: a phone without SRTP answers plain,
+/// as in the other TLS bridge tests), the phone answers with its key, and the relay carries the
+/// audio between a plain RTP caller (over UDP) and the SRTP callee, each way, by content.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_bridged_phone_over_tls_gets_best_effort_srtp_when_optional() {
     let ca = TestCa::new("pivotd test CA");
-    let callflows = format!(
-        r#"encryption = "{mode}"
-[[accounts.callflows]]
-numbers = ["6002"]
-flow = {{ module = "device", data = {{ id = "d1", timeout = 10 }} }}
-{DEVICE}
-"#
-    );
-    let server = tls_server(&ca, &callflows, "allow_unauthenticated = true").await;
+    let server = device_bridge_server(&ca, "encryption = \"optional\"").await;
     let tone = Tone::new(1000.0);
     let phone = Baresip::start_tls(
         tls_addr(&server),
@@ -267,7 +278,7 @@ flow = {{ module = "device", data = {{ id = "d1", timeout = 10 }} }}
         &ca.ca,
         &tone.0,
         &[],
-        &format!(";answermode=auto;mediaenc={mediaenc}"),
+        ";answermode=auto;mediaenc=srtp",
     )
     .await;
     registered(&server, "d1", || phone.log()).await;
@@ -305,25 +316,13 @@ flow = {{ module = "device", data = {{ id = "d1", timeout = 10 }} }}
         .nth(1)
         .map(|m| m.split("\u{1b}[;m").next().unwrap_or(m))
         .unwrap_or_else(|| panic!("no INVITE in the phone's log:\n{log}"));
-    assert!(invite.contains(&format!(" {profile} ")), "{invite}");
+    assert!(invite.contains(" RTP/AVP "), "{invite}");
     assert_eq!(invite.matches("a=crypto:").count(), 3, "{invite}");
     // The phone's 200 names one of our lines with its own key: the leg is SRTP both ways
     // (the phone, keyed, takes no plain packet; it heard the caller's tone above).
-    let answer = log
-        .split("SIP/2.0 200 ")
-        .skip(1)
-        .map(|m| m.split("\u{1b}[;m").next().unwrap_or(m))
-        .find(|m| m.contains("m=audio"))
-        .unwrap_or_else(|| panic!("no 200 with SDP in the phone's log:\n{log}"));
+    let answer = logged_200_with_sdp(&log);
     assert_eq!(answer.matches("a=crypto:").count(), 1, "{answer}");
     assert!(log.contains("SRTP is Enabled"), "{log}");
-}
-
-/// `optional` (the default): best-effort SRTP, the keys on RTP/AVP; a phone with SRTP
-/// (`mediaenc=srtp`) takes them, one without answers plain (the other TLS bridge tests).
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_bridged_phone_over_tls_gets_best_effort_srtp_when_optional() {
-    bridged_srtp_phone("optional", "srtp", "RTP/AVP").await;
 }
 
 /// A bridge (the `device` module) rings a baresip that registered over TLS on the phone's own
@@ -333,15 +332,7 @@ async fn a_bridged_phone_over_tls_gets_best_effort_srtp_when_optional() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_phone_registered_over_tls_is_rung_on_its_own_connection() {
     let ca = TestCa::new("pivotd test CA");
-    let callflows = format!(
-        r#"
-[[accounts.callflows]]
-numbers = ["6002"]
-flow = {{ module = "device", data = {{ id = "d1", timeout = 10 }} }}
-{DEVICE}
-"#
-    );
-    let server = tls_server(&ca, &callflows, "allow_unauthenticated = true").await;
+    let server = device_bridge_server(&ca, "").await;
     let tone = Tone::new(1000.0);
     let phone = Baresip::start_tls(
         tls_addr(&server),
@@ -916,15 +907,7 @@ async fn pjsua2_registers_and_calls_over_tls_hears_the_prompt_and_its_key_is_col
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pjsua2_registers_over_tls_and_is_rung_by_a_bridge() {
     let ca = TestCa::new("pivotd test CA");
-    let callflows = format!(
-        r#"
-[[accounts.callflows]]
-numbers = ["6002"]
-flow = {{ module = "device", data = {{ id = "d1", timeout = 10 }} }}
-{DEVICE}
-"#
-    );
-    let server = tls_server(&ca, &callflows, "allow_unauthenticated = true").await;
+    let server = device_bridge_server(&ca, "").await;
     let tone = Tone::new(1000.0);
     let phone = Pjsua::register_tls(
         tls_addr(&server),

@@ -513,7 +513,8 @@ impl Admission {
         // SRTP or plain RTP for this leg (media/srtp/policy.rs): the account's mode, whether
         // the INVITE came over TLS, the offer's stream.
         let mode = account.encryption.unwrap_or(cfg.media.encryption);
-        let security = match offer.as_ref().and_then(|o| o.audio()) {
+        let offered_stream = offer.as_ref().and_then(|o| o.audio());
+        let security = match offered_stream {
             Some(stream) => policy::answer(mode, peer.proto.is_secure(), stream),
             // A late offer: ours goes in the 200, plain RTP/AVP.
             None if mode == MediaEncryption::Required => Err(SrtpRefusal::LateOffer),
@@ -538,7 +539,7 @@ impl Admission {
         let dialog = Dialog::from_request(req, call_id, &local_tag, peer.clone(), local_host)
             .map_err(|e| refused(Refusal::BadDialog(e)))?;
         let media_ip: IpAddr = cfg.sip.advertise.unwrap_or(cfg.media.ip);
-        let local_sdp = LocalSession {
+        let mut local_sdp = LocalSession {
             ip: media_ip,
             port: rtp.local_port(),
             session_id: rand::random::<u32>() as u64,
@@ -546,7 +547,6 @@ impl Admission {
             crypto: Vec::new(),
             savp: false,
         };
-        let mut local_sdp = local_sdp;
         let mut srtp_theirs = None;
         if let MediaSecurity::Srtp { theirs, ours } = security {
             if let Err(e) = rtp.set_srtp(&ours.key, &theirs.key) {
@@ -555,10 +555,7 @@ impl Admission {
             }
             local_sdp.crypto.push(ours);
             // Our answer keeps the offer's profile (best-effort SRTP on RTP/AVP stays so).
-            local_sdp.savp = offer
-                .as_ref()
-                .and_then(|o| o.audio())
-                .is_some_and(|m| m.is_savp());
+            local_sdp.savp = offered_stream.is_some_and(|m| m.is_savp());
             srtp_theirs = Some(theirs);
         }
         let mut info = call_info(req, call_id, &account.id, &user, &host);

@@ -64,3 +64,14 @@ pub(crate) async fn wait_for(mut cond: impl FnMut() -> bool) -> bool {
     }
     cond()
 }
+
+/// An RTP packet as a far end sends it: version 2, PCMU (PT 0), `seq`, a timestamp of 160
+/// per sequence number, `ssrc`, then `audio`.
+pub(crate) fn pcmu_packet(seq: u16, ssrc: u32, audio: &[u8]) -> Vec<u8> {
+    let mut p = vec![0x80, 0x00];
+    p.extend_from_slice(&seq.to_be_bytes());
+    p.extend_from_slice(&(u32::from(seq) * 160).to_be_bytes());
+    p.extend_from_slice(&ssrc.to_be_bytes());
+    p.extend_from_slice(audio);
+    p
+}

@@ -6,7 +6,7 @@
 
 use std::io;
 use std::net::{SocketAddr, UdpSocket};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Mutex;
 
 use super::SrtpSender;
@@ -16,8 +16,6 @@ pub struct SrtpOut {
     /// Read per packet without the lock: plain calls never take it.
     on: AtomicBool,
     sender: Mutex<Option<SrtpSender>>,
-    /// Packets not sent because protecting them failed (a key past its 2^48 packets).
-    failed: AtomicU64,
 }
 
 impl SrtpOut {
@@ -29,10 +27,6 @@ impl SrtpOut {
 
     pub fn is_on(&self) -> bool {
         self.on.load(Ordering::Acquire)
-    }
-
-    pub fn failed(&self) -> u64 {
-        self.failed.load(Ordering::Relaxed)
     }
 
     /// `packet` (a whole RTP packet) to `to` on `socket` (non-blocking), protected when SRTP
@@ -47,10 +41,8 @@ impl SrtpOut {
         };
         match sealed {
             Some(Ok(bytes)) => socket.send_to(&bytes, to),
-            Some(Err(e)) => {
-                self.failed.fetch_add(1, Ordering::Relaxed);
-                Err(io::Error::other(e))
-            }
+            // A key past its 2^48 packets: the packet is not sent (a send error to the caller).
+            Some(Err(e)) => Err(io::Error::other(e)),
             // `on` is set after the sender: unreachable, and never a reason to send in clear.
             None => Err(io::Error::other("SRTP on without a key")),
         }

@@ -97,7 +97,7 @@ pub fn answered(
         Some((theirs, ours.clone()))
     });
     match chosen {
-        Some((theirs, ours)) if !offered.is_empty() => Ok(MediaSecurity::Srtp { theirs, ours }),
+        Some((theirs, ours)) => Ok(MediaSecurity::Srtp { theirs, ours }),
         _ if mode == MediaEncryption::Required => Err(SrtpRefusal::PlainAnswer),
         _ => Ok(MediaSecurity::Plain),
     }

@@ -352,12 +352,7 @@ async fn a_kept_pair_starts_session_after_session() {
 
 /// An RTP packet from the far end: PCMU, `seq`, audio bytes of `fill`.
 fn far_end_rtp(seq: u16, fill: u8) -> Vec<u8> {
-    let mut p = vec![0x80, 0x00];
-    p.extend_from_slice(&seq.to_be_bytes());
-    p.extend_from_slice(&(u32::from(seq) * 160).to_be_bytes());
-    p.extend_from_slice(&0xfeed_f00du32.to_be_bytes());
-    p.extend(std::iter::repeat_n(fill, 160));
-    p
+    crate::media::rtp::test_support::pcmu_packet(seq, 0xfeed_f00d, &[fill; 160])
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
