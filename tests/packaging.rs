@@ -73,7 +73,7 @@ fn the_unit_passes_systemd_analyze_verify() {
 #[test]
 fn the_unit_is_hardened_and_reloads_with_sighup() {
     for (key, want) in [
-        ("ExecReload", "/bin/kill -HUP $MAINPID"),
+        ("ExecReload", r#"/bin/sh -c 'kill -HUP "$MAINPID"'"#),
         ("Restart", "on-failure"),
         ("NoNewPrivileges", "yes"),
         ("ProtectSystem", "strict"),
