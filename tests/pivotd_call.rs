@@ -68,11 +68,11 @@ async fn pivotd_call(args: &[&str]) -> Run {
 /// A server whose 6000 pivots to `voice_url`, whose account has an API key; `extra` adds
 /// TOML (devices, other callflows).
 async fn pivot_server(voice_url: &str, extra: &str) -> TestServer {
-    pivot_server_with(voice_url, extra, "").await
+    pivot_server_with(voice_url, extra, "", "").await
 }
 
-/// [`pivot_server`] with `[sip]` keys of its own (a TLS listener).
-async fn pivot_server_with(voice_url: &str, extra: &str, sip: &str) -> TestServer {
+/// [`pivot_server`] with `[sip]` and `[media]` keys of its own (a TLS listener, SRTP off).
+async fn pivot_server_with(voice_url: &str, extra: &str, sip: &str, media: &str) -> TestServer {
     let flows = format!(
         r#"api_key = "{KEY}"
 [[accounts.callflows]]
@@ -83,7 +83,7 @@ flow = {{ module = "pivot", data = {{ voice_url = "{voice_url}" }} }}
 blacklist_cidrs = []
 "#
     );
-    start(&config_toml(&flows, sip, "")).await
+    start(&config_toml(&flows, sip, media)).await
 }
 
 /// An IVR: `/start` plays digit-1 and collects three keys (`*` ends a collection, so `#`
@@ -498,7 +498,7 @@ async fn a_wrong_api_key_exits_2_before_calling() {
 async fn a_call_over_tls_with_srtp_hears_the_prompts_and_its_digits_are_collected() {
     let ca = TestCa::new("pivotd test CA");
     let web = HttpServer::start(ivr()).await;
-    let server = pivot_server_with(&web.url("/start"), "", &ca.sip_tls_keys("")).await;
+    let server = pivot_server_with(&web.url("/start"), "", &ca.sip_tls_keys(""), "").await;
     let tls = server.handle.tls[0];
     let dir = tempdir();
     let wav = dir.join("heard.wav");
@@ -574,7 +574,7 @@ async fn an_untrusted_server_certificate_exits_2() {
     let ca = TestCa::new("pivotd test CA");
     let stranger = TestCa::new("someone else's CA");
     let web = HttpServer::start(ivr()).await;
-    let server = pivot_server_with(&web.url("/start"), "", &ca.sip_tls_keys("")).await;
+    let server = pivot_server_with(&web.url("/start"), "", &ca.sip_tls_keys(""), "").await;
     let tls = server.handle.tls[0].to_string();
     let run = pivotd_call(&[
         "6000",
@@ -630,4 +630,39 @@ async fn an_untrusted_server_certificate_exits_2() {
         "{run}"
     );
     assert!(eventually(3, || web.request_count() == 1).await, "{run}");
+}
+
+/// `--srtp` to a server whose SRTP is off: its answer names none of our keys, so the caller
+/// hangs up at once rather than talk in clear, and says why (exit 1).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_answer_without_a_usable_key_is_hung_up_with_exit_1() {
+    let ca = TestCa::new("pivotd test CA");
+    let web = HttpServer::start(ivr()).await;
+    let tls_keys = ca.sip_tls_keys("");
+    let server = pivot_server_with(&web.url("/start"), "", &tls_keys, "encryption = \"off\"").await;
+    let run = pivotd_call(&[
+        "6000",
+        "--server",
+        &server.handle.tls[0].to_string(),
+        "--tls",
+        "--ca",
+        &path_str(&ca.ca),
+        "--srtp",
+        "--json",
+    ])
+    .await;
+    assert_eq!(run.status, 1, "{run}");
+    let lines = run.json();
+    let summary = lines.last().unwrap();
+    assert_eq!(summary["answered"], true, "{run}");
+    assert_eq!(summary["ended_by"], "caller", "{run}");
+    assert!(
+        summary["reason"]
+            .as_str()
+            .unwrap()
+            .starts_with("BYE from caller (the answer has no usable SRTP key: "),
+        "{run}"
+    );
+    assert_eq!(summary["srtp"], Value::Null, "{run}");
+    assert!(eventually(3, || server.handle.active_calls() == 0).await);
 }
