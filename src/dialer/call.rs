@@ -909,3 +909,19 @@ fn secs(d: Duration) -> String {
         format!("{s:.1} s")
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::tls_name;
+
+    #[test]
+    fn a_tls_server_is_verified_by_the_host_called() {
+        assert_eq!(tls_name(None, "127.0.0.1:5061"), "127.0.0.1");
+        assert_eq!(tls_name(None, "pbx.example.test"), "pbx.example.test");
+        assert_eq!(
+            tls_name(Some("pbx.example.test:5071"), "10.0.0.1:5061"),
+            "pbx.example.test"
+        );
+        assert_eq!(tls_name(None, "[::1]:5061"), "::1");
+    }
+}
