@@ -8,6 +8,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use common::http::{HttpReq, HttpResp, HttpServer};
+use common::tls::TestCa;
 use common::*;
 use pivotd::media::codec::Codec;
 use serde_json::Value;
@@ -67,6 +68,11 @@ async fn pivotd_call(args: &[&str]) -> Run {
 /// A server whose 6000 pivots to `voice_url`, whose account has an API key; `extra` adds
 /// TOML (devices, other callflows).
 async fn pivot_server(voice_url: &str, extra: &str) -> TestServer {
+    pivot_server_with(voice_url, extra, "", "").await
+}
+
+/// [`pivot_server`] with `[sip]` and `[media]` keys of its own (a TLS listener, SRTP off).
+async fn pivot_server_with(voice_url: &str, extra: &str, sip: &str, media: &str) -> TestServer {
     let flows = format!(
         r#"api_key = "{KEY}"
 [[accounts.callflows]]
@@ -77,7 +83,7 @@ flow = {{ module = "pivot", data = {{ voice_url = "{voice_url}" }} }}
 blacklist_cidrs = []
 "#
     );
-    start(&config_toml(&flows, "", "")).await
+    start(&config_toml(&flows, sip, media)).await
 }
 
 /// An IVR: `/start` plays digit-1 and collects three keys (`*` ends a collection, so `#`
@@ -482,4 +488,181 @@ async fn a_wrong_api_key_exits_2_before_calling() {
     let run = pivotd_call(&["6000", "--digits", "12x"]).await;
     assert_eq!(run.status, 2, "{run}");
     assert!(run.stderr.contains("not a DTMF key"), "{run}");
+}
+
+/// `--tls --srtp` (issue 15): the caller connects over TLS (the server's certificate verified
+/// against the test CA, by `--ca`), offers RTP/SAVP with SDES keys, and pivotd answers with
+/// one: the prompts it hears are decrypted sample for sample into the recording, its digits
+/// (SRTP too) reach the pivot server, and pivotd counts an SRTP call with no packet refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_call_over_tls_with_srtp_hears_the_prompts_and_its_digits_are_collected() {
+    let ca = TestCa::new("pivotd test CA");
+    let web = HttpServer::start(ivr()).await;
+    let server = pivot_server_with(&web.url("/start"), "", &ca.sip_tls_keys(""), "").await;
+    let tls = server.handle.tls[0];
+    let dir = tempdir();
+    let wav = dir.join("heard.wav");
+    let run = pivotd_call(&[
+        "6000",
+        "--server",
+        &tls.to_string(),
+        "--tls",
+        "--ca",
+        &path_str(&ca.ca),
+        "--srtp",
+        "--digits",
+        "12#",
+        "--digits-after",
+        "1s",
+        "--record",
+        &path_str(&wav),
+        "--json",
+    ])
+    .await;
+    assert_eq!(run.status, 0, "{run}");
+    let lines = run.json();
+    assert_eq!(lines[0]["line"], "0.000 INVITE → 100 → 200", "{run}");
+    let summary = lines.last().unwrap();
+    assert_eq!(summary["srtp"], "AES_CM_128_HMAC_SHA1_80", "{run}");
+    assert_eq!(summary["reason"], "BYE from server", "{run}");
+    assert!(
+        lines.iter().any(|e| e["kind"] == "srtp"
+            && e["line"]
+                .as_str()
+                .unwrap_or("")
+                .ends_with(" SRTP AES_CM_128_HMAC_SHA1_80")),
+        "{run}"
+    );
+    let reqs = web.requests();
+    assert_eq!(reqs.len(), 2, "{run}");
+    assert_eq!(
+        reqs[1].field("Digits[pin]").as_deref(),
+        Some("12#"),
+        "{run}"
+    );
+    let heard = wav_samples(&wav);
+    for id in ["digit-1", "digit-2"] {
+        let prompt = Codec::Pcmu.decode(&prompt_pcmu(id));
+        assert!(
+            find(&heard, &prompt).is_some(),
+            "{id} is not in the {} samples recorded",
+            heard.len()
+        );
+    }
+    // pivotd's side (counted once the call has ended): one SRTP call, nothing it received
+    // refused.
+    let mut text = String::new();
+    for _ in 0..30 {
+        text = api_get(&server, "/metrics").await.1;
+        if metric(&text, "pivotd_srtp_calls_total") == 1 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(metric(&text, "pivotd_srtp_calls_total"), 1, "{text}");
+    for reason in ["unauthentic", "replayed"] {
+        let sample = format!("pivotd_srtp_packets_dropped_total{{reason=\"{reason}\"}}");
+        assert_eq!(metric(&text, &sample), 0, "{text}");
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// A server whose certificate the caller cannot verify: exit 2 before any INVITE, saying
+/// why, whether its CA is not trusted or the name it carries is not the one called.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_untrusted_server_certificate_exits_2() {
+    let ca = TestCa::new("pivotd test CA");
+    let stranger = TestCa::new("someone else's CA");
+    let web = HttpServer::start(ivr()).await;
+    let server = pivot_server_with(&web.url("/start"), "", &ca.sip_tls_keys(""), "").await;
+    let tls = server.handle.tls[0].to_string();
+    let run = pivotd_call(&[
+        "6000",
+        "--server",
+        &tls,
+        "--tls",
+        "--ca",
+        &path_str(&stranger.ca),
+    ])
+    .await;
+    assert_eq!(run.status, 2, "{run}");
+    assert!(
+        run.stderr.contains(&format!(
+            "pivotd call: the certificate of {tls} does not verify for 127.0.0.1"
+        )),
+        "{run}"
+    );
+    assert!(run.stderr.contains("--ca FILE"), "{run}");
+    assert!(run.stdout.is_empty(), "{run}");
+    // The right CA, the wrong name.
+    let run = pivotd_call(&[
+        "6000@pbx.example.test",
+        "--server",
+        &tls,
+        "--tls",
+        "--ca",
+        &path_str(&ca.ca),
+    ])
+    .await;
+    assert_eq!(run.status, 2, "{run}");
+    assert!(
+        run.stderr.contains("does not verify for pbx.example.test"),
+        "{run}"
+    );
+    // --tls-name names the one it carries.
+    let run = pivotd_call(&[
+        "6000@pbx.example.test",
+        "--server",
+        &tls,
+        "--tls",
+        "--ca",
+        &path_str(&ca.ca),
+        "--tls-name",
+        "localhost",
+        "--hangup-after",
+        "300ms",
+    ])
+    .await;
+    assert_eq!(run.status, 0, "{run}");
+    assert_eq!(
+        run.texts().last().copied(),
+        Some("ended: BYE from caller (--hangup-after 0.3 s)"),
+        "{run}"
+    );
+    assert!(eventually(3, || web.request_count() == 1).await, "{run}");
+}
+
+/// `--srtp` to a server whose SRTP is off: its answer names none of our keys, so the caller
+/// hangs up at once rather than talk in clear, and says why (exit 1).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_answer_without_a_usable_key_is_hung_up_with_exit_1() {
+    let ca = TestCa::new("pivotd test CA");
+    let web = HttpServer::start(ivr()).await;
+    let tls_keys = ca.sip_tls_keys("");
+    let server = pivot_server_with(&web.url("/start"), "", &tls_keys, "encryption = \"off\"").await;
+    let run = pivotd_call(&[
+        "6000",
+        "--server",
+        &server.handle.tls[0].to_string(),
+        "--tls",
+        "--ca",
+        &path_str(&ca.ca),
+        "--srtp",
+        "--json",
+    ])
+    .await;
+    assert_eq!(run.status, 1, "{run}");
+    let lines = run.json();
+    let summary = lines.last().unwrap();
+    assert_eq!(summary["answered"], true, "{run}");
+    assert_eq!(summary["ended_by"], "caller", "{run}");
+    assert!(
+        summary["reason"]
+            .as_str()
+            .unwrap()
+            .starts_with("BYE from caller (the answer has no usable SRTP key: "),
+        "{run}"
+    );
+    assert_eq!(summary["srtp"], Value::Null, "{run}");
+    assert!(eventually(3, || server.handle.active_calls() == 0).await);
 }

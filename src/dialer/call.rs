@@ -4,6 +4,7 @@
 //! recorded, until a BYE from either side, `--hangup-after`, or Ctrl-C.
 
 use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -21,6 +22,7 @@ use crate::config::SourceLimits;
 use crate::health::TaskHealth;
 use crate::media::rtp::{HeardPacket, SendDigitsError};
 use crate::media::sdp;
+use crate::media::srtp::Suite;
 use crate::sip::endpoint::{
     DialogEvent, DialogId, Endpoint, EndpointConfig, NewRequest, OutgoingRequest,
 };
@@ -29,7 +31,9 @@ use crate::sip::outgoing::{reason_phrase, response_bytes};
 use crate::sip::overload::LoadGate;
 use crate::sip::source::SourceGuard;
 use crate::sip::timer::Timers;
-use crate::sip::transport::{Peer, Proto, TlsConfig, TransportConfig};
+use crate::sip::transport::{
+    split_host_port, Peer, Proto, TlsConfig, TlsConnectError, TransportConfig,
+};
 use crate::sip::uac::{InviteSpec, OutboundInvite, RetryError};
 use crate::sip::{ALLOW, CAPABILITY_HEADERS};
 
@@ -77,18 +81,17 @@ pub(super) async fn place(
     api: Option<EventsApi>,
     style: Style,
 ) -> Result<u8, DialerError> {
-    let server = resolve(&args.server).await?;
+    let default_port = if args.tls { 5061 } else { 5060 };
+    let server = resolve(&args.server, default_port).await?;
     let local_ip = local_ip_towards(server)?;
-    let proto = if args.tcp { Proto::Tcp } else { Proto::Udp };
-    let (endpoint, strays) = start_endpoint(local_ip, proto).await?;
+    let proto = match (args.tls, args.tcp) {
+        (true, _) => Proto::Tls,
+        (false, true) => Proto::Tcp,
+        (false, false) => Proto::Udp,
+    };
+    let (endpoint, strays) = start_endpoint(local_ip, proto, args.ca.clone()).await?;
     tokio::spawn(answer_strays(strays));
-    let local = match proto {
-        Proto::Udp => endpoint.transport().udp_addrs().first().copied(),
-        // No `--tls` yet: the caller speaks UDP or TCP.
-        Proto::Tcp | Proto::Tls => endpoint.transport().tcp_addrs().first().copied(),
-    }
-    .unwrap_or(SocketAddr::new(local_ip, 0));
-    let (media, heard) = CallerMedia::start(local_ip)?;
+    let (media, heard) = CallerMedia::start(local_ip, args.srtp)?;
     let number = args.number.clone().unwrap_or_default();
     let (user, domain) = match number.split_once('@') {
         Some((u, d)) => (u.to_string(), d.to_string()),
@@ -99,18 +102,48 @@ pub(super) async fn place(
         .clone()
         .or_else(|| args.user.clone())
         .unwrap_or_else(|| "pivotd".to_string());
-    let transport = if args.tcp { ";transport=tcp" } else { "" };
+    let peer = match proto {
+        // Connected before the INVITE: a certificate that does not verify is said at once,
+        // and our Via and Contact name the connection's own address (the server sends its
+        // requests back on it).
+        Proto::Tls => {
+            let name = args
+                .tls_name
+                .clone()
+                .unwrap_or_else(|| tls_name(number.split_once('@').map(|(_, d)| d), &args.server));
+            endpoint
+                .transport()
+                .connect_tls(server, &name)
+                .await
+                .map_err(|e| match e {
+                    TlsConnectError::Certificate { .. } => DialerError::Certificate(e),
+                    e => DialerError::Tls(e),
+                })?
+        }
+        Proto::Udp | Proto::Tcp => {
+            let local = match proto {
+                Proto::Udp => endpoint.transport().udp_addrs().first().copied(),
+                _ => endpoint.transport().tcp_addrs().first().copied(),
+            };
+            Peer {
+                proto,
+                remote: server,
+                local: local.unwrap_or(SocketAddr::new(local_ip, 0)),
+                conn: None,
+            }
+        }
+    };
+    let transport = match proto {
+        Proto::Udp => "",
+        Proto::Tcp => ";transport=tcp",
+        Proto::Tls => ";transport=tls",
+    };
     let spec = InviteSpec {
         request_uri: format!("sip:{user}@{domain}{transport}"),
         to: format!("<sip:{user}@{domain}>"),
         from: format!("\"pivotd call\" <sip:{from_user}@{domain}>"),
-        local_host: crate::sip::dialog::host_port(None, local),
-        peer: Peer {
-            proto,
-            remote: server,
-            local,
-            conn: None,
-        },
+        local_host: crate::sip::dialog::host_port(None, peer.local),
+        peer,
         route: Vec::new(),
         max_forwards: 70,
         contact_user: from_user,
@@ -120,11 +153,20 @@ pub(super) async fn place(
     call.run(api, heard).await
 }
 
-/// `HOST:PORT` (a name or an address; the port 5060 when left out).
-async fn resolve(addr: &str) -> Result<SocketAddr, DialerError> {
+/// The name a TLS server's certificate is verified by: the host of the number's domain, else
+/// of `--server` (an IPv6 address without its brackets).
+fn tls_name(domain: Option<&str>, server: &str) -> String {
+    let (host, _) = split_host_port(domain.unwrap_or(server));
+    host.trim_start_matches('[')
+        .trim_end_matches(']')
+        .to_string()
+}
+
+/// `HOST:PORT` (a name or an address; `default_port` when left out).
+async fn resolve(addr: &str, default_port: u16) -> Result<SocketAddr, DialerError> {
     let found: Vec<SocketAddr> = match tokio::net::lookup_host(addr).await {
         Ok(found) => found.collect(),
-        Err(e) if !addr.contains(':') => tokio::net::lookup_host(format!("{addr}:5060"))
+        Err(e) if !addr.contains(':') => tokio::net::lookup_host(format!("{addr}:{default_port}"))
             .await
             .map_err(|_| DialerError::Resolve {
                 addr: addr.to_string(),
@@ -165,21 +207,28 @@ fn local_ip_towards(server: SocketAddr) -> Result<IpAddr, DialerError> {
 }
 
 /// The endpoint on an ephemeral port of `ip`: UDP, or a TCP listener for `--tcp` (our
-/// Contact; the server's requests come back on our connection).
+/// Contact; the server's requests come back on our connection); for `--tls` no listener (we
+/// have no certificate to present: the server's requests come back on our connection), the
+/// system's roots and `ca_file` trusted.
 async fn start_endpoint(
     ip: IpAddr,
     proto: Proto,
+    ca_file: Option<PathBuf>,
 ) -> Result<(Arc<Endpoint>, mpsc::Receiver<NewRequest>), DialerError> {
     let any = SocketAddr::new(ip, 0);
     let (udp, tcp) = match proto {
         Proto::Udp => (vec![any], Vec::new()),
-        Proto::Tcp | Proto::Tls => (Vec::new(), vec![any]),
+        Proto::Tcp => (Vec::new(), vec![any]),
+        Proto::Tls => (Vec::new(), Vec::new()),
     };
     let cfg = EndpointConfig {
         transport: TransportConfig {
             udp,
             tcp,
-            tls: TlsConfig::default(),
+            tls: TlsConfig {
+                ca_file,
+                ..TlsConfig::default()
+            },
             max_message_bytes: 65_535,
             tcp_idle_timeout: Duration::from_secs(300),
             udp_receive_buffer: 0,
@@ -262,6 +311,9 @@ struct Call<'a> {
     prompt: PromptEnd,
     recording: Option<Recording>,
     server_end: Option<ServerEnd>,
+    /// The SRTP suite the answer chose, and when the session was keyed with it.
+    srtp: Option<Suite>,
+    keyed_at: Option<Instant>,
 }
 
 impl<'a> Call<'a> {
@@ -301,6 +353,8 @@ impl<'a> Call<'a> {
             prompt: PromptEnd::default(),
             recording: None,
             server_end: None,
+            srtp: None,
+            keyed_at: None,
         }
     }
 
@@ -573,14 +627,35 @@ impl<'a> Call<'a> {
             .ok()
             .flatten()
             .and_then(sdp::read);
+        // With --srtp, an answer that cannot key the session is hung up: no audio in clear.
+        let mut no_srtp = None;
         match negotiated {
-            Some((_, n)) => {
+            Some((sdp, n)) => {
                 self.close_invite_line(format!("→ {code}"));
-                self.media.apply(n);
+                match self.media.key_from_answer(&sdp) {
+                    Ok(suite) => {
+                        if let Some(suite) = suite {
+                            self.srtp = Some(suite);
+                            self.keyed_at = Some(Instant::now());
+                            self.line("srtp", format!("SRTP {}", suite.name()));
+                        }
+                        self.media.apply(n);
+                    }
+                    Err(e) => no_srtp = Some(e.to_string()),
+                }
             }
-            None => self.close_invite_line(format!("→ {code} (no usable SDP: nothing heard)")),
+            None => {
+                self.close_invite_line(format!("→ {code} (no usable SDP: nothing heard)"));
+                if self.args.srtp {
+                    no_srtp = Some("the answer has no usable SDP, so no SRTP key".to_string());
+                }
+            }
         }
         self.answered = Some((now, Box::new(resp)));
+        if let Some(why) = no_srtp {
+            self.hang_up(&why, false);
+            return Ok(());
+        }
         if let Some(path) = &self.args.record {
             self.recording = Some(Recording::create(path, now.into_std())?);
         }
@@ -632,10 +707,25 @@ impl<'a> Call<'a> {
                     Ok(Some(body)) => match sdp::read(body) {
                         Some((offer, n)) => {
                             let hold = !n.direction.we_send();
-                            let answer = self.media.answer(&offer, n);
-                            reply(200, &headers, Some(("application/sdp", answer.as_bytes())));
-                            let note = if hold { " (hold)" } else { "" };
-                            self.line("reinvite", format!("re-INVITE from server{note} → 200"));
+                            match self.media.answer(&offer, n) {
+                                Some(answer) => {
+                                    let sdp = Some(("application/sdp", answer.as_bytes()));
+                                    reply(200, &headers, sdp);
+                                    let note = if hold { " (hold)" } else { "" };
+                                    self.line(
+                                        "reinvite",
+                                        format!("re-INVITE from server{note} → 200"),
+                                    );
+                                }
+                                None => {
+                                    reply(488, &[], None);
+                                    let why = "not SRTP with a key we can use";
+                                    self.line(
+                                        "reinvite",
+                                        format!("re-INVITE from server → 488 ({why})"),
+                                    );
+                                }
+                            }
                         }
                         None => {
                             reply(488, &[], None);
@@ -666,7 +756,9 @@ impl<'a> Call<'a> {
         let late = self
             .ended_at
             .is_some_and(|end| p.at > (end + LATE_AUDIO).into_std());
-        if p.at < answered_at.into_std() || late {
+        // With SRTP, what came before the session was keyed is not audio we can read.
+        let from = self.keyed_at.unwrap_or(*answered_at).max(*answered_at);
+        if p.at < from.into_std() || late {
             return Ok(());
         }
         let Some(codec) = self.media.codec_of(p.payload_type) else {
@@ -803,6 +895,7 @@ impl<'a> Call<'a> {
             code,
             at_ms: end_ms,
             exit_status,
+            srtp: self.srtp.map(Suite::name),
         }
     }
 }
@@ -814,5 +907,21 @@ fn secs(d: Duration) -> String {
         format!("{s:.0} s")
     } else {
         format!("{s:.1} s")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::tls_name;
+
+    #[test]
+    fn a_tls_server_is_verified_by_the_host_called() {
+        assert_eq!(tls_name(None, "127.0.0.1:5061"), "127.0.0.1");
+        assert_eq!(tls_name(None, "pbx.example.test"), "pbx.example.test");
+        assert_eq!(
+            tls_name(Some("pbx.example.test:5071"), "10.0.0.1:5061"),
+            "pbx.example.test"
+        );
+        assert_eq!(tls_name(None, "[::1]:5061"), "::1");
     }
 }

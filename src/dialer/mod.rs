@@ -24,7 +24,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use crate::media::rtp::RtpError;
-use crate::sip::transport::TransportError;
+use crate::sip::transport::{TlsConnectError, TransportError};
 pub use server_log::ApiError;
 
 /// `pivotd call`'s arguments.
@@ -44,12 +44,26 @@ pub struct CallArgs {
     /// needs --api and --api-key.
     #[arg(long, value_name = "CALL_ID", requires_all = ["api", "api_key"])]
     pub show: Option<String>,
-    /// The SIP server, HOST:PORT.
-    #[arg(long, default_value = "127.0.0.1:5060", value_name = "ADDR")]
+    /// The SIP server, HOST[:PORT] (the port 5060, or 5061 with --tls, when left out).
+    #[arg(long, default_value = "127.0.0.1", value_name = "ADDR")]
     pub server: String,
     /// SIP over TCP instead of UDP.
-    #[arg(long)]
+    #[arg(long, conflicts_with = "tls")]
     pub tcp: bool,
+    /// SIP over TLS: the server's certificate is verified against the system's root
+    /// certificates and --ca, for the host of NUMBER@DOMAIN, else of --server (or --tls-name).
+    #[arg(long)]
+    pub tls: bool,
+    /// More root certificates to trust for --tls (a PEM file: a private CA's).
+    #[arg(long, value_name = "FILE", requires = "tls")]
+    pub ca: Option<PathBuf>,
+    /// The name the server's certificate must carry, instead of the host called.
+    #[arg(long, value_name = "NAME", requires = "tls")]
+    pub tls_name: Option<String>,
+    /// Encrypted audio (SRTP, keys by SDES in the SDP, so only over --tls): RTP/SAVP is
+    /// offered with a key per suite; an answer without a usable key is hung up (exit 1).
+    #[arg(long, requires = "tls")]
+    pub srtp: bool,
     /// Digits to send as RFC 4733 events (0-9, *, #, A-D): after --digits-after from the
     /// answer, or without it when the prompt heard ends.
     #[arg(long, value_parser = parse_digits)]
@@ -100,6 +114,10 @@ pub enum DialerError {
     },
     #[error("cannot start SIP: {0}")]
     Sip(#[from] TransportError),
+    #[error("{0} (trust its CA with --ca FILE, or give the name it carries with --tls-name)")]
+    Certificate(TlsConnectError),
+    #[error("cannot reach the server over TLS: {0}")]
+    Tls(TlsConnectError),
     #[error("cannot start RTP: {0}")]
     Rtp(#[from] RtpError),
     #[error("cannot record to {path}: {source}")]

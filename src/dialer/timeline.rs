@@ -66,6 +66,8 @@ pub struct Summary {
     pub code: Option<u16>,
     pub at_ms: u64,
     pub exit_status: u8,
+    /// The SRTP suite the call's audio was encrypted with (`--srtp`).
+    pub srtp: Option<&'static str>,
 }
 
 /// The lines waiting to be printed, in time order.
@@ -219,6 +221,7 @@ impl Timeline {
                     "code": s.code,
                     "at": s.at_ms as f64 / 1000.0,
                     "exit_status": s.exit_status,
+                    "srtp": s.srtp,
                 })
             ),
             Style::Plain => writeln!(out, "{at} ended: {}", wire(&s.reason)),
@@ -309,6 +312,7 @@ pub async fn show(api: &EventsApi, call_id: &str, style: Style) -> Result<u8, Di
         code: end.as_ref().and_then(|e| e.how.parse().ok()),
         at_ms: last_ms,
         exit_status,
+        srtp: None,
     };
     t.summary(&summary);
     Ok(exit_status)
@@ -352,6 +356,7 @@ mod tests {
             code: None,
             at_ms: 1931,
             exit_status: 0,
+            srtp: None,
         }
     }
 

@@ -1,7 +1,8 @@
 //! pjsua2 (pjsip 2.15, python) as a second real phone: `tests/pjsua/phone.py` registers
 //! through pivotd, rings, answers after a delay (or never), plays a WAV and records what it
 //! hears. Its events come back as lines (`registered 200`, `incoming`, `dtmf 5`,
-//! `disconnected 487`, …) and it takes commands (`hangup`). A missing pjsua2 fails the test.
+//! `disconnected 487`, `media RTP/SAVP`, …) and it takes commands (`hangup`). A missing
+//! pjsua2 fails the test.
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -12,6 +13,12 @@ use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 
 use super::bridge::wav_pcm_8k;
 use super::{eventually, repo, tempdir};
+
+/// Over TLS, trusting `ca_file`; SRTP mandatory or not.
+struct Tls<'a> {
+    ca_file: &'a Path,
+    srtp: bool,
+}
 
 pub struct Pjsua {
     child: tokio::process::Child,
@@ -35,6 +42,24 @@ impl Pjsua {
         Pjsua::launch(server, user, password, realm, play, answer_ms, None).await
     }
 
+    /// [`Pjsua::register_tls`] with SRTP mandatory (`PHONE_SRTP=mandatory`): its calls offer
+    /// RTP/SAVP with SDES keys and take nothing but SRTP.
+    pub async fn register_tls_srtp(
+        server: SocketAddr,
+        user: &str,
+        password: &str,
+        realm: &str,
+        play: &Path,
+        answer_ms: Option<u64>,
+        ca_file: &Path,
+    ) -> Pjsua {
+        let tls = Tls {
+            ca_file,
+            srtp: true,
+        };
+        Pjsua::launch(server, user, password, realm, play, answer_ms, Some(tls)).await
+    }
+
     /// [`Pjsua::register`] over TLS to `server` (pivotd's TLS socket), trusting `ca_file`.
     pub async fn register_tls(
         server: SocketAddr,
@@ -45,16 +70,11 @@ impl Pjsua {
         answer_ms: Option<u64>,
         ca_file: &Path,
     ) -> Pjsua {
-        Pjsua::launch(
-            server,
-            user,
-            password,
-            realm,
-            play,
-            answer_ms,
-            Some(ca_file),
-        )
-        .await
+        let tls = Tls {
+            ca_file,
+            srtp: false,
+        };
+        Pjsua::launch(server, user, password, realm, play, answer_ms, Some(tls)).await
     }
 
     async fn launch(
@@ -64,14 +84,17 @@ impl Pjsua {
         realm: &str,
         play: &Path,
         answer_ms: Option<u64>,
-        tls_ca: Option<&Path>,
+        tls: Option<Tls<'_>>,
     ) -> Pjsua {
         let dir = tempdir();
         let answer = answer_ms.map_or(-1, |ms| ms as i64).to_string();
         let stderr = std::fs::File::create(dir.join("stderr.log")).unwrap();
         let mut command = tokio::process::Command::new("python3");
-        if let Some(ca) = tls_ca {
-            command.env("PHONE_TLS_CA", ca);
+        if let Some(tls) = tls {
+            command.env("PHONE_TLS_CA", tls.ca_file);
+            if tls.srtp {
+                command.env("PHONE_SRTP", "mandatory");
+            }
         }
         let mut child = command
             .arg(repo().join("tests/pjsua/phone.py"))

@@ -91,6 +91,17 @@ impl TestCa {
         (self.dir.join(cert), self.dir.join(key))
     }
 
+    /// `[sip]` keys of a TLS listener on an ephemeral port presenting a server certificate
+    /// this CA signs (for `localhost` and 127.0.0.1), then `extra`.
+    pub fn sip_tls_keys(&self, extra: &str) -> String {
+        let (cert, key) = self.issue("server", "pivotd-test");
+        format!(
+            "tls = [\"127.0.0.1:0\"]\ntls_cert = \"{}\"\ntls_key = \"{}\"\n{extra}",
+            cert.display(),
+            key.display()
+        )
+    }
+
     /// A TLS client configuration trusting this CA only.
     pub fn client_config(&self) -> Arc<ClientConfig> {
         let mut roots = RootCertStore::empty();

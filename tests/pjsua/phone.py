@@ -7,7 +7,10 @@ usage: phone.py SERVER_PORT USER PASSWORD REALM PLAY_WAV RECORD_WAV ANSWER_MS
 
 It prints one line per event, flushed: `registered CODE` or `failed CODE REASON`,
 `incoming`, `confirmed`, `dtmf DIGIT`, `disconnected CODE`, then `recorded` once the WAV is
-closed. With PHONE_TLS_CA set (a CA file) it registers and calls over TLS, trusting that CA.
+closed. With PHONE_TLS_CA set (a CA file) it registers and calls over TLS, trusting that CA;
+with PHONE_SRTP=mandatory as well, its calls' audio is SRTP or nothing (SDES keys, RTP/SAVP
+offered and required of an offer it answers, and only over TLS). Once a call's audio flows it
+prints `media PROFILE` (RTP/AVP or RTP/SAVP, as negotiated).
 Lines on stdin are commands: `dial URI` (a call of its own, through the server),
 `dtmf DIGITS` (RFC 4733 in the call), `hangup` (BYE, or a reject while ringing), `quit`;
 it quits when stdin closes too.
@@ -24,6 +27,7 @@ import pjsua2 as pj
 port, user, password, realm, play, record, answer_ms = sys.argv[1:8]
 answer_ms = int(answer_ms)
 tls_ca = os.environ.get("PHONE_TLS_CA")
+srtp = os.environ.get("PHONE_SRTP") == "mandatory"
 
 
 def say(line):
@@ -57,6 +61,9 @@ class Phone(pj.Call):
                 continue
             if media.status != pj.PJSUA_CALL_MEDIA_ACTIVE or self.recorder is not None:
                 continue
+            stream = self.getStreamInfo(i)
+            savp = stream.proto == pj.PJMEDIA_TP_PROTO_RTP_SAVP
+            say("media RTP/SAVP" if savp else "media RTP/AVP")
             audio = self.getAudioMedia(i)
             self.player = pj.AudioMediaPlayer()
             self.player.createPlayer(play)
@@ -141,6 +148,10 @@ acfg.regConfig.timeoutSec = 600
 acfg.sipConfig.proxies.append(f"sip:127.0.0.1:{port}{transport};lr")
 acfg.sipConfig.authCreds.append(pj.AuthCredInfo("digest", realm, user, 0, password))
 acfg.mediaConfig.transportConfig.boundAddress = "127.0.0.1"
+if srtp:
+    acfg.mediaConfig.srtpUse = pj.PJMEDIA_SRTP_MANDATORY
+    # 1: SRTP only when the signalling's next hop is TLS (SDES keys travel in the SDP).
+    acfg.mediaConfig.srtpSecureSignaling = 1
 acc = Account()
 acc.create(acfg)
 

@@ -8,7 +8,7 @@ use super::{Leg, Phase};
 use crate::call::reinvite::Reply;
 use crate::config::MediaEncryption;
 use crate::media::sdp::{self, Direction, Negotiated, Sdp};
-use crate::media::srtp::policy::{self, MediaSecurity};
+use crate::media::srtp::policy::{self, Followed, MediaSecurity};
 use crate::sip::endpoint::ServerTx;
 use crate::sip::message;
 use crate::sip::outgoing::response_bytes;
@@ -40,16 +40,12 @@ impl Leg {
     /// with a fresh key (a context is never restarted on a key it used, RFC 3711 §9.1).
     /// `false`: the offer is refused (488). A plain leg stays plain.
     fn follow_srtp_offer(&mut self, offer: &Sdp) -> bool {
-        let Some(current) = self.srtp_theirs.clone() else {
+        let Some(current) = &self.srtp_theirs else {
             return true;
         };
-        let Some(stream) = offer.audio() else {
-            return false;
-        };
-        // The leg is keyed, so it came over TLS.
-        match policy::answer(MediaEncryption::Required, true, stream) {
-            Ok(MediaSecurity::Srtp { theirs, .. }) if theirs == current => true,
-            Ok(MediaSecurity::Srtp { theirs, ours }) => {
+        match policy::follow_offer(current, offer.audio()) {
+            Followed::Same => true,
+            Followed::Rekey { theirs, ours } => {
                 if let Err(e) = self.rtp.set_srtp(&ours.key, &theirs.key) {
                     tracing::warn!("cannot rekey SRTP: {e}");
                     return false;
@@ -58,7 +54,7 @@ impl Leg {
                 self.srtp_theirs = Some(theirs);
                 true
             }
-            _ => false,
+            Followed::Refused => false,
         }
     }
 

@@ -102,3 +102,31 @@ pub fn answered(
         _ => Ok(MediaSecurity::Plain),
     }
 }
+
+/// What an SRTP leg makes of the far end's new offer (a re-INVITE's).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Followed {
+    /// The same line as before: nothing changes.
+    Same,
+    /// A new line of theirs: both directions are rekeyed, ours with a fresh key (a context
+    /// is never restarted on a key it used, RFC 3711 §9.1).
+    Rekey {
+        theirs: CryptoLine,
+        ours: CryptoLine,
+    },
+    /// Plain RTP, or no line we can use: refused (488), never a downgrade to audio in clear.
+    Refused,
+}
+
+/// On a leg keyed with the far end's `current` line, its new `offered` stream (None: the
+/// offer has no audio). The leg is keyed, so it came over TLS.
+pub fn follow_offer(current: &CryptoLine, offered: Option<&Media>) -> Followed {
+    let Some(stream) = offered else {
+        return Followed::Refused;
+    };
+    match answer(MediaEncryption::Required, true, stream) {
+        Ok(MediaSecurity::Srtp { theirs, .. }) if theirs == *current => Followed::Same,
+        Ok(MediaSecurity::Srtp { theirs, ours }) => Followed::Rekey { theirs, ours },
+        _ => Followed::Refused,
+    }
+}

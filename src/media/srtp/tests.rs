@@ -178,7 +178,9 @@ fn our_offer_lists_every_suite_with_its_own_key() {
 }
 
 mod policy_tests {
-    use super::super::policy::{answer, answered, offer, MediaSecurity, SrtpRefusal};
+    use super::super::policy::{
+        answer, answered, follow_offer, offer, Followed, MediaSecurity, SrtpRefusal,
+    };
     use crate::config::MediaEncryption::{self, Off, Optional, Required};
     use crate::media::sdp::{parse, Media};
 
@@ -320,5 +322,32 @@ mod policy_tests {
             Err(SrtpRefusal::PlainAnswer)
         );
         assert_eq!(answered(Optional, &[], &reply), Ok(MediaSecurity::Plain));
+    }
+
+    #[test]
+    fn a_keyed_legs_re_offer_keeps_rekeys_or_is_refused() {
+        let Ok(MediaSecurity::Srtp {
+            theirs: current, ..
+        }) = answer(Required, true, &savp())
+        else {
+            panic!()
+        };
+        assert_eq!(follow_offer(&current, Some(&savp())), Followed::Same);
+        let other = stream(
+            "RTP/SAVP",
+            &[format!(
+                "1 AES_CM_128_HMAC_SHA1_80 inline:{}",
+                "QUJDREVGR0hJSktMTU5PUFFSU1RVVldYWVphYmNk"
+            )],
+        );
+        let Followed::Rekey { theirs, ours } = follow_offer(&current, Some(&other)) else {
+            panic!("a new key of theirs rekeys")
+        };
+        assert_ne!(theirs, current);
+        assert_eq!(ours.tag, theirs.tag);
+        // Never a downgrade to audio in clear.
+        let plain = stream("RTP/AVP", &[]);
+        assert_eq!(follow_offer(&current, Some(&plain)), Followed::Refused);
+        assert_eq!(follow_offer(&current, None), Followed::Refused);
     }
 }

@@ -36,7 +36,7 @@ use crate::health::TaskHealth;
 use tcp::Connections;
 
 pub use rcvbuf::{receive_buffer, set_receive_buffer};
-pub use tls::TlsError;
+pub use tls::{TlsConnectError, TlsError};
 pub use via::{previous_hop, split_host_port, stamp_via, stamp_via_value};
 
 /// Transport protocol of a message or a target.

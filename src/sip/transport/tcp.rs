@@ -105,7 +105,7 @@ impl Transport {
     }
 
     /// Registers a connection (its stream's two halves: a TCP socket's, or a TLS session's
-    /// after the handshake) and starts its reader and writer; returns its send queue.
+    /// after the handshake) and starts its reader and writer; returns its id.
     pub(super) fn start_connection<R, W>(
         self: &Arc<Self>,
         rd: R,
@@ -114,7 +114,7 @@ impl Transport {
         remote: SocketAddr,
         local: SocketAddr,
         slot: Option<ConnSlot>,
-    ) -> mpsc::Sender<Bytes>
+    ) -> u64
     where
         R: AsyncRead + Unpin + Send + 'static,
         W: AsyncWrite + Unpin + Send + 'static,
@@ -134,7 +134,7 @@ impl Transport {
             let _slot = slot;
             t.serve_connection(rd, wr, peer, txc, rx).await
         });
-        tx
+        id
     }
 
     /// Reads one connection, framing by Content-Length; a writer task sends what others
@@ -314,7 +314,7 @@ impl Transport {
         let _ = tx.try_send(bytes);
         let t = self.clone();
         tokio::spawn(async move {
-            let Some(stream) = t.connect(proto, to).await else {
+            let Ok(stream) = t.connect(proto, to).await else {
                 t.unregister_conn(id);
                 return;
             };
@@ -327,11 +327,11 @@ impl Transport {
             };
             match server_name {
                 Some(name) => match t.tls_handshake(stream, name, to).await {
-                    Some(tls) => {
+                    Ok(tls) => {
                         let (rd, wr) = tokio::io::split(tls);
                         t.serve_connection(rd, wr, peer, tx, rx).await;
                     }
-                    None => t.unregister_conn(id),
+                    Err(_) => t.unregister_conn(id),
                 },
                 None => {
                     let (rd, wr) = stream.into_split();
@@ -356,20 +356,20 @@ impl Transport {
     }
 
     /// A TCP connection to `to` (for `proto`: in the log only).
-    async fn connect(&self, proto: Proto, to: SocketAddr) -> Option<TcpStream> {
-        match tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(to)).await {
-            Ok(Ok(s)) => {
+    pub(super) async fn connect(&self, proto: Proto, to: SocketAddr) -> std::io::Result<TcpStream> {
+        let result = match tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(to)).await {
+            Ok(r) => r,
+            Err(_) => Err(std::io::Error::new(
+                std::io::ErrorKind::TimedOut,
+                "the connection timed out",
+            )),
+        };
+        match &result {
+            Ok(s) => {
                 let _ = s.set_nodelay(true);
-                Some(s)
             }
-            Ok(Err(e)) => {
-                tracing::debug!(?proto, "connect to {to}: {e}");
-                None
-            }
-            Err(_) => {
-                tracing::debug!(?proto, "connect to {to}: timed out");
-                None
-            }
+            Err(e) => tracing::debug!(?proto, "connect to {to}: {e}"),
         }
+        result
     }
 }

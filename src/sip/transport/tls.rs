@@ -24,7 +24,7 @@ use tokio_rustls::rustls::sign::CertifiedKey;
 use tokio_rustls::rustls::{version, RootCertStore};
 use tokio_rustls::{TlsAcceptor, TlsConnector};
 
-use super::{Proto, Transport, TransportError};
+use super::{Peer, Proto, Transport, TransportError};
 use crate::config::{read_certificates, read_certified_key, TlsFileError};
 use crate::logsafe::wire;
 use crate::sip::source::ConnSlot;
@@ -40,6 +40,32 @@ pub enum TlsError {
     BadRoot(tokio_rustls::rustls::Error),
     #[error("{0} is not a host name or address a certificate can name")]
     BadServerName(String),
+}
+
+/// Why a TLS connection to a server could not be opened ([`Transport::connect_tls`]).
+#[derive(Debug, thiserror::Error)]
+pub enum TlsConnectError {
+    #[error(transparent)]
+    Name(TlsError),
+    #[error("cannot connect to {to}: {source}")]
+    Connect {
+        to: SocketAddr,
+        source: std::io::Error,
+    },
+    #[error("the certificate of {to} does not verify for {name}: {source}")]
+    Certificate {
+        name: String,
+        to: SocketAddr,
+        source: tokio_rustls::rustls::Error,
+    },
+    #[error("the TLS handshake with {name} at {to} failed: {source}")]
+    Handshake {
+        name: String,
+        to: SocketAddr,
+        source: std::io::Error,
+    },
+    #[error("the TLS handshake with {name} at {to} timed out")]
+    TimedOut { name: String, to: SocketAddr },
 }
 
 /// The certificate we present, swapped whole on reload: handshakes under way keep the one
@@ -65,6 +91,12 @@ pub(super) struct TlsState {
     connector: RwLock<TlsConnector>,
     /// The name each TLS server we connect to is verified by (and sent as SNI), by address.
     names: Mutex<HashMap<SocketAddr, ServerName<'static>>>,
+}
+
+/// A name a certificate can be verified by: a host name or an IP address.
+fn server_name(name: &str) -> Result<ServerName<'static>, TlsError> {
+    ServerName::try_from(name.to_string())
+        .map_err(|_| TlsError::BadServerName(wire(name).to_string()))
 }
 
 fn provider() -> Arc<CryptoProvider> {
@@ -164,8 +196,7 @@ impl Transport {
     /// Names the TLS server at `remote`: a connection we open to it verifies its certificate
     /// for `name` (a host name or an IP address) and sends it as SNI.
     pub fn name_tls_server(&self, remote: SocketAddr, name: &str) -> Result<(), TlsError> {
-        let name = ServerName::try_from(name.to_string())
-            .map_err(|_| TlsError::BadServerName(wire(name).to_string()))?;
+        let name = server_name(name)?;
         self.tls
             .names
             .lock()
@@ -240,6 +271,33 @@ impl Transport {
         });
     }
 
+    /// Opens a TLS connection to the server at `to` now, its certificate verified for `name`
+    /// (the server is named as by [`Transport::name_tls_server`]), and serves it like any
+    /// other: what is sent to `to` over TLS goes on it. For a client that must know at once
+    /// why a server cannot be reached (`pivotd call --tls`); the peer it returns names the
+    /// connection's local address, the one our Via and Contact give.
+    pub async fn connect_tls(
+        self: &Arc<Self>,
+        to: SocketAddr,
+        name: &str,
+    ) -> Result<Peer, TlsConnectError> {
+        self.name_tls_server(to, name)
+            .map_err(TlsConnectError::Name)?;
+        let verified_by = server_name(name).map_err(TlsConnectError::Name)?;
+        let connect_error = |source| TlsConnectError::Connect { to, source };
+        let stream = self.connect(Proto::Tls, to).await.map_err(connect_error)?;
+        let local = stream.local_addr().map_err(connect_error)?;
+        let tls = self.tls_handshake(stream, verified_by, to).await?;
+        let (rd, wr) = tokio::io::split(tls);
+        let id = self.start_connection(rd, wr, Proto::Tls, to, local, None);
+        Ok(Peer {
+            proto: Proto::Tls,
+            remote: to,
+            local,
+            conn: Some(id),
+        })
+    }
+
     /// The handshake of a connection we opened to a TLS server named `name`; a certificate
     /// that does not verify fails it (logged with the reason, counted).
     pub(super) async fn tls_handshake(
@@ -247,7 +305,7 @@ impl Transport {
         stream: TcpStream,
         name: ServerName<'static>,
         to: SocketAddr,
-    ) -> Option<tokio_rustls::client::TlsStream<TcpStream>> {
+    ) -> Result<tokio_rustls::client::TlsStream<TcpStream>, TlsConnectError> {
         let connector = self
             .tls
             .connector
@@ -257,14 +315,40 @@ impl Transport {
         let limit = self.cfg.tls.handshake_timeout;
         let shown = wire(name.to_str().as_ref()).to_string();
         let failure = match tokio::time::timeout(limit, connector.connect(name, stream)).await {
-            Ok(Ok(tls)) => return Some(tls),
-            Ok(Err(e)) => wire(&e.to_string()).to_string(),
-            Err(_) => "the handshake timed out".to_string(),
+            Ok(Ok(tls)) => return Ok(tls),
+            Ok(Err(e)) => {
+                // rustls' own error inside the I/O one: a certificate that does not verify
+                // is said so.
+                let rustls_error = e
+                    .get_ref()
+                    .and_then(|inner| inner.downcast_ref::<tokio_rustls::rustls::Error>())
+                    .cloned();
+                match rustls_error {
+                    Some(
+                        source @ (tokio_rustls::rustls::Error::InvalidCertificate(_)
+                        | tokio_rustls::rustls::Error::NoCertificatesPresented),
+                    ) => TlsConnectError::Certificate {
+                        name: shown.clone(),
+                        to,
+                        source,
+                    },
+                    _ => TlsConnectError::Handshake {
+                        name: shown.clone(),
+                        to,
+                        source: e,
+                    },
+                }
+            }
+            Err(_) => TlsConnectError::TimedOut {
+                name: shown.clone(),
+                to,
+            },
         };
         self.stats
             .tls_handshake_failed
             .fetch_add(1, Ordering::Relaxed);
-        tracing::warn!(server = %shown, error = %failure, "tls connection to {to} failed");
-        None
+        tracing::warn!(server = %shown, error = %wire(&failure.to_string()),
+            "tls connection to {to} failed");
+        Err(failure)
     }
 }

@@ -1,0 +1,121 @@
+//! pjsua2 with SRTP over TLS (issue 15's test list: "pjsua2 registering and calling over TLS
+//! with SRTP: the prompt heard by content, DTMF collected"): pjsua2 (pjsip 2.15's python
+//! wheel, `tests/pjsua/phone.py` with `PHONE_SRTP=mandatory`) registers over TLS trusting the
+//! test CA and calls a TwiML `<Gather>` with SRTP mandatory. pivotd answers RTP/SAVP with an
+//! SDES key of its own; the phone hears the 1 kHz prompt, decrypted, and the key it sends
+//! (RFC 4733, encrypted) is collected by the pivot server.
+
+mod common;
+
+use std::time::Duration;
+
+use common::bridge::{sox_tone, tone_share};
+use common::http::{HttpReq, HttpResp, HttpServer};
+use common::pjsua::Pjsua;
+use common::tls::TestCa;
+use common::*;
+
+const REALM: &str = "pivotd.test";
+
+/// A TLS server whose 5000 runs a TwiML `<Gather numDigits="1">` playing the 1 kHz tone,
+/// whose action hangs up; with device d1 (2001).
+async fn gather_server(ca: &TestCa) -> (HttpServer, TestServer) {
+    let web = HttpServer::start(|r: &HttpReq| match r.path() {
+        "/ivr" => HttpResp::xml(
+            r#"<Response><Gather numDigits="1" action="/done" timeout="10">
+                 <Play loop="10">/media/tone.wav</Play>
+               </Gather></Response>"#,
+        ),
+        "/done" => HttpResp::xml("<Response><Hangup/></Response>"),
+        "/media/tone.wav" => HttpResp::wav("tone-1khz.wav"),
+        _ => HttpResp::status(404),
+    })
+    .await;
+    let callflows = format!(
+        r#"
+[[accounts.callflows]]
+numbers = ["5000"]
+flow = {{ module = "pivot", data = {{ voice_url = "{}", req_format = "twiml" }} }}
+[[accounts.devices]]
+id = "d1"
+username = "2001"
+password = "s3cret"
+[pivot]
+blacklist_cidrs = []
+"#,
+        web.url("/ivr")
+    );
+    let server = start(&config_toml(&callflows, &ca.sip_tls_keys(""), "")).await;
+    (web, server)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pjsua2_calls_over_tls_with_srtp_hears_the_prompt_and_its_key_is_collected() {
+    let ca = TestCa::new("pivotd test CA");
+    let (web, server) = gather_server(&ca).await;
+    let dir = tempdir();
+    let silence = dir.join("silence.wav");
+    sox_tone(&silence, 0.0, 30);
+    let mut phone = Pjsua::register_tls_srtp(
+        server.handle.tls[0],
+        "2001",
+        "s3cret",
+        REALM,
+        &silence,
+        None,
+        &ca.ca,
+    )
+    .await;
+    let bindings = || server.handle.registrar.bindings_of(ACCOUNT, "d1");
+    assert!(
+        eventually(10, || !bindings().is_empty()).await,
+        "{:?}",
+        phone.lines()
+    );
+    assert_eq!(bindings()[0].transport, "TLS");
+    phone.command(&format!("dial sip:5000@{REALM}")).await;
+    assert!(
+        phone.expect("confirmed", 10).await.is_some(),
+        "{:?}",
+        phone.lines()
+    );
+    // pivotd's answer, as pjsua2 negotiated it: RTP/SAVP (pjsua2 takes nothing else).
+    assert_eq!(
+        phone.expect("media ", 5).await.as_deref(),
+        Some("media RTP/SAVP"),
+        "{:?}",
+        phone.lines()
+    );
+    // The prompt plays for a while, then the key.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    phone.command("dtmf 7").await;
+    let done = || web.requests().into_iter().find(|r| r.path() == "/done");
+    assert!(
+        eventually(10, || done().is_some()).await,
+        "the Gather's action was not asked: {:?}",
+        phone.lines()
+    );
+    assert_eq!(done().unwrap().field("Digits").as_deref(), Some("7"));
+    // <Hangup/> ends the call; what pjsua2 heard (decrypted) is the 1 kHz prompt.
+    let pcm = phone.heard(10).await;
+    let from = 800.min(pcm.len());
+    let to = (from + 8000).min(pcm.len());
+    let share = tone_share(&pcm[from..to], 1000.0);
+    assert!(share > 0.5, "pjsua2 hears the 1 kHz prompt: {share}");
+    // pivotd's side (counted once the call has ended): the caller's audio was SRTP, and
+    // nothing it received was refused.
+    let mut text = String::new();
+    for _ in 0..30 {
+        text = api_get(&server, "/metrics").await.1;
+        if metric(&text, "pivotd_srtp_calls_total") == 1 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(metric(&text, "pivotd_srtp_calls_total"), 1, "{text}");
+    for reason in ["unauthentic", "replayed"] {
+        let sample = format!("pivotd_srtp_packets_dropped_total{{reason=\"{reason}\"}}");
+        assert_eq!(metric(&text, &sample), 0, "{text}");
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}
