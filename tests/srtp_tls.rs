@@ -300,12 +300,13 @@ async fn registered_over_tls(server: &TestServer, device: &str, log: impl Fn() -
     assert_eq!(bindings()[0].transport, "TLS");
 }
 
-/// The first message of baresip's SIP trace that starts with `start`, up to the colour
-/// reset the trace ends each message with.
-fn logged<'a>(log: &'a str, start: &str) -> Option<&'a str> {
+/// The first message of baresip's SIP trace that starts with `start` and contains
+/// `containing`, up to the colour reset the trace ends each message with.
+fn logged<'a>(log: &'a str, start: &str, containing: &str) -> Option<&'a str> {
     log.split(start)
-        .nth(1)
+        .skip(1)
         .map(|m| m.split("\u{1b}[;m").next().unwrap_or(m))
+        .find(|m| m.contains(containing))
 }
 
 /// The phone d2 (`mediaenc=srtp-mand`) calls 6002 over TLS, sending `freq` for `secs`; the
@@ -368,12 +369,11 @@ async fn required_srtp_bridges_two_phones_over_tls_and_each_hears_the_other() {
     )
     .await;
     let (a_log, b_log) = (a.log(), b.log());
-    let invite = logged(&b_log, "INVITE sip:2001-")
+    let invite = logged(&b_log, "INVITE sip:2001-", "m=audio")
         .unwrap_or_else(|| panic!("no INVITE in the callee's log:\n{b_log}"));
     assert!(invite.contains(" RTP/SAVP "), "{invite}");
     assert_eq!(invite.matches("a=crypto:").count(), 3, "{invite}");
-    let answered = logged(&a_log, "SIP/2.0 200 ")
-        .filter(|m| m.contains("m=audio"))
+    let answered = logged(&a_log, "SIP/2.0 200 ", "m=audio")
         .unwrap_or_else(|| panic!("no 200 with SDP in the caller's log:\n{a_log}"));
     assert!(answered.contains(" RTP/SAVP "), "{answered}");
     let heard_by_a = a.heard().unwrap();
@@ -396,7 +396,7 @@ async fn required_srtp_fails_the_fork_to_a_phone_without_srtp() {
     let (a_tone, b_tone) = (ToneFile::new(450.0, 20), ToneFile::new(700.0, 30));
     let (a, b) = call_between_phones(&server, &ca, ";answermode=auto", &a_tone, &b_tone).await;
     let b_log = b.log();
-    let invite = logged(&b_log, "INVITE sip:2001-")
+    let invite = logged(&b_log, "INVITE sip:2001-", "m=audio")
         .unwrap_or_else(|| panic!("no INVITE in the callee's log:\n{b_log}"));
     assert!(invite.contains(" RTP/SAVP "), "{invite}");
     // The failure branch's 1 kHz, heard by the caller through SRTP.
@@ -548,8 +548,9 @@ fn fork_answer(
     }
 }
 
-/// Two forks ring at once over TLS (`encryption = "optional"`): fork A's early media keys the
-/// bridge's outbound session with A's SRTP, then fork B answers plain RTP. B's dialog decides:
+/// Two forks ring at once over TLS (`encryption = "optional"`, a TwiML `<Dial>` of two `<Sip>`
+/// URIs): fork A's early media (183) keys the bridge's outbound session with A's SRTP, then
+/// fork B answers plain RTP. B's dialog decides:
 /// the session is plain again, and B hears the caller's tone (before the fix it got SRTP
 /// under A's keys, noise to it).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -588,11 +589,21 @@ blacklist_cidrs = []
     );
     let server = start(&config_toml(&callflows, &sip, "")).await;
     let mut caller = Caller::new(server.udp).await;
-    let (ok, seen) = caller.answered("6100", &[0], 10_000).await;
+    // `<Dial>` answers the caller first (as Twilio does); the forks ring after.
+    let (ok, _) = caller.answered("6100", &[0], 10_000).await;
+    let b_answered = eventually(5, || plain.requests().iter().any(|r| r.starts_with("ACK "))).await;
     assert!(
-        seen.contains(&183),
-        "the caller got A's early media: {seen:?}"
+        b_answered,
+        "B answered and was acknowledged\nA: {:#?}\nB: {:#?}",
+        early.requests(),
+        plain.requests()
     );
+    // A rang with its SRTP early media until B answered: then it was cancelled.
+    let a_cancelled = eventually(5, || {
+        early.requests().iter().any(|r| r.starts_with("CANCEL "))
+    })
+    .await;
+    assert!(a_cancelled, "{:#?}", early.requests());
     // Each fork was offered keys of its own; A's 183 keyed the session first.
     for fork in [&early, &plain] {
         let invite = fork
