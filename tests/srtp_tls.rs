@@ -399,6 +399,8 @@ async fn required_srtp_fails_the_fork_to_a_phone_without_srtp() {
     let invite = logged(&b_log, "INVITE sip:2001-", "m=audio")
         .unwrap_or_else(|| panic!("no INVITE in the callee's log:\n{b_log}"));
     assert!(invite.contains(" RTP/SAVP "), "{invite}");
+    // baresip without SRTP refuses the RTP/SAVP offer.
+    assert!(b_log.contains("SIP/2.0 488 "), "{b_log}");
     // The failure branch's 1 kHz, heard by the caller through SRTP.
     let heard_by_a = a.heard().unwrap();
     let share = tone_share(&heard_by_a[heard_by_a.len() / 2..], 1000.0);
@@ -548,28 +550,23 @@ fn fork_answer(
     }
 }
 
-/// Two forks ring at once over TLS (`encryption = "optional"`, a TwiML `<Dial>` of two `<Sip>`
-/// URIs): fork A's early media (183) keys the bridge's outbound session with A's SRTP, then
-/// fork B answers plain RTP. B's dialog decides:
-/// the session is plain again, and B hears the caller's tone (before the fix it got SRTP
-/// under A's keys, noise to it).
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_answering_fork_decides_the_keys_after_another_forks_srtp_early_media() {
-    let ca = TestCa::new("pivotd test CA");
-    let early = TlsFork::start(&ca, ForkScript::EarlySrtp).await;
-    let plain = TlsFork::start(&ca, ForkScript::AnswerPlain).await;
-    let twiml = format!(
-        "<Response><Dial timeout=\"10\"><Sip>{}</Sip><Sip>{}</Sip></Dial></Response>",
-        early.uri("a"),
-        plain.uri("b")
-    );
+/// A server whose 6100 runs a TwiML `<Dial>` (10 s) of the `<Sip>` URIs `targets` (on
+/// `localhost`, trusted through `tls_ca_file`), the account's `encryption` as given; with
+/// its web server.
+async fn dial_server(
+    ca: &TestCa,
+    encryption: &str,
+    targets: &[String],
+) -> (HttpServer, TestServer) {
+    let sips: String = targets.iter().map(|t| format!("<Sip>{t}</Sip>")).collect();
+    let twiml = format!("<Response><Dial timeout=\"10\">{sips}</Dial></Response>");
     let web = HttpServer::start(move |r: &HttpReq| match r.path() {
         "/dial" => HttpResp::xml(&twiml),
         _ => HttpResp::status(404),
     })
     .await;
     let callflows = format!(
-        r#"encryption = "optional"
+        r#"encryption = "{encryption}"
 sip_targets = ["localhost"]
 [[accounts.callflows]]
 numbers = ["6100"]
@@ -587,7 +584,20 @@ blacklist_cidrs = []
         key.display(),
         ca.ca.display()
     );
-    let server = start(&config_toml(&callflows, &sip, "")).await;
+    (web, start(&config_toml(&callflows, &sip, "")).await)
+}
+
+/// Two forks ring at once over TLS (`encryption = "optional"`, a TwiML `<Dial>` of two `<Sip>`
+/// URIs): fork A's early media (183) keys the bridge's outbound session with A's SRTP, then
+/// fork B answers plain RTP. B's dialog decides:
+/// the session is plain again, and B hears the caller's tone (before the fix it got SRTP
+/// under A's keys, noise to it).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_answering_fork_decides_the_keys_after_another_forks_srtp_early_media() {
+    let ca = TestCa::new("pivotd test CA");
+    let early = TlsFork::start(&ca, ForkScript::EarlySrtp).await;
+    let plain = TlsFork::start(&ca, ForkScript::AnswerPlain).await;
+    let (_web, server) = dial_server(&ca, "optional", &[early.uri("a"), plain.uri("b")]).await;
     let mut caller = Caller::new(server.udp).await;
     // `<Dial>` answers the caller first (as Twilio does); the forks ring after.
     let (ok, _) = caller.answered("6100", &[0], 10_000).await;
@@ -629,4 +639,58 @@ blacklist_cidrs = []
         "the plain callee hears the caller's 450 Hz: {share}"
     );
     caller.bye(&ok).await;
+}
+
+/// `encryption = "required"`: a callee over TLS answers pivotd's RTP/SAVP offer 200 with
+/// plain RTP (no key). That answer is no answer: the fork is hung up (ACK, then BYE), the
+/// bridge fails at once rather than at its timeout, and not one packet reaches the callee's
+/// media. The caller (over TLS, keyed by its ACK's answer to pivotd's late offer) is hung up
+/// when the TwiML ends.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn required_srtp_hangs_up_a_fork_that_answers_plain_rtp() {
+    let ca = TestCa::new("pivotd test CA");
+    let plain = TlsFork::start(&ca, ForkScript::AnswerPlain).await;
+    let (_web, server) = dial_server(&ca, "required", &[plain.uri("b")]).await;
+    let mut sip = RawSip::tls(tls_addr(&server), &ca).await;
+    let call_id = token();
+    let invite = offerless_invite(&sip, &call_id).replace("5000@", "6100@");
+    sip.send(invite.as_bytes()).await;
+    let ok = sip
+        .expect("SIP/2.0 200", 5000)
+        .await
+        .expect("200 with pivotd's offer");
+    let theirs: CryptoLine = sdes::parse_value(crypto_values(&ok)[0].as_bytes()).unwrap();
+    let ours = CryptoLine {
+        tag: theirs.tag,
+        key: SrtpKey::generate(theirs.key.suite),
+    };
+    let media = RtpSink::bind().await;
+    let sdp = answer_sdp(media.addr, "RTP/SAVP", &[ours.to_value()]);
+    let ack = ack_with(&sip, &ok, &call_id, Some(&sdp)).replace("5000@", "6100@");
+    sip.send(ack.as_bytes()).await;
+    let started = std::time::Instant::now();
+    let hung_up = eventually(5, || plain.requests().iter().any(|r| r.starts_with("BYE "))).await;
+    assert!(
+        hung_up,
+        "the plain fork is hung up: {:#?}",
+        plain.requests()
+    );
+    let invite = plain
+        .requests()
+        .into_iter()
+        .find(|r| r.starts_with("INVITE "))
+        .unwrap();
+    assert!(m_audio(&invite).contains(" RTP/SAVP "), "{invite}");
+    let bye = sip.expect("BYE ", 5000).await;
+    assert!(bye.is_some(), "the caller is hung up after the failed Dial");
+    assert!(
+        started.elapsed() < Duration::from_secs(6),
+        "at once, not at the Dial's timeout: {:?}",
+        started.elapsed()
+    );
+    assert!(
+        plain.media.packets().is_empty(),
+        "no audio to the plain callee: {} packets",
+        plain.media.packets().len()
+    );
 }

@@ -39,8 +39,14 @@ impl SrtpOut {
         *self.sender.lock().unwrap_or_else(|e| e.into_inner()) = None;
     }
 
+    /// Whether it is keyed (not merely forbidding clear): what a call counts as SRTP.
     pub fn is_on(&self) -> bool {
         self.on.load(Ordering::Acquire)
+            && self
+                .sender
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .is_some()
     }
 
     /// `packet` (a whole RTP packet) to `to` on `socket` (non-blocking), protected when SRTP

@@ -430,6 +430,7 @@ async fn a_session_forbidden_clear_sends_nothing_and_a_cleared_one_is_plain_agai
     let (rx, to) = receiver().await;
     let s = session(&pacer, Some(to));
     s.forbid_clear();
+    assert!(!s.is_srtp(), "not keyed: not counted as an SRTP call");
     let prompt: Vec<u8> = (0..800u32).map(|i| (i % 199) as u8).collect();
     let got = collect(rx.clone(), Duration::from_millis(300));
     assert_eq!(
