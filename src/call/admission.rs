@@ -514,13 +514,17 @@ impl Admission {
         // the INVITE came over TLS, the offer's stream.
         let mode = account.encryption.unwrap_or(cfg.media.encryption);
         let offered_stream = offer.as_ref().and_then(|o| o.audio());
-        let security = match offered_stream {
-            Some(stream) => policy::answer(mode, peer.proto.is_secure(), stream),
-            // A late offer: ours goes in the 200, plain RTP/AVP.
-            None if mode == MediaEncryption::Required => Err(SrtpRefusal::LateOffer),
-            None => Ok(MediaSecurity::Plain),
-        }
-        .map_err(|why| refused(Refusal::Srtp(why)))?;
+        let over_tls = peer.proto.is_secure();
+        // A late offer: ours goes in the 200 with the keys the policy offers (the fork
+        // offer's), keyed by the answer in the ACK (`leg/offer_answer.rs`).
+        let (security, late_offer) = match offered_stream {
+            Some(stream) => (policy::answer(mode, over_tls, stream), None),
+            None => match policy::late_offer(mode, over_tls) {
+                Ok(lines) => (Ok(MediaSecurity::Plain), Some(lines)),
+                Err(why) => (Err(why), None),
+            },
+        };
+        let security = security.map_err(|why| refused(Refusal::Srtp(why)))?;
         let ports = self.pool.allocate().map_err(|e| {
             tracing::warn!("no RTP ports: {e}");
             refused(Refusal::Overload(Overload::MediaPorts))
@@ -558,6 +562,15 @@ impl Admission {
             local_sdp.savp = offered_stream.is_some_and(|m| m.is_savp());
             srtp_theirs = Some(theirs);
         }
+        if let Some((lines, savp)) = late_offer {
+            if mode == MediaEncryption::Required {
+                // Nothing leaves this session in clear, before the ACK's answer keys it or
+                // after an answer that cannot (the call is then ended).
+                rtp.forbid_clear();
+            }
+            local_sdp.crypto = lines;
+            local_sdp.savp = savp;
+        }
         let mut info = call_info(req, call_id, &account.id, &user, &host);
         caller.fill(&mut info);
         Ok(CallSetup {
@@ -571,6 +584,7 @@ impl Admission {
                 offer,
                 local_sdp,
                 srtp_theirs,
+                encryption: mode,
                 // A trusted source (`[sip] trusted_sources`) skips the proof RTP waits for.
                 source_trusted: slot.trusted(),
                 early_media_unproven: Duration::from_secs(cfg.media.early_media_unproven_s),

@@ -30,7 +30,7 @@ use crate::media::prompt::Prompt;
 use crate::media::relay::{LegFormat, Relay};
 use crate::media::rtp::RtpSession;
 use crate::media::sdp::{self, LocalSession, Negotiated};
-use crate::media::srtp::policy;
+use crate::media::srtp::policy::{self, Rekey};
 use crate::media::srtp::sdes::CryptoLine;
 use crate::media::tone;
 use crate::sip::endpoint::DialogEvent;
@@ -381,11 +381,15 @@ impl Call {
                     return;
                 }
                 let Some(answer) = answer else {
+                    // (Or not the SRTP it must be: `OutboundLeg::answer_in`.)
                     tracing::warn!("bridge: the callee answered without usable SDP");
                     if let Some(f) = b.forks.get_mut(i) {
                         f.stop();
                     }
                     b.codes.push(488);
+                    // A failed fork like any other: its stage may be over (the bridge fails
+                    // now, not at its timeout).
+                    b.next_stage_after(self, i, 488);
                     return;
                 };
                 b.winner = Some(i);
@@ -679,22 +683,32 @@ impl Bridge {
             .fold(ring_deadline, Instant::min)
     }
 
-    /// Keys the outbound session with fork `i`'s SRTP, when its answer (or early media) made
-    /// one: a new key of the callee's alone rekeys receiving only (our sending context goes
-    /// on: a context is never restarted on a key it used).
+    /// Keys the outbound session as fork `i`'s answer (or early media) made it: its keys, or
+    /// plain when it answered plain, whatever another fork's early media keyed before (a
+    /// different far end; `policy::rekey`). A new key of the callee's alone rekeys receiving
+    /// only (our sending context goes on: a context is never restarted on a key it used).
     fn key_b_media(&mut self, i: usize) {
-        let Some((ours, theirs)) = self.forks.get(i).and_then(|f| f.srtp.clone()) else {
+        let Some(fork) = self.forks.get(i) else {
             return;
         };
-        let keyed = match &self.b_srtp {
-            Some((o, t)) if *o == ours && *t == theirs => return,
-            Some((o, _)) if *o == ours => self.b_rtp.set_srtp_receive(&theirs.key),
-            _ => self.b_rtp.set_srtp(&ours.key, &theirs.key),
+        let decided = fork.srtp.clone();
+        let keyed = match (
+            policy::rekey(self.b_srtp.as_ref(), decided.as_ref()),
+            &decided,
+        ) {
+            (Rekey::Receive, Some((_, theirs))) => self.b_rtp.set_srtp_receive(&theirs.key),
+            (Rekey::Both, Some((ours, theirs))) => self.b_rtp.set_srtp(&ours.key, &theirs.key),
+            (Rekey::Clear, _) => {
+                tracing::info!(fork = %fork.fork.label, "bridge: the answering callee is plain RTP");
+                self.b_rtp.clear_srtp();
+                Ok(())
+            }
+            _ => Ok(()),
         };
         if let Err(e) = keyed {
             tracing::warn!("bridge: cannot key SRTP: {e}");
         }
-        self.b_srtp = Some((ours, theirs));
+        self.b_srtp = decided;
     }
 
     /// The callee's media as its SDP says: where to send, whether we may (not while it

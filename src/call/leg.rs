@@ -19,6 +19,7 @@ use std::time::Duration;
 use tokio::sync::{mpsc, watch, Notify};
 use tokio::time::Instant;
 
+use crate::config::MediaEncryption;
 use crate::flow::bridge::cause_of_sip_code;
 use crate::media::codec::Codec;
 use crate::media::dtmf::{info_digit, DtmfReceiver};
@@ -64,6 +65,9 @@ pub struct LegSetup {
     /// On an SRTP leg, the caller's `a=crypto` line whose key we receive with (ours is in
     /// `local_sdp`).
     pub srtp_theirs: Option<CryptoLine>,
+    /// The call's SRTP mode (the account's, else `[media]`'s): what the answer to our late
+    /// offer may be.
+    pub encryption: MediaEncryption,
     /// The INVITE came from a trusted source (a carrier, a proxy in front): its media address
     /// need not prove itself before RTP goes there, nor is its early media capped.
     pub source_trusted: bool,
@@ -97,6 +101,8 @@ pub(super) struct Leg {
     /// On an SRTP leg, the caller's line we receive with: a new key in its re-offer or
     /// answer rekeys (`offer_answer.rs`); a plain one is refused (no downgrade to clear).
     srtp_theirs: Option<CryptoLine>,
+    /// The call's SRTP mode, for the answer to our late offer.
+    encryption: MediaEncryption,
     /// The prompt playing now, to re-encode it when a re-INVITE or the ACK changes the codec.
     playing: Option<Arc<Prompt>>,
     /// Woken when the answer to our offer arrives in an ACK.
@@ -158,6 +164,7 @@ impl Leg {
             offer: setup.offer,
             ours: OurDescription::new(setup.local_sdp, None),
             srtp_theirs: setup.srtp_theirs,
+            encryption: setup.encryption,
             playing: None,
             answer_arrived: Arc::new(Notify::new()),
             awaiting_answer: None,
@@ -484,7 +491,12 @@ impl Leg {
     }
 
     fn send_bye(&mut self) {
-        let req = self.dialog.request(rsip::Method::Bye, &[], None);
+        self.send_bye_with(&[]);
+    }
+
+    /// A BYE with `extra` headers (a `Reason` saying why we end the call).
+    fn send_bye_with(&mut self, extra: &[(&str, &str)]) {
+        let req = self.dialog.request(rsip::Method::Bye, extra, None);
         // The BYE's outcome does not matter to us: the dialog is over when it is sent (§15.1.1).
         self.endpoint
             .send_request(&self.dialog.id.call_id, req, None);

@@ -6,8 +6,8 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use tokio_rustls::rustls::pki_types::pem::PemObject;
-use tokio_rustls::rustls::pki_types::CertificateDer;
-use tokio_rustls::rustls::{ClientConfig, RootCertStore};
+use tokio_rustls::rustls::pki_types::{CertificateDer, PrivateKeyDer};
+use tokio_rustls::rustls::{ClientConfig, RootCertStore, ServerConfig};
 
 use super::tempdir;
 
@@ -132,4 +132,22 @@ pub fn cert_der(path: &Path) -> Vec<u8> {
         .expect("a certificate")
         .expect("PEM")
         .to_vec()
+}
+
+/// A TLS acceptor presenting `cert` (its chain) with `key`: a SIP UAS of a test's own (a
+/// carrier, a callee) over TLS.
+pub fn acceptor(cert: &Path, key: &Path) -> tokio_rustls::TlsAcceptor {
+    let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(cert)
+        .expect("certificate file")
+        .map(|c| c.expect("PEM"))
+        .collect();
+    let key = PrivateKeyDer::from_pem_file(key).expect("key file");
+    let provider = Arc::new(tokio_rustls::rustls::crypto::ring::default_provider());
+    let config = ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .expect("TLS versions")
+        .with_no_client_auth()
+        .with_single_cert(chain, key)
+        .expect("a certificate and its key");
+    tokio_rustls::TlsAcceptor::from(Arc::new(config))
 }

@@ -8,7 +8,7 @@ use super::{Leg, Phase};
 use crate::call::reinvite::Reply;
 use crate::config::MediaEncryption;
 use crate::media::sdp::{self, Direction, Negotiated, Sdp};
-use crate::media::srtp::policy::{self, Followed, MediaSecurity};
+use crate::media::srtp::policy::{self, Followed, MediaSecurity, SrtpRefusal};
 use crate::sip::endpoint::ServerTx;
 use crate::sip::message;
 use crate::sip::outgoing::response_bytes;
@@ -58,24 +58,49 @@ impl Leg {
         }
     }
 
-    /// On an SRTP leg, the caller's answer to an offer of ours (which repeated our line) must
-    /// name our line; a new key of its own rekeys what we receive. `false`: it does not.
-    fn follow_srtp_answer(&mut self, answer: &Sdp) -> bool {
+    /// The caller's answer to an offer of ours. On an SRTP leg (our offers repeat our line)
+    /// it must name our line; a new key of its own rekeys what we receive. To our late
+    /// offer's keys (offered, the leg not keyed yet) the policy decides
+    /// (`media/srtp/policy.rs` `answered`): the line it names keys the session both ways; a
+    /// plain answer leaves the leg plain (our later offers too), unless SRTP is required.
+    fn follow_srtp_answer(&mut self, answer: &Sdp) -> Result<(), SrtpRefusal> {
         let Some(current) = self.srtp_theirs.clone() else {
-            return true;
-        };
-        let Some(stream) = answer.audio() else {
-            return false;
-        };
-        match policy::answered(MediaEncryption::Required, &self.ours.local.crypto, stream) {
-            Ok(MediaSecurity::Srtp { theirs, .. }) if theirs == current => true,
-            Ok(MediaSecurity::Srtp { theirs, .. }) => {
-                let keyed = self.rtp.set_srtp_receive(&theirs.key).is_ok();
-                self.srtp_theirs = Some(theirs);
-                keyed
+            if self.ours.local.crypto.is_empty() {
+                return Ok(());
             }
-            _ => false,
+            return self.key_from_answer(answer);
+        };
+        let stream = answer.audio().ok_or(SrtpRefusal::PlainAnswer)?;
+        match policy::answered(MediaEncryption::Required, &self.ours.local.crypto, stream)? {
+            MediaSecurity::Srtp { theirs, .. } if theirs == current => Ok(()),
+            MediaSecurity::Srtp { theirs, .. } => {
+                let keyed = self.rtp.set_srtp_receive(&theirs.key);
+                self.srtp_theirs = Some(theirs);
+                keyed.map_err(|_| SrtpRefusal::NoUsableKey)
+            }
+            MediaSecurity::Plain => Err(SrtpRefusal::PlainAnswer),
         }
+    }
+
+    /// The first keys of the leg, from the answer to our late offer's lines.
+    fn key_from_answer(&mut self, answer: &Sdp) -> Result<(), SrtpRefusal> {
+        let stream = answer.audio().ok_or(SrtpRefusal::PlainAnswer)?;
+        match policy::answered(self.encryption, &self.ours.local.crypto, stream)? {
+            MediaSecurity::Srtp { theirs, ours } => {
+                if let Err(e) = self.rtp.set_srtp(&ours.key, &theirs.key) {
+                    tracing::warn!("cannot key SRTP: {e}");
+                    return Err(SrtpRefusal::NoUsableKey);
+                }
+                self.ours.local.crypto = vec![ours];
+                self.srtp_theirs = Some(theirs);
+            }
+            MediaSecurity::Plain => {
+                // Best effort declined: plain RTP, and no keys in our later offers.
+                self.ours.local.crypto.clear();
+                self.ours.local.savp = false;
+            }
+        }
+        Ok(())
     }
 
     /// The SDP for our side now: an answer to what was negotiated, or an offer (late offer).
@@ -121,20 +146,36 @@ impl Leg {
         self.awaiting_answer = None;
         // An answer is an SDP body; anything else (none, another type) is no answer.
         let answer = message::sdp_body(req).ok().flatten().and_then(sdp::read);
-        match answer {
-            Some((remote, n)) if self.follow_srtp_answer(&remote) => {
-                // Its m= lines mirror our offer's: the template of our next description.
-                self.offer = Some(remote);
-                self.apply_negotiated(n);
-                self.answer_arrived.notify_one();
+        let refused = match answer {
+            Some((remote, n)) => match self.follow_srtp_answer(&remote) {
+                Ok(()) => {
+                    // Its m= lines mirror our offer's: the template of our next description.
+                    self.offer = Some(remote);
+                    self.apply_negotiated(n);
+                    self.answer_arrived.notify_one();
+                    return;
+                }
+                Err(why) => Some(why),
+            },
+            None => None,
+        };
+        // RFC 3261 §13.3.1.4 leaves a bad answer in the ACK to the UAS (it cannot be refused):
+        // end the call, saying why. With SRTP required nothing was sent meanwhile (the
+        // session sends nothing in clear, `admission.rs`).
+        let why = match (refused, self.encryption) {
+            (Some(why), _) => why.to_string(),
+            (None, MediaEncryption::Required) => {
+                "SRTP is required and the ACK carried no usable SDP answer".to_string()
             }
-            _ => {
-                // RFC 3261 §13.3.1.4 leaves a bad answer in the ACK to the UAS: end the call.
-                tracing::warn!("the ACK carried no usable SDP answer to our offer: hanging up");
-                self.send_bye();
-                self.set_phase(Phase::Ended);
-            }
-        }
+            (None, _) => "the ACK carried no usable SDP answer to our offer".to_string(),
+        };
+        tracing::warn!("{why}: hanging up");
+        self.record_end("server", "BYE", Some(&why));
+        self.set_cause(crate::flow::bridge::cause_of_sip_code(488));
+        let reason = format!("SIP ;cause=488 ;text=\"{why}\"");
+        self.send_bye_with(&[("Reason", &reason)]);
+        self.set_phase(Phase::Ended);
+        self.rtp.stop_playing();
     }
 
     /// A re-INVITE (hold/unhold, codec change, session refresh): answered with the current
@@ -262,7 +303,7 @@ impl Leg {
                     .flatten()
                     .and_then(sdp::read)
                 {
-                    Some((remote, n)) if self.follow_srtp_answer(&remote) => {
+                    Some((remote, n)) if self.follow_srtp_answer(&remote).is_ok() => {
                         // Its m= lines mirror our offer's: the template of our next one.
                         self.offer = Some(remote);
                         self.apply_negotiated(n);

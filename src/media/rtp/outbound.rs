@@ -32,6 +32,9 @@ pub(crate) enum ToReceiver {
     Untap(u16),
     /// From now on, only SRTP packets authentic under this key are taken (RFC 3711).
     Srtp(Box<SrtpReceiver>),
+    /// Plain RTP again: the bridge's outbound session handed to a far end that answered
+    /// plain (`RtpSession::clear_srtp`).
+    SrtpOff,
 }
 
 /// A session's sending side, shared with a relay (`RtpSession::outbound`).

@@ -251,6 +251,7 @@ impl Receiver {
             ToReceiver::Sdp(sdp) => self.on_sdp(sdp),
             ToReceiver::Tap(tap) => self.tap = Some(tap),
             ToReceiver::Srtp(srtp) => self.srtp = Some(srtp),
+            ToReceiver::SrtpOff => self.srtp = None,
             // Only the relay that installed it removes it: a late removal from an earlier
             // relay leaves a newer one alone.
             ToReceiver::Untap(owner) => {

@@ -276,6 +276,20 @@ impl RtpSession {
         Ok(())
     }
 
+    /// Sends nothing at all until [`RtpSession::set_srtp`] keys it: a leg that must be SRTP
+    /// and whose keys are not known yet (our late offer, answered in the ACK).
+    pub fn forbid_clear(&self) {
+        self.srtp.forbid_clear();
+    }
+
+    /// Plain RTP both ways again. Only for the bridge's outbound session when the far end
+    /// that now decides its media (the fork that answered, after another fork's early media
+    /// keyed it) answered plain: a leg's own dialog never goes back to clear.
+    pub fn clear_srtp(&self) {
+        let _ = self.to_receiver.send(ToReceiver::SrtpOff);
+        self.srtp.clear();
+    }
+
     /// Whether what this session sends is SRTP.
     pub fn is_srtp(&self) -> bool {
         self.srtp.is_on()

@@ -31,8 +31,6 @@ pub enum SrtpRefusal {
     NoUsableKey,
     #[error("SRTP is required and the answer is plain RTP/AVP or names none of our keys")]
     PlainAnswer,
-    #[error("SRTP is required and the INVITE has no offer (pivotd's offer in a 200 is plain RTP)")]
-    LateOffer,
 }
 
 /// Our answer's media security to a far end's `offered` stream. An offer with `a=crypto`
@@ -79,6 +77,19 @@ pub fn offer(mode: MediaEncryption, over_tls: bool) -> (Vec<CryptoLine>, bool) {
         MediaEncryption::Optional => (sdes::offer(), false),
         MediaEncryption::Required => (sdes::offer(), true),
     }
+}
+
+/// Our offer in the 200 to an INVITE without one (a late offer): the same lines as
+/// [`offer`]'s on the caller's leg; the answer comes in the ACK ([`answered`]). When SRTP is
+/// `required` and the INVITE did not come over TLS, no key may be offered: 488.
+pub fn late_offer(
+    mode: MediaEncryption,
+    over_tls: bool,
+) -> Result<(Vec<CryptoLine>, bool), SrtpRefusal> {
+    if mode == MediaEncryption::Required && !over_tls {
+        return Err(SrtpRefusal::NotOverTls);
+    }
+    Ok(offer(mode, over_tls))
 }
 
 /// What the far end's `answered` stream makes of the lines we `offered`: SRTP when it names
@@ -128,5 +139,36 @@ pub fn follow_offer(current: &CryptoLine, offered: Option<&Media>) -> Followed {
         Ok(MediaSecurity::Srtp { theirs, .. }) if theirs == *current => Followed::Same,
         Ok(MediaSecurity::Srtp { theirs, ours }) => Followed::Rekey { theirs, ours },
         _ => Followed::Refused,
+    }
+}
+
+/// What a session's keys (ours, theirs) become when the far end whose answer decides them
+/// (the bridge's winning fork, after another fork's early media) keyed it `decided`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Rekey {
+    /// The same keys: nothing changes.
+    Keep,
+    /// Our line stays (it is the same far end, its new key): receiving only, our sending
+    /// context goes on (a context is never restarted on a key it used).
+    Receive,
+    /// Both ways with the decided keys: another far end's line, or the first keys.
+    Both,
+    /// The deciding far end answered plain RTP (the mode allowed it, [`answered`]): the keys
+    /// of another far end must not stay, or it hears nothing but noise.
+    Clear,
+}
+
+/// See [`Rekey`]. The no-downgrade rule of one dialog (a keyed leg's re-offer must be SRTP)
+/// is the leg's; a different dialog's answer is a different far end, and it decides.
+pub fn rekey(
+    current: Option<&(CryptoLine, CryptoLine)>,
+    decided: Option<&(CryptoLine, CryptoLine)>,
+) -> Rekey {
+    match (current, decided) {
+        (None, None) => Rekey::Keep,
+        (Some(c), Some(d)) if c == d => Rekey::Keep,
+        (Some((ours, _)), Some((o, _))) if ours == o => Rekey::Receive,
+        (_, Some(_)) => Rekey::Both,
+        (Some(_), None) => Rekey::Clear,
     }
 }

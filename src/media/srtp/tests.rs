@@ -179,8 +179,10 @@ fn our_offer_lists_every_suite_with_its_own_key() {
 
 mod policy_tests {
     use super::super::policy::{
-        answer, answered, follow_offer, offer, Followed, MediaSecurity, SrtpRefusal,
+        answer, answered, follow_offer, late_offer, offer, rekey, Followed, MediaSecurity, Rekey,
+        SrtpRefusal,
     };
+    use super::super::sdes;
     use crate::config::MediaEncryption::{self, Off, Optional, Required};
     use crate::media::sdp::{parse, Media};
 
@@ -349,5 +351,50 @@ mod policy_tests {
         let plain = stream("RTP/AVP", &[]);
         assert_eq!(follow_offer(&current, Some(&plain)), Followed::Refused);
         assert_eq!(follow_offer(&current, None), Followed::Refused);
+    }
+
+    #[test]
+    fn a_late_offer_offers_what_a_fork_offer_does_and_never_keys_in_clear() {
+        for mode in [Off, Optional, Required] {
+            for tls in [false, true] {
+                let got = late_offer(mode, tls);
+                if mode == Required && !tls {
+                    assert_eq!(got, Err(SrtpRefusal::NotOverTls));
+                    continue;
+                }
+                let (lines, savp) = got.unwrap();
+                let (want, want_savp) = offer(mode, tls);
+                assert_eq!(
+                    (lines.len(), savp),
+                    (want.len(), want_savp),
+                    "{mode:?} {tls}"
+                );
+            }
+        }
+        // Over TLS: best effort on RTP/AVP when optional, RTP/SAVP when required.
+        assert_eq!(
+            late_offer(Optional, true).map(|(l, s)| (l.len(), s)),
+            Ok((3, false))
+        );
+        assert_eq!(
+            late_offer(Required, true).map(|(l, s)| (l.len(), s)),
+            Ok((3, true))
+        );
+    }
+
+    /// The bridge's outbound session after another fork's early media keyed it: the far end
+    /// that answers decides. A plain answer clears the keys (the bug: they stayed, and a
+    /// plain callee heard noise), another fork's keys replace them both ways.
+    #[test]
+    fn the_answering_far_end_decides_the_outbound_keys() {
+        let a = (sdes::offer().remove(0), sdes::offer().remove(0));
+        let b = (sdes::offer().remove(0), sdes::offer().remove(0));
+        let a_new_key = (a.0.clone(), sdes::offer().remove(0));
+        assert_eq!(rekey(None, None), Rekey::Keep);
+        assert_eq!(rekey(Some(&a), Some(&a)), Rekey::Keep);
+        assert_eq!(rekey(None, Some(&a)), Rekey::Both);
+        assert_eq!(rekey(Some(&a), Some(&b)), Rekey::Both);
+        assert_eq!(rekey(Some(&a), Some(&a_new_key)), Rekey::Receive);
+        assert_eq!(rekey(Some(&a), None), Rekey::Clear);
     }
 }

@@ -420,6 +420,51 @@ async fn a_keyed_session_sends_srtp_only_and_takes_only_authentic_packets_once()
     }
 }
 
+/// A leg that must be SRTP before its keys are known (a late offer under `required`) sends
+/// nothing; the bridge's outbound session handed to a plain far end (`clear_srtp`) sends and
+/// takes plain RTP again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_session_forbidden_clear_sends_nothing_and_a_cleared_one_is_plain_again() {
+    use crate::media::srtp::{SrtpKey, Suite};
+    let pacer = Pacer::start(1);
+    let (rx, to) = receiver().await;
+    let s = session(&pacer, Some(to));
+    s.forbid_clear();
+    assert!(!s.is_srtp(), "not keyed: not counted as an SRTP call");
+    let prompt: Vec<u8> = (0..800u32).map(|i| (i % 199) as u8).collect();
+    let got = collect(rx.clone(), Duration::from_millis(300));
+    assert_eq!(
+        s.play(Arc::from(prompt.clone())).await,
+        PlayResult::Finished
+    );
+    assert!(got.await.unwrap().is_empty(), "nothing in clear");
+
+    let suite = Suite::AesCm128HmacSha1_80;
+    s.set_srtp(&SrtpKey::generate(suite), &SrtpKey::generate(suite))
+        .unwrap();
+    s.clear_srtp();
+    assert!(!s.is_srtp());
+    let got = collect(rx.clone(), Duration::from_millis(300));
+    assert_eq!(
+        s.play(Arc::from(prompt.clone())).await,
+        PlayResult::Finished
+    );
+    let got = got.await.unwrap();
+    let audio: Vec<u8> = got
+        .iter()
+        .flat_map(|g| RtpReader::new(&g.data).unwrap().payload().to_vec())
+        .collect();
+    assert_eq!(audio, prompt, "plain RTP again");
+    // The far end's plain RTP is taken again.
+    let far_sock = tokio::net::UdpSocket::bind((LOCAL, 0)).await.unwrap();
+    let ours_addr = std::net::SocketAddr::new(LOCAL, s.local_port());
+    far_sock
+        .send_to(&far_end_rtp(1, 0x55), ours_addr)
+        .await
+        .unwrap();
+    assert!(wait_for(|| s.received_packets() == 1).await);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_listener_hears_every_packet_the_session_accepts() {
     let pacer = Pacer::start(1);
