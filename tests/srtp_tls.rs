@@ -639,6 +639,11 @@ async fn the_answering_fork_decides_the_keys_after_another_forks_srtp_early_medi
         "the plain callee hears the caller's 450 Hz: {share}"
     );
     caller.bye(&ok).await;
+    // A's early media reached a caller the `<Dial>` had answered: no 183 after the 200.
+    let lines = event_lines(&server, &caller.call_id).await;
+    let answered = lines.iter().position(|l| l.ends_with("→ 200"));
+    let after = &lines[answered.expect("the caller's 200 is logged")..];
+    assert!(!after.iter().any(|l| l.contains("→ 18")), "{lines:#?}");
 }
 
 /// `encryption = "required"`: a callee over TLS answers pivotd's RTP/SAVP offer 200 with

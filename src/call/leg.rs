@@ -299,6 +299,13 @@ impl Leg {
     /// Opens early media (183 with the answer) once. False for a late offer, which cannot
     /// carry early media reliably without 100rel: the caller answers instead.
     pub(super) fn open_early_media(&mut self) -> bool {
+        match self.phase {
+            // Answered (a `<Dial>` after the flow answered): the caller hears us already, and
+            // no provisional response may follow the 200 (RFC 3261 §13.3.1).
+            Phase::Answered => return true,
+            Phase::Ended => return false,
+            Phase::Early => {}
+        }
         if self.early_media_sent {
             return true;
         }
