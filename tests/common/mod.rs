@@ -303,9 +303,12 @@ pub async fn sipp_tls_calls(
     args: &[&str],
 ) -> SippRun {
     let bin = sipp_tls_binary();
+    // Its own TCP port: SIPp listens on 5060 by default and, over TLS, fails when that is
+    // taken (over UDP it moves on).
+    let port = free_tcp_port().to_string();
     let sipp = Sipp {
         bin: &bin,
-        transport: &["-t", "l1", "-tls_version", "1.2"],
+        transport: &["-t", "l1", "-tls_version", "1.2", "-p", &port],
         install: "scripts/sipp-tls.sh",
     };
     sipp.run("127.0.0.1", scenario_file, target, calls, args)
@@ -645,6 +648,12 @@ pub fn path_str(p: &Path) -> String {
 }
 
 /// A UDP port on 127.0.0.1 free a moment ago (for a peer process such as SIPp to bind).
+/// A TCP port on 127.0.0.1 free now.
+pub fn free_tcp_port() -> u16 {
+    let s = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    s.local_addr().unwrap().port()
+}
+
 pub fn free_udp_port() -> u16 {
     let s = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
     s.local_addr().unwrap().port()
