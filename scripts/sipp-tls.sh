@@ -3,14 +3,15 @@
 # Debian 12's sip-tester is built without OpenSSL (its source package Build-Conflicts with
 # libssl-dev, for the licence), so this builds the same source package (1:3.6.1-1, sha256
 # checked against Debian's .dsc) with Debian's options (SCTP, PCAP play, GSL) plus -DUSE_SSL=1,
-# and installs the binary in $SIPP_TLS_DIR, outside any clone. /usr/bin/sipp is left alone.
+# and installs the binary at $PIVOTD_SIPP_TLS (default /usr/local/lib/pivotd-tests/sipp-tls/sipp,
+# outside any clone; the tests and benches read the same variable). /usr/bin/sipp is left alone.
 # Idempotent: does nothing when the binary is there and speaks TLS.
-# Usage: scripts/sipp-tls.sh   (as root, or with the build dependencies installed and
-# SIPP_TLS_DIR writable). Prints the binary's path.
+# Usage: scripts/sipp-tls.sh   (as root, or with the build dependencies installed and the
+# directory writable). Prints the binary's path.
 set -euo pipefail
 
-dir=${SIPP_TLS_DIR:-/usr/local/lib/pivotd-tests/sipp-tls}
-bin="$dir/sipp"
+bin=${PIVOTD_SIPP_TLS:-/usr/local/lib/pivotd-tests/sipp-tls/sipp}
+dir=$(dirname "$bin")
 # `sipp -v` prints "SIPp v3.6.1-TLS-…" and exits non-zero.
 speaks_tls() { [[ $("$1" -v 2>&1 || true) == *-TLS* ]]; }
 if [ -x "$bin" ] && speaks_tls "$bin"; then
