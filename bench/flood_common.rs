@@ -92,6 +92,93 @@ realm = "bench.test"
     path
 }
 
+/// The TLS files of a bench (made with the openssl CLI, P-256): a CA, and a certificate it
+/// signed for `localhost` and 127.0.0.1 with its key, which pivotd's TLS listener presents
+/// (and SIPp too: it loads one even as a client).
+pub struct TlsFiles {
+    pub ca: PathBuf,
+    pub cert: PathBuf,
+    pub key: PathBuf,
+}
+
+impl TlsFiles {
+    /// Makes them in `dir` (`ca.pem`, `tls.pem`, `tls.key`).
+    pub fn make(dir: &Path) -> TlsFiles {
+        std::fs::create_dir_all(dir).expect("TLS directory");
+        let key = [
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:prime256v1",
+            "-nodes",
+        ];
+        let openssl = |args: &[&str]| {
+            let out = Command::new("openssl")
+                .args(["req", "-x509", "-days", "2"])
+                .args(key)
+                .args(args)
+                .current_dir(dir)
+                .output()
+                .unwrap_or_else(|e| panic!("openssl is missing (apt-get install openssl): {e}"));
+            assert!(
+                out.status.success(),
+                "openssl: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        };
+        openssl(&[
+            "-keyout",
+            "ca.key",
+            "-out",
+            "ca.pem",
+            "-subj",
+            "/CN=bench-ca",
+        ]);
+        openssl(&[
+            "-keyout",
+            "tls.key",
+            "-out",
+            "tls.pem",
+            "-subj",
+            "/CN=localhost",
+            "-CA",
+            "ca.pem",
+            "-CAkey",
+            "ca.key",
+            "-addext",
+            "subjectAltName=DNS:localhost,IP:127.0.0.1",
+            "-addext",
+            "basicConstraints=critical,CA:FALSE",
+        ]);
+        TlsFiles {
+            ca: dir.join("ca.pem"),
+            cert: dir.join("tls.pem"),
+            key: dir.join("tls.key"),
+        }
+    }
+
+    /// `[sip]` keys of a TLS listener on `port` presenting these files. pivotd's ready line
+    /// names no TLS address, so the bench chooses the port ([`free_tcp_port`]).
+    pub fn sip_keys(&self, port: u16) -> String {
+        format!(
+            "tls = [\"127.0.0.1:{port}\"]\ntls_cert = \"{}\"\ntls_key = \"{}\"",
+            self.cert.display(),
+            self.key.display()
+        )
+    }
+}
+
+/// A TCP port on 127.0.0.1 in `lo..=hi` that is free now.
+pub fn free_tcp_port(lo: u16, hi: u16) -> u16 {
+    for _ in 0..200 {
+        let port = lo + rand::random::<u16>() % (hi - lo + 1);
+        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
+    panic!("no free TCP port in {lo}-{hi}")
+}
+
 /// Starts the built pivotd; returns it with its SIP UDP and API addresses from the ready line.
 pub fn start(config: &Path) -> (Child, SocketAddr, SocketAddr) {
     // PIVOTD_BIN: another build (say, main's before a change) for a before/after in one run.

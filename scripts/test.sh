@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The whole test suite, from a fresh Debian 12 machine: installs the tools the tests drive
-# (SIPp, sox, espeak-ng, baresip, pjsua2, PostgreSQL, Kamailio, Chromium) when they are missing, then checks
+# (SIPp and a TLS-capable build of it, sox, espeak-ng, baresip, pjsua2, PostgreSQL, Kamailio, Chromium) when they are missing, then checks
 # formatting and lints and runs every test. Usage: scripts/test.sh   (as root, or with the tools already installed)
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -44,6 +44,9 @@ if ! python3 -c "import pjsua2" >/dev/null 2>&1; then
   python3 -m pip install -q pjsua2-python ||
     python3 -m pip install -q --break-system-packages pjsua2-python
 fi
+# Debian's sipp has no TLS; tests/sipp_tls.rs runs one built from Debian's source with TLS
+# (once: the binary is kept outside the clone).
+scripts/sipp-tls.sh >/dev/null
 
 cargo fmt --all -- --check
 cargo clippy --all-targets --locked -- -D warnings

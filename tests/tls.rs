@@ -2,8 +2,7 @@
 //! calling over TLS, a bridge ringing a phone on its own TLS connection, carriers over TLS
 //! (verified against `tls_ca_file`; an untrusted one fails), the front door's limits on the
 //! TLS port, `sips:` only over TLS, and the certificate's reload. Certificates are made per
-//! test with the openssl CLI (`common::tls`). Debian's SIPp 3.6.1 has no TLS (`-t l1`), so
-//! it is not used here.
+//! test with the openssl CLI (`common::tls`). SIPp over TLS is in tests/sipp_tls.rs.
 
 mod common;
 
@@ -17,7 +16,7 @@ use common::baresip::Baresip;
 use common::bridge::{received_pcm, send_key, send_tone, sox_tone, tone_share, Caller};
 use common::http::{HttpReq, HttpResp, HttpServer};
 use common::pjsua::Pjsua;
-use common::tls::{cert_der, TestCa};
+use common::tls::{cert_der, tls_keys, TestCa};
 use common::*;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
@@ -34,15 +33,6 @@ id = "d1"
 username = "2001"
 password = "s3cret"
 "#;
-
-/// `[sip]` keys of a TLS listener on an ephemeral port presenting `cert`/`key`, then `extra`.
-fn tls_keys(cert: &Path, key: &Path, extra: &str) -> String {
-    format!(
-        "tls = [\"127.0.0.1:0\"]\ntls_cert = \"{}\"\ntls_key = \"{}\"\n{extra}",
-        cert.display(),
-        key.display()
-    )
-}
 
 /// A server with a TLS listener whose certificate `ca` signed.
 async fn tls_server(ca: &TestCa, callflows: &str, sip_extra: &str) -> TestServer {

@@ -12,7 +12,7 @@
 //! gives pivotd / Asterisk per rate.
 //!
 //! cargo bench --bench load -- [--scenarios S,A,P,O,B] [--rates 250,500,...] [--step-seconds N]
-//!     [--json FILE] [--transport u1|un] [--overload-rate N] [--overload-seconds N]
+//!     [--json FILE] [--transport u1|un|l1] [--overload-rate N] [--overload-seconds N]
 //!     [--media-ports MIN-MAX] [--base-port N] [--pivotd-max-cps N]
 
 mod asterisk;
@@ -63,7 +63,7 @@ struct Opts {
 
 const USAGE: &str = "\
 usage: [PEER_ASTERISK=PEERS] bench/run [--scenarios S,A,P,O,B] [--rates 250,500,1000,2000,3200,4000,6400]
-                 [--step-seconds 20] [--json target/bench-load.json] [--transport u1|un]
+                 [--step-seconds 20] [--json target/bench-load.json] [--transport u1|un|l1]
                  [--overload-rate N] [--overload-seconds 20] [--media-ports 40000-59999]
                  [--base-port 16000] [--pivotd-max-cps 1000000]";
 
@@ -128,6 +128,7 @@ fn parse_args(args: &[String]) -> Result<Opts, ArgError> {
                 o.transport = match v.as_str() {
                     "u1" => Transport::U1,
                     "un" => Transport::Un,
+                    "l1" => Transport::L1,
                     _ => return Err(invalid(&v)),
                 };
             }
@@ -173,21 +174,32 @@ fn main() {
             std::process::exit(2);
         }
     };
-    let which = std::process::Command::new("sipp").arg("-v").output();
+    let which = std::process::Command::new(opts.transport.sipp())
+        .arg("-v")
+        .output();
     if which.is_err() {
-        eprintln!("load: sipp is missing (apt-get install sip-tester)");
+        eprintln!(
+            "load: {:?} is missing ({})",
+            opts.transport.sipp(),
+            opts.transport.install()
+        );
         std::process::exit(1);
     }
     let work = PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/target/bench-load"));
     let _ = std::fs::remove_dir_all(&work);
     std::fs::create_dir_all(&work).expect("work directory");
+    // Over TLS: pivotd's certificate, which SIPp presents too.
+    let tls = (opts.transport == Transport::L1)
+        .then(|| flood_common::TlsFiles::make(Path::new(sipp::TLS_DIR)));
     pivotd::write_prompt(&work);
     let web = web::PivotWeb::start(pivotd::FLOW);
 
     let mut run = Run::new(&opts.rates, opts.step_seconds, opts.transport);
     // The comparison peer: configured once (its dialplan plays this run's prompt and asks
     // this run's web server), started fresh for each scenario.
+    // The comparison Asterisk has no TLS listener: over TLS, pivotd's rows only.
     let peer = std::env::var_os("PEER_ASTERISK")
+        .filter(|_| tls.is_none())
         .map(PathBuf::from)
         .and_then(
             |peers| match asterisk::configure(&peers, &work.join("bench-1s"), web.addr) {
@@ -229,7 +241,7 @@ fn main() {
                     pivotd::NUMBER_PIVOT
                 };
                 {
-                    let server = start_pivotd(&opts, &work, &web, scen);
+                    let server = start_pivotd(&opts, &work, &web, tls.as_ref(), scen);
                     scenario_steps(&opts, &work, &web, &server, scen, number, &mut run);
                 }
                 // Asterisk right after pivotd (pivotd stopped: the same RTP ports are free).
@@ -248,7 +260,7 @@ fn main() {
                     .or_else(|| run.highest_clean("A").map(|r| r * 2));
                 match rate {
                     Some(rate) => {
-                        let server = start_pivotd(&opts, &work, &web, 'O');
+                        let server = start_pivotd(&opts, &work, &web, tls.as_ref(), 'O');
                         let o = overload(&opts, &work, &server, "O", rate);
                         drop(server);
                         report::print_overload(&o);
@@ -307,7 +319,13 @@ fn main() {
     println!("JSON: {}", opts.json.display());
 }
 
-fn start_pivotd(opts: &Opts, work: &Path, _web: &web::PivotWeb, scen: char) -> Pivotd {
+fn start_pivotd(
+    opts: &Opts,
+    work: &Path,
+    _web: &web::PivotWeb,
+    tls: Option<&flood_common::TlsFiles>,
+    scen: char,
+) -> Pivotd {
     let dir = work.join(format!("pivotd-{scen}"));
     std::fs::create_dir_all(&dir).expect("pivotd directory");
     std::fs::copy(work.join("bench-1s.wav"), dir.join("bench-1s.wav")).expect("prompt");
@@ -316,6 +334,7 @@ fn start_pivotd(opts: &Opts, work: &Path, _web: &web::PivotWeb, scen: char) -> P
         web: _web.addr,
         media_ports: opts.media_ports,
         max_calls_per_second: opts.pivotd_max_cps,
+        tls,
     });
     // Let it settle before its idle RSS is read.
     std::thread::sleep(Duration::from_millis(500));
@@ -580,7 +599,7 @@ fn standin_step(opts: &Opts, work: &Path, rate: u32) -> Step {
     let dir = work.join(format!("S-{rate}"));
     let uas_dir = dir.join("standin");
     let uas_port = opts.base_port + 20;
-    let uas = sipp::spawn_standin(&uas_dir, uas_port, opts.base_port + 30);
+    let uas = sipp::spawn_standin(&uas_dir, uas_port, opts.base_port + 30, opts.transport);
     std::thread::sleep(Duration::from_millis(500));
     let caller = Caller {
         dir: &dir,

@@ -69,9 +69,12 @@ pub struct Setup<'a> {
     pub web: SocketAddr,
     pub media_ports: (u16, u16),
     pub max_calls_per_second: u32,
+    /// A TLS listener presenting these (callers then dial it: `Pivotd::sip`).
+    pub tls: Option<&'a flood_common::TlsFiles>,
 }
 
-/// A running pivotd: the child, its SIP UDP address, its API.
+/// A running pivotd: the child, the SIP address callers dial (UDP, or TLS with
+/// `Setup::tls`), its API.
 pub struct Pivotd {
     pub child: Child,
     pub sip: SocketAddr,
@@ -86,14 +89,20 @@ impl Pivotd {
             web,
             media_ports: (port_min, port_max),
             max_calls_per_second,
+            tls,
         } = setup;
         // Limits high enough not to be what is measured: the load generator is trusted (no
         // per-source limits), and the global static ones are far above any offered rate, so
         // overload shows as pivotd's own behaviour.
-        let sip_extra = format!(
+        let mut sip_extra = format!(
             "trusted_sources = [\"127.0.0.1\"]\nmax_calls = 1000000\n\
              max_calls_per_second = {max_calls_per_second}\nudp_receive_buffer_bytes = 4194304"
         );
+        // Away from SIPp's ports (base..base+55) and the RTP ports.
+        let tls_port = tls.map(|_| flood_common::free_tcp_port(60000, 60999));
+        if let (Some(files), Some(port)) = (tls, tls_port) {
+            sip_extra = format!("{sip_extra}\n{}", files.sip_keys(port));
+        }
         let callflows = format!(
             r#"[[accounts.callflows]]
 numbers = ["{NUMBER_STATIC}"]
@@ -117,7 +126,8 @@ flow = {{ module = "pivot", data = {{ voice_url = "http://{web}/ivr" }} }}"#
                 media_ip: None,
             },
         );
-        let (child, sip, api) = flood_common::start(&path);
+        let (child, udp, api) = flood_common::start(&path);
+        let sip = tls_port.map_or(udp, |port| SocketAddr::from(([127, 0, 0, 1], port)));
         Pivotd { child, sip, api }
     }
 

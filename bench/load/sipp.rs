@@ -20,20 +20,62 @@ pub const UAS_XML: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/bench/sipp/load_
 /// Socket buffers of every SIPp: above ~2,000 calls/s the kernel's default drops datagrams.
 const BUFF_SIZE: &str = "4194304";
 
-/// `-t u1` (one socket for all calls: one 5-tuple) or `-t un` (a socket per call).
+/// `-t u1` (one socket for all calls: one 5-tuple), `-t un` (a socket per call), or `-t l1`
+/// (one TLS connection for all calls, to pivotd's TLS listener, with the TLS-capable SIPp).
 #[derive(Clone, Copy, Debug, Serialize, PartialEq, Eq)]
 pub enum Transport {
     #[serde(rename = "u1")]
     U1,
     #[serde(rename = "un")]
     Un,
+    #[serde(rename = "l1")]
+    L1,
 }
+
+/// Where scripts/sipp-tls.sh installs the TLS-capable SIPp (Debian's has no TLS);
+/// `PIVOTD_SIPP_TLS` overrides it, as in the tests.
+const SIPP_TLS: &str = "/usr/local/lib/pivotd-tests/sipp-tls/sipp";
+
+/// The TLS files SIPp presents over `-t l1` (`flood_common::TlsFiles`, made by the harness).
+pub const TLS_DIR: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/target/bench-load/tls");
 
 impl Transport {
     pub fn flag(self) -> &'static str {
         match self {
             Transport::U1 => "u1",
             Transport::Un => "un",
+            Transport::L1 => "l1",
+        }
+    }
+
+    /// The SIPp that speaks it.
+    pub fn sipp(self) -> std::ffi::OsString {
+        match self {
+            Transport::L1 => std::env::var_os("PIVOTD_SIPP_TLS").unwrap_or_else(|| SIPP_TLS.into()),
+            _ => "sipp".into(),
+        }
+    }
+
+    /// `-t` and, over TLS, SIPp's certificate and TLS 1.2 (SIPp 3.6.1 stalls after a TLS 1.3
+    /// handshake: it reads the server's session ticket on a blocking socket).
+    pub fn args(self) -> Vec<String> {
+        let mut args = vec!["-t".to_string(), self.flag().to_string()];
+        if self == Transport::L1 {
+            for a in ["-tls_version", "1.2", "-tls_cert"] {
+                args.push(a.to_string());
+            }
+            args.push(format!("{TLS_DIR}/tls.pem"));
+            args.push("-tls_key".to_string());
+            args.push(format!("{TLS_DIR}/tls.key"));
+        }
+        args
+    }
+
+    /// How to install its SIPp.
+    pub fn install(self) -> &'static str {
+        match self {
+            Transport::L1 => "run scripts/sipp-tls.sh",
+            _ => "apt-get install sip-tester",
         }
     }
 }
@@ -71,12 +113,12 @@ impl Caller<'_> {
     pub fn spawn(&self) -> Sipp {
         std::fs::create_dir_all(self.dir).expect("step directory");
         let calls = self.calls.to_string();
-        let child = Command::new("sipp")
+        let child = Command::new(self.transport.sipp())
             .current_dir(self.dir)
             .args(["-sf", UAC_XML, "-s", self.number, "-i", "127.0.0.1"])
             .args(["-p", &self.port.to_string()])
             .args(["-mp", &self.media_port.to_string()])
-            .args(["-t", self.transport.flag()])
+            .args(self.transport.args())
             // With a socket per call, SIPp refuses to start when its default of 50,000 sockets
             // exceeds the open-files limit; past this many it reuses the ones it has.
             .args(["-max_socket", "10000"])
@@ -94,7 +136,7 @@ impl Caller<'_> {
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
-            .unwrap_or_else(|e| panic!("start sipp ({e}); install it: apt-get install sip-tester"));
+            .unwrap_or_else(|e| panic!("start sipp ({e}); {}", self.transport.install()));
         Sipp {
             pid: child.id(),
             started: Instant::now(),
@@ -104,12 +146,19 @@ impl Caller<'_> {
 }
 
 /// Scenario S's stand-in server on `port`: answers, waits 1 s, sends BYE.
-pub fn spawn_standin(dir: &Path, port: u16, media_port: u16) -> Sipp {
+pub fn spawn_standin(dir: &Path, port: u16, media_port: u16, transport: Transport) -> Sipp {
     std::fs::create_dir_all(dir).expect("step directory");
-    let child = Command::new("sipp")
+    // Over UDP it takes either caller (`u1`, `un`); over TLS it listens for one.
+    let transport = if transport == Transport::L1 {
+        transport
+    } else {
+        Transport::U1
+    };
+    let child = Command::new(transport.sipp())
         .current_dir(dir)
         .args(["-sf", UAS_XML, "-i", "127.0.0.1"])
         .args(["-p", &port.to_string(), "-mp", &media_port.to_string()])
+        .args(transport.args())
         .args([
             "-buff_size",
             BUFF_SIZE,
@@ -122,7 +171,7 @@ pub fn spawn_standin(dir: &Path, port: u16, media_port: u16) -> Sipp {
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
-        .unwrap_or_else(|e| panic!("start sipp ({e}); install it: apt-get install sip-tester"));
+        .unwrap_or_else(|e| panic!("start sipp ({e}); {}", transport.install()));
     Sipp {
         pid: child.id(),
         started: Instant::now(),

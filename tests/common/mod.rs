@@ -268,41 +268,110 @@ pub async fn sipp_calls_from(
     calls: u32,
     args: &[&str],
 ) -> SippRun {
-    let calls = calls.to_string();
-    let dir = tempdir();
-    let path = scenario(scenario_file);
-    let mp = free_media_port().to_string();
-    let mut cmd = tokio::process::Command::new("timeout");
-    cmd.arg("60")
-        .arg("sipp")
-        .arg("-sf")
-        .arg(&path)
-        .args(["-m", &calls, "-i", source, "-mp", &mp, "-nostdin"])
-        .args(["-timeout", "40s", "-timeout_error", "-trace_err"])
-        .args(["-t", if tcp { "t1" } else { "u1" }])
-        .args(args)
-        .arg(target.to_string())
-        .current_dir(&dir)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
-    let out = cmd.output().await.expect("run timeout/sipp");
-    let mut output = String::from_utf8_lossy(&out.stdout).into_owned();
-    output.push_str(&String::from_utf8_lossy(&out.stderr));
-    if out.status.code() == Some(127) || output.contains("sipp: No such file") {
-        panic!("sipp is not installed (apt-get install sip-tester): {output}");
+    let sipp = Sipp {
+        bin: Path::new("sipp"),
+        transport: &["-t", if tcp { "t1" } else { "u1" }],
+        install: "apt-get install sip-tester",
+    };
+    sipp.run(source, scenario_file, target, calls, args).await
+}
+
+/// Where the TLS-capable SIPp is: `$PIVOTD_SIPP_TLS`, or where `scripts/sipp-tls.sh` installs
+/// it (Debian's sipp has no TLS). A missing binary fails the test.
+pub fn sipp_tls_binary() -> PathBuf {
+    let path = std::env::var_os("PIVOTD_SIPP_TLS")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("/usr/local/lib/pivotd-tests/sipp-tls/sipp"));
+    if !path.is_file() {
+        panic!(
+            "no TLS-capable SIPp at {}: run scripts/sipp-tls.sh (it builds Debian's sip-tester \
+             source with TLS), or set PIVOTD_SIPP_TLS",
+            path.display()
+        );
     }
-    if let Ok(entries) = std::fs::read_dir(&dir) {
-        for e in entries.flatten() {
-            if e.file_name().to_string_lossy().contains("errors") {
-                output.push_str(&std::fs::read_to_string(e.path()).unwrap_or_default());
+    path
+}
+
+/// [`sipp_calls`] over TLS (`-t l1`) with the TLS-capable SIPp ([`sipp_tls_binary`]); `args`
+/// give its `-tls_cert`/`-tls_key` (absolute paths: SIPp runs in a directory of its own).
+/// TLS 1.2: SIPp 3.6.1 stalls after a TLS 1.3 handshake (it reads the server's session
+/// ticket on a blocking socket and waits there for more).
+pub async fn sipp_tls_calls(
+    scenario_file: &str,
+    target: SocketAddr,
+    calls: u32,
+    args: &[&str],
+) -> SippRun {
+    let bin = sipp_tls_binary();
+    // Its own TCP port: SIPp listens on 5060 by default and, over TLS, fails when that is
+    // taken (over UDP it moves on).
+    let port = free_tcp_port().to_string();
+    let sipp = Sipp {
+        bin: &bin,
+        transport: &["-t", "l1", "-tls_version", "1.2", "-p", &port],
+        install: "scripts/sipp-tls.sh",
+    };
+    sipp.run("127.0.0.1", scenario_file, target, calls, args)
+        .await
+}
+
+/// A SIPp binary, the transport it runs over (`-t …`), and how to install it.
+struct Sipp<'a> {
+    bin: &'a Path,
+    transport: &'a [&'a str],
+    install: &'a str,
+}
+
+impl Sipp<'_> {
+    /// Runs `calls` calls of a SIPp scenario from `source`; a missing binary fails the test.
+    async fn run(
+        &self,
+        source: &str,
+        scenario_file: &str,
+        target: SocketAddr,
+        calls: u32,
+        args: &[&str],
+    ) -> SippRun {
+        let calls = calls.to_string();
+        let dir = tempdir();
+        let path = scenario(scenario_file);
+        let mp = free_media_port().to_string();
+        let mut cmd = tokio::process::Command::new("timeout");
+        cmd.arg("60")
+            .arg(self.bin)
+            .arg("-sf")
+            .arg(&path)
+            .args(["-m", &calls, "-i", source, "-mp", &mp, "-nostdin"])
+            .args(["-timeout", "40s", "-timeout_error", "-trace_err"])
+            .args(self.transport)
+            .args(args)
+            .arg(target.to_string())
+            .current_dir(&dir)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        let out = cmd.output().await.expect("run timeout/sipp");
+        let mut output = String::from_utf8_lossy(&out.stdout).into_owned();
+        output.push_str(&String::from_utf8_lossy(&out.stderr));
+        if out.status.code() == Some(127) || output.contains("sipp: No such file") {
+            panic!(
+                "{} is not installed ({}): {output}",
+                self.bin.display(),
+                self.install
+            );
+        }
+        if let Ok(entries) = std::fs::read_dir(&dir) {
+            for e in entries.flatten() {
+                if e.file_name().to_string_lossy().contains("errors") {
+                    output.push_str(&std::fs::read_to_string(e.path()).unwrap_or_default());
+                }
             }
         }
-    }
-    let _ = std::fs::remove_dir_all(&dir);
-    SippRun {
-        ok: out.status.success(),
-        output,
+        let _ = std::fs::remove_dir_all(&dir);
+        SippRun {
+            ok: out.status.success(),
+            output,
+        }
     }
 }
 
@@ -579,6 +648,12 @@ pub fn path_str(p: &Path) -> String {
 }
 
 /// A UDP port on 127.0.0.1 free a moment ago (for a peer process such as SIPp to bind).
+/// A TCP port on 127.0.0.1 free now.
+pub fn free_tcp_port() -> u16 {
+    let s = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    s.local_addr().unwrap().port()
+}
+
 pub fn free_udp_port() -> u16 {
     let s = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
     s.local_addr().unwrap().port()

@@ -124,6 +124,15 @@ impl Drop for TestCa {
     }
 }
 
+/// `[sip]` keys of a TLS listener on an ephemeral port presenting `cert`/`key`, then `extra`.
+pub fn tls_keys(cert: &Path, key: &Path, extra: &str) -> String {
+    format!(
+        "tls = [\"127.0.0.1:0\"]\ntls_cert = \"{}\"\ntls_key = \"{}\"\n{extra}",
+        cert.display(),
+        key.display()
+    )
+}
+
 /// The DER of the first certificate in a PEM file.
 pub fn cert_der(path: &Path) -> Vec<u8> {
     CertificateDer::pem_file_iter(path)
