@@ -201,7 +201,7 @@ pub async fn start(cfg: Arc<Config>) -> Result<ServerHandle, StartError> {
     // Subscriptions kept in the store are restored here and get their NOTIFY as soon as the
     // task runs.
     let (presence, presence_task) = Presence::start(PresenceParts {
-        cfg: cfg.clone(),
+        cfg: live.clone(),
         endpoint: endpoint.clone(),
         store: Some(store.clone()),
     });
@@ -240,7 +240,7 @@ pub async fn start(cfg: Arc<Config>) -> Result<ServerHandle, StartError> {
     let api = crate::api::start(
         cfg.api.listen,
         crate::api::ApiState::new(crate::api::ApiParts {
-            cfg: cfg.clone(),
+            cfg: live.clone(),
             store: store.clone(),
             routes: routes.clone(),
             endpoint: endpoint.clone(),
