@@ -150,6 +150,9 @@ impl ServerHandle {
 const STORE_FLUSH: Duration = Duration::from_secs(10);
 /// Starts everything the configuration describes.
 pub async fn start(cfg: Arc<Config>) -> Result<ServerHandle, StartError> {
+    if let Some(w) = cfg.unadvertised_wildcard() {
+        tracing::warn!("{w}");
+    }
     let prompts = Arc::new(crate::callflow::check::prompt_library(&cfg));
     let store = Store::from_config(&cfg.store)?;
     prompts.check_dir()?;

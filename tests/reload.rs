@@ -329,6 +329,35 @@ async fn a_reload_lets_a_new_accounts_device_watch_its_lamps() {
     assert_eq!(dialog_info(&watcher.notify().await).dialogs, ["confirmed"]);
 }
 
+/// Listening on 0.0.0.0 without `[sip] advertise` would put 0.0.0.0 in Via, Contact and SDP:
+/// `check-config` passes the file but warns, naming the key.
+#[test]
+fn check_config_warns_of_a_wildcard_address_without_advertise() {
+    let wildcard =
+        config_toml("", "", "").replacen("udp = [\"127.0.0.1:0\"]", "udp = [\"0.0.0.0:0\"]", 1);
+    assert!(wildcard.contains("0.0.0.0:0"));
+    let check = |text: &str| {
+        let out = pivotd()
+            .arg("check-config")
+            .arg(write_config(text))
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stderr).into_owned()
+    };
+    let warned = check(&wildcard);
+    assert!(
+        warned.contains("warning: sip.advertise: unset while sip.udp listen on a wildcard"),
+        "{warned}"
+    );
+    let advertised = wildcard.replacen("[sip]\n", "[sip]\nadvertise = \"127.0.0.1\"\n", 1);
+    assert!(!check(&advertised).contains("sip.advertise"));
+}
+
 #[test]
 fn log_format_json_prints_one_json_object_per_line() {
     let (mut child, log, _udp, _path) =
