@@ -61,6 +61,9 @@ fn main() -> ExitCode {
         return match check::load(&file) {
             Ok(cfg) => {
                 println!("{}: ok", file.display());
+                if let Some(w) = cfg.unadvertised_wildcard() {
+                    eprintln!("{}: warning: {w}", file.display());
+                }
                 // A warning, not a problem: the limit belongs to where pivotd will run.
                 match fdlimit::limit_in_force() {
                     Ok(limit) => {

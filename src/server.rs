@@ -150,6 +150,9 @@ impl ServerHandle {
 const STORE_FLUSH: Duration = Duration::from_secs(10);
 /// Starts everything the configuration describes.
 pub async fn start(cfg: Arc<Config>) -> Result<ServerHandle, StartError> {
+    if let Some(w) = cfg.unadvertised_wildcard() {
+        tracing::warn!("{w}");
+    }
     let prompts = Arc::new(crate::callflow::check::prompt_library(&cfg));
     let store = Store::from_config(&cfg.store)?;
     prompts.check_dir()?;
@@ -201,7 +204,7 @@ pub async fn start(cfg: Arc<Config>) -> Result<ServerHandle, StartError> {
     // Subscriptions kept in the store are restored here and get their NOTIFY as soon as the
     // task runs.
     let (presence, presence_task) = Presence::start(PresenceParts {
-        cfg: cfg.clone(),
+        cfg: live.clone(),
         endpoint: endpoint.clone(),
         store: Some(store.clone()),
     });
@@ -240,7 +243,7 @@ pub async fn start(cfg: Arc<Config>) -> Result<ServerHandle, StartError> {
     let api = crate::api::start(
         cfg.api.listen,
         crate::api::ApiState::new(crate::api::ApiParts {
-            cfg: cfg.clone(),
+            cfg: live.clone(),
             store: store.clone(),
             routes: routes.clone(),
             endpoint: endpoint.clone(),

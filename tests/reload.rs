@@ -5,9 +5,12 @@
 
 mod common;
 
+use common::api::{Answer, Api};
 use common::binary::{pivotd, spawn_config, write_config, KillOnDrop, LogLines};
 use common::digest::Registrant;
+use common::presence::{dialog_info, Subscriber};
 use common::*;
+use serde_json::json;
 use std::process::{Child, Command, Stdio};
 
 /// 5000 refuses with 486: SIPp's basic call fails.
@@ -176,6 +179,183 @@ async fn a_reload_puts_devices_and_source_limits_in_force_for_the_next_request()
     std::fs::write(&path, base.replace(&device("old"), BROKEN)).unwrap();
     let refused = server.handle.reload(&path).await;
     assert!(refused.is_err(), "a broken file was put in force");
+}
+
+/// A second and a third account of the reload tests (`config_toml`'s is the first).
+const SECOND: &str = "00000000000000000000000000000002";
+const THIRD: &str = "00000000000000000000000000000003";
+
+/// An API key: `c` 64 times.
+fn key(c: char) -> String {
+    c.to_string().repeat(64)
+}
+
+/// A test config (its media ports chosen once) whose accounts [`Accounts::with`] fills in,
+/// the media dir absolute so the file means the same in its temp folder.
+struct Accounts(String);
+
+impl Accounts {
+    fn new() -> Accounts {
+        let media = format!("dir = \"{}\"", repo().join("media").display());
+        Accounts(config_toml("@ACCOUNTS@", "", &media))
+    }
+
+    /// The config with the first account's API key `first_key` and the accounts `more`.
+    fn with(&self, first_key: &str, more: &str) -> String {
+        self.0
+            .replace("@ACCOUNTS@", &format!("api_key = \"{first_key}\"\n{more}"))
+    }
+}
+
+/// One more account: `id` in `realm` with the API key `api_key` and `devices` (TOML).
+fn account(id: &str, realm: &str, api_key: &str, devices: &str) -> String {
+    format!("[[accounts]]\nid = \"{id}\"\nrealm = \"{realm}\"\napi_key = \"{api_key}\"\n{devices}")
+}
+
+/// `PUT /v2/api_auth` with `key`, its answer whatever it is.
+async fn api_auth(server: &TestServer, key: &str) -> Answer {
+    Api::new(&server.handle)
+        .send(
+            reqwest::Method::PUT,
+            "/v2/api_auth",
+            Some(&json!({"data": {"api_key": key}}).to_string()),
+        )
+        .await
+}
+
+/// The status of the debug pages' login form posted with `key` (303: a session).
+async fn ui_login(server: &TestServer, key: &str) -> u16 {
+    let http = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+    let api = server.handle.api.expect("the API listens");
+    http.post(format!("http://{api}/ui/login"))
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body(format!("api_key={key}"))
+        .send()
+        .await
+        .expect("ui request")
+        .status()
+        .as_u16()
+}
+
+fn callflows(account: &str) -> String {
+    format!("/v2/accounts/{account}/callflows")
+}
+
+/// Through `ServerHandle::reload` (what SIGHUP calls), the HTTP API follows the accounts of
+/// the file: a changed key replaces the old one, a removed account's key and the tokens
+/// already issued for it are refused, a new account's key opens its resources and the debug
+/// pages at once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reload_puts_api_keys_in_force_and_ends_a_removed_accounts_tokens() {
+    let accounts = Accounts::new();
+    let base = accounts.with(&key('a'), &account(SECOND, "second.test", &key('b'), ""));
+    let path = write_config(&base);
+    let server = start(&base).await;
+    let second = Api::login(&server.handle, &key('b')).await;
+    assert_eq!(second.get(&callflows(SECOND)).await.status, 200);
+
+    let changed = accounts.with(&key('A'), &account(THIRD, "third.test", &key('c'), ""));
+    std::fs::write(&path, &changed).unwrap();
+    let kept = server.handle.reload(&path).await.expect("the file reloads");
+    assert!(kept.is_empty(), "{kept:?}");
+
+    // The first account's key changed: the old one is refused, the new one works.
+    let old = api_auth(&server, &key('a')).await;
+    assert_eq!(
+        old.status, 401,
+        "the replaced key still works: {}",
+        old.body
+    );
+    let first = Api::login(&server.handle, &key('A')).await;
+    assert_eq!(first.get(&callflows(ACCOUNT)).await.status, 200);
+    assert_eq!(ui_login(&server, &key('a')).await, 401);
+
+    // The removed account: its key, and the token issued before the reload, refused.
+    let gone = api_auth(&server, &key('b')).await;
+    assert_eq!(
+        gone.status, 401,
+        "a removed account's key works: {}",
+        gone.body
+    );
+    let a = second.get(&callflows(SECOND)).await;
+    assert_eq!(a.status, 401, "a removed account's token works: {}", a.body);
+
+    // The new account: its key gives a token for its resources, and a session.
+    let third = Api::login(&server.handle, &key('c')).await;
+    let a = third.get(&callflows(THIRD)).await;
+    assert_eq!(a.status, 200, "{}", a.body);
+    assert_eq!(ui_login(&server, &key('c')).await, 303);
+}
+
+/// A device of an account the reload added subscribes to an id of its account, and that
+/// id's lamp, set over the API as the account's, reaches it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reload_lets_a_new_accounts_device_watch_its_lamps() {
+    let accounts = Accounts::new();
+    let base = accounts.with(&key('a'), "");
+    let path = write_config(&base);
+    let server = start(&base).await;
+    let device =
+        "[[accounts.devices]]\nid = \"t1\"\nusername = \"3001\"\npassword = \"pass-3001\"\n";
+    let changed = accounts.with(&key('a'), &account(THIRD, "third.test", &key('c'), device));
+    std::fs::write(&path, &changed).unwrap();
+    let kept = server.handle.reload(&path).await.expect("the file reloads");
+    assert!(kept.is_empty(), "{kept:?}");
+
+    let mut watcher = Subscriber::new(
+        server.udp,
+        "3001",
+        "pass-3001",
+        "third.test",
+        "sip:3002@third.test",
+        "dialog",
+    )
+    .await;
+    let r = watcher.subscribe(Some(600), "").await;
+    assert_eq!(status(&r), 200, "{r}");
+    assert!(dialog_info(&watcher.notify().await).is_idle());
+
+    let api = Api::login(&server.handle, &key('c')).await;
+    let a = api
+        .post(
+            &format!("/v2/accounts/{THIRD}/presence/3002"),
+            json!({"action": "set", "state": "confirmed"}),
+        )
+        .await;
+    assert_eq!(a.status, 202, "{}", a.body);
+    assert_eq!(dialog_info(&watcher.notify().await).dialogs, ["confirmed"]);
+}
+
+/// Listening on 0.0.0.0 without `[sip] advertise` would put 0.0.0.0 in Via, Contact and SDP:
+/// `check-config` passes the file but warns, naming the key.
+#[test]
+fn check_config_warns_of_a_wildcard_address_without_advertise() {
+    let wildcard =
+        config_toml("", "", "").replacen("udp = [\"127.0.0.1:0\"]", "udp = [\"0.0.0.0:0\"]", 1);
+    assert!(wildcard.contains("0.0.0.0:0"));
+    let check = |text: &str| {
+        let out = pivotd()
+            .arg("check-config")
+            .arg(write_config(text))
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stderr).into_owned()
+    };
+    let warned = check(&wildcard);
+    assert!(
+        warned.contains("warning: sip.advertise: unset while sip.udp listen on a wildcard"),
+        "{warned}"
+    );
+    let advertised = wildcard.replacen("[sip]\n", "[sip]\nadvertise = \"127.0.0.1\"\n", 1);
+    assert!(!check(&advertised).contains("sip.advertise"));
 }
 
 #[test]

@@ -613,6 +613,71 @@ async fn an_untrusted_carrier_fails_and_the_next_one_is_tried() {
     assert!(untrusted.requests().is_empty());
 }
 
+/// Two carriers at one address by different names, `localhost` and the IP literal
+/// `127.0.0.1`, with a certificate for `localhost` only: the first connects and answers; the
+/// second (put in force by a reload) is verified for its own name, fails, and is not sent the
+/// INVITE on the first one's connection, still open.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tls_connection_is_reused_only_for_the_name_it_was_verified_for() {
+    let ca = TestCa::new("carrier CA");
+    let (cert, key) = ca.issue_for("carrier", "localhost", "DNS:localhost");
+    let carrier = TlsCarrier::start(&cert, &key).await;
+    let by_name = carrier_flows(&[&carrier]);
+    let by_ip = by_name.replace("sips:localhost:", "sips:127.0.0.1:");
+    assert_ne!(by_name, by_ip);
+    let (server_cert, server_key) = ca.issue("server", "pivotd-test");
+    let extra = format!(
+        "allow_unauthenticated = true\ninvite_response_timeout_ms = 1000\ntls_ca_file = \"{}\"",
+        ca.ca.display()
+    );
+    // The media dir absolute: the file means the same in its temp folder.
+    let media = format!("dir = \"{}\"", repo().join("media").display());
+    let text = config_toml(
+        &by_name,
+        &tls_keys(&server_cert, &server_key, &extra),
+        &media,
+    );
+    let path = common::binary::write_config(&text);
+    let server = start(&text).await;
+
+    let mut caller = Caller::new(server.udp).await;
+    let (ok, _) = caller.answered("6000", &[0], 10_000).await;
+    assert_eq!(*carrier.names.lock().unwrap(), ["localhost"], "SNI");
+    let invites = |c: &TlsCarrier| {
+        c.requests()
+            .iter()
+            .filter(|r| r.starts_with("INVITE"))
+            .count()
+    };
+    assert_eq!(invites(&carrier), 1);
+
+    std::fs::write(&path, text.replace(&by_name, &by_ip)).unwrap();
+    let kept = server.handle.reload(&path).await.expect("the file reloads");
+    assert!(kept.is_empty(), "{kept:?}");
+    let mut second = Caller::new(server.udp).await;
+    second.invite("6000", &[0], "").await;
+    let mut seen = Vec::new();
+    let end = second.final_response(8000, &mut seen).await;
+    let end = end.unwrap_or_else(|| panic!("no final response; seen {seen:?}"));
+    assert!(status(&end) >= 400, "{end}");
+    assert_eq!(
+        invites(&carrier),
+        1,
+        "the INVITE for 127.0.0.1 went on the connection verified for localhost: {:?}",
+        carrier.requests()
+    );
+    assert!(carrier.failed_handshakes.load(Ordering::SeqCst) >= 1);
+    assert!(stats(&server).tls_handshake_failed.load(Ordering::Relaxed) >= 1);
+
+    // The first call's connection still serves it: its BYE reaches the carrier.
+    caller.bye(&ok).await;
+    let bye = eventually(5, || {
+        carrier.requests().iter().any(|r| r.starts_with("BYE"))
+    })
+    .await;
+    assert!(bye, "the carrier got the BYE: {:?}", carrier.requests());
+}
+
 /// The TLS port keeps the TCP front door's rules: a client that never starts its handshake
 /// is dropped after `tls_handshake_timeout_ms`, and holds its source's connection slot only
 /// that long.

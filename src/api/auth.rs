@@ -73,8 +73,9 @@ impl Tokens {
     }
 
     /// The account of a live token: from memory, else from the store (a token another node
-    /// issued, or this one before a restart), then remembered until it expires.
-    pub(crate) async fn check(&self, token: &str) -> Result<Option<String>, ApiError> {
+    /// issued, or this one before a restart), then remembered until it expires. Whether that
+    /// account is still served is [`token_account`]'s question.
+    async fn check(&self, token: &str) -> Result<Option<String>, ApiError> {
         let key = digest(token);
         {
             let mut live = self.live.lock().unwrap_or_else(|e| e.into_inner());
@@ -159,19 +160,33 @@ pub(crate) async fn exchange_key(
     ip: IpAddr,
     key: &str,
 ) -> Result<Option<(String, String)>, ApiError> {
+    // The config in force: a reload's new, changed and removed keys count at once.
     let account = st
         .parts
         .cfg
+        .get()
         .accounts
         .iter()
-        .find(|a| a.api_key.as_deref().is_some_and(|k| same(k, key)));
-    let Some(account) = account else {
+        .find(|a| a.api_key.as_deref().is_some_and(|k| same(k, key)))
+        .map(|a| a.id.clone());
+    let Some(account_id) = account else {
         st.tokens.failed(ip);
         tracing::info!(%ip, "api_auth: unknown api_key");
         return Ok(None);
     };
-    let token = st.tokens.issue(&account.id).await?;
-    Ok(Some((account.id.clone(), token)))
+    let token = st.tokens.issue(&account_id).await?;
+    Ok(Some((account_id, token)))
+}
+
+/// The account a token gives access to: a live token of an account in the config in force.
+/// A reload that removes an account ends its tokens here (the token table keeps only the
+/// account id). The one token check of the API and the debug pages.
+pub(crate) async fn token_account(st: &ApiState, token: &str) -> Result<Option<String>, ApiError> {
+    let Some(account_id) = st.tokens.check(token).await? else {
+        return Ok(None);
+    };
+    let served = st.parts.cfg.get().account(&account_id).is_some();
+    Ok(served.then_some(account_id))
 }
 
 /// `PUT /v2/api_auth` `{"data": {"api_key": "<64 chars>"}}` → 201 with the token in the
@@ -256,7 +271,7 @@ pub(crate) async fn require_token(
             .data(json!({"message": "an X-Auth-Token is required"}))
             .into_response();
     };
-    let account_id = match st.tokens.check(&token).await {
+    let account_id = match token_account(&st, &token).await {
         Ok(Some(account_id)) => account_id,
         Ok(None) => {
             return ApiError::new(StatusCode::UNAUTHORIZED, "invalid credentials")

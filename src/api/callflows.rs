@@ -275,7 +275,7 @@ fn check(
         ApiError::validation(&e.path, rule, e.message)
     })?;
     // Spec j.10 at save time: scheme and literal addresses, no DNS.
-    let guard = UrlGuard::from_config(&st.parts.cfg.pivot);
+    let guard = UrlGuard::from_config(&st.parts.cfg.get().pivot);
     let mut problems = Vec::new();
     check_node_urls(&node, "flow", &guard, &mut problems);
     if let Some(p) = problems.first() {
@@ -358,7 +358,7 @@ async fn save(
 /// Another node changed the account's callflows (or this one: the same table again):
 /// rebuilds its routes from the store. An account not in this node's config is not routed.
 pub(super) async fn follow(st: &Shared, account_id: &str) {
-    if !st.parts.cfg.accounts.iter().any(|a| a.id == account_id) {
+    if st.parts.cfg.get().account(account_id).is_none() {
         return;
     }
     let _one_at_a_time = st.callflow_lock.lock().await;
@@ -421,7 +421,7 @@ pub(crate) async fn list(
     State(st): State<Shared>,
     Extension(auth): Extension<Authed>,
 ) -> Result<Reply, ApiError> {
-    let account = account(&st, &auth.account_id)?;
+    let account = &*account(&st, &auth.account_id)?;
     let store = st.parts.store.clone();
     let acc = account.id.clone();
     let api = blocking(move || store.callflows(Some(&acc))).await?;
@@ -441,7 +441,7 @@ pub(crate) async fn create(
     Extension(auth): Extension<Authed>,
     body: Bytes,
 ) -> Result<Reply, ApiError> {
-    let account = account(&st, &auth.account_id)?;
+    let account = &*account(&st, &auth.account_id)?;
     let data = request_data(&body)?;
     let _one_at_a_time = st.callflow_lock.lock().await;
     let saved = save(&st, account, &random_id(), data).await?;
@@ -454,7 +454,7 @@ pub(crate) async fn get_one(
     Extension(auth): Extension<Authed>,
     Path((_, id)): Path<(String, String)>,
 ) -> Result<Reply, ApiError> {
-    let account = account(&st, &auth.account_id)?;
+    let account = &*account(&st, &auth.account_id)?;
     if let Some(c) = account
         .callflows
         .iter()
@@ -473,7 +473,7 @@ pub(crate) async fn replace(
     Path((_, id)): Path<(String, String)>,
     body: Bytes,
 ) -> Result<Reply, ApiError> {
-    let account = account(&st, &auth.account_id)?;
+    let account = &*account(&st, &auth.account_id)?;
     refuse_config(account, &id)?;
     let data = request_data(&body)?;
     let _one_at_a_time = st.callflow_lock.lock().await;
@@ -490,7 +490,7 @@ pub(crate) async fn patch(
     Path((_, id)): Path<(String, String)>,
     body: Bytes,
 ) -> Result<Reply, ApiError> {
-    let account = account(&st, &auth.account_id)?;
+    let account = &*account(&st, &auth.account_id)?;
     refuse_config(account, &id)?;
     let patch = request_data(&body)?;
     let _one_at_a_time = st.callflow_lock.lock().await;
@@ -507,7 +507,7 @@ pub(crate) async fn delete(
     Extension(auth): Extension<Authed>,
     Path((_, id)): Path<(String, String)>,
 ) -> Result<Reply, ApiError> {
-    let account = account(&st, &auth.account_id)?;
+    let account = &*account(&st, &auth.account_id)?;
     refuse_config(account, &id)?;
     let _one_at_a_time = st.callflow_lock.lock().await;
     let current = stored(&st, &account.id, &id).await?;

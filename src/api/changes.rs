@@ -46,8 +46,14 @@ pub(super) fn follow(st: Shared, mut stop: watch::Receiver<()>) {
                     if let Err(e) = blocking(move || r.reload_all()).await {
                         tracing::warn!("cannot reload the registrations: {e:?}");
                     }
-                    let accounts: Vec<String> =
-                        st.parts.cfg.accounts.iter().map(|a| a.id.clone()).collect();
+                    let accounts: Vec<String> = st
+                        .parts
+                        .cfg
+                        .get()
+                        .accounts
+                        .iter()
+                        .map(|a| a.id.clone())
+                        .collect();
                     for account in accounts {
                         callflows::follow(&st, &account).await;
                         devices::follow(&st, &account).await;

@@ -273,7 +273,7 @@ fn refresh(st: &Shared, account: &Account, d: &StoredDevice, owners: &[User]) {
 /// Another node changed the account's devices or users (or this one): every API device's
 /// directory entry is recomputed from the store, and those deleted go (with their bindings).
 pub(super) async fn follow(st: &Shared, account_id: &str) {
-    let Some(account) = st.parts.cfg.accounts.iter().find(|a| a.id == account_id) else {
+    let Some(account) = st.parts.cfg.account(account_id) else {
         return;
     };
     let _one_at_a_time = st.directory_lock.lock().await;
@@ -291,7 +291,7 @@ pub(super) async fn follow(st: &Shared, account_id: &str) {
         }
     };
     for d in &devices {
-        refresh(st, account, d, &owners);
+        refresh(st, &account, d, &owners);
     }
     let registrar = &st.parts.registrar;
     for e in registrar.directory().devices_of(&account.id) {
@@ -380,7 +380,7 @@ pub(crate) async fn list(
     State(st): State<Shared>,
     Extension(auth): Extension<Authed>,
 ) -> Result<Reply, ApiError> {
-    let account = account(&st, &auth.account_id)?;
+    let account = &*account(&st, &auth.account_id)?;
     let store = st.parts.store.clone();
     let acc = account.id.clone();
     let api = blocking(move || store.devices(Some(&acc))).await?;
@@ -400,7 +400,7 @@ pub(crate) async fn create(
     Extension(auth): Extension<Authed>,
     body: Bytes,
 ) -> Result<Reply, ApiError> {
-    let account = account(&st, &auth.account_id)?;
+    let account = &*account(&st, &auth.account_id)?;
     let data = request_data(&body)?;
     let _one_at_a_time = st.directory_lock.lock().await;
     let saved = save(&st, account, &random_id(), data, None).await?;
@@ -413,7 +413,7 @@ pub(crate) async fn get_one(
     Extension(auth): Extension<Authed>,
     Path((_, id)): Path<(String, String)>,
 ) -> Result<Reply, ApiError> {
-    let account = account(&st, &auth.account_id)?;
+    let account = &*account(&st, &auth.account_id)?;
     if let Some(d) = account.devices.iter().find(|d| d.id == id) {
         return Ok(Reply::ok(config_doc(d)));
     }
@@ -428,7 +428,7 @@ pub(crate) async fn replace(
     Path((_, id)): Path<(String, String)>,
     body: Bytes,
 ) -> Result<Reply, ApiError> {
-    let account = account(&st, &auth.account_id)?;
+    let account = &*account(&st, &auth.account_id)?;
     refuse_config(account, &id)?;
     let data = request_data(&body)?;
     let _one_at_a_time = st.directory_lock.lock().await;
@@ -444,7 +444,7 @@ pub(crate) async fn patch(
     Path((_, id)): Path<(String, String)>,
     body: Bytes,
 ) -> Result<Reply, ApiError> {
-    let account = account(&st, &auth.account_id)?;
+    let account = &*account(&st, &auth.account_id)?;
     refuse_config(account, &id)?;
     let patch = request_data(&body)?;
     let _one_at_a_time = st.directory_lock.lock().await;
@@ -462,7 +462,7 @@ pub(crate) async fn delete(
     Extension(auth): Extension<Authed>,
     Path((_, id)): Path<(String, String)>,
 ) -> Result<Reply, ApiError> {
-    let account = account(&st, &auth.account_id)?;
+    let account = &*account(&st, &auth.account_id)?;
     refuse_config(account, &id)?;
     let _one_at_a_time = st.directory_lock.lock().await;
     let current = stored(&st, &account.id, &id).await?;

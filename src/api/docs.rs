@@ -8,10 +8,11 @@ use serde_json::{json, Map, Value};
 use sha2::{Digest, Sha256};
 
 use super::{hex, ApiError, Shared};
-use crate::config::Account;
+use crate::config::live::LiveAccount;
 
-/// The account of the path (the token's: `require_token` checked they match).
-pub(crate) fn account<'a>(st: &'a Shared, id: &str) -> Result<&'a Account, ApiError> {
+/// The account of the path (the token's: `require_token` checked they match), in the
+/// config in force.
+pub(crate) fn account(st: &Shared, id: &str) -> Result<LiveAccount, ApiError> {
     st.parts
         .cfg
         .account(id)

@@ -28,9 +28,10 @@ pub(crate) async fn healthz(State(st): State<Shared>) -> Response {
     let t = st.parts.endpoint.transport();
     let (udp, tcp, tls) = (t.udp_addrs(), t.tcp_addrs(), t.tls_addrs());
     let degraded = st.parts.health.degraded();
-    let sip_ok = udp.len() == st.parts.cfg.sip.udp.len()
-        && tcp.len() == st.parts.cfg.sip.tcp.len()
-        && tls.len() == st.parts.cfg.sip.tls.len()
+    let sip = &st.parts.cfg.get().sip;
+    let sip_ok = udp.len() == sip.udp.len()
+        && tcp.len() == sip.tcp.len()
+        && tls.len() == sip.tls.len()
         && !(udp.is_empty() && tcp.is_empty() && tls.is_empty())
         && degraded.is_empty();
     let ok = store_ok.is_ok() && sip_ok;

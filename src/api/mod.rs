@@ -42,7 +42,7 @@ use tokio::sync::watch;
 
 use crate::call::CallStats;
 use crate::callflow::modules::pivot::PivotStats;
-use crate::config::Config;
+use crate::config::live::LiveConfig;
 use crate::media::player::Pacer;
 use crate::media::rtp::PortPool;
 use crate::registrar::Registrar;
@@ -56,7 +56,9 @@ pub(crate) use paging::{time_param, Paging};
 
 /// What the API reads and changes.
 pub struct ApiParts {
-    pub cfg: Arc<Config>,
+    /// The config in force: read per request, so a reload's accounts (their API keys, the
+    /// list tokens are checked against) count at once; `config::live` keeps the rest fixed.
+    pub cfg: Arc<LiveConfig>,
     pub store: Store,
     pub routes: Arc<Routes>,
     pub endpoint: Arc<Endpoint>,
@@ -90,8 +92,9 @@ pub struct ApiState {
 
 impl ApiState {
     pub fn new(parts: ApiParts) -> Arc<ApiState> {
-        let lifetime = Duration::from_secs(parts.cfg.api.token_lifetime_s);
-        let failures = parts.cfg.api.auth_failures_per_minute;
+        let api = &parts.cfg.get().api;
+        let lifetime = Duration::from_secs(api.token_lifetime_s);
+        let failures = api.auth_failures_per_minute;
         Arc::new(ApiState {
             tokens: auth::Tokens::new(parts.store.clone(), lifetime, failures),
             callflow_lock: tokio::sync::Mutex::new(()),

@@ -53,7 +53,7 @@ pub(crate) async fn list(
     Extension(auth): Extension<Authed>,
     Query(q): Query<HashMap<String, String>>,
 ) -> Result<Reply, ApiError> {
-    let account = account(&st, &auth.account_id)?;
+    let account = &*account(&st, &auth.account_id)?;
     let event = event_filter(&q)?;
     let subs = subscriptions(&st, account, event).await?;
     let mut ids: BTreeMap<PresenceId, Entry> = BTreeMap::new();
@@ -81,7 +81,7 @@ pub(crate) async fn get_one(
     Path((_, raw)): Path<(String, String)>,
     Query(q): Query<HashMap<String, String>>,
 ) -> Result<Reply, ApiError> {
-    let account = account(&st, &auth.account_id)?;
+    let account = &*account(&st, &auth.account_id)?;
     let id = presence_id(&st, account, &raw)?;
     let event = event_filter(&q)?;
     let subs = subscriptions(&st, account, event).await?;
@@ -100,7 +100,7 @@ pub(crate) async fn post_one(
     Path((_, raw)): Path<(String, String)>,
     body: Bytes,
 ) -> Result<Reply, ApiError> {
-    let account = account(&st, &auth.account_id)?;
+    let account = &*account(&st, &auth.account_id)?;
     let id = presence_id(&st, account, &raw)?;
     let action = action(&request_data(&body)?)?;
     let presence = &st.parts.presence;

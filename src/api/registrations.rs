@@ -83,7 +83,7 @@ pub(crate) async fn list(
     State(st): State<Shared>,
     Extension(auth): Extension<Authed>,
 ) -> Result<Reply, ApiError> {
-    let account = account(&st, &auth.account_id)?;
+    let account = &*account(&st, &auth.account_id)?;
     let registrar = &st.parts.registrar;
     let now = crate::registrar::auth::unix_now();
     let devices: HashMap<String, Arc<DeviceEntry>> = registrar

@@ -94,7 +94,7 @@ fn cookie_token(headers: &HeaderMap) -> Option<String> {
 /// The account of the request's session, `None` without a live one.
 async fn session(st: &Shared, headers: &HeaderMap) -> Result<Option<String>, ApiError> {
     match cookie_token(headers) {
-        Some(t) => st.tokens.check(&t).await,
+        Some(t) => super::auth::token_account(st, &t).await,
         None => Ok(None),
     }
 }
@@ -102,7 +102,7 @@ async fn session(st: &Shared, headers: &HeaderMap) -> Result<Option<String>, Api
 /// Sets the session cookie to `token` and sends the browser to `/ui` (303: a GET, and the
 /// token out of the address bar and the history).
 fn start_session(st: &Shared, token: &str) -> Response {
-    let max_age = st.parts.cfg.api.token_lifetime_s;
+    let max_age = st.parts.cfg.get().api.token_lifetime_s;
     // Tokens are hex; anything else never reaches a header.
     if !token.bytes().all(|b| b.is_ascii_alphanumeric()) {
         return login_form(StatusCode::UNAUTHORIZED, Some("That token is not valid."));
@@ -155,7 +155,7 @@ async fn index(
     headers: HeaderMap,
 ) -> Response {
     if let Some(token) = q.get("auth_token") {
-        return match st.tokens.check(token).await {
+        return match super::auth::token_account(&st, token).await {
             Ok(Some(_)) => start_session(&st, token),
             Ok(None) => login_form(
                 StatusCode::UNAUTHORIZED,

@@ -147,7 +147,7 @@ pub(crate) async fn list(
     State(st): State<Shared>,
     Extension(auth): Extension<Authed>,
 ) -> Result<Reply, ApiError> {
-    let account = account(&st, &auth.account_id)?;
+    let account = &*account(&st, &auth.account_id)?;
     let store = st.parts.store.clone();
     let acc = account.id.clone();
     let api = blocking(move || store.users(Some(&acc))).await?;
@@ -167,7 +167,7 @@ pub(crate) async fn create(
     Extension(auth): Extension<Authed>,
     body: Bytes,
 ) -> Result<Reply, ApiError> {
-    let account = account(&st, &auth.account_id)?;
+    let account = &*account(&st, &auth.account_id)?;
     let data = request_data(&body)?;
     let _one_at_a_time = st.directory_lock.lock().await;
     let saved = save(&st, account, &random_id(), data).await?;
@@ -180,7 +180,7 @@ pub(crate) async fn get_one(
     Extension(auth): Extension<Authed>,
     Path((_, id)): Path<(String, String)>,
 ) -> Result<Reply, ApiError> {
-    let account = account(&st, &auth.account_id)?;
+    let account = &*account(&st, &auth.account_id)?;
     if let Some(u) = account.users.iter().find(|u| u.id == id) {
         return Ok(Reply::ok(config_doc(u)));
     }
@@ -194,7 +194,7 @@ pub(crate) async fn replace(
     Path((_, id)): Path<(String, String)>,
     body: Bytes,
 ) -> Result<Reply, ApiError> {
-    let account = account(&st, &auth.account_id)?;
+    let account = &*account(&st, &auth.account_id)?;
     refuse_config(account, &id)?;
     let data = request_data(&body)?;
     let _one_at_a_time = st.directory_lock.lock().await;
@@ -209,7 +209,7 @@ pub(crate) async fn patch(
     Path((_, id)): Path<(String, String)>,
     body: Bytes,
 ) -> Result<Reply, ApiError> {
-    let account = account(&st, &auth.account_id)?;
+    let account = &*account(&st, &auth.account_id)?;
     refuse_config(account, &id)?;
     let patch = request_data(&body)?;
     let _one_at_a_time = st.directory_lock.lock().await;
@@ -225,7 +225,7 @@ pub(crate) async fn delete(
     Extension(auth): Extension<Authed>,
     Path((_, id)): Path<(String, String)>,
 ) -> Result<Reply, ApiError> {
-    let account = account(&st, &auth.account_id)?;
+    let account = &*account(&st, &auth.account_id)?;
     refuse_config(account, &id)?;
     let _one_at_a_time = st.directory_lock.lock().await;
     let current = stored(&st, &account.id, &id).await?;

@@ -632,9 +632,8 @@ impl Admission {
         ),
         Refusal,
     > {
-        let asked =
-            subscription::read(req, self.presence.rules()).map_err(Refusal::Subscription)?;
         let cfg = self.cfg.get();
+        let asked = subscription::read(req, &cfg.presence).map_err(Refusal::Subscription)?;
         let device = caller::device(&cfg, self.registrar.authenticator(), req, caller)?;
         let watched =
             subscription::watched(req, &cfg, &device.account_id).map_err(Refusal::Subscription)?;

@@ -117,10 +117,13 @@ impl OutboundLeg {
         events: mpsc::UnboundedSender<DialogEvent>,
     ) -> OutboundLeg {
         let ours = OurDescription::new(local, spec.sdp.clone());
+        let mut spec = spec;
         if let Some(name) = &fork.tls_name {
-            // The transport verifies the server's certificate for this name when it connects.
-            if let Err(e) = endpoint.transport().name_tls_server(spec.peer.remote, name) {
-                tracing::warn!(fork = %fork.label, error = %e, "bridge: tls server name");
+            // The transport verifies the server's certificate for this name when it connects,
+            // and sends to it only on a connection verified so (the id it gives).
+            match endpoint.transport().name_tls_server(spec.peer.remote, name) {
+                Ok(conn) => spec.peer.conn = Some(conn),
+                Err(e) => tracing::warn!(fork = %fork.label, error = %e, "bridge: tls server name"),
             }
         }
         let spec_peer = spec.peer.clone();
@@ -136,9 +139,10 @@ impl OutboundLeg {
         );
         // A phone registered over TLS is reached on its own connection only: with it gone,
         // the fork fails at once (as 408) instead of waiting for an answer that cannot come.
-        let reachable = endpoint
-            .transport()
-            .can_reach(spec_peer.proto, spec_peer.remote);
+        let reachable =
+            endpoint
+                .transport()
+                .can_reach(spec_peer.proto, spec_peer.remote, spec_peer.conn);
         let tx_id = endpoint.send_request(&invite.call_id, invite.request(), Some(events.clone()));
         if reachable {
             tracing::info!(fork = %fork.label, call_id = %invite.call_id, "bridge: INVITE sent");

@@ -12,9 +12,10 @@
 //! Readers take a snapshot ([`LiveConfig::get`]) per request: a call keeps the one it started
 //! with for its decisions, a new request sees the reloaded one.
 
+use std::ops::Deref;
 use std::sync::{Arc, RwLock};
 
-use super::Config;
+use super::{Account, Config};
 
 /// The config in force, swapped whole by a reload.
 #[derive(Debug)]
@@ -38,9 +39,31 @@ impl LiveConfig {
             .clone()
     }
 
+    /// An account of the config in force, held with that config: a reload meanwhile swaps
+    /// the config, not the account a request is working on.
+    pub fn account(&self, id: &str) -> Option<LiveAccount> {
+        let cfg = self.get();
+        let index = cfg.accounts.iter().position(|a| a.id == id)?;
+        Some(LiveAccount { cfg, index })
+    }
+
     /// Puts `cfg` in force; the next [`LiveConfig::get`] sees it.
     pub fn replace(&self, cfg: Arc<Config>) {
         *self.current.write().unwrap_or_else(|e| e.into_inner()) = cfg;
+    }
+}
+
+/// An account of a config snapshot ([`LiveConfig::account`]).
+#[derive(Debug, Clone)]
+pub struct LiveAccount {
+    cfg: Arc<Config>,
+    index: usize,
+}
+
+impl Deref for LiveAccount {
+    type Target = Account;
+    fn deref(&self) -> &Account {
+        &self.cfg.accounts[self.index]
     }
 }
 

@@ -819,7 +819,49 @@ impl ConfigErrors {
     }
 }
 
+/// A wildcard listen or media address with no `[sip] advertise`: pivotd does not yet work
+/// out, per destination, which of the machine's addresses to write, so Via, Contact and the
+/// SDP `c=` line would carry the wildcard (0.0.0.0 or ::), which no peer can reach.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error(
+    "sip.advertise: unset while {keys} listen on a wildcard address: Via, Contact and SDP \
+     would carry {ip}, which no phone or carrier can reach; set [sip] advertise to the \
+     address they reach this machine at"
+)]
+pub struct UnadvertisedWildcard {
+    /// The keys with a wildcard address (`sip.udp`, `media.ip`, …), comma-separated.
+    pub keys: String,
+    /// The first wildcard found.
+    pub ip: IpAddr,
+}
+
 impl Config {
+    /// The warning for wildcard addresses written on the wire ([`UnadvertisedWildcard`]),
+    /// said by `check-config` and at start-up; None with `advertise` set or none on a
+    /// wildcard.
+    pub fn unadvertised_wildcard(&self) -> Option<UnadvertisedWildcard> {
+        if self.sip.advertise.is_some() {
+            return None;
+        }
+        let sip = &self.sip;
+        let mut found: Vec<(&str, IpAddr)> = Vec::new();
+        for (key, list) in [
+            ("sip.udp", &sip.udp),
+            ("sip.tcp", &sip.tcp),
+            ("sip.tls", &sip.tls),
+        ] {
+            if let Some(a) = list.iter().find(|a| a.ip().is_unspecified()) {
+                found.push((key, a.ip()));
+            }
+        }
+        if self.media.ip.is_unspecified() {
+            found.push(("media.ip", self.media.ip));
+        }
+        let ip = found.first()?.1;
+        let keys = found.iter().map(|(k, _)| *k).collect::<Vec<_>>().join(", ");
+        Some(UnadvertisedWildcard { keys, ip })
+    }
+
     /// The account a SIP host names: the one whose realm it is (any case), else the only
     /// account there is. Routing (Request-URI host) and the registrar (To host) both ask.
     pub fn account_for_realm(&self, host: &str) -> Option<&Account> {

@@ -1083,3 +1083,18 @@ fn tls_keys_are_read_and_their_files_checked() {
     assert_eq!(keys_of(&problems), ["sip.tls_ca_file"]);
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[test]
+fn a_wildcard_address_without_advertise_is_named_with_its_keys() {
+    let cfg = |text: &str| Config::from_toml_str(text, Path::new("/x")).unwrap();
+    let w =
+        cfg("[sip]\nudp = [\"0.0.0.0:5070\"]\ntcp = [\"127.0.0.1:5070\"]\n[media]\nip = \"::\"\n")
+            .unadvertised_wildcard()
+            .expect("a warning");
+    assert_eq!(w.keys, "sip.udp, media.ip");
+    assert_eq!(w.ip, IpAddr::V4(Ipv4Addr::UNSPECIFIED));
+    assert!(w.to_string().starts_with("sip.advertise: "), "{w}");
+    let advertised = "[sip]\nudp = [\"0.0.0.0:5070\"]\nadvertise = \"192.0.2.1\"\n";
+    assert_eq!(cfg(advertised).unadvertised_wildcard(), None);
+    assert_eq!(cfg("").unadvertised_wildcard(), None);
+}

@@ -42,6 +42,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 
 use tokio::sync::{mpsc, Notify};
 
+use crate::config::live::LiveConfig;
 use crate::config::Config;
 use crate::logsafe::wire;
 use crate::sip::dialog::{host_port, DialogSnapshot};
@@ -110,14 +111,15 @@ impl Shared {
 
 /// What presence needs from the server.
 pub struct PresenceParts {
-    pub cfg: Arc<Config>,
+    /// The config in force, read per use: a reload's accounts count at once.
+    pub cfg: Arc<LiveConfig>,
     pub endpoint: Arc<Endpoint>,
     pub store: Option<Store>,
 }
 
 /// The handle: sets lamps, hands SUBSCRIBEs to the task.
 pub struct Presence {
-    cfg: Arc<Config>,
+    cfg: Arc<LiveConfig>,
     shared: Arc<Shared>,
     cmds: mpsc::Sender<NewSubscription>,
     store: Option<Store>,
@@ -136,7 +138,7 @@ impl Presence {
         let mut restored = Vec::new();
         if let Some(store) = &p.store {
             restore_lamps(store, &mut lamps);
-            restored = restore_subscriptions(store, &p.cfg, &p.endpoint);
+            restored = restore_subscriptions(store, &p.cfg.get(), &p.endpoint);
         }
         if nodes.is_some() {
             lamps.share();
@@ -277,11 +279,6 @@ impl Presence {
     /// Live subscriptions.
     pub fn subscriptions(&self) -> usize {
         self.stats.subscriptions.load(Ordering::Relaxed)
-    }
-
-    /// The `[presence]` keys.
-    pub fn rules(&self) -> &crate::config::PresenceConfig {
-        &self.cfg.presence
     }
 }
 

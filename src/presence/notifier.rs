@@ -37,7 +37,7 @@ use super::subscription::{
     read, EndReason, SubscribeRefusal, SubscribeRequest, Subscription, Watcher,
 };
 use super::{reply_refusal, PresenceStats, Shared};
-use crate::config::Config;
+use crate::config::live::LiveConfig;
 use crate::logsafe::wire;
 use crate::sip::dialog::{host_port, Dialog, DialogError};
 use crate::sip::endpoint::{DialogEvent, DialogId, Endpoint, ServerTx};
@@ -98,7 +98,7 @@ struct Live {
 /// The task's state.
 pub(super) struct Notifier {
     pub(super) endpoint: Arc<Endpoint>,
-    pub(super) cfg: Arc<Config>,
+    pub(super) cfg: Arc<LiveConfig>,
     pub(super) store: Option<Store>,
     pub(super) shared: Arc<Shared>,
     pub(super) stats: Arc<PresenceStats>,
@@ -126,7 +126,7 @@ fn ends_the_usage(code: u16) -> bool {
 impl Notifier {
     pub(super) fn new(
         endpoint: Arc<Endpoint>,
-        cfg: Arc<Config>,
+        cfg: Arc<LiveConfig>,
         store: Option<Store>,
         shared: Arc<Shared>,
         stats: Arc<PresenceStats>,
@@ -227,13 +227,13 @@ impl Notifier {
             watcher,
         } = n;
         let fetch = asked.expires == 0;
-        let max = self.cfg.presence.max_subscriptions_per_device as usize;
+        let max = self.cfg.get().presence.max_subscriptions_per_device as usize;
         if !fetch && self.per_device.get(&watcher).copied().unwrap_or(0) >= max {
             reply_refusal(&req, &tx, &SubscribeRefusal::TooMany);
             return;
         }
         let now = unix_now();
-        let local_host = host_port(self.cfg.sip.advertise, tx.peer().local);
+        let local_host = host_port(self.cfg.get().sip.advertise, tx.peer().local);
         let local_tag = random_token(10);
         let sub = match Subscription::new(
             &req,
@@ -345,7 +345,7 @@ impl Notifier {
             reply(500, &[("Retry-After", "1")]);
             return;
         }
-        let asked = match read(&req, &self.cfg.presence) {
+        let asked = match read(&req, &self.cfg.get().presence) {
             Ok(a) => a,
             Err(refusal) => {
                 reply_refusal(&req, &tx, &refusal);
@@ -434,7 +434,9 @@ impl Notifier {
 
     /// How often this node says again what its calls light.
     fn announce_interval(&self) -> Duration {
-        Duration::from_secs(u64::from(self.cfg.presence.announce_interval_s.max(1)))
+        Duration::from_secs(u64::from(
+            self.cfg.get().presence.announce_interval_s.max(1),
+        ))
     }
 
     /// Tells the other nodes what the lamps table says they are owed (nothing without
@@ -603,7 +605,7 @@ impl Notifier {
 
     /// Sends the NOTIFYs in line, while fewer than `max_notifies_in_flight` are pending.
     fn pump(&mut self) {
-        let max = self.cfg.presence.max_notifies_in_flight as usize;
+        let max = self.cfg.get().presence.max_notifies_in_flight as usize;
         let now = unix_now();
         while self.in_flight < max {
             let Some(id) = self.ready.pop_front() else {

@@ -68,9 +68,6 @@ impl Reloadable {
             // start.
             crate::api::load_callflows(&new, &self.store, &self.routes).await;
             crate::api::load_devices(&new, &self.store, &self.directory).await;
-            tracing::warn!(
-                "reload: the HTTP API and presence keep the account list they started with until restart"
-            );
         }
         if let Ok(limit) = crate::fdlimit::limit_in_force() {
             if let Some(short) = crate::fdlimit::Budget::for_config(&new).check(limit) {

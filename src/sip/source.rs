@@ -229,8 +229,9 @@ impl SourceGuard {
             .clone()
     }
 
-    /// A reload's limits: the next message, call and connection are held to them; a
-    /// source's rate buckets keep the size they were made with until it goes idle.
+    /// A reload's limits: the next message, call and connection are held to them. A
+    /// source's rate buckets included: each take reads the rate and size in force (a smaller
+    /// bucket is cut down at once, a larger one fills at the new rate).
     pub fn set_limits(&self, limits: SourceLimits) {
         *self.limits.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(limits);
     }
@@ -577,6 +578,21 @@ mod tests {
              Call-ID: c\r\nCSeq: 1 INVITE\r\nMax-Forwards: 70\r\nContent-Length: 0\r\n\r\n"
         );
         rsip::Request::try_from(text.as_bytes()).unwrap()
+    }
+
+    /// A source's bucket made before a reload follows the reloaded size at once.
+    #[test]
+    fn a_reload_resizes_existing_buckets() {
+        let g = guard(|p| p.requests_per_second = 50);
+        let ip = "192.0.2.9".parse().unwrap();
+        assert!(g.admit_message(ip).is_ok());
+        g.set_limits(SourceLimits {
+            requests_per_second: 1,
+            ..SourceLimits::default()
+        });
+        // Two of the new bucket (twice the rate) within a moment, not the old hundred.
+        let passed = (0..20).filter(|_| g.admit_message(ip).is_ok()).count();
+        assert_eq!(passed, 2);
     }
 
     #[test]

@@ -61,6 +61,12 @@ impl TestCa {
     /// A server certificate with subject `cn` for `localhost` and 127.0.0.1, signed by this
     /// CA: its certificate and key files, `{stem}.pem` and `{stem}.key`.
     pub fn issue(&self, stem: &str, cn: &str) -> (PathBuf, PathBuf) {
+        self.issue_for(stem, cn, "DNS:localhost,IP:127.0.0.1")
+    }
+
+    /// [`TestCa::issue`] for the names `san` (`subjectAltName`'s syntax) only.
+    pub fn issue_for(&self, stem: &str, cn: &str, san: &str) -> (PathBuf, PathBuf) {
+        let san = format!("subjectAltName={san}");
         let (cert, key) = (format!("{stem}.pem"), format!("{stem}.key"));
         let subject = format!("/CN={cn}");
         let (ca, ca_key) = (
@@ -83,7 +89,7 @@ impl TestCa {
             "-CAkey",
             &ca_key,
             "-addext",
-            "subjectAltName=DNS:localhost,IP:127.0.0.1",
+            &san,
             "-addext",
             "basicConstraints=critical,CA:FALSE",
         ]);

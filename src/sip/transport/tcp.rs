@@ -34,7 +34,9 @@ pub(super) struct Connection {
 }
 
 /// The open connections, by id and by transport and remote address (a TLS peer is never
-/// sent to on a plain TCP connection to the same address).
+/// sent to on a plain TCP connection to the same address). A connection we opened to a named
+/// TLS server is found by its id only (`tls.rs`): another request to its address may be for
+/// another name.
 #[derive(Default)]
 pub(super) struct Connections {
     by_id: HashMap<u64, Connection>,
@@ -87,14 +89,27 @@ impl Transport {
     fn register_conn(&self, proto: Proto, remote: SocketAddr, tx: mpsc::Sender<Bytes>) -> u64 {
         let id = self.next_conn.fetch_add(1, Ordering::Relaxed);
         let mut c = self.conns.lock().unwrap_or_else(|p| p.into_inner());
-        c.by_id.insert(id, Connection { tx, proto, remote });
         c.by_remote.insert((proto, remote), id);
-        self.open_count(proto).fetch_add(1, Ordering::Relaxed);
+        self.insert_conn(&mut c, id, Connection { tx, proto, remote });
         id
     }
 
-    fn unregister_conn(&self, id: u64) {
+    fn insert_conn(&self, c: &mut Connections, id: u64, conn: Connection) {
+        self.open_count(conn.proto).fetch_add(1, Ordering::Relaxed);
+        c.by_id.insert(id, conn);
+    }
+
+    /// Forgets connection `id` if it is still the one whose queue is `tx` (a named TLS
+    /// server's id outlives each of its connections).
+    fn unregister_conn(&self, id: u64, tx: &mpsc::Sender<Bytes>) {
         let mut c = self.conns.lock().unwrap_or_else(|p| p.into_inner());
+        if !c
+            .by_id
+            .get(&id)
+            .is_some_and(|conn| conn.tx.same_channel(tx))
+        {
+            return;
+        }
         if let Some(conn) = c.by_id.remove(&id) {
             let key = (conn.proto, conn.remote);
             if c.by_remote.get(&key) == Some(&id) {
@@ -121,6 +136,28 @@ impl Transport {
     {
         let (tx, rx) = mpsc::channel::<Bytes>(256);
         let id = self.register_conn(proto, remote, tx.clone());
+        self.serve_registered(id, rd, wr, proto, remote, local, slot, tx, rx);
+        id
+    }
+
+    /// Starts the reader and writer of a connection already registered as `id` (`tx` is its
+    /// send queue, `rx` the writer's end).
+    #[allow(clippy::too_many_arguments)]
+    fn serve_registered<R, W>(
+        self: &Arc<Self>,
+        id: u64,
+        rd: R,
+        wr: W,
+        proto: Proto,
+        remote: SocketAddr,
+        local: SocketAddr,
+        slot: Option<ConnSlot>,
+        tx: mpsc::Sender<Bytes>,
+        rx: mpsc::Receiver<Bytes>,
+    ) where
+        R: AsyncRead + Unpin + Send + 'static,
+        W: AsyncWrite + Unpin + Send + 'static,
+    {
         let t = self.clone();
         let txc = tx.clone();
         let peer = Peer {
@@ -134,7 +171,36 @@ impl Transport {
             let _slot = slot;
             t.serve_connection(rd, wr, peer, txc, rx).await
         });
-        id
+    }
+
+    /// Registers a connection we opened to the named TLS server whose connection id is `id`
+    /// (a dialog's later requests name it) and serves it; an open one under that id is
+    /// replaced.
+    pub(super) fn start_named_connection<R, W>(
+        self: &Arc<Self>,
+        id: u64,
+        rd: R,
+        wr: W,
+        remote: SocketAddr,
+        local: SocketAddr,
+    ) where
+        R: AsyncRead + Unpin + Send + 'static,
+        W: AsyncWrite + Unpin + Send + 'static,
+    {
+        let (tx, rx) = mpsc::channel::<Bytes>(256);
+        {
+            let mut c = self.conns.lock().unwrap_or_else(|p| p.into_inner());
+            if let Some(old) = c.by_id.remove(&id) {
+                self.open_count(old.proto).fetch_sub(1, Ordering::Relaxed);
+            }
+            let conn = Connection {
+                tx: tx.clone(),
+                proto: Proto::Tls,
+                remote,
+            };
+            self.insert_conn(&mut c, id, conn);
+        }
+        self.serve_registered(id, rd, wr, Proto::Tls, remote, local, None, tx, rx);
     }
 
     /// Reads one connection, framing by Content-Length; a writer task sends what others
@@ -236,7 +302,7 @@ impl Transport {
             // client's ephemeral port (RFC 3261 §18.2.2), which nobody listens on.
             tokio::time::sleep(BROKEN_STREAM_LINGER).await;
         }
-        self.unregister_conn(id);
+        self.unregister_conn(id, &tx);
         drop(tx);
         let _ = writer.await;
     }
@@ -294,28 +360,57 @@ impl Transport {
                     });
                 }
             }
-            None => self.open_and_send(proto, to, bytes),
+            None => self.open_and_send(proto, to, conn, bytes),
         }
     }
 
     /// RFC 3261 §18.2.2: no connection to `to`, open a new one (over TLS only to a server
-    /// named beforehand). It is registered before it is open, so what is sent meanwhile (the
-    /// CANCEL of an INVITE) waits in its queue, in order, rather than opening another.
-    fn open_and_send(self: &Arc<Self>, proto: Proto, to: SocketAddr, bytes: Bytes) {
-        let server_name = match proto {
-            Proto::Tls => match self.tls_server_name(to) {
-                Some(name) => Some(name),
-                None => return,
-            },
-            _ => None,
-        };
+    /// named beforehand, under its connection id). It is registered before it is open, so
+    /// what is sent meanwhile (the CANCEL of an INVITE) waits in its queue, in order, rather
+    /// than opening another.
+    fn open_and_send(
+        self: &Arc<Self>,
+        proto: Proto,
+        to: SocketAddr,
+        conn: Option<u64>,
+        bytes: Bytes,
+    ) {
         let (tx, rx) = mpsc::channel::<Bytes>(256);
-        let id = self.register_conn(proto, to, tx.clone());
+        let (id, server_name) = match proto {
+            Proto::Tls => {
+                let Some((id, name)) = self.tls_server_for(to, conn) else {
+                    tracing::debug!(
+                        "tls to {to}: its connection is closed and it is no server we may \
+                         connect to (a phone behind NAT is reached only on its own \
+                         connection, and an address with several names needs the one): not sent"
+                    );
+                    return;
+                };
+                let mut c = self.conns.lock().unwrap_or_else(|p| p.into_inner());
+                // Opened meanwhile by another sender: its queue keeps the order.
+                if let Some(open) = c.by_id.get(&id).filter(|c| c.proto == proto) {
+                    let _ = open.tx.try_send(bytes);
+                    return;
+                }
+                let remote = to;
+                self.insert_conn(
+                    &mut c,
+                    id,
+                    Connection {
+                        tx: tx.clone(),
+                        proto,
+                        remote,
+                    },
+                );
+                (id, Some(name))
+            }
+            _ => (self.register_conn(proto, to, tx.clone()), None),
+        };
         let _ = tx.try_send(bytes);
         let t = self.clone();
         tokio::spawn(async move {
             let Ok(stream) = t.connect(proto, to).await else {
-                t.unregister_conn(id);
+                t.unregister_conn(id, &tx);
                 return;
             };
             let local = stream.local_addr().unwrap_or(to);
@@ -331,7 +426,7 @@ impl Transport {
                         let (rd, wr) = tokio::io::split(tls);
                         t.serve_connection(rd, wr, peer, tx, rx).await;
                     }
-                    Err(_) => t.unregister_conn(id),
+                    Err(_) => t.unregister_conn(id, &tx),
                 },
                 None => {
                     let (rd, wr) = stream.into_split();
@@ -348,11 +443,22 @@ impl Transport {
         to: SocketAddr,
         conn: Option<u64>,
     ) -> Option<mpsc::Sender<Bytes>> {
+        {
+            let c = self.conns.lock().unwrap_or_else(|p| p.into_inner());
+            let open = conn.and_then(|id| c.by_id.get(&id));
+            if let Some(open) = open.filter(|c| c.proto == proto) {
+                return Some(open.tx.clone());
+            }
+        }
+        // To a named TLS server, only its own connection (none open: one is opened for its
+        // name), never another's at the same address.
+        let named = match proto {
+            Proto::Tls => self.tls_server_for(to, conn).map(|(id, _)| id),
+            _ => None,
+        };
         let c = self.conns.lock().unwrap_or_else(|p| p.into_inner());
-        conn.and_then(|id| c.by_id.get(&id))
-            .filter(|c| c.proto == proto)
-            .or_else(|| c.by_remote.get(&(proto, to)).and_then(|id| c.by_id.get(id)))
-            .map(|c| c.tx.clone())
+        let id = named.or_else(|| c.by_remote.get(&(proto, to)).copied())?;
+        c.by_id.get(&id).map(|c| c.tx.clone())
     }
 
     /// A TCP connection to `to` (for `proto`: in the log only).

@@ -6,7 +6,9 @@
 //!
 //! A phone that registered over TLS is reached only on its own connection: we know no name
 //! to verify it by, and it is behind NAT. Only servers named through
-//! [`Transport::name_tls_server`] are connected to.
+//! [`Transport::name_tls_server`] are connected to, each by (address, name): two carriers
+//! with different names at one address (or a name and an IP literal) never share a
+//! connection, and each is verified for its own name.
 
 use std::collections::HashMap;
 use std::fmt;
@@ -89,8 +91,18 @@ pub(super) struct TlsState {
     certificate: Arc<Certificate>,
     acceptor: TlsAcceptor,
     connector: RwLock<TlsConnector>,
-    /// The name each TLS server we connect to is verified by (and sent as SNI), by address.
-    names: Mutex<HashMap<SocketAddr, ServerName<'static>>>,
+    /// The TLS servers we may connect to.
+    servers: Mutex<Servers>,
+}
+
+/// Each TLS server we connect to, by address and the name it is verified by (and sent as
+/// SNI), with the connection id its connections go by: the same id across reconnects, so
+/// that a dialog's later requests (which name the connection id) reach the server it was
+/// verified as, never another one at the same address.
+#[derive(Default)]
+struct Servers {
+    ids: HashMap<(SocketAddr, ServerName<'static>), u64>,
+    by_id: HashMap<u64, (SocketAddr, ServerName<'static>)>,
 }
 
 /// A name a certificate can be verified by: a host name or an IP address.
@@ -148,7 +160,7 @@ impl TlsState {
             certificate,
             acceptor: TlsAcceptor::from(Arc::new(server)),
             connector: RwLock::new(connector(ca_file)?),
-            names: Mutex::new(HashMap::new()),
+            servers: Mutex::new(Servers::default()),
         })
     }
 
@@ -194,47 +206,49 @@ impl Transport {
     }
 
     /// Names the TLS server at `remote`: a connection we open to it verifies its certificate
-    /// for `name` (a host name or an IP address) and sends it as SNI.
-    pub fn name_tls_server(&self, remote: SocketAddr, name: &str) -> Result<(), TlsError> {
+    /// for `name` (a host name or an IP address) and sends it as SNI. Returns the connection
+    /// id to send to it by (`Peer::conn`): only a connection verified for `name` is used.
+    pub fn name_tls_server(&self, remote: SocketAddr, name: &str) -> Result<u64, TlsError> {
         let name = server_name(name)?;
-        self.tls
-            .names
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .insert(remote, name);
-        Ok(())
-    }
-
-    /// Whether a request to `to` over `proto` can leave: always over UDP and TCP; over TLS
-    /// when a connection to it is open or it is a server we may connect to.
-    pub fn can_reach(&self, proto: Proto, to: SocketAddr) -> bool {
-        proto != Proto::Tls
-            || self.connection_to(proto, to, None).is_some()
-            || self
-                .tls
-                .names
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .contains_key(&to)
-    }
-
-    /// The name a TLS connection to `to` is verified by; None (logged) for an address no
-    /// server was named at: a phone, reached only on its own connection.
-    pub(super) fn tls_server_name(&self, to: SocketAddr) -> Option<ServerName<'static>> {
-        let name = self
-            .tls
-            .names
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .get(&to)
-            .cloned();
-        if name.is_none() {
-            tracing::debug!(
-                "tls to {to}: its connection is closed and it is no server we may connect \
-                 to (a phone behind NAT is reached only on its own connection): not sent"
-            );
+        let mut s = self.tls.servers.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(id) = s.ids.get(&(remote, name.clone())) {
+            return Ok(*id);
         }
-        name
+        let id = self.next_conn.fetch_add(1, Ordering::Relaxed);
+        s.ids.insert((remote, name.clone()), id);
+        s.by_id.insert(id, (remote, name));
+        Ok(id)
+    }
+
+    /// The named server a TLS request to `to` goes to, and its connection id: the one `conn`
+    /// names, else the only one named at `to` (a request on no connection of ours). None for
+    /// several at `to` (which one is not known) or none (a phone).
+    pub(super) fn tls_server_for(
+        &self,
+        to: SocketAddr,
+        conn: Option<u64>,
+    ) -> Option<(u64, ServerName<'static>)> {
+        let s = self.tls.servers.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some((id, (_, name))) = conn
+            .and_then(|id| s.by_id.get_key_value(&id))
+            .filter(|(_, (a, _))| *a == to)
+        {
+            return Some((*id, name.clone()));
+        }
+        let mut at = s.by_id.iter().filter(|(_, (a, _))| *a == to);
+        match (at.next(), at.next()) {
+            (Some((id, (_, name))), None) => Some((*id, name.clone())),
+            _ => None,
+        }
+    }
+
+    /// Whether a request to `to` over `proto` (on connection `conn`) can leave: always over
+    /// UDP and TCP; over TLS when a connection to it is open or it is a server we may connect
+    /// to.
+    pub fn can_reach(&self, proto: Proto, to: SocketAddr, conn: Option<u64>) -> bool {
+        proto != Proto::Tls
+            || self.connection_to(proto, to, conn).is_some()
+            || self.tls_server_for(to, conn).is_some()
     }
 
     /// The handshake of an accepted TLS connection, on a task of its own; the connection
@@ -281,7 +295,8 @@ impl Transport {
         to: SocketAddr,
         name: &str,
     ) -> Result<Peer, TlsConnectError> {
-        self.name_tls_server(to, name)
+        let id = self
+            .name_tls_server(to, name)
             .map_err(TlsConnectError::Name)?;
         let verified_by = server_name(name).map_err(TlsConnectError::Name)?;
         let connect_error = |source| TlsConnectError::Connect { to, source };
@@ -289,7 +304,7 @@ impl Transport {
         let local = stream.local_addr().map_err(connect_error)?;
         let tls = self.tls_handshake(stream, verified_by, to).await?;
         let (rd, wr) = tokio::io::split(tls);
-        let id = self.start_connection(rd, wr, Proto::Tls, to, local, None);
+        self.start_named_connection(id, rd, wr, to, local);
         Ok(Peer {
             proto: Proto::Tls,
             remote: to,
