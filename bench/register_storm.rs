@@ -66,6 +66,12 @@ password = "s3cret"
     let dir = std::env::temp_dir().join(format!("pivotd-register-storm-{}", std::process::id()));
     std::fs::create_dir_all(&dir).expect("temp dir");
     let total = (rate * seconds).to_string();
+    // A port of its own: SIPp takes 5060 when it is free (and `-p 0` means the same).
+    let sipp_port = std::net::UdpSocket::bind("127.0.0.1:0")
+        .and_then(|s| s.local_addr())
+        .expect("a free UDP port")
+        .port()
+        .to_string();
     let storm = tokio::process::Command::new("timeout")
         .arg((seconds + 30).to_string())
         .args(["sipp", "-sf", scenario])
@@ -80,7 +86,7 @@ password = "s3cret"
             "-fd",
             "1",
         ])
-        .args(["-i", "127.0.0.1", "-p", "0"])
+        .args(["-i", "127.0.0.1", "-p", &sipp_port])
         .arg(addr.to_string())
         .current_dir(&dir)
         .kill_on_drop(true)

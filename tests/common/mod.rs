@@ -268,9 +268,16 @@ pub async fn sipp_calls_from(
     calls: u32,
     args: &[&str],
 ) -> SippRun {
+    // A port of its own: without -p SIPp takes 5060 when it is free.
+    let port = if tcp {
+        free_tcp_port()
+    } else {
+        free_udp_port()
+    }
+    .to_string();
     let sipp = Sipp {
         bin: Path::new("sipp"),
-        transport: &["-t", if tcp { "t1" } else { "u1" }],
+        transport: &["-t", if tcp { "t1" } else { "u1" }, "-p", &port],
         install: "apt-get install sip-tester",
     };
     sipp.run(source, scenario_file, target, calls, args).await
@@ -304,7 +311,7 @@ pub async fn sipp_tls_calls(
 ) -> SippRun {
     let bin = sipp_tls_binary();
     // Its own TCP port: SIPp listens on 5060 by default and, over TLS, fails when that is
-    // taken (over UDP it moves on).
+    // taken.
     let port = free_tcp_port().to_string();
     let sipp = Sipp {
         bin: &bin,

@@ -101,11 +101,7 @@ impl TestCa {
     /// this CA signs (for `localhost` and 127.0.0.1), then `extra`.
     pub fn sip_tls_keys(&self, extra: &str) -> String {
         let (cert, key) = self.issue("server", "pivotd-test");
-        format!(
-            "tls = [\"127.0.0.1:0\"]\ntls_cert = \"{}\"\ntls_key = \"{}\"\n{extra}",
-            cert.display(),
-            key.display()
-        )
+        tls_keys(&cert, &key, extra)
     }
 
     /// A TLS client configuration trusting this CA only.
