@@ -8,7 +8,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use common::http::{HttpReq, HttpResp, HttpServer};
-use common::tls::TestCa;
+use common::tls::{assert_one_clean_srtp_call, TestCa};
 use common::*;
 use pivotd::media::codec::Codec;
 use serde_json::Value;
@@ -551,19 +551,7 @@ async fn a_call_over_tls_with_srtp_hears_the_prompts_and_its_digits_are_collecte
     }
     // pivotd's side (counted once the call has ended): one SRTP call, nothing it received
     // refused.
-    let mut text = String::new();
-    for _ in 0..30 {
-        text = api_get(&server, "/metrics").await.1;
-        if metric(&text, "pivotd_srtp_calls_total") == 1 {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    assert_eq!(metric(&text, "pivotd_srtp_calls_total"), 1, "{text}");
-    for reason in ["unauthentic", "replayed"] {
-        let sample = format!("pivotd_srtp_packets_dropped_total{{reason=\"{reason}\"}}");
-        assert_eq!(metric(&text, &sample), 0, "{text}");
-    }
+    assert_one_clean_srtp_call(&server).await;
     let _ = std::fs::remove_dir_all(&dir);
 }
 

@@ -14,9 +14,9 @@ use std::time::{Duration, Instant};
 
 use common::baresip::Baresip;
 use common::bridge::{received_pcm, send_key, send_tone, sox_tone, tone_share, Caller};
-use common::http::{HttpReq, HttpResp, HttpServer};
+use common::http::HttpServer;
 use common::pjsua::Pjsua;
-use common::tls::{cert_der, tls_keys, TestCa};
+use common::tls::{assert_one_clean_srtp_call, cert_der, gather_server, tls_keys, TestCa};
 use common::*;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
@@ -112,35 +112,6 @@ fn share_after_start(pcm: &[i16], freq: f32, samples: usize) -> f32 {
     tone_share(&pcm[from..to], freq)
 }
 
-/// A server whose 5000 runs a TwiML `<Gather numDigits="1">` playing the 1 kHz tone (20 s at
-/// most), whose action hangs up; with device d1.
-async fn gather_server(ca: &TestCa) -> (HttpServer, TestServer) {
-    let web = HttpServer::start(|r: &HttpReq| match r.path() {
-        "/ivr" => HttpResp::xml(
-            r#"<Response><Gather numDigits="1" action="/done" timeout="10">
-                 <Play loop="10">/media/tone.wav</Play>
-               </Gather></Response>"#,
-        ),
-        "/done" => HttpResp::xml("<Response><Hangup/></Response>"),
-        "/media/tone.wav" => HttpResp::wav("tone-1khz.wav"),
-        _ => HttpResp::status(404),
-    })
-    .await;
-    let callflows = format!(
-        r#"
-[[accounts.callflows]]
-numbers = ["5000"]
-flow = {{ module = "pivot", data = {{ voice_url = "{}", req_format = "twiml" }} }}
-{DEVICE}
-[pivot]
-blacklist_cidrs = []
-"#,
-        web.url("/ivr")
-    );
-    let server = tls_server(ca, &callflows, "").await;
-    (web, server)
-}
-
 /// Whether the web server is asked for `path` within 10 s.
 async fn asked(web: &HttpServer, path: &str) -> bool {
     eventually(10, || web.requests().iter().any(|r| r.path() == path)).await
@@ -231,23 +202,7 @@ async fn baresip_calls_over_tls_with_srtp_hears_the_prompt_and_its_key_is_collec
     assert!(answer.contains("RTP/SAVP"), "{answer}");
     assert_eq!(answer.matches("a=crypto:").count(), 1, "{answer}");
     // Counted once the call has ended, with no packet refused.
-    let mut counted = false;
-    for _ in 0..30 {
-        let (_, text) = api_get(&server, "/metrics").await;
-        if metric(&text, "pivotd_srtp_calls_total") == 1 {
-            assert_eq!(
-                metric(
-                    &text,
-                    "pivotd_srtp_packets_dropped_total{reason=\"unauthentic\"}"
-                ),
-                0
-            );
-            counted = true;
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    assert!(counted, "the SRTP call is counted in /metrics");
+    assert_one_clean_srtp_call(&server).await;
 }
 
 /// SRTP on the second leg, `encryption = "optional"` (the default): a bridge rings a baresip

@@ -10,44 +10,11 @@ mod common;
 use std::time::Duration;
 
 use common::bridge::{sox_tone, tone_share};
-use common::http::{HttpReq, HttpResp, HttpServer};
 use common::pjsua::Pjsua;
-use common::tls::TestCa;
+use common::tls::{assert_one_clean_srtp_call, gather_server, TestCa};
 use common::*;
 
 const REALM: &str = "pivotd.test";
-
-/// A TLS server whose 5000 runs a TwiML `<Gather numDigits="1">` playing the 1 kHz tone,
-/// whose action hangs up; with device d1 (2001).
-async fn gather_server(ca: &TestCa) -> (HttpServer, TestServer) {
-    let web = HttpServer::start(|r: &HttpReq| match r.path() {
-        "/ivr" => HttpResp::xml(
-            r#"<Response><Gather numDigits="1" action="/done" timeout="10">
-                 <Play loop="10">/media/tone.wav</Play>
-               </Gather></Response>"#,
-        ),
-        "/done" => HttpResp::xml("<Response><Hangup/></Response>"),
-        "/media/tone.wav" => HttpResp::wav("tone-1khz.wav"),
-        _ => HttpResp::status(404),
-    })
-    .await;
-    let callflows = format!(
-        r#"
-[[accounts.callflows]]
-numbers = ["5000"]
-flow = {{ module = "pivot", data = {{ voice_url = "{}", req_format = "twiml" }} }}
-[[accounts.devices]]
-id = "d1"
-username = "2001"
-password = "s3cret"
-[pivot]
-blacklist_cidrs = []
-"#,
-        web.url("/ivr")
-    );
-    let server = start(&config_toml(&callflows, &ca.sip_tls_keys(""), "")).await;
-    (web, server)
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pjsua2_calls_over_tls_with_srtp_hears_the_prompt_and_its_key_is_collected() {
@@ -104,18 +71,6 @@ async fn pjsua2_calls_over_tls_with_srtp_hears_the_prompt_and_its_key_is_collect
     assert!(share > 0.5, "pjsua2 hears the 1 kHz prompt: {share}");
     // pivotd's side (counted once the call has ended): the caller's audio was SRTP, and
     // nothing it received was refused.
-    let mut text = String::new();
-    for _ in 0..30 {
-        text = api_get(&server, "/metrics").await.1;
-        if metric(&text, "pivotd_srtp_calls_total") == 1 {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    assert_eq!(metric(&text, "pivotd_srtp_calls_total"), 1, "{text}");
-    for reason in ["unauthentic", "replayed"] {
-        let sample = format!("pivotd_srtp_packets_dropped_total{{reason=\"{reason}\"}}");
-        assert_eq!(metric(&text, &sample), 0, "{text}");
-    }
+    assert_one_clean_srtp_call(&server).await;
     let _ = std::fs::remove_dir_all(&dir);
 }

@@ -9,7 +9,8 @@ use tokio_rustls::rustls::pki_types::pem::PemObject;
 use tokio_rustls::rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use tokio_rustls::rustls::{ClientConfig, RootCertStore, ServerConfig};
 
-use super::tempdir;
+use super::http::{HttpReq, HttpResp, HttpServer};
+use super::{api_get, config_toml, metric, start, tempdir, TestServer};
 
 /// A CA of its own in a temporary directory (removed on drop).
 pub struct TestCa {
@@ -161,4 +162,54 @@ pub fn acceptor(cert: &Path, key: &Path) -> tokio_rustls::TlsAcceptor {
         .with_single_cert(chain, key)
         .expect("a certificate and its key");
     tokio_rustls::TlsAcceptor::from(Arc::new(config))
+}
+
+/// A TLS server (a certificate `ca` signed) whose 5000 runs a TwiML `<Gather numDigits="1">`
+/// playing the 1 kHz tone (20 s at most), whose action hangs up; with device d1 (2001).
+pub async fn gather_server(ca: &TestCa) -> (HttpServer, TestServer) {
+    let web = HttpServer::start(|r: &HttpReq| match r.path() {
+        "/ivr" => HttpResp::xml(
+            r#"<Response><Gather numDigits="1" action="/done" timeout="10">
+                 <Play loop="10">/media/tone.wav</Play>
+               </Gather></Response>"#,
+        ),
+        "/done" => HttpResp::xml("<Response><Hangup/></Response>"),
+        "/media/tone.wav" => HttpResp::wav("tone-1khz.wav"),
+        _ => HttpResp::status(404),
+    })
+    .await;
+    let callflows = format!(
+        r#"
+[[accounts.callflows]]
+numbers = ["5000"]
+flow = {{ module = "pivot", data = {{ voice_url = "{}", req_format = "twiml" }} }}
+[[accounts.devices]]
+id = "d1"
+username = "2001"
+password = "s3cret"
+[pivot]
+blacklist_cidrs = []
+"#,
+        web.url("/ivr")
+    );
+    let server = start(&config_toml(&callflows, &ca.sip_tls_keys(""), "")).await;
+    (web, server)
+}
+
+/// Waits (3 s at most) for `/metrics` to count one SRTP call (counted when it ends) and checks
+/// that not one packet it received was refused, as unauthentic or replayed.
+pub async fn assert_one_clean_srtp_call(server: &TestServer) {
+    let mut text = String::new();
+    for _ in 0..30 {
+        text = api_get(server, "/metrics").await.1;
+        if metric(&text, "pivotd_srtp_calls_total") == 1 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert_eq!(metric(&text, "pivotd_srtp_calls_total"), 1, "{text}");
+    for reason in ["unauthentic", "replayed"] {
+        let sample = format!("pivotd_srtp_packets_dropped_total{{reason=\"{reason}\"}}");
+        assert_eq!(metric(&text, &sample), 0, "{text}");
+    }
 }

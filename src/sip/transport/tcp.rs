@@ -136,28 +136,6 @@ impl Transport {
     {
         let (tx, rx) = mpsc::channel::<Bytes>(256);
         let id = self.register_conn(proto, remote, tx.clone());
-        self.serve_registered(id, rd, wr, proto, remote, local, slot, tx, rx);
-        id
-    }
-
-    /// Starts the reader and writer of a connection already registered as `id` (`tx` is its
-    /// send queue, `rx` the writer's end).
-    #[allow(clippy::too_many_arguments)]
-    fn serve_registered<R, W>(
-        self: &Arc<Self>,
-        id: u64,
-        rd: R,
-        wr: W,
-        proto: Proto,
-        remote: SocketAddr,
-        local: SocketAddr,
-        slot: Option<ConnSlot>,
-        tx: mpsc::Sender<Bytes>,
-        rx: mpsc::Receiver<Bytes>,
-    ) where
-        R: AsyncRead + Unpin + Send + 'static,
-        W: AsyncWrite + Unpin + Send + 'static,
-    {
         let t = self.clone();
         let txc = tx.clone();
         let peer = Peer {
@@ -171,6 +149,7 @@ impl Transport {
             let _slot = slot;
             t.serve_connection(rd, wr, peer, txc, rx).await
         });
+        id
     }
 
     /// Registers a connection we opened to the named TLS server whose connection id is `id`
@@ -200,7 +179,14 @@ impl Transport {
             };
             self.insert_conn(&mut c, id, conn);
         }
-        self.serve_registered(id, rd, wr, Proto::Tls, remote, local, None, tx, rx);
+        let peer = Peer {
+            proto: Proto::Tls,
+            remote,
+            local,
+            conn: Some(id),
+        };
+        let t = self.clone();
+        tokio::spawn(async move { t.serve_connection(rd, wr, peer, tx, rx).await });
     }
 
     /// Reads one connection, framing by Content-Length; a writer task sends what others
