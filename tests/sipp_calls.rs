@@ -206,23 +206,6 @@ flow = { module = "play", data = { id = "digit-1" }, children = { _ = { module =
 
 const LOSSY_CALLS: u32 = 50;
 
-/// SIPp exited 0 and its statistics count every call successful, none failed.
-fn assert_all_calls_completed(run: &SippRun, calls: u32) {
-    assert!(run.ok, "sipp failed:\n{}", run.output);
-    assert_eq!(
-        sipp_stat(&run.output, "Successful call"),
-        Some(calls),
-        "{}",
-        run.output
-    );
-    assert_eq!(
-        sipp_stat(&run.output, "Failed call"),
-        Some(0),
-        "{}",
-        run.output
-    );
-}
-
 /// Fast RFC 3261 timers for the lossy runs: a lost message is retransmitted (and a BYE
 /// waiting for a lost ACK goes) within tenths of a second rather than seconds.
 const LOSSY_TIMERS: &str = "timer_t1_ms = 100\ntimer_t2_ms = 1000";
@@ -244,7 +227,7 @@ async fn basic_calls_all_complete_with_ten_percent_loss() {
         ],
     )
     .await;
-    assert_all_calls_completed(&run, LOSSY_CALLS);
+    run.assert_all_completed(LOSSY_CALLS);
     // One call per call, however often its INVITE was resent.
     let total = server.handle.stats.total.load(Ordering::Relaxed);
     assert_eq!(total, u64::from(LOSSY_CALLS));
@@ -276,7 +259,7 @@ blacklist_cidrs = []
         &["-s", "6000", "-r", "10", "-l", "40", "-lost", "10"],
     )
     .await;
-    assert_all_calls_completed(&run, LOSSY_CALLS);
+    run.assert_all_completed(LOSSY_CALLS);
     // Every call's keys (1, 2, then # to end) reached the flow.
     let reqs = web.requests();
     assert_eq!(reqs.len(), LOSSY_CALLS as usize);
@@ -301,7 +284,7 @@ async fn cancelled_calls_all_complete_with_ten_percent_loss() {
         &["-s", "5001", "-r", "10", "-l", "20", "-lost", "10"],
     )
     .await;
-    assert_all_calls_completed(&run, LOSSY_CALLS);
+    run.assert_all_completed(LOSSY_CALLS);
     assert_eq!(server.handle.stats.answered.load(Ordering::Relaxed), 0);
     assert!(
         eventually(5, || server.handle.active_calls() == 0).await,

@@ -76,19 +76,7 @@ async fn sipp_calls_over_tls_hears_the_prompt_and_is_hung_up() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     let run = call.await.expect("the SIPp task");
-    assert!(run.ok, "sipp over TLS failed:\n{}", run.output);
-    assert_eq!(
-        sipp_stat(&run.output, "Successful call"),
-        Some(1),
-        "{}",
-        run.output
-    );
-    assert_eq!(
-        sipp_stat(&run.output, "Failed call"),
-        Some(0),
-        "{}",
-        run.output
-    );
+    run.assert_all_completed(1);
     assert_eq!(tls_seen, 1, "one TLS connection while the call was up");
     assert_eq!(tcp_seen, 0, "no plain TCP connection");
     let (_, text) = api_get(&server, "/metrics").await;

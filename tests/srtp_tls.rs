@@ -9,15 +9,14 @@
 mod common;
 
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpListener;
 
-use common::baresip::Baresip;
-use common::bridge::{pcm_of, send_tone, sox_tone, tone_share, Caller};
+use common::baresip::{logged_message, Baresip};
+use common::bridge::{pcm_of, send_tone, tone_share, Caller, ToneFile};
 use common::http::{HttpReq, HttpResp, HttpServer};
 use common::tls::TestCa;
 use common::*;
@@ -253,29 +252,6 @@ async fn pivotd_media_poke(media: &RtpSink, ok: &str) {
     }
 }
 
-/// A tone WAV for a phone to play, in a directory of its own removed on drop.
-struct ToneFile(PathBuf);
-
-impl ToneFile {
-    fn new(freq: f32, secs: u32) -> ToneFile {
-        let path = tempdir().join("tone.wav");
-        sox_tone(&path, freq, secs);
-        ToneFile(path)
-    }
-
-    fn path(&self) -> &Path {
-        &self.0
-    }
-}
-
-impl Drop for ToneFile {
-    fn drop(&mut self) {
-        if let Some(dir) = self.0.parent() {
-            let _ = std::fs::remove_dir_all(dir);
-        }
-    }
-}
-
 /// 6002 rings device d1 (2001); when the bridge fails, its `_` child plays the 1 kHz tone.
 /// d2 (2002) is the calling phone.
 const BRIDGE_FLOWS: &str = r#"
@@ -294,19 +270,7 @@ password = "s3cret"
 
 /// Waits until `device` has a binding over TLS.
 async fn registered_over_tls(server: &TestServer, device: &str, log: impl Fn() -> String) {
-    let bindings = || server.handle.registrar.bindings_of(ACCOUNT, device);
-    let bound = eventually(10, || !bindings().is_empty()).await;
-    assert!(bound, "{device} did not register:\n{}", log());
-    assert_eq!(bindings()[0].transport, "TLS");
-}
-
-/// The first message of baresip's SIP trace that starts with `start` and contains
-/// `containing`, up to the colour reset the trace ends each message with.
-fn logged<'a>(log: &'a str, start: &str, containing: &str) -> Option<&'a str> {
-    log.split(start)
-        .skip(1)
-        .map(|m| m.split("\u{1b}[;m").next().unwrap_or(m))
-        .find(|m| m.contains(containing))
+    assert_eq!(registered_transport(server, device, log).await, "TLS");
 }
 
 /// The phone d2 (`mediaenc=srtp-mand`) calls 6002 over TLS, sending `freq` for `secs`; the
@@ -369,11 +333,11 @@ async fn required_srtp_bridges_two_phones_over_tls_and_each_hears_the_other() {
     )
     .await;
     let (a_log, b_log) = (a.log(), b.log());
-    let invite = logged(&b_log, "INVITE sip:2001-", "m=audio")
+    let invite = logged_message(&b_log, "INVITE sip:2001-", "m=audio")
         .unwrap_or_else(|| panic!("no INVITE in the callee's log:\n{b_log}"));
     assert!(invite.contains(" RTP/SAVP "), "{invite}");
     assert_eq!(invite.matches("a=crypto:").count(), 3, "{invite}");
-    let answered = logged(&a_log, "SIP/2.0 200 ", "m=audio")
+    let answered = logged_message(&a_log, "SIP/2.0 200 ", "m=audio")
         .unwrap_or_else(|| panic!("no 200 with SDP in the caller's log:\n{a_log}"));
     assert!(answered.contains(" RTP/SAVP "), "{answered}");
     let heard_by_a = a.heard().unwrap();
@@ -396,7 +360,7 @@ async fn required_srtp_fails_the_fork_to_a_phone_without_srtp() {
     let (a_tone, b_tone) = (ToneFile::new(450.0, 20), ToneFile::new(700.0, 30));
     let (a, b) = call_between_phones(&server, &ca, ";answermode=auto", &a_tone, &b_tone).await;
     let b_log = b.log();
-    let invite = logged(&b_log, "INVITE sip:2001-", "m=audio")
+    let invite = logged_message(&b_log, "INVITE sip:2001-", "m=audio")
         .unwrap_or_else(|| panic!("no INVITE in the callee's log:\n{b_log}"));
     assert!(invite.contains(" RTP/SAVP "), "{invite}");
     // baresip without SRTP refuses the RTP/SAVP offer.

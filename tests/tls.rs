@@ -7,13 +7,13 @@
 mod common;
 
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use common::baresip::Baresip;
-use common::bridge::{received_pcm, send_key, send_tone, sox_tone, tone_share, Caller};
+use common::baresip::{logged_message, Baresip};
+use common::bridge::{received_pcm, send_key, send_tone, tone_share, Caller, ToneFile};
 use common::http::HttpServer;
 use common::pjsua::Pjsua;
 use common::tls::{assert_one_clean_srtp_call, cert_der, gather_server, tls_keys, TestCa};
@@ -59,13 +59,9 @@ flow = {{ module = "device", data = {{ id = "d1", timeout = 10 }} }}
     tls_server(ca, &callflows, "allow_unauthenticated = true").await
 }
 
-/// The first 2xx with an SDP body in baresip's SIP trace (either way), up to the colour reset
-/// the trace ends each message with.
+/// The first 2xx with an SDP body in baresip's SIP trace (either way).
 fn logged_200_with_sdp(log: &str) -> &str {
-    log.split("SIP/2.0 200 ")
-        .skip(1)
-        .map(|m| m.split("\u{1b}[;m").next().unwrap_or(m))
-        .find(|m| m.contains("m=audio"))
+    logged_message(log, "SIP/2.0 200 ", "m=audio")
         .unwrap_or_else(|| panic!("no 200 with SDP in the phone's log:\n{log}"))
 }
 
@@ -75,34 +71,6 @@ fn tls_addr(server: &TestServer) -> SocketAddr {
 
 fn stats(server: &TestServer) -> &pivotd::sip::transport::TransportStats {
     &server.handle.endpoint.transport().stats
-}
-
-/// A WAV of `freq` Hz for 30 s in a directory of its own, removed with it (baresip hangs up
-/// when its audio file ends).
-struct Tone(PathBuf);
-
-impl Tone {
-    fn new(freq: f32) -> Tone {
-        let path = tempdir().join("tone.wav");
-        sox_tone(&path, freq, 30);
-        Tone(path)
-    }
-}
-
-impl Drop for Tone {
-    fn drop(&mut self) {
-        if let Some(dir) = self.0.parent() {
-            let _ = std::fs::remove_dir_all(dir);
-        }
-    }
-}
-
-/// Waits until `device` has a binding, and returns its transport.
-async fn registered(server: &TestServer, device: &str, log: impl Fn() -> String) -> String {
-    let bindings = || server.handle.registrar.bindings_of(ACCOUNT, device);
-    let bound = eventually(10, || !bindings().is_empty()).await;
-    assert!(bound, "{device} did not register:\n{}", log());
-    bindings()[0].transport.clone()
 }
 
 /// The share of `freq` in `pcm` after its first 100 ms (the start may be silence).
@@ -143,19 +111,19 @@ async fn assert_key_collected(web: &HttpServer, digits: &str, log: impl Fn() -> 
 async fn baresip_gather_call_over_tls(account_params: &str, key: &str) -> (Baresip, TestServer) {
     let ca = TestCa::new("pivotd test CA");
     let (web, server) = gather_server(&ca).await;
-    let silence = Tone::new(0.0);
+    let silence = ToneFile::new(0.0, 30);
     let phone = Baresip::start_tls(
         tls_addr(&server),
         "2001",
         "s3cret",
         REALM,
         &ca.ca,
-        &silence.0,
+        silence.path(),
         &[&format!("/dial sip:5000@{REALM}")],
         account_params,
     )
     .await;
-    let transport = registered(&server, "d1", || phone.log()).await;
+    let transport = registered_transport(&server, "d1", || phone.log()).await;
     assert_eq!(transport, "TLS", "the binding's transport");
     assert!(
         asked(&web, "/ivr").await,
@@ -214,19 +182,19 @@ async fn baresip_calls_over_tls_with_srtp_hears_the_prompt_and_its_key_is_collec
 async fn a_bridged_phone_over_tls_gets_best_effort_srtp_when_optional() {
     let ca = TestCa::new("pivotd test CA");
     let server = device_bridge_server(&ca, "encryption = \"optional\"").await;
-    let tone = Tone::new(1000.0);
+    let tone = ToneFile::new(1000.0, 30);
     let phone = Baresip::start_tls(
         tls_addr(&server),
         "2001",
         "s3cret",
         REALM,
         &ca.ca,
-        &tone.0,
+        tone.path(),
         &[],
         ";answermode=auto;mediaenc=srtp",
     )
     .await;
-    registered(&server, "d1", || phone.log()).await;
+    registered_transport(&server, "d1", || phone.log()).await;
     let mut caller = Caller::new(server.udp).await;
     let (ok, _) = caller.answered("6002", &[0], 10_000).await;
     assert!(
@@ -278,19 +246,19 @@ async fn a_bridged_phone_over_tls_gets_best_effort_srtp_when_optional() {
 async fn a_phone_registered_over_tls_is_rung_on_its_own_connection() {
     let ca = TestCa::new("pivotd test CA");
     let server = device_bridge_server(&ca, "").await;
-    let tone = Tone::new(1000.0);
+    let tone = ToneFile::new(1000.0, 30);
     let phone = Baresip::start_tls(
         tls_addr(&server),
         "2001",
         "s3cret",
         REALM,
         &ca.ca,
-        &tone.0,
+        tone.path(),
         &[],
         ";answermode=auto",
     )
     .await;
-    registered(&server, "d1", || phone.log()).await;
+    registered_transport(&server, "d1", || phone.log()).await;
     let open = stats(&server).tls_open.load(Ordering::Relaxed);
     assert_eq!(open, 1, "the phone's connection");
 
@@ -883,18 +851,18 @@ flow = { module = "play", data = { id = "tone-1khz", loop_count = 20 } }
 async fn pjsua2_registers_and_calls_over_tls_hears_the_prompt_and_its_key_is_collected() {
     let ca = TestCa::new("pivotd test CA");
     let (web, server) = gather_server(&ca).await;
-    let silence = Tone::new(0.0);
+    let silence = ToneFile::new(0.0, 30);
     let mut phone = Pjsua::register_tls(
         tls_addr(&server),
         "2001",
         "s3cret",
         REALM,
-        &silence.0,
+        silence.path(),
         None,
         &ca.ca,
     )
     .await;
-    let transport = registered(&server, "d1", || format!("{:?}", phone.lines())).await;
+    let transport = registered_transport(&server, "d1", || format!("{:?}", phone.lines())).await;
     assert_eq!(transport, "TLS");
     phone.command(&format!("dial sip:5000@{REALM}")).await;
     assert!(
@@ -918,18 +886,18 @@ async fn pjsua2_registers_and_calls_over_tls_hears_the_prompt_and_its_key_is_col
 async fn pjsua2_registers_over_tls_and_is_rung_by_a_bridge() {
     let ca = TestCa::new("pivotd test CA");
     let server = device_bridge_server(&ca, "").await;
-    let tone = Tone::new(1000.0);
+    let tone = ToneFile::new(1000.0, 30);
     let phone = Pjsua::register_tls(
         tls_addr(&server),
         "2001",
         "s3cret",
         REALM,
-        &tone.0,
+        tone.path(),
         Some(300),
         &ca.ca,
     )
     .await;
-    let transport = registered(&server, "d1", || format!("{:?}", phone.lines())).await;
+    let transport = registered_transport(&server, "d1", || format!("{:?}", phone.lines())).await;
     assert_eq!(transport, "TLS");
     let mut caller = Caller::new(server.udp).await;
     let (ok, _) = caller.answered("6002", &[0], 10_000).await;

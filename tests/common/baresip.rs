@@ -312,3 +312,12 @@ impl Drop for Baresip {
         let _ = std::fs::remove_dir_all(&self.dir);
     }
 }
+
+/// The first message of baresip's SIP trace (`log`) that starts with `start` and contains
+/// `containing`, up to the colour reset the trace ends each message with.
+pub fn logged_message<'a>(log: &'a str, start: &str, containing: &str) -> Option<&'a str> {
+    log.split(start)
+        .skip(1)
+        .map(|m| m.split("\u{1b}[;m").next().unwrap_or(m))
+        .find(|m| m.contains(containing))
+}

@@ -8,7 +8,7 @@
 //! re-INVITEs ([`Caller::next_reinvite`], [`Caller::respond`]).
 
 use std::net::SocketAddr;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -16,7 +16,7 @@ use std::time::Duration;
 use pivotd::media::codec::Codec;
 use tokio::net::UdpSocket;
 
-use super::{body, header, status, to_tag, token, RawSip, RtpPacket, RtpSink, TestServer};
+use super::{body, header, status, tempdir, to_tag, token, RawSip, RtpPacket, RtpSink, TestServer};
 
 /// What the callee does with an INVITE.
 #[derive(Clone, Debug)]
@@ -718,6 +718,30 @@ pub async fn send_key(socket: &UdpSocket, to: SocketAddr, code: u8) {
         let p = super::dtmf_packet(seq.wrapping_add(i as u16), ts, i == 0, code, end, duration);
         let _ = socket.send_to(&p, to).await;
         tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// A WAV of `freq` Hz for `secs` seconds ([`sox_tone`]) in a directory of its own, removed
+/// with it: what a softphone plays (baresip hangs up when its audio file ends).
+pub struct ToneFile(PathBuf);
+
+impl ToneFile {
+    pub fn new(freq: f32, secs: u32) -> ToneFile {
+        let path = tempdir().join("tone.wav");
+        sox_tone(&path, freq, secs);
+        ToneFile(path)
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.0
+    }
+}
+
+impl Drop for ToneFile {
+    fn drop(&mut self) {
+        if let Some(dir) = self.0.parent() {
+            let _ = std::fs::remove_dir_all(dir);
+        }
     }
 }
 

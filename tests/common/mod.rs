@@ -205,6 +205,25 @@ pub struct SippRun {
     pub output: String,
 }
 
+impl SippRun {
+    /// SIPp exited 0 and its statistics count `calls` calls successful, none failed.
+    pub fn assert_all_completed(&self, calls: u32) {
+        assert!(self.ok, "sipp failed:\n{}", self.output);
+        assert_eq!(
+            sipp_stat(&self.output, "Successful call"),
+            Some(calls),
+            "{}",
+            self.output
+        );
+        assert_eq!(
+            sipp_stat(&self.output, "Failed call"),
+            Some(0),
+            "{}",
+            self.output
+        );
+    }
+}
+
 /// The cumulative count of one of SIPp's closing statistics rows ("Successful call" …).
 pub fn sipp_stat(output: &str, row: &str) -> Option<u32> {
     output
@@ -466,6 +485,19 @@ pub fn prompt_pcmu(id: &str) -> Vec<u8> {
 }
 
 /// Waits until `f` holds, up to `secs` seconds.
+/// Waits (10 s at most) until `device` of the test account has a binding, and returns its
+/// transport; `log` (the phone's) is shown when it did not register.
+pub async fn registered_transport(
+    server: &TestServer,
+    device: &str,
+    log: impl Fn() -> String,
+) -> String {
+    let bindings = || server.handle.registrar.bindings_of(ACCOUNT, device);
+    let bound = eventually(10, || !bindings().is_empty()).await;
+    assert!(bound, "{device} did not register:\n{}", log());
+    bindings()[0].transport.clone()
+}
+
 pub async fn eventually(secs: u64, mut f: impl FnMut() -> bool) -> bool {
     let deadline = tokio::time::Instant::now() + Duration::from_secs(secs);
     while tokio::time::Instant::now() < deadline {
