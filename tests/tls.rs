@@ -860,6 +860,7 @@ async fn pjsua2_registers_and_calls_over_tls_hears_the_prompt_and_its_key_is_col
         silence.path(),
         None,
         &ca.ca,
+        false,
     )
     .await;
     let transport = registered_transport(&server, "d1", || format!("{:?}", phone.lines())).await;
@@ -895,6 +896,7 @@ async fn pjsua2_registers_over_tls_and_is_rung_by_a_bridge() {
         tone.path(),
         Some(300),
         &ca.ca,
+        false,
     )
     .await;
     let transport = registered_transport(&server, "d1", || format!("{:?}", phone.lines())).await;

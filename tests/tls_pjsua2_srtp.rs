@@ -23,7 +23,7 @@ async fn pjsua2_calls_over_tls_with_srtp_hears_the_prompt_and_its_key_is_collect
     let dir = tempdir();
     let silence = dir.join("silence.wav");
     sox_tone(&silence, 0.0, 30);
-    let mut phone = Pjsua::register_tls_srtp(
+    let mut phone = Pjsua::register_tls(
         server.handle.tls[0],
         "2001",
         "s3cret",
@@ -31,15 +31,11 @@ async fn pjsua2_calls_over_tls_with_srtp_hears_the_prompt_and_its_key_is_collect
         &silence,
         None,
         &ca.ca,
+        true,
     )
     .await;
-    let bindings = || server.handle.registrar.bindings_of(ACCOUNT, "d1");
-    assert!(
-        eventually(10, || !bindings().is_empty()).await,
-        "{:?}",
-        phone.lines()
-    );
-    assert_eq!(bindings()[0].transport, "TLS");
+    let transport = registered_transport(&server, "d1", || format!("{:?}", phone.lines())).await;
+    assert_eq!(transport, "TLS");
     phone.command(&format!("dial sip:5000@{REALM}")).await;
     assert!(
         phone.expect("confirmed", 10).await.is_some(),

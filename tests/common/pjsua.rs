@@ -42,25 +42,10 @@ impl Pjsua {
         Pjsua::launch(server, user, password, realm, play, answer_ms, None).await
     }
 
-    /// [`Pjsua::register_tls`] with SRTP mandatory (`PHONE_SRTP=mandatory`): its calls offer
-    /// RTP/SAVP with SDES keys and take nothing but SRTP.
-    pub async fn register_tls_srtp(
-        server: SocketAddr,
-        user: &str,
-        password: &str,
-        realm: &str,
-        play: &Path,
-        answer_ms: Option<u64>,
-        ca_file: &Path,
-    ) -> Pjsua {
-        let tls = Tls {
-            ca_file,
-            srtp: true,
-        };
-        Pjsua::launch(server, user, password, realm, play, answer_ms, Some(tls)).await
-    }
-
-    /// [`Pjsua::register`] over TLS to `server` (pivotd's TLS socket), trusting `ca_file`.
+    /// [`Pjsua::register`] over TLS to `server` (pivotd's TLS socket), trusting `ca_file`;
+    /// with `srtp`, SRTP mandatory (`PHONE_SRTP=mandatory`): its calls offer RTP/SAVP with
+    /// SDES keys and take nothing but SRTP.
+    #[allow(clippy::too_many_arguments)]
     pub async fn register_tls(
         server: SocketAddr,
         user: &str,
@@ -69,11 +54,9 @@ impl Pjsua {
         play: &Path,
         answer_ms: Option<u64>,
         ca_file: &Path,
+        srtp: bool,
     ) -> Pjsua {
-        let tls = Tls {
-            ca_file,
-            srtp: false,
-        };
+        let tls = Tls { ca_file, srtp };
         Pjsua::launch(server, user, password, realm, play, answer_ms, Some(tls)).await
     }
 
